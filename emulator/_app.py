@@ -1,0 +1,509 @@
+"""The ASGI application: routing, auth, JSON in and out, latency, webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ._answers import stable_key
+from ._errors import auth_error, error_body, invalid_json, not_found
+from ._scenario import Scenario, ScenarioError, load_scenario
+from ._state import (
+    TERMINAL_BATCH,
+    TERMINAL_INTERACTION,
+    ApiError,
+    BatchRec,
+    Core,
+    FileRec,
+    InteractionRec,
+)
+from ._webhooks import WebhookSender
+
+KEY_HEADER = "x-gemini-ledger-key"
+KEY_LABEL = "gemini_ledger_key"
+
+_VER = r"(?P<ver>v1|v1beta|v1alpha)"
+Handler = Callable[["Emulator", Request, dict[str, str]], Awaitable[Response]]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _error(status_obj: dict[str, Any]) -> Response:
+    return _json({"error": status_obj}, status=int(status_obj["code"]))
+
+
+async def _body_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(invalid_json(str(exc))["error"]) from None
+    if not isinstance(data, dict):
+        raise ApiError(invalid_json("Expected a JSON object.")["error"])
+    return data
+
+
+class Emulator:
+    """Holds the core, the webhook sender and the route table."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.core = Core(scenario, seed, clock)
+        self.webhooks = WebhookSender(self.core, webhook_url, webhook_secret)
+        self.timers: set[asyncio.TimerHandle] = set()
+        self.routes: list[tuple[str, re.Pattern[str], str, str, Handler, bool]] = []
+        add = self._add
+        add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):generateContent", "generate", gen)
+        add(
+            "POST",
+            rf"/{_VER}/models/(?P<model>[^/:]+):batchGenerateContent",
+            "batches.create",
+            batch_create,
+        )
+        add("POST", rf"/upload/{_VER}/files", "upload", upload, auth=False)
+        add("GET", rf"/{_VER}/files", "files.list", files_list)
+        add("GET", rf"/{_VER}/files/(?P<id>[^/:]+):download", "files.download", files_download)
+        add("GET", rf"/{_VER}/files/(?P<id>[^/:]+)", "files.get", files_get)
+        add("DELETE", rf"/{_VER}/files/(?P<id>[^/:]+)", "files.delete", files_delete)
+        add("GET", rf"/{_VER}/batches", "batches.list", batch_list)
+        add("GET", rf"/{_VER}/batches/(?P<id>[^/:]+)", "batches.get", batch_get)
+        add("POST", rf"/{_VER}/batches/(?P<id>[^/:]+):cancel", "batches.cancel", batch_cancel)
+        add("DELETE", rf"/{_VER}/batches/(?P<id>[^/:]+)", "batches.delete", batch_delete)
+        add("POST", rf"/{_VER}/interactions", "interactions.create", inter_create)
+        add("GET", rf"/{_VER}/interactions/(?P<id>[^/]+)", "interactions.get", inter_get)
+        add(
+            "POST",
+            rf"/{_VER}/interactions/(?P<id>[^/]+)/cancel",
+            "interactions.cancel",
+            inter_cancel,
+        )
+        add("DELETE", rf"/{_VER}/interactions/(?P<id>[^/]+)", "interactions.delete", inter_delete)
+
+    def _add(
+        self, method: str, pattern: str, name: str, handler: Handler, *, auth: bool = True
+    ) -> None:
+        template = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: "{" + m.group(1) + "}", pattern)
+        self.routes.append((method, re.compile(pattern + "$"), template, name, handler, auth))
+
+    async def dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        method = request.method
+        if path.startswith("/_emulator/"):
+            return await self.control(request, path[len("/_emulator/") :])
+        counts = self.core.requests
+        for r_method, regex, template, name, handler, auth in self.routes:
+            if r_method != method:
+                continue
+            match = regex.match(path)
+            if match is None:
+                continue
+            params = match.groupdict()
+            label = f"{method} {template.replace('{ver}', params['ver'])}"
+            counts[label] = counts.get(label, 0) + 1
+            if auth and not request.headers.get("x-goog-api-key"):
+                return _json(auth_error(), status=403)
+            latency = self.core.scenario.latency_ms.get(name)
+            if latency is not None and (latency.mean or latency.jitter):
+                delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)
+                if delay > 0:
+                    await asyncio.sleep(delay / 1000.0)
+            try:
+                return await handler(self, request, params)
+            except ApiError as exc:
+                return _error(exc.status_obj)
+        label = f"{method} {{unknown}}"
+        counts[label] = counts.get(label, 0) + 1
+        return _json(not_found(path), status=404)
+
+    async def control(self, request: Request, what: str) -> Response:
+        core = self.core
+        if what == "stats" and request.method == "GET":
+            return _json(core.stats())
+        if what == "reset" and request.method == "POST":
+            core.reset()
+            return _json({"ok": True})
+        if what == "scenario" and request.method == "POST":
+            try:
+                body = await _body_json(request)
+            except ApiError as exc:
+                return _error(exc.status_obj)
+            seed = body.pop("seed", None)
+            if "scenario" in body and len(body) == 1:
+                body = body["scenario"]
+            try:
+                scenario = load_scenario(str(body["name"]) if set(body) == {"name"} else body)
+            except ScenarioError as exc:
+                return _json(error_body(400, "INVALID_ARGUMENT", str(exc)), status=400)
+            core.set_scenario(scenario, int(seed) if seed is not None else None)
+            return _json({"ok": True, "scenario": scenario.model_dump(), "seed": core.seed})
+        if what == "scenario" and request.method == "GET":
+            return _json({"scenario": core.scenario.model_dump(), "seed": core.seed})
+        return _json(not_found(request.url.path), status=404)
+
+    # -------------------------------------------------------------- webhook events
+    def batch_finished(self, rec: BatchRec) -> None:
+        if not self.webhooks.enabled or rec.state not in TERMINAL_BATCH:
+            return
+        kind = {
+            "BATCH_STATE_SUCCEEDED": "batch.succeeded",
+            "BATCH_STATE_EXPIRED": "batch.expired",
+        }.get(rec.state, "batch.failed")
+        data: dict[str, Any] = {
+            "name": f"batches/{rec.id}",
+            "display_name": rec.display_name,
+            "state": rec.state,
+        }
+        if rec.output and "responsesFile" in rec.output:
+            data["responses_file"] = rec.output["responsesFile"]
+        self.webhooks.emit(kind, data, f"batches/{rec.id}")
+
+    def interaction_finished(self, rec: InteractionRec) -> None:
+        if not self.webhooks.enabled or not rec.background:
+            return
+        kind = "interaction.completed" if rec.status == "completed" else "interaction.failed"
+        data: dict[str, Any] = {"id": rec.id, "status": rec.status}
+        if rec.labels:
+            data["labels"] = rec.labels
+        self.webhooks.emit(kind, data, rec.id)
+
+    def schedule_batch(self, rec: BatchRec) -> None:
+        secs = self.core.scenario.batch_seconds_to_complete
+        if secs is None or rec.state in TERMINAL_BATCH:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.timers.discard(handle)
+            if rec.state not in TERMINAL_BATCH and self.core.batches.get(rec.id) is rec:
+                self.core.finish_batch(rec)
+                self.batch_finished(rec)
+
+        handle = loop.call_later(secs + 0.001, fire)
+        self.timers.add(handle)
+
+    def close_timers(self) -> None:
+        for handle in self.timers:
+            handle.cancel()
+        self.timers.clear()
+
+
+def base_url(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _batch_json(rec: BatchRec) -> dict[str, Any]:
+    return rec.as_json()
+
+
+# ------------------------------------------------------------------ handlers
+async def gen(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    raw = await request.body()
+    body = await _body_json(request)
+    key = request.headers.get(KEY_HEADER) or stable_key(raw)
+    return _json(emu.core.generate(p["model"], body, key))
+
+
+async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    core = emu.core
+    query = parse_qs(request.url.query)
+    upload_id = (query.get("upload_id") or [""])[0]
+    command = request.headers.get("x-goog-upload-command", "").lower()
+    if not upload_id:
+        if not request.headers.get("x-goog-api-key"):
+            return _json(auth_error(), status=403)
+        body = await _body_json(request)
+        spec = body.get("file") or {}
+        fid = core.new_id()
+        name = spec.get("name")
+        if isinstance(name, str) and name:
+            fid = name.removeprefix("files/")
+        size = (
+            spec.get("sizeBytes")
+            or spec.get("size_bytes")
+            or request.headers.get("x-goog-upload-header-content-length", 0)
+        )
+        rec = FileRec(
+            id=fid,
+            display_name=spec.get("displayName") or spec.get("display_name"),
+            mime_type=spec.get("mimeType")
+            or spec.get("mime_type")
+            or request.headers.get("x-goog-upload-header-content-type")
+            or "application/octet-stream",
+            data=bytearray(),
+            expected_size=int(size or 0),
+            create_time=core.clock(),
+        )
+        core.uploads[fid] = rec
+        url = (
+            f"{base_url(request)}/upload/{p['ver']}/files?upload_id={fid}&upload_protocol=resumable"
+        )
+        return Response(
+            b"",
+            headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"},
+        )
+    rec_or_none = core.uploads.get(upload_id)
+    if rec_or_none is None:
+        return _json(error_body(404, "NOT_FOUND", f"No upload session {upload_id}."), 404)
+    rec = rec_or_none
+    chunk = await request.body()
+    offset = int(request.headers.get("x-goog-upload-offset", len(rec.data)) or 0)
+    if offset != len(rec.data):
+        return _json(
+            error_body(400, "INVALID_ARGUMENT", f"Bad offset {offset}, expected {len(rec.data)}."),
+            400,
+        )
+    if "upload" in command:
+        rec.data.extend(chunk)
+    if "finalize" in command:
+        rec.done = True
+        del core.uploads[upload_id]
+        core.files[rec.id] = rec
+        return _json(
+            {"file": rec.as_json(base_url(request), p["ver"])},
+            headers={"x-goog-upload-status": "final"},
+        )
+    return Response(b"", headers={"x-goog-upload-status": "active"})
+
+
+def _file(emu: Emulator, fid: str) -> FileRec:
+    rec = emu.core.files.get(fid)
+    if rec is None:
+        raise ApiError(
+            {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}
+        )
+    return rec
+
+
+async def files_list(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    files = [f.as_json(base_url(request), p["ver"]) for f in emu.core.files.values()]
+    return _json({"files": files} if files else {})
+
+
+async def files_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    return _json(_file(emu, p["id"]).as_json(base_url(request), p["ver"]))
+
+
+async def files_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    _file(emu, p["id"])
+    del emu.core.files[p["id"]]
+    return _json({})
+
+
+async def files_download(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    rec = _file(emu, p["id"])
+    return Response(bytes(rec.data), media_type=rec.mime_type)
+
+
+async def batch_create(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    core = emu.core
+    body = await _body_json(request)
+    batch = body.get("batch") or {}
+    input_config = batch.get("inputConfig") or {}
+    rows: list[tuple[str, dict[str, Any]]] = []
+    inline = False
+    if input_config.get("fileName"):
+        fid = str(input_config["fileName"]).removeprefix("files/")
+        frec = _file(emu, fid)
+        for raw in bytes(frec.data).splitlines():
+            if not raw.strip():
+                continue
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise ApiError(
+                    invalid_json(f"Bad JSONL line in files/{fid}: {raw[:80]!r}")["error"]
+                ) from None
+            req = line.get("request") if isinstance(line, dict) else None
+            if not isinstance(req, dict):
+                raise ApiError(
+                    {
+                        "code": 400,
+                        "status": "INVALID_ARGUMENT",
+                        "message": f"Each line of files/{fid} needs a 'request' object.",
+                    }
+                )
+            key = line.get("key")
+            rows.append((str(key) if key is not None else stable_key(raw), req))
+    elif "requests" in input_config:
+        inline = True
+        reqs = input_config.get("requests") or {}
+        items = reqs.get("requests") if isinstance(reqs, dict) else reqs
+        for item in items or []:
+            req = item.get("request") or {}
+            meta = item.get("metadata") or {}
+            key = meta.get("key") if isinstance(meta, dict) else None
+            rows.append((str(key) if key is not None else stable_key(orjson.dumps(req)), req))
+    else:
+        raise ApiError(
+            {
+                "code": 400,
+                "status": "INVALID_ARGUMENT",
+                "message": "batch.inputConfig needs fileName or requests.",
+            }
+        )
+    model = f"models/{p['model']}"
+    display = str(batch.get("displayName") or batch.get("display_name") or "")
+    rec = core.create_batch(model, display, rows, inline)
+    if rec.state in TERMINAL_BATCH:
+        emu.batch_finished(rec)
+    else:
+        emu.schedule_batch(rec)
+    return _json(_batch_json(rec))
+
+
+def _batch(emu: Emulator, bid: str) -> BatchRec:
+    rec = emu.core.batches.get(bid)
+    if rec is None:
+        raise ApiError(
+            {"code": 404, "status": "NOT_FOUND", "message": f"Batch batches/{bid} not found."}
+        )
+    return rec
+
+
+def _observe(emu: Emulator, rec: BatchRec) -> None:
+    if emu.core.observe_batch(rec):
+        emu.batch_finished(rec)
+
+
+async def batch_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    rec = _batch(emu, p["id"])
+    _observe(emu, rec)
+    return _json(_batch_json(rec))
+
+
+async def batch_list(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    query = parse_qs(request.url.query)
+    try:
+        size = int((query.get("pageSize") or ["50"])[0])
+    except ValueError:
+        size = 50
+    size = max(1, min(size, 1000))
+    token = (query.get("pageToken") or [""])[0] or None
+    page, nxt = emu.core.list_batches(size, token)
+    for rec in page:
+        _observe(emu, rec)
+    out: dict[str, Any] = {"operations": [_batch_json(r) for r in page]}
+    if nxt:
+        out["nextPageToken"] = nxt
+    return _json(out)
+
+
+async def batch_cancel(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    emu.core.cancel_batch(_batch(emu, p["id"]))
+    return _json({})
+
+
+async def batch_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    _batch(emu, p["id"])
+    del emu.core.batches[p["id"]]
+    return _json({})
+
+
+def _interaction(emu: Emulator, iid: str) -> InteractionRec:
+    rec = emu.core.interactions.get(iid)
+    if rec is None:
+        raise ApiError(
+            {"code": 404, "status": "NOT_FOUND", "message": f"Interaction {iid} not found."}
+        )
+    return rec
+
+
+def _inter_response(rec: InteractionRec) -> Response:
+    if rec.cached is None:
+        data = orjson.dumps(rec.as_json())
+        if rec.status in TERMINAL_INTERACTION:
+            rec.cached = data
+        return Response(data, media_type="application/json")
+    return Response(rec.cached, media_type="application/json")
+
+
+async def inter_create(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    raw = await request.body()
+    body = await _body_json(request)
+    labels = body.get("labels")
+    key = request.headers.get(KEY_HEADER)
+    if not key and isinstance(labels, dict) and labels.get(KEY_LABEL):
+        key = str(labels[KEY_LABEL])
+    rec = emu.core.create_interaction(body, key or stable_key(raw))
+    if rec.status in TERMINAL_INTERACTION:
+        emu.interaction_finished(rec)
+    return _inter_response(rec)
+
+
+async def inter_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    rec = _interaction(emu, p["id"])
+    if rec.status not in TERMINAL_INTERACTION and emu.core.observe_interaction(rec):
+        emu.interaction_finished(rec)
+    return _inter_response(rec)
+
+
+async def inter_cancel(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    rec = _interaction(emu, p["id"])
+    emu.core.cancel_interaction(rec)
+    return _inter_response(rec)
+
+
+async def inter_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    _interaction(emu, p["id"])
+    del emu.core.interactions[p["id"]]
+    return _json({})
+
+
+def create_app(
+    *,
+    scenario: Scenario | str = "clean",
+    seed: int = 0,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The emulator as a Starlette ASGI app (state in memory, per app)."""
+    emu = Emulator(load_scenario(scenario), seed, webhook_url, webhook_secret, clock)
+
+    async def endpoint(request: Request) -> Response:
+        return await emu.dispatch(request)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            emu.close_timers()
+            await emu.webhooks.aclose()
+
+    app = Starlette(
+        routes=[
+            Route(
+                "/{path:path}",
+                endpoint,
+                methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
+            )
+        ],
+        lifespan=lifespan,
+    )
+    app.state.emulator = emu
+    return app

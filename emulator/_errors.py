@@ -1,0 +1,86 @@
+"""Google API error bodies, as the real Gemini API sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+_QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_requests"
+
+#: step -> (HTTP code, status, message)
+STEP_ERRORS: dict[str, tuple[int, str, str]] = {
+    "429": (
+        429,
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    "500": (
+        500,
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    "failed": (500, "INTERNAL", "An internal error has occurred. Please retry."),
+    "503": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    "400": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    "403": (403, "PERMISSION_DENIED", "The caller does not have permission"),
+    "404": (404, "NOT_FOUND", "Requested entity was not found."),
+    "unknown": (409, "ABORTED", "The operation was aborted."),
+    "hang": (504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+    "cancelled": (499, "CANCELLED", "The operation was cancelled."),
+    "budget_exceeded": (429, "RESOURCE_EXHAUSTED", "Budget exceeded for this project."),
+}
+
+
+def status_object(
+    code: int, status: str, message: str, retry_delay_s: float | None = None
+) -> dict[str, Any]:
+    """A google.rpc.Status-like object (what goes under ``error``)."""
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if code == 429 and retry_delay_s is not None:
+        delay = f"{retry_delay_s:g}s"
+        err["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": _QUOTA_METRIC,
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                    }
+                ],
+            },
+            {"@type": RETRY_INFO, "retryDelay": delay},
+        ]
+    return err
+
+
+def step_status(step: str, retry_delay_s: float) -> dict[str, Any]:
+    """The status object of an error step."""
+    code, status, message = STEP_ERRORS[step]
+    return status_object(code, status, message, retry_delay_s if step == "429" else None)
+
+
+def error_body(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
+    """A full error body ``{"error": {...}}``."""
+    err = status_object(code, status, message)
+    err.update(extra)
+    return {"error": err}
+
+
+def auth_error() -> dict[str, Any]:
+    """What the real API answers to a request without an API key."""
+    return error_body(
+        403,
+        "PERMISSION_DENIED",
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API.",
+    )
+
+
+def not_found(path: str) -> dict[str, Any]:
+    return error_body(404, "NOT_FOUND", f"Method not found: {path}")
+
+
+def invalid_json(detail: str) -> dict[str, Any]:
+    return error_body(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {detail}")

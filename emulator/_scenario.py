@@ -1,0 +1,194 @@
+"""Scenario model: which faults the emulator injects, how slow it is, how jobs end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Step = Literal[
+    "ok",
+    "429",
+    "500",
+    "503",
+    "400",
+    "403",
+    "404",
+    "unknown",
+    "safety",
+    "blocked_prompt",
+    "empty",
+    "missing",
+    "hang",
+    "failed",
+    "cancelled",
+    "incomplete",
+    "budget_exceeded",
+]
+
+#: Route names accepted in ``latency_ms``.
+LATENCY_ROUTES = (
+    "generate",
+    "upload",
+    "files.get",
+    "files.download",
+    "files.delete",
+    "batches.create",
+    "batches.get",
+    "batches.list",
+    "batches.cancel",
+    "batches.delete",
+    "interactions.create",
+    "interactions.get",
+    "interactions.cancel",
+    "interactions.delete",
+)
+
+JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Latency(_Strict):
+    """Latency of one route: ``mean`` milliseconds, plus or minus up to ``jitter``."""
+
+    mean: float = Field(0.0, ge=0)
+    jitter: float = Field(0.0, ge=0)
+
+
+class Script(_Strict):
+    """Per-key script: each submission of a key matching ``match`` takes the next step."""
+
+    match: str
+    steps: list[Step] = Field(min_length=1)
+
+
+Probability = float
+
+
+class Scenario(_Strict):
+    """What the emulator does to requests. Every random choice is seeded per key."""
+
+    name: str = "custom"
+    rate_429: Probability = Field(0.0, ge=0, le=1)
+    rate_500: Probability = Field(0.0, ge=0, le=1)
+    rate_503: Probability = Field(0.0, ge=0, le=1)
+    rate_400: Probability = Field(0.0, ge=0, le=1)
+    rate_safety: Probability = Field(0.0, ge=0, le=1)
+    rate_blocked_prompt: Probability = Field(0.0, ge=0, le=1)
+    rate_empty: Probability = Field(0.0, ge=0, le=1)
+    rate_missing: Probability = Field(0.0, ge=0, le=1)
+    rate_truncated_file: Probability = Field(0.0, ge=0, le=1)
+    empty_when_no_letters: bool = False
+    retry_delay_s: float = Field(2.0, ge=0)
+    latency_ms: dict[str, Latency] = Field(default_factory=dict)
+    batch_polls_to_complete: int = Field(1, ge=0)
+    batch_seconds_to_complete: float | None = Field(None, ge=0)
+    interaction_polls_to_complete: int = Field(1, ge=0)
+    batch_job_fail_rate: Probability = Field(0.0, ge=0, le=1)
+    batch_job_expire_rate: Probability = Field(0.0, ge=0, le=1)
+    batch_job_outcomes: list[JobOutcome] = Field(default_factory=list)
+    scripts: list[Script] = Field(default_factory=list)
+    webhook_duplicate_rate: Probability = Field(0.0, ge=0, le=1)
+    webhook_delay_ms: Latency = Field(default_factory=lambda: Latency(mean=0.0, jitter=0.0))
+
+    @field_validator("latency_ms", mode="before")
+    @classmethod
+    def _latency(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for route, spec in value.items():
+            if route not in LATENCY_ROUTES:
+                raise ValueError(
+                    f"unknown route {route!r} in latency_ms; known: {', '.join(LATENCY_ROUTES)}"
+                )
+            out[route] = {"mean": spec} if isinstance(spec, int | float) else spec
+        return out
+
+    @field_validator("webhook_delay_ms", mode="before")
+    @classmethod
+    def _delay(cls, value: Any) -> Any:
+        return {"mean": value} if isinstance(value, int | float) else value
+
+
+BUILTINS: dict[str, dict[str, Any]] = {
+    "clean": {
+        "name": "clean",
+        "batch_polls_to_complete": 1,
+        "interaction_polls_to_complete": 1,
+    },
+    "default": {
+        "name": "default",
+        "rate_429": 0.03,
+        "rate_503": 0.02,
+        "rate_500": 0.005,
+        "rate_400": 0.01,
+        "rate_safety": 0.01,
+        "rate_blocked_prompt": 0.002,
+        "rate_empty": 0.0,
+        "empty_when_no_letters": True,
+        "rate_missing": 0.01,
+        "rate_truncated_file": 0.0,
+        "retry_delay_s": 1.0,
+        "latency_ms": {
+            "generate": {"mean": 20, "jitter": 10},
+            "interactions.create": {"mean": 10, "jitter": 5},
+            "batches.create": {"mean": 10, "jitter": 5},
+        },
+        "batch_polls_to_complete": 2,
+        "interaction_polls_to_complete": 2,
+        "batch_job_fail_rate": 0.05,
+        "webhook_duplicate_rate": 0.2,
+        "webhook_delay_ms": {"mean": 200, "jitter": 150},
+    },
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario file or body could not be read or validated."""
+
+
+def scenario_from_dict(data: dict[str, Any]) -> Scenario:
+    """Validate a scenario mapping, raising :class:`ScenarioError` with a readable message."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"a scenario must be a mapping, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ScenarioError(f"invalid scenario: {problems}") from None
+
+
+def load_scenario(name_or_path: Scenario | str | Path | dict[str, Any]) -> Scenario:
+    """A built-in scenario by name ("clean", "default"), or one read from a JSON/YAML file."""
+    if isinstance(name_or_path, Scenario):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        if set(name_or_path) == {"name"} and name_or_path["name"] in BUILTINS:
+            return Scenario.model_validate(BUILTINS[name_or_path["name"]])
+        return scenario_from_dict(name_or_path)
+    text = str(name_or_path)
+    if text in BUILTINS:
+        return Scenario.model_validate(BUILTINS[text])
+    path = Path(text)
+    if not path.is_file():
+        raise ScenarioError(
+            f"no built-in scenario or file named {text!r} (built-ins: {', '.join(BUILTINS)})"
+        )
+    raw = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(raw) if path.suffix.lower() == ".json" else yaml.safe_load(raw)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"cannot parse scenario file {path}: {exc}") from None
+    if isinstance(data, dict) and "name" not in data:
+        data = {"name": path.stem, **data}
+    return scenario_from_dict(data)

@@ -1,0 +1,585 @@
+"""In-memory state of the emulator and the decisions it makes (no HTTP here)."""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
+from ._errors import STEP_ERRORS, step_status
+from ._scenario import Scenario
+
+ERROR_STEPS = frozenset(STEP_ERRORS) - {"cancelled", "budget_exceeded", "hang", "failed"}
+ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "empty", "incomplete", "missing"})
+TERMINAL_BATCH = frozenset(
+    {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+)
+TERMINAL_INTERACTION = frozenset(
+    {"completed", "failed", "cancelled", "incomplete", "budget_exceeded"}
+)
+
+_GL = "type.googleapis.com/google.ai.generativelanguage.v1main."
+_BATCH_TYPE = _GL + "GenerateContentBatch"
+_OUTPUT_TYPE = _GL + "GenerateContentBatchOutput"
+
+
+class ApiError(Exception):
+    """Raised by the core to make the HTTP layer answer an error body."""
+
+    def __init__(self, status_obj: dict[str, Any]) -> None:
+        super().__init__(status_obj.get("message", ""))
+        self.status_obj = status_obj
+
+    @property
+    def code(self) -> int:
+        return int(self.status_obj["code"])
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_id(counter: itertools.count[int]) -> str:
+    return f"{next(counter):06d}{secrets.token_hex(5)}"
+
+
+@dataclass
+class FileRec:
+    id: str
+    display_name: str | None
+    mime_type: str
+    data: bytearray
+    expected_size: int
+    create_time: float
+    source: str = "UPLOADED"
+    done: bool = False
+
+    def as_json(self, base_url: str, version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": f"files/{self.id}",
+            "mimeType": self.mime_type,
+            "sizeBytes": str(len(self.data)),
+            "createTime": iso(self.create_time),
+            "updateTime": iso(self.create_time),
+            "expirationTime": iso(self.create_time + 48 * 3600),
+            "uri": f"{base_url}/{version}/files/{self.id}",
+            "state": "ACTIVE",
+            "source": self.source,
+        }
+        if self.display_name:
+            out["displayName"] = self.display_name
+        if self.source == "GENERATED":
+            out["downloadUri"] = f"{base_url}/{version}/files/{self.id}:download?alt=media"
+        return out
+
+
+@dataclass
+class Row:
+    key: str
+    n: int
+    step: str
+    request: dict[str, Any]
+
+
+@dataclass
+class BatchRec:
+    id: str
+    model: str
+    display_name: str
+    create_time: float
+    rows: list[Row]
+    inline: bool
+    outcome: str  # terminal state it will reach
+    truncate: bool
+    state: str = "BATCH_STATE_PENDING"
+    update_time: float = 0.0
+    end_time: float | None = None
+    polls: int = 0
+    output: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "@type": _BATCH_TYPE,
+            "model": self.model,
+            "displayName": self.display_name,
+            "state": self.state,
+            "createTime": iso(self.create_time),
+            "updateTime": iso(self.update_time or self.create_time),
+            "name": f"batches/{self.id}",
+            "batchStats": {"requestCount": str(len(self.rows))},
+        }
+        if self.end_time is not None:
+            meta["endTime"] = iso(self.end_time)
+        if self.output is not None:
+            meta["output"] = self.output
+        out: dict[str, Any] = {
+            "name": f"batches/{self.id}",
+            "metadata": meta,
+            "done": self.state in TERMINAL_BATCH,
+        }
+        if self.state == "BATCH_STATE_SUCCEEDED":
+            out["response"] = {
+                "@type": _OUTPUT_TYPE,
+                **(self.output or {}),
+            }
+        elif self.state in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED"):
+            out["error"] = {
+                "code": 13 if self.state == "BATCH_STATE_FAILED" else 4,
+                "message": "Batch job failed."
+                if self.state == "BATCH_STATE_FAILED"
+                else "Batch job expired before it was processed.",
+            }
+        return out
+
+
+@dataclass
+class InteractionRec:
+    id: str
+    model: str
+    key: str
+    n: int
+    step: str
+    prompt: str
+    schema: Any
+    background: bool
+    labels: dict[str, str] | None
+    create_time: float
+    status: str = "in_progress"
+    update_time: float = 0.0
+    polls: int = 0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    cached: bytes | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": "interaction",
+            "model": self.model,
+            "status": self.status,
+            "created": iso(self.create_time),
+            "updated": iso(self.update_time or self.create_time),
+        }
+        if self.labels:
+            out["labels"] = self.labels
+        out.update(self.outputs)
+        return out
+
+
+def _zero_billed() -> dict[str, int]:
+    return {
+        "generate_calls": 0,
+        "batch_rows": 0,
+        "interactions": 0,
+        "prompt_tokens": 0,
+        "candidates_tokens": 0,
+        "total_tokens": 0,
+    }
+
+
+class Core:
+    """Everything the emulator knows; every HTTP handler calls one method of this."""
+
+    def __init__(self, scenario: Scenario, seed: int, clock: Callable[[], float]) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.clock = clock
+        self.reset()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def reset(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.billed: dict[str, int] = _zero_billed()
+        self.submissions: dict[str, int] = {}
+        self.batches_created = 0
+        self.interactions_created = 0
+        self.webhooks_sent = 0
+        self.webhooks_failed = 0
+        self.files: dict[str, FileRec] = {}
+        self.uploads: dict[str, FileRec] = {}
+        self.batches: dict[str, BatchRec] = {}
+        self.interactions: dict[str, InteractionRec] = {}
+        self.script_pos: dict[tuple[int, str], int] = {}
+        self.display_names: dict[str, int] = {}
+        self.job_outcome_pos = 0
+        self._ids = itertools.count(1)
+
+    def set_scenario(self, scenario: Scenario, seed: int | None = None) -> None:
+        self.scenario = scenario
+        if seed is not None:
+            self.seed = seed
+        self.script_pos.clear()
+        self.job_outcome_pos = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "billed": dict(self.billed),
+            "submissions": dict(self.submissions),
+            "batches_created": self.batches_created,
+            "interactions_created": self.interactions_created,
+            "webhooks_sent": self.webhooks_sent,
+            "webhooks_failed": self.webhooks_failed,
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+        }
+
+    def new_id(self) -> str:
+        return _new_id(self._ids)
+
+    # ------------------------------------------------------------------ decisions
+    def submit(self, key: str, prompt: str, *, batch: bool) -> tuple[int, str]:
+        """Count one submission of ``key`` and decide what happens to it."""
+        n = self.submissions.get(key, 0) + 1
+        self.submissions[key] = n
+        return n, self.decide(key, n, prompt, batch=batch)
+
+    def decide(self, key: str, n: int, prompt: str, *, batch: bool) -> str:
+        sc = self.scenario
+        for index, script in enumerate(sc.scripts):
+            if fnmatch.fnmatchcase(key, script.match):
+                pos = self.script_pos.get((index, key), 0)
+                self.script_pos[(index, key)] = pos + 1
+                step = script.steps[min(pos, len(script.steps) - 1)]
+                if step == "ok" and sc.empty_when_no_letters and not has_letters(prompt):
+                    return "empty"
+                return step
+        u = uniform(self.seed, key, n, "fault")
+        for step, rate in (
+            ("429", sc.rate_429),
+            ("503", sc.rate_503),
+            ("500", sc.rate_500),
+            ("400", sc.rate_400),
+            ("safety", sc.rate_safety),
+            ("blocked_prompt", sc.rate_blocked_prompt),
+            ("empty", sc.rate_empty),
+            ("missing", sc.rate_missing if batch else 0.0),
+        ):
+            if u < rate:
+                return step
+            u -= rate
+        if sc.empty_when_no_letters and not has_letters(prompt):
+            return "empty"
+        return "ok"
+
+    # ------------------------------------------------------------------ answers
+    def bill(self, kind: str, usage: dict[str, int]) -> None:
+        b = self.billed
+        b[kind] += 1
+        b["prompt_tokens"] += usage.get("promptTokenCount", 0)
+        b["candidates_tokens"] += usage.get("candidatesTokenCount", 0)
+        b["total_tokens"] += usage.get("totalTokenCount", 0)
+
+    def generate_response(
+        self, request: dict[str, Any], key: str, n: int, step: str, model: str
+    ) -> dict[str, Any]:
+        """A GenerateContentResponse (camelCase) for an answering step."""
+        prompt = prompt_of(request)
+        ptok = count_tokens(prompt)
+        usage: dict[str, Any] = {"promptTokenCount": ptok}
+        out: dict[str, Any] = {
+            "modelVersion": model.removeprefix("models/"),
+            "responseId": f"emu-{key_hash(key, n)}",
+        }
+        if step == "blocked_prompt":
+            out["promptFeedback"] = {
+                "blockReason": "SAFETY",
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True}
+                ],
+            }
+            usage["totalTokenCount"] = ptok
+            out["usageMetadata"] = usage
+            return out
+        if step == "safety":
+            candidate: dict[str, Any] = {
+                "content": {"role": "model"},
+                "finishReason": "SAFETY",
+                "index": 0,
+                "safetyRatings": [
+                    {
+                        "category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                        "probability": "HIGH",
+                        "blocked": True,
+                    }
+                ],
+            }
+            ctok = 0
+        else:
+            if step == "empty":
+                text = ""
+            else:
+                text = answer_text(schema_of(request), self.seed, key, n)
+                if step == "incomplete":
+                    text = text[: max(1, len(text) // 2)]
+            candidate = {
+                "content": {"parts": [{"text": text}], "role": "model"},
+                "finishReason": "MAX_TOKENS" if step == "incomplete" else "STOP",
+                "index": 0,
+            }
+            ctok = count_tokens(text) if text else 0
+        usage["candidatesTokenCount"] = ctok
+        usage["totalTokenCount"] = ptok + ctok
+        out["candidates"] = [candidate]
+        out["usageMetadata"] = usage
+        return out
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, model: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        prompt = prompt_of(body)
+        n, step = self.submit(key, prompt, batch=False)
+        if step == "missing":
+            step = "ok"
+        if step not in ANSWER_STEPS:
+            raise ApiError(step_status(step, self.scenario.retry_delay_s))
+        resp = self.generate_response(body, key, n, step, model)
+        self.bill("generate_calls", resp["usageMetadata"])
+        return resp
+
+    # ------------------------------------------------------------------ batches
+    def create_batch(
+        self, model: str, display_name: str, rows: list[tuple[str, dict[str, Any]]], inline: bool
+    ) -> BatchRec:
+        sc = self.scenario
+        recs = []
+        for key, request in rows:
+            n, step = self.submit(key, prompt_of(request), batch=True)
+            recs.append(Row(key, n, step, request))
+        occurrence = self.display_names.get(display_name, 0) + 1
+        self.display_names[display_name] = occurrence
+        if self.job_outcome_pos < len(sc.batch_job_outcomes):
+            outcome = sc.batch_job_outcomes[self.job_outcome_pos]
+            self.job_outcome_pos += 1
+        else:
+            u = uniform(self.seed, display_name, occurrence, "job")
+            if u < sc.batch_job_fail_rate:
+                outcome = "FAILED"
+            elif u < sc.batch_job_fail_rate + sc.batch_job_expire_rate:
+                outcome = "EXPIRED"
+            else:
+                outcome = "SUCCEEDED"
+        truncate = uniform(self.seed, display_name, occurrence, "truncate") < sc.rate_truncated_file
+        now = self.clock()
+        rec = BatchRec(
+            id=self.new_id(),
+            model=model,
+            display_name=display_name,
+            create_time=now,
+            rows=recs,
+            inline=inline,
+            outcome="BATCH_STATE_" + outcome,
+            truncate=truncate,
+        )
+        self.batches[rec.id] = rec
+        self.batches_created += 1
+        if sc.batch_seconds_to_complete is None and sc.batch_polls_to_complete == 0:
+            self.finish_batch(rec)
+        return rec
+
+    def batch_due(self, rec: BatchRec) -> bool:
+        sc = self.scenario
+        if sc.batch_seconds_to_complete is not None:
+            return self.clock() - rec.create_time >= sc.batch_seconds_to_complete
+        return rec.polls >= sc.batch_polls_to_complete
+
+    def observe_batch(self, rec: BatchRec) -> bool:
+        """One poll of a batch job (get or list); returns True when it just finished."""
+        if rec.state in TERMINAL_BATCH:
+            return False
+        rec.polls += 1
+        if self.batch_due(rec):
+            self.finish_batch(rec)
+            return True
+        if rec.state == "BATCH_STATE_PENDING":
+            rec.state = "BATCH_STATE_RUNNING"
+            rec.update_time = self.clock()
+        return False
+
+    def finish_batch(self, rec: BatchRec, state: str | None = None) -> None:
+        now = self.clock()
+        rec.state = state or rec.outcome
+        rec.update_time = rec.end_time = now
+        if rec.state != "BATCH_STATE_SUCCEEDED":
+            return
+        lines: list[dict[str, Any]] = []
+        retry = self.scenario.retry_delay_s
+        for row in rec.rows:
+            if row.step in ("missing", "hang"):
+                continue
+            if row.step in ANSWER_STEPS:
+                resp = self.generate_response(row.request, row.key, row.n, row.step, rec.model)
+                self.bill("batch_rows", resp["usageMetadata"])
+                lines.append({"key": row.key, "response": resp})
+            else:
+                lines.append({"key": row.key, "error": step_status(row.step, retry)})
+        if rec.inline:
+            inlined = []
+            for line in lines:
+                item = {k: v for k, v in line.items() if k != "key"}
+                item["metadata"] = {"key": line["key"]}
+                inlined.append(item)
+            rec.output = {"inlinedResponses": {"inlinedResponses": inlined}}
+            return
+        data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        if rec.truncate and lines:
+            last = orjson.dumps(lines[-1])
+            data = data[: len(data) - len(last) - 1] + last[: len(last) // 2]
+        fid = f"batch-{rec.id}"
+        self.files[fid] = FileRec(
+            id=fid,
+            display_name=f"{rec.display_name}-output",
+            mime_type="application/jsonl",
+            data=bytearray(data),
+            expected_size=len(data),
+            create_time=now,
+            source="GENERATED",
+            done=True,
+        )
+        rec.output = {"responsesFile": f"files/{fid}"}
+
+    def cancel_batch(self, rec: BatchRec) -> None:
+        if rec.state not in TERMINAL_BATCH:
+            rec.state = "BATCH_STATE_CANCELLED"
+            rec.update_time = rec.end_time = self.clock()
+
+    def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[BatchRec], str]:
+        ordered = sorted(self.batches.values(), key=lambda r: r.id, reverse=True)
+        start = 0
+        if page_token:
+            try:
+                start = int(page_token)
+            except ValueError:
+                raise ApiError(
+                    {"code": 400, "status": "INVALID_ARGUMENT", "message": "Invalid page token."}
+                ) from None
+        page = ordered[start : start + page_size]
+        nxt = str(start + page_size) if start + page_size < len(ordered) else ""
+        return page, nxt
+
+    # ------------------------------------------------------------------ interactions
+    def create_interaction(self, body: dict[str, Any], key: str) -> InteractionRec:
+        prompt = " ".join(collect_text(body.get("input")))
+        n, step = self.submit(key, prompt, batch=False)
+        if step in ("missing",):
+            step = "ok"
+        if step in ERROR_STEPS:
+            raise ApiError(step_status(step, self.scenario.retry_delay_s))
+        now = self.clock()
+        labels = body.get("labels")
+        rec = InteractionRec(
+            id=f"v1_{self.new_id()}",
+            model=str(body.get("model") or body.get("agent") or "unknown"),
+            key=key,
+            n=n,
+            step=step,
+            prompt=prompt,
+            schema=interaction_schema(body),
+            background=bool(body.get("background")),
+            labels=labels if isinstance(labels, dict) else None,
+            create_time=now,
+        )
+        self.interactions[rec.id] = rec
+        self.interactions_created += 1
+        if not rec.background or (
+            self.scenario.interaction_polls_to_complete == 0 and step != "hang"
+        ):
+            self.finish_interaction(rec)
+        return rec
+
+    def observe_interaction(self, rec: InteractionRec) -> bool:
+        if rec.status in TERMINAL_INTERACTION:
+            return False
+        rec.polls += 1
+        if rec.step != "hang" and rec.polls >= self.scenario.interaction_polls_to_complete:
+            self.finish_interaction(rec)
+            return True
+        return False
+
+    def finish_interaction(self, rec: InteractionRec) -> None:
+        rec.update_time = self.clock()
+        step = rec.step
+        if step == "hang":  # a non-background "hang": report it as failed
+            step = "failed"
+        errors = {
+            "safety": ("SAFETY", "The response was blocked for safety reasons."),
+            "blocked_prompt": ("BLOCKED_PROMPT", "The prompt was blocked for safety reasons."),
+            "failed": ("INTERNAL", "The interaction failed because of an internal error."),
+            "cancelled": ("CANCELLED", "The interaction was cancelled."),
+            "budget_exceeded": ("BUDGET_EXCEEDED", "The interaction exceeded its budget."),
+        }
+        ptok = count_tokens(rec.prompt)
+        if step in errors:
+            code, message = errors[step]
+            rec.status = "failed" if step in ("safety", "blocked_prompt") else step
+            rec.outputs = {"errors": [{"code": code, "message": message}]}
+            return
+        text = "" if step == "empty" else answer_text(rec.schema, self.seed, rec.key, rec.n)
+        if step == "incomplete":
+            text = text[: max(1, len(text) // 2)]
+        ctok = count_tokens(text) if text else 0
+        rec.status = "incomplete" if step == "incomplete" else "completed"
+        rec.outputs = {
+            "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
+            "usage": {
+                "total_input_tokens": ptok,
+                "total_output_tokens": ctok,
+                "total_tokens": ptok + ctok,
+            },
+        }
+        if step == "incomplete":
+            rec.outputs["errors"] = [
+                {"code": "MAX_TOKENS", "message": "The output was cut at max_output_tokens."}
+            ]
+        self.bill(
+            "interactions",
+            {
+                "promptTokenCount": ptok,
+                "candidatesTokenCount": ctok,
+                "totalTokenCount": ptok + ctok,
+            },
+        )
+
+    def cancel_interaction(self, rec: InteractionRec) -> None:
+        if rec.status not in TERMINAL_INTERACTION:
+            rec.status = "cancelled"
+            rec.update_time = self.clock()
+            rec.outputs = {"errors": [{"code": "CANCELLED", "message": "Cancelled by the caller."}]}
+            rec.cached = None
+
+
+def key_hash(key: str, n: int) -> str:
+    return f"{int(uniform(key, n) * 2**40):010x}"
+
+
+def prompt_of(request: dict[str, Any]) -> str:
+    return " ".join(collect_text(request.get("contents")))
+
+
+def schema_of(request: dict[str, Any]) -> Any:
+    config = request.get("generationConfig") or request.get("generation_config") or {}
+    if not isinstance(config, dict):
+        return None
+    for name in ("responseJsonSchema", "responseSchema", "response_json_schema", "response_schema"):
+        if config.get(name) is not None:
+            return config[name]
+    return None
+
+
+def interaction_schema(body: dict[str, Any]) -> Any:
+    fmt = body.get("response_format")
+    if isinstance(fmt, list):
+        fmt = next(
+            (f for f in fmt if isinstance(f, dict) and f.get("type") in (None, "text")), None
+        )
+    if isinstance(fmt, dict):
+        if "schema" in fmt:
+            return fmt["schema"]
+        if fmt.get("type") != "text" and ("properties" in fmt or "type" in fmt or "$ref" in fmt):
+            return fmt
+    return None

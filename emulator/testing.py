@@ -1,0 +1,180 @@
+"""Run the emulator as a real subprocess for tests and benchmarks.
+
+Usage::
+
+    with RunningEmulator(scenario="clean", seed=1) as emu:
+        client = emu.client()
+        client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._scenario import Scenario
+
+__all__ = ["RunningEmulator", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningEmulator:
+    """Context manager: ``python -m emulator`` on a free loopback port, ready on entry."""
+
+    def __init__(
+        self,
+        *,
+        scenario: Scenario | dict[str, Any] | str = "clean",
+        seed: int = 0,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        port: int | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self._scenario = scenario
+        self.seed = seed
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _scenario_arg(self) -> str:
+        scenario = self._scenario
+        if isinstance(scenario, str):
+            return scenario
+        data = scenario.model_dump() if isinstance(scenario, Scenario) else scenario
+        self._tmp = tempfile.TemporaryDirectory(prefix="emulator-")
+        path = Path(self._tmp.name) / "scenario.json"
+        path.write_text(json.dumps(data), encoding="utf-8")
+        return str(path)
+
+    def start(self) -> RunningEmulator:
+        cmd = [
+            sys.executable,
+            "-m",
+            "emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--scenario",
+            self._scenario_arg(),
+            "--seed",
+            str(self.seed),
+        ]
+        if self.webhook_url:
+            cmd += ["--webhook-url", self.webhook_url]
+        if self.webhook_secret:
+            cmd += ["--webhook-secret", self.webhook_secret]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise RuntimeError(f"emulator exited with {self._proc.returncode}: {err}")
+            try:
+                if self._http.get("/_emulator/stats", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"emulator not ready on {self.base_url}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RunningEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self._http.close()
+
+    # ------------------------------------------------------------------ control
+    def stats(self) -> dict[str, Any]:
+        """The emulator's counters (``GET /_emulator/stats``)."""
+        resp = self._http.get("/_emulator/stats")
+        resp.raise_for_status()
+        result: dict[str, Any] = resp.json()
+        return result
+
+    def reset(self) -> None:
+        """Clear all state and counters (the scenario stays)."""
+        self._http.post("/_emulator/reset").raise_for_status()
+
+    def set_scenario(
+        self, scenario: Scenario | dict[str, Any] | str, seed: int | None = None
+    ) -> None:
+        """Replace the scenario at runtime: a built-in name, a mapping or a Scenario."""
+        if isinstance(scenario, str):
+            body: dict[str, Any] = {"name": scenario}
+        elif isinstance(scenario, Scenario):
+            body = scenario.model_dump()
+        else:
+            body = dict(scenario)
+        if seed is not None:
+            body["seed"] = seed
+        resp = self._http.post("/_emulator/scenario", json=body)
+        if resp.status_code != 200:
+            raise ValueError(resp.json().get("error", {}).get("message", resp.text))
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a subprocess's SDK at this emulator."""
+        return {"GOOGLE_GEMINI_BASE_URL": self.base_url, "GEMINI_API_KEY": "test-key"}
+
+    def client(self, api_key: str = "test-key", **http_options: Any) -> Any:
+        """A ``google.genai.Client`` for this emulator, with the SDK's retries turned off."""
+        from google import genai
+        from google.genai import types
+
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "retry_options": types.HttpRetryOptions(attempts=1),
+        }
+        options.update(http_options)
+        return genai.Client(api_key=api_key, http_options=types.HttpOptions(**options))
