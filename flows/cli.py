@@ -1,0 +1,185 @@
+"""The ``gemini-ledger`` command: thin; domain errors become a message and exit code here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledger import Ledger, LedgerError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Unattended Gemini pipelines on Prefect: nothing lost, nothing billed or published twice.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Gemini completion webhooks.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(webhook_app, name="webhook")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_DOMAIN_ERROR = 1
+
+
+def _domain_errors() -> tuple[type[BaseException], ...]:
+    from flows.gateway import GatewayConfigError
+    from flows.registry import UnknownPipeline
+
+    return (LedgerError, GatewayConfigError, UnknownPipeline, ValueError)
+
+
+def handles_errors(func: F) -> F:
+    """Turn the errors a user can fix into one clear line and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _domain_errors() as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(EXIT_DOMAIN_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade() -> None:
+    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL, default var/ledger.db)."""
+    from ledger import make_engine, upgrade
+
+    engine = make_engine()
+    upgrade(engine)
+    console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+@app.command()
+@handles_errors
+def status(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counts by status and error class, attempts and tokens."""
+    counts = Ledger().counts(pipeline=pipeline)
+    if as_json:
+        _print_json(counts.as_dict())
+        return
+    table = Table(title=f"ledger{f' - {pipeline}' if pipeline else ''}")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    for name, n in sorted(counts.by_status.items()):
+        table.add_row(name, str(n))
+    console.print(table)
+    if counts.by_error_class or counts.retrying_by_class:
+        classes = Table(title="by error class")
+        classes.add_column("class")
+        classes.add_column("parked", justify="right")
+        classes.add_column("retrying", justify="right")
+        for cls in sorted(set(counts.by_error_class) | set(counts.retrying_by_class)):
+            classes.add_row(
+                cls,
+                str(counts.by_error_class.get(cls, 0)),
+                str(counts.retrying_by_class.get(cls, 0)),
+            )
+        console.print(classes)
+    console.print(
+        f"attempts {counts.attempts}  tokens {counts.total_tokens}"
+        f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
+        f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
+    )
+
+
+@app.command()
+@handles_errors
+def emulator(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    scenario: Annotated[str, typer.Option(help="Built-in name or a JSON/YAML file.")] = "clean",
+    seed: Annotated[int, typer.Option(help="Seed for every random decision.")] = 0,
+    webhook_url: Annotated[str | None, typer.Option(help="Where to POST completions.")] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="whsec_... secret to sign webhooks with.")
+    ] = None,
+) -> None:
+    """Serve the local Gemini API emulator (point the SDK at it with GOOGLE_GEMINI_BASE_URL)."""
+    import emulator as emu
+
+    emu.serve(
+        host=host,
+        port=port,
+        scenario=scenario,
+        seed=seed,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
+
+
+@app.command()
+@handles_errors
+def tick(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name (reviews, articles) or module:attr.")],
+    day: Annotated[
+        str | None, typer.Option(help="Day whose items to enroll (YYYY-MM-DD), default today.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
+    from datetime import date as date_
+
+    from flows.ticks import run_tick
+
+    report = run_tick(pipeline, day=date_.fromisoformat(day) if day else None)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title=f"tick {pipeline}")
+    table.add_column("step")
+    table.add_column("value", justify="right")
+    for name, value in _flatten(report):
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, value in data.items():
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        return rows
+    return [(prefix.rstrip("."), data)]
+
+
+@app.command()
+@handles_errors
+def pipelines() -> None:
+    """List the shipped example pipelines."""
+    from flows.registry import get_pipeline, pipeline_names
+
+    for name in pipeline_names():
+        p = get_pipeline(name)
+        console.print(f"{name}: {p.channel} channel, model {p.model}. {p.description}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Named crash points, armed through the environment, for proving recovery.
+
+``crash_point("batch.after_create")`` does nothing unless ``GEMINI_LEDGER_CRASH_AT`` names
+that point (comma-separated names, or ``name@N`` to die on its N-th visit). When armed,
+the process kills itself with SIGKILL: no exception handler, no ``finally``, no flush,
+just as a power cut or an OOM kill would. ``GEMINI_LEDGER_CRASH_TRACE`` names a file that
+every visited point is appended to, so a test can prove each point is reached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+__all__ = ["CRASH_AT_ENV", "CRASH_TRACE_ENV", "crash_point"]
+
+CRASH_AT_ENV = "GEMINI_LEDGER_CRASH_AT"
+CRASH_TRACE_ENV = "GEMINI_LEDGER_CRASH_TRACE"
+_visits: Counter[str] = Counter()
+
+
+def _armed() -> dict[str, int]:
+    spec = os.environ.get(CRASH_AT_ENV, "")
+    armed: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, nth = part.partition("@")
+        armed[name] = int(nth) if nth else 1
+    return armed
+
+
+def crash_point(name: str) -> None:
+    """Die here with SIGKILL if this point is armed; record the visit if tracing."""
+    trace = os.environ.get(CRASH_TRACE_ENV)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+    if CRASH_AT_ENV not in os.environ:
+        return
+    _visits[name] += 1
+    if _armed().get(name) == _visits[name]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,28 @@
+"""One tick of a pipeline, whatever its channel: what ``gemini-ledger tick NAME`` runs."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from ledger import Channel
+
+from flows.registry import get_pipeline
+
+__all__ = ["run_tick"]
+
+
+def run_tick(name: str, *, day: date | None = None) -> dict[str, Any]:
+    """Run the pipeline's tick flow once (the same flow its schedule runs) and return its report."""
+    pipeline = get_pipeline(name)
+    if pipeline.channel == Channel.BATCH:
+        from flows.batch import batch_tick
+
+        return batch_tick(pipeline=name, day=day)
+    if pipeline.channel == Channel.BACKGROUND:
+        from flows.background import background_tick
+
+        return background_tick(pipeline=name, day=day)
+    from flows.direct import direct_run
+
+    return direct_run(pipeline=name, day=day)

@@ -1,0 +1,159 @@
+"""Engines, the one place that owns commit and rollback, and schema migrations."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from ledger._errors import LedgerConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "atomic", "database_url", "make_engine", "upgrade"]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_SQLITE_BUSY_TIMEOUT_S = 60.0
+# Serialises schema upgrades on PostgreSQL across processes (an arbitrary fixed lock id).
+_PG_MIGRATION_LOCK = 0x6C656467
+
+
+def database_url(url: str | None = None) -> str:
+    """The ledger URL: the argument, else ``LEDGER_DATABASE_URL``, else a file under ``var/``."""
+    chosen = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        parsed = make_url(chosen)
+    except ArgumentError as exc:
+        raise LedgerConfigError(f"LEDGER_DATABASE_URL is not a database URL: {exc}") from None
+    if parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(path))
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for the ledger, tuned per backend (SQLite: WAL, busy timeout, IMMEDIATE)."""
+    resolved = database_url(url)
+    backend = make_url(resolved).get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(
+            resolved, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        )
+        _tune_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        return create_engine(resolved, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    raise LedgerConfigError(f"unsupported ledger backend {backend!r}: use sqlite or postgresql")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves, so that writers take the lock up front
+        # (BEGIN IMMEDIATE) instead of failing to upgrade a read lock mid-transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process under WAL; only an OS crash can lose
+        # the last transactions.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def atomic(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
+    """One transaction: commit when the block ends, roll back if it raises.
+
+    Every ledger write goes through here. On SQLite a writing transaction starts with
+    ``BEGIN IMMEDIATE`` so two processes never interleave their read-then-update; readers
+    use ``BEGIN DEFERRED`` and never block writers (WAL).
+    """
+    conn = engine.connect()
+    if not write and is_sqlite(engine):
+        conn = conn.execution_options(sqlite_begin="DEFERRED")
+    try:
+        with conn.begin():
+            yield conn
+    except OperationalError as exc:
+        raise LedgerConfigError(f"ledger database error: {exc.orig}") from exc
+    finally:
+        conn.close()
+
+
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+
+def _alembic_config(conn: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def upgrade(engine: Engine, *, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; safe when several processes start at once."""
+    from alembic import command
+
+    try:
+        with engine.connect() as conn:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                command.upgrade(_alembic_config(conn), revision)
+    except SQLAlchemyError as exc:
+        raise LedgerConfigError(f"cannot migrate the ledger: {exc}") from exc
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade a ledger that is behind (a fresh one included) on first use, once per process."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _upgraded:
+        return
+    with _upgrade_lock:
+        if key in _upgraded:
+            return
+        try:
+            behind = current_revision(engine) != head_revision()
+        except SQLAlchemyError as exc:
+            raise LedgerConfigError(f"cannot open the ledger: {exc}") from exc
+        if behind:
+            upgrade(engine)
+        _upgraded.add(key)

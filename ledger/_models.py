@@ -1,0 +1,171 @@
+"""The ledger's tables.
+
+Timestamps are stored as epoch seconds (float): the same on SQLite and PostgreSQL, cheap to
+write in bulk, and compared with an injectable clock rather than the database's ``now()``.
+Payloads and results are JSON text, written once and never queried inside.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import Column, Index, Text, text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "BatchJob",
+    "BatchMember",
+    "Channel",
+    "Job",
+    "ParkedSnapshot",
+    "Status",
+    "WebhookDelivery",
+]
+
+
+class Status(enum.StrEnum):
+    """A job is in exactly one of these states (see DESIGN.md, "The ledger")."""
+
+    PENDING = "pending"
+    RESERVING = "reserving"
+    SUBMITTED = "submitted"
+    DONE = "done"
+    CONSUMED = "consumed"
+    RETRYABLE = "retryable"
+    PARKED = "parked"
+
+
+class Channel(enum.StrEnum):
+    """How a job reaches Gemini."""
+
+    BATCH = "batch"
+    BACKGROUND = "background"
+    DIRECT = "direct"
+
+
+class Job(SQLModel, table=True):
+    """One logical job, keyed by the caller's idempotency key."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "pipeline", "status", "due_at"),
+        # Partial indexes: a freshly enrolled row touches only the primary key and the claim
+        # index, which is what keeps bulk enrollment fast.
+        Index(
+            "ix_jobs_handle",
+            "handle",
+            "status",
+            sqlite_where=text("handle IS NOT NULL"),
+            postgresql_where=text("handle IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_reservation",
+            "reservation",
+            sqlite_where=text("reservation IS NOT NULL"),
+            postgresql_where=text("reservation IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_parked",
+            "error_class",
+            "first_failure_at",
+            sqlite_where=text("status = 'parked'"),
+            postgresql_where=text("status = 'parked'"),
+        ),
+        Index(
+            "ix_jobs_parked_fingerprint",
+            "fingerprint",
+            sqlite_where=text("status = 'parked'"),
+            postgresql_where=text("status = 'parked'"),
+        ),
+    )
+
+    key: str = Field(primary_key=True, max_length=512)
+    pipeline: str = Field(max_length=128)
+    channel: str = Field(max_length=16)
+    model: str = Field(max_length=128)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    fingerprint: str = Field(max_length=64)
+    status: str = Field(default=Status.PENDING, max_length=16)
+    # Batch job name or interaction id once bound; the reservation token before that.
+    handle: str | None = Field(default=None, max_length=256)
+    reservation: str | None = Field(default=None, max_length=128)
+    # attempts = submissions = what was billed, for the life of the key.  The caps count the
+    # attempts since the last replay (attempts - attempts_base), so a replay does not
+    # rewrite history.
+    attempts: int = 0
+    attempts_base: int = 0
+    unknown_failures: int = 0
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+    result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_class: str | None = Field(default=None, max_length=96)
+    error_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    first_failure_at: float | None = None
+    last_failure_at: float | None = None
+    due_at: float = 0.0
+    possible_duplicates: int = 0
+    replayed: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    reserved_at: float | None = None
+    submitted_at: float | None = None
+    done_at: float | None = None
+    consumed_at: float | None = None
+    parked_at: float | None = None
+
+
+class BatchJob(SQLModel, table=True):
+    """One batch job we asked for: reserved under a display name, then bound to its name."""
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (Index("ix_batch_jobs_pipeline_state", "pipeline", "state"),)
+
+    # The reservation token doubles as the batch's display name, which is how an orphan
+    # (created by the API but never bound here) is found again through batches.list.
+    reservation: str = Field(primary_key=True, max_length=128)
+    pipeline: str = Field(max_length=128)
+    model: str = Field(max_length=128)
+    name: str | None = Field(default=None, max_length=256, unique=True)
+    state: str = Field(default="reserving", max_length=32)
+    rows: int = 0
+    created_at: float = 0.0
+    # Renewed by whichever tick takes over a stale reservation, so only one of them re-sends.
+    leased_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    reconciled_at: float | None = None
+    summary: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class BatchMember(SQLModel, table=True):
+    """Which rows went into which batch job (history kept apart from the rows)."""
+
+    __tablename__ = "batch_members"
+    __table_args__ = (Index("ix_batch_members_key", "key"),)
+
+    reservation: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=512)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """Every webhook delivery we accepted, by its ``webhook-id``, so a repeat is recognised."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: str = Field(primary_key=True, max_length=256)
+    event_type: str = Field(default="", max_length=128)
+    subject: str = Field(default="", max_length=256)
+    received_at: float = 0.0
+    processed_at: float | None = None
+
+
+class ParkedSnapshot(SQLModel, table=True):
+    """Parked jobs per error class at the end of a summary run, for day-over-day change."""
+
+    __tablename__ = "parked_snapshots"
+
+    day: str = Field(primary_key=True, max_length=10)
+    error_class: str = Field(primary_key=True, max_length=96)
+    parked: int = 0
+    taken_at: float = 0.0

@@ -1,0 +1,995 @@
+"""The ledger: one row per idempotency key and the verbs that move it between states.
+
+Every transition is a compare-and-set (``UPDATE ... WHERE key = ? AND status = ?``) whose
+affected row count is checked, so overlapping ticks and many workers on one PostgreSQL
+ledger never submit or consume the same job twice. Bulk paths (enroll, reserve, applying
+results) run many rows per transaction, never a commit per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger._classify import Failure
+from ledger._db import atomic, ensure_schema, make_engine
+from ledger._errors import InvalidTransition, UnknownJob
+from ledger._models import BatchJob, Job, Status
+from ledger._redact import redact
+
+__all__ = [
+    "BatchRecord",
+    "Counts",
+    "FailureRow",
+    "JobView",
+    "Ledger",
+    "NewJob",
+    "Policy",
+    "Reserved",
+    "ResultRow",
+    "fingerprint_of",
+]
+
+_TOTAL = "*"
+_MESSAGE_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How many times a job may be tried before it is parked."""
+
+    attempt_cap: int = 4
+    unknown_cap: int = 2
+
+    def __post_init__(self) -> None:
+        if self.attempt_cap < 1 or self.unknown_cap < 1:
+            raise ValueError("attempt_cap and unknown_cap must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """An input item to enroll: its idempotency key and the request it stands for."""
+
+    key: str
+    payload: Mapping[str, Any] | str
+
+
+class Reserved(NamedTuple):
+    """A job claimed for submission."""
+
+    key: str
+    payload: str
+    model: str
+    attempts: int
+    reservation: str
+
+
+class ResultRow(NamedTuple):
+    """A validated result for one submitted job."""
+
+    key: str
+    result: str  # JSON text of the validated output
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+
+
+class FailureRow(NamedTuple):
+    """A classified failure for one job."""
+
+    key: str
+    failure: Failure
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+
+
+class BatchRecord(NamedTuple):
+    """One batch job we asked for."""
+
+    reservation: str
+    pipeline: str
+    model: str
+    name: str | None
+    state: str
+    rows: int
+    created_at: float
+    leased_at: float
+    submitted_at: float | None
+    reconciled_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Counts by status and by error class, with attempts and tokens."""
+
+    by_status: dict[str, int]
+    by_error_class: dict[str, int]  # parked jobs only
+    retrying_by_class: dict[str, int]  # retryable jobs, by their last failure
+    attempts: int
+    prompt_tokens: int
+    candidates_tokens: int
+    total_tokens: int
+    possible_duplicates: int
+    replayed: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by_status": dict(self.by_status),
+            "by_error_class": dict(self.by_error_class),
+            "retrying_by_class": dict(self.retrying_by_class),
+            "jobs": self.total,
+            "attempts": self.attempts,
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "candidates": self.candidates_tokens,
+                "total": self.total_tokens,
+            },
+            "possible_duplicates": self.possible_duplicates,
+            "replayed": self.replayed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A read-only snapshot of one ledger row."""
+
+    key: str
+    pipeline: str
+    channel: str
+    model: str
+    payload: str
+    fingerprint: str
+    status: str
+    handle: str | None
+    reservation: str | None
+    attempts: int
+    attempts_base: int
+    unknown_failures: int
+    prompt_tokens: int
+    candidates_tokens: int
+    total_tokens: int
+    result: str | None
+    error_class: str | None
+    error_message: str | None
+    first_failure_at: float | None
+    last_failure_at: float | None
+    due_at: float
+    possible_duplicates: int
+    replayed: int
+    created_at: float
+    updated_at: float
+    reserved_at: float | None
+    submitted_at: float | None
+    done_at: float | None
+    consumed_at: float | None
+    parked_at: float | None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def payload_dict(self) -> Any:
+        return orjson.loads(self.payload)
+
+    @property
+    def result_dict(self) -> Any:
+        return None if self.result is None else orjson.loads(self.result)
+
+
+_JOB_COLUMNS = [c.name for c in Job.__table__.columns]  # type: ignore[attr-defined]
+_BATCH_COLUMNS = ", ".join(BatchRecord._fields)
+
+
+def fingerprint_of(payload: str) -> str:
+    """A stable digest of a request, to spot the same poison input under many keys."""
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _payload_text(payload: Mapping[str, Any] | str) -> str:
+    if isinstance(payload, str):
+        return payload
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+# One expression decides whether a failure parks the job; the same predicate is used for
+# the status, the class and the parking time so they can never disagree.
+_PARKS = (
+    "(:verdict = 'permanent'"
+    " OR (:verdict = 'unknown' AND unknown_failures + 1 >= :unknown_cap)"
+    " OR attempts - attempts_base >= :attempt_cap)"
+)
+_FAILURE_SET = f"""
+    status = CASE WHEN {_PARKS} THEN 'parked' ELSE 'retryable' END,
+    error_class = CASE WHEN {_PARKS} THEN :parked_class ELSE :error_class END,
+    parked_at = CASE WHEN {_PARKS} THEN :now ELSE NULL END,
+    unknown_failures = unknown_failures + CASE WHEN :verdict = 'unknown' THEN 1 ELSE 0 END,
+    error_message = :message,
+    first_failure_at = COALESCE(first_failure_at, :now),
+    last_failure_at = :now,
+    due_at = :due_at,
+    reservation = NULL,
+    prompt_tokens = prompt_tokens + :prompt_tokens,
+    candidates_tokens = candidates_tokens + :candidates_tokens,
+    total_tokens = total_tokens + :total_tokens,
+    updated_at = :now
+"""
+
+
+def _failure_params(
+    failure: Failure, policy: Policy, now: float, usage: Sequence[int] = (0, 0, 0)
+) -> dict[str, Any]:
+    return {
+        "verdict": failure.verdict.value,
+        "unknown_cap": policy.unknown_cap,
+        "attempt_cap": policy.attempt_cap,
+        "parked_class": failure.parked_class(),
+        "error_class": failure.error_class,
+        "message": redact(failure.message)[:_MESSAGE_LIMIT],
+        "now": now,
+        "due_at": now + (failure.retry_delay or 0.0),
+        "prompt_tokens": usage[0],
+        "candidates_tokens": usage[1],
+        "total_tokens": usage[2],
+    }
+
+
+class Ledger:
+    """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.
+
+    ``clock`` returns epoch seconds and is injectable so tests can move time; ``chunk_size``
+    is how many rows one bulk transaction carries.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], float] = time.time,
+        chunk_size: int = 20_000,
+        migrate: bool = True,
+    ) -> None:
+        self.engine = engine if engine is not None else make_engine(url)
+        self.clock = clock
+        self.chunk_size = chunk_size
+        self._is_pg = self.engine.dialect.name == "postgresql"
+        if migrate:
+            ensure_schema(self.engine)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _write(self) -> Any:
+        return atomic(self.engine, write=True)
+
+    def _read(self) -> Any:
+        return atomic(self.engine, write=False)
+
+    def _status_of(self, conn: Connection, key: str) -> str | None:
+        return conn.execute(text("SELECT status FROM jobs WHERE key = :key"), {"key": key}).scalar()
+
+    def _cas_one(
+        self, conn: Connection, sql: str, params: Mapping[str, Any], *, action: str, expected: str
+    ) -> None:
+        if conn.execute(text(sql), params).rowcount != 1:
+            key = params["key"]
+            raise InvalidTransition(
+                key, action=action, expected=expected, actual=self._status_of(conn, key)
+            )
+
+    # -- enroll ----------------------------------------------------------------------------
+
+    def enroll(
+        self, items: Iterable[NewJob], *, pipeline: str, channel: str, model: str
+    ) -> int:
+        """Insert jobs that are not in the ledger yet; an existing key is never changed.
+
+        Returns how many were new.
+        """
+        table = Job.__table__  # type: ignore[attr-defined]
+        insert = (postgresql.insert if self._is_pg else sqlite.insert)(table)
+        stmt = insert.on_conflict_do_nothing(index_elements=["key"])
+        added = 0
+        for chunk in _chunks(items, self.chunk_size):
+            now = self.clock()
+            rows = []
+            for item in chunk:
+                payload = _payload_text(item.payload)
+                rows.append(
+                    {
+                        "key": item.key,
+                        "pipeline": pipeline,
+                        "channel": channel,
+                        "model": model,
+                        "payload": payload,
+                        "fingerprint": fingerprint_of(payload),
+                        "status": Status.PENDING.value,
+                        "attempts": 0,
+                        "attempts_base": 0,
+                        "unknown_failures": 0,
+                        "prompt_tokens": 0,
+                        "candidates_tokens": 0,
+                        "total_tokens": 0,
+                        "due_at": now,
+                        "possible_duplicates": 0,
+                        "replayed": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            with self._write() as conn:
+                added += conn.execute(stmt, rows).rowcount
+        return added
+
+    # -- reserve and bind ------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        pipeline: str,
+        limit: int,
+        reservation: str,
+        batch_model: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> int:
+        """Claim up to ``limit`` due jobs (pending or retryable) under ``reservation``.
+
+        Each claimed job's attempts go up by one: an attempt is counted when we commit to
+        submitting it. With ``batch_model`` the reservation is also recorded as a batch job
+        (its display name) with its members, in the same transactions. With ``keys`` only
+        those jobs are considered. Returns how many were claimed; read them with
+        :meth:`reserved`.
+        """
+        if limit <= 0:
+            return 0
+        claimed = 0
+        lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
+        only_keys = " AND key IN :keys" if keys is not None else ""
+        select = (
+            "SELECT key FROM jobs WHERE pipeline = :pipeline AND status IN ('pending', 'retryable')"
+            f" AND due_at <= :now{only_keys} ORDER BY due_at, key LIMIT :n{lock}"
+        )
+        update = text(
+            f"""UPDATE jobs SET status = 'reserving', reservation = :reservation,
+                handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1
+            WHERE key IN ({select}) AND status IN ('pending', 'retryable')"""
+        )
+        if keys is not None:
+            from sqlalchemy import bindparam
+
+            update = update.bindparams(bindparam("keys", expanding=True))
+        members = text(
+            "INSERT INTO batch_members (reservation, key) SELECT :reservation, key FROM jobs"
+            " WHERE reservation = :reservation AND status = 'reserving'"
+            " AND reserved_at = :now ON CONFLICT DO NOTHING"
+        )
+        first = True
+        while claimed < limit:
+            n = min(self.chunk_size, limit - claimed)
+            now = self.clock()
+            params: dict[str, Any] = {
+                "pipeline": pipeline,
+                "reservation": reservation,
+                "now": now,
+                "n": n,
+            }
+            if keys is not None:
+                params["keys"] = list(keys)
+            with self._write() as conn:
+                if batch_model is not None and first:
+                    conn.execute(
+                        text(
+                            "INSERT INTO batch_jobs (reservation, pipeline, model, state, rows,"
+                            " created_at, leased_at) VALUES (:reservation, :pipeline, :model,"
+                            " 'reserving', 0, :now, :now) ON CONFLICT DO NOTHING"
+                        ),
+                        {"reservation": reservation, "pipeline": pipeline, "model": batch_model,
+                         "now": now},
+                    )
+                got = conn.execute(update, params).rowcount
+                if got and batch_model is not None:
+                    conn.execute(members, {"reservation": reservation, "now": now})
+                    conn.execute(
+                        text("UPDATE batch_jobs SET rows = rows + :n WHERE reservation = :r"),
+                        {"n": got, "r": reservation},
+                    )
+            first = False
+            claimed += got
+            if got < n:
+                break
+        return claimed
+
+    def reserved(self, reservation: str, *, page: int = 5000) -> Iterator[Reserved]:
+        """Stream the jobs still reserved under ``reservation``, in key order."""
+        last = ""
+        sql = text(
+            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            " WHERE reservation = :r AND status = 'reserving' AND key > :last"
+            " ORDER BY key LIMIT :page"
+        )
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(sql, {"r": reservation, "last": last, "page": page}).all()
+            for row in rows:
+                yield Reserved(*row)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+
+    def bind_handle(self, key: str, *, reservation: str, handle: str) -> None:
+        """Record the handle the API returned for a reserved job (reserving -> submitted)."""
+        now = self.clock()
+        with self._write() as conn:
+            self._cas_one(
+                conn,
+                "UPDATE jobs SET status = 'submitted', handle = :handle, submitted_at = :now,"
+                " updated_at = :now WHERE key = :key AND status = 'reserving'"
+                " AND reservation = :reservation",
+                {"key": key, "handle": handle, "reservation": reservation, "now": now},
+                action="bind a handle to",
+                expected=f"reserving under {reservation}",
+            )
+
+    def bind_batch(self, reservation: str, *, name: str) -> int:
+        """Bind a created batch job to its reservation; its rows become submitted.
+
+        Binding the same name twice is a no-op; returns how many rows were bound.
+        """
+        now = self.clock()
+        with self._write() as conn:
+            changed = conn.execute(
+                text(
+                    "UPDATE batch_jobs SET name = :name, state = 'submitted', submitted_at = :now"
+                    " WHERE reservation = :r AND state = 'reserving'"
+                ),
+                {"name": name, "r": reservation, "now": now},
+            ).rowcount
+            if changed != 1:
+                bound = conn.execute(
+                    text("SELECT name FROM batch_jobs WHERE reservation = :r"), {"r": reservation}
+                ).scalar()
+                if bound == name:
+                    return 0
+                raise InvalidTransition(
+                    reservation,
+                    action="bind batch job",
+                    expected="a batch reservation not yet bound",
+                    actual=f"bound to {bound}" if bound else None,
+                )
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET status = 'submitted', handle = :name, submitted_at = :now,"
+                    " updated_at = :now WHERE reservation = :r AND status = 'reserving'"
+                ),
+                {"name": name, "r": reservation, "now": now},
+            ).rowcount
+
+    def take_over(self, key: str, *, old_reservation: str, new_reservation: str) -> bool:
+        """Take a stale reservation over to re-send it, flagging a possible duplicate.
+
+        Only one of several ticks that find the same stale row wins (compare-and-set on the
+        reservation token). The attempt count is unchanged: it is the same attempt, re-sent.
+        """
+        now = self.clock()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE jobs SET reservation = :new, reserved_at = :now, updated_at = :now,"
+                        " possible_duplicates = possible_duplicates + 1"
+                        " WHERE key = :key AND status = 'reserving' AND reservation = :old"
+                    ),
+                    {"key": key, "old": old_reservation, "new": new_reservation, "now": now},
+                ).rowcount
+                == 1
+            )
+
+    def lease_batch(self, reservation: str, *, seen_lease: float) -> bool:
+        """Take a stale batch reservation over (only one tick wins) before re-sending it."""
+        now = self.clock()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET leased_at = :now WHERE reservation = :r"
+                        " AND state = 'reserving' AND leased_at = :seen"
+                    ),
+                    {"r": reservation, "seen": seen_lease, "now": now},
+                ).rowcount
+                == 1
+            )
+
+    def stale_reservations(self, *, pipeline: str, older_than: float) -> list[Reserved]:
+        """Jobs left ``reserving`` for longer than ``older_than`` seconds (orphan candidates)."""
+        cutoff = self.clock() - older_than
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    " WHERE pipeline = :p AND status = 'reserving' AND reserved_at < :cutoff"
+                    " ORDER BY reserved_at"
+                ),
+                {"p": pipeline, "cutoff": cutoff},
+            ).all()
+        return [Reserved(*row) for row in rows]
+
+    def release(self, reservation: str) -> int:
+        """Return jobs reserved under ``reservation`` to their queue without counting it.
+
+        For a submission that certainly never reached the API (e.g. the input file could not
+        be written): the attempt taken at reserve is given back.
+        """
+        now = self.clock()
+        with self._write() as conn:
+            n = conn.execute(
+                text(
+                    "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
+                    " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
+                    " reservation = NULL, updated_at = :now"
+                    " WHERE reservation = :r AND status = 'reserving'"
+                ),
+                {"r": reservation, "now": now},
+            ).rowcount
+            conn.execute(
+                text(
+                    "UPDATE batch_jobs SET state = 'released', finished_at = :now"
+                    " WHERE reservation = :r AND state = 'reserving'"
+                ),
+                {"r": reservation, "now": now},
+            )
+            return n
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def apply_results(self, rows: Sequence[ResultRow], *, handle: str) -> int:
+        """Move submitted jobs under ``handle`` to done with their results, in one transaction.
+
+        Rows not ``submitted`` under that handle are left alone, so applying the same output
+        twice changes nothing. Returns how many were applied.
+        """
+        if not rows:
+            return 0
+        now = self.clock()
+        sql = text(
+            """UPDATE jobs SET status = 'done', result = :result, done_at = :now,
+                updated_at = :now, error_class = NULL, reservation = NULL,
+                prompt_tokens = prompt_tokens + :p, candidates_tokens = candidates_tokens + :c,
+                total_tokens = total_tokens + :t
+            WHERE key = :key AND status = 'submitted' AND handle = :handle"""
+        )
+        params = [
+            {"key": r[0], "result": r[1], "p": r[2], "c": r[3], "t": r[4], "handle": handle,
+             "now": now}
+            for r in rows
+        ]
+        with self._write() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def record_result(self, row: ResultRow, *, handle: str) -> None:
+        """One job's result; refuses (InvalidTransition) unless it is submitted under handle."""
+        if self.apply_results([row], handle=handle) != 1:
+            with self._read() as conn:
+                actual = self._status_of(conn, row.key)
+            raise InvalidTransition(
+                row.key, action="record a result for", expected=f"submitted under {handle}",
+                actual=actual,
+            )
+
+    def apply_failures(
+        self, rows: Sequence[FailureRow], *, handle: str, policy: Policy
+    ) -> int:
+        """Apply classified failures to jobs submitted under ``handle`` (retryable or parked)."""
+        if not rows:
+            return 0
+        now = self.clock()
+        sql = text(
+            f"UPDATE jobs SET {_FAILURE_SET}"
+            " WHERE key = :key AND status = 'submitted' AND handle = :handle"
+        )
+        params = []
+        for r in rows:
+            p = _failure_params(r.failure, policy, now, (r[2], r[3], r[4]))
+            p["key"] = r.key
+            p["handle"] = handle
+            params.append(p)
+        with self._write() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def record_failure(
+        self,
+        key: str,
+        failure: Failure,
+        *,
+        policy: Policy,
+        handle: str | None = None,
+        reservation: str | None = None,
+    ) -> str:
+        """Record one job's failure; returns the status it moved to (retryable or parked).
+
+        Give ``handle`` for a submitted job, ``reservation`` for one whose submission failed
+        before a handle was bound.
+        """
+        if (handle is None) == (reservation is None):
+            raise ValueError("give exactly one of handle or reservation")
+        now = self.clock()
+        if handle is not None:
+            where, expected = "status = 'submitted' AND handle = :handle", f"submitted under {handle}"
+        else:
+            where, expected = (
+                "status = 'reserving' AND reservation = :reservation",
+                f"reserving under {reservation}",
+            )
+        params = _failure_params(failure, policy, now)
+        params.update(key=key, handle=handle, reservation=reservation)
+        with self._write() as conn:
+            self._cas_one(
+                conn,
+                f"UPDATE jobs SET {_FAILURE_SET} WHERE key = :key AND {where}",
+                params,
+                action="record a failure for",
+                expected=expected,
+            )
+            status = self._status_of(conn, key)
+        assert status is not None
+        return status
+
+    def fail_outstanding(self, *, handle: str, failure: Failure, policy: Policy) -> int:
+        """Fail every job still submitted under ``handle`` (rows an output never mentioned,
+        or every row of a batch job that ended FAILED, CANCELLED or EXPIRED)."""
+        now = self.clock()
+        params = _failure_params(failure, policy, now)
+        params["handle"] = handle
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    f"UPDATE jobs SET {_FAILURE_SET}"
+                    " WHERE handle = :handle AND status = 'submitted'"
+                ),
+                params,
+            ).rowcount
+
+    def park(self, key: str, failure: Failure, *, from_status: Sequence[str]) -> None:
+        """Park one job as it is (dead letter), whatever its attempts, from one of the states."""
+        now = self.clock()
+        with self._write() as conn:
+            statuses = ", ".join(f"'{Status(s).value}'" for s in from_status)
+            self._cas_one(
+                conn,
+                "UPDATE jobs SET status = 'parked', error_class = :cls, error_message = :msg,"
+                " parked_at = :now, first_failure_at = COALESCE(first_failure_at, :now),"
+                " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                f" WHERE key = :key AND status IN ({statuses})",
+                {"key": key, "cls": failure.parked_class(),
+                 "msg": redact(failure.message)[:_MESSAGE_LIMIT], "now": now},
+                action="park",
+                expected=" or ".join(from_status),
+            )
+
+    # -- side effects ----------------------------------------------------------------------
+
+    def done_unconsumed(self, *, pipeline: str, limit: int = 10_000) -> list[tuple[str, str]]:
+        """Jobs whose result is recorded but whose side effect has not completed."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT key, result FROM jobs WHERE pipeline = :p AND status = 'done'"
+                    " ORDER BY done_at, key LIMIT :n"
+                ),
+                {"p": pipeline, "n": limit},
+            ).all()
+        return [(row[0], row[1]) for row in rows]
+
+    def consume(self, keys: Sequence[str]) -> int:
+        """Mark jobs whose side effect completed (done -> consumed); returns how many moved."""
+        if not keys:
+            return 0
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET status = 'consumed', consumed_at = :now, updated_at = :now"
+                    " WHERE key = :key AND status = 'done'"
+                ),
+                [{"key": k, "now": now} for k in keys],
+            ).rowcount
+
+    def consume_one(self, key: str) -> None:
+        """Mark one job consumed; refuses unless it is done."""
+        if self.consume([key]) != 1:
+            with self._read() as conn:
+                actual = self._status_of(conn, key)
+            raise InvalidTransition(key, action="consume", expected="done", actual=actual)
+
+    # -- replay ----------------------------------------------------------------------------
+
+    def select_for_replay(
+        self, *, limit: int = 20, error_class: str | None = None, pipeline: str | None = None
+    ) -> list[JobView]:
+        """Parked jobs, oldest failure first, optionally of one error class or pipeline."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        clauses = ["status = 'parked'"]
+        params: dict[str, Any] = {"n": limit}
+        if error_class is not None:
+            clauses.append("error_class = :cls")
+            params["cls"] = error_class
+        if pipeline is not None:
+            clauses.append("pipeline = :p")
+            params["p"] = pipeline
+        return self._views(
+            f"WHERE {' AND '.join(clauses)} ORDER BY first_failure_at, key LIMIT :n", params
+        )
+
+    def replay(self, keys: Sequence[str]) -> int:
+        """Return parked jobs to pending with a fresh allowance of attempts.
+
+        The attempts already spent stay counted (they were billed); the caps count from
+        here. The row remembers how many times it was replayed.
+        """
+        if not keys:
+            return 0
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET status = 'pending', attempts_base = attempts,"
+                    " unknown_failures = 0, replayed = replayed + 1, due_at = :now,"
+                    " parked_at = NULL, handle = NULL, reservation = NULL, updated_at = :now"
+                    " WHERE key = :key AND status = 'parked'"
+                ),
+                [{"key": k, "now": now} for k in keys],
+            ).rowcount
+
+    def poison_inputs(self, *, min_keys: int = 2) -> list[tuple[str, int, str]]:
+        """Payload fingerprints parked under at least ``min_keys`` keys: (fingerprint, keys,
+        one error class)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT fingerprint, COUNT(*), MIN(error_class) FROM jobs"
+                    " WHERE status = 'parked' GROUP BY fingerprint HAVING COUNT(*) >= :m"
+                    " ORDER BY COUNT(*) DESC, fingerprint"
+                ),
+                {"m": min_keys},
+            ).all()
+        return [(row[0], int(row[1]), row[2]) for row in rows]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _views(self, where: str, params: Mapping[str, Any]) -> list[JobView]:
+        cols = ", ".join(_JOB_COLUMNS)
+        with self._read() as conn:
+            rows = conn.execute(text(f"SELECT {cols} FROM jobs {where}"), params).all()
+        return [JobView(**dict(zip(_JOB_COLUMNS, row, strict=True))) for row in rows]
+
+    def get(self, key: str) -> JobView:
+        """One job's row; raises UnknownJob if there is none."""
+        views = self._views("WHERE key = :key", {"key": key})
+        if not views:
+            raise UnknownJob(key)
+        return views[0]
+
+    def jobs(self, *, pipeline: str | None = None, status: str | None = None) -> list[JobView]:
+        """Every job (of a pipeline, in a state): for tests, reports and small ledgers."""
+        clauses, params = ["1 = 1"], {}
+        if pipeline is not None:
+            clauses.append("pipeline = :p")
+            params["p"] = pipeline
+        if status is not None:
+            clauses.append("status = :s")
+            params["s"] = status
+        return self._views(f"WHERE {' AND '.join(clauses)} ORDER BY key", params)
+
+    def outstanding(self, *, pipeline: str) -> list[tuple[str, str, float]]:
+        """Submitted jobs and their handles: (key, handle, submitted_at)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT key, handle, submitted_at FROM jobs WHERE pipeline = :p"
+                    " AND status = 'submitted' ORDER BY submitted_at, key"
+                ),
+                {"p": pipeline},
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def counts(self, *, pipeline: str | None = None) -> Counts:
+        """Counts by status and by error class, attempts and tokens."""
+        where = "WHERE pipeline = :p" if pipeline else ""
+        params = {"p": pipeline} if pipeline else {}
+        with self._read() as conn:
+            by_status = {
+                row[0]: int(row[1])
+                for row in conn.execute(
+                    text(f"SELECT status, COUNT(*) FROM jobs {where} GROUP BY status"), params
+                )
+            }
+            by_class: dict[str, dict[str, int]] = {"parked": {}, "retryable": {}}
+            for status, cls, n in conn.execute(
+                text(
+                    "SELECT status, error_class, COUNT(*) FROM jobs"
+                    f" {where + ' AND' if where else 'WHERE'} status IN ('parked', 'retryable')"
+                    " GROUP BY status, error_class"
+                ),
+                params,
+            ):
+                by_class[status][cls or "unclassified"] = int(n)
+            totals = conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(prompt_tokens), 0),"
+                    " COALESCE(SUM(candidates_tokens), 0), COALESCE(SUM(total_tokens), 0),"
+                    " COALESCE(SUM(possible_duplicates), 0), COALESCE(SUM(replayed), 0)"
+                    f" FROM jobs {where}"
+                ),
+                params,
+            ).one()
+        return Counts(
+            by_status=by_status,
+            by_error_class=dict(sorted(by_class["parked"].items())),
+            retrying_by_class=dict(sorted(by_class["retryable"].items())),
+            attempts=int(totals[0]),
+            prompt_tokens=int(totals[1]),
+            candidates_tokens=int(totals[2]),
+            total_tokens=int(totals[3]),
+            possible_duplicates=int(totals[4]),
+            replayed=int(totals[5]),
+        )
+
+    def handle_counts(self, handle: str) -> dict[tuple[str, str | None], int]:
+        """(status, error_class) -> jobs last submitted under one handle."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT status, error_class, COUNT(*) FROM jobs WHERE handle = :h"
+                    " GROUP BY status, error_class"
+                ),
+                {"h": handle},
+            ).all()
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    # -- batch jobs ------------------------------------------------------------------------
+
+    def _batches(self, where: str, params: Mapping[str, Any]) -> list[BatchRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                text(f"SELECT {_BATCH_COLUMNS} FROM batch_jobs {where}"), params
+            ).all()
+        return [BatchRecord(*row) for row in rows]
+
+    def batch(self, reservation: str) -> BatchRecord | None:
+        found = self._batches("WHERE reservation = :r", {"r": reservation})
+        return found[0] if found else None
+
+    def batch_named(self, name: str) -> BatchRecord | None:
+        found = self._batches("WHERE name = :n", {"n": name})
+        return found[0] if found else None
+
+    def stale_batches(self, *, pipeline: str, older_than: float) -> list[BatchRecord]:
+        """Batch reservations never bound to a created job, older than ``older_than`` s."""
+        cutoff = self.clock() - older_than
+        return self._batches(
+            "WHERE pipeline = :p AND state = 'reserving' AND leased_at < :c ORDER BY created_at",
+            {"p": pipeline, "c": cutoff},
+        )
+
+    def submitted_batches(self, *, pipeline: str | None = None) -> list[BatchRecord]:
+        """Batch jobs created and bound but not reconciled yet."""
+        if pipeline is None:
+            return self._batches("WHERE state = 'submitted' ORDER BY submitted_at", {})
+        return self._batches(
+            "WHERE pipeline = :p AND state = 'submitted' ORDER BY submitted_at", {"p": pipeline}
+        )
+
+    def batch_members(self, reservation: str) -> list[str]:
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    text("SELECT key FROM batch_members WHERE reservation = :r ORDER BY key"),
+                    {"r": reservation},
+                ).scalars()
+            )
+
+    def finish_batch(self, name: str, *, state: str, summary: Mapping[str, Any]) -> bool:
+        """Mark a submitted batch job reconciled with its final state; False if it already was."""
+        now = self.clock()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET state = :state, finished_at = :now,"
+                        " reconciled_at = :now, summary = :summary"
+                        " WHERE name = :name AND state = 'submitted'"
+                    ),
+                    {"state": state, "now": now, "name": name,
+                     "summary": orjson.dumps(dict(summary)).decode()},
+                ).rowcount
+                == 1
+            )
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def record_delivery(self, webhook_id: str, *, event_type: str, subject: str) -> bool:
+        """Record a webhook delivery by id; False when it was seen before (a repeat)."""
+        table = BatchJob.metadata.tables["webhook_deliveries"]
+        insert = (postgresql.insert if self._is_pg else sqlite.insert)(table)
+        stmt = insert.on_conflict_do_nothing(index_elements=["webhook_id"])
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    stmt,
+                    {"webhook_id": webhook_id, "event_type": event_type[:128],
+                     "subject": subject[:256], "received_at": self.clock()},
+                ).rowcount
+                == 1
+            )
+
+    def mark_delivery_processed(self, webhook_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE webhook_deliveries SET processed_at = :now WHERE webhook_id = :id"
+                ),
+                {"now": self.clock(), "id": webhook_id},
+            )
+
+    # -- daily snapshots -------------------------------------------------------------------
+
+    def save_snapshot(self, day: str, parked_by_class: Mapping[str, int]) -> None:
+        """Store parked-jobs-per-class for ``day`` (YYYY-MM-DD), replacing that day's."""
+        now = self.clock()
+        # The total row is always written, so a day with nothing parked is told apart from a
+        # day the summary did not run.
+        rows = {**parked_by_class, _TOTAL: sum(parked_by_class.values())}
+        with self._write() as conn:
+            conn.execute(text("DELETE FROM parked_snapshots WHERE day = :d"), {"d": day})
+            conn.execute(
+                text(
+                    "INSERT INTO parked_snapshots (day, error_class, parked, taken_at)"
+                    " VALUES (:d, :c, :n, :now)"
+                ),
+                [{"d": day, "c": c, "n": n, "now": now} for c, n in rows.items()],
+            )
+
+    def snapshot(self, day: str) -> dict[str, int] | None:
+        """Parked-per-class stored for ``day``, or None if no summary ran that day."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text("SELECT error_class, parked FROM parked_snapshots WHERE day = :d"), {"d": day}
+            ).all()
+        if not rows:
+            return None
+        return {row[0]: int(row[1]) for row in rows if row[0] != _TOTAL}
+
+    # -- retention -------------------------------------------------------------------------
+
+    def purge(self, *, older_than_days: float = 30.0) -> int:
+        """Delete consumed jobs settled longer ago than the retention window."""
+        cutoff = self.clock() - older_than_days * 86400
+        with self._write() as conn:
+            return conn.execute(
+                text("DELETE FROM jobs WHERE status = 'consumed' AND consumed_at < :c"),
+                {"c": cutoff},
+            ).rowcount
+
