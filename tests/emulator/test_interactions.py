@@ -1,0 +1,116 @@
+"""Interactions through the real SDK (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from emulator.testing import RunningEmulator
+
+from .helpers import MODEL
+from .models import Article
+
+
+def fmt(model: type[Article]) -> dict[str, Any]:
+    return {"type": "text", "mime_type": "application/json", "schema": model.model_json_schema()}
+
+
+def test_interaction_create_get(emu: RunningEmulator, client: Any) -> None:
+    """A background interaction is in_progress, then completed with JSON output and usage."""
+    created = client.interactions.create(
+        model=MODEL,
+        input="Write an article about tea",
+        background=True,
+        labels={"gemini_ledger_key": "articles:tea:v1"},
+        response_format=fmt(Article),
+    )
+    assert created.status == "in_progress" and created.id
+    done = client.interactions.get(created.id)
+    assert done.status == "completed"
+    Article.model_validate_json(done.output_text)
+    assert done.usage.total_tokens == done.usage.total_input_tokens + done.usage.total_output_tokens
+    assert done.labels == {"gemini_ledger_key": "articles:tea:v1"}
+    stats = emu.stats()
+    assert stats["submissions"] == {"articles:tea:v1": 1}
+    assert stats["interactions_created"] == 1
+    assert stats["billed"]["interactions"] == 1
+    assert stats["billed"]["total_tokens"] == done.usage.total_tokens
+    assert stats["requests"] == {"POST /v1/interactions": 1, "GET /v1/interactions/{id}": 1}
+
+
+def test_interaction_key_header_wins_over_label(emu: RunningEmulator, client: Any) -> None:
+    """The x-gemini-ledger-key header names the key; without it the label does."""
+    client.interactions.create(
+        model=MODEL,
+        input="a",
+        background=True,
+        labels={"gemini_ledger_key": "label-key"},
+        extra_headers={"x-gemini-ledger-key": "Header:Key:1"},
+    )
+    client.interactions.create(
+        model=MODEL, input="a", background=True, labels={"gemini_ledger_key": "label-key"}
+    )
+    assert emu.stats()["submissions"] == {"Header:Key:1": 1, "label-key": 1}
+
+
+def test_interaction_foreground_completes_at_once(client: Any) -> None:
+    """Without background the interaction comes back completed with text."""
+    done = client.interactions.create(model=MODEL, input="hello")
+    assert done.status == "completed" and done.output_text
+
+
+def test_interaction_polls_to_complete(emu: RunningEmulator, client: Any) -> None:
+    """With interaction_polls_to_complete=3 it completes on the third get."""
+    emu.set_scenario({"interaction_polls_to_complete": 3})
+    created = client.interactions.create(model=MODEL, input="x", background=True)
+    statuses = [client.interactions.get(created.id).status for _ in range(4)]
+    assert statuses == ["in_progress", "in_progress", "completed", "completed"]
+
+
+def test_interaction_cancel(emu: RunningEmulator, client: Any) -> None:
+    """Cancelling an in-progress interaction makes it cancelled for good, nothing billed."""
+    emu.set_scenario({"interaction_polls_to_complete": 5})
+    created = client.interactions.create(model=MODEL, input="x", background=True)
+    cancelled = client.interactions.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert client.interactions.get(created.id).status == "cancelled"
+    assert emu.stats()["billed"]["interactions"] == 0
+
+
+def test_interaction_delete(client: Any) -> None:
+    """A deleted interaction answers 404 (NotFoundError) afterwards."""
+    from google.genai._interactions import NotFoundError
+
+    created = client.interactions.create(model=MODEL, input="x", background=True)
+    client.interactions.delete(created.id)
+    try:
+        client.interactions.get(created.id)
+    except NotFoundError as exc:
+        assert exc.status_code == 404
+    else:
+        raise AssertionError("deleted interaction still found")
+
+
+def test_interaction_async_client(emu: RunningEmulator, client: Any) -> None:
+    """The async client creates, polls and cancels interactions."""
+
+    async def run() -> list[str]:
+        aio = client.aio
+        created = await asyncio.gather(
+            *[
+                aio.interactions.create(
+                    model=MODEL,
+                    input=f"article {i}",
+                    background=True,
+                    labels={"gemini_ledger_key": f"aio-{i}"},
+                    response_format=fmt(Article),
+                )
+                for i in range(5)
+            ]
+        )
+        done = await asyncio.gather(*[aio.interactions.get(c.id) for c in created])
+        return [d.output_text for d in done]
+
+    for text in asyncio.run(run()):
+        Article.model_validate_json(text)
+    assert emu.stats()["billed"]["interactions"] == 5
