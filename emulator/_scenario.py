@@ -137,9 +137,9 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "rate_truncated_file": 0.0,
         "retry_delay_s": 1.0,
         "latency_ms": {
-            "generate": {"mean": 20, "jitter": 10},
-            "interactions.create": {"mean": 10, "jitter": 5},
-            "batches.create": {"mean": 10, "jitter": 5},
+            "generate": {"mean": 5, "jitter": 3},
+            "interactions.create": {"mean": 3, "jitter": 2},
+            "batches.create": {"mean": 3, "jitter": 2},
         },
         "batch_polls_to_complete": 2,
         "interaction_polls_to_complete": 2,

@@ -142,7 +142,9 @@ def test_inline_batch(emu: RunningEmulator, client: Any) -> None:
 def test_batch_job_outcomes_script(emu: RunningEmulator, client: Any) -> None:
     """batch_job_outcomes decides job ends in creation order; only SUCCEEDED rows are billed."""
     emu.set_scenario({"batch_job_outcomes": ["FAILED", "EXPIRED", "SUCCEEDED"]})
-    jobs = [upload_and_create(client, {f"j{i}:{k}": "t" for k in range(2)}, f"j{i}") for i in range(3)]
+    jobs = [
+        upload_and_create(client, {f"j{i}:{k}": "t" for k in range(2)}, f"j{i}") for i in range(3)
+    ]
     states = [client.batches.get(name=j.name).state for j in jobs]
     assert states == [
         types.JobState.JOB_STATE_FAILED,

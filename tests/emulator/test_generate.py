@@ -62,9 +62,15 @@ def test_generate_schema_answer_validates(client: Any, field: str, model: type[B
         model.model_validate_json(resp.text)
 
 
-def test_generate_answer_is_deterministic_per_seed_and_key(emu: RunningEmulator, client: Any) -> None:
+def test_generate_answer_is_deterministic_per_seed_and_key(
+    emu: RunningEmulator, client: Any
+) -> None:
     """The same key under the same seed gets the same answer; another seed, another answer."""
-    cfg = keyed("det:1", response_mime_type="application/json", response_json_schema=Article.model_json_schema())
+    cfg = keyed(
+        "det:1",
+        response_mime_type="application/json",
+        response_json_schema=Article.model_json_schema(),
+    )
     first = client.models.generate_content(model=MODEL, contents="write", config=cfg).text
     emu.reset()
     assert client.models.generate_content(model=MODEL, contents="write", config=cfg).text == first
