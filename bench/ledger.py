@@ -42,8 +42,9 @@ def run(url: str, n: int, label: str) -> dict[str, float]:
     enroll_s = time.perf_counter() - t
 
     t = time.perf_counter()
-    claimed = ledger.reserve(pipeline="reviews", limit=n, reservation="bench-1",
-                             batch_model="gemini-2.5-flash")
+    claimed = ledger.reserve(
+        pipeline="reviews", limit=n, reservation="bench-1", batch_model="gemini-2.5-flash"
+    )
     bound = ledger.bind_batch("bench-1", name="batches/bench-1")
     reserve_s = time.perf_counter() - t
     assert claimed == bound == n, (claimed, bound)

@@ -134,7 +134,9 @@ def emulator(
 @app.command()
 @handles_errors
 def tick(
-    pipeline: Annotated[str, typer.Argument(help="Pipeline name (reviews, articles) or module:attr.")],
+    pipeline: Annotated[
+        str, typer.Argument(help="Pipeline name (reviews, articles) or module:attr.")
+    ],
     day: Annotated[
         str | None, typer.Option(help="Day whose items to enroll (YYYY-MM-DD), default today.")
     ] = None,

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ledger._classify import Failure
 from ledger._db import atomic, ensure_schema, make_engine
 from ledger._errors import InvalidTransition, UnknownJob
-from ledger._models import BatchJob, Job, Status
+from ledger._models import Job, Status, WebhookDelivery
 from ledger._redact import redact
 
 __all__ = [
@@ -302,16 +302,12 @@ class Ledger:
 
     # -- enroll ----------------------------------------------------------------------------
 
-    def enroll(
-        self, items: Iterable[NewJob], *, pipeline: str, channel: str, model: str
-    ) -> int:
+    def enroll(self, items: Iterable[NewJob], *, pipeline: str, channel: str, model: str) -> int:
         """Insert jobs that are not in the ledger yet; an existing key is never changed.
 
         Returns how many were new.
         """
-        table = Job.__table__  # type: ignore[attr-defined]
-        insert = (postgresql.insert if self._is_pg else sqlite.insert)(table)
-        stmt = insert.on_conflict_do_nothing(index_elements=["key"])
+        stmt = self._insert_ignore(Job.__table__, "key")  # type: ignore[attr-defined]
         added = 0
         for chunk in _chunks(items, self.chunk_size):
             now = self.clock()
@@ -341,8 +337,18 @@ class Ledger:
                     }
                 )
             with self._write() as conn:
-                added += conn.execute(stmt, rows).rowcount
+                added += self._inserted(conn.execute(stmt, rows))
         return added
+
+    def _insert_ignore(self, table: Any, key: str) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING for this backend."""
+        insert = (postgresql.insert if self._is_pg else sqlite.insert)(table)
+        stmt = insert.on_conflict_do_nothing(index_elements=[key])
+        # psycopg reports no reliable row count for these; RETURNING tells us instead.
+        return stmt.returning(table.c[key]) if self._is_pg else stmt
+
+    def _inserted(self, result: Any) -> int:
+        return len(result.all()) if self._is_pg else int(result.rowcount)
 
     # -- reserve and bind ------------------------------------------------------------------
 
@@ -382,7 +388,7 @@ class Ledger:
 
             update = update.bindparams(bindparam("keys", expanding=True))
         members = text(
-            "INSERT INTO batch_members (reservation, key) SELECT :reservation, key FROM jobs"
+            "INSERT INTO batch_members (reservation, key) SELECT reservation, key FROM jobs"
             " WHERE reservation = :reservation AND status = 'reserving'"
             " AND reserved_at = :now ON CONFLICT DO NOTHING"
         )
@@ -406,8 +412,12 @@ class Ledger:
                             " created_at, leased_at) VALUES (:reservation, :pipeline, :model,"
                             " 'reserving', 0, :now, :now) ON CONFLICT DO NOTHING"
                         ),
-                        {"reservation": reservation, "pipeline": pipeline, "model": batch_model,
-                         "now": now},
+                        {
+                            "reservation": reservation,
+                            "pipeline": pipeline,
+                            "model": batch_model,
+                            "now": now,
+                        },
                     )
                 got = conn.execute(update, params).rowcount
                 if got and batch_model is not None:
@@ -581,8 +591,15 @@ class Ledger:
             WHERE key = :key AND status = 'submitted' AND handle = :handle"""
         )
         params = [
-            {"key": r[0], "result": r[1], "p": r[2], "c": r[3], "t": r[4], "handle": handle,
-             "now": now}
+            {
+                "key": r[0],
+                "result": r[1],
+                "p": r[2],
+                "c": r[3],
+                "t": r[4],
+                "handle": handle,
+                "now": now,
+            }
             for r in rows
         ]
         with self._write() as conn:
@@ -594,13 +611,13 @@ class Ledger:
             with self._read() as conn:
                 actual = self._status_of(conn, row.key)
             raise InvalidTransition(
-                row.key, action="record a result for", expected=f"submitted under {handle}",
+                row.key,
+                action="record a result for",
+                expected=f"submitted under {handle}",
                 actual=actual,
             )
 
-    def apply_failures(
-        self, rows: Sequence[FailureRow], *, handle: str, policy: Policy
-    ) -> int:
+    def apply_failures(self, rows: Sequence[FailureRow], *, handle: str, policy: Policy) -> int:
         """Apply classified failures to jobs submitted under ``handle`` (retryable or parked)."""
         if not rows:
             return 0
@@ -636,7 +653,10 @@ class Ledger:
             raise ValueError("give exactly one of handle or reservation")
         now = self.clock()
         if handle is not None:
-            where, expected = "status = 'submitted' AND handle = :handle", f"submitted under {handle}"
+            where, expected = (
+                "status = 'submitted' AND handle = :handle",
+                f"submitted under {handle}",
+            )
         else:
             where, expected = (
                 "status = 'reserving' AND reservation = :reservation",
@@ -682,8 +702,12 @@ class Ledger:
                 " parked_at = :now, first_failure_at = COALESCE(first_failure_at, :now),"
                 " last_failure_at = :now, reservation = NULL, updated_at = :now"
                 f" WHERE key = :key AND status IN ({statuses})",
-                {"key": key, "cls": failure.parked_class(),
-                 "msg": redact(failure.message)[:_MESSAGE_LIMIT], "now": now},
+                {
+                    "key": key,
+                    "cls": failure.parked_class(),
+                    "msg": redact(failure.message)[:_MESSAGE_LIMIT],
+                    "now": now,
+                },
                 action="park",
                 expected=" or ".join(from_status),
             )
@@ -922,8 +946,12 @@ class Ledger:
                         " reconciled_at = :now, summary = :summary"
                         " WHERE name = :name AND state = 'submitted'"
                     ),
-                    {"state": state, "now": now, "name": name,
-                     "summary": orjson.dumps(dict(summary)).decode()},
+                    {
+                        "state": state,
+                        "now": now,
+                        "name": name,
+                        "summary": orjson.dumps(dict(summary)).decode(),
+                    },
                 ).rowcount
                 == 1
             )
@@ -932,25 +960,20 @@ class Ledger:
 
     def record_delivery(self, webhook_id: str, *, event_type: str, subject: str) -> bool:
         """Record a webhook delivery by id; False when it was seen before (a repeat)."""
-        table = BatchJob.metadata.tables["webhook_deliveries"]
-        insert = (postgresql.insert if self._is_pg else sqlite.insert)(table)
-        stmt = insert.on_conflict_do_nothing(index_elements=["webhook_id"])
+        stmt = self._insert_ignore(WebhookDelivery.__table__, "webhook_id")  # type: ignore[attr-defined]
+        row = {
+            "webhook_id": webhook_id,
+            "event_type": event_type[:128],
+            "subject": subject[:256],
+            "received_at": self.clock(),
+        }
         with self._write() as conn:
-            return (
-                conn.execute(
-                    stmt,
-                    {"webhook_id": webhook_id, "event_type": event_type[:128],
-                     "subject": subject[:256], "received_at": self.clock()},
-                ).rowcount
-                == 1
-            )
+            return self._inserted(conn.execute(stmt, row)) == 1
 
     def mark_delivery_processed(self, webhook_id: str) -> None:
         with self._write() as conn:
             conn.execute(
-                text(
-                    "UPDATE webhook_deliveries SET processed_at = :now WHERE webhook_id = :id"
-                ),
+                text("UPDATE webhook_deliveries SET processed_at = :now WHERE webhook_id = :id"),
                 {"now": self.clock(), "id": webhook_id},
             )
 
@@ -992,4 +1015,3 @@ class Ledger:
                 text("DELETE FROM jobs WHERE status = 'consumed' AND consumed_at < :c"),
                 {"c": cutoff},
             ).rowcount
-

@@ -62,11 +62,22 @@ def submit(ledger: Ledger, n: int, reservation: str = "r1", handle: str = "batch
 
 def test_enroll_inserts_new_and_never_changes_existing(ledger):
     """Enrolling an existing key is ignored and leaves the row as it was."""
-    assert ledger.enroll([NewJob("a", {"x": 1}), NewJob("b", {"x": 2})], pipeline="p",
-                         channel="batch", model="m") == 2
+    assert (
+        ledger.enroll(
+            [NewJob("a", {"x": 1}), NewJob("b", {"x": 2})], pipeline="p", channel="batch", model="m"
+        )
+        == 2
+    )
     before = ledger.get("a")
-    assert ledger.enroll([NewJob("a", {"x": 99}), NewJob("c", {"x": 3})], pipeline="p",
-                         channel="batch", model="m") == 1
+    assert (
+        ledger.enroll(
+            [NewJob("a", {"x": 99}), NewJob("c", {"x": 3})],
+            pipeline="p",
+            channel="batch",
+            model="m",
+        )
+        == 1
+    )
     after = ledger.get("a")
     assert after.payload == before.payload == '{"x":1}'
     assert after.status == Status.PENDING
@@ -173,7 +184,10 @@ def test_permanent_failure_parks_after_one_attempt(ledger):
     assert status == "parked"
     job = ledger.get("p:k000")
     assert (job.error_class, job.attempts, job.error_message) == (
-        "permanent:400", 1, "Invalid argument.")
+        "permanent:400",
+        1,
+        "Invalid argument.",
+    )
 
 
 def test_unknown_failures_stop_at_their_own_cap(ledger):
@@ -280,8 +294,9 @@ def test_replay_returns_parked_jobs_with_history(ledger, clock):
     for i, failure in enumerate([PERM_400, PERM_400, RETRY_503]):
         clock.now += 1
         ledger.reserve(pipeline="p", limit=1, reservation=f"r{i}")
-        ledger.record_failure(f"p:k00{i}", failure, policy=Policy(attempt_cap=1),
-                              reservation=f"r{i}")
+        ledger.record_failure(
+            f"p:k00{i}", failure, policy=Policy(attempt_cap=1), reservation=f"r{i}"
+        )
     parked = ledger.select_for_replay(limit=10)
     assert [j.key for j in parked] == ["p:k000", "p:k001", "p:k002"]
     assert [j.key for j in ledger.select_for_replay(error_class="exhausted:503")] == ["p:k002"]
@@ -297,8 +312,12 @@ def test_replay_returns_parked_jobs_with_history(ledger, clock):
 
 def test_poison_inputs_group_parked_payloads(ledger):
     """The same payload parked under several keys is reported as a poison input."""
-    ledger.enroll([NewJob(f"k{i}", {"same": True}) for i in range(3)], pipeline="p",
-                  channel="direct", model="m")
+    ledger.enroll(
+        [NewJob(f"k{i}", {"same": True}) for i in range(3)],
+        pipeline="p",
+        channel="direct",
+        model="m",
+    )
     ledger.reserve(pipeline="p", limit=3, reservation="r")
     for i in range(3):
         ledger.record_failure(f"k{i}", PERM_400, policy=Policy(), reservation="r")
