@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 
-class Sentiment(str, Enum):
+class Sentiment(StrEnum):
     positive = "positive"
     negative = "negative"
     mixed = "mixed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,12 @@ def test_stats_count_exactly_and_reset_clears(emu: RunningEmulator, client: Any)
     """Stats count requests, submissions and billing exactly; reset clears them all."""
     emu.set_scenario({"scripts": [{"match": "bad", "steps": ["503"]}]})
     for key in ("a", "a", "bad"):
-        try:
+        with contextlib.suppress(errors.ServerError):
             client.models.generate_content(
                 model=MODEL,
                 contents="abcdefgh",  # 2 prompt tokens
                 config={"http_options": {"headers": {"x-gemini-ledger-key": key}}},
             )
-        except errors.ServerError:
-            pass
     stats = emu.stats()
     assert stats["requests"] == {"POST /v1/models/{model}:generateContent": 3}
     assert stats["submissions"] == {"a": 2, "bad": 1}

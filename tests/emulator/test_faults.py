@@ -56,7 +56,7 @@ def generate(client: Any, key: str, text: str = "hello", **config: Any) -> Any:
 def test_generate_error_steps(
     emu: RunningEmulator, client: Any, step: str, exc_type: type, code: int, status: str
 ) -> None:
-    """Error steps on generateContent raise the SDK's ClientError/ServerError with code and status."""
+    """Error steps on generateContent raise ClientError/ServerError with code and status."""
     emu.set_scenario(script("k", step))
     with pytest.raises(exc_type) as info:
         generate(client, "k")
