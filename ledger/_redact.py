@@ -1,0 +1,82 @@
+"""Keep secrets out of everything the ledger stores or prints.
+
+Error messages end up in the ledger's ``error_message`` column, in Prefect logs and in
+artifacts. An SDK error can echo a request URL (``...?key=AIza...``) or a header, so every
+message the classifier produces goes through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+__all__ = ["REDACTED", "redact", "register_secret"]
+
+REDACTED = "[redacted]"
+
+# Values shorter than this are not treated as secrets: redacting "a" or "ok" would mangle
+# every message and hide nothing worth hiding.
+_MIN_SECRET_LEN = 4
+
+# Shapes of secrets we never want to store even if nobody registered them: an API key sent
+# as a query parameter, a key in a header echo, a Standard Webhooks secret, a Google API key.
+_SHAPES = re.compile(
+    r"(?P<param>(?<![A-Za-z0-9_])(?:api[_-]?)?key=)[^&\s\"'#<>]+"
+    r"|(?P<header>x-goog-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+    r"|whsec_[A-Za-z0-9+/=_\-]+"
+    r"|AIza[0-9A-Za-z_\-]{20,}",
+    re.IGNORECASE,
+)
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` so :func:`redact` replaces it wherever it appears."""
+    global _pattern
+    if not isinstance(value, str) or len(value.strip()) < _MIN_SECRET_LEN:
+        return
+    value = value.strip()
+    if value in REDACTED:
+        # Would rewrite its own replacement marker forever.
+        return
+    with _lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        # Longest first, so a secret that contains another one is replaced whole.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def _shape_sub(match: re.Match[str]) -> str:
+    prefix = match.group("param") or match.group("header") or ""
+    return prefix + REDACTED
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and every key-shaped token replaced."""
+    if not isinstance(text, str):
+        text = str(text)
+    if not text:
+        return text
+    # Replacing can, in contrived cases, join the text around a secret into a new copy of
+    # it; a couple of passes reach a fixed point.
+    for _ in range(3):
+        before = text
+        pattern = _pattern
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
+        text = _SHAPES.sub(_shape_sub, text)
+        if text == before:
+            break
+    return text
+
+
+for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "LEDGER_WEBHOOK_SECRET"):
+    _value = os.environ.get(_name)
+    if _value:
+        register_secret(_value)
