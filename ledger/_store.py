@@ -202,6 +202,11 @@ def _payload_text(payload: Mapping[str, Any] | str) -> str:
     return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _handle_of(handle: str | Mapping[str, str], key: str) -> str:
+    """One handle for every row, or each row's own handle from a key -> handle mapping."""
+    return handle if isinstance(handle, str) else handle[key]
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -574,11 +579,12 @@ class Ledger:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def apply_results(self, rows: Sequence[ResultRow], *, handle: str) -> int:
+    def apply_results(self, rows: Sequence[ResultRow], *, handle: str | Mapping[str, str]) -> int:
         """Move submitted jobs under ``handle`` to done with their results, in one transaction.
 
         Rows not ``submitted`` under that handle are left alone, so applying the same output
-        twice changes nothing. Returns how many were applied.
+        twice changes nothing. ``handle`` may map each key to its own handle (background
+        interactions: one handle per job, still one transaction). Returns how many were applied.
         """
         if not rows:
             return 0
@@ -597,7 +603,7 @@ class Ledger:
                 "p": r[2],
                 "c": r[3],
                 "t": r[4],
-                "handle": handle,
+                "handle": _handle_of(handle, r[0]),
                 "now": now,
             }
             for r in rows
@@ -617,8 +623,13 @@ class Ledger:
                 actual=actual,
             )
 
-    def apply_failures(self, rows: Sequence[FailureRow], *, handle: str, policy: Policy) -> int:
-        """Apply classified failures to jobs submitted under ``handle`` (retryable or parked)."""
+    def apply_failures(
+        self, rows: Sequence[FailureRow], *, handle: str | Mapping[str, str], policy: Policy
+    ) -> int:
+        """Apply classified failures to jobs submitted under ``handle`` (retryable or parked).
+
+        ``handle`` may map each key to its own handle, as for :meth:`apply_results`.
+        """
         if not rows:
             return 0
         now = self.clock()
@@ -630,7 +641,7 @@ class Ledger:
         for r in rows:
             p = _failure_params(r.failure, policy, now, (r[2], r[3], r[4]))
             p["key"] = r.key
-            p["handle"] = handle
+            p["handle"] = _handle_of(handle, r.key)
             params.append(p)
         with self._write() as conn:
             return conn.execute(sql, params).rowcount
