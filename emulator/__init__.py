@@ -1,4 +1,110 @@
-"""A local Gemini API emulator that the real google-genai SDK talks to over HTTP."""
+"""A local Gemini API emulator that the real google-genai SDK talks to over HTTP.
+
+Point the SDK at it with ``GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:8765`` (or
+``HttpOptions(base_url=...)``) and any API key. State lives in memory, per process.
+
+Public API
+----------
+- ``create_app(*, scenario="clean", seed=0, webhook_url=None, webhook_secret=None,
+  clock=time.time) -> starlette.applications.Starlette``
+- ``serve(*, host="127.0.0.1", port=8765, scenario="clean", seed=0, webhook_url=None,
+  webhook_secret=None) -> None`` (uvicorn, blocking, log level warning, no access log)
+- ``python -m emulator --host --port --scenario --seed --webhook-url --webhook-secret``
+- ``load_scenario(name_or_path) -> Scenario``: built-ins ``clean`` and ``default``, or a JSON
+  (``.json``) / YAML file; ``Scenario`` refuses unknown fields (``ScenarioError``).
+- ``emulator.testing.RunningEmulator``: the emulator as a real subprocess, for tests.
+
+Routes (under ``/v1``, ``/v1beta`` and ``/v1alpha``)
+----------------------------------------------------
+``POST /{ver}/models/{model}:generateContent``, ``POST /upload/{ver}/files`` (resumable:
+start, then ``upload`` / ``upload, finalize`` chunks at the absolute ``x-goog-upload-url``),
+``GET /{ver}/files``, ``GET|DELETE /{ver}/files/{id}``, ``GET /{ver}/files/{id}:download``,
+``POST /{ver}/models/{model}:batchGenerateContent`` (file or inline source),
+``GET /{ver}/batches`` (pageSize, pageToken), ``GET|DELETE /{ver}/batches/{id}``,
+``POST /{ver}/batches/{id}:cancel``, ``POST /{ver}/interactions``,
+``GET|DELETE /{ver}/interactions/{id}``, ``POST /{ver}/interactions/{id}/cancel``.
+A missing or empty ``x-goog-api-key`` gets 403 PERMISSION_DENIED (the real API's body; upload
+chunk requests carry no key and are accepted); unknown routes get 404 NOT_FOUND, malformed
+JSON 400 INVALID_ARGUMENT, all as ``{"error": {"code", "message", "status"}}``.
+
+Control routes: ``GET /_emulator/stats``, ``POST /_emulator/reset`` (clears state and counters,
+keeps the scenario), ``POST /_emulator/scenario`` (a scenario mapping, or ``{"name":
+"default"}``, optionally with ``"seed"``), ``GET /_emulator/scenario``.
+
+How the idempotency key reaches the emulator (checked against google-genai 3.3.0)
+-------------------------------------------------------------------------------
+- generateContent: the ``x-gemini-ledger-key`` header. The SDK forwards per-call headers:
+  ``GenerateContentConfig(http_options=HttpOptions(headers={"x-gemini-ledger-key": K}))``.
+- batch, file source: each JSONL row ``{"key": K, "request": {...camelCase request...}}``.
+- batch, inline: each request's ``metadata.key`` (the SDK passes ``metadata`` through as-is).
+- interactions.create: the ``x-gemini-ledger-key`` header (``extra_headers=`` on ``create``)
+  wins; else ``labels["gemini_ledger_key"]`` (the SDK sends ``labels`` through unchanged).
+- no key at all: ``"body:" + sha256(request body)[:32]`` (for a batch row, of the row).
+
+Stats (``GET /_emulator/stats``)
+--------------------------------
+``{"requests": {"<METHOD> <route>": n}, "billed": {"generate_calls", "batch_rows",
+"interactions", "prompt_tokens", "candidates_tokens", "total_tokens"}, "submissions": {key: n},
+"batches_created", "interactions_created", "webhooks_sent", "webhooks_failed", "scenario",
+"seed"}``. Route labels carry the real version, e.g. ``"GET /v1/interactions/{id}"``,
+``"POST /v1/models/{model}:generateContent"``, ``"POST /upload/v1/files"`` (start and chunks),
+``"GET /v1/files/{id}:download"``; an unmatched route is ``"<METHOD> {unknown}"``.
+``submissions[key]`` counts every request carrying the key to a submitting route (every
+generateContent call and interactions.create whatever the answer, every batch row at create).
+``billed`` counts only what produced an answer (including safety / empty / blocked-prompt
+answers, which the real API bills for the prompt), with tokens from the returned usage; batch
+rows are billed when the job succeeds, interactions when they complete.
+
+Scenarios and steps
+-------------------
+Every random decision is ``blake2b(seed, key, submission number, decision)``, so a key's fate
+does not depend on request order. A per-key script (first ``scripts`` entry whose fnmatch glob
+matches) overrides the rates; each submission takes the next step, the last step repeats.
+Steps: ``ok``; errors ``429`` (RESOURCE_EXHAUSTED + ``google.rpc.RetryInfo`` ``retryDelay``),
+``500``/``failed`` (INTERNAL), ``503`` (UNAVAILABLE), ``400`` (INVALID_ARGUMENT), ``403``,
+``404``, ``unknown`` (409 ABORTED); answers ``safety`` (finishReason SAFETY, no text),
+``blocked_prompt`` (promptFeedback.blockReason, no candidates), ``empty`` (empty text),
+``incomplete`` (finishReason MAX_TOKENS, half the text); ``missing`` (batch row left out;
+elsewhere ``ok``); ``hang`` (interaction never completes; generate: 504 DEADLINE_EXCEEDED;
+batch row: left out); ``cancelled`` / ``budget_exceeded`` (interaction statuses; generate and
+batch rows: 499 CANCELLED / 429 without RetryInfo).
+On a batch row an error step is an output line ``{"key": K, "error": {code, message, status,
+details}}``; on generateContent and interactions.create it is the HTTP error. Interactions end
+``failed`` (INTERNAL, or SAFETY / BLOCKED_PROMPT for the safety steps), ``cancelled``,
+``incomplete`` or ``budget_exceeded`` with ``errors: [{"code", "message"}]``; ``completed``
+carries ``steps[-1] = {"type": "model_output", "content": [{"type": "text", "text": ...}]}``
+(the SDK exposes it as ``interaction.output_text``) and ``usage`` (total_input_tokens,
+total_output_tokens, total_tokens).
+
+Answers: with ``generationConfig.responseJsonSchema`` / ``responseSchema`` or an interaction's
+``response_format`` (``{"type": "text", "mime_type": "application/json", "schema": ...}``)
+the text is JSON conforming to the schema (deterministic for seed, key and submission number);
+otherwise a short sentence. ``promptTokenCount`` is ~len(prompt)/4.
+
+Webhooks
+--------
+With ``webhook_url`` set, a batch job or background interaction that reaches a terminal state
+(when it is observed by a get/list poll, or when its ``batch_seconds_to_complete`` timer fires)
+is POSTed from a background task, signed per Standard Webhooks (``standardwebhooks``:
+``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>``, secret
+``whsec_...``). The event types are those the SDK's ``WebhookSubscribedEvent`` names (the SDK
+defines no payload shape, so the body is ours)::
+
+    {"type": "batch.succeeded" | "batch.failed" | "batch.expired",
+     "timestamp": "2026-11-22T05:00:00.000000Z",
+     "data": {"name": "batches/ID", "display_name": "...",
+              "state": "BATCH_STATE_SUCCEEDED", "responses_file": "files/batch-ID"}}
+    {"type": "interaction.completed" | "interaction.failed",
+     "timestamp": "...",
+     "data": {"id": "v1_...", "status": "completed" | "failed" | "incomplete" | ...,
+              "labels": {...}}}
+
+A job cancelled by the caller sends nothing (``batch.failed`` is sent for a scripted
+CANCELLED outcome). Delivery is retried (4 attempts) until a 2xx: at least once;
+``webhook_duplicate_rate`` sends a second copy with the same ``webhook-id``,
+``webhook_delay_ms`` delays it. Successful deliveries count in ``webhooks_sent``, failed
+attempts in ``webhooks_failed``; delivery never blocks a request or crashes the server.
+"""
 
 from __future__ import annotations
 
