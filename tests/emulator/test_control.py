@@ -138,3 +138,11 @@ def test_in_process_app_with_injected_clock() -> None:
         assert got["done"] and got["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
         inlined = got["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
         assert inlined[0]["metadata"] == {"key": "k1"}
+
+
+def test_shipped_example_scenario_loads() -> None:
+    """The example scenario shipped in emulator/scenarios/ is valid."""
+    path = Path(__import__("emulator").__file__).parent / "scenarios" / "example.yaml"
+    sc = load_scenario(path)
+    assert sc.name == "example" and sc.scripts[0].steps == ["503", "503", "ok"]
+    assert sc.latency_ms["interactions.get"].mean == 5
