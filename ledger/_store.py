@@ -737,6 +737,53 @@ class Ledger:
             ).all()
         return [(row[0], row[1]) for row in rows]
 
+    def claim_done(
+        self, *, pipeline: str, token: str, limit: int = 10_000, older_than: float = 300.0
+    ) -> list[tuple[str, str]]:
+        """Claim done jobs for delivery under ``token``: (key, result) of those claimed.
+
+        Two ticks that find the same done rows never both run the side effect: the claim is a
+        compare-and-set on the reservation column (unused on done rows). A claim older than
+        ``older_than`` seconds (its tick died inside the side effect) can be taken over.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock()
+        lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
+        free = "status = 'done' AND (reservation IS NULL OR updated_at < :cutoff)"
+        params = {"p": pipeline, "t": token, "now": now, "cutoff": now - older_than, "n": limit}
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE jobs SET reservation = :t, updated_at = :now WHERE key IN"
+                    f" (SELECT key FROM jobs WHERE pipeline = :p AND {free}"
+                    f" ORDER BY done_at, key LIMIT :n{lock}) AND {free}"
+                ),
+                params,
+            )
+            rows = conn.execute(
+                text(
+                    "SELECT key, result FROM jobs WHERE reservation = :t AND status = 'done'"
+                    " ORDER BY done_at, key"
+                ),
+                {"t": token},
+            ).all()
+        return [(row[0], row[1]) for row in rows]
+
+    def release_done(self, keys: Sequence[str], *, token: str) -> int:
+        """Give back delivery claims (the side effect failed): the next tick may retry them."""
+        if not keys:
+            return 0
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET reservation = NULL, updated_at = :now"
+                    " WHERE key = :key AND status = 'done' AND reservation = :t"
+                ),
+                [{"key": k, "t": token, "now": now} for k in keys],
+            ).rowcount
+
     def consume(self, keys: Sequence[str]) -> int:
         """Mark jobs whose side effect completed (done -> consumed); returns how many moved."""
         if not keys:
