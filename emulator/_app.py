@@ -135,6 +135,12 @@ class Emulator:
                 return await handler(self, request, params)
             except ApiError as exc:
                 return _error(exc.status_obj)
+            except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                return _json(
+                    error_body(400, "INVALID_ARGUMENT", f"Invalid request: {exc!r}"), status=400
+                )
+            except Exception as exc:  # a bug in the emulator: still a JSON error body
+                return _json(error_body(500, "INTERNAL", f"Emulator error: {exc!r}"), status=500)
         label = f"{method} {{unknown}}"
         counts[label] = counts.get(label, 0) + 1
         return _json(not_found(path), status=404)
@@ -182,13 +188,15 @@ class Emulator:
         self.webhooks.emit(kind, data, f"batches/{rec.id}")
 
     def interaction_finished(self, rec: InteractionRec) -> None:
-        if not self.webhooks.enabled or not rec.background:
+        if not rec.background or not (self.webhooks.enabled or rec.webhook_uris):
             return
         kind = "interaction.completed" if rec.status == "completed" else "interaction.failed"
         data: dict[str, Any] = {"id": rec.id, "status": rec.status}
         if rec.labels:
             data["labels"] = rec.labels
-        self.webhooks.emit(kind, data, rec.id)
+        if rec.webhook_metadata is not None:
+            data["user_metadata"] = rec.webhook_metadata
+        self.webhooks.emit(kind, data, rec.id, urls=rec.webhook_uris)
 
     def schedule_batch(self, rec: BatchRec) -> None:
         secs = self.core.scenario.batch_seconds_to_complete

@@ -156,6 +156,8 @@ class InteractionRec:
     polls: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
     cached: bytes | None = None
+    webhook_uris: list[str] | None = None
+    webhook_metadata: Any = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -484,6 +486,12 @@ class Core:
             labels=labels if isinstance(labels, dict) else None,
             create_time=now,
         )
+        hook = body.get("webhook_config")
+        if isinstance(hook, dict):
+            uris = hook.get("uris")
+            if isinstance(uris, list) and uris:
+                rec.webhook_uris = [str(u) for u in uris]
+            rec.webhook_metadata = hook.get("user_metadata")
         self.interactions[rec.id] = rec
         self.interactions_created += 1
         if not rec.background or (

@@ -29,9 +29,16 @@ class WebhookSender:
     def enabled(self) -> bool:
         return bool(self.url)
 
-    def emit(self, event_type: str, data: dict[str, Any], subject: str) -> None:
-        """Schedule delivery of one event; never blocks and never raises."""
-        if not self.url:
+    def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        subject: str,
+        urls: list[str] | None = None,
+    ) -> None:
+        """Schedule delivery of one event (to ``urls`` or the configured URL); never raises."""
+        targets = urls or ([self.url] if self.url else [])
+        if not targets:
             return
         sc = self.core.scenario
         msg_id = f"msg_{secrets.token_hex(12)}"
@@ -45,14 +52,14 @@ class WebhookSender:
         copies = 1
         if uniform(self.core.seed, subject, event_type, "duplicate") < sc.webhook_duplicate_rate:
             copies = 2
-        for copy in range(copies):
+        for copy, url in ((c, u) for c in range(copies) for u in targets):
             delay = sc.webhook_delay_ms.mean + random.uniform(
                 -sc.webhook_delay_ms.jitter, sc.webhook_delay_ms.jitter
             )
             delay = max(0.0, delay) / 1000.0 + copy * 0.05
             try:
                 task = asyncio.get_running_loop().create_task(
-                    self._deliver(msg_id, now, body, delay)
+                    self._deliver(url, msg_id, body, delay)
                 )
             except RuntimeError:  # no running loop (should not happen under ASGI)
                 self.core.webhooks_failed += 1
@@ -60,7 +67,7 @@ class WebhookSender:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _deliver(self, msg_id: str, when: datetime, body: str, delay: float) -> None:
+    async def _deliver(self, url: str, msg_id: str, body: str, delay: float) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -73,9 +80,7 @@ class WebhookSender:
                 if self.signer is not None:
                     headers["webhook-signature"] = self.signer.sign(msg_id, ts, body)
                 try:
-                    resp = await self._client.post(
-                        str(self.url), content=body.encode(), headers=headers
-                    )
+                    resp = await self._client.post(url, content=body.encode(), headers=headers)
                     if 200 <= resp.status_code < 300:
                         self.core.webhooks_sent += 1
                         return

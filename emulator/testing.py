@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -55,6 +55,7 @@ class RunningEmulator:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
 
@@ -90,14 +91,16 @@ class RunningEmulator:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # stderr goes to a file, never a pipe: a full pipe would block the server
+        self._log = tempfile.TemporaryFile(prefix="emulator-stderr-")  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"emulator exited with {self._proc.returncode}: {err}")
+                code = self._proc.returncode
+                err = self.stderr()
+                self.stop()
+                raise RuntimeError(f"emulator exited with {code}: {err}")
             try:
                 if self._http.get("/_emulator/stats", timeout=1.0).status_code == 200:
                     return self
@@ -117,11 +120,19 @@ class RunningEmulator:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def stderr(self) -> str:
+        """What the emulator process wrote to stderr so far (for debugging a failure)."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def __enter__(self) -> RunningEmulator:
         return self.start()

@@ -28,7 +28,9 @@ class Receiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.events.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    headers[":path"] = self.path  # not a real header: where it was POSTed
+                    receiver.events.append((headers, body))
                 self.send_response(204)
                 self.end_headers()
 

@@ -17,7 +17,10 @@ from .helpers import MODEL, upload_and_create
 def verified(events: list[tuple[dict[str, str], bytes]]) -> list[dict[str, Any]]:
     """Verify every delivery's signature and return the payloads."""
     hook = Webhook(WEBHOOK_SECRET)
-    return [hook.verify(body, headers) for headers, body in events]
+    return [
+        hook.verify(body, {k: v for k, v in headers.items() if not k.startswith(":")})
+        for headers, body in events
+    ]
 
 
 def test_batch_webhook_is_signed(emu: RunningEmulator, client: Any, receiver: Receiver) -> None:
@@ -94,3 +97,20 @@ def test_batch_completes_by_time_without_polling(
     job = client.batches.get(name=job.name)
     assert job.state == types.JobState.JOB_STATE_SUCCEEDED
     assert json.loads(client.files.download(file=job.dest.file_name))["key"] == "a"
+
+
+def test_interaction_webhook_config_uris(client: Any, receiver: Receiver) -> None:
+    """An interaction's webhook_config.uris receive its event, with user_metadata."""
+    target = receiver.url.replace("/hook", "/per-interaction")
+    created = client.interactions.create(
+        model=MODEL,
+        input="x",
+        background=True,
+        webhook_config={"uris": [target], "user_metadata": {"job": "j1"}},
+    )
+    client.interactions.get(created.id)
+    events = receiver.wait_for(lambda ev: len(ev) >= 1)
+    assert events[0][0][":path"] == "/per-interaction"
+    (payload,) = verified(events)
+    assert payload["data"]["id"] == created.id
+    assert payload["data"]["user_metadata"] == {"job": "j1"}
