@@ -168,6 +168,22 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix.rstrip("."), data)]
 
 
+@webhook_app.command("serve")
+@handles_errors
+def webhook_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
+) -> None:
+    """Receive Gemini's completion webhooks; a finished batch starts its reconcile.
+
+    The secret comes from LEDGER_WEBHOOK_SECRET or the Prefect Secret block named by
+    LEDGER_WEBHOOK_SECRET_BLOCK; LEDGER_RECONCILE_DEPLOYMENT names the reconcile deployment.
+    """
+    from flows.webhooks import serve
+
+    serve(host=host, port=port)
+
+
 @app.command()
 @handles_errors
 def pipelines() -> None:
