@@ -180,6 +180,8 @@ def generate_value(
     """A value that conforms to a (subset of) JSON Schema / Gemini Schema."""
     if not isinstance(schema, dict):
         return " ".join(rng.choice(_WORDS) for _ in range(3))
+    if depth > 4 * _MAX_DEPTH:  # an unsatisfiable self-reference: give up
+        return None
     if root is None:
         root = schema
     schema = _resolve(schema, root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from google.genai import types
@@ -12,6 +13,15 @@ from emulator.testing import RunningEmulator
 
 from .conftest import WEBHOOK_SECRET, Receiver
 from .helpers import MODEL, upload_and_create
+
+
+def wait_sent(emu: RunningEmulator, n: int, timeout: float = 10) -> None:
+    """Poll the stats until the emulator has counted ``n`` delivered webhooks."""
+    deadline = time.monotonic() + timeout
+    while emu.stats()["webhooks_sent"] < n:
+        assert time.monotonic() < deadline, "webhooks_sent did not reach the count"
+        time.sleep(0.02)
+    assert emu.stats()["webhooks_sent"] == n
 
 
 def verified(events: list[tuple[dict[str, str], bytes]]) -> list[dict[str, Any]]:
@@ -37,7 +47,7 @@ def test_batch_webhook_is_signed(emu: RunningEmulator, client: Any, receiver: Re
     assert payload["data"]["display_name"] == "hooked"
     assert payload["data"]["state"] == "BATCH_STATE_SUCCEEDED"
     assert payload["data"]["responses_file"] == job.dest.file_name
-    assert emu.stats()["webhooks_sent"] == 1
+    wait_sent(emu, 1)
 
 
 def test_tampered_webhook_fails_verification(client: Any, receiver: Receiver) -> None:
@@ -83,7 +93,7 @@ def test_duplicate_and_late_webhooks(emu: RunningEmulator, client: Any, receiver
     events = receiver.wait_for(lambda ev: len(ev) >= 2)
     assert events[0][0]["webhook-id"] == events[1][0]["webhook-id"]
     assert [p["data"]["name"] for p in verified(events)] == [job.name, job.name]
-    assert emu.stats()["webhooks_sent"] == 2
+    wait_sent(emu, 2)
 
 
 def test_batch_completes_by_time_without_polling(
