@@ -16,7 +16,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger._classify import Failure
@@ -992,6 +992,21 @@ class Ledger:
                     {"r": reservation},
                 ).scalars()
             )
+
+    def count_members(self, reservation: str, keys: Sequence[str]) -> int:
+        """How many of ``keys`` (distinct) went into the batch reserved as ``reservation``.
+
+        Reconcile uses it to tell an output line for a row that was never in the batch (an
+        unknown key) from one for a row that was already settled.
+        """
+        found = 0
+        sql = text(
+            "SELECT COUNT(*) FROM batch_members WHERE reservation = :r AND key IN :keys"
+        ).bindparams(bindparam("keys", expanding=True))
+        with self._read() as conn:
+            for chunk in _chunks(keys, 5000):
+                found += int(conn.execute(sql, {"r": reservation, "keys": chunk}).scalar() or 0)
+        return found
 
     def finish_batch(self, name: str, *, state: str, summary: Mapping[str, Any]) -> bool:
         """Mark a submitted batch job reconciled with its final state; False if it already was."""
