@@ -467,27 +467,32 @@ def _classify_mapping(m: Mapping[str, Any], depth: int) -> Failure:
     if status_map is not None:
         return _classify_mapping(status_map, depth + 1)
 
+    # A background interaction (lower-case status, e.g. "failed"): its ``errors`` entries,
+    # else its terminal status. Checked first: "cancelled" is also a canonical code name.
+    errors = m.get("errors")
+    interaction_state = (
+        status if isinstance(status, str) and status in _INTERACTION_STATES else None
+    )
+    if code is None and (interaction_state is not None or isinstance(errors, list)):
+        if isinstance(errors, list) and errors:
+            first: Failure | None = None
+            for entry in errors[:20]:
+                entry_failure = _classify(entry, depth + 1)
+                if entry_failure.verdict is not Verdict.UNKNOWN:
+                    return entry_failure
+                first = first or entry_failure
+            if first is not None and first.code != "unknown":
+                return first
+        if interaction_state is not None:
+            name, verdict = _INTERACTION_STATES[interaction_state]
+            return Failure(verdict, name, _text(message) or f"interaction {interaction_state}")
+
     if code is not None or _canonical(status) is not None:
         if isinstance(code, str) and not code.strip().isdigit():
             found = _from_error_type(code, message)
             if found is not None:
                 return found
         return _from_parts(code, status, message, _retry_delay(m.get("details")))
-
-    # A background interaction: its ``errors`` entries, else its terminal status.
-    errors = m.get("errors")
-    if isinstance(errors, list) and errors:
-        first: Failure | None = None
-        for entry in errors[:20]:
-            found = _classify(entry, depth + 1)
-            if found.verdict is not Verdict.UNKNOWN:
-                return found
-            first = first or found
-        if first is not None and first.code != "unknown":
-            return first
-    if isinstance(status, str) and status in _INTERACTION_STATES:
-        name, verdict = _INTERACTION_STATES[status]
-        return Failure(verdict, name, _text(message) or f"interaction {status}")
 
     # A batch job (or its operation's metadata) in a terminal failed state.
     state = m.get("state")

@@ -167,22 +167,9 @@ _object_new = object.__new__
 # Filling the slots directly skips the frozen dataclass's __init__ (object.__setattr__ per
 # field), a measurable share of the per-line budget; the object is the same as
 # LineSuccess(key, result, usage).
-_set_key = LineSuccess.key.__set__  # type: ignore[attr-defined]
-_set_result = LineSuccess.result.__set__  # type: ignore[attr-defined]
-_set_usage = LineSuccess.usage.__set__  # type: ignore[attr-defined]
-
-_validators: dict[type[BaseModel], Any] = {}
-
-
-def _validator(schema: type[BaseModel]) -> Any:
-    """The schema's compiled validator (rebuilt first if its annotations were deferred)."""
-    validator = _validators.get(schema)
-    if validator is None:
-        if not schema.__pydantic_complete__:
-            schema.model_rebuild()
-        validator = schema.__pydantic_validator__
-        _validators[schema] = validator
-    return validator
+_set_key = LineSuccess.__dict__["key"].__set__
+_set_result = LineSuccess.__dict__["result"].__set__
+_set_usage = LineSuccess.__dict__["usage"].__set__
 
 
 def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
@@ -201,16 +188,11 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                 candidate = response["candidates"][0]
                 parts = candidate["content"]["parts"]
                 finish = candidate.get("finishReason")
-                if (
-                    len(parts) == 1
-                    and (finish == "STOP" or finish is None)
-                    and "promptFeedback" not in response
-                ):
+                if len(parts) == 1 and finish == "STOP" and "promptFeedback" not in response:
                     part = parts[0]
                     text = part["text"]
                     if type(text) is str and (len(part) == 1 or not part.get("thought")):
-                        validator = _validators.get(schema) or _validator(schema)
-                        result = validator.validate_json(text)
+                        result = schema.__pydantic_validator__.validate_json(text)
                         meta = response.get("usageMetadata")
                         if type(meta) is dict:
                             prompt = meta.get("promptTokenCount", 0)
@@ -221,12 +203,12 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                             else:
                                 usage = _usage_lenient(meta)
                         else:
-                            usage = _usage_lenient(meta)
+                            usage = _usage_of(response)
                         outcome = _object_new(LineSuccess)
                         _set_key(outcome, key)
                         _set_result(outcome, result)
                         _set_usage(outcome, usage)
-                        return outcome  # type: ignore[no-any-return]
+                        return outcome
     except Exception:
         pass  # the slow path classifies it (and names a schema failure properly)
     return _slow(obj, line, schema)
@@ -242,6 +224,11 @@ def _count(value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())  # proto int64 fields may be written as strings
     return 0
+
+
+def _usage_of(response: Mapping[str, Any]) -> Usage:
+    meta = response.get("usageMetadata")
+    return _usage_lenient(response.get("usage_metadata") if meta is None else meta)
 
 
 def _usage_lenient(meta: Any) -> Usage:
@@ -323,9 +310,7 @@ def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -
         )
 
     response = obj.get("response")
-    usage = NO_USAGE
-    if isinstance(response, Mapping):
-        usage = _usage_lenient(response.get("usageMetadata", response.get("usage_metadata")))
+    usage = _usage_of(response) if isinstance(response, Mapping) else NO_USAGE
 
     for field in ("error", "status"):
         value = obj.get(field)
@@ -451,8 +436,9 @@ def validate_answer(text: str | None, schema: type[BaseModel]) -> BaseModel | Fa
     """Validate an answer against the output schema; a permanent ``schema`` Failure if not."""
     if text is None or not text.strip():
         return Failure(Verdict.PERMANENT, "schema", "empty answer")
+    # Reading the attribute (re)builds a schema whose annotations were deferred.
     try:
-        validator = _validator(schema)
+        validator = schema.__pydantic_validator__
         result: BaseModel = validator.validate_json(text)
         return result
     except ValidationError as exc:
