@@ -1,0 +1,477 @@
+"""The direct channel: one ``models.generate_content`` call per job, retried by Prefect as the
+classifier decides.
+
+One attempt of the ``generate-content`` task, for one job:
+
+1. wait until the row is due (see "Server retry delays" below);
+2. ``reserve`` the row by its key (this counts the attempt: it is what may be billed);
+3. bind the handle ``direct:<reservation>`` (the call is about to leave);
+4. call ``client.models.generate_content`` through the gateway's client, with the key in a
+   per-request header so the emulator (or a proxy) counts submissions per key;
+5. validate the answer against the pipeline's output schema and record ``done`` with its
+   tokens, or record the classified failure. The ledger applies the pipeline's policy and
+   says whether the job is ``retryable`` or ``parked`` (``permanent:<code>``, ``safety``,
+   ``schema``, ``exhausted:<code>``, ``unknown:<code>``);
+6. on failure raise :class:`AttemptFailed`, which carries the failure and that status.
+
+Prefect's ``retry_condition_fn`` (:func:`retry_if_classifier_says`) reads it: a permanent
+failure is never retried, and a job the ledger parked (at the attempt cap for retryable
+failures, at ``unknown_cap`` for unknown ones) is not either; everything else is retried
+with exponential backoff and jitter (``exponential_backoff`` and ``retry_jitter_factor``).
+The task's ``retries`` is the pipeline's ``attempt_cap - 1``, so Prefect's count and the
+ledger's agree; the ledger is the one that decides, because it also counts attempts made by
+earlier runs.
+
+Server retry delays: Prefect computes a task's retry delays when the task is built, so it
+cannot lengthen one retry for a RetryInfo delay the server sent. ``record_failure`` stores
+that delay on the row (``due_at = now + retry_delay``) and the next attempt starts by
+sleeping only the remaining part of it: the effective wait is the longer of Prefect's
+backoff and the server's delay, and the same rule holds for a later run of the flow.
+A server delay longer than ``GEMINI_LEDGER_DIRECT_MAX_WAIT_S`` (default 120 s) is not waited
+for inside a worker thread: the task stops retrying, the job stays ``retryable`` and the
+next run picks it up once it is due.
+
+Crashes: the handle is bound before the call, so a row left ``reserving`` never reached the
+API and is released (its attempt given back); a row left ``submitted`` under a ``direct:``
+handle may have been billed and is recorded as an ``unknown:interrupted`` failure (retried
+up to ``unknown_cap``). :func:`direct_run` sweeps both, for rows older than
+``GEMINI_LEDGER_DIRECT_STALE_S`` (default 300 s, longer than a call's timeout), before it
+submits anything. Crash points: ``direct.after_reserve``, ``direct.before_call``,
+``direct.after_call``, ``direct.after_record``, ``direct.before_side_effect``,
+``direct.after_side_effect``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from google.genai import types
+from prefect import Task, flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
+
+from flows._ledger import open_ledger
+from flows.crash import crash_point
+from flows.gateway import gemini_client, keyed
+from flows.pipeline import Pipeline
+from flows.registry import get_pipeline
+from ledger import (
+    Channel,
+    Failure,
+    FailureRow,
+    InvalidTransition,
+    Ledger,
+    NewJob,
+    Policy,
+    ResultRow,
+    Usage,
+    Verdict,
+    classify,
+    classify_response,
+    extract_text,
+    redact,
+    validate_answer,
+)
+
+__all__ = [
+    "BACKOFF_ENV",
+    "HANDLE_PREFIX",
+    "JITTER_ENV",
+    "MAX_WAIT_ENV",
+    "STALE_ENV",
+    "AttemptFailed",
+    "deliver_results",
+    "direct_run",
+    "direct_task",
+    "enroll_items",
+    "generate_content",
+    "retry_if_classifier_says",
+    "run_calls",
+    "sweep_interrupted",
+    "today_utc",
+]
+
+BACKOFF_ENV = "GEMINI_LEDGER_DIRECT_BACKOFF_S"  # first retry delay (s); doubles every retry
+JITTER_ENV = "GEMINI_LEDGER_DIRECT_JITTER"  # Prefect's retry_jitter_factor
+MAX_WAIT_ENV = "GEMINI_LEDGER_DIRECT_MAX_WAIT_S"  # longest server delay waited for inline
+STALE_ENV = "GEMINI_LEDGER_DIRECT_STALE_S"  # age after which an in-flight row is a leftover
+
+HANDLE_PREFIX = "direct:"
+_RESERVATION_PREFIX = "direct-"
+
+INTERRUPTED = Failure(
+    Verdict.UNKNOWN,
+    "interrupted",
+    "the process died during the call; the attempt may have been billed",
+)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = float(raw)
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+def today_utc() -> date:
+    """The default day of a run (UTC, so a schedule and a laptop agree)."""
+    return datetime.now(UTC).date()
+
+
+class AttemptFailed(Exception):
+    """One attempt failed: the classified failure and the status the ledger moved the job to."""
+
+    def __init__(self, key: str, failure: Failure, status: str) -> None:
+        # Only the classifier's (redacted, shortened) message goes into the text: this
+        # exception ends up in Prefect's task-run state and logs.
+        super().__init__(f"{key}: {failure.error_class}: {failure.message} (job {status})")
+        self.key = key
+        self.failure = failure
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.failure, self.status))
+
+
+# --- rendering a prompt into a call --------------------------------------------------------
+
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client() -> Any:
+    """One SDK client per process and endpoint (its HTTP pool is shared by the threads)."""
+    ident = (
+        os.environ.get("GOOGLE_GEMINI_BASE_URL", ""),
+        os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or "",
+    )
+    with _clients_lock:
+        client = _clients.get(ident)
+        if client is None:
+            client = _clients[ident] = gemini_client()
+        return client
+
+
+@functools.lru_cache(maxsize=64)
+def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
+    return output.model_json_schema()
+
+
+def _config(
+    pipeline: Pipeline[Any], system: str | None, temperature: float | None, key: str
+) -> types.GenerateContentConfig:
+    return types.GenerateContentConfig(
+        system_instruction=system,
+        temperature=temperature,
+        response_mime_type="application/json",
+        response_json_schema=_json_schema(pipeline.output),
+        http_options=keyed(key),
+    )
+
+
+def _usage(response: Any) -> Usage:
+    meta = getattr(response, "usage_metadata", None)
+    if meta is None:
+        return Usage(0, 0, 0)
+    prompt = meta.prompt_token_count or 0
+    cand = meta.candidates_token_count or 0
+    total = meta.total_token_count or (prompt + cand + (meta.thoughts_token_count or 0))
+    return Usage(prompt, cand, total)
+
+
+def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
+    """The validated answer, or why it is not one (safety block, empty, non-conforming)."""
+    data = response.model_dump(mode="json", exclude_none=True)
+    blocked = classify_response(data)
+    if blocked is not None:
+        return blocked
+    return validate_answer(extract_text(data), output)
+
+
+# --- one attempt ---------------------------------------------------------------------------
+
+
+def _wait_until_due(ledger: Ledger, key: str) -> None:
+    """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
+    remaining = ledger.get(key).due_at - ledger.clock()
+    if 0 < remaining <= _env_float(MAX_WAIT_ENV, 120.0):
+        time.sleep(remaining)
+
+
+def _attempt(spec: str, key: str) -> dict[str, Any]:
+    pipeline = get_pipeline(spec)
+    ledger = open_ledger()
+    policy = pipeline.policy
+    _wait_until_due(ledger, key)
+
+    reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
+    if ledger.reserve(pipeline=pipeline.name, limit=1, reservation=reservation, keys=[key]) != 1:
+        # Done, parked, in flight elsewhere or not due yet: nothing to send, nothing counted.
+        view = ledger.get(key)
+        return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
+    crash_point("direct.after_reserve")
+    row = next(iter(ledger.reserved(reservation)))
+    handle = f"{HANDLE_PREFIX}{reservation}"
+    ledger.bind_handle(key, reservation=reservation, handle=handle)
+    crash_point("direct.before_call")
+
+    try:
+        prompt = pipeline.prompt_of(row.payload)
+        response = _client().models.generate_content(
+            model=row.model,
+            contents=prompt.text,
+            config=_config(pipeline, prompt.system, prompt.temperature, key),
+        )
+    except Exception as exc:
+        crash_point("direct.after_call")
+        failure = classify(exc)
+        status = ledger.record_failure(key, failure, policy=policy, handle=handle)
+        crash_point("direct.after_record")
+        raise AttemptFailed(key, failure, status) from None
+    crash_point("direct.after_call")
+
+    usage = _usage(response)
+    answer = _judge(response, pipeline.output)
+    if isinstance(answer, Failure):
+        # The answer arrived (and was billed): keep its tokens with the failure.
+        ledger.apply_failures([FailureRow(key, answer, *usage)], handle=handle, policy=policy)
+        status = ledger.get(key).status
+        crash_point("direct.after_record")
+        raise AttemptFailed(key, answer, status)
+    ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage), handle=handle)
+    crash_point("direct.after_record")
+    return {"key": key, "status": "done", "attempts": row.attempts, "skipped": False}
+
+
+def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry what the classifier and the ledger say is retryable.
+
+    Permanent failures stop at once; a job the ledger parked (attempt cap, unknown cap) is
+    not retried; an error that is not a classified attempt failure (the ledger unreachable,
+    a bug) is not retried blindly either: its row is left for the next run's sweep.
+    """
+    exc = state.result(raise_on_failure=False)
+    if not isinstance(exc, AttemptFailed):
+        return False
+    failure = classify(exc)  # the carried Failure: the classifier's verdict
+    if failure.verdict is Verdict.PERMANENT or exc.status != "retryable":
+        return False
+    delay = failure.retry_delay
+    return delay is None or delay <= _env_float(MAX_WAIT_ENV, 120.0)
+
+
+@task(
+    name="generate-content",
+    task_run_name="generate {key}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(2.0),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=retry_if_classifier_says,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def generate_content(pipeline: str, key: str) -> dict[str, Any]:
+    """One generate_content call for one job, recorded in the ledger."""
+    return _attempt(pipeline, key)
+
+
+def direct_task(policy: Policy) -> Task[Any, dict[str, Any]]:
+    """``generate_content`` with the pipeline's cap and the configured backoff.
+
+    ``GEMINI_LEDGER_DIRECT_BACKOFF_S`` (default 2) is the first retry's delay, doubled for
+    each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
+    factor. Tests set both tiny.
+    """
+    backoff = _env_float(BACKOFF_ENV, 2.0)
+    jitter = _env_float(JITTER_ENV, 0.2)
+    return generate_content.with_options(
+        retries=policy.attempt_cap - 1,
+        retry_delay_seconds=exponential_backoff(backoff),
+        retry_jitter_factor=jitter,
+    )
+
+
+def run_calls(
+    spec: str,
+    keys: Sequence[str],
+    *,
+    policy: Policy,
+    max_concurrency: int,
+    rate_per_second: float | None = None,
+) -> dict[str, str]:
+    """Run the direct task for each key on a capped thread pool; key -> outcome.
+
+    The outcome is the job's status after its last attempt (``done``, ``parked``,
+    ``retryable``), ``skipped:<status>`` when there was nothing to send, or ``error``. With
+    ``rate_per_second`` the calls are started no faster than that.
+    """
+    if max_concurrency < 1:
+        raise ValueError("max_concurrency must be at least 1")
+    if not keys:
+        return {}
+    the_task = direct_task(policy)
+    futures: list[tuple[str, PrefectFuture[Any]]] = []
+    start = time.monotonic()
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
+    with runner:
+        for i, key in enumerate(keys):
+            if rate_per_second:
+                # Pacing, not synchronisation: the i-th call starts no earlier than i / rate.
+                delay = start + i / rate_per_second - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            futures.append((key, runner.submit(the_task, {"pipeline": spec, "key": key})))
+        wait([f for _, f in futures])
+    outcomes: dict[str, str] = {}
+    for key, future in futures:
+        result = future.state.result(raise_on_failure=False)
+        if isinstance(result, AttemptFailed):
+            outcomes[key] = result.status
+        elif isinstance(result, dict):
+            status = str(result.get("status"))
+            outcomes[key] = f"skipped:{status}" if result.get("skipped") else status
+        else:
+            outcomes[key] = "error"
+    return outcomes
+
+
+# --- the flow's other steps ------------------------------------------------------------------
+
+
+@task(name="sweep-interrupted-calls", cache_policy=NO_CACHE, persist_result=False)
+def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[str, int]:
+    """Resolve rows a killed run left in flight (see the module docstring)."""
+    p = get_pipeline(pipeline)
+    ledger = open_ledger()
+    older = _env_float(STALE_ENV, 300.0) if older_than_s is None else older_than_s
+    released = 0
+    for row in ledger.stale_reservations(pipeline=p.name, older_than=older):
+        if row.reservation.startswith(_RESERVATION_PREFIX):
+            released += ledger.release(row.reservation)
+    interrupted = 0
+    cutoff = ledger.clock() - older
+    for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
+        if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
+            try:
+                ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
+                interrupted += 1
+            except InvalidTransition:
+                pass  # another run settled it meanwhile
+    if released or interrupted:
+        get_run_logger().warning(
+            "swept %d unsent and %d interrupted calls of %s", released, interrupted, p.name
+        )
+    return {"released": released, "interrupted": interrupted}
+
+
+@task(name="enroll-items", cache_policy=NO_CACHE, persist_result=False)
+def enroll_items(pipeline: str, day: date) -> int:
+    """Enroll the day's items (an existing key is never changed); returns how many were new."""
+    p = get_pipeline(pipeline)
+    jobs = (
+        NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
+        for item in p.load_items(day)
+    )
+    return open_ledger().enroll(jobs, pipeline=p.name, channel=Channel.DIRECT.value, model=p.model)
+
+
+@task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
+def deliver_results(pipeline: str) -> dict[str, int]:
+    """Call on_result for every done row and mark it consumed; a failing side effect is
+    logged and left done for the next run."""
+    p = get_pipeline(pipeline)
+    ledger = open_ledger()
+    logger = get_run_logger()
+    delivered = failed = 0
+    for key, result in ledger.done_unconsumed(pipeline=p.name, limit=1_000_000):
+        try:
+            value = p.output.model_validate_json(result)
+            crash_point("direct.before_side_effect")
+            p.on_result(key, value)
+            crash_point("direct.after_side_effect")
+        except Exception as exc:
+            failed += 1
+            logger.error("on_result failed for %s: %s", key, redact(f"{type(exc).__name__}: {exc}"))
+            continue
+        delivered += ledger.consume([key])
+    return {"delivered": delivered, "failed": failed}
+
+
+def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:
+    keys = [j.key for j in ledger.jobs(pipeline=pipeline, status="pending")]
+    keys += [j.key for j in ledger.jobs(pipeline=pipeline, status="retryable")]
+    return keys
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return f"direct {params.get('pipeline')} {params.get('day') or 'today'}"
+
+
+@flow(name="direct-run", flow_run_name=_run_name)
+def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8) -> dict[str, Any]:
+    """Run a direct-channel pipeline: sweep leftovers, enroll the day's items, call Gemini
+    for every pending or retryable job (at most ``max_concurrency`` at a time), deliver
+    the results."""
+    logger = get_run_logger()
+    p = get_pipeline(pipeline)
+    if p.channel != Channel.DIRECT:
+        raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
+    the_day = day or today_utc()
+    ledger = open_ledger()
+
+    swept = sweep_interrupted(pipeline)
+    enrolled = enroll_items(pipeline, the_day)
+    keys = _due_keys(ledger, p.name)
+    logger.info("%s %s: %d new items, %d jobs to call", p.name, the_day, enrolled, len(keys))
+
+    started = time.monotonic()
+    outcomes = run_calls(pipeline, keys, policy=p.policy, max_concurrency=max_concurrency)
+    elapsed = time.monotonic() - started
+    delivery = deliver_results(pipeline)
+
+    counts = ledger.counts(pipeline=p.name)
+    tally = Counter(outcomes.values())
+    report: dict[str, Any] = {
+        "pipeline": p.name,
+        "day": the_day.isoformat(),
+        "swept": swept,
+        "enrolled": enrolled,
+        "called": len(keys),
+        "outcomes": dict(sorted(tally.items())),
+        "calls_seconds": round(elapsed, 3),
+        "delivered": delivery["delivered"],
+        "delivery_failed": delivery["failed"],
+        "ledger": counts.as_dict(),
+    }
+    create_table_artifact(
+        key="direct-run",
+        table=[{"outcome": k, "jobs": v} for k, v in sorted(tally.items())]
+        + [{"outcome": f"parked as {c}", "jobs": n} for c, n in counts.by_error_class.items()],
+        description=f"direct run of {p.name} for {the_day}: {len(keys)} jobs called,"
+        f" {delivery['delivered']} delivered",
+    )
+    logger.info(
+        "%s: %s; delivered %d",
+        p.name,
+        ", ".join(f"{k} {v}" for k, v in sorted(tally.items())) or "nothing to call",
+        delivery["delivered"],
+    )
+    return report
