@@ -939,6 +939,27 @@ class Ledger:
             replayed=int(totals[5]),
         )
 
+    def usage_by_model(
+        self, *, pipeline: str | None = None
+    ) -> list[tuple[str, str, int, int, int, int]]:
+        """Attempts and tokens per (model, channel), for cost estimates: (model, channel,
+        attempts, prompt_tokens, candidates_tokens, total_tokens)."""
+        where = "WHERE pipeline = :p" if pipeline else ""
+        params = {"p": pipeline} if pipeline else {}
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT model, channel, COALESCE(SUM(attempts), 0),"
+                    " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(candidates_tokens), 0),"
+                    f" COALESCE(SUM(total_tokens), 0) FROM jobs {where}"
+                    " GROUP BY model, channel ORDER BY model, channel"
+                ),
+                params,
+            ).all()
+        return [
+            (row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5])) for row in rows
+        ]
+
     def handle_counts(self, handle: str) -> dict[tuple[str, str | None], int]:
         """(status, error_class) -> jobs last submitted under one handle."""
         with self._read() as conn:
