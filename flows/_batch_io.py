@@ -1,0 +1,198 @@
+"""The batch channel's I/O: request JSONL rows, upload, create, find, poll, download.
+
+Everything here talks to Gemini through the google-genai client built by ``flows.gateway``;
+nothing here touches the ledger's state (``flows.batch`` decides, this module carries).
+
+The request file is written row by row from the ledger's reserved jobs, and the output
+file is downloaded to disk and read back line by line, so neither side ever holds a whole
+file in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from google.genai import types
+
+from flows.pipeline import Prompt
+
+__all__ = [
+    "JSONL_MIME",
+    "RequestWriter",
+    "batch_request",
+    "create_batch_job",
+    "download_output",
+    "find_batch_job",
+    "get_batch_job",
+    "iter_lines",
+    "job_state",
+    "output_file_of",
+    "upload_requests",
+    "write_requests",
+]
+
+JSONL_MIME = "application/jsonl"
+_LIST_PAGE_SIZE = 100
+
+
+def batch_request(prompt: Prompt, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """One GenerateContentRequest (camelCase, as a batch input line carries it) for a prompt.
+
+    This is the rendering every channel shares: the direct channel sends the same contents,
+    system instruction and generation config through ``models.generate_content``.
+    """
+    request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt.text}]}]}
+    if prompt.system:
+        request["systemInstruction"] = {"parts": [{"text": prompt.system}]}
+    config: dict[str, Any] = {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": dict(schema),
+    }
+    if prompt.temperature is not None:
+        config["temperature"] = prompt.temperature
+    request["generationConfig"] = config
+    return request
+
+
+class RequestWriter:
+    """Writes ``{"key", "request"}`` lines fast: the same bytes as :func:`batch_request`.
+
+    A nightly file has tens of thousands of rows that share one schema and usually one
+    system instruction and temperature, so those fragments are serialised once and spliced
+    in; only each row's key and text are encoded per row.
+    """
+
+    _CACHE_LIMIT = 256
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._schema = orjson.dumps(dict(schema))
+        self._configs: dict[float | None, bytes] = {}
+        self._systems: dict[str | None, bytes] = {}
+
+    def _config(self, temperature: float | None) -> bytes:
+        found = self._configs.get(temperature)
+        if found is None:
+            temp = b"" if temperature is None else b',"temperature":' + orjson.dumps(temperature)
+            found = (
+                b',"generationConfig":{"responseMimeType":"application/json",'
+                b'"responseJsonSchema":' + self._schema + temp + b"}"
+            )
+            if len(self._configs) < self._CACHE_LIMIT:
+                self._configs[temperature] = found
+        return found
+
+    def _system(self, system: str | None) -> bytes:
+        found = self._systems.get(system)
+        if found is None:
+            found = (
+                b',"systemInstruction":{"parts":[{"text":' + orjson.dumps(system) + b"}]}"
+                if system
+                else b""
+            )
+            if len(self._systems) < self._CACHE_LIMIT:
+                self._systems[system] = found
+        return found
+
+    def line(self, key: str, payload: str | bytes) -> bytes:
+        """One JSONL line (with its newline) for a job's key and stored payload (a Prompt)."""
+        prompt = orjson.loads(payload)
+        return b"".join(
+            (
+                b'{"key":',
+                orjson.dumps(key),
+                b',"request":{"contents":[{"role":"user","parts":[{"text":',
+                orjson.dumps(prompt["text"]),
+                b"}]}]",
+                self._system(prompt.get("system")),
+                self._config(prompt.get("temperature")),
+                b"}}\n",
+            )
+        )
+
+
+def write_requests(
+    rows: Iterable[tuple[str, str]], schema: Mapping[str, Any], out: IO[bytes]
+) -> int:
+    """Write one request line per ``(key, payload)`` to ``out``; returns how many."""
+    line = RequestWriter(schema).line
+    write = out.write
+    n = 0
+    buffer: list[bytes] = []
+    for key, payload in rows:
+        buffer.append(line(key, payload))
+        n += 1
+        if len(buffer) >= 4096:
+            write(b"".join(buffer))
+            buffer.clear()
+    if buffer:
+        write(b"".join(buffer))
+    return n
+
+
+# -- the API calls -------------------------------------------------------------------------
+
+
+def upload_requests(client: Any, path: str | os.PathLike[str], *, display_name: str) -> str:
+    """Upload a request JSONL file; returns its name (``files/...``)."""
+    uploaded = client.files.upload(
+        file=os.fspath(path),
+        config=types.UploadFileConfig(mime_type=JSONL_MIME, display_name=display_name),
+    )
+    return str(uploaded.name)
+
+
+def create_batch_job(client: Any, *, model: str, file_name: str, display_name: str) -> Any:
+    """Create a batch job over an uploaded file, named for finding it again if we crash."""
+    return client.batches.create(
+        model=model,
+        src=file_name,
+        config=types.CreateBatchJobConfig(display_name=display_name),
+    )
+
+
+def get_batch_job(client: Any, name: str) -> Any:
+    return client.batches.get(name=name)
+
+
+def find_batch_job(client: Any, display_name: str) -> Any | None:
+    """The batch job with this display name, paging through ``batches.list``; None if none.
+
+    If a re-send ever created two, the first listed (the newest) is returned: both carry the
+    same rows, and the older one's output is simply never read.
+    """
+    for job in client.batches.list(config=types.ListBatchJobsConfig(page_size=_LIST_PAGE_SIZE)):
+        if job.display_name == display_name:
+            return job
+    return None
+
+
+def job_state(job: Any) -> str:
+    """``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``EXPIRED``, ``RUNNING``, ``PENDING`` ..."""
+    state = job.state
+    raw = getattr(state, "value", state) or "UNSPECIFIED"
+    return str(raw).rsplit("_STATE_", 1)[-1].upper()
+
+
+def output_file_of(job: Any) -> str | None:
+    """The responses file of a finished job, if it has one."""
+    dest = getattr(job, "dest", None)
+    name = getattr(dest, "file_name", None) if dest is not None else None
+    return str(name) if name else None
+
+
+def download_output(client: Any, file_name: str, destination: Path) -> int:
+    """Stream an output file to ``destination`` (the SDK writes it in chunks); returns bytes."""
+    client.files.download(file=file_name, destination=str(destination))
+    return destination.stat().st_size
+
+
+def iter_lines(path: str | os.PathLike[str], *, buffer_size: int = 1 << 20) -> Iterator[bytes]:
+    """The non-blank lines of a file, read through a bounded buffer."""
+    with open(path, "rb", buffering=buffer_size) as fh:
+        for line in fh:
+            if line.strip():
+                yield line
