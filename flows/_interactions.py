@@ -1,0 +1,383 @@
+"""The background channel's side of the Gemini interactions API.
+
+Three jobs, kept apart from the Prefect flow so they can be read and tested alone:
+
+* render a ledger payload (a :class:`~flows.pipeline.Prompt`) into the arguments of
+  ``interactions.create(background=True, ...)``, with the pipeline's output schema as the
+  response format and the idempotency key in the labels and the key header;
+* read what an interaction says about its job: the verdict (:class:`Polled`), its output text
+  validated against the schema, and its token usage;
+* poll many interactions at once with the SDK's async client under a bounded number of
+  requests in flight (an ``asyncio.Semaphore``), never one after another.
+
+Every client comes from :func:`flows.gateway.gemini_client`, whose retries are off: every
+request is one attempt the ledger can count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel
+
+from flows.gateway import KEY_HEADER, gemini_client
+from flows.pipeline import Prompt
+from ledger import Failure, Usage, Verdict, classify, validate_answer
+
+__all__ = [
+    "LABEL_KEY",
+    "LABEL_PIPELINE",
+    "RUNNING",
+    "TERMINAL_FAILED",
+    "Polled",
+    "create_kwargs",
+    "judge",
+    "label_value",
+    "output_text",
+    "poll_all",
+    "response_format",
+    "submit_all",
+    "usage_of",
+]
+
+LABEL_KEY = "gemini_ledger_key"
+LABEL_PIPELINE = "gemini_ledger_pipeline"
+
+# Statuses in which the interaction is still working (or waiting) and may yet finish.
+RUNNING = frozenset(
+    {"in_progress", "queued", "requires_action", "requires_continuation", "created"}
+)
+# Terminal statuses that carry no usable answer: the classifier decides what they mean.
+TERMINAL_FAILED = frozenset({"failed", "cancelled", "incomplete", "budget_exceeded"})
+
+_NO_USAGE = Usage(0, 0, 0)
+_LABEL_MAX = 63
+_LABEL_BAD = re.compile(r"[^a-z0-9_-]+")
+
+
+def label_value(value: str) -> str:
+    """A label-safe form of ``value`` (lowercase letters, digits, ``_``, ``-``; 63 chars max).
+
+    The API refuses other label values; an idempotency key like ``articles:2026-11-22:tea:v1``
+    is rewritten, with a digest of the original appended whenever the rewrite lost anything,
+    so two keys never share a label.
+    """
+    safe = _LABEL_BAD.sub("-", value.lower()).strip("-") or "k"
+    if safe == value and len(safe) <= _LABEL_MAX:
+        return safe
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{safe[: _LABEL_MAX - len(digest) - 1]}-{digest}"
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """The interactions API's JSON response format for a Pydantic output schema."""
+    return {
+        "type": "text",
+        "mime_type": "application/json",
+        "schema": schema.model_json_schema(),
+    }
+
+
+def create_kwargs(
+    prompt: Prompt,
+    *,
+    key: str,
+    pipeline: str,
+    model: str,
+    schema: type[BaseModel],
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Keyword arguments for ``interactions.create`` that submit one job in the background."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "input": prompt.text,
+        "background": True,
+        "labels": {LABEL_KEY: label_value(key), LABEL_PIPELINE: label_value(pipeline)},
+        "response_format": response_format(schema),
+        # The exact key rides in a header too (labels are rewritten to be label-safe), so a
+        # proxy or the emulator can count submissions per key.
+        "extra_headers": {KEY_HEADER: key},
+        "timeout": timeout_s,
+    }
+    if prompt.system:
+        kwargs["system_instruction"] = prompt.system
+    if prompt.temperature is not None:
+        kwargs["generation_config"] = {"temperature": prompt.temperature}
+    return kwargs
+
+
+# --- reading an interaction --------------------------------------------------------------
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def output_text(interaction: Any) -> str | None:
+    """The answer's text, as the SDK's ``Interaction.output_text`` computes it.
+
+    The SDK adds ``output_text`` only to the objects it parses; for a raw JSON body this reads
+    the same thing: the last run of text items of the trailing model-output steps, skipping
+    thought steps and stopping at the user's input.
+    """
+    text = _field(interaction, "output_text")
+    if isinstance(text, str):
+        return text
+    parts: list[str] = []
+    collecting = False
+    for step in reversed(_field(interaction, "steps") or []):
+        kind = _field(step, "type")
+        if kind == "user_input":
+            break
+        if kind == "thought":
+            continue
+        if kind != "model_output":
+            if collecting:
+                break
+            continue
+        stop = False
+        for item in reversed(_field(step, "content") or []):
+            if _field(item, "type") != "text":
+                if collecting:
+                    stop = True
+                    break
+                continue
+            collecting = True
+            piece = _field(item, "text")
+            parts.append(piece if isinstance(piece, str) else "")
+        if stop:
+            break
+    return "".join(reversed(parts)) if parts else None
+
+
+def usage_of(interaction: Any) -> Usage:
+    """Tokens billed for an interaction (zeros when it reports none)."""
+    usage = _field(interaction, "usage")
+    if usage is None:
+        return _NO_USAGE
+
+    def count(name: str) -> int:
+        value = _field(usage, name)
+        return int(value) if isinstance(value, int) and value > 0 else 0
+
+    prompt_t, answer_t = count("total_input_tokens"), count("total_output_tokens")
+    return Usage(prompt_t, answer_t, count("total_tokens") or prompt_t + answer_t)
+
+
+def _failure_of(interaction: Any, status: str) -> Failure:
+    """The classifier's verdict on a terminal, answerless interaction."""
+    errors = []
+    for error in _field(interaction, "errors") or []:
+        dump = getattr(error, "model_dump", None)
+        errors.append(dump(mode="json", exclude_none=True) if callable(dump) else error)
+    # Only the status and errors: the whole interaction (steps, input) is no business of the
+    # classifier and must not end up in a stored message.
+    return classify({"status": status, "errors": errors})
+
+
+Outcome = Literal["done", "failed", "running", "get_error", "cancel_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one poll learned about one submitted job.
+
+    ``done``: ``result`` is the validated answer's JSON. ``failed``: ``failure`` is the
+    classifier's verdict (a terminal status, a schema failure, a permanent error on get, or
+    our own cancel of an interaction that ran too long, then ``cancelled`` is true).
+    ``running``: still working. ``get_error``/``cancel_error``: a transient error; nothing is
+    known about the job, it stays submitted for the next tick.
+    """
+
+    key: str
+    handle: str
+    outcome: Outcome
+    status: str | None = None
+    result: str | None = None
+    failure: Failure | None = None
+    usage: Usage = _NO_USAGE
+    cancelled: bool = False
+
+
+def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> Polled:
+    """Turn an interaction the API returned into the outcome for its job."""
+    status = str(_field(interaction, "status") or "")
+    usage = usage_of(interaction)
+    if status == "completed":
+        answer = validate_answer(output_text(interaction), schema)
+        if isinstance(answer, Failure):
+            return Polled(key, handle, "failed", status, failure=answer, usage=usage)
+        return Polled(key, handle, "done", status, result=answer.model_dump_json(), usage=usage)
+    if status in TERMINAL_FAILED:
+        failure = _failure_of(interaction, status)
+        return Polled(key, handle, "failed", status, failure=failure, usage=usage)
+    # Running, or a status this code does not know yet: not a verdict about the job.
+    return Polled(key, handle, "running", status or None)
+
+
+def _error_outcome(key: str, handle: str, exc: BaseException, outcome: Outcome) -> Polled:
+    failure = classify(exc)
+    if failure.verdict is Verdict.PERMANENT:
+        # A definite answer (404: the interaction is gone, 400...): a verdict about the job.
+        return Polled(key, handle, "failed", None, failure=failure)
+    return Polled(key, handle, outcome, None, failure=failure)
+
+
+async def _call(method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Call an SDK method through ``with_raw_response`` and decode its JSON body with orjson.
+
+    The SDK builds a pydantic model class per response to parse it (about 10 ms of CPU per
+    call here), which would make a thousand concurrent polls CPU-bound; the raw response
+    skips that parse and nothing else: request building, auth, the error hierarchy (4xx/5xx
+    still raise ``APIStatusError`` subclasses) and the retry settings are the SDK's.
+    """
+    response = await method(*args, **kwargs)
+    return orjson.loads(await response.read())
+
+
+# --- the bounded concurrent poller -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """One submitted job to poll: its key, interaction id and when it was submitted."""
+
+    key: str
+    handle: str
+    submitted_at: float
+
+
+async def _poll_one(
+    aio: Any,
+    gate: asyncio.Semaphore,
+    job: Handle,
+    schema: type[BaseModel],
+    now: float,
+    running_limit_s: float,
+    timeout_s: float,
+) -> Polled:
+    async with gate:
+        try:
+            interaction = await _call(
+                aio.interactions.with_raw_response.get, job.handle, timeout=timeout_s
+            )
+        except Exception as exc:  # classified: a transient error leaves the job submitted
+            return _error_outcome(job.key, job.handle, exc, "get_error")
+        polled = judge(job.key, job.handle, interaction, schema)
+        if polled.outcome != "running" or now - job.submitted_at <= running_limit_s:
+            return polled
+        # Running far too long: cancel it and let the job be resubmitted. If it finished in
+        # the meantime the cancel's answer says so and its result is used instead.
+        try:
+            after = await _call(
+                aio.interactions.with_raw_response.cancel, job.handle, timeout=timeout_s
+            )
+        except Exception as exc:
+            return _error_outcome(job.key, job.handle, exc, "cancel_error")
+        final = judge(job.key, job.handle, after, schema)
+        if final.outcome == "done":
+            return final
+        waited = int(now - job.submitted_at)
+        failure = Failure(
+            Verdict.RETRYABLE,
+            "timeout",
+            f"interaction still {polled.status} after {waited}s; cancelled",
+        )
+        return Polled(job.key, job.handle, "failed", final.status, failure=failure, cancelled=True)
+
+
+def poll_all(
+    jobs: Sequence[Handle],
+    schema: type[BaseModel],
+    *,
+    max_concurrency: int = 32,
+    running_limit_s: float = 3600.0,
+    now: float | None = None,
+    timeout_s: float = 30.0,
+    client_factory: Callable[[], Any] = gemini_client,
+) -> list[Polled]:
+    """``interactions.get`` every handle, at most ``max_concurrency`` requests in flight.
+
+    Runs its own event loop (the caller is a synchronous Prefect task) with a client made for
+    that loop and closed after it: an async HTTP client must not outlive its loop.
+    """
+    if not jobs:
+        return []
+    at = time.time() if now is None else now
+
+    async def run(aio: Any) -> list[Polled]:
+        gate = asyncio.Semaphore(max(1, max_concurrency))
+        return list(
+            await asyncio.gather(
+                *(_poll_one(aio, gate, j, schema, at, running_limit_s, timeout_s) for j in jobs)
+            )
+        )
+
+    return _with_aio(client_factory, run)
+
+
+# --- concurrent submission ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The outcome of one ``interactions.create``: an id, or the classified failure."""
+
+    key: str
+    handle: str | None
+    failure: Failure | None = None
+
+
+def submit_all(
+    requests: Sequence[tuple[str, dict[str, Any]]],
+    on_created: Callable[[str, str], None],
+    *,
+    max_concurrency: int = 32,
+    client_factory: Callable[[], Any] = gemini_client,
+) -> list[Submission]:
+    """``interactions.create`` each (key, kwargs), at most ``max_concurrency`` in flight.
+
+    ``on_created(key, interaction_id)`` runs as soon as each create returns (it binds the
+    handle in the ledger), so a crash loses at most the interactions in flight.
+    """
+    if not requests:
+        return []
+
+    async def one(aio: Any, gate: asyncio.Semaphore, key: str, kw: dict[str, Any]) -> Submission:
+        async with gate:
+            try:
+                created = await _call(aio.interactions.with_raw_response.create, **kw)
+            except Exception as exc:
+                return Submission(key, None, classify(exc))
+        handle = str(_field(created, "id") or "")
+        if not handle:
+            failure = Failure(Verdict.UNKNOWN, "unknown", "the API returned no interaction id")
+            return Submission(key, None, failure)
+        on_created(key, handle)
+        return Submission(key, handle)
+
+    async def run(aio: Any) -> list[Submission]:
+        gate = asyncio.Semaphore(max(1, max_concurrency))
+        return list(await asyncio.gather(*(one(aio, gate, k, kw) for k, kw in requests)))
+
+    return _with_aio(client_factory, run)
+
+
+def _with_aio(client_factory: Callable[[], Any], body: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        aio = client_factory().aio
+        try:
+            return await body(aio)
+        finally:
+            await aio.aclose()
+
+    return asyncio.run(main())
