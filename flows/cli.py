@@ -195,6 +195,116 @@ def pipelines() -> None:
         console.print(f"{name}: {p.channel} channel, model {p.model}. {p.description}")
 
 
+@app.command()
+@handles_errors
+def replay(
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Replay for real (default: a dry run).")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many jobs, oldest first.")] = 20,
+    error_class: Annotated[
+        str | None, typer.Option(help="Only jobs parked with this class (e.g. exhausted:429).")
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option(help="Only this pipeline (name or module:attr).")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="At most this many jobs per second.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Return parked jobs to their channel: a dry run that lists them unless --execute."""
+    from flows.replay import replay as replay_flow
+
+    report = replay_flow(
+        execute=execute,
+        limit=limit,
+        error_class=error_class,
+        pipeline=pipeline,
+        rate_per_second=rate,
+    )
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title="replay" if execute else "replay (dry run: nothing changed)")
+    for column in ("key", "pipeline", "channel", "error class", "attempts", "action"):
+        table.add_column(column)
+    if execute:
+        table.add_column("outcome")
+    for job in report["jobs"]:
+        row = [
+            job["key"],
+            job["pipeline"],
+            job["channel"],
+            str(job["error_class"]),
+            str(job["attempts"]),
+            job["action"],
+        ]
+        table.add_row(*row, *([str(job.get("outcome"))] if execute else []))
+    console.print(table)
+    if execute:
+        console.print(
+            f"scanned {report['scanned']}  recovered {report['recovered']}"
+            f" (called {report['recovered_direct']}, returned to queue"
+            f" {report['returned_to_queue']})  still failing {report['still_failing']}"
+        )
+    else:
+        console.print(
+            f"scanned {report['scanned']}: would call {report['would_call']}, would return"
+            f" {report['would_queue']} to their queue; run again with --execute"
+        )
+
+
+@app.command("dead-letter")
+@handles_errors
+def dead_letter(
+    day: Annotated[
+        str | None, typer.Option(help="Day to report on (YYYY-MM-DD), default today (UTC).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Parked jobs by error class with the change since yesterday, attempts, tokens, cost.
+
+    Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
+    """
+    from datetime import date as date_
+
+    from flows._ledger import open_ledger
+    from flows.direct import today_utc
+    from flows.summary import build_summary
+
+    the_day = date_.fromisoformat(day) if day else today_utc()
+    report = build_summary(open_ledger(), the_day)
+    if as_json:
+        _print_json(report)
+        return
+    parked = report["parked"]
+    since = f"since {report['baseline_day']}" if report["baseline_day"] else "no baseline"
+    delta = "n/a" if parked["delta"] is None else f"{parked['delta']:+d}"
+    table = Table(title=f"dead letters on {report['day']}: {parked['total']} ({delta} {since})")
+    for column in ("error class", "parked", "previous", "change"):
+        table.add_column(column, justify="left" if column == "error class" else "right")
+    for row in report["parked_by_class"]:
+        table.add_row(
+            row["error_class"],
+            str(row["parked"]),
+            "n/a" if row["previous"] is None else str(row["previous"]),
+            "n/a" if row["delta"] is None else f"{row['delta']:+d}",
+        )
+    console.print(table)
+    statuses = "  ".join(f"{s} {n}" for s, n in report["by_status"].items())
+    console.print(f"jobs {report['jobs']}: {statuses or 'none'}")
+    tokens, cost = report["tokens"], report["cost"]
+    console.print(
+        f"attempts {report['attempts']}  tokens {tokens['total']} (prompt {tokens['prompt']},"
+        f" answer {tokens['candidates']})  estimated cost ${cost['usd']:.4f}"
+        + (f"  not priced: {', '.join(cost['unpriced_models'])}" if cost["unpriced_models"] else "")
+    )
+    for poison in report["poison_inputs"]:
+        console.print(
+            f"poison input {poison['fingerprint']}: parked under {poison['keys']} keys"
+            f" ({poison['error_class']})"
+        )
+
+
 def main() -> None:
     app()
 

@@ -392,24 +392,43 @@ def enroll_items(pipeline: str, day: date) -> int:
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
 def deliver_results(pipeline: str) -> dict[str, int]:
-    """Call on_result for every done row and mark it consumed; a failing side effect is
-    logged and left done for the next run."""
+    """Call on_result for every done row and mark it consumed.
+
+    Rows are claimed first (``claim_done``), so two overlapping runs never run one side
+    effect twice; a side effect that raises is logged and its row goes back to plain done
+    for the next run.
+    """
     p = get_pipeline(pipeline)
     ledger = open_ledger()
     logger = get_run_logger()
-    delivered = failed = 0
-    for key, result in ledger.done_unconsumed(pipeline=p.name, limit=1_000_000):
-        try:
-            value = p.output.model_validate_json(result)
-            crash_point("direct.before_side_effect")
-            p.on_result(key, value)
-            crash_point("direct.after_side_effect")
-        except Exception as exc:
-            failed += 1
-            logger.error("on_result failed for %s: %s", key, redact(f"{type(exc).__name__}: {exc}"))
-            continue
-        delivered += ledger.consume([key])
-    return {"delivered": delivered, "failed": failed}
+    token = f"direct-deliver-{uuid.uuid4().hex[:12]}"
+    delivered = 0
+    failed: list[str] = []
+    try:
+        while claimed := ledger.claim_done(
+            pipeline=p.name, token=token, limit=1000, older_than=_env_float(STALE_ENV, 300.0)
+        ):
+            for key, result in claimed:
+                try:
+                    value = p.output.model_validate_json(result)
+                    crash_point("direct.before_side_effect")
+                    p.on_result(key, value)
+                    crash_point("direct.after_side_effect")
+                except Exception as exc:
+                    failed.append(key)
+                    logger.error(
+                        "on_result failed for %s: %s",
+                        key,
+                        redact(f"{type(exc).__name__}: {exc}")[:500],
+                    )
+                    continue
+                delivered += ledger.consume([key])
+    finally:
+        # Failed rows stay claimed during the loop (so a page is never claimed twice), then
+        # go back to plain done for the next run.
+        if failed:
+            ledger.release_done(failed, token=token)
+    return {"delivered": delivered, "failed": len(failed)}
 
 
 def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:

@@ -1,0 +1,287 @@
+"""The daily dead-letter summary: what is parked, how that changed since yesterday, what it cost.
+
+:func:`build_summary` is a read-only report (parked jobs by error class with the change
+since the previous snapshot, jobs by status, attempts, tokens, an estimated cost from the
+price table in :mod:`flows._pricing`, poison inputs). ``gemini-ledger dead-letter`` prints
+it; the ``summary`` flow builds the same report, stores today's snapshot of parked jobs
+per class, publishes it as Prefect artifacts (``dead-letter-summary``,
+``dead-letter-summary-table``) and emits the event ``gemini-ledger.parked.increased``
+(resource ``gemini-ledger.ledger``) when parked jobs grew by at least ``threshold`` since
+the previous day, for an automation to act on (see ``automations/``).
+
+The baseline is yesterday's snapshot. When yesterday has none (the summary did not run
+that day), the most recent snapshot of the :data:`LOOKBACK_DAYS` days before is used and
+named in the report (``baseline_day``), so a missed morning does not hide a rise; the
+change then covers more than one day. With no snapshot in that window (the first run)
+there is no baseline: the changes are ``null`` and no event is emitted, because the whole
+backlog is not news; today's snapshot becomes tomorrow's baseline. Running the flow twice
+on one day replaces that day's snapshot and compares with the same baseline.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from flows._ledger import open_ledger
+from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
+from flows.direct import today_utc
+from ledger import Ledger
+
+__all__ = [
+    "EVENT_NAME",
+    "LOOKBACK_DAYS",
+    "RESOURCE_ID",
+    "build_summary",
+    "render_markdown",
+    "summary",
+]
+
+EVENT_NAME = "gemini-ledger.parked.increased"
+RESOURCE_ID = "gemini-ledger.ledger"
+LOOKBACK_DAYS = 7
+
+
+def _baseline(ledger: Ledger, day: date) -> tuple[str | None, dict[str, int] | None]:
+    for back in range(1, LOOKBACK_DAYS + 1):
+        earlier = (day - timedelta(days=back)).isoformat()
+        snap = ledger.snapshot(earlier)
+        if snap is not None:
+            return earlier, snap
+    return None, None
+
+
+def build_summary(ledger: Ledger, day: date, prices: PriceTable | None = None) -> dict[str, Any]:
+    """The dead-letter report for ``day`` (read-only: nothing is stored or published)."""
+    prices = prices if prices is not None else load_prices()
+    counts = ledger.counts()
+    parked = dict(counts.by_error_class)
+    baseline_day, previous = _baseline(ledger, day)
+
+    by_class = []
+    for cls in sorted(set(parked) | set(previous or {})):
+        now_n = parked.get(cls, 0)
+        before = None if previous is None else previous.get(cls, 0)
+        by_class.append(
+            {
+                "error_class": cls,
+                "parked": now_n,
+                "previous": before,
+                "delta": None if before is None else now_n - before,
+            }
+        )
+    total = sum(parked.values())
+    previous_total = None if previous is None else sum(previous.values())
+
+    usage = [UsageLine(m, ch, p, c, t) for m, ch, _a, p, c, t in ledger.usage_by_model()]
+    cost = estimate_cost(usage, prices)
+    return {
+        "day": day.isoformat(),
+        "baseline_day": baseline_day,
+        "parked": {
+            "total": total,
+            "previous": previous_total,
+            "delta": None if previous_total is None else total - previous_total,
+        },
+        "parked_by_class": by_class,
+        "retrying_by_class": dict(counts.retrying_by_class),
+        "by_status": dict(sorted(counts.by_status.items())),
+        "jobs": counts.total,
+        "attempts": counts.attempts,
+        "tokens": {
+            "prompt": counts.prompt_tokens,
+            "candidates": counts.candidates_tokens,
+            "total": counts.total_tokens,
+        },
+        "cost": {**cost.as_dict(), "prices": prices.source},
+        "poison_inputs": [
+            {"fingerprint": fp, "keys": n, "error_class": cls}
+            for fp, n, cls in ledger.poison_inputs()
+        ],
+        "replayed": counts.replayed,
+        "possible_duplicates": counts.possible_duplicates,
+    }
+
+
+def _signed(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:+d}"
+
+
+def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str:
+    """The report as Markdown (the ``dead-letter-summary`` artifact)."""
+    parked = report["parked"]
+    since = (
+        f"since {report['baseline_day']}"
+        if report["baseline_day"]
+        else "no earlier snapshot to compare with"
+    )
+    lines = [
+        f"# Dead letters on {report['day']}",
+        "",
+        f"**{parked['total']} parked** ({_signed(parked['delta'])} {since})"
+        + (f"; alert threshold {threshold}" if threshold is not None else ""),
+        "",
+        "| error class | parked | previous | change |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in report["parked_by_class"]:
+        prev = "n/a" if row["previous"] is None else str(row["previous"])
+        lines.append(
+            f"| `{row['error_class']}` | {row['parked']} | {prev} | {_signed(row['delta'])} |"
+        )
+    if not report["parked_by_class"]:
+        lines.append("| (none) | 0 | | |")
+    lines += ["", "## Jobs by status", "", "| status | jobs |", "|---|---:|"]
+    lines += [f"| {s} | {n} |" for s, n in report["by_status"].items()]
+    tokens, cost = report["tokens"], report["cost"]
+    unpriced = cost["unpriced_models"]
+    lines += [
+        "",
+        "## Attempts and cost",
+        "",
+        f"{report['attempts']} attempts, {tokens['total']} tokens"
+        f" ({tokens['prompt']} prompt, {tokens['candidates']} answer);"
+        f" estimated cost **${cost['usd']:.4f}** (prices: {cost['prices']})"
+        + (f"; not priced: {', '.join(unpriced)}" if unpriced else ""),
+    ]
+    if report["replayed"] or report["possible_duplicates"]:
+        lines += [
+            "",
+            f"Replayed {report['replayed']} times in all; possible duplicate submissions:"
+            f" {report['possible_duplicates']}.",
+        ]
+    if report["poison_inputs"]:
+        lines += [
+            "",
+            "## Poison inputs (one payload parked under several keys)",
+            "",
+            "| fingerprint | keys | error class |",
+            "|---|---:|---|",
+        ]
+        lines += [
+            f"| `{p['fingerprint']}` | {p['keys']} | `{p['error_class']}` |"
+            for p in report["poison_inputs"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {
+            "error_class": r["error_class"],
+            "parked": r["parked"],
+            "previous": r["previous"],
+            "change": r["delta"],
+        }
+        for r in report["parked_by_class"]
+    ]
+    parked = report["parked"]
+    rows.append(
+        {
+            "error_class": "TOTAL",
+            "parked": parked["total"],
+            "previous": parked["previous"],
+            "change": parked["delta"],
+        }
+    )
+    return rows
+
+
+@task(name="count-dead-letters", cache_policy=NO_CACHE, persist_result=False)
+def count_dead_letters(day: date) -> dict[str, Any]:
+    """Build the report from the ledger (read-only)."""
+    return build_summary(open_ledger(), day)
+
+
+@task(name="save-parked-snapshot", cache_policy=NO_CACHE, persist_result=False)
+def save_parked_snapshot(day: date, parked_by_class: dict[str, int]) -> None:
+    """Store today's parked jobs per class: tomorrow's baseline."""
+    open_ledger().save_snapshot(day.isoformat(), parked_by_class)
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
+def publish_summary(report: dict[str, Any], threshold: int) -> None:
+    """Publish the report as markdown and table artifacts."""
+    create_markdown_artifact(
+        key="dead-letter-summary",
+        markdown=render_markdown(report, threshold),
+        description=f"dead letters on {report['day']}",
+    )
+    create_table_artifact(
+        key="dead-letter-summary-table",
+        table=_table(report),
+        description=f"parked jobs by error class on {report['day']}",
+    )
+
+
+@task(name="raise-parked-alert", cache_policy=NO_CACHE, persist_result=False)
+def raise_parked_alert(report: dict[str, Any], threshold: int, ledger_url: str) -> str | None:
+    """Emit gemini-ledger.parked.increased; returns the event id (None if events are off)."""
+    parked = report["parked"]
+    event = emit_event(
+        event=EVENT_NAME,
+        resource={"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "gemini-ledger"},
+        payload={
+            "day": report["day"],
+            "baseline_day": report["baseline_day"],
+            "parked": parked["total"],
+            "previous": parked["previous"],
+            "delta": parked["delta"],
+            "threshold": threshold,
+            "by_class": {
+                r["error_class"]: r["delta"] for r in report["parked_by_class"] if r["delta"]
+            },
+            "ledger": ledger_url,
+        },
+    )
+    return None if event is None else str(event.id)
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"dead-letter summary {flow_run.parameters.get('day') or 'today'}"
+
+
+@flow(name="summary", flow_run_name=_run_name)
+def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
+    """Count the dead letters, store today's snapshot, publish artifacts, and raise an event
+    when parked jobs grew by ``threshold`` or more since the previous day."""
+    if threshold < 1:
+        raise ValueError("threshold must be at least 1")
+    logger = get_run_logger()
+    the_day = day or today_utc()
+    ledger = open_ledger()
+    report = count_dead_letters(the_day)
+    today_parked = {r["error_class"]: r["parked"] for r in report["parked_by_class"] if r["parked"]}
+    save_parked_snapshot(the_day, today_parked)
+    publish_summary(report, threshold)
+
+    delta = report["parked"]["delta"]
+    event_id = None
+    if delta is not None and delta >= threshold:
+        event_id = raise_parked_alert(report, threshold, ledger.url)
+        logger.warning(
+            "parked jobs rose by %d (>= %d) since %s", delta, threshold, report["baseline_day"]
+        )
+    elif delta is None:
+        logger.info("no snapshot in the last %d days: no baseline, no alert", LOOKBACK_DAYS)
+    logger.info(
+        "%d parked (%s), %d jobs, estimated cost $%.4f",
+        report["parked"]["total"],
+        _signed(delta),
+        report["jobs"],
+        report["cost"]["usd"],
+    )
+    return {
+        **report,
+        "threshold": threshold,
+        "threshold_crossed": delta is not None and delta >= threshold,
+        "event_emitted": event_id is not None,
+        "event_id": event_id,
+    }
