@@ -597,10 +597,10 @@ def _error_object(body: Any) -> Mapping[str, Any] | None:
     """The ``{"code", "message", "status", "details"}`` object inside an error body."""
     if isinstance(body, list) and len(body) == 1:
         body = body[0]
-    if not isinstance(body, Mapping):
+    if not (type(body) is dict or isinstance(body, Mapping)):
         return None
     inner = body.get("error")
-    if isinstance(inner, Mapping):
+    if type(inner) is dict or isinstance(inner, Mapping):
         return inner
     return body
 
@@ -609,7 +609,7 @@ def _retry_delay(obj: Any, depth: int = 0) -> float | None:
     """The ``retryDelay`` of a google.rpc.RetryInfo found anywhere in an error's details."""
     if depth > 4:
         return None
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         kind = obj.get("@type")
         if isinstance(kind, str) and kind.endswith("RetryInfo"):
             delay = _duration(obj.get("retryDelay", obj.get("retry_delay")))
@@ -685,10 +685,13 @@ def _maybe_json(body: str | bytes) -> Any:
 
 
 def _as_mapping(obj: Any) -> Mapping[str, Any] | None:
+    # type() checks first: an ABC isinstance costs a Python-level call on every lookup.
+    if type(obj) is dict:
+        return obj
+    if obj is None or isinstance(obj, (str, bytes, int, float, list, BaseException)):
+        return None
     if isinstance(obj, Mapping):
         return obj
-    if isinstance(obj, BaseException) or obj is None or isinstance(obj, (str, bytes)):
-        return None
     dump = getattr(obj, "model_dump", None)  # SDK pydantic objects (interaction Error, ...)
     if callable(dump):
         try:
@@ -818,7 +821,9 @@ def candidate_text(candidate: Mapping[str, Any]) -> str | None:
     texts = [
         p["text"]
         for p in parts
-        if isinstance(p, Mapping) and isinstance(p.get("text"), str) and not p.get("thought")
+        if (type(p) is dict or isinstance(p, Mapping))
+        and isinstance(p.get("text"), str)
+        and not p.get("thought")
     ]
     if not texts:
         return None

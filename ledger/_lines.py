@@ -181,7 +181,7 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
     try:
         # The shape nearly every line has: a key and a response with one candidate holding
         # one text part, finished normally. Anything else takes the slow path.
-        if type(obj) is dict and len(obj) == 2:
+        if type(obj) is dict and (len(obj) == 2 or ("error" not in obj and "status" not in obj)):
             key = obj.get("key")
             response = obj.get("response")
             if type(key) is str and key and type(response) is dict:
@@ -192,7 +192,6 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                     part = parts[0]
                     text = part["text"]
                     if type(text) is str and (len(part) == 1 or not part.get("thought")):
-                        result = schema.__pydantic_validator__.validate_json(text)
                         meta = response.get("usageMetadata")
                         if type(meta) is dict:
                             prompt = meta.get("promptTokenCount", 0)
@@ -204,6 +203,14 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                                 usage = _usage_lenient(meta)
                         else:
                             usage = _usage_of(response)
+                        validator = schema.__pydantic_validator__
+                        try:
+                            result = validator.validate_json(text)
+                        except ValidationError as exc:
+                            answer = _invalid_answer(text, exc, validator)
+                            if isinstance(answer, Failure):
+                                return LineFailure(key, answer, usage)
+                            result = answer
                         outcome = _object_new(LineSuccess)
                         _set_key(outcome, key)
                         _set_result(outcome, result)
@@ -283,31 +290,11 @@ def parse_output_record(record: Mapping[str, Any], schema: type[BaseModel]) -> O
 
 def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -> Outcome:
     if not isinstance(obj, Mapping):
-        return LineFailure(
-            _salvage_key(line) if line is not None else None,
-            Failure(Verdict.RETRYABLE, "malformed_output", "line is not a JSON object"),
-            NO_USAGE,
-        )
+        salvaged = _salvage_key(line) if line is not None else None
+        return _malformed(salvaged, "line is not a JSON object")
     key = _record_key(obj)
     if key is None:
-        return LineFailure(
-            None,
-            Failure(Verdict.RETRYABLE, "malformed_output", "line has no key"),
-            NO_USAGE,
-        )
-
-    try:
-        OutputLine.model_validate(obj)
-    except ValidationError as exc:
-        return LineFailure(
-            key,
-            Failure(
-                Verdict.RETRYABLE,
-                "malformed_output",
-                f"line does not match the output format: {_first_error(exc)}",
-            ),
-            NO_USAGE,
-        )
+        return _malformed(None, "line has no key")
 
     response = obj.get("response")
     usage = _usage_of(response) if isinstance(response, Mapping) else NO_USAGE
@@ -320,21 +307,39 @@ def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -
             return LineFailure(key, classify(value), usage)
         if isinstance(value, str) and value.strip():
             return LineFailure(key, classify({"status": value, "message": value}), usage)
+        return _malformed(key, f"its {field} is neither an object nor a status name")
 
+    if response is None:
+        return _malformed(key, "line has neither response nor error")
     if not isinstance(response, Mapping):
-        return LineFailure(
-            key,
-            Failure(Verdict.RETRYABLE, "malformed_output", "line has neither response nor error"),
-            NO_USAGE,
-        )
+        return _malformed(key, "its response is not an object")
 
     blocked = classify_response(response)
     if blocked is not None:
+        if blocked.code == "schema":
+            # "No answer" can also mean a response we cannot read. A garbled line is not
+            # the model's answer: check it against the documented format before blaming
+            # the answer (only here, the models are too slow for every line).
+            problem = _format_problem(obj)
+            if problem is not None:
+                return _malformed(key, problem)
         return LineFailure(key, blocked, usage)
     answer = validate_answer(extract_text(response), schema)
     if isinstance(answer, Failure):
         return LineFailure(key, answer, usage)
     return LineSuccess(key, answer, usage)
+
+
+def _malformed(key: str | None, why: str) -> LineFailure:
+    return LineFailure(key, Failure(Verdict.RETRYABLE, "malformed_output", why), NO_USAGE)
+
+
+def _format_problem(obj: Mapping[str, Any]) -> str | None:
+    try:
+        OutputLine.model_validate(obj)
+    except ValidationError as exc:
+        return f"line does not match the output format: {_first_error(exc)}"
+    return None
 
 
 def _record_key(obj: Mapping[str, Any]) -> str | None:
@@ -442,17 +447,24 @@ def validate_answer(text: str | None, schema: type[BaseModel]) -> BaseModel | Fa
         result: BaseModel = validator.validate_json(text)
         return result
     except ValidationError as exc:
-        first_exc = exc
-    except Exception as exc:  # a broken schema class is not the answer's fault, but never raise
+        return _invalid_answer(text, exc, validator)
+    except Exception as exc:  # a broken schema class is not the answer's fault; never raise
         return Failure(
             Verdict.UNKNOWN, "unknown", f"schema validation failed: {type(exc).__name__}"
         )
-    # Some answers wrap their JSON in a Markdown fence despite JSON mode.
-    fenced = _FENCE.match(text)
-    if fenced is not None:
-        try:
-            result = validator.validate_json(fenced.group(1))
-            return result
-        except Exception:
-            pass
-    return Failure(Verdict.PERMANENT, "schema", f"answer {_validation_summary(first_exc)}")
+
+
+def _invalid_answer(text: str, exc: ValidationError, validator: Any) -> BaseModel | Failure:
+    """An answer that failed validation: empty, fenced JSON (validated again), or a mismatch."""
+    if not text.strip():
+        return Failure(Verdict.PERMANENT, "schema", "empty answer")
+    if "```" in text:
+        # Some answers wrap their JSON in a Markdown fence despite JSON mode.
+        fenced = _FENCE.match(text)
+        if fenced is not None:
+            try:
+                result: BaseModel = validator.validate_json(fenced.group(1))
+                return result
+            except Exception:
+                pass
+    return Failure(Verdict.PERMANENT, "schema", f"answer {_validation_summary(exc)}")
