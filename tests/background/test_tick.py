@@ -1,0 +1,161 @@
+"""background_tick as a real Prefect flow run against the emulator through the real SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger import Ledger
+
+from .conftest import DAY, Bench, key_of
+
+
+def _status(ledger: Ledger, item: str) -> tuple[str, str | None, int]:
+    view = ledger.get(key_of(item))
+    return view.status, view.error_class, view.attempts
+
+
+def _assert_billing_matches(bench: Bench) -> None:
+    """Every submission the emulator saw is an attempt the ledger counted (no hidden retries,
+    no duplicates without a flag)."""
+    subs = bench.submissions()
+    for job in bench.ledger().jobs(pipeline="bgtest"):
+        assert subs.get(job.key, 0) == job.attempts + job.possible_duplicates, job.key
+
+
+def _artifact(bench: Bench) -> Any:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["background-tick-bgtest"])
+                )
+            )
+
+    return asyncio.run(read())
+
+
+def test_tick_submits_then_next_tick_reclaims_and_delivers(bench: Bench, monkeypatch) -> None:
+    """A tick submits today's items; the next reclaims, validates, delivers once and consumes."""
+    bench.set_items(["alpha", "beta", "gamma"], monkeypatch)
+    first = bench.tick()
+    assert first["submit"]["reserved"] == 3 and first["submitted"] == 3
+    assert first["reclaimed"]["polled"] == 0
+    ledger = bench.ledger()
+    assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"submitted"}
+    assert all(j.handle and j.handle.startswith("v1_") for j in ledger.jobs(pipeline="bgtest"))
+
+    second = bench.tick()
+    assert second["reclaimed"]["completed"] == 3
+    assert second["consumed"] == 3 and second["submitted"] == 0
+    assert second["tokens"]["total"] > 0
+    assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"consumed"}
+    assert ledger.counts(pipeline="bgtest").total_tokens == second["tokens"]["total"]
+    assert bench.completions() == {key_of(i): 1 for i in ("alpha", "beta", "gamma")}
+    assert len(list((bench.tmp / "out").glob("*.json"))) == 3
+    _assert_billing_matches(bench)
+    stats = bench.emulator.stats()
+    assert stats["requests"]["GET /v1/interactions/{id}"] == 3
+    # The interaction carries the key in its labels (label-safe form) and the exact key header.
+    assert set(stats["submissions"]) == {key_of(i) for i in ("alpha", "beta", "gamma")}
+
+    third = bench.tick()
+    assert third["reclaimed"]["polled"] == 0 and third["consumed"] == 0
+    assert third["submitted"] == 0 and third["enrolled"] == 0
+    artifacts = _artifact(bench)
+    assert artifacts and artifacts[0].key == "background-tick-bgtest"
+
+
+def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
+    """Failed interactions and failed creates get the classifier's verdict: retry under the
+    cap, park permanent failures at once, cancel what runs too long."""
+    scripts = {
+        "failed-then-ok": ["failed", "ok"],  # interaction failed (INTERNAL): retryable, then ok
+        "create503-then-ok": ["503", "ok"],  # create answered 503: retryable, then ok
+        "create400": ["400"],  # create answered 400: parked permanent:400 after one attempt
+        "always-failed": ["failed"],  # retryable every time: exhausted at the attempt cap (3)
+        "incomplete": ["incomplete"],  # unknown every time: parked at the unknown cap (2)
+        "hang-then-ok": ["hang", "ok"],  # never finishes: cancelled, retried, then ok
+        "safety": ["safety"],  # blocked answer: parked as safety at once
+    }
+    bench.emulator.set_scenario(
+        {
+            "name": "verdicts",
+            "retry_delay_s": 0,
+            "scripts": [{"match": key_of(i), "steps": s} for i, s in scripts.items()],
+        }
+    )
+    bench.set_items(list(scripts), monkeypatch)
+    ledger = bench.ledger()
+
+    t1 = bench.tick(running_limit_s=0)
+    assert t1["submit"]["create_failed"] == {
+        "parked permanent:400": 1,
+        "retryable retryable:503": 1,
+    }
+    assert _status(ledger, "create400") == ("parked", "permanent:400", 1)
+    assert _status(ledger, "create503-then-ok")[:2] == ("retryable", "retryable:503")
+
+    t2 = bench.tick(running_limit_s=0)
+    rec = t2["reclaimed"]
+    assert rec["retryable"] == {
+        "retryable:500": 2,
+        "retryable:timeout": 1,
+        "unknown:max_tokens": 1,
+    }
+    assert rec["parked"] == {"safety": 1}
+    assert rec["cancelled"] == 1
+    assert bench.emulator.stats()["requests"]["POST /v1/interactions/{id}/cancel"] == 1
+
+    for _ in range(4):
+        bench.tick(running_limit_s=0)
+    assert _status(ledger, "failed-then-ok") == ("consumed", None, 2)
+    assert _status(ledger, "create503-then-ok") == ("consumed", None, 2)
+    assert _status(ledger, "hang-then-ok") == ("consumed", None, 2)
+    assert _status(ledger, "create400") == ("parked", "permanent:400", 1)
+    assert _status(ledger, "always-failed") == ("parked", "exhausted:500", 3)
+    assert _status(ledger, "incomplete") == ("parked", "unknown:max_tokens", 2)
+    assert _status(ledger, "safety") == ("parked", "safety", 1)
+    assert bench.completions() == {
+        key_of(i): 1 for i in ("failed-then-ok", "create503-then-ok", "hang-then-ok")
+    }
+    _assert_billing_matches(bench)
+
+
+def test_get_404_parks_and_side_effect_error_stays_done(bench: Bench, monkeypatch) -> None:
+    """A get answering 404 (the interaction is gone) parks the job as permanent:404; an
+    exception inside on_result is logged and the row stays done until a later tick."""
+    bench.set_items(["gone", "refused"], monkeypatch)
+    bench.tick()
+    ledger = bench.ledger()
+    client = bench.emulator.client()
+    client.interactions.delete(ledger.get(key_of("gone")).handle)
+    monkeypatch.setenv("BG_TEST_FAIL_KEYS", key_of("refused"))
+
+    report = bench.tick()
+    assert report["reclaimed"]["parked"] == {"permanent:404": 1}
+    assert report["delivered"]["side_effect_failed"] == 1
+    assert _status(ledger, "gone") == ("parked", "permanent:404", 1)
+    assert ledger.get(key_of("refused")).status == "done"
+    assert bench.completions() == {}
+
+    monkeypatch.delenv("BG_TEST_FAIL_KEYS")
+    again = bench.tick()
+    assert again["consumed"] == 1
+    assert ledger.get(key_of("refused")).status == "consumed"
+    assert bench.completions() == {key_of("refused"): 1}
+
+
+def test_flow_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
+    """background_tick on a batch pipeline fails with a clear error, touching nothing."""
+    import pytest
+
+    from flows.background import background_tick
+
+    with pytest.raises(ValueError, match="not background"):
+        background_tick(pipeline="reviews", day=DAY)
+    assert bench.emulator.stats()["requests"] == {}
