@@ -1,0 +1,310 @@
+"""prefect.yaml deployed for real: `prefect --no-prompt deploy --all` against a local server.
+
+One Prefect server subprocess (own PREFECT_HOME, fresh database) serves the whole module; the
+deployments are read back through the Prefect client. Broken copies of the file (bad
+timezone, bad entrypoint, wrongly typed parameter) must be refused and create nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import Deployment
+from prefect.exceptions import PrefectHTTPStatusError
+
+from emulator.testing import free_port
+from tests.webhooks.signing import SECRET, signed, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_YAML = ROOT / "prefect.yaml"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "gemini-ledger"
+TIMEZONE = "Europe/Berlin"
+
+# deployment name -> (entrypoint, flow name, parameters, cron or None)
+EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
+    "reviews-nightly": ("flows/batch.py:batch_tick", "", {"pipeline": "reviews"}, "0 1-6 * * *"),
+    "articles-every-15-minutes": (
+        "flows/background.py:background_tick",
+        "",
+        {
+            "pipeline": "articles",
+            "max_age_s": 300.0,
+            "running_limit_s": 3600.0,
+            "max_concurrency": 32,
+        },
+        "*/15 * * * *",
+    ),
+    "morning-summary": ("flows/summary.py:summary", "", {"threshold": 10}, "30 7 * * *"),
+    "replay": (
+        "flows/replay.py:replay",
+        "",
+        {"execute": False, "limit": 20, "rate_per_second": 2.0},
+        None,
+    ),
+    "webhook": ("flows/batch.py:reconcile", "reconcile", {}, None),
+}
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.url)
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run the prefect CLI from the repo root against this server."""
+        return subprocess.run(
+            [PREFECT, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def deployment(self, name: str) -> Deployment | None:
+        with self.client() as client:
+            found = [d for d in client.read_deployments() if d.name == name]
+        return found[0] if found else None
+
+
+def _require_flow_files() -> None:
+    files = {entrypoint.split(":")[0] for entrypoint, *_ in EXPECTED.values()}
+    missing = sorted(f for f in files if not (ROOT / f).exists())
+    if missing:
+        pytest.fail(f"flow files the deployments need are missing: {missing}")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """`prefect server start` on a free loopback port with its own home and a fresh database."""
+    _require_flow_files()
+    home = tempfile.mkdtemp(prefix="gl-deploy-prefect-")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=home,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with httpx.Client(timeout=2.0) as http:
+            while True:
+                assert proc.poll() is None, (Path(home) / "server.log").read_text()
+                try:
+                    if http.get(f"{url}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "Prefect server not healthy in 120 s"
+                time.sleep(0.2)
+        yield Server(url=url, env={**env, "PREFECT_API_URL": url})
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deployed(server: Server) -> dict[str, Deployment]:
+    """The work pool created and `prefect --no-prompt deploy --all` run from the repo root."""
+    pool = server.cli("work-pool", "create", POOL, "--type", "process")
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    result = server.cli("--no-prompt", "deploy", "--all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with server.client() as client:
+        return {d.name: d for d in client.read_deployments()}
+
+
+def test_every_deployment_exists_with_its_entrypoint_pool_and_parameters(
+    deployed: dict[str, Deployment], server: Server
+) -> None:
+    """Each deployment in prefect.yaml is on the process pool with its entrypoint and parameters."""
+    assert set(deployed) == set(EXPECTED)
+    with server.client() as client:
+        assert client.read_work_pool(POOL).type == "process"
+        for name, (entrypoint, flow_name, parameters, _) in EXPECTED.items():
+            dep = deployed[name]
+            assert dep.entrypoint == entrypoint
+            assert dep.work_pool_name == POOL
+            assert dep.parameters == parameters
+            assert dep.enforce_parameter_schema is True
+            if flow_name:
+                assert client.read_flow(dep.flow_id).name == flow_name
+            # A process worker on this machine runs the code in this checkout.
+            assert dep.pull_steps == [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+            ]
+
+
+def test_schedules_are_cron_with_a_timezone(deployed: dict[str, Deployment]) -> None:
+    """Scheduled deployments carry their cron and timezone; replay and reconcile have none."""
+    for name, (*_, cron) in EXPECTED.items():
+        schedules = deployed[name].schedules
+        if cron is None:
+            assert schedules == [], name
+            continue
+        (schedule,) = schedules
+        assert schedule.active
+        assert getattr(schedule.schedule, "cron", None) == cron
+        assert getattr(schedule.schedule, "timezone", None) == TIMEZONE
+
+
+def test_parameters_are_typed_by_the_flow_signatures(deployed: dict[str, Deployment]) -> None:
+    """Every parameter in the file is in its flow's schema, with the signature's JSON type."""
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for name, dep in deployed.items():
+        properties = dep.parameter_openapi_schema["properties"]
+        for param, value in dep.parameters.items():
+            assert param in properties, f"{name}: {param} is not a parameter of the flow"
+            assert properties[param].get("type") == kinds[type(value)], (name, param)
+    replay = deployed["replay"].parameter_openapi_schema["properties"]
+    assert (replay["execute"]["type"], replay["limit"]["type"]) == ("boolean", "integer")
+    assert deployed["webhook"].parameter_openapi_schema.get("required") == ["job_name"]
+
+
+def test_wrongly_typed_run_parameters_are_refused(
+    deployed: dict[str, Deployment], server: Server
+) -> None:
+    """A run of replay with limit="many", or of reconcile without job_name, is not created."""
+    with server.client() as client:
+        for name, params in (("replay", {"limit": "many"}), ("webhook", {})):
+            with pytest.raises(PrefectHTTPStatusError) as refused:
+                client.create_flow_run_from_deployment(deployed[name].id, parameters=params)
+            assert refused.value.response.status_code == 409
+        good = client.create_flow_run_from_deployment(
+            deployed["webhook"].id, parameters={"job_name": "batches/abc"}
+        )
+        runs = client.read_flow_runs()
+    assert good.parameters == {"job_name": "batches/abc"}
+    assert good.id in {r.id for r in runs}
+    assert not [r for r in runs if r.deployment_id == deployed["replay"].id]
+
+
+def test_webhook_receiver_starts_a_run_of_the_reconcile_deployment(
+    deployed: dict[str, Deployment], server: Server, tmp_path: Path
+) -> None:
+    """With a Prefect server configured, a signed batch webhook creates one reconcile run."""
+    port = free_port()
+    env = {
+        **server.env,
+        "LEDGER_WEBHOOK_SECRET": SECRET,
+        "LEDGER_RECONCILE_DEPLOYMENT": "webhook",
+        "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "webhook", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    webhook_id = deployed["webhook"].id
+
+    def reconcile_runs() -> list[Any]:
+        with server.client() as client:
+            return [
+                r
+                for r in client.read_flow_runs()
+                if r.deployment_id == webhook_id and r.parameters == {"job_name": "batches/e2e-job"}
+            ]
+
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as http:
+
+            def healthy() -> bool:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+                try:
+                    return http.get("/healthz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(healthy, timeout=30, what="the receiver to start")
+            body = '{"type": "batch.succeeded", "data": {"name": "batches/e2e-job"}}'
+            for _ in range(2):  # the same delivery twice: one run
+                headers = signed(body, msg_id="msg_e2e")
+                assert http.post("/webhook", content=body, headers=headers).status_code == 200
+            wait_until(reconcile_runs, timeout=30, what="a reconcile flow run")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert len(reconcile_runs()) == 1
+    assert SECRET not in err.decode(errors="replace")
+
+
+def _broken_copy(tmp_path: Path, deployment: str, new_name: str, edit: dict[str, Any]) -> Path:
+    """prefect.yaml with only ``deployment``, renamed and with ``edit`` applied."""
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    (dep,) = [d for d in config["deployments"] if d["name"] == deployment]
+    dep.update(edit, name=new_name)
+    config["deployments"] = [dep]
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("deployment", "edit", "reason"),
+    [
+        (
+            "reviews-nightly",
+            {"schedules": [{"cron": "0 2 * * *", "timezone": "Mars/Olympus_Mons"}]},
+            "Invalid timezone",
+        ),
+        ("morning-summary", {"entrypoint": "flows/summary.py:no_such_flow"}, "no_such_flow"),
+        ("reviews-nightly", {"entrypoint": "flows/no_such_file.py:batch_tick"}, "no_such_file"),
+        (
+            "replay",
+            {"parameters": {"execute": False, "limit": "many"}},
+            "'many' is not of type 'integer'",
+        ),
+    ],
+    ids=["bad-timezone", "bad-flow-name", "bad-file", "wrongly-typed-parameter"],
+)
+def test_broken_copies_are_refused(
+    deployed: dict[str, Deployment],
+    server: Server,
+    tmp_path: Path,
+    deployment: str,
+    edit: dict[str, Any],
+    reason: str,
+) -> None:
+    """A copy of the file with one mistake exits non-zero and creates no deployment."""
+    name = f"broken-{tmp_path.name}"[:60]
+    copy = _broken_copy(tmp_path, deployment, name, edit)
+    result = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(copy))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert reason in output
+    assert server.deployment(name) is None
