@@ -30,7 +30,7 @@ def scripted(emulator: Any, scripts: dict[str, list[str]], **extra: Any) -> None
     emulator.set_scenario(
         {
             "name": "direct-test",
-            "retry_delay_s": 0.01,
+            "retry_delay_s": extra.pop("retry_delay_s", 0.01),
             "scripts": [
                 {"match": f"*:{item}:*", "steps": steps} for item, steps in scripts.items()
             ],

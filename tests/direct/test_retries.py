@@ -97,3 +97,13 @@ def test_429_every_time_is_exhausted_at_the_cap(direct_env, monkeypatch):
     assert tasks[f"generate {key_of('busy')}"] == ("FAILED", 4)
     assert "RESOURCE_EXHAUSTED" in (job.error_message or "") or "quota" in (job.error_message or "")
     assert report["ledger"]["by_error_class"] == {"exhausted:429": 1}
+
+
+def test_server_retry_delay_is_honoured(direct_env, monkeypatch):
+    """A 429's RetryInfo delay (0.5 s) is waited out even though Prefect's backoff is 10 ms."""
+    scripted(direct_env, {"slow": ["429", "ok"]}, retry_delay_s=0.5)
+    _run(monkeypatch, "slow")
+    job = open_ledger().get(key_of("slow"))
+    assert (job.status, job.attempts) == ("consumed", 2)
+    assert job.reserved_at is not None and job.last_failure_at is not None
+    assert job.reserved_at - job.last_failure_at >= 0.5
