@@ -14,6 +14,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -766,3 +767,26 @@ def test_registered_secret_never_in_message(
         Failure(Verdict.UNKNOWN, "unknown", message),
     ):
         assert secret not in failure.message
+
+
+def test_domain_core_imports_no_sdk_http_or_prefect() -> None:
+    """Importing the classifier and line parser loads no SDK, HTTP client or Prefect module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ledger._classify, ledger._lines, ledger._redact\n"
+        "roots = {'google', 'httpx', 'httpx2', 'prefect', 'fastapi', 'starlette', 'uvicorn',"
+        " 'requests', 'aiohttp'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in roots))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert out.stdout.strip() == "[]"
