@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+# Run as `python bench/ledger.py`, this file's folder comes first on sys.path and its name
+# would shadow the `ledger` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from ledger import Ledger, NewJob, ResultRow
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from ledger import Ledger, NewJob, ResultRow  # noqa: E402
 
 PG = os.environ.get("LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RESULT = '{"category":"bug","sentiment":"negative","confidence":0.91}'

@@ -63,4 +63,5 @@ __all__ = [
     "redact",
     "register_secret",
     "upgrade",
+    "validate_answer",
 ]

@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ]; then
   echo "==> setting up .venv (first run takes a minute or two)" >&2
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
-  .venv/bin/python -m pip install --quiet -e '.[test]' >&2
+  .venv/bin/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat >&2
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

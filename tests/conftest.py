@@ -17,9 +17,9 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("GEMINI_API_KEY", "test-api-key-not-secret-0000")
 
-import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -103,7 +103,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     """With LEDGER_REQUIRE_POSTGRES=1 (CI), a run in which no PostgreSQL test passed fails."""
-    if os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1" and not _postgres_ran["n"]:
-        if exitstatus == 0 and session.testscollected:
-            print("\nLEDGER_REQUIRE_POSTGRES=1 but no PostgreSQL test ran", file=sys.stderr)
-            session.exitstatus = 1
+    required = os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
+    if required and not _postgres_ran["n"] and exitstatus == 0 and session.testscollected:
+        print("\nLEDGER_REQUIRE_POSTGRES=1 but no PostgreSQL test ran", file=sys.stderr)
+        session.exitstatus = 1
