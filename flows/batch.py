@@ -383,12 +383,16 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
     token = f"gl-deliver-{uuid.uuid4().hex[:8]}"
     delivered = 0
     failed: list[str] = []
+    failed_keys: set[str] = set()
     errors: Counter[str] = Counter()
     try:
         while True:
             claimed = ledger.claim_done(
                 pipeline=p.name, token=token, limit=_DELIVER_PAGE, older_than=_stale_after()
             )
+            # The claim also returns rows this token already holds: the ones whose side
+            # effect failed earlier in this loop, which wait for the next tick.
+            claimed = [(k, r) for k, r in claimed if k not in failed_keys]
             if not claimed:
                 break
             crash_point("batch.after_done")
@@ -398,6 +402,7 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
                     p.on_result(key, p.output.model_validate_json(result))
                 except Exception as exc:
                     failed.append(key)
+                    failed_keys.add(key)
                     errors[type(exc).__name__] += 1
                     log.error(
                         "%s: on_result failed for %s: %s",

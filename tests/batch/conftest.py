@@ -43,7 +43,9 @@ def tick_until_settled(
         if not outstanding(ledger, pipeline) and ledger.counts(pipeline=pipeline).total:
             # One more tick would find nothing to do; the caller may check that too.
             return reports
-    raise AssertionError(f"{pipeline} not settled after {max_ticks} ticks: {outstanding(ledger, pipeline)}")
+    raise AssertionError(
+        f"{pipeline} not settled after {max_ticks} ticks: {outstanding(ledger, pipeline)}"
+    )
 
 
 def attempts_by_key(ledger: Ledger, pipeline: str) -> dict[str, int]:

@@ -63,3 +63,43 @@ def test_scripted_rows_end_in_their_exact_state(batch_env: dict[str, Any]) -> No
     last = batch_tick(pipeline=SCRIPTED, day=DAY)
     assert last["submitted"] == 0 and last["enrolled"] == 0
     assert not outstanding(ledger, "scripted")
+
+
+def test_failed_batch_job_returns_every_row(batch_env: dict[str, Any]) -> None:
+    """A batch job that ends FAILED returns all its rows for resubmission, attempts counted."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1, "batch_job_outcomes": ["FAILED"]})
+    spec, name = "tests.batch.pipelines:small_reviews", "small"
+    batch_tick(pipeline=spec, day=DAY)
+    second = batch_tick(pipeline=spec, day=DAY)
+    assert second["jobs"][0]["state"] == "FAILED"
+    assert second["job_failed_rows"] == 40
+    assert second["retryable_by_class"] == {"unknown:batch_failed": 40}
+    assert second["submitted"] == 40  # the same rows went straight into the next batch
+    tick_until_settled(spec, name, max_ticks=4)
+    ledger = open_ledger()
+    jobs = ledger.jobs(pipeline=name)
+    assert {(j.status, j.attempts) for j in jobs} == {("consumed", 2)}
+    assert attempts_by_key(ledger, name) == submissions(emu, f"{name}:")
+    assert emu.stats()["batches_created"] == 2
+
+
+def test_failing_side_effect_leaves_the_row_done_for_the_next_tick(
+    batch_env: dict[str, Any],
+) -> None:
+    """on_result raising keeps its row done (never lost); the next tick delivers it."""
+    from tests.batch import pipelines
+
+    batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
+    spec, name = "tests.batch.pipelines:flaky_sink", "flaky-sink"
+    batch_tick(pipeline=spec, day=DAY)
+    victim = f"{name}:{DAY.isoformat()}:rv-00002:v1"
+    pipelines.sink_failures[victim] = 1
+    second = batch_tick(pipeline=spec, day=DAY)
+    assert second["delivered"]["side_effect_failed"] == 1
+    assert second["consumed"] == 4
+    ledger = open_ledger()
+    assert ledger.get(victim).status == "done"
+    third = batch_tick(pipeline=spec, day=DAY)
+    assert third["consumed"] == 1 and third["submitted"] == 0
+    assert ledger.get(victim).status == "consumed" and ledger.get(victim).attempts == 1
