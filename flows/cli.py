@@ -70,6 +70,20 @@ def db_upgrade() -> None:
     console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
 
 
+@db_app.command("current")
+@handles_errors
+def db_current() -> None:
+    """Show the ledger's schema revision and the newest one this version knows."""
+    from ledger import make_engine
+    from ledger._db import current_revision, head_revision
+
+    engine = make_engine()
+    console.print(
+        f"ledger at {engine.url.render_as_string(hide_password=True)}:"
+        f" revision {current_revision(engine) or 'none (empty)'}, head {head_revision()}"
+    )
+
+
 @app.command()
 @handles_errors
 def status(

@@ -1,0 +1,74 @@
+"""The command line: every command has help; errors are one clear line and exit code 1."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from flows.cli import app
+from ledger import Ledger, NewJob
+
+runner = CliRunner()
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        found.append(path)
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, path))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))  # type: ignore[arg-type]
+
+
+def test_the_cli_has_the_expected_commands():
+    """The documented commands exist."""
+    names = {" ".join(c) for c in COMMANDS}
+    assert {"db", "db upgrade", "status", "emulator", "tick", "pipelines"} <= names
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_every_command_has_help(command):
+    """`--help` works for every command and says something."""
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) > 3
+
+
+def test_db_upgrade_and_status_json(sqlite_url, monkeypatch):
+    """`db upgrade` creates the ledger and `status --json` reports its counts."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    Ledger(sqlite_url).enroll(
+        [NewJob("a", {"t": 1}), NewJob("b", {"t": 2})], pipeline="p", channel="batch", model="m"
+    )
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["by_status"] == {"pending": 2}
+    assert data["attempts"] == 0
+
+
+def test_bad_database_url_is_one_clear_error(monkeypatch):
+    """A malformed LEDGER_DATABASE_URL gives an error line and exit code 1, no traceback."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "not a url")
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_pipeline_is_one_clear_error():
+    """Ticking a pipeline that does not exist names the known ones."""
+    result = runner.invoke(app, ["tick", "no-such-pipeline"])
+    assert result.exit_code == 1
+    assert "unknown pipeline" in result.output and "reviews" in result.output
