@@ -652,7 +652,7 @@ class Ledger:
                 "p": r[2],
                 "c": r[3],
                 "t": r[4],
-                "handle": handle,
+                "handle": _handle_of(handle, r[0]),
                 "now": now,
             }
             for r in rows
@@ -690,7 +690,7 @@ class Ledger:
         for r in rows:
             p = _failure_params(r.failure, policy, now, (r[2], r[3], r[4]))
             p["key"] = r.key
-            p["handle"] = handle
+            p["handle"] = _handle_of(handle, r.key)
             params.append(p)
         with self._write() as conn:
             return self._bulk(conn, sql, params)
