@@ -374,10 +374,11 @@ def submit_all(
 
 def _with_aio(client_factory: Callable[[], Any], body: Callable[[Any], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        aio = client_factory().aio
+        # Hold the Client itself: its __del__ closes the HTTP clients it shares with .aio.
+        client = client_factory()
         try:
-            return await body(aio)
+            return await body(client.aio)
         finally:
-            await aio.aclose()
+            await client.aio.aclose()
 
     return asyncio.run(main())
