@@ -200,6 +200,18 @@ def webhook_serve(
 
 @app.command()
 @handles_errors
+def demo(
+    scenario: Annotated[str, typer.Option(help="Emulator scenario for the night.")] = "default",
+    seed: Annotated[int, typer.Option(help="Emulator seed.")] = 2026,
+) -> None:
+    """Run a whole night against the local emulator and print the morning report (var/demo/)."""
+    from flows.demo import run_demo
+
+    run_demo(scenario=scenario, seed=seed, console=console)
+
+
+@app.command()
+@handles_errors
 def pipelines() -> None:
     """List the shipped example pipelines."""
     from flows.registry import get_pipeline, pipeline_names

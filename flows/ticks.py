@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from ledger import Channel
-
 from flows.registry import get_pipeline
+from ledger import Channel
 
 __all__ = ["run_tick"]
 
