@@ -105,8 +105,14 @@ def _stale_after() -> float:
         raise ValueError(f"{STALE_ENV} must be a number of seconds, got {raw!r}") from None
 
 
+# Pipeline name (as the ledger stores it) -> the spec it was loaded by in this process, so
+# ``reconcile(job)`` finds a ``module:attr`` pipeline from the ledger's batch row alone.
+_specs: dict[str, str] = {}
+
+
 def _pipeline(spec: str) -> Pipeline[Any]:
-    p = get_pipeline(spec)
+    p = get_pipeline(_specs.get(spec, spec))
+    _specs.setdefault(p.name, spec)
     if p.channel != Channel.BATCH:
         raise ValueError(f"pipeline {p.name!r} runs on the {p.channel} channel, not batch")
     return p

@@ -1,0 +1,162 @@
+"""Crashes and repeats: a killed tick recovered through the listing, reconcile run twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flows._batch_io import download_output, iter_lines, output_file_of
+from flows._batch_reconcile import reconcile_lines
+from flows._ledger import open_ledger
+from flows.batch import batch_tick, reconcile
+from flows.examples.reviews import ReviewLabel
+from flows.gateway import gemini_client
+from ledger import Ledger
+
+from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = "tests.batch.pipelines:small_reviews"
+
+
+def _tick_in_subprocess(env_extra: dict[str, str], trace: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(env_extra)
+    env["GEMINI_LEDGER_CRASH_TRACE"] = str(trace)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "tick", SMALL, "--day", DAY.isoformat()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _snapshot(ledger: Ledger, pipeline: str) -> list[Any]:
+    return [
+        (j.key, j.status, j.attempts, j.result, j.error_class, j.total_tokens, j.updated_at)
+        for j in ledger.jobs(pipeline=pipeline)
+    ]
+
+
+def test_killed_after_create_is_bound_through_the_listing(
+    batch_env: dict[str, Any], tmp_path: Path, monkeypatch
+) -> None:
+    """A tick killed (SIGKILL) after batches.create but before binding leaves an orphan; the
+    next tick finds it by display name in batches.list and binds it: no second batch job."""
+    emu = batch_env["emulator"]
+    trace = tmp_path / "trace.txt"
+    proc = _tick_in_subprocess(
+        {
+            "GEMINI_LEDGER_CRASH_AT": "batch.after_create",
+            "PREFECT_API_URL": batch_env["prefect_api"],
+        },
+        trace,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert trace.read_text().split() == [
+        "batch.after_reserve",
+        "batch.after_upload",
+        "batch.after_create",
+    ]
+    ledger = open_ledger()
+    assert ledger.counts(pipeline="small").by_status == {"reserving": 40}
+    assert emu.stats()["batches_created"] == 1
+
+    monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
+    first = batch_tick(pipeline=SMALL, day=DAY)
+    assert first["orphans"] == {"stale": 1, "bound": 1, "resent": 0, "skipped": 0, "rows": 40}
+    assert first["submitted"] == 0  # nothing else was due
+    tick_until_settled(SMALL, "small", max_ticks=4)
+    assert emu.stats()["batches_created"] == 1
+    assert {j.status for j in ledger.jobs(pipeline="small")} == {"consumed"}
+    assert attempts_by_key(ledger, "small") == submissions(emu, "small:")
+    assert set(attempts_by_key(ledger, "small").values()) == {1}
+
+
+def test_killed_after_reserve_is_resent_once(
+    batch_env: dict[str, Any], tmp_path: Path, monkeypatch
+) -> None:
+    """A tick killed after reserving (nothing sent) is re-sent by the next tick under the
+    same reservation, without counting a second attempt."""
+    emu = batch_env["emulator"]
+    proc = _tick_in_subprocess(
+        {
+            "GEMINI_LEDGER_CRASH_AT": "batch.after_reserve",
+            "PREFECT_API_URL": batch_env["prefect_api"],
+        },
+        tmp_path / "trace.txt",
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert emu.stats()["batches_created"] == 0
+    monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
+    first = batch_tick(pipeline=SMALL, day=DAY)
+    assert first["orphans"]["resent"] == 1 and first["orphans"]["rows"] == 40
+    tick_until_settled(SMALL, "small", max_ticks=4)
+    ledger = open_ledger()
+    assert emu.stats()["batches_created"] == 1
+    assert attempts_by_key(ledger, "small") == submissions(emu, "small:")
+    assert set(attempts_by_key(ledger, "small").values()) == {1}
+
+
+def test_reconciling_the_same_output_twice_changes_nothing(
+    batch_env: dict[str, Any], tmp_path: Path
+) -> None:
+    """The reconcile flow run twice on one job, and the core run again on its output file
+    (with a duplicate, an unknown key and a broken line added), change no row."""
+    emu = batch_env["emulator"]
+    emu.set_scenario(
+        {"batch_polls_to_complete": 1, "rate_503": 0.15, "rate_400": 0.1, "rate_missing": 0.1},
+        seed=3,
+    )
+    submitted = batch_tick(pipeline=SMALL, day=DAY)
+    job_name = submitted["batch"]
+    first = reconcile(job_name)  # the webhook receiver's call: pipeline from the ledger
+    assert first["reconciled"] == 1 and first["state"] == "SUCCEEDED"
+    assert first["succeeded"] + first["failed"] + first["missing_from_output"] == 40
+    assert first["missing_from_output"] > 0 and first["failed"] > 0
+    ledger = open_ledger()
+    before = _snapshot(ledger, "small")
+    counts_before = ledger.counts(pipeline="small")
+
+    again = reconcile(job_name, pipeline=SMALL)
+    assert again["reconciled"] == 0 and again["already_reconciled"] is True
+    assert _snapshot(ledger, "small") == before
+
+    client = gemini_client()
+    job = client.batches.get(name=job_name)
+    out = tmp_path / "output.jsonl"
+    download_output(client, output_file_of(job), out)
+    lines = list(iter_lines(out))
+    extra = [
+        lines[0],  # a duplicate key
+        orjson.dumps({"key": "small:2026-11-22:nobody:v1", "response": {}}) + b"\n",
+        b'{"key": "small:2026-11-22:rv-0\n',  # a truncated line
+    ]
+    out.write_bytes(b"".join(lines + extra))
+    rec = ledger.batch_named(job_name)
+    assert rec is not None
+    p = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL)
+    counts = reconcile_lines(
+        ledger,
+        iter_lines(out),
+        handle=job_name,
+        reservation=rec.reservation,
+        schema=ReviewLabel,
+        policy=p.policy,
+        chunk_size=7,
+    )
+    assert counts.succeeded == counts.failed == 0
+    assert counts.already_settled == len(lines)
+    assert counts.duplicate_keys == 1
+    assert counts.unknown_keys == 1
+    assert counts.unparseable == 1
+    assert _snapshot(ledger, "small") == before
+    assert ledger.counts(pipeline="small") == counts_before
