@@ -29,6 +29,7 @@ from ledger import register_secret
 
 __all__ = [
     "RECONCILE_FLOW",
+    "ReconcileBusy",
     "create_app",
     "reconcile_deployment",
     "resolve_secret",
@@ -45,6 +46,10 @@ RECONCILE_FLOW = "reconcile"
 # hundreds of flows in one process (the rest are left to the next tick).
 _MAX_IN_PROCESS = 4
 _in_process = threading.BoundedSemaphore(_MAX_IN_PROCESS)
+
+
+class ReconcileBusy(RuntimeError):
+    """Too many in-process reconciles already running; the next tick will reconcile this job."""
 
 
 def resolve_secret() -> str:
@@ -102,10 +107,8 @@ def start_reconcile(job_name: str) -> None:
         )
         return
     if not _in_process.acquire(blocking=False):
-        log.warning(
-            "reconcile of %s left to the next tick: %d already running", job_name, _MAX_IN_PROCESS
-        )
-        return
+        # Raised so the delivery stays unprocessed in the ledger: nothing was started.
+        raise ReconcileBusy(f"{_MAX_IN_PROCESS} in-process reconciles already running")
     thread = threading.Thread(
         target=_reconcile_here, args=(job_name,), name=f"reconcile-{job_name}", daemon=True
     )

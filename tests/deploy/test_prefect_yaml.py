@@ -36,7 +36,7 @@ TIMEZONE = "Europe/Berlin"
 
 # deployment name -> (entrypoint, flow name, parameters, cron or None)
 EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
-    "reviews-nightly": ("flows/batch.py:batch_tick", "", {"pipeline": "reviews"}, "0 1-6 * * *"),
+    "reviews-nightly": ("flows/batch.py:batch_tick", "", {"pipeline": "reviews"}, "0 2-6 * * *"),
     "articles-every-15-minutes": (
         "flows/background.py:background_tick",
         "",

@@ -1,0 +1,82 @@
+"""Where the receiver's secret and reconcile target come from."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.blocks.system import Secret
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows import webhooks
+from flows.webhooks import ReconcileBusy, reconcile_deployment, resolve_secret, start_reconcile
+from ledger import redact
+
+from .conftest import SECRET, signed
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (
+        "LEDGER_WEBHOOK_SECRET",
+        "LEDGER_WEBHOOK_SECRET_BLOCK",
+        "LEDGER_RECONCILE_DEPLOYMENT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_secret_from_env_is_registered_for_redaction(clean_env: pytest.MonkeyPatch) -> None:
+    """LEDGER_WEBHOOK_SECRET is used, and from then on redact() hides it in any message."""
+    clean_env.setenv("LEDGER_WEBHOOK_SECRET", SECRET)
+    assert resolve_secret() == SECRET
+    assert SECRET not in redact(f"failed with {SECRET} in the url")
+    assert SECRET.removeprefix("whsec_") not in redact(f"raw {SECRET.removeprefix('whsec_')}")
+
+
+def test_secret_from_a_prefect_secret_block(
+    clean_env: pytest.MonkeyPatch, prefect_api: str, sqlite_url: str
+) -> None:
+    """LEDGER_WEBHOOK_SECRET_BLOCK names a Secret block; the app built from it verifies."""
+    Secret(value=SECRET).save("gl-webhook-secret-test", overwrite=True)
+    clean_env.setenv("LEDGER_WEBHOOK_SECRET_BLOCK", "gl-webhook-secret-test")
+    assert resolve_secret() == SECRET
+    from starlette.testclient import TestClient
+
+    calls: list[str] = []
+    app = webhooks.create_app(ledger_url=sqlite_url, on_batch_complete=calls.append)
+    body = '{"type": "batch.succeeded", "data": {"name": "batches/from-block"}}'
+    with TestClient(app) as client:
+        assert client.post("/webhook", content=body, headers=signed(body)).status_code == 200
+    assert calls == ["batches/from-block"]
+
+
+def test_no_secret_is_a_clear_error(clean_env: pytest.MonkeyPatch) -> None:
+    """With neither setting the receiver refuses to start, naming both settings."""
+    with pytest.raises(ValueError, match="LEDGER_WEBHOOK_SECRET_BLOCK"):
+        resolve_secret()
+
+
+def test_reconcile_deployment_needs_both_a_server_and_a_name(
+    clean_env: pytest.MonkeyPatch, prefect_api: str
+) -> None:
+    """The deployment name is completed with the reconcile flow; no name means in process."""
+    assert reconcile_deployment() is None
+    clean_env.setenv("LEDGER_RECONCILE_DEPLOYMENT", "webhook")
+    assert reconcile_deployment() == "reconcile/webhook"
+    clean_env.setenv("LEDGER_RECONCILE_DEPLOYMENT", "reconcile/nightly-webhook")
+    assert reconcile_deployment() == "reconcile/nightly-webhook"
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert reconcile_deployment() is None
+
+
+def test_busy_in_process_reconcile_refuses_to_start(clean_env: pytest.MonkeyPatch) -> None:
+    """With every in-process slot taken nothing starts: ReconcileBusy, delivery unprocessed."""
+    taken = 0
+    try:
+        while webhooks._in_process.acquire(blocking=False):
+            taken += 1
+        with pytest.raises(ReconcileBusy):
+            start_reconcile("batches/too-many")
+    finally:
+        for _ in range(taken):
+            webhooks._in_process.release()
+    assert taken == webhooks._MAX_IN_PROCESS
