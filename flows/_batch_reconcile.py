@@ -7,16 +7,18 @@ a row still ``submitted`` under this job's name, so running this twice, or after
 half-way, changes nothing that was already applied.
 
 Memory does not grow with the file: lines are streamed, a chunk holds at most
-``chunk_size`` outcomes, and the keys already seen (to count duplicate lines) are kept in a
-scratch SQLite file on disk, not in a Python set.
+``chunk_size`` outcomes, and when keys must be remembered across chunks (a second pass over
+a partly applied output) they are kept in a scratch SQLite file on disk, not in a Python set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sqlite3
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,7 +78,7 @@ class SeenKeys:
     def __init__(self, directory: str | None = None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="gl-seen-", suffix=".db", dir=directory)
         os.close(fd)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4096;"
             " PRAGMA temp_store=FILE;"
@@ -121,9 +123,21 @@ def reconcile_lines(
     ``reservation`` is the batch's reservation token (its members tell an unknown key from
     a row already settled). Rows the output never mentions are left ``submitted``: the caller
     fails them as ``missing_from_output`` once the whole file has been read.
+
+    Parsing runs in the calling thread while one writer thread applies the previous chunk:
+    sqlite3 and psycopg release the GIL while a statement runs, so the two overlap. At most
+    two chunks exist at once (one being parsed, one being applied).
     """
     counts = LineCounts()
-    seen = SeenKeys(scratch_dir)
+    # A line is applied only while its row is still submitted under this job, so every
+    # applied line is the first for its key. When no row of the batch had been settled
+    # before this pass (the usual first reconcile), a refused line for a member of the batch
+    # can only repeat an earlier line: no key needs remembering. Otherwise (a second pass,
+    # e.g. after a crash half-way) the keys met are kept on disk to tell the two apart.
+    seen = None if _pristine(ledger, handle, reservation) else SeenKeys(scratch_dir)
+    writer = _ChunkWriter(
+        ledger, seen, counts, handle=handle, reservation=reservation, policy=policy
+    )
     parse = parse_output_line
     success = LineSuccess
     to_json = schema.__pydantic_serializer__.to_json
@@ -131,55 +145,25 @@ def reconcile_lines(
     failures: list[FailureRow] = []
     in_chunk: set[str] = set()
     codes = counts.failure_codes
-
-    def flush() -> None:
-        nonlocal results, failures
-        keys = list(in_chunk)
-        repeated = seen.earlier(keys)
-        if repeated:
-            # A key met in an earlier chunk: its first line was applied (or refused) then,
-            # so this later line is ignored, as the ledger would refuse it anyway.
-            counts.duplicate_keys += sum(1 for r in results if r[0] in repeated) + sum(
-                1 for f in failures if f[0] in repeated
-            )
-            results = [r for r in results if r[0] not in repeated]
-            failures = [f for f in failures if f[0] not in repeated]
-        applied_ok = ledger.apply_results(results, handle=handle) if results else 0
-        applied_bad = (
-            ledger.apply_failures(failures, handle=handle, policy=policy) if failures else 0
-        )
-        counts.succeeded += applied_ok
-        counts.failed += applied_bad
-        fresh = len(results) + len(failures)
-        refused = fresh - applied_ok - applied_bad
-        if refused:
-            fresh_keys = [r[0] for r in results] + [f[0] for f in failures]
-            members = ledger.count_members(reservation, fresh_keys)
-            counts.unknown_keys += fresh - members
-            counts.already_settled += members - applied_ok - applied_bad
-        counts.chunks += 1
-        results = []
-        failures = []
-        in_chunk.clear()
-        crash_point("batch.reconcile.after_chunk")
-
+    lines_n = unparseable = unkeyed = duplicates = 0
+    prompt_t = cand_t = total_t = 0
     try:
         for line in lines:
-            counts.lines += 1
+            lines_n += 1
             out = parse(line, schema)
             key = out.key
             if key is None:
-                counts.unparseable += 1
-                counts.unkeyed += 1
+                unparseable += 1
+                unkeyed += 1
                 continue
             if key in in_chunk:
-                counts.duplicate_keys += 1
+                duplicates += 1
                 continue
             in_chunk.add(key)
             usage = out.usage
-            counts.prompt_tokens += usage[0]
-            counts.candidates_tokens += usage[1]
-            counts.total_tokens += usage[2]
+            prompt_t += usage[0]
+            cand_t += usage[1]
+            total_t += usage[2]
             if type(out) is success:
                 results.append(
                     ResultRow(key, to_json(out.result).decode(), usage[0], usage[1], usage[2])
@@ -187,13 +171,118 @@ def reconcile_lines(
             else:
                 failure = out.failure  # type: ignore[union-attr]
                 if failure.code == "malformed_output":
-                    counts.unparseable += 1
+                    unparseable += 1
                 codes[failure.error_class] += 1
                 failures.append(FailureRow(key, failure, usage[0], usage[1], usage[2]))
             if len(in_chunk) >= chunk_size:
-                flush()
+                writer.put(results, failures)
+                results, failures, in_chunk = [], [], set()
         if in_chunk:
-            flush()
+            writer.put(results, failures)
+        writer.finish()
     finally:
-        seen.close()
+        writer.stop()
+        if seen is not None:
+            seen.close()
+    counts.lines = lines_n
+    counts.unparseable = unparseable
+    counts.unkeyed = unkeyed
+    counts.duplicate_keys += duplicates
+    counts.prompt_tokens, counts.candidates_tokens, counts.total_tokens = prompt_t, cand_t, total_t
     return counts
+
+
+class _ChunkWriter:
+    """The writer thread: applies one chunk at a time, in order, and counts what it did."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        seen: SeenKeys | None,
+        counts: LineCounts,
+        *,
+        handle: str,
+        reservation: str,
+        policy: Policy,
+    ) -> None:
+        self.ledger, self.seen, self.counts = ledger, seen, counts
+        self.handle, self.reservation, self.policy = handle, reservation, policy
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[tuple[list[ResultRow], list[FailureRow]] | None] = queue.Queue(
+            maxsize=1
+        )
+        self._thread = threading.Thread(target=self._run, name="reconcile-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, results: list[ResultRow], failures: list[FailureRow]) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((results, failures))
+
+    def finish(self) -> None:
+        """Wait for every chunk to be applied; re-raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain: the parser learns of the error at its next put
+            try:
+                self._apply(*item)
+            except BaseException as exc:  # handed to the parsing thread
+                self.error = exc
+
+    def _apply(self, results: list[ResultRow], failures: list[FailureRow]) -> None:
+        counts, ledger = self.counts, self.ledger
+        if self.seen is not None:
+            keys = [r[0] for r in results] + [f[0] for f in failures]
+            repeated = self.seen.earlier(keys)
+            if repeated:
+                # A key met in an earlier chunk: its first line was applied (or refused)
+                # then, so this later line is ignored, as the ledger would refuse it anyway.
+                before = len(results) + len(failures)
+                results = [r for r in results if r[0] not in repeated]
+                failures = [f for f in failures if f[0] not in repeated]
+                counts.duplicate_keys += before - len(results) - len(failures)
+        ok = ledger.apply_results(results, handle=self.handle) if results else 0
+        bad = (
+            ledger.apply_failures(failures, handle=self.handle, policy=self.policy)
+            if failures
+            else 0
+        )
+        counts.succeeded += ok
+        counts.failed += bad
+        fresh = len(results) + len(failures)
+        if fresh - ok - bad:
+            fresh_keys = [r[0] for r in results] + [f[0] for f in failures]
+            members = ledger.count_members(self.reservation, fresh_keys)
+            counts.unknown_keys += fresh - members
+            if self.seen is None:
+                counts.duplicate_keys += members - ok - bad
+            else:
+                counts.already_settled += members - ok - bad
+        counts.chunks += 1
+        crash_point("batch.reconcile.after_chunk")
+
+
+def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:
+    """True when every member of the batch is still submitted under its job."""
+    record = ledger.batch(reservation)
+    if record is None:
+        return False
+    submitted = sum(
+        n for (status, _), n in ledger.handle_counts(handle).items() if status == "submitted"
+    )
+    return submitted == record.rows

@@ -182,7 +182,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
         path = Path(tmp) / f"{reservation}.jsonl"
         with path.open("wb") as fh:
             rows = write_requests(
-                ((r.key, r.payload) for r in ledger.reserved(reservation)), schema, fh
+                ((r.key, r.payload) for r in ledger.stream_reserved(reservation)), schema, fh
             )
         if rows == 0:
             ledger.release(reservation)

@@ -160,3 +160,54 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert counts.unparseable == 1
     assert _snapshot(ledger, "small") == before
     assert ledger.counts(pipeline="small") == counts_before
+
+
+def test_first_pass_counts_duplicates_unknown_and_broken_lines(
+    batch_env: dict[str, Any], tmp_path: Path
+) -> None:
+    """On a job's first reconcile, a repeated key is applied once (its first line wins), a
+    key never sent and a broken line are counted, and rows with no line stay for missing."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
+    job_name = batch_tick(pipeline=SMALL, day=DAY)["batch"]
+    ledger = open_ledger()
+    client = gemini_client()
+    job = client.batches.get(name=job_name)
+    out = tmp_path / "output.jsonl"
+    download_output(client, output_file_of(job), out)
+    lines = list(iter_lines(out))
+    assert 0 < len(lines) < 40
+    first_key = orjson.loads(lines[0])["key"]
+    failure_for_first = orjson.dumps(
+        {"key": first_key, "error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "x"}}
+    )
+    extra = [
+        failure_for_first + b"\n",  # a later line for a key already answered: ignored
+        orjson.dumps({"key": "small:2026-11-22:nobody:v1", "response": {}}) + b"\n",
+        b'{"key": "small:2026-11-22:rv-0\n',
+    ]
+    out.write_bytes(b"".join(lines + extra))
+    rec = ledger.batch_named(job_name)
+    assert rec is not None
+    policy = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL).policy
+    counts = reconcile_lines(
+        ledger,
+        iter_lines(out),
+        handle=job_name,
+        reservation=rec.reservation,
+        schema=ReviewLabel,
+        policy=policy,
+        chunk_size=8,
+    )
+    assert counts.succeeded == len(lines) and counts.failed == 0
+    assert (counts.duplicate_keys, counts.unknown_keys, counts.unparseable) == (1, 1, 1)
+    assert ledger.get(first_key).status == "done"
+    missing = 40 - len(lines)
+    assert ledger.counts(pipeline="small").by_status == {"done": len(lines), "submitted": missing}
+    report = reconcile(job_name)
+    assert report["missing_from_output"] == missing and report["succeeded"] == 0
+    assert report["already_settled"] == len(lines)
+    assert ledger.counts(pipeline="small").by_status == {
+        "consumed": len(lines),
+        "retryable": missing,
+    }

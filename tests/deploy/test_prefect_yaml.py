@@ -22,10 +22,12 @@ import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import Deployment
 from prefect.exceptions import PrefectHTTPStatusError
 
 from emulator.testing import free_port
+from ledger import Failure, Ledger, NewJob, Verdict
 from tests.webhooks.signing import SECRET, signed, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,6 +263,61 @@ def test_webhook_receiver_starts_a_run_of_the_reconcile_deployment(
         _, err = proc.communicate(timeout=15)
     assert len(reconcile_runs()) == 1
     assert SECRET not in err.decode(errors="replace")
+
+
+def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
+    deployed: dict[str, Deployment], server: Server, tmp_path: Path
+) -> None:
+    """A worker on the pool runs replay from this checkout; by default it changes nothing."""
+    queue = "worker-test"  # its own queue: the worker runs only the run started here
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(ledger_url)
+    ledger.enroll([NewJob("w:1", {"text": "x"})], pipeline="reviews", channel="batch", model="m")
+    ledger.park("w:1", Failure(Verdict.PERMANENT, "400", "bad"), from_status=["pending"])
+    with server.client() as client:
+        client.create_work_queue(name=queue, work_pool_name=POOL)
+        run = client.create_flow_run_from_deployment(deployed["replay"].id, work_queue_name=queue)
+    env = {**server.env, "LEDGER_DATABASE_URL": ledger_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", POOL, "--work-queue", queue, "--limit", "1"],
+        cwd=tmp_path,  # the deployment's pull step, not the worker's cwd, finds the code
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def finished() -> Any:
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else b""
+        with server.client() as client:
+            state = client.read_flow_run(run.id).state
+        return state if state is not None and state.is_final() else None
+
+    try:
+        state = wait_until(finished, timeout=150, what="the replay run to finish")
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert state.is_completed(), state.message
+    with server.client() as client:
+        assert client.read_flow_run(run.id).parameters == {
+            "execute": False,
+            "limit": 20,
+            "rate_per_second": 2.0,
+        }
+
+    # It read this ledger (the worker's environment reached the run) and only planned.
+    def planned() -> list[str]:
+        with server.client() as client:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+        print([log.message for log in logs])
+        return [log.message for log in logs if "would" in log.message and "w:1" in log.message]
+
+    wait_until(planned, timeout=30, what="the replay plan in the run's logs")
+    job = ledger.get("w:1")
+    assert (job.status, job.error_class) == ("parked", "permanent:400")
+    ledger.dispose()
 
 
 def _broken_copy(tmp_path: Path, deployment: str, new_name: str, edit: dict[str, Any]) -> Path:
