@@ -1,0 +1,358 @@
+"""Batch reconcile throughput and memory, and the resubmission file's write rate.
+
+    python bench/reconcile.py                    # 1,000,000 lines (memory at 100k and 1M)
+    python bench/reconcile.py --lines 200000     # a quicker run
+
+Generates a batch output file with a production-like mix (most rows succeed; some 429/503,
+400, safety blocks, empty answers, broken lines, rows missing, a few duplicate and unknown
+keys), enrolls, reserves and binds the matching rows in a SQLite ledger, then prints:
+
+- lines/s reconciled into SQLite, validating every answer against the reviews example's
+  schema (``flows._batch_reconcile.reconcile_lines``, what the flow runs);
+- the floor: lines/s for only reading and JSON-decoding the same file, which no validating
+  reconcile can beat, and the parse+validate rate without the database;
+- peak memory of the reconcile core at 100,000 and at the full size, each measured in its
+  own subprocess (ru_maxrss growth from just before the reconcile starts);
+- rows/s writing a resubmission JSONL from the ledger's reserved rows.
+
+Goals: >= 100,000 lines/s reconciled; memory within 50 MB between the two sizes;
+>= 200,000 rows/s written to the resubmission file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, bench/ is first on sys.path and bench/ledger.py would shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+HANDLE = "batches/bench"
+RESERVATION = "gl-bench-00000000"
+MODEL = "gemini-2.5-flash"
+CATEGORIES = ("bug", "performance", "feature_request", "usability", "pricing", "praise", "other")
+SENTIMENTS = ("positive", "neutral", "negative")
+
+# The mix: share of rows per outcome (the rest succeed).
+MIX = {
+    "429": 0.02,
+    "503": 0.02,
+    "400": 0.01,
+    "safety": 0.01,
+    "empty": 0.01,
+    "broken": 0.005,
+    "missing": 0.005,
+}
+
+
+def key_of(i: int) -> str:
+    return f"reviews:2026-11-22:rv-{i:08d}:v1"
+
+
+def _usage(p: int, c: int) -> dict[str, int]:
+    return {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c}
+
+
+def _error(code: int, status: str, message: str) -> dict[str, object]:
+    return {"code": code, "status": status, "message": message}
+
+
+def make_output(path: Path, n: int, seed: int = 1) -> dict[str, int]:
+    """Write an output file for rows 0..n-1; returns how many lines of each kind."""
+    rng = random.Random(seed)
+    kinds: dict[str, int] = {}
+    thresholds = []
+    acc = 0.0
+    for kind, share in MIX.items():
+        acc += share
+        thresholds.append((acc, kind))
+    with path.open("wb", buffering=1 << 20) as fh:
+        buf: list[bytes] = []
+        for i in range(n):
+            u = rng.random()
+            kind = next((k for t, k in thresholds if u < t), "ok")
+            kinds[kind] = kinds.get(kind, 0) + 1
+            key = key_of(i)
+            if kind == "missing":
+                continue
+            if kind == "ok":
+                answer = orjson.dumps(
+                    {
+                        "category": CATEGORIES[i % len(CATEGORIES)],
+                        "sentiment": SENTIMENTS[i % 3],
+                        "confidence": round(rng.random(), 3),
+                    }
+                ).decode()
+                line = {
+                    "key": key,
+                    "response": {
+                        "candidates": [
+                            {
+                                "content": {"parts": [{"text": answer}], "role": "model"},
+                                "finishReason": "STOP",
+                                "index": 0,
+                            }
+                        ],
+                        "usageMetadata": _usage(40 + i % 60, 18),
+                        "modelVersion": MODEL,
+                        "responseId": f"r{i}",
+                    },
+                }
+            elif kind == "429":
+                line = {"key": key, "error": _error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.")}
+            elif kind == "503":
+                line = {"key": key, "error": _error(503, "UNAVAILABLE", "The model is overloaded.")}
+            elif kind == "400":
+                line = {"key": key, "error": _error(400, "INVALID_ARGUMENT", "Invalid argument.")}
+            elif kind == "safety":
+                line = {
+                    "key": key,
+                    "response": {
+                        "candidates": [
+                            {"content": {"role": "model"}, "finishReason": "SAFETY", "index": 0}
+                        ],
+                        "usageMetadata": _usage(50, 0),
+                    },
+                }
+            elif kind == "empty":
+                line = {
+                    "key": key,
+                    "response": {
+                        "candidates": [
+                            {
+                                "content": {"parts": [{"text": ""}], "role": "model"},
+                                "finishReason": "STOP",
+                            }
+                        ],
+                        "usageMetadata": _usage(12, 0),
+                    },
+                }
+            else:  # broken: a line cut in half
+                whole = orjson.dumps({"key": key, "response": {"candidates": []}})
+                buf.append(whole[: len(whole) // 2] + b"\n")
+                continue
+            buf.append(orjson.dumps(line) + b"\n")
+            if len(buf) >= 8192:
+                fh.write(b"".join(buf))
+                buf.clear()
+        # A few lines a real file may carry: duplicates and keys that were never sent.
+        for i in range(0, min(n, 50)):
+            buf.append(
+                orjson.dumps({"key": key_of(i), "error": _error(503, "UNAVAILABLE", "dup")})
+                + b"\n"
+            )
+        for i in range(20):
+            buf.append(orjson.dumps({"key": f"unknown:{i}", "error": _error(500, "INTERNAL", "x")}))
+            buf.append(b"\n")
+        fh.write(b"".join(buf))
+    kinds["duplicate"] = min(n, 50)
+    kinds["unknown"] = 20
+    return kinds
+
+
+def make_ledger(url: str, n: int) -> None:
+    """Enroll rows 0..n-1, reserve them as one batch and bind it, as a tick would."""
+    from ledger import Ledger, NewJob
+
+    ledger = Ledger(url, chunk_size=50_000)
+    payload = orjson.dumps(
+        {
+            "text": "The app crashes every time I open the camera after the update.",
+            "system": "You label app-store reviews.",
+            "temperature": 0.0,
+        }
+    ).decode()
+    ledger.enroll(
+        (NewJob(key_of(i), payload) for i in range(n)), pipeline="reviews", channel="batch",
+        model=MODEL,
+    )
+    got = ledger.reserve(pipeline="reviews", limit=n, reservation=RESERVATION, batch_model=MODEL)
+    assert got == n, got
+    ledger.bind_batch(RESERVATION, name=HANDLE)
+    ledger.dispose()
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def reconcile_once(url: str, output: Path) -> dict[str, object]:
+    """Reconcile ``output`` into the ledger at ``url`` (what the flow's core does)."""
+    from flows._batch_io import iter_lines
+    from flows._batch_reconcile import reconcile_lines
+    from flows.examples.reviews import ReviewLabel
+    from ledger import Ledger, Policy
+
+    ledger = Ledger(url)
+    ledger.counts(pipeline="reviews")  # warm the connection and schema check
+    base = _maxrss_mb()
+    t = time.perf_counter()
+    counts = reconcile_lines(
+        ledger,
+        iter_lines(output),
+        handle=HANDLE,
+        reservation=RESERVATION,
+        schema=ReviewLabel,
+        policy=Policy(),
+        scratch_dir=str(output.parent),
+    )
+    seconds = time.perf_counter() - t
+    peak = _maxrss_mb()
+    return {
+        "lines": counts.lines,
+        "seconds": seconds,
+        "rss_base_mb": base,
+        "rss_peak_mb": peak,
+        "rss_growth_mb": peak - base,
+        "counts": counts.as_dict(),
+    }
+
+
+def parse_floor(output: Path) -> tuple[int, float, float]:
+    """(lines, seconds reading + orjson.loads only, seconds parse + validate, no database)."""
+    from flows._batch_io import iter_lines
+    from flows.examples.reviews import ReviewLabel
+    from ledger import parse_output_line
+
+    loads = orjson.loads
+    t = time.perf_counter()
+    n = 0
+    for line in iter_lines(output):
+        try:
+            loads(line)
+        except orjson.JSONDecodeError:
+            pass
+        n += 1
+    decode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for line in iter_lines(output):
+        parse_output_line(line, ReviewLabel)
+    validate_s = time.perf_counter() - t
+    return n, decode_s, validate_s
+
+
+def resubmission_rate(url: str, n: int) -> tuple[int, float, float]:
+    """(rows, seconds to reserve them, seconds to write their JSONL from the ledger)."""
+    from flows._batch_io import write_requests
+    from flows.examples.reviews import ReviewLabel
+    from ledger import Ledger
+
+    ledger = Ledger(url, chunk_size=50_000)
+    t = time.perf_counter()
+    # Every row of the fresh ledger is still pending under its own pipeline name.
+    got = ledger.reserve(pipeline="resubmit", limit=n, reservation="gl-resubmit", batch_model=MODEL)
+    reserve_s = time.perf_counter() - t
+    schema = ReviewLabel.model_json_schema()
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as fh:
+        t = time.perf_counter()
+        rows = write_requests(((r.key, r.payload) for r in ledger.stream_reserved("gl-resubmit")), schema, fh)
+        fh.flush()
+        write_s = time.perf_counter() - t
+    assert rows == got == n, (rows, got, n)
+    return rows, reserve_s, write_s
+
+
+def _child(args: argparse.Namespace) -> None:
+    print(json.dumps(reconcile_once(args.url, Path(args.output))))
+
+
+def _measure_in_subprocess(url: str, output: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", "--url", url, "--output", str(output)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _setup(tmp: Path, n: int, label: str) -> tuple[str, Path, dict[str, int]]:
+    url = f"sqlite:///{tmp / f'ledger-{label}.db'}"
+    output = tmp / f"output-{label}.jsonl"
+    t = time.perf_counter()
+    kinds = make_output(output, n)
+    gen_s = time.perf_counter() - t
+    t = time.perf_counter()
+    make_ledger(url, n)
+    print(
+        f"  {label}: output file {output.stat().st_size / 1e6:,.0f} MB written in {gen_s:.1f} s;"
+        f" ledger enrolled, reserved and bound in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
+    return url, output, kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+
+    print(f"reconcile bench: {args.lines:,} lines (memory also at {args.small:,})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gl-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        small_url, small_out, _ = _setup(tmp, args.small, "small")
+        url, output, kinds = _setup(tmp, args.lines, "full")
+        print(f"  mix: {dict(sorted(kinds.items()))}")
+
+        small = _measure_in_subprocess(small_url, small_out)
+        full = _measure_in_subprocess(url, output)
+        lines = int(full["lines"])  # type: ignore[call-overload]
+        rate = lines / float(full["seconds"])  # type: ignore[arg-type]
+        n_floor, decode_s, validate_s = parse_floor(output)
+        floor_rate = n_floor / decode_s
+        validate_rate = n_floor / validate_s
+
+        resub_url = f"sqlite:///{tmp / 'ledger-resubmit.db'}"
+        from ledger import Ledger, NewJob
+
+        payload = orjson.dumps(
+            {"text": "Great app, but it drains my battery 🔋", "system": "Label it.",
+             "temperature": 0.0}
+        ).decode()
+        Ledger(resub_url, chunk_size=50_000).enroll(
+            (NewJob(key_of(i), payload) for i in range(args.lines)), pipeline="resubmit",
+            channel="batch", model=MODEL,
+        )
+        rows, reserve_s, write_s = resubmission_rate(resub_url, args.lines)
+
+    growth_small = float(small["rss_growth_mb"])  # type: ignore[arg-type]
+    growth_full = float(full["rss_growth_mb"])  # type: ignore[arg-type]
+    print()
+    print(f"reconciled into SQLite (parse + validate + apply): {rate:>12,.0f} lines/s"
+          f"  ({lines:,} lines in {float(full['seconds']):.2f} s)  goal >= 100,000")  # type: ignore[arg-type]
+    print(f"floor, read + orjson.loads only:                   {floor_rate:>12,.0f} lines/s"
+          f"  (reconcile runs at {rate / floor_rate:.0%} of it)")
+    print(f"parse + validate, no database:                     {validate_rate:>12,.0f} lines/s"
+          f"  (reconcile runs at {rate / validate_rate:.0%} of it)")
+    print(f"peak memory growth, {args.small:,} lines:  {growth_small:8.1f} MB"
+          f"  (rss {float(small['rss_peak_mb']):.0f} MB)")  # type: ignore[arg-type]
+    print(f"peak memory growth, {args.lines:,} lines: {growth_full:8.1f} MB"
+          f"  (rss {float(full['rss_peak_mb']):.0f} MB)"  # type: ignore[arg-type]
+          f"  difference {growth_full - growth_small:+.1f} MB, goal within 50 MB")
+    print(f"resubmission JSONL from the ledger:                {rows / write_s:>12,.0f} rows/s"
+          f"  ({rows:,} rows in {write_s:.2f} s; reserving them took {reserve_s:.2f} s)"
+          "  goal >= 200,000")
+    print(f"counts: {json.dumps(full['counts'])}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    main()
