@@ -173,6 +173,31 @@ def tick(
     console.print(table)
 
 
+@app.command()
+@handles_errors
+def reconcile(
+    job_name: Annotated[str, typer.Argument(help="Batch job name, e.g. batches/123abc.")],
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="Pipeline (name or module:attr); default: the one the ledger recorded."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
+    from flows.batch import reconcile as reconcile_flow
+
+    report = reconcile_flow(job_name=job_name, pipeline=pipeline)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title=f"reconcile {job_name}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, value in _flatten(report):
+        table.add_row(name, str(value))
+    console.print(table)
+
+
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, dict):
         rows: list[tuple[str, Any]] = []

@@ -129,6 +129,19 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     again = reconcile(job_name, pipeline=SMALL)
     assert again["reconciled"] == 0 and again["already_reconciled"] is True
     assert _snapshot(ledger, "small") == before
+    # The same from the command line (a repeated webhook, an operator's retry).
+    env = dict(os.environ, PREFECT_API_URL=batch_env["prefect_api"])
+    cli = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "reconcile", job_name, "--pipeline", SMALL, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert orjson.loads(cli.stdout)["already_reconciled"] is True
+    assert _snapshot(ledger, "small") == before
 
     client = gemini_client()
     job = client.batches.get(name=job_name)
