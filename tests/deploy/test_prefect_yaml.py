@@ -277,7 +277,12 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
     with server.client() as client:
         client.create_work_queue(name=queue, work_pool_name=POOL)
         run = client.create_flow_run_from_deployment(deployed["replay"].id, work_queue_name=queue)
-    env = {**server.env, "LEDGER_DATABASE_URL": ledger_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    env = {
+        **server.env,
+        "LEDGER_DATABASE_URL": ledger_url,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # the run logs its plan at INFO
+    }
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", POOL, "--work-queue", queue, "--limit", "1"],
         cwd=tmp_path,  # the deployment's pull step, not the worker's cwd, finds the code
@@ -311,7 +316,6 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
             logs = client.read_logs(
                 log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
             )
-        print([log.message for log in logs])
         return [log.message for log in logs if "would" in log.message and "w:1" in log.message]
 
     wait_until(planned, timeout=30, what="the replay plan in the run's logs")
