@@ -111,8 +111,13 @@ def _submit(
     *,
     reservation: str,
     max_concurrency: int,
+    fresh: bool = True,
 ) -> dict[str, Any]:
-    """Create an interaction for each reserved row and bind it; classify failed creates."""
+    """Create an interaction for each reserved row and bind it; classify failed creates.
+
+    ``fresh``: the rows were reserved by this tick (not taken over from a dead one), so if
+    the requests cannot even be built, the reservation is released with its attempts.
+    """
     log = _logger()
     lost: list[str] = []
 
@@ -128,15 +133,26 @@ def _submit(
             return
         crash_point("background.after_bind")
 
-    requests = [
-        (
-            r.key,
-            create_kwargs(
-                p.prompt_of(r.payload), key=r.key, pipeline=p.name, model=r.model, schema=p.output
-            ),
-        )
-        for r in rows
-    ]
+    try:
+        requests = [
+            (
+                r.key,
+                create_kwargs(
+                    p.prompt_of(r.payload),
+                    key=r.key,
+                    pipeline=p.name,
+                    model=r.model,
+                    schema=p.output,
+                ),
+            )
+            for r in rows
+        ]
+    except Exception:
+        # Nothing was sent: give the attempts back rather than leave orphan candidates that
+        # a later tick would resubmit and flag as possible duplicates.
+        if fresh:
+            ledger.release(reservation)
+        raise
     outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
     failed: Counter[str] = Counter()
     for sub in outcomes:
@@ -185,7 +201,7 @@ def resubmit_stale(pipeline: str, max_age_s: float, max_concurrency: int = 32) -
         len(stale),
         len(won),
     )
-    out = _submit(p, ledger, won, reservation=token, max_concurrency=max_concurrency)
+    out = _submit(p, ledger, won, reservation=token, max_concurrency=max_concurrency, fresh=False)
     return {"found": len(stale), "taken_over": len(won), **out}
 
 

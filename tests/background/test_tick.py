@@ -159,3 +159,46 @@ def test_flow_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
     with pytest.raises(ValueError, match="not background"):
         background_tick(pipeline="reviews", day=DAY)
     assert bench.emulator.stats()["requests"] == {}
+
+
+def test_articles_example_end_to_end_through_the_cli(bench: Bench, monkeypatch) -> None:
+    """`gemini-ledger tick articles` submits every topic; the next tick writes one article
+    file per key, and `status` shows them consumed."""
+    import json
+    import subprocess
+    import sys
+
+    from flows.examples.articles import Article, load_topics, safe_filename
+
+    from .conftest import ROOT
+
+    out = bench.tmp / "articles"
+    env = bench.sub_env(ARTICLES_DIR=str(out))
+    cmd = [sys.executable, "-m", "flows.cli"]
+    tick = [*cmd, "tick", "articles", "--day", DAY.isoformat(), "--json"]
+    first = subprocess.run(tick, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-3000:]
+    topics = list(load_topics(DAY))
+    assert json.loads(first.stdout)["submitted"] == len(topics)
+
+    monkeypatch.setenv("ARTICLES_DIR", str(out))
+    from flows.background import background_tick
+
+    report = background_tick(pipeline="articles", day=DAY)
+    assert report["consumed"] == len(topics)
+    files = sorted(out.glob("*.json"))
+    assert len(files) == len(topics)
+    assert all(not f.name.startswith(".tmp") for f in files)
+    key = f"articles:{DAY.isoformat()}:why-the-sky-is-blue:v1"
+    Article.model_validate_json((out / safe_filename(key)).read_text())
+
+    status = subprocess.run(
+        [*cmd, "status", "--pipeline", "articles", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert json.loads(status.stdout)["by_status"] == {"consumed": len(topics)}
