@@ -88,6 +88,7 @@ _DEFAULT_STALE_S = 900.0
 _DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+_MAX_BATCHES_PER_TICK = 20  # a backlog beyond batch_size_limit goes out as several jobs
 
 MISSING_FROM_OUTPUT = Failure(
     Verdict.RETRYABLE, "missing_from_output", "the batch output file has no line for this row"
@@ -241,7 +242,14 @@ def recover_orphans(pipeline: str) -> dict[str, Any]:
     ledger = open_ledger()
     log = _logger()
     stale = ledger.stale_batches(pipeline=p.name, older_than=_stale_after())
-    out: dict[str, Any] = {"stale": len(stale), "bound": 0, "resent": 0, "skipped": 0, "rows": 0}
+    out: dict[str, Any] = {
+        "stale": len(stale),
+        "bound": 0,
+        "resent": 0,
+        "skipped": 0,
+        "rows": 0,
+        "errors": 0,
+    }
     if not stale:
         return out
     client = gemini_client()
@@ -250,7 +258,17 @@ def recover_orphans(pipeline: str) -> dict[str, Any]:
         if not ledger.lease_batch(rec.reservation, seen_lease=rec.leased_at):
             out["skipped"] += 1
             continue
-        job = find_batch_job(client, rec.reservation)
+        try:
+            job = find_batch_job(client, rec.reservation)
+        except Exception as exc:  # the listing failed: try again once the lease is stale
+            out["errors"] += 1
+            log.warning(
+                "%s: cannot list batch jobs for orphan %s: %s",
+                p.name,
+                rec.reservation,
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
+            continue
         if job is not None:
             rows = ledger.bind_batch(rec.reservation, name=job.name)
             crash_point("batch.after_bind")
@@ -355,7 +373,13 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
     p = _pipeline(pipeline)
     ledger = open_ledger()
     submitted = ledger.submitted_batches(pipeline=p.name)
-    out: dict[str, Any] = {"polled": len(submitted), "running": 0, "poll_errors": 0, "jobs": []}
+    out: dict[str, Any] = {
+        "polled": len(submitted),
+        "running": 0,
+        "poll_errors": 0,
+        "reconcile_errors": 0,
+        "jobs": [],
+    }
     if not submitted:
         return out
     client = gemini_client()
@@ -372,7 +396,18 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
         if job_state(job) not in _TERMINAL:
             out["running"] += 1
             continue
-        out["jobs"].append(reconcile_batch(ledger, client, p, rec, job))
+        try:
+            out["jobs"].append(reconcile_batch(ledger, client, p, rec, job))
+        except Exception as exc:
+            # Whatever was applied stays applied (compare-and-set); the job is still
+            # submitted in the ledger, so the next tick reconciles the rest.
+            out["reconcile_errors"] += 1
+            _logger().error(
+                "%s: reconciling %s failed: %s",
+                p.name,
+                rec.name,
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
     return out
 
 
@@ -453,20 +488,36 @@ def enroll_items(pipeline: str, day: date) -> int:
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)
 def submit_batch(pipeline: str) -> dict[str, Any]:
-    """Reserve the pending and retryable rows (one batch, up to the pipeline's limit), write
-    their JSONL, upload it, create the batch job and bind it."""
+    """Reserve the pending and retryable rows in batches of up to the pipeline's limit; for
+    each, write the JSONL, upload it, create the batch job and bind it."""
     p = _pipeline(pipeline)
     ledger = open_ledger()
-    reservation = _reservation_token(p)
-    reserved = ledger.reserve(
-        pipeline=p.name, limit=p.batch_size_limit, reservation=reservation, batch_model=p.model
-    )
-    if reserved == 0:
-        ledger.release(reservation)  # closes the empty batch reservation
-        return {"reserved": 0, "rows": 0, "batch": None, "refused": {}}
-    crash_point("batch.after_reserve")
-    sent = _send(ledger, gemini_client(), p, reservation)
-    return {"reserved": reserved, "reservation": reservation, **sent}
+    client = gemini_client()  # before reserving: a missing API key must not strand rows
+    out: dict[str, Any] = {"reserved": 0, "rows": 0, "batch": None, "batches": [], "refused": {}}
+    refused: Counter[str] = Counter()
+    for _ in range(_MAX_BATCHES_PER_TICK):
+        reservation = _reservation_token(p)
+        reserved = ledger.reserve(
+            pipeline=p.name,
+            limit=p.batch_size_limit,
+            reservation=reservation,
+            batch_model=p.model,
+        )
+        if reserved == 0:
+            ledger.release(reservation)  # closes the empty batch reservation
+            break
+        crash_point("batch.after_reserve")
+        sent = _send(ledger, client, p, reservation)
+        out["reserved"] += reserved
+        out["rows"] += sent["rows"]
+        refused.update(sent["refused"])
+        if sent["batch"]:
+            out["batches"].append(sent["batch"])
+        if reserved < p.batch_size_limit or not sent["batch"]:
+            break
+    out["batch"] = out["batches"][0] if out["batches"] else None
+    out["refused"] = dict(refused)
+    return out
 
 
 # --- the flows ------------------------------------------------------------------------------
@@ -571,6 +622,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         "reconciled": len(polled["jobs"]),
         "running": polled["running"],
         "poll_errors": polled["poll_errors"],
+        "reconcile_errors": polled["reconcile_errors"],
         **_sum_jobs(polled["jobs"]),
         "jobs": polled["jobs"],
         "delivered": delivered,
@@ -579,6 +631,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         "submit": submitted,
         "submitted": submitted["rows"],
         "batch": submitted["batch"],
+        "batches": submitted["batches"],
         "seconds": round(time.monotonic() - started, 3),
     }
     create_table_artifact(

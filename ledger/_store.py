@@ -516,9 +516,10 @@ class Ledger:
             " WHERE reservation = :r AND status = 'reserving'"
         )
         with self._read() as conn:
-            result = conn.execution_options(yield_per=batch).execute(sql, {"r": reservation})
-            for row in result:
-                yield Reserved(*row)
+            result = conn.execution_options(stream_results=True).execute(sql, {"r": reservation})
+            while rows := result.fetchmany(batch):
+                for row in rows:
+                    yield Reserved(*row)
 
     def bind_handle(self, key: str, *, reservation: str, handle: str) -> None:
         """Record the handle the API returned for a reserved job (reserving -> submitted)."""

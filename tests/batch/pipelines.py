@@ -12,6 +12,7 @@ from ledger import Channel
 
 __all__ = [
     "SCRIPTED_IDS",
+    "chunked_reviews",
     "flaky_sink",
     "night_reviews",
     "scripted",
@@ -45,6 +46,8 @@ def _reviews(name: str, n: int, **settings: Any) -> Pipeline[dict[str, Any]]:
 night_reviews = _reviews("night", 300)
 # A small pile for the crash and idempotency tests.
 small_reviews = _reviews("small", 40)
+# A backlog larger than one batch job may carry.
+chunked_reviews = _reviews("chunked", 40, batch_size_limit=15)
 
 SCRIPTED_IDS = ["k-ok", "k-flaky", "k-bad", "k-unsafe", "k-lost", "k-always503"]
 

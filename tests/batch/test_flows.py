@@ -103,3 +103,20 @@ def test_failing_side_effect_leaves_the_row_done_for_the_next_tick(
     third = batch_tick(pipeline=spec, day=DAY)
     assert third["consumed"] == 1 and third["submitted"] == 0
     assert ledger.get(victim).status == "consumed" and ledger.get(victim).attempts == 1
+
+
+def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
+    batch_env: dict[str, Any],
+) -> None:
+    """40 due rows with batch_size_limit=15 leave in one tick as jobs of 15, 15 and 10."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1})
+    spec = "tests.batch.pipelines:chunked_reviews"
+    first = batch_tick(pipeline=spec, day=DAY)
+    assert first["submitted"] == 40 and len(first["batches"]) == 3
+    ledger = open_ledger()
+    assert sorted(ledger.batch_named(b).rows for b in first["batches"]) == [10, 15, 15]
+    second = batch_tick(pipeline=spec, day=DAY)
+    assert second["reconciled"] == 3 and second["consumed"] == 40
+    assert emu.stats()["batches_created"] == 3
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="chunked")} == {("consumed", 1)}

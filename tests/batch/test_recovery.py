@@ -72,7 +72,14 @@ def test_killed_after_create_is_bound_through_the_listing(
 
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
     first = batch_tick(pipeline=SMALL, day=DAY)
-    assert first["orphans"] == {"stale": 1, "bound": 1, "resent": 0, "skipped": 0, "rows": 40}
+    assert first["orphans"] == {
+        "stale": 1,
+        "bound": 1,
+        "resent": 0,
+        "skipped": 0,
+        "rows": 40,
+        "errors": 0,
+    }
     assert first["submitted"] == 0  # nothing else was due
     tick_until_settled(SMALL, "small", max_ticks=4)
     assert emu.stats()["batches_created"] == 1
