@@ -198,3 +198,24 @@ def test_articles_pipeline_shape() -> None:
         "body",
         "tags",
     }
+
+
+class _BrokenAio(_CountingAio):
+    """A stand-in async client whose gets fail at the transport level."""
+
+    async def get(self, handle: str, **_: Any) -> Any:
+        raise ConnectionResetError(f"connection reset while fetching {handle}")
+
+
+def test_transient_get_error_is_not_a_verdict() -> None:
+    """A get that fails transiently is classified retryable and reported as get_error, so the
+    tick leaves the job submitted instead of failing it."""
+    aio = _BrokenAio()
+
+    class _Client:
+        def __init__(self) -> None:
+            self.aio = aio
+
+    polled = poll_all([Handle("k", "v1_x", 0.0)], Note, now=1.0, client_factory=_Client)
+    assert [p.outcome for p in polled] == ["get_error"]
+    assert polled[0].failure is not None and polled[0].failure.verdict is Verdict.RETRYABLE
