@@ -236,13 +236,13 @@ def part_ledger(sizes: list[int]) -> None:
         setup, wall, timer = _one_tick(settled)
         rows.append((settled, wall, timer))
         print(f"settled {settled:>9,}: setup {setup:6.1f} s")
-    print(f"{'settled rows':>12} {'tick wall':>10} {'ledger':>8} {'share':>6}  slowest ledger calls")
+    header = f"{'settled rows':>12} {'tick wall':>10} {'ledger':>8} {'share':>6}"
+    print(f"{header}  slowest ledger calls")
     for settled, wall, timer in rows:
         top = sorted(timer.seconds.items(), key=lambda kv: -kv[1])[:4]
         detail = ", ".join(f"{k} {v * 1000:.1f} ms x{timer.calls[k]}" for k, v in top)
-        print(
-            f"{settled:>12,} {wall:>9.3f}s {timer.total:>7.3f}s {timer.total / wall:>5.0%}  {detail}"
-        )
+        share = timer.total / wall
+        print(f"{settled:>12,} {wall:>9.3f}s {timer.total:>7.3f}s {share:>5.0%}  {detail}")
     if len(rows) > 1:
         small, large = rows[0][2].total, rows[-1][2].total
         print(
