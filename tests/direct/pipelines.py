@@ -8,7 +8,9 @@ when ``DIRECT_TEST_DELIVERED`` names a file, written there (subprocess runs).
 from __future__ import annotations
 
 import os
+import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,8 +32,24 @@ class Verdict(BaseModel):
 
 
 def items(day: date) -> list[str]:
+    _barrier()
     raw = os.environ.get(ITEMS_ENV, "")
     return [part for part in raw.split(",") if part]
+
+
+def _barrier() -> None:
+    """With ``DIRECT_TEST_BARRIER=dir:n``, wait until n processes have reached this point,
+    so runs started side by side really overlap (a barrier, polled with a deadline)."""
+    spec = os.environ.get("DIRECT_TEST_BARRIER")
+    if not spec:
+        return
+    folder, _, count = spec.rpartition(":")
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(folder)) < int(count):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {spec}: the other runs never came")
+        time.sleep(0.02)
 
 
 def _deliver(key: str, result: Any) -> None:
