@@ -7,6 +7,7 @@ timezone, bad entrypoint, wrongly typed parameter) must be refused and create no
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import Deployment
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -310,15 +311,14 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
             "rate_per_second": 2.0,
         }
 
-    # It read this ledger (the worker's environment reached the run) and only planned.
-    def planned() -> list[str]:
-        with server.client() as client:
-            logs = client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
-            )
-        return [log.message for log in logs if "would" in log.message and "w:1" in log.message]
-
-    wait_until(planned, timeout=30, what="the replay plan in the run's logs")
+    # It read this ledger (the worker's environment reached the run) and only planned:
+    # the run's table artifact lists the parked job as a dry run.
+    with server.client() as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    tables = [json.loads(a.data) for a in artifacts if a.key == "replay" and a.type == "table"]
+    assert [[(r["key"], r["outcome"]) for r in t] for t in tables] == [[("w:1", "dry run")]]
     job = ledger.get("w:1")
     assert (job.status, job.error_class) == ("parked", "permanent:400")
     ledger.dispose()
