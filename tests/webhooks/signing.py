@@ -16,7 +16,7 @@ SECRET = "whsec_" + "c2VjcmV0LWZvci13ZWJob29rLXRlc3RzLTAxMjM0NTY3"  # base64 of 
 OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW5vdC10aGUtcmlnaHQtb25lLTk="
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
