@@ -34,7 +34,8 @@ def get_pipeline(name: str) -> Pipeline[Any]:
     module_name, _, attr = spec.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        # ValueError: an empty module name (":attr"); TypeError: a relative one (".mod:attr").
         raise UnknownPipeline(f"cannot load pipeline {name!r}: {exc}") from exc
     if not isinstance(found, Pipeline):
         raise UnknownPipeline(f"{spec} is not a Pipeline")
