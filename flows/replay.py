@@ -35,9 +35,25 @@ from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from ledger import Channel, JobView
 
-__all__ = ["plan_replay", "replay"]
+__all__ = ["MAX_LIMIT", "plan_replay", "replay"]
 
 _MAX_DIRECT_WORKERS = 8
+
+
+MAX_LIMIT = 2**31 - 1
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """Refuse a filter no database can compare (PostgreSQL refuses NUL; surrogates from
+    undecodable command-line bytes cannot be encoded) with a message, not a driver error."""
+    if value is None:
+        return
+    if "\x00" in value:
+        raise ValueError(f"the {name} filter must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the {name} filter is not valid UTF-8 text") from None
 
 
 def _when(ts: float | None) -> str | None:
@@ -62,6 +78,12 @@ def plan_replay(
     """Parked jobs to replay, oldest first, each with what replay would do (read-only)."""
     if limit < 0:
         raise ValueError("limit must not be negative")
+    if limit > MAX_LIMIT:
+        # Past this the database refuses the number itself (SQLite: OverflowError; PostgreSQL:
+        # bigint out of range), which would surface as a crash instead of a message.
+        raise ValueError(f"limit must be at most {MAX_LIMIT}")
+    for name, value in (("error class", error_class), ("pipeline", pipeline)):
+        _check_text(name, value)
     given: dict[str, str] = {}
     ledger_name = pipeline
     if pipeline is not None:
