@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from .harness import World
-
-# The scripted faults every crash and concurrency run carries on top of the clean scenario:
-# one key fails with a retryable 503 on its first submission, one is refused for good.
-RETRYABLE_ITEM = "item-00001"
-PERMANENT_ITEM = "item-00002"
-SCENARIO: dict[str, Any] = {
-    "name": "proof",
-    "batch_polls_to_complete": 1,
-    "interaction_polls_to_complete": 1,
-    "retry_delay_s": 0.01,
-    "scripts": [
-        {"match": f"*:{RETRYABLE_ITEM}:*", "steps": ["503", "ok"]},
-        {"match": f"*:{PERMANENT_ITEM}:*", "steps": ["400"]},
-    ],
-}
+from .matrix import SCENARIO
 
 
 @pytest.fixture

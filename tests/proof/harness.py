@@ -222,7 +222,7 @@ class World:
         """The variables that define this world (ledger, emulator, items, destination)."""
         env = {
             "LEDGER_DATABASE_URL": self.ledger_url,
-            pipelines.ITEMS_ENV: str(self.items),
+            f"{pipelines.ITEMS_ENV}_{self.channel.name.upper()}": str(self.items),
             pipelines.OUT_ENV: str(self.out_dir),
             pipelines.COMPLETIONS_ENV: str(self.completions_file),
             # Direct retries within a run: milliseconds, not seconds.
@@ -383,9 +383,15 @@ class World:
         return open_ledger(self.ledger_url)
 
     def completions(self) -> Counter[str]:
+        """Side-effect completions per key of this world's pipeline (the log may be shared)."""
         if not self.completions_file.exists():
             return Counter()
-        return Counter(self.completions_file.read_text(encoding="utf-8").split())
+        prefix = f"{self.channel.pipeline}:"
+        return Counter(
+            k
+            for k in self.completions_file.read_text(encoding="utf-8").split()
+            if k.startswith(prefix)
+        )
 
     def in_hand(self) -> set[str]:
         """Keys whose side effect completed but whose ``consumed`` was not recorded: after a

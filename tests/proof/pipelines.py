@@ -5,7 +5,8 @@ takes ``module:attr``). Everything comes from the environment, so a subprocess t
 same world as the test that started it:
 
 - ``PROOF_ITEMS``: how many items a day has (``item-00000`` ...); generated, so a night of
-  10,000 items needs no data file;
+  10,000 items needs no data file; ``PROOF_ITEMS_BATCH`` / ``_BACKGROUND`` / ``_DIRECT``
+  override it for one channel (a night runs 10,000 batch and 2,000 background items);
 - ``PROOF_EMOJI_EVERY``: every N-th item's text is emoji only (no letters: the emulator's
   ``empty_when_no_letters`` answers it with nothing, which must park as ``schema``); 0: none;
 - ``PROOF_OUT``: directory the side effect writes one JSON file per key into (an
@@ -73,8 +74,12 @@ def item_text(i: int) -> str:
     return f"Write a short note about topic number {i}."
 
 
-def _items(day: date) -> Iterator[int]:
-    yield from range(int(os.environ.get(ITEMS_ENV, "0") or 0))
+def _items_of(channel: Channel) -> Any:
+    def items(day: date) -> Iterator[int]:
+        raw = os.environ.get(f"{ITEMS_ENV}_{channel.value.upper()}") or os.environ.get(ITEMS_ENV)
+        yield from range(int(raw or 0))
+
+    return items
 
 
 def _prompt(i: int) -> Prompt:
@@ -113,7 +118,7 @@ def _pipeline(name: str, channel: Channel) -> Pipeline[int]:
         model="gemini-2.5-flash",
         channel=channel,
         output=Note,
-        load_items=_items,
+        load_items=_items_of(channel),
         key_of=lambda i, day: f"{name}:{day.isoformat()}:{item_name(i)}:v1",
         build_prompt=_prompt,
         on_result=_deliver(channel),

@@ -8,31 +8,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import World
-
-# (channel, point, ticks run before the armed one so that the point is reachable)
-MATRIX = [
-    ("batch", "batch.after_reserve", 0),
-    ("batch", "batch.after_upload", 0),
-    ("batch", "batch.after_create", 0),
-    ("batch", "batch.after_bind", 0),
-    ("batch", "batch.reconcile.after_chunk", 1),
-    ("batch", "batch.after_done", 1),
-    ("batch", "batch.inside_side_effect", 1),
-    ("batch", "batch.before_consume", 1),
-    ("background", "background.after_reserve", 0),
-    ("background", "background.after_create", 0),
-    ("background", "background.after_bind", 0),
-    ("background", "background.after_reclaim", 1),
-    ("background", "background.after_done", 1),
-    ("background", "background.inside_side_effect", 1),
-    ("background", "background.before_consume", 1),
-    ("direct", "direct.after_reserve", 0),
-    ("direct", "direct.before_call", 0),
-    ("direct", "direct.after_call", 0),
-    ("direct", "direct.after_record", 0),
-    ("direct", "direct.before_side_effect", 0),
-    ("direct", "direct.after_side_effect", 0),
-]
+from .matrix import MATRIX
 
 
 @pytest.mark.parametrize(("channel", "point", "prep"), MATRIX, ids=[m[1] for m in MATRIX])
