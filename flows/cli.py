@@ -320,7 +320,7 @@ def dead_letter(
 
     from flows._ledger import open_ledger
     from flows.direct import today_utc
-    from flows.summary import build_summary
+    from flows.summary import LOOKBACK_DAYS, build_summary
 
     the_day = date_.fromisoformat(day) if day else today_utc()
     report = build_summary(open_ledger(), the_day)
@@ -328,9 +328,7 @@ def dead_letter(
         _print_json(report)
         return
     parked = report["parked"]
-    since = f"since {report['baseline_day']}" if report["baseline_day"] else "no baseline"
-    delta = "n/a" if parked["delta"] is None else f"{parked['delta']:+d}"
-    table = Table(title=f"dead letters on {report['day']}: {parked['total']} ({delta} {since})")
+    table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):
         table.add_column(column, justify="left" if column == "error class" else "right")
     for row in report["parked_by_class"]:
@@ -341,6 +339,10 @@ def dead_letter(
             "n/a" if row["delta"] is None else f"{row['delta']:+d}",
         )
     console.print(table)
+    if parked["delta"] is None:
+        console.print(f"change: no snapshot in the last {LOOKBACK_DAYS} days to compare with")
+    else:
+        console.print(f"change: {parked['delta']:+d} since {report['baseline_day']}")
     statuses = "  ".join(f"{s} {n}" for s, n in report["by_status"].items())
     console.print(f"jobs {report['jobs']}: {statuses or 'none'}")
     tokens, cost = report["tokens"], report["cost"]
