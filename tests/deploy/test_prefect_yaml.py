@@ -2,7 +2,9 @@
 
 One Prefect server subprocess (own PREFECT_HOME, fresh database) serves the whole module; the
 deployments are read back through the Prefect client. Broken copies of the file (bad
-timezone, bad entrypoint, wrongly typed parameter) must be refused and create nothing.
+timezone, bad entrypoint, wrongly typed parameter) must be refused and create nothing. A real
+process worker runs one deployment from this checkout, and the webhook receiver, pointed at
+the server, starts runs of the reconcile deployment.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
 
 @dataclass
 class Server:
+    """The running server: its API URL and the environment that points the CLI at it."""
+
     url: str
     env: dict[str, str]
 
