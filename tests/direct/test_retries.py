@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -107,3 +108,23 @@ def test_server_retry_delay_is_honoured(direct_env, monkeypatch):
     assert (job.status, job.attempts) == ("consumed", 2)
     assert job.reserved_at is not None and job.last_failure_at is not None
     assert job.reserved_at - job.last_failure_at >= 0.5
+
+
+@pytest.mark.postgres
+def test_direct_run_on_postgresql(direct_env, monkeypatch, postgres_url):
+    """The same outcomes on a PostgreSQL ledger: retried to done, permanent parked at once."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", postgres_url)
+    scripted(direct_env, {"pg1": ["503", "ok"], "pg2": ["400"]})
+    report, _ = _run(monkeypatch, "pg1,pg2")
+    ledger = open_ledger(postgres_url)
+    try:
+        first, second = ledger.get(key_of("pg1")), ledger.get(key_of("pg2"))
+        assert (first.status, first.attempts) == ("consumed", 2)
+        assert (second.status, second.error_class, second.attempts) == (
+            "parked",
+            "permanent:400",
+            1,
+        )
+        assert report["outcomes"] == {"done": 1, "parked": 1}
+    finally:
+        ledger.dispose()
