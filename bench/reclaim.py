@@ -109,19 +109,22 @@ def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
         poll_all(jobs, Article, max_concurrency=1)
         sequential_raw = time.perf_counter() - t
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         report = reclaim_interactions.fn(PIPELINE, max_concurrency=concurrency)
-        step = time.perf_counter() - t
+        step, cpu = time.perf_counter() - t, time.process_time() - cpu
         assert report["completed"] == n, report
         gets = emu.stats()["requests"]["GET /v1/interactions/{id}"]
         assert gets == 3 * n, gets  # each handle polled once per method: no hidden retries
 
     floor = n * latency_ms / 1000 / concurrency
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (other work shares them)")
     print(f"one after another, SDK client .get():        {sequential_sdk:7.2f} s")
     print(f"one after another, this poller (1 in flight): {sequential_raw:7.2f} s")
     print(
         f"reclaim step, {concurrency} in flight (+ bulk apply): {step:7.2f} s"
-        f"   (poll {report['poll_seconds']:.2f} s; latency floor {floor:.2f} s)"
+        f"   (poll {report['poll_seconds']:.2f} s, {cpu:.2f} s CPU in this process;"
+        f" latency floor {floor:.2f} s)"
     )
     print(
         f"speed-up: {sequential_sdk / step:5.1f}x vs the SDK loop,"
