@@ -9,6 +9,7 @@ to open the Prefect UI on this run. Everything it writes lives under ``var/demo/
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -93,6 +94,14 @@ def run_demo(
             "ARTICLES_DIR": str((root / "articles").resolve()),
             "PREFECT_HOME": str(prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # A fresh temporary server migrates its database first: slow on a busy machine.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get(
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"
+            ),
+            # Flow and task logs still reach the Prefect UI; the terminal shows our progress.
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
         }
     )
     os.environ.setdefault("GEMINI_API_KEY", "demo-key-for-the-local-emulator")
@@ -125,6 +134,7 @@ def run_demo(
         }
         preview = replay(execute=False, limit=20)
         stats = emu.stats()
+        stats["base_url"] = emu.base_url
     result = DemoResult(
         ledger_url=ledger_url,
         ticks=ticks,
@@ -133,8 +143,21 @@ def run_demo(
         prefect_home=prefect_home,
     )
     _report(out, ledger, result, stats)
+    (root / "report.json").write_text(json.dumps(_as_json(result, stats), indent=2))
     ledger.dispose()
     return result
+
+
+def _as_json(result: DemoResult, stats: dict[str, Any]) -> dict[str, Any]:
+    """The report in a form a test (or a script) can check against the ledger."""
+    return {
+        "ledger_url": result.ledger_url,
+        "ticks": result.ticks,
+        "pipelines": {name: counts.as_dict() for name, counts in result.counts.items()},
+        "replay_would_return": result.replay_preview.get("scanned", 0),
+        "emulator_submissions": sum(stats.get("submissions", {}).values()),
+        "emulator_url": stats.get("base_url"),
+    }
 
 
 def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, Any]) -> None:
@@ -171,10 +194,16 @@ def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, A
         f"attempts recorded {sum(c.attempts for c in result.counts.values())},"
         f" submissions the emulator saw {sum(billed.values())}"
     )
-    would = result.replay_preview.get("would_replay", [])
+    plan = result.replay_preview.get("jobs", [])
+    by_class: dict[str, int] = {}
+    for job in plan:
+        by_class[job["error_class"]] = by_class.get(job["error_class"], 0) + 1
+    parked_total = sum(sum(c.by_error_class.values()) for c in result.counts.values())
+    classes = ", ".join(f"{c} {n}" for c, n in sorted(by_class.items())) or "none"
     out.print(
-        f"replay (dry run): would return {len(would)} parked job(s) to their channel;"
-        " run `gemini-ledger replay --execute` after fixing the cause."
+        f"replay (dry run, limit 20): would return {len(plan)} of {parked_total} parked"
+        f" job(s) to their channel, oldest first ({classes}); after fixing a cause, run"
+        " `gemini-ledger replay --error-class CLASS --execute`."
     )
     out.print(
         "Prefect UI on this run: "
