@@ -49,6 +49,8 @@ TOLERANCE_S = 300.0
 
 # Longest webhook-id the ledger column takes (WebhookDelivery.webhook_id).
 MAX_WEBHOOK_ID = 256
+# A delivery recorded this long ago and still unprocessed was lost by a dead receiver.
+STALLED_AFTER_S = 60.0
 
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
@@ -188,6 +190,15 @@ def build_app(
             return
         ledger.mark_delivery_processed(webhook_id)
 
+    def _stalled(webhook_id: str) -> bool:
+        # A delivery recorded long ago but never processed (the receiver died before it
+        # handed the job off): the sender's retry is processed after all. A repeat that
+        # arrives while the first is still being handed off is not.
+        state = ledger.delivery(webhook_id)
+        return (
+            state is not None and state[1] is None and ledger.clock() - state[0] > STALLED_AFTER_S
+        )
+
     async def receive(request: Request) -> Response:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -207,7 +218,7 @@ def build_app(
         first = await run_in_threadpool(
             ledger.record_delivery, webhook_id, event_type=event.type, subject=event.subject
         )
-        if not first:
+        if not first and not await run_in_threadpool(_stalled, webhook_id):
             log.info("webhook %s %s %s: repeat, ignored", shown_id, event.type, event.subject)
             return JSONResponse({"status": "duplicate"})
         log.info("webhook %s %s %s: accepted", shown_id, event.type, event.subject)
