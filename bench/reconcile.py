@@ -150,8 +150,7 @@ def make_output(path: Path, n: int, seed: int = 1) -> dict[str, int]:
         # A few lines a real file may carry: duplicates and keys that were never sent.
         for i in range(0, min(n, 50)):
             buf.append(
-                orjson.dumps({"key": key_of(i), "error": _error(503, "UNAVAILABLE", "dup")})
-                + b"\n"
+                orjson.dumps({"key": key_of(i), "error": _error(503, "UNAVAILABLE", "dup")}) + b"\n"
             )
         for i in range(20):
             buf.append(orjson.dumps({"key": f"unknown:{i}", "error": _error(500, "INTERNAL", "x")}))
@@ -175,7 +174,9 @@ def make_ledger(url: str, n: int) -> None:
         }
     ).decode()
     ledger.enroll(
-        (NewJob(key_of(i), payload) for i in range(n)), pipeline="reviews", channel="batch",
+        (NewJob(key_of(i), payload) for i in range(n)),
+        pipeline="reviews",
+        channel="batch",
         model=MODEL,
     )
     got = ledger.reserve(pipeline="reviews", limit=n, reservation=RESERVATION, batch_model=MODEL)
@@ -197,7 +198,22 @@ def reconcile_once(url: str, output: Path) -> dict[str, object]:
 
     ledger = Ledger(url)
     ledger.counts(pipeline="reviews")  # warm the connection and schema check
+    # CPU time spent applying chunks (on the writer thread): a figure that other processes
+    # competing for the cores do not distort, unlike wall time.
+    apply_cpu = [0.0]
+    for verb in ("apply_results", "apply_failures"):
+        original = getattr(ledger, verb)
+
+        def timed(*a: object, _f: object = original, **k: object) -> object:
+            t0 = time.thread_time()
+            try:
+                return _f(*a, **k)  # type: ignore[operator]
+            finally:
+                apply_cpu[0] += time.thread_time() - t0
+
+        setattr(ledger, verb, timed)
     base = _maxrss_mb()
+    cpu0 = time.process_time()
     t = time.perf_counter()
     counts = reconcile_lines(
         ledger,
@@ -209,10 +225,14 @@ def reconcile_once(url: str, output: Path) -> dict[str, object]:
         scratch_dir=str(output.parent),
     )
     seconds = time.perf_counter() - t
+    cpu = time.process_time() - cpu0
     peak = _maxrss_mb()
     return {
         "lines": counts.lines,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "apply_cpu_seconds": apply_cpu[0],
+        "applied": counts.succeeded + counts.failed,
         "rss_base_mb": base,
         "rss_peak_mb": peak,
         "rss_growth_mb": peak - base,
@@ -221,13 +241,14 @@ def reconcile_once(url: str, output: Path) -> dict[str, object]:
 
 
 def parse_floor(output: Path) -> tuple[int, float, float]:
-    """(lines, seconds reading + orjson.loads only, seconds parse + validate, no database)."""
+    """(lines, CPU seconds reading + orjson.loads only, CPU seconds parse + validate, no
+    database); single-threaded, so CPU seconds are what the work costs on one core."""
     from flows._batch_io import iter_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import parse_output_line
 
     loads = orjson.loads
-    t = time.perf_counter()
+    t = time.process_time()
     n = 0
     for line in iter_lines(output):
         try:
@@ -235,16 +256,16 @@ def parse_floor(output: Path) -> tuple[int, float, float]:
         except orjson.JSONDecodeError:
             pass
         n += 1
-    decode_s = time.perf_counter() - t
-    t = time.perf_counter()
+    decode_s = time.process_time() - t
+    t = time.process_time()
     for line in iter_lines(output):
         parse_output_line(line, ReviewLabel)
-    validate_s = time.perf_counter() - t
+    validate_s = time.process_time() - t
     return n, decode_s, validate_s
 
 
 def resubmission_rate(url: str, n: int) -> tuple[int, float, float]:
-    """(rows, seconds to reserve them, seconds to write their JSONL from the ledger)."""
+    """(rows, seconds to reserve them, CPU seconds to write their JSONL from the ledger)."""
     from flows._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
     from ledger import Ledger
@@ -256,10 +277,12 @@ def resubmission_rate(url: str, n: int) -> tuple[int, float, float]:
     reserve_s = time.perf_counter() - t
     schema = ReviewLabel.model_json_schema()
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as fh:
-        t = time.perf_counter()
-        rows = write_requests(((r.key, r.payload) for r in ledger.stream_reserved("gl-resubmit")), schema, fh)
+        t = time.process_time()
+        rows = write_requests(
+            ((r.key, r.payload) for r in ledger.stream_reserved("gl-resubmit")), schema, fh
+        )
         fh.flush()
-        write_s = time.perf_counter() - t
+        write_s = time.process_time() - t
     assert rows == got == n, (rows, got, n)
     return rows, reserve_s, write_s
 
@@ -271,7 +294,10 @@ def _child(args: argparse.Namespace) -> None:
 def _measure_in_subprocess(url: str, output: Path) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--url", url, "--output", str(output)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -324,32 +350,59 @@ def main() -> None:
         from ledger import Ledger, NewJob
 
         payload = orjson.dumps(
-            {"text": "Great app, but it drains my battery 🔋", "system": "Label it.",
-             "temperature": 0.0}
+            {
+                "text": "Great app, but it drains my battery 🔋",
+                "system": "Label it.",
+                "temperature": 0.0,
+            }
         ).decode()
         Ledger(resub_url, chunk_size=50_000).enroll(
-            (NewJob(key_of(i), payload) for i in range(args.lines)), pipeline="resubmit",
-            channel="batch", model=MODEL,
+            (NewJob(key_of(i), payload) for i in range(args.lines)),
+            pipeline="resubmit",
+            channel="batch",
+            model=MODEL,
         )
         rows, reserve_s, write_s = resubmission_rate(resub_url, args.lines)
 
     growth_small = float(small["rss_growth_mb"])  # type: ignore[arg-type]
     growth_full = float(full["rss_growth_mb"])  # type: ignore[arg-type]
+    cpu = float(full["cpu_seconds"])  # type: ignore[arg-type]
+    apply_cpu = float(full["apply_cpu_seconds"])  # type: ignore[arg-type]
+    applied = int(full["applied"])  # type: ignore[call-overload]
+    load = os.getloadavg()[0]
     print()
-    print(f"reconciled into SQLite (parse + validate + apply): {rate:>12,.0f} lines/s"
-          f"  ({lines:,} lines in {float(full['seconds']):.2f} s)  goal >= 100,000")  # type: ignore[arg-type]
-    print(f"floor, read + orjson.loads only:                   {floor_rate:>12,.0f} lines/s"
-          f"  (reconcile runs at {rate / floor_rate:.0%} of it)")
-    print(f"parse + validate, no database:                     {validate_rate:>12,.0f} lines/s"
-          f"  (reconcile runs at {rate / validate_rate:.0%} of it)")
-    print(f"peak memory growth, {args.small:,} lines:  {growth_small:8.1f} MB"
-          f"  (rss {float(small['rss_peak_mb']):.0f} MB)")  # type: ignore[arg-type]
-    print(f"peak memory growth, {args.lines:,} lines: {growth_full:8.1f} MB"
-          f"  (rss {float(full['rss_peak_mb']):.0f} MB)"  # type: ignore[arg-type]
-          f"  difference {growth_full - growth_small:+.1f} MB, goal within 50 MB")
-    print(f"resubmission JSONL from the ledger:                {rows / write_s:>12,.0f} rows/s"
-          f"  ({rows:,} rows in {write_s:.2f} s; reserving them took {reserve_s:.2f} s)"
-          "  goal >= 200,000")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load:.1f} at the end (wall-clock"
+        " rates fall with the load; CPU-time rates do not)"
+    )
+    print(
+        f"reconciled into SQLite (parse + validate + apply), wall: {rate:>10,.0f} lines/s"
+        f"  ({lines:,} lines in {float(full['seconds']):.1f} s)  goal >= 100,000"
+    )  # type: ignore[arg-type]
+    print(f"  per CPU-second of the process (both threads):         {lines / cpu:>10,.0f} lines/s")
+    print(
+        f"  of which the ledger's bulk UPDATEs (writer thread):   {applied / apply_cpu:>10,.0f} rows"
+        f" per CPU-second ({apply_cpu / cpu:.0%} of the CPU)"
+    )
+    print(f"floor, read + orjson.loads only (CPU):                  {floor_rate:>10,.0f} lines/s")
+    print(
+        f"parse + validate, no database (CPU):                    {validate_rate:>10,.0f} lines/s"
+        f"  (reconcile per CPU-second is {lines / cpu / validate_rate:.0%} of it)"
+    )
+    print(
+        f"peak memory growth, {args.small:,} lines:   {growth_small:6.1f} MB"
+        f"  (rss {float(small['rss_peak_mb']):.0f} MB)"
+    )  # type: ignore[arg-type]
+    print(
+        f"peak memory growth, {args.lines:,} lines: {growth_full:6.1f} MB"
+        f"  (rss {float(full['rss_peak_mb']):.0f} MB)"  # type: ignore[arg-type]
+        f"  difference {growth_full - growth_small:+.1f} MB, goal within 50 MB"
+    )
+    print(
+        f"resubmission JSONL from the ledger (CPU):               {rows / write_s:>10,.0f} rows/s"
+        f"  ({rows:,} rows in {write_s:.1f} CPU s; reserving them took {reserve_s:.1f} s wall)"
+        "  goal >= 200,000"
+    )
     print(f"counts: {json.dumps(full['counts'])}")
 
 
