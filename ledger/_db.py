@@ -135,9 +135,7 @@ def upgrade(engine: Engine, *, revision: str = "head") -> None:
     try:
         with engine.connect() as conn, conn.begin():
             if engine.dialect.name == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
-                )
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             command.upgrade(_alembic_config(conn), revision)
     except SQLAlchemyError as exc:
         raise LedgerConfigError(f"cannot migrate the ledger: {exc}") from exc

@@ -379,7 +379,7 @@ class Ledger:
         if not rows:
             return 0
         if not self._is_pg:
-            return int(conn.exec_driver_sql(sql, list(rows)).rowcount)  # type: ignore[arg-type]
+            return int(conn.exec_driver_sql(sql, list(rows)).rowcount)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(_pyformat(sql), rows, returning=returning)
