@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -55,6 +54,3 @@ def attempts_by_key(ledger: Ledger, pipeline: str) -> dict[str, int]:
 def submissions(emulator: Any, prefix: str) -> dict[str, int]:
     """The emulator's submissions per key, for keys of one pipeline."""
     return {k: n for k, n in emulator.stats()["submissions"].items() if k.startswith(prefix)}
-
-
-Check = Callable[..., Any]
