@@ -120,3 +120,24 @@ def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
     assert second["reconciled"] == 3 and second["consumed"] == 40
     assert emu.stats()["batches_created"] == 3
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="chunked")} == {("consumed", 1)}
+
+
+def test_a_refused_batch_create_fails_the_reserved_rows(
+    batch_env: dict[str, Any], monkeypatch
+) -> None:
+    """batches.create answered with an API error (here a real 404 from the emulator for a
+    file that does not exist): every reserved row gets the classified failure, counted as an
+    attempt, and the batch reservation is closed rather than left for orphan recovery."""
+    import flows.batch as batch
+
+    batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
+    monkeypatch.setattr(batch, "upload_requests", lambda *a, **k: "files/never-uploaded")
+    report = batch_tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY)
+    assert report["submitted"] == 0 and report["batch"] is None
+    assert report["submit"]["refused"] == {"parked permanent:404": 40}
+    ledger = open_ledger()
+    assert {(j.status, j.error_class, j.attempts) for j in ledger.jobs(pipeline="small")} == {
+        ("parked", "permanent:404", 1)
+    }
+    assert not ledger.stale_batches(pipeline="small", older_than=-1.0)
+    assert batch_env["emulator"].stats()["batches_created"] == 0
