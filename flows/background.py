@@ -27,7 +27,8 @@ What the frequent schedule runs (:func:`background_tick`), in this order:
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.
    A create that fails with an API error is classified and recorded against the reservation.
 
-Crash points (``flows.crash``): ``background.after_reserve``, ``background.after_create``
+Crash points (``flows.crash``): ``background.after_reserve``, ``background.after_take_over``
+(a stale reservation taken over, not yet resubmitted), ``background.after_create``
 (before bind), ``background.after_bind``, ``background.after_reclaim``,
 ``background.after_done`` (before the side effect), ``background.inside_side_effect`` (in the
 example pipelines' ``on_result``, after the file is written), ``background.before_consume``.
@@ -195,6 +196,8 @@ def resubmit_stale(pipeline: str, max_age_s: float, max_concurrency: int = 32) -
         for r in stale
         if ledger.take_over(r.key, old_reservation=r.reservation, new_reservation=token)
     ]
+    if won:
+        crash_point("background.after_take_over")
     _logger().warning(
         "%s: %d stale reservations, %d taken over and resubmitted (possible duplicates)",
         p.name,

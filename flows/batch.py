@@ -17,6 +17,7 @@ A tick, in order, then exit:
 
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
+``batch.reconcile.before_finish``,
 ``batch.after_done``, ``batch.inside_side_effect``, ``batch.before_consume``), and every
 boundary is one the next tick recovers from.
 
@@ -347,6 +348,8 @@ def reconcile_batch(
         "rows": standing,
         "seconds": round(time.monotonic() - started, 3),
     }
+    # Rows settled, the job not yet marked reconciled: the next poll reads it again.
+    crash_point("batch.reconcile.before_finish")
     finished = ledger.finish_batch(rec.name, state=state.lower(), summary=report)
     report["finished_now"] = finished
     log.info(
