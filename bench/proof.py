@@ -89,7 +89,7 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     started = time.monotonic()
     with RunningEmulator(scenario="clean", seed=7) as emu, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(emu.env())
-        for n, (channel, point, prep) in enumerate(MATRIX):
+        for n, (channel, kills, prep) in enumerate(MATRIX):
             emu.reset()
             emu.set_scenario(SCENARIO, seed=7)
             root = Path(tmp) / f"crash-{n}"
@@ -102,19 +102,19 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 prefect_api=prefect_api,
                 items=6,
             )
-            for _ in range(prep):
-                world.tick()
-            run = world.tick_subprocess(crash_at=point)
-            hit = run.killed and bool(run.trace) and run.trace[-1] == point
-            in_hand = world.in_hand()
+            runs, in_hand = world.kill_at(kills, prep=prep)
+            hit = len(runs) == len(kills) and all(
+                r.killed and r.trace and r.trace[-1] == p for p, r in zip(kills, runs, strict=False)
+            )
             world.settle(max_ticks=8)
             verdict = world.check(allowed_repeats=in_hand)
             held = hit and verdict.ok
+            point = " then ".join(kills)
             rows.append(
                 {
                     "what": f"kill {channel}",
                     "point": point,
-                    "hit": "yes" if hit else f"no (rc {run.returncode})",
+                    "hit": "yes" if hit else f"no (rc {[r.returncode for r in runs]})",
                     "ticks": world.ticks_run,
                     **verdict.as_dict(),
                     "held": held,

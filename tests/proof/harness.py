@@ -256,9 +256,12 @@ class World:
         self._runs += 1
         return self.root / f"trace-{self._runs}.txt"
 
-    def tick_subprocess(self, *, crash_at: str | None = None, timeout: float = 180) -> TickRun:
+    def tick_subprocess(
+        self, *, crash_at: str | None = None, stale_s: float | None = None, timeout: float = 180
+    ) -> TickRun:
         """One tick through the CLI in a real subprocess (as cron runs it), optionally armed
-        to SIGKILL itself at ``crash_at`` (``name`` or ``name@N``)."""
+        to SIGKILL itself at ``crash_at`` (``name`` or ``name@N``); ``stale_s=0`` makes it
+        take over whatever a dead tick left behind at once."""
         trace = self._trace_file()
         extra = {"GEMINI_LEDGER_CRASH_TRACE": str(trace)}
         if crash_at:
@@ -277,7 +280,7 @@ class World:
         proc = subprocess.run(
             cmd,
             cwd=ROOT,
-            env=self.subprocess_env(**extra),
+            env=self.subprocess_env(stale_s=stale_s, **extra),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -293,6 +296,23 @@ class World:
         if run.killed and run.trace:
             self.points_hit.append(run.trace[-1])
         return run
+
+    def kill_at(self, kills: tuple[str, ...], *, prep: int = 0) -> tuple[list[TickRun], set[str]]:
+        """``prep`` ticks here, then one subprocess tick armed at each point in turn (each
+        after the first takes the dead ticks' leftovers over at once: ``stale_s=0``). Stops
+        at a tick that was not killed. Returns the runs, and the keys in hand at a kill (their
+        side effect may run again)."""
+        for _ in range(prep):
+            self.tick()
+        runs: list[TickRun] = []
+        in_hand: set[str] = set()
+        for n, point in enumerate(kills):
+            run = self.tick_subprocess(crash_at=point, stale_s=0.0 if n else None)
+            runs.append(run)
+            if not run.killed:
+                break
+            in_hand |= self.in_hand()
+        return runs, in_hand
 
     def ticks_together(self, n: int, *, timeout: float = 240) -> list[TickRun]:
         """``n`` ticks in real subprocesses, released at the same moment: each imports
