@@ -256,6 +256,10 @@ class _ChunkWriter:
                 results = [r for r in results if r[0] not in repeated]
                 failures = [f for f in failures if f[0] not in repeated]
                 counts.duplicate_keys += before - len(results) - len(failures)
+        # Key order walks the primary key and the row pages once, whatever order the output
+        # file came in (a chunk's keys are distinct, so the order changes no outcome).
+        results.sort()
+        failures.sort(key=_first)
         ok = ledger.apply_results(results, handle=self.handle) if results else 0
         bad = (
             ledger.apply_failures(failures, handle=self.handle, policy=self.policy)
@@ -275,6 +279,10 @@ class _ChunkWriter:
                 counts.already_settled += members - ok - bad
         counts.chunks += 1
         crash_point("batch.reconcile.after_chunk")
+
+
+def _first(row: FailureRow) -> str:
+    return row[0]
 
 
 def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:

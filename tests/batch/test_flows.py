@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flows._ledger import open_ledger
@@ -35,6 +36,7 @@ def test_scripted_rows_end_in_their_exact_state(batch_env: dict[str, Any]) -> No
     first = batch_tick(pipeline=SCRIPTED, day=DAY)
     assert first["enrolled"] == 6 and first["submitted"] == 6 and first["batch"]
     second = batch_tick(pipeline=SCRIPTED, day=DAY)
+    assert json.loads(json.dumps(second)) == second  # the report is plain JSON
     assert second["reconciled"] == 1
     assert second["missing_from_output"] == 1
     assert second["succeeded"] == 1
