@@ -397,7 +397,7 @@ def main() -> None:
     print(f"floor, read + orjson.loads only (CPU):                  {floor_rate:>10,.0f} lines/s")
     print(
         f"parse + validate, no database (CPU):                    {validate_rate:>10,.0f} lines/s"
-        f"  (reconcile per CPU-second is {lines / cpu / validate_rate:.0%} of it)"
+        f"  (the parsing thread of reconcile runs at {lines / main_cpu / validate_rate:.0%} of it)"
     )
     print(
         f"peak memory growth, {args.small:,} lines:   {growth_small:6.1f} MB"
