@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -81,3 +82,26 @@ def test_shipped_reviews_example_runs_end_to_end(batch_env: dict[str, Any]) -> N
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["batch-tick-reviews"]))
         )
     assert artifacts and artifacts[-1].type == "table"
+
+
+def test_on_result_overwrites_by_key_in_its_own_database(tmp_path, monkeypatch) -> None:
+    """write_label upserts one row per key (idempotent) in REVIEWS_RESULTS_URL's database,
+    and review_labels is no table of the ledger's metadata or migrations."""
+    from sqlmodel import SQLModel
+
+    from flows.examples.reviews import write_label
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    monkeypatch.setenv("REVIEWS_RESULTS_URL", url)
+    key = "reviews:2026-11-22:rv-00007:v1"
+    write_label(key, ReviewLabel(category="bug", sentiment="negative", confidence=0.4))
+    write_label(key, ReviewLabel(category="bug", sentiment="negative", confidence=0.4))
+    write_label(key, {"category": "praise", "sentiment": "positive", "confidence": 0.9})
+    with results_engine().connect() as conn:
+        rows = conn.execute(
+            select(ReviewLabelRow.review_id, ReviewLabelRow.category, ReviewLabelRow.confidence)
+        ).all()
+    assert [tuple(r) for r in rows] == [("rv-00007", "praise", 0.9)]
+    assert "review_labels" not in SQLModel.metadata.tables
+    migrations = Path(__file__).resolve().parents[2] / "ledger" / "migrations"
+    assert not any("review_labels" in f.read_text() for f in migrations.rglob("*.py"))
