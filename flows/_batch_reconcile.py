@@ -32,6 +32,7 @@ from ledger import FailureRow, Ledger, LineSuccess, Policy, ResultRow, parse_out
 __all__ = ["LineCounts", "SeenKeys", "reconcile_lines"]
 
 DEFAULT_CHUNK = 20_000
+_THREADED_DEFAULT = True
 
 
 @dataclass
@@ -117,6 +118,7 @@ def reconcile_lines(
     policy: Policy,
     chunk_size: int = DEFAULT_CHUNK,
     scratch_dir: str | None = None,
+    threaded: bool | None = None,
 ) -> LineCounts:
     """Apply every line of one batch job's output to the rows submitted under ``handle``.
 
@@ -136,7 +138,13 @@ def reconcile_lines(
     # e.g. after a crash half-way) the keys met are kept on disk to tell the two apart.
     seen = None if _pristine(ledger, handle, reservation) else SeenKeys(scratch_dir)
     writer = _ChunkWriter(
-        ledger, seen, counts, handle=handle, reservation=reservation, policy=policy
+        ledger,
+        seen,
+        counts,
+        handle=handle,
+        reservation=reservation,
+        policy=policy,
+        threaded=_THREADED_DEFAULT if threaded is None else threaded,
     )
     parse = parse_output_line
     success = LineSuccess
@@ -204,6 +212,7 @@ class _ChunkWriter:
         handle: str,
         reservation: str,
         policy: Policy,
+        threaded: bool,
     ) -> None:
         self.ledger, self.seen, self.counts = ledger, seen, counts
         self.handle, self.reservation, self.policy = handle, reservation, policy
@@ -211,23 +220,30 @@ class _ChunkWriter:
         self._queue: queue.Queue[tuple[list[ResultRow], list[FailureRow]] | None] = queue.Queue(
             maxsize=1
         )
-        self._thread = threading.Thread(target=self._run, name="reconcile-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="reconcile-writer", daemon=True)
+            self._thread.start()
 
     def put(self, results: list[ResultRow], failures: list[FailureRow]) -> None:
+        if self._thread is None:
+            self._apply(results, failures)
+            return
         if self.error is not None:
             raise self.error
         self._queue.put((results, failures))
 
     def finish(self) -> None:
         """Wait for every chunk to be applied; re-raise the writer's error, if any."""
+        if self._thread is None:
+            return
         self._queue.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
 
     def stop(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
             self._thread.join(timeout=60)
