@@ -204,6 +204,14 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
         for key, value in data.items():
             rows.extend(_flatten(value, f"{prefix}{key}."))
         return rows
+    if isinstance(data, list) and any(isinstance(item, dict) for item in data):
+        # e.g. one entry per batch job reconciled: one block of rows each, numbered.
+        rows = []
+        for i, item in enumerate(data):
+            rows.extend(_flatten(item, f"{prefix}{i}."))
+        return rows
+    if isinstance(data, list):
+        return [(prefix.rstrip("."), ", ".join(str(item) for item in data))]
     return [(prefix.rstrip("."), data)]
 
 
