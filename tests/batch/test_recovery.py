@@ -231,3 +231,68 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
         "consumed": len(lines),
         "retryable": missing,
     }
+
+
+def test_killed_mid_reconcile_is_finished_by_the_next_tick(
+    batch_env: dict[str, Any], tmp_path: Path, monkeypatch
+) -> None:
+    """A tick killed after applying a chunk of output (job not yet marked reconciled) leaves
+    applied rows done; the next tick reads the output again, changes none of them, fails the
+    missing rows and finishes the job."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
+    batch_tick(pipeline=SMALL, day=DAY)
+    proc = _tick_in_subprocess(
+        {
+            "GEMINI_LEDGER_CRASH_AT": "batch.reconcile.after_chunk",
+            "PREFECT_API_URL": batch_env["prefect_api"],
+        },
+        tmp_path / "trace.txt",
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ledger = open_ledger()
+    by_status = ledger.counts(pipeline="small").by_status
+    missing = by_status["submitted"]
+    assert by_status == {"done": 40 - missing, "submitted": missing} and missing > 0
+    done_before = {j.key: (j.result, j.total_tokens) for j in ledger.jobs(status="done")}
+
+    report = batch_tick(pipeline=SMALL, day=DAY)
+    assert report["reconciled"] == 1
+    assert report["already_settled"] == 40 - missing and report["succeeded"] == 0
+    assert report["missing_from_output"] == missing
+    after = {j.key: (j.result, j.total_tokens) for j in ledger.jobs(pipeline="small")}
+    assert all(after[k] == v for k, v in done_before.items())  # tokens not counted twice
+    tick_until_settled(SMALL, "small", max_ticks=4)
+    assert attempts_by_key(ledger, "small") == submissions(emu, "small:")
+    assert ledger.counts(pipeline="small").total_tokens == emu.stats()["billed"]["total_tokens"]
+
+
+def test_killed_inside_the_side_effect_delivers_each_result_once(
+    batch_env: dict[str, Any], tmp_path: Path, monkeypatch
+) -> None:
+    """A tick killed inside on_result leaves its claimed rows done; the next tick (once the
+    claim is stale) runs the idempotent side effect again and consumes every row once."""
+    from sqlalchemy import func, select
+
+    from flows.examples.reviews import ReviewLabelRow, results_engine
+
+    batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
+    batch_tick(pipeline=SMALL, day=DAY)
+    proc = _tick_in_subprocess(
+        {
+            "GEMINI_LEDGER_CRASH_AT": "batch.inside_side_effect@3",
+            "PREFECT_API_URL": batch_env["prefect_api"],
+        },
+        tmp_path / "trace.txt",
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ledger = open_ledger()
+    assert ledger.counts(pipeline="small").by_status == {"done": 40}
+    with results_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 3
+    monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
+    report = batch_tick(pipeline=SMALL, day=DAY)
+    assert report["consumed"] == 40 and report["submitted"] == 0
+    with results_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 40
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="small")} == {("consumed", 1)}
