@@ -163,6 +163,7 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 console.print(
                     f"  4 {channel} ticks at once on {backend}: {'held' if held else 'BROKEN'}"
                 )
+    _drop_databases()
     console.print(_table(f"proof under faults ({time.monotonic() - started:.0f} s)", rows))
     hits = sum(1 for r in rows if r["hit"] == "yes")
     console.print(
@@ -173,7 +174,11 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     return all(r["held"] for r in rows)
 
 
+_created_databases: list[tuple[str, str]] = []
+
+
 def _fresh_postgres(base_url: str) -> str:
+    """A new PostgreSQL database next to ``base_url``'s (dropped by :func:`_drop_databases`)."""
     import uuid
 
     from sqlalchemy import create_engine, text
@@ -185,7 +190,19 @@ def _fresh_postgres(base_url: str) -> str:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
+    _created_databases.append((base_url, name))
     return admin_url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_databases() -> None:
+    from sqlalchemy import create_engine, text
+
+    for base_url, name in _created_databases:
+        admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    _created_databases.clear()
 
 
 def run_scale(prefect_api: str, args: argparse.Namespace) -> bool:
