@@ -44,7 +44,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 # Wide enough for the table when the output goes to a file or a pipe.
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 250)
 
 COLUMNS = (
     "ticks",
