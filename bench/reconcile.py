@@ -27,6 +27,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,7 +192,7 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def reconcile_once(url: str, output: Path) -> dict[str, object]:
+def reconcile_once(url: str, output: Path, writer: str = "thread") -> dict[str, object]:
     """Reconcile ``output`` into the ledger at ``url`` (what the flow's core does)."""
     from flows._batch_io import iter_lines
     from flows._batch_reconcile import reconcile_lines
@@ -226,8 +227,10 @@ def reconcile_once(url: str, output: Path) -> dict[str, object]:
         schema=ReviewLabel,
         policy=Policy(),
         scratch_dir=str(output.parent),
+        writer=writer,  # type: ignore[arg-type]
     )
     seconds = time.perf_counter() - t
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the writer process, if any
     cpu = time.process_time() - cpu0
     main_cpu = time.thread_time() - main0
     peak = _maxrss_mb()
@@ -237,6 +240,8 @@ def reconcile_once(url: str, output: Path) -> dict[str, object]:
         "cpu_seconds": cpu,
         "apply_cpu_seconds": apply_cpu[0],
         "main_cpu_seconds": main_cpu,
+        "child_cpu_seconds": children.ru_utime + children.ru_stime,
+        "child_rss_mb": children.ru_maxrss / 1024.0,
         "writer_cpu_seconds": cpu - main_cpu,
         "applied": counts.succeeded + counts.failed,
         "rss_base_mb": base,
@@ -292,12 +297,22 @@ def resubmission_rate(url: str, n: int) -> tuple[int, float, float]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    print(json.dumps(reconcile_once(args.url, Path(args.output))))
+    print(json.dumps(reconcile_once(args.url, Path(args.output), args.writer)))
 
 
-def _measure_in_subprocess(url: str, output: Path) -> dict[str, Any]:
+def _measure_in_subprocess(url: str, output: Path, writer: str = "thread") -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", "--url", url, "--output", str(output)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--url",
+            url,
+            "--output",
+            str(output),
+            "--writer",
+            writer,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -330,6 +345,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--writer", default="thread", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
@@ -343,7 +359,12 @@ def main() -> None:
         print(f"  mix: {dict(sorted(kinds.items()))}")
 
         small = _measure_in_subprocess(small_url, small_out)
+        # The same file once more, applied by a writer process, on a copy of the ledger.
+        copy = tmp / "ledger-copy.db"
+        shutil.copyfile(url.removeprefix("sqlite:///"), copy)
         full = _measure_in_subprocess(url, output)
+        proc = _measure_in_subprocess(f"sqlite:///{copy}", output, "process")
+        copy.unlink()
         lines = int(full["lines"])
         rate = lines / float(full["seconds"])
         n_floor, decode_s, validate_s = parse_floor(output)
@@ -393,6 +414,14 @@ def main() -> None:
     print(
         f"  parsing thread {main_cpu:.1f} CPU s, writer thread {writer_cpu:.1f} CPU s: the wall"
         f" rate cannot beat the busier thread, {lines / max(main_cpu, writer_cpu):,.0f} lines/s"
+    )
+    p_lines, p_wall = int(proc["lines"]), float(proc["seconds"])
+    p_main, p_child = float(proc["main_cpu_seconds"]), float(proc["child_cpu_seconds"])
+    print(
+        f"same file, writer process (writer=process):           {p_lines / p_wall:>10,.0f} lines/s"
+        f" wall; parser {p_main:.1f} CPU s, writer process {p_child:.1f} CPU s: bound"
+        f" {p_lines / max(p_main, p_child):,.0f} lines/s given a free core"
+        f" (writer process peak rss {float(proc['child_rss_mb']):.0f} MB)"
     )
     print(f"floor, read + orjson.loads only (CPU):                  {floor_rate:>10,.0f} lines/s")
     print(

@@ -17,22 +17,48 @@ import contextlib
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel
 
 from flows.crash import crash_point
-from ledger import FailureRow, Ledger, LineSuccess, Policy, ResultRow, parse_output_line
+from ledger import (
+    FailureRow,
+    Ledger,
+    LineSuccess,
+    Policy,
+    ResultRow,
+    parse_output_line,
+    redact,
+)
 
-__all__ = ["LineCounts", "SeenKeys", "reconcile_lines"]
+__all__ = [
+    "PROCESS_WRITER_BYTES",
+    "WRITER_ENV",
+    "LineCounts",
+    "SeenKeys",
+    "Writer",
+    "reconcile_lines",
+    "writer_for",
+]
 
 DEFAULT_CHUNK = 20_000
-_THREADED_DEFAULT = True
+# With GEMINI_LEDGER_RECONCILE_WRITER=auto, output files at least this large (about 180,000
+# lines of a small schema) are applied by a writer process on SQLite: below it, starting the
+# process costs more than it saves.
+PROCESS_WRITER_BYTES = 64 << 20
+
+Writer = Literal["inline", "thread", "process"]
+WRITER_ENV = "GEMINI_LEDGER_RECONCILE_WRITER"
 
 
 @dataclass
@@ -118,7 +144,7 @@ def reconcile_lines(
     policy: Policy,
     chunk_size: int = DEFAULT_CHUNK,
     scratch_dir: str | None = None,
-    threaded: bool | None = None,
+    writer: Writer = "thread",
 ) -> LineCounts:
     """Apply every line of one batch job's output to the rows submitted under ``handle``.
 
@@ -126,9 +152,12 @@ def reconcile_lines(
     a row already settled). Rows the output never mentions are left ``submitted``: the caller
     fails them as ``missing_from_output`` once the whole file has been read.
 
-    Parsing runs in the calling thread while one writer thread applies the previous chunk:
-    sqlite3 and psycopg release the GIL while a statement runs, so the two overlap. At most
-    two chunks exist at once (one being parsed, one being applied).
+    ``writer`` says where chunks are applied while the calling thread parses the next one:
+    ``"thread"`` (psycopg waits on the server without the GIL, so the two overlap),
+    ``"process"`` (a writer process with its own connection: real parallelism on SQLite,
+    whose per-row steps hand the GIL back and forth with a parsing thread; it costs a second
+    to start, so it pays only for large files, see :func:`writer_for`) or ``"inline"``. At
+    most two chunks exist at once (one being parsed, one being applied).
     """
     counts = LineCounts()
     # A line is applied only while its row is still submitted under this job, so every
@@ -136,16 +165,29 @@ def reconcile_lines(
     # before this pass (the usual first reconcile), a refused line for a member of the batch
     # can only repeat an earlier line: no key needs remembering. Otherwise (a second pass,
     # e.g. after a crash half-way) the keys met are kept on disk to tell the two apart.
-    seen = None if _pristine(ledger, handle, reservation) else SeenKeys(scratch_dir)
-    writer = _ChunkWriter(
-        ledger,
-        seen,
-        counts,
-        handle=handle,
-        reservation=reservation,
-        policy=policy,
-        threaded=_THREADED_DEFAULT if threaded is None else threaded,
-    )
+    pristine = _pristine(ledger, handle, reservation)
+    seen: SeenKeys | None = None
+    sink: _ChunkWriter | _ProcessWriter
+    if writer == "process":
+        sink = _ProcessWriter(
+            ledger.engine.url.render_as_string(hide_password=False),
+            handle=handle,
+            reservation=reservation,
+            policy=policy,
+            pristine=pristine,
+            scratch_dir=scratch_dir,
+        )
+    else:
+        seen = None if pristine else SeenKeys(scratch_dir)
+        sink = _ChunkWriter(
+            ledger,
+            seen,
+            counts,
+            handle=handle,
+            reservation=reservation,
+            policy=policy,
+            threaded=writer == "thread",
+        )
     parse = parse_output_line
     success = LineSuccess
     to_json = schema.__pydantic_serializer__.to_json
@@ -173,8 +215,9 @@ def reconcile_lines(
             cand_t += usage[1]
             total_t += usage[2]
             if type(out) is success:
+                # A plain tuple in ResultRow's field order: cheaper to build and to pickle.
                 results.append(
-                    ResultRow(key, to_json(out.result).decode(), usage[0], usage[1], usage[2])
+                    (key, to_json(out.result).decode(), usage[0], usage[1], usage[2])  # type: ignore[arg-type]
                 )
             else:
                 failure = out.failure  # type: ignore[union-attr]
@@ -183,15 +226,19 @@ def reconcile_lines(
                 codes[failure.error_class] += 1
                 failures.append(FailureRow(key, failure, usage[0], usage[1], usage[2]))
             if len(in_chunk) >= chunk_size:
-                writer.put(results, failures)
+                sink.put(results, failures)
                 results, failures, in_chunk = [], [], set()
         if in_chunk:
-            writer.put(results, failures)
-        writer.finish()
+            sink.put(results, failures)
+        applied = sink.finish()
     finally:
-        writer.stop()
+        sink.stop()
         if seen is not None:
             seen.close()
+    if applied is not None:  # counted in the writer process
+        counts.succeeded, counts.failed = applied["succeeded"], applied["failed"]
+        counts.unknown_keys, counts.already_settled = applied["unknown"], applied["settled"]
+        counts.duplicate_keys, counts.chunks = applied["duplicates"], applied["chunks"]
     counts.lines = lines_n
     counts.unparseable = unparseable
     counts.unkeyed = unkeyed
@@ -310,3 +357,148 @@ def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:
         n for (status, _), n in ledger.handle_counts(handle).items() if status == "submitted"
     )
     return submitted == record.rows
+
+
+def writer_for(ledger: Ledger, size_bytes: int) -> Writer:
+    """Where to apply the chunks of an output file of ``size_bytes`` (see reconcile_lines).
+
+    ``GEMINI_LEDGER_RECONCILE_WRITER`` chooses: ``thread`` (the default), ``inline``,
+    ``process``, or ``auto`` (a writer process for SQLite files of at least
+    :data:`PROCESS_WRITER_BYTES`, else a thread). The process pays off only where a core
+    is free for it; on a busy machine the thread is as fast (see bench/reconcile.py).
+    """
+    choice = os.environ.get(WRITER_ENV, "thread").strip().lower() or "thread"
+    if choice == "auto":
+        big = size_bytes >= PROCESS_WRITER_BYTES
+        return "process" if big and ledger.engine.dialect.name == "sqlite" else "thread"
+    if choice not in ("inline", "thread", "process"):
+        raise ValueError(f"{WRITER_ENV} must be thread, inline, process or auto, not {choice!r}")
+    return choice  # type: ignore[return-value]
+
+
+class _ProcessWriter:
+    """Chunks go over a pipe to a writer process that applies them with its own ledger.
+
+    The process is ``python -c`` importing this module (not multiprocessing's spawn, which
+    re-imports the caller's main module: a flow run from an unguarded script would run
+    twice). The pipe's small buffer is the back-pressure: a chunk is sent only once the
+    writer has taken the previous one, so at most two chunks exist at a time. If this
+    process is killed, the writer reads end-of-file and exits; what it applied stays applied.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        handle: str,
+        reservation: str,
+        policy: Policy,
+        pristine: bool,
+        scratch_dir: str | None,
+    ) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from flows._batch_reconcile import _writer_main; _writer_main()",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._send = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+        self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+        self._put(("start", (url, handle, reservation, policy, pristine, scratch_dir)))
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._send.send(item)
+        except OSError:  # BrokenPipeError included
+            self._raise_from_writer()
+
+    def put(self, results: list[ResultRow], failures: list[FailureRow]) -> None:
+        self._put((results, failures))
+        crash_point("batch.reconcile.after_chunk")
+
+    def finish(self) -> dict[str, int]:
+        self._put(None)
+        try:
+            kind, value = self._recv.recv()
+        except (EOFError, OSError):
+            self._raise_from_writer()
+        if kind != "ok":
+            raise RuntimeError(f"reconcile writer process failed: {value}")
+        self._proc.wait(timeout=60)
+        return dict(value)
+
+    def _raise_from_writer(self) -> NoReturn:
+        with contextlib.suppress(Exception):
+            if self._recv.poll(5):
+                kind, value = self._recv.recv()
+                if kind == "error":
+                    raise RuntimeError(f"reconcile writer process failed: {value}")
+        raise RuntimeError(f"reconcile writer process died (exit code {self._proc.poll()})")
+
+    def stop(self) -> None:
+        for conn in (self._send, self._recv):
+            with contextlib.suppress(OSError):
+                conn.close()
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _writer_main() -> None:
+    """The writer process: apply each chunk received on stdin; report counts on stdout."""
+    # The channel back is a copy of stdout; stdout itself goes to stderr, so a stray print
+    # or log line can never corrupt it.
+    back = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)
+    inbox = Connection(os.dup(0), writable=False)
+    seen: SeenKeys | None = None
+    try:
+        _, (url, handle, reservation, policy, pristine, scratch_dir) = inbox.recv()
+        seen = None if pristine else SeenKeys(scratch_dir)
+        counts = LineCounts()
+        ledger = Ledger(url, migrate=False)
+        writer = _ChunkWriter(
+            ledger,
+            seen,
+            counts,
+            handle=handle,
+            reservation=reservation,
+            policy=policy,
+            threaded=False,
+        )
+        while (item := inbox.recv()) is not None:
+            writer._apply(*item)
+        ledger.dispose()
+        back.send(
+            (
+                "ok",
+                {
+                    "succeeded": counts.succeeded,
+                    "failed": counts.failed,
+                    "unknown": counts.unknown_keys,
+                    "settled": counts.already_settled,
+                    "duplicates": counts.duplicate_keys,
+                    "chunks": counts.chunks,
+                },
+            )
+        )
+    except EOFError:
+        pass  # the parsing process is gone: stop; what was applied stays applied
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            back.send(("error", redact(f"{type(exc).__name__}: {exc}")))
+    finally:
+        if seen is not None:
+            seen.close()

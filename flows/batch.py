@@ -54,7 +54,7 @@ from flows._batch_io import (
     upload_requests,
     write_requests,
 )
-from flows._batch_reconcile import LineCounts, reconcile_lines
+from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._ledger import open_ledger
 from flows.crash import crash_point
 from flows.gateway import gemini_client
@@ -310,7 +310,7 @@ def reconcile_batch(
         if file_name is not None:
             with tempfile.TemporaryDirectory(prefix="gl-output-") as tmp:
                 path = Path(tmp) / "output.jsonl"
-                download_output(client, file_name, path)
+                size = download_output(client, file_name, path)
                 counts = reconcile_lines(
                     ledger,
                     iter_lines(path),
@@ -319,6 +319,7 @@ def reconcile_batch(
                     schema=p.output,
                     policy=p.policy,
                     scratch_dir=tmp,
+                    writer=writer_for(ledger, size),
                 )
         else:
             log.warning("%s: %s succeeded without an output file", p.name, rec.name)

@@ -1,0 +1,91 @@
+"""The reconcile core on its own: same outcome whichever writer applies the chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from flows._batch_io import iter_lines
+from flows._batch_reconcile import reconcile_lines, writer_for
+from flows.examples.reviews import ReviewLabel
+from ledger import Ledger, NewJob, Policy
+
+N = 60
+
+
+def _answer(i: int) -> bytes:
+    text = orjson.dumps({"category": "bug", "sentiment": "negative", "confidence": 0.5}).decode()
+    response = {
+        "candidates": [{"content": {"parts": [{"text": text}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+    }
+    return orjson.dumps({"key": f"k:{i:03d}", "response": response}) + b"\n"
+
+
+def _output(path: Path) -> None:
+    lines = []
+    for i in range(N):
+        if i % 10 == 3:
+            lines.append(
+                orjson.dumps({"key": f"k:{i:03d}", "error": {"code": 503, "status": "UNAVAILABLE"}})
+                + b"\n"
+            )
+        elif i % 10 == 7:
+            continue  # missing from the output
+        else:
+            lines.append(_answer(i))
+    lines += [_answer(0), _answer(1), b'{"key": "k:0\n', _answer(999)]  # 2 repeats, broken, unknown
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("writer", ["thread", "inline", "process"])
+def test_every_writer_applies_the_same_outcome(tmp_path: Path, writer: str) -> None:
+    """thread, inline and process writers apply the same rows and count the same lines, on
+    a first pass and on a second pass over the same file."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.enroll(
+        (NewJob(f"k:{i:03d}", {"text": "t"}) for i in range(N)),
+        pipeline="p",
+        channel="batch",
+        model="m",
+    )
+    ledger.reserve(pipeline="p", limit=N, reservation="r", batch_model="m")
+    ledger.bind_batch("r", name="batches/x")
+    out = tmp_path / "out.jsonl"
+    _output(out)
+    kwargs = dict(
+        handle="batches/x",
+        reservation="r",
+        schema=ReviewLabel,
+        policy=Policy(),
+        chunk_size=7,
+        scratch_dir=str(tmp_path),
+        writer=writer,
+    )
+    first = reconcile_lines(ledger, iter_lines(out), **kwargs)  # type: ignore[arg-type]
+    assert (first.succeeded, first.failed) == (48, 6)
+    assert (first.duplicate_keys, first.unknown_keys, first.unparseable) == (2, 1, 1)
+    assert first.total_tokens == 15 * 48 + 15 * 2 + 15  # every answered line's usage
+    assert ledger.counts(pipeline="p").by_status == {"done": 48, "retryable": 6, "submitted": 6}
+    second = reconcile_lines(ledger, iter_lines(out), **kwargs)  # type: ignore[arg-type]
+    assert (second.succeeded, second.failed, second.already_settled) == (0, 0, 54)
+    assert (second.duplicate_keys, second.unknown_keys) == (2, 1)
+    assert ledger.counts(pipeline="p").total_tokens == 15 * 48
+    ledger.dispose()
+
+
+def test_writer_choice_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """GEMINI_LEDGER_RECONCILE_WRITER picks the writer; auto uses a process only for large
+    files on SQLite; anything else is refused."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.delenv("GEMINI_LEDGER_RECONCILE_WRITER", raising=False)
+    assert writer_for(ledger, 10 << 30) == "thread"
+    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "auto")
+    assert writer_for(ledger, 1 << 20) == "thread"
+    assert writer_for(ledger, 1 << 30) == "process"
+    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "fork-bomb")
+    with pytest.raises(ValueError):
+        writer_for(ledger, 1)
+    ledger.dispose()
