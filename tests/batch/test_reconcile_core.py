@@ -77,14 +77,14 @@ def test_every_writer_applies_the_same_outcome(tmp_path: Path, writer: str) -> N
 
 
 def test_writer_choice_from_the_environment(tmp_path: Path, monkeypatch) -> None:
-    """GEMINI_LEDGER_RECONCILE_WRITER picks the writer; auto uses a process only for large
-    files on SQLite; anything else is refused."""
+    """By default (auto) a writer process is used only for large files on SQLite;
+    GEMINI_LEDGER_RECONCILE_WRITER overrides it; anything else is refused."""
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    monkeypatch.delenv("GEMINI_LEDGER_RECONCILE_WRITER", raising=False)
-    assert writer_for(ledger, 10 << 30) == "thread"
-    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "auto")
+    monkeypatch.delenv("GEMINI_LEDGER_RECONCILE_WRITER", raising=False)  # auto
     assert writer_for(ledger, 1 << 20) == "thread"
     assert writer_for(ledger, 1 << 30) == "process"
+    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "thread")
+    assert writer_for(ledger, 1 << 30) == "thread"
     monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "fork-bomb")
     with pytest.raises(ValueError):
         writer_for(ledger, 1)
