@@ -20,7 +20,8 @@ Checked at the end, from the ledger, the side-effect log and the emulator's coun
 - the ledger's attempts and tokens equal what the emulator billed;
 - every key's fate is what the emulator's own seeded decisions say it must be: the emulator
   decides each submission from ``(seed, key, submission number)``, so replaying those
-  decisions (and the ledger's record of which batch jobs failed as a whole) gives, per key,
+  decisions (and the ledger's record of which batch jobs failed as a whole, whose rows the
+classifier calls ``unknown``: two such failures park a row) gives, per key,
   the attempt it must succeed on, or the attempt and class it must be parked with. A
   transient-only item succeeds within its cap; a permanent one is parked after the one
   attempt that failed, with the right class.
@@ -47,10 +48,11 @@ __all__ = ["NightResult", "expected_fates", "run_night"]
 
 SEED = 2026
 CAP = 4
+UNKNOWN_CAP = 2
 # What the emulator's steps become in the ledger (the classifier's classes).
 PERMANENT = {"400": "permanent:400", "safety": "safety", "blocked_prompt": "safety"}
 PERMANENT_ANSWERS = {"empty": "schema"}
-TRANSIENT = {"429", "503", "500", "missing", "job_failed"}
+TRANSIENT = {"429", "503", "500", "missing"}
 
 
 @dataclass
@@ -176,12 +178,19 @@ def expected_fates(
     for key, prompt in keys_and_texts:
         states = (history or {}).get(key, [])
         fate: tuple[str, int, str | None] | None = None
+        unknown = 0
         for n in range(1, CAP + 1):
             if batch and n <= len(states) and states[n - 1] != "succeeded":
                 step = "job_failed"
             else:
                 step = core.decide(key, n, prompt, batch=batch)
-            if step == "ok":
+            if step == "job_failed":
+                # The classifier calls a FAILED batch job ``unknown`` (not known to be
+                # transient): its rows come back until unknown_cap, then park.
+                unknown += 1
+                if unknown >= UNKNOWN_CAP or n == CAP:
+                    fate = ("parked", n, "unknown:batch_failed")
+            elif step == "ok":
                 fate = ("consumed", n, None)
             elif step in PERMANENT:
                 fate = ("parked", n, PERMANENT[step])
