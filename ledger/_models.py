@@ -52,9 +52,9 @@ class Job(SQLModel, table=True):
         # Partial indexes: a freshly enrolled row touches only the primary key and the claim
         # index, which is what keeps bulk enrollment fast.
         Index(
+            # Handle only, not status: moving a row to done must not touch this index.
             "ix_jobs_handle",
             "handle",
-            "status",
             sqlite_where=text("handle IS NOT NULL"),
             postgresql_where=text("handle IS NOT NULL"),
         ),

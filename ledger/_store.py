@@ -379,7 +379,10 @@ class Ledger:
         if not rows:
             return 0
         if not self._is_pg:
-            return int(conn.exec_driver_sql(sql, list(rows)).rowcount)
+            # Positional parameters bind faster than named ones in sqlite3.
+            names = _NAMED.findall(sql)
+            params = [tuple([row[n] for n in names]) for row in rows]
+            return int(conn.exec_driver_sql(_NAMED.sub("?", sql), params).rowcount)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(_pyformat(sql), rows, returning=returning)
@@ -545,6 +548,7 @@ class Ledger:
             self._cas_one(
                 conn,
                 "UPDATE jobs SET status = 'submitted', handle = :handle, submitted_at = :now,"
+                " reservation = NULL,"
                 " updated_at = :now WHERE key = :key AND status = 'reserving'"
                 " AND reservation = :reservation",
                 {"key": key, "handle": handle, "reservation": reservation, "now": now},
@@ -581,6 +585,7 @@ class Ledger:
             bound_rows = conn.execute(
                 text(
                     "UPDATE jobs SET status = 'submitted', handle = :name, submitted_at = :now,"
+                    " reservation = NULL,"
                     " updated_at = :now WHERE reservation = :r AND status = 'reserving'"
                 ),
                 {"name": name, "r": reservation, "now": now},
