@@ -21,7 +21,7 @@ Checked at the end, from the ledger, the side-effect log and the emulator's coun
 - every key's fate is what the emulator's own seeded decisions say it must be: the emulator
   decides each submission from ``(seed, key, submission number)``, so replaying those
   decisions (and the ledger's record of which batch jobs failed as a whole, whose rows the
-classifier calls ``unknown``: two such failures park a row) gives, per key,
+  classifier calls retryable, under the attempt cap) gives, per key,
   the attempt it must succeed on, or the attempt and class it must be parked with. A
   transient-only item succeeds within its cap; a permanent one is parked after the one
   attempt that failed, with the right class.
@@ -48,7 +48,6 @@ __all__ = ["NightResult", "expected_fates", "run_night"]
 
 SEED = 2026
 CAP = 4
-UNKNOWN_CAP = 2
 # What the emulator's steps become in the ledger (the classifier's classes).
 PERMANENT = {"400": "permanent:400", "safety": "safety", "blocked_prompt": "safety"}
 PERMANENT_ANSWERS = {"empty": "schema"}
@@ -178,18 +177,16 @@ def expected_fates(
     for key, prompt in keys_and_texts:
         states = (history or {}).get(key, [])
         fate: tuple[str, int, str | None] | None = None
-        unknown = 0
         for n in range(1, CAP + 1):
             if batch and n <= len(states) and states[n - 1] != "succeeded":
                 step = "job_failed"
             else:
                 step = core.decide(key, n, prompt, batch=batch)
             if step == "job_failed":
-                # The classifier calls a FAILED batch job ``unknown`` (not known to be
-                # transient): its rows come back until unknown_cap, then park.
-                unknown += 1
-                if unknown >= UNKNOWN_CAP or n == CAP:
-                    fate = ("parked", n, "unknown:batch_failed")
+                # The classifier calls a FAILED batch job retryable: its rows come back
+                # until the attempt cap, then park as exhausted.
+                if n == CAP:
+                    fate = ("parked", n, "exhausted:batch_failed")
             elif step == "ok":
                 fate = ("consumed", n, None)
             elif step in PERMANENT:

@@ -207,7 +207,9 @@ _CONTENT_WORDS = {
 
 # Terminal states of a whole batch job or background interaction that fail its rows.
 _BATCH_STATES = {
-    "FAILED": ("batch_failed", Verdict.UNKNOWN),
+    # A failed job says nothing about its rows (their answers were never judged): resubmit
+    # them under the attempt cap rather than parking good rows after two bad jobs.
+    "FAILED": ("batch_failed", Verdict.RETRYABLE),
     "EXPIRED": ("batch_expired", Verdict.RETRYABLE),  # never ran: resubmitting is safe
     "CANCELLED": ("batch_cancelled", Verdict.UNKNOWN),
 }

@@ -76,7 +76,7 @@ def test_failed_batch_job_returns_every_row(batch_env: dict[str, Any]) -> None:
     second = batch_tick(pipeline=spec, day=DAY)
     assert second["jobs"][0]["state"] == "FAILED"
     assert second["job_failed_rows"] == 40
-    assert second["retryable_by_class"] == {"unknown:batch_failed": 40}
+    assert second["retryable_by_class"] == {"retryable:batch_failed": 40}
     assert second["submitted"] == 40  # the same rows went straight into the next batch
     tick_until_settled(spec, name, max_ticks=4)
     ledger = open_ledger()

@@ -19,7 +19,7 @@ PARKED_CLASSES = {
     "exhausted:500",
     "exhausted:503",
     "exhausted:missing_from_output",
-    "unknown:batch_failed",
+    "exhausted:batch_failed",
 }
 
 

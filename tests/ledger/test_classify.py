@@ -528,7 +528,7 @@ def test_batch_error_objects(
         pytest.param({"status": "cancelled"}, Verdict.UNKNOWN, "cancelled", id="interaction-cancelled"),
         pytest.param({"name": "batches/123", "done": True, "metadata": {"state": "BATCH_STATE_EXPIRED"}},
                      Verdict.RETRYABLE, "batch_expired", id="batch-expired"),
-        pytest.param({"state": "JOB_STATE_FAILED"}, Verdict.UNKNOWN, "batch_failed", id="batch-failed"),
+        pytest.param({"state": "JOB_STATE_FAILED"}, Verdict.RETRYABLE, "batch_failed", id="batch-failed"),
         pytest.param({"state": "BATCH_STATE_CANCELLED"}, Verdict.UNKNOWN, "batch_cancelled", id="batch-cancelled"),
         pytest.param({"name": "batches/123", "done": True, "error": {"code": 13, "message": "internal"}},
                      Verdict.RETRYABLE, "500", id="operation-error"),
