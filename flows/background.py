@@ -51,6 +51,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows._ledger import open_ledger
 from flows.crash import crash_point
@@ -61,11 +62,9 @@ from ledger import (
     FailureRow,
     InvalidTransition,
     Ledger,
-    NewJob,
     Reserved,
     ResultRow,
     Status,
-    redact,
 )
 
 __all__ = [
@@ -294,30 +293,20 @@ def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
     """Claim done rows, call ``on_result`` for each, then mark it consumed; a failing side
     effect is logged and left done for the next tick."""
     p = _background(pipeline)
-    ledger = open_ledger()
-    log = _logger()
-    token = _token("deliver")
-    claimed = ledger.claim_done(
-        pipeline=p.name, token=token, limit=DELIVER_LIMIT, older_than=max_age_s
-    )
-    consumed = failed = 0
-    for key, result in claimed:
-        try:
-            value = p.output.model_validate_json(result)
-            crash_point("background.after_done")
-            p.on_result(key, value)
-        except Exception as exc:
-            failed += 1
-            ledger.release_done([key], token=token)
-            log.error("on_result failed for %s: %s", key, redact(f"{type(exc).__name__}: {exc}"))
-            continue
-        crash_point("background.before_consume")
+    out = deliver_done(
+        open_ledger(),
+        p,
+        token=_token("deliver"),
+        older_than=max_age_s,
+        log=_logger(),
+        page=DELIVER_LIMIT,
         # One row at a time on purpose: a kill between a side effect and this write makes
         # only the row in hand run its (idempotent) side effect again.
-        consumed += ledger.consume([key])
-    if claimed:
-        log.info("%s: delivered %d results (%d side effects failed)", p.name, consumed, failed)
-    return {"claimed": len(claimed), "consumed": consumed, "side_effect_failed": failed}
+        points=DeliveryPoints(
+            before_effect="background.after_done", before_consume="background.before_consume"
+        ),
+    )
+    return {"claimed": out.claimed, "consumed": out.consumed, "side_effect_failed": len(out.failed)}
 
 
 # --- step 4: enroll and submit --------------------------------------------------------------
@@ -326,12 +315,7 @@ def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    p = _background(pipeline)
-    jobs = (
-        NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
-        for item in p.load_items(day)
-    )
-    return open_ledger().enroll(jobs, pipeline=p.name, channel=Channel.BACKGROUND, model=p.model)
+    return enroll_day(open_ledger(), _background(pipeline), day)
 
 
 @task(name="submit-interactions", cache_policy=NO_CACHE, persist_result=False)

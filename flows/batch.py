@@ -33,7 +33,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from flows._batch_io import (
     write_requests,
 )
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
+from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
 from flows.crash import crash_point
 from flows.gateway import gemini_client
@@ -65,7 +65,6 @@ from ledger import (
     Channel,
     Failure,
     Ledger,
-    NewJob,
     Verdict,
     classify,
     redact,
@@ -423,56 +422,25 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
     """Rows done but not consumed: call ``on_result`` for each, then mark them consumed. A
     side effect that raises is logged and its row stays done for the next tick."""
     p = _pipeline(pipeline)
-    ledger = open_ledger()
-    log = _logger()
-    token = f"gl-deliver-{uuid.uuid4().hex[:8]}"
-    delivered = 0
-    failed: list[str] = []
-    failed_keys: set[str] = set()
-    errors: Counter[str] = Counter()
-    try:
-        while True:
-            claimed = ledger.claim_done(
-                pipeline=p.name, token=token, limit=_DELIVER_PAGE, older_than=_stale_after()
-            )
-            # The claim also returns rows this token already holds: the ones whose side
-            # effect failed earlier in this loop, which wait for the next tick.
-            claimed = [(k, r) for k, r in claimed if k not in failed_keys]
-            if not claimed:
-                break
-            crash_point("batch.after_done")
-            done: list[str] = []
-            for key, result in claimed:
-                try:
-                    p.on_result(key, p.output.model_validate_json(result))
-                except Exception as exc:
-                    failed.append(key)
-                    failed_keys.add(key)
-                    errors[type(exc).__name__] += 1
-                    log.error(
-                        "%s: on_result failed for %s: %s",
-                        p.name,
-                        key,
-                        redact(f"{type(exc).__name__}: {exc}")[:500],
-                    )
-                    continue
-                crash_point("batch.inside_side_effect")
-                done.append(key)
-                if len(done) >= _CONSUME_GROUP:
-                    crash_point("batch.before_consume")
-                    delivered += ledger.consume(done)
-                    done = []
-            if done:
-                crash_point("batch.before_consume")
-                delivered += ledger.consume(done)
-    finally:
-        # Failed rows stay claimed during the loop (so a page is never claimed twice), then
-        # go back to plain done for the next tick.
-        if failed:
-            ledger.release_done(failed, token=token)
-    if delivered or failed:
-        log.info("%s: delivered %d results, %d side effects failed", p.name, delivered, len(failed))
-    return {"consumed": delivered, "side_effect_failed": len(failed), "errors": dict(errors)}
+    out = deliver_done(
+        open_ledger(),
+        p,
+        token=f"gl-deliver-{uuid.uuid4().hex[:8]}",
+        older_than=_stale_after(),
+        log=_logger(),
+        page=_DELIVER_PAGE,
+        consume_group=_CONSUME_GROUP,
+        points=DeliveryPoints(
+            before_effect="batch.after_done",
+            after_effect="batch.inside_side_effect",
+            before_consume="batch.before_consume",
+        ),
+    )
+    return {
+        "consumed": out.consumed,
+        "side_effect_failed": len(out.failed),
+        "errors": dict(out.errors),
+    }
 
 
 # --- step 4: enroll and submit ----------------------------------------------------------------
@@ -481,13 +449,7 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    p = _pipeline(pipeline)
-
-    def jobs() -> Iterator[NewJob]:
-        for item in p.load_items(day):
-            yield NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
-
-    return open_ledger().enroll(jobs(), pipeline=p.name, channel=Channel.BATCH, model=p.model)
+    return enroll_day(open_ledger(), _pipeline(pipeline), day)
 
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)

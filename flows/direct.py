@@ -62,6 +62,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
+from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
 from flows.crash import crash_point
 from flows.gateway import gemini_client, keyed
@@ -73,7 +74,6 @@ from ledger import (
     FailureRow,
     InvalidTransition,
     Ledger,
-    NewJob,
     Policy,
     ResultRow,
     Usage,
@@ -81,7 +81,6 @@ from ledger import (
     classify,
     classify_response,
     extract_text,
-    redact,
     validate_answer,
 )
 
@@ -382,53 +381,24 @@ def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[
 @task(name="enroll-items", cache_policy=NO_CACHE, persist_result=False)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    p = get_pipeline(pipeline)
-    jobs = (
-        NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
-        for item in p.load_items(day)
-    )
-    return open_ledger().enroll(jobs, pipeline=p.name, channel=Channel.DIRECT.value, model=p.model)
+    return enroll_day(open_ledger(), get_pipeline(pipeline), day)
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
 def deliver_results(pipeline: str) -> dict[str, int]:
-    """Call on_result for every done row and mark it consumed.
-
-    Rows are claimed first (``claim_done``), so two overlapping runs never run one side
-    effect twice; a side effect that raises is logged and its row goes back to plain done
-    for the next run.
-    """
-    p = get_pipeline(pipeline)
-    ledger = open_ledger()
-    logger = get_run_logger()
-    token = f"direct-deliver-{uuid.uuid4().hex[:12]}"
-    delivered = 0
-    failed: list[str] = []
-    try:
-        while claimed := ledger.claim_done(
-            pipeline=p.name, token=token, limit=1000, older_than=_env_float(STALE_ENV, 300.0)
-        ):
-            for key, result in claimed:
-                try:
-                    value = p.output.model_validate_json(result)
-                    crash_point("direct.before_side_effect")
-                    p.on_result(key, value)
-                    crash_point("direct.after_side_effect")
-                except Exception as exc:
-                    failed.append(key)
-                    logger.error(
-                        "on_result failed for %s: %s",
-                        key,
-                        redact(f"{type(exc).__name__}: {exc}")[:500],
-                    )
-                    continue
-                delivered += ledger.consume([key])
-    finally:
-        # Failed rows stay claimed during the loop (so a page is never claimed twice), then
-        # go back to plain done for the next run.
-        if failed:
-            ledger.release_done(failed, token=token)
-    return {"delivered": delivered, "failed": len(failed)}
+    """Call on_result for every done row and mark it consumed (see flows._deliver)."""
+    out = deliver_done(
+        open_ledger(),
+        get_pipeline(pipeline),
+        token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
+        older_than=_env_float(STALE_ENV, 300.0),
+        log=get_run_logger(),
+        page=1000,
+        points=DeliveryPoints(
+            before_effect="direct.before_side_effect", after_effect="direct.after_side_effect"
+        ),
+    )
+    return {"delivered": out.consumed, "failed": len(out.failed)}
 
 
 def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:

@@ -1,0 +1,124 @@
+"""Delivering results, the same on every channel: done -> on_result -> consumed.
+
+Rows are claimed first (``Ledger.claim_done``), so overlapping ticks never run one side
+effect twice; a claim left by a dead tick is taken over after ``older_than`` seconds. A
+side effect that raises is logged (redacted) and its row goes back to plain ``done`` for the
+next tick. ``consumed`` is written after the side effect, in groups of ``consume_group``:
+a kill between the two re-runs at most that many (idempotent) side effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from flows.crash import crash_point
+from flows.pipeline import Pipeline
+from ledger import Channel, Ledger, NewJob, redact
+
+__all__ = ["Delivery", "DeliveryPoints", "deliver_done", "enroll_day"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPoints:
+    """The channel's crash point names around a side effect (None: no point there)."""
+
+    before_effect: str | None = None
+    after_effect: str | None = None
+    before_consume: str | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What one delivery pass did."""
+
+    claimed: int = 0
+    consumed: int = 0
+    failed: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def _crash(name: str | None) -> None:
+    if name is not None:
+        crash_point(name)
+
+
+def deliver_done(
+    ledger: Ledger,
+    p: Pipeline[Any],
+    *,
+    token: str,
+    older_than: float,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    points: DeliveryPoints,
+    page: int = 500,
+    consume_group: int = 1,
+) -> Delivery:
+    """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed."""
+    out = Delivery()
+    failed_keys: set[str] = set()
+    try:
+        while True:
+            # The claim also returns rows this token already holds: the ones whose side
+            # effect failed earlier in this pass, which wait for the next tick.
+            claimed = [
+                (key, result)
+                for key, result in ledger.claim_done(
+                    pipeline=p.name, token=token, limit=page, older_than=older_than
+                )
+                if key not in failed_keys
+            ]
+            if not claimed:
+                break
+            out.claimed += len(claimed)
+            done: list[str] = []
+            for key, result in claimed:
+                try:
+                    value = p.output.model_validate_json(result)
+                    _crash(points.before_effect)
+                    p.on_result(key, value)
+                    _crash(points.after_effect)
+                except Exception as exc:
+                    out.failed.append(key)
+                    failed_keys.add(key)
+                    out.errors[type(exc).__name__] += 1
+                    log.error(
+                        "%s: on_result failed for %s: %s",
+                        p.name,
+                        key,
+                        redact(f"{type(exc).__name__}: {exc}")[:500],
+                    )
+                    continue
+                done.append(key)
+                if len(done) >= consume_group:
+                    _crash(points.before_consume)
+                    out.consumed += ledger.consume(done)
+                    done = []
+            if done:
+                _crash(points.before_consume)
+                out.consumed += ledger.consume(done)
+    finally:
+        # Failed rows stay claimed during the pass (so a page is never claimed twice), then
+        # go back to plain done for the next tick.
+        if out.failed:
+            ledger.release_done(out.failed, token=token)
+    if out.consumed or out.failed:
+        log.info(
+            "%s: delivered %d results, %d side effects failed",
+            p.name,
+            out.consumed,
+            len(out.failed),
+        )
+    return out
+
+
+def enroll_day(ledger: Ledger, p: Pipeline[Any], day: date) -> int:
+    """Enroll the day's items (an existing key is never changed); returns how many were new."""
+    jobs = (
+        NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
+        for item in p.load_items(day)
+    )
+    return ledger.enroll(jobs, pipeline=p.name, channel=Channel(p.channel).value, model=p.model)
