@@ -1,20 +1,20 @@
 """Requests per second the emulator serves to concurrent SDK clients calling interactions.get.
 
-    .venv/bin/python bench/emulator.py [--clients 32] [--seconds 5] [--mode threads|async|raw]
-                                      [--procs 1]
-    .venv/bin/python bench/emulator.py --mode raw   # same load without the SDK
-
-``--mode raw`` sends the same GETs over keep-alive HTTP/1.1 connections without the SDK, to
-show the emulator's own ceiling: the google-genai interactions client spends ~6 ms of CPU per
-``get`` (it builds a pydantic model per response), which caps one client process at ~150/s on
-a 2-core machine whatever the server does.
+    .venv/bin/python -m bench.emulator [--clients 32] [--seconds 5] [--mode async|threads|raw]
+                                       [--procs 2] [--parse raw|model]
+    .venv/bin/python -m bench.emulator --mode raw   # same load without the SDK
 
 Starts the emulator as a subprocess (emulator.testing.RunningEmulator), creates one completed
 interaction per client, then has ``--clients`` google-genai clients call
-``client.interactions.get(id)`` in a loop for ``--seconds``. With ``--procs N`` the clients are
-spread over N load-generating processes (the SDK's own per-call cost is high, so on a small
-machine one client process can be the bottleneck rather than the emulator). Prints the figure
-measured by the clients and the one counted by the emulator.
+``interactions.get(id)`` in a loop for ``--seconds``, spread over ``--procs`` load-generating
+processes. Prints the figure measured by the clients and the one counted by the emulator.
+
+``--parse raw`` (the default) reads each answer as the background poller does: the SDK's
+``with_raw_response`` and orjson (flows/_interactions.py). ``--parse model`` lets the SDK
+build its pydantic ``Interaction``: it creates a model *class* per response, ~6 ms of CPU per
+``get``, so on a 2-core machine the clients, not the emulator, are then the bottleneck.
+``--mode raw`` sends the same GETs over keep-alive HTTP/1.1 without the SDK, to show the
+emulator's own ceiling.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import orjson
+
 from emulator.testing import RunningEmulator
+from flows._interactions import fetch_json
 
 MODEL = "gemini-2.5-flash"
 ROUTE = "GET /v1/interactions/{id}"
@@ -48,8 +51,22 @@ def _make_client(base_url: str) -> Any:
     )
 
 
+def _status_sync(client: Any, iid: str, parse: str) -> str:
+    if parse == "model":
+        return str(client.interactions.get(iid).status)
+    response = client.interactions.with_raw_response.get(iid)
+    return str(orjson.loads(response.read())["status"])
+
+
+async def _status_async(client: Any, iid: str, parse: str) -> str:
+    if parse == "model":
+        return str((await client.aio.interactions.get(iid)).status)
+    # Exactly what the background poller does (flows/_interactions.py).
+    return str((await fetch_json(client.aio.interactions.with_raw_response.get, iid))["status"])
+
+
 async def _async_load(
-    base_url: str, clients: int, seconds: float
+    base_url: str, clients: int, seconds: float, parse: str
 ) -> tuple[int, float, list[float]]:
     sdk = [_make_client(base_url) for _ in range(clients)]
     ids = [
@@ -57,7 +74,7 @@ async def _async_load(
         for i, c in enumerate(sdk)
     ]
     for c, iid in zip(sdk, ids, strict=True):  # warm up: complete and open connections
-        await c.aio.interactions.get(iid)
+        await _status_async(c, iid, parse)
     latencies: list[float] = []
     count = 0
     deadline = time.perf_counter() + seconds
@@ -66,9 +83,9 @@ async def _async_load(
         nonlocal count
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            got = await client.aio.interactions.get(iid)
+            status = await _status_async(client, iid, parse)
             latencies.append(time.perf_counter() - t0)
-            assert got.status == "completed"
+            assert status == "completed", status
             count += 1
 
     start = time.perf_counter()
@@ -79,14 +96,16 @@ async def _async_load(
     return count, elapsed, latencies
 
 
-def _thread_load(base_url: str, clients: int, seconds: float) -> tuple[int, float, list[float]]:
+def _thread_load(
+    base_url: str, clients: int, seconds: float, parse: str
+) -> tuple[int, float, list[float]]:
     sdk = [_make_client(base_url) for _ in range(clients)]
     ids = [
         c.interactions.create(model=MODEL, input=f"bench {i}", background=True).id
         for i, c in enumerate(sdk)
     ]
     for c, iid in zip(sdk, ids, strict=True):
-        c.interactions.get(iid)
+        _status_sync(c, iid, parse)
     latencies: list[float] = []
     counts = [0] * clients
     deadline = time.perf_counter() + seconds
@@ -96,7 +115,7 @@ def _thread_load(base_url: str, clients: int, seconds: float) -> tuple[int, floa
         local: list[float] = []
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            sdk[n].interactions.get(ids[n])
+            assert _status_sync(sdk[n], ids[n], parse) == "completed"
             local.append(time.perf_counter() - t0)
             counts[n] += 1
         with lock:
@@ -147,27 +166,34 @@ def _raw_load(base_url: str, clients: int, seconds: float) -> tuple[int, float, 
     return sum(counts), time.perf_counter() - start, latencies
 
 
-def _run(args: tuple[str, str, int, float]) -> tuple[int, float, list[float]]:
-    base_url, mode, clients, seconds = args
+def _run(args: tuple[str, str, str, int, float]) -> tuple[int, float, list[float]]:
+    base_url, mode, parse, clients, seconds = args
     if mode == "raw":
         return _raw_load(base_url, clients, seconds)
     if mode == "threads":
-        return _thread_load(base_url, clients, seconds)
-    return asyncio.run(_async_load(base_url, clients, seconds))
+        return _thread_load(base_url, clients, seconds, parse)
+    return asyncio.run(_async_load(base_url, clients, seconds, parse))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--mode", choices=["async", "threads", "raw"], default="threads")
-    parser.add_argument("--procs", type=int, default=1)
+    parser.add_argument("--mode", choices=["async", "threads", "raw"], default="async")
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument(
+        "--parse",
+        choices=["raw", "model"],
+        default="raw",
+        help="raw: with_raw_response + orjson, as the background poller reads interactions; "
+        "model: the SDK's pydantic Interaction (it builds a model class per response)",
+    )
     args = parser.parse_args()
     per_proc = [
         args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)
     ]
     with RunningEmulator(scenario="clean") as emu:
-        jobs = [(emu.base_url, args.mode, n, args.seconds) for n in per_proc if n]
+        jobs = [(emu.base_url, args.mode, args.parse, n, args.seconds) for n in per_proc if n]
         if len(jobs) == 1:
             results = [_run(jobs[0])]
         else:
