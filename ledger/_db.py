@@ -27,6 +27,9 @@ _SQLITE_BUSY_TIMEOUT_S = 60.0
 # checkpoint stays as a backstop at ten times its default, should that thread fall behind.
 _SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 _CHECKPOINTER_IDLE_S = 5.0
+# Bigger pages than SQLite's 4 KiB: fewer page splits and log frames per bulk chunk. Measured
+# with bench/ledger.py on 1,000,000 jobs: enroll, reserve+bind and apply all 5-25% faster.
+_SQLITE_PAGE_SIZE = 16_384
 # Serialises schema upgrades on PostgreSQL across processes (an arbitrary fixed lock id).
 _PG_MIGRATION_LOCK = 0x6C656467
 
@@ -71,6 +74,8 @@ def _tune_sqlite(engine: Engine) -> None:
         # (BEGIN IMMEDIATE) instead of failing to upgrade a read lock mid-transaction.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Takes effect only on a new, empty file (and must precede WAL mode there).
+        cursor.execute(f"PRAGMA page_size={_SQLITE_PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process under WAL; only an OS crash can lose
         # the last transactions.
