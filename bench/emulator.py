@@ -25,6 +25,7 @@ import multiprocessing as mp
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,34 @@ async def _async_load(
     return count, elapsed, latencies
 
 
+def _in_threads(
+    clients: int, seconds: float, call: Callable[[int], None]
+) -> tuple[int, float, list[float]]:
+    """Run ``call(n)`` in a loop on ``clients`` threads for ``seconds``; count and time it."""
+    latencies: list[float] = []
+    counts = [0] * clients
+    deadline = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        local: list[float] = []
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            call(n)
+            local.append(time.perf_counter() - t0)
+            counts[n] += 1
+        with lock:
+            latencies.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts), time.perf_counter() - start, latencies
+
+
 def _thread_load(
     base_url: str, clients: int, seconds: float, parse: str
 ) -> tuple[int, float, list[float]]:
@@ -106,28 +135,11 @@ def _thread_load(
     ]
     for c, iid in zip(sdk, ids, strict=True):
         _status_sync(c, iid, parse)
-    latencies: list[float] = []
-    counts = [0] * clients
-    deadline = time.perf_counter() + seconds
-    lock = threading.Lock()
 
-    def worker(n: int) -> None:
-        local: list[float] = []
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            assert _status_sync(sdk[n], ids[n], parse) == "completed"
-            local.append(time.perf_counter() - t0)
-            counts[n] += 1
-        with lock:
-            latencies.extend(local)
+    def call(n: int) -> None:
+        assert _status_sync(sdk[n], ids[n], parse) == "completed"
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts), time.perf_counter() - start, latencies
+    return _in_threads(clients, seconds, call)
 
 
 def _raw_load(base_url: str, clients: int, seconds: float) -> tuple[int, float, list[float]]:
@@ -138,32 +150,17 @@ def _raw_load(base_url: str, clients: int, seconds: float) -> tuple[int, float, 
     sdk = _make_client(base_url)
     iid = sdk.interactions.create(model=MODEL, input="bench", background=True).id
     sdk.interactions.get(iid)
-    counts = [0] * clients
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
+    conns = [http.client.HTTPConnection(host, int(port)) for _ in range(clients)]
 
-    def worker(n: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port))
-        local: list[float] = []
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            conn.request("GET", f"/v1/interactions/{iid}", headers={"x-goog-api-key": "k"})
-            resp = conn.getresponse()
-            resp.read()
-            local.append(time.perf_counter() - t0)
-            counts[n] += 1
-        conn.close()
-        with lock:
-            latencies.extend(local)
+    def call(n: int) -> None:
+        conns[n].request("GET", f"/v1/interactions/{iid}", headers={"x-goog-api-key": "k"})
+        conns[n].getresponse().read()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts), time.perf_counter() - start, latencies
+    try:
+        return _in_threads(clients, seconds, call)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def _run(args: tuple[str, str, str, int, float]) -> tuple[int, float, list[float]]:

@@ -876,8 +876,10 @@ class Ledger:
         with self._write() as conn:
             return conn.execute(
                 text(
-                    "UPDATE jobs SET status = 'consumed', consumed_at = :now, updated_at = :now"
-                    " WHERE key = :key AND status = 'done'"
+                    # The delivery claim's token goes too: consumed rows, the ledger's
+                    # bulk, stay out of the reservation index.
+                    "UPDATE jobs SET status = 'consumed', consumed_at = :now, updated_at = :now,"
+                    " reservation = NULL WHERE key = :key AND status = 'done'"
                 ),
                 [{"key": k, "now": now} for k in keys],
             ).rowcount

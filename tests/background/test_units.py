@@ -58,7 +58,7 @@ def test_bulk_apply_with_one_handle_per_key(ledger_url: str) -> None:
 
 def test_claim_done_is_exclusive_until_stale(ledger_url: str) -> None:
     """Only one claimant gets a done row; a claim older than older_than can be taken over;
-    a released claim is free again."""
+    a released claim is free again; consuming drops the claim."""
     now = [1000.0]
     ledger = Ledger(ledger_url, clock=lambda: now[0])
     handles = _submitted(ledger, ["a", "b"])
@@ -74,6 +74,7 @@ def test_claim_done_is_exclusive_until_stale(ledger_url: str) -> None:
         "b",
     ]
     assert ledger.consume(["a"]) == 1
+    assert ledger.get("a").reservation is None and ledger.get("b").reservation == "t3"
 
 
 def test_create_kwargs_carry_key_schema_and_prompt() -> None:
