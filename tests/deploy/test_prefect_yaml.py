@@ -306,7 +306,13 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
         state = wait_until(finished, timeout=150, what="the replay run to finish")
     finally:
         worker.terminate()
-        worker.communicate(timeout=30)
+        try:
+            worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Seen under load: a worker slow to stop on SIGTERM after its run completed.
+            # How fast Prefect's worker shuts down is not what this test is about.
+            worker.kill()
+            worker.communicate()
     assert state.is_completed(), state.message
     with server.client() as client:
         assert client.read_flow_run(run.id).parameters == {
