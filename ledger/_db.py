@@ -132,7 +132,15 @@ class _Checkpointer:
             return self._state.wait_for(lambda: self._done >= self._asked, timeout)
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            # mode=rw: never create a file, should the ledger's have been removed meanwhile.
+            uri = Path(self._path).resolve().as_uri() + "?mode=rw"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            with self._state:
+                self._done, self._thread = self._asked, None
+                self._state.notify_all()
+            return
         try:
             db.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
             while True:
