@@ -215,8 +215,15 @@ def build_app(
         except BadRequest as exc:
             log.warning("webhook %s refused (400): %s", shown_id, exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
+        # An interaction (or anything else) is only acknowledged: the background tick
+        # reclaims finished interactions by polling, so nothing is lost by not acting here,
+        # and the delivery is recorded as processed in the same write.
         first = await run_in_threadpool(
-            ledger.record_delivery, webhook_id, event_type=event.type, subject=event.subject
+            ledger.record_delivery,
+            webhook_id,
+            event_type=event.type,
+            subject=event.subject,
+            processed=not event.is_batch,
         )
         if not first and not await run_in_threadpool(_stalled, webhook_id):
             log.info("webhook %s %s %s: repeat, ignored", shown_id, event.type, event.subject)
@@ -225,9 +232,6 @@ def build_app(
         if event.is_batch:
             task = BackgroundTask(hand_off, webhook_id, event.subject)
             return JSONResponse({"status": "accepted"}, background=task)
-        # An interaction (or anything else) is only acknowledged: the background tick
-        # reclaims finished interactions by polling, so nothing is lost by not acting here.
-        await run_in_threadpool(ledger.mark_delivery_processed, webhook_id)
         return JSONResponse({"status": "acknowledged"})
 
     async def healthz(request: Request) -> Response:

@@ -1138,14 +1138,21 @@ class Ledger:
 
     # -- webhooks --------------------------------------------------------------------------
 
-    def record_delivery(self, webhook_id: str, *, event_type: str, subject: str) -> bool:
-        """Record a webhook delivery by id; False when it was seen before (a repeat)."""
+    def record_delivery(
+        self, webhook_id: str, *, event_type: str, subject: str, processed: bool = False
+    ) -> bool:
+        """Record a webhook delivery by id; False when it was seen before (a repeat).
+
+        ``processed``: nothing is left to do for it (one write instead of two).
+        """
         stmt = self._insert_ignore(WebhookDelivery.__table__, "webhook_id")  # type: ignore[attr-defined]
+        now = self.clock()
         row = {
             "webhook_id": webhook_id,
             "event_type": event_type[:128],
             "subject": subject[:256],
-            "received_at": self.clock(),
+            "received_at": now,
+            "processed_at": now if processed else None,
         }
         with self._write() as conn:
             return self._inserted(conn.execute(stmt, row)) == 1
