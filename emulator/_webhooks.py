@@ -14,6 +14,11 @@ from standardwebhooks import Webhook
 
 from ._answers import uniform
 
+# Deliveries in flight at once, as a real sender would bound them. Unbounded, a burst of
+# thousands of completions opened as many requests at once: the sender's own event loop and
+# the receiver were swamped, and deliveries failed waiting for a connection.
+MAX_IN_FLIGHT = 16
+
 
 class WebhookSender:
     """Delivers events to one URL at least once (retrying), maybe twice or late."""
@@ -24,6 +29,7 @@ class WebhookSender:
         self.signer = Webhook(secret) if secret else None
         self.tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._gate: asyncio.Semaphore | None = None
 
     @property
     def enabled(self) -> bool:
@@ -73,14 +79,17 @@ class WebhookSender:
                 await asyncio.sleep(delay)
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=5.0)
+                self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+            assert self._gate is not None
             headers = {"content-type": "application/json", "webhook-id": msg_id}
             for attempt in range(4):
-                ts = datetime.now(UTC)
-                headers["webhook-timestamp"] = str(int(ts.timestamp()))
-                if self.signer is not None:
-                    headers["webhook-signature"] = self.signer.sign(msg_id, ts, body)
                 try:
-                    resp = await self._client.post(url, content=body.encode(), headers=headers)
+                    async with self._gate:  # signed once its turn comes: a fresh timestamp
+                        ts = datetime.now(UTC)
+                        headers["webhook-timestamp"] = str(int(ts.timestamp()))
+                        if self.signer is not None:
+                            headers["webhook-signature"] = self.signer.sign(msg_id, ts, body)
+                        resp = await self._client.post(url, content=body.encode(), headers=headers)
                     if 200 <= resp.status_code < 300:
                         self.core.webhooks_sent += 1
                         return

@@ -18,13 +18,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import anyio
 import orjson
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -173,6 +174,13 @@ def build_app(
 ) -> Starlette:
     """The Starlette app. POST a delivery to ``/`` or ``/webhook``; GET ``/healthz``."""
     hook = Webhook(secret)
+    # One ledger call at a time: a burst of deliveries (thousands of interactions finishing
+    # together) would otherwise put dozens of threads in SQLite's busy-wait for the write
+    # lock, starving the tick that holds it and timing the senders out.
+    one_at_a_time = anyio.CapacityLimiter(1)
+
+    async def in_ledger(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(call, *args, **kwargs), limiter=one_at_a_time)
 
     def hand_off(webhook_id: str, job_name: str) -> None:
         # Runs after the response is sent: a slow reconcile start never delays the answer.
@@ -218,14 +226,14 @@ def build_app(
         # An interaction (or anything else) is only acknowledged: the background tick
         # reclaims finished interactions by polling, so nothing is lost by not acting here,
         # and the delivery is recorded as processed in the same write.
-        first = await run_in_threadpool(
+        first = await in_ledger(
             ledger.record_delivery,
             webhook_id,
             event_type=event.type,
             subject=event.subject,
             processed=not event.is_batch,
         )
-        if not first and not await run_in_threadpool(_stalled, webhook_id):
+        if not first and not await in_ledger(_stalled, webhook_id):
             log.info("webhook %s %s %s: repeat, ignored", shown_id, event.type, event.subject)
             return JSONResponse({"status": "duplicate"})
         log.info("webhook %s %s %s: accepted", shown_id, event.type, event.subject)
