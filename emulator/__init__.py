@@ -100,7 +100,8 @@ defines no payload shape, so the body is ours)::
               "labels": {...}}}
 
 A job cancelled by the caller sends nothing (``batch.failed`` is sent for a scripted
-CANCELLED outcome). Delivery is retried (4 attempts) until a 2xx: at least once;
+CANCELLED outcome). Delivery is retried (4 attempts) until a 2xx: at least once; at most
+16 deliveries are in flight at a time, each signed when it is sent;
 ``webhook_duplicate_rate`` sends a second copy with the same ``webhook-id``,
 ``webhook_delay_ms`` delays it. Successful deliveries count in ``webhooks_sent``, failed
 attempts in ``webhooks_failed``; delivery never blocks a request or crashes the server.
