@@ -162,15 +162,7 @@ def tick(
     from flows.ticks import run_tick
 
     report = run_tick(pipeline, day=date_.fromisoformat(day) if day else None)
-    if as_json:
-        _print_json(report)
-        return
-    table = Table(title=f"tick {pipeline}")
-    table.add_column("step")
-    table.add_column("value", justify="right")
-    for name, value in _flatten(report):
-        table.add_row(name, str(value))
-    console.print(table)
+    _print_report(report, title=f"tick {pipeline}", as_json=as_json)
 
 
 @app.command()
@@ -187,10 +179,15 @@ def reconcile(
     from flows.batch import reconcile as reconcile_flow
 
     report = reconcile_flow(job_name=job_name, pipeline=pipeline)
+    _print_report(report, title=f"reconcile {job_name}", as_json=as_json)
+
+
+def _print_report(report: Any, *, title: str, as_json: bool) -> None:
+    """A flow's report as JSON, or as a two-column table of its flattened entries."""
     if as_json:
         _print_json(report)
         return
-    table = Table(title=f"reconcile {job_name}")
+    table = Table(title=title)
     table.add_column("what")
     table.add_column("value", justify="right")
     for name, value in _flatten(report):
