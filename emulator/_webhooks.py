@@ -29,7 +29,7 @@ class WebhookSender:
         self.signer = Webhook(secret) if secret else None
         self.tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
-        self._gate: asyncio.Semaphore | None = None
+        self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @property
     def enabled(self) -> bool:
@@ -79,8 +79,6 @@ class WebhookSender:
                 await asyncio.sleep(delay)
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=5.0)
-                self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
-            assert self._gate is not None
             headers = {"content-type": "application/json", "webhook-id": msg_id}
             for attempt in range(4):
                 try:

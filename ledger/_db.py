@@ -60,7 +60,9 @@ def make_engine(url: str | None = None) -> Engine:
             resolved, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
         )
         _tune_sqlite(engine)
-        _checkpointers[engine] = _Checkpointer(make_url(resolved).database or "")
+        path = make_url(resolved).database
+        if path and path != ":memory:":
+            _checkpointers[engine] = _Checkpointer(path)
         return engine
     if backend == "postgresql":
         return create_engine(resolved, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -115,8 +117,6 @@ class _Checkpointer:
 
     def poke(self) -> None:
         """A write transaction committed: checkpoint soon."""
-        if not self._path or self._path == ":memory:":
-            return
         with self._state:
             self._asked += 1
             self._state.notify_all()
@@ -162,7 +162,7 @@ class _Checkpointer:
 
 
 def checkpointer(engine: Engine) -> _Checkpointer | None:
-    """The helper that checkpoints a SQLite engine's log (None for PostgreSQL)."""
+    """The helper that checkpoints a SQLite file's log (None for PostgreSQL and in-memory)."""
     return _checkpointers.get(engine)
 
 
