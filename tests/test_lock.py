@@ -27,7 +27,8 @@ def _locked() -> dict[str, str]:
 
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    names = project["dependencies"] + project["optional-dependencies"]["test"]
+    return [Requirement(r) for r in names]
 
 
 def test_every_declared_dependency_is_locked_at_a_version_it_allows() -> None:
@@ -38,7 +39,7 @@ def test_every_declared_dependency_is_locked_at_a_version_it_allows() -> None:
         version = pins.get(canonicalize_name(req.name))
         if version is None or not req.specifier.contains(version, prereleases=True):
             wrong[str(req)] = version
-    assert not wrong, f"pyproject.toml and requirements.lock disagree (run scripts/lock.sh): {wrong}"
+    assert not wrong, f"pyproject.toml and the lock disagree (run scripts/lock.sh): {wrong}"
 
 
 def test_every_locked_package_has_hashes() -> None:
