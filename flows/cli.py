@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
@@ -24,8 +25,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Gemini completion webhooks.", no_args_is_help=True)
+secret_app = typer.Typer(
+    help="Secrets kept in Prefect Secret blocks, where a worker finds them.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(secret_app, name="secret")
 
 console = Console()
 err = Console(stderr=True)
@@ -34,11 +39,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_DOMAIN_ERROR = 1
 
 
+class CliError(Exception):
+    """A mistake in how a command was called: printed as one line."""
+
+
 def _domain_errors() -> tuple[type[BaseException], ...]:
     from flows.gateway import GatewayConfigError
     from flows.registry import UnknownPipeline
 
-    return (LedgerError, GatewayConfigError, UnknownPipeline, ValueError)
+    return (LedgerError, GatewayConfigError, UnknownPipeline, CliError, ValueError)
 
 
 def handles_errors(func: F) -> F:
@@ -226,6 +235,64 @@ def webhook_serve(
     from flows.webhooks import serve
 
     serve(host=host, port=port)
+
+
+class SecretKind(StrEnum):
+    API_KEY = "api-key"
+    WEBHOOK_SECRET = "webhook-secret"
+
+
+@secret_app.command("set")
+@handles_errors
+def secret_set(
+    which: Annotated[SecretKind, typer.Argument(help="api-key or webhook-secret.")],
+    block: Annotated[
+        str | None,
+        typer.Option(
+            help="Block name (default: GEMINI_API_KEY_BLOCK or gemini-api-key;"
+            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret)."
+        ),
+    ] = None,
+) -> None:
+    """Store the Gemini API key or the webhook secret in a Prefect Secret block.
+
+    The value is read from standard input (or asked for, hidden, on a terminal), never from
+    the command line, so it stays out of shell history. Needs PREFECT_API_URL: a block on a
+    temporary server would vanish with it.
+    """
+    import getpass
+    import os
+
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+    from prefect.settings import get_current_settings
+
+    from flows.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise CliError(
+            "no Prefect server configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+            " to the server your worker uses"
+        )
+    if which is SecretKind.API_KEY:
+        name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
+    else:
+        name = block or os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
+        name = name or "gemini-webhook-secret"
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{which.value} (input hidden): ")
+    else:
+        value = sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise CliError(f"no {which.value} given on standard input")
+    Secret(value=SecretStr(value)).save(name, overwrite=True)
+    console.print(f"stored the {which.value} in the Prefect Secret block {name!r} on {api_url}")
+    if which is SecretKind.WEBHOOK_SECRET:
+        console.print(f"the receiver reads it with LEDGER_WEBHOOK_SECRET_BLOCK={name}")
+    elif name != DEFAULT_API_KEY_BLOCK:
+        console.print(f"workers read it with {API_KEY_BLOCK_ENV}={name}")
 
 
 @app.command()
