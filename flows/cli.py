@@ -264,8 +264,8 @@ def secret_set(
     import os
 
     from prefect.blocks.system import Secret
-    from pydantic import SecretStr
     from prefect.settings import get_current_settings
+    from pydantic import SecretStr
 
     from flows.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
 
