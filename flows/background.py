@@ -54,6 +54,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows._ledger import open_ledger
+from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
@@ -342,13 +343,6 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    params = flow_run.parameters
-    return f"background {params.get('pipeline')} {params.get('day') or 'today'}"
-
-
 def _artifact_key(name: str) -> str:
     return "background-tick-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x")
 
@@ -378,7 +372,7 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 @flow(
     name="background-tick",
-    flow_run_name=_run_name,
+    flow_run_name=tick_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
 def background_tick(

@@ -56,6 +56,7 @@ from flows._batch_io import (
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
+from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.gateway import gemini_client
 from flows.pipeline import Pipeline
@@ -489,19 +490,8 @@ def submit_batch(pipeline: str) -> dict[str, Any]:
 # --- the flows ------------------------------------------------------------------------------
 
 
-def _short(spec: str) -> str:
-    return spec.rsplit(":", 1)[-1]
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
-def _tick_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    params = flow_run.parameters
-    return f"{_short(str(params.get('pipeline')))}-{datetime.now(UTC):%Y-%m-%dT%H:%M}"
 
 
 def _reconcile_run_name() -> str:
@@ -567,7 +557,7 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 @flow(
     name="batch-tick",
-    flow_run_name=_tick_run_name,
+    flow_run_name=tick_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
 def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -44,10 +45,18 @@ class CliError(Exception):
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
+    from flows._prefect_api import TemporaryServerError
     from flows.gateway import GatewayConfigError
     from flows.registry import UnknownPipeline
 
-    return (LedgerError, GatewayConfigError, UnknownPipeline, CliError, ValueError)
+    return (
+        LedgerError,
+        GatewayConfigError,
+        UnknownPipeline,
+        CliError,
+        TemporaryServerError,
+        ValueError,
+    )
 
 
 def handles_errors(func: F) -> F:
@@ -62,6 +71,13 @@ def handles_errors(func: F) -> F:
             raise typer.Exit(EXIT_DOMAIN_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _prefect() -> contextlib.AbstractContextManager[str | None]:
+    """The Prefect API a flow-running command reports to (a temporary server if none is set)."""
+    from flows._prefect_api import prefect_api
+
+    return prefect_api(lambda line: err.print(f"[dim]{line}[/]", highlight=False))
 
 
 def _print_json(data: Any) -> None:
@@ -170,7 +186,8 @@ def tick(
 
     from flows.ticks import run_tick
 
-    report = run_tick(pipeline, day=date_.fromisoformat(day) if day else None)
+    with _prefect():
+        report = run_tick(pipeline, day=date_.fromisoformat(day) if day else None)
     _print_report(report, title=f"tick {pipeline}", as_json=as_json)
 
 
@@ -187,7 +204,8 @@ def reconcile(
     """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
     from flows.batch import reconcile as reconcile_flow
 
-    report = reconcile_flow(job_name=job_name, pipeline=pipeline)
+    with _prefect():
+        report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     _print_report(report, title=f"reconcile {job_name}", as_json=as_json)
 
 
@@ -335,15 +353,21 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Return parked jobs to their channel: a dry run that lists them unless --execute."""
+    from flows.replay import dry_run
     from flows.replay import replay as replay_flow
 
-    report = replay_flow(
-        execute=execute,
-        limit=limit,
-        error_class=error_class,
-        pipeline=pipeline,
-        rate_per_second=rate,
-    )
+    if not execute:
+        # Only reads the ledger: no flow, so no Prefect server is needed or started.
+        report = dry_run(limit=limit, error_class=error_class, pipeline=pipeline)
+    else:
+        with _prefect():
+            report = replay_flow(
+                execute=execute,
+                limit=limit,
+                error_class=error_class,
+                pipeline=pipeline,
+                rate_per_second=rate,
+            )
     if as_json:
         _print_json(report)
         return
@@ -400,21 +424,34 @@ def dead_letter(
         _print_json(report)
         return
     parked = report["parked"]
+    morning = Table(title=f"morning report for {report['day']}")
+    for column in ("pipeline", "delivered", "parked", "retrying", "in flight", "oldest", "cost"):
+        morning.add_column(column, justify="left" if column == "pipeline" else "right")
+    for p in report["pipelines"]:
+        morning.add_row(
+            p["pipeline"],
+            str(p["delivered"]),
+            str(p["parked"]),
+            str(p["retrying"]),
+            str(p["in_flight"]),
+            p["oldest_in_flight"] or "-",
+            f"${p['cost_usd']:.4f}",
+        )
+    console.print(morning)
+    for p in report["pipelines"]:
+        for c in p["parked_by_class"]:
+            example = " ".join(str(c["example"] or "").split())[:100]
+            console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):
         table.add_column(column, justify="left" if column == "error class" else "right")
     for row in report["parked_by_class"]:
         table.add_row(
-            row["error_class"],
-            str(row["parked"]),
-            "n/a" if row["previous"] is None else str(row["previous"]),
-            "n/a" if row["delta"] is None else f"{row['delta']:+d}",
+            row["error_class"], str(row["parked"]), str(row["previous"]), f"{row['delta']:+d}"
         )
     console.print(table)
-    if parked["delta"] is None:
-        console.print(f"change: no snapshot in the last {LOOKBACK_DAYS} days to compare with")
-    else:
-        console.print(f"change: {parked['delta']:+d} since {report['baseline_day']}")
+    since = report["baseline_day"] or f"zero (no summary in the last {LOOKBACK_DAYS} days)"
+    console.print(f"change: {parked['delta']:+d} since {since}")
     statuses = "  ".join(f"{s} {n}" for s, n in report["by_status"].items())
     console.print(f"jobs {report['jobs']}: {statuses or 'none'}")
     tokens, cost = report["tokens"], report["cost"]

@@ -64,6 +64,7 @@ from pydantic import BaseModel
 
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
+from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.gateway import gemini_client, keyed
 from flows.pipeline import Pipeline
@@ -407,14 +408,7 @@ def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:
     return keys
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    params = flow_run.parameters
-    return f"direct {params.get('pipeline')} {params.get('day') or 'today'}"
-
-
-@flow(name="direct-run", flow_run_name=_run_name)
+@flow(name="direct-run", flow_run_name=tick_run_name)
 def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8) -> dict[str, Any]:
     """Run a direct-channel pipeline: sweep leftovers, enroll the day's items, call Gemini
     for every pending or retryable job (at most ``max_concurrency`` at a time), deliver

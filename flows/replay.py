@@ -35,7 +35,7 @@ from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from ledger import Channel, JobView
 
-__all__ = ["MAX_LIMIT", "plan_replay", "replay"]
+__all__ = ["MAX_LIMIT", "dry_run", "plan_replay", "replay", "select_plan"]
 
 _MAX_DIRECT_WORKERS = 8
 
@@ -71,8 +71,7 @@ def _resolve(name: str, given: dict[str, str]) -> str | None:
     return name
 
 
-@task(name="select-parked-jobs", cache_policy=NO_CACHE, persist_result=False)
-def plan_replay(
+def select_plan(
     limit: int, error_class: str | None, pipeline: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Parked jobs to replay, oldest first, each with what replay would do (read-only)."""
@@ -118,6 +117,29 @@ def plan_replay(
     return plan, given
 
 
+plan_replay = task(name="select-parked-jobs", cache_policy=NO_CACHE, persist_result=False)(
+    select_plan
+)
+
+
+def _dry_run_report(plan: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "execute": False,
+        "scanned": len(plan),
+        "jobs": plan,
+        "would_call": sum(i["action"] == "call now" for i in plan),
+        "would_queue": sum(i["action"] != "call now" for i in plan),
+    }
+
+
+def dry_run(
+    *, limit: int = 20, error_class: str | None = None, pipeline: str | None = None
+) -> dict[str, Any]:
+    """What replay would do, read from the ledger alone: no flow, no Prefect API needed."""
+    plan, _ = select_plan(limit, error_class, pipeline)
+    return _dry_run_report(plan)
+
+
 def _paced(n: int, rate: float, start: float) -> None:
     # Pacing, not synchronisation: the n-th job is released no earlier than n / rate.
     delay = start + n / rate - time.monotonic()
@@ -160,14 +182,11 @@ def replay(
             item["attempts"],
             item["first_failure"],
         )
-    report: dict[str, Any] = {"execute": execute, "scanned": len(plan), "jobs": plan}
     if not execute:
-        report.update(
-            would_call=sum(i["action"] == "call now" for i in plan),
-            would_queue=sum(i["action"] != "call now" for i in plan),
-        )
+        report = _dry_run_report(plan)
         _publish(report, "replay plan (dry run)")
         return report
+    report = {"execute": execute, "scanned": len(plan), "jobs": plan}
 
     ledger = open_ledger()
     start = time.monotonic()

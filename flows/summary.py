@@ -9,13 +9,17 @@ per class, publishes it as Prefect artifacts (``dead-letter-summary``,
 (resource ``gemini-ledger.ledger``) when parked jobs grew by at least ``threshold`` since
 the previous day, for an automation to act on (see ``automations/``).
 
+The report leads with the morning view, per pipeline: delivered, parked by class with one
+example reason each, retrying, still in flight (with the age of the oldest) and the
+estimated cost, in plain words.
+
 The baseline is yesterday's snapshot. When yesterday has none (the summary did not run
 that day), the most recent snapshot of the :data:`LOOKBACK_DAYS` days before is used and
 named in the report (``baseline_day``), so a missed morning does not hide a rise; the
-change then covers more than one day. With no snapshot in that window (the first run)
-there is no baseline: the changes are ``null`` and no event is emitted, because the whole
-backlog is not news; today's snapshot becomes tomorrow's baseline. Running the flow twice
-on one day replaces that day's snapshot and compares with the same baseline.
+change then covers more than one day. With no snapshot in that window (the first night)
+the baseline is zero: a first night that parks many jobs is news and does alert.
+Running the flow twice on one day replaces that day's snapshot and compares with the same
+baseline.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from prefect.events import emit_event
 
 from flows._ledger import open_ledger
 from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
+from flows._run_names import summary_run_name
 from flows.direct import today_utc
-from ledger import Ledger
+from ledger import Ledger, Status, morning_view
 
 __all__ = [
     "EVENT_NAME",
@@ -47,13 +52,62 @@ RESOURCE_ID = "gemini-ledger.ledger"
 LOOKBACK_DAYS = 7
 
 
-def _baseline(ledger: Ledger, day: date) -> tuple[str | None, dict[str, int] | None]:
+# What each state means to a person reading the report in the morning.
+STATE_WORDS = {
+    Status.CONSUMED: "delivered",
+    Status.PARKED: "parked (dead letter)",
+    Status.RETRYABLE: "retrying",
+    Status.DONE: "answered, awaiting delivery",
+    Status.SUBMITTED: "sent, awaiting the answer",
+    Status.RESERVING: "being sent",
+    Status.PENDING: "waiting to be sent",
+}
+
+
+def _baseline(ledger: Ledger, day: date) -> tuple[str | None, dict[str, int]]:
+    """The latest snapshot within LOOKBACK_DAYS before ``day``; none is a baseline of zero."""
     for back in range(1, LOOKBACK_DAYS + 1):
         earlier = (day - timedelta(days=back)).isoformat()
         snap = ledger.snapshot(earlier)
         if snap is not None:
             return earlier, snap
-    return None, None
+    return None, {}
+
+
+def _age(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
+
+
+def _pipelines(ledger: Ledger, prices: PriceTable) -> list[dict[str, Any]]:
+    rows = []
+    for view in morning_view(ledger):
+        usage = [
+            UsageLine(m, ch, p, c, t)
+            for m, ch, _a, p, c, t in ledger.usage_by_model(pipeline=view.pipeline)
+        ]
+        rows.append(
+            {
+                "pipeline": view.pipeline,
+                "delivered": view.delivered,
+                "parked": view.parked_total,
+                "parked_by_class": [
+                    {"error_class": p.error_class, "jobs": p.jobs, "example": p.example}
+                    for p in view.parked
+                ],
+                "retrying": view.retrying,
+                "in_flight": view.in_flight,
+                "oldest_in_flight_s": view.oldest_in_flight_s,
+                "oldest_in_flight": _age(view.oldest_in_flight_s),
+                "cost_usd": estimate_cost(usage, prices).usd,
+            }
+        )
+    return rows
 
 
 def build_summary(ledger: Ledger, day: date, prices: PriceTable | None = None) -> dict[str, Any]:
@@ -64,30 +118,22 @@ def build_summary(ledger: Ledger, day: date, prices: PriceTable | None = None) -
     baseline_day, previous = _baseline(ledger, day)
 
     by_class = []
-    for cls in sorted(set(parked) | set(previous or {})):
+    for cls in sorted(set(parked) | set(previous)):
         now_n = parked.get(cls, 0)
-        before = None if previous is None else previous.get(cls, 0)
+        before = previous.get(cls, 0)
         by_class.append(
-            {
-                "error_class": cls,
-                "parked": now_n,
-                "previous": before,
-                "delta": None if before is None else now_n - before,
-            }
+            {"error_class": cls, "parked": now_n, "previous": before, "delta": now_n - before}
         )
     total = sum(parked.values())
-    previous_total = None if previous is None else sum(previous.values())
+    previous_total = sum(previous.values())
 
     usage = [UsageLine(m, ch, p, c, t) for m, ch, _a, p, c, t in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
     return {
         "day": day.isoformat(),
         "baseline_day": baseline_day,
-        "parked": {
-            "total": total,
-            "previous": previous_total,
-            "delta": None if previous_total is None else total - previous_total,
-        },
+        "pipelines": _pipelines(ledger, prices),
+        "parked": {"total": total, "previous": previous_total, "delta": total - previous_total},
         "parked_by_class": by_class,
         "retrying_by_class": dict(counts.retrying_by_class),
         "by_status": dict(sorted(counts.by_status.items())),
@@ -112,32 +158,76 @@ def _signed(n: int | None) -> str:
     return "n/a" if n is None else f"{n:+d}"
 
 
+def _cell(text: str | None, width: int = 110) -> str:
+    """One table cell: a single line, pipes escaped, cut to ``width``."""
+    if not text:
+        return ""
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _pipeline_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| pipeline | delivered | parked | retrying | still in flight | oldest in flight | cost |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for p in report["pipelines"]:
+        lines.append(
+            f"| {p['pipeline']} | {p['delivered']} | {p['parked']} | {p['retrying']}"
+            f" | {p['in_flight']} | {p['oldest_in_flight'] or '-'} | ${p['cost_usd']:.4f} |"
+        )
+    if not report["pipelines"]:
+        lines.append("| (no jobs yet) | | | | | | |")
+    parked = [(p["pipeline"], c) for p in report["pipelines"] for c in p["parked_by_class"]]
+    if parked:
+        lines += [
+            "",
+            "## Why jobs were parked",
+            "",
+            "| pipeline | reason class | jobs | one example |",
+            "|---|---|---:|---|",
+        ]
+        lines += [
+            f"| {name} | `{c['error_class']}` | {c['jobs']} | {_cell(c['example'])} |"
+            for name, c in parked
+        ]
+        lines += ["", "Fix the cause, then `gemini-ledger replay --error-class CLASS` (a dry run)."]
+    return lines
+
+
 def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str:
     """The report as Markdown (the ``dead-letter-summary`` artifact)."""
     parked = report["parked"]
     since = (
         f"since {report['baseline_day']}"
         if report["baseline_day"]
-        else "no earlier snapshot to compare with"
+        else "no earlier summary: counted from zero"
     )
     lines = [
-        f"# Dead letters on {report['day']}",
+        f"# Morning report for {report['day']}",
         "",
         f"**{parked['total']} parked** ({_signed(parked['delta'])} {since})"
         + (f"; alert threshold {threshold}" if threshold is not None else ""),
         "",
-        "| error class | parked | previous | change |",
+        *_pipeline_lines(report),
+        "",
+        "## Parked by class, day over day",
+        "",
+        "| reason class | parked | previous | change |",
         "|---|---:|---:|---:|",
     ]
     for row in report["parked_by_class"]:
-        prev = "n/a" if row["previous"] is None else str(row["previous"])
         lines.append(
-            f"| `{row['error_class']}` | {row['parked']} | {prev} | {_signed(row['delta'])} |"
+            f"| `{row['error_class']}` | {row['parked']} | {row['previous']}"
+            f" | {_signed(row['delta'])} |"
         )
     if not report["parked_by_class"]:
         lines.append("| (none) | 0 | | |")
-    lines += ["", "## Jobs by status", "", "| status | jobs |", "|---|---:|"]
-    lines += [f"| {s} | {n} |" for s, n in report["by_status"].items()]
+    lines += ["", "## All jobs by state", "", "| state | jobs |", "|---|---:|"]
+    lines += [
+        f"| {STATE_WORDS.get(Status(s), s) if s in set(Status) else s} | {n} |"
+        for s, n in report["by_status"].items()
+    ]
     tokens, cost = report["tokens"], report["cost"]
     unpriced = cost["unpriced_models"]
     lines += [
@@ -242,13 +332,7 @@ def raise_parked_alert(report: dict[str, Any], threshold: int, ledger_url: str) 
     return None if event is None else str(event.id)
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    return f"dead-letter summary {flow_run.parameters.get('day') or 'today'}"
-
-
-@flow(name="summary", flow_run_name=_run_name)
+@flow(name="summary", flow_run_name=summary_run_name)
 def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
     """Count the dead letters, store today's snapshot, publish artifacts, and raise an event
     when parked jobs grew by ``threshold`` or more since the previous day."""
@@ -264,13 +348,14 @@ def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
 
     delta = report["parked"]["delta"]
     event_id = None
-    if delta is not None and delta >= threshold:
+    if delta >= threshold:
         event_id = raise_parked_alert(report, threshold, ledger.url)
         logger.warning(
-            "parked jobs rose by %d (>= %d) since %s", delta, threshold, report["baseline_day"]
+            "parked jobs rose by %d (>= %d) since %s",
+            delta,
+            threshold,
+            report["baseline_day"] or f"zero (no summary in the last {LOOKBACK_DAYS} days)",
         )
-    elif delta is None:
-        logger.info("no snapshot in the last %d days: no baseline, no alert", LOOKBACK_DAYS)
     logger.info(
         "%d parked (%s), %d jobs, estimated cost $%.4f",
         report["parked"]["total"],
@@ -281,7 +366,7 @@ def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
     return {
         **report,
         "threshold": threshold,
-        "threshold_crossed": delta is not None and delta >= threshold,
+        "threshold_crossed": delta >= threshold,
         "event_emitted": event_id is not None,
         "event_id": event_id,
     }

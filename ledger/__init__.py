@@ -16,6 +16,7 @@ from ledger._lines import (
     validate_answer,
 )
 from ledger._models import Channel, Status
+from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._redact import redact, register_secret
 from ledger._store import (
     BatchRecord,
@@ -46,6 +47,8 @@ __all__ = [
     "LineSuccess",
     "NewJob",
     "Outcome",
+    "ParkedClass",
+    "PipelineMorning",
     "Policy",
     "Reserved",
     "ResultRow",
@@ -59,6 +62,7 @@ __all__ = [
     "extract_text",
     "fingerprint_of",
     "make_engine",
+    "morning_view",
     "parse_output_line",
     "redact",
     "register_secret",

@@ -29,7 +29,7 @@ def _run_day(monkeypatch, day: date, items: str) -> None:
     direct_run(pipeline=SPEC, day=day)
 
 
-def _classes(report: dict[str, Any]) -> dict[str, tuple[int, int | None, int | None]]:
+def _classes(report: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {
         r["error_class"]: (r["parked"], r["previous"], r["delta"])
         for r in report["parked_by_class"]
@@ -49,8 +49,8 @@ def test_day_over_day_delta_across_two_days(direct_env, monkeypatch, tmp_path):
     )
     _run_day(monkeypatch, D1, "x1,ok1")
     first = summary(day=D1, threshold=100)
-    assert first["baseline_day"] is None and first["parked"]["delta"] is None
-    assert _classes(first) == {"permanent:400": (1, None, None)}
+    assert first["baseline_day"] is None and first["parked"]["delta"] == 1
+    assert _classes(first) == {"permanent:400": (1, 0, 1)}
 
     _run_day(monkeypatch, D2, "poison1,poison2,unsafe,ok2")
     second = summary(day=D2, threshold=100)
@@ -148,3 +148,48 @@ def test_event_fires_at_the_threshold_and_not_below(direct_env):
     assert [(e.payload["day"], e.payload["delta"]) for e in events] == [(D3.isoformat(), 3)]
     assert str(events[0].id) == at["event_id"]
     assert events[0].payload["previous"] == 3 and events[0].payload["parked"] == 6
+
+
+def test_a_first_night_with_many_parked_jobs_alerts(direct_env):
+    """With no earlier snapshot the baseline is zero: a bad first night raises the event."""
+    ledger = open_ledger()
+    _park(ledger, "first", 4)
+    report = summary(day=D1, threshold=3)
+    assert report["baseline_day"] is None
+    assert report["parked"] == {"total": 4, "previous": 0, "delta": 4}
+    assert report["threshold_crossed"] is True and report["event_emitted"] is True
+
+
+def test_the_morning_view_per_pipeline_in_plain_words(direct_env):
+    """Per pipeline: delivered, parked by class with an example reason, in flight with its age."""
+    from flows.summary import render_markdown
+
+    clock = {"now": 1_000_000.0}
+    ledger = open_ledger()
+    ledger.clock = lambda: clock["now"]
+    jobs = [NewJob(f"mv:{i}", {"text": str(i)}) for i in range(5)]
+    ledger.enroll(jobs, pipeline="pages", channel="batch", model="m")
+    ledger.park(
+        "mv:0", Failure(Verdict.PERMANENT, "400", "bad request: no text"), from_status=["pending"]
+    )
+    ledger.park(
+        "mv:1", Failure(Verdict.PERMANENT, "400", "bad request: empty"), from_status=["pending"]
+    )
+    ledger.park(
+        "mv:2", Failure(Verdict.PERMANENT, "safety", "blocked: SAFETY"), from_status=["pending"]
+    )
+    clock["now"] += 2 * 3600 + 5 * 60
+    report = summary(day=D1, threshold=100)
+
+    (pages,) = [p for p in report["pipelines"] if p["pipeline"] == "pages"]
+    assert (pages["delivered"], pages["parked"], pages["in_flight"]) == (0, 3, 2)
+    assert pages["oldest_in_flight"] == "2 h 05 min"
+    assert [(c["error_class"], c["jobs"]) for c in pages["parked_by_class"]] == [
+        ("permanent:400", 2),
+        ("safety", 1),
+    ]
+    assert pages["parked_by_class"][0]["example"].startswith("bad request")
+    markdown = render_markdown(report, 100)
+    assert "# Morning report for" in markdown
+    assert "| pages | 0 | 3 | 0 | 2 | 2 h 05 min |" in markdown
+    assert "blocked: SAFETY" in markdown and "consumed" not in markdown

@@ -1,0 +1,186 @@
+"""A Prefect API for a command that runs a flow: the configured server, or a temporary one.
+
+With ``PREFECT_API_URL`` set, flows report to that server and nothing is started. Without
+it, Prefect would start its own temporary server, which a ``tick`` killed with SIGKILL (a cron
+timeout, the OOM killer) leaves running for good, and whose start-up timeout a busy 2-core
+machine exceeds. So the command starts it here instead:
+
+- the server process is tied to this one by ``PR_SET_PDEATHSIG``: the kernel kills it when
+  this process dies, however it dies;
+- its start-up may take ``GEMINI_LEDGER_PREFECT_STARTUP_S`` seconds (default 180);
+- its telemetry is off (there is no network to send it to, and its errors are noise);
+- one line on stderr says it is temporary and how to use a real server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["STARTUP_ENV", "TemporaryServerError", "prefect_api"]
+
+STARTUP_ENV = "GEMINI_LEDGER_PREFECT_STARTUP_S"
+_DEFAULT_STARTUP_S = 180.0
+_PR_SET_PDEATHSIG = 1
+
+
+class TemporaryServerError(RuntimeError):
+    """The temporary Prefect server did not start."""
+
+
+def _startup_timeout() -> float:
+    raw = os.environ.get(STARTUP_ENV, "").strip()
+    if not raw:
+        return _DEFAULT_STARTUP_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise TemporaryServerError(f"{STARTUP_ENV} must be a positive number of seconds: {raw!r}")
+    return value
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def arm() -> None:  # runs in the child between fork and exec
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+    return arm
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_command(port: int) -> list[str]:
+    import prefect
+
+    # What Prefect's own temporary server runs (prefect.server.api.server), started by us.
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(prefect.__file__).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as http:
+        while True:
+            if proc.poll() is not None:
+                raise TemporaryServerError(
+                    f"the temporary Prefect server exited with code {proc.returncode}"
+                    " while starting; set PREFECT_API_URL to a running server instead"
+                )
+            try:
+                if http.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TemporaryServerError(
+                    f"the temporary Prefect server did not answer within {timeout_s:.0f} s"
+                    f" (raise {STARTUP_ENV}, or set PREFECT_API_URL to a running server)"
+                )
+            time.sleep(0.2)  # polling a port, not synchronising with our own code
+
+
+def _drain_to(url: str) -> None:
+    """Send the logs and events still queued while the server is up (as Prefect's test
+    harness does); stopping it first leaves them retrying against a closed port for minutes."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        with contextlib.suppress(RuntimeError):  # no log worker was ever started
+            drained: Any = APILogWorker.instance().drain()
+            if inspect.isawaitable(drained):
+                await drained
+        events: Any = EventsWorker.drain_all()
+        if inspect.isawaitable(events):
+            await events
+
+    run_coro_as_sync(drain())
+
+
+@contextlib.contextmanager
+def prefect_api(announce: Callable[[str], None]) -> Iterator[str | None]:
+    """Yield the configured API URL, or start a temporary server for the block's duration.
+
+    ``announce`` receives the one line telling the user a temporary server is used.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    configured = get_current_settings().api.url
+    if configured:
+        yield configured
+        return
+    timeout_s = _startup_timeout()
+    announce(
+        "no Prefect server configured: starting a temporary one for this run (its runs vanish"
+        " with it); to keep them, run `prefect server start` and set"
+        " PREFECT_API_URL=http://127.0.0.1:4200/api"
+    )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    proc = subprocess.Popen(
+        _server_command(port),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+    try:
+        _wait_healthy(proc, url, timeout_s)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                yield url
+            finally:
+                _drain_to(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
