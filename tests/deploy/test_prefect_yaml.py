@@ -10,33 +10,25 @@ the server, starts runs of the reconcile deployment.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import Deployment
 from prefect.exceptions import PrefectHTTPStatusError
 
 from emulator.testing import free_port
 from ledger import Failure, Ledger, NewJob, Verdict
+from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, prefect_server, stop
 from tests.webhooks.signing import SECRET, signed, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-POOL = "gemini-ledger"
 TIMEZONE = "Europe/Berlin"
 
 # deployment name -> (entrypoint, flow name, parameters, cron or None)
@@ -64,33 +56,6 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
 }
 
 
-@dataclass
-class Server:
-    """The running server: its API URL and the environment that points the CLI at it."""
-
-    url: str
-    env: dict[str, str]
-
-    def client(self) -> SyncPrefectClient:
-        return SyncPrefectClient(self.url)
-
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """Run the prefect CLI from the repo root against this server."""
-        return subprocess.run(
-            [PREFECT, *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def deployment(self, name: str) -> Deployment | None:
-        with self.client() as client:
-            found = [d for d in client.read_deployments() if d.name == name]
-        return found[0] if found else None
-
-
 def _require_flow_files() -> None:
     files = {entrypoint.split(":")[0] for entrypoint, *_ in EXPECTED.values()}
     missing = sorted(f for f in files if not (ROOT / f).exists())
@@ -102,45 +67,8 @@ def _require_flow_files() -> None:
 def server() -> Iterator[Server]:
     """`prefect server start` on a free loopback port with its own home and a fresh database."""
     _require_flow_files()
-    home = tempfile.mkdtemp(prefix="gl-deploy-prefect-")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=home,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        with httpx.Client(timeout=2.0) as http:
-            while True:
-                assert proc.poll() is None, (Path(home) / "server.log").read_text()
-                try:
-                    if http.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "Prefect server not healthy in 120 s"
-                time.sleep(0.2)
-        yield Server(url=url, env={**env, "PREFECT_API_URL": url})
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+    with prefect_server(services=False) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -305,14 +233,7 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
     try:
         state = wait_until(finished, timeout=150, what="the replay run to finish")
     finally:
-        worker.terminate()
-        try:
-            worker.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            # Seen under load: a worker slow to stop on SIGTERM after its run completed.
-            # How fast Prefect's worker shuts down is not what this test is about.
-            worker.kill()
-            worker.communicate()
+        stop(worker)
     assert state.is_completed(), state.message
     with server.client() as client:
         assert client.read_flow_run(run.id).parameters == {
