@@ -236,7 +236,9 @@ async def models_get(emu: Emulator, request: Request, p: dict[str, str]) -> Resp
     found = model_resource(p["model"])
     if found is None:
         # The real API's answer to models.get for a model it does not serve.
-        body = error_body(404, "NOT_FOUND", f"models/{p['model']} is not found for API version {p['ver']}.")
+        body = error_body(
+            404, "NOT_FOUND", f"models/{p['model']} is not found for API version {p['ver']}."
+        )
         return _json(body, status=404)
     return _json(found)
 
