@@ -486,7 +486,7 @@ def doctor(
             " generate_content, a 3-row batch, one background interaction): at most about"
             f" {dr.estimate_tokens(target.output.model_json_schema()):,} tokens"
         )
-        err.print(note, highlight=False, markup=False)
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
         if not yes:
             if not sys.stdin.isatty():
                 raise CliError("doctor --live spends tokens: pass --yes to confirm")
@@ -513,6 +513,7 @@ def doctor(
                 " (gemini-ledger doctor --compare-shapes FILE compares them with the emulator)",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
     raise typer.Exit(dr.exit_code(checks))
 

@@ -80,13 +80,15 @@ def check_prefect(prefect_yaml: Path | None = None) -> list[Check]:
             declared = read_prefect_yaml(path)
         except ValueError as exc:
             return [*checks, Check.fail("prefect.yaml", str(exc), "pass --prefect-file PATH")]
-        checks += _deployments(client, declared)
-        for pool in sorted({d.pool for d in declared if d.pool}):
+        deployment_checks, pools = _deployments(client, declared)
+        checks += deployment_checks
+        for pool in sorted(pools | {d.pool for d in declared if d.pool}):
             checks.append(_pool(client, pool))
         return checks
 
 
-def _deployments(client: Any, declared: list[DeclaredDeployment]) -> list[Check]:
+def _deployments(client: Any, declared: list[DeclaredDeployment]) -> tuple[list[Check], set[str]]:
+    """A check per deployment (and its schedule), and the pools the server runs them on."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterName,
@@ -107,6 +109,7 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> list[Check]
         )
     }
     checks = []
+    pools: set[str] = set()
     now = prefect_now("UTC")
     for dep in declared:
         name = f"deployment {dep.name}"
@@ -120,6 +123,8 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> list[Check]
             checks.append(Check.fail(name, "paused", f"prefect deployment resume {full}"))
             continue
         checks.append(Check.ok(name, f"on pool {found.work_pool_name}"))
+        if found.work_pool_name:
+            pools.add(found.work_pool_name)
         if not dep.scheduled:
             continue
         active = [s for s in found.schedules or [] if s.active]
@@ -149,7 +154,7 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> list[Check]
         else:
             at = upcoming[0].expected_start_time
             checks.append(Check.ok(f"schedule {dep.name}", f"next run at {at:%Y-%m-%d %H:%M %Z}"))
-    return checks
+    return checks, pools
 
 
 def _pool(client: Any, pool: str) -> Check:

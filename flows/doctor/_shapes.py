@@ -146,9 +146,15 @@ class Drift:
 
 
 def diff_shapes(api: dict[str, dict[str, str]], emulator: dict[str, dict[str, str]]) -> list[Drift]:
-    """The drift of ``emulator`` from ``api``, over the steps the API file has."""
+    """The drift of ``emulator`` from ``api``, over the steps the API file has.
+
+    An error answer the API gave (``models.get (error 400)``) is compared only when the
+    emulator gave the same error: the emulator is run with a key it accepts.
+    """
     drift = []
     for step in sorted(api):
+        if "(error" in step and step not in emulator:
+            continue
         theirs, ours = api[step], emulator.get(step, {})
         for field in sorted(set(theirs) | set(ours)):
             a, e = theirs.get(field), ours.get(field)
