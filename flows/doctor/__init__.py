@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 from flows.doctor._live import LiveRun, estimate_requests, estimate_tokens, live_client, run_live
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 #: The shapes the bundled emulator is tested to serve (recorded by ``doctor --live`` against it).
-SHIPPED_SHAPES = Path(__file__).resolve().parents[2] / "emulator" / "shapes.json"
+SHIPPED_SHAPES = Path(str(find_spec("emulator").origin)).parent / "shapes.json"  # type: ignore[union-attr]
 
 
 def run_checks(pipelines: list[str], *, prefect_yaml: Path | None = None) -> list[Check]:

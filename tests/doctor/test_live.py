@@ -118,3 +118,36 @@ def test_live_off_a_terminal_needs_yes(emulator: Any, ledger_env: str) -> None:
     assert result.exit_code == 1
     assert "tokens" in result.output and "--yes" in result.output
     assert emulator.stats()["requests"] == {}
+
+
+def test_a_model_the_api_does_not_serve_fails_after_the_key_is_accepted(
+    emulator: Any, ledger_env: str, tmp_path: Path
+) -> None:
+    """models.get answers 404: the key is fine, the model check fails, nothing is generated."""
+    spec = "tests.doctor.pipelines:unknown_model"
+    code, report = _doctor(
+        spec, "--live", "--yes", "--pipeline", spec, "--shapes-out", str(tmp_path / "s.json")
+    )
+    checks = _by_name(report)
+    assert code == 1
+    assert checks["api key accepted"]["outcome"] == "ok"
+    assert checks["model no-such-model"]["outcome"] == "fail"
+    assert checks["model no-such-model"]["detail"].startswith("not found")
+    assert emulator.stats()["submissions"] == {}
+
+
+def test_a_batch_that_does_not_finish_in_time_is_cancelled_and_fails(
+    emulator: Any, ledger_env: str, tmp_path: Path
+) -> None:
+    """A batch still running at --batch-timeout fails with the longer timeout as its fix."""
+    emulator.set_scenario({"name": "slow-batch", "batch_polls_to_complete": 1000}, seed=7)
+    code, report = _doctor(
+        "--live", "--yes", "--batch-timeout", "1", "--shapes-out", str(tmp_path / "s.json")
+    )
+    checks = _by_name(report)
+    assert code == 1
+    assert checks["3-row batch"]["outcome"] == "fail"
+    assert "cancelled" in checks["3-row batch"]["detail"]
+    assert "--batch-timeout" in checks["3-row batch"]["fix"]
+    assert checks["background interaction"]["outcome"] == "ok"
+    assert emulator.stats()["requests"].get("POST /v1/batches/{id}:cancel") == 1
