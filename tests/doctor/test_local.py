@@ -95,3 +95,20 @@ def test_without_a_prefect_server_it_says_a_temporary_one_would_be_used(
     assert checks["prefect api"].outcome is Outcome.WARN
     assert "temporary" in checks["prefect api"].detail
     assert not [c for c in checks.values() if c.outcome is Outcome.FAIL]
+
+
+def test_the_webhook_secret_is_optional_but_checked_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset: skipped; a valid whsec_ secret: ok; one that is not base64: fails with its fix."""
+    from flows.doctor._local import check_webhook_secret
+    from tests.webhooks.signing import SECRET
+
+    assert check_webhook_secret().outcome is Outcome.SKIP
+    monkeypatch.setenv("LEDGER_WEBHOOK_SECRET", SECRET)
+    assert check_webhook_secret().outcome is Outcome.OK
+    monkeypatch.setenv("LEDGER_WEBHOOK_SECRET", "whsec_not base64!")
+    bad = check_webhook_secret()
+    assert bad.outcome is Outcome.FAIL
+    assert "not base64" not in bad.detail  # the secret itself is never echoed
+    assert bad.fix.startswith("gemini-ledger secret set webhook-secret")
