@@ -22,7 +22,9 @@ start, then ``upload`` / ``upload, finalize`` chunks at the absolute ``x-goog-up
 ``POST /{ver}/models/{model}:batchGenerateContent`` (file or inline source),
 ``GET /{ver}/batches`` (pageSize, pageToken), ``GET|DELETE /{ver}/batches/{id}``,
 ``POST /{ver}/batches/{id}:cancel``, ``POST /{ver}/interactions``,
-``GET|DELETE /{ver}/interactions/{id}``, ``POST /{ver}/interactions/{id}/cancel``.
+``GET|DELETE /{ver}/interactions/{id}``, ``POST /{ver}/interactions/{id}/cancel``,
+``GET /{ver}/models/{model}`` (any ``gemini-*`` model exists). An API key starting with
+``refused-`` gets the real API's 400 INVALID_ARGUMENT / ``API_KEY_INVALID``.
 A missing or empty ``x-goog-api-key`` gets 403 PERMISSION_DENIED (the real API's body; upload
 chunk requests carry no key and are accepted); unknown routes get 404 NOT_FOUND, malformed
 JSON 400 INVALID_ARGUMENT, all as ``{"error": {"code", "message", "status"}}``.

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from ._answers import stable_key
 from ._errors import auth_error, error_body, invalid_json, not_found
+from ._models import key_refused, model_resource
 from ._scenario import Scenario, ScenarioError, load_scenario
 from ._state import (
     TERMINAL_BATCH,
@@ -78,6 +79,7 @@ class Emulator:
         self.routes: list[tuple[str, re.Pattern[str], str, str, Handler, bool]] = []
         add = self._add
         add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):generateContent", "generate", gen)
+        add("GET", rf"/{_VER}/models/(?P<model>[^/:]+)", "models.get", models_get)
         add(
             "POST",
             rf"/{_VER}/models/(?P<model>[^/:]+):batchGenerateContent",
@@ -126,6 +128,8 @@ class Emulator:
             counts[label] = counts.get(label, 0) + 1
             if auth and not request.headers.get("x-goog-api-key"):
                 return _json(auth_error(), status=403)
+            if auth and (refused := key_refused(request.headers["x-goog-api-key"])) is not None:
+                return _json(refused, status=400)
             latency = self.core.scenario.latency_ms.get(name)
             if latency is not None and (latency.mean or latency.jitter):
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)
@@ -228,6 +232,17 @@ def _batch_json(rec: BatchRec) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ handlers
+async def models_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    found = model_resource(p["model"])
+    if found is None:
+        # The real API's answer to models.get for a model it does not serve.
+        body = error_body(
+            404, "NOT_FOUND", f"models/{p['model']} is not found for API version {p['ver']}."
+        )
+        return _json(body, status=404)
+    return _json(found)
+
+
 async def gen(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     raw = await request.body()
     body = await _body_json(request)

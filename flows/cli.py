@@ -467,6 +467,94 @@ def dead_letter(
         )
 
 
+@app.command()
+@handles_errors
+def doctor(
+    pipelines: Annotated[
+        list[str] | None, typer.Argument(help="More pipelines to check (module:attr).")
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also make a few real API calls (spends tokens).")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Spend the --live tokens without asking.")
+    ] = False,
+    pipeline: Annotated[
+        str | None, typer.Option(help="Pipeline whose model and schema --live uses.")
+    ] = None,
+    shapes_out: Annotated[
+        str, typer.Option(help="Where --live records the structure of the answers.")
+    ] = "var/doctor-shapes.json",
+    compare_shapes: Annotated[
+        str | None,
+        typer.Option(help="Compare a shape file from --live with what the emulator serves."),
+    ] = None,
+    batch_timeout: Annotated[
+        float, typer.Option(help="Seconds --live waits for its 3-row batch to finish.")
+    ] = 600.0,
+    prefect_file: Annotated[
+        str | None, typer.Option(help="The prefect.yaml whose deployments to check.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the setup before the first night: one line per check, exit 1 if any fails."""
+    from pathlib import Path
+
+    import flows.doctor as dr
+
+    spec = pipeline or (pipelines[0] if pipelines else "reviews")
+    if compare_shapes is not None:
+        recorded = dr.load_shapes(Path(compare_shapes))
+        served, _ = dr.emulator_shapes(spec)
+        drift = dr.diff_shapes(recorded, served)
+        if as_json:
+            _print_json({"ok": not drift, "drift": [d.__dict__ for d in drift]})
+        else:
+            for d in drift:
+                console.print(str(d), highlight=False, markup=False)
+            console.print(f"{len(drift)} field(s) differ" if drift else "no drift", highlight=False)
+        raise typer.Exit(1 if drift else 0)
+    if live:
+        from flows.registry import get_pipeline
+
+        target = get_pipeline(spec)
+        note = (
+            f"doctor --live makes {dr.estimate_requests()} requests to {target.model} (one"
+            " generate_content, a 3-row batch, one background interaction): at most about"
+            f" {dr.estimate_tokens(target.output.model_json_schema()):,} tokens"
+        )
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CliError("doctor --live spends tokens: pass --yes to confirm")
+            typer.confirm("go on?", abort=True)
+    checks = dr.run_checks(
+        list(pipelines or []), prefect_yaml=Path(prefect_file) if prefect_file else None
+    )
+    extra: dict[str, Any] = {}
+    if live:
+        run = dr.run_live(spec, batch_timeout_s=batch_timeout)
+        checks += run.checks
+        out = Path(shapes_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dr.write_shapes(out, run.recorder.as_json(), pipeline=spec)
+        extra = {"tokens": run.tokens, "shapes": str(out)}
+    if as_json:
+        _print_json(dr.to_json(checks, **extra))
+    else:
+        for check in checks:
+            console.print(dr.render_line(check), highlight=False, markup=False, soft_wrap=True)
+        if live:
+            console.print(
+                f"live: {extra['tokens']} tokens spent; answer shapes in {extra['shapes']}"
+                " (gemini-ledger doctor --compare-shapes FILE compares them with the emulator)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    raise typer.Exit(dr.exit_code(checks))
+
+
 def main() -> None:
     app()
 
