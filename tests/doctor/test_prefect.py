@@ -24,7 +24,7 @@ from flows.doctor import Check, Outcome
 from flows.doctor._local import check_api_key
 from flows.doctor._prefect import check_prefect
 from ledger import Ledger
-from tests.deploy.test_prefect_yaml import POOL, PREFECT, ROOT, Server
+from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server
 from tests.webhooks.signing import wait_until
 
 SCHEDULED = ("reviews-nightly", "articles-every-15-minutes", "morning-summary")
