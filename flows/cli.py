@@ -77,7 +77,7 @@ def _prefect() -> contextlib.AbstractContextManager[str | None]:
     """The Prefect API a flow-running command reports to (a temporary server if none is set)."""
     from flows._prefect_api import prefect_api
 
-    return prefect_api(lambda line: err.print(f"[dim]{line}[/]", highlight=False))
+    return prefect_api(lambda line: err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True))
 
 
 def _print_json(data: Any) -> None:
