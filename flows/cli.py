@@ -65,9 +65,12 @@ def handles_errors(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            from flows.settings import load_settings
+
+            load_settings()  # every setting checked before any work, naming a bad variable
             return func(*args, **kwargs)
         except _domain_errors() as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_DOMAIN_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
@@ -143,6 +146,24 @@ def status(
         f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
+
+
+@app.command()
+@handles_errors
+def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The effective settings and where each came from (secrets masked); reads nothing else."""
+    from flows.settings import describe, load_settings
+
+    rows = describe(load_settings())
+    if as_json:
+        _print_json([{"variable": v, "value": val, "source": src} for v, val, src in rows])
+        return
+    table = Table(title="settings")
+    for column in ("variable", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()

@@ -1,0 +1,145 @@
+"""Every setting of gemini-ledger in one typed object, read from the environment once.
+
+Each field names the variable it comes from, its type and its default; secrets are
+``SecretStr`` so they print masked. :func:`load_settings` validates them all when a command
+or a flow run starts, so a bad value fails before any work, naming the variable, instead of
+midway through a night. ``gemini-ledger config`` prints the effective settings and where
+each came from.
+
+Prefect's own settings (``PREFECT_API_URL``, ...) stay Prefect's; the example pipelines'
+settings (``REVIEWS_RESULTS_URL``, ``ARTICLES_DIR``) belong to the examples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger import LedgerConfigError
+
+__all__ = ["Settings", "SettingsError", "describe", "load_settings"]
+
+
+class SettingsError(LedgerConfigError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class Settings(BaseSettings):
+    """gemini-ledger's settings (environment variables; see the README's settings table)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///var/ledger.db", validation_alias=_env("LEDGER_DATABASE_URL")
+    )
+    api_key: SecretStr | None = Field(
+        None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+    api_key_block: str = Field("gemini-api-key", validation_alias=_env("GEMINI_API_KEY_BLOCK"))
+    gemini_base_url: str | None = Field(None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("LEDGER_WEBHOOK_SECRET"))
+    webhook_secret_block: str | None = Field(
+        None, validation_alias=_env("LEDGER_WEBHOOK_SECRET_BLOCK")
+    )
+    reconcile_deployment: str | None = Field(
+        None, validation_alias=_env("LEDGER_RECONCILE_DEPLOYMENT")
+    )
+    prices_file: Path | None = Field(None, validation_alias=_env("LEDGER_PRICES_FILE"))
+    pipelines: str | None = Field(None, validation_alias=_env("GEMINI_LEDGER_PIPELINES"))
+    batch_stale_s: float = Field(900.0, gt=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
+    background_stale_s: float | None = Field(
+        None, gt=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
+    )
+    direct_backoff_s: float = Field(
+        2.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_BACKOFF_S")
+    )
+    direct_jitter: float = Field(
+        0.2, ge=0, le=1, validation_alias=_env("GEMINI_LEDGER_DIRECT_JITTER")
+    )
+    direct_max_wait_s: float = Field(
+        120.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_MAX_WAIT_S")
+    )
+    direct_stale_s: float = Field(
+        300.0, gt=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_STALE_S")
+    )
+    reconcile_writer: Literal["auto", "inline", "thread", "process"] = Field(
+        "auto", validation_alias=_env("GEMINI_LEDGER_RECONCILE_WRITER")
+    )
+    prefect_startup_s: float = Field(
+        180.0, gt=0, validation_alias=_env("GEMINI_LEDGER_PREFECT_STARTUP_S")
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An exported-but-empty variable means "not set", as a shell user expects.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "batch_stale_s",
+        "background_stale_s",
+        "direct_backoff_s",
+        "direct_jitter",
+        "direct_max_wait_s",
+        "direct_stale_s",
+        "prefect_startup_s",
+    )
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pairs(cls, value: str | None) -> str | None:
+        for part in filter(None, (p.strip() for p in (value or "").split(","))):
+            name, sep, spec = part.partition("=")
+            if not sep or not name.strip() or ":" not in spec:
+                raise ValueError(f"{part!r} is not name=module:attribute")
+        return value
+
+
+def _variables(field: str) -> tuple[str, ...]:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(c) for c in alias.choices)
+    return (str(alias),)
+
+
+def load_settings() -> Settings:
+    """Read and validate every setting now; a bad one raises :class:`SettingsError`."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # every field has a default
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, effective value, where it came from) for every setting, secrets masked."""
+    rows = []
+    for field in Settings.model_fields:
+        names = _variables(field)
+        source = next((f"environment ({n})" for n in names if os.environ.get(n, "").strip()), None)
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            shown = "********"
+        elif value is None:
+            shown = "(unset)"
+        else:
+            shown = str(value)
+        rows.append((" / ".join(names), shown, source or "default"))
+    return rows
