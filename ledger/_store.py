@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from ledger._classify import Failure
 from ledger._db import atomic, ensure_schema, make_engine
-from ledger._errors import InvalidTransition, UnknownJob
+from ledger._errors import InvalidTransition, LedgerConfigError, UnknownJob
 from ledger._models import Job, Status, WebhookDelivery
 from ledger._redact import redact
 
@@ -291,6 +292,16 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database; LedgerConfigError (a short reason) if it fails."""
+        try:
+            with self._read() as conn:
+                conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, LedgerConfigError) as exc:
+            cause = exc.__cause__ if isinstance(exc, LedgerConfigError) else exc
+            # The type only: the driver's message can carry the URL and its password.
+            raise LedgerConfigError(f"ledger unreachable ({type(cause).__name__})") from exc
 
     def _write(self) -> Any:
         return atomic(self.engine, write=True)
