@@ -178,6 +178,10 @@ def reconcile(
     """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
     from flows.batch import reconcile as reconcile_flow
 
+    # Checked before the flow starts: an unknown name is the caller's typo (one line), not a
+    # failed run with a traceback.
+    if Ledger().batch_named(job_name) is None:
+        raise ValueError(f"no batch job named {job_name!r} in the ledger")
     report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     _print_report(report, title=f"reconcile {job_name}", as_json=as_json)
 
