@@ -451,6 +451,7 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
     return {
         "consumed": out.consumed,
         "side_effect_failed": len(out.failed),
+        "parked": len(out.parked),
         "errors": dict(out.errors),
     }
 

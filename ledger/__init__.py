@@ -18,6 +18,7 @@ from ledger._lines import (
 from ledger._models import Channel, Status
 from ledger._redact import redact, register_secret
 from ledger._store import (
+    DELIVERY_CLASS_PREFIX,
     BatchRecord,
     Counts,
     FailureRow,
@@ -32,6 +33,7 @@ from ledger._store import (
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "DELIVERY_CLASS_PREFIX",
     "BatchRecord",
     "Channel",
     "Counts",
