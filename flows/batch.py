@@ -56,7 +56,7 @@ from flows._batch_io import (
     upload_requests,
     write_requests,
 )
-from flows._batch_lost import give_up_if_lost
+from flows._batch_lost import give_up_if_lost, submitted_bound
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
@@ -378,6 +378,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
     """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
     finished ones."""
     p = _pipeline(pipeline)
+    submitted_bound()  # a bad setting stops the tick here, not at the first failed poll
     ledger = open_ledger()
     submitted = ledger.submitted_batches(pipeline=p.name)
     out: dict[str, Any] = {
