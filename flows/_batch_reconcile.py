@@ -368,13 +368,13 @@ def writer_for(ledger: Ledger, size_bytes: int) -> Writer:
     process reconciled 114,000 lines/s against the thread's 71,000; on small files its start
     costs more than it saves.
     """
-    choice = os.environ.get(WRITER_ENV, "auto").strip().lower() or "auto"
+    from flows.settings import load_settings
+
+    choice = load_settings().reconcile_writer
     if choice == "auto":
         big = size_bytes >= PROCESS_WRITER_BYTES
         return "process" if big and ledger.engine.dialect.name == "sqlite" else "thread"
-    if choice not in ("inline", "thread", "process"):
-        raise ValueError(f"{WRITER_ENV} must be thread, inline, process or auto, not {choice!r}")
-    return choice  # type: ignore[return-value]
+    return choice
 
 
 class _ProcessWriter:

@@ -2,9 +2,13 @@
 
 Rows are claimed first (``Ledger.claim_done``), so overlapping ticks never run one side
 effect twice; a claim left by a dead tick is taken over after ``older_than`` seconds. A
-side effect that raises is logged (redacted) and its row goes back to plain ``done`` for the
-next tick. ``consumed`` is written after the side effect, in groups of ``consume_group``:
-a kill between the two re-runs at most that many (idempotent) side effects.
+side effect that raises (or a stored result that no longer validates against the output
+schema) is logged (redacted) and its row goes back to plain ``done`` for the next tick, until
+it has failed ``GEMINI_LEDGER_DELIVERY_CAP`` times (default 5): then it is parked as
+``delivery:<ExceptionName>`` with the message, result kept, so a replay delivers it again
+without calling the API. ``consumed`` is written after the side effect, in groups of
+``consume_group``: a kill between the two re-runs at most that many (idempotent) side
+effects.
 """
 
 from __future__ import annotations
@@ -17,9 +21,25 @@ from typing import Any
 
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
-from ledger import Channel, Ledger, NewJob, redact
+from ledger import DELIVERY_CLASS_PREFIX, Channel, Ledger, NewJob, redact
 
-__all__ = ["Delivery", "DeliveryPoints", "deliver_done", "enroll_day"]
+__all__ = [
+    "DELIVERY_CAP_ENV",
+    "Delivery",
+    "DeliveryPoints",
+    "deliver_done",
+    "delivery_cap",
+    "enroll_day",
+]
+
+DELIVERY_CAP_ENV = "GEMINI_LEDGER_DELIVERY_CAP"
+
+
+def delivery_cap() -> int:
+    """GEMINI_LEDGER_DELIVERY_CAP: failed deliveries after which a row is parked."""
+    from flows.settings import load_settings
+
+    return load_settings().delivery_cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +59,7 @@ class Delivery:
     consumed: int = 0
     failed: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    parked: list[str] = field(default_factory=list)
 
 
 def _crash(name: str | None) -> None:
@@ -58,8 +79,10 @@ def deliver_done(
     consume_group: int = 1,
 ) -> Delivery:
     """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed."""
+    cap = delivery_cap()
     out = Delivery()
     failed_keys: set[str] = set()
+    why: dict[str, tuple[str, str]] = {}
     try:
         while True:
             # The claim also returns rows this token already holds: the ones whose side
@@ -85,6 +108,7 @@ def deliver_done(
                     out.failed.append(key)
                     failed_keys.add(key)
                     out.errors[type(exc).__name__] += 1
+                    why[key] = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
                     log.error(
                         "%s: on_result failed for %s: %s",
                         p.name,
@@ -102,9 +126,19 @@ def deliver_done(
                 out.consumed += ledger.consume(done)
     finally:
         # Failed rows stay claimed during the pass (so a page is never claimed twice), then
-        # go back to plain done for the next tick.
-        if out.failed:
-            ledger.release_done(out.failed, token=token)
+        # go back to plain done for the next tick, or are parked at the cap.
+        for key in out.failed:
+            name, message = why[key]
+            status = ledger.fail_delivery(
+                key,
+                token=token,
+                error_class=f"{DELIVERY_CLASS_PREFIX}{name}",
+                message=message,
+                cap=cap,
+            )
+            if status == "parked":
+                out.parked.append(key)
+                log.error("%s: %s parked after %d failed deliveries", p.name, key, cap)
     if out.consumed or out.failed:
         log.info(
             "%s: delivered %d results, %d side effects failed",

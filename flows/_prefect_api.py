@@ -31,7 +31,6 @@ import httpx
 __all__ = ["STARTUP_ENV", "TemporaryServerError", "prefect_api"]
 
 STARTUP_ENV = "GEMINI_LEDGER_PREFECT_STARTUP_S"
-_DEFAULT_STARTUP_S = 180.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -40,16 +39,9 @@ class TemporaryServerError(RuntimeError):
 
 
 def _startup_timeout() -> float:
-    raw = os.environ.get(STARTUP_ENV, "").strip()
-    if not raw:
-        return _DEFAULT_STARTUP_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise TemporaryServerError(f"{STARTUP_ENV} must be a positive number of seconds: {raw!r}")
-    return value
+    from flows.settings import load_settings
+
+    return load_settings().prefect_startup_s
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:

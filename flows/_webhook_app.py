@@ -3,9 +3,12 @@
 No Prefect here: what to do on a finished batch is the ``on_batch_complete`` callable that
 ``flows.webhooks`` wires in (a deployment run or an in-process reconcile).
 
-Order of checks, and why: the signature is checked before the body is parsed, so an
-unauthenticated caller only ever gets 401 and learns nothing about what we accept; only an
-authenticated body that we cannot read is a 400 (the sender has a bug, retrying won't help).
+Order of checks, and why: the body's size is bounded first (413), before any of it is held
+in memory, so nobody can exhaust the receiver with one request; the signature is checked
+before the body is parsed, so an unauthenticated caller only ever gets 401 and learns nothing
+about what we accept; only an authenticated body that we cannot read is a 400 (the sender has
+a bug, retrying won't help). A batch this ledger never made (a project's webhook fires for
+every batch in it) is acknowledged and left alone.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger import Ledger
+from ledger import Ledger, LedgerError
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "TOLERANCE_S",
     "BadRequest",
     "Event",
+    "TooLarge",
     "Unauthorized",
     "build_app",
     "parse_event",
@@ -50,10 +55,14 @@ TOLERANCE_S = 300.0
 
 # Longest webhook-id the ledger column takes (WebhookDelivery.webhook_id).
 MAX_WEBHOOK_ID = 256
+# A completion event is a few hundred bytes; a mebibyte leaves room for any real payload.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # A delivery recorded this long ago and still unprocessed was lost by a dead receiver.
 STALLED_AFTER_S = 60.0
 
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
+# What a webhook-id may be made of: visible ASCII (Standard Webhooks ids look like msg_...).
+_WEBHOOK_ID = re.compile(r"[\x21-\x7e]+")
 
 
 class Unauthorized(Exception):
@@ -62,6 +71,35 @@ class Unauthorized(Exception):
 
 class BadRequest(Exception):
     """An authenticated body we cannot read (answer 400)."""
+
+
+class TooLarge(Exception):
+    """The body is over the receiver's limit (answer 413)."""
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The body, or TooLarge as soon as it is known to exceed ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked
+    body is counted as it streams and reading stops at the first chunk past the limit, so
+    at most ``limit`` bytes plus one chunk are ever held.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("unreadable Content-Length") from None
+        if size > limit:
+            raise TooLarge(f"Content-Length {size} over the limit of {limit} bytes")
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge(f"body over the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,7 @@ def build_app(
     ledger: Ledger,
     on_batch_complete: Callable[[str], None],
     clock: Callable[[], float],
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     """The Starlette app. POST a delivery to ``/`` or ``/webhook``; GET ``/healthz``."""
     hook = Webhook(secret)
@@ -207,11 +246,39 @@ def build_app(
             state is not None and state[1] is None and ledger.clock() - state[0] > STALLED_AFTER_S
         )
 
+    def admit(webhook_id: str, event: Event) -> str:
+        """Record the delivery; ``ours``, ``foreign`` (not recorded) or ``repeat``."""
+        # A Google project's webhook fires for every batch in the project: one this ledger
+        # never bound is somebody else's, and reconciling it could only fail.
+        if event.is_batch and ledger.batch_named(event.subject) is None:
+            return "foreign"
+        # An interaction (or anything else) is only acknowledged: the background tick
+        # reclaims finished interactions by polling, so nothing is lost by not acting here,
+        # and the delivery is recorded as processed in the same write.
+        first = ledger.record_delivery(
+            webhook_id,
+            event_type=event.type,
+            subject=event.subject,
+            processed=not event.is_batch,
+        )
+        return "ours" if first or _stalled(webhook_id) else "repeat"
+
     async def receive(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_bounded(request, max_body_bytes)
+        except TooLarge as exc:
+            log.warning("webhook refused (413): %s", exc)
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        except BadRequest as exc:
+            log.warning("webhook refused (400): %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=400)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            webhook_id, text = verify(hook, body, headers, now=clock())
+            # In a worker thread: HMAC over a large body (or a slow secret backend) must
+            # never hold the event loop that answers /healthz and the other deliveries.
+            webhook_id, text = await anyio.to_thread.run_sync(
+                partial(verify, hook, body, headers, now=clock())
+            )
         except Unauthorized as exc:
             log.warning("webhook refused (401): %s", exc)
             return JSONResponse({"error": "unauthorized"}, status_code=401)
@@ -219,21 +286,24 @@ def build_app(
         try:
             if len(webhook_id) > MAX_WEBHOOK_ID:
                 raise BadRequest("webhook-id too long")
+            if not _WEBHOOK_ID.fullmatch(webhook_id):
+                # It is our dedup key and reaches logs: control characters could forge log
+                # lines or split a key that only looks equal to another one.
+                raise BadRequest("webhook-id holds characters other than visible ASCII")
             event = parse_event(text)
         except BadRequest as exc:
             log.warning("webhook %s refused (400): %s", shown_id, exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
-        # An interaction (or anything else) is only acknowledged: the background tick
-        # reclaims finished interactions by polling, so nothing is lost by not acting here,
-        # and the delivery is recorded as processed in the same write.
-        first = await in_ledger(
-            ledger.record_delivery,
-            webhook_id,
-            event_type=event.type,
-            subject=event.subject,
-            processed=not event.is_batch,
-        )
-        if not first and not await in_ledger(_stalled, webhook_id):
+        verdict = await in_ledger(admit, webhook_id, event)
+        if verdict == "foreign":
+            log.info(
+                "webhook %s %s %s: not a batch of this ledger, ignored",
+                shown_id,
+                event.type,
+                event.subject,
+            )
+            return JSONResponse({"status": "ignored"})
+        if verdict == "repeat":
             log.info("webhook %s %s %s: repeat, ignored", shown_id, event.type, event.subject)
             return JSONResponse({"status": "duplicate"})
         log.info("webhook %s %s %s: accepted", shown_id, event.type, event.subject)
@@ -243,6 +313,13 @@ def build_app(
         return JSONResponse({"status": "acknowledged"})
 
     async def healthz(request: Request) -> Response:
+        # Healthy means able to record a delivery: a receiver whose ledger is gone would
+        # answer every sender 500 while its probe said ok.
+        try:
+            await in_ledger(ledger.ping)
+        except LedgerError as exc:
+            log.warning("healthz: %s", exc)
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     return Starlette(

@@ -22,12 +22,14 @@ A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upl
 boundary is one the next tick recovers from.
 
 Settings from the environment: ``GEMINI_LEDGER_BATCH_STALE_S`` (default 900): age after
-which a batch reservation that was never bound, or a delivery claim, is taken over.
+which a batch reservation that was never bound, or a delivery claim, is taken over;
+``GEMINI_LEDGER_BATCH_SUBMITTED_S`` (default 72 h): a submitted job still unpollable after
+that long, or one the API answers 404 for at once, is lost and its rows go out again
+(``flows._batch_lost``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import time
@@ -53,6 +55,7 @@ from flows._batch_io import (
     upload_requests,
     write_requests,
 )
+from flows._batch_lost import give_up_if_lost, submitted_bound
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
@@ -85,7 +88,6 @@ __all__ = [
 ]
 
 STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
-_DEFAULT_STALE_S = 900.0
 _DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -100,11 +102,9 @@ MISSING_FROM_OUTPUT = Failure(
 
 
 def _stale_after() -> float:
-    raw = os.environ.get(STALE_ENV)
-    try:
-        return float(raw) if raw else _DEFAULT_STALE_S
-    except ValueError:
-        raise ValueError(f"{STALE_ENV} must be a number of seconds, got {raw!r}") from None
+    from flows.settings import load_settings
+
+    return load_settings().batch_stale_s
 
 
 # Pipeline name (as the ledger stores it) -> the spec it was loaded by in this process, so
@@ -375,6 +375,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
     """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
     finished ones."""
     p = _pipeline(pipeline)
+    submitted_bound()  # a bad setting stops the tick here, not at the first failed poll
     ledger = open_ledger()
     submitted = ledger.submitted_batches(pipeline=p.name)
     out: dict[str, Any] = {
@@ -382,6 +383,8 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
         "running": 0,
         "poll_errors": 0,
         "reconcile_errors": 0,
+        "lost": 0,
+        "lost_rows": 0,
         "jobs": [],
     }
     if not submitted:
@@ -392,6 +395,12 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
         try:
             job = get_batch_job(client, rec.name)
         except Exception as exc:
+            # Deleted, expired or unpollable past its bound: its rows are sent again.
+            returned = give_up_if_lost(ledger, p, rec, exc, _logger())
+            if returned is not None:
+                out["lost"] += 1
+                out["lost_rows"] += returned
+                continue
             out["poll_errors"] += 1
             _logger().warning(
                 "%s: cannot poll %s: %s", p.name, rec.name, redact(f"{type(exc).__name__}: {exc}")
@@ -440,6 +449,7 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
     return {
         "consumed": out.consumed,
         "side_effect_failed": len(out.failed),
+        "parked": len(out.parked),
         "errors": dict(out.errors),
     }
 
@@ -536,6 +546,7 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("1 orphans", "never created, re-sent", o["resent"]),
         ("2 reconcile", "batch jobs reconciled", report["reconciled"]),
         ("2 reconcile", "batch jobs still running", report["running"]),
+        ("2 reconcile", "batch jobs lost (rows sent again)", report["lost"]),
         ("2 reconcile", "output lines", report["lines"]),
         ("2 reconcile", "succeeded", report["succeeded"]),
         *(("2 reconcile", f"retryable {c}", n) for c, n in report["retryable_by_class"].items()),
@@ -579,6 +590,8 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         "running": polled["running"],
         "poll_errors": polled["poll_errors"],
         "reconcile_errors": polled["reconcile_errors"],
+        "lost": polled["lost"],
+        "lost_rows": polled["lost_rows"],
         **_sum_jobs(polled["jobs"]),
         "jobs": polled["jobs"],
         "delivered": delivered,
@@ -659,7 +672,13 @@ def _reconcile_task(pipeline: str, job_name: str) -> dict[str, Any]:
     rec = ledger.batch_named(job_name)
     assert rec is not None
     client = gemini_client()
-    job = get_batch_job(client, job_name)
+    try:
+        job = get_batch_job(client, job_name)
+    except Exception as exc:
+        returned = give_up_if_lost(ledger, p, rec, exc, _logger())
+        if returned is None:
+            raise
+        return {"state": "LOST", "reconciled": 0, "lost_rows": returned}
     state = job_state(job)
     if state not in _TERMINAL:
         return {"state": state, "reconciled": 0}

@@ -118,16 +118,29 @@ def status(
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Counts by status and error class, attempts and tokens."""
-    counts = Ledger().counts(pipeline=pipeline)
+    """Counts by status and error class, attempts and tokens; rows in flight and their age."""
+    ledger = Ledger()
+    counts = ledger.counts(pipeline=pipeline)
+    # Per non-final state, the oldest row's time in it: what is stuck shows as an age.
+    in_flight = ledger.in_flight(pipeline=pipeline)
     if as_json:
-        _print_json(counts.as_dict())
+        _print_json(
+            {
+                **counts.as_dict(),
+                "in_flight": {
+                    state: {"rows": n, "oldest_age_s": round(age, 1)}
+                    for state, (n, age) in sorted(in_flight.items())
+                },
+            }
+        )
         return
     table = Table(title=f"ledger{f' - {pipeline}' if pipeline else ''}")
     table.add_column("status")
     table.add_column("jobs", justify="right")
+    table.add_column("oldest in this state", justify="right")
     for name, n in sorted(counts.by_status.items()):
-        table.add_row(name, str(n))
+        age = in_flight[name][1] if name in in_flight else None
+        table.add_row(name, str(n), "" if age is None else _age(age))
     console.print(table)
     if counts.by_error_class or counts.retrying_by_class:
         classes = Table(title="by error class")
@@ -146,6 +159,16 @@ def status(
         f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
 
 
 @app.command()
@@ -225,6 +248,10 @@ def reconcile(
     """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
     from flows.batch import reconcile as reconcile_flow
 
+    # Checked before the flow starts: an unknown name is the caller's typo (one line), not a
+    # failed run with a traceback.
+    if Ledger().batch_named(job_name) is None:
+        raise ValueError(f"no batch job named {job_name!r} in the ledger")
     with _prefect():
         report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     _print_report(report, title=f"reconcile {job_name}", as_json=as_json)

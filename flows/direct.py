@@ -69,6 +69,7 @@ from flows.crash import crash_point
 from flows.gateway import gemini_client, keyed
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
+from flows.settings import Settings, load_settings
 from ledger import (
     Channel,
     Failure,
@@ -118,14 +119,8 @@ INTERRUPTED = Failure(
 )
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    value = float(raw)
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value
+def _settings() -> Settings:
+    return load_settings()
 
 
 def today_utc() -> date:
@@ -209,7 +204,7 @@ def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
 def _wait_until_due(ledger: Ledger, key: str) -> None:
     """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
     remaining = ledger.get(key).due_at - ledger.clock()
-    if 0 < remaining <= _env_float(MAX_WAIT_ENV, 120.0):
+    if 0 < remaining <= _settings().direct_max_wait_s:
         time.sleep(remaining)
 
 
@@ -272,7 +267,7 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     if failure.verdict is Verdict.PERMANENT or exc.status != "retryable":
         return False
     delay = failure.retry_delay
-    return delay is None or delay <= _env_float(MAX_WAIT_ENV, 120.0)
+    return delay is None or delay <= _settings().direct_max_wait_s
 
 
 @task(
@@ -297,8 +292,8 @@ def direct_task(policy: Policy) -> Task[Any, dict[str, Any]]:
     each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
     factor. Tests set both tiny.
     """
-    backoff = _env_float(BACKOFF_ENV, 2.0)
-    jitter = _env_float(JITTER_ENV, 0.2)
+    backoff = _settings().direct_backoff_s
+    jitter = _settings().direct_jitter
     return generate_content.with_options(
         retries=policy.attempt_cap - 1,
         retry_delay_seconds=exponential_backoff(backoff),
@@ -358,7 +353,7 @@ def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[
     """Resolve rows a killed run left in flight (see the module docstring)."""
     p = get_pipeline(pipeline)
     ledger = open_ledger()
-    older = _env_float(STALE_ENV, 300.0) if older_than_s is None else older_than_s
+    older = _settings().direct_stale_s if older_than_s is None else older_than_s
     released = 0
     for row in ledger.stale_reservations(pipeline=p.name, older_than=older):
         if row.reservation.startswith(_RESERVATION_PREFIX):
@@ -392,7 +387,7 @@ def deliver_results(pipeline: str) -> dict[str, int]:
         open_ledger(),
         get_pipeline(pipeline),
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
-        older_than=_env_float(STALE_ENV, 300.0),
+        older_than=_settings().direct_stale_s,
         log=get_run_logger(),
         page=1000,
         points=DeliveryPoints(

@@ -10,7 +10,11 @@ counted) at no more than ``rate_per_second`` jobs a second, then:
   and classifier), and their results delivered: recovered means ``done`` (then consumed),
   still failing means parked again (or retryable, for the next run);
 - ``batch`` and ``background`` jobs are left ``pending``: the channel's next tick submits
-  them. Recovered means returned to the queue.
+  them. Recovered means returned to the queue;
+- jobs parked by their delivery (``delivery:<Error>``: ``on_result`` kept raising, or the
+  stored result no longer validated) still hold their result: they go back to ``done`` and
+  only the delivery runs again, right away when the pipeline resolves (else at the
+  channel's next tick). No API call, no new attempt.
 
 Calling a direct job needs its pipeline (the output schema and the policy). The ledger
 stores the pipeline's name; a shipped example resolves by name, a pipeline of your own by
@@ -21,6 +25,7 @@ to the queue instead, for the next ``direct-run`` of its pipeline.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +34,17 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows._deliver import DeliveryPoints, deliver_done
 from flows._ledger import open_ledger
 from flows.direct import deliver_results, run_calls
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
-from ledger import Channel, JobView
+from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView
 
 __all__ = ["MAX_LIMIT", "dry_run", "plan_replay", "replay", "select_plan"]
 
 _MAX_DIRECT_WORKERS = 8
+_CLAIM_STALE_S = 300.0
 
 
 MAX_LIMIT = 2**31 - 1
@@ -98,9 +105,15 @@ def select_plan(
     )
     plan = []
     for job in jobs:
-        spec = _resolve(job.pipeline, given) if job.channel == Channel.DIRECT else None
+        redeliver = (job.error_class or "").startswith(DELIVERY_CLASS_PREFIX)
+        wants_spec = redeliver or job.channel == Channel.DIRECT
+        spec = _resolve(job.pipeline, given) if wants_spec else None
         if spec is not None:
             given[job.pipeline] = spec
+        if redeliver:
+            action = "deliver again" if spec is not None else "return to done"
+        else:
+            action = "call now" if spec is not None else "return to queue"
         plan.append(
             {
                 "key": job.key,
@@ -111,7 +124,7 @@ def select_plan(
                 "replayed": job.replayed,
                 "first_failure": _when(job.first_failure_at),
                 "last_failure": _when(job.last_failure_at),
-                "action": "call now" if spec is not None else "return to queue",
+                "action": action,
             }
         )
     return plan, given
@@ -193,6 +206,7 @@ def replay(
     released = 0
     queued: list[str] = []
     direct: dict[str, list[str]] = defaultdict(list)
+    redeliver: dict[str, list[str]] = defaultdict(list)
     skipped: list[str] = []
     for item in plan:
         if item["action"] == "call now":
@@ -200,12 +214,27 @@ def replay(
             continue
         _paced(released, rate_per_second, start)
         released += 1
-        if ledger.replay([item["key"]]) == 1:
-            queued.append(item["key"])
-        else:
+        if ledger.replay([item["key"]]) != 1:
             skipped.append(item["key"])  # no longer parked: someone else moved it
+        elif item["action"] == "deliver again":
+            redeliver[specs[item["pipeline"]]].append(item["key"])
+        else:
+            queued.append(item["key"])
 
     outcome: dict[str, str] = {k: "returned to queue" for k in queued}
+    for spec, keys in redeliver.items():
+        # Only the delivery runs: the result is the one already recorded (and billed).
+        deliver_done(
+            ledger,
+            get_pipeline(spec),
+            token=f"replay-deliver-{uuid.uuid4().hex[:12]}",
+            # A claim this old belongs to a dead tick; a younger one is a live tick's.
+            older_than=_CLAIM_STALE_S,
+            log=logger,
+            points=DeliveryPoints(),
+        )
+        for key in keys:
+            outcome[key] = ledger.get(key).status
     for spec, keys in direct.items():
         p = get_pipeline(spec)
         back = [k for k in keys if ledger.replay([k]) == 1]

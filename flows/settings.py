@@ -25,7 +25,7 @@ from ledger import LedgerConfigError
 __all__ = ["Settings", "SettingsError", "describe", "load_settings"]
 
 
-class SettingsError(LedgerConfigError):
+class SettingsError(LedgerConfigError, ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     )
     prices_file: Path | None = Field(None, validation_alias=_env("LEDGER_PRICES_FILE"))
     pipelines: str | None = Field(None, validation_alias=_env("GEMINI_LEDGER_PIPELINES"))
-    batch_stale_s: float = Field(900.0, gt=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
+    batch_stale_s: float = Field(900.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
     background_stale_s: float | None = Field(
-        None, gt=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
+        None, ge=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
     )
     direct_backoff_s: float = Field(
         2.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_BACKOFF_S")
@@ -69,7 +69,14 @@ class Settings(BaseSettings):
         120.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_MAX_WAIT_S")
     )
     direct_stale_s: float = Field(
-        300.0, gt=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_STALE_S")
+        300.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_STALE_S")
+    )
+    batch_submitted_s: float = Field(
+        72 * 3600.0, gt=0, validation_alias=_env("GEMINI_LEDGER_BATCH_SUBMITTED_S")
+    )
+    delivery_cap: int = Field(5, ge=1, validation_alias=_env("GEMINI_LEDGER_DELIVERY_CAP"))
+    webhook_max_body_bytes: int = Field(
+        1024 * 1024, ge=1, validation_alias=_env("LEDGER_WEBHOOK_MAX_BODY_BYTES")
     )
     reconcile_writer: Literal["auto", "inline", "thread", "process"] = Field(
         "auto", validation_alias=_env("GEMINI_LEDGER_RECONCILE_WRITER")
@@ -86,6 +93,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "batch_stale_s",
+        "batch_submitted_s",
         "background_stale_s",
         "direct_backoff_s",
         "direct_jitter",

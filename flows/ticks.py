@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from typing import Any
 
@@ -26,16 +25,11 @@ def run_tick(name: str, *, day: date | None = None) -> dict[str, Any]:
         return batch_tick(pipeline=name, day=day)
     if pipeline.channel == Channel.BACKGROUND:
         from flows.background import background_tick
+        from flows.settings import load_settings
 
-        raw = os.environ.get(BACKGROUND_STALE_ENV, "").strip()
-        if not raw:
+        max_age_s = load_settings().background_stale_s
+        if max_age_s is None:
             return background_tick(pipeline=name, day=day)
-        try:
-            max_age_s = float(raw)
-        except ValueError:
-            raise ValueError(
-                f"{BACKGROUND_STALE_ENV} must be a number of seconds, got {raw!r}"
-            ) from None
         return background_tick(pipeline=name, day=day, max_age_s=max_age_s)
     from flows.direct import direct_run
 

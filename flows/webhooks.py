@@ -7,7 +7,9 @@
 - ``LEDGER_RECONCILE_DEPLOYMENT``: the reconcile deployment (``reconcile/<name>`` or just
   ``<name>``); with a Prefect API configured (``PREFECT_API_URL``), a finished batch starts a
   run of it; otherwise ``flows.batch.reconcile`` runs in this process, in a thread;
-- ``LEDGER_DATABASE_URL``: the ledger where deliveries are recorded by ``webhook-id``.
+- ``LEDGER_DATABASE_URL``: the ledger where deliveries are recorded by ``webhook-id``;
+- ``LEDGER_WEBHOOK_MAX_BODY_BYTES``: the largest body accepted (default 1 MiB); a larger one
+  is refused with 413 before it is read.
 
 The webhook is a shortcut, not the source of truth: a lost or refused delivery only means
 the next scheduled batch tick finds the finished job by polling.
@@ -31,6 +33,7 @@ __all__ = [
     "RECONCILE_FLOW",
     "ReconcileBusy",
     "create_app",
+    "max_body_bytes",
     "reconcile_deployment",
     "resolve_secret",
     "serve",
@@ -73,6 +76,13 @@ def resolve_secret() -> str:
     if secret.startswith("whsec_"):
         register_secret(secret[len("whsec_") :])
     return secret
+
+
+def max_body_bytes() -> int:
+    """LEDGER_WEBHOOK_MAX_BODY_BYTES (a positive whole number of bytes), default 1 MiB."""
+    from flows.settings import load_settings
+
+    return load_settings().webhook_max_body_bytes
 
 
 def reconcile_deployment() -> str | None:
@@ -132,13 +142,17 @@ def create_app(
     ledger_url: str | None = None,
     on_batch_complete: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
+    max_body: int | None = None,
 ) -> Starlette:
     """The receiver's ASGI app.
 
     ``secret`` defaults to :func:`resolve_secret`, ``ledger_url`` to LEDGER_DATABASE_URL,
     ``on_batch_complete`` (called with ``batches/ID`` after the response is sent) to
-    :func:`start_reconcile`; ``clock`` (epoch seconds) is what the timestamp is checked against.
+    :func:`start_reconcile`; ``clock`` (epoch seconds) is what the timestamp is checked against;
+    ``max_body`` (bytes) defaults to :func:`max_body_bytes`.
     """
+    # Settings first: a bad value stops the receiver before it resolves any secret.
+    limit = max_body_bytes() if max_body is None else max_body
     if secret is None:
         secret = resolve_secret()
     else:
@@ -148,6 +162,7 @@ def create_app(
         ledger=open_ledger(ledger_url),
         on_batch_complete=on_batch_complete or start_reconcile,
         clock=clock,
+        max_body_bytes=limit,
     )
 
 

@@ -19,6 +19,7 @@ from ledger._models import Channel, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._redact import redact, register_secret
 from ledger._store import (
+    DELIVERY_CLASS_PREFIX,
     BatchRecord,
     Counts,
     FailureRow,
@@ -33,6 +34,7 @@ from ledger._store import (
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "DELIVERY_CLASS_PREFIX",
     "BatchRecord",
     "Channel",
     "Counts",

@@ -95,6 +95,9 @@ class Job(SQLModel, table=True):
     attempts: int = 0
     attempts_base: int = 0
     unknown_failures: int = 0
+    # Failed deliveries (on_result raising, or the stored result no longer validating) since
+    # the result was recorded or replayed; at the cap the row is parked as delivery:<Error>.
+    delivery_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0

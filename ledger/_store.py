@@ -19,14 +19,16 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from ledger._classify import Failure
 from ledger._db import atomic, ensure_schema, make_engine
-from ledger._errors import InvalidTransition, UnknownJob
+from ledger._errors import InvalidTransition, LedgerConfigError, UnknownJob
 from ledger._models import Job, Status, WebhookDelivery
 from ledger._redact import redact
 
 __all__ = [
+    "DELIVERY_CLASS_PREFIX",
     "BatchRecord",
     "Counts",
     "FailureRow",
@@ -42,6 +44,8 @@ __all__ = [
 _TOTAL = "*"
 _ANALYZE_AFTER = 1000
 _MESSAGE_LIMIT = 2000
+# Error classes of rows parked by their delivery, not by the API: their result is kept.
+DELIVERY_CLASS_PREFIX = "delivery:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,7 @@ class JobView:
     done_at: float | None
     consumed_at: float | None
     parked_at: float | None
+    delivery_failures: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -291,6 +296,16 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database; LedgerConfigError (a short reason) if it fails."""
+        try:
+            with self._read() as conn:
+                conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, LedgerConfigError) as exc:
+            cause = exc.__cause__ if isinstance(exc, LedgerConfigError) else exc
+            # The type only: the driver's message can carry the URL and its password.
+            raise LedgerConfigError(f"ledger unreachable ({type(cause).__name__})") from exc
 
     def _write(self) -> Any:
         return atomic(self.engine, write=True)
@@ -856,6 +871,59 @@ class Ledger:
                 [{"key": k, "t": token, "now": now} for k in keys],
             ).rowcount
 
+    def fail_delivery(
+        self, key: str, *, token: str, error_class: str, message: str, cap: int
+    ) -> str:
+        """A claimed row's delivery failed: count it and give the claim back; at ``cap``
+        failures park it as ``error_class`` (``delivery:<Error>``), its result kept so a
+        replay only delivers again. Returns the row's status (done, parked, or '' if the
+        claim was no longer ours)."""
+        now = self.clock()
+        parks = "delivery_failures + 1 >= :cap"
+        with self._write() as conn:
+            changed = conn.execute(
+                text(
+                    "UPDATE jobs SET delivery_failures = delivery_failures + 1,"
+                    f" status = CASE WHEN {parks} THEN 'parked' ELSE status END,"
+                    f" error_class = CASE WHEN {parks} THEN :cls ELSE error_class END,"
+                    f" error_message = CASE WHEN {parks} THEN :msg ELSE error_message END,"
+                    f" parked_at = CASE WHEN {parks} THEN :now ELSE parked_at END,"
+                    " first_failure_at = COALESCE(first_failure_at, :now),"
+                    " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                    " WHERE key = :key AND status = 'done' AND reservation = :t"
+                ),
+                {
+                    "key": key,
+                    "t": token,
+                    "cap": cap,
+                    "cls": error_class[:96],
+                    "msg": redact(message)[:_MESSAGE_LIMIT],
+                    "now": now,
+                },
+            ).rowcount
+            return (self._status_of(conn, key) or "") if changed else ""
+
+    def in_flight(self, *, pipeline: str | None = None) -> dict[str, tuple[int, float]]:
+        """Rows in each non-final state and the age in seconds of the oldest, by how long
+        it has been in that state."""
+        since = (
+            "CASE status WHEN 'pending' THEN created_at WHEN 'reserving' THEN reserved_at"
+            " WHEN 'submitted' THEN submitted_at WHEN 'done' THEN done_at"
+            " ELSE last_failure_at END"
+        )
+        where = " AND pipeline = :p" if pipeline else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT status, COUNT(*), MIN(COALESCE({since}, updated_at)) FROM jobs"
+                    " WHERE status IN ('pending', 'reserving', 'submitted', 'done', 'retryable')"
+                    f"{where} GROUP BY status"
+                ),
+                {"p": pipeline} if pipeline else {},
+            ).all()
+        now = self.clock()
+        return {str(row[0]): (int(row[1]), max(0.0, now - float(row[2] or now))) for row in rows}
+
     def consume(self, keys: Sequence[str]) -> int:
         """Mark jobs whose side effect completed (done -> consumed); returns how many moved."""
         if not keys:
@@ -903,20 +971,25 @@ class Ledger:
         """Return parked jobs to pending with a fresh allowance of attempts.
 
         The attempts already spent stay counted (they were billed); the caps count from
-        here. The row remembers how many times it was replayed.
+        here. The row remembers how many times it was replayed. A job parked by its
+        delivery (``delivery:<Error>``) still has its result: it goes back to ``done``, so
+        only the delivery runs again (no API call, no new attempt).
         """
         if not keys:
             return 0
         now = self.clock()
+        redeliver = "error_class LIKE :delivery"
         with self._write() as conn:
             return conn.execute(
                 text(
-                    "UPDATE jobs SET status = 'pending', attempts_base = attempts,"
-                    " unknown_failures = 0, replayed = replayed + 1, due_at = :now,"
-                    " parked_at = NULL, handle = NULL, reservation = NULL, updated_at = :now"
+                    f"UPDATE jobs SET status = CASE WHEN {redeliver} THEN 'done' ELSE 'pending'"
+                    f" END, handle = CASE WHEN {redeliver} THEN handle ELSE NULL END,"
+                    " attempts_base = attempts, unknown_failures = 0, delivery_failures = 0,"
+                    " replayed = replayed + 1, due_at = :now,"
+                    " parked_at = NULL, reservation = NULL, updated_at = :now"
                     " WHERE key = :key AND status = 'parked'"
                 ),
-                [{"key": k, "now": now} for k in keys],
+                [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],
             ).rowcount
 
     def poison_inputs(self, *, min_keys: int = 2) -> list[tuple[str, int, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -72,3 +73,27 @@ def test_unknown_pipeline_is_one_clear_error():
     result = runner.invoke(app, ["tick", "no-such-pipeline"])
     assert result.exit_code == 1
     assert "unknown pipeline" in result.output and "reviews" in result.output
+
+
+def test_status_shows_rows_in_flight_and_the_oldest_age(sqlite_url, monkeypatch):
+    """`status --json` gives, per non-final state, the rows and the oldest one's age."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    hour_ago = Ledger(sqlite_url, clock=lambda: time.time() - 3600)
+    hour_ago.enroll(
+        [NewJob("old", {"t": 1}), NewJob("older", {"t": 2})],
+        pipeline="p",
+        channel="batch",
+        model="m",
+    )
+    hour_ago.reserve(pipeline="p", limit=1, reservation="r1", batch_model="m")
+    hour_ago.bind_batch("r1", name="batches/b1")
+    Ledger(sqlite_url).enroll([NewJob("new", {"t": 3})], pipeline="p", channel="batch", model="m")
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    in_flight = json.loads(result.stdout)["in_flight"]
+    assert set(in_flight) == {"pending", "submitted"}
+    assert in_flight["pending"]["rows"] == 2 and in_flight["submitted"]["rows"] == 1
+    assert in_flight["pending"]["oldest_age_s"] >= 3600
+    assert in_flight["submitted"]["oldest_age_s"] >= 3600
+    table = runner.invoke(app, ["status"])
+    assert table.exit_code == 0 and "oldest in this state" in table.output

@@ -91,7 +91,11 @@ def test_without_a_prefect_server_it_says_a_temporary_one_would_be_used(
     """No PREFECT_API_URL is a warning that names the temporary server, not a failure."""
     monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'l.db'}")
     Ledger(f"sqlite:///{tmp_path / 'l.db'}").dispose()
-    checks = {c.name: c for c in run_checks([])}
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Another test in this process may have started Prefect's test server: unset it here.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        checks = {c.name: c for c in run_checks([])}
     assert checks["prefect api"].outcome is Outcome.WARN
     assert "temporary" in checks["prefect api"].detail
     assert not [c for c in checks.values() if c.outcome is Outcome.FAIL]

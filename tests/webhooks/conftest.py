@@ -35,6 +35,17 @@ class Receiver:
         content = body.encode() if isinstance(body, str) else body
         return self.http.post(self.url, content=content, headers=headers)
 
+    def know(self, *names: str) -> None:
+        """Record batch jobs ``names`` in the ledger, as a tick that made them would."""
+        ledger = Ledger(self.ledger_url)
+        try:
+            for name in names:
+                reservation = f"gl-test-{name.removeprefix('batches/')}"
+                ledger.reserve(pipeline="hooks", limit=1, reservation=reservation, batch_model="m")
+                ledger.bind_batch(reservation, name=name)
+        finally:
+            ledger.dispose()
+
     def deliveries(self) -> list[dict[str, Any]]:
         """Every row of the ledger's webhook_deliveries table."""
         ledger = Ledger(self.ledger_url, migrate=False)
@@ -83,6 +94,7 @@ def serve_receiver(sqlite_url: str) -> Iterator[Callable[..., Receiver]]:
         ledger_url: str = sqlite_url,
         clock: Callable[[], float] = time.time,
         on_batch_complete: Callable[[str], None] | None = None,
+        max_body: int | None = None,
     ) -> Receiver:
         receiver = Receiver(url="", ledger_url=ledger_url)
         app = create_app(
@@ -90,6 +102,7 @@ def serve_receiver(sqlite_url: str) -> Iterator[Callable[..., Receiver]]:
             ledger_url=ledger_url,
             on_batch_complete=on_batch_complete or receiver.calls.append,
             clock=clock,
+            max_body=max_body,
         )
         served = Served(app)
         receiver.url = f"http://127.0.0.1:{served.port}/webhook"

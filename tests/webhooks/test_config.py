@@ -8,7 +8,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows import webhooks
 from flows.webhooks import ReconcileBusy, reconcile_deployment, resolve_secret, start_reconcile
-from ledger import redact
+from ledger import Ledger, redact
 
 from .conftest import SECRET, signed
 
@@ -42,6 +42,10 @@ def test_secret_from_a_prefect_secret_block(
     from starlette.testclient import TestClient
 
     calls: list[str] = []
+    ledger = Ledger(sqlite_url)
+    ledger.reserve(pipeline="hooks", limit=1, reservation="r-block", batch_model="m")
+    ledger.bind_batch("r-block", name="batches/from-block")
+    ledger.dispose()
     app = webhooks.create_app(ledger_url=sqlite_url, on_batch_complete=calls.append)
     body = '{"type": "batch.succeeded", "data": {"name": "batches/from-block"}}'
     with TestClient(app) as client:

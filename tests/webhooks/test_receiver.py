@@ -25,6 +25,7 @@ def test_valid_batch_webhook_is_recorded_and_reconciled(
 ) -> None:
     """A signed batch completion is answered 200, recorded once and starts one reconcile."""
     receiver = serve_receiver(ledger_url=ledger_url)
+    receiver.know("batches/abc123")
     body = batch_event("batches/abc123")
     resp = receiver.post(body, signed(body, msg_id="msg_valid"))
     assert resp.status_code == 200
@@ -42,6 +43,7 @@ def test_valid_batch_webhook_is_recorded_and_reconciled(
 
 def test_gemini_shape_batch_id_is_accepted(receiver: Receiver) -> None:
     """A batch named by data.id without the batches/ prefix still reconciles batches/ID."""
+    receiver.know("batches/id-batch.failed", "batches/id-batch.expired")
     for kind in ("batch.failed", "batch.expired"):
         body = json.dumps({"type": kind, "data": {"id": f"id-{kind}"}})
         assert receiver.post(body, signed(body)).status_code == 200
@@ -75,6 +77,7 @@ def test_missing_headers_are_refused(receiver: Receiver) -> None:
 
 def test_stale_or_future_timestamp_is_refused(receiver: Receiver) -> None:
     """A correctly signed delivery more than five minutes old or ahead gets 401."""
+    receiver.know("batches/job-1")
     body = batch_event()
     now = time.time()
     assert receiver.post(body, signed(body, at=now - 301)).status_code == 401
@@ -91,6 +94,7 @@ def test_timestamp_is_checked_against_the_injected_clock(
     """The tolerance is measured from the app's clock, not the machine's."""
     t0 = 1_800_000_000.0
     receiver = serve_receiver(clock=lambda: t0)
+    receiver.know("batches/job-1")
     body = batch_event()
     assert receiver.post(body, signed(body, at=t0 - 290)).status_code == 200
     assert receiver.post(body, signed(body, at=t0 - 310)).status_code == 401
@@ -99,6 +103,7 @@ def test_timestamp_is_checked_against_the_injected_clock(
 
 def test_replayed_id_is_acknowledged_and_not_processed_twice(receiver: Receiver) -> None:
     """The same webhook-id delivered again is answered 200 but reconciles only once."""
+    receiver.know("batches/once")
     body = batch_event("batches/once")
     first = receiver.post(body, signed(body, msg_id="msg_replayed"))
     second = receiver.post(body, signed(body, msg_id="msg_replayed"))
@@ -161,6 +166,7 @@ def test_failed_hand_off_still_answers_and_stays_unprocessed(
 
     caplog.set_level(logging.DEBUG)
     receiver = serve_receiver(on_batch_complete=broken)
+    receiver.know("batches/broken")
     body = batch_event("batches/broken")
     assert receiver.post(body, signed(body)).status_code == 200
     wait_until(lambda: "starting reconcile of batches/broken failed" in caplog.text)
@@ -176,6 +182,7 @@ def test_secret_and_payload_never_logged_or_stored(
     """Across accepted, forged, stale and malformed deliveries, logs and ledger hold no secret."""
     caplog.set_level(logging.DEBUG)
     marker = "private-payload-marker-4711"
+    receiver.know("batches/logged")
     body = batch_event("batches/logged", responses_file=f"files/{marker}")
     assert receiver.post(body, signed(body, msg_id="msg_ok")).status_code == 200
     assert receiver.post(body, signed(body, secret=OTHER_SECRET)).status_code == 401

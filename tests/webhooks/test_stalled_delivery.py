@@ -36,6 +36,8 @@ def test_a_stalled_delivery_is_processed_when_redelivered(sqlite_url):
         }
     ).encode()
     ledger = Ledger(sqlite_url, clock=lambda: time.time() - 120)
+    ledger.reserve(pipeline="hooks", limit=1, reservation="r-abc", batch_model="m")
+    ledger.bind_batch("r-abc", name="batches/abc")
     ledger.record_delivery("msg_stalled", event_type="batch.succeeded", subject="batches/abc")
     ledger.dispose()
     started: list[str] = []

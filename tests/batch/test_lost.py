@@ -1,0 +1,101 @@
+"""A submitted batch job the API no longer knows, or cannot poll past its bound, is given up:
+its rows are sent again (attempts kept) and the batch is recorded as lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.genai import errors
+
+from flows._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
+from flows._ledger import open_ledger
+from flows.batch import batch_tick, reconcile
+from ledger import Ledger
+
+from .conftest import DAY, tick_until_settled
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC, NAME = "tests.batch.pipelines:small_reviews", "small"
+
+
+def test_a_batch_job_the_api_forgot_returns_its_rows(batch_env: dict[str, Any]) -> None:
+    """The emulator loses its memory: the next tick sends the 40 rows again, attempts 2."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1})
+    first = batch_tick(pipeline=SPEC, day=DAY)
+    assert first["submitted"] == 40
+    emu.reset()  # the job is gone with the emulator's memory
+    second = batch_tick(pipeline=SPEC, day=DAY)
+    ledger = open_ledger()
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("submitted", 2)}
+    lost = ledger.batch_named(first["batch"])
+    assert lost is not None and lost.state == "lost"
+    assert (second["lost"], second["lost_rows"], second["poll_errors"]) == (1, 40, 0)
+    assert second["submitted"] == 40  # straight into a new batch job
+    tick_until_settled(SPEC, NAME, max_ticks=3)
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("consumed", 2)}
+
+
+def test_reconcile_of_a_forgotten_job_gives_it_up(batch_env: dict[str, Any]) -> None:
+    """`reconcile` on a job the API answers 404 for returns its rows instead of failing."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 5})
+    first = batch_tick(pipeline=SPEC, day=DAY)
+    emu.reset()
+    report = reconcile(job_name=first["batch"])
+    assert report["state"] == "LOST" and report["lost_rows"] == 40
+    ledger = open_ledger()
+    assert {j.status for j in ledger.jobs(pipeline=NAME)} == {"retryable"}
+    assert {j.error_class for j in ledger.jobs(pipeline=NAME)} == {"retryable:batch_lost"}
+
+
+def _submitted(ledger: Ledger) -> Any:
+    ledger.reserve(pipeline="p", limit=1, reservation="r1", batch_model="m")
+    ledger.bind_batch("r1", name="batches/slow")
+    rec = ledger.batch_named("batches/slow")
+    assert rec is not None
+    return rec
+
+
+def test_unpollable_past_its_bound_is_lost_but_a_refused_key_never(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 while young is only a poll error; past the bound it is lost; a 401 never is."""
+    monkeypatch.setenv(SUBMITTED_ENV, "3600")
+    now = [1_800_000_000.0]
+    ledger = Ledger(sqlite_url, clock=lambda: now[0])
+    rec = _submitted(ledger)
+    unavailable = errors.ServerError(503, {"error": {"code": 503, "message": "unavailable"}})
+    refused = errors.ClientError(401, {"error": {"code": 401, "message": "bad key"}})
+    assert lost_reason(ledger, rec, unavailable) is None
+    now[0] += 3601
+    reason = lost_reason(ledger, rec, unavailable)
+    assert reason is not None and SUBMITTED_ENV in reason and "ServerError" in reason
+    assert lost_reason(ledger, rec, refused) is None
+    monkeypatch.setenv(SUBMITTED_ENV, "soon")
+    with pytest.raises(ValueError, match=SUBMITTED_ENV):
+        submitted_bound()
+
+
+def test_reconcile_of_an_unknown_job_is_one_clear_line(sqlite_url: str) -> None:
+    """`gemini-ledger reconcile batches/<unknown>`: one error line, exit 1, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["LEDGER_DATABASE_URL"] = sqlite_url
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "reconcile", "batches/never-made"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: no batch job named 'batches/never-made' in the ledger"]
+    assert proc.stdout == ""
