@@ -199,14 +199,14 @@ def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str
     """The report as Markdown (the ``dead-letter-summary`` artifact)."""
     parked = report["parked"]
     since = (
-        f"since {report['baseline_day']}"
+        f" since {report['baseline_day']}"
         if report["baseline_day"]
-        else "no earlier summary: counted from zero"
+        else "; no earlier summary, so counted from zero"
     )
     lines = [
         f"# Morning report for {report['day']}",
         "",
-        f"**{parked['total']} parked** ({_signed(parked['delta'])} {since})"
+        f"**{parked['total']} parked** ({_signed(parked['delta'])}{since})"
         + (f"; alert threshold {threshold}" if threshold is not None else ""),
         "",
         *_pipeline_lines(report),
