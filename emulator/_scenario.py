@@ -48,6 +48,7 @@ LATENCY_ROUTES = (
 )
 
 JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
+ProjectFault = Literal["permission_denied", "failed_precondition"]
 
 
 class _Strict(BaseModel):
@@ -96,6 +97,11 @@ class Scenario(_Strict):
     scripts: list[Script] = Field(default_factory=list)
     webhook_duplicate_rate: Probability = Field(0.0, ge=0, le=1)
     webhook_delay_ms: Latency = Field(default_factory=lambda: Latency(mean=0.0, jitter=0.0))
+    # Faults of the setup, answered to every keyed request before anything else:
+    # None accepts any key; a list accepts only those (others: 400 API_KEY_INVALID).
+    valid_api_keys: list[str] | None = None
+    project_fault: ProjectFault | None = None  # 403 PERMISSION_DENIED / 400 FAILED_PRECONDITION
+    refused_upload_mime_types: list[str] = Field(default_factory=list)
 
     @field_validator("latency_ms", mode="before")
     @classmethod

@@ -55,6 +55,7 @@ from flows._batch_io import (
 )
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows.crash import crash_point
 from flows.gateway import gemini_client
@@ -68,6 +69,7 @@ from ledger import (
     Verdict,
     classify,
     redact,
+    setup_fault,
 )
 
 __all__ = [
@@ -174,6 +176,16 @@ def _fail_reserved(
     return dict(outcome)
 
 
+def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None:
+    """A fault of the setup (refused key, no permission or billing, upload type refused, API
+    unreachable): give the reservation back with its attempts (the API accepted nothing, so
+    nothing was billed) and halt the channel instead of failing the rows."""
+    fault = setup_fault(exc)
+    if fault is not None:
+        ledger.release(reservation)
+        raise fault from exc
+
+
 def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> dict[str, Any]:
     """Write the rows reserved under ``reservation`` to a JSONL file, upload it, create the
     batch job (display name = reservation) and bind it."""
@@ -191,6 +203,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
         try:
             file_name = upload_requests(client, path, display_name=reservation)
         except Exception as exc:  # nothing was created: the rows get the failure
+            _halt_if_setup(ledger, reservation, exc)
             return {
                 "rows": 0,
                 "batch": None,
@@ -202,6 +215,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
                 client, model=p.model, file_name=file_name, display_name=reservation
             )
         except Exception as exc:
+            _halt_if_setup(ledger, reservation, exc)
             if not _is_api_refusal(exc):
                 # A timeout or a dropped connection: the job may exist. Leave the reservation
                 # for orphan recovery, which looks it up by display name before re-sending.
@@ -235,6 +249,7 @@ def _is_api_refusal(exc: BaseException) -> bool:
 
 
 @task(name="recover-orphaned-batches", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def recover_orphans(pipeline: str) -> dict[str, Any]:
     """Batch reservations never bound to a job: bind the job found by display name in
     ``batches.list``; re-send the same reserved rows only if there is none."""
@@ -261,6 +276,9 @@ def recover_orphans(pipeline: str) -> dict[str, Any]:
         try:
             job = find_batch_job(client, rec.reservation)
         except Exception as exc:  # the listing failed: try again once the lease is stale
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
             out["errors"] += 1
             log.warning(
                 "%s: cannot list batch jobs for orphan %s: %s",
@@ -370,6 +388,7 @@ def reconcile_batch(
 
 
 @task(name="poll-and-reconcile-batches", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def poll_batches(pipeline: str) -> dict[str, Any]:
     """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
     finished ones."""
@@ -391,6 +410,9 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
         try:
             job = get_batch_job(client, rec.name)
         except Exception as exc:
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
             out["poll_errors"] += 1
             _logger().warning(
                 "%s: cannot poll %s: %s", p.name, rec.name, redact(f"{type(exc).__name__}: {exc}")
@@ -418,6 +440,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def deliver_results(pipeline: str) -> dict[str, Any]:
     """Rows done but not consumed: call ``on_result`` for each, then mark them consumed. A
     side effect that raises is logged and its row stays done for the next tick."""
@@ -447,12 +470,14 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
 
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
     return enroll_day(open_ledger(), _pipeline(pipeline), day)
 
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def submit_batch(pipeline: str) -> dict[str, Any]:
     """Reserve the pending and retryable rows in batches of up to the pipeline's limit; for
     each, write the JSONL, upload it, create the batch job and bind it."""
@@ -570,17 +595,19 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     flow_run_name=_tick_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
+@halts(Channel.BATCH, flow=True)
 def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, Any]:
     """One tick of a batch pipeline: recover orphans, reconcile finished batch jobs, deliver
     done results, then enroll today's items and submit one batch job; then exit."""
     p = _pipeline(pipeline)
     the_day = day or datetime.now(UTC).date()
     started = time.monotonic()
-    orphans = recover_orphans(pipeline)
-    polled = poll_batches(pipeline)
-    delivered = deliver_results(pipeline)
-    enrolled = enroll_items(pipeline, the_day)
-    submitted = submit_batch(pipeline)
+    preflight()
+    orphans = checked(recover_orphans(pipeline))
+    polled = checked(poll_batches(pipeline))
+    delivered = checked(deliver_results(pipeline))
+    enrolled = checked(enroll_items(pipeline, the_day))
+    submitted = checked(submit_batch(pipeline))
     report: dict[str, Any] = {
         "pipeline": p.name,
         "day": the_day.isoformat(),
@@ -632,6 +659,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
     flow_run_name=_reconcile_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
+@halts(Channel.BATCH, flow=True)
 def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     """Reconcile one batch job by name (``batches/...``) if it has finished, then deliver
     its results. Safe to call again: a job already reconciled is not read twice, and rows
@@ -646,8 +674,8 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     if rec.state != "submitted":
         report.update(reconciled=0, already_reconciled=True)
     else:
-        report.update(_reconcile_task(spec, job_name))
-    report["delivered"] = deliver_results(spec)
+        report.update(checked(_reconcile_task(spec, job_name)))
+    report["delivered"] = checked(deliver_results(spec))
     create_table_artifact(
         key=f"batch-reconcile-{_slug(p.name)}",
         table=[{"what": k, "value": str(v)} for k, v in report.items() if k != "rows"],
@@ -662,6 +690,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
+@halts(Channel.BATCH)
 def _reconcile_task(pipeline: str, job_name: str) -> dict[str, Any]:
     """Poll one batch job and, if it has finished, reconcile it."""
     p = _pipeline(pipeline)

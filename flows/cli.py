@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger import Ledger, LedgerError
+from ledger import Ledger, LedgerError, SetupFault
 
 __all__ = ["app", "main"]
 
@@ -38,7 +38,7 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     from flows.gateway import GatewayConfigError
     from flows.registry import UnknownPipeline
 
-    return (LedgerError, GatewayConfigError, UnknownPipeline, ValueError)
+    return (LedgerError, GatewayConfigError, SetupFault, UnknownPipeline, ValueError)
 
 
 def handles_errors(func: F) -> F:

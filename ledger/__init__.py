@@ -17,6 +17,7 @@ from ledger._lines import (
 )
 from ledger._models import Channel, Status
 from ledger._redact import redact, register_secret
+from ledger._setup import SetupFault, SetupKind, setup_fault
 from ledger._store import (
     BatchRecord,
     Counts,
@@ -49,6 +50,8 @@ __all__ = [
     "Policy",
     "Reserved",
     "ResultRow",
+    "SetupFault",
+    "SetupKind",
     "Status",
     "UnknownJob",
     "Usage",
@@ -62,6 +65,7 @@ __all__ = [
     "parse_output_line",
     "redact",
     "register_secret",
+    "setup_fault",
     "upgrade",
     "validate_answer",
 ]
