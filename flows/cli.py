@@ -49,7 +49,7 @@ def handles_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except _domain_errors() as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_DOMAIN_ERROR) from None
 
     return wrapper  # type: ignore[return-value]

@@ -166,7 +166,12 @@ def _from_api_error(code: int, status: str, message: str, details: Any) -> Setup
     head = f"{code} {status}".strip()
     said = f"{head}: {message}" if message else head
     reasons = _reasons(details)
-    if "API_KEY_INVALID" in reasons or code == 401 or status == "UNAUTHENTICATED":
+    if "API_KEY_INVALID" in reasons:
+        return SetupFault(
+            SetupKind.KEY_REFUSED,
+            f"the Gemini API refused the API key ({head} API_KEY_INVALID: {message})",
+        )
+    if code == 401 or status == "UNAUTHENTICATED":
         return SetupFault(SetupKind.KEY_REFUSED, f"the Gemini API refused the API key ({said})")
     if code == 403 or status == "PERMISSION_DENIED":
         return SetupFault(SetupKind.PERMISSION, f"the Gemini API denied permission ({said})")

@@ -144,7 +144,7 @@ def test_fault_fails_the_run_parks_nothing_and_the_night_settles_after(
 
 
 @pytest.mark.parametrize("channel", list(CHANNELS))
-def test_tick_command_prints_one_line_and_exits_non_zero(world, channel):
+def test_tick_command_prints_one_line_and_exits_non_zero(world, prefect_api, channel):
     """``gemini-ledger tick`` under a refused key: exit 1, one error line naming the cause and
     the fix, no traceback anywhere, nothing parked."""
     ch = CHANNELS[channel]
@@ -152,7 +152,7 @@ def test_tick_command_prints_one_line_and_exits_non_zero(world, channel):
     env.update(world["env"])
     env.update(world["emulator"].env())
     env["GEMINI_API_KEY"] = "halt-test-revoked-key"
-    env["PREFECT_API_URL"] = os.environ.get("PREFECT_API_URL", "")
+    env["PREFECT_API_URL"] = prefect_api
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "tick", ch.spec, "--day", DAY.isoformat()],
