@@ -173,12 +173,27 @@ def usage_of(interaction: Any) -> Usage:
     return Usage(prompt_t, answer_t, count("total_tokens") or prompt_t + answer_t)
 
 
+def _dumped(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if callable(dump) else obj
+
+
+def step_errors(interaction: Any) -> list[Any]:
+    """The google.rpc.Status ``error`` of each ``model_output`` step (SDK 3.3.0's
+    ``ModelOutputStep.error``: e.g. code 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE)."""
+    return [
+        _dumped(_field(step, "error"))
+        for step in _field(interaction, "steps") or []
+        if _field(step, "type") == "model_output" and _field(step, "error") is not None
+    ]
+
+
 def _failure_of(interaction: Any, status: str) -> Failure:
     """The classifier's verdict on a terminal, answerless interaction."""
-    errors = []
-    for error in _field(interaction, "errors") or []:
-        dump = getattr(error, "model_dump", None)
-        errors.append(dump(mode="json", exclude_none=True) if callable(dump) else error)
+    # A step's own error first: it says why the answer is missing, by its code, where the
+    # interaction's status alone ("failed") says nothing.
+    errors = step_errors(interaction)
+    errors += [_dumped(error) for error in _field(interaction, "errors") or []]
     # Only the status and errors: the whole interaction (steps, input) is no business of the
     # classifier and must not end up in a stored message.
     return classify({"status": status, "errors": errors})
@@ -214,6 +229,11 @@ def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> P
     """Turn an interaction the API returned into the outcome for its job."""
     status = str(_field(interaction, "status") or "")
     usage = usage_of(interaction)
+    no_text = not (output_text(interaction) or "").strip()
+    if status == "completed" and no_text and step_errors(interaction):
+        # No answer because a step failed: the step's code decides, not the empty text.
+        failure = _failure_of(interaction, status)
+        return Polled(key, handle, "failed", status, failure=failure, usage=usage)
     if status == "completed":
         answer = validate_answer(output_text(interaction), schema)
         if isinstance(answer, Failure):

@@ -49,6 +49,8 @@ from flows._batch_io import (
     get_batch_job,
     iter_lines,
     job_state,
+    operation_error,
+    output_ended_at,
     output_file_of,
     upload_requests,
     write_requests,
@@ -87,6 +89,10 @@ __all__ = [
 
 STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
 _DEFAULT_STALE_S = 900.0
+# How long a SUCCEEDED job may go without its output file before its rows are failed as
+# missing_from_output (the state has been seen before output.responsesFile is filled).
+OUTPUT_GRACE_ENV = "GEMINI_LEDGER_BATCH_OUTPUT_GRACE_S"
+_DEFAULT_OUTPUT_GRACE_S = 3600.0
 _DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -106,6 +112,27 @@ def _stale_after() -> float:
         return float(raw) if raw else _DEFAULT_STALE_S
     except ValueError:
         raise ValueError(f"{STALE_ENV} must be a number of seconds, got {raw!r}") from None
+
+
+def _output_grace() -> float:
+    raw = os.environ.get(OUTPUT_GRACE_ENV)
+    try:
+        value = float(raw) if raw else _DEFAULT_OUTPUT_GRACE_S
+    except ValueError:
+        raise ValueError(f"{OUTPUT_GRACE_ENV} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{OUTPUT_GRACE_ENV} must not be negative, got {raw!r}")
+    return value
+
+
+def output_pending(ledger: Ledger, job: Any, rec: BatchRecord) -> bool:
+    """A SUCCEEDED job without its output file, still inside the grace bound: wait for it."""
+    if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
+        return False
+    if getattr(job, "dest", None) is not None and getattr(job.dest, "inlined_responses", None):
+        return False
+    ended = output_ended_at(job) or rec.submitted_at or 0.0
+    return ledger.clock() - ended < _output_grace()
 
 
 # Pipeline name (as the ledger stores it) -> the spec it was loaded by in this process, so
@@ -321,6 +348,7 @@ def reconcile_batch(
     counts = LineCounts()
     missing = 0
     job_failed = 0
+    reason: str | None = None
     started = time.monotonic()
     if state == "SUCCEEDED":
         file_name = output_file_of(job)
@@ -344,17 +372,23 @@ def reconcile_batch(
             handle=rec.name, failure=MISSING_FROM_OUTPUT, policy=p.policy
         )
     else:
-        error = getattr(job, "error", None)
-        message = getattr(error, "message", None) or f"batch job ended {state}"
+        error = operation_error(client, job) or {}
+        said = error.get("message")
+        code = error.get("code")
+        message = f"batch job ended {state}"
+        if said:
+            message += f": {said}" + (f" (code {code})" if code is not None else "")
         failure = classify({"state": f"BATCH_STATE_{state}", "message": message})
+        reason = failure.message
         job_failed = ledger.fail_outstanding(handle=rec.name, failure=failure, policy=p.policy)
         log.warning(
-            "%s: %s ended %s; %d rows returned (%s)",
+            "%s: %s ended %s; %d rows returned (%s: %s)",
             p.name,
             rec.name,
             state,
             job_failed,
             failure.error_class,
+            failure.message,
         )
     standing = _parked_and_retryable(ledger, rec.name)
     report: dict[str, Any] = {
@@ -363,6 +397,7 @@ def reconcile_batch(
         **counts.as_dict(),
         "missing_from_output": missing,
         "job_failed_rows": job_failed,
+        "reason": reason,
         "rows": standing,
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -418,7 +453,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
                 "%s: cannot poll %s: %s", p.name, rec.name, redact(f"{type(exc).__name__}: {exc}")
             )
             continue
-        if job_state(job) not in _TERMINAL:
+        if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec):
             out["running"] += 1
             continue
         try:
@@ -700,6 +735,6 @@ def _reconcile_task(pipeline: str, job_name: str) -> dict[str, Any]:
     client = gemini_client()
     job = get_batch_job(client, job_name)
     state = job_state(job)
-    if state not in _TERMINAL:
+    if state not in _TERMINAL or output_pending(ledger, job, rec):
         return {"state": state, "reconciled": 0}
     return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job)}

@@ -176,13 +176,9 @@ def _from_api_error(code: int, status: str, message: str, details: Any) -> Setup
     if code == 403 or status == "PERMISSION_DENIED":
         return SetupFault(SetupKind.PERMISSION, f"the Gemini API denied permission ({said})")
     if status == "FAILED_PRECONDITION":
-        return SetupFault(
-            SetupKind.PRECONDITION, f"the project cannot use the Gemini API ({said})"
-        )
+        return SetupFault(SetupKind.PRECONDITION, f"the project cannot use the Gemini API ({said})")
     if code == 400 and "mime type" in message.lower():
-        return SetupFault(
-            SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})"
-        )
+        return SetupFault(SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})")
     return None
 
 
