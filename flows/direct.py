@@ -335,13 +335,15 @@ def run_calls(
 
     The outcome is the job's status after its last attempt (``done``, ``parked``,
     ``retryable``), ``skipped:<status>`` when there was nothing to send, or ``error``. With
-    ``rate_per_second`` the calls are started no faster than that.
+    ``rate_per_second`` the calls are started no faster than that. A fault of the setup met
+    by any call stops the calls not yet started and is raised once all have ended.
     """
     if max_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
     if not keys:
         return {}
     the_task = direct_task(policy)
+    _halted.pop(spec, None)  # a halt of an earlier run in this process is not this run's
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
@@ -451,7 +453,6 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
     the_day = day or today_utc()
     ledger = open_ledger()
     preflight()
-    _halted.pop(pipeline, None)
 
     swept = checked(sweep_interrupted(pipeline))
     enrolled = checked(enroll_items(pipeline, the_day))
