@@ -154,3 +154,15 @@ def test_project_refusals_halt_the_batch_channel(world, scenario, kind):
     emulator.set_scenario({"name": "fixed", "valid_api_keys": [GOOD_KEY]})
     _settle(ch, ledger)
     assert ledger.counts(pipeline=ch.pipeline).attempts == ch.rows
+
+
+@pytest.mark.parametrize("channel", list(CHANNELS))
+def test_an_unreachable_ledger_halts_the_tick(world, monkeypatch, channel):
+    """A ledger that cannot be reached ends the run Failed with the ledger's fix, not a
+    traceback of the driver."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    state = CHANNELS[channel].tick(return_state=True)
+    assert state.is_failed()
+    fault = state.result(raise_on_failure=False)
+    assert fault.kind.value == "ledger_unreachable", state.message
+    assert "LEDGER_DATABASE_URL" in (state.message or "")
