@@ -166,3 +166,20 @@ def test_an_unreachable_ledger_halts_the_tick(world, monkeypatch, channel):
     fault = state.result(raise_on_failure=False)
     assert fault.kind.value == "ledger_unreachable", state.message
     assert "LEDGER_DATABASE_URL" in (state.message or "")
+
+
+@pytest.mark.parametrize("channel", ["batch", "background"])
+def test_a_key_revoked_while_jobs_are_in_flight(world, monkeypatch, channel):
+    """Polling under a refused key halts the tick and leaves the submitted jobs submitted (no
+    verdict on them); once the key is back they are collected, each on its one attempt."""
+    ch = CHANNELS[channel]
+    ledger = Ledger(world["url"])
+    ch.tick()
+    assert ledger.counts(pipeline=ch.pipeline).by_status == {"submitted": ch.rows}
+    with monkeypatch.context() as broken:
+        broken.setenv("GEMINI_API_KEY", "halt-test-revoked-key")
+        state = ch.tick(return_state=True)
+        assert state.is_failed() and "API_KEY_INVALID" in (state.message or "")
+        assert ledger.counts(pipeline=ch.pipeline).by_status == {"submitted": ch.rows}
+    _settle(ch, ledger)
+    assert ledger.counts(pipeline=ch.pipeline).attempts == ch.rows
