@@ -132,19 +132,21 @@ def test_a_halt_emits_the_channel_halted_event(world, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("scenario", "kind"),
+    ("channel", "scenario", "kind"),
     [
-        ({"project_fault": "permission_denied"}, "permission"),
-        ({"project_fault": "failed_precondition"}, "precondition"),
-        ({"refused_upload_mime_types": ["application/jsonl"]}, "upload_refused"),
+        ("batch", {"project_fault": "permission_denied"}, "permission"),
+        ("batch", {"project_fault": "failed_precondition"}, "precondition"),
+        ("batch", {"refused_upload_mime_types": ["application/jsonl"]}, "upload_refused"),
+        ("direct", {"project_fault": "permission_denied"}, "permission"),
+        ("background", {"project_fault": "failed_precondition"}, "precondition"),
     ],
 )
-def test_project_refusals_halt_the_batch_channel(world, scenario, kind):
+def test_project_refusals_halt_the_channel(world, channel, scenario, kind):
     """403 PERMISSION_DENIED, 400 FAILED_PRECONDITION and an upload MIME refusal halt the
-    batch tick with their kind; nothing is parked, no attempt counted, the night settles."""
+    tick with their kind; nothing is parked, no attempt counted, the night settles after."""
     emulator = world["emulator"]
     emulator.set_scenario({"name": "project", "valid_api_keys": [GOOD_KEY], **scenario})
-    ch = CHANNELS["batch"]
+    ch = CHANNELS[channel]
     ledger = Ledger(world["url"])
     state = ch.tick(return_state=True)
     assert state.is_failed()
