@@ -78,6 +78,16 @@ carries ``steps[-1] = {"type": "model_output", "content": [{"type": "text", "tex
 (the SDK exposes it as ``interaction.output_text``) and ``usage`` (total_input_tokens,
 total_output_tokens, total_tokens).
 
+Faults of the setup and real shapes (scenario fields): ``valid_api_keys`` (others get 400
+INVALID_ARGUMENT with ErrorInfo ``API_KEY_INVALID``), ``project_fault`` (403
+PERMISSION_DENIED or 400 FAILED_PRECONDITION on every keyed request),
+``refused_upload_mime_types`` (400 "Unsupported MIME type" at upload start),
+``batch_error_style: grpc`` (output error lines with a numeric gRPC code, no status),
+``batch_output_delay_polls`` (SUCCEEDED before ``responsesFile`` is shown),
+``batch_failed_error`` (the FAILED operation's ``error {code, message}``),
+``interaction_step_error_code`` (a ``failed`` step's error on its ``model_output`` step),
+``safety_finish_reason`` (the ``safety`` step's finishReason).
+
 Answers: with ``generationConfig.responseJsonSchema`` / ``responseSchema`` or an interaction's
 ``response_format`` (``{"type": "text", "mime_type": "application/json", "schema": ...}``)
 the text is JSON conforming to the schema (deterministic for seed, key and submission number);

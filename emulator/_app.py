@@ -18,7 +18,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._answers import stable_key
-from ._errors import auth_error, error_body, invalid_json, not_found
+from ._errors import (
+    auth_error,
+    error_body,
+    invalid_json,
+    key_invalid,
+    mime_refused,
+    not_found,
+    project_fault,
+)
 from ._models import key_refused, model_resource
 from ._scenario import Scenario, ScenarioError, load_scenario
 from ._state import (
@@ -126,10 +134,10 @@ class Emulator:
             params = match.groupdict()
             label = f"{method} {template.replace('{ver}', params['ver'])}"
             counts[label] = counts.get(label, 0) + 1
-            if auth and not request.headers.get("x-goog-api-key"):
-                return _json(auth_error(), status=403)
-            if auth and (refused := key_refused(request.headers["x-goog-api-key"])) is not None:
-                return _json(refused, status=400)
+            if auth:
+                refused = self.refusal(request.headers.get("x-goog-api-key"))
+                if refused is not None:
+                    return refused
             latency = self.core.scenario.latency_ms.get(name)
             if latency is not None and (latency.mean or latency.jitter):
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)
@@ -148,6 +156,20 @@ class Emulator:
         label = f"{method} {{unknown}}"
         counts[label] = counts.get(label, 0) + 1
         return _json(not_found(path), status=404)
+
+    def refusal(self, key: str | None) -> Response | None:
+        """What the API answers a request whose key or project is not fit, before any work."""
+        scenario = self.core.scenario
+        if not key:
+            return _json(auth_error(), status=403)
+        if (refused := key_refused(key)) is not None:  # the doctor's tests: "refused-..." keys
+            return _json(refused, status=400)
+        if scenario.valid_api_keys is not None and key not in scenario.valid_api_keys:
+            return _json(key_invalid(), status=400)
+        if scenario.project_fault is not None:
+            body = project_fault(scenario.project_fault)
+            return _json(body, status=int(body["error"]["code"]))
+        return None
 
     async def control(self, request: Request, what: str) -> Response:
         core = self.core
@@ -256,10 +278,18 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
     upload_id = (query.get("upload_id") or [""])[0]
     command = request.headers.get("x-goog-upload-command", "").lower()
     if not upload_id:
-        if not request.headers.get("x-goog-api-key"):
-            return _json(auth_error(), status=403)
+        refused = emu.refusal(request.headers.get("x-goog-api-key"))
+        if refused is not None:
+            return refused
         body = await _body_json(request)
         spec = body.get("file") or {}
+        mime = (
+            spec.get("mimeType")
+            or spec.get("mime_type")
+            or request.headers.get("x-goog-upload-header-content-type")
+        )
+        if mime in core.scenario.refused_upload_mime_types:
+            return _json(mime_refused(str(mime)), status=400)
         fid = core.new_id()
         name = spec.get("name")
         if isinstance(name, str) and name:

@@ -84,3 +84,55 @@ def not_found(path: str) -> dict[str, Any]:
 
 def invalid_json(detail: str) -> dict[str, Any]:
     return error_body(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {detail}")
+
+
+def key_invalid() -> dict[str, Any]:
+    """A key the API does not know: 400 INVALID_ARGUMENT with an ErrorInfo reason
+    API_KEY_INVALID, not 401/403 (the Gemini API troubleshooting page,
+    ai.google.dev/gemini-api/docs/troubleshooting, and python-genai issue reports)."""
+    message = "API key not valid. Please pass a valid API key."
+    return error_body(
+        400,
+        "INVALID_ARGUMENT",
+        message,
+        details=[
+            {
+                "@type": ERROR_INFO,
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                "locale": "en-US",
+                "message": message,
+            },
+        ],
+    )
+
+
+#: Project-level refusals (ai.google.dev/gemini-api/docs/troubleshooting, "Error codes").
+PROJECT_FAULTS: dict[str, tuple[int, str, str]] = {
+    "permission_denied": (
+        403,
+        "PERMISSION_DENIED",
+        "Your API key doesn't have the required permissions.",
+    ),
+    "failed_precondition": (
+        400,
+        "FAILED_PRECONDITION",
+        "Gemini API free tier is not available in your country. Please enable billing on your"
+        " project in Google AI Studio.",
+    ),
+}
+
+
+def project_fault(kind: str) -> dict[str, Any]:
+    code, status, message = PROJECT_FAULTS[kind]
+    return error_body(code, status, message)
+
+
+def mime_refused(mime_type: str) -> dict[str, Any]:
+    """The Files API refusing an upload's type (google-gemini/cookbook #1008, python-genai
+    #1547: ``application/jsonl`` reported refused as an unsupported MIME type)."""
+    return error_body(400, "INVALID_ARGUMENT", f"Unsupported MIME type: {mime_type}")

@@ -48,6 +48,10 @@ LATENCY_ROUTES = (
 )
 
 JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
+ProjectFault = Literal["permission_denied", "failed_precondition"]
+SafetyReason = Literal[
+    "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "MODEL_ARMOR", "JAILBREAK"
+]
 
 
 class _Strict(BaseModel):
@@ -96,6 +100,17 @@ class Scenario(_Strict):
     scripts: list[Script] = Field(default_factory=list)
     webhook_duplicate_rate: Probability = Field(0.0, ge=0, le=1)
     webhook_delay_ms: Latency = Field(default_factory=lambda: Latency(mean=0.0, jitter=0.0))
+    # Faults of the setup, answered to every keyed request before anything else:
+    # None accepts any key; a list accepts only those (others: 400 API_KEY_INVALID).
+    valid_api_keys: list[str] | None = None
+    project_fault: ProjectFault | None = None  # 403 PERMISSION_DENIED / 400 FAILED_PRECONDITION
+    refused_upload_mime_types: list[str] = Field(default_factory=list)
+    # Real shapes the SDK and docs show (each cited where the emulator builds it):
+    batch_error_style: Literal["status", "grpc"] = "status"  # grpc: {"code": 3, "message"}
+    batch_output_delay_polls: int = Field(0, ge=0)  # SUCCEEDED, responsesFile only later
+    batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
+    interaction_step_error_code: int | None = None  # "failed" step: model_output step error
+    safety_finish_reason: SafetyReason = "SAFETY"  # the finishReason of the "safety" step
 
     @field_validator("latency_ms", mode="before")
     @classmethod

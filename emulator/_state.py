@@ -103,6 +103,8 @@ class BatchRec:
     end_time: float | None = None
     polls: int = 0
     output: dict[str, Any] | None = None
+    output_hidden_polls: int = 0
+    failed_error: tuple[int, str] = (13, "Batch job failed.")
 
     def as_json(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -117,8 +119,11 @@ class BatchRec:
         }
         if self.end_time is not None:
             meta["endTime"] = iso(self.end_time)
-        if self.output is not None:
-            meta["output"] = self.output
+        # A job reported SUCCEEDED before output.responsesFile is filled (seen by a
+        # third-party client; unverified): the state alone is no proof every row is missing.
+        output = self.output if self.output_hidden_polls <= 0 else None
+        if output is not None:
+            meta["output"] = output
         out: dict[str, Any] = {
             "name": f"batches/{self.id}",
             "metadata": meta,
@@ -127,15 +132,17 @@ class BatchRec:
         if self.state == "BATCH_STATE_SUCCEEDED":
             out["response"] = {
                 "@type": _OUTPUT_TYPE,
-                **(self.output or {}),
+                **(output or {}),
             }
         elif self.state in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED"):
-            out["error"] = {
-                "code": 13 if self.state == "BATCH_STATE_FAILED" else 4,
-                "message": "Batch job failed."
+            # The operation-level google.rpc.Status, which the SDK maps to BatchJob.error
+            # for Vertex only (google-genai batches.py, _BatchJob_from_mldev has no error).
+            code, message = (
+                self.failed_error
                 if self.state == "BATCH_STATE_FAILED"
-                else "Batch job expired before it was processed.",
-            }
+                else (4, "Batch job expired before it was processed.")
+            )
+            out["error"] = {"code": code, "message": message}
         return out
 
 
@@ -300,9 +307,11 @@ class Core:
             out["usageMetadata"] = usage
             return out
         if step == "safety":
+            # finishReason values of the API (google-genai types.FinishReason): SAFETY,
+            # PROHIBITED_CONTENT, BLOCKLIST, SPII, MODEL_ARMOR, JAILBREAK among them.
             candidate: dict[str, Any] = {
                 "content": {"role": "model"},
-                "finishReason": "SAFETY",
+                "finishReason": self.scenario.safety_finish_reason,
                 "index": 0,
                 "safetyRatings": [
                     {
@@ -377,6 +386,7 @@ class Core:
             inline=inline,
             outcome="BATCH_STATE_" + outcome,
             truncate=truncate,
+            failed_error=sc.batch_failed_error,
         )
         self.batches[rec.id] = rec
         self.batches_created += 1
@@ -393,6 +403,7 @@ class Core:
     def observe_batch(self, rec: BatchRec) -> bool:
         """One poll of a batch job (get or list); returns True when it just finished."""
         if rec.state in TERMINAL_BATCH:
+            rec.output_hidden_polls -= 1
             return False
         rec.polls += 1
         if self.batch_due(rec):
@@ -419,7 +430,12 @@ class Core:
                 self.bill("batch_rows", resp["usageMetadata"])
                 lines.append({"key": row.key, "response": resp})
             else:
-                lines.append({"key": row.key, "error": step_status(row.step, retry)})
+                error = step_status(row.step, retry)
+                if self.scenario.batch_error_style == "grpc":
+                    # What real output lines carry: a google.rpc.Status with a numeric gRPC
+                    # code and no status string (python-genai #2693, #1341).
+                    error = {"code": _GRPC_CODES[error["status"]], "message": error["message"]}
+                lines.append({"key": row.key, "error": error})
         if rec.inline:
             inlined = []
             for line in lines:
@@ -444,6 +460,7 @@ class Core:
             done=True,
         )
         rec.output = {"responsesFile": f"files/{fid}"}
+        rec.output_hidden_polls = self.scenario.batch_output_delay_polls
 
     def cancel_batch(self, rec: BatchRec) -> None:
         if rec.state not in TERMINAL_BATCH:
@@ -515,13 +532,32 @@ class Core:
         if step == "hang":  # a non-background "hang": report it as failed
             step = "failed"
         errors = {
-            "safety": ("SAFETY", "The response was blocked for safety reasons."),
+            "safety": (
+                self.scenario.safety_finish_reason,
+                "The response was blocked for safety reasons.",
+            ),
             "blocked_prompt": ("BLOCKED_PROMPT", "The prompt was blocked for safety reasons."),
             "failed": ("INTERNAL", "The interaction failed because of an internal error."),
             "cancelled": ("CANCELLED", "The interaction was cancelled."),
             "budget_exceeded": ("BUDGET_EXCEEDED", "The interaction exceeded its budget."),
         }
         ptok = count_tokens(rec.prompt)
+        step_code = self.scenario.interaction_step_error_code
+        if step == "failed" and step_code is not None:
+            # SDK 3.3.0 ModelOutputStep.error: a google.rpc.Status on the step itself, with
+            # nothing in the interaction's errors[] (google/genai/_gaos/types/interactions/
+            # modeloutputstep.py).
+            rec.status = "failed"
+            rec.outputs = {
+                "steps": [
+                    {
+                        "type": "model_output",
+                        "content": [],
+                        "error": {"code": step_code, "message": f"Step failed (code {step_code})."},
+                    }
+                ]
+            }
+            return
         if step in errors:
             code, message = errors[step]
             rec.status = "failed" if step in ("safety", "blocked_prompt") else step
@@ -559,6 +595,19 @@ class Core:
             rec.update_time = self.clock()
             rec.outputs = {"errors": [{"code": "CANCELLED", "message": "Cancelled by the caller."}]}
             rec.cached = None
+
+
+_GRPC_CODES = {
+    "CANCELLED": 1,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "ABORTED": 10,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+}
 
 
 def key_hash(key: str, n: int) -> str:

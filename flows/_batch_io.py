@@ -30,6 +30,8 @@ __all__ = [
     "get_batch_job",
     "iter_lines",
     "job_state",
+    "operation_error",
+    "output_ended_at",
     "output_file_of",
     "upload_requests",
     "write_requests",
@@ -150,6 +152,34 @@ def create_batch_job(client: Any, *, model: str, file_name: str, display_name: s
 
 def get_batch_job(client: Any, name: str) -> Any:
     return client.batches.get(name=name)
+
+
+def operation_error(client: Any, job: Any) -> dict[str, Any] | None:
+    """The ``error {code, message}`` of a finished batch operation, read from the raw answer.
+
+    For the Developer API the SDK does not map the operation's error (``BatchJob.error`` is
+    None; only Vertex gets it), so a FAILED job's reason would be lost: read the operation
+    as the API sent it. Vertex, or an SDK that maps it, is taken from ``job.error``.
+    """
+    error = getattr(job, "error", None)
+    if error is not None and (getattr(error, "message", None) or getattr(error, "code", None)):
+        return {"code": getattr(error, "code", None), "message": getattr(error, "message", None)}
+    try:
+        raw = client._api_client.request("get", str(job.name), {})  # the SDK's own transport
+        body = orjson.loads(raw.body or b"{}")
+    except Exception:  # a reason is a nicety: never what fails a reconcile
+        return None
+    found = body.get("error") if isinstance(body, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def output_ended_at(job: Any) -> float | None:
+    """When a finished job ended (its ``end_time``, else ``update_time``), epoch seconds."""
+    for name in ("end_time", "update_time"):
+        when = getattr(job, name, None)
+        if when is not None and hasattr(when, "timestamp"):
+            return float(when.timestamp())
+    return None
 
 
 def find_batch_job(client: Any, display_name: str) -> Any | None:

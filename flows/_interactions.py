@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
-from ledger import Failure, Usage, Verdict, classify, validate_answer
+from ledger import Failure, SetupFault, Usage, Verdict, classify, setup_fault, validate_answer
 
 __all__ = [
     "LABEL_KEY",
@@ -173,18 +173,33 @@ def usage_of(interaction: Any) -> Usage:
     return Usage(prompt_t, answer_t, count("total_tokens") or prompt_t + answer_t)
 
 
+def _dumped(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if callable(dump) else obj
+
+
+def step_errors(interaction: Any) -> list[Any]:
+    """The google.rpc.Status ``error`` of each ``model_output`` step (SDK 3.3.0's
+    ``ModelOutputStep.error``: e.g. code 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE)."""
+    return [
+        _dumped(_field(step, "error"))
+        for step in _field(interaction, "steps") or []
+        if _field(step, "type") == "model_output" and _field(step, "error") is not None
+    ]
+
+
 def _failure_of(interaction: Any, status: str) -> Failure:
     """The classifier's verdict on a terminal, answerless interaction."""
-    errors = []
-    for error in _field(interaction, "errors") or []:
-        dump = getattr(error, "model_dump", None)
-        errors.append(dump(mode="json", exclude_none=True) if callable(dump) else error)
+    # A step's own error first: it says why the answer is missing, by its code, where the
+    # interaction's status alone ("failed") says nothing.
+    errors = step_errors(interaction)
+    errors += [_dumped(error) for error in _field(interaction, "errors") or []]
     # Only the status and errors: the whole interaction (steps, input) is no business of the
     # classifier and must not end up in a stored message.
     return classify({"status": status, "errors": errors})
 
 
-Outcome = Literal["done", "failed", "running", "get_error", "cancel_error"]
+Outcome = Literal["done", "failed", "running", "get_error", "cancel_error", "halt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +210,8 @@ class Polled:
     classifier's verdict (a terminal status, a schema failure, a permanent error on get, or
     our own cancel of an interaction that ran too long, then ``cancelled`` is true).
     ``running``: still working. ``get_error``/``cancel_error``: a transient error; nothing is
-    known about the job, it stays submitted for the next tick.
+    known about the job, it stays submitted for the next tick. ``halt``: a fault of the
+    setup (``fault``: refused key, API unreachable): nothing is known about the job either.
     """
 
     key: str
@@ -206,12 +222,18 @@ class Polled:
     failure: Failure | None = None
     usage: Usage = _NO_USAGE
     cancelled: bool = False
+    fault: SetupFault | None = None
 
 
 def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> Polled:
     """Turn an interaction the API returned into the outcome for its job."""
     status = str(_field(interaction, "status") or "")
     usage = usage_of(interaction)
+    no_text = not (output_text(interaction) or "").strip()
+    if status == "completed" and no_text and step_errors(interaction):
+        # No answer because a step failed: the step's code decides, not the empty text.
+        failure = _failure_of(interaction, status)
+        return Polled(key, handle, "failed", status, failure=failure, usage=usage)
     if status == "completed":
         answer = validate_answer(output_text(interaction), schema)
         if isinstance(answer, Failure):
@@ -225,6 +247,9 @@ def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> P
 
 
 def _error_outcome(key: str, handle: str, exc: BaseException, outcome: Outcome) -> Polled:
+    fault = setup_fault(exc)
+    if fault is not None:  # about the project, not the job: never a verdict on it
+        return Polled(key, handle, "halt", None, fault=fault)
     failure = classify(exc)
     if failure.verdict is Verdict.PERMANENT:
         # A definite answer (404: the interaction is gone, 400...): a verdict about the job.
@@ -330,11 +355,13 @@ def poll_all(
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """The outcome of one ``interactions.create``: an id, or the classified failure."""
+    """The outcome of one ``interactions.create``: an id, the classified failure, or the
+    fault of the setup that stopped it (then nothing was accepted: not billed)."""
 
     key: str
     handle: str | None
     failure: Failure | None = None
+    fault: SetupFault | None = None
 
 
 def submit_all(
@@ -347,16 +374,24 @@ def submit_all(
     """``interactions.create`` each (key, kwargs), at most ``max_concurrency`` in flight.
 
     ``on_created(key, interaction_id)`` runs as soon as each create returns (it binds the
-    handle in the ledger), so a crash loses at most the interactions in flight.
+    handle in the ledger), so a crash loses at most the interactions in flight. After a fault
+    of the setup no further create is sent: the rest come back with that fault.
     """
     if not requests:
         return []
+    halted: list[SetupFault] = []
 
     async def one(aio: Any, gate: asyncio.Semaphore, key: str, kw: dict[str, Any]) -> Submission:
         async with gate:
+            if halted:
+                return Submission(key, None, fault=halted[0])
             try:
                 created = await fetch_json(aio.interactions.with_raw_response.create, **kw)
             except Exception as exc:
+                fault = setup_fault(exc)
+                if fault is not None:
+                    halted.append(fault)
+                    return Submission(key, None, fault=fault)
                 return Submission(key, None, classify(exc))
         handle = str(_field(created, "id") or "")
         if not handle:

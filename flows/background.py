@@ -52,6 +52,7 @@ from prefect.exceptions import MissingContextError
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._halt import checked, halts, preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
@@ -155,6 +156,11 @@ def _submit(
             ledger.release(reservation)
         raise
     outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
+    halted = [s for s in outcomes if s.fault is not None]
+    if halted:
+        # A fault of the setup: none of these creates was accepted. Fresh rows get their
+        # attempt back; a taken-over row keeps it (its first sending may have been billed).
+        ledger.release(reservation, keys=[s.key for s in halted], refund=fresh)
     failed: Counter[str] = Counter()
     for sub in outcomes:
         if sub.failure is None:
@@ -174,6 +180,9 @@ def _submit(
         )
         failed[label] += 1
         log.warning("create failed for %s: %s", sub.key, sub.failure.message)
+    fault = halted[0].fault if halted else None
+    if fault is not None:
+        raise fault
     return {
         "submitted": sum(1 for s in outcomes if s.handle is not None) - len(lost),
         "create_failed": dict(sorted(failed.items())),
@@ -182,6 +191,7 @@ def _submit(
 
 
 @task(name="resubmit-stale-reservations", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BACKGROUND)
 def resubmit_stale(pipeline: str, max_age_s: float, max_concurrency: int = 32) -> dict[str, Any]:
     """Take over reservations older than ``max_age_s`` (flagged as possible duplicates) and
     resubmit them with their key in the labels."""
@@ -212,6 +222,7 @@ def resubmit_stale(pipeline: str, max_age_s: float, max_concurrency: int = 32) -
 
 
 @task(name="reclaim-interactions", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BACKGROUND)
 def reclaim_interactions(
     pipeline: str, running_limit_s: float = 3600.0, max_concurrency: int = 32
 ) -> dict[str, Any]:
@@ -243,6 +254,9 @@ def reclaim_interactions(
     completed = ledger.apply_results(results, handle=handles)
     applied_failures = ledger.apply_failures(failures, handle=handles, policy=p.policy)
     crash_point("background.after_reclaim")
+    fault = next((x.fault for x in polled if x.fault is not None), None)
+    if fault is not None:  # what was learnt is applied; the rest stays submitted
+        raise fault
 
     retryable: Counter[str] = Counter()
     parked: Counter[str] = Counter()
@@ -290,6 +304,7 @@ def reclaim_interactions(
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BACKGROUND)
 def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
     """Claim done rows, call ``on_result`` for each, then mark it consumed; a failing side
     effect is logged and left done for the next tick."""
@@ -314,17 +329,20 @@ def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
 
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BACKGROUND)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
     return enroll_day(open_ledger(), _background(pipeline), day)
 
 
 @task(name="submit-interactions", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BACKGROUND)
 def submit_due(pipeline: str, max_concurrency: int = 32) -> dict[str, Any]:
     """Reserve the due jobs (pending or retryable), then create a background interaction for
     each and bind its id."""
     p = _background(pipeline)
     ledger = open_ledger()
+    preflight()  # a missing key must not strand reserved rows
     token = _token("submit")
     reserved = ledger.reserve(pipeline=p.name, limit=SUBMIT_LIMIT, reservation=token)
     crash_point("background.after_reserve")
@@ -375,6 +393,7 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     flow_run_name=tick_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
+@halts(Channel.BACKGROUND, flow=True)
 def background_tick(
     pipeline: str = "articles",
     day: date | None = None,
@@ -387,11 +406,12 @@ def background_tick(
     p = _background(pipeline)
     the_day = day or _today()
     started = time.monotonic()
-    stale = resubmit_stale(pipeline, max_age_s, max_concurrency)
-    reclaimed = reclaim_interactions(pipeline, running_limit_s, max_concurrency)
-    delivered = deliver_results(pipeline, max_age_s)
-    enrolled = enroll_items(pipeline, the_day)
-    submitted = submit_due(pipeline, max_concurrency)
+    preflight()
+    stale = checked(resubmit_stale(pipeline, max_age_s, max_concurrency))
+    reclaimed = checked(reclaim_interactions(pipeline, running_limit_s, max_concurrency))
+    delivered = checked(deliver_results(pipeline, max_age_s))
+    enrolled = checked(enroll_items(pipeline, the_day))
+    submitted = checked(submit_due(pipeline, max_concurrency))
     report: dict[str, Any] = {
         "pipeline": p.name,
         "day": the_day.isoformat(),

@@ -51,6 +51,8 @@ from flows._batch_io import (
     get_batch_job,
     iter_lines,
     job_state,
+    operation_error,
+    output_ended_at,
     output_file_of,
     upload_requests,
     write_requests,
@@ -58,6 +60,7 @@ from flows._batch_io import (
 from flows._batch_lost import give_up_if_lost, submitted_bound
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
 from flows.crash import crash_point
@@ -72,6 +75,7 @@ from ledger import (
     Verdict,
     classify,
     redact,
+    setup_fault,
 )
 
 __all__ = [
@@ -88,6 +92,9 @@ __all__ = [
 ]
 
 STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
+# How long a SUCCEEDED job may go without its output file before its rows are failed as
+# missing_from_output (the state has been seen before output.responsesFile is filled).
+OUTPUT_GRACE_ENV = "GEMINI_LEDGER_BATCH_OUTPUT_GRACE_S"
 _DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -105,6 +112,22 @@ def _stale_after() -> float:
     from flows.settings import load_settings
 
     return load_settings().batch_stale_s
+
+
+def _output_grace() -> float:
+    from flows.settings import load_settings
+
+    return load_settings().batch_output_grace_s
+
+
+def output_pending(ledger: Ledger, job: Any, rec: BatchRecord) -> bool:
+    """A SUCCEEDED job without its output file, still inside the grace bound: wait for it."""
+    if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
+        return False
+    if getattr(job, "dest", None) is not None and getattr(job.dest, "inlined_responses", None):
+        return False
+    ended = output_ended_at(job) or rec.submitted_at or 0.0
+    return ledger.clock() - ended < _output_grace()
 
 
 # Pipeline name (as the ledger stores it) -> the spec it was loaded by in this process, so
@@ -175,6 +198,16 @@ def _fail_reserved(
     return dict(outcome)
 
 
+def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None:
+    """A fault of the setup (refused key, no permission or billing, upload type refused, API
+    unreachable): give the reservation back with its attempts (the API accepted nothing, so
+    nothing was billed) and halt the channel instead of failing the rows."""
+    fault = setup_fault(exc)
+    if fault is not None:
+        ledger.release(reservation)
+        raise fault from exc
+
+
 def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> dict[str, Any]:
     """Write the rows reserved under ``reservation`` to a JSONL file, upload it, create the
     batch job (display name = reservation) and bind it."""
@@ -192,6 +225,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
         try:
             file_name = upload_requests(client, path, display_name=reservation)
         except Exception as exc:  # nothing was created: the rows get the failure
+            _halt_if_setup(ledger, reservation, exc)
             return {
                 "rows": 0,
                 "batch": None,
@@ -203,6 +237,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
                 client, model=p.model, file_name=file_name, display_name=reservation
             )
         except Exception as exc:
+            _halt_if_setup(ledger, reservation, exc)
             if not _is_api_refusal(exc):
                 # A timeout or a dropped connection: the job may exist. Leave the reservation
                 # for orphan recovery, which looks it up by display name before re-sending.
@@ -236,6 +271,7 @@ def _is_api_refusal(exc: BaseException) -> bool:
 
 
 @task(name="recover-orphaned-batches", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def recover_orphans(pipeline: str) -> dict[str, Any]:
     """Batch reservations never bound to a job: bind the job found by display name in
     ``batches.list``; re-send the same reserved rows only if there is none."""
@@ -262,6 +298,9 @@ def recover_orphans(pipeline: str) -> dict[str, Any]:
         try:
             job = find_batch_job(client, rec.reservation)
         except Exception as exc:  # the listing failed: try again once the lease is stale
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
             out["errors"] += 1
             log.warning(
                 "%s: cannot list batch jobs for orphan %s: %s",
@@ -304,6 +343,7 @@ def reconcile_batch(
     counts = LineCounts()
     missing = 0
     job_failed = 0
+    reason: str | None = None
     started = time.monotonic()
     if state == "SUCCEEDED":
         file_name = output_file_of(job)
@@ -327,17 +367,23 @@ def reconcile_batch(
             handle=rec.name, failure=MISSING_FROM_OUTPUT, policy=p.policy
         )
     else:
-        error = getattr(job, "error", None)
-        message = getattr(error, "message", None) or f"batch job ended {state}"
+        error = operation_error(client, job) or {}
+        said = error.get("message")
+        code = error.get("code")
+        message = f"batch job ended {state}"
+        if said:
+            message += f": {said}" + (f" (code {code})" if code is not None else "")
         failure = classify({"state": f"BATCH_STATE_{state}", "message": message})
+        reason = failure.message
         job_failed = ledger.fail_outstanding(handle=rec.name, failure=failure, policy=p.policy)
         log.warning(
-            "%s: %s ended %s; %d rows returned (%s)",
+            "%s: %s ended %s; %d rows returned (%s: %s)",
             p.name,
             rec.name,
             state,
             job_failed,
             failure.error_class,
+            failure.message,
         )
     standing = _parked_and_retryable(ledger, rec.name)
     report: dict[str, Any] = {
@@ -346,6 +392,7 @@ def reconcile_batch(
         **counts.as_dict(),
         "missing_from_output": missing,
         "job_failed_rows": job_failed,
+        "reason": reason,
         "rows": standing,
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -371,6 +418,7 @@ def reconcile_batch(
 
 
 @task(name="poll-and-reconcile-batches", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def poll_batches(pipeline: str) -> dict[str, Any]:
     """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
     finished ones."""
@@ -395,6 +443,9 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
         try:
             job = get_batch_job(client, rec.name)
         except Exception as exc:
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
             # Deleted, expired or unpollable past its bound: its rows are sent again.
             returned = give_up_if_lost(ledger, p, rec, exc, _logger())
             if returned is not None:
@@ -406,7 +457,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
                 "%s: cannot poll %s: %s", p.name, rec.name, redact(f"{type(exc).__name__}: {exc}")
             )
             continue
-        if job_state(job) not in _TERMINAL:
+        if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec):
             out["running"] += 1
             continue
         try:
@@ -428,6 +479,7 @@ def poll_batches(pipeline: str) -> dict[str, Any]:
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def deliver_results(pipeline: str) -> dict[str, Any]:
     """Rows done but not consumed: call ``on_result`` for each, then mark them consumed. A
     side effect that raises is logged and its row stays done for the next tick."""
@@ -458,12 +510,14 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
 
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def enroll_items(pipeline: str, day: date) -> int:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
     return enroll_day(open_ledger(), _pipeline(pipeline), day)
 
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)
+@halts(Channel.BATCH)
 def submit_batch(pipeline: str) -> dict[str, Any]:
     """Reserve the pending and retryable rows in batches of up to the pipeline's limit; for
     each, write the JSONL, upload it, create the batch job and bind it."""
@@ -571,17 +625,19 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     flow_run_name=tick_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
+@halts(Channel.BATCH, flow=True)
 def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, Any]:
     """One tick of a batch pipeline: recover orphans, reconcile finished batch jobs, deliver
     done results, then enroll today's items and submit one batch job; then exit."""
     p = _pipeline(pipeline)
     the_day = day or datetime.now(UTC).date()
     started = time.monotonic()
-    orphans = recover_orphans(pipeline)
-    polled = poll_batches(pipeline)
-    delivered = deliver_results(pipeline)
-    enrolled = enroll_items(pipeline, the_day)
-    submitted = submit_batch(pipeline)
+    preflight()
+    orphans = checked(recover_orphans(pipeline))
+    polled = checked(poll_batches(pipeline))
+    delivered = checked(deliver_results(pipeline))
+    enrolled = checked(enroll_items(pipeline, the_day))
+    submitted = checked(submit_batch(pipeline))
     report: dict[str, Any] = {
         "pipeline": p.name,
         "day": the_day.isoformat(),
@@ -635,6 +691,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
     flow_run_name=_reconcile_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
+@halts(Channel.BATCH, flow=True)
 def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     """Reconcile one batch job by name (``batches/...``) if it has finished, then deliver
     its results. Safe to call again: a job already reconciled is not read twice, and rows
@@ -649,8 +706,8 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     if rec.state != "submitted":
         report.update(reconciled=0, already_reconciled=True)
     else:
-        report.update(_reconcile_task(spec, job_name))
-    report["delivered"] = deliver_results(spec)
+        report.update(checked(_reconcile_task(spec, job_name)))
+    report["delivered"] = checked(deliver_results(spec))
     create_table_artifact(
         key=f"batch-reconcile-{_slug(p.name)}",
         table=[{"what": k, "value": str(v)} for k, v in report.items() if k != "rows"],
@@ -665,6 +722,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
+@halts(Channel.BATCH)
 def _reconcile_task(pipeline: str, job_name: str) -> dict[str, Any]:
     """Poll one batch job and, if it has finished, reconcile it."""
     p = _pipeline(pipeline)
@@ -680,6 +738,6 @@ def _reconcile_task(pipeline: str, job_name: str) -> dict[str, Any]:
             raise
         return {"state": "LOST", "reconciled": 0, "lost_rows": returned}
     state = job_state(job)
-    if state not in _TERMINAL:
+    if state not in _TERMINAL or output_pending(ledger, job, rec):
         return {"state": state, "reconciled": 0}
     return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job)}

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger import Ledger, LedgerError
+from ledger import Ledger, LedgerError, SetupFault
 
 __all__ = ["app", "main"]
 
@@ -52,6 +52,7 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     return (
         LedgerError,
         GatewayConfigError,
+        SetupFault,
         UnknownPipeline,
         CliError,
         TemporaryServerError,

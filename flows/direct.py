@@ -63,6 +63,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
 from flows.crash import crash_point
@@ -78,11 +79,13 @@ from ledger import (
     Ledger,
     Policy,
     ResultRow,
+    SetupFault,
     Usage,
     Verdict,
     classify,
     classify_response,
     extract_text,
+    setup_fault,
     validate_answer,
 )
 
@@ -208,11 +211,19 @@ def _wait_until_due(ledger: Ledger, key: str) -> None:
         time.sleep(remaining)
 
 
+# Spec -> the fault of the setup that halted its run in this process: the calls not yet
+# started reserve nothing once one call has met it.
+_halted: dict[str, SetupFault] = {}
+
+
 def _attempt(spec: str, key: str) -> dict[str, Any]:
     pipeline = get_pipeline(spec)
     ledger = open_ledger()
     policy = pipeline.policy
     _wait_until_due(ledger, key)
+    if spec in _halted:
+        raise _halted[spec]
+    _client()  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
     if ledger.reserve(pipeline=pipeline.name, limit=1, reservation=reservation, keys=[key]) != 1:
@@ -234,6 +245,12 @@ def _attempt(spec: str, key: str) -> dict[str, Any]:
         )
     except Exception as exc:
         crash_point("direct.after_call")
+        fault = setup_fault(exc)
+        if fault is not None:
+            # Refused or never reached: nothing was billed, the row goes back as it was.
+            ledger.unsubmit(key, handle=handle)
+            _halted[spec] = fault
+            raise fault from exc
         failure = classify(exc)
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
         crash_point("direct.after_record")
@@ -280,6 +297,7 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     cache_policy=NO_CACHE,
     persist_result=False,
 )
+@halts(Channel.DIRECT)
 def generate_content(pipeline: str, key: str) -> dict[str, Any]:
     """One generate_content call for one job, recorded in the ledger."""
     return _attempt(pipeline, key)
@@ -313,13 +331,15 @@ def run_calls(
 
     The outcome is the job's status after its last attempt (``done``, ``parked``,
     ``retryable``), ``skipped:<status>`` when there was nothing to send, or ``error``. With
-    ``rate_per_second`` the calls are started no faster than that.
+    ``rate_per_second`` the calls are started no faster than that. A fault of the setup met
+    by any call stops the calls not yet started and is raised once all have ended.
     """
     if max_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
     if not keys:
         return {}
     the_task = direct_task(policy)
+    _halted.pop(spec, None)  # a halt of an earlier run in this process is not this run's
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
@@ -333,15 +353,21 @@ def run_calls(
             futures.append((key, runner.submit(the_task, {"pipeline": spec, "key": key})))
         wait([f for _, f in futures])
     outcomes: dict[str, str] = {}
+    fault: SetupFault | None = None
     for key, future in futures:
         result = future.state.result(raise_on_failure=False)
-        if isinstance(result, AttemptFailed):
+        if isinstance(result, SetupFault):
+            fault = fault or result
+            outcomes[key] = "halted"
+        elif isinstance(result, AttemptFailed):
             outcomes[key] = result.status
         elif isinstance(result, dict):
             status = str(result.get("status"))
             outcomes[key] = f"skipped:{status}" if result.get("skipped") else status
         else:
             outcomes[key] = "error"
+    if fault is not None:
+        raise fault
     return outcomes
 
 
@@ -404,6 +430,7 @@ def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:
 
 
 @flow(name="direct-run", flow_run_name=tick_run_name)
+@halts(Channel.DIRECT, flow=True)
 def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8) -> dict[str, Any]:
     """Run a direct-channel pipeline: sweep leftovers, enroll the day's items, call Gemini
     for every pending or retryable job (at most ``max_concurrency`` at a time), deliver
@@ -414,16 +441,17 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
         raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
     the_day = day or today_utc()
     ledger = open_ledger()
+    preflight()
 
-    swept = sweep_interrupted(pipeline)
-    enrolled = enroll_items(pipeline, the_day)
+    swept = checked(sweep_interrupted(pipeline))
+    enrolled = checked(enroll_items(pipeline, the_day))
     keys = _due_keys(ledger, p.name)
     logger.info("%s %s: %d new items, %d jobs to call", p.name, the_day, enrolled, len(keys))
 
     started = time.monotonic()
     outcomes = run_calls(pipeline, keys, policy=p.policy, max_concurrency=max_concurrency)
     elapsed = time.monotonic() - started
-    delivery = deliver_results(pipeline)
+    delivery = checked(deliver_results(pipeline))
 
     counts = ledger.counts(pipeline=p.name)
     tally = Counter(outcomes.values())

@@ -35,6 +35,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows._deliver import DeliveryPoints, deliver_done
+from flows._halt import checked, halts
 from flows._ledger import open_ledger
 from flows.direct import deliver_results, run_calls
 from flows.pipeline import Pipeline
@@ -172,6 +173,7 @@ def _run_name() -> str:
 
 
 @flow(name="replay", flow_run_name=_run_name)
+@halts(Channel.DIRECT, flow=True)  # only its direct calls meet the API
 def replay(
     execute: bool = False,
     limit: int = 20,
@@ -248,7 +250,7 @@ def replay(
             max_concurrency=min(_MAX_DIRECT_WORKERS, max(1, len(back))),
             rate_per_second=rate_per_second,
         )
-        deliver_results(spec)
+        checked(deliver_results(spec))
         for key in back:
             outcome[key] = ledger.get(key).status if results.get(key) != "error" else "error"
     for key in skipped:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     batch_submitted_s: float = Field(
         72 * 3600.0, gt=0, validation_alias=_env("GEMINI_LEDGER_BATCH_SUBMITTED_S")
     )
+    batch_output_grace_s: float = Field(
+        3600.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_OUTPUT_GRACE_S")
+    )
     delivery_cap: int = Field(5, ge=1, validation_alias=_env("GEMINI_LEDGER_DELIVERY_CAP"))
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1, validation_alias=_env("LEDGER_WEBHOOK_MAX_BODY_BYTES")
@@ -94,6 +97,7 @@ class Settings(BaseSettings):
     @field_validator(
         "batch_stale_s",
         "batch_submitted_s",
+        "batch_output_grace_s",
         "background_stale_s",
         "direct_backoff_s",
         "direct_jitter",

@@ -18,6 +18,7 @@ from ledger._lines import (
 from ledger._models import Channel, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._redact import redact, register_secret
+from ledger._setup import SetupFault, SetupKind, setup_fault
 from ledger._store import (
     DELIVERY_CLASS_PREFIX,
     BatchRecord,
@@ -54,6 +55,8 @@ __all__ = [
     "Policy",
     "Reserved",
     "ResultRow",
+    "SetupFault",
+    "SetupKind",
     "Status",
     "UnknownJob",
     "Usage",
@@ -68,6 +71,7 @@ __all__ = [
     "parse_output_line",
     "redact",
     "register_secret",
+    "setup_fault",
     "upgrade",
     "validate_answer",
 ]

@@ -31,6 +31,7 @@ from ledger._redact import redact
 
 __all__ = [
     "MAX_MESSAGE_LEN",
+    "TRUNCATED_HINT",
     "ClassifiedError",
     "Failure",
     "Verdict",
@@ -57,6 +58,7 @@ _BARE_PERMANENT = {
     "recitation": "recitation",
     "schema": "schema",
     "malformed_output": "malformed_output",
+    "truncated": "truncated",
 }
 _BARE_RETRYABLE = frozenset({"missing_from_output", "malformed_output"})
 
@@ -191,12 +193,26 @@ _SAFETY_FINISH = frozenset(
         "PROHIBITED_CONTENT",
         "BLOCKLIST",
         "SPII",
+        "MODEL_ARMOR",
+        "JAILBREAK",
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
     }
 )
 _RECITATION_FINISH = frozenset({"RECITATION", "IMAGE_RECITATION"})
+# The answer hit the output token limit: the same request is cut the same way, and the fix
+# (a higher max_output_tokens, a shorter answer) is the operator's, so it is parked as its
+# own class with the fix in its message.
+TRUNCATED_HINT = (
+    "answer cut at the output token limit (MAX_TOKENS): raise max_output_tokens"
+    " or ask for a shorter answer, then replay"
+)
 _CONTENT_WORDS = {
+    "MAX_TOKENS": ("truncated", Verdict.PERMANENT),
+    "MODEL_ARMOR": ("safety", Verdict.PERMANENT),
+    "JAILBREAK": ("safety", Verdict.PERMANENT),
+    "SPII": ("safety", Verdict.PERMANENT),
+    "BLOCKLIST": ("safety", Verdict.PERMANENT),
     "SAFETY": ("safety", Verdict.PERMANENT),
     "BLOCKED": ("safety", Verdict.PERMANENT),
     "PROHIBITED_CONTENT": ("safety", Verdict.PERMANENT),
@@ -530,7 +546,10 @@ def _from_error_type(code: str, message: Any) -> Failure | None:
         return _from_parts(None, canonical, message or code, None)
     for marker, (name, verdict) in _CONTENT_WORDS.items():
         if marker in word:
-            return Failure(verdict, name, _text(message) or code)
+            text = _text(message) or code
+            if name == "truncated":
+                text = f"{TRUNCATED_HINT} ({text})"
+            return Failure(verdict, name, text)
     slug = word.lower()[:64]
     return Failure(Verdict.UNKNOWN, slug, _text(message) or code)
 
@@ -804,6 +823,9 @@ def _classify_response(response: Any) -> Failure | None:
         )
     if finish in _RECITATION_FINISH:
         return Failure(Verdict.PERMANENT, "recitation", f"answer blocked: finishReason {finish}")
+    if finish == "MAX_TOKENS":
+        # Checked before the text: a cut JSON answer would otherwise fail as a schema error.
+        return Failure(Verdict.PERMANENT, "truncated", TRUNCATED_HINT)
 
     text = candidate_text(first)
     if text is None or not text.strip():

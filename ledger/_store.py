@@ -649,31 +649,67 @@ class Ledger:
             ).all()
         return [Reserved(*row) for row in rows]
 
-    def release(self, reservation: str) -> int:
-        """Return jobs reserved under ``reservation`` to their queue without counting it.
+    def release(
+        self, reservation: str, *, keys: Sequence[str] | None = None, refund: bool = True
+    ) -> int:
+        """Return jobs reserved under ``reservation`` to their queue.
 
-        For a submission that certainly never reached the API (e.g. the input file could not
-        be written): the attempt taken at reserve is given back.
+        For a submission that certainly never reached the API (the input file could not be
+        written, the API refused the key): with ``refund`` the attempt taken at reserve is
+        given back. ``refund=False`` keeps it counted (a taken-over reservation whose first
+        sending may have been billed). With ``keys`` only those jobs are released and the
+        reservation stays open for the others.
+        """
+        now = self.clock()
+        step = 1 if refund else 0
+        only = ""
+        params: dict[str, Any] = {"r": reservation, "now": now, "step": step}
+        if keys is not None:
+            if not keys:
+                return 0
+            only = " AND key IN :keys"
+            params["keys"] = list(keys)
+        update = text(
+            "UPDATE jobs SET status = CASE WHEN attempts - :step > attempts_base"
+            " THEN 'retryable' ELSE 'pending' END, attempts = attempts - :step,"
+            " reservation = NULL, updated_at = :now"
+            f" WHERE reservation = :r AND status = 'reserving'{only}"
+        )
+        if keys is not None:
+            update = update.bindparams(bindparam("keys", expanding=True))
+        with self._write() as conn:
+            n = conn.execute(update, params).rowcount
+            if keys is None:
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET state = 'released', finished_at = :now"
+                        " WHERE reservation = :r AND state = 'reserving'"
+                    ),
+                    {"r": reservation, "now": now},
+                )
+            return n
+
+    def unsubmit(self, key: str, *, handle: str) -> bool:
+        """Return a job submitted under ``handle`` to its queue, its attempt given back.
+
+        For a call the API certainly never accepted (it refused the key, or could not be
+        reached): nothing was billed. False if the row is no longer submitted under it.
         """
         now = self.clock()
         with self._write() as conn:
-            n = conn.execute(
-                text(
-                    "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
-                    " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
-                    " reservation = NULL, updated_at = :now"
-                    " WHERE reservation = :r AND status = 'reserving'"
-                ),
-                {"r": reservation, "now": now},
-            ).rowcount
-            conn.execute(
-                text(
-                    "UPDATE batch_jobs SET state = 'released', finished_at = :now"
-                    " WHERE reservation = :r AND state = 'reserving'"
-                ),
-                {"r": reservation, "now": now},
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
+                        " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
+                        " handle = NULL, submitted_at = NULL, reservation = NULL,"
+                        " updated_at = :now WHERE key = :key AND status = 'submitted'"
+                        " AND handle = :handle"
+                    ),
+                    {"key": key, "handle": handle, "now": now},
+                ).rowcount
+                == 1
             )
-            return n
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
         "create503-then-ok": ["503", "ok"],  # create answered 503: retryable, then ok
         "create400": ["400"],  # create answered 400: parked permanent:400 after one attempt
         "always-failed": ["failed"],  # retryable every time: exhausted at the attempt cap (3)
-        "incomplete": ["incomplete"],  # unknown every time: parked at the unknown cap (2)
+        "incomplete": ["incomplete"],  # cut at MAX_TOKENS: parked as truncated at once
         "hang-then-ok": ["hang", "ok"],  # never finishes: cancelled, retried, then ok
         "safety": ["safety"],  # blocked answer: parked as safety at once
     }
@@ -105,9 +105,8 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
     assert rec["retryable"] == {
         "retryable:500": 2,
         "retryable:timeout": 1,
-        "unknown:max_tokens": 1,
     }
-    assert rec["parked"] == {"safety": 1}
+    assert rec["parked"] == {"safety": 1, "truncated": 1}
     assert rec["cancelled"] == 1
     assert bench.emulator.stats()["requests"]["POST /v1/interactions/{id}/cancel"] == 1
 
@@ -118,7 +117,7 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
     assert _status(ledger, "hang-then-ok") == ("consumed", None, 2)
     assert _status(ledger, "create400") == ("parked", "permanent:400", 1)
     assert _status(ledger, "always-failed") == ("parked", "exhausted:500", 3)
-    assert _status(ledger, "incomplete") == ("parked", "unknown:max_tokens", 2)
+    assert _status(ledger, "incomplete") == ("parked", "truncated", 1)
     assert _status(ledger, "safety") == ("parked", "safety", 1)
     assert bench.completions() == {
         key_of(i): 1 for i in ("failed-then-ok", "create503-then-ok", "hang-then-ok")

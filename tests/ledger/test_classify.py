@@ -594,7 +594,14 @@ SAFETY_RATINGS = [
         pytest.param({}, Verdict.PERMANENT, "schema", "schema", id="empty-object"),
         pytest.param(_response(""), Verdict.PERMANENT, "schema", "schema", id="empty-text"),
         pytest.param(_response("  \n"), Verdict.PERMANENT, "schema", "schema", id="blank-text"),
-        pytest.param(_response(None, "MAX_TOKENS"), Verdict.PERMANENT, "schema", "schema", id="no-parts"),
+        pytest.param(_response(None), Verdict.PERMANENT, "schema", "schema", id="no-parts"),
+        pytest.param(_response(None, "MAX_TOKENS"), Verdict.PERMANENT, "truncated", "truncated", id="max-tokens-no-parts"),
+        pytest.param(_response('{"category": "oth', "MAX_TOKENS"),
+                     Verdict.PERMANENT, "truncated", "truncated", id="max-tokens-cut-json"),
+        pytest.param({"candidates": [{"finishReason": "MODEL_ARMOR"}]},
+                     Verdict.PERMANENT, "safety", "safety", id="model-armor"),
+        pytest.param({"candidates": [{"finishReason": "JAILBREAK"}]},
+                     Verdict.PERMANENT, "safety", "safety", id="jailbreak"),
         pytest.param({"candidates": [{"content": {"parts": [{"text": "thinking...", "thought": True}]},
                                       "finishReason": "STOP"}]},
                      Verdict.PERMANENT, "schema", "schema", id="only-thoughts"),
@@ -622,7 +629,13 @@ def test_classify_response_with_text_is_none() -> None:
     """An answer with text is left to schema validation (None)."""
     assert classify_response(_response('{"category": "other"}')) is None
     assert classify_response(_response("x", None)) is None
-    assert classify_response(_response("cut off", "MAX_TOKENS")) is None
+
+
+def test_truncated_answer_says_how_to_fix_it() -> None:
+    """A MAX_TOKENS answer is parked as truncated, its message naming max_output_tokens."""
+    failure = classify_response(_response("cut off", "MAX_TOKENS"))
+    assert failure is not None and failure.parked_class() == "truncated"
+    assert "max_output_tokens" in failure.message
 
 
 def test_classify_response_on_sdk_object() -> None:

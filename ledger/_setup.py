@@ -1,0 +1,202 @@
+"""Faults of the setup: failures about the project or the machine, never about a row.
+
+A refused or missing API key, a project without permission or billing, an API that cannot
+be reached, an upload type the Files API refuses, a ledger that cannot be reached: the same
+request would fail for every row, so no row is parked for it. :func:`setup_fault` recognises
+one (an SDK or transport exception, or an already raised :class:`SetupFault`); the channel
+that meets it gives its reservations back and halts the tick with the fault's one line.
+
+Domain core: no SDK, HTTP client or Prefect import; SDK and driver classes are recognised
+through ``sys.modules`` and duck typing, as in the classifier.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ledger._classify import _error_object, _maybe_json
+from ledger._redact import redact
+
+__all__ = ["SetupFault", "SetupKind", "setup_fault"]
+
+
+class SetupKind(enum.StrEnum):
+    """What about the setup is wrong."""
+
+    NO_KEY = "no_key"
+    KEY_REFUSED = "key_refused"
+    PERMISSION = "permission"
+    PRECONDITION = "precondition"
+    UNREACHABLE = "unreachable"
+    UPLOAD_REFUSED = "upload_refused"
+    LEDGER_UNREACHABLE = "ledger_unreachable"
+
+
+_FIXES = {
+    SetupKind.NO_KEY: "set GEMINI_API_KEY (any value works against the emulator)",
+    SetupKind.KEY_REFUSED: "set GEMINI_API_KEY to a valid key of this project",
+    SetupKind.PERMISSION: (
+        "give the key's project access to the Gemini API (or use a key of a project that has it)"
+    ),
+    SetupKind.PRECONDITION: (
+        "enable billing for the key's project, or use it from a region the API serves"
+    ),
+    SetupKind.UNREACHABLE: (
+        "check the network, DNS and proxy (and GOOGLE_GEMINI_BASE_URL if set); the next tick"
+        " tries again"
+    ),
+    SetupKind.UPLOAD_REFUSED: (
+        "the Files API refused the request file's MIME type; upgrade gemini-ledger or report it"
+    ),
+    SetupKind.LEDGER_UNREACHABLE: "check LEDGER_DATABASE_URL and that the database is up",
+}
+
+
+class SetupFault(Exception):
+    """A fault of the setup: the channel halts for this tick and parks nothing.
+
+    ``cause`` says what went wrong (redacted), ``fix`` what to do; ``str()`` is the one line
+    the flow run's Failed state and ``gemini-ledger tick`` show.
+    """
+
+    def __init__(self, kind: SetupKind | str, cause: str, fix: str | None = None) -> None:
+        self.kind = SetupKind(kind)
+        self.cause = redact(" ".join(str(cause).split()))[:300]
+        self.fix = fix or _FIXES[self.kind]
+        super().__init__(f"{self.cause}. Fix: {self.fix}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect may pickle a run's exception: rebuild it from its parts.
+        return (type(self), (self.kind.value, self.cause, self.fix))
+
+
+# --- recognising one ---------------------------------------------------------------------
+
+_LEDGER_ERRORS = (("sqlalchemy.exc", "OperationalError"), ("sqlalchemy.exc", "InterfaceError"))
+_CONNECT_ERRORS = (
+    ("httpx2", "ConnectError"),
+    ("httpx", "ConnectError"),
+    ("google.genai._gaos.lib.compat_errors", "APIConnectionError"),
+)
+
+
+def _isinstance(obj: object, module: str, name: str) -> bool:
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return isinstance(cls, type) and isinstance(obj, cls)
+
+
+def setup_fault(error: BaseException) -> SetupFault | None:
+    """The :class:`SetupFault` ``error`` stands for, or None when it is about the row."""
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen and len(seen) < 8:
+        seen.add(id(exc))
+        found = _one(exc)
+        if found is not None:
+            return found
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def _one(exc: BaseException) -> SetupFault | None:
+    if isinstance(exc, SetupFault):
+        return exc
+    if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key found
+        return SetupFault(SetupKind.NO_KEY, f"no Gemini API key ({exc})")
+    for module, name in _LEDGER_ERRORS:
+        if _isinstance(exc, module, name):
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            return SetupFault(SetupKind.LEDGER_UNREACHABLE, f"cannot reach the ledger: {detail}")
+    api = _api_error(exc)
+    if api is not None:
+        return _from_api_error(*api)
+    if _is_unreachable(exc):
+        return SetupFault(
+            SetupKind.UNREACHABLE,
+            f"cannot reach the Gemini API ({type(exc).__name__}: {exc})",
+        )
+    return None
+
+
+def _api_error(exc: BaseException) -> tuple[int, str, str, Any] | None:
+    """(HTTP code, status, message, details) of an answered API error, else None."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and not isinstance(code, bool) and hasattr(exc, "details"):
+        # google.genai.errors.APIError (models, files, batches)
+        details = getattr(exc, "details", None)
+        error = _error_object(details) or {}
+        status = getattr(exc, "status", None) or error.get("status") or ""
+        message = getattr(exc, "message", None) or error.get("message") or ""
+        return code, str(status), str(message), error.get("details")
+    status_code = getattr(exc, "status_code", None)
+    if isinstance(status_code, int) and hasattr(exc, "body"):
+        # the interactions client's APIStatusError
+        body = getattr(exc, "body", None)
+        if isinstance(body, (str, bytes)):
+            body = _maybe_json(body)
+        error = _error_object(body) or {}
+        return (
+            status_code,
+            str(error.get("status") or ""),
+            str(error.get("message") or ""),
+            error.get("details"),
+        )
+    return None
+
+
+def _reasons(details: Any) -> set[str]:
+    """The ``reason`` of every google.rpc.ErrorInfo among an error's details."""
+    out: set[str] = set()
+    if isinstance(details, list):
+        for item in details[:20]:
+            if isinstance(item, Mapping) and str(item.get("@type", "")).endswith("ErrorInfo"):
+                reason = item.get("reason")
+                if isinstance(reason, str):
+                    out.add(reason)
+    return out
+
+
+def _from_api_error(code: int, status: str, message: str, details: Any) -> SetupFault | None:
+    status = status.upper()
+    head = f"{code} {status}".strip()
+    said = f"{head}: {message}" if message else head
+    reasons = _reasons(details)
+    if "API_KEY_INVALID" in reasons:
+        return SetupFault(
+            SetupKind.KEY_REFUSED,
+            f"the Gemini API refused the API key ({head} API_KEY_INVALID: {message})",
+        )
+    if code == 401 or status == "UNAUTHENTICATED":
+        return SetupFault(SetupKind.KEY_REFUSED, f"the Gemini API refused the API key ({said})")
+    if code == 403 or status == "PERMISSION_DENIED":
+        return SetupFault(SetupKind.PERMISSION, f"the Gemini API denied permission ({said})")
+    if status == "FAILED_PRECONDITION":
+        return SetupFault(SetupKind.PRECONDITION, f"the project cannot use the Gemini API ({said})")
+    if code == 400 and "mime type" in message.lower():
+        return SetupFault(SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})")
+    return None
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Could not connect at all (refused, DNS, no route): nothing was sent, nothing billed.
+
+    A connection dropped mid-request is not this: the request may have been billed, and the
+    classifier keeps it a retryable ``connection`` failure of the row.
+    """
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return True
+    if any(_isinstance(exc, module, name) for module, name in _CONNECT_ERRORS):
+        if _isinstance(exc, "google.genai._gaos.lib.compat_errors", "APITimeoutError"):
+            return False
+        cause = exc.__cause__
+        # The interactions client wraps every transport error in APIConnectionError: only a
+        # failure to connect counts, not a read that broke off.
+        if type(exc).__name__ == "APIConnectionError" and cause is not None:
+            return _is_unreachable(cause)
+        return True
+    return False
