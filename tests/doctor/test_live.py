@@ -37,7 +37,12 @@ def ledger_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _doctor(*args: str) -> tuple[int, dict[str, Any]]:
-    result = runner.invoke(app, ["doctor", *args, "--json"])
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # No Prefect server here, even when an earlier test in this process started Prefect's
+    # test server (its deployments and workers would be checked, and missing).
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = runner.invoke(app, ["doctor", *args, "--json"])
     assert result.stdout.strip(), result.output
     return result.exit_code, json.loads(result.stdout)
 
