@@ -31,6 +31,7 @@ from typing import Any, Literal, NoReturn
 from pydantic import BaseModel
 
 from flows.crash import crash_point
+from flows.errors import UsageError
 from ledger import (
     FailureRow,
     Ledger,
@@ -373,7 +374,7 @@ def writer_for(ledger: Ledger, size_bytes: int) -> Writer:
         big = size_bytes >= PROCESS_WRITER_BYTES
         return "process" if big and ledger.engine.dialect.name == "sqlite" else "thread"
     if choice not in ("inline", "thread", "process"):
-        raise ValueError(f"{WRITER_ENV} must be thread, inline, process or auto, not {choice!r}")
+        raise UsageError(f"{WRITER_ENV} must be thread, inline, process or auto, not {choice!r}")
     return choice  # type: ignore[return-value]
 
 

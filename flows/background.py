@@ -55,6 +55,8 @@ from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows._ledger import open_ledger
 from flows.crash import crash_point
+from flows.errors import UsageError
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from ledger import (
@@ -97,7 +99,7 @@ def _token(kind: str) -> str:
 def _background(name: str) -> Pipeline[Any]:
     p = get_pipeline(name)
     if p.channel != Channel.BACKGROUND:
-        raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not background")
+        raise UsageError(f"pipeline {p.name} uses the {p.channel} channel, not background")
     return p
 
 
@@ -313,9 +315,9 @@ def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
 
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
-def enroll_items(pipeline: str, day: date) -> int:
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), _background(pipeline), day)
+    return enroll_day(open_ledger(), _background(pipeline), day, log=_logger()).as_dict()
 
 
 @task(name="submit-interactions", cache_policy=NO_CACHE, persist_result=False)
@@ -391,6 +393,7 @@ def background_tick(
     """One tick of a background-channel pipeline: resubmit stale reservations, reclaim
     submitted interactions, deliver done results, then submit today's items, and exit."""
     p = _background(pipeline)
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or _today()
     started = time.monotonic()
     stale = resubmit_stale(pipeline, max_age_s, max_concurrency)
@@ -405,7 +408,8 @@ def background_tick(
         "reclaimed": reclaimed,
         "delivered": delivered,
         "consumed": delivered["consumed"],
-        "enrolled": enrolled,
+        "enrolled": enrolled["enrolled"],
+        "enrollment": enrolled,
         "submit": submitted,
         "submitted": submitted["submitted"] + stale.get("submitted", 0),
         "tokens": reclaimed["tokens"],

@@ -57,7 +57,9 @@ from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
 from flows.crash import crash_point
+from flows.errors import UsageError
 from flows.gateway import gemini_client
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from ledger import (
@@ -103,7 +105,7 @@ def _stale_after() -> float:
     try:
         return float(raw) if raw else _DEFAULT_STALE_S
     except ValueError:
-        raise ValueError(f"{STALE_ENV} must be a number of seconds, got {raw!r}") from None
+        raise UsageError(f"{STALE_ENV} must be a number of seconds, got {raw!r}") from None
 
 
 # Pipeline name (as the ledger stores it) -> the spec it was loaded by in this process, so
@@ -115,7 +117,7 @@ def _pipeline(spec: str) -> Pipeline[Any]:
     p = get_pipeline(_specs.get(spec, spec))
     _specs.setdefault(p.name, spec)
     if p.channel != Channel.BATCH:
-        raise ValueError(f"pipeline {p.name!r} runs on the {p.channel} channel, not batch")
+        raise UsageError(f"pipeline {p.name!r} runs on the {p.channel} channel, not batch")
     return p
 
 
@@ -447,9 +449,9 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
 
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
-def enroll_items(pipeline: str, day: date) -> int:
-    """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), _pipeline(pipeline), day)
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
+    """Enroll the day's items (an existing key is never changed); what enrollment did."""
+    return enroll_day(open_ledger(), _pipeline(pipeline), day, log=_logger()).as_dict()
 
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)
@@ -574,6 +576,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
     """One tick of a batch pipeline: recover orphans, reconcile finished batch jobs, deliver
     done results, then enroll today's items and submit one batch job; then exit."""
     p = _pipeline(pipeline)
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or datetime.now(UTC).date()
     started = time.monotonic()
     orphans = recover_orphans(pipeline)
@@ -593,7 +596,8 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         "jobs": polled["jobs"],
         "delivered": delivered,
         "consumed": delivered["consumed"],
-        "enrolled": enrolled,
+        "enrolled": enrolled["enrolled"],
+        "enrollment": enrolled,
         "submit": submitted,
         "submitted": submitted["rows"],
         "batch": submitted["batch"],
@@ -620,7 +624,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         report["retryable"],
         sum(report["parked"].values()),
         report["consumed"],
-        enrolled,
+        enrolled["enrolled"],
         report["submitted"],
         report["batch"],
     )
@@ -639,7 +643,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     ledger = open_ledger()
     rec = ledger.batch_named(job_name)
     if rec is None:
-        raise ValueError(f"no batch job named {job_name!r} in the ledger")
+        raise UsageError(f"no batch job named {job_name!r} in the ledger")
     spec = pipeline or rec.pipeline
     p = _pipeline(spec)
     report: dict[str, Any] = {"batch": job_name, "pipeline": p.name, "ledger_state": rec.state}

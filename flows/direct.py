@@ -44,6 +44,7 @@ submits anything. Crash points: ``direct.after_reserve``, ``direct.before_call``
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 import time
@@ -65,7 +66,9 @@ from pydantic import BaseModel
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
 from flows._ledger import open_ledger
 from flows.crash import crash_point
+from flows.errors import UsageError
 from flows.gateway import gemini_client, keyed
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from ledger import (
@@ -121,9 +124,12 @@ def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
-    value = float(raw)
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{name} must not be negative")
     return value
 
 
@@ -320,7 +326,7 @@ def run_calls(
     ``rate_per_second`` the calls are started no faster than that.
     """
     if max_concurrency < 1:
-        raise ValueError("max_concurrency must be at least 1")
+        raise UsageError("max_concurrency must be at least 1")
     if not keys:
         return {}
     the_task = direct_task(policy)
@@ -379,9 +385,9 @@ def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[
 
 
 @task(name="enroll-items", cache_policy=NO_CACHE, persist_result=False)
-def enroll_items(pipeline: str, day: date) -> int:
-    """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), get_pipeline(pipeline), day)
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
+    """Enroll the day's items (an existing key is never changed); what enrollment did."""
+    return enroll_day(open_ledger(), get_pipeline(pipeline), day, log=get_run_logger()).as_dict()
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
@@ -422,12 +428,14 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
     logger = get_run_logger()
     p = get_pipeline(pipeline)
     if p.channel != Channel.DIRECT:
-        raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
+        raise UsageError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or today_utc()
     ledger = open_ledger()
 
     swept = sweep_interrupted(pipeline)
-    enrolled = enroll_items(pipeline, the_day)
+    enrollment = enroll_items(pipeline, the_day)
+    enrolled = enrollment["enrolled"]
     keys = _due_keys(ledger, p.name)
     logger.info("%s %s: %d new items, %d jobs to call", p.name, the_day, enrolled, len(keys))
 
@@ -443,6 +451,7 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
         "day": the_day.isoformat(),
         "swept": swept,
         "enrolled": enrolled,
+        "enrollment": enrollment,
         "called": len(keys),
         "outcomes": dict(sorted(tally.items())),
         "calls_seconds": round(elapsed, 3),

@@ -31,6 +31,7 @@ from prefect.events import emit_event
 from flows._ledger import open_ledger
 from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.direct import today_utc
+from flows.errors import UsageError
 from ledger import Ledger
 
 __all__ = [
@@ -253,7 +254,7 @@ def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
     """Count the dead letters, store today's snapshot, publish artifacts, and raise an event
     when parked jobs grew by ``threshold`` or more since the previous day."""
     if threshold < 1:
-        raise ValueError("threshold must be at least 1")
+        raise UsageError("threshold must be at least 1")
     logger = get_run_logger()
     the_day = day or today_utc()
     ledger = open_ledger()

@@ -6,6 +6,7 @@ import os
 from datetime import date
 from typing import Any
 
+from flows.errors import UsageError
 from flows.registry import get_pipeline
 from ledger import Channel
 
@@ -33,7 +34,7 @@ def run_tick(name: str, *, day: date | None = None) -> dict[str, Any]:
         try:
             max_age_s = float(raw)
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"{BACKGROUND_STALE_ENV} must be a number of seconds, got {raw!r}"
             ) from None
         return background_tick(pipeline=name, day=day, max_age_s=max_age_s)

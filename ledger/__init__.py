@@ -4,8 +4,21 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._classify import Failure, Verdict, classify, classify_response
-from ledger._db import DEFAULT_DATABASE_URL, database_url, make_engine, upgrade
-from ledger._errors import InvalidTransition, LedgerConfigError, LedgerError, UnknownJob
+from ledger._db import (
+    DEFAULT_DATABASE_URL,
+    database_url,
+    ledger_exists,
+    make_engine,
+    missing_ledger_message,
+    upgrade,
+)
+from ledger._errors import (
+    InvalidTransition,
+    LedgerConfigError,
+    LedgerError,
+    PipelineConflict,
+    UnknownJob,
+)
 from ledger._lines import (
     LineFailure,
     LineSuccess,
@@ -20,10 +33,13 @@ from ledger._redact import redact, register_secret
 from ledger._store import (
     BatchRecord,
     Counts,
+    Enrollment,
     FailureRow,
     JobView,
     Ledger,
     NewJob,
+    PipelineChange,
+    PipelineRecord,
     Policy,
     Reserved,
     ResultRow,
@@ -35,6 +51,7 @@ __all__ = [
     "BatchRecord",
     "Channel",
     "Counts",
+    "Enrollment",
     "Failure",
     "FailureRow",
     "InvalidTransition",
@@ -46,6 +63,9 @@ __all__ = [
     "LineSuccess",
     "NewJob",
     "Outcome",
+    "PipelineChange",
+    "PipelineConflict",
+    "PipelineRecord",
     "Policy",
     "Reserved",
     "ResultRow",
@@ -58,7 +78,9 @@ __all__ = [
     "database_url",
     "extract_text",
     "fingerprint_of",
+    "ledger_exists",
     "make_engine",
+    "missing_ledger_message",
     "parse_output_line",
     "redact",
     "register_secret",
