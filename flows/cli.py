@@ -248,14 +248,19 @@ def emulator(
     """Serve the local Gemini API emulator (point the SDK at it with GOOGLE_GEMINI_BASE_URL)."""
     import emulator as emu
 
-    emu.serve(
-        host=host,
-        port=port,
-        scenario=scenario,
-        seed=seed,
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-    )
+    try:
+        emu.serve(
+            host=host,
+            port=port,
+            scenario=scenario,
+            seed=seed,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+        )
+    except emu.ScenarioError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @app.command()
