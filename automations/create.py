@@ -5,7 +5,9 @@
 
 ``--block TYPE/NAME`` names a notification block saved on that server; its id replaces the
 placeholder ``block_document_id`` of every ``send-notification`` action. An automation with
-the same name is updated rather than duplicated, so running this twice is harmless.
+the same name is updated rather than duplicated, so running this twice is harmless. An
+automation that would still notify the placeholder block (all zeros) is refused: it would be
+installed and never notify anyone.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from uuid import UUID
 
 import yaml
 
-__all__ = ["install", "load_automation"]
+__all__ = ["PLACEHOLDER_BLOCK_ID", "PlaceholderBlock", "install", "load_automation"]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FILE = HERE / "parked-jobs-rising.yaml"
+PLACEHOLDER_BLOCK_ID = UUID(int=0)
+
+
+class PlaceholderBlock(ValueError):
+    """A send-notification action still names the placeholder block id."""
 
 
 def load_automation(path: Path, block_id: UUID | None) -> Any:
@@ -32,13 +39,23 @@ def load_automation(path: Path, block_id: UUID | None) -> Any:
         for action in data.get("actions", []):
             if action.get("type") == "send-notification":
                 action["block_document_id"] = str(block_id)
-    return AutomationCore.model_validate(data)
+    automation = AutomationCore.model_validate(data)
+    for action in automation.actions:
+        if getattr(action, "block_document_id", None) == PLACEHOLDER_BLOCK_ID:
+            raise PlaceholderBlock(
+                f"{path.name} still notifies the placeholder block {PLACEHOLDER_BLOCK_ID}:"
+                " pass --block TYPE/NAME naming a notification block saved on your Prefect server"
+                " (e.g. --block slack-webhook/ops-alerts)"
+            )
+    return automation
 
 
 def install(path: Path = DEFAULT_FILE, block: str | None = None) -> UUID:
     """Create or update the automation; returns its id."""
     from prefect.client.orchestration import get_client
 
+    if block is None:
+        load_automation(path, None)  # refused before the server is asked anything
     with get_client(sync_client=True) as client:
         block_id = None
         if block is not None:
@@ -59,7 +76,10 @@ def main() -> None:
     parser.add_argument("--block", help="notification block as TYPE/NAME")
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
     args = parser.parse_args()
-    print(f"automation {install(args.file, args.block)} is installed")
+    try:
+        print(f"automation {install(args.file, args.block)} is installed")
+    except PlaceholderBlock as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

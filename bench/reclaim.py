@@ -225,7 +225,7 @@ def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
             submitted = submit_due.fn(PIPELINE)
             wall = time.perf_counter() - t
         assert reclaimed["completed"] == 10 and delivered["consumed"] == 10, (reclaimed, delivered)
-        assert enrolled == 0 and submitted["reserved"] == 0, (enrolled, submitted)
+        assert enrolled["enrolled"] == 0 and submitted["reserved"] == 0, (enrolled, submitted)
         counts = ledger.counts(pipeline=PIPELINE).by_status
         assert counts.get("consumed") == settled + 10 + 40, counts
         ledger.dispose()

@@ -142,19 +142,42 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
-    scenario: Scenario | str = "clean",
+    scenario: Scenario | str = "default",
     seed: int = 0,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
 ) -> None:
-    """Serve the emulator with uvicorn until interrupted (blocking)."""
+    """Serve the emulator with uvicorn until interrupted (blocking).
+
+    The socket is bound first, so the line saying where it listens (and which scenario it
+    plays) is printed only once that is true; ``OSError`` when the address is taken.
+    """
+    import socket
+
     import uvicorn
 
+    played = load_scenario(scenario)
     app = create_app(
-        scenario=scenario,
+        scenario=played,
         seed=seed,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         clock=time.time,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if family == socket.AF_INET6 else host}:{bound}"
+    print(
+        f"Gemini emulator listening on {url}, playing scenario {played.name!r} (seed {seed});"
+        f" point the SDK at it with GOOGLE_GEMINI_BASE_URL={url}",
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])

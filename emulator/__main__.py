@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--scenario", default="clean", help="clean, default, or a JSON/YAML file")
+    parser.add_argument("--scenario", default="default", help="default, clean, or a JSON/YAML file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--webhook-url", default=None)
     parser.add_argument("--webhook-secret", default=None)

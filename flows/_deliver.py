@@ -21,7 +21,7 @@ from typing import Any
 
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
-from ledger import DELIVERY_CLASS_PREFIX, Channel, Ledger, NewJob, redact
+from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, redact
 
 __all__ = [
     "DELIVERY_CAP_ENV",
@@ -149,10 +149,28 @@ def deliver_done(
     return out
 
 
-def enroll_day(ledger: Ledger, p: Pipeline[Any], day: date) -> int:
-    """Enroll the day's items (an existing key is never changed); returns how many were new."""
+def enroll_day(
+    ledger: Ledger,
+    p: Pipeline[Any],
+    day: date,
+    *,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+) -> Enrollment:
+    """Enroll the day's items (an existing key is never changed): new, already known, and
+    keys another pipeline owns, which are left to it and reported, never taken."""
     jobs = (
         NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
         for item in p.load_items(day)
     )
-    return ledger.enroll(jobs, pipeline=p.name, channel=Channel(p.channel).value, model=p.model)
+    out = ledger.enroll_counted(
+        jobs, pipeline=p.name, channel=Channel(p.channel).value, model=p.model
+    )
+    if out.foreign:
+        (log or logging.getLogger(__name__)).warning(
+            "%s: %d keys already belong to another pipeline and were left to it (e.g. %s):"
+            " make key_of start with this pipeline's own name",
+            p.name,
+            out.foreign,
+            ", ".join(f"{key} ({owner})" for key, owner in out.foreign_examples),
+        )
+    return out

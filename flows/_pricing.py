@@ -32,6 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flows.errors import UsageError
+
 __all__ = [
     "DEFAULT_PRICES",
     "PRICES_FILE_ENV",
@@ -133,13 +135,13 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
         raw = json.loads(file.read_text(encoding="utf-8"))
         parsed = _PriceFile.model_validate(raw)
     except OSError as exc:
-        raise ValueError(f"price file {file}: {exc.strerror or exc}") from None
+        raise UsageError(f"price file {file}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"price file {file} is not valid JSON: {exc}") from None
+        raise UsageError(f"price file {file} is not valid JSON: {exc}") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ValueError(f"price file {file}: {loc}: {first['msg']}") from None
+        raise UsageError(f"price file {file}: {loc}: {first['msg']}") from None
     models = {} if parsed.replace else dict(DEFAULT_PRICES)
     models.update(parsed.models)
     return PriceTable(models, batch_multiplier=parsed.batch_multiplier, source=str(file))

@@ -57,6 +57,8 @@ from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
 from flows.crash import crash_point
+from flows.errors import UsageError
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from ledger import (
@@ -99,7 +101,7 @@ def _token(kind: str) -> str:
 def _background(name: str) -> Pipeline[Any]:
     p = get_pipeline(name)
     if p.channel != Channel.BACKGROUND:
-        raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not background")
+        raise UsageError(f"pipeline {p.name} uses the {p.channel} channel, not background")
     return p
 
 
@@ -330,9 +332,9 @@ def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
 @halts(Channel.BACKGROUND)
-def enroll_items(pipeline: str, day: date) -> int:
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
     """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), _background(pipeline), day)
+    return enroll_day(open_ledger(), _background(pipeline), day, log=_logger()).as_dict()
 
 
 @task(name="submit-interactions", cache_policy=NO_CACHE, persist_result=False)
@@ -404,6 +406,7 @@ def background_tick(
     """One tick of a background-channel pipeline: resubmit stale reservations, reclaim
     submitted interactions, deliver done results, then submit today's items, and exit."""
     p = _background(pipeline)
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or _today()
     started = time.monotonic()
     preflight()
@@ -419,7 +422,8 @@ def background_tick(
         "reclaimed": reclaimed,
         "delivered": delivered,
         "consumed": delivered["consumed"],
-        "enrolled": enrolled,
+        "enrolled": enrolled["enrolled"],
+        "enrollment": enrolled,
         "submit": submitted,
         "submitted": submitted["submitted"] + stale.get("submitted", 0),
         "tokens": reclaimed["tokens"],

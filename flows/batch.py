@@ -64,7 +64,9 @@ from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
 from flows.crash import crash_point
+from flows.errors import UsageError
 from flows.gateway import gemini_client
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from ledger import (
@@ -139,7 +141,7 @@ def _pipeline(spec: str) -> Pipeline[Any]:
     p = get_pipeline(_specs.get(spec, spec))
     _specs.setdefault(p.name, spec)
     if p.channel != Channel.BATCH:
-        raise ValueError(f"pipeline {p.name!r} runs on the {p.channel} channel, not batch")
+        raise UsageError(f"pipeline {p.name!r} runs on the {p.channel} channel, not batch")
     return p
 
 
@@ -511,9 +513,9 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
 
 @task(name="enroll-todays-items", cache_policy=NO_CACHE, persist_result=False)
 @halts(Channel.BATCH)
-def enroll_items(pipeline: str, day: date) -> int:
-    """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), _pipeline(pipeline), day)
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
+    """Enroll the day's items (an existing key is never changed); what enrollment did."""
+    return enroll_day(open_ledger(), _pipeline(pipeline), day, log=_logger()).as_dict()
 
 
 @task(name="reserve-upload-create-batch", cache_policy=NO_CACHE, persist_result=False)
@@ -630,6 +632,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
     """One tick of a batch pipeline: recover orphans, reconcile finished batch jobs, deliver
     done results, then enroll today's items and submit one batch job; then exit."""
     p = _pipeline(pipeline)
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or datetime.now(UTC).date()
     started = time.monotonic()
     preflight()
@@ -652,7 +655,8 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         "jobs": polled["jobs"],
         "delivered": delivered,
         "consumed": delivered["consumed"],
-        "enrolled": enrolled,
+        "enrolled": enrolled["enrolled"],
+        "enrollment": enrolled,
         "submit": submitted,
         "submitted": submitted["rows"],
         "batch": submitted["batch"],
@@ -679,7 +683,7 @@ def batch_tick(pipeline: str = "reviews", day: date | None = None) -> dict[str, 
         report["retryable"],
         sum(report["parked"].values()),
         report["consumed"],
-        enrolled,
+        enrolled["enrolled"],
         report["submitted"],
         report["batch"],
     )
@@ -699,7 +703,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     ledger = open_ledger()
     rec = ledger.batch_named(job_name)
     if rec is None:
-        raise ValueError(f"no batch job named {job_name!r} in the ledger")
+        raise UsageError(f"no batch job named {job_name!r} in the ledger")
     spec = pipeline or rec.pipeline
     p = _pipeline(spec)
     report: dict[str, Any] = {"batch": job_name, "pipeline": p.name, "ledger_state": rec.state}

@@ -1,20 +1,33 @@
-"""The ``gemini-ledger`` command: thin; domain errors become a message and exit code here."""
+"""The ``gemini-ledger`` command: thin; domain errors become a message and exit code here.
+
+A mistake the user can fix (``ledger.LedgerError``, ``flows.errors.UsageError``, a missing
+API key) is one line on stderr and exit code 1, its traceback only under ``--debug``. Every
+parameter and the ledger itself are checked before a flow starts, so Prefect never logs a
+traceback for them. Anything else is a bug: it keeps its traceback and exits with 2.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
+import traceback
 from collections.abc import Callable
+from datetime import date
 from enum import StrEnum
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ledger import Ledger, LedgerError, SetupFault
+from flows.errors import UsageError
+from ledger import Ledger, LedgerConfigError, LedgerError, SetupFault
 
 __all__ = ["app", "main"]
 
@@ -38,30 +51,76 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_DOMAIN_ERROR = 1
+EXIT_BUG = 2
+_OURS = Path(__file__).resolve().parent.parent  # the checkout or site-packages holding us
+_PACKAGES = ("flows", "ledger", "emulator")
 
 
-class CliError(Exception):
+class _Options:
+    debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"gemini-ledger {version('gemini-ledger')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback behind an error message.")
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Unattended Gemini pipelines on Prefect: nothing lost, nothing billed or published twice."""
+    _Options.debug = debug
+
+
+class CliError(UsageError):
     """A mistake in how a command was called: printed as one line."""
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
     from flows._prefect_api import TemporaryServerError
     from flows.gateway import GatewayConfigError
-    from flows.registry import UnknownPipeline
 
-    return (
-        LedgerError,
-        GatewayConfigError,
-        SetupFault,
-        UnknownPipeline,
-        CliError,
-        TemporaryServerError,
-        ValueError,
-    )
+    return (LedgerError, GatewayConfigError, SetupFault, UsageError, TemporaryServerError)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _culprit(exc: BaseException) -> tuple[str, bool]:
+    """Where an unexpected exception came from (file:line) and whether that is our code:
+    the innermost frame outside the standard library and installed packages."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        path = Path(frame.filename)
+        if "site-packages" in path.parts or frame.filename.startswith("<"):
+            continue
+        if path.is_relative_to(Path(sys.base_prefix)) or path.is_relative_to(Path(sys.prefix)):
+            continue
+        ours = path.resolve().is_relative_to(_OURS) and path.resolve().relative_to(_OURS).parts[
+            :1
+        ] in [(p,) for p in _PACKAGES]
+        return f"{frame.filename}:{frame.lineno}", ours
+    last = frames[-1] if frames else None
+    return (f"{last.filename}:{last.lineno}" if last else "?"), True
 
 
 def handles_errors(func: F) -> F:
-    """Turn the errors a user can fix into one clear line and exit code 1."""
+    """Turn the errors a user can fix into one clear line and exit code 1; a bug keeps its
+    traceback, says so, and exits with 2."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -70,9 +129,29 @@ def handles_errors(func: F) -> F:
 
             load_settings()  # every setting checked before any work, naming a bad variable
             return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except _domain_errors() as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            if _Options.debug:
+                traceback.print_exc()
+            err.print(
+                f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(EXIT_DOMAIN_ERROR) from None
+        except Exception as exc:
+            traceback.print_exc()
+            where, ours = _culprit(exc)
+            whose = (
+                "this is a bug in gemini-ledger: please report it with the traceback above"
+                if ours
+                else "raised by code outside gemini-ledger (your pipeline's own code?)"
+            )
+            err.print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__} at {escape(where)}: {whose}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,6 +161,30 @@ def _prefect() -> contextlib.AbstractContextManager[str | None]:
     from flows._prefect_api import prefect_api
 
     return prefect_api(lambda line: err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True))
+
+
+def _day(value: str | None, option: str = "--day") -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _existing_ledger(*, write: bool = False) -> Ledger:
+    """The configured ledger for a command that reads it: refused when there is none (never
+    created here), opened (so an unreachable or damaged one fails now, as one line, before
+    any flow starts) and, for ``write``, checked to be writable."""
+    from flows._ledger import open_ledger
+    from ledger import ledger_exists, missing_ledger_message
+
+    if not ledger_exists():
+        raise LedgerConfigError(missing_ledger_message())
+    ledger = open_ledger()
+    if write:
+        ledger.check_writable()
+    return ledger
 
 
 def _print_json(data: Any) -> None:
@@ -120,7 +223,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Counts by status and error class, attempts and tokens; rows in flight and their age."""
-    ledger = Ledger()
+    ledger = _existing_ledger()
     counts = ledger.counts(pipeline=pipeline)
     # Per non-final state, the oldest row's time in it: what is stuck shows as an age.
     in_flight = ledger.in_flight(pipeline=pipeline)
@@ -195,7 +298,9 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    scenario: Annotated[str, typer.Option(help="Built-in name or a JSON/YAML file.")] = "clean",
+    scenario: Annotated[
+        str, typer.Option(help="Built-in name (default, clean, ...) or a JSON/YAML file.")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Seed for every random decision.")] = 0,
     webhook_url: Annotated[str | None, typer.Option(help="Where to POST completions.")] = None,
     webhook_secret: Annotated[
@@ -205,14 +310,19 @@ def emulator(
     """Serve the local Gemini API emulator (point the SDK at it with GOOGLE_GEMINI_BASE_URL)."""
     import emulator as emu
 
-    emu.serve(
-        host=host,
-        port=port,
-        scenario=scenario,
-        seed=seed,
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-    )
+    try:
+        emu.serve(
+            host=host,
+            port=port,
+            scenario=scenario,
+            seed=seed,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+        )
+    except emu.ScenarioError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @app.command()
@@ -227,12 +337,19 @@ def tick(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
-    from datetime import date as date_
-
+    from flows._ledger import open_ledger
+    from flows.identity import claim_pipeline
+    from flows.registry import load_pipeline
     from flows.ticks import run_tick
 
+    the_day = _day(day)
+    load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
+    ledger = open_ledger()  # a tick may create the ledger
+    ledger.check_writable()
+    # Refused here, before Prefect starts, when another definition owns the name.
+    claim_pipeline(pipeline, ledger=ledger)
     with _prefect():
-        report = run_tick(pipeline, day=date_.fromisoformat(day) if day else None)
+        report = run_tick(pipeline, day=the_day)
     _print_report(report, title=f"tick {pipeline}", as_json=as_json)
 
 
@@ -249,10 +366,12 @@ def reconcile(
     """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
     from flows.batch import reconcile as reconcile_flow
 
-    # Checked before the flow starts: an unknown name is the caller's typo (one line), not a
-    # failed run with a traceback.
-    if Ledger().batch_named(job_name) is None:
-        raise ValueError(f"no batch job named {job_name!r} in the ledger")
+    if _existing_ledger(write=True).batch_named(job_name) is None:
+        raise UsageError(f"no batch job named {job_name!r} in the ledger")
+    if pipeline is not None:
+        from flows.registry import get_pipeline
+
+        get_pipeline(pipeline)
     with _prefect():
         report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     _print_report(report, title=f"reconcile {job_name}", as_json=as_json)
@@ -402,9 +521,16 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Return parked jobs to their channel: a dry run that lists them unless --execute."""
-    from flows.replay import dry_run
+    from flows.replay import MAX_LIMIT, check_text, dry_run
     from flows.replay import replay as replay_flow
 
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise UsageError(f"--rate must be a positive, finite number of jobs a second, got {rate}")
+    check_text("--error-class", error_class)
+    check_text("--pipeline", pipeline)
+    _existing_ledger(write=execute)
     if not execute:
         # Only reads the ledger: no flow, so no Prefect server is needed or started.
         report = dry_run(limit=limit, error_class=error_class, pipeline=pipeline)
@@ -461,14 +587,11 @@ def dead_letter(
 
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
-    from datetime import date as date_
-
-    from flows._ledger import open_ledger
     from flows.direct import today_utc
     from flows.summary import LOOKBACK_DAYS, build_summary
 
-    the_day = date_.fromisoformat(day) if day else today_utc()
-    report = build_summary(open_ledger(), the_day)
+    the_day = _day(day) or today_utc()
+    report = build_summary(_existing_ledger(), the_day)
     if as_json:
         _print_json(report)
         return

@@ -67,7 +67,9 @@ from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
 from flows.crash import crash_point
+from flows.errors import UsageError
 from flows.gateway import gemini_client, keyed
+from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.registry import get_pipeline
 from flows.settings import Settings, load_settings
@@ -335,7 +337,7 @@ def run_calls(
     by any call stops the calls not yet started and is raised once all have ended.
     """
     if max_concurrency < 1:
-        raise ValueError("max_concurrency must be at least 1")
+        raise UsageError("max_concurrency must be at least 1")
     if not keys:
         return {}
     the_task = direct_task(policy)
@@ -401,9 +403,9 @@ def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[
 
 
 @task(name="enroll-items", cache_policy=NO_CACHE, persist_result=False)
-def enroll_items(pipeline: str, day: date) -> int:
-    """Enroll the day's items (an existing key is never changed); returns how many were new."""
-    return enroll_day(open_ledger(), get_pipeline(pipeline), day)
+def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
+    """Enroll the day's items (an existing key is never changed); what enrollment did."""
+    return enroll_day(open_ledger(), get_pipeline(pipeline), day, log=get_run_logger()).as_dict()
 
 
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
@@ -438,13 +440,15 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
     logger = get_run_logger()
     p = get_pipeline(pipeline)
     if p.channel != Channel.DIRECT:
-        raise ValueError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
+        raise UsageError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
+    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or today_utc()
     ledger = open_ledger()
     preflight()
 
     swept = checked(sweep_interrupted(pipeline))
-    enrolled = checked(enroll_items(pipeline, the_day))
+    enrollment = checked(enroll_items(pipeline, the_day))
+    enrolled = enrollment["enrolled"]
     keys = _due_keys(ledger, p.name)
     logger.info("%s %s: %d new items, %d jobs to call", p.name, the_day, enrolled, len(keys))
 
@@ -460,6 +464,7 @@ def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8)
         "day": the_day.isoformat(),
         "swept": swept,
         "enrolled": enrolled,
+        "enrollment": enrollment,
         "called": len(keys),
         "outcomes": dict(sorted(tally.items())),
         "calls_seconds": round(elapsed, 3),

@@ -24,6 +24,7 @@ to the queue instead, for the next ``direct-run`` of its pipeline.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import defaultdict
@@ -38,11 +39,12 @@ from flows._deliver import DeliveryPoints, deliver_done
 from flows._halt import checked, halts
 from flows._ledger import open_ledger
 from flows.direct import deliver_results, run_calls
+from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView
 
-__all__ = ["MAX_LIMIT", "dry_run", "plan_replay", "replay", "select_plan"]
+__all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
 
 _MAX_DIRECT_WORKERS = 8
 _CLAIM_STALE_S = 300.0
@@ -51,17 +53,17 @@ _CLAIM_STALE_S = 300.0
 MAX_LIMIT = 2**31 - 1
 
 
-def _check_text(name: str, value: str | None) -> None:
+def check_text(name: str, value: str | None) -> None:
     """Refuse a filter no database can compare (PostgreSQL refuses NUL; surrogates from
     undecodable command-line bytes cannot be encoded) with a message, not a driver error."""
     if value is None:
         return
     if "\x00" in value:
-        raise ValueError(f"the {name} filter must not contain NUL characters")
+        raise UsageError(f"the {name} filter must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"the {name} filter is not valid UTF-8 text") from None
+        raise UsageError(f"the {name} filter is not valid UTF-8 text") from None
 
 
 def _when(ts: float | None) -> str | None:
@@ -84,13 +86,13 @@ def select_plan(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Parked jobs to replay, oldest first, each with what replay would do (read-only)."""
     if limit < 0:
-        raise ValueError("limit must not be negative")
+        raise UsageError("limit must not be negative")
     if limit > MAX_LIMIT:
         # Past this the database refuses the number itself (SQLite: OverflowError; PostgreSQL:
         # bigint out of range), which would surface as a crash instead of a message.
-        raise ValueError(f"limit must be at most {MAX_LIMIT}")
+        raise UsageError(f"limit must be at most {MAX_LIMIT}")
     for name, value in (("error class", error_class), ("pipeline", pipeline)):
-        _check_text(name, value)
+        check_text(name, value)
     given: dict[str, str] = {}
     ledger_name = pipeline
     if pipeline is not None:
@@ -183,8 +185,8 @@ def replay(
 ) -> dict[str, Any]:
     """Replay parked jobs: a dry run unless ``execute``; at most ``limit``, oldest first,
     optionally of one error class and pipeline, at most ``rate_per_second`` jobs a second."""
-    if rate_per_second <= 0:
-        raise ValueError("rate_per_second must be positive")
+    if not (math.isfinite(rate_per_second) and rate_per_second > 0):
+        raise UsageError("rate_per_second must be a positive, finite number")
     logger = get_run_logger()
     plan, specs = plan_replay(limit, error_class, pipeline)
     for item in plan:

@@ -36,6 +36,7 @@ from flows._ledger import open_ledger
 from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows._run_names import summary_run_name
 from flows.direct import today_utc
+from flows.errors import UsageError
 from ledger import Ledger, Status, morning_view
 
 __all__ = [
@@ -337,7 +338,7 @@ def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
     """Count the dead letters, store today's snapshot, publish artifacts, and raise an event
     when parked jobs grew by ``threshold`` or more since the previous day."""
     if threshold < 1:
-        raise ValueError("threshold must be at least 1")
+        raise UsageError("threshold must be at least 1")
     logger = get_run_logger()
     the_day = day or today_utc()
     ledger = open_ledger()

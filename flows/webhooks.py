@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 
 from flows._ledger import open_ledger
 from flows._webhook_app import build_app
+from flows.errors import UsageError
 from ledger import register_secret
 
 __all__ = [
@@ -61,7 +62,7 @@ def resolve_secret() -> str:
     if not secret:
         block = os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
         if not block:
-            raise ValueError(
+            raise UsageError(
                 "no webhook secret: set LEDGER_WEBHOOK_SECRET or LEDGER_WEBHOOK_SECRET_BLOCK"
                 " (the name of a Prefect Secret block)"
             )
@@ -69,7 +70,7 @@ def resolve_secret() -> str:
 
         value = Secret.load(block).get()  # type: ignore[union-attr]
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"the Prefect Secret block {block!r} does not hold a string")
+            raise UsageError(f"the Prefect Secret block {block!r} does not hold a string")
         secret = value.strip()
     # From here on, ledger.redact hides it in any message that might echo it.
     register_secret(secret)

@@ -4,8 +4,21 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._classify import Failure, Verdict, classify, classify_response
-from ledger._db import DEFAULT_DATABASE_URL, database_url, make_engine, upgrade
-from ledger._errors import InvalidTransition, LedgerConfigError, LedgerError, UnknownJob
+from ledger._db import (
+    DEFAULT_DATABASE_URL,
+    database_url,
+    ledger_exists,
+    make_engine,
+    missing_ledger_message,
+    upgrade,
+)
+from ledger._errors import (
+    InvalidTransition,
+    LedgerConfigError,
+    LedgerError,
+    PipelineConflict,
+    UnknownJob,
+)
 from ledger._lines import (
     LineFailure,
     LineSuccess,
@@ -23,10 +36,13 @@ from ledger._store import (
     DELIVERY_CLASS_PREFIX,
     BatchRecord,
     Counts,
+    Enrollment,
     FailureRow,
     JobView,
     Ledger,
     NewJob,
+    PipelineChange,
+    PipelineRecord,
     Policy,
     Reserved,
     ResultRow,
@@ -39,6 +55,7 @@ __all__ = [
     "BatchRecord",
     "Channel",
     "Counts",
+    "Enrollment",
     "Failure",
     "FailureRow",
     "InvalidTransition",
@@ -51,7 +68,10 @@ __all__ = [
     "NewJob",
     "Outcome",
     "ParkedClass",
+    "PipelineChange",
+    "PipelineConflict",
     "PipelineMorning",
+    "PipelineRecord",
     "Policy",
     "Reserved",
     "ResultRow",
@@ -66,7 +86,9 @@ __all__ = [
     "database_url",
     "extract_text",
     "fingerprint_of",
+    "ledger_exists",
     "make_engine",
+    "missing_ledger_message",
     "morning_view",
     "parse_output_line",
     "redact",

@@ -14,11 +14,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
 
 from ledger._errors import LedgerConfigError
 
-__all__ = ["DEFAULT_DATABASE_URL", "atomic", "database_url", "make_engine", "upgrade"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "atomic",
+    "database_url",
+    "ledger_exists",
+    "make_engine",
+    "missing_ledger_message",
+    "one_line",
+    "upgrade",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -44,11 +53,80 @@ def database_url(url: str | None = None) -> str:
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not _is_uri(parsed)
+    ):
         path = Path(parsed.database).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
         parsed = parsed.set(database=str(path))
     return parsed.render_as_string(hide_password=False)
+
+
+def _is_uri(parsed: Any) -> bool:
+    """``sqlite:///file:path?mode=ro&uri=true``: SQLite's own URI form, passed through."""
+    return str(parsed.query.get("uri", "")).lower() in ("true", "1")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ledger URL (None for PostgreSQL and in-memory databases)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if _is_uri(parsed):
+        path = parsed.database.removeprefix("file:").partition("?")[0]
+        return None if not path or "memory" in path else Path(path).expanduser()
+    return Path(parsed.database)
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def one_line(exc: BaseException) -> str:
+    """The driver's own message of a database error, first line only (no SQL, no links)."""
+    inner = getattr(exc, "orig", None) or exc
+    text_ = str(inner).strip().splitlines()
+    return f"{text_[0] if text_ else type(inner).__name__}"
+
+
+def ledger_exists(url: str | None = None) -> bool:
+    """Whether there is a ledger to read: a SQLite file, or a PostgreSQL schema made by
+    ``db upgrade`` (or a first tick). Creates nothing."""
+    resolved = database_url(url)
+    path = _sqlite_file(resolved)
+    if path is not None:
+        return path.is_file()
+    if make_url(resolved).get_backend_name() != "postgresql":
+        return True  # in-memory SQLite: make_engine decides
+    engine = create_engine(resolved, pool_pre_ping=True)
+    try:
+        return current_revision(engine) is not None
+    except SQLAlchemyError as exc:
+        raise LedgerConfigError(
+            f"cannot reach the ledger at {engine.url.render_as_string(hide_password=True)}:"
+            f" {one_line(exc)}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def missing_ledger_message(url: str | None = None) -> str:
+    """The one line for a command that reads a ledger which is not there."""
+    resolved = database_url(url)
+    path = _sqlite_file(resolved)
+    where = (
+        _shown(path)
+        if path is not None
+        else make_url(resolved).render_as_string(hide_password=True)
+    )
+    return f"no ledger at {where}: run from your project's directory or set LEDGER_DATABASE_URL" + (
+        "" if path is not None else " (or create it with `gemini-ledger db upgrade`)"
+    )
 
 
 def make_engine(url: str | None = None) -> Engine:
@@ -56,6 +134,8 @@ def make_engine(url: str | None = None) -> Engine:
     resolved = database_url(url)
     backend = make_url(resolved).get_backend_name()
     if backend == "sqlite":
+        if (file := _sqlite_file(resolved)) is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             resolved, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
         )
@@ -91,6 +171,12 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """A SQLite file that is not a database or is malformed (not a constraint, a bug of ours)."""
+    orig = getattr(exc, "orig", exc)
+    return type(orig) is sqlite3.DatabaseError
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -184,7 +270,11 @@ def atomic(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
         with conn.begin():
             yield conn
     except OperationalError as exc:
-        raise LedgerConfigError(f"ledger database error: {exc.orig}") from exc
+        raise LedgerConfigError(f"ledger database error: {one_line(exc)}") from exc
+    except DatabaseError as exc:
+        if not _is_corrupt(exc):
+            raise
+        raise LedgerConfigError(f"the ledger database is damaged: {one_line(exc)}") from exc
     finally:
         conn.close()
     if write and (checkpointer := _checkpointers.get(engine)) is not None:
@@ -227,8 +317,11 @@ def upgrade(engine: Engine, *, revision: str = "head") -> None:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             command.upgrade(_alembic_config(conn), revision)
-    except SQLAlchemyError as exc:
-        raise LedgerConfigError(f"cannot migrate the ledger: {exc}") from exc
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise LedgerConfigError(
+            f"cannot migrate the ledger at {engine.url.render_as_string(hide_password=True)}:"
+            f" {one_line(exc)}"
+        ) from exc
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -241,8 +334,13 @@ def ensure_schema(engine: Engine) -> None:
             return
         try:
             behind = current_revision(engine) != head_revision()
-        except SQLAlchemyError as exc:
-            raise LedgerConfigError(f"cannot open the ledger: {exc}") from exc
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            # sqlite3.Error: raised raw by the connect-time PRAGMAs on a file that is not a
+            # database.
+            raise LedgerConfigError(
+                f"cannot open the ledger at {engine.url.render_as_string(hide_password=True)}:"
+                f" {one_line(exc)}"
+            ) from exc
         if behind:
             upgrade(engine)
         _upgraded.add(key)

@@ -6,6 +6,7 @@ __all__ = [
     "InvalidTransition",
     "LedgerConfigError",
     "LedgerError",
+    "PipelineConflict",
     "UnknownJob",
 ]
 
@@ -40,3 +41,16 @@ class InvalidTransition(LedgerError):
         self.action = action
         self.expected = expected
         self.actual = actual
+
+
+class PipelineConflict(LedgerError):
+    """Another pipeline definition (another ``module:attribute``) owns this pipeline name."""
+
+    def __init__(self, name: str, *, owner: str, given: str) -> None:
+        super().__init__(
+            f"pipeline name {name!r} belongs to {owner} in this ledger, not to {given}:"
+            f" give {given} its own name (Pipeline(name=...)), or run {owner}"
+        )
+        self.name = name
+        self.owner = owner
+        self.given = given

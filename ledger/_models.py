@@ -18,6 +18,7 @@ __all__ = [
     "Channel",
     "Job",
     "ParkedSnapshot",
+    "PipelineRow",
     "Status",
     "WebhookDelivery",
 ]
@@ -172,3 +173,23 @@ class ParkedSnapshot(SQLModel, table=True):
     error_class: str = Field(primary_key=True, max_length=96)
     parked: int = 0
     taken_at: float = 0.0
+
+
+class PipelineRow(SQLModel, table=True):
+    """A pipeline's identity: the name jobs are recorded under belongs to one definition.
+
+    ``spec`` (``module:attribute``) is what a process that only has the name loads; a tick
+    of another definition under the same name is refused. ``revision`` counts the
+    deliberate changes of the same definition (its channel, model or output schema).
+    """
+
+    __tablename__ = "pipelines"
+
+    name: str = Field(primary_key=True, max_length=128)
+    spec: str = Field(max_length=512)
+    channel: str = Field(max_length=16)
+    model: str = Field(max_length=128)
+    schema_fingerprint: str = Field(max_length=64)
+    revision: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0

@@ -23,18 +23,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ledger._classify import Failure
 from ledger._db import atomic, ensure_schema, make_engine
-from ledger._errors import InvalidTransition, LedgerConfigError, UnknownJob
-from ledger._models import Job, Status, WebhookDelivery
+from ledger._errors import InvalidTransition, LedgerConfigError, PipelineConflict, UnknownJob
+from ledger._models import Job, PipelineRow, Status, WebhookDelivery
 from ledger._redact import redact
 
 __all__ = [
     "DELIVERY_CLASS_PREFIX",
     "BatchRecord",
     "Counts",
+    "Enrollment",
     "FailureRow",
     "JobView",
     "Ledger",
     "NewJob",
+    "PipelineChange",
+    "PipelineRecord",
     "Policy",
     "Reserved",
     "ResultRow",
@@ -111,6 +114,49 @@ class BatchRecord(NamedTuple):
     leased_at: float
     submitted_at: float | None
     reconciled_at: float | None
+
+
+@dataclass(slots=True)
+class Enrollment:
+    """What one enrollment did: new keys, keys this pipeline already had, and keys another
+    pipeline owns (left untouched; ``foreign_examples`` names a few of them)."""
+
+    enrolled: int = 0
+    already_known: int = 0
+    foreign: int = 0
+    foreign_examples: list[tuple[str, str]] = field(default_factory=list)  # (key, owner)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enrolled": self.enrolled,
+            "already_known": self.already_known,
+            "owned_by_other_pipeline": self.foreign,
+            "owned_by_other_examples": [f"{k} ({owner})" for k, owner in self.foreign_examples],
+        }
+
+
+class PipelineRecord(NamedTuple):
+    """The ledger's record of a pipeline: where it is loaded from and what it produces."""
+
+    name: str
+    spec: str
+    channel: str
+    model: str
+    schema_fingerprint: str
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+class PipelineChange(NamedTuple):
+    """What recording a pipeline did: ``new``, ``same`` or ``changed`` (with the fields)."""
+
+    outcome: str
+    record: PipelineRecord
+    changed: tuple[str, ...] = ()
+
+
+_FOREIGN_EXAMPLES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +242,7 @@ class JobView:
 
 _JOB_COLUMNS = [c.name for c in Job.__table__.columns]  # type: ignore[attr-defined]
 _BATCH_COLUMNS = ", ".join(BatchRecord._fields)
+_PIPELINE_COLUMNS = ", ".join(PipelineRecord._fields)
 
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -330,7 +377,17 @@ class Ledger:
     def enroll(self, items: Iterable[NewJob], *, pipeline: str, channel: str, model: str) -> int:
         """Insert jobs that are not in the ledger yet; an existing key is never changed.
 
-        Returns how many were new.
+        Returns how many were new (:meth:`enroll_counted` tells the rest).
+        """
+        return self.enroll_counted(items, pipeline=pipeline, channel=channel, model=model).enrolled
+
+    def enroll_counted(
+        self, items: Iterable[NewJob], *, pipeline: str, channel: str, model: str
+    ) -> Enrollment:
+        """Insert jobs that are not in the ledger yet; an existing key is never changed.
+
+        Keys already in the ledger are counted as known to this pipeline or owned by
+        another one (never taken over: that pipeline's row, result and billing stay).
         """
         # The hot bulk paths hand tuples straight to the driver's executemany: SQLAlchemy's
         # per-row parameter processing, or even a dict per row, costs more than SQLite's work.
@@ -343,7 +400,10 @@ class Ledger:
         )
         if self._is_pg:
             sql += " RETURNING key"
-        added = 0
+        out = Enrollment()
+        owners = text("SELECT key, pipeline FROM jobs WHERE key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
         for chunk in _chunks(items, self.chunk_size):
             now = self.clock()
             rows = [
@@ -352,9 +412,23 @@ class Ledger:
                 for payload in (_payload_text(i.payload),)
             ]
             with self._write() as conn:
-                added += self._bulk(conn, sql, rows, returning=self._is_pg)
-        self._refresh_stats(added)
-        return added
+                added = self._bulk(conn, sql, rows, returning=self._is_pg)
+                if added < len(rows):
+                    # Only when some keys were there already (a re-run of the day): whose?
+                    foreign = [
+                        (key, owner)
+                        for key, owner in conn.execute(owners, {"keys": [r[0] for r in rows]})
+                        if owner != pipeline
+                    ]
+                else:
+                    foreign = []
+            out.enrolled += added
+            out.foreign += len(foreign)
+            out.already_known += len(rows) - added - len(foreign)
+            room = _FOREIGN_EXAMPLES - len(out.foreign_examples)
+            out.foreign_examples.extend(sorted(foreign)[: max(room, 0)])
+        self._refresh_stats(out.enrolled)
+        return out
 
     def _refresh_stats(self, changed: int) -> None:
         """After a bulk change on PostgreSQL, refresh the planner's statistics.
@@ -1232,6 +1306,95 @@ class Ledger:
                 ).rowcount
                 == 1
             )
+
+    # -- pipelines -------------------------------------------------------------------------
+
+    def pipeline_record(self, name: str) -> PipelineRecord | None:
+        """The recorded identity of the pipeline called ``name``, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                text(f"SELECT {_PIPELINE_COLUMNS} FROM pipelines WHERE name = :name"),
+                {"name": name},
+            ).one_or_none()
+        return None if row is None else PipelineRecord(*row)
+
+    def pipelines(self) -> list[PipelineRecord]:
+        with self._read() as conn:
+            rows = conn.execute(text(f"SELECT {_PIPELINE_COLUMNS} FROM pipelines ORDER BY name"))
+            return [PipelineRecord(*row) for row in rows]
+
+    def record_pipeline(
+        self, name: str, *, spec: str, channel: str, model: str, schema_fingerprint: str
+    ) -> PipelineChange:
+        """Record the pipeline called ``name`` as defined by ``spec`` (``module:attribute``).
+
+        A name first seen is recorded; the same ``spec`` with another channel, model or
+        schema fingerprint is a deliberate change, recorded with its revision counted up.
+        Another ``spec`` under a recorded name raises :class:`PipelineConflict` and changes
+        nothing.
+        """
+        now = self.clock()
+        fields = {"channel": channel, "model": model, "schema_fingerprint": schema_fingerprint}
+        with self._write() as conn:
+            row = conn.execute(
+                text(f"SELECT {_PIPELINE_COLUMNS} FROM pipelines WHERE name = :name"),
+                {"name": name},
+            ).one_or_none()
+            if row is None:
+                inserted = conn.execute(
+                    self._insert_ignore(PipelineRow.__table__, "name"),  # type: ignore[attr-defined]
+                    {
+                        "name": name,
+                        "spec": spec,
+                        **fields,
+                        "revision": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                if self._inserted(inserted) == 1:
+                    return PipelineChange(
+                        "new",
+                        PipelineRecord(name, spec, channel, model, schema_fingerprint, 1, now, now),
+                    )
+                row = conn.execute(
+                    text(f"SELECT {_PIPELINE_COLUMNS} FROM pipelines WHERE name = :name"),
+                    {"name": name},
+                ).one()
+            record = PipelineRecord(*row)
+            if record.spec != spec:
+                raise PipelineConflict(name, owner=record.spec, given=spec)
+            changed = tuple(k for k, v in fields.items() if getattr(record, k) != v)
+            if not changed:
+                return PipelineChange("same", record)
+            conn.execute(
+                text(
+                    "UPDATE pipelines SET channel = :channel, model = :model,"
+                    " schema_fingerprint = :schema_fingerprint, revision = revision + 1,"
+                    " updated_at = :now WHERE name = :name"
+                ),
+                {**fields, "now": now, "name": name},
+            )
+            return PipelineChange(
+                "changed",
+                record._replace(
+                    channel=channel,
+                    model=model,
+                    schema_fingerprint=schema_fingerprint,
+                    revision=record.revision + 1,
+                    updated_at=now,
+                ),
+                changed,
+            )
+
+    def check_writable(self) -> None:
+        """Raise :class:`LedgerConfigError` unless this process can write to the ledger
+        (a read-only file or directory, a read-only database user), changing nothing."""
+        try:
+            with self._write() as conn:
+                conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+        except LedgerConfigError as exc:
+            raise LedgerConfigError(f"cannot write to the ledger at {self.url}: {exc}") from exc
 
     # -- webhooks --------------------------------------------------------------------------
 

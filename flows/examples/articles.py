@@ -3,9 +3,11 @@
 Each topic in ``data/topics.txt`` becomes one job keyed ``articles:<day>:<topic slug>:v1``,
 submitted as a background interaction; the answer must validate against :class:`Article`
 (title, summary, body, tags). ``on_result`` writes the article as JSON to a file named by
-its key in ``ARTICLES_DIR`` (default ``var/articles``), atomically (a temporary file, then
-``os.replace``), so calling it twice for a key (a resumed side effect) is an overwrite that
-changes nothing and a reader never sees half a file.
+its topic (the item's own id, not the idempotency key) in ``ARTICLES_DIR`` (default
+``var/articles``), atomically (a temporary file, then ``os.replace``): calling it twice for
+a key (a resumed side effect) is an overwrite that changes nothing, a reader never sees half
+a file, and a new key version (``v2``, to regenerate) replaces the topic's article instead
+of adding a second one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "pipeline",
     "safe_filename",
     "slug",
+    "topic_of",
     "write_article",
 ]
 
@@ -82,6 +85,13 @@ def article_key(topic: str, day: date) -> str:
     return f"articles:{day.isoformat()}:{slug(topic)}:v1"
 
 
+def topic_of(key: str) -> str:
+    """The topic slug in a key (``articles:<day>:<slug>:<version>``): what the article is
+    published under, the same whatever the day or version."""
+    parts = key.split(":")
+    return parts[2] if len(parts) >= 4 else key
+
+
 def build_prompt(topic: str) -> Prompt:
     return Prompt(text=f"Write an article about: {topic}", system=SYSTEM, temperature=0.7)
 
@@ -109,15 +119,17 @@ def safe_filename(key: str) -> str:
 
 
 def article_path(key: str) -> Path:
-    return articles_dir() / safe_filename(key)
+    """Where the article for ``key`` is published: one file per topic."""
+    return articles_dir() / safe_filename(topic_of(key))
 
 
 def write_article(key: str, article: Article, *, directory: Path | None = None) -> Path:
     """Write one article as JSON, atomically: a temporary file in the same directory, then
-    ``os.replace`` (an overwrite by key, so a repeated call changes nothing)."""
+    ``os.replace`` (an overwrite by topic, so a repeated call changes nothing and a new key
+    version replaces the earlier article)."""
     folder = directory if directory is not None else articles_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / safe_filename(key)
+    target = folder / safe_filename(topic_of(key))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -132,7 +144,7 @@ def write_article(key: str, article: Article, *, directory: Path | None = None) 
 
 
 def on_result(key: str, result: Article | dict[str, Any]) -> None:
-    """Deliver one article: write its file (idempotent overwrite by key)."""
+    """Deliver one article: write its topic's file (idempotent overwrite by topic)."""
     article = result if isinstance(result, Article) else Article.model_validate(result)
     write_article(key, article)
     # A kill here leaves the file written and the job not yet consumed: the next tick

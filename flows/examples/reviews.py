@@ -2,9 +2,10 @@
 
 Each review in ``data/reviews.jsonl`` (several languages, some emoji-only) becomes one job
 keyed ``reviews:<day>:<review id>:v1``; the answer must validate against :class:`ReviewLabel`
-(category, sentiment, confidence); ``on_result`` overwrites the label by key in the
-``review_labels`` table, so calling it twice for a key (a resumed side effect) changes
-nothing.
+(category, sentiment, confidence); ``on_result`` overwrites the review's label in the
+``review_labels`` table, keyed by the review id (the item's own id, not the idempotency
+key): calling it twice for a key (a resumed side effect) changes nothing, and a new key
+version (``v2``, to regenerate) replaces the review's label instead of adding a second row.
 
 The results table belongs to this example, not to the ledger: it lives in its own SQLModel
 metadata (never in the ledger's migrations) and is created here on first use, in the
@@ -39,6 +40,7 @@ __all__ = [
     "load_reviews",
     "pipeline",
     "results_engine",
+    "review_id_of",
     "write_label",
 ]
 
@@ -99,12 +101,12 @@ class _ResultsModel(SQLModel):
 
 
 class ReviewLabelRow(_ResultsModel, table=True):
-    """One review's latest label (overwritten by key)."""
+    """One review's latest label (overwritten by review id; ``key`` is the job it came from)."""
 
     __tablename__ = "review_labels"
 
-    key: str = SQLField(primary_key=True, max_length=512)
-    review_id: str = SQLField(max_length=64)
+    review_id: str = SQLField(primary_key=True, max_length=512)
+    key: str = SQLField(max_length=512)
     category: str = SQLField(max_length=32)
     sentiment: str = SQLField(max_length=16)
     confidence: float
@@ -123,19 +125,42 @@ def results_engine() -> Engine:
         if engine is None:
             engine = make_engine(url)
             _ResultsModel.metadata.create_all(engine)
+            _check_keyed_by_review(engine)
             _engines[url] = engine
         return engine
 
 
+def _check_keyed_by_review(engine: Engine) -> None:
+    """A ``review_labels`` table from before labels were keyed by review id (one row per
+    key, so a regeneration added rows) cannot take these upserts: say so, once."""
+    from sqlalchemy import inspect
+
+    pk = inspect(engine).get_pk_constraint("review_labels")["constrained_columns"]
+    if pk != ["review_id"]:
+        raise RuntimeError(
+            f"review_labels in {engine.url.render_as_string(hide_password=True)} is keyed by"
+            f" {', '.join(pk) or 'nothing'}, not review_id: rename it (ALTER TABLE"
+            " review_labels RENAME TO review_labels_by_key) and the next delivery creates the"
+            " table keyed by review"
+        )
+
+
+def review_id_of(key: str) -> str:
+    """The review id in a key (``<pipeline>:<day>:<review id>:<version>``)."""
+    parts = key.split(":")
+    return parts[2] if len(parts) >= 4 else key
+
+
 def write_label(key: str, result: ReviewLabel | dict[str, Any]) -> None:
-    """Upsert one label by key: idempotent, so a resumed side effect is harmless."""
+    """Upsert one review's label by its review id: idempotent, so a resumed side effect is
+    harmless, and a regenerated key (``v2``) replaces the review's earlier label."""
     label = result if isinstance(result, ReviewLabel) else ReviewLabel.model_validate(result)
     engine = results_engine()
     table = ReviewLabelRow.__table__  # type: ignore[attr-defined]
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     row = {
+        "review_id": review_id_of(key),
         "key": key,
-        "review_id": key.split(":")[2] if key.count(":") >= 3 else key,
         "category": label.category,
         "sentiment": label.sentiment,
         "confidence": label.confidence,
@@ -143,8 +168,8 @@ def write_label(key: str, result: ReviewLabel | dict[str, Any]) -> None:
     }
     stmt = dialect.insert(table).values(row)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["key"],
-        set_={k: stmt.excluded[k] for k in row if k != "key"},
+        index_elements=["review_id"],
+        set_={k: stmt.excluded[k] for k in row if k != "review_id"},
     )
     with engine.begin() as conn:
         conn.execute(stmt)

@@ -167,7 +167,7 @@ def test_articles_example_end_to_end_through_the_cli(bench: Bench, monkeypatch) 
     import subprocess
     import sys
 
-    from flows.examples.articles import Article, load_topics, safe_filename
+    from flows.examples.articles import Article, load_topics, safe_filename, topic_of
 
     from .conftest import ROOT
 
@@ -189,7 +189,7 @@ def test_articles_example_end_to_end_through_the_cli(bench: Bench, monkeypatch) 
     assert len(files) == len(topics)
     assert all(not f.name.startswith(".tmp") for f in files)
     key = f"articles:{DAY.isoformat()}:why-the-sky-is-blue:v1"
-    Article.model_validate_json((out / safe_filename(key)).read_text())
+    Article.model_validate_json((out / safe_filename(topic_of(key))).read_text())
 
     status = subprocess.run(
         [*cmd, "status", "--pipeline", "articles", "--json"],

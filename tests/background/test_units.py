@@ -174,7 +174,7 @@ def test_article_written_atomically_and_idempotently(tmp_path, monkeypatch) -> N
     articles.on_result(key, article)
     articles.on_result(key, article.model_dump())
     files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [articles.safe_filename(key)]
+    assert [f.name for f in files] == [articles.article_path(key).name]
     assert "/" not in files[0].name and ":" not in files[0].name
     assert articles.Article.model_validate_json(files[0].read_text()) == article
     assert articles.safe_filename("a:b") != articles.safe_filename("a/b")

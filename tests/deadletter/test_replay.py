@@ -97,3 +97,20 @@ def test_replay_returns_queued_channels_oldest_first_within_limit_and_class(dire
     assert report["returned_to_queue"] == 2 and report["recovered"] == 2
     assert [ledger.get(k).status for k in keys] == ["pending", "pending", "parked", "parked"]
     assert [ledger.get(k).replayed for k in keys] == [1, 1, 0, 0]
+
+
+def test_replay_execute_calls_custom_direct_jobs_found_from_the_ledger(direct_env, monkeypatch):
+    """Without --pipeline, in a process that never loaded the custom pipeline, replay finds it
+    from the ledger's record and calls its parked direct jobs (not only re-queues them)."""
+    from flows import registry
+
+    _park_two(direct_env, monkeypatch)
+    pipelines.DELIVERED.clear()
+    monkeypatch.setattr(registry, "_learned", {})  # as in a fresh process
+    scripted(direct_env, {"fixed": ["ok"], "busy": ["429"]})
+
+    report = json.loads(_cli("--execute", "--rate", "50", "--json").stdout)
+
+    assert report["recovered_direct"] == 1 and report["returned_to_queue"] == 0
+    assert open_ledger().get(key_of("fixed")).status == "consumed"
+    assert [k for k, _ in pipelines.DELIVERED] == [key_of("fixed")]

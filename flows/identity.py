@@ -1,0 +1,55 @@
+"""A pipeline's identity in the ledger: one name, one definition.
+
+Jobs are recorded under a pipeline's ``name``; the ledger also records which definition
+(``module:attribute``) owns that name, with its channel, model and a fingerprint of its
+output schema. A tick claims the name first, before anything else is touched: another
+definition under a recorded name is refused (``ledger.PipelineConflict``), while a changed
+model or schema of the same definition is a deliberate change, recorded and logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import orjson
+
+from flows._ledger import open_ledger
+from flows.pipeline import Pipeline
+from flows.registry import load_pipeline
+from ledger import Channel, Ledger, PipelineChange
+
+__all__ = ["claim_pipeline", "schema_fingerprint"]
+
+_log = logging.getLogger(__name__)
+
+
+def schema_fingerprint(p: Pipeline[Any]) -> str:
+    """A digest of the output model's JSON schema: changes when the answers' shape does."""
+    schema = orjson.dumps(p.output.model_json_schema(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(schema).hexdigest()[:32]
+
+
+def claim_pipeline(
+    name: str, *, ledger: Ledger | None = None
+) -> tuple[Pipeline[Any], PipelineChange]:
+    """Load the pipeline ``name`` (a name or ``module:attribute``) and record it as the owner
+    of its name; raises ``ledger.PipelineConflict`` when another definition owns it."""
+    p, spec = load_pipeline(name)
+    change = (ledger or open_ledger()).record_pipeline(
+        p.name,
+        spec=spec,
+        channel=Channel(p.channel).value,
+        model=p.model,
+        schema_fingerprint=schema_fingerprint(p),
+    )
+    if change.outcome == "changed":
+        _log.warning(
+            "pipeline %s (%s) changed: %s; now revision %d",
+            p.name,
+            spec,
+            ", ".join(change.changed),
+            change.record.revision,
+        )
+    return p, change

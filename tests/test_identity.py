@@ -1,0 +1,133 @@
+"""A pipeline's identity in the ledger: one name, one definition; enrollment says what it did."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from flows import registry
+from flows._deliver import enroll_day
+from flows.cli import app
+from flows.identity import claim_pipeline
+from ledger import Ledger, NewJob, PipelineConflict
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, sqlite_url):
+    """A project directory as the current one, its own SQLite ledger, a fresh registry."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(registry, "_learned", {})
+    return tmp_path
+
+
+def _module(project, name: str, *, pipeline_name: str, model: str = "gemini-2.5-flash") -> str:
+    (project / f"{name}.py").write_text(
+        "from dataclasses import replace\n"
+        "from pydantic import BaseModel\n"
+        "from flows.examples.reviews import pipeline as _p\n"
+        "class Other(BaseModel):\n"
+        "    verdict: str\n"
+        f"pipeline = replace(_p, name={pipeline_name!r}, model={model!r}, output=Other)\n"
+    )
+    sys.modules.pop(name, None)
+    return f"{name}:pipeline"
+
+
+def test_record_pipeline_new_same_changed_and_conflict(ledger_url):
+    """A name is recorded once; the same definition may change; another one is refused."""
+    ledger = Ledger(ledger_url)
+    common = {"channel": "batch", "schema_fingerprint": "s1"}
+    first = ledger.record_pipeline("p", spec="a:pipeline", model="m1", **common)
+    again = ledger.record_pipeline("p", spec="a:pipeline", model="m1", **common)
+    changed = ledger.record_pipeline("p", spec="a:pipeline", model="m2", **common)
+    assert (first.outcome, again.outcome) == ("new", "same")
+    assert (changed.outcome, changed.changed, changed.record.revision) == ("changed", ("model",), 2)
+    with pytest.raises(PipelineConflict, match="belongs to a:pipeline"):
+        ledger.record_pipeline("p", spec="b:pipeline", model="m2", **common)
+    record = ledger.pipeline_record("p")
+    assert record is not None and (record.spec, record.model, record.revision) == (
+        "a:pipeline",
+        "m2",
+        2,
+    )
+    ledger.dispose()
+
+
+def test_a_tick_of_another_pipeline_under_a_recorded_name_is_refused(project, monkeypatch):
+    """`tick twin:pipeline` after `tick reviews`: one line naming the owner, nothing touched."""
+    claim_pipeline("reviews")
+    twin = _module(project, "twin", pipeline_name="reviews")
+    import flows.ticks
+
+    monkeypatch.setattr(flows.ticks, "run_tick", lambda *a, **k: pytest.fail("tick started"))
+    result = runner.invoke(app, ["tick", twin])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "'reviews' belongs to flows.examples.reviews:pipeline" in result.output
+    assert "its own name" in result.output
+    ledger = Ledger()
+    assert ledger.counts().total == 0
+    record = ledger.pipeline_record("reviews")
+    assert record is not None and record.spec == "flows.examples.reviews:pipeline"
+
+
+def test_a_deliberate_change_of_the_same_pipeline_is_recorded(project):
+    """Same module:attr with a new model: allowed, recorded with the next revision."""
+    spec = _module(project, "mine", pipeline_name="mine", model="gemini-2.5-flash")
+    _, first = claim_pipeline(spec)
+    _module(project, "mine", pipeline_name="mine", model="gemini-2.5-pro")
+    registry._learned.clear()
+    _, second = claim_pipeline(spec)
+    assert first.outcome == "new"
+    assert (second.outcome, second.changed, second.record.revision) == ("changed", ("model",), 2)
+    assert second.record.model == "gemini-2.5-pro"
+
+
+def test_a_process_with_only_the_name_finds_the_pipeline_from_the_ledger(project):
+    """A name the ledger recorded resolves to its module:attr in a process that never loaded
+    it (the webhook receiver, replay, a reconcile deployment)."""
+    spec = _module(project, "translate_mod", pipeline_name="translate")
+    claim_pipeline(spec)
+    registry._learned.clear()
+    assert registry.get_pipeline("translate").name == "translate"
+
+
+def test_enrollment_counts_new_known_and_keys_of_another_pipeline(ledger_url):
+    """Keys another pipeline owns are counted with examples and never taken over."""
+    ledger = Ledger(ledger_url)
+    ledger.enroll(
+        [NewJob("k1", {"t": 1}), NewJob("k2", {"t": 2})], pipeline="a", channel="batch", model="m"
+    )
+    jobs = [NewJob("k2", {"t": 9}), NewJob("k3", {"t": 3})]
+    first = ledger.enroll_counted(jobs, pipeline="b", channel="batch", model="m")
+    again = ledger.enroll_counted(jobs, pipeline="b", channel="batch", model="m")
+    assert (first.enrolled, first.already_known, first.foreign) == (1, 0, 1)
+    assert first.foreign_examples == [("k2", "a")]
+    assert (again.enrolled, again.already_known, again.foreign) == (0, 1, 1)
+    k2 = ledger.get("k2")
+    assert (k2.pipeline, k2.payload_dict) == ("a", {"t": 2})
+    ledger.dispose()
+
+
+def test_a_tick_warns_about_keys_another_pipeline_owns(project, caplog):
+    """A copy of a pipeline under a new name with the same key_of: a warning, not silence."""
+    from dataclasses import replace
+    from datetime import date
+
+    from flows.examples.reviews import pipeline as reviews
+
+    ledger = Ledger()
+    day = date(2026, 11, 29)
+    enroll_day(ledger, reviews, day)
+    copy = replace(reviews, name="reviews-copy")
+    with caplog.at_level("WARNING"):
+        out = enroll_day(ledger, copy, day)
+    assert out.enrolled == 0 and out.foreign == 516 and len(out.foreign_examples) == 5
+    assert "516 keys already belong to another pipeline" in caplog.text
+    ledger.dispose()
