@@ -824,6 +824,40 @@ class Ledger:
             )
             return n
 
+    def release_keys(self, reservation: str, keys: Sequence[str]) -> int:
+        """Return some of a reservation's jobs to their queue, as :meth:`release` does.
+
+        For rows reserved into a batch that could not carry them (its input file would have
+        passed the API's size limit): they leave the batch's members and go out later.
+        """
+        if not keys:
+            return 0
+        now = self.clock()
+        released = 0
+        with self._write() as conn:
+            for chunk in _chunks(keys, 5000):
+                params = {"r": reservation, "now": now, "keys": chunk}
+                released += conn.execute(
+                    text(
+                        "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
+                        " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
+                        " reservation = NULL, updated_at = :now"
+                        " WHERE key IN :keys AND reservation = :r AND status = 'reserving'"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                ).rowcount
+                conn.execute(
+                    text(
+                        "DELETE FROM batch_members WHERE reservation = :r AND key IN :keys"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                )
+            conn.execute(
+                text("UPDATE batch_jobs SET rows = rows - :n WHERE reservation = :r"),
+                {"n": released, "r": reservation},
+            )
+        return released
+
     # -- outcomes --------------------------------------------------------------------------
 
     def apply_results(self, rows: Sequence[ResultRow], *, handle: str | Mapping[str, str]) -> int:
