@@ -318,6 +318,23 @@ def test_release_gives_the_attempt_back(ledger):
     assert ledger.batch("r1").state == "released"
 
 
+def test_release_keys_takes_rows_out_of_a_batch_before_it_is_sent(ledger):
+    """Rows released from a batch reservation (its file was full) return to their queue with
+    their attempt given back, leave the batch's members, and are not bound with it."""
+    keys = enroll(ledger, 5)
+    submit(ledger, 1, reservation="r0", handle="batches/0")
+    ledger.apply_failures([FailureRow(keys[0], RETRY_503)], handle="batches/0", policy=Policy())
+    assert ledger.reserve(pipeline="p", limit=5, reservation="r1", batch_model="m") == 5
+    assert ledger.release_keys("r1", [keys[0], keys[4]]) == 2
+    assert ledger.batch("r1").rows == 3
+    assert ledger.batch_members("r1") == keys[1:4]
+    assert ledger.bind_batch("r1", name="batches/1") == 3
+    rows = {j.key: (j.status, j.attempts, j.handle) for j in ledger.jobs()}
+    assert rows[keys[0]] == ("retryable", 1, None)
+    assert rows[keys[4]] == ("pending", 0, None)
+    assert {rows[k] for k in keys[1:4]} == {("submitted", 1, "batches/1")}
+
+
 def test_replay_returns_parked_jobs_with_history(ledger, clock):
     """Replay moves parked jobs back to pending, keeps attempts, and remembers it."""
     enroll(ledger, 3)
