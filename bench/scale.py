@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -70,12 +69,13 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
     (no API): with ``file_bytes`` each file is cut at that size and the rest released."""
     import orjson
 
+    from bench.reconcile import _maxrss_mb
     from flows._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
     from ledger import Ledger, NewJob
 
     with tempfile.TemporaryDirectory(prefix="gl-night-") as tmp:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        base = _maxrss_mb()
         ledger = Ledger(f"sqlite:///{Path(tmp) / 'ledger.db'}", chunk_size=50_000)
         payload = orjson.dumps(
             {"text": "The camera crashes after the update.", "system": "Label it."}
@@ -89,10 +89,11 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
         schema = ReviewLabel.model_json_schema()
         t = time.perf_counter()
         jobs = sent = biggest = 0
+        limit = batch_rows
         while True:
             reservation = f"gl-night-{jobs:05d}"
             if not ledger.reserve(
-                pipeline="night", limit=batch_rows, reservation=reservation, batch_model=MODEL
+                pipeline="night", limit=limit, reservation=reservation, batch_model=MODEL
             ):
                 ledger.release(reservation)
                 break
@@ -100,7 +101,7 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
             too_large: list[str] = []
             path = Path(tmp) / "requests.jsonl"
             with path.open("wb") as fh:
-                write_requests(
+                rows = write_requests(
                     ((r.key, r.payload) for r in ledger.stream_reserved(reservation)),
                     schema,
                     fh,
@@ -109,11 +110,15 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
                     too_large=too_large if file_bytes else None,
                 )
             ledger.release_keys(reservation, left_out)
-            biggest = max(biggest, path.stat().st_size)
+            size = path.stat().st_size
+            biggest = max(biggest, size)
+            if left_out and file_bytes:  # as submit_batch: reserve next what a file holds
+                per_row = max(size / max(rows, 1), 1.0)
+                limit = max(1, min(batch_rows, int(file_bytes / per_row * 0.97)))
             sent += ledger.bind_batch(reservation, name=f"batches/{reservation}")
             jobs += 1
         seconds = time.perf_counter() - t
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        peak = _maxrss_mb()
         ledger.dispose()
     assert sent == n, (sent, n)
     return {

@@ -214,7 +214,12 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
                 p.batch_bytes_limit,
                 len(left_out),
             )
-        split = {"left_out": len(left_out), "too_large": len(too_large), "refused": dict(refused)}
+        split = {
+            "left_out": len(left_out),
+            "too_large": len(too_large),
+            "bytes": path.stat().st_size,
+            "refused": dict(refused),
+        }
         if rows == 0:
             ledger.release(reservation)
             return {"rows": 0, "batch": None, **split}
@@ -485,11 +490,12 @@ def submit_batch(pipeline: str) -> dict[str, Any]:
     client = gemini_client()  # before reserving: a missing API key must not strand rows
     out: dict[str, Any] = {"reserved": 0, "rows": 0, "batch": None, "batches": [], "refused": {}}
     refused: Counter[str] = Counter()
+    limit = p.batch_size_limit
     for _ in range(_MAX_BATCHES_PER_TICK):
         reservation = _reservation_token(p)
         reserved = ledger.reserve(
             pipeline=p.name,
-            limit=p.batch_size_limit,
+            limit=limit,
             reservation=reservation,
             batch_model=p.model,
         )
@@ -498,20 +504,30 @@ def submit_batch(pipeline: str) -> dict[str, Any]:
             break
         crash_point("batch.after_reserve")
         sent = _send(ledger, client, p, reservation)
-        out["reserved"] += reserved
+        out["reserved"] += reserved - sent["left_out"]
         out["rows"] += sent["rows"]
         refused.update(sent["refused"])
         if sent["batch"]:
             out["batches"].append(sent["batch"])
         # A full reservation, or one split at the file size limit, may leave more due rows;
         # so may one whose rows were all too large to send.
-        if reserved < p.batch_size_limit and not sent["left_out"]:
+        if reserved < limit and not sent["left_out"]:
             break
+        if sent["left_out"]:
+            # Reserve next about what a file holds, so few rows are reserved only to be
+            # released again (each costs a reserve and a release).
+            limit = _rows_per_file(p, sent["rows"] or 1, sent["bytes"])
         if not sent["batch"] and not sent["too_large"]:
             break
     out["batch"] = out["batches"][0] if out["batches"] else None
     out["refused"] = dict(refused)
     return out
+
+
+def _rows_per_file(p: Pipeline[Any], rows: int, size: int) -> int:
+    """How many rows like the last file's fit in one input file, with a margin (at least 1)."""
+    per_row = max(size / rows, 1.0)
+    return max(1, min(p.batch_size_limit, int(p.batch_bytes_limit / per_row * 0.97)))
 
 
 # --- the flows ------------------------------------------------------------------------------
