@@ -111,15 +111,43 @@ class RequestWriter:
 
 
 def write_requests(
-    rows: Iterable[tuple[str, str]], schema: Mapping[str, Any], out: IO[bytes]
+    rows: Iterable[tuple[str, str]],
+    schema: Mapping[str, Any],
+    out: IO[bytes],
+    *,
+    max_bytes: int | None = None,
+    left_out: list[str] | None = None,
+    too_large: list[str] | None = None,
 ) -> int:
-    """Write one request line per ``(key, payload)`` to ``out``; returns how many."""
+    """Write one request line per ``(key, payload)`` to ``out``; returns how many.
+
+    With ``max_bytes`` the file stays within that size (the API's limit on an input file):
+    once a line no longer fits, it and every later row are not written but their keys are
+    appended to ``left_out`` (for the next batch job); a row whose line alone is larger than
+    ``max_bytes`` can never be sent and goes to ``too_large``.
+    """
+    if max_bytes is not None and (left_out is None or too_large is None):
+        raise ValueError("max_bytes needs the left_out and too_large lists")
     line = RequestWriter(schema).line
     write = out.write
-    n = 0
+    n = size = 0
+    full = False
     buffer: list[bytes] = []
     for key, payload in rows:
-        buffer.append(line(key, payload))
+        if full:
+            left_out.append(key)  # type: ignore[union-attr]
+            continue
+        data = line(key, payload)
+        if max_bytes is not None:
+            if len(data) > max_bytes:
+                too_large.append(key)  # type: ignore[union-attr]
+                continue
+            if size + len(data) > max_bytes:
+                full = True
+                left_out.append(key)  # type: ignore[union-attr]
+                continue
+            size += len(data)
+        buffer.append(data)
         n += 1
         if len(buffer) >= 4096:
             write(b"".join(buffer))

@@ -74,6 +74,7 @@ from ledger import (
     Channel,
     Failure,
     Ledger,
+    Status,
     Verdict,
     classify,
     redact,
@@ -102,6 +103,11 @@ _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most 
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 _MAX_BATCHES_PER_TICK = 20  # a backlog beyond batch_size_limit goes out as several jobs
 
+_TOO_LARGE = Failure(
+    Verdict.PERMANENT,
+    "request_too_large",
+    "the request alone is larger than the batch input file limit (batch_bytes_limit)",
+)
 MISSING_FROM_OUTPUT = Failure(
     Verdict.RETRYABLE, "missing_from_output", "the batch output file has no line for this row"
 )
@@ -215,24 +221,50 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
     batch job (display name = reservation) and bind it."""
     log = _logger()
     schema = p.output.model_json_schema()
+    left_out: list[str] = []
+    too_large: list[str] = []
+    refused: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
         with path.open("wb") as fh:
             rows = write_requests(
-                ((r.key, r.payload) for r in ledger.stream_reserved(reservation)), schema, fh
+                ((r.key, r.payload) for r in ledger.stream_reserved(reservation)),
+                schema,
+                fh,
+                max_bytes=p.batch_bytes_limit,
+                left_out=left_out,
+                too_large=too_large,
             )
+        if left_out or too_large:
+            # Rows past the file's size limit wait for the next batch job (their attempt
+            # given back: they were never sent). A request larger than a whole file is the
+            # row's own fault: parked, never sent.
+            ledger.release_keys(reservation, left_out + too_large)
+            for key in too_large:
+                ledger.park(key, _TOO_LARGE, from_status=(Status.PENDING, Status.RETRYABLE))
+            refused[f"parked {_TOO_LARGE.parked_class()}"] += len(too_large)
+            log.info(
+                "%s: %s split at the %d-byte file limit: %d rows left for the next job",
+                p.name,
+                reservation,
+                p.batch_bytes_limit,
+                len(left_out),
+            )
+        split = {
+            "left_out": len(left_out),
+            "too_large": len(too_large),
+            "bytes": path.stat().st_size,
+            "refused": dict(refused),
+        }
         if rows == 0:
             ledger.release(reservation)
-            return {"rows": 0, "batch": None, "refused": {}}
+            return {"rows": 0, "batch": None, **split}
         try:
             file_name = upload_requests(client, path, display_name=reservation)
         except Exception as exc:  # nothing was created: the rows get the failure
             _halt_if_setup(ledger, reservation, exc)
-            return {
-                "rows": 0,
-                "batch": None,
-                "refused": _fail_reserved(ledger, p, reservation, exc),
-            }
+            refused.update(_fail_reserved(ledger, p, reservation, exc))
+            return {"rows": 0, "batch": None, **split, "refused": refused}
         crash_point("batch.after_upload")
         try:
             job = create_batch_job(
@@ -249,17 +281,14 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
                     reservation,
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
-                return {"rows": 0, "batch": None, "refused": {}, "unanswered": rows}
-            return {
-                "rows": 0,
-                "batch": None,
-                "refused": _fail_reserved(ledger, p, reservation, exc),
-            }
+                return {"rows": 0, "batch": None, **split, "unanswered": rows}
+            refused.update(_fail_reserved(ledger, p, reservation, exc))
+            return {"rows": 0, "batch": None, **split, "refused": refused}
     crash_point("batch.after_create")
     bound = ledger.bind_batch(reservation, name=job.name)
     crash_point("batch.after_bind")
     log.info("%s: batch job %s (%s) created with %d rows", p.name, job.name, reservation, rows)
-    return {"rows": bound or rows, "batch": job.name, "refused": {}}
+    return {"rows": bound or rows, "batch": job.name, **split}
 
 
 def _is_api_refusal(exc: BaseException) -> bool:
@@ -528,11 +557,12 @@ def submit_batch(pipeline: str) -> dict[str, Any]:
     client = gemini_client()  # before reserving: a missing API key must not strand rows
     out: dict[str, Any] = {"reserved": 0, "rows": 0, "batch": None, "batches": [], "refused": {}}
     refused: Counter[str] = Counter()
+    limit = p.batch_size_limit
     for _ in range(_MAX_BATCHES_PER_TICK):
         reservation = _reservation_token(p)
         reserved = ledger.reserve(
             pipeline=p.name,
-            limit=p.batch_size_limit,
+            limit=limit,
             reservation=reservation,
             batch_model=p.model,
         )
@@ -541,16 +571,30 @@ def submit_batch(pipeline: str) -> dict[str, Any]:
             break
         crash_point("batch.after_reserve")
         sent = _send(ledger, client, p, reservation)
-        out["reserved"] += reserved
+        out["reserved"] += reserved - sent["left_out"]
         out["rows"] += sent["rows"]
         refused.update(sent["refused"])
         if sent["batch"]:
             out["batches"].append(sent["batch"])
-        if reserved < p.batch_size_limit or not sent["batch"]:
+        # A full reservation, or one split at the file size limit, may leave more due rows;
+        # so may one whose rows were all too large to send.
+        if reserved < limit and not sent["left_out"]:
+            break
+        if sent["left_out"]:
+            # Reserve next about what a file holds, so few rows are reserved only to be
+            # released again (each costs a reserve and a release).
+            limit = _rows_per_file(p, sent["rows"] or 1, sent["bytes"])
+        if not sent["batch"] and not sent["too_large"]:
             break
     out["batch"] = out["batches"][0] if out["batches"] else None
     out["refused"] = dict(refused)
     return out
+
+
+def _rows_per_file(p: Pipeline[Any], rows: int, size: int) -> int:
+    """How many rows like the last file's fit in one input file, with a margin (at least 1)."""
+    per_row = max(size / rows, 1.0)
+    return max(1, min(p.batch_size_limit, int(p.batch_bytes_limit / per_row * 0.97)))
 
 
 # --- the flows ------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Pipeline(Generic[Item]):
     attempt_cap: int = 4
     unknown_cap: int = 2
     batch_size_limit: int = 50_000
+    # The API takes input files of up to 2 GB; a reservation whose file would be larger is
+    # split, the rows that did not fit going out in the next batch job.
+    batch_bytes_limit: int = 2_000_000_000
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +65,8 @@ class Pipeline(Generic[Item]):
             raise ValueError(f"pipeline name {self.name!r}: use letters, digits, - and _")
         if self.batch_size_limit < 1:
             raise ValueError("batch_size_limit must be at least 1")
+        if self.batch_bytes_limit < 1:
+            raise ValueError("batch_bytes_limit must be at least 1")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
 
     @property

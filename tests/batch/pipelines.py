@@ -15,9 +15,11 @@ __all__ = [
     "chunked_reviews",
     "flaky_sink",
     "night_reviews",
+    "oversized_reviews",
     "scripted",
     "sink_failures",
     "small_reviews",
+    "split_reviews",
 ]
 
 
@@ -48,6 +50,12 @@ night_reviews = _reviews("night", 300)
 small_reviews = _reviews("small", 40)
 # A backlog larger than one batch job may carry.
 chunked_reviews = _reviews("chunked", 40, batch_size_limit=15)
+# Both of the API's limits set low: 15 requests per job, and input files of 8,000 bytes
+# (each request line of these reviews is 1,067 to 1,179 bytes: 6 or 7 lines per file).
+split_reviews = _reviews("split", 40, batch_size_limit=15, batch_bytes_limit=8_000)
+# A file limit only two of the requests fit in (with these keys, lines of 1,071 and 1,073
+# bytes; the next is 1,081).
+oversized_reviews = _reviews("oversized", 40, batch_size_limit=15, batch_bytes_limit=1_075)
 
 SCRIPTED_IDS = ["k-ok", "k-flaky", "k-bad", "k-unsafe", "k-lost", "k-always503"]
 

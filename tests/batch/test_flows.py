@@ -124,6 +124,49 @@ def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="chunked")} == {("consumed", 1)}
 
 
+def test_a_night_is_split_within_the_request_and_file_size_limits(
+    batch_env: dict[str, Any], monkeypatch
+) -> None:
+    """With 15 requests per job and 8,000-byte input files, 40 rows go out as jobs that each
+    respect both limits, over several ticks when a tick may create only 3 jobs; every row is
+    sent once and delivered once."""
+    import flows.batch as batch
+    from flows.gateway import gemini_client
+
+    monkeypatch.setattr(batch, "_MAX_BATCHES_PER_TICK", 3)
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1})
+    spec = "tests.batch.pipelines:split_reviews"
+    first = batch_tick(pipeline=spec, day=DAY)
+    assert len(first["batches"]) == 3 and first["submitted"] < 40
+    reports = [first, *tick_until_settled(spec, "split")]
+    names = [b for r in reports for b in r["batches"]]
+    ledger = open_ledger()
+    # Each input file is uploaded under its batch's reservation token as display name.
+    client = gemini_client()  # held: the pager needs its client alive
+    uploaded = {f.display_name: int(f.size_bytes) for f in client.files.list()}
+    sizes = [uploaded[ledger.batch_named(name).reservation] for name in names]
+    assert all(ledger.batch_named(name).rows <= 15 for name in names)
+    assert len(names) >= 6 and max(sizes) <= 8_000 and min(sizes) > 0
+    assert sum(ledger.batch_named(n).rows for n in names) == 40
+    assert submissions(emu, "split:") == dict.fromkeys(attempts_by_key(ledger, "split"), 1)
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="split")} == {("consumed", 1)}
+
+
+def test_a_request_larger_than_a_whole_file_is_parked_unsent(batch_env: dict[str, Any]) -> None:
+    """A row whose request line alone passes the file size limit is parked as
+    permanent:request_too_large without an attempt; the rows that fit go out one per file."""
+    emu = batch_env["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1})
+    tick_until_settled("tests.batch.pipelines:oversized_reviews", "oversized")
+    ledger = open_ledger()
+    jobs = ledger.jobs(pipeline="oversized")
+    assert sorted((j.status, j.error_class, j.attempts) for j in jobs) == sorted(
+        [("consumed", None, 1)] * 2 + [("parked", "permanent:request_too_large", 0)] * 38
+    )
+    assert len(submissions(emu, "oversized:")) == 2 and emu.stats()["batches_created"] == 2
+
+
 def test_a_refused_batch_create_fails_the_reserved_rows(
     batch_env: dict[str, Any], monkeypatch
 ) -> None:

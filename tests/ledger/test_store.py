@@ -240,6 +240,36 @@ def test_bulk_failures_and_missing_rows(ledger):
     assert ledger.handle_counts("batches/1")[("parked", "permanent:400")] == 1
 
 
+def test_bulk_paths_keep_first_of_repeated_keys_and_exact_text(ledger):
+    """A key given twice in one bulk call counts once and keeps its first row; text with
+    tabs, newlines, backslashes and non-ASCII survives intact (PostgreSQL stages by COPY)."""
+    odd = 'tab\there\nnew line \\N back\\slash \u00e9\U0001f50b "q"'
+    jobs = [NewJob("a", {"t": odd}), NewJob("a", {"t": "second"}), NewJob("b", {"t": 1})]
+    assert ledger.enroll(jobs, pipeline="p", channel="batch", model="m") == 2
+    assert ledger.get("a").payload_dict == {"t": odd}
+    assert ledger.reserve(pipeline="p", limit=2, reservation="r1", batch_model="m") == 2
+    ledger.bind_batch("r1", name="batches/1")
+    results = [ResultRow("a", f'{{"v": "{odd}"}}', 5, 1, 6), ResultRow("a", "{}", 9, 9, 18)]
+    assert ledger.apply_results(results, handle="batches/1") == 1
+    a = ledger.get("a")
+    assert (a.status, a.result, a.total_tokens) == ("done", results[0].result, 6)
+    failures = [
+        FailureRow("b", UNKNOWN_409, 2, 0, 2),
+        FailureRow("b", PERM_400),
+        FailureRow("c", PERM_400),  # never enrolled: refused, not counted
+    ]
+    handles = {"b": "batches/1", "c": "x"}
+    assert ledger.apply_failures(failures, handle=handles, policy=Policy()) == 1
+    b = ledger.get("b")
+    assert (b.status, b.error_class, b.unknown_failures, b.prompt_tokens) == (
+        "retryable",
+        "unknown:409",
+        1,
+        2,
+    )
+    assert ledger.apply_failures(failures[:1], handle="batches/1", policy=Policy()) == 0
+
+
 def test_bind_batch_is_idempotent_and_refuses_another_name(ledger):
     """Binding the same batch name twice is a no-op; a different name is refused."""
     enroll(ledger, 2)
@@ -286,6 +316,23 @@ def test_release_gives_the_attempt_back(ledger):
     job = ledger.get("p:k000")
     assert (job.status, job.attempts) == ("pending", 0)
     assert ledger.batch("r1").state == "released"
+
+
+def test_release_keys_takes_rows_out_of_a_batch_before_it_is_sent(ledger):
+    """Rows released from a batch reservation (its file was full) return to their queue with
+    their attempt given back, leave the batch's members, and are not bound with it."""
+    keys = enroll(ledger, 5)
+    submit(ledger, 1, reservation="r0", handle="batches/0")
+    ledger.apply_failures([FailureRow(keys[0], RETRY_503)], handle="batches/0", policy=Policy())
+    assert ledger.reserve(pipeline="p", limit=5, reservation="r1", batch_model="m") == 5
+    assert ledger.release_keys("r1", [keys[0], keys[4]]) == 2
+    assert ledger.batch("r1").rows == 3
+    assert ledger.batch_members("r1") == keys[1:4]
+    assert ledger.bind_batch("r1", name="batches/1") == 3
+    rows = {j.key: (j.status, j.attempts, j.handle) for j in ledger.jobs()}
+    assert rows[keys[0]] == ("retryable", 1, None)
+    assert rows[keys[4]] == ("pending", 0, None)
+    assert {rows[k] for k in keys[1:4]} == {("submitted", 1, "batches/1")}
 
 
 def test_replay_returns_parked_jobs_with_history(ledger, clock):
