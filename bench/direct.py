@@ -36,7 +36,7 @@ _TMP = tempfile.mkdtemp(prefix="gl-bench-direct-")
 os.environ.setdefault("PREFECT_HOME", str(Path(_TMP) / "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
-# The server records task runs one at a time by default (FACTS.md): batch them.
+# The server records task runs one at a time by default (its recorder settings): batch them.
 os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] = "200"
 os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE"] = "200"
 os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] = "1"

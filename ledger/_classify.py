@@ -120,7 +120,7 @@ class ClassifiedError(Exception):
         self.failure = failure
 
 
-# --- the rules (DESIGN.md, "The classifier") ---------------------------------------------
+# --- the rules (README, "How it works") -----------------------------------------------------
 
 _RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 _PERMANENT_HTTP = frozenset({400, 401, 403, 404, 422})

@@ -25,7 +25,7 @@ __all__ = [
 
 
 class Status(enum.StrEnum):
-    """A job is in exactly one of these states (see DESIGN.md, "The ledger")."""
+    """A job is in exactly one of these states (docs/architecture.md has the diagram)."""
 
     PENDING = "pending"
     RESERVING = "reserving"

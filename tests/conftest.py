@@ -4,10 +4,14 @@ subprocess, and a real Prefect API (the test harness) for flow tests."""
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 # Prefect reads its settings at import: point it at a throwaway home before anything imports it.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="gl-prefect-")
@@ -26,41 +30,131 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-@pytest.fixture
-def sqlite_url(tmp_path) -> str:
-    """A ledger URL for a fresh SQLite file."""
-    return f"sqlite:///{tmp_path / 'ledger.db'}"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A ledger URL for a fresh PostgreSQL database, dropped afterwards.
-
-    Never skipped: if the server is down the test fails, so CI cannot go green without it.
-    """
-    admin_url = make_url(POSTGRES_URL)
-    name = f"gl_test_{uuid.uuid4().hex[:12]}"
+def _create_database(admin_url, name: str, *, template: str | None = None) -> None:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    clause = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
     except Exception as exc:  # pragma: no cover - the message is the point
         raise RuntimeError(
             f"PostgreSQL at {admin_url.render_as_string()} is not reachable ({exc}); start it"
             " (see README) or set LEDGER_TEST_POSTGRES_URL"
         ) from exc
+    finally:
+        admin.dispose()
+
+
+def _drop_database(admin_url, name: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    from ledger import make_engine, upgrade
+
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+# Running the Alembic migrations for every test that wants a fresh ledger costs more than
+# the test itself on the small ones: the session migrates one template of each backend and
+# each test gets a copy (a file copy; PostgreSQL's CREATE DATABASE ... TEMPLATE).
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite ledger file at the latest schema, every write in the main file."""
+    path = tmp_path_factory.mktemp("ledger-template") / "template.db"
+    _migrate(f"sqlite:///{path}")
+    # Fold the write-ahead log into the file, so that copying the file alone copies it all
+    # (the ledger's checkpoint thread may still hold a connection: TRUNCATE does not care).
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.close()
+    assert busy == 0, "the template ledger's log could not be checkpointed"
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_template() -> Iterator[str]:
+    """The name of a PostgreSQL database at the latest schema, for CREATE DATABASE TEMPLATE."""
+    admin_url = make_url(POSTGRES_URL)
+    name = f"gl_template_{uuid.uuid4().hex[:12]}"
+    _create_database(admin_url, name)
+    try:
+        # The engine is disposed before any copy: a template must have no open connection.
+        _migrate(admin_url.set(database=name).render_as_string(hide_password=False))
+        yield name
+    finally:
+        _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def unmigrated_sqlite_url(tmp_path) -> str:
+    """A ledger URL for a SQLite file that does not exist yet (no schema at all)."""
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def sqlite_url(_sqlite_template, tmp_path) -> str:
+    """A ledger URL for a fresh SQLite file, at the latest schema, with no rows."""
+    path = tmp_path / "ledger.db"
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@contextmanager
+def _scratch_database(template: str | None) -> Iterator[str]:
+    admin_url = make_url(POSTGRES_URL)
+    name = f"gl_test_{uuid.uuid4().hex[:12]}"
+    _create_database(admin_url, name, template=template)
     try:
         yield admin_url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def unmigrated_postgres_url() -> Iterator[str]:
+    """A ledger URL for a fresh, empty PostgreSQL database (no schema), dropped afterwards.
+
+    Never skipped: if the server is down the test fails, so CI cannot go green without it.
+    """
+    with _scratch_database(None) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(_postgres_template) -> Iterator[str]:
+    """A ledger URL for a fresh PostgreSQL database at the latest schema, dropped afterwards.
+
+    Never skipped: if the server is down the test fails, so CI cannot go green without it.
+    """
+    with _scratch_database(_postgres_template) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger_url(request) -> str:
-    """A fresh ledger URL on each backend."""
+    """A fresh ledger URL (latest schema, no rows) on each backend."""
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def unmigrated_ledger_url(request) -> str:
+    """A ledger URL with no schema at all on each backend: for migration and upgrade tests."""
+    fixture = "unmigrated_sqlite_url" if request.param == "sqlite" else "unmigrated_postgres_url"
     return request.getfixturevalue(fixture)
 
 

@@ -45,8 +45,9 @@ def test_every_command_has_help(command):
     assert len(lines) > 3
 
 
-def test_db_upgrade_and_status_json(sqlite_url, monkeypatch):
+def test_db_upgrade_and_status_json(unmigrated_sqlite_url, monkeypatch):
     """`db upgrade` creates the ledger and `status --json` reports its counts."""
+    sqlite_url = unmigrated_sqlite_url
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output

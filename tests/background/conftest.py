@@ -88,9 +88,9 @@ class Bench:
 @pytest.fixture
 def bench(tmp_path, monkeypatch, emulator, prefect_api, request) -> Bench:
     """A fresh SQLite ledger (or the URL given by indirect parametrization) and output files."""
-    url = getattr(request, "param", None) or f"sqlite:///{tmp_path / 'ledger.db'}"
-    if url == "postgres":
-        url = request.getfixturevalue("postgres_url")
+    url = getattr(request, "param", None) or "sqlite"
+    if url in ("sqlite", "postgres"):
+        url = request.getfixturevalue(f"{url}_url")
     b = Bench(url=url, emulator=emulator, prefect_api=prefect_api, tmp=tmp_path)
     b.env = {
         "LEDGER_DATABASE_URL": url,

@@ -41,10 +41,12 @@ def _output(path: Path) -> None:
 
 
 @pytest.mark.parametrize("writer", ["thread", "inline", "process"])
-def test_every_writer_applies_the_same_outcome(tmp_path: Path, writer: str) -> None:
+def test_every_writer_applies_the_same_outcome(
+    tmp_path: Path, sqlite_url: str, writer: str
+) -> None:
     """thread, inline and process writers apply the same rows and count the same lines, on
     a first pass and on a second pass over the same file."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(sqlite_url)
     ledger.enroll(
         (NewJob(f"k:{i:03d}", {"text": "t"}) for i in range(N)),
         pipeline="p",
@@ -76,10 +78,10 @@ def test_every_writer_applies_the_same_outcome(tmp_path: Path, writer: str) -> N
     ledger.dispose()
 
 
-def test_writer_choice_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+def test_writer_choice_from_the_environment(sqlite_url: str, monkeypatch) -> None:
     """By default (auto) a writer process is used only for large files on SQLite;
     GEMINI_LEDGER_RECONCILE_WRITER overrides it; anything else is refused."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(sqlite_url)
     monkeypatch.delenv("GEMINI_LEDGER_RECONCILE_WRITER", raising=False)  # auto
     assert writer_for(ledger, 1 << 20) == "thread"
     assert writer_for(ledger, 1 << 30) == "process"

@@ -26,9 +26,10 @@ def test_a_missing_sqlite_ledger_fails_and_is_not_created(
 
 
 def test_an_unmigrated_ledger_fails_and_a_migrated_one_passes(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    unmigrated_ledger_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An empty database is not migrated; after the upgrade it is reachable, migrated, writable."""
+    ledger_url = unmigrated_ledger_url
     monkeypatch.setenv("LEDGER_DATABASE_URL", ledger_url)
     make_engine(ledger_url).connect().close()  # an empty database (SQLite: an empty file)
     checks = {c.name: c for c in check_ledger()}

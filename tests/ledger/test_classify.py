@@ -298,7 +298,7 @@ def test_sdk_exceptions(
     parked_class: str,
     retry_delay: float | None,
 ) -> None:
-    """Each real SDK exception gets the verdict, code, classes and retry delay DESIGN.md names."""
+    """Each real SDK exception gets the verdict, code, classes and retry delay of the rules."""
     failure = classify(make())
     assert failure.verdict is verdict
     assert failure.code == code

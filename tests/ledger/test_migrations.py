@@ -10,9 +10,9 @@ from ledger import make_engine, upgrade
 from ledger._db import current_revision, head_revision
 
 
-def test_migrations_match_the_models(ledger_url):
+def test_migrations_match_the_models(unmigrated_ledger_url):
     """After `upgrade`, autogenerate finds no difference between the database and the models."""
-    engine = make_engine(ledger_url)
+    engine = make_engine(unmigrated_ledger_url)
     upgrade(engine)
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
@@ -21,9 +21,9 @@ def test_migrations_match_the_models(ledger_url):
     assert diff == []
 
 
-def test_upgrade_twice_is_a_no_op(sqlite_url):
+def test_upgrade_twice_is_a_no_op(unmigrated_sqlite_url):
     """Upgrading an up-to-date ledger changes nothing and does not fail."""
-    engine = make_engine(sqlite_url)
+    engine = make_engine(unmigrated_sqlite_url)
     upgrade(engine)
     upgrade(engine)
     assert current_revision(engine) == head_revision()

@@ -401,8 +401,9 @@ def test_messages_are_redacted(ledger):
     assert "sk-very-secret-value" not in (ledger.get("p:k000").error_message or "")
 
 
-def test_fresh_ledger_upgrades_itself_and_reopens(ledger_url):
+def test_fresh_ledger_upgrades_itself_and_reopens(unmigrated_ledger_url):
     """A fresh database is migrated on first use; reopening it is a no-op."""
+    ledger_url = unmigrated_ledger_url
     first = Ledger(ledger_url)
     first.enroll([NewJob("a", {})], pipeline="p", channel="direct", model="m")
     first.dispose()
