@@ -152,11 +152,17 @@ def test_webhook_receiver_starts_a_run_of_the_reconcile_deployment(
 ) -> None:
     """With a Prefect server configured, a signed batch webhook creates one reconcile run."""
     port = free_port()
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    # The receiver acts only on batch jobs its ledger made: record this one as a tick would.
+    ledger = Ledger(ledger_url)
+    ledger.reserve(pipeline="reviews", limit=1, reservation="gl-e2e", batch_model="m")
+    ledger.bind_batch("gl-e2e", name="batches/e2e-job")
+    ledger.dispose()
     env = {
         **server.env,
         "LEDGER_WEBHOOK_SECRET": SECRET,
         "LEDGER_RECONCILE_DEPLOYMENT": "webhook",
-        "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "LEDGER_DATABASE_URL": ledger_url,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "webhook", "serve", "--port", str(port)],
