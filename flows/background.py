@@ -305,9 +305,12 @@ def reclaim_interactions(
 # --- step 3: deliver ------------------------------------------------------------------------
 
 
+_DEFAULT_MAX_AGE_S = 300.0
+
+
 @task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
 @halts(Channel.BACKGROUND)
-def deliver_results(pipeline: str, max_age_s: float = 300.0) -> dict[str, int]:
+def deliver_results(pipeline: str, max_age_s: float = _DEFAULT_MAX_AGE_S) -> dict[str, int]:
     """Claim done rows, call ``on_result`` for each, then mark it consumed; a failing side
     effect is logged and left done for the next tick."""
     p = _background(pipeline)
@@ -399,12 +402,20 @@ def _artifact_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def background_tick(
     pipeline: str = "articles",
     day: date | None = None,
-    max_age_s: float = 300.0,
+    max_age_s: float | None = None,
     running_limit_s: float = 3600.0,
     max_concurrency: int = 32,
 ) -> dict[str, Any]:
     """One tick of a background-channel pipeline: resubmit stale reservations, reclaim
-    submitted interactions, deliver done results, then submit today's items, and exit."""
+    submitted interactions, deliver done results, then submit today's items, and exit.
+
+    ``max_age_s`` unset: GEMINI_LEDGER_BACKGROUND_STALE_S, else 300 s, so a deployed run and
+    ``gemini-ledger tick`` honour the same setting."""
+    if max_age_s is None:
+        from flows.settings import load_settings
+
+        max_age_s = load_settings().background_stale_s
+        max_age_s = _DEFAULT_MAX_AGE_S if max_age_s is None else max_age_s
     p = _background(pipeline)
     claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
     the_day = day or _today()

@@ -11,8 +11,7 @@ from ledger import Channel
 __all__ = ["BACKGROUND_STALE_ENV", "run_tick"]
 
 # Age (s) after which a background tick takes over a reservation or a delivery claim left by
-# a dead tick (the flow's ``max_age_s``); unset: the flow's default. Batch and direct read
-# their own (GEMINI_LEDGER_BATCH_STALE_S, GEMINI_LEDGER_DIRECT_STALE_S) inside the flow.
+# a dead tick; read by the flow itself (flows.settings), so deployed runs honour it too.
 BACKGROUND_STALE_ENV = "GEMINI_LEDGER_BACKGROUND_STALE_S"
 
 
@@ -25,12 +24,8 @@ def run_tick(name: str, *, day: date | None = None) -> dict[str, Any]:
         return batch_tick(pipeline=name, day=day)
     if pipeline.channel == Channel.BACKGROUND:
         from flows.background import background_tick
-        from flows.settings import load_settings
 
-        max_age_s = load_settings().background_stale_s
-        if max_age_s is None:
-            return background_tick(pipeline=name, day=day)
-        return background_tick(pipeline=name, day=day, max_age_s=max_age_s)
+        return background_tick(pipeline=name, day=day)
     from flows.direct import direct_run
 
     return direct_run(pipeline=name, day=day)

@@ -39,7 +39,6 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
         "",
         {
             "pipeline": "articles",
-            "max_age_s": 300.0,
             "running_limit_s": 3600.0,
             "max_concurrency": 32,
         },
