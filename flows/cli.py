@@ -129,7 +129,7 @@ def handles_errors(func: F) -> F:
 
             load_settings()  # every setting checked before any work, naming a bad variable
             return func(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except _domain_errors() as exc:
             if _Options.debug:
