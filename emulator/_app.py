@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ._answers import stable_key
 from ._errors import auth_error, error_body, invalid_json, not_found
 from ._models import key_refused, model_resource
+from ._rates import RATED_ROUTES
 from ._scenario import Scenario, ScenarioError, load_scenario
 from ._state import (
     TERMINAL_BATCH,
@@ -60,6 +61,17 @@ async def _body_json(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(invalid_json("Expected a JSON object.")["error"])
     return data
+
+
+async def _model_in_body(request: Request) -> str:
+    """The ``model`` of a JSON body (interactions.create); starlette keeps the body for the
+    handler."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return "unknown"
+    model = data.get("model") if isinstance(data, dict) else None
+    return str(model) if model else "unknown"
 
 
 class Emulator:
@@ -130,6 +142,9 @@ class Emulator:
                 return _json(auth_error(), status=403)
             if auth and (refused := key_refused(request.headers["x-goog-api-key"])) is not None:
                 return _json(refused, status=400)
+            if name in RATED_ROUTES:
+                # At arrival, before the simulated latency: what a quota at the API would see.
+                self.core.rates.observe(params.get("model") or await _model_in_body(request))
             latency = self.core.scenario.latency_ms.get(name)
             if latency is not None and (latency.mean or latency.jitter):
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)

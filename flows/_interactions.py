@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
+from flows.quota import arequest_slot, note_failure
 from ledger import Failure, Usage, Verdict, classify, validate_answer
 
 __all__ = [
@@ -353,11 +354,13 @@ def submit_all(
         return []
 
     async def one(aio: Any, gate: asyncio.Semaphore, key: str, kw: dict[str, Any]) -> Submission:
-        async with gate:
+        async with gate, arequest_slot(kw["model"]):
             try:
                 created = await fetch_json(aio.interactions.with_raw_response.create, **kw)
             except Exception as exc:
-                return Submission(key, None, classify(exc))
+                failure = classify(exc)
+                await asyncio.to_thread(note_failure, kw["model"], failure)
+                return Submission(key, None, failure)
         handle = str(_field(created, "id") or "")
         if not handle:
             failure = Failure(Verdict.UNKNOWN, "unknown", "the API returned no interaction id")

@@ -60,6 +60,7 @@ from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.gateway import gemini_client
 from flows.pipeline import Pipeline
+from flows.quota import request_slot
 from flows.registry import get_pipeline
 from ledger import (
     BatchRecord,
@@ -199,9 +200,10 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             }
         crash_point("batch.after_upload")
         try:
-            job = create_batch_job(
-                client, model=p.model, file_name=file_name, display_name=reservation
-            )
+            with request_slot(p.model):  # the shared quota counts one request per job
+                job = create_batch_job(
+                    client, model=p.model, file_name=file_name, display_name=reservation
+                )
         except Exception as exc:
             if not _is_api_refusal(exc):
                 # A timeout or a dropped connection: the job may exist. Leave the reservation

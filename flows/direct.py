@@ -68,6 +68,7 @@ from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.gateway import gemini_client, keyed
 from flows.pipeline import Pipeline
+from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
 from ledger import (
     Channel,
@@ -227,20 +228,25 @@ def _attempt(spec: str, key: str) -> dict[str, Any]:
     crash_point("direct.after_reserve")
     row = next(iter(ledger.reserved(reservation)))
     handle = f"{HANDLE_PREFIX}{reservation}"
-    ledger.bind_handle(key, reservation=reservation, handle=handle)
-    crash_point("direct.before_call")
-
-    try:
-        prompt = pipeline.prompt_of(row.payload)
-        response = _client().models.generate_content(
-            model=row.model,
-            contents=prompt.text,
-            config=_config(pipeline, prompt.system, prompt.temperature, key),
-        )
-    except Exception as exc:
+    # The shared quota's slot is taken while the row is still only reserved: a kill while
+    # waiting for it gives the attempt back (nothing was sent).
+    failure: Failure | None = None
+    with request_slot(row.model):
+        ledger.bind_handle(key, reservation=reservation, handle=handle)
+        crash_point("direct.before_call")
+        try:
+            prompt = pipeline.prompt_of(row.payload)
+            response = _client().models.generate_content(
+                model=row.model,
+                contents=prompt.text,
+                config=_config(pipeline, prompt.system, prompt.temperature, key),
+            )
+        except Exception as exc:
+            failure = classify(exc)
+    if failure is not None:
         crash_point("direct.after_call")
-        failure = classify(exc)
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
+        note_failure(row.model, failure)
         crash_point("direct.after_record")
         raise AttemptFailed(key, failure, status) from None
     crash_point("direct.after_call")
