@@ -99,6 +99,17 @@ def _decay_of(rpm: int) -> float:
     return max(rpm - 2 * burst, 1) / 60.0
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger inside a flow or task run (it reaches the Prefect UI), else ours."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
+
+
 # --- reading the limits ---------------------------------------------------------------------
 
 
@@ -169,15 +180,16 @@ def limits_for(model: str) -> ModelLimits:
         first = model not in _said
         _said.add(model)
     if first:
+        log = _logger()
         if found.any:
-            _log.info(
+            log.info(
                 "%s: Gemini quota shared through Prefect: %s requests a minute, %s in flight",
                 model,
                 found.rpm if found.rpm is not None else "unlimited",
                 found.inflight if found.inflight is not None else "unlimited",
             )
         else:
-            _log.info(
+            log.info(
                 "%s: no Prefect concurrency limits for this model: requests are not limited"
                 " across workers (gemini-ledger limits apply sets them)",
                 model,
@@ -186,6 +198,11 @@ def limits_for(model: str) -> ModelLimits:
 
 
 # --- the shared pause after a 429 ----------------------------------------------------------
+
+
+def _as_time(value: Any) -> float:
+    """A stored "not before" (epoch seconds); anything else reads as none."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def not_before(model: str, *, fresh: bool = False) -> float:
@@ -200,7 +217,7 @@ def not_before(model: str, *, fresh: bool = False) -> float:
 
     with get_client(sync_client=True) as client:
         variable = client.read_variable_by_name(pause_variable(model))
-    value = float(variable.value) if variable is not None and variable.value else 0.0
+    value = _as_time(variable.value if variable is not None else None)
     with _lock:
         _pauses[model] = (now, value)
     return value
@@ -221,11 +238,11 @@ def note_failure(model: str, failure: Failure) -> None:
         current = client.read_variable_by_name(name)
         if current is None:
             client.create_variable(VariableCreate(name=name, value=until))
-        elif float(current.value or 0.0) < until:
+        elif _as_time(current.value) < until:
             client.update_variable(VariableUpdate(name=name, value=until))
     with _lock:
         _pauses[model] = (time.monotonic(), until)
-    _log.warning("%s: 429, every worker pauses this model for %.1f s", model, delay)
+    _logger().warning("%s: 429, every worker pauses this model for %.1f s", model, delay)
 
 
 def _pause_left(model: str) -> float:

@@ -20,6 +20,10 @@ NIGHT = Night(items={"batch": 600, "background": 120, "direct": 120}, rpm=150, c
 def test_three_workers_share_one_night_and_one_quota(postgres_url: str, tmp_path: Path) -> None:
     """Three workers on one pool settle a night exactly once, within the shared rate limit."""
     result = run_night(NIGHT, root=tmp_path, ledger_url=postgres_url)
+    print(  # with -s: the figures behind the assertions
+        f"waves {result.waves}, {result.seconds:.0f} s, rates {result.rates},"
+        f" runs per worker {result.runs_per_worker}"
+    )
 
     assert f"created: gemini-ledger:{MODEL}:rpm" in result.limits_output
     assert f"created: gemini-ledger:{MODEL}:inflight" in result.limits_output
