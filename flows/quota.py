@@ -117,8 +117,9 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 class ModelLimits:
     """What the server holds for one model; ``None``: no such limit (unlimited)."""
 
-    rpm: int | None
+    rpm: int | None  # the rate limit's bucket (burst); the minute's ceiling is in the log
     inflight: int | None
+    per_minute: float | None = None
 
     @property
     def any(self) -> bool:
@@ -171,9 +172,16 @@ def limits_for(model: str) -> ModelLimits:
         with get_client(sync_client=True) as client:
             rate = _read_limit(client, rate_name(model))
             inflight = _read_limit(client, inflight_name(model))
+        if rate is None or not rate.active:
+            burst, per_minute = None, None
+        else:
+            # The most a sliding minute lets through (see the module doc).
+            burst = int(rate.limit)
+            per_minute = burst + (rate.slot_decay_per_second or 0.0) * 60
         found = ModelLimits(
-            int(rate.limit) if rate is not None and rate.active else None,
+            burst,
             int(inflight.limit) if inflight is not None and inflight.active else None,
+            per_minute,
         )
     with _lock:
         _limits[model] = (now, found)
@@ -183,9 +191,10 @@ def limits_for(model: str) -> ModelLimits:
         log = _logger()
         if found.any:
             log.info(
-                "%s: Gemini quota shared through Prefect: %s requests a minute, %s in flight",
+                "%s: Gemini quota shared through Prefect: at most %s requests a minute,"
+                " %s in flight",
                 model,
-                found.rpm if found.rpm is not None else "unlimited",
+                f"{found.per_minute:.0f}" if found.per_minute is not None else "unlimited",
                 found.inflight if found.inflight is not None else "unlimited",
             )
         else:
@@ -230,6 +239,7 @@ def note_failure(model: str, failure: Failure) -> None:
         return
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+    from prefect.exceptions import ObjectAlreadyExists
 
     model = _bare(model)
     until = time.time() + delay
@@ -237,7 +247,12 @@ def note_failure(model: str, failure: Failure) -> None:
     with get_client(sync_client=True) as client:
         current = client.read_variable_by_name(name)
         if current is None:
-            client.create_variable(VariableCreate(name=name, value=until))
+            try:
+                client.create_variable(VariableCreate(name=name, value=until))
+            except ObjectAlreadyExists:
+                # Another worker's 429 created it a moment ago: both times are about now +
+                # delay, so overwriting with ours is as good as keeping theirs.
+                client.update_variable(VariableUpdate(name=name, value=until))
         elif _as_time(current.value) < until:
             client.update_variable(VariableUpdate(name=name, value=until))
     with _lock:
