@@ -87,3 +87,20 @@ def test_a_limited_model_holds_a_slot_on_the_server_during_the_request() -> None
     with quota.request_slot(model):
         during = held()
     assert (during, held()) == (1, 0)
+
+
+def test_two_workers_noting_a_429_at_once_do_not_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pause Variable created by another worker between our read and our create is
+    updated instead (it failed the background tick with ObjectAlreadyExists)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    _read_variable = SyncPrefectClient.read_variable_by_name
+    model = f"{MODEL}-race"
+    quota.apply_limits([model], rpm=600, concurrency=None)
+    quota.note_failure(model, Failure(Verdict.RETRYABLE, "429", "quota", retry_delay=1.0))
+    # Our read happens before the other worker's create lands: it sees no Variable.
+    monkeypatch.setattr(SyncPrefectClient, "read_variable_by_name", lambda self, name: None)
+    before = time.time()
+    quota.note_failure(model, Failure(Verdict.RETRYABLE, "429", "quota", retry_delay=60.0))
+    monkeypatch.setattr(SyncPrefectClient, "read_variable_by_name", _read_variable)
+    assert quota.not_before(model, fresh=True) >= before + 60.0
