@@ -28,6 +28,7 @@ from ._errors import (
     project_fault,
 )
 from ._models import key_refused, model_resource
+from ._rates import RATED_ROUTES
 from ._scenario import Scenario, ScenarioError, load_scenario
 from ._state import (
     TERMINAL_BATCH,
@@ -68,6 +69,17 @@ async def _body_json(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(invalid_json("Expected a JSON object.")["error"])
     return data
+
+
+async def _model_in_body(request: Request) -> str:
+    """The ``model`` of a JSON body (interactions.create); starlette keeps the body for the
+    handler."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return "unknown"
+    model = data.get("model") if isinstance(data, dict) else None
+    return str(model) if model else "unknown"
 
 
 class Emulator:
@@ -138,6 +150,9 @@ class Emulator:
                 refused = self.refusal(request.headers.get("x-goog-api-key"))
                 if refused is not None:
                     return refused
+            if name in RATED_ROUTES:
+                # At arrival, before the simulated latency: what a quota at the API would see.
+                self.core.rates.observe(params.get("model") or await _model_in_body(request))
             latency = self.core.scenario.latency_ms.get(name)
             if latency is not None and (latency.mean or latency.jitter):
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)

@@ -14,6 +14,7 @@ import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
 from ._errors import STEP_ERRORS, step_status
+from ._rates import RateMeter
 from ._scenario import Scenario
 
 ERROR_STEPS = frozenset(STEP_ERRORS) - {"cancelled", "budget_exceeded", "hang", "failed"}
@@ -204,6 +205,7 @@ class Core:
     # ------------------------------------------------------------------ bookkeeping
     def reset(self) -> None:
         self.requests: dict[str, int] = {}
+        self.rates = RateMeter()
         self.billed: dict[str, int] = _zero_billed()
         self.submissions: dict[str, int] = {}
         self.batches_created = 0
@@ -231,6 +233,8 @@ class Core:
             "requests": dict(self.requests),
             "billed": dict(self.billed),
             "submissions": dict(self.submissions),
+            # Per model: requests a quota counts, and the most seen in any 1 s / 60 s window.
+            "rates": self.rates.as_json(),
             "batches_created": self.batches_created,
             "interactions_created": self.interactions_created,
             "webhooks_sent": self.webhooks_sent,

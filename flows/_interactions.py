@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
+from flows.quota import arequest_slot, note_failure
 from ledger import Failure, SetupFault, Usage, Verdict, classify, setup_fault, validate_answer
 
 __all__ = [
@@ -382,7 +383,7 @@ def submit_all(
     halted: list[SetupFault] = []
 
     async def one(aio: Any, gate: asyncio.Semaphore, key: str, kw: dict[str, Any]) -> Submission:
-        async with gate:
+        async with gate, arequest_slot(kw["model"]):
             if halted:
                 return Submission(key, None, fault=halted[0])
             try:
@@ -392,7 +393,9 @@ def submit_all(
                 if fault is not None:
                     halted.append(fault)
                     return Submission(key, None, fault=fault)
-                return Submission(key, None, classify(exc))
+                failure = classify(exc)
+                await asyncio.to_thread(note_failure, kw["model"], failure)
+                return Submission(key, None, failure)
         handle = str(_field(created, "id") or "")
         if not handle:
             failure = Failure(Verdict.UNKNOWN, "unknown", "the API returned no interaction id")

@@ -68,6 +68,7 @@ from flows.errors import UsageError
 from flows.gateway import gemini_client
 from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
+from flows.quota import request_slot
 from flows.registry import get_pipeline
 from ledger import (
     BatchRecord,
@@ -267,9 +268,10 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             return {"rows": 0, "batch": None, **split, "refused": refused}
         crash_point("batch.after_upload")
         try:
-            job = create_batch_job(
-                client, model=p.model, file_name=file_name, display_name=reservation
-            )
+            with request_slot(p.model):  # the shared quota counts one request per job
+                job = create_batch_job(
+                    client, model=p.model, file_name=file_name, display_name=reservation
+                )
         except Exception as exc:
             _halt_if_setup(ledger, reservation, exc)
             if not _is_api_refusal(exc):

@@ -45,6 +45,11 @@ secret_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(secret_app, name="secret")
+limits_app = typer.Typer(
+    help="One Gemini quota for every worker: per-model limits on the Prefect server.",
+    no_args_is_help=True,
+)
+app.add_typer(limits_app, name="limits")
 
 console = Console()
 err = Console(stderr=True)
@@ -725,6 +730,31 @@ def doctor(
                 soft_wrap=True,
             )
     raise typer.Exit(dr.exit_code(checks))
+
+
+@limits_app.command("apply")
+@handles_errors
+def limits_apply(
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests a minute per model, across every worker.")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight per model, across every worker.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="A model to limit (repeatable); default: every known pipeline's."),
+    ] = None,
+) -> None:
+    """Create or update the Prefect global concurrency limits every worker honours."""
+    from flows.quota import apply_limits
+    from flows.registry import get_pipeline, pipeline_names
+
+    if rpm is None and concurrency is None:
+        raise CliError("give --rpm, --concurrency or both")
+    models = model or sorted({get_pipeline(name).model for name in pipeline_names()})
+    for applied in apply_limits(models, rpm=rpm, concurrency=concurrency):
+        console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

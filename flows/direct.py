@@ -71,6 +71,7 @@ from flows.errors import UsageError
 from flows.gateway import gemini_client, keyed
 from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
+from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
 from flows.settings import Settings, load_settings
 from ledger import (
@@ -235,26 +236,32 @@ def _attempt(spec: str, key: str) -> dict[str, Any]:
     crash_point("direct.after_reserve")
     row = next(iter(ledger.reserved(reservation)))
     handle = f"{HANDLE_PREFIX}{reservation}"
-    ledger.bind_handle(key, reservation=reservation, handle=handle)
-    crash_point("direct.before_call")
-
-    try:
-        prompt = pipeline.prompt_of(row.payload)
-        response = _client().models.generate_content(
-            model=row.model,
-            contents=prompt.text,
-            config=_config(pipeline, prompt.system, prompt.temperature, key),
-        )
-    except Exception as exc:
+    # The shared quota's slot is taken while the row is still only reserved: a kill while
+    # waiting for it gives the attempt back (nothing was sent).
+    failure: Failure | None = None
+    error: BaseException | None = None
+    with request_slot(row.model):
+        ledger.bind_handle(key, reservation=reservation, handle=handle)
+        crash_point("direct.before_call")
+        try:
+            prompt = pipeline.prompt_of(row.payload)
+            response = _client().models.generate_content(
+                model=row.model,
+                contents=prompt.text,
+                config=_config(pipeline, prompt.system, prompt.temperature, key),
+            )
+        except Exception as exc:
+            error, failure = exc, classify(exc)
+    if failure is not None:
         crash_point("direct.after_call")
-        fault = setup_fault(exc)
+        fault = setup_fault(error) if error is not None else None
         if fault is not None:
             # Refused or never reached: nothing was billed, the row goes back as it was.
             ledger.unsubmit(key, handle=handle)
             _halted[spec] = fault
-            raise fault from exc
-        failure = classify(exc)
+            raise fault from error
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
+        note_failure(row.model, failure)
         crash_point("direct.after_record")
         raise AttemptFailed(key, failure, status) from None
     crash_point("direct.after_call")

@@ -1,0 +1,45 @@
+"""Three process workers, one Prefect server, one PostgreSQL ledger, one night on every
+channel: nothing submitted or published twice, attempts equal to what the emulator counted,
+every row settled, and the emulator never saw more requests a minute than the shared limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.multiworker.night import MODEL, Night, run_night
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+# Small enough for CI on 2 cores; the quota-counted requests (~250: direct and background
+# calls, a few batch creations) are well above RPM, so the limit has to hold them back.
+NIGHT = Night(items={"batch": 600, "background": 120, "direct": 120}, rpm=150, concurrency=6)
+
+
+def test_three_workers_share_one_night_and_one_quota(postgres_url: str, tmp_path: Path) -> None:
+    """Three workers on one pool settle a night exactly once, within the shared rate limit."""
+    result = run_night(NIGHT, root=tmp_path, ledger_url=postgres_url)
+    print(  # with -s: the figures behind the assertions
+        f"waves {result.waves}, {result.seconds:.0f} s, rates {result.rates},"
+        f" runs per worker {result.runs_per_worker}"
+    )
+
+    assert f"created: gemini-ledger:{MODEL}:rpm" in result.limits_output
+    assert f"created: gemini-ledger:{MODEL}:inflight" in result.limits_output
+    for channel, verdict in result.verdicts.items():
+        assert verdict.problems == [], (channel, verdict.problems[:10])
+        assert verdict.lost == verdict.duplicated == verdict.over_submitted == 0, channel
+        assert verdict.consumed + verdict.parked == NIGHT.items[channel], channel
+        assert verdict.parked_by_class.keys() <= {"schema"}, (channel, verdict.parked_by_class)
+        # Every attempt the ledger counts is one submission the emulator counted, no more.
+        assert verdict.attempts == verdict.submissions, (channel, verdict.as_dict())
+    any_verdict = next(iter(result.verdicts.values()))
+    assert any_verdict.recorded_tokens == any_verdict.billed_tokens
+    assert sum(v.parked for v in result.verdicts.values()) > 0, "the emoji items were parked"
+
+    rates = result.rates
+    assert rates["requests"] > NIGHT.rpm, rates  # the limit had something to hold back
+    assert rates["max_per_minute"] <= NIGHT.rpm, rates
+    assert sum(1 for n in result.runs_per_worker.values() if n) >= 2, result.runs_per_worker
+    assert all(r["state"] == "COMPLETED" for r in result.runs), result.runs
