@@ -9,38 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import ERROR_INFO, error_body
+from ._errors import key_invalid
 
 __all__ = ["REFUSED_KEY_PREFIX", "key_refused", "model_resource"]
 
 #: Any API key starting with this is refused, as the real API refuses a revoked or mistyped key.
 REFUSED_KEY_PREFIX = "refused-"
 
-_INVALID_KEY_MESSAGE = "API key not valid. Please pass a valid API key."
-
 
 def key_refused(api_key: str) -> dict[str, Any] | None:
     """The real API's error body for a refused key, or None when the key is accepted."""
-    if not api_key.startswith(REFUSED_KEY_PREFIX):
-        return None
-    return error_body(
-        400,
-        "INVALID_ARGUMENT",
-        _INVALID_KEY_MESSAGE,
-        details=[
-            {
-                "@type": ERROR_INFO,
-                "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com",
-                "metadata": {"service": "generativelanguage.googleapis.com"},
-            },
-            {
-                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
-                "locale": "en-US",
-                "message": _INVALID_KEY_MESSAGE,
-            },
-        ],
-    )
+    return key_invalid() if api_key.startswith(REFUSED_KEY_PREFIX) else None
 
 
 def model_resource(model: str) -> dict[str, Any] | None:

@@ -52,6 +52,15 @@ class Server:
             input=input,
         )
 
+    def deploy_all(self) -> dict[str, Deployment]:
+        """The process pool created and `prefect --no-prompt deploy --all` run from the root."""
+        pool = self.cli("work-pool", "create", POOL, "--type", "process")
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        result = self.cli("--no-prompt", "deploy", "--all")
+        assert result.returncode == 0, result.stdout + result.stderr
+        with self.client() as client:
+            return {d.name: d for d in client.read_deployments()}
+
     def deployment(self, name: str) -> Deployment | None:
         with self.client() as client:
             found = [d for d in client.read_deployments() if d.name == name]

@@ -73,12 +73,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def deployed(server: Server) -> dict[str, Deployment]:
     """The work pool created and `prefect --no-prompt deploy --all` run from the repo root."""
-    pool = server.cli("work-pool", "create", POOL, "--type", "process")
-    assert pool.returncode == 0, pool.stdout + pool.stderr
-    result = server.cli("--no-prompt", "deploy", "--all")
-    assert result.returncode == 0, result.stdout + result.stderr
-    with server.client() as client:
-        return {d.name: d for d in client.read_deployments()}
+    return server.deploy_all()
 
 
 def test_every_deployment_exists_with_its_entrypoint_pool_and_parameters(

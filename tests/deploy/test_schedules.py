@@ -61,10 +61,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def deployed(server: Server) -> dict[str, Deployment]:
     """The pool, every deployment from prefect.yaml, and the key in its Secret block."""
-    pool = server.cli("work-pool", "create", POOL, "--type", "process")
-    assert pool.returncode == 0, pool.stdout + pool.stderr
-    result = server.cli("--no-prompt", "deploy", "--all")
-    assert result.returncode == 0, result.stdout + result.stderr
+    deployments = server.deploy_all()
     stored = subprocess.run(
         [sys.executable, "-m", "flows.cli", "secret", "set", "api-key"],
         cwd=ROOT,
@@ -76,8 +73,7 @@ def deployed(server: Server) -> dict[str, Deployment]:
     )
     assert stored.returncode == 0, stored.stdout + stored.stderr
     assert "gemini-api-key" in stored.stdout and API_KEY not in stored.stdout + stored.stderr
-    with server.client() as client:
-        return {d.name: d for d in client.read_deployments()}
+    return deployments
 
 
 def _runs_of(server: Server, deployment: Deployment) -> list[Any]:

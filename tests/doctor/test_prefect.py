@@ -24,7 +24,7 @@ from flows.doctor import Check, Outcome
 from flows.doctor._local import check_api_key
 from flows.doctor._prefect import check_prefect
 from ledger import Ledger
-from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server
+from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop
 from tests.webhooks.signing import wait_until
 
 SCHEDULED = ("reviews-nightly", "articles-every-15-minutes", "morning-summary")
@@ -139,12 +139,7 @@ def test_the_whole_setup_passes_with_a_worker_scheduled_runs_and_the_key_in_a_bl
             for args in ([], ["--live", "--yes", "--shapes-out", str(tmp_path / "shapes.json")])
         ]
     finally:
-        worker.terminate()
-        try:
-            worker.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.communicate()
+        stop(worker)
     for result in results:
         report = json.loads(result.stdout)
         outcomes = {c["name"]: c["outcome"] for c in report["checks"]}
