@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger._classify import _error_object, _maybe_json
+from ledger._errors import GeminiLedgerError, LedgerBusy
 from ledger._redact import redact
 
 __all__ = ["SetupFault", "SetupKind", "setup_fault"]
@@ -34,6 +35,7 @@ class SetupKind(enum.StrEnum):
     UNREACHABLE = "unreachable"
     UPLOAD_REFUSED = "upload_refused"
     LEDGER_UNREACHABLE = "ledger_unreachable"
+    LEDGER_BUSY = "ledger_busy"
 
 
 _FIXES = {
@@ -53,10 +55,14 @@ _FIXES = {
         "the Files API refused the request file's MIME type; upgrade gemini-ledger or report it"
     ),
     SetupKind.LEDGER_UNREACHABLE: "check LEDGER_DATABASE_URL and that the database is up",
+    SetupKind.LEDGER_BUSY: (
+        "nothing to fix unless it repeats: another process held the ledger's lock; the next tick"
+        " retries"
+    ),
 }
 
 
-class SetupFault(Exception):
+class SetupFault(GeminiLedgerError):
     """A fault of the setup: the channel halts for this tick and parks nothing.
 
     ``cause`` says what went wrong (redacted), ``fix`` what to do; ``str()`` is the one line
@@ -108,6 +114,8 @@ def _one(exc: BaseException) -> SetupFault | None:
         return exc
     if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key found
         return SetupFault(SetupKind.NO_KEY, f"no Gemini API key ({exc})")
+    if isinstance(exc, LedgerBusy):  # a lock or deadlock: transient, not the configuration
+        return SetupFault(SetupKind.LEDGER_BUSY, str(exc))
     for module, name in _LEDGER_ERRORS:
         if _isinstance(exc, module, name):
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
