@@ -3,6 +3,7 @@
 Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
+from ledger._api_failure import ApiFailure, Transport
 from ledger._classify import Failure, Verdict, classify, classify_response
 from ledger._db import (
     DEFAULT_DATABASE_URL,
@@ -58,6 +59,7 @@ from ledger._store import (
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "ApiFailure",
     "BatchRecord",
     "Channel",
     "ConfigurationError",
@@ -89,6 +91,7 @@ __all__ = [
     "SetupKind",
     "Status",
     "TransientError",
+    "Transport",
     "UnknownJob",
     "Usage",
     "UsageError",
