@@ -22,8 +22,9 @@ from prefect.client.schemas.objects import State
 from prefect.events import emit_event
 from prefect.states import Failed
 
+from flows._gemini_errors import setup_fault
 from flows.gateway import gemini_client
-from ledger import SetupFault, setup_fault
+from ledger import SetupFault
 
 __all__ = ["HALTED_EVENT", "checked", "halts", "preflight", "resource_id"]
 

@@ -27,10 +27,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
+from flows._gemini_errors import classify, setup_fault
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
 from flows.quota import arequest_slot, note_failure
-from ledger import Failure, SetupFault, Usage, Verdict, classify, setup_fault, validate_answer
+from ledger import Failure, SetupFault, Usage, Verdict, validate_answer
 
 __all__ = [
     "LABEL_KEY",

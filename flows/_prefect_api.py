@@ -28,13 +28,15 @@ from typing import Any
 
 import httpx
 
+from ledger import TransientError
+
 __all__ = ["STARTUP_ENV", "TemporaryServerError", "prefect_api"]
 
 STARTUP_ENV = "GEMINI_LEDGER_PREFECT_STARTUP_S"
 _PR_SET_PDEATHSIG = 1
 
 
-class TemporaryServerError(RuntimeError):
+class TemporaryServerError(TransientError, RuntimeError):
     """The temporary Prefect server did not start."""
 
 

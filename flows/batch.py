@@ -60,6 +60,7 @@ from flows._batch_io import (
 from flows._batch_lost import give_up_if_lost, submitted_bound
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._gemini_errors import classify, setup_fault
 from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
@@ -77,9 +78,7 @@ from ledger import (
     Ledger,
     Status,
     Verdict,
-    classify,
     redact,
-    setup_fault,
 )
 
 __all__ = [

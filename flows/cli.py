@@ -1,9 +1,10 @@
 """The ``gemini-ledger`` command: thin; domain errors become a message and exit code here.
 
-A mistake the user can fix (``ledger.LedgerError``, ``flows.errors.UsageError``, a missing
-API key) is one line on stderr and exit code 1, its traceback only under ``--debug``. Every
-parameter and the ledger itself are checked before a flow starts, so Prefect never logs a
-traceback for them. Anything else is a bug: it keeps its traceback and exits with 2.
+A mistake the user can fix (any ``ledger.GeminiLedgerError``: a ledger or settings error, a
+usage error, a missing API key) is one line on stderr and exit code 1, its traceback only
+under ``--debug``. Every parameter and the ledger itself are checked before a flow starts,
+so Prefect never logs a traceback for them. Anything else is a bug: it keeps its traceback
+and exits with 2.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.errors import UsageError
-from ledger import Ledger, LedgerConfigError, LedgerError, SetupFault
+from ledger import GeminiLedgerError, Ledger, LedgerConfigError
 
 __all__ = ["app", "main"]
 
@@ -94,10 +95,8 @@ class CliError(UsageError):
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    from flows._prefect_api import TemporaryServerError
-    from flows.gateway import GatewayConfigError
-
-    return (LedgerError, GatewayConfigError, SetupFault, UsageError, TemporaryServerError)
+    # The root of the one error tree (ledger._errors draws it): every leaf, one place.
+    return (GeminiLedgerError,)
 
 
 def _one_line(exc: BaseException) -> str:

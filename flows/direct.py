@@ -63,6 +63,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._gemini_errors import classify, setup_fault
 from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import tick_run_name
@@ -85,10 +86,8 @@ from ledger import (
     SetupFault,
     Usage,
     Verdict,
-    classify,
     classify_response,
     extract_text,
-    setup_fault,
     validate_answer,
 )
 

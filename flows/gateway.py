@@ -20,7 +20,7 @@ from typing import Any
 from google import genai
 from google.genai import types
 
-from ledger import register_secret
+from ledger import ConfigurationError, register_secret
 
 __all__ = [
     "API_KEY_BLOCK_ENV",
@@ -42,7 +42,7 @@ API_KEY_BLOCK_ENV = "GEMINI_API_KEY_BLOCK"
 DEFAULT_API_KEY_BLOCK = "gemini-api-key"
 
 
-class GatewayConfigError(RuntimeError):
+class GatewayConfigError(ConfigurationError, RuntimeError):
     """The Gemini client cannot be built (no API key)."""
 
 

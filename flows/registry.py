@@ -21,6 +21,7 @@ from typing import Any
 
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
+from ledger import PipelineError
 
 __all__ = [
     "BUILTIN",
@@ -39,7 +40,7 @@ BUILTIN = {
 }
 
 
-class UnknownPipeline(UsageError, LookupError):
+class UnknownPipeline(PipelineError, UsageError, LookupError):
     """No pipeline has this name, or its module cannot be loaded."""
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledger import LedgerConfigError
+from ledger import LedgerConfigError, register_secret
 
 __all__ = ["Settings", "SettingsError", "describe", "load_settings"]
 
@@ -131,13 +131,19 @@ def _variables(field: str) -> tuple[str, ...]:
 def load_settings() -> Settings:
     """Read and validate every setting now; a bad one raises :class:`SettingsError`."""
     try:
-        return Settings()  # type: ignore[call-arg]  # every field has a default
+        settings = Settings()  # type: ignore[call-arg]  # every field has a default
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             variable = ".".join(str(part) for part in error["loc"]) or "settings"
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("bad setting: " + "; ".join(problems)) from None
+    # Secrets are known from here on: redact() hides them in every message we store or print.
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+    return settings
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:

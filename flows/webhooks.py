@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from flows._ledger import open_ledger
 from flows._webhook_app import build_app
 from flows.errors import UsageError
-from ledger import register_secret
+from ledger import TransientError, register_secret
 
 __all__ = [
     "RECONCILE_FLOW",
@@ -52,7 +52,7 @@ _MAX_IN_PROCESS = 4
 _in_process = threading.BoundedSemaphore(_MAX_IN_PROCESS)
 
 
-class ReconcileBusy(RuntimeError):
+class ReconcileBusy(TransientError, RuntimeError):
     """Too many in-process reconciles already running; the next tick will reconcile this job."""
 
 

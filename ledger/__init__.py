@@ -3,6 +3,7 @@
 Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
+from ledger._api_failure import ApiFailure, Transport
 from ledger._classify import Failure, Verdict, classify, classify_response
 from ledger._db import (
     DEFAULT_DATABASE_URL,
@@ -13,11 +14,17 @@ from ledger._db import (
     upgrade,
 )
 from ledger._errors import (
+    ConfigurationError,
+    GeminiLedgerError,
     InvalidTransition,
+    LedgerBusy,
     LedgerConfigError,
     LedgerError,
     PipelineConflict,
+    PipelineError,
+    TransientError,
     UnknownJob,
+    UsageError,
 )
 from ledger._lines import (
     LineFailure,
@@ -52,15 +59,19 @@ from ledger._store import (
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "ApiFailure",
     "BatchRecord",
     "Channel",
+    "ConfigurationError",
     "Counts",
     "Enrollment",
     "Failure",
     "FailureRow",
+    "GeminiLedgerError",
     "InvalidTransition",
     "JobView",
     "Ledger",
+    "LedgerBusy",
     "LedgerConfigError",
     "LedgerError",
     "LineFailure",
@@ -70,6 +81,7 @@ __all__ = [
     "ParkedClass",
     "PipelineChange",
     "PipelineConflict",
+    "PipelineError",
     "PipelineMorning",
     "PipelineRecord",
     "Policy",
@@ -78,8 +90,11 @@ __all__ = [
     "SetupFault",
     "SetupKind",
     "Status",
+    "TransientError",
+    "Transport",
     "UnknownJob",
     "Usage",
+    "UsageError",
     "Verdict",
     "classify",
     "classify_response",

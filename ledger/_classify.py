@@ -8,35 +8,42 @@ for. The ledger records ``Failure.error_class`` on the row and ``Failure.parked_
 when the job is parked.
 
 This module is part of the domain core: it imports no SDK, HTTP client or Prefect module.
-SDK and transport exception classes are looked up in ``sys.modules`` only, so they are
-recognised when the caller has loaded them (an instance cannot exist otherwise) and cost
-nothing when it has not; unknown shapes are duck-typed on their attributes.
+An SDK or transport exception is recognised only through the ``describe`` function the caller
+passes (``flows._gemini_errors.describe``), which turns it into a neutral
+:class:`~ledger.ApiFailure`; the verdict is decided from that description alone.
 """
 
 from __future__ import annotations
 
 import enum
-import errno
 import html
 import math
 import re
-import sys
-import time
-from collections.abc import Mapping
+from asyncio import CancelledError
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from ledger._api_failure import ApiFailure, Transport
 from ledger._redact import redact
 
 __all__ = [
     "MAX_MESSAGE_LEN",
     "TRUNCATED_HINT",
     "ClassifiedError",
+    "Describe",
     "Failure",
     "Verdict",
+    "as_mapping",
+    "candidate_text",
     "classify",
     "classify_response",
+    "error_object",
+    "error_reasons",
+    "retry_delay_of",
+    "validation_summary",
 ]
 
 MAX_MESSAGE_LEN = 500
@@ -236,33 +243,26 @@ _INTERACTION_STATES = {
     "cancelled": ("cancelled", Verdict.UNKNOWN),
 }
 
-_NETWORK_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "ECONNREFUSED",
-        "ECONNRESET",
-        "ECONNABORTED",
-        "ETIMEDOUT",
-        "EHOSTUNREACH",
-        "ENETUNREACH",
-        "ENETDOWN",
-        "EPIPE",
-        "EHOSTDOWN",
-        "ENOTCONN",
-    )
-    if hasattr(errno, name)
-)
-
 _MAX_DEPTH = 6
 
 
 # --- public entry points -----------------------------------------------------------------
 
 
-def classify(error: BaseException | Mapping[str, Any]) -> Failure:
-    """Classify an SDK/transport exception or an error/status mapping. Never raises."""
+# Turns an SDK or transport exception into its neutral description (None: not one of those).
+Describe = Callable[[BaseException], ApiFailure | None]
+
+
+def classify(
+    error: BaseException | ApiFailure | Mapping[str, Any], describe: Describe | None = None
+) -> Failure:
+    """Classify an API failure, an exception or an error/status mapping. Never raises.
+
+    ``describe`` (``flows._gemini_errors.describe``) is what recognises SDK and transport
+    exceptions, on ``error`` and on whatever it wraps; without it they are ``unknown``.
+    """
     try:
-        return _classify(error, 0)
+        return _classify(error, 0, describe)
     except Exception as exc:  # the classifier must never be what crashes a tick
         return Failure(Verdict.UNKNOWN, "unknown", f"unclassifiable error ({type(exc).__name__})")
 
@@ -280,12 +280,14 @@ def classify_response(response: Mapping[str, Any]) -> Failure | None:
 # --- exceptions --------------------------------------------------------------------------
 
 
-def _classify(error: Any, depth: int) -> Failure:
+def _classify(error: Any, depth: int, describe: Describe | None = None) -> Failure:
     if isinstance(error, BaseException):
-        return _classify_exception(error, depth)
+        return _classify_exception(error, depth, describe)
+    if isinstance(error, ApiFailure):
+        return _from_api_failure(error)
     if isinstance(error, Failure):
         return error
-    mapping = _as_mapping(error)
+    mapping = as_mapping(error)
     if mapping is not None:
         return _classify_mapping(mapping, depth)
     if isinstance(error, str):
@@ -293,58 +295,19 @@ def _classify(error: Any, depth: int) -> Failure:
     return Failure(Verdict.UNKNOWN, "unknown", f"unrecognised error {type(error).__name__}")
 
 
-def _module_attr(module: str, name: str) -> Any:
-    mod = sys.modules.get(module)
-    return getattr(mod, name, None) if mod is not None else None
-
-
-def _isinstance(obj: object, module: str, name: str) -> bool:
-    cls = _module_attr(module, name)
-    return isinstance(cls, type) and isinstance(obj, cls)
-
-
-def _classify_exception(exc: BaseException, depth: int) -> Failure:
+def _classify_exception(exc: BaseException, depth: int, describe: Describe | None) -> Failure:
     carried = getattr(exc, "failure", None)
     if isinstance(carried, Failure):
         return carried
 
-    # google-genai models/batches/files clients: errors.APIError (ClientError, ServerError).
-    if _isinstance(exc, "google.genai.errors", "APIError") or _looks_like_genai_error(exc):
-        return _from_genai_error(exc)
+    described = describe(exc) if describe is not None else None
+    if described is not None:
+        return _from_api_failure(described)
 
-    # The interactions client's own hierarchy (google.genai._gaos.lib.compat_errors).
-    compat = "google.genai._gaos.lib.compat_errors"
-    if _isinstance(exc, compat, "APITimeoutError"):
-        return _timeout(exc)
-    if _isinstance(exc, compat, "APIResponseValidationError"):
-        return Failure(Verdict.UNKNOWN, "unknown", f"unexpected response: {_exc_text(exc)}")
-    if _isinstance(exc, compat, "APIConnectionError"):
-        cause = exc.__cause__
-        if cause is not None and _is_timeout(cause):
-            return _timeout(exc)
-        return _connection(exc)
-    if _looks_like_status_error(exc):
-        return _from_status_error(exc)
-
-    # Transport: httpx2 (what google-genai uses) and httpx.
-    for mod in ("httpx2", "httpx"):
-        if _isinstance(exc, mod, "TimeoutException"):
-            return _timeout(exc)
-        if _isinstance(exc, mod, "HTTPStatusError"):
-            return _from_http_response_error(exc)
-        for name in ("NetworkError", "RemoteProtocolError", "ProxyError"):
-            if _isinstance(exc, mod, name):
-                return _connection(exc)
-
-    if _is_timeout(exc):
-        return _timeout(exc)
-    if _is_connection(exc):
-        return _connection(exc)
-
-    if _isinstance(exc, "asyncio", "CancelledError"):
+    if isinstance(exc, CancelledError):
         return Failure(Verdict.UNKNOWN, "cancelled", _exc_text(exc) or "cancelled")
-    if _isinstance(exc, "pydantic_core", "ValidationError"):
-        return Failure(Verdict.PERMANENT, "schema", _validation_summary(exc))
+    if isinstance(exc, ValidationError):
+        return Failure(Verdict.PERMANENT, "schema", validation_summary(exc))
 
     # Wrappers (a continuation error, a task framework's wrapper): classify what they wrap.
     if depth < _MAX_DEPTH:
@@ -356,7 +319,7 @@ def _classify_exception(exc: BaseException, depth: int) -> Failure:
         elif exc.__context__ is not None and not exc.__suppress_context__:
             inner = exc.__context__
         if inner is not None and inner is not exc:
-            found = _classify(inner, depth + 1)
+            found = _classify(inner, depth + 1, describe)
             if not (found.verdict is Verdict.UNKNOWN and found.code == "unknown"):
                 return Failure(
                     found.verdict,
@@ -368,102 +331,12 @@ def _classify_exception(exc: BaseException, depth: int) -> Failure:
     return Failure(Verdict.UNKNOWN, "unknown", _exc_text(exc))
 
 
-def _looks_like_genai_error(exc: BaseException) -> bool:
-    # errors.APIError without importing it: an int ``code``, plus ``status`` and ``details``.
-    code = getattr(exc, "code", None)
-    return (
-        isinstance(code, int)
-        and not isinstance(code, bool)
-        and hasattr(exc, "status")
-        and hasattr(exc, "details")
-        and not hasattr(exc, "status_code")
-    )
-
-
-def _looks_like_status_error(exc: BaseException) -> bool:
-    # compat APIStatusError or the generated GenAiError: an int ``status_code`` and a ``body``.
-    code = getattr(exc, "status_code", None)
-    return isinstance(code, int) and not isinstance(code, bool) and hasattr(exc, "body")
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError):
-        return True
-    return any(_isinstance(exc, mod, "TimeoutException") for mod in ("httpx2", "httpx"))
-
-
-def _is_connection(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError):
-        return True
-    if _isinstance(exc, "socket", "gaierror") or _isinstance(exc, "ssl", "SSLError"):
-        return True
-    if isinstance(exc, OSError):
-        # A bare OSError from a socket, or one with a network errno. Its file-system
-        # subclasses (FileNotFoundError, PermissionError, ...) are not transport trouble.
-        return type(exc) is OSError or exc.errno in _NETWORK_ERRNOS
-    return False
-
-
-def _timeout(exc: BaseException) -> Failure:
-    return Failure(Verdict.RETRYABLE, "timeout", _exc_text(exc) or "timed out")
-
-
-def _connection(exc: BaseException) -> Failure:
-    return Failure(Verdict.RETRYABLE, "connection", _exc_text(exc) or "connection failed")
-
-
-def _from_genai_error(exc: BaseException) -> Failure:
-    details = getattr(exc, "details", None)
-    error = _error_object(details)
-    delay = _retry_delay(details)
-    if delay is None:
-        delay = _retry_after(getattr(exc, "response", None))
-    message = getattr(exc, "message", None)
-    if not message and error is not None:
-        message = error.get("message")
-    return _from_parts(
-        getattr(exc, "code", None),
-        getattr(exc, "status", None),
-        message if message else _exc_text(exc),
-        delay,
-    )
-
-
-def _from_status_error(exc: BaseException) -> Failure:
-    body = getattr(exc, "body", None)
-    if isinstance(body, (str, bytes)):
-        body = _maybe_json(body)
-    error = _error_object(body)
-    message: Any = None
-    status: Any = None
-    if error is not None:
-        message = error.get("message")
-        status = error.get("status")
-    if not message:
-        message = body if isinstance(body, str) and body.strip() else _exc_text(exc)
-    delay = _retry_delay(body)
-    if delay is None:
-        delay = _retry_after(getattr(exc, "response", None))
-    return _from_parts(getattr(exc, "status_code", None), status, message, delay)
-
-
-def _from_http_response_error(exc: BaseException) -> Failure:
-    response = getattr(exc, "response", None)
-    code = getattr(response, "status_code", None)
-    body: Any = None
-    try:
-        body = _maybe_json(response.text) if response is not None else None
-    except Exception:
-        body = None
-    error = _error_object(body)
-    message = error.get("message") if error is not None else None
-    status = error.get("status") if error is not None else None
-    if not message:
-        message = body if isinstance(body, str) and body.strip() else _exc_text(exc)
-    delay = _retry_delay(body)
-    if delay is None:
-        delay = _retry_after(response)
-    return _from_parts(code, status, message, delay)
+def _from_api_failure(api: ApiFailure) -> Failure:
+    if api.transport is Transport.TIMEOUT:
+        return Failure(Verdict.RETRYABLE, "timeout", api.message or "timed out")
+    if api.transport is not None:
+        return Failure(Verdict.RETRYABLE, "connection", api.message or "connection failed")
+    return _from_parts(api.http_code, api.status, api.message, api.retry_delay_s)
 
 
 # --- mappings: batch error objects, interaction errors, job states -----------------------
@@ -474,14 +347,14 @@ def _classify_mapping(m: Mapping[str, Any], depth: int) -> Failure:
         return Failure(Verdict.UNKNOWN, "unknown", "error object nested too deeply")
 
     # {"error": {...}} bodies and operations that carry an operation-level error.
-    inner = _as_mapping(m.get("error"))
+    inner = as_mapping(m.get("error"))
     if inner is not None:
         return _classify_mapping(inner, depth + 1)
 
     code = m.get("code")
     status = m.get("status")
     message = m.get("message")
-    status_map = _as_mapping(status)
+    status_map = as_mapping(status)
     if status_map is not None:
         return _classify_mapping(status_map, depth + 1)
 
@@ -510,12 +383,12 @@ def _classify_mapping(m: Mapping[str, Any], depth: int) -> Failure:
             found = _from_error_type(code, message)
             if found is not None:
                 return found
-        return _from_parts(code, status, message, _retry_delay(m.get("details")))
+        return _from_parts(code, status, message, retry_delay_of(m.get("details")))
 
     # A batch job (or its operation's metadata) in a terminal failed state.
     state = m.get("state")
     if state is None:
-        meta = _as_mapping(m.get("metadata"))
+        meta = as_mapping(m.get("metadata"))
         state = meta.get("state") if meta is not None else None
     if isinstance(state, str):
         suffix = state.rsplit("_STATE_", 1)[-1].upper()
@@ -614,7 +487,7 @@ def _from_parts(code: Any, status: Any, message: Any, delay: float | None) -> Fa
     return Failure(verdict, code_str, text, delay)
 
 
-def _error_object(body: Any) -> Mapping[str, Any] | None:
+def error_object(body: Any) -> Mapping[str, Any] | None:
     """The ``{"code", "message", "status", "details"}`` object inside an error body."""
     if isinstance(body, list) and len(body) == 1:
         body = body[0]
@@ -626,7 +499,7 @@ def _error_object(body: Any) -> Mapping[str, Any] | None:
     return body
 
 
-def _retry_delay(obj: Any, depth: int = 0) -> float | None:
+def retry_delay_of(obj: Any, depth: int = 0) -> float | None:
     """The ``retryDelay`` of a google.rpc.RetryInfo found anywhere in an error's details."""
     if depth > 4:
         return None
@@ -638,13 +511,13 @@ def _retry_delay(obj: Any, depth: int = 0) -> float | None:
                 return delay
         for key in ("error", "details"):
             if key in obj:
-                found = _retry_delay(obj[key], depth + 1)
+                found = retry_delay_of(obj[key], depth + 1)
                 if found is not None:
                     return found
         return None
     if isinstance(obj, list):
         for item in obj[:20]:
-            found = _retry_delay(item, depth + 1)
+            found = retry_delay_of(item, depth + 1)
             if found is not None:
                 return found
     return None
@@ -671,41 +544,19 @@ def _duration(value: Any) -> float | None:
     return seconds
 
 
-def _retry_after(response: Any) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) on the error's HTTP response."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-    except Exception:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    seconds = _duration(value)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def error_reasons(details: Any) -> tuple[str, ...]:
+    """The ``reason`` of every google.rpc.ErrorInfo among an error's details, in order."""
+    out: list[str] = []
+    if isinstance(details, list):
+        for item in details[:20]:
+            if isinstance(item, Mapping) and str(item.get("@type", "")).endswith("ErrorInfo"):
+                reason = item.get("reason")
+                if isinstance(reason, str) and reason not in out:
+                    out.append(reason)
+    return tuple(out)
 
 
-def _maybe_json(body: str | bytes) -> Any:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        import json  # only on the error path
-
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            return text
-    return text
-
-
-def _as_mapping(obj: Any) -> Mapping[str, Any] | None:
+def as_mapping(obj: Any) -> Mapping[str, Any] | None:
     # type() checks first: an ABC isinstance costs a Python-level call on every lookup.
     if type(obj) is dict:
         return obj
@@ -758,7 +609,7 @@ def _shorten(text: str) -> str:
     return text
 
 
-def _validation_summary(exc: BaseException) -> str:
+def validation_summary(exc: BaseException) -> str:
     errors_fn = getattr(exc, "errors", None)
     title = getattr(exc, "title", "answer")
     try:
@@ -791,11 +642,11 @@ def _enum_text(value: Any) -> str | None:
 
 
 def _classify_response(response: Any) -> Failure | None:
-    resp = _as_mapping(response)
+    resp = as_mapping(response)
     if resp is None:
         return Failure(Verdict.RETRYABLE, "malformed_output", "response is not an object")
 
-    feedback = _as_mapping(_g(resp, "promptFeedback", "prompt_feedback"))
+    feedback = as_mapping(_g(resp, "promptFeedback", "prompt_feedback"))
     if feedback is not None:
         reason = _enum_text(_g(feedback, "blockReason", "block_reason"))
         if reason:
@@ -809,7 +660,7 @@ def _classify_response(response: Any) -> Failure | None:
     candidates = resp.get("candidates")
     if not isinstance(candidates, list) or not candidates:
         return Failure(Verdict.PERMANENT, "schema", "empty answer")
-    first = _as_mapping(candidates[0])
+    first = as_mapping(candidates[0])
     if first is None:
         return Failure(Verdict.PERMANENT, "schema", "empty answer")
 
@@ -836,7 +687,7 @@ def _classify_response(response: Any) -> Failure | None:
 
 def candidate_text(candidate: Mapping[str, Any]) -> str | None:
     """Concatenated text of a candidate's non-thought parts; None when it has no text part."""
-    content = _as_mapping(candidate.get("content"))
+    content = as_mapping(candidate.get("content"))
     if content is None:
         return None
     parts = content.get("parts")

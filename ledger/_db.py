@@ -16,12 +16,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
 
-from ledger._errors import LedgerConfigError
+from ledger._errors import LedgerBusy, LedgerConfigError
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "atomic",
     "database_url",
+    "is_transient",
     "ledger_exists",
     "make_engine",
     "missing_ledger_message",
@@ -173,6 +174,23 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# SQLSTATEs of a refusal for now: deadlock_detected, serialization_failure, lock_not_available.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+# SQLite's messages for a lock still held when busy_timeout ran out.
+_TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database is busy")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lock, deadlock or serialization failure: the same transaction later may succeed."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str) and state in _TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and str(orig).strip().lower().startswith(
+        _TRANSIENT_SQLITE
+    )
+
+
 def _is_corrupt(exc: BaseException) -> bool:
     """A SQLite file that is not a database or is malformed (not a constraint, a bug of ours)."""
     orig = getattr(exc, "orig", exc)
@@ -270,6 +288,8 @@ def atomic(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
         with conn.begin():
             yield conn
     except OperationalError as exc:
+        if is_transient(exc):
+            raise LedgerBusy(f"ledger busy: {one_line(exc)}") from exc
         raise LedgerConfigError(f"ledger database error: {one_line(exc)}") from exc
     except DatabaseError as exc:
         if not _is_corrupt(exc):

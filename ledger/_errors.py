@@ -1,22 +1,93 @@
-"""The ledger's exceptions: one hierarchy callers can catch (``LedgerError``)."""
+"""gemini-ledger's exceptions: one tree, one root, caught in one place by the command line.
+
+Every error gemini-ledger raises on purpose descends from :class:`GeminiLedgerError`; the CLI
+turns any of them into one line and exit code 1, and anything else (a bug, ours or in a
+pipeline's own code) keeps its traceback. The categories live here, in the domain core; the
+leaves marked ``flows.*`` are defined where they are raised and subclass a category::
+
+    GeminiLedgerError
+    ├── ConfigurationError ............... the setup as configured cannot work; fix, then rerun
+    │   ├── LedgerConfigError ............ (also LedgerError) bad URL, unreachable or damaged DB
+    │   │   └── flows.settings.SettingsError ..... (also ValueError) a setting's bad value
+    │   └── flows.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
+    ├── TransientError ................... try again later: nothing is wrong with the setup
+    │   ├── LedgerBusy ................... (also LedgerError) a lock or deadlock; retried,
+    │   │                                  never reported as a configuration error
+    │   ├── flows._prefect_api.TemporaryServerError  (also RuntimeError)
+    │   └── flows.webhooks.ReconcileBusy ........... (also RuntimeError)
+    ├── LedgerError ...................... the ledger refused an operation
+    │   ├── InvalidTransition ............ a compare-and-set found the row in another state
+    │   ├── UnknownJob
+    │   ├── LedgerConfigError, LedgerBusy  (above)
+    │   └── PipelineConflict ............. (also PipelineError)
+    ├── PipelineError .................... a pipeline's name or definition
+    │   ├── PipelineConflict
+    │   └── flows.registry.UnknownPipeline ....... (also UsageError, LookupError)
+    ├── SetupFault ....................... (ledger._setup) the API or ledger refused the
+    │                                      setup: the tick halts and parks nothing
+    └── UsageError ....................... (also ValueError) a parameter, a setting, a module
+        ├── flows.cli.CliError
+        └── flows.registry.UnknownPipeline
+
+Deliberately outside the tree, as control flow that never reaches the command line:
+``ledger._classify.ClassifiedError`` and ``flows.direct.AttemptFailed`` carry one row's
+:class:`~ledger.Failure` between a channel's attempt and its retry condition, and the webhook
+receiver's refusals (``flows._webhook_app.BadRequest`` ...) each become an HTTP response.
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigurationError",
+    "GeminiLedgerError",
     "InvalidTransition",
+    "LedgerBusy",
     "LedgerConfigError",
     "LedgerError",
     "PipelineConflict",
+    "PipelineError",
+    "TransientError",
     "UnknownJob",
+    "UsageError",
 ]
 
 
-class LedgerError(Exception):
-    """Base class of every error the ledger raises on purpose."""
+class GeminiLedgerError(Exception):
+    """The root: every error gemini-ledger raises on purpose (one line, no traceback)."""
 
 
-class LedgerConfigError(LedgerError):
+class ConfigurationError(GeminiLedgerError):
+    """The setup as configured cannot work (a setting, a URL, a missing key): fix it, rerun."""
+
+
+class TransientError(GeminiLedgerError):
+    """A passing condition (a held lock, a busy server): the same call later may succeed."""
+
+
+class LedgerError(GeminiLedgerError):
+    """An error the ledger raises on purpose."""
+
+
+class PipelineError(GeminiLedgerError):
+    """A pipeline's name or definition is wrong or unknown."""
+
+
+class UsageError(GeminiLedgerError, ValueError):
+    """A mistake the user can fix: a parameter, a setting, a pipeline definition or module.
+
+    A ``ValueError`` so that callers which caught ``ValueError`` before keep working.
+    """
+
+
+class LedgerConfigError(LedgerError, ConfigurationError):
     """The ledger cannot be opened as configured (bad URL, unreachable database, bad migration)."""
+
+
+class LedgerBusy(LedgerError, TransientError):
+    """The database refused for now: a lock held too long, a deadlock, a serialization failure.
+
+    Transient by nature: the tick halts without parking anything and the next one retries.
+    """
 
 
 class UnknownJob(LedgerError):
@@ -43,7 +114,7 @@ class InvalidTransition(LedgerError):
         self.actual = actual
 
 
-class PipelineConflict(LedgerError):
+class PipelineConflict(LedgerError, PipelineError):
     """Another pipeline definition (another ``module:attribute``) owns this pipeline name."""
 
     def __init__(self, name: str, *, owner: str, given: str) -> None:

@@ -26,11 +26,11 @@ from pydantic.alias_generators import to_camel
 from ledger._classify import (
     Failure,
     Verdict,
-    _as_mapping,
-    _validation_summary,
+    as_mapping,
     candidate_text,
     classify,
     classify_response,
+    validation_summary,
 )
 
 __all__ = [
@@ -239,7 +239,7 @@ def _usage_of(response: Mapping[str, Any]) -> Usage:
 
 
 def _usage_lenient(meta: Any) -> Usage:
-    m = _as_mapping(meta)
+    m = as_mapping(meta)
     if m is None:
         return NO_USAGE
 
@@ -422,13 +422,13 @@ def _broken(line: bytes | str) -> LineFailure:
 def extract_text(response: Mapping[str, Any]) -> str | None:
     """Concatenated text of the first candidate's non-thought parts (None when there is none)."""
     try:
-        resp = _as_mapping(response)
+        resp = as_mapping(response)
         if resp is None:
             return None
         candidates = resp.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             return None
-        first = _as_mapping(candidates[0])
+        first = as_mapping(candidates[0])
         return candidate_text(first) if first is not None else None
     except Exception:
         return None
@@ -467,4 +467,4 @@ def _invalid_answer(text: str, exc: ValidationError, validator: Any) -> BaseMode
                 return result
             except Exception:
                 pass
-    return Failure(Verdict.PERMANENT, "schema", f"answer {_validation_summary(exc)}")
+    return Failure(Verdict.PERMANENT, "schema", f"answer {validation_summary(exc)}")

@@ -2,12 +2,13 @@
 
 Error messages end up in the ledger's ``error_message`` column, in Prefect logs and in
 artifacts. An SDK error can echo a request URL (``...?key=AIza...``) or a header, so every
-message the classifier produces goes through :func:`redact` first.
+message the classifier produces goes through :func:`redact` first. Secrets are registered
+where they are loaded (``flows.settings.load_settings``, ``flows.gateway``, ``flows.webhooks``);
+this module reads no environment.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 
@@ -80,9 +81,3 @@ def redact(text: str) -> str:
         if text == before:
             break
     return text
-
-
-for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "LEDGER_WEBHOOK_SECRET"):
-    _value = os.environ.get(_name)
-    if _value:
-        register_secret(_value)

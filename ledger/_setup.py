@@ -6,19 +6,22 @@ request would fail for every row, so no row is parked for it. :func:`setup_fault
 one (an SDK or transport exception, or an already raised :class:`SetupFault`); the channel
 that meets it gives its reservations back and halts the tick with the fault's one line.
 
-Domain core: no SDK, HTTP client or Prefect import; SDK and driver classes are recognised
-through ``sys.modules`` and duck typing, as in the classifier.
+Domain core: no SDK, HTTP client or Prefect import. An SDK or transport exception is
+recognised only through the ``describe`` function the caller passes
+(``flows._gemini_errors.describe``), as in the classifier; the fault is decided from its
+neutral :class:`~ledger.ApiFailure`.
 """
 
 from __future__ import annotations
 
 import enum
-import socket
-import sys
-from collections.abc import Mapping
 from typing import Any
 
-from ledger._classify import _error_object, _maybe_json
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from ledger._api_failure import ApiFailure, Transport
+from ledger._classify import Describe
+from ledger._errors import GeminiLedgerError, LedgerBusy
 from ledger._redact import redact
 
 __all__ = ["SetupFault", "SetupKind", "setup_fault"]
@@ -34,6 +37,7 @@ class SetupKind(enum.StrEnum):
     UNREACHABLE = "unreachable"
     UPLOAD_REFUSED = "upload_refused"
     LEDGER_UNREACHABLE = "ledger_unreachable"
+    LEDGER_BUSY = "ledger_busy"
 
 
 _FIXES = {
@@ -53,10 +57,14 @@ _FIXES = {
         "the Files API refused the request file's MIME type; upgrade gemini-ledger or report it"
     ),
     SetupKind.LEDGER_UNREACHABLE: "check LEDGER_DATABASE_URL and that the database is up",
+    SetupKind.LEDGER_BUSY: (
+        "nothing to fix unless it repeats: another process held the ledger's lock; the next tick"
+        " retries"
+    ),
 }
 
 
-class SetupFault(Exception):
+class SetupFault(GeminiLedgerError):
     """A fault of the setup: the channel halts for this tick and parks nothing.
 
     ``cause`` says what went wrong (redacted), ``fix`` what to do; ``str()`` is the one line
@@ -76,97 +84,55 @@ class SetupFault(Exception):
 
 # --- recognising one ---------------------------------------------------------------------
 
-_LEDGER_ERRORS = (("sqlalchemy.exc", "OperationalError"), ("sqlalchemy.exc", "InterfaceError"))
-_CONNECT_ERRORS = (
-    ("httpx2", "ConnectError"),
-    ("httpx", "ConnectError"),
-    ("google.genai._gaos.lib.compat_errors", "APIConnectionError"),
-)
 
+def setup_fault(
+    error: BaseException | ApiFailure, describe: Describe | None = None
+) -> SetupFault | None:
+    """The :class:`SetupFault` ``error`` stands for, or None when it is about the row.
 
-def _isinstance(obj: object, module: str, name: str) -> bool:
-    mod = sys.modules.get(module)
-    cls = getattr(mod, name, None) if mod is not None else None
-    return isinstance(cls, type) and isinstance(obj, cls)
-
-
-def setup_fault(error: BaseException) -> SetupFault | None:
-    """The :class:`SetupFault` ``error`` stands for, or None when it is about the row."""
+    ``describe`` (``flows._gemini_errors.describe``) recognises SDK and transport exceptions
+    on ``error`` and along its chain of causes.
+    """
+    if isinstance(error, ApiFailure):
+        return _from_api_failure(error)
     seen: set[int] = set()
     exc: BaseException | None = error
     while exc is not None and id(exc) not in seen and len(seen) < 8:
         seen.add(id(exc))
-        found = _one(exc)
+        found = _one(exc, describe)
         if found is not None:
             return found
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 
 
-def _one(exc: BaseException) -> SetupFault | None:
+def _one(exc: BaseException, describe: Describe | None) -> SetupFault | None:
     if isinstance(exc, SetupFault):
         return exc
     if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key found
         return SetupFault(SetupKind.NO_KEY, f"no Gemini API key ({exc})")
-    for module, name in _LEDGER_ERRORS:
-        if _isinstance(exc, module, name):
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            return SetupFault(SetupKind.LEDGER_UNREACHABLE, f"cannot reach the ledger: {detail}")
-    api = _api_error(exc)
-    if api is not None:
-        return _from_api_error(*api)
-    if _is_unreachable(exc):
-        return SetupFault(
-            SetupKind.UNREACHABLE,
-            f"cannot reach the Gemini API ({type(exc).__name__}: {exc})",
-        )
-    return None
+    if isinstance(exc, LedgerBusy):  # a lock or deadlock: transient, not the configuration
+        return SetupFault(SetupKind.LEDGER_BUSY, str(exc))
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return SetupFault(SetupKind.LEDGER_UNREACHABLE, f"cannot reach the ledger: {detail}")
+    described = describe(exc) if describe is not None else None
+    return _from_api_failure(described) if described is not None else None
 
 
-def _api_error(exc: BaseException) -> tuple[int, str, str, Any] | None:
-    """(HTTP code, status, message, details) of an answered API error, else None."""
-    code = getattr(exc, "code", None)
-    if isinstance(code, int) and not isinstance(code, bool) and hasattr(exc, "details"):
-        # google.genai.errors.APIError (models, files, batches)
-        details = getattr(exc, "details", None)
-        error = _error_object(details) or {}
-        status = getattr(exc, "status", None) or error.get("status") or ""
-        message = getattr(exc, "message", None) or error.get("message") or ""
-        return code, str(status), str(message), error.get("details")
-    status_code = getattr(exc, "status_code", None)
-    if isinstance(status_code, int) and hasattr(exc, "body"):
-        # the interactions client's APIStatusError
-        body = getattr(exc, "body", None)
-        if isinstance(body, (str, bytes)):
-            body = _maybe_json(body)
-        error = _error_object(body) or {}
-        return (
-            status_code,
-            str(error.get("status") or ""),
-            str(error.get("message") or ""),
-            error.get("details"),
-        )
-    return None
-
-
-def _reasons(details: Any) -> set[str]:
-    """The ``reason`` of every google.rpc.ErrorInfo among an error's details."""
-    out: set[str] = set()
-    if isinstance(details, list):
-        for item in details[:20]:
-            if isinstance(item, Mapping) and str(item.get("@type", "")).endswith("ErrorInfo"):
-                reason = item.get("reason")
-                if isinstance(reason, str):
-                    out.add(reason)
-    return out
-
-
-def _from_api_error(code: int, status: str, message: str, details: Any) -> SetupFault | None:
-    status = status.upper()
+def _from_api_failure(api: ApiFailure) -> SetupFault | None:
+    if api.transport is Transport.CONNECT:
+        # Could not connect at all (refused, DNS, no route): nothing was sent, nothing billed.
+        # A connection dropped mid-request is not this: the request may have been billed, and
+        # the classifier keeps it a retryable ``connection`` failure of the row.
+        return SetupFault(SetupKind.UNREACHABLE, f"cannot reach the Gemini API ({api.message})")
+    if api.transport is not None or api.http_code is None:
+        return None
+    code, message = api.http_code, api.message
+    status = (api.status or "").upper()
     head = f"{code} {status}".strip()
     said = f"{head}: {message}" if message else head
-    reasons = _reasons(details)
-    if "API_KEY_INVALID" in reasons:
+    if api.reason == "API_KEY_INVALID":
         return SetupFault(
             SetupKind.KEY_REFUSED,
             f"the Gemini API refused the API key ({head} API_KEY_INVALID: {message})",
@@ -180,23 +146,3 @@ def _from_api_error(code: int, status: str, message: str, details: Any) -> Setup
     if code == 400 and "mime type" in message.lower():
         return SetupFault(SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})")
     return None
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """Could not connect at all (refused, DNS, no route): nothing was sent, nothing billed.
-
-    A connection dropped mid-request is not this: the request may have been billed, and the
-    classifier keeps it a retryable ``connection`` failure of the row.
-    """
-    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
-        return True
-    if any(_isinstance(exc, module, name) for module, name in _CONNECT_ERRORS):
-        if _isinstance(exc, "google.genai._gaos.lib.compat_errors", "APITimeoutError"):
-            return False
-        cause = exc.__cause__
-        # The interactions client wraps every transport error in APIConnectionError: only a
-        # failure to connect counts, not a read that broke off.
-        if type(exc).__name__ == "APIConnectionError" and cause is not None:
-            return _is_unreachable(cause)
-        return True
-    return False

@@ -53,3 +53,16 @@ def test_config_shows_values_and_sources_with_secrets_masked(monkeypatch):
         "source": "default",
     }
     assert rows["GEMINI_API_KEY / GOOGLE_API_KEY"]["value"] == "********"
+
+
+def test_loading_settings_registers_the_secrets_for_redaction(monkeypatch):
+    """Secrets become known to redact() when settings load, not when ledger is imported."""
+    from ledger import redact
+
+    key, secret = "settings-key-7f3a9c21", "settings-hook-secret-7f3a9c21"
+    monkeypatch.setenv("GEMINI_API_KEY", key)
+    monkeypatch.setenv("LEDGER_WEBHOOK_SECRET", secret)
+    line = f"call with {key} signed by {secret}"
+    assert key in redact(line) and secret in redact(line)  # unknown until settings load
+    load_settings()
+    assert redact(line) == "call with [redacted] signed by [redacted]"

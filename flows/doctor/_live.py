@@ -75,7 +75,7 @@ _KEY_FIX = "create a key at https://aistudio.google.com/apikey, then " + API_KEY
 
 def explain(exc: BaseException, body: dict[str, Any] | None) -> tuple[str, str, bool]:
     """(what went wrong, the fix, whether every further call would fail the same way)."""
-    from ledger import classify
+    from flows._gemini_errors import classify
 
     error = (body or {}).get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):

@@ -28,12 +28,12 @@ from google.genai._gaos.types.interactions.error import Error as InteractionErro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flows._gemini_errors import classify  # SDK exceptions reach the core through the adapter
 from ledger._classify import (
     MAX_MESSAGE_LEN,
     ClassifiedError,
     Failure,
     Verdict,
-    classify,
     classify_response,
 )
 from ledger._redact import redact, register_secret
@@ -783,12 +783,13 @@ def test_registered_secret_never_in_message(
 
 
 def test_domain_core_imports_no_sdk_http_or_prefect() -> None:
-    """Importing the classifier and line parser loads no SDK, HTTP client or Prefect module."""
+    """Importing the domain core (classifier, setup faults, line parser) loads no SDK, HTTP
+    client or Prefect module."""
     import subprocess
     import sys
 
     code = (
-        "import sys, ledger._classify, ledger._lines, ledger._redact\n"
+        "import sys, ledger, ledger._classify, ledger._lines, ledger._redact, ledger._setup\n"
         "roots = {'google', 'httpx', 'httpx2', 'prefect', 'fastapi', 'starlette', 'uvicorn',"
         " 'requests', 'aiohttp'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in roots))\n"

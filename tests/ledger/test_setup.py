@@ -12,7 +12,8 @@ from google.genai import errors
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from ledger import Ledger, NewJob, SetupFault, SetupKind, setup_fault
+from flows._gemini_errors import setup_fault  # SDK exceptions reach the core via the adapter
+from ledger import Ledger, NewJob, SetupFault, SetupKind
 
 KEY_INVALID = {
     "error": {
