@@ -26,6 +26,7 @@ from ledger._db import atomic, ensure_schema, make_engine
 from ledger._errors import InvalidTransition, LedgerConfigError, PipelineConflict, UnknownJob
 from ledger._models import Job, PipelineRow, Status, WebhookDelivery
 from ledger._redact import redact
+from ledger._transitions import ACTIVE, TRANSITIONS, BatchState, sql_in, sql_literal
 
 __all__ = [
     "DELIVERY_CLASS_PREFIX",
@@ -158,6 +159,18 @@ class PipelineChange(NamedTuple):
 
 _FOREIGN_EXAMPLES = 5
 
+# The verbs' moves come from the transition table; reads name their states through these.
+S = Status
+_T = TRANSITIONS
+_FAIL = TRANSITIONS["apply_failures"]
+_PENDING, _RESERVING, _SUBMITTED, _DONE, _CONSUMED, _RETRYABLE, _PARKED = (
+    sql_literal(s)
+    for s in (S.PENDING, S.RESERVING, S.SUBMITTED, S.DONE, S.CONSUMED, S.RETRYABLE, S.PARKED)
+)
+_B_RESERVING, _B_SUBMITTED, _B_RELEASED = (
+    sql_literal(b) for b in (BatchState.RESERVING, BatchState.SUBMITTED, BatchState.RELEASED)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:
@@ -278,7 +291,7 @@ _PARKS = (
     " OR attempts - attempts_base >= :attempt_cap)"
 )
 _FAILURE_SET = f"""
-    status = CASE WHEN {_PARKS} THEN 'parked' ELSE 'retryable' END,
+    status = CASE WHEN {_PARKS} THEN {_FAIL.to(S.PARKED)} ELSE {_FAIL.to(S.RETRYABLE)} END,
     error_class = CASE WHEN {_PARKS} THEN :parked_class ELSE :error_class END,
     parked_at = CASE WHEN {_PARKS} THEN :now ELSE NULL END,
     unknown_failures = unknown_failures + CASE WHEN :verdict = 'unknown' THEN 1 ELSE 0 END,
@@ -374,7 +387,8 @@ def _pg_copy_enroll(
             "INSERT INTO jobs (key, pipeline, channel, model, payload, fingerprint, status,"
             " attempts, attempts_base, unknown_failures, prompt_tokens, candidates_tokens,"
             " total_tokens, due_at, possible_duplicates, replayed, created_at, updated_at)"
-            " SELECT key, :pipeline, :channel, :model, payload, fingerprint, 'pending',"
+            " SELECT key, :pipeline, :channel, :model, payload, fingerprint,"
+            f" {_T['enroll'].to(S.PENDING)},"
             " 0, 0, 0, 0, 0, 0, :now, 0, 0, :now, :now FROM gl_stage_enroll"
             " ON CONFLICT (key) DO NOTHING"
         ),
@@ -399,13 +413,15 @@ def _pg_copy_results(
     _pg_plan_by_key(conn)
     return conn.execute(
         text(
-            "UPDATE jobs SET status = 'done', result = s.result, done_at = :now,"
+            f"UPDATE jobs SET status = {_T['apply_results'].to(S.DONE)}, result = s.result,"
+            " done_at = :now,"
             " updated_at = :now, error_class = NULL, reservation = NULL,"
             " prompt_tokens = jobs.prompt_tokens + s.p,"
             " candidates_tokens = jobs.candidates_tokens + s.c,"
             " total_tokens = jobs.total_tokens + s.t"
             " FROM gl_stage_results s"
-            " WHERE jobs.key = s.key AND jobs.status = 'submitted' AND jobs.handle = s.handle"
+            f" WHERE jobs.key = s.key AND jobs.status = {_T['apply_results'].sql_source} AND"
+            " jobs.handle = s.handle"
         ),
         {"now": now},
     ).rowcount
@@ -460,7 +476,8 @@ def _pg_copy_failures(
     return conn.execute(
         text(
             f"UPDATE jobs SET {_PG_FAILURE_SET} FROM gl_stage_failures s"
-            " WHERE jobs.key = s.key AND jobs.status = 'submitted' AND jobs.handle = s.handle"
+            f" WHERE jobs.key = s.key AND jobs.status IN ({_FAIL.sql_source}) AND jobs.handle ="
+            " s.handle"
         ),
         {"unknown_cap": policy.unknown_cap, "attempt_cap": policy.attempt_cap, "now": now},
     ).rowcount
@@ -557,7 +574,8 @@ class Ledger:
             "INSERT INTO jobs (key, pipeline, channel, model, payload, fingerprint, status,"
             " attempts, attempts_base, unknown_failures, prompt_tokens, candidates_tokens,"
             " total_tokens, due_at, possible_duplicates, replayed, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, 0, ?, 0, 0, ?, ?)"
+            f" VALUES (?, ?, ?, ?, ?, ?, {_T['enroll'].to(S.PENDING)}, 0, 0, 0, 0, 0, 0, ?, 0, 0,"
+            " ?, ?)"
             " ON CONFLICT (key) DO NOTHING"
         )
         out = Enrollment()
@@ -676,13 +694,15 @@ class Ledger:
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
         only_keys = " AND key IN :keys" if keys is not None else ""
         select = (
-            "SELECT key FROM jobs WHERE pipeline = :pipeline AND status IN ('pending', 'retryable')"
+            "SELECT key FROM jobs WHERE pipeline = :pipeline AND status IN"
+            f" ({_T['reserve'].sql_source})"
             f" AND due_at <= :now{only_keys} ORDER BY due_at, key LIMIT :n{lock}"
         )
         update = text(
-            f"""UPDATE jobs SET status = 'reserving', reservation = :reservation,
+            f"""UPDATE jobs SET status = {_T["reserve"].to(S.RESERVING)},
+                reservation = :reservation,
                 handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1
-            WHERE key IN ({select}) AND status IN ('pending', 'retryable')"""
+            WHERE key IN ({select}) AND status IN ({_T["reserve"].sql_source})"""
         )
         if keys is not None:
             from sqlalchemy import bindparam
@@ -690,7 +710,7 @@ class Ledger:
             update = update.bindparams(bindparam("keys", expanding=True))
         members = text(
             "INSERT INTO batch_members (reservation, key) SELECT reservation, key FROM jobs"
-            " WHERE reservation = :reservation AND status = 'reserving'"
+            f" WHERE reservation = :reservation AND status = {_RESERVING}"
             " AND reserved_at = :now ON CONFLICT DO NOTHING"
         )
         first = True
@@ -711,7 +731,7 @@ class Ledger:
                         text(
                             "INSERT INTO batch_jobs (reservation, pipeline, model, state, rows,"
                             " created_at, leased_at) VALUES (:reservation, :pipeline, :model,"
-                            " 'reserving', 0, :now, :now) ON CONFLICT DO NOTHING"
+                            f" {_B_RESERVING}, 0, :now, :now) ON CONFLICT DO NOTHING"
                         ),
                         {
                             "reservation": reservation,
@@ -739,7 +759,7 @@ class Ledger:
         last = ""
         sql = text(
             "SELECT key, payload, model, attempts, reservation FROM jobs"
-            " WHERE reservation = :r AND status = 'reserving' AND key > :last"
+            f" WHERE reservation = :r AND status = {_RESERVING} AND key > :last"
             " ORDER BY key LIMIT :page"
         )
         while True:
@@ -761,7 +781,7 @@ class Ledger:
         """
         sql = text(
             "SELECT key, payload, model, attempts, reservation FROM jobs"
-            " WHERE reservation = :r AND status = 'reserving'"
+            f" WHERE reservation = :r AND status = {_RESERVING}"
         )
         make = Reserved._make
         with self._read() as conn:
@@ -778,7 +798,7 @@ class Ledger:
             try:
                 cursor.execute(
                     "SELECT key, payload, model, attempts, reservation FROM jobs"
-                    " WHERE reservation = ? AND status = 'reserving'",
+                    f" WHERE reservation = ? AND status = {_RESERVING}",
                     (reservation,),
                 )
                 while rows := cursor.fetchmany(batch):
@@ -792,9 +812,11 @@ class Ledger:
         with self._write() as conn:
             self._cas_one(
                 conn,
-                "UPDATE jobs SET status = 'submitted', handle = :handle, submitted_at = :now,"
+                f"UPDATE jobs SET status = {_T['bind_handle'].to(S.SUBMITTED)}, handle = :handle,"
+                " submitted_at = :now,"
                 " reservation = NULL,"
-                " updated_at = :now WHERE key = :key AND status = 'reserving'"
+                " updated_at = :now WHERE key = :key AND status IN"
+                f" ({_T['bind_handle'].sql_source})"
                 " AND reservation = :reservation",
                 {"key": key, "handle": handle, "reservation": reservation, "now": now},
                 action="bind a handle to",
@@ -810,8 +832,9 @@ class Ledger:
         with self._write() as conn:
             changed = conn.execute(
                 text(
-                    "UPDATE batch_jobs SET name = :name, state = 'submitted', submitted_at = :now"
-                    " WHERE reservation = :r AND state = 'reserving'"
+                    f"UPDATE batch_jobs SET name = :name, state = {_B_SUBMITTED}, submitted_at ="
+                    " :now"
+                    f" WHERE reservation = :r AND state = {_B_RESERVING}"
                 ),
                 {"name": name, "r": reservation, "now": now},
             ).rowcount
@@ -829,9 +852,11 @@ class Ledger:
                 )
             bound_rows = conn.execute(
                 text(
-                    "UPDATE jobs SET status = 'submitted', handle = :name, submitted_at = :now,"
+                    f"UPDATE jobs SET status = {_T['bind_batch'].to(S.SUBMITTED)}, handle = :name,"
+                    " submitted_at = :now,"
                     " reservation = NULL,"
-                    " updated_at = :now WHERE reservation = :r AND status = 'reserving'"
+                    " updated_at = :now WHERE reservation = :r AND status IN"
+                    f" ({_T['bind_batch'].sql_source})"
                 ),
                 {"name": name, "r": reservation, "now": now},
             ).rowcount
@@ -851,7 +876,7 @@ class Ledger:
                     text(
                         "UPDATE jobs SET reservation = :new, reserved_at = :now, updated_at = :now,"
                         " possible_duplicates = possible_duplicates + 1"
-                        " WHERE key = :key AND status = 'reserving' AND reservation = :old"
+                        f" WHERE key = :key AND status = {_RESERVING} AND reservation = :old"
                     ),
                     {"key": key, "old": old_reservation, "new": new_reservation, "now": now},
                 ).rowcount
@@ -866,7 +891,7 @@ class Ledger:
                 conn.execute(
                     text(
                         "UPDATE batch_jobs SET leased_at = :now WHERE reservation = :r"
-                        " AND state = 'reserving' AND leased_at = :seen"
+                        f" AND state = {_B_RESERVING} AND leased_at = :seen"
                     ),
                     {"r": reservation, "seen": seen_lease, "now": now},
                 ).rowcount
@@ -880,7 +905,7 @@ class Ledger:
             rows = conn.execute(
                 text(
                     "SELECT key, payload, model, attempts, reservation FROM jobs"
-                    " WHERE pipeline = :p AND status = 'reserving' AND reserved_at < :cutoff"
+                    f" WHERE pipeline = :p AND status = {_RESERVING} AND reserved_at < :cutoff"
                     " ORDER BY reserved_at"
                 ),
                 {"p": pipeline, "cutoff": cutoff},
@@ -909,9 +934,10 @@ class Ledger:
             params["keys"] = list(keys)
         update = text(
             "UPDATE jobs SET status = CASE WHEN attempts - :step > attempts_base"
-            " THEN 'retryable' ELSE 'pending' END, attempts = attempts - :step,"
+            f" THEN {_T['release'].to(S.RETRYABLE)} ELSE {_T['release'].to(S.PENDING)} END,"
+            " attempts = attempts - :step,"
             " reservation = NULL, updated_at = :now"
-            f" WHERE reservation = :r AND status = 'reserving'{only}"
+            f" WHERE reservation = :r AND status IN ({_T['release'].sql_source}){only}"
         )
         if keys is not None:
             update = update.bindparams(bindparam("keys", expanding=True))
@@ -920,8 +946,8 @@ class Ledger:
             if keys is None:
                 conn.execute(
                     text(
-                        "UPDATE batch_jobs SET state = 'released', finished_at = :now"
-                        " WHERE reservation = :r AND state = 'reserving'"
+                        f"UPDATE batch_jobs SET state = {_B_RELEASED}, finished_at = :now"
+                        f" WHERE reservation = :r AND state = {_B_RESERVING}"
                     ),
                     {"r": reservation, "now": now},
                 )
@@ -939,9 +965,11 @@ class Ledger:
                 conn.execute(
                     text(
                         "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
-                        " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
+                        f" THEN {_T['unsubmit'].to(S.RETRYABLE)} ELSE"
+                        f" {_T['unsubmit'].to(S.PENDING)} END, attempts = attempts - 1,"
                         " handle = NULL, submitted_at = NULL, reservation = NULL,"
-                        " updated_at = :now WHERE key = :key AND status = 'submitted'"
+                        " updated_at = :now WHERE key = :key AND status IN"
+                        f" ({_T['unsubmit'].sql_source})"
                         " AND handle = :handle"
                     ),
                     {"key": key, "handle": handle, "now": now},
@@ -965,9 +993,11 @@ class Ledger:
                 released += conn.execute(
                     text(
                         "UPDATE jobs SET status = CASE WHEN attempts - 1 > attempts_base"
-                        " THEN 'retryable' ELSE 'pending' END, attempts = attempts - 1,"
+                        f" THEN {_T['release_keys'].to(S.RETRYABLE)} ELSE"
+                        f" {_T['release_keys'].to(S.PENDING)} END, attempts = attempts - 1,"
                         " reservation = NULL, updated_at = :now"
-                        " WHERE key IN :keys AND reservation = :r AND status = 'reserving'"
+                        " WHERE key IN :keys AND reservation = :r AND status IN"
+                        f" ({_T['release_keys'].sql_source})"
                     ).bindparams(bindparam("keys", expanding=True)),
                     params,
                 ).rowcount
@@ -995,10 +1025,11 @@ class Ledger:
         if not rows:
             return 0
         now = self.clock()
-        sql = """UPDATE jobs SET status = 'done', result = ?, done_at = ?, updated_at = ?,
+        sql = f"""UPDATE jobs SET status = {_T["apply_results"].to(S.DONE)},
+                result = ?, done_at = ?, updated_at = ?,
                 error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
                 candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
-            WHERE key = ? AND status = 'submitted' AND handle = ?"""
+            WHERE key = ? AND status IN ({_T["apply_results"].sql_source}) AND handle = ?"""
         if self._is_pg:
             with self._write() as conn:
                 return _pg_copy_results(conn, rows, handle, now)
@@ -1036,7 +1067,7 @@ class Ledger:
                 return _pg_copy_failures(conn, rows, handle, policy, now)
         sql = (
             f"UPDATE jobs SET {_FAILURE_SET}"
-            " WHERE key = :key AND status = 'submitted' AND handle = :handle"
+            f" WHERE key = :key AND status IN ({_FAIL.sql_source}) AND handle = :handle"
         )
         params = []
         for r in rows:
@@ -1066,12 +1097,13 @@ class Ledger:
         now = self.clock()
         if handle is not None:
             where, expected = (
-                "status = 'submitted' AND handle = :handle",
+                f"status = {_T['record_failure'].source_is(S.SUBMITTED)} AND handle = :handle",
                 f"submitted under {handle}",
             )
         else:
             where, expected = (
-                "status = 'reserving' AND reservation = :reservation",
+                f"status = {_T['record_failure'].source_is(S.RESERVING)} AND reservation ="
+                " :reservation",
                 f"reserving under {reservation}",
             )
         params = _failure_params(failure, policy, now)
@@ -1098,7 +1130,7 @@ class Ledger:
             return conn.execute(
                 text(
                     f"UPDATE jobs SET {_FAILURE_SET}"
-                    " WHERE handle = :handle AND status = 'submitted'"
+                    f" WHERE handle = :handle AND status IN ({_T['fail_outstanding'].sql_source})"
                 ),
                 params,
             ).rowcount
@@ -1107,10 +1139,11 @@ class Ledger:
         """Park one job as it is (dead letter), whatever its attempts, from one of the states."""
         now = self.clock()
         with self._write() as conn:
-            statuses = ", ".join(f"'{Status(s).value}'" for s in from_status)
+            statuses = sql_in(Status(s) for s in from_status)
             self._cas_one(
                 conn,
-                "UPDATE jobs SET status = 'parked', error_class = :cls, error_message = :msg,"
+                f"UPDATE jobs SET status = {_T['park'].to(S.PARKED)}, error_class = :cls,"
+                " error_message = :msg,"
                 " parked_at = :now, first_failure_at = COALESCE(first_failure_at, :now),"
                 " last_failure_at = :now, reservation = NULL, updated_at = :now"
                 f" WHERE key = :key AND status IN ({statuses})",
@@ -1131,7 +1164,7 @@ class Ledger:
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT key, result FROM jobs WHERE pipeline = :p AND status = 'done'"
+                    f"SELECT key, result FROM jobs WHERE pipeline = :p AND status = {_DONE}"
                     " ORDER BY done_at, key LIMIT :n"
                 ),
                 {"p": pipeline, "n": limit},
@@ -1151,7 +1184,7 @@ class Ledger:
             return []
         now = self.clock()
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
-        free = "status = 'done' AND (reservation IS NULL OR updated_at < :cutoff)"
+        free = f"status = {_DONE} AND (reservation IS NULL OR updated_at < :cutoff)"
         params = {"p": pipeline, "t": token, "now": now, "cutoff": now - older_than, "n": limit}
         with self._write() as conn:
             conn.execute(
@@ -1164,7 +1197,7 @@ class Ledger:
             )
             rows = conn.execute(
                 text(
-                    "SELECT key, result FROM jobs WHERE reservation = :t AND status = 'done'"
+                    f"SELECT key, result FROM jobs WHERE reservation = :t AND status = {_DONE}"
                     " ORDER BY done_at, key"
                 ),
                 {"t": token},
@@ -1180,7 +1213,7 @@ class Ledger:
             return conn.execute(
                 text(
                     "UPDATE jobs SET reservation = NULL, updated_at = :now"
-                    " WHERE key = :key AND status = 'done' AND reservation = :t"
+                    f" WHERE key = :key AND status = {_DONE} AND reservation = :t"
                 ),
                 [{"key": k, "t": token, "now": now} for k in keys],
             ).rowcount
@@ -1198,13 +1231,15 @@ class Ledger:
             changed = conn.execute(
                 text(
                     "UPDATE jobs SET delivery_failures = delivery_failures + 1,"
-                    f" status = CASE WHEN {parks} THEN 'parked' ELSE status END,"
+                    f" status = CASE WHEN {parks} THEN {_T['fail_delivery'].to(S.PARKED)} ELSE"
+                    " status END,"
                     f" error_class = CASE WHEN {parks} THEN :cls ELSE error_class END,"
                     f" error_message = CASE WHEN {parks} THEN :msg ELSE error_message END,"
                     f" parked_at = CASE WHEN {parks} THEN :now ELSE parked_at END,"
                     " first_failure_at = COALESCE(first_failure_at, :now),"
                     " last_failure_at = :now, reservation = NULL, updated_at = :now"
-                    " WHERE key = :key AND status = 'done' AND reservation = :t"
+                    f" WHERE key = :key AND status IN ({_T['fail_delivery'].sql_source}) AND"
+                    " reservation = :t"
                 ),
                 {
                     "key": key,
@@ -1221,8 +1256,8 @@ class Ledger:
         """Rows in each non-final state and the age in seconds of the oldest, by how long
         it has been in that state."""
         since = (
-            "CASE status WHEN 'pending' THEN created_at WHEN 'reserving' THEN reserved_at"
-            " WHEN 'submitted' THEN submitted_at WHEN 'done' THEN done_at"
+            f"CASE status WHEN {_PENDING} THEN created_at WHEN {_RESERVING} THEN reserved_at"
+            f" WHEN {_SUBMITTED} THEN submitted_at WHEN {_DONE} THEN done_at"
             " ELSE last_failure_at END"
         )
         where = " AND pipeline = :p" if pipeline else ""
@@ -1230,7 +1265,7 @@ class Ledger:
             rows = conn.execute(
                 text(
                     f"SELECT status, COUNT(*), MIN(COALESCE({since}, updated_at)) FROM jobs"
-                    " WHERE status IN ('pending', 'reserving', 'submitted', 'done', 'retryable')"
+                    f" WHERE status IN ({sql_in(ACTIVE)})"
                     f"{where} GROUP BY status"
                 ),
                 {"p": pipeline} if pipeline else {},
@@ -1248,8 +1283,10 @@ class Ledger:
                 text(
                     # The delivery claim's token goes too: consumed rows, the ledger's
                     # bulk, stay out of the reservation index.
-                    "UPDATE jobs SET status = 'consumed', consumed_at = :now, updated_at = :now,"
-                    " reservation = NULL WHERE key = :key AND status = 'done'"
+                    f"UPDATE jobs SET status = {_T['consume'].to(S.CONSUMED)}, consumed_at = :now,"
+                    " updated_at = :now,"
+                    " reservation = NULL WHERE key = :key AND status IN"
+                    f" ({_T['consume'].sql_source})"
                 ),
                 [{"key": k, "now": now} for k in keys],
             ).rowcount
@@ -1269,7 +1306,7 @@ class Ledger:
         """Parked jobs, oldest failure first, optionally of one error class or pipeline."""
         if limit < 0:
             raise ValueError("limit must not be negative")
-        clauses = ["status = 'parked'"]
+        clauses = [f"status = {_PARKED}"]
         params: dict[str, Any] = {"n": limit}
         if error_class is not None:
             clauses.append("error_class = :cls")
@@ -1296,12 +1333,13 @@ class Ledger:
         with self._write() as conn:
             return conn.execute(
                 text(
-                    f"UPDATE jobs SET status = CASE WHEN {redeliver} THEN 'done' ELSE 'pending'"
+                    f"UPDATE jobs SET status = CASE WHEN {redeliver} THEN"
+                    f" {_T['replay'].to(S.DONE)} ELSE {_T['replay'].to(S.PENDING)}"
                     f" END, handle = CASE WHEN {redeliver} THEN handle ELSE NULL END,"
                     " attempts_base = attempts, unknown_failures = 0, delivery_failures = 0,"
                     " replayed = replayed + 1, due_at = :now,"
                     " parked_at = NULL, reservation = NULL, updated_at = :now"
-                    " WHERE key = :key AND status = 'parked'"
+                    f" WHERE key = :key AND status IN ({_T['replay'].sql_source})"
                 ),
                 [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],
             ).rowcount
@@ -1313,7 +1351,7 @@ class Ledger:
             rows = conn.execute(
                 text(
                     "SELECT fingerprint, COUNT(*), MIN(error_class) FROM jobs"
-                    " WHERE status = 'parked' GROUP BY fingerprint HAVING COUNT(*) >= :m"
+                    f" WHERE status = {_PARKED} GROUP BY fingerprint HAVING COUNT(*) >= :m"
                     " ORDER BY COUNT(*) DESC, fingerprint"
                 ),
                 {"m": min_keys},
@@ -1352,7 +1390,7 @@ class Ledger:
             rows = conn.execute(
                 text(
                     "SELECT key, handle, submitted_at FROM jobs WHERE pipeline = :p"
-                    " AND status = 'submitted' ORDER BY submitted_at, key"
+                    f" AND status = {_SUBMITTED} ORDER BY submitted_at, key"
                 ),
                 {"p": pipeline},
             ).all()
@@ -1373,7 +1411,7 @@ class Ledger:
             for status, cls, n in conn.execute(
                 text(
                     "SELECT status, error_class, COUNT(*) FROM jobs"
-                    f" {where + ' AND' if where else 'WHERE'} status IN ('parked', 'retryable')"
+                    f" {where + ' AND' if where else 'WHERE'} status IN ({_PARKED}, {_RETRYABLE})"
                     " GROUP BY status, error_class"
                 ),
                 params,
@@ -1454,16 +1492,17 @@ class Ledger:
         """Batch reservations never bound to a created job, older than ``older_than`` s."""
         cutoff = self.clock() - older_than
         return self._batches(
-            "WHERE pipeline = :p AND state = 'reserving' AND leased_at < :c ORDER BY created_at",
+            f"WHERE pipeline = :p AND state = {_B_RESERVING} AND leased_at < :c ORDER BY"
+            " created_at",
             {"p": pipeline, "c": cutoff},
         )
 
     def submitted_batches(self, *, pipeline: str | None = None) -> list[BatchRecord]:
         """Batch jobs created and bound but not reconciled yet."""
         if pipeline is None:
-            return self._batches("WHERE state = 'submitted' ORDER BY submitted_at", {})
+            return self._batches(f"WHERE state = {_B_SUBMITTED} ORDER BY submitted_at", {})
         return self._batches(
-            "WHERE pipeline = :p AND state = 'submitted' ORDER BY submitted_at", {"p": pipeline}
+            f"WHERE pipeline = :p AND state = {_B_SUBMITTED} ORDER BY submitted_at", {"p": pipeline}
         )
 
     def batch_members(self, reservation: str) -> list[str]:
@@ -1499,7 +1538,7 @@ class Ledger:
                     text(
                         "UPDATE batch_jobs SET state = :state, finished_at = :now,"
                         " reconciled_at = :now, summary = :summary"
-                        " WHERE name = :name AND state = 'submitted'"
+                        f" WHERE name = :name AND state = {_B_SUBMITTED}"
                     ),
                     {
                         "state": state,
@@ -1675,6 +1714,6 @@ class Ledger:
         cutoff = self.clock() - older_than_days * 86400
         with self._write() as conn:
             return conn.execute(
-                text("DELETE FROM jobs WHERE status = 'consumed' AND consumed_at < :c"),
+                text(f"DELETE FROM jobs WHERE status = {_CONSUMED} AND consumed_at < :c"),
                 {"c": cutoff},
             ).rowcount
