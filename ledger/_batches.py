@@ -51,8 +51,8 @@ class BatchVerbs(LedgerBase):
                     f"UPDATE jobs SET status = {MOVES['bind_batch'].to(S.SUBMITTED)},"
                     " handle = :name, submitted_at = :now,"
                     " reservation = NULL,"
-                    " updated_at = :now WHERE reservation = :r AND status IN"
-                    f" ({MOVES['bind_batch'].sql_source})"
+                    " updated_at = :now WHERE reservation = :r AND "
+                    f" {MOVES['bind_batch'].where()}"
                 ),
                 {"name": name, "r": reservation, "now": now},
             ).rowcount

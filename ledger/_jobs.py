@@ -109,15 +109,15 @@ class JobVerbs(LedgerBase):
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
         only_keys = " AND key IN :keys" if keys is not None else ""
         select = (
-            "SELECT key FROM jobs WHERE pipeline = :pipeline AND status IN"
-            f" ({MOVES['reserve'].sql_source})"
+            "SELECT key FROM jobs WHERE pipeline = :pipeline AND "
+            f" {MOVES['reserve'].where()}"
             f" AND due_at <= :now{only_keys} ORDER BY due_at, key LIMIT :n{lock}"
         )
         update = text(
             f"""UPDATE jobs SET status = {MOVES["reserve"].to(S.RESERVING)},
                 reservation = :reservation,
                 handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1
-            WHERE key IN ({select}) AND status IN ({MOVES["reserve"].sql_source})"""
+            WHERE key IN ({select}) AND {MOVES["reserve"].where()}"""
         )
         if keys is not None:
             from sqlalchemy import bindparam
@@ -230,8 +230,8 @@ class JobVerbs(LedgerBase):
                 f"UPDATE jobs SET status = {MOVES['bind_handle'].to(S.SUBMITTED)},"
                 " handle = :handle, submitted_at = :now,"
                 " reservation = NULL,"
-                " updated_at = :now WHERE key = :key AND status IN"
-                f" ({MOVES['bind_handle'].sql_source})"
+                " updated_at = :now WHERE key = :key AND "
+                f" {MOVES['bind_handle'].where()}"
                 " AND reservation = :reservation",
                 {"key": key, "handle": handle, "reservation": reservation, "now": now},
                 action="bind a handle to",
@@ -297,7 +297,7 @@ class JobVerbs(LedgerBase):
             f" THEN {MOVES['release'].to(S.RETRYABLE)} ELSE {MOVES['release'].to(S.PENDING)} END,"
             " attempts = attempts - :step,"
             " reservation = NULL, updated_at = :now"
-            f" WHERE reservation = :r AND status IN ({MOVES['release'].sql_source}){only}"
+            f" WHERE reservation = :r AND {MOVES['release'].where()}{only}"
         )
         if keys is not None:
             update = update.bindparams(bindparam("keys", expanding=True))
@@ -328,8 +328,8 @@ class JobVerbs(LedgerBase):
                         f" THEN {MOVES['unsubmit'].to(S.RETRYABLE)} ELSE"
                         f" {MOVES['unsubmit'].to(S.PENDING)} END, attempts = attempts - 1,"
                         " handle = NULL, submitted_at = NULL, reservation = NULL,"
-                        " updated_at = :now WHERE key = :key AND status IN"
-                        f" ({MOVES['unsubmit'].sql_source})"
+                        " updated_at = :now WHERE key = :key AND "
+                        f" {MOVES['unsubmit'].where()}"
                         " AND handle = :handle"
                     ),
                     {"key": key, "handle": handle, "now": now},
@@ -356,8 +356,8 @@ class JobVerbs(LedgerBase):
                         f" THEN {MOVES['release_keys'].to(S.RETRYABLE)} ELSE"
                         f" {MOVES['release_keys'].to(S.PENDING)} END, attempts = attempts - 1,"
                         " reservation = NULL, updated_at = :now"
-                        " WHERE key IN :keys AND reservation = :r AND status IN"
-                        f" ({MOVES['release_keys'].sql_source})"
+                        " WHERE key IN :keys AND reservation = :r AND "
+                        f" {MOVES['release_keys'].where()}"
                     ).bindparams(bindparam("keys", expanding=True)),
                     params,
                 ).rowcount

@@ -49,7 +49,7 @@ class OutcomeVerbs(LedgerBase):
                 result = ?, done_at = ?, updated_at = ?,
                 error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
                 candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
-            WHERE key = ? AND status IN ({MOVES["apply_results"].sql_source}) AND handle = ?"""
+            WHERE key = ? AND {MOVES["apply_results"].where()} AND handle = ?"""
         if self._is_pg:
             with self._write() as conn:
                 return pg_copy_results(conn, rows, handle, now)
@@ -87,7 +87,7 @@ class OutcomeVerbs(LedgerBase):
                 return pg_copy_failures(conn, rows, handle, policy, now)
         sql = (
             f"UPDATE jobs SET {FAILURE_SET}"
-            f" WHERE key = :key AND status IN ({FAIL.sql_source}) AND handle = :handle"
+            f" WHERE key = :key AND {FAIL.where()} AND handle = :handle"
         )
         params = []
         for r in rows:
@@ -151,7 +151,7 @@ class OutcomeVerbs(LedgerBase):
                 text(
                     f"UPDATE jobs SET {FAILURE_SET}"
                     " WHERE handle = :handle"
-                    f" AND status IN ({MOVES['fail_outstanding'].sql_source})"
+                    f" AND {MOVES['fail_outstanding'].where()}"
                 ),
                 params,
             ).rowcount
@@ -257,7 +257,7 @@ class OutcomeVerbs(LedgerBase):
                     f" parked_at = CASE WHEN {parks} THEN :now ELSE parked_at END,"
                     " first_failure_at = COALESCE(first_failure_at, :now),"
                     " last_failure_at = :now, reservation = NULL, updated_at = :now"
-                    f" WHERE key = :key AND status IN ({MOVES['fail_delivery'].sql_source}) AND"
+                    f" WHERE key = :key AND {MOVES['fail_delivery'].where()} AND"
                     " reservation = :t"
                 ),
                 {
@@ -283,8 +283,8 @@ class OutcomeVerbs(LedgerBase):
                     # bulk, stay out of the reservation index.
                     f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
                     " consumed_at = :now, updated_at = :now,"
-                    " reservation = NULL WHERE key = :key AND status IN"
-                    f" ({MOVES['consume'].sql_source})"
+                    " reservation = NULL WHERE key = :key AND "
+                    f" {MOVES['consume'].where()}"
                 ),
                 [{"key": k, "now": now} for k in keys],
             ).rowcount
@@ -335,7 +335,7 @@ class OutcomeVerbs(LedgerBase):
                     " attempts_base = attempts, unknown_failures = 0, delivery_failures = 0,"
                     " replayed = replayed + 1, due_at = :now,"
                     " parked_at = NULL, reservation = NULL, updated_at = :now"
-                    f" WHERE key = :key AND status IN ({MOVES['replay'].sql_source})"
+                    f" WHERE key = :key AND {MOVES['replay'].where()}"
                 ),
                 [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],
             ).rowcount

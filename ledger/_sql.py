@@ -227,7 +227,7 @@ def pg_copy_results(
             " candidates_tokens = jobs.candidates_tokens + s.c,"
             " total_tokens = jobs.total_tokens + s.t"
             " FROM gl_stage_results s"
-            f" WHERE jobs.key = s.key AND jobs.status = {MOVES['apply_results'].sql_source} AND"
+            f" WHERE jobs.key = s.key AND {MOVES['apply_results'].where('jobs.status')} AND"
             " jobs.handle = s.handle"
         ),
         {"now": now},
@@ -285,7 +285,7 @@ def pg_copy_failures(
     return conn.execute(
         text(
             f"UPDATE jobs SET {_PG_FAILURE_SET} FROM gl_stage_failures s"
-            f" WHERE jobs.key = s.key AND jobs.status IN ({FAIL.sql_source}) AND jobs.handle ="
+            f" WHERE jobs.key = s.key AND {FAIL.where('jobs.status')} AND jobs.handle ="
             " s.handle"
         ),
         {"unknown_cap": policy.unknown_cap, "attempt_cap": policy.attempt_cap, "now": now},

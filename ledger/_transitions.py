@@ -53,6 +53,16 @@ class Transition:
         """The source states as a SQL list for ``status IN (...)``."""
         return sql_in(self.source)
 
+    def where(self, column: str = "status") -> str:
+        """The SQL condition that a row is in one of the source states.
+
+        ``=`` for one state, as the statements were written by hand: SQLite matches a
+        partial index's ``status = ...`` only against an equality, never ``IN (...)``.
+        """
+        if len(self.source) == 1:
+            return f"{column} = {sql_literal(self.source[0])}"
+        return f"{column} IN ({self.sql_source})"
+
     def to(self, status: Status) -> str:
         """``status`` as a SQL literal, refusing a state this verb never moves to."""
         if status not in self.target:
