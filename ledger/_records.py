@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ledger._classify import Failure
+from ledger._lines import Usage
 from ledger._models import Job
 
 __all__ = [
@@ -149,15 +150,26 @@ class Counts:
     by_error_class: dict[str, int]  # parked jobs only
     retrying_by_class: dict[str, int]  # retryable jobs, by their last failure
     attempts: int
-    prompt_tokens: int
-    candidates_tokens: int
-    total_tokens: int
+    usage: Usage  # tokens billed over every attempt, as one value
     possible_duplicates: int
     replayed: int
 
     @property
     def total(self) -> int:
         return sum(self.by_status.values())
+
+    # The three counts read one by one, as reports print them.
+    @property
+    def prompt_tokens(self) -> int:
+        return self.usage.prompt_tokens
+
+    @property
+    def candidates_tokens(self) -> int:
+        return self.usage.candidates_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.total_tokens
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -167,9 +179,9 @@ class Counts:
             "jobs": self.total,
             "attempts": self.attempts,
             "tokens": {
-                "prompt": self.prompt_tokens,
-                "candidates": self.candidates_tokens,
-                "total": self.total_tokens,
+                "prompt": self.usage.prompt_tokens,
+                "candidates": self.usage.candidates_tokens,
+                "total": self.usage.total_tokens,
             },
             "possible_duplicates": self.possible_duplicates,
             "replayed": self.replayed,

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from ledger._base import LedgerBase
 from ledger._errors import UnknownJob
+from ledger._lines import Usage
 from ledger._records import Counts, JobView
 from ledger._sql import DONE, PARKED, PENDING, RESERVING, RETRYABLE, SUBMITTED
 from ledger._transitions import ACTIVE, sql_in
@@ -121,9 +122,7 @@ class ReportVerbs(LedgerBase):
             by_error_class=dict(sorted(by_class["parked"].items())),
             retrying_by_class=dict(sorted(by_class["retryable"].items())),
             attempts=int(totals[0]),
-            prompt_tokens=int(totals[1]),
-            candidates_tokens=int(totals[2]),
-            total_tokens=int(totals[3]),
+            usage=Usage(int(totals[1]), int(totals[2]), int(totals[3])),
             possible_duplicates=int(totals[4]),
             replayed=int(totals[5]),
         )
