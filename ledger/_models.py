@@ -69,14 +69,14 @@ class Job(SQLModel, table=True):
             "ix_jobs_parked",
             "error_class",
             "first_failure_at",
-            sqlite_where=text("status = 'parked'"),
-            postgresql_where=text("status = 'parked'"),
+            sqlite_where=text(f"status = '{Status.PARKED.value}'"),
+            postgresql_where=text(f"status = '{Status.PARKED.value}'"),
         ),
         Index(
             "ix_jobs_parked_fingerprint",
             "fingerprint",
-            sqlite_where=text("status = 'parked'"),
-            postgresql_where=text("status = 'parked'"),
+            sqlite_where=text(f"status = '{Status.PARKED.value}'"),
+            postgresql_where=text(f"status = '{Status.PARKED.value}'"),
         ),
     )
 

@@ -14,6 +14,7 @@ from ledger import (
     ResultRow,
     Status,
     UnknownJob,
+    Usage,
     Verdict,
 )
 
@@ -410,3 +411,17 @@ def test_fresh_ledger_upgrades_itself_and_reopens(unmigrated_ledger_url):
     second = Ledger(ledger_url)
     assert second.get("a").status == "pending"
     second.dispose()
+
+
+def test_counts_carry_tokens_as_one_usage(ledger):
+    """Counts hold the tokens as one Usage value; as_dict still reports the three counts."""
+    enroll(ledger, 2)
+    submit(ledger, 2)
+    ledger.apply_results(
+        [ResultRow("p:k000", '{"a":1}', 10, 5, 15), ResultRow("p:k001", '{"a":2}', 1, 2, 3)],
+        handle="batches/1",
+    )
+    counts = ledger.counts()
+    assert counts.usage == Usage(11, 7, 18)
+    assert (counts.prompt_tokens, counts.candidates_tokens, counts.total_tokens) == (11, 7, 18)
+    assert counts.as_dict()["tokens"] == {"prompt": 11, "candidates": 7, "total": 18}

@@ -1,0 +1,153 @@
+"""Batch jobs (``batch_jobs`` and ``batch_members``): bind, lease, look up, finish."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, text
+
+from ledger._base import LedgerBase
+from ledger._errors import InvalidTransition
+from ledger._records import BATCH_COLUMNS, BatchRecord
+from ledger._sql import BATCH_RESERVING, BATCH_SUBMITTED, MOVES, S, chunks
+
+__all__ = ["BatchVerbs"]
+
+
+class BatchVerbs(LedgerBase):
+    """Verbs over the batch jobs the ledger asked the API for."""
+
+    def bind_batch(self, reservation: str, *, name: str) -> int:
+        """Bind a created batch job to its reservation; its rows become submitted.
+
+        Binding the same name twice is a no-op; returns how many rows were bound.
+        """
+        now = self.clock()
+        with self._write() as conn:
+            changed = conn.execute(
+                text(
+                    f"UPDATE batch_jobs SET name = :name, state = {BATCH_SUBMITTED}, submitted_at ="
+                    " :now"
+                    f" WHERE reservation = :r AND state = {BATCH_RESERVING}"
+                ),
+                {"name": name, "r": reservation, "now": now},
+            ).rowcount
+            if changed != 1:
+                bound = conn.execute(
+                    text("SELECT name FROM batch_jobs WHERE reservation = :r"), {"r": reservation}
+                ).scalar()
+                if bound == name:
+                    return 0
+                raise InvalidTransition(
+                    reservation,
+                    action="bind batch job",
+                    expected="a batch reservation not yet bound",
+                    actual=f"bound to {bound}" if bound else None,
+                )
+            bound_rows = conn.execute(
+                text(
+                    f"UPDATE jobs SET status = {MOVES['bind_batch'].to(S.SUBMITTED)},"
+                    " handle = :name, submitted_at = :now,"
+                    " reservation = NULL,"
+                    " updated_at = :now WHERE reservation = :r AND "
+                    f" {MOVES['bind_batch'].where()}"
+                ),
+                {"name": name, "r": reservation, "now": now},
+            ).rowcount
+        self._refresh_stats(bound_rows)
+        return bound_rows
+
+    def lease_batch(self, reservation: str, *, seen_lease: float) -> bool:
+        """Take a stale batch reservation over (only one tick wins) before re-sending it."""
+        now = self.clock()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET leased_at = :now WHERE reservation = :r"
+                        f" AND state = {BATCH_RESERVING} AND leased_at = :seen"
+                    ),
+                    {"r": reservation, "seen": seen_lease, "now": now},
+                ).rowcount
+                == 1
+            )
+
+    def _batches(self, where: str, params: Mapping[str, Any]) -> list[BatchRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                text(f"SELECT {BATCH_COLUMNS} FROM batch_jobs {where}"), params
+            ).all()
+        return [BatchRecord(*row) for row in rows]
+
+    def batch(self, reservation: str) -> BatchRecord | None:
+        found = self._batches("WHERE reservation = :r", {"r": reservation})
+        return found[0] if found else None
+
+    def batch_named(self, name: str) -> BatchRecord | None:
+        found = self._batches("WHERE name = :n", {"n": name})
+        return found[0] if found else None
+
+    def stale_batches(self, *, pipeline: str, older_than: float) -> list[BatchRecord]:
+        """Batch reservations never bound to a created job, older than ``older_than`` s."""
+        cutoff = self.clock() - older_than
+        return self._batches(
+            f"WHERE pipeline = :p AND state = {BATCH_RESERVING} AND leased_at < :c ORDER BY"
+            " created_at",
+            {"p": pipeline, "c": cutoff},
+        )
+
+    def submitted_batches(self, *, pipeline: str | None = None) -> list[BatchRecord]:
+        """Batch jobs created and bound but not reconciled yet."""
+        if pipeline is None:
+            return self._batches(f"WHERE state = {BATCH_SUBMITTED} ORDER BY submitted_at", {})
+        return self._batches(
+            f"WHERE pipeline = :p AND state = {BATCH_SUBMITTED} ORDER BY submitted_at",
+            {"p": pipeline},
+        )
+
+    def batch_members(self, reservation: str) -> list[str]:
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    text("SELECT key FROM batch_members WHERE reservation = :r ORDER BY key"),
+                    {"r": reservation},
+                ).scalars()
+            )
+
+    def count_members(self, reservation: str, keys: Sequence[str]) -> int:
+        """How many of ``keys`` (distinct) went into the batch reserved as ``reservation``.
+
+        Reconcile uses it to tell an output line for a row that was never in the batch (an
+        unknown key) from one for a row that was already settled.
+        """
+        found = 0
+        sql = text(
+            "SELECT COUNT(*) FROM batch_members WHERE reservation = :r AND key IN :keys"
+        ).bindparams(bindparam("keys", expanding=True))
+        with self._read() as conn:
+            for chunk in chunks(keys, 5000):
+                found += int(conn.execute(sql, {"r": reservation, "keys": chunk}).scalar() or 0)
+        return found
+
+    def finish_batch(self, name: str, *, state: str, summary: Mapping[str, Any]) -> bool:
+        """Mark a submitted batch job reconciled with its final state; False if it already was."""
+        now = self.clock()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET state = :state, finished_at = :now,"
+                        " reconciled_at = :now, summary = :summary"
+                        f" WHERE name = :name AND state = {BATCH_SUBMITTED}"
+                    ),
+                    {
+                        "state": state,
+                        "now": now,
+                        "name": name,
+                        "summary": orjson.dumps(dict(summary)).decode(),
+                    },
+                ).rowcount
+                == 1
+            )

@@ -1,0 +1,350 @@
+"""Jobs coming back: results, failures, parking, delivery claims, consume, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import text
+
+from ledger._base import LedgerBase
+from ledger._classify import Failure
+from ledger._errors import InvalidTransition
+from ledger._models import Status
+from ledger._records import DELIVERY_CLASS_PREFIX, FailureRow, JobView, Policy, ResultRow
+from ledger._redact import redact
+from ledger._sql import (
+    CONSUMED,
+    DONE,
+    FAIL,
+    FAILURE_SET,
+    MESSAGE_LIMIT,
+    MOVES,
+    PARKED,
+    S,
+    failure_params,
+    handle_of,
+    pg_copy_failures,
+    pg_copy_results,
+)
+from ledger._transitions import sql_in
+
+__all__ = ["OutcomeVerbs"]
+
+
+class OutcomeVerbs(LedgerBase):
+    """Verbs that settle a submitted job and see its result delivered."""
+
+    def apply_results(self, rows: Sequence[ResultRow], *, handle: str | Mapping[str, str]) -> int:
+        """Move submitted jobs under ``handle`` to done with their results, in one transaction.
+
+        Rows not ``submitted`` under that handle are left alone, so applying the same output
+        twice changes nothing. ``handle`` may map each key to its own handle (background
+        interactions: one handle per job, still one transaction). Returns how many were applied.
+        """
+        if not rows:
+            return 0
+        now = self.clock()
+        sql = f"""UPDATE jobs SET status = {MOVES["apply_results"].to(S.DONE)},
+                result = ?, done_at = ?, updated_at = ?,
+                error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
+                candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
+            WHERE key = ? AND {MOVES["apply_results"].where()} AND handle = ?"""
+        if self._is_pg:
+            with self._write() as conn:
+                return pg_copy_results(conn, rows, handle, now)
+        if isinstance(handle, str):
+            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle) for r in rows]
+        else:
+            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle[r[0]]) for r in rows]
+        with self._write() as conn:
+            return self._bulk(conn, sql, params)
+
+    def record_result(self, row: ResultRow, *, handle: str) -> None:
+        """One job's result; refuses (InvalidTransition) unless it is submitted under handle."""
+        if self.apply_results([row], handle=handle) != 1:
+            with self._read() as conn:
+                actual = self._status_of(conn, row.key)
+            raise InvalidTransition(
+                row.key,
+                action="record a result for",
+                expected=f"submitted under {handle}",
+                actual=actual,
+            )
+
+    def apply_failures(
+        self, rows: Sequence[FailureRow], *, handle: str | Mapping[str, str], policy: Policy
+    ) -> int:
+        """Apply classified failures to jobs submitted under ``handle`` (retryable or parked).
+
+        ``handle`` may map each key to its own handle, as for :meth:`apply_results`.
+        """
+        if not rows:
+            return 0
+        now = self.clock()
+        if self._is_pg:
+            with self._write() as conn:
+                return pg_copy_failures(conn, rows, handle, policy, now)
+        sql = (
+            f"UPDATE jobs SET {FAILURE_SET}"
+            f" WHERE key = :key AND {FAIL.where()} AND handle = :handle"
+        )
+        params = []
+        for r in rows:
+            p = failure_params(r.failure, policy, now, (r[2], r[3], r[4]))
+            p["key"] = r.key
+            p["handle"] = handle_of(handle, r.key)
+            params.append(p)
+        with self._write() as conn:
+            return self._bulk(conn, sql, params)
+
+    def record_failure(
+        self,
+        key: str,
+        failure: Failure,
+        *,
+        policy: Policy,
+        handle: str | None = None,
+        reservation: str | None = None,
+    ) -> str:
+        """Record one job's failure; returns the status it moved to (retryable or parked).
+
+        Give ``handle`` for a submitted job, ``reservation`` for one whose submission failed
+        before a handle was bound.
+        """
+        if (handle is None) == (reservation is None):
+            raise ValueError("give exactly one of handle or reservation")
+        now = self.clock()
+        if handle is not None:
+            where, expected = (
+                f"status = {MOVES['record_failure'].source_is(S.SUBMITTED)} AND handle = :handle",
+                f"submitted under {handle}",
+            )
+        else:
+            where, expected = (
+                f"status = {MOVES['record_failure'].source_is(S.RESERVING)} AND reservation ="
+                " :reservation",
+                f"reserving under {reservation}",
+            )
+        params = failure_params(failure, policy, now)
+        params.update(key=key, handle=handle, reservation=reservation)
+        with self._write() as conn:
+            self._cas_one(
+                conn,
+                f"UPDATE jobs SET {FAILURE_SET} WHERE key = :key AND {where}",
+                params,
+                action="record a failure for",
+                expected=expected,
+            )
+            status = self._status_of(conn, key)
+        assert status is not None
+        return status
+
+    def fail_outstanding(self, *, handle: str, failure: Failure, policy: Policy) -> int:
+        """Fail every job still submitted under ``handle`` (rows an output never mentioned,
+        or every row of a batch job that ended FAILED, CANCELLED or EXPIRED)."""
+        now = self.clock()
+        params = failure_params(failure, policy, now)
+        params["handle"] = handle
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    f"UPDATE jobs SET {FAILURE_SET}"
+                    " WHERE handle = :handle"
+                    f" AND {MOVES['fail_outstanding'].where()}"
+                ),
+                params,
+            ).rowcount
+
+    def park(self, key: str, failure: Failure, *, from_status: Sequence[str]) -> None:
+        """Park one job as it is (dead letter), whatever its attempts, from one of the states."""
+        now = self.clock()
+        with self._write() as conn:
+            statuses = sql_in(Status(s) for s in from_status)
+            self._cas_one(
+                conn,
+                f"UPDATE jobs SET status = {MOVES['park'].to(S.PARKED)}, error_class = :cls,"
+                " error_message = :msg,"
+                " parked_at = :now, first_failure_at = COALESCE(first_failure_at, :now),"
+                " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                f" WHERE key = :key AND status IN ({statuses})",
+                {
+                    "key": key,
+                    "cls": failure.parked_class(),
+                    "msg": redact(failure.message)[:MESSAGE_LIMIT],
+                    "now": now,
+                },
+                action="park",
+                expected=" or ".join(from_status),
+            )
+
+    def done_unconsumed(self, *, pipeline: str, limit: int = 10_000) -> list[tuple[str, str]]:
+        """Jobs whose result is recorded but whose side effect has not completed."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT key, result FROM jobs WHERE pipeline = :p AND status = {DONE}"
+                    " ORDER BY done_at, key LIMIT :n"
+                ),
+                {"p": pipeline, "n": limit},
+            ).all()
+        return [(row[0], row[1]) for row in rows]
+
+    def claim_done(
+        self, *, pipeline: str, token: str, limit: int = 10_000, older_than: float = 300.0
+    ) -> list[tuple[str, str]]:
+        """Claim done jobs for delivery under ``token``: (key, result) of those claimed.
+
+        Two ticks that find the same done rows never both run the side effect: the claim is a
+        compare-and-set on the reservation column (unused on done rows). A claim older than
+        ``older_than`` seconds (its tick died inside the side effect) can be taken over.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock()
+        lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
+        free = f"status = {DONE} AND (reservation IS NULL OR updated_at < :cutoff)"
+        params = {"p": pipeline, "t": token, "now": now, "cutoff": now - older_than, "n": limit}
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE jobs SET reservation = :t, updated_at = :now WHERE key IN"
+                    f" (SELECT key FROM jobs WHERE pipeline = :p AND {free}"
+                    f" ORDER BY done_at, key LIMIT :n{lock}) AND {free}"
+                ),
+                params,
+            )
+            rows = conn.execute(
+                text(
+                    f"SELECT key, result FROM jobs WHERE reservation = :t AND status = {DONE}"
+                    " ORDER BY done_at, key"
+                ),
+                {"t": token},
+            ).all()
+        return [(row[0], row[1]) for row in rows]
+
+    def release_done(self, keys: Sequence[str], *, token: str) -> int:
+        """Give back delivery claims (the side effect failed): the next tick may retry them."""
+        if not keys:
+            return 0
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET reservation = NULL, updated_at = :now"
+                    f" WHERE key = :key AND status = {DONE} AND reservation = :t"
+                ),
+                [{"key": k, "t": token, "now": now} for k in keys],
+            ).rowcount
+
+    def fail_delivery(
+        self, key: str, *, token: str, error_class: str, message: str, cap: int
+    ) -> str:
+        """A claimed row's delivery failed: count it and give the claim back; at ``cap``
+        failures park it as ``error_class`` (``delivery:<Error>``), its result kept so a
+        replay only delivers again. Returns the row's status (done, parked, or '' if the
+        claim was no longer ours)."""
+        now = self.clock()
+        parks = "delivery_failures + 1 >= :cap"
+        with self._write() as conn:
+            changed = conn.execute(
+                text(
+                    "UPDATE jobs SET delivery_failures = delivery_failures + 1,"
+                    f" status = CASE WHEN {parks} THEN {MOVES['fail_delivery'].to(S.PARKED)} ELSE"
+                    " status END,"
+                    f" error_class = CASE WHEN {parks} THEN :cls ELSE error_class END,"
+                    f" error_message = CASE WHEN {parks} THEN :msg ELSE error_message END,"
+                    f" parked_at = CASE WHEN {parks} THEN :now ELSE parked_at END,"
+                    " first_failure_at = COALESCE(first_failure_at, :now),"
+                    " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                    f" WHERE key = :key AND {MOVES['fail_delivery'].where()} AND"
+                    " reservation = :t"
+                ),
+                {
+                    "key": key,
+                    "t": token,
+                    "cap": cap,
+                    "cls": error_class[:96],
+                    "msg": redact(message)[:MESSAGE_LIMIT],
+                    "now": now,
+                },
+            ).rowcount
+            return (self._status_of(conn, key) or "") if changed else ""
+
+    def consume(self, keys: Sequence[str]) -> int:
+        """Mark jobs whose side effect completed (done -> consumed); returns how many moved."""
+        if not keys:
+            return 0
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    # The delivery claim's token goes too: consumed rows, the ledger's
+                    # bulk, stay out of the reservation index.
+                    f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
+                    " consumed_at = :now, updated_at = :now,"
+                    " reservation = NULL WHERE key = :key AND "
+                    f" {MOVES['consume'].where()}"
+                ),
+                [{"key": k, "now": now} for k in keys],
+            ).rowcount
+
+    def consume_one(self, key: str) -> None:
+        """Mark one job consumed; refuses unless it is done."""
+        if self.consume([key]) != 1:
+            with self._read() as conn:
+                actual = self._status_of(conn, key)
+            raise InvalidTransition(key, action="consume", expected="done", actual=actual)
+
+    def select_for_replay(
+        self, *, limit: int = 20, error_class: str | None = None, pipeline: str | None = None
+    ) -> list[JobView]:
+        """Parked jobs, oldest failure first, optionally of one error class or pipeline."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        clauses = [f"status = {PARKED}"]
+        params: dict[str, Any] = {"n": limit}
+        if error_class is not None:
+            clauses.append("error_class = :cls")
+            params["cls"] = error_class
+        if pipeline is not None:
+            clauses.append("pipeline = :p")
+            params["p"] = pipeline
+        return self._views(
+            f"WHERE {' AND '.join(clauses)} ORDER BY first_failure_at, key LIMIT :n", params
+        )
+
+    def replay(self, keys: Sequence[str]) -> int:
+        """Return parked jobs to pending with a fresh allowance of attempts.
+
+        The attempts already spent stay counted (they were billed); the caps count from
+        here. The row remembers how many times it was replayed. A job parked by its
+        delivery (``delivery:<Error>``) still has its result: it goes back to ``done``, so
+        only the delivery runs again (no API call, no new attempt).
+        """
+        if not keys:
+            return 0
+        now = self.clock()
+        redeliver = "error_class LIKE :delivery"
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    f"UPDATE jobs SET status = CASE WHEN {redeliver} THEN"
+                    f" {MOVES['replay'].to(S.DONE)} ELSE {MOVES['replay'].to(S.PENDING)}"
+                    f" END, handle = CASE WHEN {redeliver} THEN handle ELSE NULL END,"
+                    " attempts_base = attempts, unknown_failures = 0, delivery_failures = 0,"
+                    " replayed = replayed + 1, due_at = :now,"
+                    " parked_at = NULL, reservation = NULL, updated_at = :now"
+                    f" WHERE key = :key AND {MOVES['replay'].where()}"
+                ),
+                [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],
+            ).rowcount
+
+    def purge(self, *, older_than_days: float = 30.0) -> int:
+        """Delete consumed jobs settled longer ago than the retention window."""
+        cutoff = self.clock() - older_than_days * 86400
+        with self._write() as conn:
+            return conn.execute(
+                text(f"DELETE FROM jobs WHERE status = {CONSUMED} AND consumed_at < :c"),
+                {"c": cutoff},
+            ).rowcount

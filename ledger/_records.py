@@ -1,0 +1,246 @@
+"""The values the ledger takes and returns: inputs, rows, reports and records."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from ledger._classify import Failure
+from ledger._lines import Usage
+from ledger._models import Job
+
+__all__ = [
+    "BATCH_COLUMNS",
+    "DELIVERY_CLASS_PREFIX",
+    "JOB_COLUMNS",
+    "PIPELINE_COLUMNS",
+    "BatchRecord",
+    "Counts",
+    "Enrollment",
+    "FailureRow",
+    "JobView",
+    "NewJob",
+    "PipelineChange",
+    "PipelineRecord",
+    "Policy",
+    "Reserved",
+    "ResultRow",
+    "fingerprint_of",
+]
+
+
+# Error classes of rows parked by their delivery, not by the API: their result is kept.
+DELIVERY_CLASS_PREFIX = "delivery:"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How many times a job may be tried before it is parked."""
+
+    attempt_cap: int = 4
+    unknown_cap: int = 2
+
+    def __post_init__(self) -> None:
+        if self.attempt_cap < 1 or self.unknown_cap < 1:
+            raise ValueError("attempt_cap and unknown_cap must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """An input item to enroll: its idempotency key and the request it stands for."""
+
+    key: str
+    payload: Mapping[str, Any] | str
+
+
+class Reserved(NamedTuple):
+    """A job claimed for submission."""
+
+    key: str
+    payload: str
+    model: str
+    attempts: int
+    reservation: str
+
+
+class ResultRow(NamedTuple):
+    """A validated result for one submitted job."""
+
+    key: str
+    result: str  # JSON text of the validated output
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+
+
+class FailureRow(NamedTuple):
+    """A classified failure for one job."""
+
+    key: str
+    failure: Failure
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+
+
+class BatchRecord(NamedTuple):
+    """One batch job we asked for."""
+
+    reservation: str
+    pipeline: str
+    model: str
+    name: str | None
+    state: str
+    rows: int
+    created_at: float
+    leased_at: float
+    submitted_at: float | None
+    reconciled_at: float | None
+
+
+@dataclass(slots=True)
+class Enrollment:
+    """What one enrollment did: new keys, keys this pipeline already had, and keys another
+    pipeline owns (left untouched; ``foreign_examples`` names a few of them)."""
+
+    enrolled: int = 0
+    already_known: int = 0
+    foreign: int = 0
+    foreign_examples: list[tuple[str, str]] = field(default_factory=list)  # (key, owner)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enrolled": self.enrolled,
+            "already_known": self.already_known,
+            "owned_by_other_pipeline": self.foreign,
+            "owned_by_other_examples": [f"{k} ({owner})" for k, owner in self.foreign_examples],
+        }
+
+
+class PipelineRecord(NamedTuple):
+    """The ledger's record of a pipeline: where it is loaded from and what it produces."""
+
+    name: str
+    spec: str
+    channel: str
+    model: str
+    schema_fingerprint: str
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+class PipelineChange(NamedTuple):
+    """What recording a pipeline did: ``new``, ``same`` or ``changed`` (with the fields)."""
+
+    outcome: str
+    record: PipelineRecord
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Counts by status and by error class, with attempts and tokens."""
+
+    by_status: dict[str, int]
+    by_error_class: dict[str, int]  # parked jobs only
+    retrying_by_class: dict[str, int]  # retryable jobs, by their last failure
+    attempts: int
+    usage: Usage  # tokens billed over every attempt, as one value
+    possible_duplicates: int
+    replayed: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    # The three counts read one by one, as reports print them.
+    @property
+    def prompt_tokens(self) -> int:
+        return self.usage.prompt_tokens
+
+    @property
+    def candidates_tokens(self) -> int:
+        return self.usage.candidates_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.total_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by_status": dict(self.by_status),
+            "by_error_class": dict(self.by_error_class),
+            "retrying_by_class": dict(self.retrying_by_class),
+            "jobs": self.total,
+            "attempts": self.attempts,
+            "tokens": {
+                "prompt": self.usage.prompt_tokens,
+                "candidates": self.usage.candidates_tokens,
+                "total": self.usage.total_tokens,
+            },
+            "possible_duplicates": self.possible_duplicates,
+            "replayed": self.replayed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A read-only snapshot of one ledger row."""
+
+    key: str
+    pipeline: str
+    channel: str
+    model: str
+    payload: str
+    fingerprint: str
+    status: str
+    handle: str | None
+    reservation: str | None
+    attempts: int
+    attempts_base: int
+    unknown_failures: int
+    prompt_tokens: int
+    candidates_tokens: int
+    total_tokens: int
+    result: str | None
+    error_class: str | None
+    error_message: str | None
+    first_failure_at: float | None
+    last_failure_at: float | None
+    due_at: float
+    possible_duplicates: int
+    replayed: int
+    created_at: float
+    updated_at: float
+    reserved_at: float | None
+    submitted_at: float | None
+    done_at: float | None
+    consumed_at: float | None
+    parked_at: float | None
+    delivery_failures: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def payload_dict(self) -> Any:
+        return orjson.loads(self.payload)
+
+    @property
+    def result_dict(self) -> Any:
+        return None if self.result is None else orjson.loads(self.result)
+
+
+JOB_COLUMNS = [c.name for c in Job.__table__.columns]  # type: ignore[attr-defined]
+
+BATCH_COLUMNS = ", ".join(BatchRecord._fields)
+
+PIPELINE_COLUMNS = ", ".join(PipelineRecord._fields)
+
+
+def fingerprint_of(payload: str) -> str:
+    """A stable digest of a request, to spot the same poison input under many keys."""
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -1,0 +1,187 @@
+"""Read-only views of the ledger: rows, counts, usage, in flight, poison inputs, snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import text
+
+from ledger._base import LedgerBase
+from ledger._errors import UnknownJob
+from ledger._lines import Usage
+from ledger._records import Counts, JobView
+from ledger._sql import DONE, PARKED, PENDING, RESERVING, RETRYABLE, SUBMITTED
+from ledger._transitions import ACTIVE, sql_in
+
+__all__ = ["ReportVerbs"]
+
+
+_TOTAL = "*"
+
+
+class ReportVerbs(LedgerBase):
+    """What the ledger can tell: reads, plus the daily parked snapshot."""
+
+    def in_flight(self, *, pipeline: str | None = None) -> dict[str, tuple[int, float]]:
+        """Rows in each non-final state and the age in seconds of the oldest, by how long
+        it has been in that state."""
+        since = (
+            f"CASE status WHEN {PENDING} THEN created_at WHEN {RESERVING} THEN reserved_at"
+            f" WHEN {SUBMITTED} THEN submitted_at WHEN {DONE} THEN done_at"
+            " ELSE last_failure_at END"
+        )
+        where = " AND pipeline = :p" if pipeline else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT status, COUNT(*), MIN(COALESCE({since}, updated_at)) FROM jobs"
+                    f" WHERE status IN ({sql_in(ACTIVE)})"
+                    f"{where} GROUP BY status"
+                ),
+                {"p": pipeline} if pipeline else {},
+            ).all()
+        now = self.clock()
+        return {str(row[0]): (int(row[1]), max(0.0, now - float(row[2] or now))) for row in rows}
+
+    def poison_inputs(self, *, min_keys: int = 2) -> list[tuple[str, int, str]]:
+        """Payload fingerprints parked under at least ``min_keys`` keys: (fingerprint, keys,
+        one error class)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT fingerprint, COUNT(*), MIN(error_class) FROM jobs"
+                    f" WHERE status = {PARKED} GROUP BY fingerprint HAVING COUNT(*) >= :m"
+                    " ORDER BY COUNT(*) DESC, fingerprint"
+                ),
+                {"m": min_keys},
+            ).all()
+        return [(row[0], int(row[1]), row[2]) for row in rows]
+
+    def get(self, key: str) -> JobView:
+        """One job's row; raises UnknownJob if there is none."""
+        views = self._views("WHERE key = :key", {"key": key})
+        if not views:
+            raise UnknownJob(key)
+        return views[0]
+
+    def jobs(self, *, pipeline: str | None = None, status: str | None = None) -> list[JobView]:
+        """Every job (of a pipeline, in a state): for tests, reports and small ledgers."""
+        clauses, params = ["1 = 1"], {}
+        if pipeline is not None:
+            clauses.append("pipeline = :p")
+            params["p"] = pipeline
+        if status is not None:
+            clauses.append("status = :s")
+            params["s"] = status
+        return self._views(f"WHERE {' AND '.join(clauses)} ORDER BY key", params)
+
+    def outstanding(self, *, pipeline: str) -> list[tuple[str, str, float]]:
+        """Submitted jobs and their handles: (key, handle, submitted_at)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT key, handle, submitted_at FROM jobs WHERE pipeline = :p"
+                    f" AND status = {SUBMITTED} ORDER BY submitted_at, key"
+                ),
+                {"p": pipeline},
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def counts(self, *, pipeline: str | None = None) -> Counts:
+        """Counts by status and by error class, attempts and tokens."""
+        where = "WHERE pipeline = :p" if pipeline else ""
+        params = {"p": pipeline} if pipeline else {}
+        with self._read() as conn:
+            by_status = {
+                row[0]: int(row[1])
+                for row in conn.execute(
+                    text(f"SELECT status, COUNT(*) FROM jobs {where} GROUP BY status"), params
+                )
+            }
+            by_class: dict[str, dict[str, int]] = {"parked": {}, "retryable": {}}
+            for status, cls, n in conn.execute(
+                text(
+                    "SELECT status, error_class, COUNT(*) FROM jobs"
+                    f" {where + ' AND' if where else 'WHERE'} status IN ({PARKED}, {RETRYABLE})"
+                    " GROUP BY status, error_class"
+                ),
+                params,
+            ):
+                by_class[status][cls or "unclassified"] = int(n)
+            totals = conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(prompt_tokens), 0),"
+                    " COALESCE(SUM(candidates_tokens), 0), COALESCE(SUM(total_tokens), 0),"
+                    " COALESCE(SUM(possible_duplicates), 0), COALESCE(SUM(replayed), 0)"
+                    f" FROM jobs {where}"
+                ),
+                params,
+            ).one()
+        return Counts(
+            by_status=by_status,
+            by_error_class=dict(sorted(by_class["parked"].items())),
+            retrying_by_class=dict(sorted(by_class["retryable"].items())),
+            attempts=int(totals[0]),
+            usage=Usage(int(totals[1]), int(totals[2]), int(totals[3])),
+            possible_duplicates=int(totals[4]),
+            replayed=int(totals[5]),
+        )
+
+    def usage_by_model(
+        self, *, pipeline: str | None = None
+    ) -> list[tuple[str, str, int, int, int, int]]:
+        """Attempts and tokens per (model, channel), for cost estimates: (model, channel,
+        attempts, prompt_tokens, candidates_tokens, total_tokens)."""
+        where = "WHERE pipeline = :p" if pipeline else ""
+        params = {"p": pipeline} if pipeline else {}
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT model, channel, COALESCE(SUM(attempts), 0),"
+                    " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(candidates_tokens), 0),"
+                    f" COALESCE(SUM(total_tokens), 0) FROM jobs {where}"
+                    " GROUP BY model, channel ORDER BY model, channel"
+                ),
+                params,
+            ).all()
+        return [
+            (row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5])) for row in rows
+        ]
+
+    def handle_counts(self, handle: str) -> dict[tuple[str, str | None], int]:
+        """(status, error_class) -> jobs last submitted under one handle."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT status, error_class, COUNT(*) FROM jobs WHERE handle = :h"
+                    " GROUP BY status, error_class"
+                ),
+                {"h": handle},
+            ).all()
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    def save_snapshot(self, day: str, parked_by_class: Mapping[str, int]) -> None:
+        """Store parked-jobs-per-class for ``day`` (YYYY-MM-DD), replacing that day's."""
+        now = self.clock()
+        # The total row is always written, so a day with nothing parked is told apart from a
+        # day the summary did not run.
+        rows = {**parked_by_class, _TOTAL: sum(parked_by_class.values())}
+        with self._write() as conn:
+            conn.execute(text("DELETE FROM parked_snapshots WHERE day = :d"), {"d": day})
+            conn.execute(
+                text(
+                    "INSERT INTO parked_snapshots (day, error_class, parked, taken_at)"
+                    " VALUES (:d, :c, :n, :now)"
+                ),
+                [{"d": day, "c": c, "n": n, "now": now} for c, n in rows.items()],
+            )
+
+    def snapshot(self, day: str) -> dict[str, int] | None:
+        """Parked-per-class stored for ``day``, or None if no summary ran that day."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text("SELECT error_class, parked FROM parked_snapshots WHERE day = :d"), {"d": day}
+            ).all()
+        if not rows:
+            return None
+        return {row[0]: int(row[1]) for row in rows if row[0] != _TOTAL}

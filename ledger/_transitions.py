@@ -1,0 +1,215 @@
+"""Every move of a job between states, declared once.
+
+Each verb of the ledger that changes ``jobs.status`` is one :class:`Transition` in
+:data:`TRANSITIONS`: the states it moves a row from, the states it may leave it in (several
+when the verb decides per row, e.g. a failure parks or retries), and the columns it sets. The
+verbs in :mod:`ledger._jobs` and its siblings take their states from here and render them
+into SQL with :func:`sql_in` / :func:`sql_literal`, so no status is ever retyped as a string
+literal in a query (``tests/ledger/test_transitions.py`` checks it).
+
+Batch jobs (``batch_jobs.state``) have their own small life, :class:`BatchState`, declared
+here too; a reconciled batch keeps the API's final state (lower-cased) instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ledger._models import Status
+
+__all__ = [
+    "ACTIVE",
+    "TRANSITIONS",
+    "BatchState",
+    "Transition",
+    "sql_in",
+    "sql_literal",
+    "transition",
+]
+
+
+class BatchState(enum.StrEnum):
+    """A batch job's state in ``batch_jobs`` until it is reconciled."""
+
+    RESERVING = "reserving"  # rows reserved, the API's batch job not created yet
+    SUBMITTED = "submitted"  # created and bound: its rows are submitted under its name
+    RELEASED = "released"  # given up before creation: its rows went back to their queue
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One verb's move: from any of ``source`` to one of ``target``, setting ``sets``."""
+
+    verb: str
+    source: tuple[Status, ...]
+    target: tuple[Status, ...]
+    sets: tuple[str, ...]
+    note: str = ""
+
+    @property
+    def sql_source(self) -> str:
+        """The source states as a SQL list for ``status IN (...)``."""
+        return sql_in(self.source)
+
+    def where(self, column: str = "status") -> str:
+        """The SQL condition that a row is in one of the source states.
+
+        ``=`` for one state, as the statements were written by hand: SQLite matches a
+        partial index's ``status = ...`` only against an equality, never ``IN (...)``.
+        """
+        if len(self.source) == 1:
+            return f"{column} = {sql_literal(self.source[0])}"
+        return f"{column} IN ({self.sql_source})"
+
+    def to(self, status: Status) -> str:
+        """``status`` as a SQL literal, refusing a state this verb never moves to."""
+        if status not in self.target:
+            raise ValueError(f"{self.verb} never moves a job to {status}")
+        return sql_literal(status)
+
+    def source_is(self, status: Status) -> str:
+        """``status`` as a SQL literal, refusing a state this verb never moves from."""
+        if status not in self.source:
+            raise ValueError(f"{self.verb} never moves a job from {status}")
+        return sql_literal(status)
+
+
+def sql_literal(value: enum.StrEnum) -> str:
+    """One state as a quoted SQL literal, from the enum (never retyped)."""
+    return "'" + value.value + "'"
+
+
+def sql_in(values: Iterable[enum.StrEnum]) -> str:
+    """States as the inside of a SQL ``IN (...)`` list."""
+    return ", ".join(sql_literal(v) for v in values)
+
+
+S = Status
+_FAILURE_SETS = (
+    "status",
+    "error_class",
+    "error_message",
+    "parked_at",
+    "unknown_failures",
+    "first_failure_at",
+    "last_failure_at",
+    "due_at",
+    "reservation",
+    "tokens",
+)
+_REQUEUE_SETS = ("status", "attempts", "reservation")
+
+TRANSITIONS: dict[str, Transition] = {
+    t.verb: t
+    for t in (
+        Transition("enroll", (), (S.PENDING,), ("every column",), "a new key only"),
+        Transition(
+            "reserve",
+            (S.PENDING, S.RETRYABLE),
+            (S.RESERVING,),
+            ("reservation", "handle", "reserved_at", "attempts"),
+            "due rows only; attempts + 1",
+        ),
+        Transition(
+            "bind_handle",
+            (S.RESERVING,),
+            (S.SUBMITTED,),
+            ("handle", "submitted_at", "reservation"),
+            "under the row's reservation",
+        ),
+        Transition(
+            "bind_batch",
+            (S.RESERVING,),
+            (S.SUBMITTED,),
+            ("handle", "submitted_at", "reservation"),
+            "every row of the batch reservation",
+        ),
+        Transition(
+            "release",
+            (S.RESERVING,),
+            (S.PENDING, S.RETRYABLE),
+            _REQUEUE_SETS,
+            "retryable if attempts remain spent after the refund",
+        ),
+        Transition(
+            "release_keys",
+            (S.RESERVING,),
+            (S.PENDING, S.RETRYABLE),
+            _REQUEUE_SETS,
+            "and leaves the batch's members",
+        ),
+        Transition(
+            "unsubmit",
+            (S.SUBMITTED,),
+            (S.PENDING, S.RETRYABLE),
+            (*_REQUEUE_SETS, "handle", "submitted_at"),
+            "the API never accepted it",
+        ),
+        Transition(
+            "apply_results",
+            (S.SUBMITTED,),
+            (S.DONE,),
+            ("result", "done_at", "error_class", "reservation", "tokens"),
+            "under the row's handle; record_result is the one-row form",
+        ),
+        Transition(
+            "apply_failures",
+            (S.SUBMITTED,),
+            (S.RETRYABLE, S.PARKED),
+            _FAILURE_SETS,
+            "parked at a cap or a permanent verdict",
+        ),
+        Transition(
+            "fail_outstanding",
+            (S.SUBMITTED,),
+            (S.RETRYABLE, S.PARKED),
+            _FAILURE_SETS,
+            "every row still submitted under a handle the output never settled",
+        ),
+        Transition(
+            "record_failure",
+            (S.SUBMITTED, S.RESERVING),
+            (S.RETRYABLE, S.PARKED),
+            _FAILURE_SETS,
+            "submitted under a handle, or reserving under a reservation",
+        ),
+        Transition(
+            "park",
+            tuple(Status),
+            (S.PARKED,),
+            ("error_class", "error_message", "parked_at", "first_failure_at", "last_failure_at"),
+            "from the states the caller names, whatever its attempts",
+        ),
+        Transition(
+            "fail_delivery",
+            (S.DONE,),
+            (S.DONE, S.PARKED),
+            ("delivery_failures", "error_class", "error_message", "parked_at", "reservation"),
+            "parked at the delivery cap, its result kept",
+        ),
+        Transition(
+            "consume",
+            (S.DONE,),
+            (S.CONSUMED,),
+            ("consumed_at", "reservation"),
+            "the side effect completed; consume_one is the one-row form",
+        ),
+        Transition(
+            "replay",
+            (S.PARKED,),
+            (S.PENDING, S.DONE),
+            ("attempts_base", "unknown_failures", "delivery_failures", "replayed", "due_at"),
+            "done again when parked by its delivery (result kept)",
+        ),
+    )
+}
+
+# States a job has not left for good: the in-flight report covers these.
+ACTIVE = (S.PENDING, S.RESERVING, S.SUBMITTED, S.DONE, S.RETRYABLE)
+
+
+def transition(verb: str) -> Transition:
+    """The declared move of ``verb``."""
+    return TRANSITIONS[verb]
