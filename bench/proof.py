@@ -226,7 +226,7 @@ def run_scale(prefect_api: str, args: argparse.Namespace) -> bool:
     rows = [
         {
             "what": f"night {name}",
-            "point": "default scenario",
+            "point": "night scenario",
             "hit": "-",
             "ticks": result.ticks[name],
             **v,
