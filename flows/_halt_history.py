@@ -160,9 +160,10 @@ def _recovered(client: Any, halt: HaltedChannel) -> bool | None:
     )
 
 
-def read_halts(now: datetime | None = None) -> HaltHistory:
-    """The halts of the last :data:`WINDOW`; an unreadable API is said, never raised."""
-    now = now or datetime.now(UTC)
+def read_halts(since: datetime | None = None) -> HaltHistory:
+    """The halts since ``since`` (default: the last :data:`WINDOW`); an unreadable API is
+    said, never raised."""
+    since = since or datetime.now(UTC) - WINDOW
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:  # never start a temporary server just to read
@@ -176,7 +177,7 @@ def read_halts(now: datetime | None = None) -> HaltHistory:
             temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}),
             get_client(sync_client=True) as client,
         ):
-            halts = summarise(_read_events(client, now - WINDOW))
+            halts = summarise(_read_events(client, since))
             halts = [
                 HaltedChannel(**{**h.__dict__, "recovered": _recovered(client, h)}) for h in halts
             ]
