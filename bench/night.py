@@ -6,7 +6,9 @@
 10,000 items through the batch channel and 2,000 through the background channel, under the
 emulator's ``default`` scenario (429, 503, 500, 400, safety blocks, emoji-only items
 answered empty, rows missing from outputs, failed batch jobs, duplicate and late signed
-webhooks), its 5 % chance of a failed batch job made certain for the second job.
+webhooks), its 5 % chance of a failed batch job made certain for the second job, plus the
+real API's shapes (:data:`REAL_SHAPES`: gRPC-style error lines, a late output file,
+interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks).
 
 Every tick is a real subprocess (``python -m flows.cli tick``, as cron runs it) reporting
 to one Prefect server; the webhook receiver (``flows.webhooks.create_app``) is
@@ -44,14 +46,47 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-__all__ = ["NightResult", "expected_fates", "run_night"]
+__all__ = ["REAL_SHAPES", "NightResult", "expected_fates", "night_scenario", "run_night"]
 
 SEED = 2026
 CAP = 4
 # What the emulator's steps become in the ledger (the classifier's classes).
 PERMANENT = {"400": "permanent:400", "safety": "safety", "blocked_prompt": "safety"}
-PERMANENT_ANSWERS = {"empty": "schema"}
-TRANSIENT = {"429", "503", "500", "missing"}
+PERMANENT_ANSWERS = {"empty": "schema", "incomplete": "truncated"}
+# "failed": an interaction whose model_output step carries a Status error of code 14
+# (UNAVAILABLE), retried by the classifier.
+TRANSIENT = {"429", "503", "500", "missing", "failed"}
+
+# The real API's shapes the night carries on top of the default scenario's faults (each
+# emulator behaviour cites its source where it is built, see emulator/_scenario.py):
+# batch output error lines with a numeric gRPC code and no status; a SUCCEEDED job whose
+# output file appears only on a later poll; interaction step errors (code 14); MAX_TOKENS
+# truncation (items 100-109 of both channels); safety blocks reported as MODEL_ARMOR.
+TRUNCATED_ITEMS = "*:item-0010?:*"
+STEP_ERROR_ITEMS = "proof-bg:*:item-0011?:*"
+REAL_SHAPES: dict[str, Any] = {
+    "batch_error_style": "grpc",
+    "batch_output_delay_polls": 1,
+    "interaction_step_error_code": 14,
+    "safety_finish_reason": "MODEL_ARMOR",
+    "scripts": [
+        {"match": TRUNCATED_ITEMS, "steps": ["incomplete"]},
+        {"match": STEP_ERROR_ITEMS, "steps": ["failed", "ok"]},
+    ],
+}
+
+
+def night_scenario() -> dict[str, Any]:
+    """The default scenario, its 5 % chance of a failed batch job made a certainty for the
+    second job (the retries' batch: the night always has one), and the real shapes."""
+    from emulator import BUILTINS
+
+    return {
+        **BUILTINS["default"],
+        "name": "night",
+        "batch_job_outcomes": ["SUCCEEDED", "FAILED"],
+        **REAL_SHAPES,
+    }
 
 
 @dataclass
@@ -172,7 +207,7 @@ def expected_fates(
     from emulator import load_scenario
     from emulator._state import Core
 
-    core = Core(load_scenario("default"), seed, clock=time.time)
+    core = Core(load_scenario(night_scenario()), seed, clock=time.time)
     out: dict[str, tuple[str, int, str | None]] = {}
     for key, prompt in keys_and_texts:
         states = (history or {}).get(key, [])
@@ -275,11 +310,7 @@ def run_night(
         if webhooks
         else None
     )
-    from emulator import BUILTINS
-
-    # The default scenario, with its 5 % chance of a failed batch job made a certainty for
-    # the second job (the retries' batch): the night always has one.
-    scenario = {**BUILTINS["default"], "batch_job_outcomes": ["SUCCEEDED", "FAILED"]}
+    scenario = night_scenario()
     with (
         receiver if receiver is not None else contextlib.nullcontext() as rx,
         RunningEmulator(

@@ -7,15 +7,18 @@
 
 ``--fast`` (the default; what CI proves through ``tests/proof``): for each crash point of
 the batch, background and direct channels, one tick in a real subprocess is SIGKILLed at
-the point (the trace proves it was reached), ordinary ticks follow until the night settles,
+the point (the trace proves it was reached; a ``*.before_release_on_halt`` tick runs under a
+refused key, a ``*.after_delivery_failure`` world has one side effect that always fails),
+ordinary ticks follow until the night settles,
 and the invariants are checked; then four ticks released together on one ledger, per
 channel (SQLite, and PostgreSQL with ``--postgres``). ``--scale`` runs ``bench/night.py``.
 
 One Prefect server (the test harness's) is started here once; every tick reports to it.
 Columns: ticks run, items, consumed, parked, lost (not settled), duplicated (a side effect
 completed twice outside a kill inside it), over-submitted (more submissions than attempts
-plus flagged orphans), attempts and submissions, flagged possible duplicates, tokens the
-emulator billed and the ledger recorded.
+plus flagged orphans), unbilled attempts (attempts beyond a key's submissions: only a direct
+call a kill left in flight may have one), attempts and submissions, flagged possible
+duplicates, tokens the emulator billed and the ledger recorded.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ COLUMNS = (
     "lost",
     "duplicated",
     "over_submitted",
+    "unbilled_attempts",
     "attempts",
     "submissions",
     "possible_duplicates",
@@ -82,7 +86,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     from emulator.testing import RunningEmulator
     from tests.proof.harness import World, batch_holders
-    from tests.proof.matrix import MATRIX, SCENARIO
+    from tests.proof.matrix import MATRIX, SCENARIO, kill_env, world_env
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -101,8 +105,9 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 emulator=emu,
                 prefect_api=prefect_api,
                 items=6,
+                extra_env=world_env(kills),
             )
-            runs, in_hand = world.kill_at(kills, prep=prep)
+            runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env)
             hit = len(runs) == len(kills) and all(
                 r.killed and r.trace and r.trace[-1] == p for p, r in zip(kills, runs, strict=False)
             )
@@ -221,7 +226,7 @@ def run_scale(prefect_api: str, args: argparse.Namespace) -> bool:
     rows = [
         {
             "what": f"night {name}",
-            "point": "default scenario",
+            "point": "night scenario",
             "hit": "-",
             "ticks": result.ticks[name],
             **v,

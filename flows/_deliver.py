@@ -49,6 +49,7 @@ class DeliveryPoints:
     before_effect: str | None = None
     after_effect: str | None = None
     before_consume: str | None = None
+    after_failure: str | None = None  # a failed delivery counted, the cap not yet reached
 
 
 @dataclass(slots=True)
@@ -139,6 +140,8 @@ def deliver_done(
             if status == "parked":
                 out.parked.append(key)
                 log.error("%s: %s parked after %d failed deliveries", p.name, key, cap)
+            else:
+                _crash(points.after_failure)
     if out.consumed or out.failed:
         log.info(
             "%s: delivered %d results, %d side effects failed",

@@ -162,6 +162,7 @@ def _submit(
     if halted:
         # A fault of the setup: none of these creates was accepted. Fresh rows get their
         # attempt back; a taken-over row keeps it (its first sending may have been billed).
+        crash_point("background.before_release_on_halt")
         ledger.release(reservation, keys=[s.key for s in halted], refund=fresh)
     failed: Counter[str] = Counter()
     for sub in outcomes:
@@ -324,7 +325,9 @@ def deliver_results(pipeline: str, max_age_s: float = _DEFAULT_MAX_AGE_S) -> dic
         # One row at a time on purpose: a kill between a side effect and this write makes
         # only the row in hand run its (idempotent) side effect again.
         points=DeliveryPoints(
-            before_effect="background.after_done", before_consume="background.before_consume"
+            before_effect="background.after_done",
+            before_consume="background.before_consume",
+            after_failure="background.after_delivery_failure",
         ),
     )
     return {"claimed": out.claimed, "consumed": out.consumed, "side_effect_failed": len(out.failed)}

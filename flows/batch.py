@@ -212,6 +212,7 @@ def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None
     nothing was billed) and halt the channel instead of failing the rows."""
     fault = setup_fault(exc)
     if fault is not None:
+        crash_point("batch.before_release_on_halt")
         ledger.release(reservation)
         raise fault from exc
 
@@ -528,6 +529,7 @@ def deliver_results(pipeline: str) -> dict[str, Any]:
             before_effect="batch.after_done",
             after_effect="batch.inside_side_effect",
             before_consume="batch.before_consume",
+            after_failure="batch.after_delivery_failure",
         ),
     )
     return {

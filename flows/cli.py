@@ -592,7 +592,7 @@ def dead_letter(
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
     from flows.direct import today_utc
-    from flows.summary import LOOKBACK_DAYS, build_summary
+    from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines
 
     the_day = _day(day) or today_utc()
     report = build_summary(_existing_ledger(), the_day)
@@ -618,6 +618,8 @@ def dead_letter(
         for c in p["parked_by_class"]:
             example = " ".join(str(c["example"] or "").split())[:100]
             console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
+    for line in halt_lines(report["halts"]):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):
         table.add_column(column, justify="left" if column == "error class" else "right")

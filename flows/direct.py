@@ -256,6 +256,7 @@ def _attempt(spec: str, key: str) -> dict[str, Any]:
         fault = setup_fault(error) if error is not None else None
         if fault is not None:
             # Refused or never reached: nothing was billed, the row goes back as it was.
+            crash_point("direct.before_release_on_halt")
             ledger.unsubmit(key, handle=handle)
             _halted[spec] = fault
             raise fault from error
@@ -425,7 +426,9 @@ def deliver_results(pipeline: str) -> dict[str, int]:
         log=get_run_logger(),
         page=1000,
         points=DeliveryPoints(
-            before_effect="direct.before_side_effect", after_effect="direct.after_side_effect"
+            before_effect="direct.before_side_effect",
+            after_effect="direct.after_side_effect",
+            after_failure="direct.after_delivery_failure",
         ),
     )
     return {"delivered": out.consumed, "failed": len(out.failed)}

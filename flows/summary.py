@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from flows._halt_history import WINDOW, HaltHistory, read_halts
 from flows._ledger import open_ledger
 from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows._run_names import summary_run_name
@@ -44,6 +45,7 @@ __all__ = [
     "LOOKBACK_DAYS",
     "RESOURCE_ID",
     "build_summary",
+    "halt_lines",
     "render_markdown",
     "summary",
 ]
@@ -51,6 +53,7 @@ __all__ = [
 EVENT_NAME = "gemini-ledger.parked.increased"
 RESOURCE_ID = "gemini-ledger.ledger"
 LOOKBACK_DAYS = 7
+_WINDOW_H = int(WINDOW.total_seconds() // 3600)
 
 
 # What each state means to a person reading the report in the morning.
@@ -111,9 +114,17 @@ def _pipelines(ledger: Ledger, prices: PriceTable) -> list[dict[str, Any]]:
     return rows
 
 
-def build_summary(ledger: Ledger, day: date, prices: PriceTable | None = None) -> dict[str, Any]:
-    """The dead-letter report for ``day`` (read-only: nothing is stored or published)."""
+def build_summary(
+    ledger: Ledger,
+    day: date,
+    prices: PriceTable | None = None,
+    halts: HaltHistory | None = None,
+) -> dict[str, Any]:
+    """The dead-letter report for ``day`` (read-only: nothing is stored or published).
+
+    ``halts`` defaults to the setup halts of the last 24 h read from the Prefect API."""
     prices = prices if prices is not None else load_prices()
+    halts = halts if halts is not None else read_halts()
     counts = ledger.counts()
     parked = dict(counts.by_error_class)
     baseline_day, previous = _baseline(ledger, day)
@@ -134,6 +145,7 @@ def build_summary(ledger: Ledger, day: date, prices: PriceTable | None = None) -
         "day": day.isoformat(),
         "baseline_day": baseline_day,
         "pipelines": _pipelines(ledger, prices),
+        "halts": halts.as_dict(),
         "parked": {"total": total, "previous": previous_total, "delta": total - previous_total},
         "parked_by_class": by_class,
         "retrying_by_class": dict(counts.retrying_by_class),
@@ -196,6 +208,25 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def halt_lines(halts: dict[str, Any]) -> list[str]:
+    """One plain line per halted pipeline channel (or why the halts could not be read)."""
+    if not halts["readable"]:
+        return [f"Setup halts of the last {_WINDOW_H} h could not be read: {halts['error']}."]
+    lines = []
+    for h in halts["channels"]:
+        after = {
+            True: "a later tick succeeded",
+            False: "no tick has succeeded since",
+            None: "unknown whether a later tick succeeded",
+        }[h["recovered"]]
+        lines.append(
+            f"{h['pipeline']} {h['channel']}: halted {h['ticks']} tick"
+            f"{'s' if h['ticks'] != 1 else ''} since {h['since']} (last {h['last']});"
+            f" {after}. Last cause: {h['cause']}. Fix: {h['fix']}"
+        )
+    return lines or [f"No setup halts in the last {_WINDOW_H} h."]
+
+
 def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str:
     """The report as Markdown (the ``dead-letter-summary`` artifact)."""
     parked = report["parked"]
@@ -211,6 +242,10 @@ def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str
         + (f"; alert threshold {threshold}" if threshold is not None else ""),
         "",
         *_pipeline_lines(report),
+        "",
+        "## Setup halts (nothing parked; every tick retries)",
+        "",
+        *(f"- {_cell(line, 400)}" for line in halt_lines(report["halts"])),
         "",
         "## Parked by class, day over day",
         "",

@@ -16,7 +16,13 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
     emulator reset to the proof scenario."""
     emulator.set_scenario(SCENARIO, seed=7)
 
-    def make(channel: str, *, items: int = 6, ledger_url: str | None = None) -> World:
+    def make(
+        channel: str,
+        *,
+        items: int = 6,
+        ledger_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> World:
         root = tmp_path / channel
         root.mkdir(exist_ok=True)
         return World(
@@ -26,6 +32,7 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
             emulator=emulator,
             prefect_api=prefect_api,
             items=items,
+            extra_env=extra_env,
         )
 
     return make

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -118,6 +118,7 @@ class Verdict:
     lost: int = 0
     duplicated: int = 0
     over_submitted: int = 0
+    unbilled_attempts: int = 0  # attempts counted beyond the key's submissions the API saw
     attempts: int = 0
     submissions: int = 0
     possible_duplicates: int = 0
@@ -138,6 +139,7 @@ class Verdict:
             "lost": self.lost,
             "duplicated": self.duplicated,
             "over_submitted": self.over_submitted,
+            "unbilled_attempts": self.unbilled_attempts,
             "attempts": self.attempts,
             "submissions": self.submissions,
             "possible_duplicates": self.possible_duplicates,
@@ -257,13 +259,19 @@ class World:
         return self.root / f"trace-{self._runs}.txt"
 
     def tick_subprocess(
-        self, *, crash_at: str | None = None, stale_s: float | None = None, timeout: float = 180
+        self,
+        *,
+        crash_at: str | None = None,
+        stale_s: float | None = None,
+        timeout: float = 180,
+        env: Mapping[str, str] | None = None,
     ) -> TickRun:
         """One tick through the CLI in a real subprocess (as cron runs it), optionally armed
         to SIGKILL itself at ``crash_at`` (``name`` or ``name@N``); ``stale_s=0`` makes it
-        take over whatever a dead tick left behind at once."""
+        take over whatever a dead tick left behind at once; ``env`` is added for this tick
+        only (e.g. a refused key)."""
         trace = self._trace_file()
-        extra = {"GEMINI_LEDGER_CRASH_TRACE": str(trace)}
+        extra = {**(env or {}), "GEMINI_LEDGER_CRASH_TRACE": str(trace)}
         if crash_at:
             extra["GEMINI_LEDGER_CRASH_AT"] = crash_at
         cmd = [
@@ -297,17 +305,27 @@ class World:
             self.points_hit.append(run.trace[-1])
         return run
 
-    def kill_at(self, kills: tuple[str, ...], *, prep: int = 0) -> tuple[list[TickRun], set[str]]:
+    def kill_at(
+        self,
+        kills: tuple[str, ...],
+        *,
+        prep: int = 0,
+        kill_env: Callable[[str], Mapping[str, str]] | None = None,
+    ) -> tuple[list[TickRun], set[str]]:
         """``prep`` ticks here, then one subprocess tick armed at each point in turn (each
-        after the first takes the dead ticks' leftovers over at once: ``stale_s=0``). Stops
-        at a tick that was not killed. Returns the runs, and the keys in hand at a kill (their
-        side effect may run again)."""
+        after the first takes the dead ticks' leftovers over at once: ``stale_s=0``), run
+        with ``kill_env(point)`` added. Stops at a tick that was not killed. Returns the runs,
+        and the keys in hand at a kill (their side effect may run again)."""
         for _ in range(prep):
             self.tick()
         runs: list[TickRun] = []
         in_hand: set[str] = set()
         for n, point in enumerate(kills):
-            run = self.tick_subprocess(crash_at=point, stale_s=0.0 if n else None)
+            run = self.tick_subprocess(
+                crash_at=point,
+                stale_s=0.0 if n else None,
+                env=kill_env(point) if kill_env else None,
+            )
             runs.append(run)
             if not run.killed:
                 break
@@ -457,6 +475,7 @@ class World:
                 if done:
                     v.duplicated += 1
                     v.problems.append(f"{key}: parked ({job.error_class}) yet published")
+            v.unbilled_attempts += max(0, job.attempts - sent)
             if sent > job.attempts + job.possible_duplicates:
                 v.over_submitted += 1
                 v.problems.append(

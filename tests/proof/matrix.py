@@ -10,10 +10,15 @@ from typing import Any
 __all__ = [
     "ALSO_PARKED_AFTER_KILLS",
     "EXPECTED_PARKED",
+    "FAILING_DELIVERY_ITEM",
     "MATRIX",
     "PERMANENT_ITEM",
+    "REFUSED_KEY",
     "RETRYABLE_ITEM",
     "SCENARIO",
+    "expected_parked",
+    "kill_env",
+    "world_env",
 ]
 
 # The scripted faults every crash and concurrency run carries on top of the clean scenario:
@@ -64,7 +69,49 @@ MATRIX: list[tuple[str, tuple[str, ...], int]] = [
     ("direct", ("direct.before_side_effect",), 0),
     ("direct", ("direct.after_side_effect",), 0),
     ("direct", ("direct.after_call", "direct.after_call"), 0),
+    # A fault of the setup met after reserving (the killed tick runs under a refused key),
+    # killed before the reservation is given back; the next ticks run with the good key.
+    ("batch", ("batch.before_release_on_halt",), 0),
+    ("background", ("background.before_release_on_halt",), 0),
+    ("direct", ("direct.before_release_on_halt",), 0),
+    # A side effect that always fails, killed once its failure is counted (below the cap):
+    # the count survives the kill and the row ends parked as delivery:<Exception>.
+    ("batch", ("batch.after_delivery_failure",), 1),
+    ("background", ("background.after_delivery_failure",), 1),
+    ("direct", ("direct.after_delivery_failure",), 0),
 ]
+
+# The killed tick of a halt row meets a refused key (the emulator refuses every key that
+# starts with ``refused-`` with 400 INVALID_ARGUMENT / API_KEY_INVALID): a fault of the setup.
+REFUSED_KEY = "refused-proof-key"
+_HALT_SUFFIX = ".before_release_on_halt"
+# The delivery rows' world: one item whose side effect always raises, parked at a cap of 2.
+FAILING_DELIVERY_ITEM = "item-00003"
+_DELIVERY_SUFFIX = ".after_delivery_failure"
+DELIVERY_CAP = 2
+
+
+def kill_env(point: str) -> dict[str, str]:
+    """What the tick armed at ``point`` runs with on top of its world."""
+    return {"GEMINI_API_KEY": REFUSED_KEY} if point.endswith(_HALT_SUFFIX) else {}
+
+
+def world_env(kills: tuple[str, ...]) -> dict[str, str]:
+    """What every tick of the world killed at ``kills`` runs with."""
+    if any(k.endswith(_DELIVERY_SUFFIX) for k in kills):
+        return {
+            "PROOF_FAIL_DELIVERY": FAILING_DELIVERY_ITEM,
+            "GEMINI_LEDGER_DELIVERY_CAP": str(DELIVERY_CAP),
+        }
+    return {}
+
+
+def expected_parked(kills: tuple[str, ...]) -> dict[str, int]:
+    """The parked classes a settled world killed at ``kills`` ends with (a halt adds none)."""
+    if any(k.endswith(_DELIVERY_SUFFIX) for k in kills):
+        return {**EXPECTED_PARKED, "delivery:ProofDeliveryFailed": 1}
+    return dict(EXPECTED_PARKED)
+
 
 # Parked classes a run may end with: the scripted permanent key, and direct calls killed
 # twice in flight (each kill an ``unknown:interrupted`` failure for every call in flight;

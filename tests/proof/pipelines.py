@@ -13,7 +13,10 @@ same world as the test that started it:
   idempotent overwrite by key);
 - ``PROOF_COMPLETIONS``: file the side effect appends ``<key>`` to once it has completed,
   so a test counts completions per key across processes (one short ``O_APPEND`` write per
-  line, which concurrent writers never interleave).
+  line, which concurrent writers never interleave);
+- ``PROOF_FAIL_DELIVERY``: item names (comma-separated) whose side effect always raises
+  :class:`ProofDeliveryFailed` before doing anything, so their rows end parked as
+  ``delivery:ProofDeliveryFailed`` once ``GEMINI_LEDGER_DELIVERY_CAP`` is reached.
 
 Keys are ``<pipeline>:<day>:<item>:v1``, so an emulator script targets one item with
 ``*:item-00001:*``.
@@ -37,9 +40,11 @@ from ledger import Channel
 __all__ = [
     "COMPLETIONS_ENV",
     "EMOJI_ENV",
+    "FAIL_DELIVERY_ENV",
     "ITEMS_ENV",
     "OUT_ENV",
     "Note",
+    "ProofDeliveryFailed",
     "background",
     "batch",
     "direct",
@@ -51,6 +56,11 @@ ITEMS_ENV = "PROOF_ITEMS"
 EMOJI_ENV = "PROOF_EMOJI_EVERY"
 OUT_ENV = "PROOF_OUT"
 COMPLETIONS_ENV = "PROOF_COMPLETIONS"
+FAIL_DELIVERY_ENV = "PROOF_FAIL_DELIVERY"
+
+
+class ProofDeliveryFailed(Exception):
+    """The side effect of an item named in PROOF_FAIL_DELIVERY: the destination refuses it."""
 
 
 class Note(BaseModel):
@@ -88,6 +98,9 @@ def _prompt(i: int) -> Prompt:
 
 def _deliver(channel: Channel) -> Any:
     def on_result(key: str, result: Any) -> None:
+        failing = os.environ.get(FAIL_DELIVERY_ENV, "")
+        if any(f":{name}:" in key for name in failing.split(",") if name):
+            raise ProofDeliveryFailed(f"the destination refused {key}")
         note = result if isinstance(result, Note) else Note.model_validate(result)
         out = os.environ.get(OUT_ENV)
         if out:
