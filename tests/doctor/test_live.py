@@ -156,3 +156,18 @@ def test_a_batch_that_does_not_finish_in_time_is_cancelled_and_fails(
     assert "--batch-timeout" in checks["3-row batch"]["fix"]
     assert checks["background interaction"]["outcome"] == "ok"
     assert emulator.stats()["requests"].get("POST /v1/batches/{id}:cancel") == 1
+
+
+def test_a_busy_api_for_one_batch_row_is_a_warning_not_a_failed_setup(
+    emulator: Any, ledger_env: str, tmp_path: Path
+) -> None:
+    """A row answered 503 in the batch is the API being busy: a warning, and exit 0."""
+    emulator.set_scenario(
+        {"name": "busy-row", "scripts": [{"match": "doctor:*:batch:2", "steps": ["503"]}]},
+        seed=7,
+    )
+    code, report = _doctor("--live", "--yes", "--shapes-out", str(tmp_path / "s.json"))
+    batch = _by_name(report)["3-row batch"]
+    assert batch["outcome"] == "warn", batch
+    assert "503" in batch["detail"] and "run again" in batch["fix"]
+    assert code == 0
