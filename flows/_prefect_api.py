@@ -30,7 +30,7 @@ import httpx
 
 from ledger import TransientError
 
-__all__ = ["STARTUP_ENV", "TemporaryServerError", "prefect_api"]
+__all__ = ["STARTUP_ENV", "TemporaryServerError", "api_available", "prefect_api"]
 
 STARTUP_ENV = "GEMINI_LEDGER_PREFECT_STARTUP_S"
 _PR_SET_PDEATHSIG = 1
@@ -38,6 +38,14 @@ _PR_SET_PDEATHSIG = 1
 
 class TemporaryServerError(TransientError, RuntimeError):
     """The temporary Prefect server did not start."""
+
+
+def api_available() -> bool:
+    """A Prefect API to ask: a configured server, or the one a running flow talks to."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url) or FlowRunContext.get() is not None
 
 
 def _startup_timeout() -> float:

@@ -74,7 +74,7 @@ from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
-from flows.settings import Settings, load_settings
+from flows.settings import load_settings
 from ledger import (
     Channel,
     Failure,
@@ -122,10 +122,6 @@ INTERRUPTED = Failure(
     "interrupted",
     "the process died during the call; the attempt may have been billed",
 )
-
-
-def _settings() -> Settings:
-    return load_settings()
 
 
 def today_utc() -> date:
@@ -209,7 +205,7 @@ def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
 def _wait_until_due(ledger: Ledger, key: str) -> None:
     """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
     remaining = ledger.get(key).due_at - ledger.clock()
-    if 0 < remaining <= _settings().direct_max_wait_s:
+    if 0 < remaining <= load_settings().direct_max_wait_s:
         time.sleep(remaining)
 
 
@@ -293,7 +289,7 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     if failure.verdict is Verdict.PERMANENT or exc.status != "retryable":
         return False
     delay = failure.retry_delay
-    return delay is None or delay <= _settings().direct_max_wait_s
+    return delay is None or delay <= load_settings().direct_max_wait_s
 
 
 @task(
@@ -319,8 +315,8 @@ def direct_task(policy: Policy) -> Task[Any, dict[str, Any]]:
     each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
     factor. Tests set both tiny.
     """
-    backoff = _settings().direct_backoff_s
-    jitter = _settings().direct_jitter
+    settings = load_settings()
+    backoff, jitter = settings.direct_backoff_s, settings.direct_jitter
     return generate_content.with_options(
         retries=policy.attempt_cap - 1,
         retry_delay_seconds=exponential_backoff(backoff),
@@ -388,7 +384,7 @@ def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[
     """Resolve rows a killed run left in flight (see the module docstring)."""
     p = get_pipeline(pipeline)
     ledger = open_ledger()
-    older = _settings().direct_stale_s if older_than_s is None else older_than_s
+    older = load_settings().direct_stale_s if older_than_s is None else older_than_s
     released = 0
     for row in ledger.stale_reservations(pipeline=p.name, older_than=older):
         if row.reservation.startswith(_RESERVATION_PREFIX):
@@ -422,7 +418,7 @@ def deliver_results(pipeline: str) -> dict[str, int]:
         open_ledger(),
         get_pipeline(pipeline),
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
-        older_than=_settings().direct_stale_s,
+        older_than=load_settings().direct_stale_s,
         log=get_run_logger(),
         page=1000,
         points=DeliveryPoints(

@@ -20,6 +20,7 @@ from typing import Any
 from google import genai
 from google.genai import types
 
+from flows._prefect_api import api_available
 from ledger import ConfigurationError, register_secret
 
 __all__ = [
@@ -61,14 +62,6 @@ def _block_name() -> str:
     return os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
 
 
-def _prefect_api_configured() -> bool:
-    """A Prefect API to ask: a configured server, or the one a running flow talks to."""
-    from prefect.context import FlowRunContext
-    from prefect.settings import get_current_settings
-
-    return bool(get_current_settings().api.url) or FlowRunContext.get() is not None
-
-
 def _key_from_block(name: str) -> str | None:
     """The block's value, or None when the block does not exist."""
     from prefect.blocks.system import Secret
@@ -97,7 +90,7 @@ _cache_lock = threading.Lock()
 def find_api_key() -> ApiKey | None:
     """The Gemini API key and its source, or None; read once per process and setting."""
     name = _block_name()
-    use_block = _prefect_api_configured()
+    use_block = api_available()
     env_key = os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
     cache_key = (name, use_block, env_key, os.environ.get("PREFECT_API_URL"))
     with _cache_lock:

@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flows._prefect_api import api_available
 from ledger import Failure
 
 __all__ = [
@@ -141,13 +142,6 @@ def reset_cache() -> None:
         _pauses.clear()
 
 
-def _api_configured() -> bool:
-    from prefect.context import FlowRunContext
-    from prefect.settings import get_current_settings
-
-    return bool(get_current_settings().api.url) or FlowRunContext.get() is not None
-
-
 def _read_limit(client: Any, name: str) -> Any | None:
     from prefect.exceptions import ObjectNotFound
 
@@ -166,7 +160,7 @@ def limits_for(model: str) -> ModelLimits:
         if cached is not None and now - cached[0] < LIMITS_TTL_S:
             return cached[1]
     found = _NONE
-    if _api_configured():
+    if api_available():
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
@@ -336,7 +330,7 @@ def apply_limits(
         raise ValueError("--rpm must be at least 1")
     if concurrency is not None and concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
-    if not _api_configured():
+    if not api_available():
         raise ValueError("no Prefect API configured: set PREFECT_API_URL to the shared server")
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import (

@@ -37,16 +37,13 @@ from ledger._lines import (
 )
 from ledger._models import Channel, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
-from ledger._redact import redact, register_secret
-from ledger._setup import SetupFault, SetupKind, setup_fault
-from ledger._store import (
+from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     BatchRecord,
     Counts,
     Enrollment,
     FailureRow,
     JobView,
-    Ledger,
     NewJob,
     PipelineChange,
     PipelineRecord,
@@ -55,6 +52,9 @@ from ledger._store import (
     ResultRow,
     fingerprint_of,
 )
+from ledger._redact import redact, register_secret
+from ledger._setup import SetupFault, SetupKind, setup_fault
+from ledger._store import Ledger
 
 __all__ = [
     "DEFAULT_DATABASE_URL",

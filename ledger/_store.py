@@ -27,40 +27,10 @@ from ledger._batches import BatchVerbs
 from ledger._jobs import JobVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
-from ledger._records import (
-    DELIVERY_CLASS_PREFIX,
-    BatchRecord,
-    Counts,
-    Enrollment,
-    FailureRow,
-    JobView,
-    NewJob,
-    PipelineChange,
-    PipelineRecord,
-    Policy,
-    Reserved,
-    ResultRow,
-    fingerprint_of,
-)
 from ledger._reports import ReportVerbs
 from ledger._webhooks import WebhookVerbs
 
-__all__ = [
-    "DELIVERY_CLASS_PREFIX",
-    "BatchRecord",
-    "Counts",
-    "Enrollment",
-    "FailureRow",
-    "JobView",
-    "Ledger",
-    "NewJob",
-    "PipelineChange",
-    "PipelineRecord",
-    "Policy",
-    "Reserved",
-    "ResultRow",
-    "fingerprint_of",
-]
+__all__ = ["Ledger"]
 
 
 class Ledger(JobVerbs, OutcomeVerbs, BatchVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs):
