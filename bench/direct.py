@@ -130,7 +130,7 @@ def main() -> None:
     with RunningEmulator(scenario=scenario, seed=1) as emu, prefect_test_harness(120):
         for name, value in emu.env().items():
             os.environ[name] = value
-        from flows.direct import direct_run
+        from flows.tick import tick
 
         day = date(2026, 1, 1)
         print(f"direct channel, {n} calls, emulator latency {args.latency_ms:g} ms per call")
@@ -147,10 +147,10 @@ def main() -> None:
         for k, workers in enumerate(pools):
             emu.reset()
             t = time.perf_counter()
-            report = direct_run(pipeline=SPEC, day=day + timedelta(days=k), max_concurrency=workers)
+            report = tick(pipeline=SPEC, day=day + timedelta(days=k), max_concurrency=workers)
             wall = time.perf_counter() - t
-            assert report["outcomes"] == {"done": n}, report["outcomes"]
-            calls = float(report["calls_seconds"])
+            assert report.submit.outcomes == {"done": n}, report.submit.outcomes
+            calls = float(report.submit.calls_seconds)
             results[workers] = (wall, calls)
             sent = sum(emu.stats()["submissions"].values())
             print(

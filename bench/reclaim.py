@@ -65,16 +65,25 @@ def _jobs(n: int, prefix: str) -> Iterator[NewJob]:
         )
 
 
+def _channel(concurrency: int = 32) -> Any:
+    """The background channel of the bench's pipeline, as a tick opens it (no Prefect run:
+    the steps log to a plain logger)."""
+    from flows.tick import TickOptions, open_channel, start_run
+
+    return open_channel(start_run(PIPELINE, DAY), TickOptions(max_concurrency=concurrency))
+
+
 def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
     """Enroll n jobs, reserve them and create their interactions (bound), as a tick does."""
-    from flows.background import _submit
+    from flows.background import submit_reserved
     from flows.registry import get_pipeline
 
     p = get_pipeline(PIPELINE)
     ledger.enroll(_jobs(n, prefix), pipeline=PIPELINE, channel="background", model=p.model)
     token = f"bench-{prefix}"
     ledger.reserve(pipeline=PIPELINE, limit=n, reservation=token)
-    out = _submit(p, ledger, list(ledger.reserved(token)), reservation=token, max_concurrency=32)
+    rows = list(ledger.reserved(token))
+    out = submit_reserved(p, ledger, rows, reservation=token, max_concurrency=32)
     assert out["submitted"] == n, out
 
 
@@ -84,7 +93,6 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
 def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
     from flows._interactions import Handle, poll_all
     from flows._ledger import open_ledger
-    from flows.background import reclaim_interactions
     from flows.examples.articles import Article
     from flows.gateway import gemini_client
 
@@ -110,9 +118,9 @@ def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
         sequential_raw = time.perf_counter() - t
 
         t, cpu = time.perf_counter(), time.process_time()
-        report = reclaim_interactions.fn(PIPELINE, max_concurrency=concurrency)
+        report = _channel(concurrency).collect()
         step, cpu = time.perf_counter() - t, time.process_time() - cpu
-        assert report["completed"] == n, report
+        assert report.completed == n, report
         gets = emu.stats()["requests"]["GET /v1/interactions/{id}"]
         assert gets == 3 * n, gets  # each handle polled once per method: no hidden retries
 
@@ -175,7 +183,8 @@ class LedgerTimer:
 
 def _settle(ledger: Ledger, n: int) -> None:
     """n consumed rows of the pipeline (bulk: enroll, then one UPDATE), plus today's topics."""
-    from flows.background import enroll_items
+    from flows._deliver import enroll_day
+    from flows.registry import get_pipeline
 
     chunk = 200_000
     for start in range(0, n, chunk):
@@ -188,7 +197,8 @@ def _settle(ledger: Ledger, n: int) -> None:
             channel="background",
             model="gemini-2.5-flash",
         )
-    enroll_items.fn(PIPELINE, DAY)  # today's topics exist already: the tick adds none
+    # Today's topics exist already: the tick adds none.
+    enroll_day(ledger, get_pipeline(PIPELINE), DAY)
     with ledger.engine.begin() as conn:
         conn.execute(
             text(
@@ -200,14 +210,8 @@ def _settle(ledger: Ledger, n: int) -> None:
 
 
 def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
+    from flows._deliver import enroll_day
     from flows._ledger import open_ledger
-    from flows.background import (
-        deliver_results,
-        enroll_items,
-        reclaim_interactions,
-        resubmit_stale,
-        submit_due,
-    )
 
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:
         _setup_env(Path(tmp), emu)
@@ -218,14 +222,15 @@ def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
         setup = time.perf_counter() - t
         with LedgerTimer() as timer:
             t = time.perf_counter()
-            resubmit_stale.fn(PIPELINE, 300.0)
-            reclaimed = reclaim_interactions.fn(PIPELINE)
-            delivered = deliver_results.fn(PIPELINE)
-            enrolled = enroll_items.fn(PIPELINE, DAY)
-            submitted = submit_due.fn(PIPELINE)
+            channel = _channel()
+            channel.recover()
+            reclaimed = channel.collect()
+            delivered = channel.deliver()
+            enrolled = enroll_day(ledger, channel.ctx.pipeline, DAY)
+            submitted = channel.submit()
             wall = time.perf_counter() - t
-        assert reclaimed["completed"] == 10 and delivered["consumed"] == 10, (reclaimed, delivered)
-        assert enrolled["enrolled"] == 0 and submitted["reserved"] == 0, (enrolled, submitted)
+        assert reclaimed.completed == 10 and delivered.consumed == 10, (reclaimed, delivered)
+        assert enrolled.enrolled == 0 and submitted.reserved == 0, (enrolled, submitted)
         counts = ledger.counts(pipeline=PIPELINE).by_status
         assert counts.get("consumed") == settled + 10 + 40, counts
         ledger.dispose()

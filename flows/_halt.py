@@ -62,14 +62,18 @@ def checked(value: T) -> T:
     return value
 
 
-def _pipeline_name(func: Callable[..., Any], args: Any, kwargs: Any) -> str:
+def _pipeline_of(func: Callable[..., Any], args: Any, kwargs: Any) -> tuple[str, str | None]:
+    """The halted run's pipeline name and channel, from its ``pipeline`` parameter."""
     try:
         spec = inspect.signature(func).bind_partial(*args, **kwargs).arguments.get("pipeline")
         from flows.registry import get_pipeline
 
-        return get_pipeline(str(spec)).name if spec else "unknown"
+        if not spec:
+            return "unknown", None
+        p = get_pipeline(str(spec))
+        return p.name, str(p.channel)
     except Exception:
-        return "unknown"
+        return "unknown", None
 
 
 def _announce(fault: SetupFault, pipeline: str, channel: str) -> None:
@@ -95,9 +99,10 @@ def _announce(fault: SetupFault, pipeline: str, channel: str) -> None:
         log.warning("could not emit %s: %s", HALTED_EVENT, exc)
 
 
-def halts(channel: str, *, flow: bool = False) -> Callable[[F], F]:
+def halts(channel: str | None = None, *, flow: bool = False) -> Callable[[F], F]:
     """Decorate a flow (``flow=True``) or task function: a fault of the setup ends it Failed.
 
+    A flow's halt is announced for ``channel``, or for its pipeline's channel when None.
     Any other exception passes through unchanged (bugs keep their traceback).
     """
 
@@ -111,7 +116,8 @@ def halts(channel: str, *, flow: bool = False) -> Callable[[F], F]:
                 if fault is None:
                     raise
             if flow:
-                _announce(fault, _pipeline_name(func, args, kwargs), channel)
+                name, own_channel = _pipeline_of(func, args, kwargs)
+                _announce(fault, name, channel or own_channel or "unknown")
             return Failed(message=str(fault), data=fault)
 
         # Prefect reads the parameters' types from the wrapper, whose module is this one:

@@ -7,9 +7,10 @@ minute apart are told apart; a tick for another day than today says so.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
-__all__ = ["pipeline_label", "summary_run_name", "tick_run_name"]
+__all__ = ["pipeline_label", "slug", "summary_run_name", "tick_run_name"]
 
 
 def pipeline_label(spec: str) -> str:
@@ -20,6 +21,11 @@ def pipeline_label(spec: str) -> str:
         return get_pipeline(spec).name
     except UnknownPipeline:
         return spec
+
+
+def slug(text: str) -> str:
+    """``text`` as an artifact key may spell it: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
 def _day(value: object) -> date | None:

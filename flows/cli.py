@@ -19,7 +19,7 @@ from datetime import date
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
@@ -29,6 +29,9 @@ from rich.table import Table
 
 from flows.errors import UsageError
 from ledger import GeminiLedgerError, Ledger, LedgerConfigError
+
+if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
+    from flows._channel import TickReport
 
 __all__ = ["app", "main"]
 
@@ -344,7 +347,7 @@ def tick(
     from flows._ledger import open_ledger
     from flows.identity import claim_pipeline
     from flows.registry import load_pipeline
-    from flows.ticks import run_tick
+    from flows.tick import run_tick
 
     the_day = _day(day)
     load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
@@ -354,7 +357,39 @@ def tick(
     claim_pipeline(pipeline, ledger=ledger)
     with _prefect():
         report = run_tick(pipeline, day=the_day)
-    _print_report(report, title=f"tick {pipeline}", as_json=as_json)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _print_tick(report, ledger)
+
+
+def _print_tick(report: TickReport, ledger: Ledger) -> None:
+    """What the tick did, then where the pipeline stands in the ledger: a few lines."""
+    from flows.summary import pipeline_standing
+
+    def by_class(counts: dict[str, int]) -> str:
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+
+    console.print(
+        f"[bold]{report.pipeline}[/] ({report.channel}) tick for {report.day},"
+        f" {report.seconds:.1f} s: recovered {report.recovered}, answers done"
+        f" {report.completed}, delivered {report.delivered}, enrolled {report.enrolled},"
+        f" submitted {report.submitted}"
+    )
+    if report.parked:
+        console.print(f"  parked this tick: {by_class(report.parked)}")
+    if report.retryable:
+        console.print(f"  to be sent again: {by_class(report.retryable)}")
+    if report.delivery_failed:
+        console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    now = pipeline_standing(ledger, report.pipeline)
+    if now is not None:
+        oldest = f" (oldest {now['oldest_in_flight']})" if now["oldest_in_flight"] else ""
+        console.print(
+            f"  ledger now: delivered {now['delivered']}, parked {now['parked']}, retrying"
+            f" {now['retrying']}, in flight {now['in_flight']}{oldest},"
+            f" cost ${now['cost_usd']:.4f}; `--json` shows every counter"
+        )
 
 
 @app.command()
@@ -591,7 +626,7 @@ def dead_letter(
 
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
-    from flows.direct import today_utc
+    from flows._channel import today_utc
     from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines
 
     the_day = _day(day) or today_utc()

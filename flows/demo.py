@@ -46,7 +46,7 @@ def _outstanding(ledger: Ledger, pipeline: str) -> int:
 
 
 def _run_until_settled(
-    tick: Callable[[], dict[str, Any]],
+    tick: Callable[[], object],
     *,
     ledger: Ledger,
     pipeline: str,
@@ -110,22 +110,21 @@ def run_demo(
         os.environ.update(emu.env())
         say(f"emulator up at {emu.base_url}; starting Prefect (a temporary local server)")
         # Imported only now: Prefect reads PREFECT_HOME when it is first imported.
-        from flows.background import background_tick
-        from flows.batch import batch_tick
         from flows.replay import replay
+        from flows.tick import tick
 
         ledger = Ledger(ledger_url)
         today = date.today()
         ticks = {
             "reviews": _run_until_settled(
-                lambda: batch_tick(pipeline="reviews", day=today),
+                lambda: tick(pipeline="reviews", day=today),
                 ledger=ledger,
                 pipeline="reviews",
                 max_ticks=max_ticks,
                 say=say,
             ),
             "articles": _run_until_settled(
-                lambda: background_tick(pipeline="articles", day=today, max_age_s=5.0),
+                lambda: tick(pipeline="articles", day=today, stale_s=5.0),
                 ledger=ledger,
                 pipeline="articles",
                 max_ticks=max_ticks,

@@ -34,11 +34,11 @@ next run picks it up once it is due.
 Crashes: the handle is bound before the call, so a row left ``reserving`` never reached the
 API and is released (its attempt given back); a row left ``submitted`` under a ``direct:``
 handle may have been billed and is recorded as an ``unknown:interrupted`` failure (retried
-up to ``unknown_cap``). :func:`direct_run` sweeps both, for rows older than
-``GEMINI_LEDGER_DIRECT_STALE_S`` (default 300 s, longer than a call's timeout), before it
-submits anything. Crash points: ``direct.after_reserve``, ``direct.before_call``,
-``direct.after_call``, ``direct.after_record``, ``direct.before_side_effect``,
-``direct.after_side_effect``.
+up to ``unknown_cap``). A tick's recover step (:meth:`DirectChannel.recover`) sweeps both,
+for rows older than ``GEMINI_LEDGER_DIRECT_STALE_S`` (default 300 s, longer than a call's
+timeout), before it submits anything. Crash points: ``direct.after_reserve``,
+``direct.before_call``, ``direct.after_call``, ``direct.after_record``,
+``direct.before_side_effect``, ``direct.after_side_effect``.
 """
 
 from __future__ import annotations
@@ -49,28 +49,26 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from google.genai import types
-from prefect import Task, flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from flows._deliver import DeliveryPoints, deliver_done, enroll_day
+from flows._channel import Collected, Recovered, RunContext, Submitted
+from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._gemini_errors import classify, setup_fault
-from flows._halt import checked, halts, preflight
+from flows._halt import halts
 from flows._ledger import open_ledger
-from flows._run_names import tick_run_name
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gateway import gemini_client, keyed
-from flows.identity import claim_pipeline
 from flows.pipeline import Pipeline
 from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
@@ -84,6 +82,7 @@ from ledger import (
     Policy,
     ResultRow,
     SetupFault,
+    Status,
     Usage,
     Verdict,
     classify_response,
@@ -98,15 +97,14 @@ __all__ = [
     "MAX_WAIT_ENV",
     "STALE_ENV",
     "AttemptFailed",
-    "deliver_results",
-    "direct_run",
+    "DirectChannel",
+    "DirectRecovered",
+    "DirectSubmitted",
+    "deliver_direct",
     "direct_task",
-    "enroll_items",
     "generate_content",
     "retry_if_classifier_says",
     "run_calls",
-    "sweep_interrupted",
-    "today_utc",
 ]
 
 BACKOFF_ENV = "GEMINI_LEDGER_DIRECT_BACKOFF_S"  # first retry delay (s); doubles every retry
@@ -122,11 +120,6 @@ INTERRUPTED = Failure(
     "interrupted",
     "the process died during the call; the attempt may have been billed",
 )
-
-
-def today_utc() -> date:
-    """The default day of a run (UTC, so a schedule and a laptop agree)."""
-    return datetime.now(UTC).date()
 
 
 class AttemptFailed(Exception):
@@ -376,50 +369,123 @@ def run_calls(
     return outcomes
 
 
-# --- the flow's other steps ------------------------------------------------------------------
+# --- the channel: the steps a tick runs (flows.tick) ------------------------------------------
 
 
-@task(name="sweep-interrupted-calls", cache_policy=NO_CACHE, persist_result=False)
-def sweep_interrupted(pipeline: str, older_than_s: float | None = None) -> dict[str, int]:
-    """Resolve rows a killed run left in flight (see the module docstring)."""
-    p = get_pipeline(pipeline)
-    ledger = open_ledger()
-    older = load_settings().direct_stale_s if older_than_s is None else older_than_s
-    released = 0
-    for row in ledger.stale_reservations(pipeline=p.name, older_than=older):
-        if row.reservation.startswith(_RESERVATION_PREFIX):
-            released += ledger.release(row.reservation)
-    interrupted = 0
-    cutoff = ledger.clock() - older
-    for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
-        if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
-            try:
-                ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
-                interrupted += 1
-            except InvalidTransition:
-                pass  # another run settled it meanwhile
-    if released or interrupted:
-        get_run_logger().warning(
-            "swept %d unsent and %d interrupted calls of %s", released, interrupted, p.name
+_DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(kw_only=True)
+class DirectRecovered(Recovered):
+    """Calls a killed run left in flight: unsent ones released, sent ones recorded as
+    ``unknown:interrupted`` (see the module docstring)."""
+
+    released: int = 0
+    interrupted: int = 0
+
+    def details(self) -> Iterator[tuple[str, Any]]:
+        yield "reserved but never sent: released", self.released
+        yield "cut off during the call: unknown:interrupted", self.interrupted
+
+
+@dataclass(kw_only=True)
+class DirectSubmitted(Submitted):
+    """One call per due job; the call is the answer, so its row is settled at once."""
+
+    called: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # the job's status after its call
+    calls_seconds: float = 0.0
+
+    def details(self) -> Iterator[tuple[str, Any]]:
+        yield from ((f"call outcome: {o}", n) for o, n in self.outcomes.items())
+
+
+class DirectChannel:
+    """The direct channel's steps: sweep interrupted calls, deliver, call every due job."""
+
+    kind: ClassVar[Channel] = Channel.DIRECT
+
+    def __init__(self, ctx: RunContext, options: Any = None) -> None:
+        if ctx.pipeline.channel != Channel.DIRECT:
+            raise UsageError(
+                f"pipeline {ctx.name} uses the {ctx.pipeline.channel} channel, not direct"
+            )
+        self.ctx = ctx
+        stale = getattr(options, "stale_s", None)
+        self.stale_s = ctx.settings.direct_stale_s if stale is None else stale
+        concurrency = getattr(options, "max_concurrency", None)
+        self.max_concurrency = _DEFAULT_CONCURRENCY if concurrency is None else concurrency
+        if self.max_concurrency < 1:
+            raise UsageError("max_concurrency must be at least 1")
+
+    def recover(self) -> DirectRecovered:
+        """Resolve rows a killed run left in flight (see the module docstring)."""
+        p, ledger = self.ctx.pipeline, self.ctx.ledger
+        out = DirectRecovered()
+        for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
+            if row.reservation.startswith(_RESERVATION_PREFIX):
+                out.released += ledger.release(row.reservation)
+        cutoff = ledger.clock() - self.stale_s
+        for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
+            if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
+                try:
+                    ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
+                    out.interrupted += 1
+                except InvalidTransition:
+                    pass  # another run settled it meanwhile
+        out.recovered = out.released + out.interrupted
+        if out.recovered:
+            self.ctx.log.warning(
+                "swept %d unsent and %d interrupted calls of %s",
+                out.released,
+                out.interrupted,
+                p.name,
+            )
+        return out
+
+    def collect(self) -> Collected:
+        """Nothing to collect: a direct call brings its answer back (see :meth:`submit`)."""
+        return Collected()
+
+    def deliver(self) -> Delivery:
+        """Call on_result for every done row and mark it consumed (see flows._deliver)."""
+        return deliver_direct(self.ctx)
+
+    def submit(self) -> DirectSubmitted:
+        """Call Gemini for every pending or retryable job, at most ``max_concurrency`` at a
+        time; each call's answer is recorded as it arrives."""
+        p, ledger = self.ctx.pipeline, self.ctx.ledger
+        keys = [j.key for j in ledger.jobs(pipeline=p.name, status=Status.PENDING)]
+        keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
+        self.ctx.log.info("%s %s: %d jobs to call", p.name, self.ctx.day, len(keys))
+        started = time.monotonic()
+        outcomes = run_calls(
+            self.ctx.spec, keys, policy=p.policy, max_concurrency=self.max_concurrency
         )
-    return {"released": released, "interrupted": interrupted}
+        tally = Counter(outcomes.values())
+        refused: Counter[str] = Counter()
+        for key, outcome in outcomes.items():
+            if outcome in (Status.PARKED, Status.RETRYABLE):
+                view = ledger.get(key)
+                refused[f"{outcome} {view.error_class or 'unclassified'}"] += 1
+        return DirectSubmitted(
+            submitted=sum(n for o, n in tally.items() if not o.startswith("skipped:")),
+            refused=dict(sorted(refused.items())),
+            settled=tally[Status.DONE],
+            called=len(keys),
+            outcomes=dict(sorted(tally.items())),
+            calls_seconds=round(time.monotonic() - started, 3),
+        )
 
 
-@task(name="enroll-items", cache_policy=NO_CACHE, persist_result=False)
-def enroll_items(pipeline: str, day: date) -> dict[str, Any]:
-    """Enroll the day's items (an existing key is never changed); what enrollment did."""
-    return enroll_day(open_ledger(), get_pipeline(pipeline), day, log=get_run_logger()).as_dict()
-
-
-@task(name="deliver-results", cache_policy=NO_CACHE, persist_result=False)
-def deliver_results(pipeline: str) -> dict[str, int]:
-    """Call on_result for every done row and mark it consumed (see flows._deliver)."""
-    out = deliver_done(
-        open_ledger(),
-        get_pipeline(pipeline),
+def deliver_direct(ctx: RunContext) -> Delivery:
+    """Deliver the done rows of a direct pipeline (a tick's step, and replay's last step)."""
+    return deliver_done(
+        ctx.ledger,
+        ctx.pipeline,
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
-        older_than=load_settings().direct_stale_s,
-        log=get_run_logger(),
+        older_than=ctx.settings.direct_stale_s,
+        log=ctx.log,
         page=1000,
         points=DeliveryPoints(
             before_effect="direct.before_side_effect",
@@ -427,67 +493,3 @@ def deliver_results(pipeline: str) -> dict[str, int]:
             after_failure="direct.after_delivery_failure",
         ),
     )
-    return {"delivered": out.consumed, "failed": len(out.failed)}
-
-
-def _due_keys(ledger: Ledger, pipeline: str) -> list[str]:
-    keys = [j.key for j in ledger.jobs(pipeline=pipeline, status="pending")]
-    keys += [j.key for j in ledger.jobs(pipeline=pipeline, status="retryable")]
-    return keys
-
-
-@flow(name="direct-run", flow_run_name=tick_run_name)
-@halts(Channel.DIRECT, flow=True)
-def direct_run(pipeline: str, day: date | None = None, max_concurrency: int = 8) -> dict[str, Any]:
-    """Run a direct-channel pipeline: sweep leftovers, enroll the day's items, call Gemini
-    for every pending or retryable job (at most ``max_concurrency`` at a time), deliver
-    the results."""
-    logger = get_run_logger()
-    p = get_pipeline(pipeline)
-    if p.channel != Channel.DIRECT:
-        raise UsageError(f"pipeline {p.name} uses the {p.channel} channel, not direct")
-    claim_pipeline(pipeline)  # before anything is touched: the name must be this pipeline's
-    the_day = day or today_utc()
-    ledger = open_ledger()
-    preflight()
-
-    swept = checked(sweep_interrupted(pipeline))
-    enrollment = checked(enroll_items(pipeline, the_day))
-    enrolled = enrollment["enrolled"]
-    keys = _due_keys(ledger, p.name)
-    logger.info("%s %s: %d new items, %d jobs to call", p.name, the_day, enrolled, len(keys))
-
-    started = time.monotonic()
-    outcomes = run_calls(pipeline, keys, policy=p.policy, max_concurrency=max_concurrency)
-    elapsed = time.monotonic() - started
-    delivery = checked(deliver_results(pipeline))
-
-    counts = ledger.counts(pipeline=p.name)
-    tally = Counter(outcomes.values())
-    report: dict[str, Any] = {
-        "pipeline": p.name,
-        "day": the_day.isoformat(),
-        "swept": swept,
-        "enrolled": enrolled,
-        "enrollment": enrollment,
-        "called": len(keys),
-        "outcomes": dict(sorted(tally.items())),
-        "calls_seconds": round(elapsed, 3),
-        "delivered": delivery["delivered"],
-        "delivery_failed": delivery["failed"],
-        "ledger": counts.as_dict(),
-    }
-    create_table_artifact(
-        key="direct-run",
-        table=[{"outcome": k, "jobs": v} for k, v in sorted(tally.items())]
-        + [{"outcome": f"parked as {c}", "jobs": n} for c, n in counts.by_error_class.items()],
-        description=f"direct run of {p.name} for {the_day}: {len(keys)} jobs called,"
-        f" {delivery['delivered']} delivered",
-    )
-    logger.info(
-        "%s: %s; delivered %d",
-        p.name,
-        ", ".join(f"{k} {v}" for k, v in sorted(tally.items())) or "nothing to call",
-        delivery["delivered"],
-    )
-    return report

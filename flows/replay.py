@@ -35,13 +35,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows._channel import RunContext, today_utc
 from flows._deliver import DeliveryPoints, deliver_done
-from flows._halt import checked, halts
+from flows._halt import halts
 from flows._ledger import open_ledger
-from flows.direct import deliver_results, run_calls
+from flows.direct import deliver_direct, run_calls
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
+from flows.settings import load_settings
 from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView
 
 __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
@@ -252,7 +254,11 @@ def replay(
             max_concurrency=min(_MAX_DIRECT_WORKERS, max(1, len(back))),
             rate_per_second=rate_per_second,
         )
-        checked(deliver_results(spec))
+        deliver_direct(
+            RunContext(
+                spec=spec, pipeline=p, ledger=ledger, settings=load_settings(), day=today_utc()
+            )
+        )
         for key in back:
             outcome[key] = ledger.get(key).status if results.get(key) != "error" else "error"
     for key in skipped:

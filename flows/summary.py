@@ -32,11 +32,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from flows._channel import today_utc
 from flows._halt_history import WINDOW, HaltHistory, read_halts
 from flows._ledger import open_ledger
 from flows._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows._run_names import summary_run_name
-from flows.direct import today_utc
 from flows.errors import UsageError
 from ledger import Ledger, Status, morning_view
 
@@ -112,6 +112,12 @@ def _pipelines(ledger: Ledger, prices: PriceTable) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def pipeline_standing(ledger: Ledger, pipeline: str) -> dict[str, Any] | None:
+    """Where one pipeline stands now (the morning table's row), or None if it has no jobs."""
+    prices = load_prices()
+    return next((row for row in _pipelines(ledger, prices) if row["pipeline"] == pipeline), None)
 
 
 def build_summary(

@@ -96,10 +96,10 @@ def test_parameters_are_refused_before_any_flow_starts(project, monkeypatch, arg
         raise AssertionError("a flow was started")
 
     import flows.replay
-    import flows.ticks
+    import flows.tick
 
     monkeypatch.setattr(flows.replay, "replay", no_flow)
-    monkeypatch.setattr(flows.ticks, "run_tick", no_flow)
+    monkeypatch.setattr(flows.tick, "run_tick", no_flow)
     assert words in _refused(args)
 
 
@@ -194,13 +194,13 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
         "    return [int('not a number')]\n"
         "pipeline = replace(_p, name='valuey', load_items=load)\n"
     )
-    import flows.ticks
+    import flows.tick
 
     def tick(name, *, day=None):
         p = registry.get_pipeline(name)
         return list(p.load_items(day))
 
-    monkeypatch.setattr(flows.ticks, "run_tick", tick)
+    monkeypatch.setattr(flows.tick, "run_tick", tick)
     result = runner.invoke(app, ["tick", "valuey:pipeline"])
     assert result.exit_code == 2
     assert "Traceback" in result.output and "valuey.py:4" in result.output

@@ -63,9 +63,9 @@ def test_a_tick_of_another_pipeline_under_a_recorded_name_is_refused(project, mo
     """`tick twin:pipeline` after `tick reviews`: one line naming the owner, nothing touched."""
     claim_pipeline("reviews")
     twin = _module(project, "twin", pipeline_name="reviews")
-    import flows.ticks
+    import flows.tick
 
-    monkeypatch.setattr(flows.ticks, "run_tick", lambda *a, **k: pytest.fail("tick started"))
+    monkeypatch.setattr(flows.tick, "run_tick", lambda *a, **k: pytest.fail("tick started"))
     result = runner.invoke(app, ["tick", twin])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

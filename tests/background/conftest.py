@@ -54,9 +54,9 @@ class Bench:
 
     def tick(self, **kwargs: Any) -> dict[str, Any]:
         """One tick in this process: a real Prefect flow run."""
-        from flows.background import background_tick
+        from flows.tick import tick
 
-        report: dict[str, Any] = background_tick(pipeline=PIPELINE, day=DAY, **kwargs)
+        report: dict[str, Any] = tick(pipeline=PIPELINE, day=DAY, **kwargs)
         return report
 
     def sub_env(self, **extra: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ def test_kill_at_step_boundary_then_recover(bench: Bench, monkeypatch, point: st
     submit_first, side_effect_repeats = POINTS[point]
     bench.set_items(ITEMS, monkeypatch)
     if submit_first:
-        assert bench.tick()["submitted"] == len(ITEMS)
+        assert bench.tick().submitted == len(ITEMS)
 
     trace = bench.tmp / "trace.txt"
     proc = bench.cli_tick(GEMINI_LEDGER_CRASH_AT=point, GEMINI_LEDGER_CRASH_TRACE=str(trace))

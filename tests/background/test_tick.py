@@ -1,4 +1,4 @@
-"""background_tick as a real Prefect flow run against the emulator through the real SDK."""
+"""The tick flow on the background channel: real Prefect runs, the emulator, the real SDK."""
 
 from __future__ import annotations
 
@@ -43,18 +43,18 @@ def test_tick_submits_then_next_tick_reclaims_and_delivers(bench: Bench, monkeyp
     """A tick submits today's items; the next reclaims, validates, delivers once and consumes."""
     bench.set_items(["alpha", "beta", "gamma"], monkeypatch)
     first = bench.tick()
-    assert first["submit"]["reserved"] == 3 and first["submitted"] == 3
-    assert first["reclaimed"]["polled"] == 0
+    assert first.submit.reserved == 3 and first.submitted == 3
+    assert first.collect.polled == 0
     ledger = bench.ledger()
     assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"submitted"}
     assert all(j.handle and j.handle.startswith("v1_") for j in ledger.jobs(pipeline="bgtest"))
 
     second = bench.tick()
-    assert second["reclaimed"]["completed"] == 3
-    assert second["consumed"] == 3 and second["submitted"] == 0
-    assert second["tokens"]["total"] > 0
+    assert second.collect.completed == 3
+    assert second.delivered == 3 and second.submitted == 0
+    assert second.tokens.total_tokens > 0
     assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"consumed"}
-    assert ledger.counts(pipeline="bgtest").total_tokens == second["tokens"]["total"]
+    assert ledger.counts(pipeline="bgtest").total_tokens == second.tokens.total_tokens
     assert bench.completions() == {key_of(i): 1 for i in ("alpha", "beta", "gamma")}
     assert len(list((bench.tmp / "out").glob("*.json"))) == 3
     _assert_billing_matches(bench)
@@ -64,8 +64,8 @@ def test_tick_submits_then_next_tick_reclaims_and_delivers(bench: Bench, monkeyp
     assert set(stats["submissions"]) == {key_of(i) for i in ("alpha", "beta", "gamma")}
 
     third = bench.tick()
-    assert third["reclaimed"]["polled"] == 0 and third["consumed"] == 0
-    assert third["submitted"] == 0 and third["enrolled"] == 0
+    assert third.collect.polled == 0 and third.delivered == 0
+    assert third.submitted == 0 and third.enrolled == 0
     artifacts = _artifact(bench)
     assert artifacts and artifacts[0].key == "background-tick-bgtest"
 
@@ -93,7 +93,7 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
     ledger = bench.ledger()
 
     t1 = bench.tick(running_limit_s=0)
-    assert t1["submit"]["create_failed"] == {
+    assert t1.submit.refused == {
         "parked permanent:400": 1,
         "retryable retryable:503": 1,
     }
@@ -101,13 +101,13 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
     assert _status(ledger, "create503-then-ok")[:2] == ("retryable", "retryable:503")
 
     t2 = bench.tick(running_limit_s=0)
-    rec = t2["reclaimed"]
-    assert rec["retryable"] == {
+    rec = t2.collect
+    assert rec.retryable == {
         "retryable:500": 2,
         "retryable:timeout": 1,
     }
-    assert rec["parked"] == {"safety": 1, "truncated": 1}
-    assert rec["cancelled"] == 1
+    assert rec.parked == {"safety": 1, "truncated": 1}
+    assert rec.cancelled == 1
     assert bench.emulator.stats()["requests"]["POST /v1/interactions/{id}/cancel"] == 1
 
     for _ in range(4):
@@ -136,27 +136,38 @@ def test_get_404_parks_and_side_effect_error_stays_done(bench: Bench, monkeypatc
     monkeypatch.setenv("BG_TEST_FAIL_KEYS", key_of("refused"))
 
     report = bench.tick()
-    assert report["reclaimed"]["parked"] == {"permanent:404": 1}
-    assert report["delivered"]["side_effect_failed"] == 1
+    assert report.collect.parked == {"permanent:404": 1}
+    assert report.delivery_failed == 1
     assert _status(ledger, "gone") == ("parked", "permanent:404", 1)
     assert ledger.get(key_of("refused")).status == "done"
     assert bench.completions() == {}
 
     monkeypatch.delenv("BG_TEST_FAIL_KEYS")
     again = bench.tick()
-    assert again["consumed"] == 1
+    assert again.delivered == 1
     assert ledger.get(key_of("refused")).status == "consumed"
     assert bench.completions() == {key_of("refused"): 1}
 
 
-def test_flow_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
-    """background_tick on a batch pipeline fails with a clear error, touching nothing."""
+def test_channel_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
+    """The background channel built for a batch pipeline fails with a clear error, touching
+    nothing."""
     import pytest
 
-    from flows.background import background_tick
+    from flows._channel import RunContext
+    from flows.background import BackgroundChannel
+    from flows.registry import get_pipeline
+    from flows.settings import load_settings
 
+    ctx = RunContext(
+        spec="reviews",
+        pipeline=get_pipeline("reviews"),
+        ledger=bench.ledger,
+        settings=load_settings(),
+        day=DAY,
+    )
     with pytest.raises(ValueError, match="not background"):
-        background_tick(pipeline="reviews", day=DAY)
+        BackgroundChannel(ctx)
     assert bench.emulator.stats()["requests"] == {}
 
 
@@ -181,10 +192,10 @@ def test_articles_example_end_to_end_through_the_cli(bench: Bench, monkeypatch) 
     assert json.loads(first.stdout)["submitted"] == len(topics)
 
     monkeypatch.setenv("ARTICLES_DIR", str(out))
-    from flows.background import background_tick
+    from flows.tick import tick
 
-    report = background_tick(pipeline="articles", day=DAY)
-    assert report["consumed"] == len(topics)
+    report = tick(pipeline="articles", day=DAY)
+    assert report.delivered == len(topics)
     files = sorted(out.glob("*.json"))
     assert len(files) == len(topics)
     assert all(not f.name.startswith(".tmp") for f in files)

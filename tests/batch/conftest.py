@@ -33,12 +33,12 @@ def tick_until_settled(
     spec: str, pipeline: str, *, max_ticks: int = 30, day: date = DAY
 ) -> list[dict[str, Any]]:
     """Run batch ticks until every job of the pipeline is consumed or parked (bounded)."""
-    from flows.batch import batch_tick
+    from flows.tick import tick
 
     ledger = open_ledger()
     reports = []
     for _ in range(max_ticks):
-        reports.append(batch_tick(pipeline=spec, day=day))
+        reports.append(tick(pipeline=spec, day=day))
         if not outstanding(ledger, pipeline) and ledger.counts(pipeline=pipeline).total:
             # One more tick would find nothing to do; the caller may check that too.
             return reports

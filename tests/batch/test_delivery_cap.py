@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from flows._deliver import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done, delivery_cap
 from flows._ledger import open_ledger
-from flows.batch import batch_tick
 from flows.pipeline import Pipeline, Prompt
 from flows.replay import replay
+from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow
 
 from .conftest import DAY, submissions
@@ -108,10 +108,10 @@ def test_on_result_that_keeps_raising_is_parked_and_replayed_by_delivery_only(
     victim = f"{name}:{DAY.isoformat()}:rv-00003:v1"
     pipelines.sink_failures[victim] = 1000
     try:
-        batch_tick(pipeline=spec, day=DAY)
-        batch_tick(pipeline=spec, day=DAY)  # reconciled; the first delivery fails
-        third = batch_tick(pipeline=spec, day=DAY)
-        assert third["delivered"]["parked"] == 1
+        tick(pipeline=spec, day=DAY)
+        tick(pipeline=spec, day=DAY)  # reconciled; the first delivery fails
+        third = tick(pipeline=spec, day=DAY)
+        assert len(third.deliver.parked) == 1
         ledger = open_ledger()
         job = ledger.get(victim)
         assert (job.status, job.error_class) == ("parked", "delivery:RuntimeError")

@@ -69,7 +69,7 @@ def test_shipped_reviews_example_runs_end_to_end(batch_env: dict[str, Any]) -> N
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     reports = tick_until_settled("reviews", "reviews", max_ticks=4)
-    assert reports[0]["enrolled"] == 516 and reports[0]["submitted"] == 516
+    assert reports[0].enrolled == 516 and reports[0].submitted == 516
     ledger = open_ledger()
     assert ledger.counts(pipeline="reviews").by_status == {"consumed": 516}
     with results_engine().connect() as conn:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from flows._ledger import open_ledger
-from flows.batch import batch_tick
+from flows.tick import tick
 
 from .conftest import DAY, attempts_by_key, outstanding, submissions, tick_until_settled
 
@@ -33,15 +33,16 @@ def test_scripted_rows_end_in_their_exact_state(batch_env: dict[str, Any]) -> No
             ],
         }
     )
-    first = batch_tick(pipeline=SCRIPTED, day=DAY)
-    assert first["enrolled"] == 6 and first["submitted"] == 6 and first["batch"]
-    second = batch_tick(pipeline=SCRIPTED, day=DAY)
-    assert json.loads(json.dumps(second)) == second  # the report is plain JSON
-    assert second["reconciled"] == 1
-    assert second["missing_from_output"] == 1
-    assert second["succeeded"] == 1
-    assert second["parked"] == {"permanent:400": 1, "safety": 1}
-    assert second["retryable_by_class"] == {"missing_from_output": 1, "retryable:503": 2}
+    first = tick(pipeline=SCRIPTED, day=DAY)
+    assert first.enrolled == 6 and first.submitted == 6 and first.submit.batch
+    second = tick(pipeline=SCRIPTED, day=DAY)
+    data = second.as_dict()
+    assert json.loads(json.dumps(data)) == data  # the report renders as plain JSON
+    assert second.collect.reconciled == 1
+    assert second.collect.missing_from_output == 1
+    assert second.collect.succeeded == 1
+    assert second.collect.parked == {"permanent:400": 1, "safety": 1}
+    assert second.collect.retryable == {"missing_from_output": 1, "retryable:503": 2}
     ledger = open_ledger()
     lost = ledger.get(_key("k-lost"))
     assert (lost.status, lost.error_class) in {
@@ -62,8 +63,8 @@ def test_scripted_rows_end_in_their_exact_state(batch_env: dict[str, Any]) -> No
     }
     assert attempts_by_key(ledger, "scripted") == submissions(emu, "scripted:")
     # One more tick finds nothing left to send.
-    last = batch_tick(pipeline=SCRIPTED, day=DAY)
-    assert last["submitted"] == 0 and last["enrolled"] == 0
+    last = tick(pipeline=SCRIPTED, day=DAY)
+    assert last.submitted == 0 and last.enrolled == 0
     assert not outstanding(ledger, "scripted")
 
 
@@ -72,12 +73,12 @@ def test_failed_batch_job_returns_every_row(batch_env: dict[str, Any]) -> None:
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "batch_job_outcomes": ["FAILED"]})
     spec, name = "tests.batch.pipelines:small_reviews", "small"
-    batch_tick(pipeline=spec, day=DAY)
-    second = batch_tick(pipeline=spec, day=DAY)
-    assert second["jobs"][0]["state"] == "FAILED"
-    assert second["job_failed_rows"] == 40
-    assert second["retryable_by_class"] == {"retryable:batch_failed": 40}
-    assert second["submitted"] == 40  # the same rows went straight into the next batch
+    tick(pipeline=spec, day=DAY)
+    second = tick(pipeline=spec, day=DAY)
+    assert second.collect.jobs[0]["state"] == "FAILED"
+    assert second.collect.job_failed_rows == 40
+    assert second.collect.retryable == {"retryable:batch_failed": 40}
+    assert second.submitted == 40  # the same rows went straight into the next batch
     tick_until_settled(spec, name, max_ticks=4)
     ledger = open_ledger()
     jobs = ledger.jobs(pipeline=name)
@@ -94,16 +95,16 @@ def test_failing_side_effect_leaves_the_row_done_for_the_next_tick(
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     spec, name = "tests.batch.pipelines:flaky_sink", "flaky-sink"
-    batch_tick(pipeline=spec, day=DAY)
+    tick(pipeline=spec, day=DAY)
     victim = f"{name}:{DAY.isoformat()}:rv-00002:v1"
     pipelines.sink_failures[victim] = 1
-    second = batch_tick(pipeline=spec, day=DAY)
-    assert second["delivered"]["side_effect_failed"] == 1
-    assert second["consumed"] == 4
+    second = tick(pipeline=spec, day=DAY)
+    assert second.delivery_failed == 1
+    assert second.delivered == 4
     ledger = open_ledger()
     assert ledger.get(victim).status == "done"
-    third = batch_tick(pipeline=spec, day=DAY)
-    assert third["consumed"] == 1 and third["submitted"] == 0
+    third = tick(pipeline=spec, day=DAY)
+    assert third.delivered == 1 and third.submitted == 0
     assert ledger.get(victim).status == "consumed" and ledger.get(victim).attempts == 1
 
 
@@ -114,12 +115,12 @@ def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     spec = "tests.batch.pipelines:chunked_reviews"
-    first = batch_tick(pipeline=spec, day=DAY)
-    assert first["submitted"] == 40 and len(first["batches"]) == 3
+    first = tick(pipeline=spec, day=DAY)
+    assert first.submitted == 40 and len(first.submit.batches) == 3
     ledger = open_ledger()
-    assert sorted(ledger.batch_named(b).rows for b in first["batches"]) == [10, 15, 15]
-    second = batch_tick(pipeline=spec, day=DAY)
-    assert second["reconciled"] == 3 and second["consumed"] == 40
+    assert sorted(ledger.batch_named(b).rows for b in first.submit.batches) == [10, 15, 15]
+    second = tick(pipeline=spec, day=DAY)
+    assert second.collect.reconciled == 3 and second.delivered == 40
     assert emu.stats()["batches_created"] == 3
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="chunked")} == {("consumed", 1)}
 
@@ -137,10 +138,10 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     spec = "tests.batch.pipelines:split_reviews"
-    first = batch_tick(pipeline=spec, day=DAY)
-    assert len(first["batches"]) == 3 and first["submitted"] < 40
+    first = tick(pipeline=spec, day=DAY)
+    assert len(first.submit.batches) == 3 and first.submitted < 40
     reports = [first, *tick_until_settled(spec, "split")]
-    names = [b for r in reports for b in r["batches"]]
+    names = [b for r in reports for b in r.submit.batches]
     ledger = open_ledger()
     # Each input file is uploaded under its batch's reservation token as display name.
     client = gemini_client()  # held: the pager needs its client alive
@@ -177,9 +178,9 @@ def test_a_refused_batch_create_fails_the_reserved_rows(
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     monkeypatch.setattr(batch, "upload_requests", lambda *a, **k: "files/never-uploaded")
-    report = batch_tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY)
-    assert report["submitted"] == 0 and report["batch"] is None
-    assert report["submit"]["refused"] == {"parked permanent:404": 40}
+    report = tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY)
+    assert report.submitted == 0 and report.submit.batch is None
+    assert report.submit.refused == {"parked permanent:404": 40}
     ledger = open_ledger()
     assert {(j.status, j.error_class, j.attempts) for j in ledger.jobs(pipeline="small")} == {
         ("parked", "permanent:404", 1)

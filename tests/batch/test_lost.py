@@ -14,7 +14,8 @@ from google.genai import errors
 
 from flows._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
 from flows._ledger import open_ledger
-from flows.batch import batch_tick, reconcile
+from flows.batch import reconcile
+from flows.tick import tick
 from ledger import Ledger
 
 from .conftest import DAY, tick_until_settled
@@ -27,16 +28,16 @@ def test_a_batch_job_the_api_forgot_returns_its_rows(batch_env: dict[str, Any]) 
     """The emulator loses its memory: the next tick sends the 40 rows again, attempts 2."""
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
-    first = batch_tick(pipeline=SPEC, day=DAY)
-    assert first["submitted"] == 40
+    first = tick(pipeline=SPEC, day=DAY)
+    assert first.submitted == 40
     emu.reset()  # the job is gone with the emulator's memory
-    second = batch_tick(pipeline=SPEC, day=DAY)
+    second = tick(pipeline=SPEC, day=DAY)
     ledger = open_ledger()
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("submitted", 2)}
-    lost = ledger.batch_named(first["batch"])
+    lost = ledger.batch_named(first.submit.batch)
     assert lost is not None and lost.state == "lost"
-    assert (second["lost"], second["lost_rows"], second["poll_errors"]) == (1, 40, 0)
-    assert second["submitted"] == 40  # straight into a new batch job
+    assert (second.collect.lost, second.collect.lost_rows, second.collect.poll_errors) == (1, 40, 0)
+    assert second.submitted == 40  # straight into a new batch job
     tick_until_settled(SPEC, NAME, max_ticks=3)
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("consumed", 2)}
 
@@ -45,9 +46,9 @@ def test_reconcile_of_a_forgotten_job_gives_it_up(batch_env: dict[str, Any]) -> 
     """`reconcile` on a job the API answers 404 for returns its rows instead of failing."""
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 5})
-    first = batch_tick(pipeline=SPEC, day=DAY)
+    first = tick(pipeline=SPEC, day=DAY)
     emu.reset()
-    report = reconcile(job_name=first["batch"])
+    report = reconcile(job_name=first.submit.batch)
     assert report["state"] == "LOST" and report["lost_rows"] == 40
     ledger = open_ledger()
     assert {j.status for j in ledger.jobs(pipeline=NAME)} == {"retryable"}

@@ -14,9 +14,10 @@ import orjson
 from flows._batch_io import download_output, iter_lines, output_file_of
 from flows._batch_reconcile import reconcile_lines
 from flows._ledger import open_ledger
-from flows.batch import batch_tick, reconcile
+from flows.batch import reconcile
 from flows.examples.reviews import ReviewLabel
 from flows.gateway import gemini_client
+from flows.tick import tick
 from ledger import Ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
@@ -71,16 +72,11 @@ def test_killed_after_create_is_bound_through_the_listing(
     assert emu.stats()["batches_created"] == 1
 
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
-    first = batch_tick(pipeline=SMALL, day=DAY)
-    assert first["orphans"] == {
-        "stale": 1,
-        "bound": 1,
-        "resent": 0,
-        "skipped": 0,
-        "rows": 40,
-        "errors": 0,
-    }
-    assert first["submitted"] == 0  # nothing else was due
+    first = tick(pipeline=SMALL, day=DAY)
+    orphans = first.recover
+    assert (orphans.stale, orphans.bound, orphans.resent, orphans.skipped) == (1, 1, 0, 0)
+    assert (orphans.recovered, orphans.errors) == (40, 0)
+    assert first.submitted == 0  # nothing else was due
     tick_until_settled(SMALL, "small", max_ticks=4)
     assert emu.stats()["batches_created"] == 1
     assert {j.status for j in ledger.jobs(pipeline="small")} == {"consumed"}
@@ -104,8 +100,8 @@ def test_killed_after_reserve_is_resent_once(
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert emu.stats()["batches_created"] == 0
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
-    first = batch_tick(pipeline=SMALL, day=DAY)
-    assert first["orphans"]["resent"] == 1 and first["orphans"]["rows"] == 40
+    first = tick(pipeline=SMALL, day=DAY)
+    assert first.recover.resent == 1 and first.recover.recovered == 40
     tick_until_settled(SMALL, "small", max_ticks=4)
     ledger = open_ledger()
     assert emu.stats()["batches_created"] == 1
@@ -123,8 +119,8 @@ def test_reconciling_the_same_output_twice_changes_nothing(
         {"batch_polls_to_complete": 1, "rate_503": 0.15, "rate_400": 0.1, "rate_missing": 0.1},
         seed=3,
     )
-    submitted = batch_tick(pipeline=SMALL, day=DAY)
-    job_name = submitted["batch"]
+    submitted = tick(pipeline=SMALL, day=DAY)
+    job_name = submitted.submit.batch
     first = reconcile(job_name)  # the webhook receiver's call: pipeline from the ledger
     assert first["reconciled"] == 1 and first["state"] == "SUCCEEDED"
     assert first["succeeded"] + first["failed"] + first["missing_from_output"] == 40
@@ -189,7 +185,7 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     key never sent and a broken line are counted, and rows with no line stay for missing."""
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
-    job_name = batch_tick(pipeline=SMALL, day=DAY)["batch"]
+    job_name = tick(pipeline=SMALL, day=DAY)["batch"]
     ledger = open_ledger()
     client = gemini_client()
     job = client.batches.get(name=job_name)
@@ -241,7 +237,7 @@ def test_killed_mid_reconcile_is_finished_by_the_next_tick(
     missing rows and finishes the job."""
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
-    batch_tick(pipeline=SMALL, day=DAY)
+    tick(pipeline=SMALL, day=DAY)
     proc = _tick_in_subprocess(
         {
             "GEMINI_LEDGER_CRASH_AT": "batch.reconcile.after_chunk",
@@ -256,10 +252,10 @@ def test_killed_mid_reconcile_is_finished_by_the_next_tick(
     assert by_status == {"done": 40 - missing, "submitted": missing} and missing > 0
     done_before = {j.key: (j.result, j.total_tokens) for j in ledger.jobs(status="done")}
 
-    report = batch_tick(pipeline=SMALL, day=DAY)
-    assert report["reconciled"] == 1
-    assert report["already_settled"] == 40 - missing and report["succeeded"] == 0
-    assert report["missing_from_output"] == missing
+    report = tick(pipeline=SMALL, day=DAY)
+    assert report.collect.reconciled == 1
+    assert report.collect.already_settled == 40 - missing and report.collect.succeeded == 0
+    assert report.collect.missing_from_output == missing
     after = {j.key: (j.result, j.total_tokens) for j in ledger.jobs(pipeline="small")}
     assert all(after[k] == v for k, v in done_before.items())  # tokens not counted twice
     tick_until_settled(SMALL, "small", max_ticks=4)
@@ -277,7 +273,7 @@ def test_killed_inside_the_side_effect_delivers_each_result_once(
     from flows.examples.reviews import ReviewLabelRow, results_engine
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
-    batch_tick(pipeline=SMALL, day=DAY)
+    tick(pipeline=SMALL, day=DAY)
     proc = _tick_in_subprocess(
         {
             "GEMINI_LEDGER_CRASH_AT": "batch.inside_side_effect@3",
@@ -291,8 +287,8 @@ def test_killed_inside_the_side_effect_delivers_each_result_once(
     with results_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 3
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
-    report = batch_tick(pipeline=SMALL, day=DAY)
-    assert report["consumed"] == 40 and report["submitted"] == 0
+    report = tick(pipeline=SMALL, day=DAY)
+    assert report.delivered == 40 and report.submitted == 0
     with results_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 40
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="small")} == {("consumed", 1)}

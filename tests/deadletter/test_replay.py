@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from flows._ledger import open_ledger
 from flows.cli import app
-from flows.direct import direct_run
+from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
@@ -25,7 +25,7 @@ def _park_two(emulator, monkeypatch) -> None:
     """One job parked permanent:400, one exhausted:429, one done."""
     scripted(emulator, {"fixed": ["400"], "busy": ["429"], "fine": ["ok"]})
     monkeypatch.setenv(pipelines.ITEMS_ENV, "fixed,busy,fine")
-    direct_run(pipeline=SPEC, day=DAY)
+    tick(pipeline=SPEC, day=DAY)
     ledger = open_ledger()
     assert ledger.get(key_of("fixed")).error_class == "permanent:400"
     assert ledger.get(key_of("busy")).error_class == "exhausted:429"

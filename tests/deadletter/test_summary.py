@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from flows._ledger import open_ledger
 from flows.cli import app
-from flows.direct import direct_run
 from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines
 from tests.direct.conftest import SPEC, scripted
@@ -26,7 +26,7 @@ D3 = D1 + timedelta(days=2)
 
 def _run_day(monkeypatch, day: date, items: str) -> None:
     monkeypatch.setenv(pipelines.ITEMS_ENV, items)
-    direct_run(pipeline=SPEC, day=day)
+    tick(pipeline=SPEC, day=day)
 
 
 def _classes(report: dict[str, Any]) -> dict[str, tuple[int, int, int]]:

@@ -33,9 +33,9 @@ TIMEZONE = "Europe/Berlin"
 
 # deployment name -> (entrypoint, flow name, parameters, cron or None)
 EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
-    "reviews-nightly": ("flows/batch.py:batch_tick", "", {"pipeline": "reviews"}, "0 2-6 * * *"),
+    "reviews-nightly": ("flows/tick.py:tick", "", {"pipeline": "reviews"}, "0 2-6 * * *"),
     "articles-every-15-minutes": (
-        "flows/background.py:background_tick",
+        "flows/tick.py:tick",
         "",
         {
             "pipeline": "articles",

@@ -46,7 +46,7 @@ def test_two_runs_at_once_send_and_deliver_each_job_once(
         assert proc.returncode == 0, err.decode()[-2000:]
         reports.append(json.loads(out))
 
-    done = [r["outcomes"].get("done", 0) for r in reports]
+    done = [r["steps"]["submit"]["outcomes"].get("done", 0) for r in reports]
     assert sum(done) == len(items)
     assert min(done) > 0, f"the runs did not overlap: {reports}"
     sent = direct_env.stats()["submissions"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows._ledger import open_ledger
-from flows.direct import direct_run
+from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
 
@@ -57,10 +57,10 @@ def test_next_run_resolves_a_run_killed_mid_call(
     assert direct_env.stats()["submissions"].get(key_of("k"), 0) == sent_before
 
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
-    report = direct_run(pipeline=SPEC, day=DAY)
+    report = tick(pipeline=SPEC, day=DAY)
 
     job = open_ledger().get(key_of("k"))
     assert (job.status, job.attempts, job.error_class) == ("consumed", attempts, error_class)
     assert direct_env.stats()["submissions"][key_of("k")] == sent_before + 1
-    swept = report["swept"]
-    assert (swept["released"], swept["interrupted"]) == (1 - sent_before, sent_before)
+    swept = report.recover
+    assert (swept.released, swept.interrupted) == (1 - sent_before, sent_before)

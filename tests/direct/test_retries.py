@@ -9,7 +9,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows._ledger import open_ledger
-from flows.direct import direct_run
+from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
 
@@ -17,7 +17,7 @@ from tests.direct.conftest import DAY, SPEC, key_of, scripted
 def _run(monkeypatch, items: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the flow for real; the report and {task run name: (state, run_count)}."""
     monkeypatch.setenv(pipelines.ITEMS_ENV, items)
-    state = direct_run(pipeline=SPEC, day=DAY, return_state=True)
+    state = tick(pipeline=SPEC, day=DAY, return_state=True)
     report = state.result()
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
@@ -43,7 +43,7 @@ def test_429_then_503_then_success_takes_three_attempts(direct_env, monkeypatch)
     assert tasks[f"generate {key_of('k1')}"] == ("COMPLETED", 3)
     assert job.result_dict["label"]
     assert job.total_tokens > 0
-    assert report["outcomes"] == {"done": 1}
+    assert report.submit.outcomes == {"done": 1}
     assert [k for k, _ in pipelines.DELIVERED] == [key_of("k1")]
 
 
@@ -55,7 +55,7 @@ def test_400_is_parked_permanent_after_one_attempt(direct_env, monkeypatch):
     assert (job.status, job.error_class, job.attempts) == ("parked", "permanent:400", 1)
     assert _sent(direct_env, "bad") == 1
     assert tasks[f"generate {key_of('bad')}"] == ("FAILED", 1)
-    assert report["outcomes"] == {"parked": 1}
+    assert report.submit.outcomes == {"parked": 1}
     assert pipelines.DELIVERED == []
 
 
@@ -97,7 +97,7 @@ def test_429_every_time_is_exhausted_at_the_cap(direct_env, monkeypatch):
     assert _sent(direct_env, "busy") == 4
     assert tasks[f"generate {key_of('busy')}"] == ("FAILED", 4)
     assert "RESOURCE_EXHAUSTED" in (job.error_message or "") or "quota" in (job.error_message or "")
-    assert report["ledger"]["by_error_class"] == {"exhausted:429": 1}
+    assert report.parked == {"exhausted:429": 1}
 
 
 def test_server_retry_delay_is_honoured(direct_env, monkeypatch):
@@ -125,6 +125,6 @@ def test_direct_run_on_postgresql(direct_env, monkeypatch, postgres_url):
             "permanent:400",
             1,
         )
-        assert report["outcomes"] == {"done": 1, "parked": 1}
+        assert report.submit.outcomes == {"done": 1, "parked": 1}
     finally:
         ledger.dispose()

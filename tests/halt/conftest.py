@@ -26,21 +26,21 @@ class Channel:
 
 
 def _batch_tick(**kw: Any) -> Any:
-    from flows.batch import batch_tick
+    from flows.tick import tick
 
-    return batch_tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY, **kw)
+    return tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY, **kw)
 
 
 def _background_tick(**kw: Any) -> Any:
-    from flows.background import background_tick
+    from flows.tick import tick
 
-    return background_tick(pipeline="tests.background.pipelines:tiny", day=DAY, **kw)
+    return tick(pipeline="tests.background.pipelines:tiny", day=DAY, **kw)
 
 
 def _direct_tick(**kw: Any) -> Any:
-    from flows.direct import direct_run
+    from flows.tick import tick
 
-    return direct_run(pipeline="tests.direct.pipelines:pipeline", day=DAY, **kw)
+    return tick(pipeline="tests.direct.pipelines:pipeline", day=DAY, **kw)
 
 
 CHANNELS = {

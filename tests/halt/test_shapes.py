@@ -11,9 +11,9 @@ from tests.halt.conftest import CHANNELS, DAY, Channel, scenario, settle
 
 
 def _scripted_tick(**kw: Any) -> Any:
-    from flows.batch import batch_tick
+    from flows.tick import tick
 
-    return batch_tick(pipeline="tests.batch.pipelines:scripted", day=DAY, **kw)
+    return tick(pipeline="tests.batch.pipelines:scripted", day=DAY, **kw)
 
 
 SCRIPTED = Channel("batch", "tests.batch.pipelines:scripted", "scripted", 6, _scripted_tick)
@@ -43,8 +43,8 @@ def test_failed_batch_job_reason_reaches_rows_and_report(world):
     scenario(world, {}, batch_job_outcomes=["FAILED", "SUCCEEDED"], batch_failed_error=[8, reason])
     ledger = Ledger(world["url"])
     first, second = SCRIPTED.tick(), SCRIPTED.tick()
-    assert first["submitted"] == 6 and second["reconciled"] == 1
-    assert reason in second["jobs"][0]["reason"]
+    assert first.submitted == 6 and second.collect.reconciled == 1
+    assert reason in second.collect.jobs[0]["reason"]
     row = _row(ledger, "scripted", "k-ok")
     assert row.error_class == "retryable:batch_failed"
     assert reason in (row.error_message or "")
@@ -58,8 +58,8 @@ def test_succeeded_job_whose_output_appears_later(world):
     scenario(world, {}, batch_output_delay_polls=2)
     ledger = Ledger(world["url"])
     reports = settle(SCRIPTED, ledger)
-    assert sum(r["missing_from_output"] for r in reports) == 0
-    assert any(r["running"] for r in reports)  # it did wait for the file
+    assert sum(r.collect.missing_from_output for r in reports) == 0
+    assert any(r.collect.running for r in reports)  # it did wait for the file
     assert {j.attempts for j in ledger.jobs(pipeline="scripted")} == {1}
     assert world["emulator"].stats()["batches_created"] == 1
 
@@ -72,8 +72,8 @@ def test_output_that_never_appears_fails_after_the_grace_bound(world, monkeypatc
     ledger = Ledger(world["url"])
     SCRIPTED.tick()
     report = SCRIPTED.tick()  # the job ended: past the (zero) grace, its rows are missing
-    assert report["missing_from_output"] == 6
-    assert report["retryable_by_class"] == {"missing_from_output": 6}
+    assert report.collect.missing_from_output == 6
+    assert report.collect.retryable == {"missing_from_output": 6}
     assert {j.attempts for j in ledger.jobs(pipeline="scripted")} == {2}  # sent again
 
 

@@ -31,9 +31,9 @@ __all__ = ["MODEL", "Night", "NightResult", "run_night"]
 MODEL = "gemini-2.5-flash"
 
 _DEPLOYMENTS = {
-    "batch": ("flows/batch.py:batch_tick", {}),
-    "background": ("flows/background.py:background_tick", {"max_concurrency": 16}),
-    "direct": ("flows/direct.py:direct_run", {"max_concurrency": 8}),
+    "batch": ("flows/tick.py:tick", {}),
+    "background": ("flows/tick.py:tick", {"max_concurrency": 16}),
+    "direct": ("flows/tick.py:tick", {"max_concurrency": 8}),
 }
 
 

@@ -390,9 +390,9 @@ class World:
         self.ticks_run += n
         return runs
 
-    def tick(self, *, stale_s: float | None = None) -> dict[str, Any]:
+    def tick(self, *, stale_s: float | None = None) -> Any:
         """One tick in this process (a real Prefect flow run against the same API)."""
-        from flows.ticks import run_tick
+        from flows.tick import run_tick
 
         with _environ(self.environ(stale_s=stale_s), drop=_CRASH_ENVS):
             report = run_tick(self.channel.spec, day=self.day)

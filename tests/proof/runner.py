@@ -1,7 +1,7 @@
 """One tick released on a signal, for starting several ticks at the same moment.
 
 ``python -m tests.proof.runner SPEC DAY`` imports everything a tick needs (the CLI's tick
-path: ``flows.ticks`` and the channel's flow module), prints ``ready``, waits for one line
+path: ``flows.tick`` and the channel's flow module), prints ``ready``, waits for one line
 on stdin, runs the tick (a real Prefect flow run against ``PREFECT_API_URL``), prints its
 report as JSON and exits. Without the wait, ticks would queue behind their imports (a few
 seconds each) and never overlap.
@@ -20,13 +20,13 @@ def main() -> None:
     import flows.batch
     import flows.direct  # noqa: F401  (imported before the signal, not after)
     from flows.registry import get_pipeline
-    from flows.ticks import run_tick
+    from flows.tick import run_tick
 
     get_pipeline(spec)
     print("ready", flush=True)
     sys.stdin.readline()
     report = run_tick(spec, day=day)
-    print(json.dumps(report, default=str), flush=True)
+    print(json.dumps(report.as_dict(), default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from emulator.testing import RunningEmulator
 from flows._ledger import open_ledger
-from flows.batch import batch_tick
+from flows.tick import tick
 from flows.webhooks import start_reconcile
 
 from .conftest import SECRET, Receiver, wait_until
@@ -46,13 +46,13 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
         for name, value in emu.env().items():
             monkeypatch.setenv(name, value)
         # A shipped pipeline: reconcile finds the pipeline by the name the ledger stored.
-        report = batch_tick(pipeline="reviews", day=DAY)
-        assert report["submitted"] > 0 and report["batch"]
+        report = tick(pipeline="reviews", day=DAY)
+        assert report.submitted > 0 and report.submit.batch
         ledger = open_ledger()
 
         def settled() -> bool:
             by_status = ledger.counts(pipeline="reviews").by_status
-            return by_status.get("consumed", 0) + by_status.get("parked", 0) == report["submitted"]
+            return by_status.get("consumed", 0) + by_status.get("parked", 0) == report.submitted
 
         wait_until(
             settled,
@@ -63,11 +63,11 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
             if thread.name.startswith("reconcile-"):
                 thread.join(timeout=60)
         stats = emu.stats()
-    assert calls == [report["batch"]]  # delivered twice, reconciled once
+    assert calls == [report.submit.batch]  # delivered twice, reconciled once
     assert stats["webhooks_sent"] == 2
     (row,) = receiver.deliveries()
-    assert (row["subject"], row["processed_at"] is not None) == (report["batch"], True)
+    assert (row["subject"], row["processed_at"] is not None) == (report.submit.batch, True)
     jobs = ledger.jobs(pipeline="reviews")
-    assert len(jobs) == report["submitted"]
+    assert len(jobs) == report.submitted
     assert {j.attempts for j in jobs} == {1}
     assert sum(j.status == "consumed" for j in jobs) > len(jobs) // 2

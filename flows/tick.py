@@ -1,0 +1,176 @@
+"""One tick of a pipeline, whatever its channel: what a schedule and ``gemini-ledger tick`` run.
+
+The flow builds the run's context once (settings validated, ledger opened, the pipeline
+loaded and its name claimed), opens the pipeline's channel, then runs the same steps as
+Prefect tasks with the same names on every channel: ``recover``, ``collect``, ``deliver``,
+``enroll``, ``submit`` (``flows._channel`` says what each does). A fault of the setup in any
+step halts the tick (``flows._halt``); anything else is a bug and keeps its traceback.
+
+Adding a channel: one module with a class that has the four steps of
+:class:`flows._channel.ChannelSteps`, and one line in :data:`CHANNELS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows._channel import (
+    ChannelSteps,
+    Collected,
+    Recovered,
+    RunContext,
+    Submitted,
+    TickReport,
+    today_utc,
+)
+from flows._deliver import Delivery, enroll_day
+from flows._halt import checked, halts, preflight
+from flows._ledger import open_ledger
+from flows._run_names import slug, tick_run_name
+from flows.identity import claim_pipeline
+from flows.settings import load_settings
+from ledger import Channel, Enrollment
+
+__all__ = ["CHANNELS", "TickOptions", "open_channel", "run_tick", "start_run", "tick"]
+
+# Where each channel's class lives, imported when a tick of that channel starts.
+CHANNELS: dict[Channel, str] = {
+    Channel.BATCH: "flows.batch:BatchChannel",
+    Channel.BACKGROUND: "flows.background:BackgroundChannel",
+    Channel.DIRECT: "flows.direct:DirectChannel",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TickOptions:
+    """A tick's knobs; None takes the channel's default or its setting."""
+
+    stale_s: float | None = None  # age after which a dead tick's row is taken back
+    max_concurrency: int | None = None  # requests in flight at once (background, direct)
+    running_limit_s: float | None = None  # an answer running longer is cancelled (background)
+
+
+def start_run(spec: str, day: date | None = None) -> RunContext:
+    """The run's context: settings read and validated once, the ledger opened, the pipeline
+    loaded and its name claimed before anything is touched."""
+    settings = load_settings()
+    ledger = open_ledger(settings.database_url)
+    p, _ = claim_pipeline(spec, ledger=ledger)
+    return RunContext(
+        spec=spec, pipeline=p, ledger=ledger, settings=settings, day=day or today_utc()
+    )
+
+
+def open_channel(ctx: RunContext, options: TickOptions | None = None) -> ChannelSteps:
+    """The pipeline's channel, ready to run its steps."""
+    module_name, _, attr = CHANNELS[Channel(ctx.pipeline.channel)].partition(":")
+    cls: Any = getattr(importlib.import_module(module_name), attr)
+    steps: ChannelSteps = cls(ctx, options or TickOptions())
+    return steps
+
+
+# --- the steps, as tasks with one name on every channel --------------------------------------
+
+
+@task(name="recover", cache_policy=NO_CACHE, persist_result=False)
+@halts()
+def recover(channel: ChannelSteps) -> Recovered:
+    """Take back what a dead tick left in flight."""
+    return channel.recover()
+
+
+@task(name="collect", cache_policy=NO_CACHE, persist_result=False)
+@halts()
+def collect(channel: ChannelSteps) -> Collected:
+    """Read the answers the API has finished and apply them to the ledger."""
+    return channel.collect()
+
+
+@task(name="deliver", cache_policy=NO_CACHE, persist_result=False)
+@halts()
+def deliver(channel: ChannelSteps) -> Delivery:
+    """Run on_result once for every done row."""
+    return channel.deliver()
+
+
+@task(name="enroll", cache_policy=NO_CACHE, persist_result=False)
+@halts()
+def enroll(ctx: RunContext) -> Enrollment:
+    """Enroll the day's items: new keys become pending; known keys are never changed."""
+    return enroll_day(ctx.ledger, ctx.pipeline, ctx.day, log=ctx.log)
+
+
+@task(name="submit", cache_policy=NO_CACHE, persist_result=False)
+@halts()
+def submit(channel: ChannelSteps) -> Submitted:
+    """Reserve the due rows and send them."""
+    return channel.submit()
+
+
+def _merge(first: Delivery, second: Delivery) -> Delivery:
+    return Delivery(
+        claimed=first.claimed + second.claimed,
+        consumed=first.consumed + second.consumed,
+        failed=first.failed + second.failed,
+        errors=first.errors + second.errors,
+        parked=first.parked + second.parked,
+    )
+
+
+@flow(
+    name="tick",
+    flow_run_name=tick_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    persist_result=False,
+)
+@halts(flow=True)
+def tick(
+    pipeline: str = "reviews",
+    day: date | None = None,
+    stale_s: float | None = None,
+    max_concurrency: int | None = None,
+    running_limit_s: float | None = None,
+) -> TickReport:
+    """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
+    (and deliver what the submit settled at once), then exit."""
+    started = time.monotonic()
+    ctx = start_run(pipeline, day)
+    channel = open_channel(ctx, TickOptions(stale_s, max_concurrency, running_limit_s))
+    preflight()
+    recovered = checked(recover(channel))
+    collected = checked(collect(channel))
+    delivered = checked(deliver(channel))
+    enrolled = checked(enroll(ctx))
+    submitted = checked(submit(channel))
+    if submitted.settled:
+        delivered = _merge(delivered, checked(deliver(channel)))
+    report = TickReport(
+        pipeline=ctx.name,
+        channel=Channel(ctx.pipeline.channel).value,
+        day=ctx.day,
+        recover=recovered,
+        collect=collected,
+        deliver=delivered,
+        enroll=enrolled,
+        submit=submitted,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    create_table_artifact(
+        key=f"tick-{slug(ctx.name)}", table=report.rows(), description=report.summary()
+    )
+    ctx.log.info("%s", report.summary())
+    return report
+
+
+def run_tick(spec: str, *, day: date | None = None) -> TickReport:
+    """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
+    return tick(pipeline=spec, day=day)
