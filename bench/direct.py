@@ -10,7 +10,7 @@ generateContent, no faults) and a temporary Prefect server:
   request, same per-key header), no ledger, no Prefect: the floor;
 - ``task body sequential``: the direct task's body (reserve, bind, call, validate, record)
   one job after another, without Prefect;
-- ``flow, N workers``: the ``direct-run`` flow with ``max_concurrency=N`` (enrolment,
+- ``flow, N workers``: the ``tick`` flow with ``max_concurrency=N`` (enrolment,
   sweep and delivery included in the wall time; the call phase timed on its own too).
 
 Prefect's overhead per task is the difference between the 1-worker flow's call phase and

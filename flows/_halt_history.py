@@ -26,12 +26,8 @@ _EVENTS_PAGE = 50  # the API's most per page
 _RUNS_LIMIT = 200
 _RESOURCE_PREFIX = "gemini-ledger.pipeline."
 
-# The flows whose Completed run means the channel worked again after a halt.
-_TICK_FLOWS = {
-    Channel.BATCH: "batch-tick",
-    Channel.BACKGROUND: "background-tick",
-    Channel.DIRECT: "direct-run",
-}
+# The flow whose Completed run of the pipeline means its channel worked again after a halt.
+_TICK_FLOW = "tick"
 
 
 @dataclass(frozen=True)
@@ -144,11 +140,10 @@ def _recovered(client: Any, halt: HaltedChannel) -> bool | None:
 
     from flows._run_names import pipeline_label
 
-    flow_name = _TICK_FLOWS.get(Channel(halt.channel)) if halt.channel in set(Channel) else None
-    if flow_name is None:
+    if halt.channel not in set(Channel):
         return None
     runs = client.read_flow_runs(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[_TICK_FLOW])),
         flow_run_filter=FlowRunFilter(
             start_time=FlowRunFilterStartTime.model_validate({"after_": halt.last}),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),

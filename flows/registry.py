@@ -3,8 +3,9 @@
 The ledger records each pipeline by its ``name`` with the ``module:attribute`` it was loaded
 from (``flows.identity``). A process that only has the name (the webhook receiver, replay, a
 reconcile deployment run) finds the pipeline by that record; ``GEMINI_LEDGER_PIPELINES``
-(``name=module:attribute`` pairs separated by commas) still overrides it, and a pipeline
-loaded by ``module:attribute`` in this process is also remembered by its name.
+(``name=module:attribute`` pairs separated by commas) still overrides it. Nothing is
+remembered in the process: every lookup reads the same sources, so a run's answer does not
+depend on what ran before it in the same process.
 
 ``module:attribute`` resolves from the current directory, as ``python -m`` does, so
 ``gemini-ledger tick translate:pipeline`` works next to ``translate.py``.
@@ -42,9 +43,6 @@ BUILTIN = {
 
 class UnknownPipeline(PipelineError, UsageError, LookupError):
     """No pipeline has this name, or its module cannot be loaded."""
-
-
-_learned: dict[str, str] = {}
 
 
 def _configured() -> dict[str, str]:
@@ -122,13 +120,12 @@ def _import(module_name: str, name: str) -> Any:
 def load_pipeline(name: str) -> tuple[Pipeline[Any], str]:
     """The pipeline called ``name`` (or given as ``module:attribute``) and its spec.
 
-    Looked up in order: the shipped examples, ``GEMINI_LEDGER_PIPELINES``, pipelines loaded
-    earlier in this process, the ledger's record of the name, then ``name`` as a spec.
+    Looked up in order: the shipped examples, ``GEMINI_LEDGER_PIPELINES``, the ledger's
+    record of the name, then ``name`` as a spec.
     """
     spec = (
         BUILTIN.get(name)
         or _configured().get(name)
-        or _learned.get(name)
         or (None if ":" in name else _recorded(name))
         or name
     )
@@ -147,7 +144,6 @@ def load_pipeline(name: str) -> tuple[Pipeline[Any], str]:
         ) from None
     if not isinstance(found, Pipeline):
         raise UnknownPipeline(f"{spec} is not a Pipeline (it is a {type(found).__name__})")
-    _learned.setdefault(found.name, spec)
     return found, spec
 
 

@@ -19,7 +19,7 @@ counted) at no more than ``rate_per_second`` jobs a second, then:
 Calling a direct job needs its pipeline (the output schema and the policy). The ledger
 stores the pipeline's name; a shipped example resolves by name, a pipeline of your own by
 ``--pipeline module:attribute``. A direct job whose pipeline cannot be resolved is returned
-to the queue instead, for the next ``direct-run`` of its pipeline.
+to the queue instead, for the next tick of its pipeline.
 """
 
 from __future__ import annotations

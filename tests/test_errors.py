@@ -33,7 +33,6 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the loader may add the directory
-    monkeypatch.setattr(registry, "_learned", {})
     return tmp_path
 
 

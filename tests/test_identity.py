@@ -22,7 +22,6 @@ def project(tmp_path, monkeypatch, sqlite_url):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(registry, "_learned", {})
     return tmp_path
 
 
@@ -82,7 +81,6 @@ def test_a_deliberate_change_of_the_same_pipeline_is_recorded(project):
     spec = _module(project, "mine", pipeline_name="mine", model="gemini-2.5-flash")
     _, first = claim_pipeline(spec)
     _module(project, "mine", pipeline_name="mine", model="gemini-2.5-pro")
-    registry._learned.clear()
     _, second = claim_pipeline(spec)
     assert first.outcome == "new"
     assert (second.outcome, second.changed, second.record.revision) == ("changed", ("model",), 2)
@@ -94,7 +92,6 @@ def test_a_process_with_only_the_name_finds_the_pipeline_from_the_ledger(project
     it (the webhook receiver, replay, a reconcile deployment)."""
     spec = _module(project, "translate_mod", pipeline_name="translate")
     claim_pipeline(spec)
-    registry._learned.clear()
     assert registry.get_pipeline("translate").name == "translate"
 
 

@@ -26,7 +26,7 @@ def test_two_ticks_at_once_never_double_submit_or_consume(bench: Bench, monkeypa
     and its side effect completes once."""
     bench.set_items(FIRST, monkeypatch)
     setup = bench.tick()  # outstanding work for both ticks to reclaim and deliver
-    assert setup["submitted"] == len(FIRST)
+    assert setup.submitted == len(FIRST)
     bench.env["BG_TEST_ITEMS"] = ",".join(FIRST + SECOND)  # and new items for both to submit
 
     cmd = [sys.executable, "-m", "tests.background.ticker", PIPELINE, DAY.isoformat()]
@@ -60,7 +60,7 @@ def test_two_ticks_at_once_never_double_submit_or_consume(bench: Bench, monkeypa
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
 
     monkeypatch.setenv("BG_TEST_ITEMS", bench.env["BG_TEST_ITEMS"])
-    reports += [setup, bench.tick()]
+    reports += [setup.as_dict(), bench.tick().as_dict()]
     # Across every tick, each key was submitted, completed and consumed exactly once (which
     # tick did what depends on how the two overlapped).
     everything = {key_of(i) for i in FIRST + SECOND}

@@ -36,11 +36,11 @@ def test_kill_at_step_boundary_then_recover(bench: Bench, monkeypatch, point: st
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert point in trace.read_text().split()
 
-    # Later ticks (cron's next launches); max_age_s=0 so the dead tick's reservations and
+    # Later ticks (cron's next launches); stale_s=0 so the dead tick's reservations and
     # delivery claims count as stale at once instead of after five minutes.
     ledger = bench.ledger()
     for _ in range(4):
-        bench.tick(max_age_s=0)
+        bench.tick(stale_s=0)
         if {j.status for j in ledger.jobs(pipeline="bgtest")} == {"consumed"}:
             break
     jobs = ledger.jobs(pipeline="bgtest")

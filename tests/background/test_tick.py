@@ -32,7 +32,7 @@ def _artifact(bench: Bench) -> Any:
         async with get_client() as client:
             return await client.read_latest_artifacts(
                 artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=["background-tick-bgtest"])
+                    key=ArtifactFilterKey(any_=["tick-bgtest"])
                 )
             )
 
@@ -67,7 +67,7 @@ def test_tick_submits_then_next_tick_reclaims_and_delivers(bench: Bench, monkeyp
     assert third.collect.polled == 0 and third.delivered == 0
     assert third.submitted == 0 and third.enrolled == 0
     artifacts = _artifact(bench)
-    assert artifacts and artifacts[0].key == "background-tick-bgtest"
+    assert artifacts and artifacts[0].key == "tick-bgtest"
 
 
 def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:

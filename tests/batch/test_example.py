@@ -63,7 +63,7 @@ def test_example_items_keys_and_prompts() -> None:
 
 def test_shipped_reviews_example_runs_end_to_end(batch_env: dict[str, Any]) -> None:
     """`reviews` labels all 516 sample reviews into review_labels (own table, not the
-    ledger's migrations) and publishes a batch-tick-reviews table artifact."""
+    ledger's migrations) and publishes a tick-reviews table artifact."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -79,7 +79,7 @@ def test_shipped_reviews_example_runs_end_to_end(batch_env: dict[str, Any]) -> N
     assert "review_labels" in tables  # same database by default, created by the example
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["batch-tick-reviews"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tick-reviews"]))
         )
     assert artifacts and artifacts[-1].type == "table"
 

@@ -72,5 +72,5 @@ def test_a_night_settles_every_row_and_bills_each_attempt_once(
     billed = emulator.stats()["billed"]
     assert ledger.counts(pipeline="night").total_tokens == billed["total_tokens"]
     # The ticks reported what they did.
-    assert sum(r["reconciled"] for r in reports) >= 2
-    assert sum(r["succeeded"] for r in reports) == len(consumed)
+    assert sum(r.collect.reconciled for r in reports) >= 2
+    assert sum(r.collect.succeeded for r in reports) == len(consumed)

@@ -185,7 +185,7 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     key never sent and a broken line are counted, and rows with no line stay for missing."""
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
-    job_name = tick(pipeline=SMALL, day=DAY)["batch"]
+    job_name = tick(pipeline=SMALL, day=DAY).submit.batch
     ledger = open_ledger()
     client = gemini_client()
     job = client.batches.get(name=job_name)

@@ -102,11 +102,9 @@ def test_replay_returns_queued_channels_oldest_first_within_limit_and_class(dire
 def test_replay_execute_calls_custom_direct_jobs_found_from_the_ledger(direct_env, monkeypatch):
     """Without --pipeline, in a process that never loaded the custom pipeline, replay finds it
     from the ledger's record and calls its parked direct jobs (not only re-queues them)."""
-    from flows import registry
 
     _park_two(direct_env, monkeypatch)
     pipelines.DELIVERED.clear()
-    monkeypatch.setattr(registry, "_learned", {})  # as in a fresh process
     scripted(direct_env, {"fixed": ["ok"], "busy": ["429"]})
 
     report = json.loads(_cli("--execute", "--rate", "50", "--json").stdout)
