@@ -133,8 +133,8 @@ def test_a_tick_warns_about_keys_another_pipeline_owns(project, caplog):
     ledger.dispose()
 
 
-def _revised_module(project, name: str, *, fields: str) -> str:
-    """A small batch pipeline whose output model has ``fields``; it delivers to a file."""
+def _revised_module(project, name: str, *, fields: str, channel: str = "BATCH") -> str:
+    """A small pipeline whose output model has ``fields``; it delivers to a file."""
     (project / f"{name}.py").write_text(
         "import json\n"
         "from pathlib import Path\n"
@@ -147,7 +147,7 @@ def _revised_module(project, name: str, *, fields: str) -> str:
         "    with Path(__file__).with_name('delivered.jsonl').open('a') as f:\n"
         "        f.write(json.dumps({'key': key, 'result': result.model_dump()}) + '\\n')\n"
         "pipeline = Pipeline(\n"
-        f"    name={name!r}, model='gemini-2.5-flash', channel=Channel.BATCH, output=Label,\n"
+        f"    name={name!r}, model='gemini-2.5-flash', channel=Channel.{channel}, output=Label,\n"
         "    load_items=lambda day: [{'id': i, 'text': f'review {i}'} for i in range(6)],\n"
         "    key_of=lambda item, day: f'revised:{item[\"id\"]}',\n"
         "    build_prompt=lambda item: Prompt(text=item['text']),\n"
@@ -159,29 +159,34 @@ def _revised_module(project, name: str, *, fields: str) -> str:
     return f"{name}:pipeline"
 
 
+@pytest.mark.parametrize("channel", ["BATCH", "BACKGROUND"])
 def test_answers_of_an_earlier_schema_are_sent_again_not_parked(
-    project, emulator, prefect_api, monkeypatch
+    project, emulator, prefect_api, monkeypatch, channel
 ):
-    """A batch sent under schema v1, reconciled after a deliberate change to v2: no row is
+    """Jobs sent under schema v1, collected after a deliberate change to v2: no row is
     parked `schema`; each is sent again under v2 and delivered in v2's shape."""
     import json
     from datetime import date
 
+    from flows.background import background_tick
     from flows.batch import batch_tick
     from ledger import Status
 
+    tick = batch_tick if channel == "BATCH" else background_tick
     monkeypatch.delenv("GEMINI_LEDGER_CRASH_AT", raising=False)
     emulator.set_scenario({"batch_polls_to_complete": 1})
     day = date(2026, 11, 29)
-    spec = _revised_module(project, "revised", fields="    label: str\n")
-    first = batch_tick(pipeline=spec, day=day)
-    assert first["submitted"] == 6
+    spec = _revised_module(project, "revised", fields="    label: str\n", channel=channel)
+    tick(pipeline=spec, day=day)
     ledger = Ledger()
+    assert ledger.counts(pipeline="revised").by_status == {Status.SUBMITTED: 6}
 
     # The deliberate change: a field every v1 answer lacks.
-    _revised_module(project, "revised", fields="    label: str\n    severity: int\n")
-    for _ in range(6):
-        batch_tick(pipeline=spec, day=day)
+    _revised_module(
+        project, "revised", fields="    label: str\n    severity: int\n", channel=channel
+    )
+    for _ in range(8):
+        tick(pipeline=spec, day=day)
         by_status = ledger.counts(pipeline="revised").by_status
         assert not by_status.get(Status.PARKED), [j.error_class for j in ledger.jobs()]
         if by_status.get(Status.CONSUMED) == 6:
