@@ -7,6 +7,11 @@ verbs in :mod:`ledger._jobs` and its siblings take their states from here and re
 into SQL with :func:`sql_in` / :func:`sql_literal`, so no status is ever retyped as a string
 literal in a query (``tests/ledger/test_transitions.py`` checks it).
 
+A done row's delivery claim (``claim_done`` / ``release_done``) moves no state: it lives in
+the row's own ``delivery_claim`` and ``claimed_at`` columns (never ``reservation``, which only
+a row on its way out uses), and ``fail_delivery``, ``consume``, ``park`` and ``replay`` clear
+it.
+
 Batch jobs (``batch_jobs.state``) have their own small life, :class:`BatchState`, declared
 here too; a reconciled batch keeps the API's final state (lower-cased) instead.
 """
