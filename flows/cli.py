@@ -508,9 +508,8 @@ def pipelines(
     from ledger import Status, ledger_exists, missing_ledger_message
     from ledger._transitions import ACTIVE
 
-    recorded: list[dict[str, Any]] = []
-    if ledger_exists():
-        recorded = _recorded_pipelines(_existing_ledger())
+    exists = ledger_exists()
+    recorded = _recorded_pipelines(_existing_ledger()) if exists else []
     names = {r["name"] for r in recorded}
     examples = []
     for name in sorted(set(BUILTIN) - names):
@@ -545,7 +544,7 @@ def pipelines(
                 f" {sum(by_status.get(s, 0) for s in ACTIVE)} in flight",
                 soft_wrap=True,
             )
-    elif not ledger_exists():
+    elif not exists:
         console.print(f"no pipeline recorded: {missing_ledger_message()}", soft_wrap=True)
     else:
         console.print("no pipeline recorded in the ledger yet")
