@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from ledger import Failure, FailureRow, Ledger, NewJob, Policy, Status, Verdict, make_engine
-from ledger._db import upgrade
+from ledger import (
+    Failure,
+    FailureRow,
+    Ledger,
+    NewJob,
+    Policy,
+    ResultRow,
+    Status,
+    Verdict,
+    make_engine,
+    upgrade,
+)
 
 SCHEMA = Failure(Verdict.PERMANENT, "schema", "answer is missing severity")
 POLICY = Policy(attempt_cap=4, unknown_cap=2)
@@ -95,8 +105,6 @@ def test_the_delivery_claim_has_its_own_columns(ledger_url: str) -> None:
     ledger = Ledger(ledger_url, clock=lambda: now[0])
     ledger.enroll([NewJob("k", {})], pipeline="p", channel="batch", model="m")
     _submit(ledger, ["k"], "r1")
-    from ledger import ResultRow
-
     ledger.apply_results([ResultRow("k", "{}")], handle="h-k")
     now[0] = 200.0
     assert [k for k, _ in ledger.claim_done(pipeline="p", token="t1")] == ["k"]
