@@ -534,13 +534,94 @@ def demo(
 
 @app.command()
 @handles_errors
-def pipelines() -> None:
-    """List the shipped example pipelines."""
-    from flows.registry import get_pipeline, pipeline_names
+def pipelines(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The pipelines the ledger records (module:attr, channel, model, schema revision, jobs),
+    then the shipped examples not run yet; reads the ledger, never creates it."""
+    from flows.registry import BUILTIN, get_pipeline
+    from ledger import Status, ledger_exists, missing_ledger_message
+    from ledger._transitions import ACTIVE
 
-    for name in pipeline_names():
+    exists = ledger_exists()
+    recorded = _recorded_pipelines(_existing_ledger()) if exists else []
+    names = {r["name"] for r in recorded}
+    examples = []
+    for name in sorted(set(BUILTIN) - names):
         p = get_pipeline(name)
-        console.print(f"{name}: {p.channel} channel, model {p.model}. {p.description}")
+        examples.append(
+            {
+                "name": name,
+                "spec": BUILTIN[name],
+                "channel": str(p.channel),
+                "model": p.model,
+                "description": p.description,
+            }
+        )
+    if as_json:
+        _print_json({"recorded": recorded, "examples": examples})
+        return
+    # One line per pipeline (soft-wrapped): a table of nine columns folds every cell at 80.
+    if recorded:
+        console.print("pipelines in the ledger:")
+        for r in recorded:
+            by_status = r["by_status"]
+            where = (
+                f"{r['spec']}, {r['channel']} channel, model {r['model']},"
+                f" schema revision {r['revision']}"
+                if r["spec"]
+                else "not recorded (jobs enrolled before pipelines were recorded)"
+            )
+            console.print(
+                f"  {escape(r['name'])}: {escape(where)}; {r['jobs']} jobs:"
+                f" {by_status.get(Status.CONSUMED, 0)} consumed,"
+                f" {by_status.get(Status.PARKED, 0)} parked,"
+                f" {sum(by_status.get(s, 0) for s in ACTIVE)} in flight",
+                soft_wrap=True,
+            )
+    elif not exists:
+        console.print(f"no pipeline recorded: {missing_ledger_message()}", soft_wrap=True)
+    else:
+        console.print("no pipeline recorded in the ledger yet")
+    if examples:
+        console.print("shipped examples:")
+        for e in examples:
+            console.print(
+                f"  {e['name']}: {e['channel']} channel, model {e['model']}. {e['description']}",
+                soft_wrap=True,
+            )
+
+
+def _recorded_pipelines(ledger: Ledger) -> list[dict[str, Any]]:
+    """Each recorded pipeline with its jobs by status; a pipeline with jobs but no record
+    (jobs enrolled before pipelines were recorded) is listed too, without a spec."""
+    counts = ledger.counts_by_pipeline()
+    rows: list[dict[str, Any]] = [
+        {
+            "name": rec.name,
+            "spec": rec.spec,
+            "channel": rec.channel,
+            "model": rec.model,
+            "revision": rec.revision,
+            "by_status": counts.get(rec.name, {}),
+        }
+        for rec in ledger.pipelines()
+    ]
+    known = {r["name"] for r in rows}
+    for name in sorted(set(counts) - known):
+        rows.append(
+            {
+                "name": name,
+                "spec": None,
+                "channel": "",
+                "model": "",
+                "revision": None,
+                "by_status": counts[name],
+            }
+        )
+    for r in rows:
+        r["jobs"] = sum(r["by_status"].values())
+    return sorted(rows, key=lambda r: r["name"])
 
 
 @app.command()

@@ -15,6 +15,7 @@ from ledger._sql import (
     FOREIGN_EXAMPLES,
     MOVES,
     RESERVING,
+    REVISION_OF,
     S,
     chunks,
     payload_text,
@@ -115,7 +116,7 @@ class JobVerbs(LedgerBase):
         )
         update = text(
             f"""UPDATE jobs SET status = {MOVES["reserve"].to(S.RESERVING)},
-                reservation = :reservation,
+                reservation = :reservation, schema_revision = {REVISION_OF},
                 handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1
             WHERE key IN ({select}) AND {MOVES["reserve"].where()}"""
         )
@@ -250,7 +251,10 @@ class JobVerbs(LedgerBase):
                 conn.execute(
                     text(
                         "UPDATE jobs SET reservation = :new, reserved_at = :now, updated_at = :now,"
-                        " possible_duplicates = possible_duplicates + 1"
+                        " possible_duplicates = possible_duplicates + 1,"
+                        # Re-sent with the pipeline as it is now, so under its current revision.
+                        " schema_revision = (SELECT p.revision FROM pipelines p"
+                        " WHERE p.name = jobs.pipeline)"
                         f" WHERE key = :key AND status = {RESERVING} AND reservation = :old"
                     ),
                     {"key": key, "old": old_reservation, "new": new_reservation, "now": now},

@@ -66,6 +66,12 @@ class Job(SQLModel, table=True):
             postgresql_where=text("reservation IS NOT NULL"),
         ),
         Index(
+            "ix_jobs_delivery_claim",
+            "delivery_claim",
+            sqlite_where=text("delivery_claim IS NOT NULL"),
+            postgresql_where=text("delivery_claim IS NOT NULL"),
+        ),
+        Index(
             "ix_jobs_parked",
             "error_class",
             "first_failure_at",
@@ -117,6 +123,14 @@ class Job(SQLModel, table=True):
     done_at: float | None = None
     consumed_at: float | None = None
     parked_at: float | None = None
+    # The pipeline's revision (pipelines.revision) when the job was last reserved: a result
+    # of an earlier revision that the current output schema refuses is the setup's change,
+    # not the row's fault (NULL: reserved before revisions were recorded, or unrecorded).
+    schema_revision: int | None = None
+    # A done row's delivery claim: the claiming tick's token and when it claimed, so two
+    # ticks never both run the side effect and a dead tick's claim is taken over once stale.
+    delivery_claim: str | None = Field(default=None, max_length=128)
+    claimed_at: float | None = None
 
 
 class BatchJob(SQLModel, table=True):

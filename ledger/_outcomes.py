@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ledger._base import LedgerBase
 from ledger._classify import Failure
 from ledger._errors import InvalidTransition
 from ledger._models import Status
 from ledger._records import DELIVERY_CLASS_PREFIX, FailureRow, JobView, Policy, ResultRow
 from ledger._redact import redact
+from ledger._revisions import RevisionVerbs
 from ledger._sql import (
     CONSUMED,
     DONE,
@@ -32,7 +32,7 @@ from ledger._transitions import sql_in
 __all__ = ["OutcomeVerbs"]
 
 
-class OutcomeVerbs(LedgerBase):
+class OutcomeVerbs(RevisionVerbs):
     """Verbs that settle a submitted job and see its result delivered."""
 
     def apply_results(self, rows: Sequence[ResultRow], *, handle: str | Mapping[str, str]) -> int:
@@ -77,14 +77,18 @@ class OutcomeVerbs(LedgerBase):
     ) -> int:
         """Apply classified failures to jobs submitted under ``handle`` (retryable or parked).
 
-        ``handle`` may map each key to its own handle, as for :meth:`apply_results`.
+        ``handle`` may map each key to its own handle, as for :meth:`apply_results`. A
+        ``schema`` failure of a row reserved under an earlier revision of its pipeline is
+        sent back instead (:meth:`requeue_outdated`, in the same transaction); it counts
+        among the rows applied.
         """
         if not rows:
             return 0
         now = self.clock()
         if self._is_pg:
             with self._write() as conn:
-                return pg_copy_failures(conn, rows, handle, policy, now)
+                requeued = self._requeue_outdated(conn, rows, handle, now)
+                return requeued + pg_copy_failures(conn, rows, handle, policy, now)
         sql = (
             f"UPDATE jobs SET {FAILURE_SET}"
             f" WHERE key = :key AND {FAIL.where()} AND handle = :handle"
@@ -96,7 +100,8 @@ class OutcomeVerbs(LedgerBase):
             p["handle"] = handle_of(handle, r.key)
             params.append(p)
         with self._write() as conn:
-            return self._bulk(conn, sql, params)
+            requeued = self._requeue_outdated(conn, rows, handle, now)
+            return requeued + self._bulk(conn, sql, params)
 
     def record_failure(
         self,
@@ -110,7 +115,9 @@ class OutcomeVerbs(LedgerBase):
         """Record one job's failure; returns the status it moved to (retryable or parked).
 
         Give ``handle`` for a submitted job, ``reservation`` for one whose submission failed
-        before a handle was bound.
+        before a handle was bound. A submitted job's ``schema`` failure under an earlier
+        revision of its pipeline sends it back (:meth:`requeue_outdated`): pending or
+        retryable.
         """
         if (handle is None) == (reservation is None):
             raise ValueError("give exactly one of handle or reservation")
@@ -129,6 +136,10 @@ class OutcomeVerbs(LedgerBase):
         params = failure_params(failure, policy, now)
         params.update(key=key, handle=handle, reservation=reservation)
         with self._write() as conn:
+            if handle is not None and self._requeue_outdated(
+                conn, [FailureRow(key, failure)], handle, now
+            ):
+                return self._status_of(conn, key) or ""
             self._cas_one(
                 conn,
                 f"UPDATE jobs SET {FAILURE_SET} WHERE key = :key AND {where}",
@@ -166,7 +177,8 @@ class OutcomeVerbs(LedgerBase):
                 f"UPDATE jobs SET status = {MOVES['park'].to(S.PARKED)}, error_class = :cls,"
                 " error_message = :msg,"
                 " parked_at = :now, first_failure_at = COALESCE(first_failure_at, :now),"
-                " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                " last_failure_at = :now, reservation = NULL, delivery_claim = NULL,"
+                " claimed_at = NULL, updated_at = :now"
                 f" WHERE key = :key AND status IN ({statuses})",
                 {
                     "key": key,
@@ -196,19 +208,21 @@ class OutcomeVerbs(LedgerBase):
         """Claim done jobs for delivery under ``token``: (key, result) of those claimed.
 
         Two ticks that find the same done rows never both run the side effect: the claim is a
-        compare-and-set on the reservation column (unused on done rows). A claim older than
-        ``older_than`` seconds (its tick died inside the side effect) can be taken over.
+        compare-and-set on the row's own ``delivery_claim`` column (token) and ``claimed_at``.
+        A claim older than ``older_than`` seconds (its tick died inside the side effect) can
+        be taken over.
         """
         if limit <= 0:
             return []
         now = self.clock()
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
-        free = f"status = {DONE} AND (reservation IS NULL OR updated_at < :cutoff)"
+        free = f"status = {DONE} AND (delivery_claim IS NULL OR claimed_at < :cutoff)"
         params = {"p": pipeline, "t": token, "now": now, "cutoff": now - older_than, "n": limit}
         with self._write() as conn:
             conn.execute(
                 text(
-                    "UPDATE jobs SET reservation = :t, updated_at = :now WHERE key IN"
+                    "UPDATE jobs SET delivery_claim = :t, claimed_at = :now, updated_at = :now"
+                    " WHERE key IN"
                     f" (SELECT key FROM jobs WHERE pipeline = :p AND {free}"
                     f" ORDER BY done_at, key LIMIT :n{lock}) AND {free}"
                 ),
@@ -216,7 +230,7 @@ class OutcomeVerbs(LedgerBase):
             )
             rows = conn.execute(
                 text(
-                    f"SELECT key, result FROM jobs WHERE reservation = :t AND status = {DONE}"
+                    f"SELECT key, result FROM jobs WHERE delivery_claim = :t AND status = {DONE}"
                     " ORDER BY done_at, key"
                 ),
                 {"t": token},
@@ -231,8 +245,8 @@ class OutcomeVerbs(LedgerBase):
         with self._write() as conn:
             return conn.execute(
                 text(
-                    "UPDATE jobs SET reservation = NULL, updated_at = :now"
-                    f" WHERE key = :key AND status = {DONE} AND reservation = :t"
+                    "UPDATE jobs SET delivery_claim = NULL, claimed_at = NULL, updated_at = :now"
+                    f" WHERE key = :key AND status = {DONE} AND delivery_claim = :t"
                 ),
                 [{"key": k, "t": token, "now": now} for k in keys],
             ).rowcount
@@ -256,9 +270,10 @@ class OutcomeVerbs(LedgerBase):
                     f" error_message = CASE WHEN {parks} THEN :msg ELSE error_message END,"
                     f" parked_at = CASE WHEN {parks} THEN :now ELSE parked_at END,"
                     " first_failure_at = COALESCE(first_failure_at, :now),"
-                    " last_failure_at = :now, reservation = NULL, updated_at = :now"
+                    " last_failure_at = :now, delivery_claim = NULL, claimed_at = NULL,"
+                    " updated_at = :now"
                     f" WHERE key = :key AND {MOVES['fail_delivery'].where()} AND"
-                    " reservation = :t"
+                    " delivery_claim = :t"
                 ),
                 {
                     "key": key,
@@ -279,11 +294,11 @@ class OutcomeVerbs(LedgerBase):
         with self._write() as conn:
             return conn.execute(
                 text(
-                    # The delivery claim's token goes too: consumed rows, the ledger's
-                    # bulk, stay out of the reservation index.
+                    # The delivery claim goes too: consumed rows, the ledger's bulk, stay
+                    # out of the delivery claim index.
                     f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
                     " consumed_at = :now, updated_at = :now,"
-                    " reservation = NULL WHERE key = :key AND "
+                    " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND "
                     f" {MOVES['consume'].where()}"
                 ),
                 [{"key": k, "now": now} for k in keys],
@@ -334,7 +349,8 @@ class OutcomeVerbs(LedgerBase):
                     f" END, handle = CASE WHEN {redeliver} THEN handle ELSE NULL END,"
                     " attempts_base = attempts, unknown_failures = 0, delivery_failures = 0,"
                     " replayed = replayed + 1, due_at = :now,"
-                    " parked_at = NULL, reservation = NULL, updated_at = :now"
+                    " parked_at = NULL, reservation = NULL, delivery_claim = NULL,"
+                    " claimed_at = NULL, updated_at = :now"
                     f" WHERE key = :key AND {MOVES['replay'].where()}"
                 ),
                 [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],

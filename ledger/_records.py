@@ -223,6 +223,9 @@ class JobView:
     consumed_at: float | None
     parked_at: float | None
     delivery_failures: int = 0
+    schema_revision: int | None = None
+    delivery_claim: str | None = None
+    claimed_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

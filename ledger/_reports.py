@@ -127,6 +127,16 @@ class ReportVerbs(LedgerBase):
             replayed=int(totals[5]),
         )
 
+    def counts_by_pipeline(self) -> dict[str, dict[str, int]]:
+        """Jobs of every pipeline that has any, by status (one pass over the claim index)."""
+        out: dict[str, dict[str, int]] = {}
+        with self._read() as conn:
+            for pipeline, status, n in conn.execute(
+                text("SELECT pipeline, status, COUNT(*) FROM jobs GROUP BY pipeline, status")
+            ):
+                out.setdefault(pipeline, {})[status] = int(n)
+        return out
+
     def usage_by_model(
         self, *, pipeline: str | None = None
     ) -> list[tuple[str, str, int, int, int, int]]:

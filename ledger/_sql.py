@@ -37,6 +37,8 @@ __all__ = [
     "PENDING",
     "RESERVING",
     "RETRYABLE",
+    "REVISION_OF",
+    "SCHEMA_CODE",
     "SUBMITTED",
     "S",
     "chunks",
@@ -68,6 +70,13 @@ PENDING, RESERVING, SUBMITTED, DONE, CONSUMED, RETRYABLE, PARKED = (
 BATCH_RESERVING, BATCH_SUBMITTED, BATCH_RELEASED = (
     sql_literal(b) for b in (BatchState.RESERVING, BatchState.SUBMITTED, BatchState.RELEASED)
 )
+
+# The failure code of an answer the output schema refuses (ledger._classify names it).
+SCHEMA_CODE = "schema"
+
+# The current revision of the pipeline named by the ``:pipeline`` parameter (NULL when the
+# pipeline was never recorded), stamped on a job when it is reserved.
+REVISION_OF = "(SELECT revision FROM pipelines WHERE name = :pipeline)"
 
 NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 

@@ -12,6 +12,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._transitions``       every move between states, declared once (the table)
 ``ledger._jobs``              enroll, reserve, bind a handle, take over, release
 ``ledger._outcomes``          results, failures, park, delivery claims, consume, replay
+``ledger._revisions``         answers of an earlier pipeline revision sent back, not parked
 ``ledger._batches``           batch jobs and their members
 ``ledger._webhooks``          webhook deliveries
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots

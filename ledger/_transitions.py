@@ -7,6 +7,11 @@ verbs in :mod:`ledger._jobs` and its siblings take their states from here and re
 into SQL with :func:`sql_in` / :func:`sql_literal`, so no status is ever retyped as a string
 literal in a query (``tests/ledger/test_transitions.py`` checks it).
 
+A done row's delivery claim (``claim_done`` / ``release_done``) moves no state: it lives in
+the row's own ``delivery_claim`` and ``claimed_at`` columns (never ``reservation``, which only
+a row on its way out uses), and ``fail_delivery``, ``consume``, ``park`` and ``replay`` clear
+it.
+
 Batch jobs (``batch_jobs.state``) have their own small life, :class:`BatchState`, declared
 here too; a reconciled batch keeps the API's final state (lower-cased) instead.
 """
@@ -109,8 +114,8 @@ TRANSITIONS: dict[str, Transition] = {
             "reserve",
             (S.PENDING, S.RETRYABLE),
             (S.RESERVING,),
-            ("reservation", "handle", "reserved_at", "attempts"),
-            "due rows only; attempts + 1",
+            ("reservation", "handle", "reserved_at", "attempts", "schema_revision"),
+            "due rows only; attempts + 1; the pipeline's current revision",
         ),
         Transition(
             "bind_handle",
@@ -169,6 +174,23 @@ TRANSITIONS: dict[str, Transition] = {
             "every row still submitted under a handle the output never settled",
         ),
         Transition(
+            "requeue_outdated",
+            (S.SUBMITTED,),
+            (S.PENDING, S.RETRYABLE),
+            (
+                "status",
+                "attempts_base",
+                "handle",
+                "submitted_at",
+                "reservation",
+                "due_at",
+                "tokens",
+            ),
+            "a schema failure of a row reserved under an earlier pipeline revision: not the"
+            " row's fault, sent again under the new schema (apply_failures and record_failure"
+            " call it first); attempts kept, attempts_base + 1 so the caps do not count it",
+        ),
+        Transition(
             "record_failure",
             (S.SUBMITTED, S.RESERVING),
             (S.RETRYABLE, S.PARKED),
@@ -186,21 +208,28 @@ TRANSITIONS: dict[str, Transition] = {
             "fail_delivery",
             (S.DONE,),
             (S.DONE, S.PARKED),
-            ("delivery_failures", "error_class", "error_message", "parked_at", "reservation"),
+            ("delivery_failures", "error_class", "error_message", "parked_at", "delivery_claim"),
             "parked at the delivery cap, its result kept",
         ),
         Transition(
             "consume",
             (S.DONE,),
             (S.CONSUMED,),
-            ("consumed_at", "reservation"),
+            ("consumed_at", "delivery_claim"),
             "the side effect completed; consume_one is the one-row form",
         ),
         Transition(
             "replay",
             (S.PARKED,),
             (S.PENDING, S.DONE),
-            ("attempts_base", "unknown_failures", "delivery_failures", "replayed", "due_at"),
+            (
+                "attempts_base",
+                "unknown_failures",
+                "delivery_failures",
+                "replayed",
+                "due_at",
+                "delivery_claim",
+            ),
             "done again when parked by its delivery (result kept)",
         ),
     )

@@ -98,3 +98,51 @@ def test_status_shows_rows_in_flight_and_the_oldest_age(sqlite_url, monkeypatch)
     assert in_flight["submitted"]["oldest_age_s"] >= 3600
     table = runner.invoke(app, ["status"])
     assert table.exit_code == 0 and "oldest in this state" in table.output
+
+
+def test_pipelines_lists_the_recorded_pipelines_with_their_jobs(sqlite_url, monkeypatch):
+    """`pipelines` shows each recorded pipeline's module:attr, channel, model, schema
+    revision and jobs, then the shipped examples not run yet."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    ledger = Ledger(sqlite_url)
+    for fingerprint in ("s1", "s2"):
+        ledger.record_pipeline(
+            "translate",
+            spec="translate:pipeline",
+            channel="direct",
+            model="gemini-2.5-pro",
+            schema_fingerprint=fingerprint,
+        )
+    ledger.enroll(
+        [NewJob(f"t{i}", {"i": i}) for i in range(3)],
+        pipeline="translate",
+        channel="direct",
+        model="gemini-2.5-pro",
+    )
+    ledger.reserve(pipeline="translate", limit=1, reservation="r1")
+    result = runner.invoke(app, ["pipelines", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert [
+        (r["name"], r["spec"], r["channel"], r["model"], r["revision"], r["jobs"])
+        for r in listing["recorded"]
+    ] == [("translate", "translate:pipeline", "direct", "gemini-2.5-pro", 2, 3)]
+    assert listing["recorded"][0]["by_status"] == {"pending": 2, "reserving": 1}
+    assert [e["name"] for e in listing["examples"]] == ["articles", "reviews"]
+    table = runner.invoke(app, ["pipelines"], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    assert "translate: translate:pipeline, direct channel" in table.output
+    assert "schema revision 2; 3 jobs" in table.output and "shipped examples" in table.output
+    ledger.dispose()
+
+
+def test_pipelines_without_a_ledger_creates_none(tmp_path, monkeypatch):
+    """`pipelines` outside a project lists the examples, says no ledger is there, and
+    creates no ledger file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    result = runner.invoke(app, ["pipelines"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "no ledger at var/ledger.db" in result.output
+    assert "reviews: batch channel" in result.output
+    assert not (tmp_path / "var").exists()

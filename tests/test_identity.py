@@ -128,3 +128,77 @@ def test_a_tick_warns_about_keys_another_pipeline_owns(project, caplog):
     assert out.enrolled == 0 and out.foreign == 516 and len(out.foreign_examples) == 5
     assert "516 keys already belong to another pipeline" in caplog.text
     ledger.dispose()
+
+
+def _revised_module(project, name: str, *, fields: str, channel: str = "BATCH") -> str:
+    """A small pipeline whose output model has ``fields``; it delivers to a file."""
+    (project / f"{name}.py").write_text(
+        "import json\n"
+        "from pathlib import Path\n"
+        "from pydantic import BaseModel\n"
+        "from flows.pipeline import Pipeline, Prompt\n"
+        "from ledger import Channel\n"
+        "class Label(BaseModel):\n"
+        f"{fields}"
+        "def deliver(key, result):\n"
+        "    with Path(__file__).with_name('delivered.jsonl').open('a') as f:\n"
+        "        f.write(json.dumps({'key': key, 'result': result.model_dump()}) + '\\n')\n"
+        "pipeline = Pipeline(\n"
+        f"    name={name!r}, model='gemini-2.5-flash', channel=Channel.{channel}, output=Label,\n"
+        "    load_items=lambda day: [{'id': i, 'text': f'review {i}'} for i in range(6)],\n"
+        "    key_of=lambda item, day: f'revised:{item[\"id\"]}',\n"
+        "    build_prompt=lambda item: Prompt(text=item['text']),\n"
+        "    on_result=deliver,\n"
+        ")\n"
+    )
+    sys.modules.pop(name, None)
+    registry._learned.clear()
+    return f"{name}:pipeline"
+
+
+@pytest.mark.parametrize("channel", ["BATCH", "BACKGROUND"])
+def test_answers_of_an_earlier_schema_are_sent_again_not_parked(
+    project, emulator, prefect_api, monkeypatch, channel
+):
+    """Jobs sent under schema v1, collected after a deliberate change to v2: no row is
+    parked `schema`; each is sent again under v2 and delivered in v2's shape."""
+    import json
+    from datetime import date
+
+    from flows.background import background_tick
+    from flows.batch import batch_tick
+    from ledger import Status
+
+    tick = batch_tick if channel == "BATCH" else background_tick
+    monkeypatch.delenv("GEMINI_LEDGER_CRASH_AT", raising=False)
+    emulator.set_scenario({"batch_polls_to_complete": 1})
+    day = date(2026, 11, 29)
+    spec = _revised_module(project, "revised", fields="    label: str\n", channel=channel)
+    tick(pipeline=spec, day=day)
+    ledger = Ledger()
+    assert ledger.counts(pipeline="revised").by_status == {Status.SUBMITTED: 6}
+
+    # The deliberate change: a field every v1 answer lacks.
+    _revised_module(
+        project, "revised", fields="    label: str\n    severity: int\n", channel=channel
+    )
+    for _ in range(8):
+        tick(pipeline=spec, day=day)
+        by_status = ledger.counts(pipeline="revised").by_status
+        assert not by_status.get(Status.PARKED), [j.error_class for j in ledger.jobs()]
+        if by_status.get(Status.CONSUMED) == 6:
+            break
+    record = ledger.pipeline_record("revised")
+    assert record is not None and record.revision == 2
+    jobs = ledger.jobs(pipeline="revised")
+    assert {j.status for j in jobs} == {Status.CONSUMED}
+    # Sent twice (both billed), the first not counted against the caps, no failure recorded.
+    assert {(j.attempts, j.attempts_base, j.schema_revision, j.error_class) for j in jobs} == {
+        (2, 1, 2, None)
+    }
+    delivered = [
+        json.loads(line) for line in (project / "delivered.jsonl").read_text().splitlines()
+    ]
+    assert len(delivered) == 6
+    assert all(set(d["result"]) == {"label", "severity"} for d in delivered)
+    ledger.dispose()

@@ -74,7 +74,9 @@ def test_claim_done_is_exclusive_until_stale(ledger_url: str) -> None:
         "b",
     ]
     assert ledger.consume(["a"]) == 1
-    assert ledger.get("a").reservation is None and ledger.get("b").reservation == "t3"
+    assert ledger.get("a").delivery_claim is None and ledger.get("b").delivery_claim == "t3"
+    # The claim has its own column: the reservation stays what the submission left.
+    assert ledger.get("b").reservation is None
 
 
 def test_create_kwargs_carry_key_schema_and_prompt() -> None:
