@@ -31,9 +31,7 @@ def _artifact(bench: Bench) -> Any:
     async def read() -> Any:
         async with get_client() as client:
             return await client.read_latest_artifacts(
-                artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=["tick-bgtest"])
-                )
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tick-bgtest"]))
             )
 
     return asyncio.run(read())
