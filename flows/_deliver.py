@@ -78,9 +78,11 @@ def deliver_done(
     points: DeliveryPoints,
     page: int = 500,
     consume_group: int = 1,
+    cap: int | None = None,
 ) -> Delivery:
-    """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed."""
-    cap = delivery_cap()
+    """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed;
+    ``cap``: failed deliveries after which a row is parked (default: the setting)."""
+    cap = delivery_cap() if cap is None else cap
     out = Delivery()
     failed_keys: set[str] = set()
     why: dict[str, tuple[str, str]] = {}

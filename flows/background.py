@@ -359,6 +359,7 @@ class BackgroundChannel:
             page=DELIVER_LIMIT,
             # One row at a time on purpose: a kill between a side effect and this write
             # makes only the row in hand run its (idempotent) side effect again.
+            cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="background.after_done",
                 before_consume="background.before_consume",

@@ -118,14 +118,14 @@ MISSING_FROM_OUTPUT = Failure(
 # --- helpers --------------------------------------------------------------------------------
 
 
-def output_pending(ledger: Ledger, job: Any, rec: BatchRecord) -> bool:
-    """A SUCCEEDED job without its output file, still inside the grace bound: wait for it."""
+def output_pending(ledger: Ledger, job: Any, rec: BatchRecord, *, grace_s: float) -> bool:
+    """A SUCCEEDED job without its output file, still inside ``grace_s``: wait for it."""
     if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
         return False
     if getattr(job, "dest", None) is not None and getattr(job.dest, "inlined_responses", None):
         return False
     ended = output_ended_at(job) or rec.submitted_at or 0.0
-    return ledger.clock() - ended < load_settings().batch_output_grace_s
+    return ledger.clock() - ended < grace_s
 
 
 def _reservation_token(p: Pipeline[Any]) -> str:
@@ -564,7 +564,8 @@ class BatchChannel:
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
                 continue
-            if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec):
+            grace_s = self.ctx.settings.batch_output_grace_s
+            if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
                 polled["running"] += 1
                 continue
             try:
@@ -592,6 +593,7 @@ class BatchChannel:
             log=self.ctx.log,
             page=_DELIVER_PAGE,
             consume_group=_CONSUME_GROUP,
+            cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="batch.after_done",
                 after_effect="batch.inside_side_effect",
@@ -714,6 +716,7 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
             raise
         return {"state": "LOST", "reconciled": 0, "lost_rows": returned}
     state = job_state(job)
-    if state not in _TERMINAL or output_pending(ledger, job, rec):
+    grace_s = channel.ctx.settings.batch_output_grace_s
+    if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
         return {"state": state, "reconciled": 0}
     return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job)}

@@ -487,6 +487,7 @@ def deliver_direct(ctx: RunContext) -> Delivery:
         older_than=ctx.settings.direct_stale_s,
         log=ctx.log,
         page=1000,
+        cap=ctx.settings.delivery_cap,
         points=DeliveryPoints(
             before_effect="direct.before_side_effect",
             after_effect="direct.after_side_effect",
