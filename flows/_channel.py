@@ -198,7 +198,8 @@ class TickReport:
 
     @property
     def completed(self) -> int:
-        return self.collect.completed
+        """Answers that came back done this tick (collected, or settled by the sending)."""
+        return self.collect.completed + self.submit.settled
 
     @property
     def delivered(self) -> int:
