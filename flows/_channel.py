@@ -24,9 +24,10 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from flows._deliver import Delivery
+from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.settings import Settings
 from ledger import Channel, Enrollment, Ledger, Status, Usage
@@ -38,10 +39,15 @@ __all__ = [
     "Recovered",
     "RunContext",
     "Submitted",
+    "TickOptions",
     "TickReport",
+    "own_pipeline",
+    "pick",
     "run_logger",
     "today_utc",
 ]
+
+T = TypeVar("T")
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -80,6 +86,28 @@ class RunContext:
     @property
     def log(self) -> Logger:
         return run_logger(f"gemini_ledger.{Channel(self.pipeline.channel).value}")
+
+
+@dataclass(frozen=True, slots=True)
+class TickOptions:
+    """A tick's knobs (the flow's parameters); None takes the channel's default or setting."""
+
+    stale_s: float | None = None  # age after which a dead tick's row is taken back
+    max_concurrency: int | None = None  # requests in flight at once (background, direct)
+    running_limit_s: float | None = None  # an answer running longer is cancelled (background)
+
+
+def pick(value: T | None, default: T) -> T:
+    """An option as given, or its default when it was not."""
+    return default if value is None else value
+
+
+def own_pipeline(ctx: RunContext, kind: Channel) -> None:
+    """A channel opened for a pipeline of another channel: one clear line, nothing touched."""
+    if ctx.pipeline.channel != kind:
+        raise UsageError(
+            f"pipeline {ctx.name!r} runs on the {ctx.pipeline.channel} channel, not {kind.value}"
+        )
 
 
 # --- what each step reports ------------------------------------------------------------------

@@ -43,7 +43,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from flows._channel import Collected, Recovered, RunContext, Submitted, run_logger
+from flows._channel import (
+    Collected,
+    Recovered,
+    RunContext,
+    Submitted,
+    TickOptions,
+    own_pipeline,
+    pick,
+    run_logger,
+)
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
@@ -226,20 +235,14 @@ class BackgroundChannel:
 
     kind: ClassVar[Channel] = Channel.BACKGROUND
 
-    def __init__(self, ctx: RunContext, options: Any = None) -> None:
-        if ctx.pipeline.channel != Channel.BACKGROUND:
-            raise UsageError(
-                f"pipeline {ctx.name} uses the {ctx.pipeline.channel} channel, not background"
-            )
+    def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
+        own_pipeline(ctx, self.kind)
         self.ctx = ctx
-        stale = getattr(options, "stale_s", None)
-        if stale is None:
-            stale = ctx.settings.background_stale_s
-        self.max_age_s = _DEFAULT_MAX_AGE_S if stale is None else stale
-        limit = getattr(options, "running_limit_s", None)
-        self.running_limit_s = _DEFAULT_RUNNING_LIMIT_S if limit is None else limit
-        concurrency = getattr(options, "max_concurrency", None)
-        self.max_concurrency = _DEFAULT_CONCURRENCY if concurrency is None else concurrency
+        options = options or TickOptions()
+        stale = pick(options.stale_s, ctx.settings.background_stale_s)
+        self.max_age_s = pick(stale, _DEFAULT_MAX_AGE_S)
+        self.running_limit_s = pick(options.running_limit_s, _DEFAULT_RUNNING_LIMIT_S)
+        self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
         if self.max_concurrency < 1:
             raise UsageError("max_concurrency must be at least 1")
 

@@ -60,7 +60,17 @@ from flows._batch_io import (
 )
 from flows._batch_lost import give_up_if_lost, submitted_bound
 from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
-from flows._channel import Collected, Recovered, RunContext, Submitted, run_logger, today_utc
+from flows._channel import (
+    Collected,
+    Recovered,
+    RunContext,
+    Submitted,
+    TickOptions,
+    own_pipeline,
+    pick,
+    run_logger,
+    today_utc,
+)
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._gemini_errors import classify, setup_fault
 from flows._halt import checked, halts
@@ -471,14 +481,10 @@ class BatchChannel:
 
     kind: ClassVar[Channel] = Channel.BATCH
 
-    def __init__(self, ctx: RunContext, options: Any = None) -> None:
-        if ctx.pipeline.channel != Channel.BATCH:
-            raise UsageError(
-                f"pipeline {ctx.name!r} runs on the {ctx.pipeline.channel} channel, not batch"
-            )
+    def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
+        own_pipeline(ctx, self.kind)
         self.ctx = ctx
-        stale = getattr(options, "stale_s", None)
-        self.stale_s = ctx.settings.batch_stale_s if stale is None else stale
+        self.stale_s = pick((options or TickOptions()).stale_s, ctx.settings.batch_stale_s)
 
     def recover(self) -> BatchRecovered:
         """Batch reservations never bound to a job: bind the job found by display name in

@@ -61,7 +61,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from flows._channel import Collected, Recovered, RunContext, Submitted
+from flows._channel import (
+    Collected,
+    Recovered,
+    RunContext,
+    Submitted,
+    TickOptions,
+    own_pipeline,
+    pick,
+)
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._gemini_errors import classify, setup_fault
 from flows._halt import halts
@@ -405,16 +413,12 @@ class DirectChannel:
 
     kind: ClassVar[Channel] = Channel.DIRECT
 
-    def __init__(self, ctx: RunContext, options: Any = None) -> None:
-        if ctx.pipeline.channel != Channel.DIRECT:
-            raise UsageError(
-                f"pipeline {ctx.name} uses the {ctx.pipeline.channel} channel, not direct"
-            )
+    def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
+        own_pipeline(ctx, self.kind)
         self.ctx = ctx
-        stale = getattr(options, "stale_s", None)
-        self.stale_s = ctx.settings.direct_stale_s if stale is None else stale
-        concurrency = getattr(options, "max_concurrency", None)
-        self.max_concurrency = _DEFAULT_CONCURRENCY if concurrency is None else concurrency
+        options = options or TickOptions()
+        self.stale_s = pick(options.stale_s, ctx.settings.direct_stale_s)
+        self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
         if self.max_concurrency < 1:
             raise UsageError("max_concurrency must be at least 1")
 

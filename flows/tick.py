@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -29,6 +28,7 @@ from flows._channel import (
     Recovered,
     RunContext,
     Submitted,
+    TickOptions,
     TickReport,
     today_utc,
 )
@@ -48,15 +48,6 @@ CHANNELS: dict[Channel, str] = {
     Channel.BACKGROUND: "flows.background:BackgroundChannel",
     Channel.DIRECT: "flows.direct:DirectChannel",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TickOptions:
-    """A tick's knobs; None takes the channel's default or its setting."""
-
-    stale_s: float | None = None  # age after which a dead tick's row is taken back
-    max_concurrency: int | None = None  # requests in flight at once (background, direct)
-    running_limit_s: float | None = None  # an answer running longer is cancelled (background)
 
 
 def start_run(spec: str, day: date | None = None) -> RunContext:
