@@ -5,7 +5,7 @@
     python bench/reclaim.py --part ledger --settled 10000,1000000
 
 Part 1 (reclaim): N interactions outstanding in the ledger, the emulator answering every
-``interactions.get`` after ``--latency-ms``. Times the reclaim step (``reclaim_interactions``:
+``interactions.get`` after ``--latency-ms``. Times the collect step (``BackgroundChannel.collect``:
 bounded concurrent polls on the SDK's async client, then the bulk ledger apply) against
 polling the same interactions one after another with the SDK's client (``get`` per handle,
 the obvious loop), and against the same raw-response poller with one request in flight.
@@ -131,7 +131,7 @@ def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
     print(f"one after another, this poller (1 in flight): {sequential_raw:7.2f} s")
     print(
         f"reclaim step, {concurrency} in flight (+ bulk apply): {step:7.2f} s"
-        f"   (poll {report['poll_seconds']:.2f} s, {cpu:.2f} s CPU in this process;"
+        f"   (poll {report.poll_seconds:.2f} s, {cpu:.2f} s CPU in this process;"
         f" latency floor {floor:.2f} s)"
     )
     print(
