@@ -37,6 +37,7 @@ from ledger import (
     LineSuccess,
     Policy,
     ResultRow,
+    Status,
     parse_output_line,
     redact,
 )
@@ -354,7 +355,7 @@ def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:
     if record is None:
         return False
     submitted = sum(
-        n for (status, _), n in ledger.handle_counts(handle).items() if status == "submitted"
+        n for (status, _), n in ledger.handle_counts(handle).items() if status == Status.SUBMITTED
     )
     return submitted == record.rows
 

@@ -85,6 +85,7 @@ from flows.registry import get_pipeline
 from flows.settings import load_settings
 from ledger import (
     BatchRecord,
+    BatchState,
     Channel,
     Failure,
     Ledger,
@@ -147,11 +148,11 @@ def _parked_and_retryable(ledger: Ledger, handle: str) -> dict[str, Any]:
     """Where the rows last submitted under ``handle`` stand now."""
     out: dict[str, Any] = {"succeeded": 0, "retryable": {}, "parked": {}, "other": 0}
     for (status, cls), n in ledger.handle_counts(handle).items():
-        if status in ("done", "consumed"):
+        if status in (Status.DONE, Status.CONSUMED):
             out["succeeded"] += n
-        elif status == "retryable":
+        elif status == Status.RETRYABLE:
             out["retryable"][cls or "unclassified"] = n
-        elif status == "parked":
+        elif status == Status.PARKED:
             out["parked"][cls or "unclassified"] = n
         else:
             out["other"] += n
@@ -676,7 +677,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     )
     channel = BatchChannel(ctx)
     report: dict[str, Any] = {"batch": job_name, "pipeline": p.name, "ledger_state": rec.state}
-    if rec.state != "submitted":
+    if rec.state != BatchState.SUBMITTED:
         report.update(reconciled=0, already_reconciled=True)
     else:
         report.update(checked(_reconcile_task(channel, job_name)))

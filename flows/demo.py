@@ -22,11 +22,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ledger import Counts, Ledger
+from ledger import Counts, Ledger, Status
 
 __all__ = ["DemoResult", "run_demo"]
 
-_SETTLED = {"consumed", "parked"}
+_SETTLED = {Status.CONSUMED, Status.PARKED}
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, A
         table.add_row(
             name,
             str(result.ticks[name]),
-            str(by.get("consumed", 0)),
-            str(by.get("parked", 0)),
+            str(by.get(Status.CONSUMED, 0)),
+            str(by.get(Status.PARKED, 0)),
             str(sum(n for s, n in by.items() if s not in _SETTLED)),
             str(counts.attempts),
             str(counts.total_tokens),

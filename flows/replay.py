@@ -44,7 +44,7 @@ from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from flows.settings import load_settings
-from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView
+from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView, Status
 
 __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
 
@@ -264,16 +264,18 @@ def replay(
     for key in skipped:
         outcome[key] = "skipped (no longer parked)"
 
-    recovered_direct = sum(s in ("done", "consumed") for s in outcome.values())
+    recovered_direct = sum(s in (Status.DONE, Status.CONSUMED) for s in outcome.values())
     for item in plan:
         item["outcome"] = outcome.get(item["key"], "not replayed")
-        if item["outcome"] == "parked":
+        if item["outcome"] == Status.PARKED:
             item["error_class_now"] = ledger.get(item["key"]).error_class
     report.update(
         recovered=recovered_direct + len(queued),
         recovered_direct=recovered_direct,
         returned_to_queue=len(queued),
-        still_failing=sum(s in ("parked", "retryable", "error") for s in outcome.values()),
+        still_failing=sum(
+            s in (Status.PARKED, Status.RETRYABLE, "error") for s in outcome.values()
+        ),
         skipped=len(skipped),
     )
     logger.info(

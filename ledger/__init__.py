@@ -55,12 +55,14 @@ from ledger._records import (
 from ledger._redact import redact, register_secret
 from ledger._setup import SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
+from ledger._transitions import BatchState
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
     "ApiFailure",
     "BatchRecord",
+    "BatchState",
     "Channel",
     "ConfigurationError",
     "Counts",
