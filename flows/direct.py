@@ -210,18 +210,21 @@ def _wait_until_due(ledger: Ledger, key: str) -> None:
         time.sleep(remaining)
 
 
-# Spec -> the fault of the setup that halted its run in this process: the calls not yet
-# started reserve nothing once one call has met it.
-_halted: dict[str, SetupFault] = {}
+class Halt:
+    """One run's calls share this: once a call met a fault of the setup, the calls not yet
+    started reserve nothing (it lives with the run, never in the process)."""
+
+    def __init__(self) -> None:
+        self.fault: SetupFault | None = None
 
 
-def _attempt(spec: str, key: str) -> dict[str, Any]:
+def _attempt(spec: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
     pipeline = get_pipeline(spec)
     ledger = open_ledger()
     policy = pipeline.policy
     _wait_until_due(ledger, key)
-    if spec in _halted:
-        raise _halted[spec]
+    if halt is not None and halt.fault is not None:
+        raise halt.fault
     _client()  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
@@ -255,7 +258,8 @@ def _attempt(spec: str, key: str) -> dict[str, Any]:
             # Refused or never reached: nothing was billed, the row goes back as it was.
             crash_point("direct.before_release_on_halt")
             ledger.unsubmit(key, handle=handle)
-            _halted[spec] = fault
+            if halt is not None:
+                halt.fault = fault
             raise fault from error
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
         note_failure(row.model, failure)
@@ -304,9 +308,9 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     persist_result=False,
 )
 @halts(Channel.DIRECT)
-def generate_content(pipeline: str, key: str) -> dict[str, Any]:
+def generate_content(pipeline: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
     """One generate_content call for one job, recorded in the ledger."""
-    return _attempt(pipeline, key)
+    return _attempt(pipeline, key, halt)
 
 
 def direct_task(policy: Policy) -> Task[Any, dict[str, Any]]:
@@ -345,7 +349,7 @@ def run_calls(
     if not keys:
         return {}
     the_task = direct_task(policy)
-    _halted.pop(spec, None)  # a halt of an earlier run in this process is not this run's
+    halt = Halt()  # this run's: a halt of another run never stops these calls
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
@@ -356,7 +360,9 @@ def run_calls(
                 delay = start + i / rate_per_second - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            futures.append((key, runner.submit(the_task, {"pipeline": spec, "key": key})))
+            futures.append(
+                (key, runner.submit(the_task, {"pipeline": spec, "key": key, "halt": halt}))
+            )
         wait([f for _, f in futures])
     outcomes: dict[str, str] = {}
     fault: SetupFault | None = None
