@@ -4,7 +4,9 @@
     python bench/ledger.py --sqlite-rows 200000 --pg-rows 0
 
 Prints rows per second for each step; on PostgreSQL, each bulk step beside its floor
-(a plain COPY of the same rows into an unlogged table, measured in the same run).
+(a plain COPY of the same rows into an unlogged table, measured in the same run), as a
+wall-clock ratio and, when the server runs on this machine, as a ratio of CPU seconds
+(this process's and the database's server backends'), which other load does not move.
 PostgreSQL comes from LEDGER_TEST_POSTGRES_URL (default: the local server); a scratch
 database is created and dropped.
 """
@@ -42,13 +44,63 @@ def items(n: int) -> Iterator[NewJob]:
         )
 
 
+class CpuClock:
+    """CPU seconds spent by this process and by the database's server backends (PostgreSQL
+    on this machine, read from /proc), so that a bulk step and its floor can be compared by
+    what they cost rather than by wall time, which on a shared machine swings with other
+    people's load (measured here: the same COPY floor from 79,000 to 500,000 rows/s).
+
+    ``server`` is None when the server's processes cannot be read (a remote database)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _backends(self) -> dict[int, float] | None:
+        with self.ledger.engine.connect() as conn:
+            pids = [
+                row[0]
+                for row in conn.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend'"
+                )
+            ]
+        cpu: dict[int, float] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        return cpu
+
+    def start(self) -> tuple[float, dict[int, float] | None]:
+        return time.process_time(), self._backends()
+
+    def stop(self, started: tuple[float, dict[int, float] | None]) -> tuple[float, float | None]:
+        """(client CPU seconds, server CPU seconds or None) since ``started``."""
+        client = time.process_time() - started[0]
+        before, after = started[1], self._backends()
+        if before is None or after is None:
+            return client, None
+        return client, sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def run(url: str, n: int, label: str) -> dict[str, float]:
     ledger = Ledger(url)
+    pg = ledger.engine.dialect.name == "postgresql"
+    clock = CpuClock(ledger) if pg else None
+    cpu: dict[str, float] = {}
     # Inputs and results are built before each clock starts: the figures are the ledger's.
     jobs = list(items(n))
+    ledger.counts()  # a pooled connection, open before the clocks start
+    started = clock.start() if clock else None
     t = time.perf_counter()
     ledger.enroll(jobs, pipeline="reviews", channel="batch", model="gemini-2.5-flash")
     enroll_s = time.perf_counter() - t
+    if clock and started:
+        _add_cpu(cpu, "enroll", n, clock.stop(started))
 
     t = time.perf_counter()
     claimed = ledger.reserve(
@@ -59,6 +111,7 @@ def run(url: str, n: int, label: str) -> dict[str, float]:
     assert claimed == bound == n, (claimed, bound)
 
     results = [ResultRow(job.key, RESULT, 40, 12, 52) for job in jobs]
+    started = clock.start() if clock else None
     t = time.perf_counter()
     applied = 0
     for start in range(0, n, ledger.chunk_size):  # as reconcile applies them: chunk by chunk
@@ -66,11 +119,13 @@ def run(url: str, n: int, label: str) -> dict[str, float]:
             results[start : start + ledger.chunk_size], handle="batches/bench-1"
         )
     apply_s = time.perf_counter() - t
+    if clock and started:
+        _add_cpu(cpu, "apply results", n, clock.stop(started))
     assert applied == n, applied
     figures = {"enroll": n / enroll_s, "reserve+bind": n / reserve_s, "apply results": n / apply_s}
     floors: dict[str, float] = {}
-    if ledger.engine.dialect.name == "postgresql":
-        floors = copy_floors(ledger, jobs, results)
+    if clock:
+        floors = copy_floors(ledger, jobs, results, clock, cpu)
     ledger.dispose()
     print(f"{label} ({n:,} jobs)")
     for name, rate in figures.items():
@@ -80,12 +135,29 @@ def run(url: str, n: int, label: str) -> dict[str, float]:
                 f"   floor (plain COPY, unlogged) {floors[name]:>10,.0f} rows/s,"
                 f" ratio {rate / floors[name]:.2f}"
             )
+        if f"{name} cpu" in cpu and f"{name} floor cpu" in cpu:
+            line += f" (CPU: {cpu[f'{name} floor cpu'] / cpu[f'{name} cpu']:.2f})"
         print(line)
     figures.update({f"{name} floor": rate for name, rate in floors.items()})
+    figures.update(cpu)
     return figures
 
 
-def copy_floors(ledger: Ledger, jobs: list[NewJob], results: list[ResultRow]) -> dict[str, float]:
+def _add_cpu(cpu: dict[str, float], step: str, n: int, spent: tuple[float, float | None]) -> None:
+    """Record a step's CPU seconds per row (client and server), when the server's are known."""
+    client, server = spent
+    if server is not None:
+        cpu[f"{step} cpu"] = (client + server) / n
+        cpu[f"{step} server cpu"] = server / n
+
+
+def copy_floors(
+    ledger: Ledger,
+    jobs: list[NewJob],
+    results: list[ResultRow],
+    clock: CpuClock | None = None,
+    cpu: dict[str, float] | None = None,
+) -> dict[str, float]:
     """Rows/s of a plain COPY of the same rows into an unlogged table with no index: what
     no enroll or apply on PostgreSQL can beat. The rows are built before the clock starts
     (the ledger's own figures include building them), so the floor is a strict one."""
@@ -96,26 +168,47 @@ def copy_floors(ledger: Ledger, jobs: list[NewJob], results: list[ResultRow]) ->
         for p in (j.payload if isinstance(j.payload, str) else "",)
     ]
     result_rows = [(r[0], "batches/bench-1", r[1], r[2], r[3], r[4]) for r in results]
-    return {
+    spent: dict[str, tuple[float, float | None]] = {}
+    rates = {
         "enroll": _copy_rate(
             ledger,
             "key text, pipeline text, channel text, model text, payload text,"
             " fingerprint text, due_at float8, created_at float8, updated_at float8",
             enroll_rows,
+            clock,
+            spent,
+            "enroll floor",
         ),
         "apply results": _copy_rate(
-            ledger, "key text, handle text, result text, p bigint, c bigint, t bigint", result_rows
+            ledger,
+            "key text, handle text, result text, p bigint, c bigint, t bigint",
+            result_rows,
+            clock,
+            spent,
+            "apply results floor",
         ),
     }
+    if cpu is not None:
+        for step, used in spent.items():
+            _add_cpu(cpu, step, len(jobs), used)
+    return rates
 
 
-def _copy_rate(ledger: Ledger, columns: str, rows: Sequence[tuple[object, ...]]) -> float:
+def _copy_rate(
+    ledger: Ledger,
+    columns: str,
+    rows: Sequence[tuple[object, ...]],
+    clock: CpuClock | None = None,
+    spent: dict[str, tuple[float, float | None]] | None = None,
+    step: str = "",
+) -> float:
     table = f"gl_floor_{uuid.uuid4().hex[:8]}"
     with ledger.engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE UNLOGGED TABLE {table} ({columns})")
         conn.commit()
         try:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            started = clock.start() if clock else None
             t = time.perf_counter()
             with cursor.copy(f"COPY {table} FROM STDIN") as copy:
                 write = copy.write_row
@@ -123,6 +216,8 @@ def _copy_rate(ledger: Ledger, columns: str, rows: Sequence[tuple[object, ...]])
                     write(row)
             conn.commit()
             seconds = time.perf_counter() - t
+            if clock and started and spent is not None:
+                spent[step] = clock.stop(started)
             cursor.close()
         finally:
             conn.exec_driver_sql(f"DROP TABLE {table}")

@@ -165,6 +165,13 @@ def main() -> None:
                 f" {pg[f'{step} floor']:>10,.0f} (plain COPY, unlogged) = {ratio:.2f}"
                 f"  goal >= 0.50 ({args.pg_rows:,} rows)"
             )
+            if f"{step} cpu" in pg and f"{step} floor cpu" in pg:
+                lines.append(
+                    f"  by CPU (client + server backends): {pg[f'{step} cpu'] * 1e6:.1f} µs/row"
+                    f" ({pg[f'{step} server cpu'] * 1e6:.1f} on the server) / floor"
+                    f" {pg[f'{step} floor cpu'] * 1e6:.1f} µs/row"
+                    f" = {pg[f'{step} floor cpu'] / pg[f'{step} cpu']:.2f}"
+                )
 
     if args.lines:
         from bench.reconcile import measure, report

@@ -20,6 +20,7 @@ from ledger._sql import (
     chunks,
     payload_text,
     pg_copy_enroll,
+    pg_copy_new_jobs,
 )
 
 __all__ = ["JobVerbs"]
@@ -57,11 +58,23 @@ class JobVerbs(LedgerBase):
         owners = text("SELECT key, pipeline FROM jobs WHERE key IN :keys").bindparams(
             bindparam("keys", expanding=True)
         )
+        # On PostgreSQL, chunks of new keys go straight into jobs by COPY; once a chunk
+        # meets a known key (a re-run of the day), the rest take the staging path, which
+        # skips known keys without a wasted COPY.
+        fresh = True
         for chunk in chunks(items, self.chunk_size):
             now = self.clock()
             with self._write() as conn:
                 if self._is_pg:
-                    added = pg_copy_enroll(conn, chunk, pipeline, channel, model, now)
+                    new = (
+                        pg_copy_new_jobs(conn, chunk, pipeline, channel, model, now)
+                        if fresh
+                        else None
+                    )
+                    if new is None:
+                        fresh = False
+                        new = pg_copy_enroll(conn, chunk, pipeline, channel, model, now)
+                    added = new
                     keys = [i.key for i in chunk]
                 else:
                     rows = [

@@ -13,10 +13,11 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, text
+import psycopg.errors
+from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
 from ledger._classify import Failure
-from ledger._models import Status
+from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow, fingerprint_of
 from ledger._redact import redact
 from ledger._transitions import TRANSITIONS, BatchState, sql_literal
@@ -47,6 +48,7 @@ __all__ = [
     "payload_text",
     "pg_copy_enroll",
     "pg_copy_failures",
+    "pg_copy_new_jobs",
     "pg_copy_results",
 ]
 
@@ -210,6 +212,87 @@ def pg_copy_enroll(
         ),
         {"pipeline": pipeline, "channel": channel, "model": model, "now": now},
     ).rowcount
+
+
+# A fresh row as enroll writes it: every NOT NULL column without a server default.
+_NEW_JOB_COLUMNS = (
+    "key",
+    "pipeline",
+    "channel",
+    "model",
+    "payload",
+    "fingerprint",
+    "status",
+    "attempts",
+    "attempts_base",
+    "unknown_failures",
+    "prompt_tokens",
+    "candidates_tokens",
+    "total_tokens",
+    "due_at",
+    "possible_duplicates",
+    "replayed",
+    "created_at",
+    "updated_at",
+)
+
+
+def _binary_type(column: str) -> str:
+    """The PostgreSQL type a binary COPY sends for a jobs column, read from the model."""
+    kind = Job.__table__.c[column].type  # type: ignore[attr-defined]
+    if isinstance(kind, BigInteger):
+        return "int8"
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, Float):
+        return "float8"
+    return "text"
+
+
+_NEW_JOB_TYPES = [_binary_type(c) for c in _NEW_JOB_COLUMNS]
+
+
+def pg_copy_new_jobs(
+    conn: Connection, chunk: Sequence[NewJob], pipeline: str, channel: str, model: str, now: float
+) -> int | None:
+    """Enroll a chunk whose keys are all new with one binary COPY straight into jobs; None
+    (and nothing written) when a key was already there: :func:`pg_copy_enroll` then.
+
+    Measured on 100,000 rows (bench/scale.py, CPU of client and server): 5.4 µs a row
+    against 7.5 through the staging table and ``INSERT ... ON CONFLICT``, whose speculative
+    insertion and second pass over the rows cost more than the COPY itself. A key met twice
+    in the chunk is sent once (first kept). The COPY runs under a savepoint, so a key that
+    another enroller committed first (a unique violation) rolls back this chunk only; a key
+    it has not committed yet makes the COPY wait for it, as an INSERT would.
+    """
+    MOVES["enroll"].to(S.PENDING)  # raises if the transition table ever disagrees
+    # status, attempts, attempts_base, unknown_failures, the three token counts, due_at,
+    # possible_duplicates, replayed, created_at, updated_at: as the staging path sets them.
+    rest = (S.PENDING.value, 0, 0, 0, 0, 0, 0, now, 0, 0, now, now)
+    rows = (
+        (i.key, pipeline, channel, model, p, fingerprint_of(p), *rest)
+        for i in _first_per_key(chunk, _key_attr)
+        for p in (payload_text(i.payload),)
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    n = 0
+    try:
+        with (
+            conn.begin_nested(),
+            cursor.copy(
+                f"COPY jobs ({', '.join(_NEW_JOB_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(_NEW_JOB_TYPES)
+            write = copy.write_row
+            for row in rows:
+                write(row)
+                n += 1
+    except psycopg.errors.UniqueViolation:
+        return None
+    finally:
+        cursor.close()
+    return n
 
 
 def pg_copy_results(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from flows._batch_io import RequestWriter, batch_request
+from flows._batch_io import RequestWriter, batch_request, write_requests
 from flows._ledger import open_ledger
 from flows.examples.reviews import (
     ReviewLabel,
@@ -45,6 +46,25 @@ def test_request_writer_lines_are_batch_requests() -> None:
     }
     assert request["systemInstruction"] == {"parts": [{"text": "Label it."}]}
     assert "systemInstruction" not in batch_request(prompts[1], schema)
+
+
+def test_write_requests_writes_the_request_writer_lines() -> None:
+    """The request file holds, row by row, the same line RequestWriter.line renders, also
+    when the system instruction or temperature changes from one row to the next."""
+    schema = ReviewLabel.model_json_schema()
+    prompts = [
+        Prompt(text="a", system="Label it.", temperature=0.0),
+        Prompt(text="b", system="Label it.", temperature=0.0),
+        Prompt(text="c", system="Label it.", temperature=None),
+        Prompt(text="d", system=None, temperature=None),
+        Prompt(text="e", system="Other", temperature=0.5),
+        Prompt(text="f", system="Label it.", temperature=0.0),
+    ]
+    rows = [(f"k:{i}", p.model_dump_json()) for i, p in enumerate(prompts)]
+    out = io.BytesIO()
+    assert write_requests(rows, schema, out) == len(rows)
+    writer = RequestWriter(schema)
+    assert out.getvalue() == b"".join(writer.line(k, p) for k, p in rows)
 
 
 def test_example_items_keys_and_prompts() -> None:

@@ -85,6 +85,29 @@ def test_enroll_inserts_new_and_never_changes_existing(ledger):
     assert ledger.counts().by_status == {"pending": 3}
 
 
+def test_enroll_in_chunks_mixing_new_and_known_keys(ledger_url, clock):
+    """Chunks of new keys, a chunk with a known key (and a key twice) and chunks after it
+    enroll every new key once, keep the known row as it was, and count each kind; a row
+    enrolled whole by COPY on PostgreSQL reads the same as one enrolled around a known key."""
+    led = Ledger(ledger_url, clock=clock, chunk_size=3)
+    try:
+        assert led.enroll([NewJob("k4", {"x": "old"})], pipeline="p", channel="batch", model="m")
+        items = [NewJob(f"k{i}", {"x": i}) for i in range(8)] + [NewJob("k7", {"x": "again"})]
+        out = led.enroll_counted(items, pipeline="p", channel="batch", model="m")
+        assert (out.enrolled, out.already_known, out.foreign) == (7, 2, 0)
+        assert led.get("k4").payload == '{"x":"old"}'
+        assert led.get("k7").payload == '{"x":7}'
+        assert led.counts().by_status == {"pending": 8}
+        # k0 is in the first chunk (all new), k3 in the one with k4, k6 in the one after.
+        first, later = led.get("k0"), led.get("k6")
+        assert led.get("k3").payload == '{"x":3}'
+        for field in ("status", "attempts", "attempts_base", "unknown_failures", "due_at"):
+            assert getattr(first, field) == getattr(later, field), field
+        assert (first.prompt_tokens, first.created_at) == (0, clock.now)
+    finally:
+        led.dispose()
+
+
 def test_get_unknown_key_raises(ledger):
     """Reading a key that was never enrolled raises UnknownJob."""
     with pytest.raises(UnknownJob):
