@@ -44,14 +44,17 @@ def _api_code(exc: BaseException) -> int | None:
     return None
 
 
-def lost_reason(ledger: Ledger, rec: BatchRecord, exc: BaseException) -> str | None:
-    """Why the poll failure ``exc`` means the job is lost for good, or None if it is not."""
+def lost_reason(
+    ledger: Ledger, rec: BatchRecord, exc: BaseException, *, bound: float | None = None
+) -> str | None:
+    """Why the poll failure ``exc`` means the job is lost for good, or None if it is not;
+    ``bound``: the run's GEMINI_LEDGER_BATCH_SUBMITTED_S (read now when not given)."""
     code = _api_code(exc)
     if code == 404:
         return f"the API no longer knows {rec.name} (404: deleted or expired)"
     if code in _SETUP_CODES:
         return None
-    bound = submitted_bound()
+    bound = submitted_bound() if bound is None else bound
     age = ledger.clock() - (rec.submitted_at or rec.created_at)
     if age > bound:
         return (
@@ -67,10 +70,12 @@ def give_up_if_lost(
     rec: BatchRecord,
     exc: BaseException,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    *,
+    bound: float | None = None,
 ) -> int | None:
     """Return a lost job's rows to be sent again; how many, or None if the job is not lost."""
     assert rec.name is not None
-    reason = lost_reason(ledger, rec, exc)
+    reason = lost_reason(ledger, rec, exc, bound=bound)
     if reason is None:
         return None
     failure = Failure(Verdict.RETRYABLE, "batch_lost", reason)

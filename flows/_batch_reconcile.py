@@ -48,6 +48,7 @@ __all__ = [
     "LineCounts",
     "SeenKeys",
     "Writer",
+    "WriterChoice",
     "reconcile_lines",
     "writer_for",
 ]
@@ -59,6 +60,7 @@ DEFAULT_CHUNK = 20_000
 PROCESS_WRITER_BYTES = 64 << 20
 
 Writer = Literal["inline", "thread", "process"]
+WriterChoice = Literal["auto", "inline", "thread", "process"]  # the setting: auto picks one
 WRITER_ENV = "GEMINI_LEDGER_RECONCILE_WRITER"
 
 
@@ -360,18 +362,19 @@ def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:
     return submitted == record.rows
 
 
-def writer_for(ledger: Ledger, size_bytes: int) -> Writer:
+def writer_for(ledger: Ledger, size_bytes: int, choice: WriterChoice | None = None) -> Writer:
     """Where to apply the chunks of an output file of ``size_bytes`` (see reconcile_lines).
 
     ``GEMINI_LEDGER_RECONCILE_WRITER`` chooses: ``auto`` (the default: a writer process for
     SQLite files of at least :data:`PROCESS_WRITER_BYTES`, else a thread), ``thread``,
     ``inline`` or ``process``. Measured on 1,000,000 lines (bench/reconcile.py, 2 cores): the
     process reconciled 114,000 lines/s against the thread's 71,000; on small files its start
-    costs more than it saves.
+    costs more than it saves. ``choice``: the run's setting (read now when not given).
     """
-    from flows.settings import load_settings
+    if choice is None:
+        from flows.settings import load_settings
 
-    choice = load_settings().reconcile_writer
+        choice = load_settings().reconcile_writer
     if choice == "auto":
         big = size_bytes >= PROCESS_WRITER_BYTES
         return "process" if big and ledger.engine.dialect.name == "sqlite" else "thread"

@@ -58,8 +58,8 @@ from flows._batch_io import (
     upload_requests,
     write_requests,
 )
-from flows._batch_lost import give_up_if_lost, submitted_bound
-from flows._batch_reconcile import LineCounts, reconcile_lines, writer_for
+from flows._batch_lost import give_up_if_lost
+from flows._batch_reconcile import LineCounts, WriterChoice, reconcile_lines, writer_for
 from flows._channel import (
     Collected,
     Recovered,
@@ -283,9 +283,16 @@ def _is_api_refusal(exc: BaseException) -> bool:
 
 
 def reconcile_batch(
-    ledger: Ledger, client: Any, p: Pipeline[Any], rec: BatchRecord, job: Any
+    ledger: Ledger,
+    client: Any,
+    p: Pipeline[Any],
+    rec: BatchRecord,
+    job: Any,
+    *,
+    writer: WriterChoice | None = None,
 ) -> dict[str, Any]:
-    """Apply one finished batch job's outcome to its rows; returns what it did."""
+    """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
+    the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows._batch_reconcile.writer_for``)."""
     assert rec.name is not None
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
@@ -308,7 +315,7 @@ def reconcile_batch(
                     schema=p.output,
                     policy=p.policy,
                     scratch_dir=tmp,
-                    writer=writer_for(ledger, size),
+                    writer=writer_for(ledger, size, writer),
                 )
         else:
             log.warning("%s: %s succeeded without an output file", p.name, rec.name)
@@ -543,7 +550,7 @@ class BatchChannel:
         """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
         finished ones."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
-        submitted_bound()  # a bad setting stops the tick here, not at the first failed poll
+        settings = self.ctx.settings  # validated when the run started
         submitted = ledger.submitted_batches(pipeline=p.name)
         polled = {"polled": len(submitted), "running": 0, "poll_errors": 0}
         polled |= {"reconcile_errors": 0, "lost": 0, "lost_rows": 0}
@@ -558,7 +565,9 @@ class BatchChannel:
                 if fault is not None:
                     raise fault from exc
                 # Deleted, expired or unpollable past its bound: its rows are sent again.
-                returned = give_up_if_lost(ledger, p, rec, exc, log)
+                returned = give_up_if_lost(
+                    ledger, p, rec, exc, log, bound=settings.batch_submitted_s
+                )
                 if returned is not None:
                     polled["lost"] += 1
                     polled["lost_rows"] += returned
@@ -576,7 +585,8 @@ class BatchChannel:
                 polled["running"] += 1
                 continue
             try:
-                jobs.append(reconcile_batch(ledger, client, p, rec, job))
+                writer = settings.reconcile_writer
+                jobs.append(reconcile_batch(ledger, client, p, rec, job, writer=writer))
             except Exception as exc:
                 # Whatever was applied stays applied (compare-and-set); the job is still
                 # submitted in the ledger, so the next tick reconciles the rest.
@@ -718,7 +728,8 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     try:
         job = get_batch_job(client, job_name)
     except Exception as exc:
-        returned = give_up_if_lost(ledger, p, rec, exc, channel.ctx.log)
+        bound = channel.ctx.settings.batch_submitted_s
+        returned = give_up_if_lost(ledger, p, rec, exc, channel.ctx.log, bound=bound)
         if returned is None:
             raise
         return {"state": "LOST", "reconciled": 0, "lost_rows": returned}
@@ -726,4 +737,5 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     grace_s = channel.ctx.settings.batch_output_grace_s
     if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
         return {"state": state, "reconciled": 0}
-    return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job)}
+    writer = channel.ctx.settings.reconcile_writer
+    return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job, writer=writer)}

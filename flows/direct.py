@@ -80,7 +80,7 @@ from flows.gateway import gemini_client, keyed
 from flows.pipeline import Pipeline
 from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from ledger import (
     Channel,
     Failure,
@@ -203,28 +203,31 @@ def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
 # --- one attempt ---------------------------------------------------------------------------
 
 
-def _wait_until_due(ledger: Ledger, key: str) -> None:
+def _wait_until_due(ledger: Ledger, key: str, max_wait_s: float) -> None:
     """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
     remaining = ledger.get(key).due_at - ledger.clock()
-    if 0 < remaining <= load_settings().direct_max_wait_s:
+    if 0 < remaining <= max_wait_s:
         time.sleep(remaining)
 
 
-class Halt:
-    """One run's calls share this: once a call met a fault of the setup, the calls not yet
-    started reserve nothing (it lives with the run, never in the process)."""
+class Calls:
+    """What one run's calls share, handed to each (it lives with the run, never in the
+    process): the longest server delay waited for inline, and once a call met a fault of
+    the setup, that fault, so the calls not yet started reserve nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_wait_s: float) -> None:
+        self.max_wait_s = max_wait_s
         self.fault: SetupFault | None = None
 
 
-def _attempt(spec: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
+def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
+    calls = calls or Calls(load_settings().direct_max_wait_s)
     pipeline = get_pipeline(spec)
     ledger = open_ledger()
     policy = pipeline.policy
-    _wait_until_due(ledger, key)
-    if halt is not None and halt.fault is not None:
-        raise halt.fault
+    _wait_until_due(ledger, key, calls.max_wait_s)
+    if calls.fault is not None:
+        raise calls.fault
     _client()  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
@@ -258,8 +261,7 @@ def _attempt(spec: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
             # Refused or never reached: nothing was billed, the row goes back as it was.
             crash_point("direct.before_release_on_halt")
             ledger.unsubmit(key, handle=handle)
-            if halt is not None:
-                halt.fault = fault
+            calls.fault = fault
             raise fault from error
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
         note_failure(row.model, failure)
@@ -280,12 +282,15 @@ def _attempt(spec: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
     return {"key": key, "status": "done", "attempts": row.attempts, "skipped": False}
 
 
-def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) -> bool:
+def retry_if_classifier_says(
+    task: Task[Any, Any], task_run: Any, state: Any, *, max_wait_s: float | None = None
+) -> bool:
     """Prefect's retry condition: retry what the classifier and the ledger say is retryable.
 
     Permanent failures stop at once; a job the ledger parked (attempt cap, unknown cap) is
     not retried; an error that is not a classified attempt failure (the ledger unreachable,
-    a bug) is not retried blindly either: its row is left for the next run's sweep.
+    a bug) is not retried blindly either: its row is left for the next run's sweep. A server
+    delay longer than ``max_wait_s`` (the run's setting) is left to a later run.
     """
     exc = state.result(raise_on_failure=False)
     if not isinstance(exc, AttemptFailed):
@@ -294,7 +299,9 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     if failure.verdict is Verdict.PERMANENT or exc.status != "retryable":
         return False
     delay = failure.retry_delay
-    return delay is None or delay <= load_settings().direct_max_wait_s
+    if max_wait_s is None:
+        max_wait_s = load_settings().direct_max_wait_s
+    return delay is None or delay <= max_wait_s
 
 
 @task(
@@ -308,24 +315,31 @@ def retry_if_classifier_says(task: Task[Any, Any], task_run: Any, state: Any) ->
     persist_result=False,
 )
 @halts(Channel.DIRECT)
-def generate_content(pipeline: str, key: str, halt: Halt | None = None) -> dict[str, Any]:
+def generate_content(pipeline: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
     """One generate_content call for one job, recorded in the ledger."""
-    return _attempt(pipeline, key, halt)
+    return _attempt(pipeline, key, calls)
 
 
-def direct_task(policy: Policy) -> Task[Any, dict[str, Any]]:
-    """``generate_content`` with the pipeline's cap and the configured backoff.
+def direct_task(policy: Policy, settings: Settings | None = None) -> Task[Any, dict[str, Any]]:
+    """``generate_content`` with the pipeline's cap and the run's backoff settings.
 
     ``GEMINI_LEDGER_DIRECT_BACKOFF_S`` (default 2) is the first retry's delay, doubled for
     each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
     factor. Tests set both tiny.
     """
-    settings = load_settings()
-    backoff, jitter = settings.direct_backoff_s, settings.direct_jitter
+    settings = settings or load_settings()
+    max_wait_s = settings.direct_max_wait_s
+
+    # A plain function, not a functools.partial: Prefect calls retry_condition_fn only when
+    # inspect.isfunction says it is one (a partial would silently mean "never retry").
+    def retry_condition(task: Task[Any, Any], task_run: Any, state: Any) -> bool:
+        return retry_if_classifier_says(task, task_run, state, max_wait_s=max_wait_s)
+
     return generate_content.with_options(
         retries=policy.attempt_cap - 1,
-        retry_delay_seconds=exponential_backoff(backoff),
-        retry_jitter_factor=jitter,
+        retry_delay_seconds=exponential_backoff(settings.direct_backoff_s),
+        retry_jitter_factor=settings.direct_jitter,
+        retry_condition_fn=retry_condition,
     )
 
 
@@ -336,6 +350,7 @@ def run_calls(
     policy: Policy,
     max_concurrency: int,
     rate_per_second: float | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, str]:
     """Run the direct task for each key on a capped thread pool; key -> outcome.
 
@@ -348,8 +363,9 @@ def run_calls(
         raise UsageError("max_concurrency must be at least 1")
     if not keys:
         return {}
-    the_task = direct_task(policy)
-    halt = Halt()  # this run's: a halt of another run never stops these calls
+    settings = settings or load_settings()
+    the_task = direct_task(policy, settings)
+    calls = Calls(settings.direct_max_wait_s)  # this run's: another run's halt never stops it
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
@@ -360,9 +376,8 @@ def run_calls(
                 delay = start + i / rate_per_second - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            futures.append(
-                (key, runner.submit(the_task, {"pipeline": spec, "key": key, "halt": halt}))
-            )
+            params = {"pipeline": spec, "key": key, "calls": calls}
+            futures.append((key, runner.submit(the_task, params)))
         wait([f for _, f in futures])
     outcomes: dict[str, str] = {}
     fault: SetupFault | None = None
@@ -470,7 +485,11 @@ class DirectChannel:
         self.ctx.log.info("%s %s: %d jobs to call", p.name, self.ctx.day, len(keys))
         started = time.monotonic()
         outcomes = run_calls(
-            self.ctx.spec, keys, policy=p.policy, max_concurrency=self.max_concurrency
+            self.ctx.spec,
+            keys,
+            policy=p.policy,
+            max_concurrency=self.max_concurrency,
+            settings=self.ctx.settings,
         )
         tally = Counter(outcomes.values())
         refused: Counter[str] = Counter()
