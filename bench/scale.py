@@ -65,7 +65,7 @@ def postgres(rows: int) -> dict[str, float]:
 
 
 def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, Any]:
-    """Enroll ``n`` rows, then reserve, write and bind them job by job as submit_batch does
+    """Enroll ``n`` rows, then reserve, write and bind them job by job as BatchChannel.submit does
     (no API): with ``file_bytes`` each file is cut at that size and the rest released."""
     import orjson
 
@@ -112,7 +112,7 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
             ledger.release_keys(reservation, left_out)
             size = path.stat().st_size
             biggest = max(biggest, size)
-            if left_out and file_bytes:  # as submit_batch: reserve next what a file holds
+            if left_out and file_bytes:  # as BatchChannel.submit: reserve next what a file holds
                 per_row = max(size / max(rows, 1), 1.0)
                 limit = max(1, min(batch_rows, int(file_bytes / per_row * 0.97)))
             sent += ledger.bind_batch(reservation, name=f"batches/{reservation}")

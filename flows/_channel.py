@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -90,11 +91,24 @@ class RunContext:
 
 @dataclass(frozen=True, slots=True)
 class TickOptions:
-    """A tick's knobs (the flow's parameters); None takes the channel's default or setting."""
+    """A tick's knobs (the flow's parameters); None takes the channel's default or setting.
+    Checked when made: a bad value is one clear line before anything is touched."""
 
     stale_s: float | None = None  # age after which a dead tick's row is taken back
     max_concurrency: int | None = None  # requests in flight at once (background, direct)
     running_limit_s: float | None = None  # an answer running longer is cancelled (background)
+
+    def __post_init__(self) -> None:
+        for name in ("stale_s", "running_limit_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name} must be a finite number of seconds >= 0, got {value}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise UsageError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+
+    def given(self) -> set[str]:
+        """The options this tick was given (not left to their defaults)."""
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 def pick(value: T | None, default: T) -> T:
@@ -136,7 +150,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass(kw_only=True)
 class Step:
-    """Base of the step records: ``as_dict`` for ``--json``, ``lines`` for the tables."""
+    """Base of the step records: ``as_dict`` for ``--json``, ``details`` for the tables."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -148,9 +162,11 @@ class Step:
 
 @dataclass(kw_only=True)
 class Recovered(Step):
-    """Rows a dead tick left in flight, taken back by this one."""
+    """Rows a dead tick left in flight, taken back by this one; sending them again may be
+    refused, by ``"<status> <class>"`` as in :class:`Submitted`."""
 
     recovered: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -178,6 +194,7 @@ class ChannelSteps(Protocol):
     """A channel: the steps of a tick that differ from one channel to another."""
 
     kind: ClassVar[Channel]
+    uses: ClassVar[frozenset[str]]  # the TickOptions it honours; others are warned about
 
     def recover(self) -> Recovered: ...
 
@@ -247,16 +264,24 @@ class TickReport:
 
     @property
     def parked(self) -> dict[str, int]:
-        """Rows parked by this tick, by class (answers collected, refusals at submit)."""
+        """Rows parked by this tick, by class: answers collected, refusals when sending
+        (recovered or new rows), and deliveries that failed up to the cap."""
         parked_deliveries = {"delivery": len(self.deliver.parked)} if self.deliver.parked else {}
         return _add(
-            self.collect.parked, _refused(self.submit.refused, Status.PARKED), parked_deliveries
+            self.collect.parked,
+            _refused(self.recover.refused, Status.PARKED),
+            _refused(self.submit.refused, Status.PARKED),
+            parked_deliveries,
         )
 
     @property
     def retryable(self) -> dict[str, int]:
         """Rows that failed this tick and will be sent again, by class."""
-        return _add(self.collect.retryable, _refused(self.submit.refused, Status.RETRYABLE))
+        return _add(
+            self.collect.retryable,
+            _refused(self.recover.refused, Status.RETRYABLE),
+            _refused(self.submit.refused, Status.RETRYABLE),
+        )
 
     @property
     def tokens(self) -> Usage:
@@ -286,6 +311,7 @@ class TickReport:
                     "consumed": self.deliver.consumed,
                     "side_effect_failed": len(self.deliver.failed),
                     "parked": len(self.deliver.parked),
+                    "errors": dict(self.deliver.errors),
                 },
                 "enroll": self.enroll.as_dict(),
                 "submit": self.submit.as_dict(),

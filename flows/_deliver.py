@@ -21,7 +21,7 @@ from typing import Any
 
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
-from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, redact
+from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, Status, redact
 
 __all__ = [
     "DELIVERY_CAP_ENV",
@@ -139,7 +139,7 @@ def deliver_done(
                 message=message,
                 cap=cap,
             )
-            if status == "parked":
+            if status == Status.PARKED:
                 out.parked.append(key)
                 log.error("%s: %s parked after %d failed deliveries", p.name, key, cap)
             else:

@@ -3,11 +3,12 @@ tick collects the results.
 
 :class:`BackgroundChannel`'s steps of a tick (``flows.tick`` runs them), in this order:
 
-1. **Recover stale reservations** (a row left ``reserving`` longer than ``max_age_s``: a tick died
-   between reserve and bind). The interactions API has no listing call, so the orphan cannot
-   be looked up: the row is taken over (a compare-and-set on its reservation token; of several
-   ticks only one wins), flagged as a possible duplicate (counted in the ledger, so the cost
-   is visible) and resubmitted with its key in the labels and the key header, then bound.
+1. **Recover stale reservations** (a row left ``reserving`` longer than the tick's stale age
+   (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick died between reserve and
+   bind). The interactions API has no listing call, so the orphan cannot be looked up: the row
+   is taken over (a compare-and-set on its reservation token; of several ticks only one wins),
+   flagged as a possible duplicate (counted in the ledger, so the cost is visible) and
+   resubmitted with its key in the labels and the key header, then bound.
 2. **Collect** (reclaim): every ``submitted`` job's interaction is fetched with
    ``interactions.get``, many at once on the SDK's async client under a bounded number of
    requests in flight. A completed one is validated against the output schema and becomes
@@ -21,7 +22,7 @@ tick collects the results.
 3. **Deliver**: ``done`` rows are claimed (a compare-and-set, so two ticks never run the same
    side effect), ``on_result`` is called, then the row is marked ``consumed``. An exception
    inside ``on_result`` is logged and the row stays ``done`` for the next tick; a kill inside
-   it is resumed by a later tick once the claim is older than ``max_age_s``.
+   it is resumed by a later tick once the claim is older than that stale age.
 4. **Submit** (after the tick enrolled today's items): due jobs are reserved (the attempt is
    counted here, the reservation written before anything is sent), then ``interactions.create(
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.
@@ -57,7 +58,6 @@ from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
 from flows.crash import crash_point
-from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from ledger import (
     Channel,
@@ -181,7 +181,6 @@ def submit_reserved(
 # --- the channel: the steps a tick runs (flows.tick) ------------------------------------------
 
 
-_DEFAULT_MAX_AGE_S = 300.0
 _DEFAULT_RUNNING_LIMIT_S = 3600.0
 _DEFAULT_CONCURRENCY = 32
 
@@ -234,17 +233,15 @@ class BackgroundChannel:
     deliver, submit."""
 
     kind: ClassVar[Channel] = Channel.BACKGROUND
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s", "max_concurrency", "running_limit_s"})
 
     def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
         own_pipeline(ctx, self.kind)
         self.ctx = ctx
         options = options or TickOptions()
-        stale = pick(options.stale_s, ctx.settings.background_stale_s)
-        self.max_age_s = pick(stale, _DEFAULT_MAX_AGE_S)
+        self.max_age_s = pick(options.stale_s, ctx.settings.background_stale_s)
         self.running_limit_s = pick(options.running_limit_s, _DEFAULT_RUNNING_LIMIT_S)
         self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
-        if self.max_concurrency < 1:
-            raise UsageError("max_concurrency must be at least 1")
 
     def recover(self) -> BackgroundRecovered:
         """Take over reservations older than ``max_age_s`` (flagged as possible duplicates)
@@ -272,6 +269,7 @@ class BackgroundChannel:
         )
         return BackgroundRecovered(
             recovered=out["submitted"],
+            refused=out["create_failed"],
             found=len(stale),
             taken_over=len(won),
             create_failed=out["create_failed"],

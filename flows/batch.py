@@ -110,7 +110,6 @@ __all__ = [
 STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
 # How long a SUCCEEDED job may go without its output file before its rows are failed as
 # missing_from_output (the state has been seen before output.responsesFile is filled).
-OUTPUT_GRACE_ENV = "GEMINI_LEDGER_BATCH_OUTPUT_GRACE_S"
 _DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -172,7 +171,7 @@ def _fail_reserved(
     for key in keys:
         status = ledger.record_failure(key, failure, policy=p.policy, reservation=reservation)
         outcome[
-            f"{status} {failure.error_class if status != 'parked' else failure.parked_class()}"
+            f"{status} {failure.error_class if status != Status.PARKED else failure.parked_class()}"
         ] += 1
     ledger.release(reservation)  # nothing left reserved: closes the batch reservation
     run_logger("gemini_ledger.batch").warning(
@@ -488,6 +487,7 @@ class BatchChannel:
     """The batch channel's steps: recover orphans, reconcile finished jobs, deliver, submit."""
 
     kind: ClassVar[Channel] = Channel.BATCH
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s"})
 
     def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
         own_pipeline(ctx, self.kind)
@@ -538,6 +538,8 @@ class BatchChannel:
                 sent = _send(ledger, client, p, rec.reservation)
                 out.resent += 1 if sent["batch"] else 0
                 out.recovered += sent["rows"]
+                for label, n in sent["refused"].items():
+                    out.refused[label] = out.refused.get(label, 0) + n
                 log.info(
                     "%s: orphan %s was never created; re-sent as %s",
                     p.name,

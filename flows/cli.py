@@ -382,7 +382,11 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
-    now = pipeline_standing(ledger, report.pipeline)
+    try:
+        now = pipeline_standing(ledger, report.pipeline)
+    except UsageError as exc:  # e.g. a bad price file: the tick itself did its work
+        console.print(f"  (where the pipeline stands cannot be shown: {escape(str(exc))})")
+        now = None
     if now is not None:
         oldest = f" (oldest {now['oldest_in_flight']})" if now["oldest_in_flight"] else ""
         console.print(

@@ -105,6 +105,7 @@ __all__ = [
     "MAX_WAIT_ENV",
     "STALE_ENV",
     "AttemptFailed",
+    "Calls",
     "DirectChannel",
     "DirectRecovered",
     "DirectSubmitted",
@@ -279,7 +280,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
         raise AttemptFailed(key, answer, status)
     ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage), handle=handle)
     crash_point("direct.after_record")
-    return {"key": key, "status": "done", "attempts": row.attempts, "skipped": False}
+    return {"key": key, "status": Status.DONE, "attempts": row.attempts, "skipped": False}
 
 
 def retry_if_classifier_says(
@@ -289,14 +290,14 @@ def retry_if_classifier_says(
 
     Permanent failures stop at once; a job the ledger parked (attempt cap, unknown cap) is
     not retried; an error that is not a classified attempt failure (the ledger unreachable,
-    a bug) is not retried blindly either: its row is left for the next run's sweep. A server
+    a bug) is not retried blindly either: its row is left for the next tick's recover step. A server
     delay longer than ``max_wait_s`` (the run's setting) is left to a later run.
     """
     exc = state.result(raise_on_failure=False)
     if not isinstance(exc, AttemptFailed):
         return False
     failure = classify(exc)  # the carried Failure: the classifier's verdict
-    if failure.verdict is Verdict.PERMANENT or exc.status != "retryable":
+    if failure.verdict is Verdict.PERMANENT or exc.status != Status.RETRYABLE:
         return False
     delay = failure.retry_delay
     if max_wait_s is None:
@@ -433,6 +434,7 @@ class DirectChannel:
     """The direct channel's steps: sweep interrupted calls, deliver, call every due job."""
 
     kind: ClassVar[Channel] = Channel.DIRECT
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s", "max_concurrency"})
 
     def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
         own_pipeline(ctx, self.kind)
@@ -440,8 +442,6 @@ class DirectChannel:
         options = options or TickOptions()
         self.stale_s = pick(options.stale_s, ctx.settings.direct_stale_s)
         self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
-        if self.max_concurrency < 1:
-            raise UsageError("max_concurrency must be at least 1")
 
     def recover(self) -> DirectRecovered:
         """Resolve rows a killed run left in flight (see the module docstring)."""
@@ -474,7 +474,7 @@ class DirectChannel:
 
     def deliver(self) -> Delivery:
         """Call on_result for every done row and mark it consumed (see flows._deliver)."""
-        return deliver_direct(self.ctx)
+        return deliver_direct(self.ctx, older_than=self.stale_s)
 
     def submit(self) -> DirectSubmitted:
         """Call Gemini for every pending or retryable job, at most ``max_concurrency`` at a
@@ -507,13 +507,14 @@ class DirectChannel:
         )
 
 
-def deliver_direct(ctx: RunContext) -> Delivery:
-    """Deliver the done rows of a direct pipeline (a tick's step, and replay's last step)."""
+def deliver_direct(ctx: RunContext, *, older_than: float | None = None) -> Delivery:
+    """Deliver the done rows of a direct pipeline (a tick's step, and replay's last step);
+    a claim older than ``older_than`` (default: the direct stale setting) is a dead one's."""
     return deliver_done(
         ctx.ledger,
         ctx.pipeline,
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
-        older_than=ctx.settings.direct_stale_s,
+        older_than=pick(older_than, ctx.settings.direct_stale_s),
         log=ctx.log,
         page=1000,
         cap=ctx.settings.delivery_cap,

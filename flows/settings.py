@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(None, validation_alias=_env("LEDGER_PRICES_FILE"))
     pipelines: str | None = Field(None, validation_alias=_env("GEMINI_LEDGER_PIPELINES"))
     batch_stale_s: float = Field(900.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
-    background_stale_s: float | None = Field(
-        None, ge=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
+    background_stale_s: float = Field(
+        300.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
     )
     direct_backoff_s: float = Field(
         2.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_BACKOFF_S")

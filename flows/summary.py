@@ -46,6 +46,7 @@ __all__ = [
     "RESOURCE_ID",
     "build_summary",
     "halt_lines",
+    "pipeline_standing",
     "render_markdown",
     "summary",
 ]

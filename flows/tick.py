@@ -65,7 +65,16 @@ def open_channel(ctx: RunContext, options: TickOptions | None = None) -> Channel
     """The pipeline's channel, ready to run its steps."""
     module_name, _, attr = CHANNELS[Channel(ctx.pipeline.channel)].partition(":")
     cls: Any = getattr(importlib.import_module(module_name), attr)
-    steps: ChannelSteps = cls(ctx, options or TickOptions())
+    options = options or TickOptions()
+    ignored = options.given() - cls.uses
+    if ignored:
+        ctx.log.warning(
+            "%s runs on the %s channel, which does not use %s: ignored",
+            ctx.name,
+            cls.kind.value,
+            ", ".join(sorted(ignored)),
+        )
+    steps: ChannelSteps = cls(ctx, options)
     return steps
 
 
@@ -125,7 +134,7 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
 )
 @halts(flow=True)
 def tick(
-    pipeline: str = "reviews",
+    pipeline: str,
     day: date | None = None,
     stale_s: float | None = None,
     max_concurrency: int | None = None,
@@ -134,8 +143,9 @@ def tick(
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit."""
     started = time.monotonic()
+    options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
     ctx = start_run(pipeline, day)
-    channel = open_channel(ctx, TickOptions(stale_s, max_concurrency, running_limit_s))
+    channel = open_channel(ctx, options)
     preflight()
     recovered = checked(recover(channel))
     collected = checked(collect(channel))

@@ -277,7 +277,7 @@ def _broken_copy(tmp_path: Path, deployment: str, new_name: str, edit: dict[str,
             "Invalid timezone",
         ),
         ("morning-summary", {"entrypoint": "flows/summary.py:no_such_flow"}, "no_such_flow"),
-        ("reviews-nightly", {"entrypoint": "flows/no_such_file.py:batch_tick"}, "no_such_file"),
+        ("reviews-nightly", {"entrypoint": "flows/no_such_file.py:tick"}, "no_such_file"),
         (
             "replay",
             {"parameters": {"execute": False, "limit": "many"}},

@@ -111,7 +111,7 @@ def test_server_retry_delay_is_honoured(direct_env, monkeypatch):
 
 
 @pytest.mark.postgres
-def test_direct_run_on_postgresql(direct_env, monkeypatch, postgres_url):
+def test_direct_tick_on_postgresql(direct_env, monkeypatch, postgres_url):
     """The same outcomes on a PostgreSQL ledger: retried to done, permanent parked at once."""
     monkeypatch.setenv("LEDGER_DATABASE_URL", postgres_url)
     scripted(direct_env, {"pg1": ["503", "ok"], "pg2": ["400"]})

@@ -25,30 +25,30 @@ class Channel:
     tick: Callable[..., Any]
 
 
-def _batch_tick(**kw: Any) -> Any:
+def _tick_batch(**kw: Any) -> Any:
     from flows.tick import tick
 
     return tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY, **kw)
 
 
-def _background_tick(**kw: Any) -> Any:
+def _tick_background(**kw: Any) -> Any:
     from flows.tick import tick
 
     return tick(pipeline="tests.background.pipelines:tiny", day=DAY, **kw)
 
 
-def _direct_tick(**kw: Any) -> Any:
+def _tick_direct(**kw: Any) -> Any:
     from flows.tick import tick
 
     return tick(pipeline="tests.direct.pipelines:pipeline", day=DAY, **kw)
 
 
 CHANNELS = {
-    "batch": Channel("batch", "tests.batch.pipelines:small_reviews", "small", 40, _batch_tick),
+    "batch": Channel("batch", "tests.batch.pipelines:small_reviews", "small", 40, _tick_batch),
     "background": Channel(
-        "background", "tests.background.pipelines:tiny", "bgtest", 6, _background_tick
+        "background", "tests.background.pipelines:tiny", "bgtest", 6, _tick_background
     ),
-    "direct": Channel("direct", "tests.direct.pipelines:pipeline", "direct-test", 6, _direct_tick),
+    "direct": Channel("direct", "tests.direct.pipelines:pipeline", "direct-test", 6, _tick_direct),
 }
 
 
