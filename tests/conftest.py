@@ -187,16 +187,49 @@ def prefect_api() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker process (the controller and a plain run are not)."""
+    return hasattr(config, "workerinput")
+
+
+_SHARED_SCOPES = frozenset({"module", "class", "package"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), the tests of a module that
+    share a module-scoped fixture run on one worker: split across two, each worker would
+    start its own copy (a Prefect server subprocess, a deployed prefect.yaml).
+
+    In a worker, the ``slow`` tests (minutes each: the multi-worker night, the demo, the
+    scheduler) are moved to the front, so that they start at once and the other workers
+    take the rest meanwhile, instead of one of them starting last and running alone.
+    A plain run keeps the files' order."""
+    if _xdist_worker(config):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        for defs in info.name2fixturedefs.values():
+            if any(d.scope in _SHARED_SCOPES for d in defs):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+                break
+
+
 _postgres_ran = {"n": 0}
 
 
 def pytest_runtest_logreport(report):
+    # Under xdist the controller gets every worker's reports here, keywords included.
     if report.when == "call" and report.passed and "postgres" in report.keywords:
         _postgres_ran["n"] += 1
 
 
 def pytest_sessionfinish(session, exitstatus):
     """With LEDGER_REQUIRE_POSTGRES=1 (CI), a run in which no PostgreSQL test passed fails."""
+    if _xdist_worker(session.config):
+        return  # one worker may get none of them; the controller counts them all
     required = os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
     if required and not _postgres_ran["n"] and exitstatus == 0 and session.testscollected:
         print("\nLEDGER_REQUIRE_POSTGRES=1 but no PostgreSQL test ran", file=sys.stderr)
