@@ -195,8 +195,10 @@ def _xdist_worker(config: pytest.Config) -> bool:
 _SHARED_SCOPES = frozenset({"module", "class", "package"})
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
     """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), the tests of a module that
     share a module-scoped fixture run on one worker: split across two, each worker would
     start its own copy (a Prefect server subprocess, a deployed prefect.yaml).
@@ -215,6 +217,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if any(d.scope in _SHARED_SCOPES for d in defs):
                 item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
                 break
+    yield  # every other plugin's hook, pytest-xdist's among them
+    if getattr(config.option, "loadgroup", False):
+        _mark_groups_in_node_ids(items)
+
+
+def _mark_groups_in_node_ids(items: list[pytest.Item]) -> None:
+    """pytest-xdist 3.8.0 tells its scheduler an item's group by appending ``@group`` to the
+    item's node id, but writes it where pytest 9.2 no longer reads it (pytest-xdist issue
+    1386), so ``--dist loadgroup`` silently groups nothing. Append it where pytest 9.2 keeps
+    the id; the scheduler reads it back from the ids the workers report."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
 
 
 _postgres_ran = {"n": 0}
