@@ -236,6 +236,29 @@ def _mark_groups_in_node_ids(items: list[pytest.Item]) -> None:
             item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist, a test marked ``alone`` runs while no other worker runs a test.
+
+    The multi-worker night starts three Prefect workers and their flow-run processes; beside
+    another worker's tests on 2 cores it ran past its 600 s timeout. Every test takes a
+    shared lock on a file of this run, an ``alone`` test an exclusive one; outside
+    pytest-timeout's timer (this wrapper is outermost), so waiting is never counted."""
+    if not _xdist_worker(item.config):
+        return (yield)
+    import fcntl
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
+    path = Path(tempfile.gettempdir()) / f"gl-tests-{run}.lock"
+    mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
+    with path.open("a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 _postgres_ran = {"n": 0}
 
 
