@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 
 __all__ = ["CRASH_AT_ENV", "CRASH_TRACE_ENV", "crash_point"]
@@ -18,6 +19,10 @@ __all__ = ["CRASH_AT_ENV", "CRASH_TRACE_ENV", "crash_point"]
 CRASH_AT_ENV = "GEMINI_LEDGER_CRASH_AT"
 CRASH_TRACE_ENV = "GEMINI_LEDGER_CRASH_TRACE"
 _visits: Counter[str] = Counter()
+# Ticks visit points from several threads (direct calls, background polls): one visit at a
+# time, so that no other thread records a visit between an armed point's line in the trace
+# and its SIGKILL, and the trace's last line is always the point that killed the process.
+_lock = threading.Lock()
 
 
 def _armed() -> dict[str, int]:
@@ -32,11 +37,15 @@ def _armed() -> dict[str, int]:
 def crash_point(name: str) -> None:
     """Die here with SIGKILL if this point is armed; record the visit if tracing."""
     trace = os.environ.get(CRASH_TRACE_ENV)
-    if trace:
-        with open(trace, "a", encoding="utf-8") as fh:
-            fh.write(name + "\n")
-    if CRASH_AT_ENV not in os.environ:
+    if not trace and CRASH_AT_ENV not in os.environ:
         return
-    _visits[name] += 1
-    if _armed().get(name) == _visits[name]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    with _lock:
+        if trace:
+            with open(trace, "a", encoding="utf-8") as fh:
+                fh.write(name + "\n")
+        if CRASH_AT_ENV not in os.environ:
+            return
+        _visits[name] += 1
+        if _armed().get(name) == _visits[name]:
+            # SIGKILL cannot be blocked: it lands before kill() returns, the lock still held.
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -187,16 +187,91 @@ def prefect_api() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker process (the controller and a plain run are not)."""
+    return hasattr(config, "workerinput")
+
+
+_SHARED_SCOPES = frozenset({"module", "class", "package"})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), the tests of a module that
+    share a module-scoped fixture run on one worker: split across two, each worker would
+    start its own copy (a Prefect server subprocess, a deployed prefect.yaml).
+
+    In a worker, the ``slow`` tests (minutes each: the multi-worker night, the demo, the
+    scheduler) are moved to the front, so that they start at once and the other workers
+    take the rest meanwhile, instead of one of them starting last and running alone.
+    A plain run keeps the files' order."""
+    if _xdist_worker(config):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        for defs in info.name2fixturedefs.values():
+            if any(d.scope in _SHARED_SCOPES for d in defs):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+                break
+    yield  # every other plugin's hook, pytest-xdist's among them
+    if getattr(config.option, "loadgroup", False):
+        _mark_groups_in_node_ids(items)
+
+
+def _mark_groups_in_node_ids(items: list[pytest.Item]) -> None:
+    """pytest-xdist 3.8.0 tells its scheduler an item's group by appending ``@group`` to the
+    item's node id, but writes it where pytest 9.2 no longer reads it (pytest-xdist issue
+    1386), so ``--dist loadgroup`` silently groups nothing. Append it where pytest 9.2 keeps
+    the id; the scheduler reads it back from the ids the workers report."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist, a test marked ``alone`` runs while no other worker runs a test.
+
+    The multi-worker night starts three Prefect workers and their flow-run processes; beside
+    another worker's tests on 2 cores it ran past its 600 s timeout. Every test takes a
+    shared lock on a file of this run, an ``alone`` test an exclusive one; outside
+    pytest-timeout's timer (this wrapper is outermost), so waiting is never counted."""
+    if not _xdist_worker(item.config):
+        return (yield)
+    import fcntl
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
+    path = Path(tempfile.gettempdir()) / f"gl-tests-{run}.lock"
+    mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
+    with path.open("a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 _postgres_ran = {"n": 0}
 
 
 def pytest_runtest_logreport(report):
+    # Under xdist the controller gets every worker's reports here, keywords included.
     if report.when == "call" and report.passed and "postgres" in report.keywords:
         _postgres_ran["n"] += 1
 
 
 def pytest_sessionfinish(session, exitstatus):
     """With LEDGER_REQUIRE_POSTGRES=1 (CI), a run in which no PostgreSQL test passed fails."""
+    if _xdist_worker(session.config):
+        return  # one worker may get none of them; the controller counts them all
     required = os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
     if required and not _postgres_ran["n"] and exitstatus == 0 and session.testscollected:
         print("\nLEDGER_REQUIRE_POSTGRES=1 but no PostgreSQL test ran", file=sys.stderr)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.multiworker.night import MODEL, Night, run_night
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.alone]
 
 # Small enough for CI on 2 cores; the quota-counted requests (~250: direct and background
 # calls, a few batch creations) are well above RPM, so the limit has to hold them back.
