@@ -20,14 +20,22 @@ def test_a_malformed_pipelines_setting_is_a_clear_error(monkeypatch):
         get_pipeline("anything")
 
 
-def test_a_pipeline_loaded_by_spec_is_remembered_by_its_name():
-    """After loading module:attribute, the pipeline's own name resolves in this process."""
+def test_loading_by_spec_leaves_no_memory_in_the_process(tmp_path, monkeypatch):
+    """Loading module:attribute does not make its name resolve later in the process: a name
+    resolves only from the examples, GEMINI_LEDGER_PIPELINES or the ledger's record, so a
+    run never depends on what ran before it."""
+    import pytest
+
+    from flows.registry import UnknownPipeline
     from tests.batch import pipelines
 
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
     spec = next(
         f"tests.batch.pipelines:{attr}"
         for attr in dir(pipelines)
         if getattr(getattr(pipelines, attr), "channel", None) is not None
     )
     loaded = get_pipeline(spec)
-    assert get_pipeline(loaded.name) is loaded
+    with pytest.raises(UnknownPipeline):
+        get_pipeline(loaded.name)
+    assert not (tmp_path / "none.db").exists()  # looking a name up created no ledger
