@@ -213,17 +213,19 @@ def _wait_until_due(ledger: Ledger, key: str, max_wait_s: float) -> None:
 
 class Calls:
     """What one run's calls share, handed to each (it lives with the run, never in the
-    process): the longest server delay waited for inline, and once a call met a fault of
-    the setup, that fault, so the calls not yet started reserve nothing."""
+    process): the pipeline, loaded once for all of them, the longest server delay waited for
+    inline, and once a call met a fault of the setup, that fault, so the calls not yet
+    started reserve nothing."""
 
-    def __init__(self, max_wait_s: float) -> None:
+    def __init__(self, pipeline: Pipeline[Any], max_wait_s: float) -> None:
+        self.pipeline = pipeline
         self.max_wait_s = max_wait_s
         self.fault: SetupFault | None = None
 
 
 def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
-    calls = calls or Calls(load_settings().direct_max_wait_s)
-    pipeline = get_pipeline(spec)
+    calls = calls or Calls(get_pipeline(spec), load_settings().direct_max_wait_s)
+    pipeline = calls.pipeline
     ledger = open_ledger()
     policy = pipeline.policy
     _wait_until_due(ledger, key, calls.max_wait_s)
@@ -366,7 +368,8 @@ def run_calls(
         return {}
     settings = settings or load_settings()
     the_task = direct_task(policy, settings)
-    calls = Calls(settings.direct_max_wait_s)  # this run's: another run's halt never stops it
+    # This run's: another run's halt never stops it; the pipeline is looked up once.
+    calls = Calls(get_pipeline(spec), settings.direct_max_wait_s)
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)

@@ -89,9 +89,11 @@ def _age(seconds: float | None) -> str | None:
     return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
 
 
-def _pipelines(ledger: Ledger, prices: PriceTable) -> list[dict[str, Any]]:
+def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for view in morning_view(ledger):
+        if only is not None and view.pipeline != only:
+            continue  # its usage is not read
         usage = [
             UsageLine(m, ch, p, c, t)
             for m, ch, _a, p, c, t in ledger.usage_by_model(pipeline=view.pipeline)
@@ -118,7 +120,7 @@ def _pipelines(ledger: Ledger, prices: PriceTable) -> list[dict[str, Any]]:
 def pipeline_standing(ledger: Ledger, pipeline: str) -> dict[str, Any] | None:
     """Where one pipeline stands now (the morning table's row), or None if it has no jobs."""
     prices = load_prices()
-    return next((row for row in _pipelines(ledger, prices) if row["pipeline"] == pipeline), None)
+    return next(iter(_pipelines(ledger, prices, only=pipeline)), None)
 
 
 def build_summary(
