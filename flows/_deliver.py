@@ -6,9 +6,10 @@ side effect that raises (or a stored result that no longer validates against the
 schema) is logged (redacted) and its row goes back to plain ``done`` for the next tick, until
 it has failed ``GEMINI_LEDGER_DELIVERY_CAP`` times (default 5): then it is parked as
 ``delivery:<ExceptionName>`` with the message, result kept, so a replay delivers it again
-without calling the API. ``consumed`` is written after the side effect, in groups of
-``consume_group``: a kill between the two re-runs at most that many (idempotent) side
-effects.
+without calling the API. ``consumed`` is written right after each side effect, one row at a
+time: a kill between the two re-runs only the (idempotent) side effect in hand. A stop
+(``flows._stop``: SIGTERM) is honoured between rows: the row in hand is recorded, the rest of
+the pass's claims are given back for the next tick.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from flows._stop import stop_requested
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, Status, redact
@@ -77,7 +79,6 @@ def deliver_done(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     points: DeliveryPoints,
     page: int = 500,
-    consume_group: int = 1,
     cap: int | None = None,
 ) -> Delivery:
     """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed;
@@ -100,8 +101,11 @@ def deliver_done(
             if not claimed:
                 break
             out.claimed += len(claimed)
-            done: list[str] = []
-            for key, result in claimed:
+            for n, (key, result) in enumerate(claimed):
+                if stop_requested():
+                    # Between rows: the claims not yet delivered go back for the next tick.
+                    ledger.release_done([k for k, _ in claimed[n:]], token=token)
+                    break
                 try:
                     value = p.output.model_validate_json(result)
                     _crash(points.before_effect)
@@ -119,14 +123,10 @@ def deliver_done(
                         redact(f"{type(exc).__name__}: {exc}")[:500],
                     )
                     continue
-                done.append(key)
-                if len(done) >= consume_group:
-                    _crash(points.before_consume)
-                    out.consumed += ledger.consume(done)
-                    done = []
-            if done:
                 _crash(points.before_consume)
-                out.consumed += ledger.consume(done)
+                out.consumed += ledger.consume([key])
+            if stop_requested():
+                break
     finally:
         # Failed rows stay claimed during the pass (so a page is never claimed twice), then
         # go back to plain done for the next tick, or are parked at the cap.

@@ -28,6 +28,7 @@ import orjson
 from pydantic import BaseModel
 
 from flows._gemini_errors import classify, setup_fault
+from flows._stop import stop_requested
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
 from flows.quota import arequest_slot, note_failure
@@ -201,7 +202,7 @@ def _failure_of(interaction: Any, status: str) -> Failure:
     return classify({"status": status, "errors": errors})
 
 
-Outcome = Literal["done", "failed", "running", "get_error", "cancel_error", "halt"]
+Outcome = Literal["done", "failed", "running", "get_error", "cancel_error", "halt", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,7 @@ class Polled:
     ``running``: still working. ``get_error``/``cancel_error``: a transient error; nothing is
     known about the job, it stays submitted for the next tick. ``halt``: a fault of the
     setup (``fault``: refused key, API unreachable): nothing is known about the job either.
+    ``stopped``: not polled, the tick is stopping (SIGTERM); it stays submitted.
     """
 
     key: str
@@ -293,6 +295,8 @@ async def _poll_one(
     timeout_s: float,
 ) -> Polled:
     async with gate:
+        if stop_requested():
+            return Polled(job.key, job.handle, "stopped")
         try:
             interaction = await fetch_json(
                 aio.interactions.with_raw_response.get, job.handle, timeout=timeout_s
@@ -358,12 +362,14 @@ def poll_all(
 @dataclass(frozen=True, slots=True)
 class Submission:
     """The outcome of one ``interactions.create``: an id, the classified failure, or the
-    fault of the setup that stopped it (then nothing was accepted: not billed)."""
+    fault of the setup that stopped it (then nothing was accepted: not billed); ``stopped``:
+    never sent, the tick is stopping (SIGTERM)."""
 
     key: str
     handle: str | None
     failure: Failure | None = None
     fault: SetupFault | None = None
+    stopped: bool = False
 
 
 def submit_all(
@@ -377,7 +383,9 @@ def submit_all(
 
     ``on_created(key, interaction_id)`` runs as soon as each create returns (it binds the
     handle in the ledger), so a crash loses at most the interactions in flight. After a fault
-    of the setup no further create is sent: the rest come back with that fault.
+    of the setup no further create is sent: the rest come back with that fault. After a stop
+    (``flows._stop``) none is sent either: the rest come back ``stopped``, while the creates
+    in flight finish and are bound.
     """
     if not requests:
         return []
@@ -387,6 +395,8 @@ def submit_all(
         async with gate, arequest_slot(kw["model"]):
             if halted:
                 return Submission(key, None, fault=halted[0])
+            if stop_requested():
+                return Submission(key, None, stopped=True)
             try:
                 created = await fetch_json(aio.interactions.with_raw_response.create, **kw)
             except Exception as exc:

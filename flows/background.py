@@ -143,6 +143,12 @@ def submit_reserved(
             ledger.release(reservation)
         raise
     outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
+    stopped = [s.key for s in outcomes if s.stopped]
+    if stopped:
+        # A stop (SIGTERM) before these were sent: they go back to their queue, fresh ones
+        # with their attempt; the creates that were sent are bound above.
+        ledger.release(reservation, keys=stopped, refund=fresh)
+        log.warning("stopping: %d reserved rows not sent, given back", len(stopped))
     halted = [s for s in outcomes if s.fault is not None]
     if halted:
         # A fault of the setup: none of these creates was accepted. Fresh rows get their
@@ -175,6 +181,7 @@ def submit_reserved(
         "submitted": sum(1 for s in outcomes if s.handle is not None) - len(lost),
         "create_failed": dict(sorted(failed.items())),
         "lost_to_takeover": len(lost),
+        "not_sent": len(stopped),
     }
 
 

@@ -76,6 +76,7 @@ from flows._gemini_errors import classify, setup_fault
 from flows._halt import checked, halts
 from flows._ledger import open_ledger
 from flows._run_names import slug
+from flows._stop import stop_requested
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gateway import gemini_client
@@ -111,7 +112,6 @@ STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
 # How long a SUCCEEDED job may go without its output file before its rows are failed as
 # missing_from_output (the state has been seen before output.responsesFile is filled).
 _DELIVER_PAGE = 500
-_CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 _MAX_BATCHES_PER_TICK = 20  # a backlog beyond batch_size_limit goes out as several jobs
 
@@ -235,7 +235,9 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             "bytes": path.stat().st_size,
             "refused": dict(refused),
         }
-        if rows == 0:
+        if rows == 0 or stop_requested():
+            # Nothing to send, or a stop (SIGTERM) before anything left: the reservation
+            # goes back with its attempts (no job can exist under its display name).
             ledger.release(reservation)
             return {"rows": 0, "batch": None, **split}
         try:
@@ -504,6 +506,8 @@ class BatchChannel:
             return out
         client = gemini_client()
         for rec in stale:
+            if stop_requested():  # between orphans: the rest wait for the next tick
+                break
             # Only the tick that renews the lease acts on this reservation.
             if not ledger.lease_batch(rec.reservation, seen_lease=rec.leased_at):
                 out.skipped += 1
@@ -560,6 +564,8 @@ class BatchChannel:
         client = gemini_client() if submitted else None
         for rec in submitted:
             assert rec.name is not None
+            if stop_requested():  # between jobs: the rest are polled by the next tick
+                break
             try:
                 job = get_batch_job(client, rec.name)
             except Exception as exc:
@@ -611,7 +617,6 @@ class BatchChannel:
             older_than=self.stale_s,
             log=self.ctx.log,
             page=_DELIVER_PAGE,
-            consume_group=_CONSUME_GROUP,
             cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="batch.after_done",
@@ -630,6 +635,8 @@ class BatchChannel:
         refused: Counter[str] = Counter()
         limit = p.batch_size_limit
         for _ in range(_MAX_BATCHES_PER_TICK):
+            if stop_requested():  # between batch jobs: what was created is bound
+                break
             reservation = _reservation_token(p)
             reserved = ledger.reserve(
                 pipeline=p.name, limit=limit, reservation=reservation, batch_model=p.model

@@ -2,9 +2,10 @@
 
 A mistake the user can fix (any ``ledger.GeminiLedgerError``: a ledger or settings error, a
 usage error, a missing API key) is one line on stderr and exit code 1, its traceback only
-under ``--debug``. Every parameter and the ledger itself are checked before a flow starts,
-so Prefect never logs a traceback for them. Anything else is a bug: it keeps its traceback
-and exits with 2.
+under ``--debug``. A tick stopped by SIGTERM or SIGINT (``flows._stop.Stopped``) is one line
+and exit code ``128 + signal`` (143, 130). Every parameter and the ledger itself are checked
+before a flow starts, so Prefect never logs a traceback for them. Anything else is a bug: it
+keeps its traceback and exits with 2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows._stop import Stopped
 from flows.errors import UsageError
 from ledger import GeminiLedgerError, Ledger, LedgerConfigError
 
@@ -138,6 +140,9 @@ def handles_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except Stopped as exc:  # asked to stop (SIGTERM): what it began is recorded
+            err.print(f"[bold yellow]stopped:[/] {escape(_one_line(exc))}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
         except _domain_errors() as exc:
             if _Options.debug:
                 traceback.print_exc()

@@ -74,6 +74,8 @@ from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._gemini_errors import classify, setup_fault
 from flows._halt import halts
 from flows._ledger import open_ledger
+from flows._stop import stop_requested
+from flows._stop import wait as wait_unless_stopped
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gateway import gemini_client, keyed
@@ -208,7 +210,7 @@ def _wait_until_due(ledger: Ledger, key: str, max_wait_s: float) -> None:
     """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
     remaining = ledger.get(key).due_at - ledger.clock()
     if 0 < remaining <= max_wait_s:
-        time.sleep(remaining)
+        wait_unless_stopped(remaining)  # a stop (SIGTERM) cuts the wait short
 
 
 class Calls:
@@ -231,6 +233,11 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
     _wait_until_due(ledger, key, calls.max_wait_s)
     if calls.fault is not None:
         raise calls.fault
+    if stop_requested():
+        # The tick is stopping (SIGTERM): nothing reserved, nothing sent; the calls in
+        # flight finish and are recorded.
+        view = ledger.get(key)
+        return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
     _client()  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
@@ -375,11 +382,13 @@ def run_calls(
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
     with runner:
         for i, key in enumerate(keys):
+            if stop_requested():  # the calls not yet started are left for the next tick
+                break
             if rate_per_second:
                 # Pacing, not synchronisation: the i-th call starts no earlier than i / rate.
                 delay = start + i / rate_per_second - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and wait_unless_stopped(delay):
+                    break
             params = {"pipeline": spec, "key": key, "calls": calls}
             futures.append((key, runner.submit(the_task, params)))
         wait([f for _, f in futures])

@@ -5,6 +5,8 @@ loaded and its name claimed), opens the pipeline's channel, then runs the same s
 Prefect tasks with the same names on every channel: ``recover``, ``collect``, ``deliver``,
 ``enroll``, ``submit`` (``flows._channel`` says what each does). A fault of the setup in any
 step halts the tick (``flows._halt``); anything else is a bug and keeps its traceback.
+SIGTERM or SIGINT stops the tick between rows and ends it Cancelled (``flows._stop``): the
+flag is checked inside each step's loops and again after each step.
 
 Adding a channel: one module with a class that has the four steps of
 :class:`flows._channel.ChannelSteps`, and one line in :data:`CHANNELS`.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import importlib
 import time
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
@@ -36,6 +38,7 @@ from flows._deliver import Delivery, enroll_day
 from flows._halt import checked, halts, preflight
 from flows._ledger import open_ledger
 from flows._run_names import slug, tick_run_name
+from flows._stop import raise_if_stopped, stops
 from flows.identity import claim_pipeline
 from flows.settings import load_settings
 from ledger import Channel, Enrollment
@@ -133,6 +136,7 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
     persist_result=False,
 )
 @halts(flow=True)
+@stops
 def tick(
     pipeline: str,
     day: date | None = None,
@@ -141,19 +145,35 @@ def tick(
     running_limit_s: float | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
-    (and deliver what the submit settled at once), then exit."""
+    (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
+    rows and it ends Cancelled."""
     started = time.monotonic()
     options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
+    return _steps(pipeline, day, options, started)
+
+
+T = TypeVar("T")
+
+
+def _step(value: T) -> T:
+    """A step's record; the tick ends here if the step halted or a stop was asked for."""
+    value = checked(value)
+    raise_if_stopped()
+    return value
+
+
+def _steps(pipeline: str, day: date | None, options: TickOptions, started: float) -> TickReport:
     ctx = start_run(pipeline, day)
     channel = open_channel(ctx, options)
     preflight()
-    recovered = checked(recover(channel))
-    collected = checked(collect(channel))
-    delivered = checked(deliver(channel))
-    enrolled = checked(enroll(ctx))
-    submitted = checked(submit(channel))
+    raise_if_stopped()
+    recovered = _step(recover(channel))
+    collected = _step(collect(channel))
+    delivered = _step(deliver(channel))
+    enrolled = _step(enroll(ctx))
+    submitted = _step(submit(channel))
     if submitted.settled:
-        delivered = _merge(delivered, checked(deliver(channel)))
+        delivered = _merge(delivered, _step(deliver(channel)))
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,

@@ -79,7 +79,9 @@ CHANNELS: dict[str, Channel] = {
     ),
 }
 
-_CRASH_ENVS = ("GEMINI_LEDGER_CRASH_AT", "GEMINI_LEDGER_CRASH_TRACE")
+_CRASH_ENVS = ("GEMINI_LEDGER_CRASH_AT", "GEMINI_LEDGER_CRASH_SIGNAL", "GEMINI_LEDGER_CRASH_TRACE")
+# What a tick stopped by SIGTERM between rows exits with (flows._stop.Stopped.exit_code).
+STOPPED_EXIT = 128 + signal.SIGTERM
 
 
 @dataclass
@@ -95,6 +97,11 @@ class TickRun:
     @property
     def killed(self) -> bool:
         return self.returncode == -signal.SIGKILL
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped by SIGTERM between rows, as the CLI reports it (not killed by it)."""
+        return self.returncode == STOPPED_EXIT
 
     def report(self) -> dict[str, Any] | None:
         """The JSON report the tick printed, if it finished."""
@@ -311,21 +318,22 @@ class World:
         *,
         prep: int = 0,
         kill_env: Callable[[str], Mapping[str, str]] | None = None,
+        term_last: bool = False,
     ) -> tuple[list[TickRun], set[str]]:
         """``prep`` ticks here, then one subprocess tick armed at each point in turn (each
         after the first takes the dead ticks' leftovers over at once: ``stale_s=0``), run
-        with ``kill_env(point)`` added. Stops at a tick that was not killed. Returns the runs,
-        and the keys in hand at a kill (their side effect may run again)."""
+        with ``kill_env(point)`` added. ``term_last``: the last point sends SIGTERM instead
+        of SIGKILL (the tick stops gracefully). Stops at a tick that was not killed. Returns
+        the runs, and the keys in hand at a kill (their side effect may run again)."""
         for _ in range(prep):
             self.tick()
         runs: list[TickRun] = []
         in_hand: set[str] = set()
         for n, point in enumerate(kills):
-            run = self.tick_subprocess(
-                crash_at=point,
-                stale_s=0.0 if n else None,
-                env=kill_env(point) if kill_env else None,
-            )
+            env = dict(kill_env(point)) if kill_env else {}
+            if term_last and n == len(kills) - 1:
+                env["GEMINI_LEDGER_CRASH_SIGNAL"] = "TERM"
+            run = self.tick_subprocess(crash_at=point, stale_s=0.0 if n else None, env=env)
             runs.append(run)
             if not run.killed:
                 break

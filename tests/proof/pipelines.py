@@ -16,7 +16,9 @@ same world as the test that started it:
   line, which concurrent writers never interleave);
 - ``PROOF_FAIL_DELIVERY``: item names (comma-separated) whose side effect always raises
   :class:`ProofDeliveryFailed` before doing anything, so their rows end parked as
-  ``delivery:ProofDeliveryFailed`` once ``GEMINI_LEDGER_DELIVERY_CAP`` is reached.
+  ``delivery:ProofDeliveryFailed`` once ``GEMINI_LEDGER_DELIVERY_CAP`` is reached;
+- ``PROOF_SLOW_DELIVERY_S``: seconds each side effect takes (a slow destination), so a
+  signal lands while a delivery pass is under way.
 
 Keys are ``<pipeline>:<day>:<item>:v1``, so an emulator script targets one item with
 ``*:item-00001:*``.
@@ -25,6 +27,7 @@ Keys are ``<pipeline>:<day>:<item>:v1``, so an emulator script targets one item 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -43,6 +46,7 @@ __all__ = [
     "FAIL_DELIVERY_ENV",
     "ITEMS_ENV",
     "OUT_ENV",
+    "SLOW_DELIVERY_ENV",
     "Note",
     "ProofDeliveryFailed",
     "background",
@@ -57,6 +61,7 @@ EMOJI_ENV = "PROOF_EMOJI_EVERY"
 OUT_ENV = "PROOF_OUT"
 COMPLETIONS_ENV = "PROOF_COMPLETIONS"
 FAIL_DELIVERY_ENV = "PROOF_FAIL_DELIVERY"
+SLOW_DELIVERY_ENV = "PROOF_SLOW_DELIVERY_S"
 
 
 class ProofDeliveryFailed(Exception):
@@ -101,6 +106,9 @@ def _deliver(channel: Channel) -> Any:
         failing = os.environ.get(FAIL_DELIVERY_ENV, "")
         if any(f":{name}:" in key for name in failing.split(",") if name):
             raise ProofDeliveryFailed(f"the destination refused {key}")
+        slow = float(os.environ.get(SLOW_DELIVERY_ENV, "0") or 0)
+        if slow:
+            time.sleep(slow)  # the destination's own pace, not synchronisation
         note = result if isinstance(result, Note) else Note.model_validate(result)
         out = os.environ.get(OUT_ENV)
         if out:

@@ -73,3 +73,33 @@ def test_a_kill_on_a_halt_counts_no_attempt_the_api_never_billed(
     # A background take-over cannot ask the API whether the dead tick's creates were
     # accepted (there is no lookup by label), so it flags them; elsewhere nothing is flagged.
     assert channel == "background" or verdict.possible_duplicates == 0, verdict.as_dict()
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=["+".join(m[1]) for m in MATRIX])
+def test_sigterm_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
+    """A SIGTERM at each crash point (after any SIGKILLs the row has before it) stops the tick
+    between rows; later ticks settle the night with no side effect run twice but the ones a
+    SIGKILL had in hand, nothing lost, nothing left reserved by the stopped tick."""
+    world: World = make_world(channel, extra_env=world_env(kills))
+    runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env, term_last=True)
+    assert len(runs) == len(kills)
+    for point, run in zip(kills[:-1], runs, strict=False):
+        assert run.killed, f"{point}: returncode {run.returncode}: {run.stderr[-3000:]}"
+    last, stopped = kills[-1], runs[-1]
+    assert last in stopped.trace, stopped.trace  # the SIGTERM was sent there
+    # Stopped between rows (143), or, under the refused key of a halt row, halted (1).
+    expected = 1 if last.endswith("_on_halt") else 143
+    assert stopped.returncode == expected, stopped.stderr[-3000:]
+    by_status = world.ledger().counts(pipeline=world.channel.pipeline).by_status
+    if len(kills) == 1:
+        # What the stopped tick reserved it either sent and bound, or gave back.
+        assert by_status.get("reserving", 0) == 0, by_status
+    world.settle(max_ticks=8)
+    verdict = world.check(allowed_repeats=in_hand)
+    assert verdict.ok, verdict.problems
+    assert verdict.consumed + verdict.parked == world.items
+    if len(kills) == 1:
+        assert verdict.duplicated == 0 and verdict.unbilled_attempts == 0, verdict.as_dict()
+        assert verdict.possible_duplicates == 0, verdict.as_dict()
+        assert verdict.parked_by_class == expected_parked(kills), verdict.as_dict()

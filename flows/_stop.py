@@ -1,0 +1,175 @@
+"""A graceful stop: SIGTERM or SIGINT asks a running tick to stop between rows.
+
+SIGTERM is what Prefect sends to cancel a run (the worker's runner, then SIGKILL after its
+30 s grace) and what a worker's flow runs get when it shuts down. Without this, the signal
+ended the tick wherever it was: every side effect of the delivery pass not yet recorded ran
+again later, and creates in flight were never bound. With it:
+
+- the tick installs the handlers for its run (:func:`stop_on_signals`); the first signal
+  only sets a flag (:func:`request_stop`);
+- the loops that do one row's work at a time ask :func:`stop_requested` before they take
+  the next one: the delivery pass (the side effect in hand finishes and is recorded
+  ``consumed``, the rest of its claims are given back), the submits of the three channels
+  (what was sent is bound, what was reserved and not sent is released), the reclaim polls
+  and the batch jobs' loops;
+- the tick checks the flag after each step (:func:`raise_if_stopped`) and ends
+  **Cancelled** with one line (:class:`Stopped`); ``gemini-ledger tick`` exits
+  ``128 + signal`` (143 for SIGTERM). The next tick carries on;
+- a second signal stops at once: the handler that was there before (Prefect's, which
+  reports the run Crashed, or the default) gets it.
+
+The flag is a plain boolean, set and read under the GIL: a signal handler must not take a
+lock the interrupted main thread may hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, TypeVar, cast
+
+from ledger import TransientError
+
+__all__ = [
+    "STOP_SIGNALS",
+    "Stopped",
+    "raise_if_stopped",
+    "request_stop",
+    "stop_on_signals",
+    "stop_requested",
+    "stops",
+    "wait",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_log = logging.getLogger("gemini_ledger.stop")
+
+
+class _State:
+    requested = False
+    signum: int | None = None
+
+
+class Stopped(TransientError):
+    """The tick stopped on a signal between rows: what it began is recorded, what it had
+    not sent is given back; the next tick carries on."""
+
+    def __init__(self, signum: int | None) -> None:
+        name = signal.Signals(signum).name if signum else "a stop request"
+        super().__init__(
+            f"stopped by {name} between rows: the side effect in hand was recorded, what was"
+            " sent is bound, what was not sent was given back; the next tick carries on"
+        )
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """What the command exits with: ``128 + signal``, as a shell reports a signal."""
+        return 128 + (self.signum or signal.SIGTERM)
+
+
+def stop_requested() -> bool:
+    """True once a stop was asked for: finish the row in hand, take no other."""
+    return _State.requested
+
+
+def request_stop(signum: int | None = None) -> None:
+    """Ask the running tick to stop between rows (what the first signal does)."""
+    _State.signum = _State.signum or signum
+    _State.requested = True
+
+
+def raise_if_stopped() -> None:
+    """Between a tick's steps: end the tick if a stop was asked for."""
+    if _State.requested:
+        raise Stopped(_State.signum)
+
+
+def wait(seconds: float) -> bool:
+    """Sleep up to ``seconds``, cut short by a stop; True when a stop was asked for."""
+    deadline = time.monotonic() + seconds
+    while not _State.requested:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, 0.2))
+    return True
+
+
+def _clear() -> None:
+    _State.requested = False
+    _State.signum = None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """For one run: the first SIGTERM or SIGINT asks for a stop, a second stops at once.
+
+    Only the main thread can install handlers; elsewhere (a flow called from a thread) the
+    signals keep their handlers and this does nothing."""
+    _clear()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if _State.requested:
+            # A second signal: the handler that was there before gets it, at once.
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            signal.raise_signal(signum)
+            return
+        request_stop(signum)
+        os.write(
+            2,
+            f"gemini-ledger: {signal.Signals(signum).name}: stopping after the row in hand"
+            " (send it again to stop at once)\n".encode(),
+        )
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    else:
+        _log.debug("not the main thread: no stop handlers installed")
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, old)
+        _clear()
+
+
+def stops(func: F) -> F:
+    """Decorate a flow function: its run listens for a stop (:func:`stop_on_signals`) and,
+    when one ends it (:class:`Stopped`), ends Cancelled with the one line (calling the flow
+    raises :class:`Stopped` again)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from prefect.states import Cancelled
+
+        with stop_on_signals():
+            try:
+                return func(*args, **kwargs)
+            except Stopped as exc:
+                _run_log().warning("%s", exc)
+                return Cancelled(message=str(exc), data=exc)
+
+    return cast(F, wrapper)
+
+
+def _run_log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
