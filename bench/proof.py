@@ -10,7 +10,9 @@ the batch, background and direct channels, one tick in a real subprocess is SIGK
 the point (the trace proves it was reached; a ``*.before_release_on_halt`` tick runs under a
 refused key, a ``*.after_delivery_failure`` world has one side effect that always fails),
 ordinary ticks follow until the night settles,
-and the invariants are checked; then four ticks released together on one ledger, per
+and the invariants are checked; then the same rows with SIGTERM instead of SIGKILL at the
+last point of each (``GEMINI_LEDGER_CRASH_SIGNAL=TERM``: the tick stops between rows, exit
+143); then four ticks released together on one ledger, per
 channel (SQLite, and PostgreSQL with ``--postgres``). ``--scale`` runs ``bench/night.py``.
 
 One Prefect server (the test harness's) is started here once; every tick reports to it.
@@ -93,7 +95,8 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     started = time.monotonic()
     with RunningEmulator(scenario="clean", seed=7) as emu, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(emu.env())
-        for n, (channel, kills, prep) in enumerate(MATRIX):
+        crashes = [(False, m) for m in MATRIX] + [(True, m) for m in MATRIX]
+        for n, (term, (channel, kills, prep)) in enumerate(crashes):
             emu.reset()
             emu.set_scenario(SCENARIO, seed=7)
             root = Path(tmp) / f"crash-{n}"
@@ -107,17 +110,22 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 items=6,
                 extra_env=world_env(kills),
             )
-            runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env)
+            runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env, term_last=term)
+            killed = runs[:-1] if term else runs
             hit = len(runs) == len(kills) and all(
-                r.killed and r.trace and r.trace[-1] == p for p, r in zip(kills, runs, strict=False)
+                r.killed and r.trace and r.trace[-1] == p
+                for p, r in zip(kills, killed, strict=False)
             )
+            if term:  # the last point sent SIGTERM: stopped (143), or halted (1) on a halt row
+                stopped_as = 1 if kills[-1].endswith("_on_halt") else 143
+                hit = hit and runs[-1].returncode == stopped_as and kills[-1] in runs[-1].trace
             world.settle(max_ticks=8)
             verdict = world.check(allowed_repeats=in_hand)
             held = hit and verdict.ok
-            point = " then ".join(kills)
+            point = " then ".join(kills) + (" (SIGTERM)" if term else "")
             rows.append(
                 {
-                    "what": f"kill {channel}",
+                    "what": f"{'stop' if term else 'kill'} {channel}",
                     "point": point,
                     "hit": "yes" if hit else f"no (rc {[r.returncode for r in runs]})",
                     "ticks": world.ticks_run,
@@ -172,7 +180,8 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     console.print(_table(f"proof under faults ({time.monotonic() - started:.0f} s)", rows))
     hits = sum(1 for r in rows if r["hit"] == "yes")
     console.print(
-        f"crash points hit: {hits} of {len(MATRIX)}; all held: {all(r['held'] for r in rows)}"
+        f"crash points hit: {hits} of {2 * len(MATRIX)} (SIGKILL and SIGTERM);"
+        f" all held: {all(r['held'] for r in rows)}"
     )
     for p in problems:
         console.print(f"[red]{p}[/red]")

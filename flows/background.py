@@ -27,6 +27,8 @@ tick collects the results.
    counted here, the reservation written before anything is sent), then ``interactions.create(
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.
    A create that fails with an API error is classified and recorded against the reservation.
+   A stop (SIGTERM, ``flows._stop``) sends no further create: the ones in flight are bound,
+   the rows not sent are released.
 
 Crash points (``flows.crash``): ``background.after_reserve``, ``background.after_take_over``
 (a stale reservation taken over, not yet resubmitted), ``background.after_create``

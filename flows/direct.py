@@ -31,6 +31,9 @@ A server delay longer than ``GEMINI_LEDGER_DIRECT_MAX_WAIT_S`` (default 120 s) i
 for inside a worker thread: the task stops retrying, the job stays ``retryable`` and the
 next run picks it up once it is due.
 
+A stop (SIGTERM, ``flows._stop``): the calls in flight finish and are recorded, the ones not
+started reserve nothing and wait for the next tick.
+
 Crashes: the handle is bound before the call, so a row left ``reserving`` never reached the
 API and is released (its attempt given back); a row left ``submitted`` under a ``direct:``
 handle may have been billed and is recorded as an ``unknown:interrupted`` failure (retried

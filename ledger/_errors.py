@@ -14,7 +14,9 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
     │   ├── LedgerBusy ................... (also LedgerError) a lock or deadlock; retried,
     │   │                                  never reported as a configuration error
     │   ├── flows._prefect_api.TemporaryServerError  (also RuntimeError)
-    │   └── flows.webhooks.ReconcileBusy ........... (also RuntimeError)
+    │   ├── flows.webhooks.ReconcileBusy ........... (also RuntimeError)
+    │   └── flows._stop.Stopped .......... a tick stopped by SIGTERM between rows: the run
+    │                                      ends Cancelled, the CLI exits 128 + signal
     ├── LedgerError ...................... the ledger refused an operation
     │   ├── InvalidTransition ............ a compare-and-set found the row in another state
     │   ├── UnknownJob

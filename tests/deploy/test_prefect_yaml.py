@@ -302,3 +302,83 @@ def test_broken_copies_are_refused(
     assert result.returncode != 0, output
     assert reason in output
     assert server.deployment(name) is None
+
+
+@pytest.mark.system
+def test_cancelling_a_tick_run_on_a_worker_stops_it_between_rows(
+    deployed: dict[str, Deployment], server: Server, emulator, tmp_path: Path
+) -> None:
+    """A tick run by a process worker, cancelled while a slow on_result delivers: the worker's
+    SIGTERM stops it between rows, the run ends Cancelled, every side effect that ran is
+    recorded, and the next ticks deliver the rest, each side effect exactly once."""
+    from prefect.states import Cancelling
+
+    from ledger import make_engine, upgrade
+    from tests.proof.harness import World
+    from tests.proof.pipelines import SLOW_DELIVERY_ENV
+
+    queue = "cancel-test"
+    world = World(
+        channel="direct",
+        root=tmp_path,
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        emulator=emulator,
+        prefect_api=server.url,
+        items=20,
+        extra_env={SLOW_DELIVERY_ENV: "1"},
+    )
+    engine = make_engine(world.ledger_url)
+    upgrade(engine)
+    engine.dispose()
+    with server.client() as client:
+        client.create_work_queue(name=queue, work_pool_name=POOL)
+        run = client.create_flow_run_from_deployment(
+            deployed["reviews-nightly"].id,
+            parameters={"pipeline": world.channel.spec, "day": world.day.isoformat()},
+            work_queue_name=queue,
+        )
+    env = {
+        **server.env,
+        **world.environ(),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", POOL, "--work-queue", queue, "--limit", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def final_state() -> Any:
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else b""
+        with server.client() as client:
+            state = client.read_flow_run(run.id).state
+        return state if state is not None and state.is_final() else None
+
+    try:
+        wait_until(
+            lambda: final_state() or sum(world.completions().values()) >= 3,
+            timeout=300,
+            what="the tick run to deliver 3 rows",
+        )
+        with server.client() as client:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        state = wait_until(final_state, timeout=150, what="the cancelled run to end")
+    finally:
+        stop(worker)
+    assert state.is_cancelled(), (state.type, state.message)
+    ran = world.completions()
+    jobs = world.ledger().jobs(pipeline=world.channel.pipeline, status="consumed")
+    consumed = {j.key for j in jobs}
+    assert set(ran) == consumed and max(ran.values()) == 1, ran  # each one that ran recorded
+    assert len(consumed) < world.items  # it stopped before the end
+
+    for _ in range(3):  # the next ticks (cron's) deliver the rest
+        assert world.tick_subprocess().returncode == 0
+        if world.settled():
+            break
+    verdict = world.check()
+    assert verdict.ok, verdict.problems
+    assert max(world.completions().values()) == 1
