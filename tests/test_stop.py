@@ -1,0 +1,90 @@
+"""The graceful stop's parts in one process: the signal handlers (a first SIGTERM asks, a
+second goes to the handler that was there before) and a delivery pass that stops after the
+row in hand, recording it and giving back the claims it had not delivered."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from pydantic import BaseModel
+
+from flows._deliver import DeliveryPoints, deliver_done
+from flows._stop import Stopped, raise_if_stopped, request_stop, stop_on_signals, stop_requested
+from flows.pipeline import Pipeline, Prompt
+from ledger import Channel, Ledger, NewJob, ResultRow
+
+log = logging.getLogger("tests.stop")
+
+
+def test_first_sigterm_asks_for_a_stop_and_a_second_reaches_the_previous_handler() -> None:
+    """Inside a run the first SIGTERM only sets the flag; the second goes to the handler that
+    was installed before; after the run both handlers and the flag are as they were."""
+    seen: list[int] = []
+
+    def before(signum: int, frame: Any) -> None:
+        seen.append(signum)
+
+    old = signal.signal(signal.SIGTERM, before)
+    try:
+        with stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop_requested() and seen == []
+            try:
+                raise_if_stopped()
+            except Stopped as exc:
+                assert exc.exit_code == 143 and "SIGTERM" in str(exc)
+            else:
+                raise AssertionError("raise_if_stopped did not raise")
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == [signal.SIGTERM]  # the second: at once, to the previous handler
+        assert signal.getsignal(signal.SIGTERM) is before
+        assert not stop_requested()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Note(BaseModel):
+    """The stored answer."""
+
+    title: str
+
+
+def test_a_delivery_pass_stops_after_the_row_in_hand(ledger_url: str) -> None:
+    """A stop asked for during the third side effect: three rows delivered and consumed, the
+    seven others left done with no claim, so the next pass delivers them at once."""
+    delivered: list[str] = []
+
+    def on_result(key: str, result: Note) -> None:
+        delivered.append(key)
+        if len(delivered) == 3:
+            request_stop(signal.SIGTERM)
+
+    p: Pipeline[Any] = Pipeline(
+        name="stopping",
+        model="m",
+        channel=Channel.BATCH,
+        output=Note,
+        load_items=lambda day: [],
+        key_of=lambda item, day: str(item),
+        build_prompt=lambda item: Prompt(text="x"),
+        on_result=on_result,
+    )
+    ledger = Ledger(ledger_url)
+    keys = [f"stop:{i}" for i in range(10)]
+    ledger.enroll([NewJob(k, {"t": k}) for k in keys], pipeline=p.name, channel="batch", model="m")
+    ledger.reserve(pipeline=p.name, limit=10, reservation="r1", batch_model="m")
+    ledger.bind_batch("r1", name="batches/stop")
+    ledger.apply_results([ResultRow(k, '{"title": "t"}') for k in keys], handle="batches/stop")
+    with stop_on_signals():  # clears the flag when the pass is over
+        out = deliver_done(
+            ledger, p, token="first", older_than=900, log=log, points=DeliveryPoints()
+        )
+    assert (out.consumed, len(delivered)) == (3, 3)
+    assert {j.key for j in ledger.jobs(pipeline=p.name, status="consumed")} == set(delivered)
+    # No stale age to wait out: the claims not delivered were given back.
+    after = deliver_done(ledger, p, token="next", older_than=900, log=log, points=DeliveryPoints())
+    assert after.consumed == 7 and sorted(delivered) == sorted(keys)
+    ledger.dispose()
