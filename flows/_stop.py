@@ -7,6 +7,9 @@ again later, and creates in flight were never bound. With it:
 
 - the tick installs the handlers for its run (:func:`stop_on_signals`); the first signal
   only sets a flag (:func:`request_stop`);
+- a run cancelled in Prefect that no worker runs (``gemini-ledger tick`` reporting to a
+  server) gets no signal: the run watches its own state (every 2 s) and sets the same flag
+  once it is Cancelling;
 - the loops that do one row's work at a time ask :func:`stop_requested` before they take
   the next one: the delivery pass (the side effect in hand finishes and is recorded
   ``consumed``, the rest of its claims are given back), the submits of the three channels
@@ -14,7 +17,7 @@ again later, and creates in flight were never bound. With it:
   and the batch jobs' loops;
 - the tick checks the flag after each step (:func:`raise_if_stopped`) and ends
   **Cancelled** with one line (:class:`Stopped`); ``gemini-ledger tick`` exits
-  ``128 + signal`` (143 for SIGTERM). The next tick carries on;
+  ``128 + signal`` (143 for SIGTERM and a cancellation). The next tick carries on;
 - a second signal stops at once: the handler that was there before (Prefect's, which
   reports the run Crashed, or the default) gets it.
 
@@ -25,6 +28,7 @@ lock the interrupted main thread may hold.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -56,14 +60,15 @@ _log = logging.getLogger("gemini_ledger.stop")
 class _State:
     requested = False
     signum: int | None = None
+    reason: str | None = None
 
 
 class Stopped(TransientError):
     """The tick stopped on a signal between rows: what it began is recorded, what it had
     not sent is given back; the next tick carries on."""
 
-    def __init__(self, signum: int | None) -> None:
-        name = signal.Signals(signum).name if signum else "a stop request"
+    def __init__(self, signum: int | None, reason: str | None = None) -> None:
+        name = signal.Signals(signum).name if signum else (reason or "a stop request")
         super().__init__(
             f"stopped by {name} between rows: the side effect in hand was recorded, what was"
             " sent is bound, what was not sent was given back; the next tick carries on"
@@ -81,16 +86,17 @@ def stop_requested() -> bool:
     return _State.requested
 
 
-def request_stop(signum: int | None = None) -> None:
+def request_stop(signum: int | None = None, *, reason: str | None = None) -> None:
     """Ask the running tick to stop between rows (what the first signal does)."""
     _State.signum = _State.signum or signum
+    _State.reason = _State.reason or reason
     _State.requested = True
 
 
 def raise_if_stopped() -> None:
     """Between a tick's steps: end the tick if a stop was asked for."""
     if _State.requested:
-        raise Stopped(_State.signum)
+        raise Stopped(_State.signum, _State.reason)
 
 
 def wait(seconds: float) -> bool:
@@ -107,6 +113,7 @@ def wait(seconds: float) -> bool:
 def _clear() -> None:
     _State.requested = False
     _State.signum = None
+    _State.reason = None
 
 
 @contextlib.contextmanager
@@ -155,7 +162,7 @@ def stops(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from prefect.states import Cancelled
 
-        with stop_on_signals():
+        with stop_on_signals(), _watch_cancellation():
             try:
                 return func(*args, **kwargs)
             except Stopped as exc:
@@ -173,3 +180,45 @@ def _run_log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return _log
+
+
+_WATCH_EVERY_S = 2.0
+
+
+@contextlib.contextmanager
+def _watch_cancellation(every_s: float = _WATCH_EVERY_S) -> Iterator[None]:
+    """While the flow runs: a run set Cancelling in Prefect (the UI, ``prefect flow-run
+    cancel``) asks for a stop, as SIGTERM does, also when no worker is there to send it."""
+    from prefect.context import FlowRunContext
+
+    run = FlowRunContext.get()
+    run_id = run.flow_run.id if run is not None and run.flow_run is not None else None
+    if run_id is None:
+        yield
+        return
+    over = threading.Event()  # set by this thread's owner, never by a signal handler
+
+    def watch() -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while not over.wait(every_s):
+                try:
+                    state = client.read_flow_run(run_id).state
+                except Exception:  # the API unreachable for a moment: look again later
+                    continue
+                if state is not None and state.is_cancelling():
+                    request_stop(reason="its cancellation in Prefect")
+                    return
+
+    # The run's settings (its Prefect API) live in context variables: the thread gets them.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(watch,), name="gemini-ledger-cancel-watch", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        over.set()
+        thread.join(timeout=10)

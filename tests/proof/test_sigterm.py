@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.system
 ITEMS = 20
 
 
-def _cancelled_tick_runs(prefect_api: str, spec: str, since: datetime) -> list[str]:
-    """Names of the tick runs of ``spec`` started since ``since`` that ended Cancelled."""
+def _tick_runs(prefect_api: str, spec: str, since: datetime) -> list[Any]:
+    """The tick runs of ``spec`` started since ``since``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -30,11 +31,38 @@ def _cancelled_tick_runs(prefect_api: str, spec: str, since: datetime) -> list[s
         runs = c.read_flow_runs(
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
         )
-    return [
-        r.name
-        for r in runs
-        if r.parameters.get("pipeline") == spec and r.state is not None and r.state.is_cancelled()
-    ]
+    return [r for r in runs if r.parameters.get("pipeline") == spec]
+
+
+def _cancelled_tick_runs(prefect_api: str, spec: str, since: datetime) -> list[str]:
+    """Names of the tick runs of ``spec`` started since ``since`` that ended Cancelled."""
+    runs = _tick_runs(prefect_api, spec, since)
+    return [r.name for r in runs if r.state is not None and r.state.is_cancelled()]
+
+
+def _cancel_in_prefect(prefect_api: str, spec: str, since: datetime) -> None:
+    """Cancel the running tick of ``spec`` as the UI does: its state set to Cancelling."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelling
+
+    running = [r for r in _tick_runs(prefect_api, spec, since) if r.state and r.state.is_running()]
+    assert len(running) == 1, running
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as c:
+        c.set_flow_run_state(running[0].id, Cancelling(), force=True)
+
+
+def _tick_process(world: World) -> subprocess.Popen[str]:
+    """``gemini-ledger tick`` of the world's pipeline in a real subprocess."""
+    cmd = [sys.executable, "-m", "flows.cli", "tick", world.channel.spec]
+    return subprocess.Popen(
+        [*cmd, "--day", world.day.isoformat(), "--json"],
+        cwd=ROOT,
+        env=world.subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(condition, proc: subprocess.Popen[str], what: str) -> None:
@@ -55,15 +83,7 @@ def test_sigterm_during_delivery_reruns_no_side_effect(
     for _ in range(prep):
         world.tick()  # the rows are submitted; the tick below collects and delivers them
     since = datetime.now(UTC)
-    cmd = [sys.executable, "-m", "flows.cli", "tick", world.channel.spec]
-    proc = subprocess.Popen(
-        [*cmd, "--day", world.day.isoformat(), "--json"],
-        cwd=ROOT,
-        env=world.subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _tick_process(world)
     try:
         _wait_for(lambda: sum(world.completions().values()) >= 3, proc, "3 side effects ran")
         proc.send_signal(signal.SIGTERM)
@@ -118,3 +138,33 @@ def test_sigterm_during_background_creates_binds_what_was_created(make_world) ->
     verdict = world.check()
     assert verdict.ok, verdict.problems
     assert verdict.possible_duplicates == 0 and verdict.submissions == verdict.attempts
+
+
+def test_a_tick_cancelled_in_prefect_stops_between_rows(make_world, prefect_api) -> None:
+    """A ``gemini-ledger tick`` cancelled in Prefect (no worker there to signal it) sees its
+    run Cancelling and stops between rows as on SIGTERM: each side effect that ran is
+    recorded, the run ends Cancelled, and later ticks run none twice."""
+    world: World = make_world("batch", items=ITEMS, extra_env={SLOW_DELIVERY_ENV: "0.5"})
+    world.tick()
+    since = datetime.now(UTC)
+    proc = _tick_process(world)
+    try:
+        _wait_for(lambda: sum(world.completions().values()) >= 3, proc, "3 side effects ran")
+        _cancel_in_prefect(prefect_api, world.channel.spec, since)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ran = world.completions()
+    consumed = {
+        j.key for j in world.ledger().jobs(pipeline=world.channel.pipeline, status="consumed")
+    }
+    assert set(ran) == consumed and sum(ran.values()) < world.items - 1, ran
+    assert proc.returncode == STOPPED_EXIT, err[-3000:]
+    assert "stopped by its cancellation in Prefect" in err, err[-3000:]
+    assert _cancelled_tick_runs(prefect_api, world.channel.spec, since)
+    world.settle(max_ticks=4, stale_s=0)
+    verdict = world.check()
+    assert verdict.ok, verdict.problems
+    assert max(world.completions().values()) == 1
