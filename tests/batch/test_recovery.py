@@ -266,8 +266,9 @@ def test_killed_mid_reconcile_is_finished_by_the_next_tick(
 def test_killed_inside_the_side_effect_delivers_each_result_once(
     batch_env: dict[str, Any], tmp_path: Path, monkeypatch
 ) -> None:
-    """A tick killed inside on_result leaves its claimed rows done; the next tick (once the
-    claim is stale) runs the idempotent side effect again and consumes every row once."""
+    """A tick killed inside on_result (its third) has recorded the two before it; the next
+    tick (once the claim is stale) runs only the one in hand again, and consumes every row
+    once."""
     from sqlalchemy import func, select
 
     from flows.examples.reviews import ReviewLabelRow, results_engine
@@ -283,12 +284,13 @@ def test_killed_inside_the_side_effect_delivers_each_result_once(
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     ledger = open_ledger()
-    assert ledger.counts(pipeline="small").by_status == {"done": 40}
+    # Each side effect is recorded right after it ran: only the one in hand is not.
+    assert ledger.counts(pipeline="small").by_status == {"consumed": 2, "done": 38}
     with results_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 3
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
     report = tick(pipeline=SMALL, day=DAY)
-    assert report.delivered == 40 and report.submitted == 0
+    assert report.delivered == 38 and report.submitted == 0
     with results_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 40
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline="small")} == {("consumed", 1)}
