@@ -201,15 +201,18 @@ def _watch_cancellation(every_s: float = _WATCH_EVERY_S) -> Iterator[None]:
     def watch() -> None:
         from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as client:
-            while not over.wait(every_s):
-                try:
-                    state = client.read_flow_run(run_id).state
-                except Exception:  # the API unreachable for a moment: look again later
-                    continue
-                if state is not None and state.is_cancelling():
-                    request_stop(reason="its cancellation in Prefect")
-                    return
+        try:
+            with get_client(sync_client=True) as client:
+                while not over.wait(every_s):
+                    try:
+                        state = client.read_flow_run(run_id).state
+                    except Exception:  # the API unreachable for a moment: look again later
+                        continue
+                    if state is not None and state.is_cancelling():
+                        request_stop(reason="its cancellation in Prefect")
+                        return
+        except Exception as exc:  # no client: the run goes on, SIGTERM still stops it
+            _log.warning("cannot watch the run for its cancellation: %s", exc)
 
     # The run's settings (its Prefect API) live in context variables: the thread gets them.
     context = contextvars.copy_context()
