@@ -141,7 +141,7 @@ def handles_errors(func: F) -> F:
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Stopped as exc:  # asked to stop (SIGTERM): what it began is recorded
-            err.print(f"[bold yellow]stopped:[/] {escape(_one_line(exc))}", highlight=False)
+            err.print(f"[bold yellow]{escape(_one_line(exc))}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except _domain_errors() as exc:
             if _Options.debug:
