@@ -48,6 +48,10 @@ LATENCY_ROUTES = (
 )
 
 JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
+# One call of a route (``route_faults``): answered normally ("ok"), refused with that HTTP
+# error before any work ("429", "500", "503", "404"), or carried out and then answered 504
+# DEADLINE_EXCEEDED ("accepted_504": the caller cannot tell whether it happened).
+RouteStep = Literal["ok", "429", "500", "503", "404", "accepted_504"]
 ProjectFault = Literal["permission_denied", "failed_precondition"]
 SafetyReason = Literal[
     "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "MODEL_ARMOR", "JAILBREAK"
@@ -111,6 +115,15 @@ class Scenario(_Strict):
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error
     safety_finish_reason: SafetyReason = "SAFETY"  # the finishReason of the "safety" step
+    # Per route (a name of LATENCY_ROUTES): each call takes the next step, then "ok" for good.
+    # Only the first request of an upload (the one that opens the session) takes a step.
+    route_faults: dict[str, list[RouteStep]] = Field(default_factory=dict)
+    # Share of a FAILED or CANCELLED job's rows answered in a responses file before
+    # it ended (0: no output, as for most failed jobs). Real: cancel "stops processing new
+    # requests" (batch docs), so rows already answered exist and are billed; whether such a
+    # job leaves a responses file is not documented (FACTS.md), so the reader must apply one
+    # if present and cope without.
+    batch_partial_output: Probability = Field(0.0, ge=0, le=1)
 
     @field_validator("latency_ms", mode="before")
     @classmethod
@@ -125,6 +138,16 @@ class Scenario(_Strict):
                 )
             out[route] = {"mean": spec} if isinstance(spec, int | float) else spec
         return out
+
+    @field_validator("route_faults")
+    @classmethod
+    def _routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(LATENCY_ROUTES))
+        if unknown:
+            raise ValueError(
+                f"unknown route {unknown[0]!r} in route_faults; known: {', '.join(LATENCY_ROUTES)}"
+            )
+        return value
 
     @field_validator("webhook_delay_ms", mode="before")
     @classmethod

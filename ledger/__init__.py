@@ -50,6 +50,7 @@ from ledger._records import (
     Policy,
     Reserved,
     ResultRow,
+    SubmissionRefusals,
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
@@ -92,6 +93,7 @@ __all__ = [
     "SetupFault",
     "SetupKind",
     "Status",
+    "SubmissionRefusals",
     "TransientError",
     "Transport",
     "UnknownJob",
