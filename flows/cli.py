@@ -394,6 +394,11 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
             f" {now['retrying']}, in flight {now['in_flight']}{oldest},"
             f" cost ${now['cost_usd']:.4f}; `--json` shows every counter"
         )
+        if now.get("batch_submission_refused"):
+            console.print(
+                f"  batch submission refused {now['batch_submission_refused']} times since"
+                f" {now['batch_submission_refused_since']} (rows kept pending, unbilled)"
+            )
 
 
 @app.command()

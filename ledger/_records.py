@@ -110,7 +110,7 @@ class BatchRecord(NamedTuple):
 class SubmissionRefusals(NamedTuple):
     """A pipeline's batch submissions the API refused since its last batch job was created."""
 
-    count: int
+    refused: int
     since: float | None  # when the first of them was refused
     last_at: float | None  # when the last was
     last_reason: str | None
