@@ -439,7 +439,7 @@ class Core:
             # The rows a failed or cancelled job answered before it ended (see the scenario's
             # batch_partial_output); most such jobs have none.
             share = self.scenario.batch_partial_output
-            # An EXPIRED job has no results (batch docs, FACTS.md).
+            # An EXPIRED job has no results (https://ai.google.dev/gemini-api/docs/batch-mode).
             answered = 0 if rec.state == "BATCH_STATE_EXPIRED" else math.ceil(len(rows) * share)
             if not answered:
                 return

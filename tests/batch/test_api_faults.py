@@ -179,3 +179,30 @@ def test_a_failed_or_cancelled_jobs_partial_output_is_applied_first(
     assert sum(sent.values()) == ROWS + ROWS // 2
     assert attempts_by_key(ledger, NAME) == sent
     assert {j.status for j in ledger.jobs(pipeline=NAME)} == {"consumed"}
+
+
+def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> None:
+    """A job's inlined responses (the SDK's objects) become output lines keyed by each
+    request's metadata key, which the line parser reads like a responses file's lines."""
+    from flows.batch import _inlined_lines
+    from flows.examples.reviews import ReviewLabel
+    from ledger import LineSuccess, parse_output_line
+
+    client = gemini_client()
+    src = [
+        {
+            "contents": [{"role": "user", "parts": [{"text": f"inline {i}"}]}],
+            "metadata": {"key": f"inline:{i}"},
+            "config": {
+                "response_mime_type": "application/json",
+                "response_json_schema": ReviewLabel.model_json_schema(),
+            },
+        }
+        for i in range(3)
+    ]
+    job = client.batches.create(model="gemini-2.5-flash", src=src, config={"display_name": "il"})
+    lines = _inlined_lines(client.batches.get(name=job.name))
+    assert lines is not None
+    parsed = [parse_output_line(line, ReviewLabel) for line in lines]
+    assert [p.key for p in parsed] == ["inline:0", "inline:1", "inline:2"]
+    assert all(type(p) is LineSuccess for p in parsed)
