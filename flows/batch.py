@@ -7,14 +7,21 @@ A tick's steps on this channel:
    ``batches.create`` and binding) is looked up by its display name, which is the
    reservation token, in ``batches.list``; bound if found, re-sent only if not;
 2. collect: every submitted batch job that has finished (``batches.get``) is reconciled:
-   its output file streamed into the ledger row by row, in chunks; rows the output never
-   mentions fail as ``missing_from_output``; a FAILED, CANCELLED or EXPIRED job fails all its
-   rows with the classifier's class, so they come back (their attempt was counted);
+   its output (the responses file, streamed into the ledger row by row in chunks, or the
+   inlined responses) is applied whatever the job's state, so a FAILED or CANCELLED job's
+   answered rows keep their answers; then rows a SUCCEEDED job's output never mentions fail
+   as ``missing_from_output``, and the unanswered rows of a FAILED, CANCELLED or EXPIRED job
+   with the classifier's class, so they come back (their attempt was counted). A 404 on the
+   job, or on its responses file, is given up only once it repeats over a bound
+   (``flows._batch_lost``);
 3. deliver: rows ``done`` but not ``consumed`` get ``on_result`` and are then consumed;
    a side effect that raises leaves its row done for the next tick;
 4. submit (after the tick enrolled the day's items): reserve the pending and retryable rows
    (never succeeded, parked or in-flight ones), write one JSONL, upload it, create the batch
-   job, bind it.
+   job, bind it. A refused upload or create carries no row: the reservation is released with
+   its attempts given back and counted as refused; an ambiguous create (5xx, timeout) is
+   first looked up by display name. After GEMINI_LEDGER_BATCH_REFUSED_HALT refused ticks in a
+   row the tick halts (``submission_refused``).
 
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
@@ -25,8 +32,10 @@ boundary is one the next tick recovers from.
 Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 900): age after
 which a batch reservation that was never bound, or a delivery claim, is taken over;
 ``GEMINI_LEDGER_BATCH_SUBMITTED_S`` (default 72 h): a submitted job still unpollable after
-that long, or one the API answers 404 for at once, is lost and its rows go out again
-(``flows._batch_lost``).
+that long is lost and its rows go out again; ``GEMINI_LEDGER_BATCH_LOST_POLLS`` /
+``GEMINI_LEDGER_BATCH_LOST_AFTER_S`` (3 / 600 s): how long a 404 must repeat before a job
+absent from ``batches.list`` is lost (``flows._batch_lost``);
+``GEMINI_LEDGER_BATCH_REFUSED_HALT`` (6): refused submissions in a row before a tick halts.
 """
 
 from __future__ import annotations
