@@ -101,6 +101,31 @@ def test_a_create_answered_504_after_the_job_was_made_binds_that_job(
     assert attempts_by_key(ledger, NAME) == submissions(emu, "small:")
 
 
+def test_an_ambiguous_create_the_listing_cannot_settle_is_left_for_recovery(
+    batch_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batches.create answered 504 after making the job and batches.list answered 503: the
+    reservation is left as it is (neither refused nor re-sent); the next tick's recovery finds
+    the job by display name and binds it. One job, 40 billed."""
+    emu = batch_env["emulator"]
+    emu.set_scenario(
+        {
+            "batch_polls_to_complete": 1,
+            "route_faults": {"batches.create": ["accepted_504"], "batches.list": ["503"]},
+        }
+    )
+    first = tick(pipeline=SPEC, day=DAY)
+    ledger = open_ledger()
+    assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("reserving", 1)}
+    assert first.submitted == 0 and first.submit.submission_refused == 0
+    monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
+    second = tick(pipeline=SPEC, day=DAY)
+    assert (second.recover.bound, second.recover.recovered) == (1, ROWS)
+    tick_until_settled(SPEC, NAME, max_ticks=3)
+    assert emu.stats()["batches_created"] == 1 and _billed_rows(emu) == ROWS
+    assert attempts_by_key(ledger, NAME) == submissions(emu, "small:")
+
+
 def test_one_transient_404_on_a_succeeded_job_resends_nothing(batch_env: dict[str, Any]) -> None:
     """A job SUCCEEDED; one poll answers 404: the next tick reads its output. 40 rows billed
     for 40 (today's code declared it lost at once: 80)."""
