@@ -95,7 +95,7 @@ def test_a_tick_without_a_server_says_so_in_one_line_and_logs_no_errors(tmp_path
 
 def test_read_only_commands_start_no_prefect_server(tmp_path):
     """status, dead-letter and a dry-run replay answer from the ledger alone."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", create=True)
     ledger.enroll([NewJob("ro:1", {"text": "x"})], pipeline="reviews", channel="batch", model="m")
     ledger.dispose()
     env = _env(tmp_path)
