@@ -18,9 +18,11 @@ SERVER_APP = "prefect.server.api.server:create_app"
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger(ledger_url, create=True).dispose()  # a tick never creates a ledger
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
-        LEDGER_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+        LEDGER_DATABASE_URL=ledger_url,
         ARTICLES_DIR=str(tmp_path / "articles"),
         **extra,
     )
