@@ -392,7 +392,3 @@ def require_schema(engine: Engine, *, create: bool = False) -> None:
             # An existing ledger of an earlier version is the same ledger: it upgrades.
             upgrade(engine)
         _upgraded.add(rendered)
-
-
-# The name this function had when a fresh ledger still created itself on first use.
-ensure_schema = require_schema

@@ -45,6 +45,15 @@ def key_problem(key: Any) -> str | None:
     """Why ``key`` cannot be an idempotency key, or None when it can."""
     if not isinstance(key, str):
         return f"key_of returned a {type(key).__name__}, not a str"
+    # The common case in C: printable ASCII (space to ~), within the limit, not padded.
+    if (
+        0 < len(key) <= KEY_MAX
+        and key.isascii()
+        and key.isprintable()
+        and key[0] != " "
+        and key[-1] != " "
+    ):
+        return None
     if not key:
         return "key is empty"
     if len(key) > KEY_MAX:
