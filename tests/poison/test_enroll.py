@@ -179,6 +179,7 @@ def test_duplicate_keys_are_counted_reported_and_logged(
     assert "Review k-1:" in ledger.get(f"dups:{DAY}:k-1:v1").payload
 
 
+@pytest.mark.postgres
 def test_a_pipeline_name_too_long_for_the_reservation_token_is_refused_when_defined(
     postgres_url: str,
 ) -> None:

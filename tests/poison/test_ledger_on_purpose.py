@@ -92,6 +92,7 @@ def test_db_upgrade_creates_the_ledger_and_its_directory(
     assert runner.invoke(app, ["db", "current"]).exit_code == 0
 
 
+@pytest.mark.postgres
 def test_doctor_fails_a_missing_directory_and_an_empty_database_with_the_fix(
     tmp_path: Path, unmigrated_postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
