@@ -215,3 +215,23 @@ def test_a_module_defining_a_too_long_name_fails_to_load_with_one_line(
     with pytest.raises(UnknownPipeline, match=f"the limit is {PIPELINE_NAME_MAX}") as caught:
         load_pipeline("longname:pipeline")
     assert "\n" not in str(caught.value)
+
+
+def test_the_tick_command_exits_0_when_one_prompt_raises(tick_env: str) -> None:
+    """`gemini-ledger tick` of a day with one item whose prompt raises exits 0 (it exited 2
+    on every tick, enrolling nothing) and its JSON report names the parked item."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(
+        app, ["tick", "tests.poison.pipelines:prompt_raises", "--day", str(DAY), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["enrolled"], report["submitted"], report["parked"]) == (5, 5, {"prompt": 1})
+    assert report["steps"]["enroll"]["prompt_parked_examples"][0].startswith(
+        f"promptfail:{DAY}:k-3:v1: ValueError: cannot build a prompt"
+    )
