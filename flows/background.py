@@ -57,6 +57,7 @@ from flows._channel import (
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
+from flows._renewal import Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from ledger import (
@@ -71,7 +72,6 @@ from ledger import (
 )
 
 __all__ = [
-    "DELIVER_LIMIT",
     "SUBMIT_LIMIT",
     "BackgroundChannel",
     "BackgroundCollected",
@@ -82,8 +82,6 @@ __all__ = [
 
 # Jobs one tick submits at most; the rest wait for the next tick (they stay pending).
 SUBMIT_LIMIT = 10_000
-# Rows one tick delivers at most.
-DELIVER_LIMIT = 100_000
 
 
 def _token(kind: str) -> str:
@@ -243,6 +241,17 @@ class BackgroundChannel:
         self.running_limit_s = pick(options.running_limit_s, _DEFAULT_RUNNING_LIMIT_S)
         self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
 
+    def _holding(self, reservation: str) -> Renewal:
+        """Renew the reservation's rows while they are sent and bound, so a later tick takes
+        over only rows whose tick died (unrenewed for ``max_age_s``)."""
+        ledger = self.ctx.ledger
+        return Renewal(
+            lambda: ledger.renew_reservation(reservation) >= 0,  # taken-over rows fail to bind
+            age_s=self.max_age_s,
+            what=f"reservation {reservation}",
+            log=self.ctx.log,
+        )
+
     def recover(self) -> BackgroundRecovered:
         """Take over reservations older than ``max_age_s`` (flagged as possible duplicates)
         and resubmit them with their key in the labels."""
@@ -264,9 +273,10 @@ class BackgroundChannel:
             len(stale),
             len(won),
         )
-        out = submit_reserved(
-            p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
-        )
+        with self._holding(token):
+            out = submit_reserved(
+                p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
+            )
         return BackgroundRecovered(
             recovered=out["submitted"],
             refused=out["create_failed"],
@@ -357,9 +367,9 @@ class BackgroundChannel:
             token=_token("deliver"),
             older_than=self.max_age_s,
             log=self.ctx.log,
-            page=DELIVER_LIMIT,
             # One row at a time on purpose: a kill between a side effect and this write
             # makes only the row in hand run its (idempotent) side effect again.
+            consume_group=1,
             cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="background.after_done",
@@ -378,10 +388,11 @@ class BackgroundChannel:
         crash_point("background.after_reserve")
         if not reserved:
             return BackgroundSubmitted()
-        rows = list(ledger.reserved(token))
-        out = submit_reserved(
-            p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
-        )
+        with self._holding(token):
+            rows = list(ledger.reserved(token))
+            out = submit_reserved(
+                p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
+            )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(
             submitted=out["submitted"],
