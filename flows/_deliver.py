@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from flows._renewal import Renewal
+from flows._renewal import RENEWALS_PER_AGE, Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, Status, redact
@@ -69,7 +69,10 @@ class Delivery:
     failed: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     parked: list[str] = field(default_factory=list)
-    # Rows whose claim another pass took over while this one held them (it stopped there).
+    # The pass found a claim of its own taken over by another pass and stopped there.
+    lost_claim: bool = False
+    # Side effects it ran whose claim was taken over before it could record them (the
+    # other pass may run them again; only a pass stalled past the stale age gets here).
     taken_over: int = 0
 
 
@@ -88,6 +91,7 @@ class _Claims:
         self.ledger, self.p, self.token, self.group = ledger, p, token, group
         self.renewal = renewal
         self.failed: set[str] = set()
+        self.renewed_at = ledger.clock()
 
     def claim(self) -> list[tuple[str, str]]:
         """The next group: fresh claims (or stale ones of a dead pass) under the token."""
@@ -95,6 +99,7 @@ class _Claims:
             held = self.ledger.claim_done(
                 pipeline=self.p.name, token=self.token, limit=self.group, older_than=self.age
             )
+            self.renewed_at = self.ledger.clock()
         # The claim also returns rows this token already holds: the ones whose side
         # effect failed earlier in this pass, which wait for the next tick.
         return [(key, result) for key, result in held if key not in self.failed]
@@ -104,8 +109,14 @@ class _Claims:
         return self.renewal.age_s
 
     def keep(self, key: str) -> bool:
-        """Renew the claim on the row in hand; False when it is no longer this pass's."""
+        """Renew the claim on the row in hand (and, every quarter of the age, all the pass
+        holds: rows whose side effect ran but is not consumed yet, failed ones); False when
+        the row is no longer this pass's."""
         with self.renewal.exclusive():
+            now = self.ledger.clock()
+            if now - self.renewed_at >= self.age / RENEWALS_PER_AGE:
+                self.ledger.renew_delivery(self.token)
+                self.renewed_at = now
             return self.ledger.renew_delivery(self.token, key=key) == 1
 
     def consume(self, keys: list[str]) -> int:
@@ -188,7 +199,7 @@ def _deliver_claimed(
         for key, result in claimed:
             if not claims.keep(key):
                 _record(claims, done, out, log)
-                out.taken_over += 1
+                out.lost_claim = True
                 log.warning(
                     "%s: the delivery claim on %s was taken over by another pass (this one"
                     " went unrenewed for %ss): stopping, the rest is that pass's",
@@ -239,6 +250,7 @@ def _record(
     if moved == len(done):
         return True
     out.taken_over += len(done) - moved
+    out.lost_claim = True
     log.error(
         "%s: %d side effects ran after another pass took their claims over (this one went"
         " unrenewed for %ss; they may run again there): stopping",
