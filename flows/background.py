@@ -3,9 +3,10 @@ tick collects the results.
 
 :class:`BackgroundChannel`'s steps of a tick (``flows.tick`` runs them), in this order:
 
-1. **Recover stale reservations** (a row left ``reserving`` longer than the tick's stale age
-   (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick died between reserve and
-   bind). The interactions API has no listing call, so the orphan cannot be looked up: the row
+1. **Recover stale reservations** (a row left ``reserving`` and unrenewed for longer than
+   the tick's stale age (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick
+   died between reserve and bind; a live tick renews its reservation while it creates).
+   The interactions API has no listing call, so the orphan cannot be looked up: the row
    is taken over (a compare-and-set on its reservation token; of several ticks only one wins),
    flagged as a possible duplicate (counted in the ledger, so the cost is visible) and
    resubmitted with its key in the labels and the key header, then bound.
@@ -19,10 +20,11 @@ tick collects the results.
    (404: the interaction is gone) is a verdict about the job, a transient one (503, a timeout)
    is not and leaves the job submitted for the next tick. Outcomes are applied in bulk, one
    transaction for all results and one for all failures.
-3. **Deliver**: ``done`` rows are claimed (a compare-and-set, so two ticks never run the same
-   side effect), ``on_result`` is called, then the row is marked ``consumed``. An exception
-   inside ``on_result`` is logged and the row stays ``done`` for the next tick; a kill inside
-   it is resumed by a later tick once the claim is older than that stale age.
+3. **Deliver**: ``done`` rows are claimed under the pass's token and renewed while it works
+   (``flows._deliver``: two live ticks never run the same side effect), ``on_result`` is
+   called, then the row is marked ``consumed``. An exception inside ``on_result`` is logged
+   and the row stays ``done`` for the next tick; a kill inside it is resumed by a later tick
+   once the claim has gone unrenewed for that stale age.
 4. **Submit** (after the tick enrolled today's items): due jobs are reserved (the attempt is
    counted here, the reservation written before anything is sent), then ``interactions.create(
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.

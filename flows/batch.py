@@ -22,8 +22,9 @@ A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upl
 ``batch.after_done``, ``batch.inside_side_effect``, ``batch.before_consume``), and every
 boundary is one the next tick recovers from.
 
-Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 900): age after
-which a batch reservation that was never bound, or a delivery claim, is taken over;
+Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 120): age after
+which a batch reservation that was never bound, or a delivery claim, is taken over once its
+pass stopped renewing it (the pass renews both while it works: ``flows._renewal``);
 ``GEMINI_LEDGER_BATCH_SUBMITTED_S`` (default 72 h): a submitted job still unpollable after
 that long, or one the API answers 404 for at once, is lost and its rows go out again
 (``flows._batch_lost``).
