@@ -95,17 +95,31 @@ def test_a_tick_starting_past_the_stale_age_never_repeats_a_live_ticks_side_effe
     bench.set_items(items, monkeypatch)
     assert bench.tick().submitted == len(items)
     env = bench.sub_env(BG_TEST_EFFECT_S="1", GEMINI_LEDGER_BACKGROUND_STALE_S="4")
-    cmd = [sys.executable, "-m", "flows.cli", "tick", PIPELINE, "--day", DAY.isoformat()]
-    cmd.append("--json")
-
-    def tick() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    cmd = [sys.executable, "-m", "tests.background.ticker", PIPELINE, DAY.isoformat()]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        for _ in range(2)
+    ]
 
-    first = tick()
-    second = None
+    def go(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+    first, second = procs
     try:
+        for proc in procs:  # both imported, so the second starts at once when told
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr
+        go(first)
         # The second tick starts once the first has been delivering for longer than the
         # stale age (six side effects of 1 s done).
         deadline = time.monotonic() + 120
@@ -113,14 +127,16 @@ def test_a_tick_starting_past_the_stale_age_never_repeats_a_live_ticks_side_effe
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the first tick never delivered"
             time.sleep(0.1)
-        second = tick()
-        outputs = [p.communicate(timeout=300) for p in (first, second)]
+        go(second)
+        outputs = [proc.communicate(timeout=300) for proc in procs]
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
+        for proc in procs:
+            if proc.poll() is None:
                 proc.kill()
-    for proc, (_out, err) in zip((first, second), outputs, strict=True):
-        assert proc is not None and proc.returncode == 0, err[-3000:]
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert reports[0]["delivered"] == len(items) and reports[1]["delivered"] == 0
     assert bench.completions() == Counter({key_of(i): 1 for i in items})
     ledger = bench.ledger()
     assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"consumed"}
