@@ -305,15 +305,13 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
         )
         if mime in core.scenario.refused_upload_mime_types:
             return _json(mime_refused(str(mime)), status=400)
+        if (full := core.storage_refusal(int(_declared_size(spec, request)))) is not None:
+            return _json(full, status=429)
         fid = core.new_id()
         name = spec.get("name")
         if isinstance(name, str) and name:
             fid = name.removeprefix("files/")
-        size = (
-            spec.get("sizeBytes")
-            or spec.get("size_bytes")
-            or request.headers.get("x-goog-upload-header-content-length", 0)
-        )
+        size = _declared_size(spec, request)
         rec = FileRec(
             id=fid,
             display_name=spec.get("displayName") or spec.get("display_name"),
@@ -347,6 +345,10 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
     if "upload" in command:
         rec.data.extend(chunk)
     if "finalize" in command:
+        # A size not declared at the start is known only now: checked again.
+        if rec.expected_size <= 0 and (full := core.storage_refusal(len(rec.data))) is not None:
+            del core.uploads[upload_id]
+            return _json(full, status=429)
         rec.done = True
         del core.uploads[upload_id]
         core.files[rec.id] = rec
@@ -355,6 +357,19 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
             headers={"x-goog-upload-status": "final"},
         )
     return Response(b"", headers={"x-goog-upload-status": "active"})
+
+
+def _declared_size(spec: dict[str, Any], request: Request) -> int:
+    """The size an upload announces at its start (its metadata, or the upload header)."""
+    size = (
+        spec.get("sizeBytes")
+        or spec.get("size_bytes")
+        or request.headers.get("x-goog-upload-header-content-length", 0)
+    )
+    try:
+        return int(size or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _file(emu: Emulator, fid: str) -> FileRec:
@@ -376,8 +391,7 @@ async def files_get(emu: Emulator, request: Request, p: dict[str, str]) -> Respo
 
 
 async def files_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
-    _file(emu, p["id"])
-    del emu.core.files[p["id"]]
+    emu.core.delete_file(p["id"])
     return _json({})
 
 

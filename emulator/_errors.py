@@ -136,3 +136,43 @@ def mime_refused(mime_type: str) -> dict[str, Any]:
     """The Files API refusing an upload's type (google-gemini/cookbook #1008, python-genai
     #1547: ``application/jsonl`` reported refused as an unsupported MIME type)."""
     return error_body(400, "INVALID_ARGUMENT", f"Unsupported MIME type: {mime_type}")
+
+
+def storage_full(limit_bytes: int) -> dict[str, Any]:
+    """An upload refused because the project's Files API storage is full: 429
+    RESOURCE_EXHAUSTED, a QuotaFailure on ``file_storage_bytes`` / ``FileStorageBytesPerProject``
+    and a Help link, no RetryInfo (the body reported verbatim in alphaXiv/feedback issue 16,
+    October 2025, with the 20 GB quota value 21474836480; python-genai issue 2132 describes
+    the same quota, "File storage quota per project", refusing batch input uploads)."""
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. For more"
+        " information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+        "\n* Quota exceeded for metric: generativelanguage.googleapis.com/file_storage_bytes,"
+        f" limit: {limit_bytes}"
+    )
+    return error_body(
+        429,
+        "RESOURCE_EXHAUSTED",
+        message,
+        details=[
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/file_storage_bytes",
+                        "quotaId": "FileStorageBytesPerProject",
+                        "quotaValue": str(limit_bytes),
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+        ],
+    )

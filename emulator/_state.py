@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
-from ._errors import STEP_ERRORS, step_status
+from ._errors import STEP_ERRORS, step_status, storage_full
 from ._rates import RateMeter
 from ._scenario import Scenario
 
@@ -213,6 +213,9 @@ class Core:
         self.webhooks_sent = 0
         self.webhooks_failed = 0
         self.files: dict[str, FileRec] = {}
+        self.files_deleted = 0
+        self.files_refused_full = 0
+        self.file_delete_faults = 0
         self.uploads: dict[str, FileRec] = {}
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
@@ -239,9 +242,43 @@ class Core:
             "interactions_created": self.interactions_created,
             "webhooks_sent": self.webhooks_sent,
             "webhooks_failed": self.webhooks_failed,
+            # The Files API's storage of the project: every stored file, uploaded or generated.
+            "files": {
+                "stored": len(self.files),
+                "stored_bytes": self.stored_bytes(),
+                "limit_bytes": self.scenario.files_storage_limit_bytes,
+                "deleted": self.files_deleted,
+                "refused_full": self.files_refused_full,
+            },
             "scenario": self.scenario.name,
             "seed": self.seed,
         }
+
+    def stored_bytes(self) -> int:
+        """Bytes the project holds in the Files API (input files and responses files alike:
+        both are files of the project until deleted or expired)."""
+        return sum(len(f.data) for f in self.files.values())
+
+    def storage_refusal(self, incoming: int) -> dict[str, Any] | None:
+        """The error an upload of ``incoming`` more bytes gets when it would pass the
+        project's storage limit; None when it fits."""
+        limit = self.scenario.files_storage_limit_bytes
+        if self.stored_bytes() + incoming <= limit:
+            return None
+        self.files_refused_full += 1
+        return storage_full(limit)
+
+    def delete_file(self, fid: str) -> None:
+        """``files.delete``: the file leaves the project's storage."""
+        if self.file_delete_faults < self.scenario.files_delete_failures:
+            self.file_delete_faults += 1
+            raise ApiError(step_status("503", self.scenario.retry_delay_s))
+        if fid not in self.files:
+            raise ApiError(
+                {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}
+            )
+        del self.files[fid]
+        self.files_deleted += 1
 
     def new_id(self) -> str:
         return _new_id(self._ids)

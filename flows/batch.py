@@ -10,6 +10,9 @@ A tick's steps on this channel:
    its output file streamed into the ledger row by row, in chunks; rows the output never
    mentions fail as ``missing_from_output``; a FAILED, CANCELLED or EXPIRED job fails all its
    rows with the classifier's class, so they come back (their attempt was counted);
+   last, the files whose use is over are deleted from the Files API (``flows._batch_files``:
+   input files of terminal jobs, responses files once reconciled; a refused delete is
+   retried on a later tick and never counts as a row's attempt);
 3. deliver: rows ``done`` but not ``consumed`` get ``on_result`` and are then consumed;
    a side effect that raises leaves its row done for the next tick;
 4. submit (after the tick enrolled the day's items): reserve the pending and retryable rows
@@ -45,6 +48,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._batch_files import clean_files, note_input, note_responses
 from flows._batch_io import (
     create_batch_job,
     download_output,
@@ -244,6 +248,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             _halt_if_setup(ledger, reservation, exc)
             refused.update(_fail_reserved(ledger, p, reservation, exc))
             return {"rows": 0, "batch": None, **split, "refused": refused}
+        note_input(ledger, p, reservation, file_name, path.stat().st_size)  # deleted when over
         crash_point("batch.after_upload")
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
@@ -430,6 +435,9 @@ class BatchCollected(Collected):
     duplicate_keys: int = 0
     already_settled: int = 0
     unparseable: int = 0
+    files_deleted: int = 0
+    file_delete_failures: int = 0
+    files_not_deleted: int = 0
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -465,6 +473,10 @@ class BatchCollected(Collected):
         yield "unknown keys", self.unknown_keys
         yield "duplicate keys", self.duplicate_keys
         yield "unparseable lines", self.unparseable
+        yield "batch files deleted from the Files API", self.files_deleted
+        if self.file_delete_failures or self.files_not_deleted:
+            yield "batch file deletes refused (retried next tick)", self.file_delete_failures
+            yield "batch files still to delete", self.files_not_deleted
 
 
 @dataclass(kw_only=True)
@@ -589,6 +601,7 @@ class BatchChannel:
             try:
                 writer = settings.reconcile_writer
                 jobs.append(reconcile_batch(ledger, client, p, rec, job, writer=writer))
+                note_responses(ledger, p, rec, job)  # reconciled: its file can go
             except Exception as exc:
                 # Whatever was applied stays applied (compare-and-set); the job is still
                 # submitted in the ledger, so the next tick reconciles the rest.
@@ -599,6 +612,10 @@ class BatchChannel:
                     rec.name,
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
+        cleaned = clean_files(ledger, p, log, client=client)
+        polled["files_deleted"] = cleaned.deleted
+        polled["file_delete_failures"] = cleaned.delete_failures
+        polled["files_not_deleted"] = cleaned.not_deleted
         return BatchCollected.of(jobs, **polled)
 
     def deliver(self) -> Delivery:
@@ -740,4 +757,6 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
         return {"state": state, "reconciled": 0}
     writer = channel.ctx.settings.reconcile_writer
-    return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job, writer=writer)}
+    report = reconcile_batch(ledger, client, p, rec, job, writer=writer)
+    note_responses(ledger, p, rec, job)  # deleted by the next tick's collect
+    return {"reconciled": 1, **report}

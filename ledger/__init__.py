@@ -35,10 +35,11 @@ from ledger._lines import (
     parse_output_line,
     validate_answer,
 )
-from ledger._models import Channel, Status
+from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
+    BatchFileRecord,
     BatchRecord,
     Counts,
     Enrollment,
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
     "ApiFailure",
+    "BatchFileRecord",
     "BatchRecord",
     "BatchState",
     "Channel",
@@ -69,6 +71,7 @@ __all__ = [
     "Enrollment",
     "Failure",
     "FailureRow",
+    "FileRole",
     "GeminiLedgerError",
     "InvalidTransition",
     "JobView",

@@ -18,6 +18,7 @@ __all__ = [
     "DELIVERY_CLASS_PREFIX",
     "JOB_COLUMNS",
     "PIPELINE_COLUMNS",
+    "BatchFileRecord",
     "BatchRecord",
     "Counts",
     "Enrollment",
@@ -100,6 +101,17 @@ class BatchRecord(NamedTuple):
     leased_at: float
     submitted_at: float | None
     reconciled_at: float | None
+
+
+class BatchFileRecord(NamedTuple):
+    """A file of a batch job still to be deleted from the Files API."""
+
+    name: str
+    reservation: str
+    role: str  # a FileRole
+    size_bytes: int
+    recorded_at: float
+    delete_failures: int
 
 
 @dataclass(slots=True)
