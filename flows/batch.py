@@ -48,7 +48,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._batch_files import clean_files, note_input, note_responses
+from flows._batch_files import FilesCleaned, clean_files, note_input, note_responses
 from flows._batch_io import (
     create_batch_job,
     download_output,
@@ -612,7 +612,11 @@ class BatchChannel:
                     rec.name,
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
-        cleaned = clean_files(ledger, p, log, client=client)
+        try:
+            cleaned = clean_files(ledger, p, log, client=client)
+        except Exception as exc:  # the night never waits on a cleanup: next tick tries again
+            cleaned = FilesCleaned()
+            log.error("%s: cleaning batch files failed: %s", p.name, redact(repr(exc)))
         polled["files_deleted"] = cleaned.deleted
         polled["file_delete_failures"] = cleaned.delete_failures
         polled["files_not_deleted"] = cleaned.not_deleted

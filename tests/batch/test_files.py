@@ -146,3 +146,21 @@ def test_an_input_file_is_deletable_only_once_its_job_is_over(ledger_url: str) -
     assert ledger.file_deleted("files/in1") and not ledger.file_deleted("files/in1")
     assert deletable() == {"files/out1", "files/in2"}
     assert ledger.files_not_deleted(pipeline="p")[0] == 2
+
+
+def test_a_file_older_than_the_api_keeps_files_is_marked_gone_without_a_call(
+    sqlite_url: str,
+) -> None:
+    """A file recorded over 48 h ago is gone from the API anyway: marked, no call made."""
+    import logging
+
+    from flows._batch_files import FILES_KEPT_S, clean_files
+    from tests.batch.pipelines import daily_reviews
+
+    now = [1000.0]
+    ledger = Ledger(sqlite_url, clock=lambda: now[0])
+    ledger.note_file("files/old", reservation="r", pipeline="daily", role=FileRole.OUTPUT)
+    now[0] += FILES_KEPT_S + 1
+    cleaned = clean_files(ledger, daily_reviews, logging.getLogger("test"), client=object())
+    assert cleaned.deleted == 1 and cleaned.delete_failures == 0
+    assert ledger.files_not_deleted(pipeline="daily") == (0, 0)
