@@ -55,8 +55,10 @@ limits_app = typer.Typer(
 )
 app.add_typer(limits_app, name="limits")
 
-console = Console()
-err = Console(stderr=True)
+# Piped or in CI, Rich assumes 80 columns and cuts table cells (`exhausted:missing_from_out…`):
+# off a terminal, lines may be as long as they need.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_DOMAIN_ERROR = 1

@@ -209,3 +209,9 @@ def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, A
         f"PREFECT_HOME={result.prefect_home} .venv/bin/prefect server start"
         " then open http://127.0.0.1:4200"
     )
+    root = result.prefect_home.parent
+    out.print(
+        f"Results: the review labels are in the `review_labels` table of {root}/ledger.db,"
+        f" the articles in {root}/articles/. Next: the README's 'Deploying to a Prefect"
+        " server' runs the same ticks on a schedule."
+    )
