@@ -15,7 +15,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.errors import UsageError
-from ledger import GeminiLedgerError, Ledger, LedgerConfigError
+from ledger import GeminiLedgerError, Ledger, LedgerConfigError, morning_view
 
 if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
     from flows._channel import TickReport
@@ -236,6 +236,9 @@ def status(
     counts = ledger.counts(pipeline=pipeline)
     # Per non-final state, the oldest row's time in it: what is stuck shows as an age.
     in_flight = ledger.in_flight(pipeline=pipeline)
+    # Batch submissions the API keeps refusing (their rows wait, pending): per pipeline.
+    names = [pipeline] if pipeline else [v.pipeline for v in morning_view(ledger)]
+    refused = {n: r for n in names if (r := ledger.submission_refusals(n)).refused}
     if as_json:
         _print_json(
             {
@@ -243,6 +246,10 @@ def status(
                 "in_flight": {
                     state: {"rows": n, "oldest_age_s": round(age, 1)}
                     for state, (n, age) in sorted(in_flight.items())
+                },
+                "batch_submission_refused": {
+                    n: {"times": r.refused, "since": r.since, "last": r.last_reason}
+                    for n, r in refused.items()
                 },
             }
         )
@@ -272,6 +279,15 @@ def status(
         f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
+    for name, r in refused.items():
+        since = datetime.fromtimestamp(r.since or 0, UTC)
+        console.print(
+            f"{name}: batch submission refused {r.refused} times since {since:%Y-%m-%d %H:%M}"
+            f" UTC (last: {r.last_reason}); its rows wait, pending and unbilled",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _age(seconds: float) -> str:
@@ -396,6 +412,11 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
             f" {now['retrying']}, in flight {now['in_flight']}{oldest},"
             f" cost ${now['cost_usd']:.4f}; `--json` shows every counter"
         )
+        if now.get("batch_submission_refused"):
+            console.print(
+                f"  batch submission refused {now['batch_submission_refused']} times since"
+                f" {now['batch_submission_refused_since']} (rows kept pending, unbilled)"
+            )
 
 
 @app.command()
@@ -714,7 +735,7 @@ def dead_letter(
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
     from flows._channel import today_utc
-    from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines
+    from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines, refusal_lines
 
     the_day = _day(day) or today_utc()
     report = build_summary(_existing_ledger(), the_day)
@@ -740,7 +761,7 @@ def dead_letter(
         for c in p["parked_by_class"]:
             example = " ".join(str(c["example"] or "").split())[:100]
             console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
-    for line in halt_lines(report["halts"]):
+    for line in halt_lines(report["halts"]) + refusal_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):

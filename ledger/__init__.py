@@ -51,6 +51,7 @@ from ledger._records import (
     Policy,
     Reserved,
     ResultRow,
+    SubmissionRefusals,
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
@@ -95,6 +96,7 @@ __all__ = [
     "SetupFault",
     "SetupKind",
     "Status",
+    "SubmissionRefusals",
     "TransientError",
     "Transport",
     "UnknownJob",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._records import Enrollment, NewJob, Reserved, fingerprint_of
+from ledger._redact import redact
 from ledger._sql import (
-    BATCH_RELEASED,
     BATCH_RESERVING,
     FOREIGN_EXAMPLES,
     MOVES,
@@ -22,6 +23,7 @@ from ledger._sql import (
     pg_copy_enroll,
     pg_copy_new_jobs,
 )
+from ledger._transitions import BatchState
 
 __all__ = ["JobVerbs"]
 
@@ -290,7 +292,12 @@ class JobVerbs(LedgerBase):
         return [Reserved(*row) for row in rows]
 
     def release(
-        self, reservation: str, *, keys: Sequence[str] | None = None, refund: bool = True
+        self,
+        reservation: str,
+        *,
+        keys: Sequence[str] | None = None,
+        refund: bool = True,
+        refused: str | None = None,
     ) -> int:
         """Return jobs reserved under ``reservation`` to their queue.
 
@@ -298,7 +305,9 @@ class JobVerbs(LedgerBase):
         written, the API refused the key): with ``refund`` the attempt taken at reserve is
         given back. ``refund=False`` keeps it counted (a taken-over reservation whose first
         sending may have been billed). With ``keys`` only those jobs are released and the
-        reservation stays open for the others.
+        reservation stays open for the others. ``refused`` (why the API refused the batch's
+        upload or creation) records its batch reservation as refused instead of released:
+        what :meth:`submission_refusals` counts.
         """
         now = self.clock()
         step = 1 if refund else 0
@@ -323,10 +332,18 @@ class JobVerbs(LedgerBase):
             if keys is None:
                 conn.execute(
                     text(
-                        f"UPDATE batch_jobs SET state = {BATCH_RELEASED}, finished_at = :now"
+                        "UPDATE batch_jobs SET state = :state, finished_at = :now,"
+                        " summary = :summary"
                         f" WHERE reservation = :r AND state = {BATCH_RESERVING}"
                     ),
-                    {"r": reservation, "now": now},
+                    {
+                        "r": reservation,
+                        "now": now,
+                        "state": (BatchState.REFUSED if refused else BatchState.RELEASED).value,
+                        "summary": orjson.dumps({"refused": redact(refused)[:300]}).decode()
+                        if refused
+                        else None,
+                    },
                 )
             return n
 

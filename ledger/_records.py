@@ -30,6 +30,7 @@ __all__ = [
     "Policy",
     "Reserved",
     "ResultRow",
+    "SubmissionRefusals",
     "fingerprint_of",
 ]
 
@@ -101,6 +102,19 @@ class BatchRecord(NamedTuple):
     leased_at: float
     submitted_at: float | None
     reconciled_at: float | None
+    misses: int = 0  # polls answered 404 in a row
+    missed_since: float | None = None
+    output_misses: int = 0  # failed downloads of its responses file in a row
+    output_missed_since: float | None = None
+
+
+class SubmissionRefusals(NamedTuple):
+    """A pipeline's batch submissions the API refused since its last batch job was created."""
+
+    refused: int
+    since: float | None  # when the first of them was refused
+    last_at: float | None  # when the last was
+    last_reason: str | None
 
 
 class BatchFileRecord(NamedTuple):

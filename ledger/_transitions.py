@@ -41,6 +41,9 @@ class BatchState(enum.StrEnum):
     RESERVING = "reserving"  # rows reserved, the API's batch job not created yet
     SUBMITTED = "submitted"  # created and bound: its rows are submitted under its name
     RELEASED = "released"  # given up before creation: its rows went back to their queue
+    # The API refused the upload or batches.create (and the job is not in batches.list):
+    # its rows went back to their queue with their attempts given back.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ reservation, so it is deleted once its job is terminal (the Files API holds 20 G
 for 48 h and deletes nothing for you). A failed delete is counted in ``delete_failures`` and
 retried on a later tick; ``deleted_at`` ends the row.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
