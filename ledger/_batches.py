@@ -260,8 +260,9 @@ class BatchVerbs(LedgerBase):
     def files_to_delete(self, *, pipeline: str, limit: int = 200) -> list[BatchFileRecord]:
         """Files of ``pipeline`` not deleted yet whose use is over: a responses file (it is
         recorded once reconciled), or an input file whose batch job is no longer reserving or
-        submitted (terminal and reconciled, released, or given up as lost). Files whose
-        deletes failed least come first, so one that keeps failing never holds up the rest."""
+        submitted (terminal and reconciled, released or refused before creation, or given up as
+        lost). Files whose deletes failed least come first, so one that keeps failing never
+        holds up the rest."""
         busy = f"{BATCH_RESERVING}, {BATCH_SUBMITTED}"
         with self._read() as conn:
             rows = conn.execute(
