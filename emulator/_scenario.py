@@ -118,7 +118,6 @@ class Scenario(_Strict):
     # files per project"; the quota's value in a real refusal is 21474836480 bytes). An upload
     # that would pass it is refused as a full project is (emulator/_errors.py storage_full).
     files_storage_limit_bytes: int = Field(20 * 1024**3, ge=0)
-    files_delete_failures: int = Field(0, ge=0)  # the first N files.delete calls answer 503
     # Real shapes the SDK and docs show (each cited where the emulator builds it):
     batch_error_style: Literal["status", "grpc"] = "status"  # grpc: {"code": 3, "message"}
     batch_output_delay_polls: int = Field(0, ge=0)  # SUCCEEDED, responsesFile only later

@@ -216,7 +216,6 @@ class Core:
         self.files: dict[str, FileRec] = {}
         self.files_deleted = 0
         self.files_refused_full = 0
-        self.file_delete_faults = 0
         self.uploads: dict[str, FileRec] = {}
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
@@ -273,9 +272,6 @@ class Core:
 
     def delete_file(self, fid: str) -> None:
         """``files.delete``: the file leaves the project's storage."""
-        if self.file_delete_faults < self.scenario.files_delete_failures:
-            self.file_delete_faults += 1
-            raise ApiError(step_status("503", self.scenario.retry_delay_s))
         if fid not in self.files:
             raise ApiError(
                 {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}

@@ -71,7 +71,7 @@ def test_a_refused_delete_is_retried_on_a_later_tick_and_costs_no_attempt(
     """files.delete answered 503 twice: the files stay recorded with their failures, the
     tick carries on, a later tick deletes them; every row delivered on its one attempt."""
     emu = batch_env["emulator"]
-    emu.set_scenario({"batch_polls_to_complete": 1, "files_delete_failures": 2})
+    emu.set_scenario({"batch_polls_to_complete": 1, "route_faults": {"files.delete": ["503"] * 2}})
     first = tick(pipeline=SPEC, day=DAY)
     second = tick(pipeline=SPEC, day=DAY)  # reconciles the job; both deletes refused
     assert second.collect.reconciled == 1

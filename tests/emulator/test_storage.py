@@ -70,8 +70,8 @@ def test_an_upload_past_the_storage_limit_gets_the_real_quota_error(
 def test_refused_deletes_answer_503_then_the_file_is_deleted(
     emu: RunningEmulator, client: Any
 ) -> None:
-    """``files_delete_failures``: the first deletes answer 503; the file stays until one works."""
-    emu.set_scenario({"files_delete_failures": 1})
+    """``route_faults`` on files.delete: a 503 leaves the file stored until a delete works."""
+    emu.set_scenario({"route_faults": {"files.delete": ["503"]}})
     file = _upload(client, jsonl(ROWS))
     with pytest.raises(errors.ServerError) as refused:
         client.files.delete(name=file.name)
