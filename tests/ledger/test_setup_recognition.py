@@ -215,3 +215,21 @@ def test_the_core_reads_quota_ids_from_a_described_failure() -> None:
     )
     fault = setup_fault(daily)
     assert fault is not None and fault.kind is SetupKind.DAILY_QUOTA
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "words"),
+    [
+        (project_fault("key_unrestricted"), 403, "restrict the API key"),
+        (_body(daily_quota("gemini-2.5-flash")), 429, "midnight Pacific time"),
+        (_body(no_quota("gemini-2.5-flash")), 429, "enable billing"),
+    ],
+)
+def test_doctor_gives_the_same_fix_line(body: dict[str, Any], code: int, words: str) -> None:
+    """``doctor --live`` explains these faults with the tick's own fix, as fatal for the run
+    (every further call fails the same way), not as a generic 403 or a minute's wait."""
+    from flows.doctor._live import explain
+
+    detail, fix, fatal = explain(models_error(code, body), body)
+    assert words in fix and fatal
+    assert detail
