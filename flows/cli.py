@@ -215,9 +215,11 @@ def db_upgrade() -> None:
 @handles_errors
 def db_current() -> None:
     """Show the ledger's schema revision and the newest one this version knows."""
-    from ledger import make_engine
+    from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
+    if not ledger_exists():
+        raise LedgerMissing(missing_ledger_message())  # connecting would create the file
     engine = make_engine()
     console.print(
         f"ledger at {engine.url.render_as_string(hide_password=True)}:"
@@ -369,7 +371,7 @@ def tick(
 
     the_day = _day(day)
     load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
-    ledger = open_ledger()  # a tick may create the ledger
+    ledger = open_ledger()  # refuses a missing ledger: only `db upgrade` creates one
     ledger.check_writable()
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger)
@@ -400,6 +402,15 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    enrolled = report.enroll
+    for n, what, examples in (
+        (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),
+        (enrolled.duplicates, "items with a key an earlier item gave", enrolled.duplicate_examples),
+    ):
+        if n:
+            console.print(
+                f"  {what}: {n} (e.g. {escape(examples[0])})", soft_wrap=True, highlight=False
+            )
     try:
         now = pipeline_standing(ledger, report.pipeline)
     except UsageError as exc:  # e.g. a bad price file: the tick itself did its work

@@ -113,7 +113,7 @@ def run_demo(
         from flows.replay import replay
         from flows.tick import tick
 
-        ledger = Ledger(ledger_url)
+        ledger = Ledger(ledger_url, create=True)  # the demo starts its own ledger
         today = date.today()
         ticks = {
             "reviews": _run_until_settled(

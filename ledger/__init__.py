@@ -20,12 +20,14 @@ from ledger._errors import (
     LedgerBusy,
     LedgerConfigError,
     LedgerError,
+    LedgerMissing,
     PipelineConflict,
     PipelineError,
     TransientError,
     UnknownJob,
     UsageError,
 )
+from ledger._keys import KEY_MAX, PIPELINE_NAME_MAX, key_problem, shown_key
 from ledger._lines import (
     LineFailure,
     LineSuccess,
@@ -39,6 +41,7 @@ from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
+    PROMPT_CLASS_PREFIX,
     BatchFileRecord,
     BatchRecord,
     Counts,
@@ -46,6 +49,7 @@ from ledger._records import (
     FailureRow,
     JobView,
     NewJob,
+    ParkedJob,
     PipelineChange,
     PipelineRecord,
     Policy,
@@ -62,6 +66,9 @@ from ledger._transitions import BatchState
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "KEY_MAX",
+    "PIPELINE_NAME_MAX",
+    "PROMPT_CLASS_PREFIX",
     "ApiFailure",
     "BatchFileRecord",
     "BatchRecord",
@@ -80,11 +87,13 @@ __all__ = [
     "LedgerBusy",
     "LedgerConfigError",
     "LedgerError",
+    "LedgerMissing",
     "LineFailure",
     "LineSuccess",
     "NewJob",
     "Outcome",
     "ParkedClass",
+    "ParkedJob",
     "PipelineChange",
     "PipelineConflict",
     "PipelineError",
@@ -108,6 +117,7 @@ __all__ = [
     "database_url",
     "extract_text",
     "fingerprint_of",
+    "key_problem",
     "ledger_exists",
     "make_engine",
     "missing_ledger_message",
@@ -116,6 +126,7 @@ __all__ = [
     "redact",
     "register_secret",
     "setup_fault",
+    "shown_key",
     "upgrade",
     "validate_answer",
 ]

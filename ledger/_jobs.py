@@ -9,12 +9,21 @@ import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
-from ledger._records import Enrollment, NewJob, Reserved, fingerprint_of
+from ledger._records import (
+    PROMPT_CLASS_PREFIX,
+    Enrollment,
+    NewJob,
+    ParkedJob,
+    Reserved,
+    fingerprint_of,
+)
 from ledger._redact import redact
 from ledger._sql import (
     BATCH_RESERVING,
     FOREIGN_EXAMPLES,
+    MESSAGE_LIMIT,
     MOVES,
+    PARKED,
     RESERVING,
     REVISION_OF,
     S,
@@ -101,6 +110,89 @@ class JobVerbs(LedgerBase):
             out.foreign_examples.extend(sorted(foreign)[: max(room, 0)])
         self._refresh_stats(out.enrolled)
         return out
+
+    def enroll_parked(
+        self, items: Sequence[ParkedJob], *, pipeline: str, channel: str, model: str
+    ) -> int:
+        """Enroll items that cannot be sent as they are straight into the dead-letter store
+        with their own class (a prompt that could not be built: ``prompt:<Error>``). The row
+        holds no request (an empty payload) and nothing was billed; an existing key is never
+        changed. Returns how many were new."""
+        if not items:
+            return 0
+        now = self.clock()
+        move = MOVES["enroll_parked"]
+        sql = text(
+            "INSERT INTO jobs (key, pipeline, channel, model, payload, fingerprint, status,"
+            " attempts, attempts_base, unknown_failures, prompt_tokens, candidates_tokens,"
+            " total_tokens, due_at, possible_duplicates, replayed, created_at, updated_at,"
+            " error_class, error_message, first_failure_at, last_failure_at, parked_at)"
+            " VALUES (:key, :pipeline, :channel, :model, '', :fingerprint,"
+            f" {move.to(S.PARKED)}, 0, 0, 0, 0, 0, 0, :now, 0, 0, :now, :now,"
+            " :error_class, :message, :now, :now, :now)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        rows = [
+            {
+                "key": i.key,
+                "pipeline": pipeline,
+                "channel": channel,
+                "model": model,
+                # Its own digest per key: rows without a request are no poison input.
+                "fingerprint": fingerprint_of(f"{PROMPT_CLASS_PREFIX}{i.key}"),
+                "now": now,
+                "error_class": i.error_class[:96],
+                "message": i.message[:MESSAGE_LIMIT],
+            }
+            for i in items
+        ]
+        with self._write() as conn:
+            return sum(conn.execute(sql, row).rowcount for row in rows)
+
+    def prompt_parked(self, *, pipeline: str) -> set[str]:
+        """Keys of ``pipeline`` parked as ``prompt:<Error>``: the rows a tick of their day
+        rebuilds once their prompt builds."""
+        with self._read() as conn:
+            return {
+                key
+                for (key,) in conn.execute(
+                    text(
+                        "SELECT key FROM jobs WHERE pipeline = :p"
+                        f" AND status = {PARKED} AND error_class LIKE :prompt"
+                    ),
+                    {"p": pipeline, "prompt": f"{PROMPT_CLASS_PREFIX}%"},
+                )
+            }
+
+    def rebuild_prompts(self, items: Sequence[NewJob], *, pipeline: str) -> int:
+        """Give rows of ``pipeline`` parked as ``prompt:<Error>`` the request their item
+        builds now, and send them back to pending; other rows are never changed. Nothing
+        was ever sent for such a row, so its attempts stay as they are (none)."""
+        if not items:
+            return 0
+        now = self.clock()
+        move = MOVES["rebuild_prompts"]
+        sql = text(
+            f"UPDATE jobs SET status = {move.to(S.PENDING)}, payload = :payload,"
+            " fingerprint = :fingerprint, error_class = NULL, error_message = NULL,"
+            " parked_at = NULL, due_at = :now, updated_at = :now"
+            f" WHERE key = :key AND pipeline = :pipeline AND {move.where()}"
+            " AND error_class LIKE :prompt"
+        )
+        rows = [
+            {
+                "key": i.key,
+                "payload": payload,
+                "fingerprint": fingerprint_of(payload),
+                "now": now,
+                "pipeline": pipeline,
+                "prompt": f"{PROMPT_CLASS_PREFIX}%",
+            }
+            for i in items
+            for payload in (payload_text(i.payload),)
+        ]
+        with self._write() as conn:
+            return sum(conn.execute(sql, row).rowcount for row in rows)
 
     def reserve(
         self,

@@ -114,6 +114,20 @@ TRANSITIONS: dict[str, Transition] = {
     for t in (
         Transition("enroll", (), (S.PENDING,), ("every column",), "a new key only"),
         Transition(
+            "enroll_parked",
+            (),
+            (S.PARKED,),
+            ("every column", "error_class", "error_message", "parked_at"),
+            "a new key whose request could not be built (prompt:<Error>): no payload",
+        ),
+        Transition(
+            "rebuild_prompts",
+            (S.PARKED,),
+            (S.PENDING,),
+            ("payload", "fingerprint", "error_class", "error_message", "parked_at", "due_at"),
+            "only a row parked prompt:<Error> whose item builds its prompt now",
+        ),
+        Transition(
             "reserve",
             (S.PENDING, S.RETRYABLE),
             (S.RESERVING,),
