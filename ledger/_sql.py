@@ -185,7 +185,6 @@ def sqlite_failure_params(
     """Each row's values for :data:`SQLITE_FAILURE_UPDATE`, as :func:`failure_params` gives
     them."""
     shared: dict[Failure, tuple[Any, ...]] = {}
-    one = handle if isinstance(handle, str) else None
     params = []
     for r in rows:
         failure = r[1]
@@ -193,7 +192,7 @@ def sqlite_failure_params(
         if head is None:
             values = failure_params(failure, policy, now)
             head = shared[failure] = tuple([values[name] for name in _FAILURE_SHARED])
-        params.append((*head, r[2], r[3], r[4], r[0], one if one is not None else handle[r[0]]))
+        params.append((*head, r[2], r[3], r[4], r[0], handle_of(handle, r[0])))
     return params
 
 
