@@ -11,6 +11,10 @@ keys), enrolls, reserves and binds the matching rows in a SQLite ledger, then pr
   schema (``flows._batch_reconcile.reconcile_lines``, what the flow runs);
 - the floor: lines/s for only reading and JSON-decoding the same file, which no validating
   reconcile can beat, and the parse+validate rate without the database;
+- the floor a correct design can reach: the slower of reconcile's two necessary halves,
+  parse + validate of the same lines and the bare UPDATE of the same rows (a copy of the
+  same ledger, the same chunks and transactions, no compare-and-set predicate), which can
+  overlap on two cores; the ratio is floor time / reconcile time (goal >= 0.80);
 - peak memory of the reconcile core at 100,000 and at the full size, each measured in its
   own subprocess (growth of its peak resident memory from just before the reconcile
   starts);
