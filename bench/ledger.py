@@ -243,25 +243,28 @@ def update_floor(
     )
     applied = 0
     with ledger.engine.connect() as conn:
-        conn.commit()
+        # The driver's own connection: its commit ends each chunk's transaction (and drops
+        # the staging table), which SQLAlchemy, not having begun it, would not send.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.commit()
         started = clock.start()
         t = time.perf_counter()
         for start in range(0, len(rows), chunk_size):
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(
-                "CREATE TEMPORARY TABLE gl_floor_stage (key text, result text, p bigint,"
-                " c bigint, t bigint) ON COMMIT DROP"
-            )
-            with cursor.copy("COPY gl_floor_stage (key, result, p, c, t) FROM STDIN") as copy:
-                write = copy.write_row
-                for row in rows[start : start + chunk_size]:
-                    write(row)
-            cursor.execute("SET LOCAL enable_hashjoin = off")
-            cursor.execute("SET LOCAL enable_mergejoin = off")
-            cursor.execute(sql, {"now": time.time()})
-            applied += cursor.rowcount
-            cursor.close()
-            conn.commit()
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    "CREATE TEMPORARY TABLE gl_floor_stage (key text, result text, p bigint,"
+                    " c bigint, t bigint) ON COMMIT DROP"
+                )
+                with cursor.copy("COPY gl_floor_stage (key, result, p, c, t) FROM STDIN") as copy:
+                    write = copy.write_row
+                    for row in rows[start : start + chunk_size]:
+                        write(row)
+                cursor.execute("SET LOCAL enable_hashjoin = off")
+                cursor.execute("SET LOCAL enable_mergejoin = off")
+                cursor.execute(sql, {"now": time.time()})
+                applied += cursor.rowcount
+            raw.commit()
         seconds = time.perf_counter() - t
         client, server = clock.stop(started)
     ledger.dispose()

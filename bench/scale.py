@@ -187,7 +187,7 @@ def main() -> None:
         if "apply results update floor" in pg:
             rate, floor = pg["apply results"], pg["apply results update floor"]
             lines.append(
-                f"PostgreSQL apply results      {rate:>10,.0f} rows/s / floor {floor:>10,.0f}"
+                f"PostgreSQL apply results  {rate:>10,.0f} rows/s / floor {floor:>10,.0f}"
                 " (COPY to staging + one UPDATE ... FROM, same schema and rows, no"
                 f" compare-and-set) = {rate / floor:.2f}  goal >= 0.80"
             )
