@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -45,7 +44,6 @@ from ledger import (
 )
 
 __all__ = [
-    "EARLY_CHUNKS",
     "PROCESS_WRITER_BYTES",
     "WRITER_ENV",
     "LineCounts",
@@ -61,10 +59,6 @@ DEFAULT_CHUNK = 20_000
 # writer process on SQLite (unless GEMINI_LEDGER_RECONCILE_WRITER says otherwise): below it,
 # starting the process costs more than it saves.
 PROCESS_WRITER_BYTES = 64 << 20
-# Chunks the parser may hold (pickled, about 2 MB each for a small schema) while a writer
-# process starts: its imports take about half a CPU second, in which the parser gets through
-# three or four chunks instead of waiting.
-EARLY_CHUNKS = 6
 
 Writer = Literal["inline", "thread", "process"]
 WriterChoice = Literal["auto", "inline", "thread", "process"]  # the setting: auto picks one
@@ -167,8 +161,7 @@ def reconcile_lines(
     ``"process"`` (a writer process with its own connection: real parallelism on SQLite,
     whose per-row steps hand the GIL back and forth with a parsing thread; it costs a second
     to start, so it pays only for large files, see :func:`writer_for`) or ``"inline"``. At
-    most two chunks exist at once (one being parsed, one being applied), and while a writer
-    process starts at most :data:`EARLY_CHUNKS` more, held pickled.
+    most two chunks exist at once (one being parsed, one being applied).
     """
     counts = LineCounts()
     # A line is applied only while its row is still submitted under this job, so every
@@ -426,8 +419,6 @@ class _ProcessWriter:
         self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
         self._proc.stdin.close()
         self._proc.stdout.close()
-        # Chunks parsed before the writer said it is ready (None once it has).
-        self._early: list[Any] | None = []
         try:
             # Checked now, while the writer's interpreter starts (its imports take about half
             # a CPU second, which nothing else here can hide: the writer is the slower side).
@@ -444,34 +435,10 @@ class _ProcessWriter:
             self._raise_from_writer()
 
     def put(self, results: list[ResultRow], failures: list[FailureRow]) -> None:
-        if self._early is None:
-            self._put((results, failures))
-        else:
-            # The writer is still starting: keep parsing meanwhile, the chunks held pickled
-            # (a bounded number), rather than wait on the pipe.
-            self._early.append(ForkingPickler.dumps((results, failures)))
-            if len(self._early) >= EARLY_CHUNKS or self._recv.poll():
-                self._send_early()
+        self._put((results, failures))
         crash_point("batch.reconcile.after_chunk")
 
-    def _send_early(self) -> None:
-        """Wait until the writer is ready, then send it the chunks held while it started."""
-        early, self._early = self._early or [], None
-        try:
-            kind, value = self._recv.recv()
-        except (EOFError, OSError):
-            self._raise_from_writer()
-        if kind != "ready":
-            raise RuntimeError(f"reconcile writer process failed: {value}")
-        for blob in early:
-            try:
-                self._send.send_bytes(blob)
-            except OSError:  # BrokenPipeError included
-                self._raise_from_writer()
-
     def finish(self) -> dict[str, int]:
-        if self._early is not None:
-            self._send_early()
         self._put(None)
         try:
             kind, value = self._recv.recv()
@@ -526,7 +493,6 @@ def _writer_main() -> None:
             policy=policy,
             threaded=False,
         )
-        back.send(("ready", None))
         while (item := inbox.recv()) is not None:
             writer._apply(*item)
         ledger.dispose()
