@@ -91,7 +91,7 @@ def run(url: str, n: int, label: str, floor_url: str | None = None) -> dict[str,
     """Time each bulk step on the ledger at ``url``; on PostgreSQL, beside its COPY floors and,
     given ``floor_url`` (another empty database), the apply's UPDATE floor
     (:func:`update_floor`)."""
-    ledger = Ledger(url)
+    ledger = Ledger(url, create=True)
     pg = ledger.engine.dialect.name == "postgresql"
     clock = CpuClock(ledger) if pg else None
     cpu: dict[str, float] = {}
@@ -225,7 +225,7 @@ def update_floor(
 
     Returns rows/s by wall clock and, when the server's processes can be read, the CPU
     seconds per row of this process and the server backends."""
-    ledger = Ledger(url)
+    ledger = Ledger(url, create=True)
     ledger.enroll(jobs, pipeline="reviews", channel="batch", model="gemini-2.5-flash")
     ledger.reserve(
         pipeline="reviews", limit=len(jobs), reservation="bench-1", batch_model="gemini-2.5-flash"

@@ -113,7 +113,7 @@ def run_demo(
         from flows.replay import replay
         from flows.tick import tick
 
-        ledger = Ledger(ledger_url)
+        ledger = Ledger(ledger_url, create=True)  # the demo starts its own ledger
         today = date.today()
         ticks = {
             "reviews": _run_until_settled(
@@ -208,4 +208,10 @@ def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, A
         "Prefect UI on this run: "
         f"PREFECT_HOME={result.prefect_home} .venv/bin/prefect server start"
         " then open http://127.0.0.1:4200"
+    )
+    root = result.prefect_home.parent
+    out.print(
+        f"Results: the review labels are in the `review_labels` table of {root}/ledger.db,"
+        f" the articles in {root}/articles/. Next: the README's 'Deploying to a Prefect"
+        " server' runs the same ticks on a schedule."
     )

@@ -20,12 +20,14 @@ from ledger._errors import (
     LedgerBusy,
     LedgerConfigError,
     LedgerError,
+    LedgerMissing,
     PipelineConflict,
     PipelineError,
     TransientError,
     UnknownJob,
     UsageError,
 )
+from ledger._keys import KEY_MAX, PIPELINE_NAME_MAX, key_problem, shown_key
 from ledger._lines import (
     LineFailure,
     LineSuccess,
@@ -39,17 +41,20 @@ from ledger._models import Channel, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
+    PROMPT_CLASS_PREFIX,
     BatchRecord,
     Counts,
     Enrollment,
     FailureRow,
     JobView,
     NewJob,
+    ParkedJob,
     PipelineChange,
     PipelineRecord,
     Policy,
     Reserved,
     ResultRow,
+    SubmissionRefusals,
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
@@ -60,6 +65,9 @@ from ledger._transitions import BatchState
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "KEY_MAX",
+    "PIPELINE_NAME_MAX",
+    "PROMPT_CLASS_PREFIX",
     "ApiFailure",
     "BatchRecord",
     "BatchState",
@@ -76,11 +84,13 @@ __all__ = [
     "LedgerBusy",
     "LedgerConfigError",
     "LedgerError",
+    "LedgerMissing",
     "LineFailure",
     "LineSuccess",
     "NewJob",
     "Outcome",
     "ParkedClass",
+    "ParkedJob",
     "PipelineChange",
     "PipelineConflict",
     "PipelineError",
@@ -92,6 +102,7 @@ __all__ = [
     "SetupFault",
     "SetupKind",
     "Status",
+    "SubmissionRefusals",
     "TransientError",
     "Transport",
     "UnknownJob",
@@ -103,6 +114,7 @@ __all__ = [
     "database_url",
     "extract_text",
     "fingerprint_of",
+    "key_problem",
     "ledger_exists",
     "make_engine",
     "missing_ledger_message",
@@ -111,6 +123,7 @@ __all__ = [
     "redact",
     "register_secret",
     "setup_fault",
+    "shown_key",
     "upgrade",
     "validate_answer",
 ]
