@@ -64,7 +64,7 @@ class Night:
             ],
         }
     )
-    emoji_every: int = 97  # every N-th item is emoji only: parked as schema
+    emoji_every: int = 97  # every N-th item is emoji only: answered empty, parked as empty
 
 
 @dataclass
