@@ -108,7 +108,7 @@ def _prefect_file(root: Path, items: Mapping[str, int]) -> Path:
         yaml.safe_dump(
             {
                 "name": "gemini-ledger-workers",
-                "prefect-version": "3.8.8",
+                "prefect-version": "3.9.1",
                 "build": None,
                 "push": None,
                 "deployments": deployments,
