@@ -37,11 +37,12 @@ from ledger._lines import (
     parse_output_line,
     validate_answer,
 )
-from ledger._models import Channel, Status
+from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
+    BatchFileRecord,
     BatchRecord,
     Counts,
     Enrollment,
@@ -69,6 +70,7 @@ __all__ = [
     "PIPELINE_NAME_MAX",
     "PROMPT_CLASS_PREFIX",
     "ApiFailure",
+    "BatchFileRecord",
     "BatchRecord",
     "BatchState",
     "Channel",
@@ -77,6 +79,7 @@ __all__ = [
     "Enrollment",
     "Failure",
     "FailureRow",
+    "FileRole",
     "GeminiLedgerError",
     "InvalidTransition",
     "JobView",

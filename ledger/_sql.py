@@ -41,6 +41,7 @@ __all__ = [
     "RETRYABLE",
     "REVISION_OF",
     "SCHEMA_CODE",
+    "SQLITE_FAILURE_UPDATE",
     "SUBMITTED",
     "S",
     "chunks",
@@ -51,6 +52,7 @@ __all__ = [
     "pg_copy_failures",
     "pg_copy_new_jobs",
     "pg_copy_results",
+    "sqlite_failure_params",
 ]
 
 
@@ -143,6 +145,57 @@ def failure_params(
         "candidates_tokens": usage[1],
         "total_tokens": usage[2],
     }
+
+
+# -- SQLite's bulk failure update ----------------------------------------------------------
+#
+# FAILURE_SET names some parameters several times (the parking predicate is spelt three
+# times); with plain ``?`` each use is a value bound again for every row. SQLite's numbered
+# ``?N`` binds each name once, and numbering the parameters that are the same for every row
+# of one failure first lets a row's values be that failure's part (computed once per
+# distinct failure in a call: a chunk's failures are mostly a few kinds) plus its own.
+
+_FAILURE_SHARED = (
+    "verdict",
+    "unknown_cap",
+    "attempt_cap",
+    "parked_class",
+    "error_class",
+    "message",
+    "now",
+    "due_at",
+)
+_FAILURE_OWN = ("prompt_tokens", "candidates_tokens", "total_tokens", "key", "handle")
+
+
+def _numbered(sql: str, order: Sequence[str]) -> str:
+    """``:name`` placeholders as ``?N``, N the name's place in ``order`` (a name missing from
+    ``order`` fails here, at import)."""
+    index = {name: i for i, name in enumerate(order, 1)}
+    return NAMED.sub(lambda m: f"?{index[m.group(1)]}", sql)
+
+
+SQLITE_FAILURE_UPDATE = _numbered(
+    f"UPDATE jobs SET {FAILURE_SET} WHERE key = :key AND {FAIL.where()} AND handle = :handle",
+    _FAILURE_SHARED + _FAILURE_OWN,
+)
+
+
+def sqlite_failure_params(
+    rows: Sequence[FailureRow], handle: str | Mapping[str, str], policy: Policy, now: float
+) -> list[tuple[Any, ...]]:
+    """Each row's values for :data:`SQLITE_FAILURE_UPDATE`, as :func:`failure_params` gives
+    them."""
+    shared: dict[Failure, tuple[Any, ...]] = {}
+    params = []
+    for r in rows:
+        failure = r[1]
+        head = shared.get(failure)
+        if head is None:
+            values = failure_params(failure, policy, now)
+            head = shared[failure] = tuple([values[name] for name in _FAILURE_SHARED])
+        params.append((*head, r[2], r[3], r[4], r[0], handle_of(handle, r[0])))
+    return params
 
 
 # -- PostgreSQL bulk paths: COPY into a staging table, then one set-based statement ---------

@@ -11,8 +11,10 @@ import pytest
 
 from flows._interactions import (
     LABEL_KEY,
+    RUNNING,
     Handle,
     create_kwargs,
+    judge,
     label_value,
     output_text,
     poll_all,
@@ -222,3 +224,11 @@ def test_transient_get_error_is_not_a_verdict() -> None:
     polled = poll_all([Handle("k", "v1_x", 0.0)], Note, now=1.0, client_factory=_Client)
     assert [p.outcome for p in polled] == ["get_error"]
     assert polled[0].failure is not None and polled[0].failure.verdict is Verdict.RETRYABLE
+
+
+@pytest.mark.parametrize("status", sorted(RUNNING))
+def test_a_running_status_is_no_verdict(status: str) -> None:
+    """Every status of a working interaction (``idle`` from google-genai 3.4 among them)
+    leaves the job submitted for the next poll."""
+    polled = judge("k", "v1_x", {"id": "v1_x", "status": status}, Note)
+    assert polled.outcome == "running" and polled.failure is None
