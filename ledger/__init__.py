@@ -4,7 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._classify import Failure, Verdict, classify, classify_response
+from ledger._classify import INTERACTION_LOST, Failure, Verdict, classify, classify_response
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -31,8 +31,10 @@ from ledger._lines import (
     LineSuccess,
     Outcome,
     Usage,
+    answer_ids,
     extract_text,
     parse_output_line,
+    usage_of_metadata,
     validate_answer,
 )
 from ledger._models import Channel, Status
@@ -44,6 +46,7 @@ from ledger._records import (
     Enrollment,
     FailureRow,
     JobView,
+    ModelUsage,
     NewJob,
     PipelineChange,
     PipelineRecord,
@@ -60,6 +63,7 @@ from ledger._transitions import BatchState
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "INTERACTION_LOST",
     "ApiFailure",
     "BatchRecord",
     "BatchState",
@@ -78,6 +82,7 @@ __all__ = [
     "LedgerError",
     "LineFailure",
     "LineSuccess",
+    "ModelUsage",
     "NewJob",
     "Outcome",
     "ParkedClass",
@@ -98,6 +103,7 @@ __all__ = [
     "Usage",
     "UsageError",
     "Verdict",
+    "answer_ids",
     "classify",
     "classify_response",
     "database_url",
@@ -112,5 +118,6 @@ __all__ = [
     "register_secret",
     "setup_fault",
     "upgrade",
+    "usage_of_metadata",
     "validate_answer",
 ]

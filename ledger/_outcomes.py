@@ -21,6 +21,7 @@ from ledger._sql import (
     MESSAGE_LIMIT,
     MOVES,
     PARKED,
+    TOKEN_COLUMNS,
     S,
     failure_params,
     handle_of,
@@ -45,18 +46,17 @@ class OutcomeVerbs(RevisionVerbs):
         if not rows:
             return 0
         now = self.clock()
+        tokens = ", ".join(f"{c} = {c} + ?" for c in TOKEN_COLUMNS)
         sql = f"""UPDATE jobs SET status = {MOVES["apply_results"].to(S.DONE)},
                 result = ?, done_at = ?, updated_at = ?,
-                error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
-                candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
+                error_class = NULL, reservation = NULL, {tokens},
+                model_version = COALESCE(?, model_version),
+                response_id = COALESCE(?, response_id)
             WHERE key = ? AND {MOVES["apply_results"].where()} AND handle = ?"""
         if self._is_pg:
             with self._write() as conn:
                 return pg_copy_results(conn, rows, handle, now)
-        if isinstance(handle, str):
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle) for r in rows]
-        else:
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle[r[0]]) for r in rows]
+        params = [(r[1], now, now, *r[2:10], r[0], handle_of(handle, r[0])) for r in rows]
         with self._write() as conn:
             return self._bulk(conn, sql, params)
 
@@ -95,7 +95,7 @@ class OutcomeVerbs(RevisionVerbs):
         )
         params = []
         for r in rows:
-            p = failure_params(r.failure, policy, now, (r[2], r[3], r[4]))
+            p = failure_params(r.failure, policy, now, r)
             p["key"] = r.key
             p["handle"] = handle_of(handle, r.key)
             params.append(p)
