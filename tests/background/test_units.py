@@ -13,6 +13,7 @@ from flows._interactions import (
     LABEL_KEY,
     Handle,
     create_kwargs,
+    judge,
     label_value,
     output_text,
     poll_all,
@@ -222,3 +223,37 @@ def test_transient_get_error_is_not_a_verdict() -> None:
     polled = poll_all([Handle("k", "v1_x", 0.0)], Note, now=1.0, client_factory=_Client)
     assert [p.outcome for p in polled] == ["get_error"]
     assert polled[0].failure is not None and polled[0].failure.verdict is Verdict.RETRYABLE
+
+
+@pytest.mark.parametrize("status", ["idle", "queued", "requires_continuation", "some_new_status"])
+def test_idle_and_unknown_statuses_keep_polling(status: str) -> None:
+    """``idle`` (google-genai 3.4+) and statuses this code does not know are not terminal: the
+    job stays submitted and is polled again (no verdict, no attempt)."""
+    polled = judge("k", "v1_1", {"id": "v1_1", "status": status}, Note)
+    assert (polled.outcome, polled.failure) == ("running", None)
+
+
+def test_an_interaction_records_its_model_thoughts_and_cached_tokens() -> None:
+    """A completed interaction's usage keeps thoughts, cached and audio input tokens, and its
+    model is the row's model version (the interaction id its response id)."""
+    raw = {
+        "id": "v1_9",
+        "status": "completed",
+        "model": "gemini-3.8-flash",
+        "output_text": '{"title": "hi", "tags": []}',
+        "usage": {
+            "total_input_tokens": 50,
+            "total_output_tokens": 10,
+            "total_thought_tokens": 7,
+            "total_cached_tokens": 20,
+            "total_tokens": 67,
+            "input_tokens_by_modality": [
+                {"modality": "text", "tokens": 45},
+                {"modality": "audio", "tokens": 5},
+            ],
+        },
+    }
+    polled = judge("k", "v1_9", raw, Note)
+    assert polled.outcome == "done"
+    assert tuple(polled.usage) == (50, 10, 67, 7, 20, 5)
+    assert (polled.model_version, polled.response_id) == ("gemini-3.8-flash", "v1_9")
