@@ -145,3 +145,16 @@ def test_a_lost_or_expired_interaction_answers_404(emu: RunningEmulator, client:
     )
     with pytest.raises(NotFoundError):
         client.interactions.get(kept.id)
+
+
+def test_interaction_usage_reports_cached_tokens(emu: RunningEmulator, client: Any) -> None:
+    """An implicit cache hit shows as total_cached_tokens, inside total_input_tokens."""
+    emu.set_scenario({"name": "cache", "cached_prompt_fraction": 0.5})
+    created = client.interactions.create(
+        model=MODEL,
+        input="Write an article about green tea and its history",
+        background=True,
+        labels={"gemini_ledger_key": "cache:1"},
+    )
+    usage = client.interactions.get(created.id).usage
+    assert usage.total_cached_tokens == usage.total_input_tokens // 2 > 0
