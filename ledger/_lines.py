@@ -225,13 +225,24 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                             total = meta.get("totalTokenCount")
                             thoughts = meta.get("thoughtsTokenCount", 0)
                             cached = meta.get("cachedContentTokenCount", 0)
+                            details = meta.get("promptTokensDetails")
+                            # Real lines break the prompt down by modality; text only (one
+                            # TEXT entry) is the common case: no audio tokens to count.
                             if (
-                                type(prompt) is int
+                                (
+                                    details is None
+                                    or (
+                                        type(details) is list
+                                        and len(details) == 1
+                                        and details[0].get("modality") == "TEXT"
+                                    )
+                                )
+                                and type(prompt) is int
                                 and type(cand) is int
                                 and type(total) is int
                                 and type(thoughts) is int
                                 and type(cached) is int
-                                and "promptTokensDetails" not in meta
+                                and 0 <= cached <= prompt
                             ):
                                 usage = _tuple_new(
                                     Usage, (prompt, cand, total, thoughts, cached, 0)
@@ -242,31 +253,29 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                             usage = _usage_of(response)
                         version = response.get("modelVersion")
                         response_id = response.get("responseId")
+                        # Plain short strings as they come (the common case, no call).
+                        if version is not None and (
+                            type(version) is not str or not 0 < len(version) <= _ID_LIMIT
+                        ):
+                            version = _text_or_none(version)
+                        if response_id is not None and (
+                            type(response_id) is not str or not 0 < len(response_id) <= _ID_LIMIT
+                        ):
+                            response_id = _text_or_none(response_id)
                         validator = schema.__pydantic_validator__
                         try:
                             result = validator.validate_json(text)
                         except ValidationError as exc:
                             answer = _invalid_answer(text, exc, validator)
                             if isinstance(answer, Failure):
-                                return LineFailure(
-                                    key,
-                                    answer,
-                                    usage,
-                                    _text_or_none(version),
-                                    _text_or_none(response_id),
-                                )
+                                return LineFailure(key, answer, usage, version, response_id)
                             result = answer
                         outcome = _object_new(LineSuccess)
                         _set_key(outcome, key)
                         _set_result(outcome, result)
                         _set_usage(outcome, usage)
-                        _set_model_version(
-                            outcome, version if type(version) is str else _text_or_none(version)
-                        )
-                        _set_response_id(
-                            outcome,
-                            response_id if type(response_id) is str else _text_or_none(response_id),
-                        )
+                        _set_model_version(outcome, version)
+                        _set_response_id(outcome, response_id)
                         return outcome
     except Exception:
         pass  # the slow path classifies it (and names a schema failure properly)
