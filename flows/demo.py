@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def run_demo(
     """Run the demo night in this process and print the morning report."""
     from emulator.testing import RunningEmulator
 
-    out = console or Console()
+    # Piped or in CI, Rich assumes 80 columns and cuts the class column (`exhausted:missing_…`).
+    out = console or Console(width=None if sys.stdout.isatty() else 160)
     say = out.print
     if root.exists():
         shutil.rmtree(root)
@@ -208,4 +210,10 @@ def _report(out: Console, ledger: Ledger, result: DemoResult, stats: dict[str, A
         "Prefect UI on this run: "
         f"PREFECT_HOME={result.prefect_home} .venv/bin/prefect server start"
         " then open http://127.0.0.1:4200"
+    )
+    root = result.prefect_home.parent
+    out.print(
+        f"Results: the review labels are in the `review_labels` table of {root}/ledger.db,"
+        f" the articles in {root}/articles/. Next: the README's 'Deploying to a Prefect"
+        " server' runs the same ticks on a schedule."
     )

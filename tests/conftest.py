@@ -187,6 +187,26 @@ def prefect_api() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+# The system tier (scripts/test.sh --all or --system): files whose tests start real Prefect
+# servers and workers, kill real processes at crash points, or run whole nights. Besides these,
+# a test is in it when marked `system`, `slow` or `alone`. Everything else is the fast tier,
+# the default `bash scripts/test.sh`.
+SYSTEM_TIER = frozenset(
+    {
+        "tests/background/test_crash.py",  # SIGKILL at the background crash points
+        "tests/batch/test_recovery.py",  # SIGKILL at the batch crash points
+        "tests/deploy/test_prefect_yaml.py",  # a `prefect server start`, deploy, worker
+        "tests/deploy/test_schedules.py",  # the server's scheduler creates the runs
+        "tests/direct/test_crash.py",  # SIGKILL inside a direct call
+        "tests/doctor/test_prefect.py",  # doctor against a real server and worker
+        "tests/multiworker/test_workers.py",  # three workers, one night
+        "tests/proof/test_crash_matrix.py",  # a kill at every crash point, then the night
+        "tests/test_demo.py",  # the whole demo night
+        "tests/test_temporary_server.py",  # temporary Prefect servers tied to a process
+    }
+)
+
+
 def _xdist_worker(config: pytest.Config) -> bool:
     """True in a pytest-xdist worker process (the controller and a plain run are not)."""
     return hasattr(config, "workerinput")
@@ -206,7 +226,13 @@ def pytest_collection_modifyitems(
     In a worker, the ``slow`` tests (minutes each: the multi-worker night, the demo, the
     scheduler) are moved to the front, so that they start at once and the other workers
     take the rest meanwhile, instead of one of them starting last and running alone.
-    A plain run keeps the files' order."""
+    A plain run keeps the files' order. The ``system`` marker is added (``SYSTEM_TIER``)
+    before ``-m`` deselects by marker: this wrapper runs before the other plugins' hooks."""
+    for item in items:
+        # The tier (scripts/test.sh): see SYSTEM_TIER.
+        path = item.nodeid.split("::")[0]
+        if path in SYSTEM_TIER or any(item.get_closest_marker(m) for m in ("slow", "alone")):
+            item.add_marker(pytest.mark.system)
     if _xdist_worker(config):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:

@@ -30,6 +30,8 @@ def test_demo_runs_a_night_and_reports_what_the_ledger_holds():
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "the morning report" in done.stdout
+    assert "Results: the review labels are in the `review_labels` table" in done.stdout
+    assert "…" not in done.stdout, "piped, no column is cut"
     report = json.loads((ROOT / "var/demo/report.json").read_text())
     ledger = Ledger(report["ledger_url"])
     try:

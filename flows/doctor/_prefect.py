@@ -20,6 +20,8 @@ __all__ = ["DeclaredDeployment", "check_prefect", "read_prefect_yaml"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_FIX = "prefect --no-prompt deploy --all  (from the directory holding prefect.yaml)"
+# The state name Prefect gives a run held back by its deployment's concurrency_limit.
+AWAITING_SLOT = "AwaitingConcurrencySlot"
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,21 @@ def check_prefect(prefect_yaml: Path | None = None) -> list[Check]:
             declared = read_prefect_yaml(path)
         except ValueError as exc:
             return [*checks, Check.fail("prefect.yaml", str(exc), "pass --prefect-file PATH")]
-        deployment_checks, pools = _deployments(client, declared)
+        deployment_checks, pools, ids = _deployments(client, declared)
         checks += deployment_checks
+        live: dict[str, int] = {}
         for pool in sorted(pools | {d.pool for d in declared if d.pool}):
-            checks.append(_pool(client, pool))
+            check, live[pool] = _pool(client, pool)
+            checks.append(check)
+        checks += _held_runs(client, ids, live)
         return checks
 
 
-def _deployments(client: Any, declared: list[DeclaredDeployment]) -> tuple[list[Check], set[str]]:
-    """A check per deployment (and its schedule), and the pools the server runs them on."""
+def _deployments(
+    client: Any, declared: list[DeclaredDeployment]
+) -> tuple[list[Check], set[str], list[Any]]:
+    """A check per deployment (and its schedule), the pools the server runs them on, and the
+    ids of the deployments found."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterName,
@@ -99,6 +107,7 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> tuple[list[
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.types._datetime import now as prefect_now
 
     names = [d.name for d in declared]
@@ -140,6 +149,8 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> tuple[list[
                 # Prefect's own DateTime type, a datetime subclass at runtime.
                 expected_start_time=FlowRunFilterExpectedStartTime(after_=now),  # type: ignore[arg-type]
             ),
+            # The earliest one: unsorted, the server answers in its own order (a run days out).
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
             limit=1,
         )
         if not upcoming:
@@ -154,10 +165,65 @@ def _deployments(client: Any, declared: list[DeclaredDeployment]) -> tuple[list[
         else:
             at = upcoming[0].expected_start_time
             checks.append(Check.ok(f"schedule {dep.name}", f"next run at {at:%Y-%m-%d %H:%M %Z}"))
-    return checks, pools
+    return checks, pools, [d.id for d in on_server.values()]
 
 
-def _pool(client: Any, pool: str) -> Check:
+def _held_runs(client: Any, deployment_ids: list[Any], live: dict[str, int]) -> list[Check]:
+    """Runs that hold up the night: Running on a pool with no live worker (a killed worker's
+    run keeps the deployment's concurrency slot), and runs waiting for that slot."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    if not deployment_ids:
+        return []
+
+    def runs(state: FlowRunFilterState) -> list[Any]:
+        found: list[Any] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids), state=state
+            ),
+            sort=FlowRunSort.START_TIME_ASC,
+        )
+        return found
+
+    running = runs(FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
+    orphaned = [r for r in running if r.work_pool_name and not live.get(r.work_pool_name)]
+    waiting = runs(FlowRunFilterState(name=FlowRunFilterStateName(any_=[AWAITING_SLOT])))
+    checks = []
+    if orphaned:
+        first = orphaned[0]
+        since = f" since {first.start_time:%Y-%m-%d %H:%M %Z}" if first.start_time else ""
+        checks.append(
+            Check.fail(
+                "running runs",
+                f"{len(orphaned)} Running with no live worker on their pool (oldest"
+                f" {first.name!r}{since}): each keeps its deployment's concurrency slot",
+                f"prefect flow-run cancel {first.id}  (or start the worker again)",
+            )
+        )
+    else:
+        checks.append(Check.ok("running runs", f"{len(running)} running, each on a live pool"))
+    if waiting:
+        checks.append(
+            Check.warn(
+                "runs awaiting a slot",
+                f"{len(waiting)} waiting for their deployment's concurrency slot (oldest"
+                f" {waiting[0].name!r})",
+                "let the running one finish, or cancel it if its worker is gone",
+            )
+        )
+    return checks
+
+
+def _pool(client: Any, pool: str) -> tuple[Check, int]:
+    """The pool's check and how many live workers it has."""
     from prefect.client.schemas.objects import WorkerStatus
     from prefect.exceptions import ObjectNotFound
 
@@ -165,9 +231,12 @@ def _pool(client: Any, pool: str) -> Check:
     try:
         found = client.read_work_pool(pool)
     except ObjectNotFound:
-        return Check.fail(name, "does not exist", f"prefect work-pool create {pool} --type process")
+        return (
+            Check.fail(name, "does not exist", f"prefect work-pool create {pool} --type process"),
+            0,
+        )
     if found.is_paused:
-        return Check.fail(name, "paused", f"prefect work-pool resume {pool}")
+        return Check.fail(name, "paused", f"prefect work-pool resume {pool}"), 0
     workers = client.read_workers_for_work_pool(work_pool_name=pool)
     live = [w for w in workers if w.status == WorkerStatus.ONLINE]
     if not live:
@@ -175,5 +244,7 @@ def _pool(client: Any, pool: str) -> Check:
             name,
             f"no live worker ({len(workers)} known, none online)",
             f"prefect worker start --pool {pool}  (on the machine with this checkout)",
-        )
-    return Check.ok(name, f"{len(live)} live worker(s): {', '.join(w.name for w in live)}")
+        ), 0
+    return Check.ok(name, f"{len(live)} live worker(s): {', '.join(w.name for w in live)}"), len(
+        live
+    )

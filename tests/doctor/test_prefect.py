@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prefect.client.schemas.objects import Deployment, WorkerStatus
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Scheduled
+from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Scheduled
 from prefect.types._datetime import now
 
 from flows.doctor import Check, Outcome
@@ -53,6 +53,54 @@ def test_no_worker_and_no_upcoming_run_fail_with_their_fixes(
     pool = checks[f"work pool {POOL}"]
     assert pool.outcome is Outcome.FAIL
     assert pool.fix.startswith(f"prefect worker start --pool {POOL}")
+
+
+def test_runs_held_by_a_dead_worker_and_waiting_for_its_slot_are_named(
+    deployed: dict[str, Deployment], server: Server
+) -> None:
+    """A run Running on a pool with no live worker fails the check; one awaiting a slot warns."""
+    dep = deployed["reviews-nightly"]
+    with server.client() as client:
+        held = client.create_flow_run_from_deployment(dep.id)
+        client.set_flow_run_state(held.id, Running(), force=True)
+        waiting = client.create_flow_run_from_deployment(dep.id)
+        client.set_flow_run_state(waiting.id, AwaitingConcurrencySlot(), force=True)
+    try:
+        checks = _prefect_checks(server)
+    finally:
+        with server.client() as client:  # the later tests expect no held run
+            for run in (held, waiting):
+                client.set_flow_run_state(run.id, Cancelled(), force=True)
+    running = checks["running runs"]
+    assert running.outcome is Outcome.FAIL
+    assert running.detail.startswith("1 Running with no live worker")
+    assert held.name in running.detail
+    assert running.fix.startswith(f"prefect flow-run cancel {held.id}")
+    slot = checks["runs awaiting a slot"]
+    assert slot.outcome is Outcome.WARN
+    assert slot.detail.startswith("1 waiting") and waiting.name in slot.detail
+    assert _prefect_checks(server)["running runs"].outcome is Outcome.OK
+
+
+def test_the_next_run_is_the_earliest_one(deployed: dict[str, Deployment], server: Server) -> None:
+    """Of several scheduled runs, doctor names the earliest, whatever order the server keeps."""
+    dep = deployed["morning-summary"]
+    soon = now("UTC") + timedelta(hours=2)
+    with server.client() as client:
+        runs = [
+            client.create_flow_run_from_deployment(
+                dep.id, state=Scheduled(scheduled_time=soon + timedelta(days=days))
+            )
+            for days in (0, 3, 4, 5, 6, 7, 8, 9, 10)
+        ]
+    try:
+        check = _prefect_checks(server)["schedule morning-summary"]
+    finally:
+        with server.client() as client:
+            for run in runs:
+                client.set_flow_run_state(run.id, Cancelled(), force=True)
+    assert check.outcome is Outcome.OK
+    assert check.detail.startswith(f"next run at {soon:%Y-%m-%d %H:%M} ")
 
 
 def test_a_deployment_missing_from_the_server_fails(
