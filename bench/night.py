@@ -46,9 +46,25 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-__all__ = ["REAL_SHAPES", "NightResult", "expected_fates", "night_scenario", "run_night"]
+__all__ = [
+    "BILLED_FIGURES",
+    "REAL_SHAPES",
+    "NightResult",
+    "expected_fates",
+    "night_scenario",
+    "run_night",
+]
 
 SEED = 2026
+# What the emulator billed and the ledger recorded, compared one by one (equal, or a problem).
+BILLED_FIGURES = (
+    "submissions",
+    "prompt_tokens",
+    "candidates_tokens",
+    "total_tokens",
+    "thoughts_tokens",
+    "cached_tokens",
+)
 CAP = 4
 # What the emulator's steps become in the ledger (the classifier's classes).
 PERMANENT = {"400": "permanent:400", "safety": "safety", "blocked_prompt": "safety"}
@@ -390,6 +406,8 @@ def run_night(
             "prompt_tokens": billed["prompt_tokens"],
             "candidates_tokens": billed["candidates_tokens"],
             "total_tokens": billed["total_tokens"],
+            "thoughts_tokens": billed["thoughts_tokens"],
+            "cached_tokens": billed["cached_tokens"],
         }
         result.recorded = {
             "submissions": counts.attempts,
@@ -397,8 +415,10 @@ def run_night(
             "prompt_tokens": counts.prompt_tokens,
             "candidates_tokens": counts.candidates_tokens,
             "total_tokens": counts.total_tokens,
+            "thoughts_tokens": counts.usage.thoughts_tokens,
+            "cached_tokens": counts.usage.cached_tokens,
         }
-        for what in ("submissions", "prompt_tokens", "candidates_tokens", "total_tokens"):
+        for what in BILLED_FIGURES:
             if result.billed[what] != result.recorded[what]:
                 result.problems.append(
                     f"billed {what} {result.billed[what]} != recorded {result.recorded[what]}"
