@@ -8,7 +8,8 @@ emulator's ``default`` scenario (429, 503, 500, 400, safety blocks, emoji-only i
 answered empty, rows missing from outputs, failed batch jobs, duplicate and late signed
 webhooks), its 5 % chance of a failed batch job made certain for the second job, plus the
 real API's shapes (:data:`REAL_SHAPES`: gRPC-style error lines, a late output file,
-interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks).
+interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks, thinking and
+cached prompt tokens in the usage).
 
 Every tick is a real subprocess (``python -m flows.cli tick``, as cron runs it) reporting
 to one Prefect server; the webhook receiver (``flows.webhooks.create_app``) is
@@ -85,6 +86,9 @@ REAL_SHAPES: dict[str, Any] = {
     "batch_output_delay_polls": 1,
     "interaction_step_error_code": 14,
     "safety_finish_reason": "MODEL_ARMOR",
+    # Implicit cache hits on part of every prompt (cachedContentTokenCount), beside the
+    # thinking tokens every answer reports: both compared, billed against recorded.
+    "cached_prompt_fraction": 0.25,
     "scripts": [
         {"match": TRUNCATED_ITEMS, "steps": ["incomplete"]},
         {"match": STEP_ERROR_ITEMS, "steps": ["failed", "ok"]},
