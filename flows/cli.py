@@ -275,7 +275,8 @@ def status(
         console.print(classes)
     console.print(
         f"attempts {counts.attempts}  tokens {counts.total_tokens}"
-        f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
+        f" (prompt {counts.prompt_tokens} of which cached {counts.usage.cached_tokens},"
+        f" answer {counts.candidates_tokens}, thinking {counts.usage.thoughts_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
 
