@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     args = parser.parse_args()
     n = args.n
+    from ledger import Ledger
+
+    Ledger(create=True).dispose()  # a ledger is created on purpose only (LEDGER_DATABASE_URL)
     os.environ[N_ENV] = str(n)
     pools = [int(c) for c in args.concurrency.split(",") if c]
 

@@ -88,7 +88,7 @@ class CpuClock:
 
 
 def run(url: str, n: int, label: str) -> dict[str, float]:
-    ledger = Ledger(url)
+    ledger = Ledger(url, create=True)
     pg = ledger.engine.dialect.name == "postgresql"
     clock = CpuClock(ledger) if pg else None
     cpu: dict[str, float] = {}

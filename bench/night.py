@@ -322,6 +322,9 @@ def run_night(
 
     result = NightResult()
     url = f"sqlite:///{root / 'ledger.db'}"
+    from ledger import Ledger
+
+    Ledger(url, create=True).dispose()  # before the receiver opens it
     os.environ[EMOJI_ENV] = "97"  # emoji-only items, answered empty: parked as schema
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     started = time.monotonic()

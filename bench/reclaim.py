@@ -52,6 +52,9 @@ DAY = date(2026, 11, 22)
 def _setup_env(tmp: Path, emu: RunningEmulator) -> None:
     os.environ.update(emu.env())
     os.environ["LEDGER_DATABASE_URL"] = f"sqlite:///{tmp / 'ledger.db'}"
+    from ledger import Ledger
+
+    Ledger(create=True).dispose()  # a ledger is created on purpose only
     os.environ["ARTICLES_DIR"] = str(tmp / "articles")
 
 

@@ -169,7 +169,7 @@ def make_ledger(url: str, n: int) -> None:
     """Enroll rows 0..n-1, reserve them as one batch and bind it, as a tick would."""
     from ledger import Ledger, NewJob
 
-    ledger = Ledger(url, chunk_size=50_000)
+    ledger = Ledger(url, chunk_size=50_000, create=True)
     payload = orjson.dumps(
         {
             "text": "The app crashes every time I open the camera after the update.",
@@ -438,7 +438,7 @@ def measure(lines_n: int, small_n: int) -> dict[str, Any]:
                 "temperature": 0.0,
             }
         ).decode()
-        Ledger(resub_url, chunk_size=50_000).enroll(
+        Ledger(resub_url, chunk_size=50_000, create=True).enroll(
             (NewJob(key_of(i), payload) for i in range(lines_n)),
             pipeline="resubmit",
             channel="batch",

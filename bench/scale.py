@@ -76,7 +76,7 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
 
     with tempfile.TemporaryDirectory(prefix="gl-night-") as tmp:
         base = _maxrss_mb()
-        ledger = Ledger(f"sqlite:///{Path(tmp) / 'ledger.db'}", chunk_size=50_000)
+        ledger = Ledger(f"sqlite:///{Path(tmp) / 'ledger.db'}", chunk_size=50_000, create=True)
         payload = orjson.dumps(
             {"text": "The camera crashes after the update.", "system": "Label it."}
         ).decode()

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from ._answers import stable_key
 from ._errors import (
+    STEP_ERRORS,
     auth_error,
     error_body,
     invalid_json,
@@ -26,6 +27,7 @@ from ._errors import (
     mime_refused,
     not_found,
     project_fault,
+    step_status,
 )
 from ._models import key_refused, model_resource
 from ._rates import RATED_ROUTES
@@ -158,8 +160,19 @@ class Emulator:
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)
                 if delay > 0:
                     await asyncio.sleep(delay / 1000.0)
+            step = self._route_step(name, request)
+            if step in STEP_ERRORS:  # refused before any work: nothing created, nothing billed
+                return _json(
+                    {"error": step_status(step, self.core.scenario.retry_delay_s)},
+                    status=STEP_ERRORS[step][0],
+                )
             try:
-                return await handler(self, request, params)
+                answer = await handler(self, request, params)
+                if step == "accepted_504":
+                    # Carried out, then the answer lost on the way: what a gateway timeout
+                    # looks like to the caller (504 DEADLINE_EXCEEDED, the "hang" body).
+                    return _json({"error": step_status("hang", 0)}, status=504)
+                return answer
             except ApiError as exc:
                 return _error(exc.status_obj)
             except (AttributeError, TypeError, ValueError, KeyError) as exc:
@@ -171,6 +184,12 @@ class Emulator:
         label = f"{method} {{unknown}}"
         counts[label] = counts.get(label, 0) + 1
         return _json(not_found(path), status=404)
+
+    def _route_step(self, name: str, request: Request) -> str:
+        """The scenario's fault for this call of route ``name`` (``route_faults``)."""
+        if name == "upload" and "upload_id" in request.url.query:
+            return "ok"  # a chunk of a session already opened: the opening took the step
+        return self.core.route_step(name)
 
     def refusal(self, key: str | None) -> Response | None:
         """What the API answers a request whose key or project is not fit, before any work."""

@@ -49,6 +49,15 @@ LATENCY_ROUTES = (
 )
 
 JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
+# One call of a route (``route_faults``): answered normally ("ok"), refused with that HTTP
+# error before any work ("429", "500", "503", "404"; the bodies of ``_errors.STEP_ERRORS``),
+# or carried out and then answered 504 DEADLINE_EXCEEDED ("accepted_504": the caller cannot
+# tell whether it happened). Met for real: batches.create answered 503 UNAVAILABLE through an
+# outage, 504 after the job was made, and one transient 404 on batches.get of a job that had
+# SUCCEEDED (this repository's issues #21 and #25); the batch docs warn that creating a job is
+# not idempotent (https://ai.google.dev/gemini-api/docs/batch-mode). The SDK raises
+# errors.ClientError / errors.ServerError with the code and status (google/genai/errors.py).
+RouteStep = Literal["ok", "429", "500", "503", "404", "accepted_504"]
 ProjectFault = Literal["permission_denied", "failed_precondition"]
 SafetyReason = Literal[
     "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "MODEL_ARMOR", "JAILBREAK"
@@ -112,6 +121,15 @@ class Scenario(_Strict):
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error
     safety_finish_reason: SafetyReason = "SAFETY"  # the finishReason of the "safety" step
+    # Per route (a name of LATENCY_ROUTES): each call takes the next step, then "ok" for good.
+    # Only the first request of an upload (the one that opens the session) takes a step.
+    route_faults: dict[str, list[RouteStep]] = Field(default_factory=dict)
+    # Share of a FAILED or CANCELLED job's rows answered in a responses file before it ended
+    # (0: no output, as for most failed jobs). Real: cancel "stops processing new requests"
+    # (https://ai.google.dev/gemini-api/docs/batch-mode), so rows already answered exist and
+    # are billed; whether such a job leaves a responses file is not documented, so the reader
+    # applies one if present and copes without.
+    batch_partial_output: Probability = Field(0.0, ge=0, le=1)
     # Usage as thinking models report it: thoughts per answer (thoughtsTokenCount, inside
     # totalTokenCount; 0: a model that does not think, the field is left out) and the share of
     # each prompt served from the implicit context cache (cachedContentTokenCount, only when
@@ -147,6 +165,16 @@ class Scenario(_Strict):
                 )
             out[route] = {"mean": spec} if isinstance(spec, int | float) else spec
         return out
+
+    @field_validator("route_faults")
+    @classmethod
+    def _routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(LATENCY_ROUTES))
+        if unknown:
+            raise ValueError(
+                f"unknown route {unknown[0]!r} in route_faults; known: {', '.join(LATENCY_ROUTES)}"
+            )
+        return value
 
     @field_validator("webhook_delay_ms", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,6 +234,7 @@ class Core:
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
         self.script_pos: dict[tuple[int, str], int] = {}
+        self.route_pos: dict[str, int] = {}
         self.display_names: dict[str, int] = {}
         self.job_outcome_pos = 0
         self._ids = itertools.count(1)
@@ -242,6 +244,7 @@ class Core:
         if seed is not None:
             self.seed = seed
         self.script_pos.clear()
+        self.route_pos.clear()
         self.job_outcome_pos = 0
 
     def stats(self) -> dict[str, Any]:
@@ -263,6 +266,15 @@ class Core:
         return _new_id(self._ids)
 
     # ------------------------------------------------------------------ decisions
+    def route_step(self, route: str) -> str:
+        """The scenario's next ``route_faults`` step for one call of ``route`` ("ok" after)."""
+        steps = self.scenario.route_faults.get(route)
+        if not steps:
+            return "ok"
+        pos = self.route_pos.get(route, 0)
+        self.route_pos[route] = pos + 1
+        return steps[pos] if pos < len(steps) else "ok"
+
     def submit(self, key: str, prompt: str, *, batch: bool) -> tuple[int, str]:
         """Count one submission of ``key`` and decide what happens to it."""
         n = self.submissions.get(key, 0) + 1
@@ -465,11 +477,19 @@ class Core:
         now = self.clock()
         rec.state = state or rec.outcome
         rec.update_time = rec.end_time = now
+        rows = rec.rows
         if rec.state != "BATCH_STATE_SUCCEEDED":
-            return
+            # The rows a failed or cancelled job answered before it ended (see the scenario's
+            # batch_partial_output); most such jobs have none.
+            share = self.scenario.batch_partial_output
+            # An EXPIRED job has no results (https://ai.google.dev/gemini-api/docs/batch-mode).
+            answered = 0 if rec.state == "BATCH_STATE_EXPIRED" else math.ceil(len(rows) * share)
+            if not answered:
+                return
+            rows = rows[:answered]
         lines: list[dict[str, Any]] = []
         retry = self.scenario.retry_delay_s
-        for row in rec.rows:
+        for row in rows:
             if row.step in ("missing", "hang"):
                 continue
             if row.step in ANSWER_STEPS:
@@ -511,8 +531,7 @@ class Core:
 
     def cancel_batch(self, rec: BatchRec) -> None:
         if rec.state not in TERMINAL_BATCH:
-            rec.state = "BATCH_STATE_CANCELLED"
-            rec.update_time = rec.end_time = self.clock()
+            self.finish_batch(rec, "BATCH_STATE_CANCELLED")
 
     def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[BatchRec], str]:
         ordered = sorted(self.batches.values(), key=lambda r: r.id, reverse=True)

@@ -267,11 +267,13 @@ class TickReport:
         """Rows parked by this tick, by class: answers collected, refusals when sending
         (recovered or new rows), and deliveries that failed up to the cap."""
         parked_deliveries = {"delivery": len(self.deliver.parked)} if self.deliver.parked else {}
+        parked_prompts = {"prompt": self.enroll.prompt_parked} if self.enroll.prompt_parked else {}
         return _add(
             self.collect.parked,
             _refused(self.recover.refused, Status.PARKED),
             _refused(self.submit.refused, Status.PARKED),
             parked_deliveries,
+            parked_prompts,
         )
 
     @property
@@ -335,6 +337,10 @@ class TickReport:
             ("4 enroll", "enrolled (new)", self.enrolled),
             ("4 enroll", "already known", self.enroll.already_known),
             ("4 enroll", "owned by another pipeline", self.enroll.foreign),
+            ("4 enroll", "refused (key_of raised, or a bad key)", self.enroll.refused),
+            ("4 enroll", "parked prompt:<Error> (build_prompt raised)", self.enroll.prompt_parked),
+            ("4 enroll", "duplicate keys (later items dropped)", self.enroll.duplicates),
+            ("4 enroll", "parked prompt rows rebuilt", self.enroll.prompt_rebuilt),
             ("5 submit", "submitted", self.submitted),
             *(("5 submit", f"refused: {c}", n) for c, n in self.submit.refused.items()),
             *(("5 submit", what, n) for what, n in self.submit.details()),

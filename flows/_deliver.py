@@ -13,15 +13,29 @@ effects.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from flows.crash import crash_point
-from flows.pipeline import Pipeline
-from ledger import DELIVERY_CLASS_PREFIX, Channel, Enrollment, Ledger, NewJob, Status, redact
+from flows.pipeline import Pipeline, Prompt
+from ledger import (
+    DELIVERY_CLASS_PREFIX,
+    PROMPT_CLASS_PREFIX,
+    Channel,
+    Enrollment,
+    Ledger,
+    NewJob,
+    ParkedJob,
+    Status,
+    key_problem,
+    redact,
+    shown_key,
+)
 
 __all__ = [
     "DELIVERY_CAP_ENV",
@@ -154,6 +168,81 @@ def deliver_done(
     return out
 
 
+# Examples of each kind of bad item kept in the tick's report (the counts are exact).
+_EXAMPLES = 5
+
+
+@dataclass(slots=True)
+class _Intake:
+    """The day's items turned into jobs, each item's own mistake kept to that item.
+
+    ``key_of`` raising, or giving a key the rules refuse (``ledger.key_problem``: not a str,
+    empty, over 512 characters, anything but printable ASCII), refuses the item: there is no
+    key to park it under, so it is counted and reported (``refused``). ``build_prompt``
+    raising parks the item under its key as ``prompt:<Error>``. A key given by an earlier
+    item of the day is a duplicate: the first item keeps it, the later ones are counted.
+    """
+
+    p: Pipeline[Any]
+    day: date
+    out: Enrollment
+    rebuildable: set[str]
+    parked: list[ParkedJob] = field(default_factory=list)
+    rebuilt: list[NewJob] = field(default_factory=list)
+    # 8-byte digests, not the keys: a day of a million keys costs tens of MB, not hundreds.
+    seen: set[bytes] = field(default_factory=set)
+
+    def jobs(self) -> Iterator[NewJob]:
+        for n, item in enumerate(self.p.load_items(self.day), 1):
+            try:
+                key = self.p.key_of(item, self.day)
+            except Exception as exc:
+                self._refuse(f"item {n}: key_of raised {_error(exc)}")
+                continue
+            if (problem := key_problem(key)) is not None:
+                self._refuse(f"item {n}: {problem}: {shown_key(key)}")
+                continue
+            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+            if digest in self.seen:
+                self.out.duplicates += 1
+                if len(self.out.duplicate_examples) < _EXAMPLES:
+                    self.out.duplicate_examples.append(f"item {n}: {key}")
+                continue
+            self.seen.add(digest)
+            try:
+                prompt = self.p.build_prompt(item)
+                if not isinstance(prompt, Prompt):
+                    raise TypeError(
+                        f"build_prompt returned a {type(prompt).__name__}, not a Prompt"
+                    )
+                payload = prompt.model_dump_json()
+            except Exception as exc:
+                self._park(key, exc)
+                continue
+            job = NewJob(key, payload)
+            if key in self.rebuildable:
+                self.rebuilt.append(job)
+                continue
+            yield job
+
+    def _refuse(self, line: str) -> None:
+        self.out.refused += 1
+        if len(self.out.refused_examples) < _EXAMPLES:
+            self.out.refused_examples.append(redact(line)[:300])
+
+    def _park(self, key: str, exc: Exception) -> None:
+        name = type(exc).__name__
+        message = redact(_error(exc))
+        self.parked.append(ParkedJob(key, f"{PROMPT_CLASS_PREFIX}{name}", message))
+        if len(self.out.prompt_parked_examples) < _EXAMPLES:
+            self.out.prompt_parked_examples.append(f"{key}: {message[:200]}")
+
+
+def _error(exc: BaseException) -> str:
+    """``Name: message`` on one line."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def enroll_day(
     ledger: Ledger,
     p: Pipeline[Any],
@@ -162,20 +251,65 @@ def enroll_day(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
 ) -> Enrollment:
     """Enroll the day's items (an existing key is never changed): new, already known, and
-    keys another pipeline owns, which are left to it and reported, never taken."""
-    jobs = (
-        NewJob(p.key_of(item, day), p.build_prompt(item).model_dump_json())
-        for item in p.load_items(day)
+    keys another pipeline owns, which are left to it and reported, never taken.
+
+    One item's mistake is that item's own failure and the rest of the day goes on (see
+    :class:`_Intake`): refused items, items parked ``prompt:<Error>`` and duplicate keys are
+    counted in the report with examples and logged. A row parked ``prompt:<Error>`` earlier
+    whose item builds its prompt now is sent back to pending with that request.
+    """
+    logger = log or logging.getLogger(__name__)
+    channel, name = Channel(p.channel).value, p.name
+    intake = _Intake(p, day, Enrollment(), ledger.prompt_parked(pipeline=name))
+    out = ledger.enroll_counted(intake.jobs(), pipeline=name, channel=channel, model=p.model)
+    # The intake's counters live on its own record; the ledger's counts join them.
+    out.refused, out.refused_examples = intake.out.refused, intake.out.refused_examples
+    out.duplicates, out.duplicate_examples = intake.out.duplicates, intake.out.duplicate_examples
+    out.prompt_parked = ledger.enroll_parked(
+        intake.parked, pipeline=name, channel=channel, model=p.model
     )
-    out = ledger.enroll_counted(
-        jobs, pipeline=p.name, channel=Channel(p.channel).value, model=p.model
-    )
+    out.prompt_parked_examples = intake.out.prompt_parked_examples
+    out.already_known += len(intake.parked) - out.prompt_parked
+    out.prompt_rebuilt = ledger.rebuild_prompts(intake.rebuilt, pipeline=name)
+    out.already_known += len(intake.rebuilt) - out.prompt_rebuilt
+    _log_enrollment(logger, name, out)
+    return out
+
+
+def _log_enrollment(
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger], name: str, out: Enrollment
+) -> None:
+    """One line per kind of bad item (with examples), so a morning's log shows them."""
     if out.foreign:
-        (log or logging.getLogger(__name__)).warning(
+        log.warning(
             "%s: %d keys already belong to another pipeline and were left to it (e.g. %s):"
             " make key_of start with this pipeline's own name",
-            p.name,
+            name,
             out.foreign,
             ", ".join(f"{key} ({owner})" for key, owner in out.foreign_examples),
         )
-    return out
+    if out.refused:
+        log.warning(
+            "%s: %d items refused, their key could not be made (key rules: README,"
+            " 'Keys and names'; e.g. %s)",
+            name,
+            out.refused,
+            "; ".join(out.refused_examples),
+        )
+    if out.prompt_parked:
+        log.warning(
+            "%s: %d items parked as prompt:<Error>, build_prompt raised (e.g. %s)",
+            name,
+            out.prompt_parked,
+            "; ".join(out.prompt_parked_examples),
+        )
+    if out.duplicates:
+        log.warning(
+            "%s: %d items gave a key an earlier item of the day already gave; each key is"
+            " sent once, for its first item (e.g. %s): make key_of unique per item",
+            name,
+            out.duplicates,
+            "; ".join(out.duplicate_examples),
+        )
+    if out.prompt_rebuilt:
+        log.info("%s: %d rows parked prompt:<Error> rebuilt and pending", name, out.prompt_rebuilt)

@@ -7,14 +7,21 @@ A tick's steps on this channel:
    ``batches.create`` and binding) is looked up by its display name, which is the
    reservation token, in ``batches.list``; bound if found, re-sent only if not;
 2. collect: every submitted batch job that has finished (``batches.get``) is reconciled:
-   its output file streamed into the ledger row by row, in chunks; rows the output never
-   mentions fail as ``missing_from_output``; a FAILED, CANCELLED or EXPIRED job fails all its
-   rows with the classifier's class, so they come back (their attempt was counted);
+   its output (the responses file, streamed into the ledger row by row in chunks, or the
+   inlined responses) is applied whatever the job's state, so a FAILED or CANCELLED job's
+   answered rows keep their answers; then rows a SUCCEEDED job's output never mentions fail
+   as ``missing_from_output``, and the unanswered rows of a FAILED, CANCELLED or EXPIRED job
+   with the classifier's class, so they come back (their attempt was counted). A 404 on the
+   job, or on its responses file, is given up only once it repeats over a bound
+   (``flows._batch_lost``);
 3. deliver: rows ``done`` but not ``consumed`` get ``on_result`` and are then consumed;
    a side effect that raises leaves its row done for the next tick;
 4. submit (after the tick enrolled the day's items): reserve the pending and retryable rows
    (never succeeded, parked or in-flight ones), write one JSONL, upload it, create the batch
-   job, bind it.
+   job, bind it. A refused upload or create carries no row: the reservation is released with
+   its attempts given back and counted as refused; an ambiguous create (5xx, timeout) is
+   first looked up by display name. After GEMINI_LEDGER_BATCH_REFUSED_HALT refused ticks in a
+   row the tick halts (``submission_refused``).
 
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
@@ -25,8 +32,10 @@ boundary is one the next tick recovers from.
 Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 900): age after
 which a batch reservation that was never bound, or a delivery claim, is taken over;
 ``GEMINI_LEDGER_BATCH_SUBMITTED_S`` (default 72 h): a submitted job still unpollable after
-that long, or one the API answers 404 for at once, is lost and its rows go out again
-(``flows._batch_lost``).
+that long is lost and its rows go out again; ``GEMINI_LEDGER_BATCH_LOST_POLLS`` /
+``GEMINI_LEDGER_BATCH_LOST_AFTER_S`` (3 / 600 s): how long a 404 must repeat before a job
+absent from ``batches.list`` is lost (``flows._batch_lost``);
+``GEMINI_LEDGER_BATCH_REFUSED_HALT`` (6): refused submissions in a row before a tick halts.
 """
 
 from __future__ import annotations
@@ -37,9 +46,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -58,7 +69,7 @@ from flows._batch_io import (
     upload_requests,
     write_requests,
 )
-from flows._batch_lost import give_up_if_lost
+from flows._batch_lost import LostBounds, judge_poll_failure, output_lost
 from flows._batch_reconcile import LineCounts, WriterChoice, reconcile_lines, writer_for
 from flows._channel import (
     Collected,
@@ -72,7 +83,7 @@ from flows._channel import (
     today_utc,
 )
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
-from flows._gemini_errors import classify, setup_fault
+from flows._gemini_errors import classify, describe, setup_fault
 from flows._halt import checked, halts
 from flows._ledger import open_ledger
 from flows._run_names import slug
@@ -80,7 +91,7 @@ from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gateway import gemini_client
 from flows.pipeline import Pipeline
-from flows.quota import request_slot
+from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
 from flows.settings import load_settings
 from ledger import (
@@ -89,6 +100,8 @@ from ledger import (
     Channel,
     Failure,
     Ledger,
+    SetupFault,
+    SetupKind,
     Status,
     Usage,
     Verdict,
@@ -161,27 +174,31 @@ def _parked_and_retryable(ledger: Ledger, handle: str) -> dict[str, Any]:
 # --- sending one reservation (used by submit and by orphan re-send) -------------------------
 
 
-def _fail_reserved(
-    ledger: Ledger, p: Pipeline[Any], reservation: str, exc: BaseException
-) -> dict[str, int]:
-    """The API refused the submission: every reserved row gets the classified failure."""
+def _refuse(ledger: Ledger, p: Pipeline[Any], reservation: str, exc: BaseException) -> str:
+    """The API refused the upload or ``batches.create`` (and no job of this display name
+    exists): no row was carried, so none is charged. The reservation is released with the
+    attempts given back and recorded as refused (what the streak of refusals counts); a 429
+    also pauses the model's shared quota. Returns the reason."""
     failure = classify(exc)
-    keys = [r.key for r in ledger.reserved(reservation)]
-    outcome: Counter[str] = Counter()
-    for key in keys:
-        status = ledger.record_failure(key, failure, policy=p.policy, reservation=reservation)
-        outcome[
-            f"{status} {failure.error_class if status != Status.PARKED else failure.parked_class()}"
-        ] += 1
-    ledger.release(reservation)  # nothing left reserved: closes the batch reservation
+    reason = redact(f"{failure.error_class}: {failure.message}")[:300]
+    released = ledger.release(reservation, refused=reason)
+    if failure.code == "429":
+        note_failure(p.model, failure)
     run_logger("gemini_ledger.batch").warning(
-        "%s: submission of %s refused (%s): %d rows",
+        "%s: submission of %s refused (%s): %d rows back to their queue, attempts given back",
         p.name,
         reservation,
-        failure.error_class,
-        len(keys),
+        reason,
+        released,
     )
-    return dict(outcome)
+    return reason
+
+
+def _certainly_refused(exc: BaseException) -> bool:
+    """The API answered a 4xx: the request was refused before any work (nothing created).
+    A 5xx, a timeout or a dropped connection is ambiguous: the job may exist."""
+    code = getattr(describe(exc), "http_code", None)
+    return code is not None and 400 <= code < 500
 
 
 def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None:
@@ -238,12 +255,13 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
         if rows == 0:
             ledger.release(reservation)
             return {"rows": 0, "batch": None, **split}
+        split["refused_submission"] = None
         try:
             file_name = upload_requests(client, path, display_name=reservation)
-        except Exception as exc:  # nothing was created: the rows get the failure
+        except Exception as exc:  # no job without a file: nothing was carried, nothing billed
             _halt_if_setup(ledger, reservation, exc)
-            refused.update(_fail_reserved(ledger, p, reservation, exc))
-            return {"rows": 0, "batch": None, **split, "refused": refused}
+            reason = _refuse(ledger, p, reservation, exc)
+            return {"rows": 0, "batch": None, **split, "refused_submission": reason}
         crash_point("batch.after_upload")
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
@@ -252,18 +270,17 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
                 )
         except Exception as exc:
             _halt_if_setup(ledger, reservation, exc)
-            if not _is_api_refusal(exc):
-                # A timeout or a dropped connection: the job may exist. Leave the reservation
-                # for orphan recovery, which looks it up by display name before re-sending.
-                log.warning(
-                    "%s: batches.create for %s did not answer (%s); left for orphan recovery",
-                    p.name,
-                    reservation,
-                    redact(f"{type(exc).__name__}: {exc}"),
-                )
+            found = (
+                None
+                if _certainly_refused(exc)
+                else _look_up_after(ledger, client, p, exc, reservation)
+            )
+            if found is _UNANSWERED:
                 return {"rows": 0, "batch": None, **split, "unanswered": rows}
-            refused.update(_fail_reserved(ledger, p, reservation, exc))
-            return {"rows": 0, "batch": None, **split, "refused": refused}
+            if found is None:
+                reason = _refuse(ledger, p, reservation, exc)
+                return {"rows": 0, "batch": None, **split, "refused_submission": reason}
+            job = found
     crash_point("batch.after_create")
     bound = ledger.bind_batch(reservation, name=job.name)
     crash_point("batch.after_bind")
@@ -271,14 +288,119 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
     return {"rows": bound or rows, "batch": job.name, **split}
 
 
-def _is_api_refusal(exc: BaseException) -> bool:
-    """True when the API answered with an error (the request was certainly not accepted)."""
-    from google.genai import errors
+_UNANSWERED = object()  # the job may exist and the listing could not tell
 
-    return isinstance(exc, errors.APIError)
+
+def _look_up_after(
+    ledger: Ledger, client: Any, p: Pipeline[Any], exc: BaseException, reservation: str
+) -> Any:
+    """``batches.create`` for ``reservation`` may have reached the API (a 5xx, a timeout, a
+    dropped connection): look the job up by its display name before anything is sent again.
+    Returns the job if it exists, None if it does not (a refusal), or ``_UNANSWERED`` when
+    the listing failed too: the reservation stays for orphan recovery, which asks again."""
+    log = run_logger("gemini_ledger.batch")
+    said = redact(f"{type(exc).__name__}: {exc}")
+    try:
+        job = find_batch_job(client, reservation)
+    except Exception as list_exc:
+        fault = setup_fault(list_exc)
+        if fault is not None:
+            raise fault from list_exc  # the reservation stays: the job may exist
+        log.warning(
+            "%s: batches.create for %s did not answer clearly (%s) and batches.list failed"
+            " (%s); left for orphan recovery",
+            p.name,
+            reservation,
+            said,
+            redact(f"{type(list_exc).__name__}: {list_exc}"),
+        )
+        return _UNANSWERED
+    if job is not None:
+        log.warning(
+            "%s: batches.create for %s answered %s, but the job exists: %s",
+            p.name,
+            reservation,
+            said,
+            job.name,
+        )
+    return job
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return getattr(describe(exc), "http_code", None) == 404
 
 
 # --- reconciling one finished batch job -----------------------------------------------------
+
+
+def _inlined_lines(job: Any) -> list[bytes] | None:
+    """A job's inlined responses as output lines (``{"key", "response"|"error"}``), or None
+    when it has none. The key is the one each request carried in its metadata."""
+    dest = getattr(job, "dest", None)
+    inlined = getattr(dest, "inlined_responses", None) if dest is not None else None
+    if not inlined:
+        return None
+    lines = []
+    for item in inlined:
+        line: dict[str, Any] = {"key": (getattr(item, "metadata", None) or {}).get("key")}
+        if getattr(item, "error", None) is not None:
+            line["error"] = item.error.model_dump(mode="json", exclude_none=True)
+        if getattr(item, "response", None) is not None:
+            line["response"] = item.response.model_dump(
+                mode="json", by_alias=True, exclude_none=True, exclude={"sdk_http_response"}
+            )
+        lines.append(orjson.dumps(line))
+    return lines
+
+
+def _read_output(
+    ledger: Ledger,
+    client: Any,
+    p: Pipeline[Any],
+    rec: BatchRecord,
+    job: Any,
+    *,
+    writer: WriterChoice | None,
+    bounds: LostBounds,
+) -> LineCounts | int | None:
+    """Apply a finished job's output, its responses file or inlined responses, to its rows.
+
+    Returns what the lines did; None when the job has no output; an int (the rows returned
+    as ``retryable:output_lost``) when its responses file could not be downloaded over the
+    bound (``flows._batch_lost.output_lost``). Before that bound a failed download raises:
+    the job stays submitted and the next poll reads it again."""
+    assert rec.name is not None
+    common: dict[str, Any] = {
+        "handle": rec.name,
+        "reservation": rec.reservation,
+        "schema": p.output,
+        "policy": p.policy,
+    }
+    file_name = output_file_of(job)
+    with tempfile.TemporaryDirectory(prefix="gl-output-") as tmp:
+        if file_name is None:
+            inlined = _inlined_lines(job)
+            if inlined is None:
+                return None
+            return reconcile_lines(ledger, inlined, scratch_dir=tmp, writer="inline", **common)
+        path = Path(tmp) / "output.jsonl"
+        try:
+            size = download_output(client, file_name, path)
+        except Exception as exc:
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
+            returned = output_lost(ledger, p, rec, exc, run_logger("gemini_ledger.batch"), bounds)
+            if returned is None:
+                raise
+            return returned
+        return reconcile_lines(
+            ledger,
+            iter_lines(path),
+            scratch_dir=tmp,
+            writer=writer_for(ledger, size, writer),
+            **common,
+        )
 
 
 def reconcile_batch(
@@ -289,34 +411,35 @@ def reconcile_batch(
     job: Any,
     *,
     writer: WriterChoice | None = None,
+    bounds: LostBounds | None = None,
 ) -> dict[str, Any]:
     """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
-    the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows._batch_reconcile.writer_for``)."""
+    the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows._batch_reconcile.writer_for``);
+    ``bounds``: when an output that cannot be downloaded is given up (``flows._batch_lost``).
+
+    Whatever output the job has is applied first, whatever its state: a FAILED or CANCELLED
+    job's rows answered before it ended were billed and keep their answers. Then a SUCCEEDED
+    job's rows the output never mentions fail as ``missing_from_output``, and the other
+    states' rows with the job's own failure."""
     assert rec.name is not None
+    bounds = bounds or LostBounds()
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
     counts = LineCounts()
     missing = 0
     job_failed = 0
+    lost = 0
     reason: str | None = None
     started = time.monotonic()
-    if state == "SUCCEEDED":
-        file_name = output_file_of(job)
-        if file_name is not None:
-            with tempfile.TemporaryDirectory(prefix="gl-output-") as tmp:
-                path = Path(tmp) / "output.jsonl"
-                size = download_output(client, file_name, path)
-                counts = reconcile_lines(
-                    ledger,
-                    iter_lines(path),
-                    handle=rec.name,
-                    reservation=rec.reservation,
-                    schema=p.output,
-                    policy=p.policy,
-                    scratch_dir=tmp,
-                    writer=writer_for(ledger, size, writer),
-                )
-        else:
+    read = _read_output(ledger, client, p, rec, job, writer=writer, bounds=bounds)
+    if isinstance(read, int):
+        lost = read  # the batch is finished as output_lost: no other row is failed here
+    elif read is not None:
+        counts = read
+    if isinstance(read, int):
+        pass
+    elif state == "SUCCEEDED":
+        if read is None:
             log.warning("%s: %s succeeded without an output file", p.name, rec.name)
         missing = ledger.fail_outstanding(
             handle=rec.name, failure=MISSING_FROM_OUTPUT, policy=p.policy
@@ -332,10 +455,11 @@ def reconcile_batch(
         reason = failure.message
         job_failed = ledger.fail_outstanding(handle=rec.name, failure=failure, policy=p.policy)
         log.warning(
-            "%s: %s ended %s; %d rows returned (%s: %s)",
+            "%s: %s ended %s; %d rows answered before it ended applied, %d rows returned (%s: %s)",
             p.name,
             rec.name,
             state,
+            counts.succeeded + counts.failed,
             job_failed,
             failure.error_class,
             failure.message,
@@ -347,6 +471,7 @@ def reconcile_batch(
         **counts.as_dict(),
         "missing_from_output": missing,
         "job_failed_rows": job_failed,
+        "output_lost": lost,
         "reason": reason,
         "rows": standing,
         "seconds": round(time.monotonic() - started, 3),
@@ -357,7 +482,7 @@ def reconcile_batch(
     report["finished_now"] = finished
     log.info(
         "%s: reconciled %s (%s): %d lines, %d succeeded, %d failed, %d missing, %d unknown,"
-        " %d duplicate, %d unparseable",
+        " %d duplicate, %d unparseable, %d output lost",
         p.name,
         rec.name,
         state,
@@ -368,6 +493,7 @@ def reconcile_batch(
         counts.unknown_keys,
         counts.duplicate_keys,
         counts.unparseable,
+        lost,
     )
     return report
 
@@ -390,6 +516,7 @@ class BatchRecovered(Recovered):
     resent: int = 0
     skipped: int = 0
     errors: int = 0
+    submission_refused: int = 0
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "stale batch reservations", self.stale
@@ -403,6 +530,7 @@ _LINE_COUNTS = (
     "failed",
     "missing_from_output",
     "job_failed_rows",
+    "output_lost",
     "unknown_keys",
     "duplicate_keys",
     "already_settled",
@@ -426,6 +554,7 @@ class BatchCollected(Collected):
     failed: int = 0
     missing_from_output: int = 0
     job_failed_rows: int = 0
+    output_lost: int = 0
     unknown_keys: int = 0
     duplicate_keys: int = 0
     already_settled: int = 0
@@ -462,6 +591,7 @@ class BatchCollected(Collected):
         yield "output lines", self.lines
         yield "missing from output", self.missing_from_output
         yield "rows of failed/expired/cancelled jobs", self.job_failed_rows
+        yield "rows whose output file was lost (sent again)", self.output_lost
         yield "unknown keys", self.unknown_keys
         yield "duplicate keys", self.duplicate_keys
         yield "unparseable lines", self.unparseable
@@ -473,6 +603,7 @@ class BatchSubmitted(Submitted):
 
     reserved: int = 0
     batches: list[str] = field(default_factory=list)
+    submission_refused: int = 0  # uploads or batches.create the API refused (rows kept)
 
     @property
     def batch(self) -> str | None:
@@ -481,6 +612,7 @@ class BatchSubmitted(Submitted):
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "batch jobs created", len(self.batches)
+        yield "batch submissions refused (rows kept, unbilled)", self.submission_refused
 
 
 class BatchChannel:
@@ -493,6 +625,22 @@ class BatchChannel:
         own_pipeline(ctx, self.kind)
         self.ctx = ctx
         self.stale_s = pick((options or TickOptions()).stale_s, ctx.settings.batch_stale_s)
+        self.opened_at = ctx.ledger.clock()
+        self.bounds = LostBounds.of(ctx.settings)
+
+    def _halt_if_refused_too_often(self) -> None:
+        """The API refused this pipeline's batch submission on GEMINI_LEDGER_BATCH_REFUSED_HALT
+        ticks in a row (no job created since): halt the tick. The rows wait, pending."""
+        p, ledger = self.ctx.pipeline, self.ctx.ledger
+        refusals = ledger.submission_refusals(p.name)
+        if refusals.refused < self.ctx.settings.batch_refused_halt:
+            return
+        since = datetime.fromtimestamp(refusals.since or ledger.clock(), UTC)
+        raise SetupFault(
+            SetupKind.SUBMISSION_REFUSED,
+            f"the Gemini API refused {p.name}'s batch submission {refusals.refused} times in a"
+            f" row since {since:%Y-%m-%d %H:%M} UTC (last: {refusals.last_reason})",
+        )
 
     def recover(self) -> BatchRecovered:
         """Batch reservations never bound to a job: bind the job found by display name in
@@ -540,6 +688,10 @@ class BatchChannel:
                 out.recovered += sent["rows"]
                 for label, n in sent["refused"].items():
                     out.refused[label] = out.refused.get(label, 0) + n
+                if sent.get("refused_submission"):
+                    out.submission_refused += 1
+                    self._halt_if_refused_too_often()
+                    break  # the API refuses now: the other orphans wait for the next tick
                 log.info(
                     "%s: orphan %s was never created; re-sent as %s",
                     p.name,
@@ -561,19 +713,11 @@ class BatchChannel:
         for rec in submitted:
             assert rec.name is not None
             try:
-                job = get_batch_job(client, rec.name)
+                job = self._poll(client, rec)
             except Exception as exc:
                 fault = setup_fault(exc)
                 if fault is not None:
                     raise fault from exc
-                # Deleted, expired or unpollable past its bound: its rows are sent again.
-                returned = give_up_if_lost(
-                    ledger, p, rec, exc, log, bound=settings.batch_submitted_s
-                )
-                if returned is not None:
-                    polled["lost"] += 1
-                    polled["lost_rows"] += returned
-                    continue
                 polled["poll_errors"] += 1
                 log.warning(
                     "%s: cannot poll %s: %s",
@@ -582,13 +726,22 @@ class BatchChannel:
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
                 continue
+            if isinstance(job, int):  # lost: its rows were returned to be sent again
+                polled["lost"] += 1
+                polled["lost_rows"] += job
+                continue
+            if job is None:  # a 404 not yet repeated over the bound
+                polled["poll_errors"] += 1
+                continue
             grace_s = self.ctx.settings.batch_output_grace_s
             if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
                 polled["running"] += 1
                 continue
             try:
                 writer = settings.reconcile_writer
-                jobs.append(reconcile_batch(ledger, client, p, rec, job, writer=writer))
+                jobs.append(
+                    reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
+                )
             except Exception as exc:
                 # Whatever was applied stays applied (compare-and-set); the job is still
                 # submitted in the ledger, so the next tick reconciles the rest.
@@ -600,6 +753,32 @@ class BatchChannel:
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
         return BatchCollected.of(jobs, **polled)
+
+    def _poll(self, client: Any, rec: BatchRecord) -> Any:
+        """``batches.get`` of a submitted job: the job; or, when the poll failed, the job as
+        ``batches.list`` has it, the number of rows returned if it is lost, or None while a
+        404 has not repeated over the bound (``flows._batch_lost``). Raises what the listing
+        or any other failing poll raised."""
+        assert rec.name is not None
+        try:
+            job = get_batch_job(client, rec.name)
+        except Exception as exc:
+            if setup_fault(exc) is not None:
+                raise
+            ctx = self.ctx
+            verdict = judge_poll_failure(
+                ctx.ledger, client, ctx.pipeline, rec, exc, ctx.log, self.bounds
+            )
+            if verdict.returned is not None:
+                return verdict.returned
+            if verdict.job is None and _is_not_found(exc):
+                return None
+            if verdict.job is None:
+                raise
+            return verdict.job
+        if rec.misses:
+            self.ctx.ledger.clear_batch_misses(rec.name)
+        return job
 
     def deliver(self) -> Delivery:
         """Rows done but not consumed: call ``on_result`` for each, then mark them consumed.
@@ -627,6 +806,11 @@ class BatchChannel:
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         client = gemini_client()  # before reserving: a missing API key must not strand rows
         out = BatchSubmitted()
+        last = ledger.submission_refusals(p.name).last_at
+        if last is not None and last >= self.opened_at:
+            # Recover's re-send was refused a moment ago: one refusal per tick is enough.
+            self.ctx.log.info("%s: the API refused a batch this tick; submitting next tick", p.name)
+            return out
         refused: Counter[str] = Counter()
         limit = p.batch_size_limit
         for _ in range(_MAX_BATCHES_PER_TICK):
@@ -644,6 +828,11 @@ class BatchChannel:
             refused.update(sent["refused"])
             if sent["batch"]:
                 out.batches.append(sent["batch"])
+            if sent.get("refused_submission"):
+                out.submission_refused += 1
+                out.refused = dict(sorted(refused.items()))
+                self._halt_if_refused_too_often()
+                break
             # A full reservation, or one split at the file size limit, may leave more due
             # rows; so may one whose rows were all too large to send.
             if reserved < limit and not sent["left_out"]:
@@ -727,17 +916,15 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     rec = ledger.batch_named(job_name)
     assert rec is not None
     client = gemini_client()
-    try:
-        job = get_batch_job(client, job_name)
-    except Exception as exc:
-        bound = channel.ctx.settings.batch_submitted_s
-        returned = give_up_if_lost(ledger, p, rec, exc, channel.ctx.log, bound=bound)
-        if returned is None:
-            raise
-        return {"state": "LOST", "reconciled": 0, "lost_rows": returned}
+    job = channel._poll(client, rec)  # a poll that failed for another reason raises
+    if isinstance(job, int):
+        return {"state": "LOST", "reconciled": 0, "lost_rows": job}
+    if job is None:
+        return {"state": "NOT_FOUND", "reconciled": 0}
     state = job_state(job)
     grace_s = channel.ctx.settings.batch_output_grace_s
     if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
         return {"state": state, "reconciled": 0}
     writer = channel.ctx.settings.reconcile_writer
-    return {"reconciled": 1, **reconcile_batch(ledger, client, p, rec, job, writer=writer)}
+    report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=channel.bounds)
+    return {"reconciled": 1, **report}

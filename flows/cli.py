@@ -15,7 +15,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.errors import UsageError
-from ledger import GeminiLedgerError, Ledger, LedgerConfigError, UnknownJob
+from ledger import GeminiLedgerError, Ledger, LedgerConfigError, UnknownJob, morning_view
 
 if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
     from flows._channel import TickReport
@@ -55,8 +55,10 @@ limits_app = typer.Typer(
 )
 app.add_typer(limits_app, name="limits")
 
-console = Console()
-err = Console(stderr=True)
+# Piped or in CI, Rich assumes 80 columns and cuts table cells (`exhausted:missing_from_out…`):
+# off a terminal, lines may be as long as they need.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_DOMAIN_ERROR = 1
@@ -213,9 +215,11 @@ def db_upgrade() -> None:
 @handles_errors
 def db_current() -> None:
     """Show the ledger's schema revision and the newest one this version knows."""
-    from ledger import make_engine
+    from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
+    if not ledger_exists():
+        raise LedgerMissing(missing_ledger_message())  # connecting would create the file
     engine = make_engine()
     console.print(
         f"ledger at {engine.url.render_as_string(hide_password=True)}:"
@@ -242,6 +246,9 @@ def status(
     counts = ledger.counts(pipeline=pipeline)
     # Per non-final state, the oldest row's time in it: what is stuck shows as an age.
     in_flight = ledger.in_flight(pipeline=pipeline)
+    # Batch submissions the API keeps refusing (their rows wait, pending): per pipeline.
+    names = [pipeline] if pipeline else [v.pipeline for v in morning_view(ledger)]
+    refused = {n: r for n in names if (r := ledger.submission_refusals(n)).refused}
     if as_json:
         _print_json(
             {
@@ -249,6 +256,10 @@ def status(
                 "in_flight": {
                     state: {"rows": n, "oldest_age_s": round(age, 1)}
                     for state, (n, age) in sorted(in_flight.items())
+                },
+                "batch_submission_refused": {
+                    n: {"times": r.refused, "since": r.since, "last": r.last_reason}
+                    for n, r in refused.items()
                 },
             }
         )
@@ -279,6 +290,15 @@ def status(
         f" answer {counts.candidates_tokens}, thinking {counts.usage.thoughts_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
+    for name, r in refused.items():
+        since = datetime.fromtimestamp(r.since or 0, UTC)
+        console.print(
+            f"{name}: batch submission refused {r.refused} times since {since:%Y-%m-%d %H:%M}"
+            f" UTC (last: {r.last_reason}); its rows wait, pending and unbilled",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _job_dict(view: Any) -> dict[str, Any]:
@@ -418,7 +438,7 @@ def tick(
 
     the_day = _day(day)
     load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
-    ledger = open_ledger()  # a tick may create the ledger
+    ledger = open_ledger()  # refuses a missing ledger: only `db upgrade` creates one
     ledger.check_writable()
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger)
@@ -449,6 +469,15 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    enrolled = report.enroll
+    for n, what, examples in (
+        (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),
+        (enrolled.duplicates, "items with a key an earlier item gave", enrolled.duplicate_examples),
+    ):
+        if n:
+            console.print(
+                f"  {what}: {n} (e.g. {escape(examples[0])})", soft_wrap=True, highlight=False
+            )
     try:
         now = pipeline_standing(ledger, report.pipeline)
     except UsageError as exc:  # e.g. a bad price file: the tick itself did its work
@@ -461,6 +490,11 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
             f" {now['retrying']}, in flight {now['in_flight']}{oldest},"
             f" cost ${now['cost_usd']:.4f}; `--json` shows every counter"
         )
+        if now.get("batch_submission_refused"):
+            console.print(
+                f"  batch submission refused {now['batch_submission_refused']} times since"
+                f" {now['batch_submission_refused_since']} (rows kept pending, unbilled)"
+            )
 
 
 @app.command()
@@ -783,7 +817,7 @@ def dead_letter(
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
     from flows._channel import today_utc
-    from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines
+    from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines, refusal_lines
 
     if key is not None:
         _show_job(_existing_ledger(), key, as_json=as_json)
@@ -812,7 +846,7 @@ def dead_letter(
         for c in p["parked_by_class"]:
             example = " ".join(str(c["example"] or "").split())[:100]
             console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
-    for line in halt_lines(report["halts"]):
+    for line in halt_lines(report["halts"]) + refusal_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +81,7 @@ def run_demo(
     """Run the demo night in this process and print the morning report."""
     from emulator.testing import RunningEmulator
 
-    # Piped or in CI, Rich assumes 80 columns and cuts the class column (`exhausted:missing_…`).
-    out = console or Console(width=None if sys.stdout.isatty() else 160)
+    out = console or Console()
     say = out.print
     if root.exists():
         shutil.rmtree(root)
@@ -115,7 +113,7 @@ def run_demo(
         from flows.replay import replay
         from flows.tick import tick
 
-        ledger = Ledger(ledger_url)
+        ledger = Ledger(ledger_url, create=True)  # the demo starts its own ledger
         today = date.today()
         ticks = {
             "reviews": _run_until_settled(

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger import Channel, Policy
+from ledger import PIPELINE_NAME_MAX, Channel, Policy
 
 __all__ = ["Item", "Pipeline", "Prompt"]
 
@@ -61,8 +61,18 @@ class Pipeline(Generic[Item]):
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+        if (
+            not isinstance(self.name, str)
+            or not self.name.replace("-", "").replace("_", "").isalnum()
+        ):
             raise ValueError(f"pipeline name {self.name!r}: use letters, digits, - and _")
+        if len(self.name) > PIPELINE_NAME_MAX:
+            # It is part of every batch reservation token (gl-<name>-<8 hex>, varchar(128)):
+            # PostgreSQL would refuse the longer token at the first reserve, every tick.
+            raise ValueError(
+                f"pipeline name {self.name[:20]!r}... is {len(self.name)} characters long,"
+                f" the limit is {PIPELINE_NAME_MAX}"
+            )
         if self.batch_size_limit < 1:
             raise ValueError("batch_size_limit must be at least 1")
         if self.batch_bytes_limit < 1:

@@ -44,11 +44,13 @@ from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from flows.settings import load_settings
-from ledger import DELIVERY_CLASS_PREFIX, Channel, JobView, Status
+from ledger import DELIVERY_CLASS_PREFIX, PROMPT_CLASS_PREFIX, Channel, JobView, Status
 
 __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
 
 _MAX_DIRECT_WORKERS = 8
+# The action for a row parked prompt:<Error>: it has no request, so replay leaves it alone.
+REBUILD_BY_TICK = "left parked: fix build_prompt, then tick its day (--day D) to rebuild it"
 _CLAIM_STALE_S = 300.0
 
 
@@ -111,6 +113,11 @@ def select_plan(
     plan = []
     for job in jobs:
         redeliver = (job.error_class or "").startswith(DELIVERY_CLASS_PREFIX)
+        if (job.error_class or "").startswith(PROMPT_CLASS_PREFIX):
+            # No request was ever built: the next tick of the item's day rebuilds it once
+            # build_prompt is fixed (`gemini-ledger tick P --day D`); Ledger.replay refuses it.
+            plan.append(_planned(job, REBUILD_BY_TICK))
+            continue
         wants_spec = redeliver or job.channel == Channel.DIRECT
         spec = _resolve(job.pipeline, given) if wants_spec else None
         if spec is not None:
@@ -119,20 +126,22 @@ def select_plan(
             action = "deliver again" if spec is not None else "return to done"
         else:
             action = "call now" if spec is not None else "return to queue"
-        plan.append(
-            {
-                "key": job.key,
-                "pipeline": job.pipeline,
-                "channel": job.channel,
-                "error_class": job.error_class,
-                "attempts": job.attempts,
-                "replayed": job.replayed,
-                "first_failure": _when(job.first_failure_at),
-                "last_failure": _when(job.last_failure_at),
-                "action": action,
-            }
-        )
+        plan.append(_planned(job, action))
     return plan, given
+
+
+def _planned(job: JobView, action: str) -> dict[str, Any]:
+    return {
+        "key": job.key,
+        "pipeline": job.pipeline,
+        "channel": job.channel,
+        "error_class": job.error_class,
+        "attempts": job.attempts,
+        "replayed": job.replayed,
+        "first_failure": _when(job.first_failure_at),
+        "last_failure": _when(job.last_failure_at),
+        "action": action,
+    }
 
 
 plan_replay = task(name="select-parked-jobs", cache_policy=NO_CACHE, persist_result=False)(
@@ -146,7 +155,7 @@ def _dry_run_report(plan: list[dict[str, Any]]) -> dict[str, Any]:
         "scanned": len(plan),
         "jobs": plan,
         "would_call": sum(i["action"] == "call now" for i in plan),
-        "would_queue": sum(i["action"] != "call now" for i in plan),
+        "would_queue": sum(i["action"] not in ("call now", REBUILD_BY_TICK) for i in plan),
     }
 
 
@@ -218,6 +227,8 @@ def replay(
         if item["action"] == "call now":
             direct[specs[item["pipeline"]]].append(item["key"])
             continue
+        if item["action"] == REBUILD_BY_TICK:
+            continue  # "not replayed": nothing to send until the prompt builds
         _paced(released, rate_per_second, start)
         released += 1
         if ledger.replay([item["key"]]) != 1:

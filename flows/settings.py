@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     batch_output_grace_s: float = Field(
         3600.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_OUTPUT_GRACE_S")
     )
+    batch_lost_polls: int = Field(3, ge=1, validation_alias=_env("GEMINI_LEDGER_BATCH_LOST_POLLS"))
+    batch_lost_after_s: float = Field(
+        600.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_LOST_AFTER_S")
+    )
+    batch_refused_halt: int = Field(
+        6, ge=1, validation_alias=_env("GEMINI_LEDGER_BATCH_REFUSED_HALT")
+    )
     delivery_cap: int = Field(5, ge=1, validation_alias=_env("GEMINI_LEDGER_DELIVERY_CAP"))
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1, validation_alias=_env("LEDGER_WEBHOOK_MAX_BODY_BYTES")
@@ -98,6 +105,7 @@ class Settings(BaseSettings):
         "batch_stale_s",
         "batch_submitted_s",
         "batch_output_grace_s",
+        "batch_lost_after_s",
         "background_stale_s",
         "direct_backoff_s",
         "direct_jitter",

@@ -24,7 +24,7 @@ baseline.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -47,6 +47,7 @@ __all__ = [
     "build_summary",
     "halt_lines",
     "pipeline_standing",
+    "refusal_lines",
     "render_markdown",
     "summary",
 ]
@@ -111,9 +112,26 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "oldest_in_flight": _age(view.oldest_in_flight_s),
                 "cost_usd": cost.usd,
                 "unpriced": cost.unpriced_text(),
+                "batch_submission_refused": view.submission_refused,
+                "batch_submission_refused_since": _when(view.submission_refused_since),
             }
         )
     return rows
+
+
+def _when(epoch: float | None) -> str | None:
+    return None if epoch is None else f"{datetime.fromtimestamp(epoch, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def refusal_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose batch submissions the API keeps refusing."""
+    return [
+        f"{p['pipeline']}: batch submission refused {p['batch_submission_refused']} time"
+        f"{'s' if p['batch_submission_refused'] != 1 else ''} since"
+        f" {p['batch_submission_refused_since']}; its rows wait, pending and unbilled"
+        for p in report["pipelines"]
+        if p.get("batch_submission_refused")
+    ]
 
 
 def pipeline_standing(ledger: Ledger, pipeline: str) -> dict[str, Any] | None:
@@ -202,6 +220,9 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
         )
     if not report["pipelines"]:
         lines.append("| (no jobs yet) | | | | | | |")
+    refused = refusal_lines(report)
+    if refused:
+        lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]
     unpriced = [p for p in report["pipelines"] if p.get("unpriced")]
     if unpriced:
         # Never a silent $0: a cost above that leaves these rows out.

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from ledger._db import atomic, ensure_schema, make_engine
+from ledger._db import atomic, make_engine, require_schema
 from ledger._errors import InvalidTransition, LedgerConfigError
 from ledger._records import JOB_COLUMNS, JobView
 from ledger._sql import NAMED
@@ -34,13 +34,18 @@ class LedgerBase:
         clock: Callable[[], float] = time.time,
         chunk_size: int = 20_000,
         migrate: bool = True,
+        create: bool = False,
     ) -> None:
+        """Open the ledger at ``url`` (default: ``LEDGER_DATABASE_URL``). A missing one is
+        refused (``LedgerMissing``) unless ``create``: only ``gemini-ledger db upgrade``, the
+        demo and tests create a ledger. ``migrate=False`` skips the check (a process that
+        was handed an open ledger's URL)."""
         self.engine = engine if engine is not None else make_engine(url)
         self.clock = clock
         self.chunk_size = chunk_size
         self._is_pg = self.engine.dialect.name == "postgresql"
         if migrate:
-            ensure_schema(self.engine)
+            require_schema(self.engine, create=create)
 
     @property
     def url(self) -> str:

@@ -10,10 +10,19 @@ from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._errors import InvalidTransition
-from ledger._records import BATCH_COLUMNS, BatchRecord
-from ledger._sql import BATCH_RESERVING, BATCH_SUBMITTED, MOVES, S, chunks
+from ledger._records import BATCH_COLUMNS, BatchRecord, SubmissionRefusals
+from ledger._sql import BATCH_REFUSED, BATCH_RESERVING, BATCH_SUBMITTED, MOVES, S, chunks
 
-__all__ = ["BatchVerbs"]
+__all__ = ["REFUSED_SINCE_SUCCESS", "BatchVerbs"]
+
+MISS_COLUMNS = ("misses", "missed_since")
+
+# The refused batch reservations of pipeline ``b.pipeline`` refused after its last batch job
+# was created (bound): the current run of refusals.
+REFUSED_SINCE_SUCCESS = (
+    f"b.state = {BATCH_REFUSED} AND b.finished_at > COALESCE((SELECT MAX(s.submitted_at)"
+    " FROM batch_jobs s WHERE s.pipeline = b.pipeline), 0)"
+)
 
 
 class BatchVerbs(LedgerBase):
@@ -151,3 +160,69 @@ class BatchVerbs(LedgerBase):
                 ).rowcount
                 == 1
             )
+
+    def note_batch_miss(self, name: str, *, output: bool = False) -> tuple[int, float]:
+        """Count one failed read of the submitted job ``name``: a poll answered 404, or with
+        ``output`` a responses file that could not be downloaded. Returns how many in a row
+        and since when."""
+        now = self.clock()
+        count, since = ("output_misses", "output_missed_since") if output else MISS_COLUMNS
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    f"UPDATE batch_jobs SET {count} = {count} + 1,"
+                    f" {since} = COALESCE({since}, :now)"
+                    f" WHERE name = :name AND state = {BATCH_SUBMITTED}"
+                ),
+                {"name": name, "now": now},
+            )
+            row = conn.execute(
+                text(f"SELECT {count}, {since} FROM batch_jobs WHERE name = :name"),
+                {"name": name},
+            ).one_or_none()
+        if row is None:
+            return 0, now
+        return int(row[0] or 0), float(row[1] if row[1] is not None else now)
+
+    def clear_batch_misses(self, name: str) -> None:
+        """A poll of the job ``name`` succeeded: its run of 404s is over."""
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE batch_jobs SET misses = 0, missed_since = NULL"
+                    " WHERE name = :name AND misses > 0"
+                ),
+                {"name": name},
+            )
+
+    def submission_refusals(self, pipeline: str) -> SubmissionRefusals:
+        """The batch submissions of ``pipeline`` the API refused since its last batch job
+        was created: how many, since when, and the last reason given."""
+        with self._read() as conn:
+            count, since, last_at = conn.execute(
+                text(
+                    "SELECT COUNT(*), MIN(b.finished_at), MAX(b.finished_at) FROM batch_jobs b"
+                    f" WHERE b.pipeline = :p AND {REFUSED_SINCE_SUCCESS}"
+                ),
+                {"p": pipeline},
+            ).one()
+            last = conn.execute(
+                text(
+                    "SELECT b.summary FROM batch_jobs b"
+                    f" WHERE b.pipeline = :p AND {REFUSED_SINCE_SUCCESS}"
+                    " ORDER BY b.finished_at DESC LIMIT 1"
+                ),
+                {"p": pipeline},
+            ).scalar()
+        reason = None
+        if last:
+            try:
+                reason = orjson.loads(last).get("refused")
+            except (orjson.JSONDecodeError, AttributeError):
+                reason = None
+        return SubmissionRefusals(
+            int(count or 0),
+            float(since) if since is not None else None,
+            float(last_at) if last_at is not None else None,
+            reason,
+        )

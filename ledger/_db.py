@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
 
-from ledger._errors import LedgerBusy, LedgerConfigError
+from ledger._errors import LedgerBusy, LedgerConfigError, LedgerMissing
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -27,6 +27,7 @@ __all__ = [
     "make_engine",
     "missing_ledger_message",
     "one_line",
+    "require_schema",
     "upgrade",
 ]
 
@@ -125,17 +126,23 @@ def missing_ledger_message(url: str | None = None) -> str:
         if path is not None
         else make_url(resolved).render_as_string(hide_password=True)
     )
-    return f"no ledger at {where}: run from your project's directory or set LEDGER_DATABASE_URL" + (
-        "" if path is not None else " (or create it with `gemini-ledger db upgrade`)"
+    return (
+        f"no ledger at {where}: run from your project's directory or set LEDGER_DATABASE_URL;"
+        " to start a new ledger there, run `gemini-ledger db upgrade`"
     )
 
 
-def make_engine(url: str | None = None) -> Engine:
-    """An engine for the ledger, tuned per backend (SQLite: WAL, busy timeout, IMMEDIATE)."""
+def make_engine(url: str | None = None, *, create_dir: bool = False) -> Engine:
+    """An engine for the ledger, tuned per backend (SQLite: WAL, busy timeout, IMMEDIATE).
+
+    Connecting creates a missing SQLite file (never its directory unless ``create_dir``):
+    only :func:`upgrade` and :func:`require_schema` connect, and the latter refuses a file
+    that is not there first.
+    """
     resolved = database_url(url)
     backend = make_url(resolved).get_backend_name()
     if backend == "sqlite":
-        if (file := _sqlite_file(resolved)) is not None:
+        if create_dir and (file := _sqlite_file(resolved)) is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             resolved, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
@@ -329,9 +336,13 @@ def head_revision() -> str | None:
 
 
 def upgrade(engine: Engine, *, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe when several processes start at once."""
+    """Create the ledger or bring its schema to ``revision`` (``gemini-ledger db upgrade``,
+    the demo, the tests' fixtures: a ledger is created on purpose only); safe when several
+    processes start at once. A SQLite file's directory is created too."""
     from alembic import command
 
+    if (file := _sqlite_file(engine.url.render_as_string(hide_password=False))) is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
     try:
         with engine.connect() as conn, conn.begin():
             if engine.dialect.name == "postgresql":
@@ -344,16 +355,30 @@ def upgrade(engine: Engine, *, revision: str = "head") -> None:
         ) from exc
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade a ledger that is behind (a fresh one included) on first use, once per process."""
-    key = engine.url.render_as_string(hide_password=False)
-    if key in _upgraded:
+def require_schema(engine: Engine, *, create: bool = False) -> None:
+    """Check once per process that the ledger exists, and upgrade one that is behind.
+
+    A missing ledger (a SQLite file or its directory absent, a file or PostgreSQL database
+    without our schema) is refused with :class:`LedgerMissing`, one line naming the URL and
+    ``gemini-ledger db upgrade``: a mistyped ``LEDGER_DATABASE_URL`` must never start a
+    second, empty ledger that sends the whole day again. ``create`` (the demo, tests) makes
+    one instead, as ``db upgrade`` does.
+    """
+    rendered = engine.url.render_as_string(hide_password=False)
+    if rendered in _upgraded:
         return
     with _upgrade_lock:
-        if key in _upgraded:
+        if rendered in _upgraded:
             return
+        file = _sqlite_file(rendered)
+        in_memory = file is None and engine.dialect.name == "sqlite"
+        if file is not None and not file.is_file():
+            if not create:
+                # Checked before connecting: a connection would create the file.
+                raise LedgerMissing(missing_ledger_message(rendered))
+            file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            behind = current_revision(engine) != head_revision()
+            current = current_revision(engine)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             # sqlite3.Error: raised raw by the connect-time PRAGMAs on a file that is not a
             # database.
@@ -361,6 +386,9 @@ def ensure_schema(engine: Engine) -> None:
                 f"cannot open the ledger at {engine.url.render_as_string(hide_password=True)}:"
                 f" {one_line(exc)}"
             ) from exc
-        if behind:
+        if current is None and not (create or in_memory):
+            raise LedgerMissing(missing_ledger_message(rendered))
+        if current != head_revision():
+            # An existing ledger of an earlier version is the same ledger: it upgrades.
             upgrade(engine)
-        _upgraded.add(key)
+        _upgraded.add(rendered)

@@ -8,6 +8,7 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
     GeminiLedgerError
     ├── ConfigurationError ............... the setup as configured cannot work; fix, then rerun
     │   ├── LedgerConfigError ............ (also LedgerError) bad URL, unreachable or damaged DB
+    │   │   ├── LedgerMissing ............ no ledger at the URL (create: `gemini-ledger db upgrade`)
     │   │   └── flows.settings.SettingsError ..... (also ValueError) a setting's bad value
     │   └── flows.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
     ├── TransientError ................... try again later: nothing is wrong with the setup
@@ -44,6 +45,7 @@ __all__ = [
     "LedgerBusy",
     "LedgerConfigError",
     "LedgerError",
+    "LedgerMissing",
     "PipelineConflict",
     "PipelineError",
     "TransientError",
@@ -81,6 +83,14 @@ class UsageError(GeminiLedgerError, ValueError):
 
 class LedgerConfigError(LedgerError, ConfigurationError):
     """The ledger cannot be opened as configured (bad URL, unreachable database, bad migration)."""
+
+
+class LedgerMissing(LedgerConfigError):
+    """There is no ledger at the configured URL (no SQLite file, or no schema in the database).
+
+    Only ``gemini-ledger db upgrade`` (and the demo) create one: a mistyped URL that made a
+    new, empty ledger would send and bill the whole day again.
+    """
 
 
 class LedgerBusy(LedgerError, TransientError):

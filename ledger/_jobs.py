@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
-from ledger._records import Enrollment, NewJob, Reserved, fingerprint_of
+from ledger._records import (
+    PROMPT_CLASS_PREFIX,
+    Enrollment,
+    NewJob,
+    ParkedJob,
+    Reserved,
+    fingerprint_of,
+)
+from ledger._redact import redact
 from ledger._sql import (
-    BATCH_RELEASED,
     BATCH_RESERVING,
     FOREIGN_EXAMPLES,
+    MESSAGE_LIMIT,
     MOVES,
+    PARKED,
     RESERVING,
     REVISION_OF,
     S,
@@ -22,6 +32,7 @@ from ledger._sql import (
     pg_copy_enroll,
     pg_copy_new_jobs,
 )
+from ledger._transitions import BatchState
 
 __all__ = ["JobVerbs"]
 
@@ -99,6 +110,89 @@ class JobVerbs(LedgerBase):
             out.foreign_examples.extend(sorted(foreign)[: max(room, 0)])
         self._refresh_stats(out.enrolled)
         return out
+
+    def enroll_parked(
+        self, items: Sequence[ParkedJob], *, pipeline: str, channel: str, model: str
+    ) -> int:
+        """Enroll items that cannot be sent as they are straight into the dead-letter store
+        with their own class (a prompt that could not be built: ``prompt:<Error>``). The row
+        holds no request (an empty payload) and nothing was billed; an existing key is never
+        changed. Returns how many were new."""
+        if not items:
+            return 0
+        now = self.clock()
+        move = MOVES["enroll_parked"]
+        sql = text(
+            "INSERT INTO jobs (key, pipeline, channel, model, payload, fingerprint, status,"
+            " attempts, attempts_base, unknown_failures, prompt_tokens, candidates_tokens,"
+            " total_tokens, due_at, possible_duplicates, replayed, created_at, updated_at,"
+            " error_class, error_message, first_failure_at, last_failure_at, parked_at)"
+            " VALUES (:key, :pipeline, :channel, :model, '', :fingerprint,"
+            f" {move.to(S.PARKED)}, 0, 0, 0, 0, 0, 0, :now, 0, 0, :now, :now,"
+            " :error_class, :message, :now, :now, :now)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        rows = [
+            {
+                "key": i.key,
+                "pipeline": pipeline,
+                "channel": channel,
+                "model": model,
+                # Its own digest per key: rows without a request are no poison input.
+                "fingerprint": fingerprint_of(f"{PROMPT_CLASS_PREFIX}{i.key}"),
+                "now": now,
+                "error_class": i.error_class[:96],
+                "message": i.message[:MESSAGE_LIMIT],
+            }
+            for i in items
+        ]
+        with self._write() as conn:
+            return sum(conn.execute(sql, row).rowcount for row in rows)
+
+    def prompt_parked(self, *, pipeline: str) -> set[str]:
+        """Keys of ``pipeline`` parked as ``prompt:<Error>``: the rows a tick of their day
+        rebuilds once their prompt builds."""
+        with self._read() as conn:
+            return {
+                key
+                for (key,) in conn.execute(
+                    text(
+                        "SELECT key FROM jobs WHERE pipeline = :p"
+                        f" AND status = {PARKED} AND error_class LIKE :prompt"
+                    ),
+                    {"p": pipeline, "prompt": f"{PROMPT_CLASS_PREFIX}%"},
+                )
+            }
+
+    def rebuild_prompts(self, items: Sequence[NewJob], *, pipeline: str) -> int:
+        """Give rows of ``pipeline`` parked as ``prompt:<Error>`` the request their item
+        builds now, and send them back to pending; other rows are never changed. Nothing
+        was ever sent for such a row, so its attempts stay as they are (none)."""
+        if not items:
+            return 0
+        now = self.clock()
+        move = MOVES["rebuild_prompts"]
+        sql = text(
+            f"UPDATE jobs SET status = {move.to(S.PENDING)}, payload = :payload,"
+            " fingerprint = :fingerprint, error_class = NULL, error_message = NULL,"
+            " parked_at = NULL, due_at = :now, updated_at = :now"
+            f" WHERE key = :key AND pipeline = :pipeline AND {move.where()}"
+            " AND error_class LIKE :prompt"
+        )
+        rows = [
+            {
+                "key": i.key,
+                "payload": payload,
+                "fingerprint": fingerprint_of(payload),
+                "now": now,
+                "pipeline": pipeline,
+                "prompt": f"{PROMPT_CLASS_PREFIX}%",
+            }
+            for i in items
+            for payload in (payload_text(i.payload),)
+        ]
+        with self._write() as conn:
+            return sum(conn.execute(sql, row).rowcount for row in rows)
 
     def reserve(
         self,
@@ -290,7 +384,12 @@ class JobVerbs(LedgerBase):
         return [Reserved(*row) for row in rows]
 
     def release(
-        self, reservation: str, *, keys: Sequence[str] | None = None, refund: bool = True
+        self,
+        reservation: str,
+        *,
+        keys: Sequence[str] | None = None,
+        refund: bool = True,
+        refused: str | None = None,
     ) -> int:
         """Return jobs reserved under ``reservation`` to their queue.
 
@@ -298,7 +397,9 @@ class JobVerbs(LedgerBase):
         written, the API refused the key): with ``refund`` the attempt taken at reserve is
         given back. ``refund=False`` keeps it counted (a taken-over reservation whose first
         sending may have been billed). With ``keys`` only those jobs are released and the
-        reservation stays open for the others.
+        reservation stays open for the others. ``refused`` (why the API refused the batch's
+        upload or creation) records its batch reservation as refused instead of released:
+        what :meth:`submission_refusals` counts.
         """
         now = self.clock()
         step = 1 if refund else 0
@@ -323,10 +424,18 @@ class JobVerbs(LedgerBase):
             if keys is None:
                 conn.execute(
                     text(
-                        f"UPDATE batch_jobs SET state = {BATCH_RELEASED}, finished_at = :now"
+                        "UPDATE batch_jobs SET state = :state, finished_at = :now,"
+                        " summary = :summary"
                         f" WHERE reservation = :r AND state = {BATCH_RESERVING}"
                     ),
-                    {"r": reservation, "now": now},
+                    {
+                        "r": reservation,
+                        "now": now,
+                        "state": (BatchState.REFUSED if refused else BatchState.RELEASED).value,
+                        "summary": orjson.dumps({"refused": redact(refused)[:300]}).decode()
+                        if refused
+                        else None,
+                    },
                 )
             return n
 

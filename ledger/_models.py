@@ -166,6 +166,12 @@ class BatchJob(SQLModel, table=True):
     finished_at: float | None = None
     reconciled_at: float | None = None
     summary: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Polls of the submitted job answered 404 in a row, and since when; the same for its
+    # responses file not downloadable: "lost" is decided only once they repeat over a bound.
+    misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    missed_since: float | None = None
+    output_misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    output_missed_since: float | None = None
 
 
 class BatchMember(SQLModel, table=True):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from ledger._batches import REFUSED_SINCE_SUCCESS
 from ledger._models import Status
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ class PipelineMorning:
     in_flight: int = 0
     oldest_in_flight_s: float | None = None
     parked: list[ParkedClass] = field(default_factory=list)
+    # Batch submissions the API refused since the pipeline's last batch job was created.
+    submission_refused: int = 0
+    submission_refused_since: float | None = None
 
     @property
     def parked_total(self) -> int:
@@ -72,4 +76,13 @@ def morning_view(ledger: Ledger) -> list[PipelineMorning]:
         ):
             view = views.setdefault(pipeline, PipelineMorning(pipeline))
             view.parked.append(ParkedClass(cls or "unclassified", int(n), example))
+        for pipeline, n, since in conn.execute(
+            text(
+                "SELECT b.pipeline, COUNT(*), MIN(b.finished_at) FROM batch_jobs b"
+                f" WHERE {REFUSED_SINCE_SUCCESS} GROUP BY 1"
+            )
+        ):
+            view = views.setdefault(pipeline, PipelineMorning(pipeline))
+            view.submission_refused = int(n)
+            view.submission_refused_since = float(since)
     return [views[name] for name in sorted(views)]

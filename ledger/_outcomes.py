@@ -10,7 +10,14 @@ from sqlalchemy import text
 from ledger._classify import Failure
 from ledger._errors import InvalidTransition
 from ledger._models import Status
-from ledger._records import DELIVERY_CLASS_PREFIX, FailureRow, JobView, Policy, ResultRow
+from ledger._records import (
+    DELIVERY_CLASS_PREFIX,
+    PROMPT_CLASS_PREFIX,
+    FailureRow,
+    JobView,
+    Policy,
+    ResultRow,
+)
 from ledger._redact import redact
 from ledger._revisions import RevisionVerbs
 from ledger._sql import (
@@ -352,8 +359,19 @@ class OutcomeVerbs(RevisionVerbs):
                     " parked_at = NULL, reservation = NULL, delivery_claim = NULL,"
                     " claimed_at = NULL, updated_at = :now"
                     f" WHERE key = :key AND {MOVES['replay'].where()}"
+                    # A row parked prompt:<Error> holds no request to send: a tick of its
+                    # day rebuilds it (rebuild_prompts) once its prompt builds.
+                    " AND (error_class IS NULL OR error_class NOT LIKE :prompt)"
                 ),
-                [{"key": k, "now": now, "delivery": f"{DELIVERY_CLASS_PREFIX}%"} for k in keys],
+                [
+                    {
+                        "key": k,
+                        "now": now,
+                        "delivery": f"{DELIVERY_CLASS_PREFIX}%",
+                        "prompt": f"{PROMPT_CLASS_PREFIX}%",
+                    }
+                    for k in keys
+                ],
             ).rowcount
 
     def purge(self, *, older_than_days: float = 30.0) -> int:

@@ -18,6 +18,7 @@ __all__ = [
     "DELIVERY_CLASS_PREFIX",
     "JOB_COLUMNS",
     "PIPELINE_COLUMNS",
+    "PROMPT_CLASS_PREFIX",
     "BatchRecord",
     "Counts",
     "Enrollment",
@@ -25,17 +26,23 @@ __all__ = [
     "JobView",
     "ModelUsage",
     "NewJob",
+    "ParkedJob",
     "PipelineChange",
     "PipelineRecord",
     "Policy",
     "Reserved",
     "ResultRow",
+    "SubmissionRefusals",
     "fingerprint_of",
 ]
 
 
 # Error classes of rows parked by their delivery, not by the API: their result is kept.
 DELIVERY_CLASS_PREFIX = "delivery:"
+# Error classes of rows parked at enrollment because ``build_prompt`` raised for the item:
+# nothing was sent or billed, and the row holds no request (a later tick of the same day
+# rebuilds it once the prompt builds; replay leaves it alone).
+PROMPT_CLASS_PREFIX = "prompt:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,14 @@ class NewJob:
 
     key: str
     payload: Mapping[str, Any] | str
+
+
+class ParkedJob(NamedTuple):
+    """An item enrolled straight into the dead-letter store: its key, class and message."""
+
+    key: str
+    error_class: str
+    message: str
 
 
 class Reserved(NamedTuple):
@@ -126,17 +141,44 @@ class BatchRecord(NamedTuple):
     leased_at: float
     submitted_at: float | None
     reconciled_at: float | None
+    misses: int = 0  # polls answered 404 in a row
+    missed_since: float | None = None
+    output_misses: int = 0  # failed downloads of its responses file in a row
+    output_missed_since: float | None = None
+
+
+class SubmissionRefusals(NamedTuple):
+    """A pipeline's batch submissions the API refused since its last batch job was created."""
+
+    refused: int
+    since: float | None  # when the first of them was refused
+    last_at: float | None  # when the last was
+    last_reason: str | None
 
 
 @dataclass(slots=True)
 class Enrollment:
     """What one enrollment did: new keys, keys this pipeline already had, and keys another
-    pipeline owns (left untouched; ``foreign_examples`` names a few of them)."""
+    pipeline owns (left untouched; ``foreign_examples`` names a few of them).
+
+    ``flows._deliver.enroll_day`` adds what the items themselves got wrong, each the item's
+    own failure while the rest of the day goes on: items refused before any row exists
+    (``key_of`` raised or gave a key the rules refuse), items parked as ``prompt:<Error>``
+    (``build_prompt`` raised), keys given by more than one item of the day (the first item
+    kept), and rows parked ``prompt:`` earlier whose prompt builds now (back to pending).
+    """
 
     enrolled: int = 0
     already_known: int = 0
     foreign: int = 0
     foreign_examples: list[tuple[str, str]] = field(default_factory=list)  # (key, owner)
+    refused: int = 0
+    refused_examples: list[str] = field(default_factory=list)
+    prompt_parked: int = 0
+    prompt_parked_examples: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    prompt_rebuilt: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +186,13 @@ class Enrollment:
             "already_known": self.already_known,
             "owned_by_other_pipeline": self.foreign,
             "owned_by_other_examples": [f"{k} ({owner})" for k, owner in self.foreign_examples],
+            "refused": self.refused,
+            "refused_examples": list(self.refused_examples),
+            "prompt_parked": self.prompt_parked,
+            "prompt_parked_examples": list(self.prompt_parked_examples),
+            "duplicate_keys": self.duplicates,
+            "duplicate_examples": list(self.duplicate_examples),
+            "prompt_rebuilt": self.prompt_rebuilt,
         }
 
 

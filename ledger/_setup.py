@@ -38,6 +38,9 @@ class SetupKind(enum.StrEnum):
     UPLOAD_REFUSED = "upload_refused"
     LEDGER_UNREACHABLE = "ledger_unreachable"
     LEDGER_BUSY = "ledger_busy"
+    # The API refused every batch submission (upload or batches.create) for several ticks
+    # in a row: an outage or a quota that retrying alone has not cleared.
+    SUBMISSION_REFUSED = "submission_refused"
 
 
 _FIXES = {
@@ -57,6 +60,11 @@ _FIXES = {
         "the Files API refused the request file's MIME type; upgrade gemini-ledger or report it"
     ),
     SetupKind.LEDGER_UNREACHABLE: "check LEDGER_DATABASE_URL and that the database is up",
+    SetupKind.SUBMISSION_REFUSED: (
+        "check the Gemini API status page and the project's batch quota; the rows wait, pending"
+        " and unbilled, and the next tick tries again (GEMINI_LEDGER_BATCH_REFUSED_HALT sets"
+        " after how many refusals a tick halts)"
+    ),
     SetupKind.LEDGER_BUSY: (
         "nothing to fix unless it repeats: another process held the ledger's lock; the next tick"
         " retries"

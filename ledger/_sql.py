@@ -23,6 +23,7 @@ from ledger._redact import redact
 from ledger._transitions import TRANSITIONS, BatchState, sql_literal
 
 __all__ = [
+    "BATCH_REFUSED",
     "BATCH_RELEASED",
     "BATCH_RESERVING",
     "BATCH_SUBMITTED",
@@ -72,8 +73,9 @@ PENDING, RESERVING, SUBMITTED, DONE, CONSUMED, RETRYABLE, PARKED = (
     for s in (S.PENDING, S.RESERVING, S.SUBMITTED, S.DONE, S.CONSUMED, S.RETRYABLE, S.PARKED)
 )
 
-BATCH_RESERVING, BATCH_SUBMITTED, BATCH_RELEASED = (
-    sql_literal(b) for b in (BatchState.RESERVING, BatchState.SUBMITTED, BatchState.RELEASED)
+BATCH_RESERVING, BATCH_SUBMITTED, BATCH_RELEASED, BATCH_REFUSED = (
+    sql_literal(b)
+    for b in (BatchState.RESERVING, BatchState.SUBMITTED, BatchState.RELEASED, BatchState.REFUSED)
 )
 
 # The failure code of an answer the output schema refuses (ledger._classify names it).

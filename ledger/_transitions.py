@@ -41,6 +41,9 @@ class BatchState(enum.StrEnum):
     RESERVING = "reserving"  # rows reserved, the API's batch job not created yet
     SUBMITTED = "submitted"  # created and bound: its rows are submitted under its name
     RELEASED = "released"  # given up before creation: its rows went back to their queue
+    # The API refused the upload or batches.create (and the job is not in batches.list):
+    # its rows went back to their queue with their attempts given back.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,20 @@ TRANSITIONS: dict[str, Transition] = {
     t.verb: t
     for t in (
         Transition("enroll", (), (S.PENDING,), ("every column",), "a new key only"),
+        Transition(
+            "enroll_parked",
+            (),
+            (S.PARKED,),
+            ("every column", "error_class", "error_message", "parked_at"),
+            "a new key whose request could not be built (prompt:<Error>): no payload",
+        ),
+        Transition(
+            "rebuild_prompts",
+            (S.PARKED,),
+            (S.PENDING,),
+            ("payload", "fingerprint", "error_class", "error_message", "parked_at", "due_at"),
+            "only a row parked prompt:<Error> whose item builds its prompt now",
+        ),
         Transition(
             "reserve",
             (S.PENDING, S.RETRYABLE),

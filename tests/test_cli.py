@@ -146,3 +146,20 @@ def test_pipelines_without_a_ledger_creates_none(tmp_path, monkeypatch):
     assert "no ledger at var/ledger.db" in result.output
     assert "reviews: batch channel" in result.output
     assert not (tmp_path / "var").exists()
+
+
+def test_status_says_how_often_batch_submission_was_refused(sqlite_url, monkeypatch):
+    """`status` names a pipeline whose batch submissions the API refused since its last job,
+    how many times, since when and the last reason; `--json` carries the same."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    ledger = Ledger(sqlite_url)
+    ledger.enroll([NewJob("k", {"t": 1})], pipeline="p", channel="batch", model="m")
+    for token in ("r1", "r2"):
+        ledger.reserve(pipeline="p", limit=1, reservation=token, batch_model="m")
+        ledger.release(token, refused="exhausted:503: The model is overloaded.")
+    table = runner.invoke(app, ["status"])
+    assert table.exit_code == 0, table.output
+    assert "p: batch submission refused 2 times since" in table.output
+    assert "The model is overloaded." in table.output
+    data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert data["batch_submission_refused"]["p"]["times"] == 2

@@ -111,7 +111,7 @@ def test_reading_commands_refuse_a_missing_ledger_and_create_none(project, args)
     error = _refused(args)
     assert error == (
         "error: no ledger at var/ledger.db: run from your project's directory"
-        " or set LEDGER_DATABASE_URL"
+        " or set LEDGER_DATABASE_URL; to start a new ledger there, run `gemini-ledger db upgrade`"
     )
     assert not (project / "var").exists()
 
@@ -193,6 +193,7 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
         "    return [int('not a number')]\n"
         "pipeline = replace(_p, name='valuey', load_items=load)\n"
     )
+    Ledger(create=True).dispose()  # the project's ledger (a tick never creates one)
     import flows.tick
 
     def tick(name, *, day=None):

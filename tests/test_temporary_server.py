@@ -18,9 +18,11 @@ SERVER_APP = "prefect.server.api.server:create_app"
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger(ledger_url, create=True).dispose()  # a tick never creates a ledger
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
-        LEDGER_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+        LEDGER_DATABASE_URL=ledger_url,
         ARTICLES_DIR=str(tmp_path / "articles"),
         **extra,
     )
@@ -95,7 +97,7 @@ def test_a_tick_without_a_server_says_so_in_one_line_and_logs_no_errors(tmp_path
 
 def test_read_only_commands_start_no_prefect_server(tmp_path):
     """status, dead-letter and a dry-run replay answer from the ledger alone."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", create=True)
     ledger.enroll([NewJob("ro:1", {"text": "x"})], pipeline="reviews", channel="batch", model="m")
     ledger.dispose()
     env = _env(tmp_path)

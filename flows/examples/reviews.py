@@ -123,7 +123,7 @@ def results_engine() -> Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = make_engine(url)
+            engine = make_engine(url, create_dir=True)  # our own results table: ours to create
             _ResultsModel.metadata.create_all(engine)
             _check_keyed_by_review(engine)
             _engines[url] = engine

@@ -168,22 +168,23 @@ def test_a_request_larger_than_a_whole_file_is_parked_unsent(batch_env: dict[str
     assert len(submissions(emu, "oversized:")) == 2 and emu.stats()["batches_created"] == 2
 
 
-def test_a_refused_batch_create_fails_the_reserved_rows(
+def test_a_refused_batch_create_keeps_the_reserved_rows_pending(
     batch_env: dict[str, Any], monkeypatch
 ) -> None:
     """batches.create answered with an API error (here a real 404 from the emulator for a
-    file that does not exist): every reserved row gets the classified failure, counted as an
-    attempt, and the batch reservation is closed rather than left for orphan recovery."""
+    file that does not exist): no row was carried, so none is charged or parked; the batch
+    reservation is closed as refused (not left for orphan recovery) and counted."""
     import flows.batch as batch
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     monkeypatch.setattr(batch, "upload_requests", lambda *a, **k: "files/never-uploaded")
     report = tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY)
     assert report.submitted == 0 and report.submit.batch is None
-    assert report.submit.refused == {"parked permanent:404": 40}
     ledger = open_ledger()
     assert {(j.status, j.error_class, j.attempts) for j in ledger.jobs(pipeline="small")} == {
-        ("parked", "permanent:404", 1)
+        ("pending", None, 0)
     }
+    assert report.submit.refused == {} and report.submit.submission_refused == 1
     assert not ledger.stale_batches(pipeline="small", older_than=-1.0)
+    assert ledger.submission_refusals("small").refused == 1
     assert batch_env["emulator"].stats()["batches_created"] == 0

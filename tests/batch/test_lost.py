@@ -22,32 +22,47 @@ from .conftest import DAY, tick_until_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC, NAME = "tests.batch.pipelines:small_reviews", "small"
+LOST_AFTER_ENV = "GEMINI_LEDGER_BATCH_LOST_AFTER_S"
 
 
-def test_a_batch_job_the_api_forgot_returns_its_rows(batch_env: dict[str, Any]) -> None:
-    """The emulator loses its memory: the next tick sends the 40 rows again, attempts 2."""
+def test_a_batch_job_the_api_forgot_returns_its_rows(
+    batch_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator loses its memory: 404 on 3 polls in a row and no job of that display name
+    in batches.list; only then the rows go out again, attempts 2."""
+    monkeypatch.setenv(LOST_AFTER_ENV, "0")  # the poll count alone bounds it here
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     first = tick(pipeline=SPEC, day=DAY)
     assert first.submitted == 40
     emu.reset()  # the job is gone with the emulator's memory
-    second = tick(pipeline=SPEC, day=DAY)
     ledger = open_ledger()
+    for _ in range(2):  # a 404 not yet repeated over the bound: only a poll error
+        waiting = tick(pipeline=SPEC, day=DAY)
+        assert (waiting.collect.lost, waiting.collect.poll_errors, waiting.submitted) == (0, 1, 0)
+        assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("submitted", 1)}
+    third = tick(pipeline=SPEC, day=DAY)
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("submitted", 2)}
     lost = ledger.batch_named(first.submit.batch)
     assert lost is not None and lost.state == "lost"
-    assert (second.collect.lost, second.collect.lost_rows, second.collect.poll_errors) == (1, 40, 0)
-    assert second.submitted == 40  # straight into a new batch job
+    assert (third.collect.lost, third.collect.lost_rows, third.collect.poll_errors) == (1, 40, 0)
+    assert third.submitted == 40  # straight into a new batch job
     tick_until_settled(SPEC, NAME, max_ticks=3)
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("consumed", 2)}
 
 
-def test_reconcile_of_a_forgotten_job_gives_it_up(batch_env: dict[str, Any]) -> None:
-    """`reconcile` on a job the API answers 404 for returns its rows instead of failing."""
+def test_reconcile_of_a_forgotten_job_gives_it_up(
+    batch_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconcile` on a job the API answers 404 for: not found until the 404 repeats over the
+    bound, then its rows are returned instead of failing."""
+    monkeypatch.setenv(LOST_AFTER_ENV, "0")
+    monkeypatch.setenv("GEMINI_LEDGER_BATCH_LOST_POLLS", "2")
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 5})
     first = tick(pipeline=SPEC, day=DAY)
     emu.reset()
+    assert reconcile(job_name=first.submit.batch)["state"] == "NOT_FOUND"
     report = reconcile(job_name=first.submit.batch)
     assert report["state"] == "LOST" and report["lost_rows"] == 40
     ledger = open_ledger()

@@ -150,7 +150,7 @@ def test_webhook_receiver_starts_a_run_of_the_reconcile_deployment(
     port = free_port()
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     # The receiver acts only on batch jobs its ledger made: record this one as a tick would.
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=True)
     ledger.reserve(pipeline="reviews", limit=1, reservation="gl-e2e", batch_model="m")
     ledger.bind_batch("gl-e2e", name="batches/e2e-job")
     ledger.dispose()
@@ -206,7 +206,7 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
     """A worker on the pool runs replay from this checkout; by default it changes nothing."""
     queue = "worker-test"  # its own queue: the worker runs only the run started here
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=True)
     ledger.enroll([NewJob("w:1", {"text": "x"})], pipeline="reviews", channel="batch", model="m")
     ledger.park("w:1", Failure(Verdict.PERMANENT, "400", "bad"), from_status=["pending"])
     with server.client() as client:

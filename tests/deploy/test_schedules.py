@@ -105,6 +105,7 @@ def test_scheduled_runs_settle_a_night_with_the_key_only_in_a_secret_block(
 ) -> None:
     """Runs the scheduler created are run by a keyless worker and deliver every article."""
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger(ledger_url, create=True).dispose()  # a ledger is created on purpose only
     out = tmp_path / "articles"
     articles = deployed[ARTICLES]
     with server.client() as client:

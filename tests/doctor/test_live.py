@@ -31,7 +31,7 @@ LIVE_CHECKS = {
 def ledger_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A migrated SQLite ledger as LEDGER_DATABASE_URL."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    Ledger(url).dispose()  # a fresh ledger migrates itself on first use
+    Ledger(url, create=True).dispose()  # a ledger is created on purpose only
     monkeypatch.setenv("LEDGER_DATABASE_URL", url)
     return url
 

@@ -41,7 +41,7 @@ def test_an_unmigrated_ledger_fails_and_a_migrated_one_passes(
     checks = {c.name: c for c in check_ledger()}
     assert checks["ledger migrated"].outcome is Outcome.FAIL
     assert checks["ledger migrated"].fix == "gemini-ledger db upgrade"
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=True)
     assert [c.outcome for c in check_ledger()] == [Outcome.OK] * 3
     assert sum(ledger.counts().by_status.values()) == 0  # the probe write was rolled back
     ledger.dispose()
@@ -97,7 +97,7 @@ def test_without_a_prefect_server_it_says_a_temporary_one_would_be_used(
 ) -> None:
     """No PREFECT_API_URL is a warning that names the temporary server, not a failure."""
     monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'l.db'}")
-    Ledger(f"sqlite:///{tmp_path / 'l.db'}").dispose()
+    Ledger(f"sqlite:///{tmp_path / 'l.db'}", create=True).dispose()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # Another test in this process may have started Prefect's test server: unset it here.

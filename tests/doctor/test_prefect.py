@@ -168,7 +168,7 @@ def test_the_whole_setup_passes_with_a_worker_scheduled_runs_and_the_key_in_a_bl
         return any(w.status == WorkerStatus.ONLINE for w in workers)
 
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    Ledger(ledger_url).dispose()
+    Ledger(ledger_url, create=True).dispose()
     env.update(
         LEDGER_DATABASE_URL=ledger_url,
         GOOGLE_GEMINI_BASE_URL=emulator.env()["GOOGLE_GEMINI_BASE_URL"],

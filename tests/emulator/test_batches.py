@@ -178,3 +178,44 @@ def test_batch_async_client(emu: RunningEmulator, client: Any) -> None:
 
     lines = asyncio.run(run())
     assert len(lines) == len(ROWS)
+
+
+def test_route_faults_refuse_or_accept_then_time_out(emu: RunningEmulator, client: Any) -> None:
+    """route_faults: a 503 refuses batches.create before any work; "accepted_504" makes the
+    job and then answers 504 DEADLINE_EXCEEDED; the next call is answered normally."""
+    from google.genai import errors
+
+    emu.set_scenario({"route_faults": {"batches.create": ["503", "accepted_504"]}})
+    file = client.files.upload(
+        file=io.BytesIO(jsonl(ROWS)),
+        config=types.UploadFileConfig(mime_type="application/jsonl", display_name="flaky"),
+    )
+    config = types.CreateBatchJobConfig(display_name="flaky")
+    for code, status, created in ((503, "UNAVAILABLE", 0), (504, "DEADLINE_EXCEEDED", 1)):
+        try:
+            client.batches.create(model=MODEL, src=file.name, config=config)
+        except errors.ServerError as exc:
+            assert (exc.code, exc.status) == (code, status)
+        else:
+            raise AssertionError(f"batches.create was not refused with {code}")
+        assert emu.stats()["batches_created"] == created
+    assert [j.display_name for j in client.batches.list()] == ["flaky"]
+    client.batches.create(model=MODEL, src=file.name, config=config)
+    assert emu.stats()["batches_created"] == 2
+
+
+def test_a_cancelled_job_keeps_the_rows_it_answered(emu: RunningEmulator, client: Any) -> None:
+    """batch_partial_output: a job cancelled half-way has a responses file with the rows it
+    answered before, and only those are billed; an EXPIRED job still has none."""
+    emu.set_scenario({"batch_polls_to_complete": 5, "batch_partial_output": 0.5})
+    job = upload_and_create(client, ROWS, "half-done")
+    client.batches.cancel(name=job.name)
+    job = client.batches.get(name=job.name)
+    assert job.state == types.JobState.JOB_STATE_CANCELLED
+    assert len(output_lines(client, job)) == len(ROWS) // 2
+    assert emu.stats()["billed"]["batch_rows"] == len(ROWS) // 2
+    emu.set_scenario(
+        {"batch_polls_to_complete": 0, "batch_job_outcomes": ["EXPIRED"], "batch_partial_output": 1}
+    )
+    expired = client.batches.get(name=upload_and_create(client, ROWS, "expired").name)
+    assert expired.state == types.JobState.JOB_STATE_EXPIRED and expired.dest is None

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from ledger import Ledger
+
 DAY = date(2026, 11, 23)
 GOOD_KEY = "halt-test-good-key-0000"
 
@@ -71,6 +73,7 @@ def world(emulator, prefect_api, tmp_path, monkeypatch) -> dict[str, Any]:
     monkeypatch.delenv("REVIEWS_RESULTS_URL", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     emulator.set_scenario({"name": "halt-test", "valid_api_keys": [GOOD_KEY]})
+    Ledger(url, create=True).dispose()  # a ledger is created on purpose only
     return {"url": url, "emulator": emulator, "env": env}
 
 

@@ -79,7 +79,7 @@ def _closed_port() -> int:
 def test_no_prefect_api_the_summary_says_halts_could_not_be_read(tmp_path):
     """With the Prefect API unreachable, or none configured, the summary still reports and
     says the setup halts could not be read."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", create=True)
     for url in (f"http://127.0.0.1:{_closed_port()}/api", ""):
         with temporary_settings(updates={PREFECT_API_URL: url}):
             report = build_summary(ledger, DAY)

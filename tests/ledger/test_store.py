@@ -9,6 +9,7 @@ from ledger import (
     FailureRow,
     InvalidTransition,
     Ledger,
+    LedgerMissing,
     NewJob,
     Policy,
     ResultRow,
@@ -425,10 +426,13 @@ def test_messages_are_redacted(ledger):
     assert "sk-very-secret-value" not in (ledger.get("p:k000").error_message or "")
 
 
-def test_fresh_ledger_upgrades_itself_and_reopens(unmigrated_ledger_url):
-    """A fresh database is migrated on first use; reopening it is a no-op."""
+def test_fresh_ledger_is_created_on_purpose_only_and_reopens(unmigrated_ledger_url):
+    """A database without a ledger is refused unless created on purpose; reopening it then
+    is a no-op."""
     ledger_url = unmigrated_ledger_url
-    first = Ledger(ledger_url)
+    with pytest.raises(LedgerMissing, match="gemini-ledger db upgrade"):
+        Ledger(ledger_url)
+    first = Ledger(ledger_url, create=True)
     first.enroll([NewJob("a", {})], pipeline="p", channel="direct", model="m")
     first.dispose()
     second = Ledger(ledger_url)

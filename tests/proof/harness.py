@@ -207,6 +207,7 @@ class World:
         self.channel = CHANNELS[channel]
         self.root = root
         self.ledger_url = ledger_url
+        Ledger(ledger_url, create=True).dispose()  # a ledger is created on purpose only
         self.emulator = emulator
         self.prefect_api = prefect_api
         self.items = items

@@ -103,7 +103,7 @@ _run = itertools.count()
 def fuzz_ledger(tmp_path_factory) -> Ledger:
     """One SQLite ledger for the module; each example works on rows of its own."""
     path = tmp_path_factory.mktemp("fuzz") / "ledger.db"
-    return Ledger(f"sqlite:///{path}")
+    return Ledger(f"sqlite:///{path}", create=True)
 
 
 def _batch_of(ledger: Ledger, n_keys: int) -> tuple[str, str, list[str], dict[str, str]]:
@@ -193,6 +193,7 @@ def test_output_file_of_mutated_real_lines(fuzz_ledger: Ledger, tmp_path: Path, 
 def receiver(tmp_path_factory) -> Any:
     """The receiver's ASGI app over a SQLite ledger, with the reconcile hand-off recorded."""
     url = f"sqlite:///{tmp_path_factory.mktemp('hooks') / 'ledger.db'}"
+    Ledger(url, create=True).dispose()
     calls: list[str] = []
     app = create_app(secret=SECRET, ledger_url=url, on_batch_complete=calls.append)
     with TestClient(app, raise_server_exceptions=True) as client:
@@ -288,7 +289,7 @@ def test_signed_requests_get_only_clear_answers(receiver, body, how, msg_id) -> 
 def parked_ledger(tmp_path_factory) -> tuple[str, list[Any]]:
     """A ledger with a few parked jobs of two classes; returns its URL and their snapshot."""
     url = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'ledger.db'}"
-    ledger = Ledger(url)
+    ledger = Ledger(url, create=True)
     ledger.enroll(
         (NewJob(f"rp:{i}", {"text": str(i)}) for i in range(6)),
         pipeline="rp",
