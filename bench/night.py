@@ -67,9 +67,13 @@ BILLED_FIGURES = (
     "cached_tokens",
 )
 CAP = 4
+UNKNOWN_CAP = 2
 # What the emulator's steps become in the ledger (the classifier's classes).
 PERMANENT = {"400": "permanent:400", "safety": "safety", "blocked_prompt": "safety"}
-PERMANENT_ANSWERS = {"empty": "schema", "incomplete": "truncated"}
+PERMANENT_ANSWERS = {"incomplete": "truncated"}
+# Answers without text: unknown, retried until the unknown cap (or the attempt cap), then
+# parked under their class (an emoji-only item is answered empty every time).
+UNKNOWN_ANSWERS = {"empty": "empty"}
 # "failed": an interaction whose model_output step carries a Status error of code 14
 # (UNAVAILABLE), retried by the classifier.
 TRANSIENT = {"429", "503", "500", "missing", "failed"}
@@ -232,6 +236,7 @@ def expected_fates(
     for key, prompt in keys_and_texts:
         states = (history or {}).get(key, [])
         fate: tuple[str, int, str | None] | None = None
+        unknowns = 0
         for n in range(1, CAP + 1):
             if batch and n <= len(states) and states[n - 1] != "succeeded":
                 step = "job_failed"
@@ -248,6 +253,10 @@ def expected_fates(
                 fate = ("parked", n, PERMANENT[step])
             elif step in PERMANENT_ANSWERS:
                 fate = ("parked", n, PERMANENT_ANSWERS[step])
+            elif step in UNKNOWN_ANSWERS:
+                unknowns += 1
+                if unknowns >= UNKNOWN_CAP or n == CAP:
+                    fate = ("parked", n, UNKNOWN_ANSWERS[step])
             elif step not in TRANSIENT:
                 fate = ("unexpected", n, step)
             elif n == CAP:
@@ -325,7 +334,7 @@ def run_night(
     from ledger import Ledger
 
     Ledger(url, create=True).dispose()  # before the receiver opens it
-    os.environ[EMOJI_ENV] = "97"  # emoji-only items, answered empty: parked as schema
+    os.environ[EMOJI_ENV] = "97"  # emoji-only items, answered empty: parked as empty
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     started = time.monotonic()
     receiver = (

@@ -11,6 +11,10 @@ keys), enrolls, reserves and binds the matching rows in a SQLite ledger, then pr
   schema (``flows._batch_reconcile.reconcile_lines``, what the flow runs);
 - the floor: lines/s for only reading and JSON-decoding the same file, which no validating
   reconcile can beat, and the parse+validate rate without the database;
+- the floor a correct design can reach: the slower of reconcile's two necessary halves,
+  parse + validate of the same lines and the bare UPDATE of the same rows (a copy of the
+  same ledger, the same chunks and transactions, no compare-and-set predicate), which can
+  overlap on two cores; the ratio is floor time / reconcile time (goal >= 0.80);
 - peak memory of the reconcile core at 100,000 and at the full size, each measured in its
   own subprocess (growth of its peak resident memory from just before the reconcile
   starts);
@@ -272,12 +276,11 @@ def reconcile_once(url: str, output: Path, writer: str = "thread") -> dict[str, 
     }
 
 
-def parse_floor(output: Path) -> tuple[int, float, float]:
-    """(lines, CPU seconds reading + orjson.loads only, CPU seconds parse + validate, no
-    database); single-threaded, so CPU seconds are what the work costs on one core."""
+def parse_floor(output: Path) -> tuple[int, float, float, float]:
+    """(lines, CPU seconds reading + orjson.loads only, wall and CPU seconds parse +
+    validate, no database); single-threaded, so CPU seconds are what the work costs on one
+    core."""
     from flows._batch_io import iter_lines
-    from flows.examples.reviews import ReviewLabel
-    from ledger import parse_output_line
 
     loads = orjson.loads
     t = time.process_time()
@@ -287,11 +290,145 @@ def parse_floor(output: Path) -> tuple[int, float, float]:
             loads(line)
         n += 1
     decode_s = time.process_time() - t
-    t = time.process_time()
+    _, validate_wall, validate_cpu = parse_validate_time(output)
+    return n, decode_s, validate_wall, validate_cpu
+
+
+def parse_validate_time(output: Path) -> tuple[int, float, float]:
+    """(lines, wall seconds, CPU seconds) of ``parse_output_line`` over every line: the first
+    necessary half of reconcile, the same line model and output-schema validation."""
+    from flows._batch_io import iter_lines
+    from flows.examples.reviews import ReviewLabel
+    from ledger import parse_output_line
+
+    n = 0
+    cpu = time.process_time()
+    t = time.perf_counter()
     for line in iter_lines(output):
         parse_output_line(line, ReviewLabel)
-    validate_s = time.process_time() - t
-    return n, decode_s, validate_s
+        n += 1
+    return n, time.perf_counter() - t, time.process_time() - cpu
+
+
+def _bare_chunks(output: Path, chunk_size: int, now: float) -> Any:
+    """The rows reconcile writes, chunk by chunk as it cuts them: (success params, failure
+    params) for the bare UPDATEs, each sorted by key, each key's first line only (a later
+    line for a key already written, which reconcile sends and the ledger refuses, is left
+    out: a floor may know it)."""
+    from flows._batch_io import iter_lines
+    from flows.examples.reviews import ReviewLabel
+    from ledger import LineSuccess, Status, Verdict, parse_output_line
+
+    to_json = ReviewLabel.__pydantic_serializer__.to_json
+    parked, retryable = Status.PARKED.value, Status.RETRYABLE.value
+    written: set[str] = set()
+    results: list[tuple[Any, ...]] = []
+    failures: list[tuple[Any, ...]] = []
+    for line in iter_lines(output):
+        out = parse_output_line(line, ReviewLabel)
+        key = out.key
+        if key is None or key in written:
+            continue
+        written.add(key)
+        p, c, t = out.usage
+        if type(out) is LineSuccess:
+            results.append((to_json(out.result).decode(), now, now, p, c, t, key))
+        else:
+            failure = out.failure  # type: ignore[union-attr]
+            # What the ledger's CASE decides from the row, decided here: on a fresh batch's
+            # first attempt only a permanent verdict parks a row (the default caps).
+            parks = failure.verdict is Verdict.PERMANENT
+            failures.append(
+                (
+                    parked if parks else retryable,
+                    failure.parked_class() if parks else failure.error_class,
+                    now if parks else None,
+                    int(failure.verdict is Verdict.UNKNOWN),
+                    failure.message,
+                    now,
+                    now,
+                    now + (failure.retry_delay or 0.0),
+                    p,
+                    c,
+                    t,
+                    now,
+                    key,
+                )
+            )
+        if len(results) + len(failures) >= chunk_size:
+            yield sorted(results, key=_last), sorted(failures, key=_last)
+            results, failures = [], []
+    if results or failures:
+        yield sorted(results, key=_last), sorted(failures, key=_last)
+
+
+def _last(row: tuple[Any, ...]) -> Any:
+    return row[-1]
+
+
+# The columns apply_results and apply_failures write, by primary key alone: no compare-and-set
+# on the status and handle, no CASE on the row's attempts.
+_BARE_RESULT = (
+    "UPDATE jobs SET status = '{done}', result = ?, done_at = ?, updated_at = ?,"
+    " error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,"
+    " candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?"
+    " WHERE key = ?"
+)
+_BARE_FAILURE = (
+    "UPDATE jobs SET status = ?, error_class = ?, parked_at = ?,"
+    " unknown_failures = unknown_failures + ?, error_message = ?,"
+    " first_failure_at = COALESCE(first_failure_at, ?), last_failure_at = ?, due_at = ?,"
+    " reservation = NULL, prompt_tokens = prompt_tokens + ?,"
+    " candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?,"
+    " updated_at = ? WHERE key = ?"
+)
+
+
+def bare_update_time(url: str, output: Path, chunk_size: int | None = None) -> dict[str, float]:
+    """The second necessary half of reconcile: the bare UPDATE of the same rows in the same
+    SQLite ledger (a copy of it, every row still submitted), through the ledger's own engine
+    (its pragmas and checkpoint thread), one transaction per chunk for the results and one
+    for the failures as the ledger's bulk verbs take them, the rows sorted by key as the
+    writer sorts them. The rows are built first; only the UPDATEs are timed, by wall clock
+    and by the CPU of the whole process (its checkpoint thread included, as the writer
+    process's CPU includes its own)."""
+    from flows._batch_reconcile import DEFAULT_CHUNK
+    from ledger import Ledger, Status
+
+    ledger = Ledger(url, migrate=False)
+    ledger.counts(pipeline="reviews")  # warm the connection, as reconcile_once does
+    chunks = list(_bare_chunks(output, chunk_size or DEFAULT_CHUNK, time.time()))
+    _settle(ledger)
+    result_sql = _BARE_RESULT.format(done=Status.DONE.value)
+    rows = 0
+    cpu = time.process_time()
+    t = time.perf_counter()
+    for results, failures in chunks:
+        for sql, params in ((result_sql, results), (_BARE_FAILURE, failures)):
+            if params:
+                rows += _execute_many(ledger, sql, params)
+    wall = time.perf_counter() - t
+    cpu = time.process_time() - cpu
+    ledger.dispose()
+    return {"rows": rows, "seconds": wall, "cpu_seconds": cpu}
+
+
+def _execute_many(ledger: Any, sql: str, params: list[tuple[Any, ...]]) -> int:
+    """One write transaction as the ledger's verbs open one (BEGIN IMMEDIATE, and a poke of
+    the checkpoint thread after the commit), holding one executemany on the driver's cursor."""
+    from ledger._db import checkpointer
+
+    with ledger.engine.connect() as conn, conn.begin():
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(sql, params)
+            n = int(cursor.rowcount)
+        finally:
+            cursor.close()
+    helper = checkpointer(ledger.engine)
+    if helper is not None:
+        helper.poke()
+    return n
 
 
 def resubmission_rate(url: str, n: int) -> tuple[int, float, float, float]:
@@ -349,10 +486,14 @@ def _copy_rows(rows: Any, out: Any) -> int:
 
 
 def _child(args: argparse.Namespace) -> None:
+    if args.writer == "bare":
+        print(json.dumps(bare_update_time(args.url, Path(args.output))))
+        return
     print(json.dumps(reconcile_once(args.url, Path(args.output), args.writer)))
 
 
 def _measure_in_subprocess(url: str, output: Path, writer: str = "thread") -> dict[str, Any]:
+    """reconcile_once in a fresh process; ``writer="bare"``: bare_update_time instead."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -416,15 +557,20 @@ def measure(lines_n: int, small_n: int) -> dict[str, Any]:
         print(f"  mix: {dict(sorted(kinds.items()))}")
 
         small = _measure_in_subprocess(small_url, small_out)
-        # The same file once more, applied by a writer process, on a copy of the ledger.
+        # The same file once more, applied by a writer process, on a copy of the ledger; and
+        # the bare UPDATE floor on another copy, every row still submitted in each.
         copy = tmp / "ledger-copy.db"
+        bare_copy = tmp / "ledger-bare.db"
         shutil.copyfile(url.removeprefix("sqlite:///"), copy)
+        shutil.copyfile(url.removeprefix("sqlite:///"), bare_copy)
         full = _measure_in_subprocess(url, output)
         proc = _measure_in_subprocess(f"sqlite:///{copy}", output, "process")
         copy.unlink()
+        bare = _measure_in_subprocess(f"sqlite:///{bare_copy}", output, "bare")
+        bare_copy.unlink()
         lines = int(full["lines"])
         rate = lines / float(full["seconds"])
-        n_floor, decode_s, validate_s = parse_floor(output)
+        n_floor, decode_s, validate_wall, validate_s = parse_floor(output)
         floor_rate = n_floor / decode_s
         validate_rate = n_floor / validate_s
 
@@ -453,12 +599,33 @@ def measure(lines_n: int, small_n: int) -> dict[str, Any]:
         "proc": proc,
         "floor_rate": floor_rate,
         "validate_rate": validate_rate,
+        "validate_wall_s": validate_wall,
+        "validate_cpu_s": validate_s,
+        "bare": bare,
         "resub_rows": rows,
         "resub_reserve_s": reserve_s,
         "resub_write_s": write_s,
         "resub_floor_s": resub_floor_s,
         "rate": rate,
         "lines": lines,
+    }
+
+
+def necessary_floor(m: dict[str, Any]) -> dict[str, float]:
+    """The floor a correct reconcile can reach: the slower of its two necessary halves, parse
+    + validate of the lines and the bare UPDATE of the same rows, which can overlap on two
+    cores; in wall seconds (each half timed alone) and in CPU seconds, with the ratios of the
+    reconcile's writer thread and writer process to it (floor time / reconcile time)."""
+    bare, full, proc = m["bare"], m["full"], m["proc"]
+    wall = max(float(m["validate_wall_s"]), float(bare["seconds"]))
+    cpu = max(float(m["validate_cpu_s"]), float(bare["cpu_seconds"]))
+    busier = max(float(proc["main_cpu_seconds"]), float(proc["child_cpu_seconds"]))
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "thread": wall / float(full["seconds"]),
+        "process": wall / float(proc["seconds"]),
+        "process_cpu": cpu / busier,
     }
 
 
@@ -521,6 +688,19 @@ def report(m: dict[str, Any]) -> None:
     print(
         f"parse + validate, no database (CPU):                    {validate_rate:>10,.0f} lines/s"
         f"  (the parsing thread of reconcile runs at {lines / main_cpu / validate_rate:.0%} of it)"
+    )
+    bare, need = m["bare"], necessary_floor(m)
+    print(
+        f"bare UPDATE of the same {int(bare['rows']):,} rows, same ledger and chunks, no"
+        f" compare-and-set: {float(bare['seconds']):.1f} s wall, {float(bare['cpu_seconds']):.1f}"
+        f" CPU s; parse + validate {float(m['validate_wall_s']):.1f} s wall,"
+        f" {float(m['validate_cpu_s']):.1f} CPU s"
+    )
+    print(
+        f"  floor, the slower half: {need['wall_s']:.1f} s wall ({need['cpu_s']:.1f} CPU s);"
+        f" ratios floor / reconcile: writer process {need['process']:.2f}, writer thread"
+        f" {need['thread']:.2f} (wall; goal >= 0.80), writer process given a free core"
+        f" {need['process_cpu']:.2f} (CPU)"
     )
     print(
         f"peak memory growth, {small_n:,} lines:   {growth_small:6.1f} MB"

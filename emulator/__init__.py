@@ -65,13 +65,17 @@ matches) overrides the rates; each submission takes the next step, the last step
 Steps: ``ok``; errors ``429`` (RESOURCE_EXHAUSTED + ``google.rpc.RetryInfo`` ``retryDelay``),
 ``500``/``failed`` (INTERNAL), ``503`` (UNAVAILABLE), ``400`` (INVALID_ARGUMENT), ``403``,
 ``404``, ``unknown`` (409 ABORTED); answers ``safety`` (finishReason SAFETY, no text),
-``blocked_prompt`` (promptFeedback.blockReason, no candidates), ``empty`` (empty text),
-``incomplete`` (finishReason MAX_TOKENS, half the text); ``missing`` (batch row left out;
-elsewhere ``ok``); ``hang`` (interaction never completes; generate: 504 DEADLINE_EXCEEDED;
-batch row: left out); ``cancelled`` / ``budget_exceeded`` (interaction statuses; generate and
-batch rows: 499 CANCELLED / 429 without RetryInfo).
-On a batch row an error step is an output line ``{"key": K, "error": {code, message, status,
-details}}``; on generateContent and interactions.create it is the HTTP error. Interactions end
+``blocked_prompt`` (promptFeedback.blockReason, no candidates), ``empty`` (finishReason
+STOP, a content with no parts: python-genai #1289), ``finish_other`` / ``malformed_response``
+(finishReason OTHER / MALFORMED_RESPONSE, no parts; an interaction completes with no text),
+``incomplete`` (finishReason MAX_TOKENS, half the text); ``429_daily`` (429 whose
+QuotaFailure quotaId is per day, no RetryInfo), ``429_help`` (429 with only a Help link);
+``missing`` (batch row left out; elsewhere ``ok``); ``hang`` (interaction never completes;
+generate: 504 DEADLINE_EXCEEDED; batch row: left out); ``cancelled`` / ``budget_exceeded``
+(interaction statuses; generate and batch rows: 499 CANCELLED / 429 without RetryInfo).
+On a batch row an error step is an output line ``{"key": K, "error": {"code": 3, "message"}}``
+(a numeric gRPC code; with ``batch_error_style: status``, ``{code, message, status,
+details}``); on generateContent and interactions.create it is the HTTP error. Interactions end
 ``failed`` (INTERNAL, or SAFETY / BLOCKED_PROMPT for the safety steps), ``cancelled``,
 ``incomplete`` or ``budget_exceeded`` with ``errors: [{"code", "message"}]``; ``completed``
 carries ``steps[-1] = {"type": "model_output", "content": [{"type": "text", "text": ...}]}``
@@ -80,13 +84,20 @@ total_output_tokens, total_tokens).
 
 Faults of the setup and real shapes (scenario fields): ``valid_api_keys`` (others get 400
 INVALID_ARGUMENT with ErrorInfo ``API_KEY_INVALID``), ``project_fault`` (403
-PERMISSION_DENIED or 400 FAILED_PRECONDITION on every keyed request),
+PERMISSION_DENIED, 400 FAILED_PRECONDITION, or ``key_unrestricted``: 403 with ErrorInfo
+``API_KEY_SERVICE_BLOCKED``, on every keyed request),
 ``refused_upload_mime_types`` (400 "Unsupported MIME type" at upload start),
-``batch_error_style: grpc`` (output error lines with a numeric gRPC code, no status),
+``retired_models`` (404 NOT_FOUND "models/X is not found for API version ..." on
+generateContent, batchGenerateContent, interactions.create and models.get),
+``quota_fault`` (``per_day``: 429 with a per-day QuotaFailure quotaId, or ``limit_zero``:
+429 "limit: 0", on every generation request),
+``batch_error_style`` (``grpc``, the default: output error lines with a numeric gRPC code and
+no status, as the real API writes them; ``status``: with the status name and details),
 ``batch_output_delay_polls`` (SUCCEEDED before ``responsesFile`` is shown),
 ``batch_failed_error`` (the FAILED operation's ``error {code, message}``),
 ``interaction_step_error_code`` (a ``failed`` step's error on its ``model_output`` step),
-``safety_finish_reason`` (the ``safety`` step's finishReason).
+``safety_finish_reason`` (the ``safety`` step's finishReason), ``blocked_prompt_reason``
+(the ``blocked_prompt`` step's blockReason, e.g. JAILBREAK).
 
 Answers: with ``generationConfig.responseJsonSchema`` / ``responseSchema`` or an interaction's
 ``response_format`` (``{"type": "text", "mime_type": "application/json", "schema": ...}``)

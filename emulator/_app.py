@@ -21,10 +21,13 @@ from ._answers import stable_key
 from ._errors import (
     STEP_ERRORS,
     auth_error,
+    daily_quota,
     error_body,
     invalid_json,
     key_invalid,
     mime_refused,
+    model_not_found,
+    no_quota,
     not_found,
     project_fault,
     step_status,
@@ -154,7 +157,11 @@ class Emulator:
                     return refused
             if name in RATED_ROUTES:
                 # At arrival, before the simulated latency: what a quota at the API would see.
-                self.core.rates.observe(params.get("model") or await _model_in_body(request))
+                model = params.get("model") or await _model_in_body(request)
+                self.core.rates.observe(model)
+                spent = self.generation_refusal(name, model, params["ver"])
+                if spent is not None:
+                    return spent
             latency = self.core.scenario.latency_ms.get(name)
             if latency is not None and (latency.mean or latency.jitter):
                 delay = latency.mean + random.uniform(-latency.jitter, latency.jitter)
@@ -203,6 +210,21 @@ class Emulator:
         if scenario.project_fault is not None:
             body = project_fault(scenario.project_fault)
             return _json(body, status=int(body["error"]["code"]))
+        return None
+
+    def generation_refusal(self, route: str, model: str, version: str) -> Response | None:
+        """What the API answers a generation request (generateContent, batchGenerateContent,
+        interactions.create) for a retired model or under a spent quota, before any work: a
+        fault of the project, not of the request's rows (nothing is counted or billed)."""
+        scenario = self.core.scenario
+        bare = model.removeprefix("models/")
+        if bare in scenario.retired_models:
+            method = "batchGenerateContent" if route == "batches.create" else "generateContent"
+            return _error(model_not_found(bare, version, method))
+        if scenario.quota_fault == "per_day":
+            return _error(daily_quota(bare))
+        if scenario.quota_fault == "limit_zero":
+            return _error(no_quota(bare))
         return None
 
     async def control(self, request: Request, what: str) -> Response:
@@ -289,7 +311,8 @@ def _batch_json(rec: BatchRec) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ handlers
 async def models_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
-    found = model_resource(p["model"])
+    retired = p["model"].removeprefix("models/") in emu.core.scenario.retired_models
+    found = None if retired else model_resource(p["model"])
     if found is None:
         # The real API's answer to models.get for a model it does not serve.
         body = error_body(
@@ -324,15 +347,13 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
         )
         if mime in core.scenario.refused_upload_mime_types:
             return _json(mime_refused(str(mime)), status=400)
+        if (full := core.storage_refusal(int(_declared_size(spec, request)))) is not None:
+            return _json(full, status=429)
         fid = core.new_id()
         name = spec.get("name")
         if isinstance(name, str) and name:
             fid = name.removeprefix("files/")
-        size = (
-            spec.get("sizeBytes")
-            or spec.get("size_bytes")
-            or request.headers.get("x-goog-upload-header-content-length", 0)
-        )
+        size = _declared_size(spec, request)
         rec = FileRec(
             id=fid,
             display_name=spec.get("displayName") or spec.get("display_name"),
@@ -366,6 +387,10 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
     if "upload" in command:
         rec.data.extend(chunk)
     if "finalize" in command:
+        # A size not declared at the start is known only now: checked again.
+        if rec.expected_size <= 0 and (full := core.storage_refusal(len(rec.data))) is not None:
+            del core.uploads[upload_id]
+            return _json(full, status=429)
         rec.done = True
         del core.uploads[upload_id]
         core.files[rec.id] = rec
@@ -374,6 +399,19 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
             headers={"x-goog-upload-status": "final"},
         )
     return Response(b"", headers={"x-goog-upload-status": "active"})
+
+
+def _declared_size(spec: dict[str, Any], request: Request) -> int:
+    """The size an upload announces at its start (its metadata, or the upload header)."""
+    size = (
+        spec.get("sizeBytes")
+        or spec.get("size_bytes")
+        or request.headers.get("x-goog-upload-header-content-length", 0)
+    )
+    try:
+        return int(size or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _file(emu: Emulator, fid: str) -> FileRec:
@@ -395,8 +433,7 @@ async def files_get(emu: Emulator, request: Request, p: dict[str, str]) -> Respo
 
 
 async def files_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
-    _file(emu, p["id"])
-    del emu.core.files[p["id"]]
+    emu.core.delete_file(p["id"])
     return _json({})
 
 

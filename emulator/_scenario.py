@@ -21,6 +21,10 @@ Step = Literal[
     "safety",
     "blocked_prompt",
     "empty",
+    "finish_other",
+    "malformed_response",
+    "429_daily",
+    "429_help",
     "missing",
     "hang",
     "failed",
@@ -58,9 +62,14 @@ JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
 # not idempotent (https://ai.google.dev/gemini-api/docs/batch-mode). The SDK raises
 # errors.ClientError / errors.ServerError with the code and status (google/genai/errors.py).
 RouteStep = Literal["ok", "429", "500", "503", "404", "accepted_504"]
-ProjectFault = Literal["permission_denied", "failed_precondition"]
-SafetyReason = Literal[
-    "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "MODEL_ARMOR", "JAILBREAK"
+ProjectFault = Literal["permission_denied", "failed_precondition", "key_unrestricted"]
+QuotaFault = Literal["per_day", "limit_zero"]
+# finishReason values that block an answer (google-genai 3.3.0 types.FinishReason). JAILBREAK
+# is not one of them: it is a promptFeedback BlockedReason (see BlockReason).
+SafetyReason = Literal["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "MODEL_ARMOR"]
+# promptFeedback.blockReason values (google-genai 3.3.0 types.BlockedReason).
+BlockReason = Literal[
+    "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY", "MODEL_ARMOR", "JAILBREAK"
 ]
 
 
@@ -113,14 +122,27 @@ class Scenario(_Strict):
     # Faults of the setup, answered to every keyed request before anything else:
     # None accepts any key; a list accepts only those (others: 400 API_KEY_INVALID).
     valid_api_keys: list[str] | None = None
-    project_fault: ProjectFault | None = None  # 403 PERMISSION_DENIED / 400 FAILED_PRECONDITION
+    # 403 PERMISSION_DENIED / 400 FAILED_PRECONDITION / 403 API_KEY_SERVICE_BLOCKED
+    project_fault: ProjectFault | None = None
     refused_upload_mime_types: list[str] = Field(default_factory=list)
+    # The Files API's storage per project: 20 GB (the Files API docs: "store up to 20 GB of
+    # files per project"; the quota's value in a real refusal is 21474836480 bytes). An upload
+    # that would pass it is refused as a full project is (emulator/_errors.py storage_full).
+    files_storage_limit_bytes: int = Field(20 * 1024**3, ge=0)
+    # Models the API no longer serves (retired): 404 NOT_FOUND on generateContent,
+    # batchGenerateContent, interactions.create and models.get.
+    retired_models: list[str] = Field(default_factory=list)
+    # A spent quota, answered to every generation request (generateContent,
+    # batchGenerateContent, interactions.create): a per-day QuotaFailure, or "limit: 0".
+    quota_fault: QuotaFault | None = None
     # Real shapes the SDK and docs show (each cited where the emulator builds it):
-    batch_error_style: Literal["status", "grpc"] = "status"  # grpc: {"code": 3, "message"}
+    # output error lines: grpc {"code": 3, "message"} (what the real API writes), or status
+    batch_error_style: Literal["status", "grpc"] = "grpc"
     batch_output_delay_polls: int = Field(0, ge=0)  # SUCCEEDED, responsesFile only later
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error
     safety_finish_reason: SafetyReason = "SAFETY"  # the finishReason of the "safety" step
+    blocked_prompt_reason: BlockReason = "SAFETY"  # the blockReason of "blocked_prompt"
     # Per route (a name of LATENCY_ROUTES): each call takes the next step, then "ok" for good.
     # Only the first request of an upload (the one that opens the session) takes a step.
     route_faults: dict[str, list[RouteStep]] = Field(default_factory=dict)

@@ -14,12 +14,25 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
-from ._errors import STEP_ERRORS, step_status
+from ._errors import STEP_ERRORS, step_status, storage_full
 from ._rates import RateMeter
 from ._scenario import Scenario
 
-ERROR_STEPS = frozenset(STEP_ERRORS) - {"cancelled", "budget_exceeded", "hang", "failed"}
-ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "empty", "incomplete", "missing"})
+ERROR_STEPS = (frozenset(STEP_ERRORS) | {"429_daily", "429_help"}) - {
+    "cancelled",
+    "budget_exceeded",
+    "hang",
+    "failed",
+}
+# Answers without text that a retry may fix: finish STOP with no parts (python-genai #1289;
+# the body in litellm #24442), and OTHER / MALFORMED_RESPONSE finishes without text
+# (google-genai 3.3.0 types.FinishReason).
+EMPTY_FINISH = {
+    "empty": "STOP",
+    "finish_other": "OTHER",
+    "malformed_response": "MALFORMED_RESPONSE",
+}
+ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "incomplete", "missing", *EMPTY_FINISH})
 TERMINAL_BATCH = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
 )
@@ -230,6 +243,8 @@ class Core:
         self.webhooks_sent = 0
         self.webhooks_failed = 0
         self.files: dict[str, FileRec] = {}
+        self.files_deleted = 0
+        self.files_refused_full = 0
         self.uploads: dict[str, FileRec] = {}
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
@@ -258,9 +273,40 @@ class Core:
             "interactions_created": self.interactions_created,
             "webhooks_sent": self.webhooks_sent,
             "webhooks_failed": self.webhooks_failed,
+            # The Files API's storage of the project: every stored file, uploaded or generated.
+            "files": {
+                "stored": len(self.files),
+                "stored_bytes": self.stored_bytes(),
+                "limit_bytes": self.scenario.files_storage_limit_bytes,
+                "deleted": self.files_deleted,
+                "refused_full": self.files_refused_full,
+            },
             "scenario": self.scenario.name,
             "seed": self.seed,
         }
+
+    def stored_bytes(self) -> int:
+        """Bytes the project holds in the Files API (input files and responses files alike:
+        both are files of the project until deleted or expired)."""
+        return sum(len(f.data) for f in self.files.values())
+
+    def storage_refusal(self, incoming: int) -> dict[str, Any] | None:
+        """The error an upload of ``incoming`` more bytes gets when it would pass the
+        project's storage limit; None when it fits."""
+        limit = self.scenario.files_storage_limit_bytes
+        if self.stored_bytes() + incoming <= limit:
+            return None
+        self.files_refused_full += 1
+        return storage_full(limit)
+
+    def delete_file(self, fid: str) -> None:
+        """``files.delete``: the file leaves the project's storage."""
+        if fid not in self.files:
+            raise ApiError(
+                {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}
+            )
+        del self.files[fid]
+        self.files_deleted += 1
 
     def new_id(self) -> str:
         return _new_id(self._ids)
@@ -358,8 +404,10 @@ class Core:
             "responseId": f"emu-{key_hash(key, n)}",
         }
         if step == "blocked_prompt":
+            # blockReason is a types.BlockedReason: SAFETY, OTHER, BLOCKLIST,
+            # PROHIBITED_CONTENT, IMAGE_SAFETY, MODEL_ARMOR, JAILBREAK (google-genai 3.3.0).
             out["promptFeedback"] = {
-                "blockReason": "SAFETY",
+                "blockReason": self.scenario.blocked_prompt_reason,
                 "safetyRatings": [
                     {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True}
                 ],
@@ -369,7 +417,7 @@ class Core:
             return out
         if step == "safety":
             # finishReason values of the API (google-genai types.FinishReason): SAFETY,
-            # PROHIBITED_CONTENT, BLOCKLIST, SPII, MODEL_ARMOR, JAILBREAK among them.
+            # PROHIBITED_CONTENT, BLOCKLIST, SPII among them (JAILBREAK is a blockReason).
             candidate: dict[str, Any] = {
                 "content": {"role": "model"},
                 "finishReason": self.scenario.safety_finish_reason,
@@ -383,13 +431,18 @@ class Core:
                 ],
             }
             ctok = 0
+        elif step in EMPTY_FINISH:
+            # No parts at all, and no candidatesTokenCount in the usage (litellm #24442:
+            # ``"content": {"role": "model"}, "finishReason": "STOP"``).
+            out["candidates"] = [
+                {"content": {"role": "model"}, "finishReason": EMPTY_FINISH[step], "index": 0}
+            ]
+            out["usageMetadata"] = self.usage(ptok, 0, thinks=False)
+            return out
         else:
-            if step == "empty":
-                text = ""
-            else:
-                text = answer_text(schema_of(request), self.seed, key, n)
-                if step == "incomplete":
-                    text = text[: max(1, len(text) // 2)]
+            text = answer_text(schema_of(request), self.seed, key, n)
+            if step == "incomplete":
+                text = text[: max(1, len(text) // 2)]
             candidate = {
                 "content": {"parts": [{"text": text}], "role": "model"},
                 "finishReason": "MAX_TOKENS" if step == "incomplete" else "STOP",
@@ -407,7 +460,7 @@ class Core:
         if step in ("missing", "lost"):
             step = "ok"
         if step not in ANSWER_STEPS:
-            raise ApiError(step_status(step, self.scenario.retry_delay_s))
+            raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
         resp = self.generate_response(body, key, n, step, model)
         self.bill("generate_calls", resp["usageMetadata"])
         return resp
@@ -497,7 +550,7 @@ class Core:
                 self.bill("batch_rows", resp["usageMetadata"])
                 lines.append({"key": row.key, "response": resp})
             else:
-                error = step_status(row.step, retry)
+                error = step_status(row.step, retry, rec.model)
                 if self.scenario.batch_error_style == "grpc":
                     # What real output lines carry: a google.rpc.Status with a numeric gRPC
                     # code and no status string (python-genai #2693, #1341).
@@ -554,7 +607,8 @@ class Core:
         if step in ("missing",):
             step = "ok"
         if step in ERROR_STEPS:
-            raise ApiError(step_status(step, self.scenario.retry_delay_s))
+            model = str(body.get("model") or "unknown")
+            raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
         now = self.clock()
         labels = body.get("labels")
         rec = InteractionRec(
@@ -632,7 +686,8 @@ class Core:
                 "errors": [{"code": interaction_error_code(code, style), "message": message}]
             }
             return
-        text = "" if step == "empty" else answer_text(rec.schema, self.seed, rec.key, rec.n)
+        # Interactions have no finishReason: an answer without text completes with none.
+        text = "" if step in EMPTY_FINISH else answer_text(rec.schema, self.seed, rec.key, rec.n)
         if step == "incomplete":
             text = text[: max(1, len(text) // 2)]
         ctok = count_tokens(text) if text else 0

@@ -14,6 +14,7 @@ a partly applied output) they are kept in a scratch SQLite file on disk, not in 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import sqlite3
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -168,7 +169,6 @@ def reconcile_lines(
     # before this pass (the usual first reconcile), a refused line for a member of the batch
     # can only repeat an earlier line: no key needs remembering. Otherwise (a second pass,
     # e.g. after a crash half-way) the keys met are kept on disk to tell the two apart.
-    pristine = _pristine(ledger, handle, reservation)
     seen: SeenKeys | None = None
     sink: _ChunkWriter | _ProcessWriter
     if writer == "process":
@@ -177,11 +177,11 @@ def reconcile_lines(
             handle=handle,
             reservation=reservation,
             policy=policy,
-            pristine=pristine,
+            pristine=lambda: _pristine(ledger, handle, reservation),
             scratch_dir=scratch_dir,
         )
     else:
-        seen = None if pristine else SeenKeys(scratch_dir)
+        seen = None if _pristine(ledger, handle, reservation) else SeenKeys(scratch_dir)
         sink = _ChunkWriter(
             ledger,
             seen,
@@ -400,7 +400,7 @@ class _ProcessWriter:
         handle: str,
         reservation: str,
         policy: Policy,
-        pristine: bool,
+        pristine: Callable[[], bool],
         scratch_dir: str | None,
     ) -> None:
         root = str(Path(__file__).resolve().parents[1])
@@ -421,7 +421,14 @@ class _ProcessWriter:
         self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
         self._proc.stdin.close()
         self._proc.stdout.close()
-        self._put(("start", (url, handle, reservation, policy, pristine, scratch_dir)))
+        try:
+            # Checked now, while the writer's interpreter starts (its imports take about half
+            # a CPU second, which nothing else here can hide: the writer is the slower side).
+            start = (url, handle, reservation, policy, pristine(), scratch_dir)
+            self._put(("start", start))
+        except BaseException:
+            self.stop()
+            raise
 
     def _put(self, item: Any) -> None:
         try:
@@ -476,6 +483,9 @@ def _writer_main() -> None:
         seen = None if pristine else SeenKeys(scratch_dir)
         counts = LineCounts()
         ledger = Ledger(url, migrate=False)
+        # What the imports and the set-up made lives as long as the process: out of the
+        # cyclic collector's way, its full passes walk only the chunks (which hold no cycles).
+        gc.freeze()
         writer = _ChunkWriter(
             ledger,
             seen,

@@ -27,7 +27,7 @@ from google.genai._gaos.lib import compat_errors
 
 import ledger
 from ledger import ApiFailure, Failure, SetupFault, Transport
-from ledger._classify import error_object, error_reasons, retry_delay_of
+from ledger._classify import error_object, error_reasons, quota_ids, retry_delay_of
 
 __all__ = ["classify", "describe", "setup_fault"]
 
@@ -192,6 +192,7 @@ def _api_failure(
         reason=reason,
         retry_delay_s=delay,
         message=str(message) if message is not None else "",
+        quota_ids=quota_ids(details),
     )
 
 

@@ -54,7 +54,8 @@ LABEL_KEY = "gemini_ledger_key"
 LABEL_PIPELINE = "gemini_ledger_pipeline"
 
 # Statuses in which the interaction is still working (or waiting) and may yet finish.
-# ``idle`` arrived with google-genai 3.4 (InteractionStatus): not terminal, keep polling.
+# ``idle`` is new in google-genai 3.4 (a status of Interaction in
+# google/genai/_gaos/types/interactions/interaction.py) and is not terminal.
 RUNNING = frozenset(
     {"in_progress", "queued", "requires_action", "requires_continuation", "created", "idle"}
 )

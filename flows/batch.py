@@ -14,6 +14,9 @@ A tick's steps on this channel:
    with the classifier's class, so they come back (their attempt was counted). A 404 on the
    job, or on its responses file, is given up only once it repeats over a bound
    (``flows._batch_lost``);
+   last, the files whose use is over are deleted from the Files API (``flows._batch_files``:
+   input files of terminal jobs, responses files once reconciled; a refused delete is
+   retried on a later tick and never counts as a row's attempt);
 3. deliver: rows ``done`` but not ``consumed`` get ``on_result`` and are then consumed;
    a side effect that raises leaves its row done for the next tick;
 4. submit (after the tick enrolled the day's items): reserve the pending and retryable rows
@@ -56,6 +59,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._batch_files import FilesCleaned, clean_files, note_input, note_responses
 from flows._batch_io import (
     create_batch_job,
     download_output,
@@ -262,6 +266,7 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             _halt_if_setup(ledger, reservation, exc)
             reason = _refuse(ledger, p, reservation, exc)
             return {"rows": 0, "batch": None, **split, "refused_submission": reason}
+        note_input(ledger, p, reservation, file_name, path.stat().st_size)  # deleted when over
         crash_point("batch.after_upload")
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
@@ -559,6 +564,9 @@ class BatchCollected(Collected):
     duplicate_keys: int = 0
     already_settled: int = 0
     unparseable: int = 0
+    files_deleted: int = 0
+    file_delete_failures: int = 0
+    files_not_deleted: int = 0
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -595,6 +603,10 @@ class BatchCollected(Collected):
         yield "unknown keys", self.unknown_keys
         yield "duplicate keys", self.duplicate_keys
         yield "unparseable lines", self.unparseable
+        yield "batch files deleted from the Files API", self.files_deleted
+        if self.file_delete_failures or self.files_not_deleted:
+            yield "batch file deletes refused (retried next tick)", self.file_delete_failures
+            yield "batch files still to delete", self.files_not_deleted
 
 
 @dataclass(kw_only=True)
@@ -742,6 +754,7 @@ class BatchChannel:
                 jobs.append(
                     reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
                 )
+                note_responses(ledger, p, rec, job)  # reconciled: its file can go
             except Exception as exc:
                 # Whatever was applied stays applied (compare-and-set); the job is still
                 # submitted in the ledger, so the next tick reconciles the rest.
@@ -752,6 +765,14 @@ class BatchChannel:
                     rec.name,
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
+        try:
+            cleaned = clean_files(ledger, p, log, client=client)
+        except Exception as exc:  # the night never waits on a cleanup: next tick tries again
+            cleaned = FilesCleaned()
+            log.error("%s: cleaning batch files failed: %s", p.name, redact(repr(exc)))
+        polled["files_deleted"] = cleaned.deleted
+        polled["file_delete_failures"] = cleaned.delete_failures
+        polled["files_not_deleted"] = cleaned.not_deleted
         return BatchCollected.of(jobs, **polled)
 
     def _poll(self, client: Any, rec: BatchRecord) -> Any:
@@ -927,4 +948,5 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
         return {"state": state, "reconciled": 0}
     writer = channel.ctx.settings.reconcile_writer
     report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=channel.bounds)
+    note_responses(ledger, p, rec, job)  # deleted by the next tick's collect
     return {"reconciled": 1, **report}

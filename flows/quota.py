@@ -18,13 +18,14 @@ around every request that the per-model quota counts: ``generate_content`` (dire
 (``interactions.get``, ``batches.get``/``list``) and file transfers are not generation
 requests and take none.
 
-A 429 with a retry delay slows every worker: :func:`note_failure` writes the time before
+A 429 slows every worker: :func:`note_failure` writes the time before
 which no request for that model should leave into a Prefect Variable
 (``gemini-ledger-not-before-<model>``), and every slot first waits until then. A Variable
 because it is the simplest thing every worker can read: one small value, last writer wins
 (two workers that got a 429 at the same moment write nearly the same time), and a read
 costs one request, made at most once a second per process (:data:`PAUSE_READ_EVERY_S`).
-A limit's slot decay cannot express "nobody until 12:00:07".
+A limit's slot decay cannot express "nobody until 12:00:07". A 429 without a RetryInfo
+(some carry only a ``google.rpc.Help`` link) pauses the model for :data:`DEFAULT_PAUSE_S`.
 
 When a model has no limit on the server (or no Prefect API is configured), requests go out
 unlimited, as without this module, and the process says so once in its log.
@@ -47,6 +48,7 @@ from flows._prefect_api import api_available
 from ledger import Failure
 
 __all__ = [
+    "DEFAULT_PAUSE_S",
     "LIMITS_TTL_S",
     "PAUSE_READ_EVERY_S",
     "AppliedLimit",
@@ -67,6 +69,9 @@ __all__ = [
 _PREFIX = "gemini-ledger"
 LIMITS_TTL_S = 60.0  # how long a process trusts what it read about a model's limits
 PAUSE_READ_EVERY_S = 1.0  # how often a process re-reads a model's shared "not before"
+# The pause after a 429 that names no delay: per-minute quotas clear within a minute, and
+# the RetryInfo delays the API sends with them are mostly tens of seconds.
+DEFAULT_PAUSE_S = 30.0
 
 _log = logging.getLogger("gemini_ledger.quota")
 
@@ -227,10 +232,11 @@ def not_before(model: str, *, fresh: bool = False) -> float:
 
 
 def note_failure(model: str, failure: Failure) -> None:
-    """After a 429 with a retry delay, make every worker wait it out (models with limits)."""
-    delay = failure.retry_delay
-    if failure.code != "429" or not delay or not limits_for(model).any:
+    """After a 429, make every worker wait out its retry delay, or :data:`DEFAULT_PAUSE_S`
+    when it names none (models with limits)."""
+    if failure.code != "429" or not limits_for(model).any:
         return
+    delay = failure.retry_delay or DEFAULT_PAUSE_S
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate, VariableUpdate
     from prefect.exceptions import ObjectAlreadyExists

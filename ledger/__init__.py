@@ -39,11 +39,12 @@ from ledger._lines import (
     usage_of_metadata,
     validate_answer,
 )
-from ledger._models import Channel, Status
+from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
+    BatchFileRecord,
     BatchRecord,
     Counts,
     Enrollment,
@@ -73,6 +74,7 @@ __all__ = [
     "PIPELINE_NAME_MAX",
     "PROMPT_CLASS_PREFIX",
     "ApiFailure",
+    "BatchFileRecord",
     "BatchRecord",
     "BatchState",
     "Channel",
@@ -81,6 +83,7 @@ __all__ = [
     "Enrollment",
     "Failure",
     "FailureRow",
+    "FileRole",
     "GeminiLedgerError",
     "InvalidTransition",
     "JobView",

@@ -27,8 +27,10 @@ class ApiFailure:
 
     ``status`` is the google.rpc status name as the API sent it (``RESOURCE_EXHAUSTED``);
     ``reason`` the ``google.rpc.ErrorInfo`` reason (``API_KEY_INVALID``); ``retry_delay_s``
-    the delay the server asked for (RetryInfo or ``Retry-After``); ``message`` the server's
-    or the transport's words, not yet redacted.
+    the delay the server asked for (RetryInfo or ``Retry-After``); ``quota_ids`` the
+    ``quotaId`` of each ``google.rpc.QuotaFailure`` violation (a 429 says which quota is
+    spent: ``GenerateRequestsPerDayPerProjectPerModel`` does not clear tonight);
+    ``message`` the server's or the transport's words, not yet redacted.
     """
 
     http_code: int | None = None
@@ -37,3 +39,4 @@ class ApiFailure:
     retry_delay_s: float | None = None
     message: str = ""
     transport: Transport | None = None
+    quota_ids: tuple[str, ...] = ()

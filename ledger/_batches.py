@@ -1,4 +1,5 @@
-"""Batch jobs (``batch_jobs`` and ``batch_members``): bind, lease, look up, finish."""
+"""Batch jobs (``batch_jobs`` and ``batch_members``): bind, lease, look up, finish; and the
+files they put in the Files API (``batch_files``), kept until deleted."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._errors import InvalidTransition
-from ledger._records import BATCH_COLUMNS, BatchRecord, SubmissionRefusals
+from ledger._models import FileRole
+from ledger._records import BATCH_COLUMNS, BatchFileRecord, BatchRecord, SubmissionRefusals
 from ledger._sql import BATCH_REFUSED, BATCH_RESERVING, BATCH_SUBMITTED, MOVES, S, chunks
+from ledger._transitions import sql_literal
 
 __all__ = ["REFUSED_SINCE_SUCCESS", "BatchVerbs"]
 
@@ -226,3 +229,91 @@ class BatchVerbs(LedgerBase):
             float(last_at) if last_at is not None else None,
             reason,
         )
+
+    # --- the Files API's files of a batch job (batch_files) ---------------------------------
+
+    def note_file(
+        self, name: str, *, reservation: str, pipeline: str, role: FileRole, size_bytes: int = 0
+    ) -> bool:
+        """Record a file of the batch reserved as ``reservation`` so it is deleted later;
+        False if it was already recorded."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "INSERT INTO batch_files (name, reservation, pipeline, role, size_bytes,"
+                        " recorded_at, delete_failures) VALUES (:name, :r, :p, :role, :size,"
+                        " :now, 0) ON CONFLICT (name) DO NOTHING"
+                    ),
+                    {
+                        "name": name,
+                        "r": reservation,
+                        "p": pipeline,
+                        "role": str(role),
+                        "size": int(size_bytes),
+                        "now": self.clock(),
+                    },
+                ).rowcount
+                == 1
+            )
+
+    def files_to_delete(self, *, pipeline: str, limit: int = 200) -> list[BatchFileRecord]:
+        """Files of ``pipeline`` not deleted yet whose use is over: a responses file (it is
+        recorded once reconciled), or an input file whose batch job is no longer reserving or
+        submitted (terminal and reconciled, released or refused before creation, or given up as
+        lost). Files whose deletes failed least come first, so one that keeps failing never
+        holds up the rest."""
+        busy = f"{BATCH_RESERVING}, {BATCH_SUBMITTED}"
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT f.name, f.reservation, f.role, f.size_bytes, f.recorded_at,"
+                    " f.delete_failures FROM batch_files f"
+                    " LEFT JOIN batch_jobs b ON b.reservation = f.reservation"
+                    " WHERE f.pipeline = :p AND f.deleted_at IS NULL"
+                    f" AND (f.role = {sql_literal(FileRole.OUTPUT)} OR b.state IS NULL"
+                    f" OR b.state NOT IN ({busy}))"
+                    " ORDER BY f.delete_failures, f.recorded_at, f.name LIMIT :n"
+                ),
+                {"p": pipeline, "n": limit},
+            ).all()
+        return [BatchFileRecord(*row) for row in rows]
+
+    def file_deleted(self, name: str, *, note: str | None = None) -> bool:
+        """The file is gone from the Files API (deleted, or already gone); False if it was
+        already marked."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_files SET deleted_at = :now,"
+                        " last_error = COALESCE(:note, last_error)"
+                        " WHERE name = :name AND deleted_at IS NULL"
+                    ),
+                    {"name": name, "now": self.clock(), "note": note},
+                ).rowcount
+                == 1
+            )
+
+    def file_delete_failed(self, name: str, *, error: str) -> None:
+        """A delete of the file failed: counted on the file (never on a row), retried later."""
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE batch_files SET delete_failures = delete_failures + 1,"
+                    " last_error = :error WHERE name = :name AND deleted_at IS NULL"
+                ),
+                {"name": name, "error": error[:500]},
+            )
+
+    def files_not_deleted(self, *, pipeline: str | None = None) -> tuple[int, int]:
+        """How many recorded files are not deleted yet, and their bytes."""
+        where = "deleted_at IS NULL" + (" AND pipeline = :p" if pipeline is not None else "")
+        with self._read() as conn:
+            n, size = conn.execute(
+                text(
+                    f"SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM batch_files WHERE {where}"
+                ),
+                {"p": pipeline},
+            ).one()
+        return int(n), int(size)

@@ -30,6 +30,7 @@ from ledger._api_failure import ApiFailure, Transport
 from ledger._redact import redact
 
 __all__ = [
+    "EMPTY_HINT",
     "INTERACTION_LOST",
     "MAX_MESSAGE_LEN",
     "POSSIBLY_BILLED_CODES",
@@ -42,8 +43,11 @@ __all__ = [
     "candidate_text",
     "classify",
     "classify_response",
+    "empty_answer",
     "error_object",
     "error_reasons",
+    "is_empty_answer",
+    "quota_ids",
     "retry_delay_of",
     "validation_summary",
 ]
@@ -70,6 +74,8 @@ _BARE_PERMANENT = {
     "truncated": "truncated",
 }
 _BARE_RETRYABLE = frozenset({"missing_from_output", "malformed_output"})
+# An answer without text that a retry may fix (see EMPTY): ``empty``, ``empty:other``, ...
+_EMPTY = "empty"
 
 # The code of a background job whose interaction the API no longer knows (404 on get: deleted,
 # or gone with its retention): its outcome is lost, it is sent again as ``retryable``.
@@ -113,7 +119,7 @@ class Failure:
             return bare if bare is not None else f"permanent:{code}"
         if self.verdict is Verdict.RETRYABLE:
             return code if code in _BARE_RETRYABLE else f"retryable:{code}"
-        return f"unknown:{code}"
+        return code if _is_empty(code) else f"unknown:{code}"
 
     def parked_class(self) -> str:
         """The class recorded when the job is parked for this failure (at its attempt cap)."""
@@ -121,7 +127,16 @@ class Failure:
             return self.error_class
         if self.verdict is Verdict.RETRYABLE:
             return f"exhausted:{self.code}"
-        return f"unknown:{self.code}"
+        return self.code if _is_empty(self.code) else f"unknown:{self.code}"
+
+
+def _is_empty(code: str) -> bool:
+    return code == _EMPTY or code.startswith(_EMPTY + ":")
+
+
+def is_empty_answer(failure: Failure) -> bool:
+    """True for the failure of an answer that came without text (``empty``, ``empty:other``)."""
+    return failure.verdict is Verdict.UNKNOWN and _is_empty(failure.code)
 
 
 class ClassifiedError(Exception):
@@ -213,6 +228,9 @@ _SAFETY_FINISH = frozenset(
         "BLOCKLIST",
         "SPII",
         "MODEL_ARMOR",
+        # JAILBREAK is a promptFeedback BlockedReason in google-genai 3.3.0 (types.py), not a
+        # FinishReason: a blocked prompt is read from blockReason below. It stays here so a
+        # finishReason spelled that way is still a safety stop, not an empty answer retried.
         "JAILBREAK",
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
@@ -240,6 +258,28 @@ _CONTENT_WORDS = {
     "TIMEOUT": ("timeout", Verdict.RETRYABLE),
     "TIMED_OUT": ("timeout", Verdict.RETRYABLE),
 }
+
+# An answer without text is not the row's fault when a retry may fix it: Gemini 2.5 returns
+# finish STOP with a content that has no parts now and then, and the same request answers
+# on a retry (python-genai issue 1289; litellm #24442 shows the body: ``"content": {"role":
+# "model"}, "finishReason": "STOP"``). OTHER, MALFORMED_RESPONSE and CONTINUATION finishes can
+# come without text too (google-genai types.FinishReason). Each is ``unknown`` (retried up to
+# the pipeline's unknown cap), then parked under its own class: ``empty``, or ``empty:other``,
+# ``empty:malformed_response``, ``empty:continuation`` naming the finish.
+EMPTY_HINT = "empty answer (no text); a retry may fix it"
+_EMPTY_FINISH = frozenset(
+    {"STOP", "FINISH_REASON_UNSPECIFIED", "OTHER", "MALFORMED_RESPONSE", "CONTINUATION"}
+)
+
+
+def empty_answer(finish: str | None = None) -> Failure:
+    """The failure of an answer that came without text (finish ``finish``)."""
+    if finish is None or finish in ("STOP", "FINISH_REASON_UNSPECIFIED"):
+        return Failure(Verdict.UNKNOWN, _EMPTY, EMPTY_HINT)
+    return Failure(
+        Verdict.UNKNOWN, f"{_EMPTY}:{finish.lower()}", f"{EMPTY_HINT} (finishReason {finish})"
+    )
+
 
 # Terminal states of a whole batch job or background interaction that fail its rows.
 _BATCH_STATES = {
@@ -606,6 +646,23 @@ def error_reasons(details: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def quota_ids(details: Any) -> tuple[str, ...]:
+    """The ``quotaId`` of every google.rpc.QuotaFailure violation among an error's details
+    (``GenerateRequestsPerMinutePerProjectPerModel-FreeTier``, ``...PerDay...``), in order."""
+    out: list[str] = []
+    if isinstance(details, list):
+        for item in details[:20]:
+            kind = item.get("@type", "") if isinstance(item, Mapping) else ""
+            if not (isinstance(item, Mapping) and str(kind).endswith("QuotaFailure")):
+                continue
+            violations = item.get("violations")
+            for violation in violations[:20] if isinstance(violations, list) else ():
+                quota = violation.get("quotaId") if isinstance(violation, Mapping) else None
+                if isinstance(quota, str) and quota and quota not in out:
+                    out.append(quota)
+    return tuple(out)
+
+
 def as_mapping(obj: Any) -> Mapping[str, Any] | None:
     # type() checks first: an ABC isinstance costs a Python-level call on every lookup.
     if type(obj) is dict:
@@ -709,10 +766,10 @@ def _classify_response(response: Any) -> Failure | None:
 
     candidates = resp.get("candidates")
     if not isinstance(candidates, list) or not candidates:
-        return Failure(Verdict.PERMANENT, "schema", "empty answer")
+        return empty_answer()
     first = as_mapping(candidates[0])
     if first is None:
-        return Failure(Verdict.PERMANENT, "schema", "empty answer")
+        return empty_answer()
 
     finish = _enum_text(_g(first, "finishReason", "finish_reason"))
     if finish in _SAFETY_FINISH:
@@ -730,8 +787,11 @@ def _classify_response(response: Any) -> Failure | None:
 
     text = candidate_text(first)
     if text is None or not text.strip():
-        suffix = f" (finishReason {finish})" if finish and finish != "STOP" else ""
-        return Failure(Verdict.PERMANENT, "schema", "empty answer" + suffix)
+        if finish is None or finish in _EMPTY_FINISH:
+            return empty_answer(finish)
+        # Another finish without text (LANGUAGE, NO_IMAGE, a tool-call finish): the same
+        # request ends the same way.
+        return Failure(Verdict.PERMANENT, "schema", f"empty answer (finishReason {finish})")
     return None
 
 

@@ -3,7 +3,7 @@
 A key is stored in ``jobs.key`` and ``batch_members.key`` (``varchar(512)``), written into a
 batch's JSONL, sent as a label and in the ``x-gemini-ledger-key`` header of every call. SQLite
 would store anything; PostgreSQL refuses a longer key or a NUL character, and an HTTP header
-cannot carry a newline or other control characters (nor, through httpx, a non-ASCII one), so
+cannot carry a newline or other control characters (nor, in the SDK, a non-ASCII one), so
 such a key either broke the whole day's enrollment on one backend or failed at sending time,
 misread as a network fault. The rules are checked at enrollment instead, before a row exists,
 and a key that breaks them is that item's own failure (``flows._deliver.enroll_day``):

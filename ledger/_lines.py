@@ -30,6 +30,8 @@ from ledger._classify import (
     candidate_text,
     classify,
     classify_response,
+    empty_answer,
+    is_empty_answer,
     validation_summary,
 )
 
@@ -422,7 +424,7 @@ def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -
 
     blocked = classify_response(response)
     if blocked is not None:
-        if blocked.code == "schema":
+        if blocked.code == "schema" or is_empty_answer(blocked):
             # "No answer" can also mean a response we cannot read. A garbled line is not
             # the model's answer: check it against the documented format before blaming
             # the answer (only here, the models are too slow for every line).
@@ -544,9 +546,10 @@ _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
 def validate_answer(text: str | None, schema: type[BaseModel]) -> BaseModel | Failure:
-    """Validate an answer against the output schema; a permanent ``schema`` Failure if not."""
+    """Validate an answer against the output schema; a permanent ``schema`` Failure if not
+    (an answer without text is ``empty``: a retry may fix it)."""
     if text is None or not text.strip():
-        return Failure(Verdict.PERMANENT, "schema", "empty answer")
+        return empty_answer()
     # Reading the attribute (re)builds a schema whose annotations were deferred.
     try:
         validator = schema.__pydantic_validator__
@@ -563,7 +566,7 @@ def validate_answer(text: str | None, schema: type[BaseModel]) -> BaseModel | Fa
 def _invalid_answer(text: str, exc: ValidationError, validator: Any) -> BaseModel | Failure:
     """An answer that failed validation: empty, fenced JSON (validated again), or a mismatch."""
     if not text.strip():
-        return Failure(Verdict.PERMANENT, "schema", "empty answer")
+        return empty_answer()
     if "```" in text:
         # Some answers wrap their JSON in a Markdown fence despite JSON mode.
         fenced = _FENCE.match(text)

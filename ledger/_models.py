@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import Column, Index, Text, text
+from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "BatchFile",
     "BatchJob",
     "BatchMember",
     "Channel",
+    "FileRole",
     "Job",
     "ParkedSnapshot",
     "PipelineRow",
@@ -42,6 +44,13 @@ class Channel(enum.StrEnum):
     BATCH = "batch"
     BACKGROUND = "background"
     DIRECT = "direct"
+
+
+class FileRole(enum.StrEnum):
+    """What a file of ``batch_files`` was to its batch job."""
+
+    INPUT = "input"  # the request JSONL we uploaded: deletable once the job is terminal
+    OUTPUT = "output"  # the job's responses file: deletable once reconciled
 
 
 class Job(SQLModel, table=True):
@@ -182,6 +191,30 @@ class BatchMember(SQLModel, table=True):
 
     reservation: str = Field(primary_key=True, max_length=128)
     key: str = Field(primary_key=True, max_length=512)
+
+
+class BatchFile(SQLModel, table=True):
+    """A file this ledger put in (or read from) the Files API, kept until it is deleted.
+
+    The Files API holds 20 GB per project for 48 h and deletes nothing a batch job used, so
+    a batch's input file (``role`` ``input``) is deleted once its job is terminal and a
+    responses file (``output``) once reconciled. A failed delete is retried on a later tick:
+    ``delete_failures`` counts them (never a row's attempt), ``deleted_at`` ends the row.
+    """
+
+    __tablename__ = "batch_files"
+    __table_args__ = (Index("ix_batch_files_pipeline_deleted", "pipeline", "deleted_at"),)
+
+    name: str = Field(primary_key=True, max_length=256)  # files/...
+    reservation: str = Field(max_length=128)  # the batch job's reservation (batch_jobs)
+    pipeline: str = Field(max_length=128)
+    role: str = Field(max_length=16)  # a FileRole
+    # Up to 2 GB per file: beyond a 32-bit integer.
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    recorded_at: float = 0.0
+    deleted_at: float | None = None
+    delete_failures: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class WebhookDelivery(SQLModel, table=True):

@@ -23,17 +23,18 @@ from ledger._revisions import RevisionVerbs
 from ledger._sql import (
     CONSUMED,
     DONE,
-    FAIL,
     FAILURE_SET,
     MESSAGE_LIMIT,
     MOVES,
     PARKED,
+    SQLITE_FAILURE_UPDATE,
     TOKEN_COLUMNS,
     S,
     failure_params,
     handle_of,
     pg_copy_failures,
     pg_copy_results,
+    sqlite_failure_params,
 )
 from ledger._transitions import sql_in
 
@@ -96,19 +97,10 @@ class OutcomeVerbs(RevisionVerbs):
             with self._write() as conn:
                 requeued = self._requeue_outdated(conn, rows, handle, now)
                 return requeued + pg_copy_failures(conn, rows, handle, policy, now)
-        sql = (
-            f"UPDATE jobs SET {FAILURE_SET}"
-            f" WHERE key = :key AND {FAIL.where()} AND handle = :handle"
-        )
-        params = []
-        for r in rows:
-            p = failure_params(r.failure, policy, now, r)
-            p["key"] = r.key
-            p["handle"] = handle_of(handle, r.key)
-            params.append(p)
+        params = sqlite_failure_params(rows, handle, policy, now)
         with self._write() as conn:
             requeued = self._requeue_outdated(conn, rows, handle, now)
-            return requeued + self._bulk(conn, sql, params)
+            return requeued + self._bulk(conn, SQLITE_FAILURE_UPDATE, params)
 
     def record_failure(
         self,

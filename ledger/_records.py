@@ -19,6 +19,7 @@ __all__ = [
     "JOB_COLUMNS",
     "PIPELINE_COLUMNS",
     "PROMPT_CLASS_PREFIX",
+    "BatchFileRecord",
     "BatchRecord",
     "Counts",
     "Enrollment",
@@ -154,6 +155,17 @@ class SubmissionRefusals(NamedTuple):
     since: float | None  # when the first of them was refused
     last_at: float | None  # when the last was
     last_reason: str | None
+
+
+class BatchFileRecord(NamedTuple):
+    """A file of a batch job still to be deleted from the Files API."""
+
+    name: str
+    reservation: str
+    role: str  # a FileRole
+    size_bytes: int
+    recorded_at: float
+    delete_failures: int
 
 
 @dataclass(slots=True)

@@ -1,10 +1,12 @@
 """Faults of the setup: failures about the project or the machine, never about a row.
 
-A refused or missing API key, a project without permission or billing, an API that cannot
-be reached, an upload type the Files API refuses, a ledger that cannot be reached: the same
-request would fail for every row, so no row is parked for it. :func:`setup_fault` recognises
-one (an SDK or transport exception, or an already raised :class:`SetupFault`); the channel
-that meets it gives its reservations back and halts the tick with the fault's one line.
+A refused or missing API key, a key blocked for having no API restrictions, a project
+without permission or billing, a retired or unknown model, a spent per-day quota (or none at
+all), an API that cannot be reached, an upload type the Files API refuses, a ledger that
+cannot be reached: the same request would fail for every row, so no row is parked for it.
+:func:`setup_fault` recognises one (an SDK or transport exception, or an already raised
+:class:`SetupFault`); the channel that meets it gives its reservations back and halts the
+tick with the fault's one line.
 
 Domain core: no SDK, HTTP client or Prefect import. An SDK or transport exception is
 recognised only through the ``describe`` function the caller passes
@@ -15,6 +17,7 @@ neutral :class:`~ledger.ApiFailure`.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -32,8 +35,12 @@ class SetupKind(enum.StrEnum):
 
     NO_KEY = "no_key"
     KEY_REFUSED = "key_refused"
+    KEY_UNRESTRICTED = "key_unrestricted"
     PERMISSION = "permission"
     PRECONDITION = "precondition"
+    MODEL_NOT_FOUND = "model_not_found"
+    DAILY_QUOTA = "daily_quota"
+    NO_QUOTA = "no_quota"
     UNREACHABLE = "unreachable"
     UPLOAD_REFUSED = "upload_refused"
     LEDGER_UNREACHABLE = "ledger_unreachable"
@@ -46,11 +53,31 @@ class SetupKind(enum.StrEnum):
 _FIXES = {
     SetupKind.NO_KEY: "set GEMINI_API_KEY (any value works against the emulator)",
     SetupKind.KEY_REFUSED: "set GEMINI_API_KEY to a valid key of this project",
+    # The Gemini API refuses requests from standard keys without restrictions since
+    # 2026-06-19 (ai.google.dev/gemini-api/docs/api-key; announced on
+    # discuss.ai.google.dev, "Action required: restrict Gemini API keys by June 19").
+    SetupKind.KEY_UNRESTRICTED: (
+        "restrict the API key to the Gemini API (Generative Language API): Google AI Studio,"
+        " API keys, Add restrictions, or Cloud Console, Credentials, API restrictions; the"
+        " Gemini API refuses unrestricted keys since 2026-06-19"
+    ),
     SetupKind.PERMISSION: (
         "give the key's project access to the Gemini API (or use a key of a project that has it)"
     ),
     SetupKind.PRECONDITION: (
         "enable billing for the key's project, or use it from a region the API serves"
+    ),
+    SetupKind.MODEL_NOT_FOUND: (
+        "set the pipeline's model= to a model the API serves (the model may be retired);"
+        " `gemini-ledger doctor --live --pipeline P` checks it"
+    ),
+    SetupKind.DAILY_QUOTA: (
+        "wait for the quota to reset (per-day quotas reset at midnight Pacific time), or raise"
+        " it (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again"
+    ),
+    SetupKind.NO_QUOTA: (
+        "this project has no quota for the model (limit: 0): enable billing for it, or choose"
+        " a model its tier includes (ai.google.dev/gemini-api/docs/rate-limits)"
     ),
     SetupKind.UNREACHABLE: (
         "check the network, DNS and proxy (and GOOGLE_GEMINI_BASE_URL if set); the next tick"
@@ -140,6 +167,20 @@ def _from_api_failure(api: ApiFailure) -> SetupFault | None:
     status = (api.status or "").upper()
     head = f"{code} {status}".strip()
     said = f"{head}: {message}" if message else head
+    if _key_unrestricted(api):
+        return SetupFault(
+            SetupKind.KEY_UNRESTRICTED,
+            f"the Gemini API blocked requests from this API key ({_with_reason(api, said)})",
+        )
+    if (model := _missing_model(api)) is not None:
+        return SetupFault(
+            SetupKind.MODEL_NOT_FOUND,
+            f"the Gemini API does not serve model {model} ({said})",
+            f"set the pipeline's model= to a model the API serves ({model} may be retired);"
+            " `gemini-ledger doctor --live --pipeline P` checks it",
+        )
+    if (quota := _spent_quota(api)) is not None:
+        return quota
     if api.reason == "API_KEY_INVALID":
         return SetupFault(
             SetupKind.KEY_REFUSED,
@@ -154,3 +195,115 @@ def _from_api_failure(api: ApiFailure) -> SetupFault | None:
     if code == 400 and "mime type" in message.lower():
         return SetupFault(SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})")
     return None
+
+
+# --- the real API's setup faults that look like a row's (a 404, a 429) --------------------
+
+# "models/gemini-1.5-pro-002 is not found for API version v1beta, or is not supported for
+# generateContent. Call ListModels to see the list of available models and their supported
+# methods." (a retired or mistyped model, on generateContent, batchGenerateContent and
+# interactions.create alike). A 404 for a batch job, a file or an interaction names no model.
+_MISSING_MODEL = re.compile(
+    r"(?:models/)?(?P<model>[\w.\-/]+?) is not found for API version"
+    r"|is not supported for (?:generateContent|batchGenerateContent)"
+    r"|(?:model|models/)\s*(?P<quoted>[\w.\-]+)?\s*(?:was |is )?not found"
+    r"|Call ListModels",
+    re.IGNORECASE,
+)
+
+
+def _missing_model(api: ApiFailure) -> str | None:
+    """The model a 404 says the API does not serve ("the pipeline's model" when it names
+    none), or None when the 404 is about something else (a job, a file, an interaction)."""
+    if api.http_code != 404 and (api.status or "").upper() != "NOT_FOUND":
+        return None
+    found = _MISSING_MODEL.search(api.message or "")
+    if found is None:
+        return None
+    model = found.group("model") or found.group("quoted")
+    return model.removeprefix("models/") if model else "the pipeline's model"
+
+
+# 403 PERMISSION_DENIED with ErrorInfo reason API_KEY_SERVICE_BLOCKED: "Requests to this API
+# generativelanguage.googleapis.com method ...GenerateContent are blocked." (reported from
+# 2026-06-18 on, continuedev/continue #12781; also what a key restricted to other APIs gets,
+# google-gemini/deprecated-generative-ai-dart #219). The exact body of the refusal of an
+# unrestricted key is not documented: a refusal that speaks of restrictions, or an
+# unrestricted key, is read the same way, whichever its code (403 or 400).
+_BLOCKED_KEY_REASONS = frozenset({"API_KEY_SERVICE_BLOCKED"})
+_UNRESTRICTED_WORDS = re.compile(
+    r"unrestricted|no (?:api )?restrictions|without (?:api )?restrictions"
+    r"|restrict(?:ed)? (?:the|your) (?:api )?key"
+    r"|generativelanguage\.googleapis\.com method \S+ are blocked",
+    re.IGNORECASE,
+)
+
+
+def _key_unrestricted(api: ApiFailure) -> bool:
+    if api.http_code not in (400, 401, 403) and (api.status or "").upper() not in (
+        "PERMISSION_DENIED",
+        "INVALID_ARGUMENT",
+        "FAILED_PRECONDITION",
+        "UNAUTHENTICATED",
+    ):
+        return False
+    if api.reason in _BLOCKED_KEY_REASONS:
+        return True
+    return bool(_UNRESTRICTED_WORDS.search(api.message or ""))
+
+
+def _with_reason(api: ApiFailure, said: str) -> str:
+    return f"{said} [{api.reason}]" if api.reason else said
+
+
+# 429 RESOURCE_EXHAUSTED names the spent quota in its google.rpc.QuotaFailure: a per-minute
+# one clears in a minute (the row retries); a per-day one
+# (GenerateRequestsPerDayPerProjectPerModel, its -FreeTier variant, the token-per-day ones)
+# does not clear tonight, and "limit: 0" in the message means the project has no quota for
+# the model at all (ai.google.dev/gemini-api/docs/rate-limits; python-genai issue threads).
+_PER_DAY = re.compile(r"per_?day", re.IGNORECASE)
+_LIMIT_ZERO = re.compile(r"\blimit:\s*0(?![\d.])", re.IGNORECASE)
+# "Quota exceeded for metric: ..., limit: 0, model: gemini-2.5-pro"
+_MODEL_IN_QUOTA = re.compile(r"\bmodel:\s*([\w.\-]+)", re.IGNORECASE)
+
+
+def _spent_quota(api: ApiFailure) -> SetupFault | None:
+    if api.http_code != 429 and (api.status or "").upper() != "RESOURCE_EXHAUSTED":
+        return None
+    head = f"{api.http_code or ''} {(api.status or '').upper()}".strip()
+    named = _MODEL_IN_QUOTA.search(api.message or "")
+    model = f"model {named.group(1)}" if named else "this model"
+    if _LIMIT_ZERO.search(api.message or ""):
+        quota = next(iter(api.quota_ids), None)
+        which = f" ({quota})" if quota else ""
+        return SetupFault(
+            SetupKind.NO_QUOTA,
+            f"the project has no quota for {model}{which}, limit: 0 ({head})",
+        )
+    daily = [q for q in api.quota_ids if _PER_DAY.search(q)]
+    if not daily:
+        return None
+    delay = api.retry_delay_s
+    when = (
+        f"the API says it resets in {_duration_text(delay)}"
+        if delay
+        else "per-day quotas reset at midnight Pacific time"
+    )
+    return SetupFault(
+        SetupKind.DAILY_QUOTA,
+        f"the project's per-day quota {daily[0]} for {model} is spent; no retry tonight can"
+        f" succeed ({head})",
+        f"wait for it to reset ({when}) or raise it"
+        " (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again",
+    )
+
+
+def _duration_text(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

@@ -41,6 +41,7 @@ __all__ = [
     "RETRYABLE",
     "REVISION_OF",
     "SCHEMA_CODE",
+    "SQLITE_FAILURE_UPDATE",
     "SUBMITTED",
     "TOKEN_COLUMNS",
     "USAGE_SET",
@@ -53,6 +54,7 @@ __all__ = [
     "pg_copy_failures",
     "pg_copy_new_jobs",
     "pg_copy_results",
+    "sqlite_failure_params",
     "usage_params",
 ]
 
@@ -177,6 +179,59 @@ def failure_params(
         "duplicate": 1 if failure.code in POSSIBLY_BILLED_CODES else 0,
         **usage_params(row),
     }
+
+
+# -- SQLite's bulk failure update ----------------------------------------------------------
+#
+# FAILURE_SET names some parameters several times (the parking predicate is spelt three
+# times); with plain ``?`` each use is a value bound again for every row. SQLite's numbered
+# ``?N`` binds each name once, and numbering the parameters that are the same for every row
+# of one failure first lets a row's values be that failure's part (computed once per
+# distinct failure in a call: a chunk's failures are mostly a few kinds) plus its own.
+
+_FAILURE_SHARED = (
+    "verdict",
+    "unknown_cap",
+    "attempt_cap",
+    "parked_class",
+    "error_class",
+    "message",
+    "now",
+    "due_at",
+    "duplicate",
+)
+_FAILURE_OWN = (*TOKEN_COLUMNS, "model_version", "response_id", "key", "handle")
+
+
+def _numbered(sql: str, order: Sequence[str]) -> str:
+    """``:name`` placeholders as ``?N``, N the name's place in ``order`` (a name missing from
+    ``order`` fails here, at import)."""
+    index = {name: i for i, name in enumerate(order, 1)}
+    return NAMED.sub(lambda m: f"?{index[m.group(1)]}", sql)
+
+
+SQLITE_FAILURE_UPDATE = _numbered(
+    f"UPDATE jobs SET {FAILURE_SET} WHERE key = :key AND {FAIL.where()} AND handle = :handle",
+    _FAILURE_SHARED + _FAILURE_OWN,
+)
+
+
+def sqlite_failure_params(
+    rows: Sequence[FailureRow], handle: str | Mapping[str, str], policy: Policy, now: float
+) -> list[tuple[Any, ...]]:
+    """Each row's values for :data:`SQLITE_FAILURE_UPDATE`, as :func:`failure_params` gives
+    them."""
+    shared: dict[Failure, tuple[Any, ...]] = {}
+    params = []
+    for r in rows:
+        failure = r[1]
+        head = shared.get(failure)
+        if head is None:
+            values = failure_params(failure, policy, now)
+            head = shared[failure] = tuple([values[name] for name in _FAILURE_SHARED])
+        # The row's tokens and answer ids (FailureRow's fields 2-9), then where it goes.
+        params.append((*head, *r[2:10], r[0], handle_of(handle, r[0])))
+    return params
 
 
 # -- PostgreSQL bulk paths: COPY into a staging table, then one set-based statement ---------

@@ -73,10 +73,20 @@ def live_client(
 _KEY_FIX = "create a key at https://aistudio.google.com/apikey, then " + API_KEY_FIX
 
 
+# Faults of the setup whose fix the generic words below would get wrong (an unrestricted key
+# is a 403 whose fix is not "enable the API"; a spent day is not a minute's wait). A retired
+# model is the model check's own "not found".
+_NAMED_BY_THE_LEDGER = frozenset({"key_unrestricted", "daily_quota", "no_quota"})
+
+
 def explain(exc: BaseException, body: dict[str, Any] | None) -> tuple[str, str, bool]:
     """(what went wrong, the fix, whether every further call would fail the same way)."""
-    from flows._gemini_errors import classify
+    from flows._gemini_errors import classify, setup_fault
 
+    fault = setup_fault(exc)
+    if fault is not None and fault.kind in _NAMED_BY_THE_LEDGER:
+        # The faults a tick halts on with their own fix line: the same words here.
+        return (fault.cause, fault.fix, True)
     error = (body or {}).get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         failure = classify(exc)

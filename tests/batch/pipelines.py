@@ -13,6 +13,7 @@ from ledger import Channel
 __all__ = [
     "SCRIPTED_IDS",
     "chunked_reviews",
+    "daily_reviews",
     "flaky_sink",
     "night_reviews",
     "oversized_reviews",
@@ -56,6 +57,9 @@ split_reviews = _reviews("split", 40, batch_size_limit=15, batch_bytes_limit=8_0
 # A file limit only two of the requests fit in (with these keys, lines of 1,071 and 1,073
 # bytes; the next is 1,081).
 oversized_reviews = _reviews("oversized", 40, batch_size_limit=15, batch_bytes_limit=1_075)
+
+# Eight reviews a day, under keys of that day: a night after night of small batch jobs.
+daily_reviews = _reviews("daily", 8)
 
 SCRIPTED_IDS = ["k-ok", "k-flaky", "k-bad", "k-unsafe", "k-lost", "k-always503"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import text
+
 from flows._ledger import open_ledger
 from flows.tick import tick
 
@@ -143,10 +145,17 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
     reports = [first, *tick_until_settled(spec, "split")]
     names = [b for r in reports for b in r.submit.batches]
     ledger = open_ledger()
-    # Each input file is uploaded under its batch's reservation token as display name.
-    client = gemini_client()  # held: the pager needs its client alive
-    uploaded = {f.display_name: int(f.size_bytes) for f in client.files.list()}
+    # Each input file is recorded under its batch's reservation with its size (and deleted
+    # from the Files API once its job is over: none is left there).
+    with ledger.engine.connect() as conn:
+        uploaded = dict(
+            conn.execute(
+                text("SELECT reservation, size_bytes FROM batch_files WHERE role = 'input'")
+            ).all()
+        )
     sizes = [uploaded[ledger.batch_named(name).reservation] for name in names]
+    client = gemini_client()  # held: the pager needs its client alive
+    assert not list(client.files.list())
     assert all(ledger.batch_named(name).rows <= 15 for name in names)
     assert len(names) >= 6 and max(sizes) <= 8_000 and min(sizes) > 0
     assert sum(ledger.batch_named(n).rows for n in names) == 40

@@ -14,7 +14,7 @@ from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 PARKED_CLASSES = {
     "permanent:400",
     "safety",
-    "schema",
+    "empty",
     "exhausted:429",
     "exhausted:500",
     "exhausted:503",
@@ -28,7 +28,7 @@ def test_a_night_settles_every_row_and_bills_each_attempt_once(
 ) -> None:
     """After enough ticks every review is consumed or parked with a class the scenario
     explains; attempts equal what the emulator was sent, per key; emoji-only reviews park
-    as schema; every consumed review has exactly one label in the results table."""
+    as empty; every consumed review has exactly one label in the results table."""
     monkeypatch.setenv("LEDGER_DATABASE_URL", ledger_url)
     monkeypatch.delenv("REVIEWS_RESULTS_URL", raising=False)
     emulator.set_scenario("default", seed=20261122)
@@ -47,8 +47,8 @@ def test_a_night_settles_every_row_and_bills_each_attempt_once(
     assert all(j.attempts <= 4 for j in jobs)
     assert attempts_by_key(ledger, "night") == submissions(emulator, "night:")
     assert ledger.counts(pipeline="night").attempts == sum(submissions(emulator, "night:").values())
-    # Emoji-only reviews get an empty answer from the default scenario: parked as schema
-    # (unless another fault parked them first).
+    # Emoji-only reviews get an empty answer from the default scenario: retried once, then
+    # parked as empty (unless another fault parked them first).
     emoji_keys = {
         f"night:{DAY.isoformat()}:{r['id']}:v1"
         for r in list(load_reviews(DAY))[:300]
@@ -57,7 +57,7 @@ def test_a_night_settles_every_row_and_bills_each_attempt_once(
     assert emoji_keys
     by_key = {j.key: j for j in jobs}
     assert all(by_key[k].status == "parked" for k in emoji_keys)
-    assert any(by_key[k].error_class == "schema" for k in emoji_keys)
+    assert any(by_key[k].error_class == "empty" for k in emoji_keys)
     # Results: one label per consumed key, each the ledger's validated result.
     with results_engine().connect() as conn:
         rows = conn.execute(

@@ -6,8 +6,8 @@ One server with its services on (the scheduler among them), `prefect --no-prompt
 the pool. The scheduler must create runs for every scheduled deployment, and runs it created
 (an interval schedule added here, so the test need not wait for a cron) must settle the
 article pipeline against the emulator. Afterwards the key is searched for everywhere the
-server keeps anything, and in the ledger. On SQLAlchemy 2.1 the scheduler fails every loop
-and creates no run, and this test fails.
+server keeps anything, and in the ledger. With Prefect 3.8.8 on SQLAlchemy 2.1 the scheduler
+failed every loop and created no run, and this test failed (Prefect 3.9.1 passes on 2.1.9).
 """
 
 from __future__ import annotations

@@ -70,12 +70,15 @@ def test_safety_block_is_parked_as_safety(direct_env, monkeypatch):
         assert job.prompt_tokens > 0  # the blocked answer was billed: its tokens are kept
 
 
-def test_empty_answer_is_parked_as_schema(direct_env, monkeypatch):
-    """An empty answer does not validate against the output schema: parked as schema."""
-    scripted(direct_env, {"blank": ["empty", "ok"]})
-    _run(monkeypatch, "blank")
-    job = open_ledger().get(key_of("blank"))
-    assert (job.status, job.error_class, job.attempts) == ("parked", "schema", 1)
+def test_empty_answer_is_retried_then_parked_as_empty(direct_env, monkeypatch):
+    """An empty answer may be fixed by a retry (python-genai #1289): retried in the same run;
+    empty every time, it is parked as ``empty`` at the unknown cap (2)."""
+    scripted(direct_env, {"blank": ["empty", "ok"], "void": ["empty"]})
+    _run(monkeypatch, "blank,void")
+    blank, void = open_ledger().get(key_of("blank")), open_ledger().get(key_of("void"))
+    assert (blank.status, blank.attempts) == ("consumed", 2)
+    assert (void.status, void.error_class, void.attempts) == ("parked", "empty", 2)
+    assert _sent(direct_env, "void") == 2
 
 
 def test_unknown_error_stops_at_its_cap(direct_env, monkeypatch):

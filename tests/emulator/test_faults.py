@@ -92,7 +92,9 @@ def test_generate_answer_faults(emu: RunningEmulator, client: Any) -> None:
     assert blocked.prompt_feedback.block_reason == types.BlockedReason.SAFETY
     assert not blocked.candidates
     empty = generate(client, "empty", **schema)
-    assert empty.text == ""
+    # finish STOP with a content that has no parts (python-genai #1289, litellm #24442)
+    assert empty.candidates[0].finish_reason == types.FinishReason.STOP
+    assert empty.candidates[0].content.parts is None and empty.text is None
     cut = generate(client, "cut", **schema)
     assert cut.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
     with pytest.raises(ValueError):
@@ -131,7 +133,7 @@ def test_rate_faults_apply_to_every_request(emu: RunningEmulator, client: Any) -
 def test_empty_when_no_letters(emu: RunningEmulator, client: Any) -> None:
     """An emoji-only prompt gets an empty text when empty_when_no_letters is on."""
     emu.set_scenario({"empty_when_no_letters": True})
-    assert generate(client, "emoji", text="👍👍 🎉 123").text == ""
+    assert not generate(client, "emoji", text="👍👍 🎉 123").text
     assert generate(client, "words", text="très bien 👍").text
 
 
@@ -175,7 +177,12 @@ def test_batch_row_faults_become_output_lines(emu: RunningEmulator, client: Any)
         "empty",
         "ok",
     ]
-    emu.set_scenario({"scripts": [{"match": f"row:{s}", "steps": [s]} for s in steps]})
+    emu.set_scenario(
+        {
+            "scripts": [{"match": f"row:{s}", "steps": [s]} for s in steps],
+            "batch_error_style": "status",
+        }
+    )
     job = upload_and_create(client, {f"row:{s}": "text" for s in steps}, "faulty")
     job = client.batches.get(name=job.name)
     lines = {line["key"]: line for line in output_lines(client, job)}
@@ -196,7 +203,7 @@ def test_batch_row_faults_become_output_lines(emu: RunningEmulator, client: Any)
     assert safety.candidates[0].finish_reason == types.FinishReason.SAFETY
     blocked = lines["row:blocked_prompt"]["response"]
     assert blocked["promptFeedback"]["blockReason"] == "SAFETY" and "candidates" not in blocked
-    assert lines["row:empty"]["response"]["candidates"][0]["content"]["parts"][0]["text"] == ""
+    assert lines["row:empty"]["response"]["candidates"][0]["content"] == {"role": "model"}
     stats = emu.stats()
     assert stats["submissions"] == {f"row:{s}": 1 for s in steps}
     assert stats["billed"]["batch_rows"] == 4  # safety, blocked_prompt, empty, ok
@@ -303,3 +310,139 @@ def test_interaction_hang_and_empty(emu: RunningEmulator, client: Any) -> None:
     )
     done = client.interactions.get(empty.id)
     assert done.status == "completed" and not done.output_text
+
+
+# --- the real API's setup faults and answers a retry may fix (issue 21) -------------------
+
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+HELP = "type.googleapis.com/google.rpc.Help"
+
+
+def _details(exc: Any) -> list[dict[str, Any]]:
+    details = exc.details if isinstance(exc, errors.APIError) else exc.body
+    return list(details["error"].get("details", []))
+
+
+def test_a_retired_model_is_404_on_every_generation_route(
+    emu: RunningEmulator, client: Any
+) -> None:
+    """generateContent, batchGenerateContent, interactions.create and models.get for a retired
+    model answer 404 NOT_FOUND naming it, as the real API does; nothing is counted or billed."""
+    emu.set_scenario({"retired_models": [MODEL]})
+    with pytest.raises(errors.ClientError) as gen:
+        generate(client, "k")
+    assert (gen.value.code, gen.value.status) == (404, "NOT_FOUND")
+    assert f"models/{MODEL} is not found for API version v1" in gen.value.message
+    assert "Call ListModels" in gen.value.message
+    with pytest.raises(errors.ClientError) as batch:
+        upload_and_create(client, {"row": "text"}, "retired")
+    assert "not supported for batchGenerateContent" in batch.value.message
+    with pytest.raises(APIStatusError) as inter:
+        client.interactions.create(model=MODEL, input="x", background=True)
+    assert inter.value.status_code == 404
+    with pytest.raises(errors.ClientError):
+        client.models.get(model=MODEL)
+    client.models.get(model="gemini-2.5-flash-lite")  # another model is still served
+    stats = emu.stats()
+    assert stats["submissions"] == {} and stats["batches_created"] == 0
+
+
+def test_a_spent_daily_quota_names_its_per_day_quota_id(emu: RunningEmulator, client: Any) -> None:
+    """quota_fault per_day: 429 RESOURCE_EXHAUSTED with a per-day QuotaFailure quotaId, a Help
+    link and no RetryInfo, on generateContent and interactions.create."""
+    emu.set_scenario({"quota_fault": "per_day"})
+    with pytest.raises(errors.ClientError) as gen:
+        generate(client, "k")
+    assert (gen.value.code, gen.value.status) == (429, "RESOURCE_EXHAUSTED")
+    kinds = [d["@type"] for d in _details(gen.value)]
+    assert kinds == [QUOTA_FAILURE, HELP]
+    quota = _details(gen.value)[0]["violations"][0]
+    assert quota["quotaId"] == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    assert quota["quotaDimensions"]["model"] == MODEL
+    with pytest.raises(RateLimitError) as inter:
+        client.interactions.create(model=MODEL, input="x", background=True)
+    assert "PerDay" in json.dumps(inter.value.body)
+
+
+def test_no_quota_at_all_says_limit_0(emu: RunningEmulator, client: Any) -> None:
+    """quota_fault limit_zero: 429 whose message says ``limit: 0`` for the model."""
+    emu.set_scenario({"quota_fault": "limit_zero"})
+    with pytest.raises(errors.ClientError) as gen:
+        generate(client, "k")
+    assert gen.value.code == 429 and f"limit: 0, model: {MODEL}" in gen.value.message
+
+
+@pytest.mark.parametrize(
+    ("step", "kinds"),
+    [("429_daily", [QUOTA_FAILURE, HELP]), ("429_help", [HELP])],
+)
+def test_per_key_quota_steps(
+    emu: RunningEmulator, client: Any, step: str, kinds: list[str]
+) -> None:
+    """The 429_daily and 429_help steps: a per-day 429, and one with only a Help link; neither
+    carries a RetryInfo."""
+    emu.set_scenario(script("k", step, "ok"))
+    with pytest.raises(errors.ClientError) as info:
+        generate(client, "k")
+    assert info.value.code == 429
+    assert [d["@type"] for d in _details(info.value)] == kinds
+    assert generate(client, "k").text  # the next call answers
+    assert emu.stats()["submissions"] == {"k": 2}
+
+
+def test_an_unrestricted_key_is_blocked_with_its_reason(emu: RunningEmulator, client: Any) -> None:
+    """project_fault key_unrestricted: 403 PERMISSION_DENIED with ErrorInfo reason
+    API_KEY_SERVICE_BLOCKED on every keyed request, as reported since 2026-06-18."""
+    emu.set_scenario({"project_fault": "key_unrestricted"})
+    with pytest.raises(errors.ClientError) as info:
+        generate(client, "k")
+    assert (info.value.code, info.value.status) == (403, "PERMISSION_DENIED")
+    reasons = [d.get("reason") for d in _details(info.value)]
+    assert "API_KEY_SERVICE_BLOCKED" in reasons
+    with pytest.raises(PermissionDeniedError):
+        client.interactions.create(model=MODEL, input="x", background=True)
+
+
+@pytest.mark.parametrize(
+    ("step", "finish"),
+    [("empty", "STOP"), ("finish_other", "OTHER"), ("malformed_response", "MALFORMED_RESPONSE")],
+)
+def test_answers_without_text(emu: RunningEmulator, client: Any, step: str, finish: str) -> None:
+    """empty, finish_other and malformed_response: a candidate with its finishReason and a
+    content without parts, on generateContent and in a batch output line; billed."""
+    emu.set_scenario(script("k*", step))
+    answer = generate(client, "k1")
+    assert answer.candidates[0].finish_reason.value == finish
+    assert answer.candidates[0].content.parts is None
+    assert answer.usage_metadata.candidates_token_count is None
+    job = upload_and_create(client, {"k2": "text"}, f"no-text-{step}")
+    job = client.batches.get(name=job.name)
+    (line,) = output_lines(client, job)
+    assert line["response"]["candidates"][0] == {
+        "content": {"role": "model"},
+        "finishReason": finish,
+        "index": 0,
+    }
+    assert emu.stats()["billed"]["generate_calls"] == 1
+
+
+def test_batch_error_lines_carry_numeric_grpc_codes_by_default(
+    emu: RunningEmulator, client: Any
+) -> None:
+    """By default a failed row's output line is ``{"error": {"code": 3, "message"}}``: a
+    numeric gRPC code and no status string (python-genai #2693)."""
+    emu.set_scenario(script("row:*", "400"))
+    job = client.batches.get(name=upload_and_create(client, {"row:a": "text"}, "grpc").name)
+    (line,) = output_lines(client, job)
+    assert line["error"] == {"code": 3, "message": "Request contains an invalid argument."}
+
+
+def test_jailbreak_is_a_block_reason_not_a_finish_reason(emu: RunningEmulator, client: Any) -> None:
+    """blocked_prompt_reason JAILBREAK: the prompt's promptFeedback.blockReason, which the SDK
+    reads as types.BlockedReason; a finishReason of JAILBREAK is refused by the scenario."""
+    emu.set_scenario(script("k", "blocked_prompt", blocked_prompt_reason="JAILBREAK"))
+    blocked = generate(client, "k")
+    assert blocked.prompt_feedback.block_reason == types.BlockedReason.JAILBREAK
+    assert not blocked.candidates
+    with pytest.raises(ValueError):
+        emu.set_scenario({"safety_finish_reason": "JAILBREAK"})

@@ -88,9 +88,7 @@ def test_max_tokens_is_parked_as_truncated(world):
     assert "max_output_tokens" in (row.error_message or "")
 
 
-@pytest.mark.parametrize(
-    "reason", ["MODEL_ARMOR", "JAILBREAK", "PROHIBITED_CONTENT", "SPII", "BLOCKLIST"]
-)
+@pytest.mark.parametrize("reason", ["MODEL_ARMOR", "PROHIBITED_CONTENT", "SPII", "BLOCKLIST"])
 def test_safety_finish_reasons_are_parked_as_safety(world, reason):
     """Every blocking finishReason is parked as ``safety`` with the reason in its message."""
     scenario(world, {"a": ["safety"]}, safety_finish_reason=reason)
@@ -99,6 +97,19 @@ def test_safety_finish_reasons_are_parked_as_safety(world, reason):
     row = _row(ledger, "direct-test", "a")
     assert (row.status, row.error_class, row.attempts) == ("parked", "safety", 1)
     assert reason in (row.error_message or "")
+
+
+@pytest.mark.parametrize("reason", ["JAILBREAK", "MODEL_ARMOR", "OTHER"])
+def test_blocked_prompt_reasons_are_parked_as_safety(world, reason):
+    """A prompt blocked with promptFeedback.blockReason JAILBREAK (a BlockedReason, not a
+    FinishReason, in google-genai 3.3.0), MODEL_ARMOR or OTHER is parked as ``safety`` after
+    one attempt, the reason in its message."""
+    scenario(world, {"a": ["blocked_prompt"]}, blocked_prompt_reason=reason)
+    ledger = Ledger(world["url"])
+    settle(CHANNELS["direct"], ledger)
+    row = _row(ledger, "direct-test", "a")
+    assert (row.status, row.error_class, row.attempts) == ("parked", "safety", 1)
+    assert f"prompt blocked: {reason}" in (row.error_message or "")
 
 
 @pytest.mark.parametrize(("code", "cls"), [(8, "retryable:429"), (14, "retryable:503")])
@@ -114,3 +125,46 @@ def test_interaction_step_errors_are_classified_by_their_code(world, code, cls):
     settle(ch, ledger)
     row = _row(ledger, "bgtest", "a")
     assert (row.status, row.attempts) == ("consumed", 2)
+
+
+# Which item gets which answer without text, per channel (batch: the scripted pipeline's ids).
+_NO_TEXT_ITEMS = {
+    "batch": {"once": "k-ok", "twice": "k-flaky", "other": "k-bad", "malformed": "k-unsafe"},
+    "background": {"once": "a", "twice": "b", "other": "c", "malformed": "d"},
+    "direct": {"once": "a", "twice": "b", "other": "c", "malformed": "d"},
+}
+
+
+@pytest.mark.parametrize("channel", ["batch", "background", "direct"])
+def test_answers_without_text_are_retried_then_parked_as_their_own_class(world, channel):
+    """An empty answer (finish STOP, no parts: python-genai #1289) and OTHER /
+    MALFORMED_RESPONSE finishes without text are retried under the unknown cap (2): one that
+    answers on the retry is delivered; one empty twice is parked ``empty`` (``empty:other``
+    naming its finish where the API gives one), never ``schema`` after one attempt."""
+    items = _NO_TEXT_ITEMS[channel]
+    scenario(
+        world,
+        {
+            items["once"]: ["empty", "ok"],
+            items["twice"]: ["empty"],
+            items["other"]: ["finish_other"],
+            items["malformed"]: ["malformed_response", "ok"],
+        },
+    )
+    ch = SCRIPTED if channel == "batch" else CHANNELS[channel]
+    ledger = Ledger(world["url"])
+    settle(ch, ledger)
+    rows = {name: _row(ledger, ch.pipeline, item) for name, item in items.items()}
+    # Interactions have no finishReason: an OTHER finish is an interaction without text.
+    other = "empty" if channel == "background" else "empty:other"
+    assert {n: (r.status, r.error_class, r.attempts) for n, r in rows.items()} == {
+        "once": ("consumed", None, 2),
+        "twice": ("parked", "empty", 2),
+        "other": ("parked", other, 2),
+        "malformed": ("consumed", None, 2),
+    }
+    assert "a retry may fix it" in (rows["twice"].error_message or "")
+    counts = ledger.counts(pipeline=ch.pipeline)
+    assert counts.by_status == {"consumed": ch.rows - 2, "parked": 2}
+    sent = world["emulator"].stats()["submissions"]
+    assert counts.attempts == sum(n for k, n in sent.items() if k.startswith(f"{ch.pipeline}:"))

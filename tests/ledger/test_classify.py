@@ -35,6 +35,7 @@ from ledger._classify import (
     Failure,
     Verdict,
     classify_response,
+    quota_ids,
 )
 from ledger._redact import redact, register_secret
 
@@ -590,11 +591,23 @@ SAFETY_RATINGS = [
         pytest.param(_response("The quick brown", "RECITATION"),
                      Verdict.PERMANENT, "recitation", "recitation", id="recitation"),
         pytest.param({"candidates": [], "usageMetadata": {"promptTokenCount": 3}},
-                     Verdict.PERMANENT, "schema", "schema", id="no-candidates"),
-        pytest.param({}, Verdict.PERMANENT, "schema", "schema", id="empty-object"),
-        pytest.param(_response(""), Verdict.PERMANENT, "schema", "schema", id="empty-text"),
-        pytest.param(_response("  \n"), Verdict.PERMANENT, "schema", "schema", id="blank-text"),
-        pytest.param(_response(None), Verdict.PERMANENT, "schema", "schema", id="no-parts"),
+                     Verdict.UNKNOWN, "empty", "empty", id="no-candidates"),
+        pytest.param({}, Verdict.UNKNOWN, "empty", "empty", id="empty-object"),
+        pytest.param(_response(""), Verdict.UNKNOWN, "empty", "empty", id="empty-text"),
+        pytest.param(_response("  \n"), Verdict.UNKNOWN, "empty", "empty", id="blank-text"),
+        pytest.param(_response(None), Verdict.UNKNOWN, "empty", "empty", id="no-parts"),
+        pytest.param({"candidates": [{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}],
+                      "usageMetadata": {"promptTokenCount": 3130, "totalTokenCount": 3130}},
+                     Verdict.UNKNOWN, "empty", "empty", id="stop-content-without-parts"),
+        pytest.param(_response(None, None), Verdict.UNKNOWN, "empty", "empty", id="no-finish-no-parts"),
+        pytest.param(_response(None, "OTHER"), Verdict.UNKNOWN, "empty:other", "empty:other", id="finish-other"),
+        pytest.param(_response("", "MALFORMED_RESPONSE"), Verdict.UNKNOWN, "empty:malformed_response",
+                     "empty:malformed_response", id="finish-malformed-response"),
+        pytest.param(_response(None, "CONTINUATION"), Verdict.UNKNOWN, "empty:continuation",
+                     "empty:continuation", id="finish-continuation"),
+        pytest.param(_response(None, "LANGUAGE"), Verdict.PERMANENT, "schema", "schema", id="finish-language"),
+        pytest.param({"promptFeedback": {"blockReason": "JAILBREAK"}},
+                     Verdict.PERMANENT, "blocked_prompt", "safety", id="blocked-jailbreak"),
         pytest.param(_response(None, "MAX_TOKENS"), Verdict.PERMANENT, "truncated", "truncated", id="max-tokens-no-parts"),
         pytest.param(_response('{"category": "oth', "MAX_TOKENS"),
                      Verdict.PERMANENT, "truncated", "truncated", id="max-tokens-cut-json"),
@@ -604,7 +617,7 @@ SAFETY_RATINGS = [
                      Verdict.PERMANENT, "safety", "safety", id="jailbreak"),
         pytest.param({"candidates": [{"content": {"parts": [{"text": "thinking...", "thought": True}]},
                                       "finishReason": "STOP"}]},
-                     Verdict.PERMANENT, "schema", "schema", id="only-thoughts"),
+                     Verdict.UNKNOWN, "empty", "empty", id="only-thoughts"),
         pytest.param({"candidates": [{"finish_reason": "SAFETY"}]},
                      Verdict.PERMANENT, "safety", "safety", id="snake-case-finish"),
     ],
@@ -612,7 +625,8 @@ SAFETY_RATINGS = [
 def test_classify_response_failures(
     response: dict[str, Any], verdict: Verdict, code: str, error_class: str
 ) -> None:
-    """Blocked prompts, safety and recitation stops and empty answers are permanent failures."""
+    """Blocked prompts, safety and recitation stops are permanent failures; an answer without
+    text (finish STOP, OTHER, MALFORMED_RESPONSE, CONTINUATION) is unknown, class ``empty``."""
     failure = classify_response(response)
     assert failure is not None
     assert (failure.verdict, failure.code, failure.error_class) == (verdict, code, error_class)
@@ -620,9 +634,18 @@ def test_classify_response_failures(
 
 
 def test_empty_answer_message() -> None:
-    """An empty answer is reported as 'empty answer'."""
+    """An empty answer says so, and that a retry may fix it; a finish other than STOP is
+    named in the message."""
     failure = classify_response(_response(""))
-    assert failure is not None and failure.message == "empty answer"
+    assert failure is not None and failure.message == "empty answer (no text); a retry may fix it"
+    other = classify_response(_response(None, "OTHER"))
+    assert other is not None and "finishReason OTHER" in other.message
+
+
+def test_an_answer_with_text_and_an_odd_finish_is_left_to_the_schema() -> None:
+    """OTHER or MALFORMED_RESPONSE with text: the text is validated like any other answer."""
+    assert classify_response(_response('{"category": "other"}', "OTHER")) is None
+    assert classify_response(_response('{"category": "x"}', "MALFORMED_RESPONSE")) is None
 
 
 def test_classify_response_with_text_is_none() -> None:
@@ -673,6 +696,9 @@ def test_classify_mapping_with_a_blocked_response() -> None:
         (Verdict.RETRYABLE, "malformed_output", "malformed_output", "exhausted:malformed_output"),
         (Verdict.RETRYABLE, "batch_expired", "retryable:batch_expired", "exhausted:batch_expired"),
         (Verdict.UNKNOWN, "409", "unknown:409", "unknown:409"),
+        (Verdict.UNKNOWN, "empty", "empty", "empty"),
+        (Verdict.UNKNOWN, "empty:other", "empty:other", "empty:other"),
+        (Verdict.UNKNOWN, "emptyish", "unknown:emptyish", "unknown:emptyish"),
         (Verdict.UNKNOWN, "interaction_failed", "unknown:interaction_failed", "unknown:interaction_failed"),
     ],
 )  # fmt: skip
@@ -683,6 +709,25 @@ def test_error_and_parked_classes(
     failure = Failure(verdict, code, "m")
     assert failure.error_class == error_class
     assert failure.parked_class() == parked
+
+
+def test_quota_ids_are_read_from_every_quota_failure_violation() -> None:
+    """quota_ids lists each QuotaFailure violation's quotaId once, in order; other details
+    and odd shapes are ignored."""
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"},
+            {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"},
+            {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"},
+            "odd", {"quotaId": 7}]},
+        RETRY_INFO_7S,
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": "odd"},
+    ]  # fmt: skip
+    assert quota_ids(details) == (
+        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+    )
+    assert quota_ids(None) == () and quota_ids({"violations": []}) == ()
 
 
 def test_failure_message_is_short_and_one_line() -> None:

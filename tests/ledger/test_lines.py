@@ -270,11 +270,13 @@ def test_error_lines_round_trip(case: tuple[bytes, str, dict[str, Any]]) -> None
 @settings(max_examples=100, deadline=None)
 @given(keys, st.text(max_size=50))
 def test_non_conforming_answers_are_schema_failures(key: str, text: str) -> None:
-    """An answer that does not validate against the schema is a permanent schema failure."""
+    """An answer that does not validate against the schema is a permanent schema failure; one
+    without text is ``empty`` (unknown: a retry may fix it)."""
     out = parse_output_line(line(key, response=response(text)), Review)
     assert isinstance(out, LineFailure)
     assert out.key == key
-    assert (out.failure.verdict, out.failure.code) == (Verdict.PERMANENT, "schema")
+    expected = (Verdict.UNKNOWN, "empty") if not text.strip() else (Verdict.PERMANENT, "schema")
+    assert (out.failure.verdict, out.failure.code) == expected
     assert out.usage == Usage(112, 21, 133)
 
 
@@ -332,18 +334,42 @@ def test_recitation_line() -> None:
 
 
 def test_empty_text_line() -> None:
-    """An empty answer (an emoji-only review) is a permanent schema failure: empty answer."""
+    """An empty answer (an emoji-only review) is ``empty``: unknown, retried under the
+    unknown cap, then parked as its own class."""
     out = parse_output_line(line("k3", response=response("")), Review)
     assert isinstance(out, LineFailure)
-    assert (out.failure.verdict, out.failure.error_class) == (Verdict.PERMANENT, "schema")
-    assert out.failure.message == "empty answer"
+    assert (out.failure.verdict, out.failure.error_class) == (Verdict.UNKNOWN, "empty")
+    assert out.failure.parked_class() == "empty"
+    assert out.failure.message.startswith("empty answer")
+
+
+@pytest.mark.parametrize(
+    ("finish", "error_class"),
+    [
+        ("STOP", "empty"),
+        ("OTHER", "empty:other"),
+        ("MALFORMED_RESPONSE", "empty:malformed_response"),
+    ],
+)
+def test_a_line_whose_content_has_no_parts(finish: str, error_class: str) -> None:
+    """The real empty answer (python-genai #1289): ``"content": {"role": "model"}`` and no
+    candidatesTokenCount; classed by its finish, the prompt's tokens kept."""
+    resp = {
+        "candidates": [{"content": {"role": "model"}, "finishReason": finish, "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3130, "totalTokenCount": 3130},
+        "modelVersion": "gemini-2.5-flash-lite",
+    }
+    out = parse_output_line(line("k", response=resp), Review)
+    assert isinstance(out, LineFailure)
+    assert (out.failure.verdict, out.failure.error_class) == (Verdict.UNKNOWN, error_class)
+    assert out.usage == Usage(3130, 0, 3130)
 
 
 def test_no_candidates_line() -> None:
-    """A response without candidates is a permanent schema failure."""
+    """A response without candidates (and no block reason) is an empty answer."""
     out = parse_output_line(line("k", response={"usageMetadata": {"promptTokenCount": 5}}), Review)
     assert isinstance(out, LineFailure)
-    assert out.failure.error_class == "schema"
+    assert out.failure.error_class == "empty"
     assert out.usage == Usage(5, 0, 5)
 
 
@@ -541,12 +567,17 @@ def test_deferred_schema_annotations() -> None:
 
 
 def test_validate_answer() -> None:
-    """validate_answer returns the model, or a permanent schema Failure for bad or empty text."""
+    """validate_answer returns the model, a permanent schema Failure for bad text, or an
+    ``empty`` one (unknown) for no text."""
     assert validate_answer(REVIEW.model_dump_json(), Review) == REVIEW
-    for bad in (None, "", "not json", "[1, 2]", '{"category": "product"}'):
+    for bad in ("not json", "[1, 2]", '{"category": "product"}'):
         failure = validate_answer(bad, Review)
         assert isinstance(failure, Failure)
         assert (failure.verdict, failure.code) == (Verdict.PERMANENT, "schema")
+    for nothing in (None, "", "  \n"):
+        failure = validate_answer(nothing, Review)
+        assert isinstance(failure, Failure)
+        assert (failure.verdict, failure.code) == (Verdict.UNKNOWN, "empty")
 
 
 def test_extract_text_concatenates_parts() -> None:

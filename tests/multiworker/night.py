@@ -64,7 +64,7 @@ class Night:
             ],
         }
     )
-    emoji_every: int = 97  # every N-th item is emoji only: parked as schema
+    emoji_every: int = 97  # every N-th item is emoji only: answered empty, parked as empty
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _prefect_file(root: Path, items: Mapping[str, int]) -> Path:
         yaml.safe_dump(
             {
                 "name": "gemini-ledger-workers",
-                "prefect-version": "3.8.8",
+                "prefect-version": "3.9.1",
                 "build": None,
                 "push": None,
                 "deployments": deployments,

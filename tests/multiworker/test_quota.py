@@ -52,9 +52,20 @@ def test_a_429_pauses_the_model_for_every_worker() -> None:
 
     quota.reset_cache()  # what another worker, which never saw the 429, reads
     assert quota.not_before(model) >= before + 30.0
-    # A 503 or a 429 without a delay does not pause anyone.
+    # A 503 does not pause anyone.
     quota.note_failure(model, Failure(Verdict.RETRYABLE, "503", "down", retry_delay=90.0))
     assert quota.not_before(model, fresh=True) < before + 31.0
+
+
+def test_a_429_without_a_retry_delay_still_pauses_the_model() -> None:
+    """A 429 that names no delay (some carry only a google.rpc.Help link) pauses every worker
+    for the default delay, not for nothing."""
+    model = f"{MODEL}-pause-default"
+    quota.apply_limits([model], rpm=600, concurrency=None)
+    before = time.time()
+    quota.note_failure(model, Failure(Verdict.RETRYABLE, "429", "quota"))
+    quota.reset_cache()
+    assert quota.not_before(model) >= before + quota.DEFAULT_PAUSE_S
 
 
 def test_a_model_without_limits_runs_unlimited_and_says_so_once(

@@ -31,7 +31,7 @@ def test_three_workers_share_one_night_and_one_quota(postgres_url: str, tmp_path
         assert verdict.problems == [], (channel, verdict.problems[:10])
         assert verdict.lost == verdict.duplicated == verdict.over_submitted == 0, channel
         assert verdict.consumed + verdict.parked == NIGHT.items[channel], channel
-        assert verdict.parked_by_class.keys() <= {"schema"}, (channel, verdict.parked_by_class)
+        assert verdict.parked_by_class.keys() <= {"empty"}, (channel, verdict.parked_by_class)
         # Every attempt the ledger counts is one submission the emulator counted, no more.
         assert verdict.attempts == verdict.submissions, (channel, verdict.as_dict())
     any_verdict = next(iter(result.verdicts.values()))

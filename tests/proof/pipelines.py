@@ -8,7 +8,8 @@ same world as the test that started it:
   10,000 items needs no data file; ``PROOF_ITEMS_BATCH`` / ``_BACKGROUND`` / ``_DIRECT``
   override it for one channel (a night runs 10,000 batch and 2,000 background items);
 - ``PROOF_EMOJI_EVERY``: every N-th item's text is emoji only (no letters: the emulator's
-  ``empty_when_no_letters`` answers it with nothing, which must park as ``schema``); 0: none;
+  ``empty_when_no_letters`` answers it with nothing: retried under the unknown cap, then
+  parked as ``empty``); 0: none;
 - ``PROOF_OUT``: directory the side effect writes one JSON file per key into (an
   idempotent overwrite by key);
 - ``PROOF_COMPLETIONS``: file the side effect appends ``<key>`` to once it has completed,
