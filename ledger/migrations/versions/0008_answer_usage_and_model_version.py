@@ -9,8 +9,8 @@ every attempt like the other token counts, so the cost estimate prices each at i
 ``model``) and ``responseId`` of the last answer, so a result obtained through an alias such
 as ``gemini-flash-latest`` says which model produced it.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
