@@ -3,9 +3,10 @@ tick collects the results.
 
 :class:`BackgroundChannel`'s steps of a tick (``flows.tick`` runs them), in this order:
 
-1. **Recover stale reservations** (a row left ``reserving`` longer than the tick's stale age
-   (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick died between reserve and
-   bind). The interactions API has no listing call, so the orphan cannot be looked up: the row
+1. **Recover stale reservations** (a row left ``reserving`` and unrenewed for longer than
+   the tick's stale age (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick
+   died between reserve and bind; a live tick renews its reservation while it creates).
+   The interactions API has no listing call, so the orphan cannot be looked up: the row
    is taken over (a compare-and-set on its reservation token; of several ticks only one wins),
    flagged as a possible duplicate (counted in the ledger, so the cost is visible) and
    resubmitted with its key in the labels and the key header, then bound.
@@ -23,10 +24,11 @@ tick collects the results.
    job; a transient one (503, a timeout) is not and leaves the job submitted for the next
    tick. Outcomes are applied in bulk, one
    transaction for all results and one for all failures.
-3. **Deliver**: ``done`` rows are claimed (a compare-and-set, so two ticks never run the same
-   side effect), ``on_result`` is called, then the row is marked ``consumed``. An exception
-   inside ``on_result`` is logged and the row stays ``done`` for the next tick; a kill inside
-   it is resumed by a later tick once the claim is older than that stale age.
+3. **Deliver**: ``done`` rows are claimed under the pass's token and renewed while it works
+   (``flows._deliver``: two live ticks never run the same side effect), ``on_result`` is
+   called, then the row is marked ``consumed``. An exception inside ``on_result`` is logged
+   and the row stays ``done`` for the next tick; a kill inside it is resumed by a later tick
+   once the claim has gone unrenewed for that stale age.
 4. **Submit** (after the tick enrolled today's items): due jobs are reserved (the attempt is
    counted here, the reservation written before anything is sent), then ``interactions.create(
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.
@@ -61,6 +63,7 @@ from flows._channel import (
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
+from flows._renewal import Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from ledger import (
@@ -75,7 +78,6 @@ from ledger import (
 )
 
 __all__ = [
-    "DELIVER_LIMIT",
     "SUBMIT_LIMIT",
     "BackgroundChannel",
     "BackgroundCollected",
@@ -86,8 +88,6 @@ __all__ = [
 
 # Jobs one tick submits at most; the rest wait for the next tick (they stay pending).
 SUBMIT_LIMIT = 10_000
-# Rows one tick delivers at most.
-DELIVER_LIMIT = 100_000
 
 
 def _token(kind: str) -> str:
@@ -249,6 +249,17 @@ class BackgroundChannel:
         self.running_limit_s = pick(options.running_limit_s, _DEFAULT_RUNNING_LIMIT_S)
         self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
 
+    def _holding(self, reservation: str) -> Renewal:
+        """Renew the reservation's rows while they are sent and bound, so a later tick takes
+        over only rows whose tick died (unrenewed for ``max_age_s``)."""
+        ledger = self.ctx.ledger
+        return Renewal(
+            lambda: ledger.renew_reservation(reservation) >= 0,  # taken-over rows fail to bind
+            age_s=self.max_age_s,
+            what=f"reservation {reservation}",
+            log=self.ctx.log,
+        )
+
     def recover(self) -> BackgroundRecovered:
         """Take over reservations older than ``max_age_s`` (flagged as possible duplicates)
         and resubmit them with their key in the labels."""
@@ -270,9 +281,10 @@ class BackgroundChannel:
             len(stale),
             len(won),
         )
-        out = submit_reserved(
-            p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
-        )
+        with self._holding(token):
+            out = submit_reserved(
+                p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
+            )
         return BackgroundRecovered(
             recovered=out["submitted"],
             refused=out["create_failed"],
@@ -366,9 +378,9 @@ class BackgroundChannel:
             token=_token("deliver"),
             older_than=self.max_age_s,
             log=self.ctx.log,
-            page=DELIVER_LIMIT,
             # One row at a time on purpose: a kill between a side effect and this write
             # makes only the row in hand run its (idempotent) side effect again.
+            consume_group=1,
             cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="background.after_done",
@@ -387,10 +399,11 @@ class BackgroundChannel:
         crash_point("background.after_reserve")
         if not reserved:
             return BackgroundSubmitted()
-        rows = list(ledger.reserved(token))
-        out = submit_reserved(
-            p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
-        )
+        with self._holding(token):
+            rows = list(ledger.reserved(token))
+            out = submit_reserved(
+                p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
+            )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(
             submitted=out["submitted"],

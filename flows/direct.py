@@ -529,7 +529,6 @@ def deliver_direct(ctx: RunContext, *, older_than: float | None = None) -> Deliv
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
         older_than=pick(older_than, ctx.settings.direct_stale_s),
         log=ctx.log,
-        page=1000,
         cap=ctx.settings.delivery_cap,
         points=DeliveryPoints(
             before_effect="direct.before_side_effect",
