@@ -15,10 +15,14 @@ tick collects the results.
    requests in flight. A completed one is validated against the output schema and becomes
    ``done`` (or a ``schema`` failure); a failed, cancelled, incomplete or budget-exceeded one
    goes through the classifier (retryable: resubmitted by a later tick under the cap; permanent:
-   parked at once); one still running stays; one running longer than ``running_limit_s`` is
-   cancelled and recorded as retryable. A get that errors is classified too: a permanent answer
-   (404: the interaction is gone) is a verdict about the job, a transient one (503, a timeout)
-   is not and leaves the job submitted for the next tick. Outcomes are applied in bulk, one
+   parked at once; ``incomplete``, the output budget reached, is ``truncated`` whatever its
+   errors say); one still running (``idle`` included) stays; one running longer than
+   ``running_limit_s`` is cancelled and recorded as retryable. A get answered 404 means the
+   interaction is gone (deleted, or past its retention): the job comes back as
+   ``retryable:interaction_lost`` with its attempt kept and is counted as a possible duplicate
+   (it may have run and been billed). Another permanent answer (400) is a verdict about the
+   job; a transient one (503, a timeout) is not and leaves the job submitted for the next
+   tick. Outcomes are applied in bulk, one
    transaction for all results and one for all failures.
 3. **Deliver**: ``done`` rows are claimed under the pass's token and renewed while it works
    (``flows._deliver``: two live ticks never run the same side effect), ``on_result`` is
@@ -219,11 +223,13 @@ class BackgroundCollected(Collected):
     failures_applied: int = 0
     cancelled: int = 0
     poll_errors: int = 0
+    lost: int = 0
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "interactions polled", self.polled
         yield "cancelled (ran too long)", self.cancelled
         yield "poll errors (left submitted)", self.poll_errors
+        yield "lost at the API (404: sent again, possible duplicates)", self.lost
 
 
 @dataclass(kw_only=True)
@@ -312,14 +318,16 @@ class BackgroundChannel:
         poll_s = time.monotonic() - started
         handles = {x.key: x.handle for x in polled}
         results = [
-            ResultRow(x.key, x.result, *x.usage)
+            ResultRow(x.key, x.result, *x.usage, x.model_version, x.response_id)
             for x in polled
             if x.outcome == "done" and x.result is not None
         ]
+        # A lost interaction (404) is a failure like the others: retryable:interaction_lost,
+        # its attempt kept, flagged as a possible duplicate by the ledger.
         failures = [
-            FailureRow(x.key, x.failure, *x.usage)
+            FailureRow(x.key, x.failure, *x.usage, x.model_version, x.response_id)
             for x in polled
-            if x.outcome == "failed" and x.failure is not None
+            if x.outcome in ("failed", "lost") and x.failure is not None
         ]
         completed = ledger.apply_results(results, handle=handles)
         applied_failures = ledger.apply_failures(failures, handle=handles, policy=p.policy)
@@ -345,7 +353,7 @@ class BackgroundChannel:
                 x.handle,
                 x.failure.message if x.failure else "?",
             )
-        tokens = [sum(x.usage[i] for x in polled) for i in range(3)]
+        tokens = [sum(x.usage[i] for x in polled) for i in range(len(Usage._fields))]
         report = BackgroundCollected(
             completed=completed,
             retryable=dict(sorted(retryable.items())),
@@ -357,6 +365,7 @@ class BackgroundChannel:
             failures_applied=applied_failures,
             cancelled=sum(1 for x in polled if x.cancelled),
             poll_errors=len(transient),
+            lost=sum(1 for x in polled if x.outcome == "lost"),
         )
         log.info(
             "%s: polled %d interactions in %.2fs: %d completed, %d failed, %d still running",

@@ -28,8 +28,10 @@ from ledger._sql import (
     MOVES,
     PARKED,
     SQLITE_FAILURE_UPDATE,
+    TOKEN_COLUMNS,
     S,
     failure_params,
+    handle_of,
     pg_copy_failures,
     pg_copy_results,
     sqlite_failure_params,
@@ -52,18 +54,17 @@ class OutcomeVerbs(RevisionVerbs):
         if not rows:
             return 0
         now = self.clock()
+        tokens = ", ".join(f"{c} = {c} + ?" for c in TOKEN_COLUMNS)
         sql = f"""UPDATE jobs SET status = {MOVES["apply_results"].to(S.DONE)},
                 result = ?, done_at = ?, updated_at = ?,
-                error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
-                candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
+                error_class = NULL, reservation = NULL, {tokens},
+                model_version = COALESCE(?, model_version),
+                response_id = COALESCE(?, response_id)
             WHERE key = ? AND {MOVES["apply_results"].where()} AND handle = ?"""
         if self._is_pg:
             with self._write() as conn:
                 return pg_copy_results(conn, rows, handle, now)
-        if isinstance(handle, str):
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle) for r in rows]
-        else:
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle[r[0]]) for r in rows]
+        params = [(r[1], now, now, *r[2:10], r[0], handle_of(handle, r[0])) for r in rows]
         with self._write() as conn:
             return self._bulk(conn, sql, params)
 
