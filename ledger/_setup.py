@@ -2,8 +2,9 @@
 
 A refused or missing API key, a key blocked for having no API restrictions, a project
 without permission or billing, a retired or unknown model, a spent per-day quota (or none at
-all), an API that cannot be reached, an upload type the Files API refuses, a ledger that
-cannot be reached: the same request would fail for every row, so no row is parked for it.
+all), a full Files API storage, an API that cannot be reached, an upload type the Files API
+refuses, a ledger that cannot be reached: the same request would fail for every row, so no
+row is parked for it.
 :func:`setup_fault` recognises one (an SDK or transport exception, or an already raised
 :class:`SetupFault`); the channel that meets it gives its reservations back and halts the
 tick with the fault's one line.
@@ -40,6 +41,7 @@ class SetupKind(enum.StrEnum):
     PRECONDITION = "precondition"
     MODEL_NOT_FOUND = "model_not_found"
     DAILY_QUOTA = "daily_quota"
+    FILE_STORAGE = "file_storage"
     NO_QUOTA = "no_quota"
     UNREACHABLE = "unreachable"
     UPLOAD_REFUSED = "upload_refused"
@@ -74,6 +76,11 @@ _FIXES = {
     SetupKind.DAILY_QUOTA: (
         "wait for the quota to reset (per-day quotas reset at midnight Pacific time), or raise"
         " it (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again"
+    ),
+    SetupKind.FILE_STORAGE: (
+        "delete Files API files this project no longer needs (client.files.delete; the batch"
+        " channel deletes its own once their jobs are over) or wait for them to expire (48 h);"
+        " the next tick tries again"
     ),
     SetupKind.NO_QUOTA: (
         "this project has no quota for the model (limit: 0): enable billing for it, or choose"
@@ -271,6 +278,12 @@ def _spent_quota(api: ApiFailure) -> SetupFault | None:
     if api.http_code != 429 and (api.status or "").upper() != "RESOURCE_EXHAUSTED":
         return None
     head = f"{api.http_code or ''} {(api.status or '').upper()}".strip()
+    if _storage_full(api):
+        return SetupFault(
+            SetupKind.FILE_STORAGE,
+            "the project's Files API storage is full (FileStorageBytesPerProject, 20 GB):"
+            f" no upload can succeed until files are deleted ({head})",
+        )
     named = _MODEL_IN_QUOTA.search(api.message or "")
     model = f"model {named.group(1)}" if named else "this model"
     if _LIMIT_ZERO.search(api.message or ""):
@@ -296,6 +309,19 @@ def _spent_quota(api: ApiFailure) -> SetupFault | None:
         f"wait for it to reset ({when}) or raise it"
         " (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again",
     )
+
+
+# The Files API's per-project storage quota (20 GB, files kept 48 h): an upload refused by it
+# names quotaId FileStorageBytesPerProject and metric .../file_storage_bytes (the body in
+# emulator/_errors.py ``storage_full``: alphaXiv/feedback issue 16, python-genai issue 2132).
+# No retry frees storage; only deleting files (or their expiry) does.
+_STORAGE_QUOTA = re.compile(r"FileStorageBytes|file_storage_bytes", re.IGNORECASE)
+
+
+def _storage_full(api: ApiFailure) -> bool:
+    if any(_STORAGE_QUOTA.search(q) for q in api.quota_ids):
+        return True
+    return bool(_STORAGE_QUOTA.search(api.message or ""))
 
 
 def _duration_text(seconds: float) -> str:
