@@ -42,6 +42,7 @@ from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
+    ApiSettingsRecord,
     BatchFileRecord,
     BatchRecord,
     Counts,
@@ -70,6 +71,7 @@ __all__ = [
     "PIPELINE_NAME_MAX",
     "PROMPT_CLASS_PREFIX",
     "ApiFailure",
+    "ApiSettingsRecord",
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
