@@ -95,3 +95,34 @@ def test_doctor_fails_the_api_settings_check_with_the_fix(
     assert check.outcome is Outcome.FAIL
     assert "is not the one the workers use" in check.detail
     assert check.fix and "GOOGLE_GEMINI_BASE_URL and API key" in check.fix
+
+
+def test_webhook_serve_refuses_in_one_line_and_exits_1(
+    bound: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gemini-ledger webhook serve`` with another key: one ``error:`` line, exit 1, no
+    traceback, and the port is never opened."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "GEMINI_API_KEY": "another-projects-key",
+        "LEDGER_WEBHOOK_SECRET": SECRET,
+        "PYTHONPATH": str(root),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "webhook", "serve", "--port", "9"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "webhook receiver refused" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "another-projects-key" not in done.stderr
