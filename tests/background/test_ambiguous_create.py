@@ -86,3 +86,16 @@ def test_which_failures_are_ambiguous(failure: ApiFailure, ambiguous: bool) -> N
     """A 5xx, a timeout or a dropped connection may have been carried out; a 4xx or a failed
     connect certainly was not."""
     assert failure.ambiguous is ambiguous
+
+
+def test_the_interactions_clients_timeout_is_ambiguous_and_a_failed_connect_is_not() -> None:
+    """The interactions client's APITimeoutError may have created the interaction; its
+    APIConnectionError (never connected) did not (a fault of the setup: unreachable)."""
+    import httpx2
+    from google.genai import _interactions_errors as sdk
+
+    from flows._gemini_errors import may_have_been_carried_out
+
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1beta/interactions")
+    assert may_have_been_carried_out(sdk.APITimeoutError(request=request))
+    assert not may_have_been_carried_out(sdk.APIConnectionError(request=request))
