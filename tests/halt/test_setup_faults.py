@@ -202,7 +202,14 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     gateway read is forgotten (the block no longer holds it)."""
     from prefect.blocks.system import Secret
 
+    import flows.direct
+
+    def forget() -> None:  # the key (and a client holding it) read once per process
+        gateway._cache.clear()
+        flows.direct._clients.clear()
+
     saved: list[str] = []
+    forget()
 
     def save(name: str, value: str) -> str:
         Secret(value=value).save(name, overwrite=True)
@@ -214,7 +221,7 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     finally:
         for name in saved:
             Secret.delete(name)
-        gateway._cache.clear()
+        forget()
 
 
 def test_a_refused_key_in_the_block_names_the_block_and_its_fix(world, secret_block):
