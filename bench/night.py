@@ -8,7 +8,8 @@ emulator's ``default`` scenario (429, 503, 500, 400, safety blocks, emoji-only i
 answered empty, rows missing from outputs, failed batch jobs, duplicate and late signed
 webhooks), its 5 % chance of a failed batch job made certain for the second job, plus the
 real API's shapes (:data:`REAL_SHAPES`: gRPC-style error lines, a late output file,
-interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks).
+interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks, thinking and
+cached prompt tokens in the usage).
 
 Every tick is a real subprocess (``python -m flows.cli tick``, as cron runs it) reporting
 to one Prefect server; the webhook receiver (``flows.webhooks.create_app``) is
@@ -46,9 +47,25 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-__all__ = ["REAL_SHAPES", "NightResult", "expected_fates", "night_scenario", "run_night"]
+__all__ = [
+    "BILLED_FIGURES",
+    "REAL_SHAPES",
+    "NightResult",
+    "expected_fates",
+    "night_scenario",
+    "run_night",
+]
 
 SEED = 2026
+# What the emulator billed and the ledger recorded, compared one by one (equal, or a problem).
+BILLED_FIGURES = (
+    "submissions",
+    "prompt_tokens",
+    "candidates_tokens",
+    "total_tokens",
+    "thoughts_tokens",
+    "cached_tokens",
+)
 CAP = 4
 UNKNOWN_CAP = 2
 # What the emulator's steps become in the ledger (the classifier's classes).
@@ -73,6 +90,9 @@ REAL_SHAPES: dict[str, Any] = {
     "batch_output_delay_polls": 1,
     "interaction_step_error_code": 14,
     "safety_finish_reason": "MODEL_ARMOR",
+    # Implicit cache hits on part of every prompt (cachedContentTokenCount), beside the
+    # thinking tokens every answer reports: both compared, billed against recorded.
+    "cached_prompt_fraction": 0.25,
     "scripts": [
         {"match": TRUNCATED_ITEMS, "steps": ["incomplete"]},
         {"match": STEP_ERROR_ITEMS, "steps": ["failed", "ok"]},
@@ -402,6 +422,8 @@ def run_night(
             "prompt_tokens": billed["prompt_tokens"],
             "candidates_tokens": billed["candidates_tokens"],
             "total_tokens": billed["total_tokens"],
+            "thoughts_tokens": billed["thoughts_tokens"],
+            "cached_tokens": billed["cached_tokens"],
         }
         result.recorded = {
             "submissions": counts.attempts,
@@ -409,8 +431,10 @@ def run_night(
             "prompt_tokens": counts.prompt_tokens,
             "candidates_tokens": counts.candidates_tokens,
             "total_tokens": counts.total_tokens,
+            "thoughts_tokens": counts.usage.thoughts_tokens,
+            "cached_tokens": counts.usage.cached_tokens,
         }
-        for what in ("submissions", "prompt_tokens", "candidates_tokens", "total_tokens"):
+        for what in BILLED_FIGURES:
             if result.billed[what] != result.recorded[what]:
                 result.problems.append(
                     f"billed {what} {result.billed[what]} != recorded {result.recorded[what]}"

@@ -211,7 +211,7 @@ def _drop_databases() -> None:
 
 
 def run_scale(prefect_api: str, args: argparse.Namespace) -> bool:
-    from bench.night import run_night
+    from bench.night import BILLED_FIGURES, run_night
 
     with tempfile.TemporaryDirectory(prefix="gl-night-") as tmp:
         result = run_night(
@@ -246,7 +246,7 @@ def run_scale(prefect_api: str, args: argparse.Namespace) -> bool:
     billed = Table(title="billed (emulator) vs recorded (ledger)")
     for col in ("what", "billed", "recorded", "equal"):
         billed.add_column(col, justify="left" if col == "what" else "right")
-    for what in ("submissions", "prompt_tokens", "candidates_tokens", "total_tokens"):
+    for what in BILLED_FIGURES:
         b, r = result.billed[what], result.recorded[what]
         billed.add_row(what, str(b), str(r), "yes" if b == r else "[red]NO[/red]")
     billed.add_row("answers billed", str(result.billed["answers"]), "-", "-")

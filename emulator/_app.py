@@ -549,6 +549,11 @@ async def batch_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Re
 
 def _interaction(emu: Emulator, iid: str) -> InteractionRec:
     rec = emu.core.interactions.get(iid)
+    if rec is not None and emu.core.interaction_gone(rec):
+        # Deleted behind the caller's back, or past its retention: from now on it is not
+        # found, as after interactions.delete.
+        del emu.core.interactions[iid]
+        rec = None
     if rec is None:
         raise ApiError(
             {"code": 404, "status": "NOT_FOUND", "message": f"Interaction {iid} not found."}

@@ -31,6 +31,7 @@ Step = Literal[
     "cancelled",
     "incomplete",
     "budget_exceeded",
+    "lost",  # interactions: created, then gone (404 on get), as if deleted or expired
 ]
 
 #: Route names accepted in ``latency_ms``.
@@ -151,6 +152,27 @@ class Scenario(_Strict):
     # are billed; whether such a job leaves a responses file is not documented, so the reader
     # applies one if present and copes without.
     batch_partial_output: Probability = Field(0.0, ge=0, le=1)
+    # Usage as thinking models report it: thoughts per answer (thoughtsTokenCount, inside
+    # totalTokenCount; 0: a model that does not think, the field is left out) and the share of
+    # each prompt served from the implicit context cache (cachedContentTokenCount, only when
+    # above 0, as the API omits it).
+    thoughts_tokens: int = Field(8, ge=0)
+    cached_prompt_fraction: Probability = Field(0.0, ge=0, le=1)
+    # What an alias resolves to in modelVersion (the models page: a "-latest" alias points at
+    # the latest release of its family); other models answer under their own name.
+    model_versions: dict[str, str] = Field(
+        default_factory=lambda: {
+            "gemini-flash-latest": "gemini-3.8-flash",
+            "gemini-flash-lite-latest": "gemini-3.5-flash-lite",
+            "gemini-pro-latest": "gemini-3.1-pro-preview",
+        }
+    )
+    # Interaction errors[].code: "uri" (the SDK's Error.code: "A URI that identifies the
+    # error type") or "name" (a bare status name, as older emulator versions sent).
+    interaction_error_style: Literal["uri", "name"] = "uri"
+    # Seconds after which an interaction is gone (404 on get, as after its retention); None
+    # keeps them for the emulator's life.
+    interaction_retention_s: float | None = Field(None, ge=0)
 
     @field_validator("latency_ms", mode="before")
     @classmethod

@@ -204,7 +204,23 @@ def _zero_billed() -> dict[str, int]:
         "prompt_tokens": 0,
         "candidates_tokens": 0,
         "total_tokens": 0,
+        "thoughts_tokens": 0,
+        "cached_tokens": 0,
     }
+
+
+# Interaction errors[].code is "a URI that identifies the error type" (google-genai 3.3.0,
+# google/genai/_gaos/types/interactions/error.py). The URIs themselves are not documented:
+# this form (a path ending in the type's name) is one reading; the ledger's classifier reads
+# the last word of any URI, and ``interaction_error_style: name`` sends bare names instead.
+INTERACTION_ERROR_URI = "https://generativelanguage.googleapis.com/errors/"
+
+
+def interaction_error_code(name: str, style: str) -> str:
+    """An interaction error's ``code`` for a type name (``INTERNAL``, ``MAX_TOKENS``...)."""
+    if style == "name":
+        return name
+    return INTERACTION_ERROR_URI + name.lower().replace("_", "-")
 
 
 class Core:
@@ -340,12 +356,40 @@ class Core:
         return "ok"
 
     # ------------------------------------------------------------------ answers
-    def bill(self, kind: str, usage: dict[str, int]) -> None:
+    def bill(self, kind: str, usage: dict[str, Any]) -> None:
         b = self.billed
         b[kind] += 1
         b["prompt_tokens"] += usage.get("promptTokenCount", 0)
         b["candidates_tokens"] += usage.get("candidatesTokenCount", 0)
         b["total_tokens"] += usage.get("totalTokenCount", 0)
+        b["thoughts_tokens"] += usage.get("thoughtsTokenCount", 0)
+        b["cached_tokens"] += usage.get("cachedContentTokenCount", 0)
+
+    def model_version(self, model: str) -> str:
+        """What ``modelVersion`` names for a requested model (an alias resolved)."""
+        name = model.removeprefix("models/")
+        return self.scenario.model_versions.get(name, name)
+
+    def usage(self, ptok: int, ctok: int, *, thinks: bool = True) -> dict[str, Any]:
+        """usageMetadata as real answers carry it (google-genai 3.3.0
+        GenerateContentResponseUsageMetadata; FACTS, "Usage metadata of real answers"):
+        totalTokenCount includes thoughtsTokenCount, promptTokenCount includes
+        cachedContentTokenCount, promptTokensDetails breaks the prompt down by modality.
+        Zero counts are left out, as the API's JSON leaves them out."""
+        sc = self.scenario
+        thoughts = sc.thoughts_tokens if thinks else 0
+        cached = int(ptok * sc.cached_prompt_fraction)
+        usage: dict[str, Any] = {"promptTokenCount": ptok}
+        if ctok:
+            usage["candidatesTokenCount"] = ctok
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+        usage["totalTokenCount"] = ptok + ctok + thoughts
+        usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": ptok}]
+        return usage
 
     def generate_response(
         self, request: dict[str, Any], key: str, n: int, step: str, model: str
@@ -353,9 +397,10 @@ class Core:
         """A GenerateContentResponse (camelCase) for an answering step."""
         prompt = prompt_of(request)
         ptok = count_tokens(prompt)
-        usage: dict[str, Any] = {"promptTokenCount": ptok}
+        # modelVersion names what answered (an alias resolved) and responseId the answer, on
+        # generate_content answers and batch output lines alike (GenerateContentResponse).
         out: dict[str, Any] = {
-            "modelVersion": model.removeprefix("models/"),
+            "modelVersion": self.model_version(model),
             "responseId": f"emu-{key_hash(key, n)}",
         }
         if step == "blocked_prompt":
@@ -367,8 +412,8 @@ class Core:
                     {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True}
                 ],
             }
-            usage["totalTokenCount"] = ptok
-            out["usageMetadata"] = usage
+            # A blocked prompt never reached the model: no answer, no thinking.
+            out["usageMetadata"] = self.usage(ptok, 0, thinks=False)
             return out
         if step == "safety":
             # finishReason values of the API (google-genai types.FinishReason): SAFETY,
@@ -392,8 +437,7 @@ class Core:
             out["candidates"] = [
                 {"content": {"role": "model"}, "finishReason": EMPTY_FINISH[step], "index": 0}
             ]
-            usage["totalTokenCount"] = ptok
-            out["usageMetadata"] = usage
+            out["usageMetadata"] = self.usage(ptok, 0, thinks=False)
             return out
         else:
             text = answer_text(schema_of(request), self.seed, key, n)
@@ -405,17 +449,15 @@ class Core:
                 "index": 0,
             }
             ctok = count_tokens(text) if text else 0
-        usage["candidatesTokenCount"] = ctok
-        usage["totalTokenCount"] = ptok + ctok
         out["candidates"] = [candidate]
-        out["usageMetadata"] = usage
+        out["usageMetadata"] = self.usage(ptok, ctok)
         return out
 
     # ------------------------------------------------------------------ generate
     def generate(self, model: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         prompt = prompt_of(body)
         n, step = self.submit(key, prompt, batch=False)
-        if step == "missing":
+        if step in ("missing", "lost"):
             step = "ok"
         if step not in ANSWER_STEPS:
             raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
@@ -431,7 +473,7 @@ class Core:
         recs = []
         for key, request in rows:
             n, step = self.submit(key, prompt_of(request), batch=True)
-            recs.append(Row(key, n, step, request))
+            recs.append(Row(key, n, "ok" if step == "lost" else step, request))
         occurrence = self.display_names.get(display_name, 0) + 1
         self.display_names[display_name] = occurrence
         if self.job_outcome_pos < len(sc.batch_job_outcomes):
@@ -619,6 +661,7 @@ class Core:
             "cancelled": ("CANCELLED", "The interaction was cancelled."),
             "budget_exceeded": ("BUDGET_EXCEEDED", "The interaction exceeded its budget."),
         }
+        style = self.scenario.interaction_error_style
         ptok = count_tokens(rec.prompt)
         step_code = self.scenario.interaction_step_error_code
         if step == "failed" and step_code is not None:
@@ -639,40 +682,44 @@ class Core:
         if step in errors:
             code, message = errors[step]
             rec.status = "failed" if step in ("safety", "blocked_prompt") else step
-            rec.outputs = {"errors": [{"code": code, "message": message}]}
+            rec.outputs = {
+                "errors": [{"code": interaction_error_code(code, style), "message": message}]
+            }
             return
         # Interactions have no finishReason: an answer without text completes with none.
         text = "" if step in EMPTY_FINISH else answer_text(rec.schema, self.seed, rec.key, rec.n)
         if step == "incomplete":
             text = text[: max(1, len(text) // 2)]
         ctok = count_tokens(text) if text else 0
+        # "incomplete": the output budget was reached (deterministic). The answer is cut.
         rec.status = "incomplete" if step == "incomplete" else "completed"
+        usage = self.usage(ptok, ctok)
         rec.outputs = {
             "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
-            "usage": {
-                "total_input_tokens": ptok,
-                "total_output_tokens": ctok,
-                "total_tokens": ptok + ctok,
-            },
+            "usage": interaction_usage(usage),
         }
         if step == "incomplete":
             rec.outputs["errors"] = [
-                {"code": "MAX_TOKENS", "message": "The output was cut at max_output_tokens."}
+                {
+                    "code": interaction_error_code("MAX_TOKENS", style),
+                    "message": "The output was cut at max_output_tokens.",
+                }
             ]
-        self.bill(
-            "interactions",
-            {
-                "promptTokenCount": ptok,
-                "candidatesTokenCount": ctok,
-                "totalTokenCount": ptok + ctok,
-            },
-        )
+        self.bill("interactions", usage)
+
+    def interaction_gone(self, rec: InteractionRec) -> bool:
+        """Whether a get finds the interaction gone: the ``lost`` step (deleted behind the
+        ledger's back) or past ``interaction_retention_s`` (expired). Either answers 404."""
+        retention = self.scenario.interaction_retention_s
+        expired = retention is not None and self.clock() - rec.create_time > retention
+        return rec.step == "lost" or expired
 
     def cancel_interaction(self, rec: InteractionRec) -> None:
         if rec.status not in TERMINAL_INTERACTION:
             rec.status = "cancelled"
             rec.update_time = self.clock()
-            rec.outputs = {"errors": [{"code": "CANCELLED", "message": "Cancelled by the caller."}]}
+            code = interaction_error_code("CANCELLED", self.scenario.interaction_error_style)
+            rec.outputs = {"errors": [{"code": code, "message": "Cancelled by the caller."}]}
             rec.cached = None
 
 
@@ -687,6 +734,24 @@ _GRPC_CODES = {
     "INTERNAL": 13,
     "UNAVAILABLE": 14,
 }
+
+
+def interaction_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """An interaction's ``usage`` for the same counts (google-genai 3.3.0
+    _gaos/types/interactions/usage.py: total_input_tokens includes total_cached_tokens,
+    total_tokens includes total_thought_tokens; input_tokens_by_modality)."""
+    ptok = int(usage.get("promptTokenCount", 0))
+    out: dict[str, Any] = {
+        "total_input_tokens": ptok,
+        "total_output_tokens": int(usage.get("candidatesTokenCount", 0)),
+        "total_tokens": int(usage.get("totalTokenCount", 0)),
+        "input_tokens_by_modality": [{"modality": "text", "tokens": ptok}],
+    }
+    if usage.get("thoughtsTokenCount"):
+        out["total_thought_tokens"] = int(usage["thoughtsTokenCount"])
+    if usage.get("cachedContentTokenCount"):
+        out["total_cached_tokens"] = int(usage["cachedContentTokenCount"])
+    return out
 
 
 def key_hash(key: str, n: int) -> str:

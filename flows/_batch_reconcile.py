@@ -220,14 +220,16 @@ def reconcile_lines(
             if type(out) is success:
                 # A plain tuple in ResultRow's field order: cheaper to build and to pickle.
                 results.append(
-                    (key, to_json(out.result).decode(), usage[0], usage[1], usage[2])  # type: ignore[arg-type]
+                    (key, to_json(out.result).decode(), *usage, out.model_version, out.response_id)  # type: ignore[arg-type]
                 )
             else:
                 failure = out.failure  # type: ignore[union-attr]
                 if failure.code == "malformed_output":
                     unparseable += 1
                 codes[failure.error_class] += 1
-                failures.append(FailureRow(key, failure, usage[0], usage[1], usage[2]))
+                failures.append(
+                    FailureRow(key, failure, *usage, out.model_version, out.response_id)
+                )
             if len(in_chunk) >= chunk_size:
                 sink.put(results, failures)
                 results, failures, in_chunk = [], [], set()

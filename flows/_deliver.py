@@ -1,8 +1,15 @@
 """Delivering results, the same on every channel: done -> on_result -> consumed.
 
-Rows are claimed first (``Ledger.claim_done``), so overlapping ticks never run one side
-effect twice; a claim left by a dead tick is taken over after ``older_than`` seconds. A
-side effect that raises (or a stored result that no longer validates against the output
+A pass claims rows a small group at a time under its own token (``Ledger.claim_done``)
+and holds them while it works: a :class:`flows._renewal.Renewal` renews its claims every
+quarter of the stale age (``older_than``), and before each side effect the pass renews the
+row in hand and checks it is still its own (``Ledger.renew_delivery``, a compare-and-set on
+the token). Another pass takes over only a claim left unrenewed for ``older_than`` seconds:
+its pass died. ``consume`` records only rows still claimed under the token, so a pass whose
+claim was taken over (its process stalled past the age) records nothing more, stops, and
+says so (``Delivery.taken_over``).
+
+A side effect that raises (or a stored result that no longer validates against the output
 schema) is logged (redacted) and its row goes back to plain ``done`` for the next tick, until
 it has failed ``GEMINI_LEDGER_DELIVERY_CAP`` times (default 5): then it is parked as
 ``delivery:<ExceptionName>`` with the message, result kept, so a replay delivers it again
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from flows._renewal import RENEWALS_PER_AGE, Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline, Prompt
 from ledger import (
@@ -75,11 +83,60 @@ class Delivery:
     failed: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     parked: list[str] = field(default_factory=list)
+    # The pass found a claim of its own taken over by another pass and stopped there.
+    lost_claim: bool = False
+    # Side effects it ran whose claim was taken over before it could record them (the
+    # other pass may run them again; only a pass stalled past the stale age gets here).
+    taken_over: int = 0
 
 
 def _crash(name: str | None) -> None:
     if name is not None:
         crash_point(name)
+
+
+class _Claims:
+    """One pass's delivery claims: taken a group at a time, kept while it works, and
+    recorded only while they are still its own."""
+
+    def __init__(
+        self, ledger: Ledger, p: Pipeline[Any], token: str, group: int, renewal: Renewal
+    ) -> None:
+        self.ledger, self.p, self.token, self.group = ledger, p, token, group
+        self.renewal = renewal
+        self.failed: set[str] = set()
+        self.renewed_at = ledger.clock()
+
+    def claim(self) -> list[tuple[str, str]]:
+        """The next group: fresh claims (or stale ones of a dead pass) under the token."""
+        with self.renewal.exclusive():
+            held = self.ledger.claim_done(
+                pipeline=self.p.name, token=self.token, limit=self.group, older_than=self.age
+            )
+            self.renewed_at = self.ledger.clock()
+        # The claim also returns rows this token already holds: the ones whose side
+        # effect failed earlier in this pass, which wait for the next tick.
+        return [(key, result) for key, result in held if key not in self.failed]
+
+    @property
+    def age(self) -> float:
+        return self.renewal.age_s
+
+    def keep(self, key: str) -> bool:
+        """Renew the claim on the row in hand (and, every quarter of the age, all the pass
+        holds: rows whose side effect ran but is not consumed yet, failed ones); False when
+        the row is no longer this pass's."""
+        with self.renewal.exclusive():
+            now = self.ledger.clock()
+            if now - self.renewed_at >= self.age / RENEWALS_PER_AGE:
+                self.ledger.renew_delivery(self.token)
+                self.renewed_at = now
+            return self.ledger.renew_delivery(self.token, key=key) == 1
+
+    def consume(self, keys: list[str]) -> int:
+        """Record side effects that ran; only rows still claimed by this pass move."""
+        with self.renewal.exclusive():
+            return self.ledger.consume(keys, token=self.token)
 
 
 def deliver_done(
@@ -90,74 +147,45 @@ def deliver_done(
     older_than: float,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     points: DeliveryPoints,
-    page: int = 500,
+    group: int = 20,
     consume_group: int = 1,
     cap: int | None = None,
 ) -> Delivery:
-    """Claim the pipeline's done rows page by page, run ``on_result``, mark them consumed;
-    ``cap``: failed deliveries after which a row is parked (default: the setting)."""
+    """Claim the pipeline's done rows ``group`` at a time under ``token``, run
+    ``on_result``, mark them consumed; a claim unrenewed for ``older_than`` seconds is a
+    dead pass's. ``cap``: failed deliveries after which a row is parked (default: the
+    setting)."""
     cap = delivery_cap() if cap is None else cap
     out = Delivery()
-    failed_keys: set[str] = set()
     why: dict[str, tuple[str, str]] = {}
-    try:
-        while True:
-            # The claim also returns rows this token already holds: the ones whose side
-            # effect failed earlier in this pass, which wait for the next tick.
-            claimed = [
-                (key, result)
-                for key, result in ledger.claim_done(
-                    pipeline=p.name, token=token, limit=page, older_than=older_than
-                )
-                if key not in failed_keys
-            ]
-            if not claimed:
-                break
-            out.claimed += len(claimed)
-            done: list[str] = []
-            for key, result in claimed:
-                try:
-                    value = p.output.model_validate_json(result)
-                    _crash(points.before_effect)
-                    p.on_result(key, value)
-                    _crash(points.after_effect)
-                except Exception as exc:
-                    out.failed.append(key)
-                    failed_keys.add(key)
-                    out.errors[type(exc).__name__] += 1
-                    why[key] = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
-                    log.error(
-                        "%s: on_result failed for %s: %s",
-                        p.name,
+    renewal = Renewal(
+        lambda: ledger.renew_delivery(token) >= 0,  # a live pass never loses by renewing
+        age_s=older_than,
+        what=f"delivery claims {token}",
+        log=log,
+    )
+    with renewal:
+        claims = _Claims(ledger, p, token, max(group, consume_group), renewal)
+        try:
+            _deliver_claimed(claims, out, why, log=log, points=points, consume_group=consume_group)
+        finally:
+            # Failed rows stay claimed during the pass (so a group is never claimed twice),
+            # then go back to plain done for the next tick, or are parked at the cap.
+            for key in out.failed:
+                name, message = why[key]
+                with renewal.exclusive():
+                    status = ledger.fail_delivery(
                         key,
-                        redact(f"{type(exc).__name__}: {exc}")[:500],
+                        token=token,
+                        error_class=f"{DELIVERY_CLASS_PREFIX}{name}",
+                        message=message,
+                        cap=cap,
                     )
-                    continue
-                done.append(key)
-                if len(done) >= consume_group:
-                    _crash(points.before_consume)
-                    out.consumed += ledger.consume(done)
-                    done = []
-            if done:
-                _crash(points.before_consume)
-                out.consumed += ledger.consume(done)
-    finally:
-        # Failed rows stay claimed during the pass (so a page is never claimed twice), then
-        # go back to plain done for the next tick, or are parked at the cap.
-        for key in out.failed:
-            name, message = why[key]
-            status = ledger.fail_delivery(
-                key,
-                token=token,
-                error_class=f"{DELIVERY_CLASS_PREFIX}{name}",
-                message=message,
-                cap=cap,
-            )
-            if status == Status.PARKED:
-                out.parked.append(key)
-                log.error("%s: %s parked after %d failed deliveries", p.name, key, cap)
-            else:
-                _crash(points.after_failure)
+                if status == Status.PARKED:
+                    out.parked.append(key)
+                    log.error("%s: %s parked after %d failed deliveries", p.name, key, cap)
+                else:
+                    _crash(points.after_failure)
     if out.consumed or out.failed:
         log.info(
             "%s: delivered %d results, %d side effects failed",
@@ -166,6 +194,85 @@ def deliver_done(
             len(out.failed),
         )
     return out
+
+
+def _deliver_claimed(
+    claims: _Claims,
+    out: Delivery,
+    why: dict[str, tuple[str, str]],
+    *,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    points: DeliveryPoints,
+    consume_group: int,
+) -> None:
+    """The pass's loop: group by group, row by row; it stops where a claim was taken over."""
+    p = claims.p
+    while claimed := claims.claim():
+        out.claimed += len(claimed)
+        done: list[str] = []
+        for key, result in claimed:
+            if not claims.keep(key):
+                _record(claims, done, out, log)
+                out.lost_claim = True
+                log.warning(
+                    "%s: the delivery claim on %s was taken over by another pass (this one"
+                    " went unrenewed for %ss): stopping, the rest is that pass's",
+                    p.name,
+                    key,
+                    claims.age,
+                )
+                return
+            try:
+                value = p.output.model_validate_json(result)
+                _crash(points.before_effect)
+                p.on_result(key, value)
+                _crash(points.after_effect)
+            except Exception as exc:
+                out.failed.append(key)
+                claims.failed.add(key)
+                out.errors[type(exc).__name__] += 1
+                why[key] = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "%s: on_result failed for %s: %s",
+                    p.name,
+                    key,
+                    redact(f"{type(exc).__name__}: {exc}")[:500],
+                )
+                continue
+            done.append(key)
+            if len(done) >= consume_group:
+                _crash(points.before_consume)
+                if not _record(claims, done, out, log):
+                    return
+                done = []
+        if done:
+            _crash(points.before_consume)
+            if not _record(claims, done, out, log):
+                return
+
+
+def _record(
+    claims: _Claims,
+    done: list[str],
+    out: Delivery,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> bool:
+    """Consume the rows whose side effect ran; False (and said) when some were no longer
+    this pass's: it stops."""
+    moved = claims.consume(done)
+    out.consumed += moved
+    if moved == len(done):
+        return True
+    out.taken_over += len(done) - moved
+    out.lost_claim = True
+    log.error(
+        "%s: %d side effects ran after another pass took their claims over (this one went"
+        " unrenewed for %ss; they may run again there): stopping",
+        claims.p.name,
+        len(done) - moved,
+        claims.age,
+    )
+    return False
 
 
 # Examples of each kind of bad item kept in the tick's report (the counts are exact).

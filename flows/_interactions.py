@@ -31,7 +31,7 @@ from flows._gemini_errors import classify, setup_fault
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
 from flows.quota import arequest_slot, note_failure
-from ledger import Failure, SetupFault, Usage, Verdict, validate_answer
+from ledger import INTERACTION_LOST, Failure, SetupFault, Usage, Verdict, validate_answer
 
 __all__ = [
     "LABEL_KEY",
@@ -42,6 +42,7 @@ __all__ = [
     "create_kwargs",
     "judge",
     "label_value",
+    "model_of",
     "output_text",
     "poll_all",
     "response_format",
@@ -164,7 +165,13 @@ def output_text(interaction: Any) -> str | None:
 
 
 def usage_of(interaction: Any) -> Usage:
-    """Tokens billed for an interaction (zeros when it reports none)."""
+    """Tokens billed for an interaction (zeros when it reports none).
+
+    google-genai 3.3.0 ``interactions.Usage``: ``total_input_tokens`` (which includes
+    ``total_cached_tokens``), ``total_output_tokens``, ``total_thought_tokens`` and
+    ``total_tokens`` (prompt + responses + other internal tokens, thoughts among them), and
+    ``input_tokens_by_modality`` ``[{modality, tokens}]``.
+    """
     usage = _field(interaction, "usage")
     if usage is None:
         return _NO_USAGE
@@ -174,7 +181,30 @@ def usage_of(interaction: Any) -> Usage:
         return int(value) if isinstance(value, int) and value > 0 else 0
 
     prompt_t, answer_t = count("total_input_tokens"), count("total_output_tokens")
-    return Usage(prompt_t, answer_t, count("total_tokens") or prompt_t + answer_t)
+    thoughts = count("total_thought_tokens")
+    audio = 0
+    for entry in _field(usage, "input_tokens_by_modality") or []:
+        kind = _field(entry, "modality")
+        kind = getattr(kind, "value", kind)
+        if isinstance(kind, str) and kind.lower() == "audio":
+            audio += max(int(_field(entry, "tokens") or 0), 0)
+    return Usage(
+        prompt_t,
+        answer_t,
+        count("total_tokens") or prompt_t + answer_t + thoughts,
+        thoughts,
+        min(count("total_cached_tokens"), prompt_t),
+        min(audio, prompt_t),
+    )
+
+
+def model_of(interaction: Any) -> str | None:
+    """The model the interaction says served it (its ``model``): the ledger's model version."""
+    model = _field(interaction, "model")
+    model = getattr(model, "value", model)
+    if not isinstance(model, str) or not model.strip():
+        return None
+    return model.strip().removeprefix("models/")[:128]
 
 
 def _dumped(obj: Any) -> Any:
@@ -203,7 +233,7 @@ def _failure_of(interaction: Any, status: str) -> Failure:
     return classify({"status": status, "errors": errors})
 
 
-Outcome = Literal["done", "failed", "running", "get_error", "cancel_error", "halt"]
+Outcome = Literal["done", "failed", "lost", "running", "get_error", "cancel_error", "halt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +243,9 @@ class Polled:
     ``done``: ``result`` is the validated answer's JSON. ``failed``: ``failure`` is the
     classifier's verdict (a terminal status, a schema failure, a permanent error on get, or
     our own cancel of an interaction that ran too long, then ``cancelled`` is true).
+    ``lost``: the API no longer knows the interaction (404: deleted, or gone with its
+    retention); ``failure`` is ``retryable:interaction_lost``, the job is sent again and
+    counted as a possible duplicate (it may have run and been billed).
     ``running``: still working. ``get_error``/``cancel_error``: a transient error; nothing is
     known about the job, it stays submitted for the next tick. ``halt``: a fault of the
     setup (``fault``: refused key, API unreachable): nothing is known about the job either.
@@ -227,26 +260,66 @@ class Polled:
     usage: Usage = _NO_USAGE
     cancelled: bool = False
     fault: SetupFault | None = None
+    model_version: str | None = None
+    response_id: str | None = None
 
 
 def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> Polled:
     """Turn an interaction the API returned into the outcome for its job."""
     status = str(_field(interaction, "status") or "")
     usage = usage_of(interaction)
+    # The interaction's id is its response id: the one Google's logs know it by.
+    version, response_id = model_of(interaction), handle[:128] or None
     no_text = not (output_text(interaction) or "").strip()
     if status == "completed" and no_text and step_errors(interaction):
         # No answer because a step failed: the step's code decides, not the empty text.
         failure = _failure_of(interaction, status)
-        return Polled(key, handle, "failed", status, failure=failure, usage=usage)
+        return Polled(
+            key,
+            handle,
+            "failed",
+            status,
+            failure=failure,
+            usage=usage,
+            model_version=version,
+            response_id=response_id,
+        )
     if status == "completed":
         answer = validate_answer(output_text(interaction), schema)
         if isinstance(answer, Failure):
-            return Polled(key, handle, "failed", status, failure=answer, usage=usage)
-        return Polled(key, handle, "done", status, result=answer.model_dump_json(), usage=usage)
+            return Polled(
+                key,
+                handle,
+                "failed",
+                status,
+                failure=answer,
+                usage=usage,
+                model_version=version,
+                response_id=response_id,
+            )
+        return Polled(
+            key,
+            handle,
+            "done",
+            status,
+            result=answer.model_dump_json(),
+            usage=usage,
+            model_version=version,
+            response_id=response_id,
+        )
     if status in TERMINAL_FAILED:
         failure = _failure_of(interaction, status)
-        return Polled(key, handle, "failed", status, failure=failure, usage=usage)
-    # Running, or a status this code does not know yet: not a verdict about the job.
+        return Polled(
+            key,
+            handle,
+            "failed",
+            status,
+            failure=failure,
+            usage=usage,
+            model_version=version,
+            response_id=response_id,
+        )
+    # Running (idle included), or a status this code does not know yet: not a verdict.
     return Polled(key, handle, "running", status or None)
 
 
@@ -255,6 +328,16 @@ def _error_outcome(key: str, handle: str, exc: BaseException, outcome: Outcome) 
     if fault is not None:  # about the project, not the job: never a verdict on it
         return Polled(key, handle, "halt", None, fault=fault)
     failure = classify(exc)
+    if failure.code == "404":
+        # The interaction is gone (deleted, or past its retention): its outcome is lost, not
+        # the job's fault. Sent again, its attempt kept; it may have run and been billed, so
+        # the ledger counts the resend as a possible duplicate.
+        lost = Failure(
+            Verdict.RETRYABLE,
+            INTERACTION_LOST,
+            f"interaction {handle} no longer exists at the API ({failure.message}); sent again",
+        )
+        return Polled(key, handle, "lost", None, failure=lost)
     if failure.verdict is Verdict.PERMANENT:
         # A definite answer (404: the interaction is gone, 400...): a verdict about the job.
         return Polled(key, handle, "failed", None, failure=failure)

@@ -3,9 +3,10 @@ tick collects the results.
 
 :class:`BackgroundChannel`'s steps of a tick (``flows.tick`` runs them), in this order:
 
-1. **Recover stale reservations** (a row left ``reserving`` longer than the tick's stale age
-   (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick died between reserve and
-   bind). The interactions API has no listing call, so the orphan cannot be looked up: the row
+1. **Recover stale reservations** (a row left ``reserving`` and unrenewed for longer than
+   the tick's stale age (``stale_s``, else ``GEMINI_LEDGER_BACKGROUND_STALE_S``): a tick
+   died between reserve and bind; a live tick renews its reservation while it creates).
+   The interactions API has no listing call, so the orphan cannot be looked up: the row
    is taken over (a compare-and-set on its reservation token; of several ticks only one wins),
    flagged as a possible duplicate (counted in the ledger, so the cost is visible) and
    resubmitted with its key in the labels and the key header, then bound.
@@ -14,15 +15,20 @@ tick collects the results.
    requests in flight. A completed one is validated against the output schema and becomes
    ``done`` (or a ``schema`` failure); a failed, cancelled, incomplete or budget-exceeded one
    goes through the classifier (retryable: resubmitted by a later tick under the cap; permanent:
-   parked at once); one still running stays; one running longer than ``running_limit_s`` is
-   cancelled and recorded as retryable. A get that errors is classified too: a permanent answer
-   (404: the interaction is gone) is a verdict about the job, a transient one (503, a timeout)
-   is not and leaves the job submitted for the next tick. Outcomes are applied in bulk, one
+   parked at once; ``incomplete``, the output budget reached, is ``truncated`` whatever its
+   errors say); one still running (``idle`` included) stays; one running longer than
+   ``running_limit_s`` is cancelled and recorded as retryable. A get answered 404 means the
+   interaction is gone (deleted, or past its retention): the job comes back as
+   ``retryable:interaction_lost`` with its attempt kept and is counted as a possible duplicate
+   (it may have run and been billed). Another permanent answer (400) is a verdict about the
+   job; a transient one (503, a timeout) is not and leaves the job submitted for the next
+   tick. Outcomes are applied in bulk, one
    transaction for all results and one for all failures.
-3. **Deliver**: ``done`` rows are claimed (a compare-and-set, so two ticks never run the same
-   side effect), ``on_result`` is called, then the row is marked ``consumed``. An exception
-   inside ``on_result`` is logged and the row stays ``done`` for the next tick; a kill inside
-   it is resumed by a later tick once the claim is older than that stale age.
+3. **Deliver**: ``done`` rows are claimed under the pass's token and renewed while it works
+   (``flows._deliver``: two live ticks never run the same side effect), ``on_result`` is
+   called, then the row is marked ``consumed``. An exception inside ``on_result`` is logged
+   and the row stays ``done`` for the next tick; a kill inside it is resumed by a later tick
+   once the claim has gone unrenewed for that stale age.
 4. **Submit** (after the tick enrolled today's items): due jobs are reserved (the attempt is
    counted here, the reservation written before anything is sent), then ``interactions.create(
    background=True)`` for each, concurrently, each handle bound as soon as its create returns.
@@ -57,6 +63,7 @@ from flows._channel import (
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
 from flows._interactions import Handle, create_kwargs, poll_all, submit_all
+from flows._renewal import Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
 from ledger import (
@@ -71,7 +78,6 @@ from ledger import (
 )
 
 __all__ = [
-    "DELIVER_LIMIT",
     "SUBMIT_LIMIT",
     "BackgroundChannel",
     "BackgroundCollected",
@@ -82,8 +88,6 @@ __all__ = [
 
 # Jobs one tick submits at most; the rest wait for the next tick (they stay pending).
 SUBMIT_LIMIT = 10_000
-# Rows one tick delivers at most.
-DELIVER_LIMIT = 100_000
 
 
 def _token(kind: str) -> str:
@@ -210,11 +214,13 @@ class BackgroundCollected(Collected):
     failures_applied: int = 0
     cancelled: int = 0
     poll_errors: int = 0
+    lost: int = 0
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "interactions polled", self.polled
         yield "cancelled (ran too long)", self.cancelled
         yield "poll errors (left submitted)", self.poll_errors
+        yield "lost at the API (404: sent again, possible duplicates)", self.lost
 
 
 @dataclass(kw_only=True)
@@ -243,6 +249,17 @@ class BackgroundChannel:
         self.running_limit_s = pick(options.running_limit_s, _DEFAULT_RUNNING_LIMIT_S)
         self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
 
+    def _holding(self, reservation: str) -> Renewal:
+        """Renew the reservation's rows while they are sent and bound, so a later tick takes
+        over only rows whose tick died (unrenewed for ``max_age_s``)."""
+        ledger = self.ctx.ledger
+        return Renewal(
+            lambda: ledger.renew_reservation(reservation) >= 0,  # taken-over rows fail to bind
+            age_s=self.max_age_s,
+            what=f"reservation {reservation}",
+            log=self.ctx.log,
+        )
+
     def recover(self) -> BackgroundRecovered:
         """Take over reservations older than ``max_age_s`` (flagged as possible duplicates)
         and resubmit them with their key in the labels."""
@@ -264,9 +281,10 @@ class BackgroundChannel:
             len(stale),
             len(won),
         )
-        out = submit_reserved(
-            p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
-        )
+        with self._holding(token):
+            out = submit_reserved(
+                p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
+            )
         return BackgroundRecovered(
             recovered=out["submitted"],
             refused=out["create_failed"],
@@ -291,14 +309,16 @@ class BackgroundChannel:
         poll_s = time.monotonic() - started
         handles = {x.key: x.handle for x in polled}
         results = [
-            ResultRow(x.key, x.result, *x.usage)
+            ResultRow(x.key, x.result, *x.usage, x.model_version, x.response_id)
             for x in polled
             if x.outcome == "done" and x.result is not None
         ]
+        # A lost interaction (404) is a failure like the others: retryable:interaction_lost,
+        # its attempt kept, flagged as a possible duplicate by the ledger.
         failures = [
-            FailureRow(x.key, x.failure, *x.usage)
+            FailureRow(x.key, x.failure, *x.usage, x.model_version, x.response_id)
             for x in polled
-            if x.outcome == "failed" and x.failure is not None
+            if x.outcome in ("failed", "lost") and x.failure is not None
         ]
         completed = ledger.apply_results(results, handle=handles)
         applied_failures = ledger.apply_failures(failures, handle=handles, policy=p.policy)
@@ -324,7 +344,7 @@ class BackgroundChannel:
                 x.handle,
                 x.failure.message if x.failure else "?",
             )
-        tokens = [sum(x.usage[i] for x in polled) for i in range(3)]
+        tokens = [sum(x.usage[i] for x in polled) for i in range(len(Usage._fields))]
         report = BackgroundCollected(
             completed=completed,
             retryable=dict(sorted(retryable.items())),
@@ -336,6 +356,7 @@ class BackgroundChannel:
             failures_applied=applied_failures,
             cancelled=sum(1 for x in polled if x.cancelled),
             poll_errors=len(transient),
+            lost=sum(1 for x in polled if x.outcome == "lost"),
         )
         log.info(
             "%s: polled %d interactions in %.2fs: %d completed, %d failed, %d still running",
@@ -357,9 +378,9 @@ class BackgroundChannel:
             token=_token("deliver"),
             older_than=self.max_age_s,
             log=self.ctx.log,
-            page=DELIVER_LIMIT,
             # One row at a time on purpose: a kill between a side effect and this write
             # makes only the row in hand run its (idempotent) side effect again.
+            consume_group=1,
             cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
                 before_effect="background.after_done",
@@ -378,10 +399,11 @@ class BackgroundChannel:
         crash_point("background.after_reserve")
         if not reserved:
             return BackgroundSubmitted()
-        rows = list(ledger.reserved(token))
-        out = submit_reserved(
-            p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
-        )
+        with self._holding(token):
+            rows = list(ledger.reserved(token))
+            out = submit_reserved(
+                p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
+            )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(
             submitted=out["submitted"],

@@ -32,8 +32,9 @@ A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upl
 ``batch.after_done``, ``batch.inside_side_effect``, ``batch.before_consume``), and every
 boundary is one the next tick recovers from.
 
-Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 900): age after
-which a batch reservation that was never bound, or a delivery claim, is taken over;
+Settings (``flows.settings``): ``GEMINI_LEDGER_BATCH_STALE_S`` (default 120): age after
+which a batch reservation that was never bound, or a delivery claim, is taken over once its
+pass stopped renewing it (the pass renews both while it works: ``flows._renewal``);
 ``GEMINI_LEDGER_BATCH_SUBMITTED_S`` (default 72 h): a submitted job still unpollable after
 that long is lost and its rows go out again; ``GEMINI_LEDGER_BATCH_LOST_POLLS`` /
 ``GEMINI_LEDGER_BATCH_LOST_AFTER_S`` (3 / 600 s): how long a 404 must repeat before a job
@@ -90,6 +91,7 @@ from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._gemini_errors import classify, describe, setup_fault
 from flows._halt import checked, halts
 from flows._ledger import open_ledger
+from flows._renewal import Renewal
 from flows._run_names import slug
 from flows.crash import crash_point
 from flows.errors import UsageError
@@ -127,7 +129,6 @@ __all__ = [
 STALE_ENV = "GEMINI_LEDGER_BATCH_STALE_S"
 # How long a SUCCEEDED job may go without its output file before its rows are failed as
 # missing_from_output (the state has been seen before output.responsesFile is filled).
-_DELIVER_PAGE = 500
 _CONSUME_GROUP = 100  # a kill between side effects and consume re-runs at most this many
 _TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 _MAX_BATCHES_PER_TICK = 20  # a backlog beyond batch_size_limit goes out as several jobs
@@ -178,6 +179,43 @@ def _parked_and_retryable(ledger: Ledger, handle: str) -> dict[str, Any]:
 # --- sending one reservation (used by submit and by orphan re-send) -------------------------
 
 
+class _Lease:
+    """A batch reservation this pass holds: its lease (``batch_jobs.leased_at``) renewed
+    while the pass writes, uploads and creates, so another tick takes it over only once
+    this one is dead (renewals stopped for the stale age)."""
+
+    def __init__(self, ledger: Ledger, reservation: str, stale_s: float) -> None:
+        rec = ledger.batch(reservation)
+        self.ledger, self.reservation = ledger, reservation
+        self.seen: float | None = rec.leased_at if rec is not None else None
+        self.renewal = Renewal(
+            self._renew,
+            age_s=stale_s,
+            what=f"batch reservation {reservation}",
+            log=run_logger("gemini_ledger.batch"),
+        )
+
+    def _renew(self) -> bool:
+        if self.seen is None:
+            return False
+        self.seen = self.ledger.renew_batch_lease(self.reservation, seen_lease=self.seen)
+        return self.seen is not None
+
+    def held(self) -> bool:
+        """Renew now: True while the reservation is still this pass's to send."""
+        if self.renewal.lost.is_set():
+            return False
+        with self.renewal.exclusive():
+            return self._renew()
+
+    def __enter__(self) -> _Lease:
+        self.renewal.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.renewal.__exit__(None, None, None)
+
+
 def _refuse(ledger: Ledger, p: Pipeline[Any], reservation: str, exc: BaseException) -> str:
     """The API refused the upload or ``batches.create`` (and no job of this display name
     exists): no row was carried, so none is charged. The reservation is released with the
@@ -216,9 +254,12 @@ def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None
         raise fault from exc
 
 
-def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> dict[str, Any]:
+def _send(
+    ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str, lease: _Lease
+) -> dict[str, Any]:
     """Write the rows reserved under ``reservation`` to a JSONL file, upload it, create the
-    batch job (display name = reservation) and bind it."""
+    batch job (display name = reservation) and bind it; nothing is sent once ``lease`` is
+    no longer this pass's (another tick took the reservation over)."""
     log = run_logger("gemini_ledger.batch")
     schema = p.output.model_json_schema()
     left_out: list[str] = []
@@ -260,6 +301,8 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             ledger.release(reservation)
             return {"rows": 0, "batch": None, **split}
         split["refused_submission"] = None
+        if not lease.held():
+            return _lost_lease(p, reservation, split)
         try:
             file_name = upload_requests(client, path, display_name=reservation)
         except Exception as exc:  # no job without a file: nothing was carried, nothing billed
@@ -268,6 +311,8 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
             return {"rows": 0, "batch": None, **split, "refused_submission": reason}
         note_input(ledger, p, reservation, file_name, path.stat().st_size)  # deleted when over
         crash_point("batch.after_upload")
+        if not lease.held():
+            return _lost_lease(p, reservation, split)
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
                 job = create_batch_job(
@@ -291,6 +336,17 @@ def _send(ledger: Ledger, client: Any, p: Pipeline[Any], reservation: str) -> di
     crash_point("batch.after_bind")
     log.info("%s: batch job %s (%s) created with %d rows", p.name, job.name, reservation, rows)
     return {"rows": bound or rows, "batch": job.name, **split}
+
+
+def _lost_lease(p: Pipeline[Any], reservation: str, split: dict[str, Any]) -> dict[str, Any]:
+    """Another tick took the reservation over (this one went unrenewed for the stale age):
+    it is that tick's to look up and send; this one sends nothing."""
+    run_logger("gemini_ledger.batch").warning(
+        "%s: %s was taken over by another tick before it was sent: left to it",
+        p.name,
+        reservation,
+    )
+    return {"rows": 0, "batch": None, **split, "taken_over": True}
 
 
 _UNANSWERED = object()  # the job may exist and the listing could not tell
@@ -664,52 +720,54 @@ class BatchChannel:
             return out
         client = gemini_client()
         for rec in stale:
-            # Only the tick that renews the lease acts on this reservation.
+            # Only the tick that renews the lease acts on this reservation, and it keeps
+            # renewing it while it does.
             if not ledger.lease_batch(rec.reservation, seen_lease=rec.leased_at):
                 out.skipped += 1
                 continue
-            try:
-                job = find_batch_job(client, rec.reservation)
-            except Exception as exc:  # the listing failed: try again once the lease is stale
-                fault = setup_fault(exc)
-                if fault is not None:
-                    raise fault from exc
-                out.errors += 1
-                log.warning(
-                    "%s: cannot list batch jobs for orphan %s: %s",
-                    p.name,
-                    rec.reservation,
-                    redact(f"{type(exc).__name__}: {exc}"),
-                )
-                continue
-            if job is not None:
-                rows = ledger.bind_batch(rec.reservation, name=job.name)
-                crash_point("batch.after_bind")
-                out.bound += 1
-                out.recovered += rows
-                log.info(
-                    "%s: orphan %s found as %s, bound %d rows",
-                    p.name,
-                    rec.reservation,
-                    job.name,
-                    rows,
-                )
-            else:
-                sent = _send(ledger, client, p, rec.reservation)
-                out.resent += 1 if sent["batch"] else 0
-                out.recovered += sent["rows"]
-                for label, n in sent["refused"].items():
-                    out.refused[label] = out.refused.get(label, 0) + n
-                if sent.get("refused_submission"):
-                    out.submission_refused += 1
-                    self._halt_if_refused_too_often()
-                    break  # the API refuses now: the other orphans wait for the next tick
-                log.info(
-                    "%s: orphan %s was never created; re-sent as %s",
-                    p.name,
-                    rec.reservation,
-                    sent["batch"],
-                )
+            with _Lease(ledger, rec.reservation, self.stale_s) as lease:
+                try:
+                    job = find_batch_job(client, rec.reservation)
+                except Exception as exc:  # the listing failed: try again once the lease is stale
+                    fault = setup_fault(exc)
+                    if fault is not None:
+                        raise fault from exc
+                    out.errors += 1
+                    log.warning(
+                        "%s: cannot list batch jobs for orphan %s: %s",
+                        p.name,
+                        rec.reservation,
+                        redact(f"{type(exc).__name__}: {exc}"),
+                    )
+                    continue
+                if job is not None:
+                    rows = ledger.bind_batch(rec.reservation, name=job.name)
+                    crash_point("batch.after_bind")
+                    out.bound += 1
+                    out.recovered += rows
+                    log.info(
+                        "%s: orphan %s found as %s, bound %d rows",
+                        p.name,
+                        rec.reservation,
+                        job.name,
+                        rows,
+                    )
+                else:
+                    sent = _send(ledger, client, p, rec.reservation, lease)
+                    out.resent += 1 if sent["batch"] else 0
+                    out.recovered += sent["rows"]
+                    for label, n in sent["refused"].items():
+                        out.refused[label] = out.refused.get(label, 0) + n
+                    if sent.get("refused_submission"):
+                        out.submission_refused += 1
+                        self._halt_if_refused_too_often()
+                        break  # the API refuses now: the other orphans wait for the next tick
+                    log.info(
+                        "%s: orphan %s was never created; re-sent as %s",
+                        p.name,
+                        rec.reservation,
+                        sent["batch"],
+                    )
         return out
 
     def collect(self) -> BatchCollected:
@@ -810,7 +868,7 @@ class BatchChannel:
             token=f"gl-deliver-{uuid.uuid4().hex[:8]}",
             older_than=self.stale_s,
             log=self.ctx.log,
-            page=_DELIVER_PAGE,
+            group=_CONSUME_GROUP,
             consume_group=_CONSUME_GROUP,
             cap=self.ctx.settings.delivery_cap,
             points=DeliveryPoints(
@@ -843,7 +901,8 @@ class BatchChannel:
                 ledger.release(reservation)  # closes the empty batch reservation
                 break
             crash_point("batch.after_reserve")
-            sent = _send(ledger, client, p, reservation)
+            with _Lease(ledger, reservation, self.stale_s) as lease:
+                sent = _send(ledger, client, p, reservation, lease)
             out.reserved += reserved - sent["left_out"]
             out.submitted += sent["rows"]
             refused.update(sent["refused"])

@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.errors import UsageError
-from ledger import GeminiLedgerError, Ledger, LedgerConfigError, morning_view
+from ledger import GeminiLedgerError, Ledger, LedgerConfigError, UnknownJob, morning_view
 
 if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
     from flows._channel import TickReport
@@ -254,11 +254,19 @@ def db_current() -> None:
 @app.command()
 @handles_errors
 def status(
+    key: Annotated[
+        str | None, typer.Argument(help="One job's idempotency key: show that row.")
+    ] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Counts by status and error class, attempts and tokens; rows in flight and their age."""
+    """Counts by status and error class, attempts and tokens; rows in flight and their age.
+
+    With KEY: that one row (status, attempts, error, tokens, model and model version)."""
     ledger = _existing_ledger()
+    if key is not None:
+        _show_job(ledger, key, as_json=as_json)
+        return
     counts = ledger.counts(pipeline=pipeline)
     # Per non-final state, the oldest row's time in it: what is stuck shows as an age.
     in_flight = ledger.in_flight(pipeline=pipeline)
@@ -302,7 +310,8 @@ def status(
         console.print(classes)
     console.print(
         f"attempts {counts.attempts}  tokens {counts.total_tokens}"
-        f" (prompt {counts.prompt_tokens}, answer {counts.candidates_tokens})"
+        f" (prompt {counts.prompt_tokens} of which cached {counts.usage.cached_tokens},"
+        f" answer {counts.candidates_tokens}, thinking {counts.usage.thoughts_tokens})"
         f"  possible duplicates {counts.possible_duplicates}  replayed {counts.replayed}"
     )
     for name, r in refused.items():
@@ -314,6 +323,64 @@ def status(
             markup=False,
             soft_wrap=True,
         )
+
+
+def _job_dict(view: Any) -> dict[str, Any]:
+    """One row as ``status KEY`` / ``dead-letter KEY`` show it (never the payload or result)."""
+    return {
+        "key": view.key,
+        "pipeline": view.pipeline,
+        "channel": view.channel,
+        "status": view.status,
+        "model": view.model,
+        "model_version": view.model_version,
+        "response_id": view.response_id,
+        "attempts": view.attempts,
+        "attempts_since_replay": view.attempts - view.attempts_base,
+        "error_class": view.error_class,
+        "error_message": view.error_message,
+        "tokens": {
+            "prompt": view.prompt_tokens,
+            "candidates": view.candidates_tokens,
+            "total": view.total_tokens,
+            "thoughts": view.thoughts_tokens,
+            "cached": view.cached_tokens,
+            "audio": view.audio_tokens,
+        },
+        "possible_duplicates": view.possible_duplicates,
+        "replayed": view.replayed,
+        "handle": view.handle,
+    }
+
+
+def _show_job(ledger: Ledger, key: str, *, as_json: bool) -> None:
+    """Print one row; an unknown key is one error line (exit 1)."""
+    try:
+        view = ledger.get(key)
+    except UnknownJob:
+        raise UsageError(f"no job with key {key!r} in {ledger.url}") from None
+    job = _job_dict(view)
+    if as_json:
+        _print_json(job)
+        return
+    t = job["tokens"]
+    version = job["model_version"] or "(no answer recorded)"
+    lines = [
+        f"{job['key']}  ({job['pipeline']}, {job['channel']})",
+        f"status        {job['status']}"
+        + (f"  {job['error_class']}" if job["error_class"] else ""),
+        f"model         {job['model']}",
+        f"model version {version}"
+        + (f"  response {job['response_id']}" if job["response_id"] else ""),
+        f"attempts      {job['attempts']} ({job['attempts_since_replay']} since the last replay,"
+        f" replayed {job['replayed']}, possible duplicates {job['possible_duplicates']})",
+        f"tokens        {t['total']} (prompt {t['prompt']} of which cached {t['cached']},"
+        f" answer {t['candidates']}, thinking {t['thoughts']})",
+    ]
+    if job["error_message"]:
+        lines.append(f"last error    {job['error_message']}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _age(seconds: float) -> str:
@@ -762,6 +829,9 @@ def replay(
 @app.command("dead-letter")
 @handles_errors
 def dead_letter(
+    key: Annotated[
+        str | None, typer.Argument(help="One job's idempotency key: show that row.")
+    ] = None,
     day: Annotated[
         str | None, typer.Option(help="Day to report on (YYYY-MM-DD), default today (UTC).")
     ] = None,
@@ -769,11 +839,15 @@ def dead_letter(
 ) -> None:
     """Parked jobs by error class with the change since yesterday, attempts, tokens, cost.
 
+    With KEY: that one row, with its class, last error and the model version that answered.
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
     from flows._channel import today_utc
     from flows.summary import LOOKBACK_DAYS, build_summary, halt_lines, refusal_lines
 
+    if key is not None:
+        _show_job(_existing_ledger(), key, as_json=as_json)
+        return
     the_day = _day(day) or today_utc()
     report = build_summary(_existing_ledger(), the_day)
     if as_json:
@@ -815,9 +889,12 @@ def dead_letter(
     tokens, cost = report["tokens"], report["cost"]
     console.print(
         f"attempts {report['attempts']}  tokens {tokens['total']} (prompt {tokens['prompt']},"
-        f" answer {tokens['candidates']})  estimated cost ${cost['usd']:.4f}"
-        + (f"  not priced: {', '.join(cost['unpriced_models'])}" if cost["unpriced_models"] else "")
+        f" cached {tokens['cached']}, answer {tokens['candidates']},"
+        f" thinking {tokens['thoughts']})  estimated cost ${cost['usd']:.4f}",
+        highlight=False,
     )
+    if cost["unpriced"]:
+        console.print(cost["unpriced"], highlight=False, markup=False, soft_wrap=True)
     for poison in report["poison_inputs"]:
         console.print(
             f"poison input {poison['fingerprint']}: parked under {poison['keys']} keys"

@@ -93,8 +93,10 @@ from ledger import (
     Status,
     Usage,
     Verdict,
+    answer_ids,
     classify_response,
     extract_text,
+    usage_of_metadata,
     validate_answer,
 )
 
@@ -183,13 +185,20 @@ def _config(
 
 
 def _usage(response: Any) -> Usage:
-    meta = getattr(response, "usage_metadata", None)
-    if meta is None:
-        return Usage(0, 0, 0)
-    prompt = meta.prompt_token_count or 0
-    cand = meta.candidates_token_count or 0
-    total = meta.total_token_count or (prompt + cand + (meta.thoughts_token_count or 0))
-    return Usage(prompt, cand, total)
+    """The answer's tokens: thoughts, cached and audio prompt tokens included (SDK
+    ``GenerateContentResponseUsageMetadata``: thoughts_token_count,
+    cached_content_token_count, prompt_tokens_details)."""
+    return usage_of_metadata(getattr(response, "usage_metadata", None))
+
+
+def _answer_ids(response: Any) -> tuple[str | None, str | None]:
+    """The answer's ``model_version`` and ``response_id`` (what actually ran, and its id)."""
+    return answer_ids(
+        {
+            "modelVersion": getattr(response, "model_version", None),
+            "responseId": getattr(response, "response_id", None),
+        }
+    )
 
 
 def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
@@ -273,14 +282,15 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
     crash_point("direct.after_call")
 
     usage = _usage(response)
+    ids = _answer_ids(response)
     answer = _judge(response, pipeline.output)
     if isinstance(answer, Failure):
         # The answer arrived (and was billed): keep its tokens with the failure.
-        ledger.apply_failures([FailureRow(key, answer, *usage)], handle=handle, policy=policy)
+        ledger.apply_failures([FailureRow(key, answer, *usage, *ids)], handle=handle, policy=policy)
         status = ledger.get(key).status
         crash_point("direct.after_record")
         raise AttemptFailed(key, answer, status)
-    ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage), handle=handle)
+    ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage, *ids), handle=handle)
     crash_point("direct.after_record")
     return {"key": key, "status": Status.DONE, "attempts": row.attempts, "skipped": False}
 
@@ -519,7 +529,6 @@ def deliver_direct(ctx: RunContext, *, older_than: float | None = None) -> Deliv
         token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
         older_than=pick(older_than, ctx.settings.direct_stale_s),
         log=ctx.log,
-        page=1000,
         cap=ctx.settings.delivery_cap,
         points=DeliveryPoints(
             before_effect="direct.before_side_effect",

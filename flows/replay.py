@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +35,6 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows._channel import RunContext, today_utc
-from flows._deliver import DeliveryPoints, deliver_done
 from flows._halt import halts
 from flows._ledger import open_ledger
 from flows.direct import deliver_direct, run_calls
@@ -44,6 +42,7 @@ from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from flows.settings import load_settings
+from flows.tick import open_channel
 from ledger import DELIVERY_CLASS_PREFIX, PROMPT_CLASS_PREFIX, Channel, JobView, Status
 
 __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
@@ -51,7 +50,6 @@ __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "selec
 _MAX_DIRECT_WORKERS = 8
 # The action for a row parked prompt:<Error>: it has no request, so replay leaves it alone.
 REBUILD_BY_TICK = "left parked: fix build_prompt, then tick its day (--day D) to rebuild it"
-_CLAIM_STALE_S = 300.0
 
 
 MAX_LIMIT = 2**31 - 1
@@ -239,17 +237,20 @@ def replay(
             queued.append(item["key"])
 
     outcome: dict[str, str] = {k: "returned to queue" for k in queued}
+    settings = load_settings()
     for spec, keys in redeliver.items():
-        # Only the delivery runs: the result is the one already recorded (and billed).
-        deliver_done(
-            ledger,
-            get_pipeline(spec),
-            token=f"replay-deliver-{uuid.uuid4().hex[:12]}",
-            # A claim this old belongs to a dead tick; a younger one is a live tick's.
-            older_than=_CLAIM_STALE_S,
-            log=logger,
-            points=DeliveryPoints(),
-        )
+        # Only the delivery runs: the result is the one already recorded (and billed). It is
+        # the channel's own deliver step, with its claims and stale age: a tick delivering
+        # at the same time never runs a side effect this pass runs.
+        open_channel(
+            RunContext(
+                spec=spec,
+                pipeline=get_pipeline(spec),
+                ledger=ledger,
+                settings=settings,
+                day=today_utc(),
+            )
+        ).deliver()
         for key in keys:
             outcome[key] = ledger.get(key).status
     for spec, keys in direct.items():
@@ -266,9 +267,7 @@ def replay(
             rate_per_second=rate_per_second,
         )
         deliver_direct(
-            RunContext(
-                spec=spec, pipeline=p, ledger=ledger, settings=load_settings(), day=today_utc()
-            )
+            RunContext(spec=spec, pipeline=p, ledger=ledger, settings=settings, day=today_utc())
         )
         for key in back:
             outcome[key] = ledger.get(key).status if results.get(key) != "error" else "error"

@@ -55,9 +55,13 @@ class Settings(BaseSettings):
     )
     prices_file: Path | None = Field(None, validation_alias=_env("LEDGER_PRICES_FILE"))
     pipelines: str | None = Field(None, validation_alias=_env("GEMINI_LEDGER_PIPELINES"))
-    batch_stale_s: float = Field(900.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
+    # Stale ages: a reservation or delivery claim unrenewed this long is a dead pass's and is
+    # taken over. A live pass renews what it holds every quarter of the age (flows._renewal),
+    # even inside one long call, so the age can be short: the next tick takes a dead
+    # tick's rows over.
+    batch_stale_s: float = Field(120.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))
     background_stale_s: float = Field(
-        300.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
+        120.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BACKGROUND_STALE_S")
     )
     direct_backoff_s: float = Field(
         2.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DIRECT_BACKOFF_S")

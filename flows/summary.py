@@ -95,10 +95,8 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
     for view in morning_view(ledger):
         if only is not None and view.pipeline != only:
             continue  # its usage is not read
-        usage = [
-            UsageLine(m, ch, p, c, t)
-            for m, ch, _a, p, c, t in ledger.usage_by_model(pipeline=view.pipeline)
-        ]
+        usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
+        cost = estimate_cost(usage, prices)
         rows.append(
             {
                 "pipeline": view.pipeline,
@@ -112,7 +110,8 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "in_flight": view.in_flight,
                 "oldest_in_flight_s": view.oldest_in_flight_s,
                 "oldest_in_flight": _age(view.oldest_in_flight_s),
-                "cost_usd": estimate_cost(usage, prices).usd,
+                "cost_usd": cost.usd,
+                "unpriced": cost.unpriced_text(),
                 "batch_submission_refused": view.submission_refused,
                 "batch_submission_refused_since": _when(view.submission_refused_since),
             }
@@ -166,7 +165,7 @@ def build_summary(
     total = sum(parked.values())
     previous_total = sum(previous.values())
 
-    usage = [UsageLine(m, ch, p, c, t) for m, ch, _a, p, c, t in ledger.usage_by_model()]
+    usage = [UsageLine.of(u) for u in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
     return {
         "day": day.isoformat(),
@@ -183,8 +182,11 @@ def build_summary(
             "prompt": counts.prompt_tokens,
             "candidates": counts.candidates_tokens,
             "total": counts.total_tokens,
+            "thoughts": counts.usage.thoughts_tokens,
+            "cached": counts.usage.cached_tokens,
+            "audio": counts.usage.audio_tokens,
         },
-        "cost": {**cost.as_dict(), "prices": prices.source},
+        "cost": {**cost.as_dict(), "prices": prices.source, "unpriced": cost.unpriced_text()},
         "poison_inputs": [
             {"fingerprint": fp, "keys": n, "error_class": cls}
             for fp, n, cls in ledger.poison_inputs()
@@ -221,6 +223,14 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
     refused = refusal_lines(report)
     if refused:
         lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]
+    unpriced = [p for p in report["pipelines"] if p.get("unpriced")]
+    if unpriced:
+        # Never a silent $0: a cost above that leaves these rows out.
+        lines.append("")
+        lines += [
+            f"**{p['pipeline']}**: {p['unpriced']}; its cost above leaves them out."
+            for p in unpriced
+        ]
     parked = [(p["pipeline"], c) for p in report["pipelines"] for c in p["parked_by_class"]]
     if parked:
         lines += [
@@ -295,15 +305,15 @@ def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str
         for s, n in report["by_status"].items()
     ]
     tokens, cost = report["tokens"], report["cost"]
-    unpriced = cost["unpriced_models"]
     lines += [
         "",
         "## Attempts and cost",
         "",
         f"{report['attempts']} attempts, {tokens['total']} tokens"
-        f" ({tokens['prompt']} prompt, {tokens['candidates']} answer);"
+        f" ({tokens['prompt']} prompt of which {tokens['cached']} cached,"
+        f" {tokens['candidates']} answer, {tokens['thoughts']} thinking);"
         f" estimated cost **${cost['usd']:.4f}** (prices: {cost['prices']})"
-        + (f"; not priced: {', '.join(unpriced)}" if unpriced else ""),
+        + (f"; {cost['unpriced']}" if cost["unpriced"] else ""),
     ]
     if report["replayed"] or report["possible_duplicates"]:
         lines += [

@@ -4,7 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._classify import Failure, Verdict, classify, classify_response
+from ledger._classify import INTERACTION_LOST, Failure, Verdict, classify, classify_response
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -33,8 +33,10 @@ from ledger._lines import (
     LineSuccess,
     Outcome,
     Usage,
+    answer_ids,
     extract_text,
     parse_output_line,
+    usage_of_metadata,
     validate_answer,
 )
 from ledger._models import Channel, FileRole, Status
@@ -48,6 +50,7 @@ from ledger._records import (
     Enrollment,
     FailureRow,
     JobView,
+    ModelUsage,
     NewJob,
     ParkedJob,
     PipelineChange,
@@ -66,6 +69,7 @@ from ledger._transitions import BatchState
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "INTERACTION_LOST",
     "KEY_MAX",
     "PIPELINE_NAME_MAX",
     "PROMPT_CLASS_PREFIX",
@@ -91,6 +95,7 @@ __all__ = [
     "LedgerMissing",
     "LineFailure",
     "LineSuccess",
+    "ModelUsage",
     "NewJob",
     "Outcome",
     "ParkedClass",
@@ -113,6 +118,7 @@ __all__ = [
     "Usage",
     "UsageError",
     "Verdict",
+    "answer_ids",
     "classify",
     "classify_response",
     "database_url",
@@ -129,5 +135,6 @@ __all__ = [
     "setup_fault",
     "shown_key",
     "upgrade",
+    "usage_of_metadata",
     "validate_answer",
 ]

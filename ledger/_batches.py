@@ -86,6 +86,21 @@ class BatchVerbs(LedgerBase):
                 == 1
             )
 
+    def renew_batch_lease(self, reservation: str, *, seen_lease: float) -> float | None:
+        """Renew the lease of a batch reservation this pass holds (its ``leased_at`` is still
+        ``seen_lease``, the value this pass last wrote): the new lease, or None when another
+        pass took it over (or it is no longer reserving) and this one must not send it."""
+        now = self.clock()
+        with self._write() as conn:
+            changed = conn.execute(
+                text(
+                    "UPDATE batch_jobs SET leased_at = :now WHERE reservation = :r"
+                    f" AND state = {BATCH_RESERVING} AND leased_at = :seen"
+                ),
+                {"r": reservation, "seen": seen_lease, "now": now},
+            ).rowcount
+        return now if changed == 1 else None
+
     def _batches(self, where: str, params: Mapping[str, Any]) -> list[BatchRecord]:
         with self._read() as conn:
             rows = conn.execute(

@@ -31,7 +31,9 @@ from ledger._redact import redact
 
 __all__ = [
     "EMPTY_HINT",
+    "INTERACTION_LOST",
     "MAX_MESSAGE_LEN",
+    "POSSIBLY_BILLED_CODES",
     "TRUNCATED_HINT",
     "ClassifiedError",
     "Describe",
@@ -74,6 +76,13 @@ _BARE_PERMANENT = {
 _BARE_RETRYABLE = frozenset({"missing_from_output", "malformed_output"})
 # An answer without text that a retry may fix (see EMPTY): ``empty``, ``empty:other``, ...
 _EMPTY = "empty"
+
+# The code of a background job whose interaction the API no longer knows (404 on get: deleted,
+# or gone with its retention): its outcome is lost, it is sent again as ``retryable``.
+INTERACTION_LOST = "interaction_lost"
+# Failures after which the job may already have been billed although no answer was kept: the
+# ledger counts the next sending in ``possible_duplicates`` so the cost stays visible.
+POSSIBLY_BILLED_CODES = frozenset({INTERACTION_LOST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +216,9 @@ _STATUS_ALIASES = {
     "FORBIDDEN": "PERMISSION_DENIED",
     "UNAUTHORIZED": "UNAUTHENTICATED",
     "CANCELED": "CANCELLED",
+    "MODEL_OVERLOADED": "UNAVAILABLE",
+    "SERVER_ERROR": "INTERNAL",
+    "INVALID_REQUEST": "INVALID_ARGUMENT",
 }
 
 _SAFETY_FINISH = frozenset(
@@ -234,6 +246,7 @@ TRUNCATED_HINT = (
 )
 _CONTENT_WORDS = {
     "MAX_TOKENS": ("truncated", Verdict.PERMANENT),
+    "MAX_OUTPUT_TOKENS": ("truncated", Verdict.PERMANENT),
     "MODEL_ARMOR": ("safety", Verdict.PERMANENT),
     "JAILBREAK": ("safety", Verdict.PERMANENT),
     "SPII": ("safety", Verdict.PERMANENT),
@@ -278,7 +291,7 @@ _BATCH_STATES = {
 }
 _INTERACTION_STATES = {
     "failed": ("interaction_failed", Verdict.UNKNOWN),
-    "incomplete": ("interaction_incomplete", Verdict.UNKNOWN),
+    "incomplete": ("truncated", Verdict.PERMANENT),  # the output budget: see _classify_mapping
     "budget_exceeded": ("budget_exceeded", Verdict.PERMANENT),  # same budget, same outcome
     "cancelled": ("cancelled", Verdict.UNKNOWN),
 }
@@ -404,6 +417,13 @@ def _classify_mapping(m: Mapping[str, Any], depth: int) -> Failure:
     interaction_state = (
         status if isinstance(status, str) and status in _INTERACTION_STATES else None
     )
+    if code is None and interaction_state == "incomplete":
+        # Incomplete is deterministic (the output budget was reached): the same request ends
+        # the same way, whatever its errors[] entries say (a retryable-looking code included).
+        said = _first_error_text(errors) or _text(message)
+        return Failure(
+            Verdict.PERMANENT, "truncated", TRUNCATED_HINT + (f" ({said})" if said else "")
+        )
     if code is None and (interaction_state is not None or isinstance(errors, list)):
         if isinstance(errors, list) and errors:
             first: Failure | None = None
@@ -446,10 +466,40 @@ def _classify_mapping(m: Mapping[str, Any], depth: int) -> Failure:
     return Failure(Verdict.UNKNOWN, "unknown", _text(message) or "error without code or status")
 
 
+_URI_NOISE = frozenset({"HTML", "HTM", "JSON", "MD", "TXT"})
+
+
+def _error_type_word(code: str) -> str:
+    """The last meaningful word of an error-type URI, upper-case with ``_`` separators."""
+    text = code.strip()
+    for sep in ("?",):
+        text = text.split(sep, 1)[0]
+    words = [re.sub(r"[^A-Za-z0-9]+", "_", w).strip("_").upper() for w in re.split(r"[/#:.]", text)]
+    words = [w for w in words if w and w not in _URI_NOISE]
+    return words[-1] if words else ""
+
+
+def _first_error_text(errors: Any) -> str:
+    """The first ``code: message`` of an interaction's ``errors[]``, for a message."""
+    if not isinstance(errors, list):
+        return ""
+    for entry in errors[:20]:
+        m = as_mapping(entry)
+        if m is None:
+            continue
+        parts = [_text(m.get("code")), _text(m.get("message"))]
+        said = ": ".join(p for p in parts if p)
+        if said:
+            return said
+    return ""
+
+
 def _from_error_type(code: str, message: Any) -> Failure | None:
-    """An interaction error's ``code`` is a URI naming the error type: read its last word."""
-    word = re.split(r"[/#:.]", code.strip().rstrip("/"))[-1]
-    word = re.sub(r"[^A-Za-z0-9]+", "_", word).strip("_").upper()
+    """An interaction error's ``code`` is a URI naming the error type (google-genai 3.3.0
+    ``interactions.Error.code``: "A URI that identifies the error type"): read its last
+    word, whatever the URI's form (``.../errors/resource-exhausted``, ``...#RATE_LIMITED``,
+    ``.../model-overloaded.html?hl=en``, ``type.googleapis.com/google.rpc.Code.INTERNAL``)."""
+    word = _error_type_word(code)
     if not word:
         return None
     if word.isdigit():

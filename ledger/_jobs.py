@@ -369,6 +369,23 @@ class JobVerbs(LedgerBase):
                 == 1
             )
 
+    def renew_reservation(self, reservation: str) -> int:
+        """Renew the rows still reserved under ``reservation`` (``reserved_at`` = now) while
+        their pass sends them, so they are never taken for a dead tick's; returns how many.
+
+        A row another pass took over (a new token) is no longer renewed: its bind by this
+        pass is refused, as before.
+        """
+        now = self.clock()
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET reserved_at = :now"
+                    f" WHERE reservation = :r AND {MOVES['renew_reservation'].where()}"
+                ),
+                {"r": reservation, "now": now},
+            ).rowcount
+
     def stale_reservations(self, *, pipeline: str, older_than: float) -> list[Reserved]:
         """Jobs left ``reserving`` for longer than ``older_than`` seconds (orphan candidates)."""
         cutoff = self.clock() - older_than

@@ -42,25 +42,37 @@ __all__ = [
     "GenerateContentResponseLine",
     "LineFailure",
     "LineSuccess",
+    "ModalityTokenCount",
     "Outcome",
     "OutputLine",
     "Part",
     "PromptFeedback",
     "Usage",
     "UsageMetadata",
+    "answer_ids",
     "extract_text",
     "parse_output_line",
     "parse_output_record",
+    "usage_of_metadata",
     "validate_answer",
 ]
 
 
 class Usage(NamedTuple):
-    """Tokens billed for one answer (zeros when the line carries no usage)."""
+    """Tokens billed for one answer (zeros when the line carries no usage).
+
+    ``total_tokens`` includes ``thoughts_tokens`` (``thoughtsTokenCount``, billed at the
+    output rate); ``prompt_tokens`` includes ``cached_tokens`` (``cachedContentTokenCount``,
+    billed at the cache rate) and ``audio_tokens`` (the AUDIO entry of
+    ``promptTokensDetails``, billed at the audio input rate where a model has one).
+    """
 
     prompt_tokens: int
     candidates_tokens: int
     total_tokens: int
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    audio_tokens: int = 0
 
 
 NO_USAGE = Usage(0, 0, 0)
@@ -68,11 +80,14 @@ NO_USAGE = Usage(0, 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class LineSuccess:
-    """A row's answer, validated against the output schema."""
+    """A row's answer, validated against the output schema, with the answer's
+    ``modelVersion`` and ``responseId`` when it carried them."""
 
     key: str
     result: BaseModel
     usage: Usage
+    model_version: str | None = None
+    response_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,8 @@ class LineFailure:
     key: str | None
     failure: Failure
     usage: Usage
+    model_version: str | None = None
+    response_id: str | None = None
 
 
 Outcome = LineSuccess | LineFailure
@@ -125,11 +142,18 @@ class PromptFeedback(_Lenient):
     safety_ratings: list[dict[str, Any]] | None = None
 
 
+class ModalityTokenCount(_Lenient):
+    modality: str | None = None
+    token_count: int | None = None
+
+
 class UsageMetadata(_Lenient):
     prompt_token_count: int | None = None
     candidates_token_count: int | None = None
     total_token_count: int | None = None
     thoughts_token_count: int | None = None
+    cached_content_token_count: int | None = None
+    prompt_tokens_details: list[ModalityTokenCount] | None = None
 
 
 class GenerateContentResponseLine(_Lenient):
@@ -172,6 +196,8 @@ _object_new = object.__new__
 _set_key = LineSuccess.__dict__["key"].__set__
 _set_result = LineSuccess.__dict__["result"].__set__
 _set_usage = LineSuccess.__dict__["usage"].__set__
+_set_model_version = LineSuccess.__dict__["model_version"].__set__
+_set_response_id = LineSuccess.__dict__["response_id"].__set__
 
 
 def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
@@ -199,24 +225,59 @@ def parse_output_line(line: bytes | str, schema: type[BaseModel]) -> Outcome:
                             prompt = meta.get("promptTokenCount", 0)
                             cand = meta.get("candidatesTokenCount", 0)
                             total = meta.get("totalTokenCount")
-                            if type(prompt) is int and type(cand) is int and type(total) is int:
-                                usage = _tuple_new(Usage, (prompt, cand, total))
+                            thoughts = meta.get("thoughtsTokenCount", 0)
+                            cached = meta.get("cachedContentTokenCount", 0)
+                            details = meta.get("promptTokensDetails")
+                            # Real lines break the prompt down by modality; text only (one
+                            # TEXT entry) is the common case: no audio tokens to count.
+                            if (
+                                (
+                                    details is None
+                                    or (
+                                        type(details) is list
+                                        and len(details) == 1
+                                        and details[0].get("modality") == "TEXT"
+                                    )
+                                )
+                                and type(prompt) is int
+                                and type(cand) is int
+                                and type(total) is int
+                                and type(thoughts) is int
+                                and type(cached) is int
+                                and 0 <= cached <= prompt
+                            ):
+                                usage = _tuple_new(
+                                    Usage, (prompt, cand, total, thoughts, cached, 0)
+                                )
                             else:
-                                usage = _usage_lenient(meta)
+                                usage = usage_of_metadata(meta)
                         else:
                             usage = _usage_of(response)
+                        version = response.get("modelVersion")
+                        response_id = response.get("responseId")
+                        # Plain short strings as they come (the common case, no call).
+                        if version is not None and (
+                            type(version) is not str or not 0 < len(version) <= _ID_LIMIT
+                        ):
+                            version = _text_or_none(version)
+                        if response_id is not None and (
+                            type(response_id) is not str or not 0 < len(response_id) <= _ID_LIMIT
+                        ):
+                            response_id = _text_or_none(response_id)
                         validator = schema.__pydantic_validator__
                         try:
                             result = validator.validate_json(text)
                         except ValidationError as exc:
                             answer = _invalid_answer(text, exc, validator)
                             if isinstance(answer, Failure):
-                                return LineFailure(key, answer, usage)
+                                return LineFailure(key, answer, usage, version, response_id)
                             result = answer
                         outcome = _object_new(LineSuccess)
                         _set_key(outcome, key)
                         _set_result(outcome, result)
                         _set_usage(outcome, usage)
+                        _set_model_version(outcome, version)
+                        _set_response_id(outcome, response_id)
                         return outcome
     except Exception:
         pass  # the slow path classifies it (and names a schema failure properly)
@@ -235,12 +296,38 @@ def _count(value: Any) -> int:
     return 0
 
 
+_ID_LIMIT = 128
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A ``modelVersion`` / ``responseId`` as stored: a short string, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:_ID_LIMIT]
+
+
+def answer_ids(response: Any) -> tuple[str | None, str | None]:
+    """The ``modelVersion`` and ``responseId`` of a GenerateContentResponse (camel or snake)."""
+    m = as_mapping(response)
+    if m is None:
+        return None, None
+    version = m.get("modelVersion", m.get("model_version"))
+    response_id = m.get("responseId", m.get("response_id"))
+    return _text_or_none(version), _text_or_none(response_id)
+
+
 def _usage_of(response: Mapping[str, Any]) -> Usage:
     meta = response.get("usageMetadata")
-    return _usage_lenient(response.get("usage_metadata") if meta is None else meta)
+    return usage_of_metadata(response.get("usage_metadata") if meta is None else meta)
 
 
-def _usage_lenient(meta: Any) -> Usage:
+def usage_of_metadata(meta: Any) -> Usage:
+    """A ``usageMetadata`` (camelCase or snake_case, dict or SDK object) as :class:`Usage`.
+
+    Real answers (google-genai ``GenerateContentResponseUsageMetadata``): the total includes
+    ``thoughtsTokenCount``; the prompt count includes ``cachedContentTokenCount``;
+    ``promptTokensDetails`` breaks the prompt down by modality (``[{modality, tokenCount}]``).
+    """
     m = as_mapping(meta)
     if m is None:
         return NO_USAGE
@@ -251,13 +338,30 @@ def _usage_lenient(meta: Any) -> Usage:
 
     prompt = _count(get("promptTokenCount", "prompt_token_count"))
     cand = _count(get("candidatesTokenCount", "candidates_token_count"))
+    thoughts = _count(get("thoughtsTokenCount", "thoughts_token_count"))
+    cached = min(_count(get("cachedContentTokenCount", "cached_content_token_count")), prompt)
     raw_total = get("totalTokenCount", "total_token_count")
-    if raw_total is None:
-        thoughts = _count(get("thoughtsTokenCount", "thoughts_token_count"))
-        total = prompt + cand + thoughts
-    else:
-        total = _count(raw_total)
-    return Usage(prompt, cand, total)
+    total = prompt + cand + thoughts if raw_total is None else _count(raw_total)
+    audio = min(
+        _modality_count(get("promptTokensDetails", "prompt_tokens_details"), "AUDIO"), prompt
+    )
+    return Usage(prompt, cand, total, thoughts, cached, audio)
+
+
+def _modality_count(details: Any, modality: str) -> int:
+    """Tokens of one modality in a ``[{modality, tokenCount}]`` breakdown (0 when absent)."""
+    if not isinstance(details, list):
+        return 0
+    total = 0
+    for entry in details[:20]:
+        m = as_mapping(entry)
+        if m is None:
+            continue
+        kind = m.get("modality")
+        kind = getattr(kind, "value", kind)
+        if isinstance(kind, str) and kind.upper() == modality:
+            total += _count(m.get("tokenCount", m.get("token_count", m.get("tokens"))))
+    return total
 
 
 # --- the slow path -----------------------------------------------------------------------
@@ -300,15 +404,17 @@ def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -
 
     response = obj.get("response")
     usage = _usage_of(response) if isinstance(response, Mapping) else NO_USAGE
+    version, response_id = answer_ids(response)
 
     for field in ("error", "status"):
         value = obj.get(field)
         if value is None:
             continue
         if isinstance(value, Mapping):
-            return LineFailure(key, classify(value), usage)
+            return LineFailure(key, classify(value), usage, version, response_id)
         if isinstance(value, str) and value.strip():
-            return LineFailure(key, classify({"status": value, "message": value}), usage)
+            failure = classify({"status": value, "message": value})
+            return LineFailure(key, failure, usage, version, response_id)
         return _malformed(key, f"its {field} is neither an object nor a status name")
 
     if response is None:
@@ -325,11 +431,11 @@ def _parse_record(obj: Any, line: bytes | str | None, schema: type[BaseModel]) -
             problem = _format_problem(obj)
             if problem is not None:
                 return _malformed(key, problem)
-        return LineFailure(key, blocked, usage)
+        return LineFailure(key, blocked, usage, version, response_id)
     answer = validate_answer(extract_text(response), schema)
     if isinstance(answer, Failure):
-        return LineFailure(key, answer, usage)
-    return LineSuccess(key, answer, usage)
+        return LineFailure(key, answer, usage, version, response_id)
+    return LineSuccess(key, answer, usage, version, response_id)
 
 
 def _malformed(key: str | None, why: str) -> LineFailure:

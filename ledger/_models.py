@@ -117,6 +117,18 @@ class Job(SQLModel, table=True):
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0
+    # What the answers reported beside those, summed over every attempt like them: thinking
+    # tokens (inside total_tokens, billed at the output rate), prompt tokens served from a
+    # context cache (inside prompt_tokens, billed at the cache rate) and prompt tokens of the
+    # audio modality (inside prompt_tokens, billed at the audio rate where a model has one).
+    thoughts_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    cached_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    audio_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The model version that produced the last answer (``modelVersion``; an interaction's
+    # ``model``): behind an alias such as ``gemini-flash-latest``, what actually ran. The
+    # answer's ``responseId`` beside it, to find it in Google's logs.
+    model_version: str | None = Field(default=None, max_length=128)
+    response_id: str | None = Field(default=None, max_length=128)
     result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     error_class: str | None = Field(default=None, max_length=96)
     error_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

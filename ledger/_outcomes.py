@@ -28,8 +28,10 @@ from ledger._sql import (
     MOVES,
     PARKED,
     SQLITE_FAILURE_UPDATE,
+    TOKEN_COLUMNS,
     S,
     failure_params,
+    handle_of,
     pg_copy_failures,
     pg_copy_results,
     sqlite_failure_params,
@@ -52,18 +54,17 @@ class OutcomeVerbs(RevisionVerbs):
         if not rows:
             return 0
         now = self.clock()
+        tokens = ", ".join(f"{c} = {c} + ?" for c in TOKEN_COLUMNS)
         sql = f"""UPDATE jobs SET status = {MOVES["apply_results"].to(S.DONE)},
                 result = ?, done_at = ?, updated_at = ?,
-                error_class = NULL, reservation = NULL, prompt_tokens = prompt_tokens + ?,
-                candidates_tokens = candidates_tokens + ?, total_tokens = total_tokens + ?
+                error_class = NULL, reservation = NULL, {tokens},
+                model_version = COALESCE(?, model_version),
+                response_id = COALESCE(?, response_id)
             WHERE key = ? AND {MOVES["apply_results"].where()} AND handle = ?"""
         if self._is_pg:
             with self._write() as conn:
                 return pg_copy_results(conn, rows, handle, now)
-        if isinstance(handle, str):
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle) for r in rows]
-        else:
-            params = [(r[1], now, now, r[2], r[3], r[4], r[0], handle[r[0]]) for r in rows]
+        params = [(r[1], now, now, *r[2:10], r[0], handle_of(handle, r[0])) for r in rows]
         with self._write() as conn:
             return self._bulk(conn, sql, params)
 
@@ -235,6 +236,25 @@ class OutcomeVerbs(RevisionVerbs):
             ).all()
         return [(row[0], row[1]) for row in rows]
 
+    def renew_delivery(self, token: str, *, key: str | None = None) -> int:
+        """Renew the delivery claims held under ``token`` (``claimed_at`` = now), so no
+        other pass takes them over while this one is alive; with ``key`` only that row.
+
+        Returns how many rows were renewed: 0 for ``key`` means the row is no longer this
+        pass's (another pass took the claim over once it had gone unrenewed for its age,
+        or it was consumed): the pass must not run its side effect.
+        """
+        now = self.clock()
+        only = " AND key = :key" if key is not None else ""
+        with self._write() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE jobs SET claimed_at = :now"
+                    f" WHERE delivery_claim = :t AND {MOVES['renew_delivery'].where()}{only}"
+                ),
+                {"t": token, "now": now, "key": key},
+            ).rowcount
+
     def release_done(self, keys: Sequence[str], *, token: str) -> int:
         """Give back delivery claims (the side effect failed): the next tick may retry them."""
         if not keys:
@@ -284,11 +304,16 @@ class OutcomeVerbs(RevisionVerbs):
             ).rowcount
             return (self._status_of(conn, key) or "") if changed else ""
 
-    def consume(self, keys: Sequence[str]) -> int:
-        """Mark jobs whose side effect completed (done -> consumed); returns how many moved."""
+    def consume(self, keys: Sequence[str], *, token: str | None = None) -> int:
+        """Mark jobs whose side effect completed (done -> consumed); returns how many moved.
+
+        With ``token`` only rows still claimed under it move (a compare-and-set on the
+        claim): a pass whose claim was taken over records nothing.
+        """
         if not keys:
             return 0
         now = self.clock()
+        claimed = " AND delivery_claim = :t" if token is not None else ""
         with self._write() as conn:
             return conn.execute(
                 text(
@@ -297,9 +322,9 @@ class OutcomeVerbs(RevisionVerbs):
                     f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
                     " consumed_at = :now, updated_at = :now,"
                     " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND "
-                    f" {MOVES['consume'].where()}"
+                    f" {MOVES['consume'].where()}{claimed}"
                 ),
-                [{"key": k, "now": now} for k in keys],
+                [{"key": k, "now": now, "t": token} for k in keys],
             ).rowcount
 
     def consume_one(self, key: str) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "Enrollment",
     "FailureRow",
     "JobView",
+    "ModelUsage",
     "NewJob",
     "ParkedJob",
     "PipelineChange",
@@ -83,6 +84,10 @@ class Reserved(NamedTuple):
     reservation: str
 
 
+# ResultRow and FailureRow carry a Usage's six counts in its order, so ``*usage`` spreads
+# into them, then the answer's model version and response id.
+
+
 class ResultRow(NamedTuple):
     """A validated result for one submitted job."""
 
@@ -91,16 +96,37 @@ class ResultRow(NamedTuple):
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    audio_tokens: int = 0
+    model_version: str | None = None
+    response_id: str | None = None
 
 
 class FailureRow(NamedTuple):
-    """A classified failure for one job."""
+    """A classified failure for one job (tokens and ids of the answer, if one came back)."""
 
     key: str
     failure: Failure
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    audio_tokens: int = 0
+    model_version: str | None = None
+    response_id: str | None = None
+
+
+class ModelUsage(NamedTuple):
+    """Rows, attempts and tokens of one (model, model version, channel) in the ledger."""
+
+    model: str
+    model_version: str | None
+    channel: str
+    rows: int
+    attempts: int
+    usage: Usage
 
 
 class BatchRecord(NamedTuple):
@@ -243,6 +269,9 @@ class Counts:
                 "prompt": self.usage.prompt_tokens,
                 "candidates": self.usage.candidates_tokens,
                 "total": self.usage.total_tokens,
+                "thoughts": self.usage.thoughts_tokens,
+                "cached": self.usage.cached_tokens,
+                "audio": self.usage.audio_tokens,
             },
             "possible_duplicates": self.possible_duplicates,
             "replayed": self.replayed,
@@ -287,6 +316,11 @@ class JobView:
     schema_revision: int | None = None
     delivery_claim: str | None = None
     claimed_at: float | None = None
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    audio_tokens: int = 0
+    model_version: str | None = None
+    response_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

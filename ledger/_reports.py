@@ -9,8 +9,8 @@ from sqlalchemy import text
 from ledger._base import LedgerBase
 from ledger._errors import UnknownJob
 from ledger._lines import Usage
-from ledger._records import Counts, JobView
-from ledger._sql import DONE, PARKED, PENDING, RESERVING, RETRYABLE, SUBMITTED
+from ledger._records import Counts, JobView, ModelUsage
+from ledger._sql import DONE, PARKED, PENDING, RESERVING, RETRYABLE, SUBMITTED, TOKEN_COLUMNS
 from ledger._transitions import ACTIVE, sql_in
 
 __all__ = ["ReportVerbs"]
@@ -108,12 +108,12 @@ class ReportVerbs(LedgerBase):
                 params,
             ):
                 by_class[status][cls or "unclassified"] = int(n)
+            tokens = ", ".join(f"COALESCE(SUM({c}), 0)" for c in TOKEN_COLUMNS)
             totals = conn.execute(
                 text(
-                    "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(prompt_tokens), 0),"
-                    " COALESCE(SUM(candidates_tokens), 0), COALESCE(SUM(total_tokens), 0),"
-                    " COALESCE(SUM(possible_duplicates), 0), COALESCE(SUM(replayed), 0)"
-                    f" FROM jobs {where}"
+                    "SELECT COALESCE(SUM(attempts), 0),"
+                    " COALESCE(SUM(possible_duplicates), 0), COALESCE(SUM(replayed), 0),"
+                    f" {tokens} FROM jobs {where}"
                 ),
                 params,
             ).one()
@@ -122,9 +122,9 @@ class ReportVerbs(LedgerBase):
             by_error_class=dict(sorted(by_class["parked"].items())),
             retrying_by_class=dict(sorted(by_class["retryable"].items())),
             attempts=int(totals[0]),
-            usage=Usage(int(totals[1]), int(totals[2]), int(totals[3])),
-            possible_duplicates=int(totals[4]),
-            replayed=int(totals[5]),
+            usage=Usage(*(int(n) for n in totals[3:])),
+            possible_duplicates=int(totals[1]),
+            replayed=int(totals[2]),
         )
 
     def counts_by_pipeline(self) -> dict[str, dict[str, int]]:
@@ -137,26 +137,31 @@ class ReportVerbs(LedgerBase):
                 out.setdefault(pipeline, {})[status] = int(n)
         return out
 
-    def usage_by_model(
-        self, *, pipeline: str | None = None
-    ) -> list[tuple[str, str, int, int, int, int]]:
-        """Attempts and tokens per (model, channel), for cost estimates: (model, channel,
-        attempts, prompt_tokens, candidates_tokens, total_tokens)."""
+    def usage_by_model(self, *, pipeline: str | None = None) -> list[ModelUsage]:
+        """Rows, attempts and tokens per (model, model version, channel), for cost estimates.
+
+        The model version is what the last answer named (``modelVersion``); rows without an
+        answer have none. A pipeline on an alias (``gemini-flash-latest``) is thus priced by
+        what actually ran where that is known."""
         where = "WHERE pipeline = :p" if pipeline else ""
         params = {"p": pipeline} if pipeline else {}
+        tokens = ", ".join(f"COALESCE(SUM({c}), 0)" for c in TOKEN_COLUMNS)
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT model, channel, COALESCE(SUM(attempts), 0),"
-                    " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(candidates_tokens), 0),"
-                    f" COALESCE(SUM(total_tokens), 0) FROM jobs {where}"
-                    " GROUP BY model, channel ORDER BY model, channel"
+                    "SELECT model, model_version, channel, COUNT(*), COALESCE(SUM(attempts), 0),"
+                    f" {tokens} FROM jobs {where}"
+                    " GROUP BY model, model_version, channel"
                 ),
                 params,
             ).all()
-        return [
-            (row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5])) for row in rows
+        out = [
+            ModelUsage(
+                row[0], row[1], row[2], int(row[3]), int(row[4]), Usage(*(int(n) for n in row[5:]))
+            )
+            for row in rows
         ]
+        return sorted(out, key=lambda u: (u.model, u.model_version or "", u.channel))
 
     def handle_counts(self, handle: str) -> dict[tuple[str, str | None], int]:
         """(status, error_class) -> jobs last submitted under one handle."""

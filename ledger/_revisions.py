@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 
 from ledger._base import LedgerBase
 from ledger._records import FailureRow
-from ledger._sql import MOVES, SCHEMA_CODE, S, handle_of
+from ledger._sql import MOVES, SCHEMA_CODE, USAGE_SET, S, handle_of, usage_params
 
 __all__ = ["RevisionVerbs"]
 
@@ -34,9 +34,7 @@ _REQUEUE_SQL = f"""UPDATE jobs SET
             ELSE {_REQUEUE.to(S.PENDING)} END,
         attempts_base = attempts_base + 1, handle = NULL, submitted_at = NULL,
         reservation = NULL, due_at = :now, updated_at = :now,
-        prompt_tokens = prompt_tokens + :prompt_tokens,
-        candidates_tokens = candidates_tokens + :candidates_tokens,
-        total_tokens = total_tokens + :total_tokens
+{USAGE_SET}
     WHERE key = :key AND {_REQUEUE.where()} AND handle = :handle
         AND schema_revision < (SELECT p.revision FROM pipelines p WHERE p.name = jobs.pipeline)"""
 
@@ -69,9 +67,7 @@ class RevisionVerbs(LedgerBase):
                 "key": r[0],
                 "handle": handle_of(handle, r[0]),
                 "now": now,
-                "prompt_tokens": r[2],
-                "candidates_tokens": r[3],
-                "total_tokens": r[4],
+                **usage_params(r),
             }
             for r in rows
             if r[1].code == SCHEMA_CODE

@@ -16,7 +16,7 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._classify import Failure
+from ledger._classify import POSSIBLY_BILLED_CODES, Failure
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow, fingerprint_of
 from ledger._redact import redact
@@ -43,6 +43,8 @@ __all__ = [
     "SCHEMA_CODE",
     "SQLITE_FAILURE_UPDATE",
     "SUBMITTED",
+    "TOKEN_COLUMNS",
+    "USAGE_SET",
     "S",
     "chunks",
     "failure_params",
@@ -53,6 +55,7 @@ __all__ = [
     "pg_copy_new_jobs",
     "pg_copy_results",
     "sqlite_failure_params",
+    "usage_params",
 ]
 
 
@@ -112,6 +115,27 @@ _PARKS = (
     " OR attempts - attempts_base >= :attempt_cap)"
 )
 
+# The token counts an answer adds to its row (summed over every attempt: each was billed),
+# in the order of ledger.Usage and of ResultRow / FailureRow after their first two fields.
+TOKEN_COLUMNS = (
+    "prompt_tokens",
+    "candidates_tokens",
+    "total_tokens",
+    "thoughts_tokens",
+    "cached_tokens",
+    "audio_tokens",
+)
+
+# Adds an answer's tokens and keeps its model version and response id (the last answer's;
+# a failure that brought no answer leaves the earlier ones).
+USAGE_SET = ",\n".join(
+    [f"    {c} = {c} + :{c}" for c in TOKEN_COLUMNS]
+    + [
+        "    model_version = COALESCE(:model_version, model_version)",
+        "    response_id = COALESCE(:response_id, response_id)",
+    ]
+)
+
 FAILURE_SET = f"""
     status = CASE WHEN {_PARKS} THEN {FAIL.to(S.PARKED)} ELSE {FAIL.to(S.RETRYABLE)} END,
     error_class = CASE WHEN {_PARKS} THEN :parked_class ELSE :error_class END,
@@ -122,15 +146,24 @@ FAILURE_SET = f"""
     last_failure_at = :now,
     due_at = :due_at,
     reservation = NULL,
-    prompt_tokens = prompt_tokens + :prompt_tokens,
-    candidates_tokens = candidates_tokens + :candidates_tokens,
-    total_tokens = total_tokens + :total_tokens,
+    possible_duplicates = possible_duplicates + :duplicate,
+{USAGE_SET},
     updated_at = :now
 """
 
 
+def usage_params(row: Sequence[Any] | None) -> dict[str, Any]:
+    """The :data:`USAGE_SET` parameters of a ResultRow or FailureRow (zeros for None)."""
+    if row is None:
+        return {**dict.fromkeys(TOKEN_COLUMNS, 0), "model_version": None, "response_id": None}
+    out: dict[str, Any] = {c: int(row[i + 2] or 0) for i, c in enumerate(TOKEN_COLUMNS)}
+    out["model_version"] = row[8]
+    out["response_id"] = row[9]
+    return out
+
+
 def failure_params(
-    failure: Failure, policy: Policy, now: float, usage: Sequence[int] = (0, 0, 0)
+    failure: Failure, policy: Policy, now: float, row: Sequence[Any] | None = None
 ) -> dict[str, Any]:
     return {
         "verdict": failure.verdict.value,
@@ -141,9 +174,10 @@ def failure_params(
         "message": redact(failure.message)[:MESSAGE_LIMIT],
         "now": now,
         "due_at": now + (failure.retry_delay or 0.0),
-        "prompt_tokens": usage[0],
-        "candidates_tokens": usage[1],
-        "total_tokens": usage[2],
+        # A job whose outcome was lost after the API accepted it (a deleted or expired
+        # interaction) may have been billed already: its next sending is a possible duplicate.
+        "duplicate": 1 if failure.code in POSSIBLY_BILLED_CODES else 0,
+        **usage_params(row),
     }
 
 
@@ -164,8 +198,9 @@ _FAILURE_SHARED = (
     "message",
     "now",
     "due_at",
+    "duplicate",
 )
-_FAILURE_OWN = ("prompt_tokens", "candidates_tokens", "total_tokens", "key", "handle")
+_FAILURE_OWN = (*TOKEN_COLUMNS, "model_version", "response_id", "key", "handle")
 
 
 def _numbered(sql: str, order: Sequence[str]) -> str:
@@ -194,7 +229,8 @@ def sqlite_failure_params(
         if head is None:
             values = failure_params(failure, policy, now)
             head = shared[failure] = tuple([values[name] for name in _FAILURE_SHARED])
-        params.append((*head, r[2], r[3], r[4], r[0], handle_of(handle, r[0])))
+        # The row's tokens and answer ids (FailureRow's fields 2-9), then where it goes.
+        params.append((*head, *r[2:10], r[0], handle_of(handle, r[0])))
     return params
 
 
@@ -356,23 +392,30 @@ def pg_copy_results(
     _pg_stage(
         conn,
         "gl_stage_results",
-        "key text, handle text, result text, p bigint, c bigint, t bigint",
+        "key text, handle text, result text, "
+        + ", ".join(f"s_{c} bigint" for c in TOKEN_COLUMNS)
+        + ", s_model_version text, s_response_id text",
     )
     one = handle if isinstance(handle, str) else None
     staged = (
-        (r[0], one if one is not None else handle[r[0]], r[1], r[2], r[3], r[4])
+        (r[0], one if one is not None else handle[r[0]], r[1], *r[2:10])
         for r in _first_per_key(rows, _key_item)
     )
-    _pg_copy(conn, "gl_stage_results", "key, handle, result, p, c, t", staged)
+    _pg_copy(
+        conn,
+        "gl_stage_results",
+        "key, handle, result, "
+        + ", ".join(f"s_{c}" for c in TOKEN_COLUMNS)
+        + ", s_model_version, s_response_id",
+        staged,
+    )
     _pg_plan_by_key(conn)
     return conn.execute(
         text(
             f"UPDATE jobs SET status = {MOVES['apply_results'].to(S.DONE)}, result = s.result,"
             " done_at = :now,"
             " updated_at = :now, error_class = NULL, reservation = NULL,"
-            " prompt_tokens = jobs.prompt_tokens + s.p,"
-            " candidates_tokens = jobs.candidates_tokens + s.c,"
-            " total_tokens = jobs.total_tokens + s.t"
+            f" {_PG_USAGE_SET}"
             " FROM gl_stage_results s"
             f" WHERE jobs.key = s.key AND {MOVES['apply_results'].where('jobs.status')} AND"
             " jobs.handle = s.handle"
@@ -383,14 +426,20 @@ def pg_copy_results(
 
 # The per-row parameters of FAILURE_SET, read from the staging table's columns instead
 # (prefixed, so that no staging column shares a name with one of the jobs table).
-_STAGED_FAILURE = ("verdict", "parked_class", "error_class", "message", "due_at")
+_STAGED_FAILURE = ("verdict", "parked_class", "error_class", "message", "due_at", "duplicate")
 
-_STAGED_TOKENS = ("prompt_tokens", "candidates_tokens", "total_tokens")
+_STAGED_USAGE = (*TOKEN_COLUMNS, "model_version", "response_id")
 
-_PG_FAILURE_SET = NAMED.sub(
-    lambda m: f"s.s_{m.group(1)}" if m.group(1) in _STAGED_FAILURE + _STAGED_TOKENS else m.group(0),
-    FAILURE_SET,
-)
+
+def _staged(sql: str, names: tuple[str, ...]) -> str:
+    return NAMED.sub(lambda m: f"s.s_{m.group(1)}" if m.group(1) in names else m.group(0), sql)
+
+
+_PG_FAILURE_SET = _staged(FAILURE_SET, _STAGED_FAILURE + _STAGED_USAGE)
+
+# In an UPDATE ... FROM, the unqualified columns are the jobs row's (the staging ones s_*);
+# a column named on both sides of "=" is qualified to be safe.
+_PG_USAGE_SET = _staged(USAGE_SET, _STAGED_USAGE).replace("\n", " ")
 
 
 def pg_copy_failures(
@@ -404,27 +453,25 @@ def pg_copy_failures(
         conn,
         "gl_stage_failures",
         "key text, handle text, s_verdict text, s_parked_class text, s_error_class text,"
-        " s_message text, s_due_at double precision, s_prompt_tokens bigint,"
-        " s_candidates_tokens bigint, s_total_tokens bigint",
+        " s_message text, s_due_at double precision, s_duplicate bigint, "
+        + ", ".join(f"s_{c} bigint" for c in TOKEN_COLUMNS)
+        + ", s_model_version text, s_response_id text",
     )
 
     def staged() -> Iterator[tuple[Any, ...]]:
         for r in _first_per_key(rows, _key_item):
-            p = failure_params(r[1], policy, now, (r[2], r[3], r[4]))
+            p = failure_params(r[1], policy, now, r)
             yield (
                 r[0],
                 handle_of(handle, r[0]),
                 *(p[name] for name in _STAGED_FAILURE),
-                r[2],
-                r[3],
-                r[4],
+                *(p[name] for name in _STAGED_USAGE),
             )
 
     _pg_copy(
         conn,
         "gl_stage_failures",
-        "key, handle, s_verdict, s_parked_class, s_error_class, s_message, s_due_at,"
-        " s_prompt_tokens, s_candidates_tokens, s_total_tokens",
+        "key, handle, " + ", ".join(f"s_{name}" for name in _STAGED_FAILURE + _STAGED_USAGE),
         staged(),
     )
     _pg_plan_by_key(conn)

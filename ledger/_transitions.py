@@ -7,10 +7,13 @@ verbs in :mod:`ledger._jobs` and its siblings take their states from here and re
 into SQL with :func:`sql_in` / :func:`sql_literal`, so no status is ever retyped as a string
 literal in a query (``tests/ledger/test_transitions.py`` checks it).
 
-A done row's delivery claim (``claim_done`` / ``release_done``) moves no state: it lives in
-the row's own ``delivery_claim`` and ``claimed_at`` columns (never ``reservation``, which only
-a row on its way out uses), and ``fail_delivery``, ``consume``, ``park`` and ``replay`` clear
-it.
+A done row's delivery claim (``claim_done`` / ``renew_delivery`` / ``release_done``) moves
+no state: it lives in the row's own ``delivery_claim`` (the claiming pass's token) and
+``claimed_at`` columns (never ``reservation``, which only a row on its way out uses), and
+``fail_delivery``, ``consume``, ``park`` and ``replay`` clear it. The pass renews it while it
+works (``renew_delivery``); another pass takes over only a claim left unrenewed for the stale
+age, and ``consume`` with the token records nothing for a pass that lost its claim.
+``renew_reservation`` does the same for a reservation being sent.
 
 Batch jobs (``batch_jobs.state``) have their own small life, :class:`BatchState`, declared
 here too; a reconciled batch keeps the API's final state (lower-cased) instead.
@@ -149,6 +152,13 @@ TRANSITIONS: dict[str, Transition] = {
             "every row of the batch reservation",
         ),
         Transition(
+            "renew_reservation",
+            (S.RESERVING,),
+            (S.RESERVING,),
+            ("reserved_at",),
+            "under the reservation token: a live pass's rows are never taken for orphans",
+        ),
+        Transition(
             "release",
             (S.RESERVING,),
             (S.PENDING, S.RETRYABLE),
@@ -229,11 +239,19 @@ TRANSITIONS: dict[str, Transition] = {
             "parked at the delivery cap, its result kept",
         ),
         Transition(
+            "renew_delivery",
+            (S.DONE,),
+            (S.DONE,),
+            ("claimed_at",),
+            "under the pass's claim token: its claims stay its own while it is alive",
+        ),
+        Transition(
             "consume",
             (S.DONE,),
             (S.CONSUMED,),
             ("consumed_at", "delivery_claim"),
-            "the side effect completed; consume_one is the one-row form",
+            "the side effect completed; with the pass's claim token only rows it still"
+            " holds; consume_one is the one-row form",
         ),
         Transition(
             "replay",

@@ -193,14 +193,19 @@ def prefect_api() -> Iterator[str]:
 # the default `bash scripts/test.sh`.
 SYSTEM_TIER = frozenset(
     {
+        "tests/background/test_concurrency.py",  # two tick processes at once
         "tests/background/test_crash.py",  # SIGKILL at the background crash points
+        "tests/batch/test_night.py",  # a whole night of batch ticks, both backends
         "tests/batch/test_recovery.py",  # SIGKILL at the batch crash points
         "tests/deploy/test_prefect_yaml.py",  # a `prefect server start`, deploy, worker
         "tests/deploy/test_schedules.py",  # the server's scheduler creates the runs
+        "tests/direct/test_concurrency.py",  # two direct runs at once
         "tests/direct/test_crash.py",  # SIGKILL inside a direct call
         "tests/doctor/test_prefect.py",  # doctor against a real server and worker
         "tests/multiworker/test_workers.py",  # three workers, one night
+        "tests/proof/test_concurrency.py",  # four tick processes at once on every channel
         "tests/proof/test_crash_matrix.py",  # a kill at every crash point, then the night
+        "tests/proof/test_secrets.py",  # a whole night, then every file and log searched
         "tests/test_demo.py",  # the whole demo night
         "tests/test_temporary_server.py",  # temporary Prefect servers tied to a process
     }

@@ -18,6 +18,7 @@ from flows.doctor._local import (
     check_api_key,
     check_ledger,
     check_pipelines,
+    check_prices,
     check_settings,
     check_webhook_secret,
 )
@@ -53,6 +54,7 @@ def run_checks(pipelines: list[str], *, prefect_yaml: Path | None = None) -> lis
     checks = [check_settings()]
     checks += check_ledger()
     checks += check_pipelines(pipelines)
+    checks.append(check_prices(pipelines))
     checks += check_prefect(prefect_yaml)
     checks.append(check_api_key())
     checks.append(check_webhook_secret())

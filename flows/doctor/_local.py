@@ -15,6 +15,7 @@ __all__ = [
     "check_api_key",
     "check_ledger",
     "check_pipelines",
+    "check_prices",
     "check_settings",
     "check_webhook_secret",
     "pipeline_specs",
@@ -207,6 +208,41 @@ def check_pipelines(extra: list[str]) -> list[Check]:
         named = "" if found.name == spec else f"{found.name}: "
         checks.append(Check.ok(name, f"{named}{found.channel} channel, model {found.model}"))
     return checks
+
+
+def check_prices(extra: list[str]) -> Check:
+    """Every model the pipelines use, and every model with rows in the ledger, has a price:
+    an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure)."""
+    from flows._pricing import PRICES_FILE_ENV, load_prices
+    from flows.registry import get_pipeline
+    from ledger import Ledger, database_url, ledger_exists
+
+    name = "prices"
+    try:
+        prices = load_prices()
+    except ValueError:
+        return Check.skip(name, f"{PRICES_FILE_ENV} is broken (see the settings check)")
+    rows: dict[str, int] = {}
+    for spec in pipeline_specs(extra):
+        with contextlib.suppress(Exception):  # an unloadable pipeline is its own check
+            rows.setdefault(get_pipeline(spec).model, 0)
+    with contextlib.suppress(Exception):  # an unreachable or old ledger is its own check
+        if ledger_exists():
+            ledger = Ledger(database_url(), migrate=False)
+            try:
+                for usage in ledger.usage_by_model():
+                    rows[usage.model] = rows.get(usage.model, 0) + usage.rows
+            finally:
+                ledger.engine.dispose()
+    missing = [(m, n) for m, n in sorted(rows.items()) if prices.price_of(m) is None]
+    if missing:
+        listed = "; ".join(f"model {m}, {n} row{'' if n == 1 else 's'}" for m, n in missing)
+        return Check.warn(
+            name,
+            f"unpriced: {listed}: the cost estimate leaves them out",
+            f"add each to a JSON price file named by {PRICES_FILE_ENV} (README, Settings)",
+        )
+    return Check.ok(name, f"{len(rows)} models priced ({prices.source})")
 
 
 def _prefect_api_url() -> str | None:

@@ -6,12 +6,15 @@ Configured through the environment so a subprocess tick sees the same thing as t
 - ``BG_TEST_OUT``: directory the side effect writes one JSON file per key into;
 - ``BG_TEST_COMPLETIONS``: file the side effect appends one line ``<key>`` to when it
   completes, so a test can count side-effect completions per key;
-- ``BG_TEST_FAIL_KEYS``: comma-separated keys whose side effect raises (before writing).
+- ``BG_TEST_FAIL_KEYS``: comma-separated keys whose side effect raises (before writing);
+- ``BG_TEST_EFFECT_S``: seconds each side effect takes (a slow side effect, as a slow
+  publishing target would make it).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -54,6 +57,7 @@ def _on_result(key: str, result: Any) -> None:
     if key in os.environ.get("BG_TEST_FAIL_KEYS", "").split(","):
         raise RuntimeError(f"side effect refused for {key}")
     note = result if isinstance(result, Note) else Note.model_validate(result)
+    time.sleep(float(os.environ.get("BG_TEST_EFFECT_S") or 0))  # the work, not a wait
     out = Path(os.environ["BG_TEST_OUT"])
     out.mkdir(parents=True, exist_ok=True)
     target = out / safe_filename(key)

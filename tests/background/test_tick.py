@@ -123,9 +123,12 @@ def test_classifier_verdicts_are_applied(bench: Bench, monkeypatch) -> None:
     _assert_billing_matches(bench)
 
 
-def test_get_404_parks_and_side_effect_error_stays_done(bench: Bench, monkeypatch) -> None:
-    """A get answering 404 (the interaction is gone) parks the job as permanent:404; an
-    exception inside on_result is logged and the row stays done until a later tick."""
+def test_get_404_sends_the_job_again_and_side_effect_error_stays_done(
+    bench: Bench, monkeypatch
+) -> None:
+    """A get answering 404 (the interaction was deleted) is not the job's fault: it comes back
+    as retryable:interaction_lost with its attempt kept, flagged as a possible duplicate, and
+    is sent again; an exception inside on_result leaves the row done until a later tick."""
     bench.set_items(["gone", "refused"], monkeypatch)
     bench.tick()
     ledger = bench.ledger()
@@ -134,17 +137,57 @@ def test_get_404_parks_and_side_effect_error_stays_done(bench: Bench, monkeypatc
     monkeypatch.setenv("BG_TEST_FAIL_KEYS", key_of("refused"))
 
     report = bench.tick()
-    assert report.collect.parked == {"permanent:404": 1}
+    assert report.collect.retryable == {"retryable:interaction_lost": 1}
+    assert report.collect.parked == {}
+    assert report.collect.lost == 1
     assert report.delivery_failed == 1
-    assert _status(ledger, "gone") == ("parked", "permanent:404", 1)
+    gone = ledger.get(key_of("gone"))
+    # Sent again in the same tick's submit step: a second attempt, the first one kept.
+    assert (gone.status, gone.attempts, gone.possible_duplicates) == ("submitted", 2, 1)
+    assert gone.error_class == "retryable:interaction_lost"
     assert ledger.get(key_of("refused")).status == "done"
     assert bench.completions() == {}
 
     monkeypatch.delenv("BG_TEST_FAIL_KEYS")
     again = bench.tick()
-    assert again.delivered == 1
+    assert again.delivered == 2
+    assert _status(ledger, "gone") == ("consumed", None, 2)
     assert ledger.get(key_of("refused")).status == "consumed"
-    assert bench.completions() == {key_of("refused"): 1}
+    assert bench.completions() == {key_of("refused"): 1, key_of("gone"): 1}
+    # Every request reached the API and is an attempt; the flag says the lost one may have
+    # been billed for an answer nobody kept.
+    assert bench.submissions()[key_of("gone")] == 2
+
+
+def test_lost_and_incomplete_interactions_and_model_version(bench: Bench, monkeypatch) -> None:
+    """A scripted lost interaction (404 on get) is sent again and delivered; an incomplete one
+    (URI-coded errors) is parked as truncated; delivered rows carry the model that answered,
+    the interaction id as response id and the thinking tokens."""
+    bench.emulator.set_scenario(
+        {
+            "name": "lost",
+            "retry_delay_s": 0,
+            "scripts": [
+                {"match": key_of("lost"), "steps": ["lost", "ok"]},
+                {"match": key_of("cut"), "steps": ["incomplete"]},
+            ],
+        }
+    )
+    bench.set_items(["lost", "cut", "fine"], monkeypatch)
+    ledger = bench.ledger()
+    bench.tick()
+    second = bench.tick()
+    assert second.collect.parked == {"truncated": 1}
+    assert second.collect.retryable == {"retryable:interaction_lost": 1}
+    bench.tick()
+    lost, fine = ledger.get(key_of("lost")), ledger.get(key_of("fine"))
+    assert (lost.status, lost.attempts, lost.possible_duplicates) == ("consumed", 2, 1)
+    assert _status(ledger, "cut")[:2] == ("parked", "truncated")
+    assert fine.status == "consumed"
+    assert fine.model_version == "gemini-2.5-flash"
+    assert fine.response_id == fine.handle
+    assert fine.thoughts_tokens == 8
+    assert fine.total_tokens == fine.prompt_tokens + fine.candidates_tokens + 8
 
 
 def test_channel_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:

@@ -111,9 +111,9 @@ def test_output_text_and_usage_from_raw_json() -> None:
         "usage": {"total_input_tokens": 5, "total_output_tokens": 7, "total_tokens": 12},
     }
     assert output_text(raw) == '{"a":1}'
-    assert tuple(usage_of(raw)) == (5, 7, 12)
+    assert tuple(usage_of(raw))[:3] == (5, 7, 12)
     assert output_text({"status": "completed"}) is None
-    assert tuple(usage_of({})) == (0, 0, 0)
+    assert tuple(usage_of({})) == (0, 0, 0, 0, 0, 0)
 
 
 class _CountingAio:
@@ -232,3 +232,29 @@ def test_a_running_status_is_no_verdict(status: str) -> None:
     leaves the job submitted for the next poll."""
     polled = judge("k", "v1_x", {"id": "v1_x", "status": status}, Note)
     assert polled.outcome == "running" and polled.failure is None
+
+
+def test_an_interaction_records_its_model_thoughts_and_cached_tokens() -> None:
+    """A completed interaction's usage keeps thoughts, cached and audio input tokens, and its
+    model is the row's model version (the interaction id its response id)."""
+    raw = {
+        "id": "v1_9",
+        "status": "completed",
+        "model": "gemini-3.8-flash",
+        "output_text": '{"title": "hi", "tags": []}',
+        "usage": {
+            "total_input_tokens": 50,
+            "total_output_tokens": 10,
+            "total_thought_tokens": 7,
+            "total_cached_tokens": 20,
+            "total_tokens": 67,
+            "input_tokens_by_modality": [
+                {"modality": "text", "tokens": 45},
+                {"modality": "audio", "tokens": 5},
+            ],
+        },
+    }
+    polled = judge("k", "v1_9", raw, Note)
+    assert polled.outcome == "done"
+    assert tuple(polled.usage) == (50, 10, 67, 7, 20, 5)
+    assert (polled.model_version, polled.response_id) == ("gemini-3.8-flash", "v1_9")

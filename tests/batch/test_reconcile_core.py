@@ -19,7 +19,15 @@ def _answer(i: int) -> bytes:
     text = orjson.dumps({"category": "bug", "sentiment": "negative", "confidence": 0.5}).decode()
     response = {
         "candidates": [{"content": {"parts": [{"text": text}]}, "finishReason": "STOP"}],
-        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": 2,
+            "thoughtsTokenCount": 3,
+            "cachedContentTokenCount": 4,
+            "totalTokenCount": 15,
+        },
+        "modelVersion": "gemini-2.5-flash-001",
+        "responseId": f"resp-{i}",
     }
     return orjson.dumps({"key": f"k:{i:03d}", "response": response}) + b"\n"
 
@@ -45,7 +53,8 @@ def test_every_writer_applies_the_same_outcome(
     tmp_path: Path, sqlite_url: str, writer: str
 ) -> None:
     """thread, inline and process writers apply the same rows and count the same lines, on
-    a first pass and on a second pass over the same file."""
+    a first pass and on a second pass over the same file; thinking and cached tokens and the
+    model version reach the rows."""
     ledger = Ledger(sqlite_url)
     ledger.enroll(
         (NewJob(f"k:{i:03d}", {"text": "t"}) for i in range(N)),
@@ -71,6 +80,10 @@ def test_every_writer_applies_the_same_outcome(
     assert (first.duplicate_keys, first.unknown_keys, first.unparseable) == (2, 1, 1)
     assert first.total_tokens == 15 * 48 + 15 * 2 + 15  # every answered line's usage
     assert ledger.counts(pipeline="p").by_status == {"done": 48, "retryable": 6, "submitted": 6}
+    usage = ledger.counts(pipeline="p").usage
+    assert (usage.thoughts_tokens, usage.cached_tokens) == (3 * 48, 4 * 48)
+    done = ledger.get("k:000")
+    assert (done.model_version, done.response_id) == ("gemini-2.5-flash-001", "resp-0")
     second = reconcile_lines(ledger, iter_lines(out), **kwargs)  # type: ignore[arg-type]
     assert (second.succeeded, second.failed, second.already_settled) == (0, 0, 54)
     assert (second.duplicate_keys, second.unknown_keys) == (2, 1)

@@ -9,9 +9,15 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from emulator.testing import free_port
 from flows.doctor import Outcome, run_checks
-from flows.doctor._local import check_api_key, check_ledger, check_pipelines, check_settings
+from flows.doctor._local import (
+    check_api_key,
+    check_ledger,
+    check_pipelines,
+    check_prices,
+    check_settings,
+)
 from flows.doctor._prefect import check_prefect
-from ledger import Ledger, make_engine
+from ledger import Ledger, NewJob, make_engine
 
 
 def test_a_missing_sqlite_ledger_fails_and_is_not_created(
@@ -117,3 +123,22 @@ def test_the_webhook_secret_is_optional_but_checked_when_set(
     assert bad.outcome is Outcome.FAIL
     assert "not base64" not in bad.detail  # the secret itself is never echoed
     assert bad.fix.startswith("gemini-ledger secret set webhook-secret")
+
+
+def test_an_unpriced_model_is_a_warning_that_names_it_and_its_rows(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline's model or a model with rows in the ledger that the price table lacks is a
+    warning naming the model and its rows; the examples' models are all priced."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("LEDGER_PRICES_FILE", raising=False)
+    assert check_prices([]).outcome is Outcome.OK
+    ledger = Ledger(sqlite_url)
+    ledger.enroll(
+        [NewJob(f"k{i}", {}) for i in range(3)], pipeline="x", channel="batch", model="m1"
+    )
+    ledger.dispose()
+    check = check_prices(["tests.doctor.pipelines:unknown_model"])
+    assert check.outcome is Outcome.WARN
+    assert "unpriced: model m1, 3 rows; model no-such-model, 0 rows" in check.detail
+    assert "LEDGER_PRICES_FILE" in check.fix

@@ -31,6 +31,9 @@ def test_upload_batch_get_download(emu: RunningEmulator, client: Any) -> None:
         text = line["response"]["candidates"][0]["content"]["parts"][0]["text"]
         ReviewLabel.model_validate_json(text)
         assert line["response"]["usageMetadata"]["totalTokenCount"] > 0
+        # Output lines are GenerateContentResponses: thinking, model version and id included.
+        assert line["response"]["usageMetadata"]["thoughtsTokenCount"] == 8
+        assert line["response"]["modelVersion"] and line["response"]["responseId"]
     stats = emu.stats()
     assert stats["batches_created"] == 1
     assert stats["billed"]["batch_rows"] == 6

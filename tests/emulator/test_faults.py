@@ -276,7 +276,8 @@ def test_interaction_create_errors(
 def test_interaction_terminal_statuses(
     emu: RunningEmulator, client: Any, step: str, status: str, code: str
 ) -> None:
-    """Terminal-status steps end a background interaction in that status with errors."""
+    """Terminal-status steps end a background interaction in that status with errors whose
+    code is a URI naming the error type (or the bare name, in the "name" style)."""
     emu.set_scenario(script("ik", step))
     created = client.interactions.create(
         model=MODEL, input="x", background=True, labels={"gemini_ledger_key": "ik"}
@@ -284,7 +285,14 @@ def test_interaction_terminal_statuses(
     assert created.status == "in_progress"
     done = client.interactions.get(created.id)
     assert done.status == status
-    assert done.errors and done.errors[0].code == code
+    assert done.errors and done.errors[0].code.startswith("https://")
+    assert done.errors[0].code.endswith("/" + code.lower().replace("_", "-"))
+    emu.set_scenario({**script("ik2", step), "interaction_error_style": "name"})
+    named = client.interactions.create(
+        model=MODEL, input="x", background=True, labels={"gemini_ledger_key": "ik2"}
+    )
+    again = client.interactions.get(named.id)
+    assert again.errors and again.errors[0].code == code
 
 
 def test_interaction_hang_and_empty(emu: RunningEmulator, client: Any) -> None:

@@ -23,12 +23,19 @@ def keyed(key: str, **config: Any) -> types.GenerateContentConfig:
 
 
 def test_generate_plain_text(emu: RunningEmulator, client: Any) -> None:
-    """A request without a schema gets a short text answer and filled usage metadata."""
+    """A request without a schema gets a short text answer and filled usage metadata, with
+    thinking tokens inside the total, the prompt by modality, the model version and id."""
     resp = client.models.generate_content(model=MODEL, contents="Say hello", config=keyed("g:1"))
     assert resp.text and resp.text.startswith("Emulated answer")
     usage = resp.usage_metadata
     assert usage.prompt_token_count == 3  # len("Say hello") / 4, rounded up
-    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
+    assert usage.thoughts_token_count == 8
+    assert usage.total_token_count == (
+        usage.prompt_token_count + usage.candidates_token_count + usage.thoughts_token_count
+    )
+    assert [(d.modality.value, d.token_count) for d in usage.prompt_tokens_details] == [("TEXT", 3)]
+    assert usage.cached_content_token_count is None
+    assert resp.model_version == MODEL.removeprefix("models/") and resp.response_id
     stats = emu.stats()
     assert stats["requests"] == {"POST /v1/models/{model}:generateContent": 1}
     assert stats["submissions"] == {"g:1": 1}
@@ -39,7 +46,23 @@ def test_generate_plain_text(emu: RunningEmulator, client: Any) -> None:
         "prompt_tokens": usage.prompt_token_count,
         "candidates_tokens": usage.candidates_token_count,
         "total_tokens": usage.total_token_count,
+        "thoughts_tokens": 8,
+        "cached_tokens": 0,
     }
+
+
+def test_cached_prompt_tokens_and_alias_model_version(emu: RunningEmulator, client: Any) -> None:
+    """An implicit cache hit reports cachedContentTokenCount inside the prompt count; a
+    "-latest" alias answers under the model version it points at."""
+    emu.set_scenario({"name": "cache", "cached_prompt_fraction": 0.5, "thoughts_tokens": 0})
+    resp = client.models.generate_content(
+        model="gemini-flash-latest", contents="Say hello to everyone here", config=keyed("g:2")
+    )
+    usage = resp.usage_metadata
+    assert usage.cached_content_token_count == usage.prompt_token_count // 2 > 0
+    assert usage.thoughts_token_count is None
+    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
+    assert resp.model_version == "gemini-3.8-flash"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from emulator.testing import RunningEmulator
 
 from .helpers import MODEL
@@ -28,7 +30,14 @@ def test_interaction_create_get(emu: RunningEmulator, client: Any) -> None:
     done = client.interactions.get(created.id)
     assert done.status == "completed"
     Article.model_validate_json(done.output_text)
-    assert done.usage.total_tokens == done.usage.total_input_tokens + done.usage.total_output_tokens
+    usage = done.usage
+    assert usage.total_thought_tokens == 8
+    assert usage.total_tokens == (
+        usage.total_input_tokens + usage.total_output_tokens + usage.total_thought_tokens
+    )
+    assert [(m.modality, m.tokens) for m in usage.input_tokens_by_modality] == [
+        ("text", usage.total_input_tokens)
+    ]
     assert done.labels == {"gemini_ledger_key": "articles:tea:v1"}
     stats = emu.stats()
     assert stats["submissions"] == {"articles:tea:v1": 1}
@@ -114,3 +123,38 @@ def test_interaction_async_client(emu: RunningEmulator, client: Any) -> None:
     for text in asyncio.run(run()):
         Article.model_validate_json(text)
     assert emu.stats()["billed"]["interactions"] == 5
+
+
+def test_a_lost_or_expired_interaction_answers_404(emu: RunningEmulator, client: Any) -> None:
+    """The "lost" step creates an interaction that a later get no longer finds (404, as after
+    interactions.delete); so does any interaction past ``interaction_retention_s``."""
+    from google.genai._interactions import NotFoundError
+
+    emu.set_scenario({"name": "lost", "scripts": [{"match": "lost:*", "steps": ["lost"]}]})
+    created = client.interactions.create(
+        model=MODEL, input="x", background=True, labels={"gemini_ledger_key": "lost:1"}
+    )
+    assert created.status == "in_progress" and created.id
+    with pytest.raises(NotFoundError):
+        client.interactions.get(created.id)
+    assert emu.stats()["submissions"] == {"lost:1": 1}
+
+    emu.set_scenario({"name": "expiry", "interaction_retention_s": 0})
+    kept = client.interactions.create(
+        model=MODEL, input="x", background=True, labels={"gemini_ledger_key": "expired:1"}
+    )
+    with pytest.raises(NotFoundError):
+        client.interactions.get(kept.id)
+
+
+def test_interaction_usage_reports_cached_tokens(emu: RunningEmulator, client: Any) -> None:
+    """An implicit cache hit shows as total_cached_tokens, inside total_input_tokens."""
+    emu.set_scenario({"name": "cache", "cached_prompt_fraction": 0.5})
+    created = client.interactions.create(
+        model=MODEL,
+        input="Write an article about green tea and its history",
+        background=True,
+        labels={"gemini_ledger_key": "cache:1"},
+    )
+    usage = client.interactions.get(created.id).usage
+    assert usage.total_cached_tokens == usage.total_input_tokens // 2 > 0

@@ -524,7 +524,7 @@ def test_batch_error_objects(
         pytest.param({"status": "failed", "errors": [{"code": "model_crashed", "message": "?"}]},
                      Verdict.UNKNOWN, "model_crashed", id="errors-unknown-type"),
         pytest.param({"status": "failed"}, Verdict.UNKNOWN, "interaction_failed", id="failed"),
-        pytest.param({"status": "incomplete"}, Verdict.UNKNOWN, "interaction_incomplete", id="incomplete"),
+        pytest.param({"status": "incomplete"}, Verdict.PERMANENT, "truncated", id="incomplete"),
         pytest.param({"status": "budget_exceeded"}, Verdict.PERMANENT, "budget_exceeded", id="budget"),
         pytest.param({"status": "cancelled"}, Verdict.UNKNOWN, "cancelled", id="interaction-cancelled"),
         pytest.param({"name": "batches/123", "done": True, "metadata": {"state": "BATCH_STATE_EXPIRED"}},

@@ -451,4 +451,11 @@ def test_counts_carry_tokens_as_one_usage(ledger):
     counts = ledger.counts()
     assert counts.usage == Usage(11, 7, 18)
     assert (counts.prompt_tokens, counts.candidates_tokens, counts.total_tokens) == (11, 7, 18)
-    assert counts.as_dict()["tokens"] == {"prompt": 11, "candidates": 7, "total": 18}
+    assert counts.as_dict()["tokens"] == {
+        "prompt": 11,
+        "candidates": 7,
+        "total": 18,
+        "thoughts": 0,
+        "cached": 0,
+        "audio": 0,
+    }

@@ -1,0 +1,117 @@
+"""A pass renews what it holds while it works: delivery claims, a reservation being sent, a
+batch lease. A hold that stopped being renewed is taken over; a live one never is."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+
+from flows._channel import RunContext
+from flows.background import BackgroundChannel
+from flows.batch import _Lease, _send
+from flows.settings import load_settings
+from ledger import Ledger, NewJob, ResultRow, Status
+
+from . import pipelines
+from .pipelines import SharedClock
+
+AGE = 0.4  # renewed every 0.1 s of real time
+
+
+def _eventually(condition: Callable[[], bool]) -> bool:
+    """Wait (bounded) for a renewal thread to have done its work."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.02)
+    return True
+
+
+def _enroll(ledger: Ledger, name: str, n: int) -> list[str]:
+    keys = [f"{name}:{i}" for i in range(n)]
+    prompts = (NewJob(k, {"text": f"about {k}"}) for k in keys)
+    ledger.enroll(prompts, pipeline=name, channel="batch", model="m")
+    return keys
+
+
+def test_consume_with_a_token_records_only_rows_the_pass_still_holds(ledger_url: str) -> None:
+    """A claim taken over (stale) is no longer the first pass's: its renewal and its consume
+    change nothing, the new holder's do."""
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    keys = _enroll(ledger, "p", 2)
+    ledger.reserve(pipeline="p", limit=2, reservation="r", batch_model="m")
+    ledger.bind_batch("r", name="batches/r")
+    ledger.apply_results([ResultRow(k, "{}") for k in keys], handle="batches/r")
+    assert len(ledger.claim_done(pipeline="p", token="a", older_than=10)) == 2
+    clock.advance(5)
+    assert ledger.renew_delivery("a", key=keys[0]) == 1  # a keeps the first row fresh
+    clock.advance(6)
+    assert [k for k, _ in ledger.claim_done(pipeline="p", token="b", older_than=10)] == [keys[1]]
+    assert ledger.renew_delivery("a", key=keys[1]) == 0
+    assert ledger.consume([keys[1]], token="a") == 0
+    assert ledger.consume([keys[1]], token="b") == 1
+    assert ledger.renew_delivery("a") == 1
+    assert ledger.consume([keys[0]], token="a") == 1
+    assert {j.status for j in ledger.jobs(pipeline="p")} == {Status.CONSUMED}
+
+
+def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a tick holds its reservation (sending it) the rows stay fresh however long that
+    takes; once it stops renewing (it died) they are stale for the next tick."""
+    monkeypatch.setenv("GEMINI_LEDGER_BACKGROUND_STALE_S", str(AGE))
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    name = pipelines.background.name
+    _enroll(ledger, name, 3)
+    assert ledger.reserve(pipeline=name, limit=3, reservation="bg-submit-x") == 3
+    ctx = RunContext(
+        spec="tests.delivery.pipelines:background",
+        pipeline=pipelines.background,
+        ledger=ledger,
+        settings=load_settings(),
+        day=date(2026, 12, 6),
+    )
+    channel = BackgroundChannel(ctx)
+
+    def renewed_since(t: float) -> bool:
+        return all((j.reserved_at or 0) >= t for j in ledger.jobs(pipeline=name))
+
+    with channel._holding("bg-submit-x"):
+        clock.advance(3 * AGE)  # a send that takes longer than the stale age
+        assert _eventually(lambda: renewed_since(clock()))
+        assert ledger.stale_reservations(pipeline=name, older_than=AGE) == []
+    clock.advance(3 * AGE)  # the pass is gone: nothing renews its rows any more
+    assert len(ledger.stale_reservations(pipeline=name, older_than=AGE)) == 3
+
+
+def test_a_batch_reservation_taken_over_is_not_sent_by_its_old_pass(ledger_url: str) -> None:
+    """A live batch pass keeps its lease while it works; once another tick has leased the
+    reservation (this pass went unrenewed), the old pass uploads and creates nothing."""
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    name = pipelines.batch.name
+    _enroll(ledger, name, 3)
+    ledger.reserve(pipeline=name, limit=3, reservation="gl-x", batch_model="m")
+    with _Lease(ledger, "gl-x", AGE) as lease:
+        clock.advance(3 * AGE)
+        first = lease.seen
+        assert _eventually(lambda: lease.seen != first)
+        assert ledger.stale_batches(pipeline=name, older_than=AGE) == []
+        # Another tick takes it over (as it would once this one stopped renewing).
+        with lease.renewal.exclusive():
+            clock.advance(3 * AGE)  # stale for the other tick: this one went unrenewed
+            rec = ledger.batch("gl-x")
+            assert rec is not None
+            assert ledger.lease_batch("gl-x", seen_lease=rec.leased_at)
+        # No client: the old pass must not get as far as an upload.
+        sent = _send(ledger, None, pipelines.batch, "gl-x", lease)
+    assert sent["batch"] is None and sent["taken_over"]
+    assert {j.status for j in ledger.jobs(pipeline=name)} == {Status.RESERVING}
