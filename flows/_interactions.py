@@ -271,54 +271,29 @@ def judge(key: str, handle: str, interaction: Any, schema: type[BaseModel]) -> P
     # The interaction's id is its response id: the one Google's logs know it by.
     version, response_id = model_of(interaction), handle[:128] or None
     no_text = not (output_text(interaction) or "").strip()
-    if status == "completed" and no_text and step_errors(interaction):
-        # No answer because a step failed: the step's code decides, not the empty text.
-        failure = _failure_of(interaction, status)
+
+    def verdict(state: Outcome, **found: Any) -> Polled:
         return Polled(
             key,
             handle,
-            "failed",
+            state,
             status,
-            failure=failure,
             usage=usage,
             model_version=version,
             response_id=response_id,
+            **found,
         )
+
+    if status == "completed" and no_text and step_errors(interaction):
+        # No answer because a step failed: the step's code decides, not the empty text.
+        return verdict("failed", failure=_failure_of(interaction, status))
     if status == "completed":
         answer = validate_answer(output_text(interaction), schema)
         if isinstance(answer, Failure):
-            return Polled(
-                key,
-                handle,
-                "failed",
-                status,
-                failure=answer,
-                usage=usage,
-                model_version=version,
-                response_id=response_id,
-            )
-        return Polled(
-            key,
-            handle,
-            "done",
-            status,
-            result=answer.model_dump_json(),
-            usage=usage,
-            model_version=version,
-            response_id=response_id,
-        )
+            return verdict("failed", failure=answer)
+        return verdict("done", result=answer.model_dump_json())
     if status in TERMINAL_FAILED:
-        failure = _failure_of(interaction, status)
-        return Polled(
-            key,
-            handle,
-            "failed",
-            status,
-            failure=failure,
-            usage=usage,
-            model_version=version,
-            response_id=response_id,
-        )
+        return verdict("failed", failure=_failure_of(interaction, status))
     # Running (idle included), or a status this code does not know yet: not a verdict.
     return Polled(key, handle, "running", status or None)
 
