@@ -77,8 +77,11 @@ def may_have_been_carried_out(exc: BaseException) -> bool:
 
 
 def setup_fault(error: BaseException | ApiFailure) -> SetupFault | None:
-    """``ledger.setup_fault`` with the SDK's and the transport's exceptions recognised."""
-    return ledger.setup_fault(error, describe)
+    """``ledger.setup_fault`` with the SDK's and the transport's exceptions recognised, and a
+    fault about the key naming where the key was kept (a Secret block or the environment)."""
+    from flows.gateway import key_source
+
+    return ledger.setup_fault(error, describe, key=key_source())
 
 
 def describe(exc: BaseException) -> ApiFailure | None:

@@ -63,7 +63,7 @@ from ledger._records import (
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
-from ledger._setup import SetupFault, SetupKind, setup_fault
+from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState
 
@@ -89,6 +89,7 @@ __all__ = [
     "GeminiLedgerError",
     "InvalidTransition",
     "JobView",
+    "KeySource",
     "Ledger",
     "LedgerBusy",
     "LedgerConfigError",

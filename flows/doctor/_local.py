@@ -265,7 +265,7 @@ def check_api_key() -> Check:
         try:
             value = _key_from_block(block)
         except GatewayConfigError as exc:
-            return Check.fail(name, str(exc), API_KEY_FIX)
+            return Check.fail(name, exc.cause, exc.fix)
         where = f"Prefect Secret block {block!r}"
     if value is None and env_var is not None:
         value = os.environ[env_var].strip()

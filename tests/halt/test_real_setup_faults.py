@@ -34,7 +34,10 @@ FAULTS: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
     "unrestricted key": (
         {"project_fault": "key_unrestricted"},
         "key_unrestricted",
-        ("API_KEY_SERVICE_BLOCKED", "restrict the API key to the Gemini API"),
+        (
+            "API_KEY_SERVICE_BLOCKED",
+            "restrict the key in GEMINI_API_KEY (the worker's environment) to the Gemini API",
+        ),
     ),
 }
 
