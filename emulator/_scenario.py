@@ -61,6 +61,11 @@ JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
 # SUCCEEDED (this repository's issues #21 and #25); the batch docs warn that creating a job is
 # not idempotent (https://ai.google.dev/gemini-api/docs/batch-mode). The SDK raises
 # errors.ClientError / errors.ServerError with the code and status (google/genai/errors.py).
+# On "interactions.create" an "accepted_504" makes the interaction (it runs, it is billed)
+# and answers 504: the caller cannot look it up, as the Interactions API has no list
+# (google-genai 3.6.1, google/genai/_gaos/interactions.py: create, get, cancel, delete only;
+# https://ai.google.dev/api/interactions-api), and the interactions client raises its own
+# InternalServerError with the status code (google/genai/_interactions_errors.py).
 RouteStep = Literal["ok", "429", "500", "503", "404", "accepted_504"]
 ProjectFault = Literal["permission_denied", "failed_precondition", "key_unrestricted"]
 QuotaFault = Literal["per_day", "limit_zero"]

@@ -29,7 +29,7 @@ import ledger
 from ledger import ApiFailure, Failure, SetupFault, Transport
 from ledger._classify import error_object, error_reasons, quota_ids, retry_delay_of
 
-__all__ = ["classify", "describe", "setup_fault"]
+__all__ = ["classify", "describe", "may_have_been_carried_out", "setup_fault"]
 
 _NETWORK_ERRNOS = frozenset(
     getattr(errno, name)
@@ -69,9 +69,19 @@ def classify(error: BaseException | ApiFailure | Any) -> Failure:
     return ledger.classify(error, describe)
 
 
+def may_have_been_carried_out(exc: BaseException) -> bool:
+    """The call failed ambiguously (a 5xx, a timeout, a dropped connection): what it asked
+    for may exist at the API. An exception this edge does not recognise is not assumed so."""
+    found = describe(exc)
+    return found is not None and found.ambiguous
+
+
 def setup_fault(error: BaseException | ApiFailure) -> SetupFault | None:
-    """``ledger.setup_fault`` with the SDK's and the transport's exceptions recognised."""
-    return ledger.setup_fault(error, describe)
+    """``ledger.setup_fault`` with the SDK's and the transport's exceptions recognised, and a
+    fault about the key naming where the key was kept (a Secret block or the environment)."""
+    from flows.gateway import key_source
+
+    return ledger.setup_fault(error, describe, key=key_source())
 
 
 def describe(exc: BaseException) -> ApiFailure | None:

@@ -7,15 +7,20 @@ fault re-raised where the flow calls it); the flow ends Failed with the fault's 
 logs that line and emits ``gemini-ledger.channel.halted`` for an automation. Calling the
 flow raises the fault, which ``gemini-ledger tick`` prints as one line with a non-zero exit.
 The next tick simply tries again.
+
+Prefect logs the fault's line again for the task and the flow that ended Failed (with a stray
+``NoneType: None``): the run's logs keep those, and :func:`told_once` keeps them off the
+console of a command that prints the fault itself, so the fault is printed there once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 from prefect.client.schemas.objects import State
@@ -26,7 +31,7 @@ from flows._gemini_errors import setup_fault
 from flows.gateway import gemini_client
 from ledger import SetupFault
 
-__all__ = ["HALTED_EVENT", "checked", "halts", "preflight", "resource_id"]
+__all__ = ["HALTED_EVENT", "checked", "halts", "preflight", "resource_id", "told_once"]
 
 HALTED_EVENT = "gemini-ledger.channel.halted"
 
@@ -99,6 +104,54 @@ def _announce(fault: SetupFault, pipeline: str, channel: str) -> None:
         log.warning("could not emit %s: %s", HALTED_EVENT, exc)
 
 
+class _Echoes(logging.Filter):
+    """Drops the console records that repeat a halt's line (the command prints it itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.lines:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:
+            return True
+        # A state's repr quotes the line: its escaped form counts as the line too.
+        return not any(line in text or repr(line)[1:-1] in text for line in list(self.lines))
+
+
+_listening: list[_Echoes] = []
+
+
+def _heard(fault: SetupFault) -> None:
+    for echoes in list(_listening):
+        echoes.lines.add(str(fault))
+
+
+@contextlib.contextmanager
+def told_once() -> Iterator[None]:
+    """While a command runs flows in this process and prints a halt's line itself: keep
+    Prefect's echoes of that line (the task's and the flow's Failed state, our own "channel
+    halted" record) off the console. The run's logs on the server keep every one."""
+    echoes = _Echoes()
+    consoles = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    for handler in consoles:
+        handler.addFilter(echoes)
+    _listening.append(echoes)
+    try:
+        yield
+    finally:
+        _listening.remove(echoes)
+        for handler in consoles:
+            handler.removeFilter(echoes)
+
+
 def halts(channel: str | None = None, *, flow: bool = False) -> Callable[[F], F]:
     """Decorate a flow (``flow=True``) or task function: a fault of the setup ends it Failed.
 
@@ -115,6 +168,7 @@ def halts(channel: str | None = None, *, flow: bool = False) -> Callable[[F], F]
                 fault = setup_fault(exc)
                 if fault is None:
                     raise
+            _heard(fault)
             if flow:
                 name, own_channel = _pipeline_of(func, args, kwargs)
                 _announce(fault, name, channel or own_channel or "unknown")

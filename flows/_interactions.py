@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
-from flows._gemini_errors import classify, setup_fault
+from flows._gemini_errors import classify, may_have_been_carried_out, setup_fault
 from flows._stop import stop_requested
 from flows.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
@@ -431,6 +431,8 @@ class Submission:
     handle: str | None
     failure: Failure | None = None
     fault: SetupFault | None = None
+    # A 5xx, a timeout or a dropped connection: the interaction may exist all the same.
+    ambiguous: bool = False
     stopped: bool = False
 
 
@@ -468,7 +470,7 @@ def submit_all(
                     return Submission(key, None, fault=fault)
                 failure = classify(exc)
                 await asyncio.to_thread(note_failure, kw["model"], failure)
-                return Submission(key, None, failure)
+                return Submission(key, None, failure, ambiguous=may_have_been_carried_out(exc))
         handle = str(_field(created, "id") or "")
         if not handle:
             failure = Failure(Verdict.UNKNOWN, "unknown", "the API returned no interaction id")

@@ -10,6 +10,10 @@ machine exceeds. So the command starts it here instead:
 - its start-up may take ``GEMINI_LEDGER_PREFECT_STARTUP_S`` seconds (default 180);
 - its telemetry is off (there is no network to send it to, and its errors are noise);
 - one line on stderr says it is temporary and how to use a real server instead.
+
+A configured server is asked for its health first: a mistyped or unreachable
+``PREFECT_API_URL`` is one :class:`PrefectApiUnreachable` line with the URL and the fix, before
+any work, instead of Prefect's traceback midway through the flow's start.
 """
 
 from __future__ import annotations
@@ -25,12 +29,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from ledger import TransientError
+from ledger import ConfigurationError, TransientError
 
-__all__ = ["STARTUP_ENV", "TemporaryServerError", "api_available", "prefect_api"]
+__all__ = [
+    "STARTUP_ENV",
+    "PrefectApiUnreachable",
+    "TemporaryServerError",
+    "api_available",
+    "check_api",
+    "prefect_api",
+    "prefect_api_fault",
+    "temporary_api_url",
+]
 
 STARTUP_ENV = "GEMINI_LEDGER_PREFECT_STARTUP_S"
 _PR_SET_PDEATHSIG = 1
@@ -38,6 +52,96 @@ _PR_SET_PDEATHSIG = 1
 
 class TemporaryServerError(TransientError, RuntimeError):
     """The temporary Prefect server did not start."""
+
+
+class PrefectApiUnreachable(ConfigurationError, RuntimeError):
+    """``PREFECT_API_URL`` names no Prefect API that answers (mistyped, or the server is down)."""
+
+
+_FIX_START = (
+    "start the server (prefect server start) or correct PREFECT_API_URL; unset it to run"
+    " a command on a temporary server"
+)
+_temporary: list[str] = []  # the URL of the temporary server this process started, if any
+
+
+def temporary_api_url() -> str | None:
+    """The URL of the temporary server :func:`prefect_api` runs now, or None."""
+    return _temporary[-1] if _temporary else None
+
+
+def _unreachable(url: str, problem: BaseException) -> PrefectApiUnreachable:
+    """The one line for a Prefect API that did not answer as one: what it said, the fix."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    response = getattr(problem, "response", None)
+    code = getattr(response, "status_code", None)
+    if isinstance(problem, (httpx.UnsupportedProtocol, httpx.InvalidURL)) or not url.startswith(
+        ("http://", "https://")
+    ):
+        return PrefectApiUnreachable(
+            f"PREFECT_API_URL={url} is not an http(s) URL. Fix: correct it (a local server's is"
+            " http://127.0.0.1:4200/api)"
+        )
+    if code in (401, 403):
+        return PrefectApiUnreachable(
+            f"the Prefect API at {url} (PREFECT_API_URL) refused the request ({code}). Fix:"
+            " check PREFECT_API_KEY or PREFECT_API_AUTH_STRING"
+        )
+    if isinstance(problem, (PrefectHTTPStatusError, httpx.HTTPStatusError)) or code is not None:
+        parts = urlsplit(url)
+        api = f"{parts.scheme}://{parts.netloc}/api"
+        suggestion = (
+            f"set PREFECT_API_URL={api} (the API is under /api)"
+            if parts.path.rstrip("/") != "/api"
+            else "correct PREFECT_API_URL (a local server's is http://HOST:4200/api)"
+        )
+        return PrefectApiUnreachable(
+            f"PREFECT_API_URL={url} answers, but not as a Prefect API (GET /health: {code})."
+            f" Fix: {suggestion}"
+        )
+    detail = " ".join(str(problem).split())[:120] or type(problem).__name__
+    return PrefectApiUnreachable(
+        f"cannot reach the Prefect API at {url} (PREFECT_API_URL): {detail}. Fix: {_FIX_START}"
+    )
+
+
+def check_api(url: str) -> None:
+    """Raise :class:`PrefectApiUnreachable` unless the Prefect API at ``url`` answers."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+    except Exception as exc:  # the client's own start-up check failed
+        # Prefect wraps it: "Failed to reach API at URL", the transport's error as its cause.
+        problem = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    if problem is not None:
+        raise _unreachable(url, problem) from problem
+
+
+def prefect_api_fault(exc: BaseException) -> PrefectApiUnreachable | None:
+    """The configured Prefect API's failure behind ``exc`` (it went away mid-command), or None.
+
+    Prefect says "Failed to reach API at URL"; a client call raises the transport's error.
+    """
+    from prefect.settings import get_current_settings
+
+    url = str(get_current_settings().api.url or temporary_api_url() or "")
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RuntimeError) and str(current).startswith("Failed to reach API"):
+            return _unreachable(
+                url or str(current).rsplit(" ", 1)[-1], current.__cause__ or current
+            )
+        if url and isinstance(current, httpx.TransportError):
+            request = getattr(current, "_request", None)
+            if request is None or str(request.url).startswith(url.rstrip("/")):
+                return _unreachable(url, current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def api_available() -> bool:
@@ -146,6 +250,7 @@ def prefect_api(announce: Callable[[str], None]) -> Iterator[str | None]:
 
     configured = get_current_settings().api.url
     if configured:
+        check_api(configured)
         yield configured
         return
     timeout_s = _startup_timeout()
@@ -178,10 +283,12 @@ def prefect_api(announce: Callable[[str], None]) -> Iterator[str | None]:
     )
     try:
         _wait_healthy(proc, url, timeout_s)
+        _temporary.append(url)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
                 yield url
             finally:
+                _temporary.remove(url)
                 _drain_to(url)
     finally:
         proc.terminate()

@@ -64,7 +64,7 @@ from flows._channel import (
 )
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
 from flows._halt import preflight
-from flows._interactions import Handle, create_kwargs, poll_all, submit_all
+from flows._interactions import Handle, Submission, create_kwargs, poll_all, submit_all
 from flows._renewal import Renewal
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
@@ -162,8 +162,12 @@ def submit_reserved(
         crash_point("background.before_release_on_halt")
         ledger.release(reservation, keys=[s.key for s in halted], refund=fresh)
     failed: Counter[str] = Counter()
+    ambiguous = 0
     for sub in outcomes:
         if sub.failure is None:
+            continue
+        if sub.ambiguous and _send_again(ledger, p, sub, reservation):
+            ambiguous += 1
             continue
         try:
             status = ledger.record_failure(
@@ -187,8 +191,32 @@ def submit_reserved(
         "submitted": sum(1 for s in outcomes if s.handle is not None) - len(lost),
         "create_failed": dict(sorted(failed.items())),
         "lost_to_takeover": len(lost),
+        "ambiguous": ambiguous,
         "not_sent": len(stopped),
     }
+
+
+def _send_again(ledger: Ledger, p: Pipeline[Any], sub: Submission, reservation: str) -> bool:
+    """A create answered 5xx or not at all may have made the interaction (billed), and
+    interactions cannot be listed to find out (google-genai's Interactions has create, get,
+    cancel and delete, no list). So the row goes back to be sent again, flagged a possible
+    duplicate as an orphan re-send is, its attempt counted (the request reached the API) but
+    never parked for it. False once it has been flagged ``attempt_cap`` times: then it is the
+    row's own failure (parked at its cap)."""
+    assert sub.failure is not None
+    again = ledger.release_ambiguous(
+        sub.key, reservation=reservation, failure=sub.failure, bound=p.policy.attempt_cap
+    )
+    if again:
+        run_logger("gemini_ledger.background").warning(
+            "%s: create of %s answered %s (%s): it may exist; sent again, flagged as a"
+            " possible duplicate",
+            p.name,
+            sub.key,
+            sub.failure.code,
+            sub.failure.message,
+        )
+    return again
 
 
 # --- the channel: the steps a tick runs (flows.tick) ------------------------------------------
@@ -207,10 +235,13 @@ class BackgroundRecovered(Recovered):
     taken_over: int = 0
     create_failed: dict[str, int] = field(default_factory=dict)
     lost_to_takeover: int = 0
+    ambiguous: int = 0  # resubmits answered 5xx or not at all: sent again, flagged
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "stale reservations found", self.found
         yield "taken over and resubmitted", self.recovered
+        if self.ambiguous:
+            yield "ambiguous resubmits (sent again, flagged)", self.ambiguous
         yield from ((f"resubmit failed: {c}", n) for c, n in self.create_failed.items())
 
 
@@ -238,9 +269,12 @@ class BackgroundSubmitted(Submitted):
 
     reserved: int = 0
     lost_to_takeover: int = 0
+    ambiguous: int = 0  # creates answered 5xx or not at all: sent again, flagged
 
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "reserved", self.reserved
+        if self.ambiguous:
+            yield "ambiguous creates (sent again, flagged)", self.ambiguous
 
 
 class BackgroundChannel:
@@ -301,6 +335,7 @@ class BackgroundChannel:
             taken_over=len(won),
             create_failed=out["create_failed"],
             lost_to_takeover=out["lost_to_takeover"],
+            ambiguous=out["ambiguous"],
         )
 
     def collect(self) -> BackgroundCollected:
@@ -416,4 +451,5 @@ class BackgroundChannel:
             refused=out["create_failed"],
             reserved=reserved,
             lost_to_takeover=out["lost_to_takeover"],
+            ambiguous=out["ambiguous"],
         )

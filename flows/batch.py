@@ -60,6 +60,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._api_settings import record_api_settings
 from flows._batch_files import FilesCleaned, clean_files, note_input, note_responses
 from flows._batch_io import (
     create_batch_job,
@@ -773,6 +774,8 @@ class BatchChannel:
                         rec.reservation,
                         sent["batch"],
                     )
+        if out.bound or out.resent:
+            self._note_api()
         return out
 
     def collect(self) -> BatchCollected:
@@ -932,7 +935,14 @@ class BatchChannel:
             if not sent["batch"] and not sent["too_large"]:
                 break
         out.refused = dict(sorted(refused.items()))
+        if out.batches:
+            self._note_api()
         return out
+
+    def _note_api(self) -> None:
+        """Record the API this tick bound a batch job at: the webhook receiver and ``doctor``
+        compare their own with it (``flows._api_settings``)."""
+        record_api_settings(self.ctx.ledger, self.ctx.pipeline.name, self.ctx.settings)
 
 
 # --- one batch job by name: what the webhook receiver and `gemini-ledger reconcile` run --------

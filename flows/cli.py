@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import wraps
@@ -106,6 +106,14 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     return (GeminiLedgerError,)
 
 
+def _configuration_fault(exc: BaseException) -> GeminiLedgerError | None:
+    """A configuration mistake behind an exception raised outside our code (the Prefect API
+    of PREFECT_API_URL gone or never there): one line, never "a bug"."""
+    from flows._prefect_api import prefect_api_fault
+
+    return prefect_api_fault(exc)
+
+
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
@@ -153,6 +161,15 @@ def handles_errors(func: F) -> F:
             )
             raise typer.Exit(EXIT_DOMAIN_ERROR) from None
         except Exception as exc:
+            if (fault := _configuration_fault(exc)) is not None:
+                if _Options.debug:
+                    traceback.print_exc()
+                err.print(
+                    f"[bold red]error:[/] {escape(_one_line(fault))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(EXIT_DOMAIN_ERROR) from None
             traceback.print_exc()
             where, ours = _culprit(exc)
             whose = (
@@ -170,11 +187,18 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _prefect() -> contextlib.AbstractContextManager[str | None]:
-    """The Prefect API a flow-running command reports to (a temporary server if none is set)."""
+@contextlib.contextmanager
+def _prefect() -> Iterator[str | None]:
+    """The Prefect API a flow-running command reports to (a temporary server if none is set);
+    a halt's line is left to :func:`handles_errors` to print, once."""
+    from flows._halt import told_once
     from flows._prefect_api import prefect_api
 
-    return prefect_api(lambda line: err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True))
+    def announce(line: str) -> None:
+        err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+
+    with prefect_api(announce) as url, told_once():
+        yield url
 
 
 def _day(value: str | None, option: str = "--day") -> date | None:
@@ -602,6 +626,7 @@ def secret_set(
     from prefect.settings import get_current_settings
     from pydantic import SecretStr
 
+    from flows._prefect_api import check_api
     from flows.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
 
     api_url = get_current_settings().api.url
@@ -610,6 +635,7 @@ def secret_set(
             "no Prefect server configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
             " to the server your worker uses"
         )
+    check_api(api_url)
     if which is SecretKind.API_KEY:
         name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
     else:

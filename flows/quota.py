@@ -339,6 +339,12 @@ def apply_limits(
     if not api_available():
         raise ValueError("no Prefect API configured: set PREFECT_API_URL to the shared server")
     from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    from flows._prefect_api import check_api
+
+    if url := get_current_settings().api.url:
+        check_api(url)
     from prefect.client.schemas.actions import (
         GlobalConcurrencyLimitCreate,
         GlobalConcurrencyLimitUpdate,

@@ -9,7 +9,10 @@
   run of it; otherwise ``flows.batch.reconcile`` runs in this process, in a thread;
 - ``LEDGER_DATABASE_URL``: the ledger where deliveries are recorded by ``webhook-id``;
 - ``LEDGER_WEBHOOK_MAX_BODY_BYTES``: the largest body accepted (default 1 MiB); a larger one
-  is refused with 413 before it is read.
+  is refused with 413 before it is read;
+- ``GOOGLE_GEMINI_BASE_URL`` and the Gemini API key (as a worker finds it): reconciling in
+  process, the receiver polls the API itself, so it refuses to start when they differ from
+  what the workers recorded when they bound their batch jobs (``flows._api_settings``).
 
 The webhook is a shortcut, not the source of truth: a lost or refused delivery only means
 the next scheduled batch tick finds the finished job by polling.
@@ -150,17 +153,28 @@ def create_app(
     ``secret`` defaults to :func:`resolve_secret`, ``ledger_url`` to LEDGER_DATABASE_URL,
     ``on_batch_complete`` (called with ``batches/ID`` after the response is sent) to
     :func:`start_reconcile`; ``clock`` (epoch seconds) is what the timestamp is checked against;
-    ``max_body`` (bytes) defaults to :func:`max_body_bytes`.
+    ``max_body`` (bytes) defaults to :func:`max_body_bytes`. Reconciling in process (no
+    reconcile deployment), it raises :class:`flows._api_settings.ApiSettingsMismatch` when
+    this process's Gemini API differs from the workers'.
     """
+    from flows._api_settings import refuse_if_mismatched
+    from flows.settings import load_settings
+
     # Settings first: a bad value stops the receiver before it resolves any secret.
-    limit = max_body_bytes() if max_body is None else max_body
+    settings = load_settings()
+    limit = settings.webhook_max_body_bytes if max_body is None else max_body
     if secret is None:
         secret = resolve_secret()
     else:
         register_secret(secret)
+    ledger = open_ledger(ledger_url)
+    if reconcile_deployment() is None:
+        # Reconciling here means polling the API from here: with another base URL or key
+        # than the workers', every job this ledger bound would answer 404.
+        refuse_if_mismatched(ledger, settings)
     return build_app(
         secret=secret,
-        ledger=open_ledger(ledger_url),
+        ledger=ledger,
         on_batch_complete=on_batch_complete or start_reconcile,
         clock=clock,
         max_body_bytes=limit,

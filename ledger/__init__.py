@@ -44,6 +44,7 @@ from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
+    ApiSettingsRecord,
     BatchFileRecord,
     BatchRecord,
     Counts,
@@ -62,7 +63,7 @@ from ledger._records import (
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
-from ledger._setup import SetupFault, SetupKind, setup_fault
+from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState
 
@@ -74,6 +75,7 @@ __all__ = [
     "PIPELINE_NAME_MAX",
     "PROMPT_CLASS_PREFIX",
     "ApiFailure",
+    "ApiSettingsRecord",
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
@@ -87,6 +89,7 @@ __all__ = [
     "GeminiLedgerError",
     "InvalidTransition",
     "JobView",
+    "KeySource",
     "Ledger",
     "LedgerBusy",
     "LedgerConfigError",

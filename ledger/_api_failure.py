@@ -40,3 +40,12 @@ class ApiFailure:
     message: str = ""
     transport: Transport | None = None
     quota_ids: tuple[str, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        """The request may have been carried out although the caller got an error: a 5xx
+        (a gateway timeout can come after the work was done), a timeout, a connection that
+        broke mid-request. A 4xx or a failed connect was certainly refused."""
+        if self.transport is not None:
+            return self.transport is not Transport.CONNECT
+        return self.http_code is not None and self.http_code >= 500

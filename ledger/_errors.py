@@ -10,7 +10,10 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
     │   ├── LedgerConfigError ............ (also LedgerError) bad URL, unreachable or damaged DB
     │   │   ├── LedgerMissing ............ no ledger at the URL (create: `gemini-ledger db upgrade`)
     │   │   └── flows.settings.SettingsError ..... (also ValueError) a setting's bad value
-    │   └── flows.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
+    │   ├── flows.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
+    │   ├── flows._api_settings.ApiSettingsMismatch  (also RuntimeError) another API than the
+    │   │                                  workers' (the webhook receiver refused at start)
+    │   └── flows._prefect_api.PrefectApiUnreachable  (also RuntimeError) PREFECT_API_URL
     ├── TransientError ................... try again later: nothing is wrong with the setup
     │   ├── LedgerBusy ................... (also LedgerError) a lock or deadlock; retried,
     │   │                                  never reported as a configuration error

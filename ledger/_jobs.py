@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
+from ledger._classify import Failure
 from ledger._records import (
     PROMPT_CLASS_PREFIX,
     Enrollment,
@@ -455,6 +456,45 @@ class JobVerbs(LedgerBase):
                     },
                 )
             return n
+
+    def release_ambiguous(
+        self, key: str, *, reservation: str, failure: Failure, bound: int
+    ) -> bool:
+        """Send ``key`` again after a create whose answer was ambiguous (5xx, a timeout, a
+        dropped connection: the interaction may exist, and interactions cannot be listed).
+
+        The attempt stays counted (the request reached the API) and ``possible_duplicates``
+        counts the interaction that may exist besides the one delivered. The row goes back
+        ``retryable`` (due after the failure's delay) even at its attempt cap: it is never
+        parked for an answer that may have been a success. False, changing nothing, once the
+        row has been flagged ``bound`` times: the caller then records the failure as the
+        row's own (parked at its cap), so a row the API always answers 5xx still ends.
+        """
+        now = self.clock()
+        move = MOVES["release_ambiguous"]
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        f"UPDATE jobs SET status = {move.to(S.RETRYABLE)}, reservation = NULL,"
+                        " possible_duplicates = possible_duplicates + 1,"
+                        " error_class = :cls, error_message = :msg, due_at = :due,"
+                        " updated_at = :now"
+                        f" WHERE key = :key AND reservation = :r AND {move.where()}"
+                        " AND possible_duplicates < :bound"
+                    ),
+                    {
+                        "key": key,
+                        "r": reservation,
+                        "cls": f"ambiguous:{failure.code}"[:96],
+                        "msg": redact(failure.message)[:500],
+                        "due": now + (failure.retry_delay or 0.0),
+                        "now": now,
+                        "bound": bound,
+                    },
+                ).rowcount
+                == 1
+            )
 
     def unsubmit(self, key: str, *, handle: str) -> bool:
         """Return a job submitted under ``handle`` to its queue, its attempt given back.

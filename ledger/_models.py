@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ApiSettingsRow",
     "BatchFile",
     "BatchJob",
     "BatchMember",
@@ -258,3 +259,20 @@ class PipelineRow(SQLModel, table=True):
     revision: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class ApiSettingsRow(SQLModel, table=True):
+    """Which Gemini API a pipeline's workers bound their last batch job at: the base URL
+    (without credentials, query or fragment) and a digest of the API key, never the key.
+
+    Written when a tick binds a batch job; the webhook receiver and ``doctor`` compare their
+    own settings with it, so a receiver that would poll another API (or with another key)
+    is refused at start instead of calling every job of this ledger lost.
+    """
+
+    __tablename__ = "api_settings"
+
+    pipeline: str = Field(primary_key=True, max_length=128)
+    base_url: str = Field(max_length=512)
+    key_digest: str = Field(max_length=64)
+    recorded_at: float = 0.0

@@ -1,4 +1,5 @@
-"""Pipeline identity: which spec a pipeline name stands for, and its revisions."""
+"""Pipeline identity: which spec a pipeline name stands for, its revisions, and the API its
+workers use."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from sqlalchemy import text
 
 from ledger._base import LedgerBase
 from ledger._errors import PipelineConflict
-from ledger._models import PipelineRow
-from ledger._records import PIPELINE_COLUMNS, PipelineChange, PipelineRecord
+from ledger._models import ApiSettingsRow, PipelineRow
+from ledger._records import (
+    API_SETTINGS_COLUMNS,
+    PIPELINE_COLUMNS,
+    ApiSettingsRecord,
+    PipelineChange,
+    PipelineRecord,
+)
 
 __all__ = ["PipelineVerbs"]
 
@@ -92,3 +99,39 @@ class PipelineVerbs(LedgerBase):
                 ),
                 changed,
             )
+
+    def record_api_settings(self, pipeline: str, *, base_url: str, key_digest: str) -> None:
+        """Note that ``pipeline``'s workers bound a batch job at the API ``base_url`` with the
+        key whose digest is ``key_digest`` (never the key: secrets never reach the ledger)."""
+        now = self.clock()
+        values = {"p": pipeline, "u": base_url, "d": key_digest, "now": now}
+        with self._write() as conn:
+            updated = conn.execute(
+                text(
+                    "UPDATE api_settings SET base_url = :u, key_digest = :d, recorded_at = :now"
+                    " WHERE pipeline = :p"
+                ),
+                values,
+            ).rowcount
+            if updated:
+                return
+            conn.execute(
+                self._insert_ignore(ApiSettingsRow.__table__, "pipeline"),  # type: ignore[attr-defined]
+                {
+                    "pipeline": pipeline,
+                    "base_url": base_url,
+                    "key_digest": key_digest,
+                    "recorded_at": now,
+                },
+            )
+
+    def api_settings(self, *, since: float | None = None) -> list[ApiSettingsRecord]:
+        """Each pipeline's API as last recorded by a tick that bound a batch job (only those
+        recorded at or after ``since``, epoch seconds, when given)."""
+        where = "" if since is None else " WHERE recorded_at >= :since"
+        with self._read() as conn:
+            rows = conn.execute(
+                text(f"SELECT {API_SETTINGS_COLUMNS} FROM api_settings{where} ORDER BY pipeline"),
+                {"since": since},
+            )
+            return [ApiSettingsRecord(*row) for row in rows]

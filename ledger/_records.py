@@ -14,11 +14,13 @@ from ledger._lines import Usage
 from ledger._models import Job
 
 __all__ = [
+    "API_SETTINGS_COLUMNS",
     "BATCH_COLUMNS",
     "DELIVERY_CLASS_PREFIX",
     "JOB_COLUMNS",
     "PIPELINE_COLUMNS",
     "PROMPT_CLASS_PREFIX",
+    "ApiSettingsRecord",
     "BatchFileRecord",
     "BatchRecord",
     "Counts",
@@ -221,6 +223,15 @@ class PipelineRecord(NamedTuple):
     updated_at: float
 
 
+class ApiSettingsRecord(NamedTuple):
+    """The API a pipeline's workers last bound a batch job at (``api_settings``)."""
+
+    pipeline: str
+    base_url: str
+    key_digest: str
+    recorded_at: float
+
+
 class PipelineChange(NamedTuple):
     """What recording a pipeline did: ``new``, ``same`` or ``changed`` (with the fields)."""
 
@@ -337,6 +348,7 @@ JOB_COLUMNS = [c.name for c in Job.__table__.columns]  # type: ignore[attr-defin
 BATCH_COLUMNS = ", ".join(BatchRecord._fields)
 
 PIPELINE_COLUMNS = ", ".join(PipelineRecord._fields)
+API_SETTINGS_COLUMNS = ", ".join(ApiSettingsRecord._fields)
 
 
 def fingerprint_of(payload: str) -> str:

@@ -2,8 +2,9 @@
 
 A refused or missing API key, a key blocked for having no API restrictions, a project
 without permission or billing, a retired or unknown model, a spent per-day quota (or none at
-all), an API that cannot be reached, an upload type the Files API refuses, a ledger that
-cannot be reached: the same request would fail for every row, so no row is parked for it.
+all), a full Files API storage, an API that cannot be reached, an upload type the Files API
+refuses, a ledger that cannot be reached: the same request would fail for every row, so no
+row is parked for it.
 :func:`setup_fault` recognises one (an SDK or transport exception, or an already raised
 :class:`SetupFault`); the channel that meets it gives its reservations back and halts the
 tick with the fault's one line.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -27,7 +29,7 @@ from ledger._classify import Describe
 from ledger._errors import GeminiLedgerError, LedgerBusy
 from ledger._redact import redact
 
-__all__ = ["SetupFault", "SetupKind", "setup_fault"]
+__all__ = ["KeySource", "SetupFault", "SetupKind", "setup_fault"]
 
 
 class SetupKind(enum.StrEnum):
@@ -40,10 +42,13 @@ class SetupKind(enum.StrEnum):
     PRECONDITION = "precondition"
     MODEL_NOT_FOUND = "model_not_found"
     DAILY_QUOTA = "daily_quota"
+    FILE_STORAGE = "file_storage"
     NO_QUOTA = "no_quota"
     UNREACHABLE = "unreachable"
     UPLOAD_REFUSED = "upload_refused"
     LEDGER_UNREACHABLE = "ledger_unreachable"
+    # The Prefect API that holds the key's Secret block (or runs the flow) does not answer.
+    PREFECT_UNREACHABLE = "prefect_unreachable"
     LEDGER_BUSY = "ledger_busy"
     # The API refused every batch submission (upload or batches.create) for several ticks
     # in a row: an outage or a quota that retrying alone has not cleared.
@@ -51,8 +56,10 @@ class SetupKind(enum.StrEnum):
 
 
 _FIXES = {
-    SetupKind.NO_KEY: "set GEMINI_API_KEY (any value works against the emulator)",
-    SetupKind.KEY_REFUSED: "set GEMINI_API_KEY to a valid key of this project",
+    SetupKind.NO_KEY: (
+        "gemini-ledger secret set api-key, or set GEMINI_API_KEY in the worker's environment"
+    ),
+    SetupKind.KEY_REFUSED: "replace the key with a valid key of this project where it is kept",
     # The Gemini API refuses requests from standard keys without restrictions since
     # 2026-06-19 (ai.google.dev/gemini-api/docs/api-key; announced on
     # discuss.ai.google.dev, "Action required: restrict Gemini API keys by June 19").
@@ -75,6 +82,11 @@ _FIXES = {
         "wait for the quota to reset (per-day quotas reset at midnight Pacific time), or raise"
         " it (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again"
     ),
+    SetupKind.FILE_STORAGE: (
+        "delete Files API files this project no longer needs (client.files.delete; the batch"
+        " channel deletes its own once their jobs are over) or wait for them to expire (48 h);"
+        " the next tick tries again"
+    ),
     SetupKind.NO_QUOTA: (
         "this project has no quota for the model (limit: 0): enable billing for it, or choose"
         " a model its tier includes (ai.google.dev/gemini-api/docs/rate-limits)"
@@ -87,6 +99,9 @@ _FIXES = {
         "the Files API refused the request file's MIME type; upgrade gemini-ledger or report it"
     ),
     SetupKind.LEDGER_UNREACHABLE: "check LEDGER_DATABASE_URL and that the database is up",
+    SetupKind.PREFECT_UNREACHABLE: (
+        "check PREFECT_API_URL and that the Prefect server is up (prefect server start)"
+    ),
     SetupKind.SUBMISSION_REFUSED: (
         "check the Gemini API status page and the project's batch quota; the rows wait, pending"
         " and unbilled, and the next tick tries again (GEMINI_LEDGER_BATCH_REFUSED_HALT sets"
@@ -97,6 +112,20 @@ _FIXES = {
         " retries"
     ),
 }
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the API key the requests carried was kept, and how to put another one there.
+
+    ``where`` completes "the key in ...": ``Secret block 'gemini-api-key'`` or
+    ``GEMINI_API_KEY (the worker's environment)``. ``replace`` is the fix that puts a valid
+    key at that place (``gemini-ledger secret set api-key`` for a block): a fix aimed at
+    another place changes nothing, since the block takes precedence over the environment.
+    """
+
+    where: str
+    replace: str
 
 
 class SetupFault(GeminiLedgerError):
@@ -121,41 +150,54 @@ class SetupFault(GeminiLedgerError):
 
 
 def setup_fault(
-    error: BaseException | ApiFailure, describe: Describe | None = None
+    error: BaseException | ApiFailure,
+    describe: Describe | None = None,
+    *,
+    key: KeySource | None = None,
 ) -> SetupFault | None:
     """The :class:`SetupFault` ``error`` stands for, or None when it is about the row.
 
     ``describe`` (``flows._gemini_errors.describe``) recognises SDK and transport exceptions
-    on ``error`` and along its chain of causes.
+    on ``error`` and along its chain of causes. ``key`` is where the requests' API key was
+    kept: a fault about the key names that place and gives the fix for it.
     """
     if isinstance(error, ApiFailure):
-        return _from_api_failure(error)
+        return _from_api_failure(error, key)
     seen: set[int] = set()
     exc: BaseException | None = error
     while exc is not None and id(exc) not in seen and len(seen) < 8:
         seen.add(id(exc))
-        found = _one(exc, describe)
+        found = _one(exc, describe, key)
         if found is not None:
             return found
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 
 
-def _one(exc: BaseException, describe: Describe | None) -> SetupFault | None:
+def _one(exc: BaseException, describe: Describe | None, key: KeySource | None) -> SetupFault | None:
     if isinstance(exc, SetupFault):
         return exc
-    if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key found
-        return SetupFault(SetupKind.NO_KEY, f"no Gemini API key ({exc})")
+    if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key, or unreadable
+        # It says itself where it looked and what to do: taken as is, never wrapped again.
+        return SetupFault(
+            getattr(exc, "kind", SetupKind.NO_KEY),
+            getattr(exc, "cause", str(exc)),
+            getattr(exc, "fix", None),
+        )
     if isinstance(exc, LedgerBusy):  # a lock or deadlock: transient, not the configuration
         return SetupFault(SetupKind.LEDGER_BUSY, str(exc))
     if isinstance(exc, (OperationalError, InterfaceError)):
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return SetupFault(SetupKind.LEDGER_UNREACHABLE, f"cannot reach the ledger: {detail}")
     described = describe(exc) if describe is not None else None
-    return _from_api_failure(described) if described is not None else None
+    return _from_api_failure(described, key) if described is not None else None
 
 
-def _from_api_failure(api: ApiFailure) -> SetupFault | None:
+def _the_key(key: KeySource | None) -> str:
+    return f"the key in {key.where}" if key is not None else "the API key"
+
+
+def _from_api_failure(api: ApiFailure, key: KeySource | None = None) -> SetupFault | None:
     if api.transport is Transport.CONNECT:
         # Could not connect at all (refused, DNS, no route): nothing was sent, nothing billed.
         # A connection dropped mid-request is not this: the request may have been billed, and
@@ -167,10 +209,16 @@ def _from_api_failure(api: ApiFailure) -> SetupFault | None:
     status = (api.status or "").upper()
     head = f"{code} {status}".strip()
     said = f"{head}: {message}" if message else head
+    the_key = _the_key(key)
     if _key_unrestricted(api):
         return SetupFault(
             SetupKind.KEY_UNRESTRICTED,
-            f"the Gemini API blocked requests from this API key ({_with_reason(api, said)})",
+            f"the Gemini API blocked requests from {the_key} ({_with_reason(api, said)})",
+            None
+            if key is None
+            else _FIXES[SetupKind.KEY_UNRESTRICTED].replace(
+                "restrict the API key", f"restrict {the_key}", 1
+            ),
         )
     if (model := _missing_model(api)) is not None:
         return SetupFault(
@@ -179,19 +227,35 @@ def _from_api_failure(api: ApiFailure) -> SetupFault | None:
             f"set the pipeline's model= to a model the API serves ({model} may be retired);"
             " `gemini-ledger doctor --live --pipeline P` checks it",
         )
-    if (quota := _spent_quota(api)) is not None:
+    if (quota := _spent_quota(api, key)) is not None:
         return quota
+    refused = _refused_key(key)
     if api.reason == "API_KEY_INVALID":
         return SetupFault(
             SetupKind.KEY_REFUSED,
-            f"the Gemini API refused the API key ({head} API_KEY_INVALID: {message})",
+            f"{the_key} was refused by the Gemini API ({head} API_KEY_INVALID: {message})",
+            refused,
         )
     if code == 401 or status == "UNAUTHENTICATED":
-        return SetupFault(SetupKind.KEY_REFUSED, f"the Gemini API refused the API key ({said})")
+        return SetupFault(
+            SetupKind.KEY_REFUSED, f"{the_key} was refused by the Gemini API ({said})", refused
+        )
     if code == 403 or status == "PERMISSION_DENIED":
-        return SetupFault(SetupKind.PERMISSION, f"the Gemini API denied permission ({said})")
+        return SetupFault(
+            SetupKind.PERMISSION,
+            f"the Gemini API denied permission to {the_key} ({said})",
+            None
+            if key is None
+            else "give the key's project access to the Gemini API, or put a key of a project"
+            f" that has it in {key.where}",
+        )
     if status == "FAILED_PRECONDITION":
-        return SetupFault(SetupKind.PRECONDITION, f"the project cannot use the Gemini API ({said})")
+        return SetupFault(
+            SetupKind.PRECONDITION,
+            f"the project of {the_key} cannot use the Gemini API ({said})"
+            if key is not None
+            else f"the project cannot use the Gemini API ({said})",
+        )
     if code == 400 and "mime type" in message.lower():
         return SetupFault(SetupKind.UPLOAD_REFUSED, f"the Files API refused the upload ({said})")
     return None
@@ -210,6 +274,11 @@ _MISSING_MODEL = re.compile(
     r"|Call ListModels",
     re.IGNORECASE,
 )
+
+
+def _refused_key(key: KeySource | None) -> str | None:
+    """The fix for a refused key: put a valid one where the refused one was kept."""
+    return key.replace if key is not None else None
 
 
 def _missing_model(api: ApiFailure) -> str | None:
@@ -267,18 +336,25 @@ _LIMIT_ZERO = re.compile(r"\blimit:\s*0(?![\d.])", re.IGNORECASE)
 _MODEL_IN_QUOTA = re.compile(r"\bmodel:\s*([\w.\-]+)", re.IGNORECASE)
 
 
-def _spent_quota(api: ApiFailure) -> SetupFault | None:
+def _spent_quota(api: ApiFailure, key: KeySource | None = None) -> SetupFault | None:
     if api.http_code != 429 and (api.status or "").upper() != "RESOURCE_EXHAUSTED":
         return None
     head = f"{api.http_code or ''} {(api.status or '').upper()}".strip()
+    if _storage_full(api):
+        return SetupFault(
+            SetupKind.FILE_STORAGE,
+            "the project's Files API storage is full (FileStorageBytesPerProject, 20 GB):"
+            f" no upload can succeed until files are deleted ({head})",
+        )
     named = _MODEL_IN_QUOTA.search(api.message or "")
     model = f"model {named.group(1)}" if named else "this model"
     if _LIMIT_ZERO.search(api.message or ""):
         quota = next(iter(api.quota_ids), None)
         which = f" ({quota})" if quota else ""
+        project = f"the project of {_the_key(key)}" if key is not None else "the project"
         return SetupFault(
             SetupKind.NO_QUOTA,
-            f"the project has no quota for {model}{which}, limit: 0 ({head})",
+            f"{project} has no quota for {model}{which}, limit: 0 ({head})",
         )
     daily = [q for q in api.quota_ids if _PER_DAY.search(q)]
     if not daily:
@@ -296,6 +372,19 @@ def _spent_quota(api: ApiFailure) -> SetupFault | None:
         f"wait for it to reset ({when}) or raise it"
         " (ai.google.dev/gemini-api/docs/rate-limits); the next tick tries again",
     )
+
+
+# The Files API's per-project storage quota (20 GB, files kept 48 h): an upload refused by it
+# names quotaId FileStorageBytesPerProject and metric .../file_storage_bytes (the body in
+# emulator/_errors.py ``storage_full``: alphaXiv/feedback issue 16, python-genai issue 2132).
+# No retry frees storage; only deleting files (or their expiry) does.
+_STORAGE_QUOTA = re.compile(r"FileStorageBytes|file_storage_bytes", re.IGNORECASE)
+
+
+def _storage_full(api: ApiFailure) -> bool:
+    if any(_STORAGE_QUOTA.search(q) for q in api.quota_ids):
+        return True
+    return bool(_STORAGE_QUOTA.search(api.message or ""))
 
 
 def _duration_text(seconds: float) -> str:

@@ -166,6 +166,21 @@ TRANSITIONS: dict[str, Transition] = {
             "retryable if attempts remain spent after the refund",
         ),
         Transition(
+            "release_ambiguous",
+            (S.RESERVING,),
+            (S.RETRYABLE,),
+            (
+                "status",
+                "reservation",
+                "possible_duplicates",
+                "error_class",
+                "error_message",
+                "due_at",
+            ),
+            "a create answered 5xx or not at all: attempt kept, possible_duplicates + 1, never"
+            " parked, while possible_duplicates is below the bound",
+        ),
+        Transition(
             "release_keys",
             (S.RESERVING,),
             (S.PENDING, S.RETRYABLE),

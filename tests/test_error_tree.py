@@ -60,7 +60,7 @@ def test_every_public_error_descends_from_the_root():
 
 def test_the_tree_keeps_the_bases_callers_catch():
     """Leaves keep the builtin bases callers relied on (ValueError, RuntimeError, LookupError)."""
-    from flows._prefect_api import TemporaryServerError
+    from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
     from flows.cli import CliError
     from flows.errors import UsageError
     from flows.gateway import GatewayConfigError
@@ -73,6 +73,8 @@ def test_the_tree_keeps_the_bases_callers_catch():
     assert issubclass(GatewayConfigError, RuntimeError)
     assert issubclass(GatewayConfigError, ConfigurationError)
     assert issubclass(TemporaryServerError, TransientError)
+    # A mistyped or unreachable PREFECT_API_URL is the user's to fix: one line, never "a bug".
+    assert issubclass(PrefectApiUnreachable, ConfigurationError)
     assert issubclass(LedgerBusy, TransientError)
     assert not issubclass(LedgerBusy, ConfigurationError)
 

@@ -3,9 +3,13 @@ flow starts; a bug keeps its traceback and says so."""
 
 from __future__ import annotations
 
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -205,3 +209,82 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
     assert result.exit_code == 2
     assert "Traceback" in result.output and "valuey.py:4" in result.output
     assert "outside gemini-ledger" in result.output
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _prefect_api_url(url: str) -> Iterator[None]:
+    """PREFECT_API_URL as a user exported it (Prefect's settings are read once per process)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tick", "reviews"],
+        ["replay", "--execute"],
+        ["limits", "apply", "--rpm", "5"],
+        ["secret", "set", "api-key"],
+    ],
+)
+def test_an_unreachable_prefect_api_is_one_line_with_the_url_and_the_fix(
+    project, monkeypatch, sqlite_url, args
+):
+    """PREFECT_API_URL where nothing listens: one line with the URL and the fix, exit 1; not
+    Prefect's traceback and "unexpected RuntimeError ... this is a bug", exit 2."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    with _prefect_api_url(url):
+        error = _refused(args)
+    assert f"cannot reach the Prefect API at {url} (PREFECT_API_URL)" in error, error
+    assert "Fix: start the server (prefect server start) or correct PREFECT_API_URL" in error
+    assert "bug" not in error
+
+
+def test_a_prefect_api_url_without_its_path_says_where_the_api_is(
+    project, monkeypatch, sqlite_url, prefect_api
+):
+    """PREFECT_API_URL naming a real server but not its API (no /api): one line with the URL
+    that works."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    server = prefect_api.removesuffix("/api")
+    with _prefect_api_url(server):
+        error = _refused(["tick", "reviews"])
+    assert f"PREFECT_API_URL={server} answers, but not as a Prefect API" in error, error
+    assert f"Fix: set PREFECT_API_URL={prefect_api}" in error
+
+
+def test_a_mistyped_prefect_api_scheme_is_one_line(project, monkeypatch, sqlite_url):
+    """A URL that is not http(s) (htp://): one line saying so."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    with _prefect_api_url("htp://127.0.0.1:4200/api"):
+        error = _refused(["tick", "reviews"])
+    assert "PREFECT_API_URL=htp://127.0.0.1:4200/api is not an http(s) URL" in error, error
+
+
+def test_a_prefect_api_gone_midway_is_one_line_not_a_bug(
+    project, monkeypatch, sqlite_url, prefect_api
+):
+    """The Prefect API answers before the flow starts, then goes away: Prefect's "Failed to
+    reach API" becomes the same one line (exit 1), never "this is a bug"."""
+    import flows.tick
+
+    def gone(*_a, **_k):
+        try:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        except httpx.ConnectError as exc:
+            raise RuntimeError(f"Failed to reach API at {prefect_api}/") from exc
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    monkeypatch.setattr(flows.tick, "run_tick", gone)
+    error = _refused(["tick", "reviews"])
+    assert f"cannot reach the Prefect API at {prefect_api}" in error, error
+    assert "Connection refused" in error and "bug" not in error

@@ -16,6 +16,7 @@ from pathlib import Path
 from flows.doctor._live import LiveRun, estimate_requests, estimate_tokens, live_client, run_live
 from flows.doctor._local import (
     check_api_key,
+    check_api_settings,
     check_ledger,
     check_pipelines,
     check_prices,
@@ -58,6 +59,7 @@ def run_checks(pipelines: list[str], *, prefect_yaml: Path | None = None) -> lis
     checks += check_prefect(prefect_yaml)
     checks.append(check_api_key())
     checks.append(check_webhook_secret())
+    checks.append(check_api_settings())
     return checks
 
 

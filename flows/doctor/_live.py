@@ -183,7 +183,7 @@ def run_live(
         try:
             found = find_api_key()
         except GatewayConfigError as exc:
-            run.checks.append(Check.fail("api key accepted", str(exc), API_KEY_FIX))
+            run.checks.append(Check.fail("api key accepted", exc.cause, exc.fix))
             return run
         if found is None:
             run.checks.append(Check.fail("api key accepted", "no API key found", API_KEY_FIX))

@@ -13,6 +13,7 @@ from flows.doctor._report import Check
 __all__ = [
     "API_KEY_FIX",
     "check_api_key",
+    "check_api_settings",
     "check_ledger",
     "check_pipelines",
     "check_prices",
@@ -264,7 +265,7 @@ def check_api_key() -> Check:
         try:
             value = _key_from_block(block)
         except GatewayConfigError as exc:
-            return Check.fail(name, str(exc), API_KEY_FIX)
+            return Check.fail(name, exc.cause, exc.fix)
         where = f"Prefect Secret block {block!r}"
     if value is None and env_var is not None:
         value = os.environ[env_var].strip()
@@ -335,3 +336,37 @@ def check_webhook_secret() -> Check:
         else f"Prefect Secret block {os.environ[block]!r}"
     )
     return Check.ok(name, f"in {where}")
+
+
+def check_api_settings() -> Check:
+    """This machine's Gemini API (base URL and key) is the one the workers bind batch jobs at:
+    a webhook receiver started here with another one is refused (``flows._api_settings``)."""
+    from flows._api_settings import current_api_settings, mismatch
+    from flows.settings import load_settings
+    from ledger import GeminiLedgerError, Ledger, database_url
+
+    name = "api settings"
+    try:
+        settings = load_settings()
+        ledger = Ledger(database_url(), migrate=False)  # never creates nor upgrades one
+    except GeminiLedgerError as exc:
+        return Check.skip(name, f"no ledger to compare with ({type(exc).__name__})")
+    try:
+        found = mismatch(ledger, current_api_settings(settings), settings)
+        pipelines = len(ledger.api_settings(since=ledger.clock() - settings.batch_submitted_s))
+    except Exception as exc:  # an unmigrated or unreachable ledger: check_ledger says why
+        return Check.skip(name, f"cannot read the ledger's api_settings ({type(exc).__name__})")
+    finally:
+        ledger.dispose()
+    if found is not None:
+        return Check.fail(
+            name,
+            found,
+            "use the workers' GOOGLE_GEMINI_BASE_URL and API key here (a webhook receiver"
+            " started with these settings is refused), or set LEDGER_RECONCILE_DEPLOYMENT so"
+            " that the workers reconcile",
+        )
+    if pipelines == 0:
+        hours = settings.batch_submitted_s / 3600
+        return Check.skip(name, f"no batch job bound in the last {hours:g} h to compare with")
+    return Check.ok(name, f"the workers' of {pipelines} pipeline(s) with recent batch jobs")

@@ -125,6 +125,34 @@ def test_interaction_async_client(emu: RunningEmulator, client: Any) -> None:
     assert emu.stats()["billed"]["interactions"] == 5
 
 
+def test_route_faults_on_interactions_create_accept_then_time_out(
+    emu: RunningEmulator, client: Any
+) -> None:
+    """route_faults "accepted_504" on interactions.create: the interaction is made (counted,
+    billed) and the caller gets 504 DEADLINE_EXCEEDED; a "500" makes nothing; then ok."""
+    from flows._gemini_errors import describe
+
+    emu.set_scenario({"route_faults": {"interactions.create": ["accepted_504", "500"]}})
+    kwargs = {
+        "model": MODEL,
+        "input": "Write an article about tea",
+        "background": True,
+        "labels": {"gemini_ledger_key": "articles:tea:v1"},
+    }
+    for code, created in ((504, 1), (500, 1)):
+        try:
+            client.interactions.create(**kwargs)
+        except Exception as exc:
+            failure = describe(exc)
+            assert failure is not None and failure.http_code == code and failure.ambiguous
+        else:
+            raise AssertionError(f"interactions.create was not answered {code}")
+        assert emu.stats()["interactions_created"] == created
+    assert emu.stats()["submissions"] == {"articles:tea:v1": 1}
+    assert client.interactions.create(**kwargs).id
+    assert emu.stats()["interactions_created"] == 2
+
+
 def test_a_lost_or_expired_interaction_answers_404(emu: RunningEmulator, client: Any) -> None:
     """The "lost" step creates an interaction that a later get no longer finds (404, as after
     interactions.delete); so does any interaction past ``interaction_retention_s``."""

@@ -34,7 +34,10 @@ FAULTS: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
     "unrestricted key": (
         {"project_fault": "key_unrestricted"},
         "key_unrestricted",
-        ("API_KEY_SERVICE_BLOCKED", "restrict the API key to the Gemini API"),
+        (
+            "API_KEY_SERVICE_BLOCKED",
+            "restrict the key in GEMINI_API_KEY (the worker's environment) to the Gemini API",
+        ),
     ),
 }
 
@@ -130,3 +133,27 @@ def test_the_tick_command_names_the_retired_model_and_exits_1(world, prefect_api
     assert f"does not serve model {MODEL}" in errors[0] and "Fix: set the pipeline's" in errors[0]
     assert "Traceback" not in done.stderr + done.stdout
     assert Ledger(world["url"]).counts(pipeline=ch.pipeline).by_status.get("parked", 0) == 0
+
+
+def test_a_full_files_api_storage_halts_the_batch_tick_and_parks_nothing(world):
+    """An upload refused by the Files API storage quota (429, FileStorageBytesPerProject): the
+    tick halts at once (Failed, one line naming the quota and the fix: delete files), nothing
+    parked, no attempt kept, no refusal counted toward the refused-submission streak; once
+    there is room, the night settles on one attempt per row."""
+    ch = CHANNELS["batch"]
+    emulator = world["emulator"]
+    emulator.set_scenario(
+        {"name": "full", "valid_api_keys": [GOOD_KEY], "files_storage_limit_bytes": 1}
+    )
+    ledger = Ledger(world["url"])
+    state = ch.tick(return_state=True)
+    assert state.is_failed(), state.message
+    assert state.result(raise_on_failure=False).kind.value == "file_storage"
+    message = state.message or ""
+    assert "\n" not in message and "FileStorageBytesPerProject" in message
+    assert "Fix: delete Files API files" in message
+    _no_harm_done(ledger, ch)
+    assert ledger.submission_refusals(ch.pipeline).refused == 0
+    emulator.set_scenario({"name": "room", "valid_api_keys": [GOOD_KEY]})
+    _settle(ch, ledger)
+    assert ledger.counts(pipeline=ch.pipeline).attempts == ch.rows

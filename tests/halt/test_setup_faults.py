@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
+from flows import gateway
 from flows._halt import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, DAY, GOOD_KEY, Channel
@@ -82,8 +85,9 @@ def test_fault_fails_the_run_parks_nothing_and_the_night_settles_after(
 
 @pytest.mark.parametrize("channel", list(CHANNELS))
 def test_tick_command_prints_one_line_and_exits_non_zero(world, prefect_api, channel):
-    """``gemini-ledger tick`` under a refused key: exit 1, one error line naming the cause and
-    the fix, no traceback anywhere, nothing parked."""
+    """``gemini-ledger tick`` under a refused key: exit 1, the fault printed once (one error
+    line naming the cause, its source and the fix; no echo of it in Prefect's log lines, no
+    stray ``NoneType: None``), no traceback anywhere, nothing parked."""
     ch = CHANNELS[channel]
     env = dict(os.environ)
     env.update(world["env"])
@@ -102,7 +106,12 @@ def test_tick_command_prints_one_line_and_exits_non_zero(world, prefect_api, cha
     assert done.returncode == 1, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr[-2000:]
-    assert "API_KEY_INVALID" in errors[0] and "Fix: set GEMINI_API_KEY" in errors[0]
+    assert "API_KEY_INVALID" in errors[0]
+    assert "the key in GEMINI_API_KEY (the worker's environment) was refused" in errors[0]
+    assert "Fix: set GEMINI_API_KEY in the worker's environment" in errors[0]
+    said = done.stderr + done.stdout
+    assert said.count("API_KEY_INVALID") == 1, said[-3000:]  # printed once
+    assert "NoneType: None" not in said
     assert "Traceback" not in done.stderr + done.stdout
     assert "halt-test-revoked-key" not in done.stderr + done.stdout  # secrets never shown
     assert Ledger(world["url"]).counts(pipeline=ch.pipeline).by_status.get("parked", 0) == 0
@@ -185,3 +194,80 @@ def test_a_key_revoked_while_jobs_are_in_flight(world, monkeypatch, channel):
         assert ledger.counts(pipeline=ch.pipeline).by_status == {"submitted": ch.rows}
     _settle(ch, ledger)
     assert ledger.counts(pipeline=ch.pipeline).attempts == ch.rows
+
+
+@pytest.fixture
+def secret_block(world, monkeypatch) -> Iterator[Any]:
+    """Saves Secret blocks on the test server; each is deleted after the test, and the key the
+    gateway read is forgotten (the block no longer holds it)."""
+    from prefect.blocks.system import Secret
+
+    import flows.direct
+
+    def forget() -> None:  # the key (and a client holding it) read once per process
+        gateway._cache.clear()
+        flows.direct._clients.clear()
+
+    saved: list[str] = []
+    forget()
+
+    def save(name: str, value: str) -> str:
+        Secret(value=value).save(name, overwrite=True)
+        saved.append(name)
+        return name
+
+    try:
+        yield save
+    finally:
+        for name in saved:
+            Secret.delete(name)
+        forget()
+
+
+def test_a_refused_key_in_the_block_names_the_block_and_its_fix(world, secret_block):
+    """The key in the Secret block is refused: the line names the block and gives the block's
+    fix (gemini-ledger secret set api-key), never "set GEMINI_API_KEY", which the block takes
+    precedence over (world's GEMINI_API_KEY holds a good key the block overrides)."""
+    secret_block(gateway.DEFAULT_API_KEY_BLOCK, "halt-test-revoked-key")
+    state = CHANNELS["direct"].tick(return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "the key in Secret block 'gemini-api-key' was refused" in message, message
+    assert "Fix: gemini-ledger secret set api-key" in message
+    assert "set GEMINI_API_KEY" not in message
+    assert "halt-test-revoked-key" not in message
+
+
+def test_a_block_name_that_does_not_exist_says_so_with_the_blocks_there(
+    world, secret_block, monkeypatch
+):
+    """GEMINI_API_KEY_BLOCK names a block that is not there (and no key is in the
+    environment): one line saying so, naming the Secret blocks there, said once, not aimed at
+    the emulator."""
+    there = secret_block(f"halt-test-present-{uuid.uuid4().hex[:8]}", GOOD_KEY)
+    missing = f"gemini-apikey-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("GEMINI_API_KEY_BLOCK", missing)
+    monkeypatch.delenv("GEMINI_API_KEY")
+    state = CHANNELS["direct"].tick(return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "\n" not in message
+    assert f"GEMINI_API_KEY_BLOCK names the Secret block {missing!r}, which does not exist" in (
+        message
+    ), message
+    assert repr(there) in message
+    assert message.count("Fix:") == 1 and message.count(missing) <= 3
+    assert "no Gemini API key" not in message  # said once, as what it is
+    assert "emulator" not in message
+    assert f"gemini-ledger secret set api-key --block {missing}" in message
+
+
+def test_a_missing_key_names_both_places_it_was_looked_for(world, monkeypatch):
+    """No block and no variable: the line names the block looked for and the variables, and
+    gives the block's fix first; said once."""
+    monkeypatch.delenv("GEMINI_API_KEY")
+    message = CHANNELS["direct"].tick(return_state=True).message or ""
+    assert "no Gemini API key: no Secret block 'gemini-api-key' on http" in message, message
+    assert "neither GEMINI_API_KEY nor GOOGLE_API_KEY" in message
+    assert "Fix: gemini-ledger secret set api-key, or set GEMINI_API_KEY" in message
+    assert message.count("no Gemini API key") == 1 and message.count("Fix:") == 1

@@ -57,7 +57,7 @@ def test_two_halted_ticks_show_in_the_summary_with_the_fix(world, monkeypatch):
     markdown = render_markdown(report)
     assert f"direct-test direct: halted 2 ticks since {halt['since']}" in markdown
     assert "no tick has succeeded since" in markdown
-    assert "Fix: set GEMINI_API_KEY" in markdown
+    assert "Fix: gemini-ledger secret set api-key, or set GEMINI_API_KEY" in markdown
     assert report["parked"]["total"] == 0
 
     cli = CliRunner().invoke(app, ["dead-letter", "--day", DAY.isoformat()])

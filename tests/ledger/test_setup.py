@@ -12,8 +12,12 @@ from google.genai import errors
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from flows._gemini_errors import setup_fault  # SDK exceptions reach the core via the adapter
-from ledger import Ledger, NewJob, SetupFault, SetupKind
+from flows._gemini_errors import (
+    describe,
+    setup_fault,  # SDK exceptions reach the core via the adapter
+)
+from ledger import KeySource, Ledger, NewJob, SetupFault, SetupKind
+from ledger import setup_fault as ledger_setup_fault
 
 KEY_INVALID = {
     "error": {
@@ -135,3 +139,50 @@ def test_an_unreachable_ledger_is_a_setup_fault() -> None:
     fault = setup_fault(info.value)
     assert fault is not None and fault.kind is SetupKind.LEDGER_UNREACHABLE
     assert "LEDGER_DATABASE_URL" in fault.fix
+
+
+_BLOCK = KeySource(
+    "Secret block 'gemini-api-key'",
+    "gemini-ledger secret set api-key (a valid key of this project)",
+)
+_ENV = KeySource(
+    "GEMINI_API_KEY (the worker's environment)",
+    "set GEMINI_API_KEY in the worker's environment to a valid key of this project",
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "where", "fix"),
+    [
+        (_BLOCK, "the key in Secret block 'gemini-api-key'", "Fix: gemini-ledger secret set"),
+        (_ENV, "the key in GEMINI_API_KEY (the worker's environment)", "Fix: set GEMINI_API_KEY"),
+    ],
+)
+def test_a_refused_key_names_where_it_was_kept_and_the_fix_there(key, where, fix) -> None:
+    """A refused key says which source it came from and gives that source's fix: with the key
+    in the block, never "set GEMINI_API_KEY" (the block takes precedence over it)."""
+    fault = ledger_setup_fault(errors.ClientError(400, KEY_INVALID), describe, key=key)
+    assert fault is not None and fault.kind is SetupKind.KEY_REFUSED
+    assert str(fault).startswith(f"{where} was refused by the Gemini API")
+    assert fix in str(fault)
+    if key is _BLOCK:
+        assert "set GEMINI_API_KEY" not in str(fault)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (_api(403, "PERMISSION_DENIED", "no rights"), SetupKind.PERMISSION),
+        (_api(400, "FAILED_PRECONDITION", "enable billing"), SetupKind.PRECONDITION),
+        (
+            _api(403, "PERMISSION_DENIED", "Requests from an unrestricted API key are blocked."),
+            SetupKind.KEY_UNRESTRICTED,
+        ),
+    ],
+)
+def test_every_fault_about_the_key_names_its_source(error, kind) -> None:
+    """Permission, billing and an unrestricted key name the Secret block the key came from."""
+    fault = ledger_setup_fault(error, describe, key=_BLOCK)
+    assert fault is not None and fault.kind is kind
+    assert "Secret block 'gemini-api-key'" in str(fault)
+    assert "GEMINI_API_KEY" not in str(fault)

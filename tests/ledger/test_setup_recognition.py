@@ -233,3 +233,28 @@ def test_doctor_gives_the_same_fix_line(body: dict[str, Any], code: int, words: 
     detail, fix, fatal = explain(models_error(code, body), body)
     assert words in fix and fatal
     assert detail
+
+
+def test_the_files_api_storage_quota_is_a_fault_of_the_setup() -> None:
+    """A 429 naming FileStorageBytesPerProject (or the file_storage_bytes metric) halts with
+    the fix (delete files); a 429 naming a per-minute quota stays the row's."""
+    from ledger import ApiFailure, SetupKind, setup_fault
+
+    by_id = ApiFailure(
+        http_code=429, status="RESOURCE_EXHAUSTED", quota_ids=("FileStorageBytesPerProject",)
+    )
+    by_metric = ApiFailure(
+        http_code=429,
+        status="RESOURCE_EXHAUSTED",
+        message="Quota exceeded for metric: generativelanguage.googleapis.com/file_storage_bytes",
+    )
+    for api in (by_id, by_metric):
+        fault = setup_fault(api)
+        assert fault is not None and fault.kind is SetupKind.FILE_STORAGE
+        assert "delete Files API files" in fault.fix
+    per_minute = ApiFailure(
+        http_code=429,
+        status="RESOURCE_EXHAUSTED",
+        quota_ids=("GenerateRequestsPerMinutePerProjectPerModel",),
+    )
+    assert setup_fault(per_minute) is None

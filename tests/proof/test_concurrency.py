@@ -36,7 +36,8 @@ def test_four_ticks_at_once(make_world, request, channel: str, backend: str) -> 
     verdict = world.check()
     assert verdict.ok, verdict.problems
     assert (verdict.consumed, verdict.parked) == (MORE - 1, 1)
-    assert verdict.possible_duplicates == 0
+    # The proof scenario answers one background create 503 (ambiguous): that row is flagged.
+    assert verdict.possible_duplicates == (1 if channel == "background" else 0)
     subs = world.emulator.stats()["submissions"]
     jobs = {j.key: j for j in world.ledger().jobs(pipeline=world.channel.pipeline)}
     assert {k: subs.get(k, 0) for k in jobs} == {k: j.attempts for k, j in jobs.items()}
