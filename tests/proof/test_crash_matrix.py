@@ -12,6 +12,7 @@ from .matrix import (
     ALSO_PARKED_AFTER_KILLS,
     EXPECTED_PARKED,
     MATRIX,
+    RETRYABLE_ITEM,
     expected_parked,
     kill_env,
     world_env,
@@ -101,5 +102,13 @@ def test_sigterm_then_settle(make_world, channel: str, kills: tuple[str, ...], p
     assert verdict.consumed + verdict.parked == world.items
     if len(kills) == 1:
         assert verdict.duplicated == 0 and verdict.unbilled_attempts == 0, verdict.as_dict()
-        assert verdict.possible_duplicates == 0, verdict.as_dict()
+        # Nothing flagged by the stop; the scripted 503 on a background create is an
+        # ambiguous answer, flagged by design (the interactions API cannot be listed).
+        assert _flagged(world) <= {RETRYABLE_ITEM}, verdict.as_dict()
         assert verdict.parked_by_class == expected_parked(kills), verdict.as_dict()
+
+
+def _flagged(world: World) -> set[str]:
+    """The items whose rows the ledger flags as possible duplicates."""
+    jobs = world.ledger().jobs(pipeline=world.channel.pipeline)
+    return {j.key.split(":")[2] for j in jobs if j.possible_duplicates}

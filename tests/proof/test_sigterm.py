@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from .harness import ROOT, STOPPED_EXIT, World
+from .matrix import RETRYABLE_ITEM
 from .pipelines import SLOW_DELIVERY_ENV
 
 pytestmark = pytest.mark.system
@@ -137,7 +138,11 @@ def test_sigterm_during_background_creates_binds_what_was_created(make_world) ->
     world.settle(max_ticks=4, stale_s=None)
     verdict = world.check()
     assert verdict.ok, verdict.problems
-    assert verdict.possible_duplicates == 0 and verdict.submissions == verdict.attempts
+    assert verdict.submissions == verdict.attempts
+    # Nothing flagged by the stop; the scripted 503 on a create is an ambiguous answer,
+    # flagged by design (the interactions API cannot be listed).
+    jobs = world.ledger().jobs(pipeline=world.channel.pipeline)
+    assert {j.key.split(":")[2] for j in jobs if j.possible_duplicates} <= {RETRYABLE_ITEM}
 
 
 def test_a_tick_cancelled_in_prefect_stops_between_rows(make_world, prefect_api) -> None:
