@@ -3,15 +3,20 @@ the test pipeline of every channel."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger import Ledger
 
+ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 23)
 GOOD_KEY = "halt-test-good-key-0000"
 
@@ -99,3 +104,25 @@ def settle(ch: Channel, ledger: Any, max_ticks: int = 8) -> list[Any]:
         if by_status and set(by_status) <= {"consumed", "parked"}:
             return reports
     raise AssertionError(f"{ch.name} not settled: {by_status}")
+
+
+def tick_command(
+    world: dict[str, Any], prefect_api: str, ch: Channel, *, key: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``gemini-ledger tick`` of ``ch``'s pipeline in a subprocess with ``key``; what it did
+    and the ``error:`` lines it printed."""
+    env = dict(os.environ)
+    env.update(world["env"])
+    env.update(world["emulator"].env())
+    env["GEMINI_API_KEY"] = key  # after env(): the emulator's env() names its own key
+    env["PREFECT_API_URL"] = prefect_api
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "tick", ch.spec, "--day", DAY.isoformat()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -5,16 +5,13 @@ the fix, nothing parked, no attempt kept; the night settles once the fault is go
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger import Ledger
-from tests.halt.conftest import CHANNELS, DAY, GOOD_KEY, Channel
+from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gemini-2.5-flash"  # every channel's test pipeline uses it
@@ -113,22 +110,8 @@ def test_the_tick_command_names_the_retired_model_and_exits_1(world, prefect_api
     world["emulator"].set_scenario(
         {"name": "retired", "valid_api_keys": [GOOD_KEY], "retired_models": [MODEL]}
     )
-    env = dict(os.environ)
-    env.update(world["env"])
-    env.update(world["emulator"].env())
-    env["GEMINI_API_KEY"] = GOOD_KEY  # the emulator's env() names its own key
-    env["PREFECT_API_URL"] = prefect_api
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", ch.spec, "--day", DAY.isoformat()],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done, errors = tick_command(world, prefect_api, ch, key=GOOD_KEY)
     assert done.returncode == 1, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr[-2000:]
     assert f"does not serve model {MODEL}" in errors[0] and "Fix: set the pipeline's" in errors[0]
     assert "Traceback" not in done.stderr + done.stdout

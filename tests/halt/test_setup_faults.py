@@ -3,10 +3,7 @@ counted that was not billed; the same night settles once the fault is gone."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from flows import gateway
 from flows._halt import HALTED_EVENT, resource_id
 from ledger import Ledger
-from tests.halt.conftest import CHANNELS, DAY, GOOD_KEY, Channel
+from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,22 +86,8 @@ def test_tick_command_prints_one_line_and_exits_non_zero(world, prefect_api, cha
     line naming the cause, its source and the fix; no echo of it in Prefect's log lines, no
     stray ``NoneType: None``), no traceback anywhere, nothing parked."""
     ch = CHANNELS[channel]
-    env = dict(os.environ)
-    env.update(world["env"])
-    env.update(world["emulator"].env())
-    env["GEMINI_API_KEY"] = "halt-test-revoked-key"
-    env["PREFECT_API_URL"] = prefect_api
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", ch.spec, "--day", DAY.isoformat()],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done, errors = tick_command(world, prefect_api, ch, key="halt-test-revoked-key")
     assert done.returncode == 1, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr[-2000:]
     assert "API_KEY_INVALID" in errors[0]
     assert "the key in GEMINI_API_KEY (the worker's environment) was refused" in errors[0]
