@@ -103,7 +103,7 @@ def _difference(own: ApiSettings | None, rec: ApiSettingsRecord) -> str | None:
     if own.base_url != rec.base_url:
         return f"base URL {own.base_url} here, {rec.base_url} for the workers"
     if own.key_digest != rec.key_digest:
-        return f"the API key here ({own.key_source}) is not the one the workers use"
+        return f"the API key here, from {own.key_source}, is not the one the workers use"
     return None
 
 

@@ -60,7 +60,8 @@ def test_a_receiver_with_another_key_is_refused_and_the_key_never_reaches_the_le
 ) -> None:
     """Another API key: refused naming where its key came from; the ledger holds a digest only."""
     monkeypatch.setenv("GEMINI_API_KEY", "another-projects-key")
-    with pytest.raises(ApiSettingsMismatch, match=r"the API key here \(GEMINI_API_KEY\) is not"):
+    here = r"the API key here, from GEMINI_API_KEY \(the worker.s environment\), is not"
+    with pytest.raises(ApiSettingsMismatch, match=here):
         _start(bound["url"])
     ledger = Ledger(bound["url"])
     with ledger.engine.connect() as conn:
