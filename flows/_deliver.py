@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from flows._renewal import RENEWALS_PER_AGE, Renewal
+from flows._renewal import Renewal
 from flows._stop import stop_requested
 from flows.crash import crash_point
 from flows.pipeline import Pipeline, Prompt
@@ -130,7 +130,7 @@ class _Claims:
         the row is no longer this pass's."""
         with self.renewal.exclusive():
             now = self.ledger.clock()
-            if now - self.renewed_at >= self.age / RENEWALS_PER_AGE:
+            if now - self.renewed_at >= self.renewal.every:
                 self.ledger.renew_delivery(self.token)
                 self.renewed_at = now
             return self.ledger.renew_delivery(self.token, key=key) == 1
@@ -229,6 +229,7 @@ def _deliver_claimed(
                     key,
                     claims.age,
                 )
+                claims.release([k for k, _ in claimed[n + 1 :]])  # still ours: not held idle
                 return
             try:
                 value = p.output.model_validate_json(result)
@@ -249,6 +250,7 @@ def _deliver_claimed(
                 continue
             _crash(points.before_consume)
             if not _record(claims, [key], out, log):
+                claims.release([k for k, _ in claimed[n + 1 :]])
                 return
 
 

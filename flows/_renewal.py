@@ -20,15 +20,20 @@ from types import TracebackType
 
 from ledger import redact
 
-__all__ = ["RENEWALS_PER_AGE", "Renewal"]
+__all__ = ["LONGEST_BEAT_S", "RENEWALS_PER_AGE", "Renewal"]
 
 # Renewals within one stale age: three may fail in a row (a busy ledger) before the hold
 # lapses.
 RENEWALS_PER_AGE = 4
+# A taker judges a hold by its own stale age, not the holder's: a tick run with a long
+# stale_s must still renew as often as a pass with the default ages (120 s) expects, or
+# the webhook's reconcile flow or replay would take over a live claim.
+LONGEST_BEAT_S = 30.0
 
 
 class Renewal:
-    """Renews a hold every ``age_s / RENEWALS_PER_AGE`` seconds until the block ends.
+    """Renews a hold every ``age_s / RENEWALS_PER_AGE`` seconds (at most every
+    ``LONGEST_BEAT_S``) until the block ends.
 
     ``renew`` returns False once the hold is lost (taken over): renewing stops and
     :attr:`lost` is set. An error while renewing is logged and tried again at the next
@@ -48,7 +53,7 @@ class Renewal:
     ) -> None:
         self._renew = renew
         self.age_s = age_s
-        self._every = age_s / RENEWALS_PER_AGE
+        self.every = min(age_s / RENEWALS_PER_AGE, LONGEST_BEAT_S)
         self._what = what
         self._log = log
         self._stop = threading.Event()
@@ -57,7 +62,7 @@ class Renewal:
         self.lost = threading.Event()
 
     def __enter__(self) -> Renewal:
-        if self._every > 0:
+        if self.every > 0:
             self._thread = threading.Thread(
                 target=self._run, name=f"renew {self._what}", daemon=True
             )
@@ -81,7 +86,7 @@ class Renewal:
             yield
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every):
+        while not self._stop.wait(self.every):
             try:
                 with self._lock:
                     held = self._renew()

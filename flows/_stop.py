@@ -208,7 +208,9 @@ def _watch_cancellation(every_s: float = _WATCH_EVERY_S) -> Iterator[None]:
                         state = client.read_flow_run(run_id).state
                     except Exception:  # the API unreachable for a moment: look again later
                         continue
-                    if state is not None and state.is_cancelling():
+                    if state is not None and state.is_cancelling() and not over.is_set():
+                        # Not after the run ended: the flag is the process's, and a later
+                        # flow in it (the demo, replay) would stop before delivering anything.
                         request_stop(reason="its cancellation in Prefect")
                         return
         except Exception as exc:  # no client: the run goes on, SIGTERM still stops it

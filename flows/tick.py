@@ -126,6 +126,8 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
         failed=first.failed + second.failed,
         errors=first.errors + second.errors,
         parked=first.parked + second.parked,
+        lost_claim=first.lost_claim or second.lost_claim,
+        taken_over=first.taken_over + second.taken_over,
     )
 
 
