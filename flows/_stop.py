@@ -126,7 +126,9 @@ def stop_on_signals() -> Iterator[None]:
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if _State.requested:
+        # A second *signal* stops at once. A stop the cancel watcher asked for is not one:
+        # the worker's SIGTERM for that same cancellation follows it, and must stop gently.
+        if _State.signum is not None:
             # A second signal: the handler that was there before gets it, at once.
             for sig, old in previous.items():
                 signal.signal(sig, old)
