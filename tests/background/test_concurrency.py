@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -52,14 +53,9 @@ def test_two_ticks_at_once_never_double_submit_or_consume(bench: Bench, monkeypa
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        outputs = [proc.communicate(timeout=120) for proc in procs]
+        reports = _reports(procs, timeout=120)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+        _kill(procs)
 
     monkeypatch.setenv("BG_TEST_ITEMS", bench.env["BG_TEST_ITEMS"])
     reports += [setup.as_dict(), bench.tick().as_dict()]
@@ -128,15 +124,24 @@ def test_a_tick_starting_past_the_stale_age_never_repeats_a_live_ticks_side_effe
             assert time.monotonic() < deadline, "the first tick never delivered"
             time.sleep(0.1)
         go(second)
-        outputs = [proc.communicate(timeout=300) for proc in procs]
+        reports = _reports(procs, timeout=300)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+        _kill(procs)
     assert reports[0]["delivered"] == len(items) and reports[1]["delivered"] == 0
     assert bench.completions() == Counter({key_of(i): 1 for i in items})
     ledger = bench.ledger()
     assert {j.status for j in ledger.jobs(pipeline="bgtest")} == {"consumed"}
+
+
+def _reports(procs: list[Any], *, timeout: float) -> list[dict[str, Any]]:
+    """Each tick process's exit (0, or its stderr) and its JSON report (the last line)."""
+    outputs = [proc.communicate(timeout=timeout) for proc in procs]
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+def _kill(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
