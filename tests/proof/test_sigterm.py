@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,19 +86,9 @@ def test_sigterm_during_delivery_reruns_no_side_effect(
     for _ in range(prep):
         world.tick()  # the rows are submitted; the tick below collects and delivers them
     since = datetime.now(UTC)
-    proc = _tick_process(world)
-    try:
-        _wait_for(lambda: sum(world.completions().values()) >= 3, proc, "3 side effects ran")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    ran = world.completions()
-    consumed = {
-        j.key for j in world.ledger().jobs(pipeline=world.channel.pipeline, status="consumed")
-    }
+    code, err, ran, consumed = _stopped_after_three(
+        world, lambda proc: proc.send_signal(signal.SIGTERM)
+    )
     world.settle(max_ticks=4, stale_s=0)  # a claim the stop left behind would be taken over
     verdict = world.check()
     assert verdict.ok, verdict.problems
@@ -106,7 +98,7 @@ def test_sigterm_during_delivery_reruns_no_side_effect(
     # end, it said so in one line and exit 143, and its run ended Cancelled.
     assert set(ran) == consumed, (ran, consumed)
     assert sum(ran.values()) < world.items - 1
-    assert proc.returncode == STOPPED_EXIT, err[-3000:]
+    assert code == STOPPED_EXIT, err[-3000:]
     assert "stopped by SIGTERM" in err, err[-3000:]
     assert _cancelled_tick_runs(prefect_api, world.channel.spec, since)
 
@@ -152,24 +144,34 @@ def test_a_tick_cancelled_in_prefect_stops_between_rows(make_world, prefect_api)
     world: World = make_world("batch", items=ITEMS, extra_env={SLOW_DELIVERY_ENV: "0.5"})
     world.tick()
     since = datetime.now(UTC)
-    proc = _tick_process(world)
-    try:
-        _wait_for(lambda: sum(world.completions().values()) >= 3, proc, "3 side effects ran")
-        _cancel_in_prefect(prefect_api, world.channel.spec, since)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    ran = world.completions()
-    consumed = {
-        j.key for j in world.ledger().jobs(pipeline=world.channel.pipeline, status="consumed")
-    }
+    code, err, ran, consumed = _stopped_after_three(
+        world, lambda _: _cancel_in_prefect(prefect_api, world.channel.spec, since)
+    )
     assert set(ran) == consumed and sum(ran.values()) < world.items - 1, ran
-    assert proc.returncode == STOPPED_EXIT, err[-3000:]
+    assert code == STOPPED_EXIT, err[-3000:]
     assert "stopped by its cancellation in Prefect" in err, err[-3000:]
     assert _cancelled_tick_runs(prefect_api, world.channel.spec, since)
     world.settle(max_ticks=4, stale_s=0)
     verdict = world.check()
     assert verdict.ok, verdict.problems
     assert max(world.completions().values()) == 1
+
+
+def _stopped_after_three(
+    world: World, stop: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int | None, str, Counter[str], set[str]]:
+    """A tick process stopped by ``stop`` once 3 side effects ran: its exit code and stderr,
+    the side effects that ran, and the keys the ledger recorded as consumed."""
+    proc = _tick_process(world)
+    try:
+        _wait_for(lambda: sum(world.completions().values()) >= 3, proc, "3 side effects ran")
+        stop(proc)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    consumed = {
+        j.key for j in world.ledger().jobs(pipeline=world.channel.pipeline, status="consumed")
+    }
+    return proc.returncode, err, world.completions(), consumed
