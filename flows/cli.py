@@ -56,6 +56,11 @@ limits_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(limits_app, name="limits")
+automations_app = typer.Typer(
+    help="Prefect automations beside the deployments: alerts, and dead runs marked Crashed.",
+    no_args_is_help=True,
+)
+app.add_typer(automations_app, name="automations")
 
 # Piped or in CI, Rich assumes 80 columns and cuts table cells (`exhausted:missing_from_out…`):
 # off a terminal, lines may be as long as they need.
@@ -498,6 +503,8 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    for line in report.taken_over_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
     enrolled = report.enroll
     for n, what, examples in (
         (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),
@@ -1017,6 +1024,29 @@ def limits_apply(
         raise CliError("give --rpm, --concurrency or both")
     models = model or sorted({get_pipeline(name).model for name in pipeline_names()})
     for applied in apply_limits(models, rpm=rpm, concurrency=concurrency):
+        console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
+
+
+@automations_app.command("apply")
+@handles_errors
+def automations_apply(
+    block: Annotated[
+        str | None,
+        typer.Option(
+            help="The notification block the alerts send to, as TYPE/NAME"
+            " (slack-webhook/ops-alerts); without it, only the automations that notify"
+            " no one are applied."
+        ),
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The folder of automation files (default: automations/)."),
+    ] = None,
+) -> None:
+    """Create or update the automations declared in automations/*.yaml (idempotent)."""
+    from flows.automations import AUTOMATIONS_DIR, apply_automations
+
+    for applied in apply_automations(folder or AUTOMATIONS_DIR, block=block):
         console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
 
 

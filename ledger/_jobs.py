@@ -304,7 +304,7 @@ class JobVerbs(LedgerBase):
         while the caller iterates.
         """
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING}"
         )
         make = Reserved._make
@@ -321,7 +321,7 @@ class JobVerbs(LedgerBase):
             cursor = conn.connection.driver_connection.cursor()
             try:
                 cursor.execute(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE reservation = ? AND status = {RESERVING}",
                     (reservation,),
                 )
@@ -393,7 +393,7 @@ class JobVerbs(LedgerBase):
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE pipeline = :p AND status = {RESERVING} AND reserved_at < :cutoff"
                     " ORDER BY reserved_at"
                 ),
