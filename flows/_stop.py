@@ -135,16 +135,11 @@ def stop_on_signals() -> Iterator[None]:
             signal.raise_signal(signum)
             return
         request_stop(signum)
-        try:
-            os.write(
-                2,
-                f"gemini-ledger: {signal.Signals(signum).name}: stopping after the row in hand"
-                " (send it again to stop at once)\n".encode(),
-            )
-        except OSError:
-            # stderr is a pipe to a worker that has exited (Ctrl-C on it): raised here, the
-            # error would land in whatever the run was doing instead of a gentle stop.
-            pass
+        os.write(
+            2,
+            f"gemini-ledger: {signal.Signals(signum).name}: stopping after the row in hand"
+            " (send it again to stop at once)\n".encode(),
+        )
 
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:

@@ -61,6 +61,10 @@ automations_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(automations_app, name="automations")
+worker_app = typer.Typer(
+    help="Prefect's process worker, stopped gently by Ctrl-C or SIGTERM.", no_args_is_help=True
+)
+app.add_typer(worker_app, name="worker")
 
 # Piped or in CI, Rich assumes 80 columns and cuts table cells (`exhausted:missing_from_out…`):
 # off a terminal, lines may be as long as they need.
@@ -1048,6 +1052,18 @@ def automations_apply(
 
     for applied in apply_automations(folder or AUTOMATIONS_DIR, block=block):
         console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
+
+
+@worker_app.command(
+    "start",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def worker_start(ctx: typer.Context) -> None:
+    """`prefect worker start ARGS` (e.g. --pool gemini-ledger); on Ctrl-C or SIGTERM its flow
+    runs stop between rows and end Cancelled, then the worker exits (a second one: at once)."""
+    from flows.worker import run_worker
+
+    raise typer.Exit(run_worker(ctx.args))
 
 
 def main() -> None:
