@@ -99,3 +99,33 @@ def test_tick_says_how_many_rows_a_dead_tick_held_and_when_it_last_held_them(
     again = _tick(prefect_api)  # nothing is left to take over
     assert again.returncode == 0, again.stderr[-3000:]
     assert "held by a dead tick" not in again.stdout + again.stderr
+
+
+def test_tick_says_how_many_calls_a_dead_tick_left_and_when(direct_env, monkeypatch, prefect_api):
+    """A reservation a dead tick never sent and a call it was making when it died are taken
+    back by the next tick, which says how many and when the dead tick last held them."""
+    from datetime import UTC, datetime
+
+    from ledger import Ledger, NewJob
+
+    scripted(direct_env, {"a": ["ok"], "b": ["ok"]})
+    monkeypatch.setenv(pipelines.ITEMS_ENV, "a,b")
+    held_at = datetime(2026, 11, 21, 3, 0, 1, tzinfo=UTC).timestamp()
+    # What a tick killed while calling leaves: one row reserved and not sent, one being called.
+    dead = Ledger(os.environ["LEDGER_DATABASE_URL"], clock=lambda: held_at)
+    items = [NewJob(key_of(i), {"text": i}) for i in ("a", "b")]
+    dead.enroll(items, pipeline="direct-test", channel="direct", model="gemini-2.5-flash")
+    dead.reserve(pipeline="direct-test", limit=1, reservation="direct-dead1", keys=[key_of("a")])
+    dead.reserve(pipeline="direct-test", limit=1, reservation="direct-dead2", keys=[key_of("b")])
+    dead.bind_handle(key_of("b"), reservation="direct-dead2", handle="direct:dead2")
+    dead.dispose()
+
+    result = _tick(prefect_api, "--json")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["steps"]["recover"]["took_over"] == {
+        "rows": 2,
+        "last_held": "2026-11-21T03:00:01+00:00",
+    }
+    assert report["taken_over"]["reservations"]["rows"] == 2
