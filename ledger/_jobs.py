@@ -282,7 +282,7 @@ class JobVerbs(LedgerBase):
         """Stream the jobs still reserved under ``reservation``, in key order."""
         last = ""
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING} AND key > :last"
             " ORDER BY key LIMIT :page"
         )
