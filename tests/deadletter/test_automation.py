@@ -19,9 +19,9 @@ from uuid import uuid4
 import pytest
 import yaml
 
-from flows.automations import AUTOMATIONS_DIR, apply_automations, declared
 from flows.errors import UsageError
-from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.ops.automations import AUTOMATIONS_DIR, apply_automations, declared
+from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
 from ledger import Failure, NewJob, SetupFault, SetupKind, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_a_halted_tick_notifies_that_it_halted_and_that_its_run_failed(
     and ends Failed: both automations send their notification, naming the pipeline and run."""
     from prefect import flow, tags
 
-    from flows._halt import halts
+    from flows.run._halt import halts
 
     _, received = webhook_sink
     apply_automations(applied, block=BLOCK)
