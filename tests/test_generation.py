@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from flows import GenerationSettings, Pipeline, Prompt, Run, SafetySetting
 from flows.identity import schema_fingerprint
-from ledger import Channel, Ledger, ResultRow
+from ledger import Channel, Ledger, ResultRow, fingerprint_of
 
 DAY = date(2026, 12, 6)
 
@@ -275,7 +275,11 @@ def test_hooks_get_the_run_and_on_result_gets_what_the_item_kept(sqlite_url) -> 
     out = enroll_day(ledger, p, DAY, params={"language": "fr"})
     assert out.enrolled == 1
     key = "gen-test:7:fr"
-    assert p.prompt_of(ledger.get(key).payload).text == "in fr for 2026-12-06: nice"
+    row = ledger.get(key)
+    assert p.prompt_of(row.payload).text == "in fr for 2026-12-06: nice"
+    # The poison-input digest is the request's alone: kept data does not make it unique.
+    request = Prompt(text="in fr for 2026-12-06: nice").model_dump_json(exclude_none=True)
+    assert row.fingerprint == fingerprint_of(request)
 
     ledger.reserve(pipeline=p.name, limit=1, reservation="r1")
     ledger.bind_handle(key, reservation="r1", handle="h1")

@@ -44,6 +44,7 @@ from ledger import (
     NewJob,
     ParkedJob,
     Status,
+    fingerprint_of,
     key_problem,
     redact,
     shown_key,
@@ -330,11 +331,10 @@ class _Intake:
                 continue
             self.seen.add(digest)
             try:
-                payload = _payload(self.p.prompt_for(item, self.run))
+                job = _job(key, self.p.prompt_for(item, self.run))
             except Exception as exc:
                 self._park(key, exc)
                 continue
-            job = NewJob(key, payload)
             if key in self.rebuildable:
                 self.rebuilt.append(job)
                 continue
@@ -353,14 +353,19 @@ class _Intake:
             self.out.prompt_parked_examples.append(f"{key}: {message[:200]}")
 
 
-def _payload(prompt: Prompt) -> str:
-    """The request as the ledger stores it (settings not given are left out)."""
-    if prompt.keep is not None:
-        kept = orjson.dumps(prompt.keep).decode()
-        if redact(kept) != kept:
-            # Kept data lives in the ledger with the row: a secret must never get there.
-            raise ValueError("keep carries a secret: keep ids, never credentials")
-    return prompt.model_dump_json(exclude_none=True)
+def _job(key: str, prompt: Prompt) -> NewJob:
+    """The job as the ledger stores it: the prompt (settings not given left out), with what
+    the item keeps; its fingerprint is the request's alone, so the same poison input under
+    many keys is still one."""
+    payload = prompt.model_dump_json(exclude_none=True)
+    if prompt.keep is None:
+        return NewJob(key, payload)
+    kept = orjson.dumps(prompt.keep).decode()
+    if redact(kept) != kept:
+        # Kept data lives in the ledger with the row: a secret must never get there.
+        raise ValueError("keep carries a secret: keep ids, never credentials")
+    request = prompt.model_dump_json(exclude_none=True, exclude={"keep"})
+    return NewJob(key, payload, fingerprint_of(request))
 
 
 def _error(exc: BaseException) -> str:
