@@ -33,9 +33,7 @@ def schema_fingerprint(p: Pipeline[Any]) -> str:
     A pipeline without settings keeps the digest of its schema alone, as recorded before
     settings existed (no new revision for pipelines that did not change).
     """
-    digest = hashlib.sha256(
-        orjson.dumps(p.output.model_json_schema(), option=orjson.OPT_SORT_KEYS)
-    )
+    digest = hashlib.sha256(orjson.dumps(p.output.model_json_schema(), option=orjson.OPT_SORT_KEYS))
     settings = p.generation.given()
     if settings:
         digest.update(b"\x00generation\x00")

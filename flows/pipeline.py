@@ -159,7 +159,11 @@ class Pipeline(Generic[Item]):
 
     def prompt_for(self, item: Item, run: Run) -> Prompt:
         """The item's prompt, its settings checked against the model and channel."""
-        prompt = self.build_prompt(item, run) if _takes(self.build_prompt, 2) else self.build_prompt(item)
+        prompt = (
+            self.build_prompt(item, run)
+            if _takes(self.build_prompt, 2)
+            else self.build_prompt(item)
+        )
         if not isinstance(prompt, Prompt):
             raise TypeError(f"build_prompt returned a {type(prompt).__name__}, not a Prompt")
         if prompt.settings is not None:

@@ -65,7 +65,12 @@ RECEIVED = {
     ("model", "channel", "settings", "words"),
     [
         ("gemini-2.5-flash", Channel.BATCH, {"thinking_level": "low"}, "takes thinking_budget"),
-        ("gemini-3-flash-preview", Channel.DIRECT, {"thinking_budget": 512}, "takes thinking_level"),
+        (
+            "gemini-3-flash-preview",
+            Channel.DIRECT,
+            {"thinking_budget": 512},
+            "takes thinking_level",
+        ),
         ("gemini-3-flash-preview", Channel.BACKGROUND, {"top_k": 4}, "cannot send top_k"),
         ("gemini-2.5-flash", Channel.BACKGROUND, {"thinking_budget": 9}, "thinking_budget"),
     ],
@@ -215,8 +220,15 @@ def test_the_pipelines_own_token_limit_finishes_max_tokens_and_parks_truncated(
 
 def test_thinking_tokens_follow_the_budget(emulator) -> None:
     """The thoughts an answer reports follow the budget sent (0 turns thinking off)."""
-    assert _generate(emulator, GenerationSettings(thinking_budget=512), "t:512").usage_metadata.thoughts_token_count == 512
-    assert not _generate(emulator, GenerationSettings(thinking_budget=0), "t:0").usage_metadata.thoughts_token_count
+    assert (
+        _generate(
+            emulator, GenerationSettings(thinking_budget=512), "t:512"
+        ).usage_metadata.thoughts_token_count
+        == 512
+    )
+    assert not _generate(
+        emulator, GenerationSettings(thinking_budget=0), "t:0"
+    ).usage_metadata.thoughts_token_count
 
 
 def test_a_stop_sequence_ends_the_answer_before_it(emulator) -> None:
@@ -289,7 +301,7 @@ def test_hooks_get_the_run_and_on_result_gets_what_the_item_kept(sqlite_url) -> 
     deliver_done(
         ledger, p, token="t", older_than=60, log=logging.getLogger("t"), points=DeliveryPoints()
     )
-    assert SEEN == [(key, "good", {"id": 7})]
+    assert [(key, "good", {"id": 7})] == SEEN
 
 
 def test_an_item_keeping_too_much_is_parked_as_its_own_prompt_failure(sqlite_url) -> None:

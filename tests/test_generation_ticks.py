@@ -68,7 +68,7 @@ def test_settings_reach_the_api_on_every_channel(
     ok, long = ledger.get(f"{name}:ok"), ledger.get(f"{name}:long")
     assert (ok.status, ok.thoughts_tokens) == (Status.CONSUMED.value, 128)
     assert (long.status, long.error_class, long.attempts) == (Status.PARKED.value, "truncated", 1)
-    assert DELIVERED == [(f"{name}:ok", {"item": "ok"})]
+    assert [(f"{name}:ok", {"item": "ok"})] == DELIVERED
     received = emulator.received()
     assert received[f"{name}:ok"] == {"thinking_level": "low", "seed": 5}
     assert received[f"{name}:long"] == {"thinking_level": "low", "seed": 5, "max_output_tokens": 1}
