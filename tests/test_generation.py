@@ -319,3 +319,35 @@ def test_an_item_keeping_too_much_is_parked_as_its_own_prompt_failure(sqlite_url
     out = enroll_day(ledger, p, DAY)
     assert (out.enrolled, out.prompt_parked) == (1, 1)
     assert ledger.get("gen-test:big").error_class == "prompt:ValidationError"
+
+
+def test_tick_param_options_become_run_params() -> None:
+    """`tick --param NAME=VALUE` gives the hooks ``run.params``; a malformed one is refused."""
+    from flows.cli._run import _params
+    from flows.errors import UsageError
+
+    assert _params(["language=French", "tone= dry=ish"]) == {
+        "language": "French",
+        "tone": " dry=ish",
+    }
+    with pytest.raises(UsageError, match="NAME=VALUE"):
+        _params(["language"])
+
+
+def test_an_item_keeping_a_secret_is_parked_and_the_secret_never_stored(sqlite_url) -> None:
+    """Kept data lives in the ledger: an item keeping a registered secret is parked
+    `prompt:ValueError` and neither its payload nor its message holds the secret."""
+    from flows.run._deliver import enroll_day
+    from ledger import register_secret
+
+    secret = "gl-test-secret-0123456789abcdef"
+    register_secret(secret)
+    p = _pipeline(
+        load_items=lambda day: ["a"],
+        build_prompt=lambda item: Prompt(text=item, keep={"token": secret}),
+    )
+    ledger = Ledger(sqlite_url)
+    assert enroll_day(ledger, p, DAY).prompt_parked == 1
+    row = ledger.get("gen-test:a")
+    assert row.error_class == "prompt:ValueError"
+    assert secret not in row.payload + (row.error_message or "")

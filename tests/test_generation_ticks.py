@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from flows import GenerationSettings, Pipeline, Prompt
+from flows import GenerationSettings, Pipeline, Prompt, Run
 from ledger import Channel, Status
 
 DAY = date(2026, 12, 6)
@@ -21,10 +21,11 @@ class Label(BaseModel):
     label: str = Field(min_length=1)
 
 
-def _build(item: str) -> Prompt:
-    # The item "long" carries its own limit, over the pipeline's settings.
+def _build(item: str, run: Run) -> Prompt:
+    # The item "long" carries its own limit, over the pipeline's settings; the verb is a
+    # run parameter (a KeyError here would park the item prompt:KeyError).
     own = GenerationSettings(max_output_tokens=1) if item == "long" else None
-    return Prompt(text=f"classify {item}", settings=own, keep={"item": item})
+    return Prompt(text=f"{run.params['verb']} {item}", settings=own, keep={"item": item})
 
 
 def _pipeline(channel: Channel) -> Pipeline[str]:
@@ -50,9 +51,10 @@ direct = _pipeline(Channel.DIRECT)
 def test_settings_reach_the_api_on_every_channel(
     channel: Channel, emulator, prefect_api, sqlite_url, monkeypatch
 ) -> None:
-    """Each channel's tick sends the pipeline's settings and an item's own override; the
-    answer thinks as the level says, the item cut at its own limit is parked `truncated`
-    (no retry), and on_result gets the delivered item's kept data."""
+    """Each channel's tick sends the pipeline's settings and an item's own override (its
+    prompt built with the tick's run parameters); the answer thinks as the level says, the
+    item cut at its own limit is parked `truncated` (no retry), and on_result gets the
+    delivered item's kept data."""
     from flows._ledger import open_ledger
     from flows.tick import tick
 
@@ -61,7 +63,11 @@ def test_settings_reach_the_api_on_every_channel(
     name = f"gt-{channel.value}"
     ledger = open_ledger()
     for _ in range(4):  # batch and background answer on the tick after they are sent
-        tick(pipeline=f"tests.test_generation_ticks:{channel.value}", day=DAY)
+        tick(
+            pipeline=f"tests.test_generation_ticks:{channel.value}",
+            day=DAY,
+            params={"verb": "classify"},
+        )
         if not ledger.counts(pipeline=name).by_status.get(Status.SUBMITTED.value):
             break
 
