@@ -129,6 +129,10 @@ class Pipeline(Generic[Item]):
         if self.batch_bytes_limit < 1:
             raise ValueError("batch_bytes_limit must be at least 1")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
+        if isinstance(self.generation, Mapping):  # a plain dict of settings is taken too
+            object.__setattr__(
+                self, "generation", GenerationSettings.model_validate(self.generation)
+            )
         if not isinstance(self.generation, GenerationSettings):
             raise ValueError("generation must be a flows.GenerationSettings")
         check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
