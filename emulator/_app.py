@@ -418,7 +418,8 @@ def _declared_size(spec: dict[str, Any], request: Request) -> int:
 
 
 def _file(emu: Emulator, fid: str) -> FileRec:
-    rec = emu.core.files.get(fid)
+    # An expired file (48 h after upload) is gone: files.get answers 404 as for any other.
+    rec = emu.core.files.get(fid) if emu.core.file_alive(fid) else None
     if rec is None:
         raise ApiError(
             {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}

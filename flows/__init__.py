@@ -1,5 +1,6 @@
 """gemini-ledger's Prefect flows and tasks, the google-genai gateway and example pipelines."""
 
+from flows.contents import Part
 from flows.generation import (
     GenerationSettings,
     HarmCategory,
@@ -17,6 +18,7 @@ __all__ = [
     "HarmThreshold",
     "Item",
     "MediaResolution",
+    "Part",
     "Pipeline",
     "Prompt",
     "Run",

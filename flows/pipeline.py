@@ -25,12 +25,21 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from flows.contents import Part, fit_inline
 from flows.generation import GenerationSettings, check_settings
 from ledger import PIPELINE_NAME_MAX, Channel, Policy
 
-__all__ = ["KEEP_MAX_BYTES", "Item", "Pipeline", "Prompt", "Run", "effective_settings"]
+__all__ = [
+    "KEEP_MAX_BYTES",
+    "Item",
+    "Part",
+    "Pipeline",
+    "Prompt",
+    "Run",
+    "effective_settings",
+]
 
 Item = TypeVar("Item")
 
@@ -61,6 +70,9 @@ class Prompt(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str = Field(min_length=1)
+    # Media (and more text) after the text, in order: inline bytes, files to upload, URIs
+    # (flows.contents). Inline data that would make the request too large is uploaded.
+    parts: tuple[Part, ...] = ()
     system: str | None = None
     # Kept from before generation settings existed: the same as settings.temperature.
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -69,6 +81,17 @@ class Prompt(BaseModel):
     # What of the item its on_result needs (ids, a path...): stored with the job, never
     # sent to the API, handed to on_result(key, result, kept). Small, and no secrets.
     keep: JsonValue | None = None
+
+    @model_validator(mode="after")
+    def _fits_inline(self) -> Prompt:
+        if self.parts:
+            # Frozen: the fitted parts replace the given ones once, when the prompt is made.
+            object.__setattr__(self, "parts", fit_inline(self.text, self.parts))
+        return self
+
+    def contents(self) -> tuple[Part, ...]:
+        """The request's parts in order: the text, then ``parts``."""
+        return (Part(text=self.text), *self.parts)
 
     @field_validator("keep")
     @classmethod

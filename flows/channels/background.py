@@ -64,10 +64,12 @@ from flows.channels._channel import (
 )
 from flows.channels._interactions import Handle, Submission, create_kwargs, poll_all, submit_all
 from flows.crash import crash_point
+from flows.gemini.gateway import gemini_client
 from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import preflight
 from flows.run._renewal import Renewal
+from flows.run._uploads import RowUploads, Uploads
 from ledger import (
     Channel,
     FailureRow,
@@ -129,12 +131,25 @@ def submit_reserved(
             return
         crash_point("background.after_bind")
 
+    media: RowUploads | None = None
     try:
+        prompts: list[tuple[Reserved, Any]] = []
+        for r in rows:
+            prompt = p.prompt_of(r.payload)
+            if prompt.parts:
+                # Uploads first (once per content, never the row's attempt): a row whose
+                # upload failed is settled below and not sent.
+                media = media or RowUploads(Uploads(gemini_client()))
+                resolved = media(prompt, r.key)
+                if resolved is None:
+                    continue
+                prompt = resolved
+            prompts.append((r, prompt))
         requests = [
             (
                 r.key,
                 create_kwargs(
-                    p.prompt_of(r.payload),
+                    prompt,
                     key=r.key,
                     pipeline=p.name,
                     model=r.model,
@@ -142,7 +157,7 @@ def submit_reserved(
                     base=p.generation,
                 ),
             )
-            for r in rows
+            for r, prompt in prompts
         ]
     except Exception:
         # Nothing was sent: give the attempts back rather than leave orphan candidates that
@@ -150,6 +165,16 @@ def submit_reserved(
         if fresh:
             ledger.release(reservation)
         raise
+    if media is not None and (media.failed or media.later or media.fault):
+        if media.fault is not None:  # a fault of the setup: nothing sent, all given back
+            ledger.release(reservation, refund=fresh)
+            raise media.fault
+        media.settle(
+            ledger,
+            p,
+            reservation,
+            give_back=lambda keys: ledger.release(reservation, keys=keys, refund=fresh),
+        )
     outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
     stopped = [s.key for s in outcomes if s.stopped]
     if stopped:

@@ -74,6 +74,7 @@ from flows.channels._channel import (
     own_pipeline,
     pick,
 )
+from flows.contents import sdk_parts
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gemini._errors import classify, setup_fault
@@ -86,6 +87,7 @@ from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
+from flows.run._uploads import RowUploads, Uploads
 from flows.settings import Settings, load_settings
 from ledger import (
     Channel,
@@ -237,6 +239,14 @@ class Calls:
         self.pipeline = pipeline
         self.max_wait_s = max_wait_s
         self.fault: SetupFault | None = None
+        self._uploads: Uploads | None = None
+
+    @property
+    def uploads(self) -> Uploads:
+        """The run's uploads: the same bytes go up once for all of its calls."""
+        if self._uploads is None:
+            self._uploads = Uploads(_client())
+        return self._uploads
 
 
 def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
@@ -261,6 +271,17 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
         return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
     crash_point("direct.after_reserve")
     row = next(iter(ledger.reserved(reservation)))
+    prompt = pipeline.prompt_of(row.payload)
+    if prompt.parts:
+        # Uploads before the call, never its attempt: a failed one settles the row
+        # (given back, or recorded when its file cannot be used) and nothing is sent.
+        media = RowUploads(calls.uploads)
+        resolved = media(prompt, key)
+        if resolved is None:
+            media.settle(ledger, pipeline, reservation)
+            view = ledger.get(key)
+            return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
+        prompt = resolved
     handle = f"{HANDLE_PREFIX}{reservation}"
     # The shared quota's slot is taken while the row is still only reserved: a kill while
     # waiting for it gives the attempt back (nothing was sent).
@@ -270,10 +291,15 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
         ledger.bind_handle(key, reservation=reservation, handle=handle)
         crash_point("direct.before_call")
         try:
-            prompt = pipeline.prompt_of(row.payload)
             response = _client().models.generate_content(
                 model=row.model,
-                contents=prompt.text,
+                # Text only: the plain string, as before; with media, the parts in order
+                # (flows.contents.sdk_parts, uploads made above).
+                contents=(
+                    types.Content(role="user", parts=sdk_parts(prompt.contents()))
+                    if prompt.parts
+                    else prompt.text
+                ),
                 config=_config(pipeline, prompt, key),
             )
         except Exception as exc:
