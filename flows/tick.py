@@ -41,6 +41,7 @@ from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import slug, tick_run_name
 from flows.run._stop import raise_if_stopped, stops
+from flows.run._upload_rows import clean_uploads
 from flows.settings import load_settings
 from ledger import Channel, Enrollment
 
@@ -194,6 +195,8 @@ def _steps(
     submitted = _step(submit(channel))
     if submitted.settled:
         delivered = _merge(delivered, _step(deliver(channel)))
+    # Media uploads every row of which is final are deleted (none: no API call).
+    clean_uploads(ctx.ledger, ctx.name, ctx.log)
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,

@@ -67,7 +67,8 @@ from ledger._records import (
 from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
-from ledger._transitions import BatchState
+from ledger._transitions import BatchState, UploadState
+from ledger._uploads import UploadClaim, UploadRecord
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -121,6 +122,9 @@ __all__ = [
     "TransientError",
     "Transport",
     "UnknownJob",
+    "UploadClaim",
+    "UploadRecord",
+    "UploadState",
     "Usage",
     "UsageError",
     "Verdict",

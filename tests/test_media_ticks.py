@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from emulator._answers import count_tokens
 from flows import Part, Pipeline, Prompt
-from ledger import Channel, Status
+from flows.contents import content_hash
+from ledger import Channel, Status, UploadState
 
 DAY = date(2026, 12, 6)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -55,7 +56,8 @@ def test_media_reach_the_api_on_every_channel(
     channel: Channel, emulator, prefect_api, sqlite_url, monkeypatch, tmp_path: Path
 ) -> None:
     """Both rows are delivered; each is billed its text, one image (258 tokens) and the
-    PDF's pages, the same on every channel; the PDF both rows read is uploaded once."""
+    PDF's pages, the same on every channel; the PDF both rows read is uploaded once, and
+    deleted from the Files API when both rows are final."""
     from flows._ledger import open_ledger
     from flows.tick import tick
 
@@ -74,10 +76,10 @@ def test_media_reach_the_api_on_every_channel(
         row = ledger.get(f"{name}:{item}")
         assert (row.status, row.attempts) == (Status.CONSUMED.value, 1)
         assert row.prompt_tokens == count_tokens(f"label {item}") + 258 + pdf_tokens
+    # One upload for both rows, a ledger row deleted from the Files API once both were final.
+    digest = content_hash(PDF["path"].read_bytes())
+    upload = ledger.get_upload(name, digest)
+    assert upload is not None
+    assert (upload.state, upload.uploads) == (UploadState.DELETED.value, 1)
     client = emulator.client()  # held: the pager needs its client open
-    uploads = [f for f in client.files.list() if (f.display_name or "").startswith("gl-upload-")]
-    assert len(uploads) == 1
-    assert uploads[0].mime_type == "application/pdf"
-
-
-def _unused(*_: Any) -> None: ...
+    assert not [f for f in client.files.list() if (f.display_name or "").startswith("gl-upload-")]

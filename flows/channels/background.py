@@ -69,7 +69,8 @@ from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import preflight
 from flows.run._renewal import Renewal
-from flows.run._uploads import RowUploads, Uploads
+from flows.run._upload_rows import ledger_uploads
+from flows.run._uploads import RowUploads
 from ledger import (
     Channel,
     FailureRow,
@@ -139,7 +140,7 @@ def submit_reserved(
             if prompt.parts:
                 # Uploads first (once per content, never the row's attempt): a row whose
                 # upload failed is settled below and not sent.
-                media = media or RowUploads(Uploads(gemini_client()))
+                media = media or RowUploads(ledger_uploads(gemini_client(), ledger, p.name))
                 resolved = media(prompt, r.key)
                 if resolved is None:
                     continue

@@ -94,7 +94,8 @@ from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
-from flows.run._uploads import RowUploads, Uploads
+from flows.run._upload_rows import ledger_uploads
+from flows.run._uploads import RowUploads
 from ledger import (
     BatchRecord,
     Channel,
@@ -255,7 +256,7 @@ def _send(
     refused: Counter[str] = Counter()
     # Media parts are uploaded (once per content) as their rows are written; a row whose
     # upload failed is settled after the file is written (flows.run._uploads).
-    media = RowUploads(Uploads(client))
+    media = RowUploads(ledger_uploads(client, ledger, p.name))
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
         with path.open("wb") as fh:

@@ -87,6 +87,7 @@ from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
+from flows.run._upload_rows import ledger_uploads
 from flows.run._uploads import RowUploads, Uploads
 from flows.settings import Settings, load_settings
 from ledger import (
@@ -241,11 +242,10 @@ class Calls:
         self.fault: SetupFault | None = None
         self._uploads: Uploads | None = None
 
-    @property
-    def uploads(self) -> Uploads:
-        """The run's uploads: the same bytes go up once for all of its calls."""
+    def uploads(self, ledger: Ledger) -> Uploads:
+        """The run's uploads (ledger rows): the same bytes go up once for all its calls."""
         if self._uploads is None:
-            self._uploads = Uploads(_client())
+            self._uploads = ledger_uploads(_client(), ledger, self.pipeline.name)
         return self._uploads
 
 
@@ -275,7 +275,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
     if prompt.parts:
         # Uploads before the call, never its attempt: a failed one settles the row
         # (given back, or recorded when its file cannot be used) and nothing is sent.
-        media = RowUploads(calls.uploads)
+        media = RowUploads(calls.uploads(ledger))
         resolved = media(prompt, key)
         if resolved is None:
             media.settle(ledger, pipeline, reservation)

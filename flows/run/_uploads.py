@@ -31,6 +31,7 @@ __all__ = [
     "EXPIRY_MARGIN_S",
     "FileUnusable",
     "RowUploads",
+    "UploadBusy",
     "Uploaded",
     "Uploads",
     "display_name_of",
@@ -44,9 +45,14 @@ _ACTIVE_WAIT_S = 120.0
 _PREFIX = "gl-upload-"
 
 
-def display_name_of(digest: str) -> str:
-    """The display name an upload of these bytes carries (found again by it)."""
-    return f"{_PREFIX}{digest}"
+def display_name_of(digest: str, pipeline: str = "") -> str:
+    """The display name an upload of these bytes carries (found again by it): per
+    pipeline, since each pipeline deletes its own uploads."""
+    return f"{_PREFIX}{pipeline}-{digest}" if pipeline else f"{_PREFIX}{digest}"
+
+
+class UploadBusy(Exception):
+    """Another live pass is uploading these bytes: the row is sent on a later tick."""
 
 
 class FileUnusable(Exception):
@@ -94,8 +100,10 @@ class Uploads:
         *,
         clock: Callable[[], float] = time.time,
         store: Any = None,
+        pipeline: str = "",
     ) -> None:
         self.client = client
+        self.pipeline = pipeline
         self.clock = clock
         self.store = store
         self._by_hash: dict[str, Uploaded] = {}
@@ -161,7 +169,7 @@ class Uploads:
         file = self.client.files.upload(
             file=io.BytesIO(data),
             config=types.UploadFileConfig(
-                mime_type=mime_type, display_name=display_name_of(digest)
+                mime_type=mime_type, display_name=display_name_of(digest, self.pipeline)
             ),
         )
         crash_point("upload.after_upload")
@@ -170,7 +178,7 @@ class Uploads:
 
     def find(self, digest: str) -> Uploaded | None:
         """A live file of these bytes uploaded earlier (its answer lost in a crash)."""
-        wanted = display_name_of(digest)
+        wanted = display_name_of(digest, self.pipeline)
         for file in self.client.files.list(config=types.ListFilesConfig(page_size=100)):
             if getattr(file, "display_name", None) == wanted and _state(file) == "ACTIVE":
                 up = described(file)
@@ -201,6 +209,8 @@ class RowUploads:
             return None
         try:
             return self.uploads.resolve(prompt, key=key)
+        except UploadBusy:
+            self.later.append(key)
         except (FileUnusable, OSError) as exc:
             self.failed[key] = Failure(Verdict.PERMANENT, "file_unusable", str(exc))
         except Exception as exc:
