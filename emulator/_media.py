@@ -13,9 +13,9 @@ What is refused, as the API refuses it:
   when the total request size ... is larger than 20 MB"; the message's form as the API
   sends it for its limit, google-gemini/deprecated-generative-ai-android #26);
 - inline data that is not base64, or without a mime type: 400 INVALID_ARGUMENT;
-- a file URI of the Files API whose file does not exist or has expired (48 h after upload,
-  FACTS "Files API"): 403 PERMISSION_DENIED "You do not have permission to access the File
-  <id> or it may not exist." (the body the API is reported to answer with; its exact shape
+- a file URI of the Files API whose file does not exist or has expired (48 h after
+  upload, https://ai.google.dev/gemini-api/docs/files): 403 PERMISSION_DENIED "You do not
+  have permission to access the File <id> or it may not exist." (the body the API is reported to answer with; its exact shape
   is not documented, so the client must not take a 403 on a request with a file for a
   fault of its key: ``flows.run._uploads`` checks its files before sending).
 

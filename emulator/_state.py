@@ -69,7 +69,8 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# The Files API keeps a file 48 hours (FACTS "Files API"; File.expiration_time).
+# The Files API keeps a file 48 hours (https://ai.google.dev/gemini-api/docs/files;
+# File.expiration_time).
 FILE_TTL_S = 48 * 3600
 
 

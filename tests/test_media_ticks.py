@@ -5,6 +5,7 @@ the same thing to the API)."""
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from ledger import Channel, Status, UploadState
 
 DAY = date(2026, 12, 6)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-PDF: dict[str, Path] = {}
+# The shared document, by path (a tick in a subprocess reads it too: tests/test_upload_crash.py).
+PDF_ENV = "GL_TEST_MEDIA_PDF"
 
 
 class Label(BaseModel):
@@ -29,7 +31,10 @@ class Label(BaseModel):
 def _build(item: str) -> Prompt:
     return Prompt(
         text=f"label {item}",
-        parts=(Part.from_bytes(PNG, "image/png"), Part.from_file(PDF["path"], "application/pdf")),
+        parts=(
+            Part.from_bytes(PNG, "image/png"),
+            Part.from_file(os.environ[PDF_ENV], "application/pdf"),
+        ),
     )
 
 
@@ -51,6 +56,12 @@ background = _pipeline(Channel.BACKGROUND)
 direct = _pipeline(Channel.DIRECT)
 
 
+def write_pdf(folder: Path) -> Path:
+    path = folder / "doc.pdf"
+    path.write_bytes(b"%PDF-1.4\n" + b"x" * 120_000)
+    return path
+
+
 @pytest.mark.parametrize("channel", [Channel.BATCH, Channel.BACKGROUND, Channel.DIRECT])
 def test_media_reach_the_api_on_every_channel(
     channel: Channel, emulator, prefect_api, sqlite_url, monkeypatch, tmp_path: Path
@@ -62,8 +73,8 @@ def test_media_reach_the_api_on_every_channel(
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
-    PDF["path"] = tmp_path / "doc.pdf"
-    PDF["path"].write_bytes(b"%PDF-1.4\n" + b"x" * 120_000)
+    pdf = write_pdf(tmp_path)
+    monkeypatch.setenv(PDF_ENV, str(pdf))
     name = f"media-{channel.value}"
     ledger = open_ledger()
     for _ in range(4):  # batch and background answer on the tick after they are sent
@@ -71,13 +82,13 @@ def test_media_reach_the_api_on_every_channel(
         if not ledger.counts(pipeline=name).by_status.get(Status.SUBMITTED.value):
             break
 
-    pdf_tokens = 258 * (PDF["path"].stat().st_size // 50_000)
+    pdf_tokens = 258 * (pdf.stat().st_size // 50_000)
     for item in ("a", "b"):
         row = ledger.get(f"{name}:{item}")
         assert (row.status, row.attempts) == (Status.CONSUMED.value, 1)
         assert row.prompt_tokens == count_tokens(f"label {item}") + 258 + pdf_tokens
     # One upload for both rows, a ledger row deleted from the Files API once both were final.
-    digest = content_hash(PDF["path"].read_bytes())
+    digest = content_hash(pdf.read_bytes())
     upload = ledger.get_upload(name, digest)
     assert upload is not None
     assert (upload.state, upload.uploads) == (UploadState.DELETED.value, 1)

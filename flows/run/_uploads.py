@@ -70,7 +70,7 @@ class Uploaded:
 
 def _epoch(value: Any) -> float:
     if value is None:
-        return time.time() + 48 * 3600  # the Files API keeps a file 48 h (FACTS: Files API)
+        return time.time() + 48 * 3600  # kept 48 h (https://ai.google.dev/gemini-api/docs/files)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
