@@ -15,9 +15,10 @@ What is refused, as the API refuses it:
 - inline data that is not base64, or without a mime type: 400 INVALID_ARGUMENT;
 - a file URI of the Files API whose file does not exist or has expired (48 h after
   upload, https://ai.google.dev/gemini-api/docs/files): 403 PERMISSION_DENIED "You do not
-  have permission to access the File <id> or it may not exist." (the body the API is reported to answer with; its exact shape
-  is not documented, so the client must not take a 403 on a request with a file for a
-  fault of its key: ``flows.run._uploads`` checks its files before sending).
+  have permission to access the File <id> or it may not exist." (the body the API is
+  reported to answer with; its exact shape is not documented, so the client must not take
+  a 403 on a request with a file for a fault of its key: ``flows.run._uploads`` checks
+  its files before sending).
 
 Tokens by modality (https://ai.google.dev/gemini-api/docs/tokens: an image is 258 tokens,
 video 263 tokens a second, audio 32 tokens a second; a PDF page is read as an image): the

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
