@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -93,7 +94,7 @@ class _Zygote:
             try:
                 returncode = int(self._read(timeout=timeout)["returncode"])
             except subprocess.TimeoutExpired:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
                 self._read(timeout=60)  # the zygote reaps it
                 raise
             read = lambda p: p.read_text(encoding="utf-8", errors="replace")  # noqa: E731
@@ -131,7 +132,12 @@ def run_cli(args: list[str], *, env: Mapping[str, str], cwd: Path, timeout: floa
                 _zygotes.pop(next(iter(_zygotes))).close()
             zygote = _zygotes[key] = _Zygote(env)
         if zygote.usable:
-            return zygote.run(args, env=env, cwd=cwd, timeout=timeout)
+            try:
+                return zygote.run(args, env=env, cwd=cwd, timeout=timeout)
+            except BaseException:
+                del _zygotes[key]  # in an unknown state: the next run starts another
+                zygote.close()
+                raise
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=cwd,
@@ -166,18 +172,35 @@ def _child(request: dict[str, Any], proto: IO[str]) -> None:
     os.environ.update(request["env"])
     prefect.context.refresh_global_settings_context()  # what a fresh import would read
     sys.argv = [sys.executable, *request["args"]]
-    # As in a fresh ``python -m flows.cli``: the module runs as __main__ only (its imports
-    # stay imported), and runpy has no stale copy to warn about.
-    sys.modules.pop("flows.cli", None)
+    # As in a fresh ``python -m flows.cli``: what runs as __main__ (the package's __main__
+    # module) is not imported under its own name too, and runpy has no stale copy to warn of.
+    sys.modules.pop("flows.cli.__main__", None)
     # Anything raised leaves the interpreter as it would leave ``python -m flows.cli``:
     # SystemExit with the CLI's code, or a traceback and 1; atexit handlers run either way.
     runpy.run_module("flows.cli", run_name="__main__", alter_sys=True)
     raise SystemExit(0)
 
 
+# What a tick imports (Prefect and the SDK among them), so that a fork starts where a fresh
+# tick's imports end; importing only, nothing run.
+_WARM = (
+    "flows.cli",
+    "flows.tick",
+    "flows.reconcile",
+    "flows.channels.background",
+    "flows.channels.batch",
+    "flows.channels.direct",
+    "flows.gemini.gateway",
+    "google.genai",
+    "tests.proof.pipelines",
+)
+
+
 def _serve() -> None:
-    # Everything a tick imports, so that a fork starts where a fresh tick's imports end.
-    import tests.proof.pipelines  # noqa: F401
+    import importlib
+
+    for name in _WARM:
+        importlib.import_module(name)
 
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout.flush()
