@@ -12,14 +12,13 @@ from tests.multiworker.night import MODEL, Night, run_night
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.alone]
 
-# Small enough for CI on 2 cores, where a flow run's process start and each wave of runs cost
-# more than the items: the quota-counted requests (~130: direct and background calls with
-# their scripted 429 and 503 retries, a few batch creations) are well above RPM, so the limit
-# has to hold them back. Every 50th item is emoji only: one each on the background and
-# direct channels (parked as empty); the batch channel has 49 items, none of them emoji, so
-# it settles in two waves (submit, then collect) instead of a third for a resubmitted empty
-# answer. Before, 600 batch and 120 background and direct items under 150 rpm (every 97th
-# emoji) took three waves: the same claims, a wave more of runs.
+# Small enough for CI on 2 cores: the quota-counted requests (~130: direct and background
+# calls with their scripted 429 and 503 retries, a few batch creations) are well above RPM,
+# so the limit has to hold them back (at 90 rpm, harder than the ~250 requests under 150 rpm
+# before). Every 50th item is emoji only: one each on the background and direct channels
+# (parked as empty); the batch channel's 49 items have none (its empty answers are proven by
+# tests/batch). Before: 600 batch, 120 background and 120 direct items, every 97th emoji; the
+# same claims over five times the items.
 NIGHT = Night(
     items={"batch": 49, "background": 60, "direct": 60}, rpm=90, concurrency=6, emoji_every=50
 )
