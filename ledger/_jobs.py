@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
-from ledger._classify import Failure
+from ledger._failure import Failure
 from ledger._records import (
     PROMPT_CLASS_PREFIX,
     Enrollment,

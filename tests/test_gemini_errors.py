@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from flows._gemini_errors import describe
+from flows.testing import describe
 from ledger import ApiFailure, SetupKind, Transport, Verdict, classify, setup_fault
 
 # The private SDK module the adapter reaches into, and what it uses there.

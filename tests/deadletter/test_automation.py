@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flows._ledger import open_ledger
 from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.testing import open_ledger
 from ledger import Failure, NewJob, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]

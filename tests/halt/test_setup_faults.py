@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
 from flows import gateway
-from flows._halt import HALTED_EVENT, resource_id
+from flows.testing import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 

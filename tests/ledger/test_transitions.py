@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import ledger
-from ledger import Status
-from ledger._transitions import TRANSITIONS, BatchState, transition
+from ledger import BatchState, Status
+from ledger.testing import TRANSITIONS, transition
 
 LEDGER_DIR = Path(ledger.__file__).parent
 # Files under the ledger package whose SQL may not spell a state (migrations are frozen

@@ -11,9 +11,8 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from flows import webhooks
-from flows._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
 from flows.doctor import Outcome
-from flows.doctor._local import check_api_settings
+from flows.testing import ApiSettingsMismatch, check_api_settings, key_digest, normalized_base_url
 from flows.tick import tick
 from ledger import Ledger
 from tests.batch.conftest import DAY

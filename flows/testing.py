@@ -1,0 +1,180 @@
+"""What the tests and benches may reach inside ``flows`` beyond its public names.
+
+``flows``'s public surface is what a user writes against (``flows.Pipeline``, ``flows.tick``,
+``flows.replay``, ... and their ``__all__``). The tests and the benches also drive single
+steps of a channel (write a batch's request file, reconcile an output file, deliver done
+rows, judge one interaction), run one doctor check, or turn a knob a night would take too
+long to reach; this module names those parts, so that a test or bench never imports a
+private ``flows._x`` module or a ``_name`` (``tests/test_private_imports.py`` holds it).
+Nothing in ``flows`` imports this module, and nothing here is for pipelines: these names may
+change with the code they reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flows import _webhook_app
+from flows import batch as _batch
+from flows._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
+from flows._batch_files import FILES_KEPT_S, clean_files
+from flows._batch_io import (
+    RequestWriter,
+    batch_request,
+    download_output,
+    iter_lines,
+    output_file_of,
+    write_requests,
+)
+from flows._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
+from flows._batch_reconcile import DEFAULT_CHUNK, reconcile_lines, writer_for
+from flows._channel import RunContext, TickOptions
+from flows._deliver import (
+    DELIVERY_CAP_ENV,
+    DeliveryPoints,
+    deliver_done,
+    delivery_cap,
+    enroll_day,
+)
+from flows._gemini_errors import classify, describe, may_have_been_carried_out, setup_fault
+from flows._halt import HALTED_EVENT, resource_id
+from flows._halt_history import HaltHistory, read_halts
+from flows._interactions import (
+    LABEL_KEY,
+    RUNNING,
+    Handle,
+    create_kwargs,
+    fetch_json,
+    judge,
+    label_value,
+    output_text,
+    poll_all,
+    usage_of,
+)
+from flows._ledger import open_ledger
+from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
+from flows._pricing import UsageLine, estimate_cost, load_prices
+from flows._stop import (
+    Stopped,
+    raise_if_stopped,
+    request_stop,
+    stop_on_signals,
+    stop_requested,
+)
+from flows.batch import _inlined_lines as inlined_lines
+from flows.batch import _Lease as BatchLease
+from flows.batch import _reservation_token as reservation_token
+from flows.batch import _send as send_batch
+from flows.direct import _client as direct_client
+from flows.direct import _config as direct_config
+from flows.doctor._live import explain
+from flows.doctor._local import (
+    check_api_key,
+    check_api_settings,
+    check_ledger,
+    check_pipelines,
+    check_prices,
+    check_settings,
+    check_webhook_secret,
+)
+from flows.doctor._prefect import check_prefect
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "DELIVERY_CAP_ENV",
+    "FILES_KEPT_S",
+    "HALTED_EVENT",
+    "LABEL_KEY",
+    "RUNNING",
+    "SUBMITTED_ENV",
+    "ApiSettingsMismatch",
+    "BatchLease",
+    "DeliveryPoints",
+    "HaltHistory",
+    "Handle",
+    "PrefectApiUnreachable",
+    "RequestWriter",
+    "RunContext",
+    "Stopped",
+    "TemporaryServerError",
+    "TickOptions",
+    "UsageLine",
+    "batch_request",
+    "batches_per_tick",
+    "check_api_key",
+    "check_api_settings",
+    "check_ledger",
+    "check_pipelines",
+    "check_prefect",
+    "check_prices",
+    "check_settings",
+    "check_webhook_secret",
+    "classify",
+    "clean_files",
+    "create_kwargs",
+    "deliver_done",
+    "delivery_cap",
+    "describe",
+    "direct_client",
+    "direct_config",
+    "download_output",
+    "enroll_day",
+    "estimate_cost",
+    "explain",
+    "fetch_json",
+    "inlined_lines",
+    "iter_lines",
+    "judge",
+    "key_digest",
+    "label_value",
+    "load_prices",
+    "lost_reason",
+    "may_have_been_carried_out",
+    "normalized_base_url",
+    "open_ledger",
+    "output_file_of",
+    "output_text",
+    "poll_all",
+    "raise_if_stopped",
+    "read_halts",
+    "reconcile_lines",
+    "request_stop",
+    "reservation_token",
+    "resource_id",
+    "send_batch",
+    "setup_fault",
+    "stop_on_signals",
+    "stop_requested",
+    "submitted_bound",
+    "usage_of",
+    "webhook_verify_wrapped",
+    "write_requests",
+    "writer_for",
+]
+
+
+@contextmanager
+def batches_per_tick(limit: int) -> Iterator[None]:
+    """Within the block, a batch tick creates at most ``limit`` jobs (the backlog waits)."""
+    kept = _batch._MAX_BATCHES_PER_TICK
+    _batch._MAX_BATCHES_PER_TICK = limit
+    try:
+        yield
+    finally:
+        _batch._MAX_BATCHES_PER_TICK = kept
+
+
+@contextmanager
+def webhook_verify_wrapped(
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> Iterator[None]:
+    """Within the block, the receiver checks signatures with ``wrap(verify)`` instead (to
+    hold a delivery inside its signature check, say)."""
+    real = _webhook_app.verify
+    _webhook_app.verify = wrap(real)
+    try:
+        yield
+    finally:
+        _webhook_app.verify = real
