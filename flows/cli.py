@@ -35,7 +35,7 @@ from ledger import GeminiLedgerError, Ledger, LedgerConfigError, UnknownJob, mor
 if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
     from flows._channel import TickReport
 
-__all__ = ["app", "main"]
+__all__ = ["CliError", "app", "main"]
 
 app = typer.Typer(
     help="Unattended Gemini pipelines on Prefect: nothing lost, nothing billed or published twice.",

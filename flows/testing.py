@@ -18,6 +18,9 @@ from typing import Any
 
 from flows import _webhook_app
 from flows import batch as _batch
+from flows import direct as _direct
+from flows import gateway as _gateway
+from flows import webhooks as _webhooks
 from flows._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
 from flows._batch_files import FILES_KEPT_S, clean_files
 from flows._batch_io import (
@@ -124,6 +127,8 @@ __all__ = [
     "estimate_cost",
     "explain",
     "fetch_json",
+    "forget_api_keys",
+    "in_process_reconciles_taken",
     "inlined_lines",
     "iter_lines",
     "judge",
@@ -178,3 +183,26 @@ def webhook_verify_wrapped(
         yield
     finally:
         _webhook_app.verify = real
+
+
+def forget_api_keys() -> None:
+    """Forget the key the gateway read and the direct channel's clients built with it (each
+    is read once per process), so the next call reads the key from where it is kept now."""
+    with _gateway._cache_lock:
+        _gateway._cache.clear()
+    with _direct._clients_lock:
+        _direct._clients.clear()
+
+
+@contextmanager
+def in_process_reconciles_taken() -> Iterator[int]:
+    """Within the block every slot of the receiver's in-process reconciles is taken (a new
+    one is refused with ``ReconcileBusy``); yields how many slots there are."""
+    taken = 0
+    try:
+        while _webhooks._in_process.acquire(blocking=False):
+            taken += 1
+        yield taken
+    finally:
+        for _ in range(taken):
+            _webhooks._in_process.release()

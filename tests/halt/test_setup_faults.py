@@ -185,11 +185,7 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     gateway read is forgotten (the block no longer holds it)."""
     from prefect.blocks.system import Secret
 
-    import flows.direct
-
-    def forget() -> None:  # the key (and a client holding it) read once per process
-        gateway._cache.clear()
-        flows.direct._clients.clear()
+    from flows.testing import forget_api_keys as forget
 
     saved: list[str] = []
     forget()
