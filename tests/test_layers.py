@@ -6,7 +6,8 @@
   adapter (``flows/_gemini_errors.py``) its error types;
 - ``flows`` does not import ``emulator`` (the demo and ``doctor --compare-shapes`` run it as
   ``python -m emulator``: ``flows/_emulator_process.py``);
-- ``emulator`` imports nothing of ``ledger`` or ``flows``.
+- ``emulator`` imports nothing of ``ledger`` or ``flows``;
+- no module of the packages imports a ``testing`` module (those are for tests and benches).
 
 Every import counts, at module level or inside a function, relative ones resolved.
 """
@@ -135,6 +136,18 @@ def test_flows_does_not_import_the_emulator() -> None:
 def test_the_emulator_imports_nothing_of_ledger_or_flows() -> None:
     """The emulator stands apart: it imports neither ledger nor flows."""
     assert _breaches("emulator", ("ledger", "flows")) == []
+
+
+def test_no_package_code_imports_a_testing_module() -> None:
+    """ledger.testing, flows.testing and emulator.testing are for tests and benches: no other
+    module of the three packages imports them."""
+    testing = tuple(f"{p}.testing" for p in ("ledger", "flows", "emulator"))
+    found = [
+        breach
+        for package in ("ledger", "flows", "emulator")
+        for breach in _breaches(package, testing, except_for=frozenset({f"{package}/testing.py"}))
+    ]
+    assert found == []
 
 
 def test_the_reader_resolves_relative_and_nested_imports() -> None:
