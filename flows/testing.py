@@ -41,7 +41,15 @@ from flows._deliver import (
     delivery_cap,
     enroll_day,
 )
-from flows._gemini_errors import classify, describe, may_have_been_carried_out, setup_fault
+from flows._gemini_errors import (
+    certainly_refused,
+    classify,
+    describe,
+    http_code,
+    is_not_found,
+    may_have_been_carried_out,
+    setup_fault,
+)
 from flows._halt import HALTED_EVENT, resource_id
 from flows._halt_history import HaltHistory, read_halts
 from flows._interactions import (
@@ -106,6 +114,7 @@ __all__ = [
     "UsageLine",
     "batch_request",
     "batches_per_tick",
+    "certainly_refused",
     "check_api_key",
     "check_api_settings",
     "check_ledger",
@@ -128,8 +137,10 @@ __all__ = [
     "explain",
     "fetch_json",
     "forget_api_keys",
+    "http_code",
     "in_process_reconciles_taken",
     "inlined_lines",
+    "is_not_found",
     "iter_lines",
     "judge",
     "key_digest",

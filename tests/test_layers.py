@@ -2,8 +2,8 @@
 
 - ``ledger`` (the domain core) imports nothing of ``flows``, ``emulator``, Prefect, the
   google-genai SDK or an HTTP client;
-- in ``flows``, only the Gemini edge modules import the SDK (``google.genai``), and only the
-  adapter (``flows/_gemini_errors.py``) its error types;
+- in ``flows``, only the Gemini edge modules import the SDK (``google.genai``) (and only the
+  adapter, ``flows/_gemini_errors.py``, its error types: ``tests/test_sdk_errors_edge.py``);
 - ``flows`` does not import ``emulator`` (the demo and ``doctor --compare-shapes`` run it as
   ``python -m emulator``: ``flows/_emulator_process.py``);
 - ``emulator`` imports nothing of ``ledger`` or ``flows``;
@@ -31,13 +31,6 @@ SDK_EDGE = frozenset(
         "flows/doctor/_live.py",
     }
 )
-# The one module that knows the SDK's error types (it turns them into ledger.ApiFailure).
-SDK_ERRORS = frozenset({"flows/_gemini_errors.py"})
-# Still catching an SDK error type themselves until the batch channel's errors reach them
-# as an ApiFailure through the adapter; the test below fails once one of them no longer
-# needs the entry, so the list only shrinks.
-SDK_ERRORS_FOR_NOW = frozenset({"flows/_batch_lost.py", "flows/_batch_files.py"})
-
 LEDGER_REFUSES = ("flows", "emulator", "prefect", "google.genai", "httpx")
 
 
@@ -99,31 +92,16 @@ def test_the_domain_core_imports_no_flow_emulator_prefect_sdk_or_http() -> None:
 
 def test_only_the_gemini_edge_of_flows_imports_the_sdk() -> None:
     """In flows/, google.genai is imported only by the edge modules (SDK_EDGE)."""
-    allowed = SDK_EDGE | SDK_ERRORS_FOR_NOW
-    assert _breaches("flows", ("google.genai",), except_for=allowed) == []
-
-
-def test_only_the_adapter_knows_the_sdk_errors() -> None:
-    """google.genai's error types are imported by flows/_gemini_errors.py alone (and, until
-    they move behind it, by the modules SDK_ERRORS_FOR_NOW names)."""
-    errors = ("google.genai.errors", "google.genai._gaos")
-    allowed = SDK_ERRORS | SDK_ERRORS_FOR_NOW
-    assert _breaches("flows", errors, except_for=allowed) == []
+    assert _breaches("flows", ("google.genai",), except_for=SDK_EDGE) == []
 
 
 def test_the_lists_name_modules_that_still_need_them() -> None:
-    """Every module SDK_EDGE and SDK_ERRORS_FOR_NOW name exists and imports what it is
-    excused for (a stale entry would excuse the next module that should not)."""
+    """Every module SDK_EDGE names exists and imports the SDK (a stale entry would excuse
+    the next module that should not)."""
     stale = [
         name
         for name in sorted(SDK_EDGE)
         if not any(_under(m, "google.genai") for _, m in imports_of(ROOT / name))
-    ]
-    stale += [
-        name
-        for name in sorted(SDK_ERRORS_FOR_NOW)
-        if not (ROOT / name).is_file()
-        or not any(_under(m, "google.genai.errors") for _, m in imports_of(ROOT / name))
     ]
     assert stale == []
 

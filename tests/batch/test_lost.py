@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from google.genai import errors
 
-from flows.batch import reconcile
+from flows.reconcile import reconcile
 from flows.testing import SUBMITTED_ENV, lost_reason, open_ledger, submitted_bound
 from flows.tick import tick
 from ledger import Ledger
