@@ -95,7 +95,7 @@ def _raw_sequential(n: int, day: date) -> float:
 
 
 def _body_sequential(n: int, day: date) -> float:
-    from flows.direct import generate_content
+    from flows.channels.direct import generate_content
     from flows.testing import open_ledger
     from ledger import NewJob
 

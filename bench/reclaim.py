@@ -78,7 +78,7 @@ def _channel(concurrency: int = 32) -> Any:
 
 def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
     """Enroll n jobs, reserve them and create their interactions (bound), as a tick does."""
-    from flows.background import submit_reserved
+    from flows.channels.background import submit_reserved
     from flows.registry import get_pipeline
 
     p = get_pipeline(PIPELINE)
@@ -95,7 +95,7 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
 
 def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
     from flows.examples.articles import Article
-    from flows.gateway import gemini_client
+    from flows.gemini.gateway import gemini_client
     from flows.testing import Handle, open_ledger, poll_all
 
     print(f"\n== reclaim: {n} outstanding interactions, {latency_ms:g} ms per interactions.get ==")

@@ -8,7 +8,7 @@ Generates a batch output file with a production-like mix (most rows succeed; som
 keys), enrolls, reserves and binds the matching rows in a SQLite ledger, then prints:
 
 - lines/s reconciled into SQLite, validating every answer against the reviews example's
-  schema (``flows._batch_reconcile.reconcile_lines``, what the flow runs);
+  schema (``flows.channels._batch_reconcile.reconcile_lines``, what the flow runs);
 - the floor: lines/s for only reading and JSON-decoding the same file, which no validating
   reconcile can beat, and the parse+validate rate without the database;
 - the floor a correct design can reach: the slower of reconcile's two necessary halves,

@@ -16,14 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flows import _webhook_app
-from flows import batch as _batch
-from flows import direct as _direct
-from flows import gateway as _gateway
-from flows import webhooks as _webhooks
-from flows._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
-from flows._batch_files import FILES_KEPT_S, clean_files
-from flows._batch_io import (
+from flows._ledger import open_ledger
+from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
+from flows.channels import batch as _batch
+from flows.channels import direct as _direct
+from flows.channels._batch_files import FILES_KEPT_S, clean_files
+from flows.channels._batch_io import (
     RequestWriter,
     batch_request,
     download_output,
@@ -31,28 +29,10 @@ from flows._batch_io import (
     output_file_of,
     write_requests,
 )
-from flows._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
-from flows._batch_reconcile import DEFAULT_CHUNK, reconcile_lines, writer_for
-from flows._channel import RunContext, TickOptions
-from flows._deliver import (
-    DELIVERY_CAP_ENV,
-    DeliveryPoints,
-    deliver_done,
-    delivery_cap,
-    enroll_day,
-)
-from flows._gemini_errors import (
-    certainly_refused,
-    classify,
-    describe,
-    http_code,
-    is_not_found,
-    may_have_been_carried_out,
-    setup_fault,
-)
-from flows._halt import HALTED_EVENT, resource_id
-from flows._halt_history import HaltHistory, read_halts
-from flows._interactions import (
+from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
+from flows.channels._batch_reconcile import DEFAULT_CHUNK, reconcile_lines, writer_for
+from flows.channels._channel import RunContext, TickOptions
+from flows.channels._interactions import (
     LABEL_KEY,
     RUNNING,
     Handle,
@@ -64,24 +44,27 @@ from flows._interactions import (
     poll_all,
     usage_of,
 )
-from flows._ledger import open_ledger
-from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
-from flows._pricing import UsageLine, estimate_cost, load_prices
-from flows._stop import (
-    Stopped,
-    raise_if_stopped,
-    request_stop,
-    stop_on_signals,
-    stop_requested,
+from flows.channels.batch import _inlined_lines as inlined_lines
+from flows.channels.batch import _Lease as BatchLease
+from flows.channels.batch import _reservation_token as reservation_token
+from flows.channels.batch import _send as send_batch
+from flows.channels.direct import _client as direct_client
+from flows.channels.direct import _config as direct_config
+from flows.gemini import gateway as _gateway
+from flows.gemini._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
+from flows.gemini._errors import (
+    certainly_refused,
+    classify,
+    describe,
+    http_code,
+    is_not_found,
+    may_have_been_carried_out,
+    setup_fault,
 )
-from flows.batch import _inlined_lines as inlined_lines
-from flows.batch import _Lease as BatchLease
-from flows.batch import _reservation_token as reservation_token
-from flows.batch import _send as send_batch
-from flows.direct import _client as direct_client
-from flows.direct import _config as direct_config
-from flows.doctor._live import explain
-from flows.doctor._local import (
+from flows.gemini._pricing import UsageLine, estimate_cost, load_prices
+from flows.ops._halt_history import HaltHistory, read_halts
+from flows.ops.doctor._live import explain
+from flows.ops.doctor._local import (
     check_api_key,
     check_api_settings,
     check_ledger,
@@ -90,7 +73,24 @@ from flows.doctor._local import (
     check_settings,
     check_webhook_secret,
 )
-from flows.doctor._prefect import check_prefect
+from flows.ops.doctor._prefect import check_prefect
+from flows.run._deliver import (
+    DELIVERY_CAP_ENV,
+    DeliveryPoints,
+    deliver_done,
+    delivery_cap,
+    enroll_day,
+)
+from flows.run._halt import HALTED_EVENT, resource_id
+from flows.run._stop import (
+    Stopped,
+    raise_if_stopped,
+    request_stop,
+    stop_on_signals,
+    stop_requested,
+)
+from flows.webhooks import _app as _webhook_app
+from flows.webhooks import receiver as _webhooks
 
 __all__ = [
     "DEFAULT_CHUNK",

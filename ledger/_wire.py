@@ -4,7 +4,7 @@ The ``google.rpc.Code`` numbers and names, the HTTP status Google's APIs send wi
 other spellings of those names seen in the wild, and readers for what an error body carries
 (the ``error`` object, ``RetryInfo`` delays, ``ErrorInfo`` reasons, ``QuotaFailure`` quota ids,
 an error-type URI's last word, an interaction's ``errors[]``). ``ledger._verdicts`` decides
-from what these read; ``flows._gemini_errors`` reads SDK errors' bodies with them.
+from what these read; ``flows.gemini._errors`` reads SDK errors' bodies with them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - ``ledger`` (the domain core) imports nothing of ``flows``, ``emulator``, Prefect, the
   google-genai SDK or an HTTP client;
 - in ``flows``, only the Gemini edge modules import the SDK (``google.genai``) (and only the
-  adapter, ``flows/_gemini_errors.py``, its error types: ``tests/test_sdk_errors_edge.py``);
+  adapter, ``flows/gemini/_errors.py``, its error types: ``tests/test_sdk_errors_edge.py``);
 - ``flows`` does not import ``emulator`` (the demo and ``doctor --compare-shapes`` run it as
   ``python -m emulator``: ``flows/_emulator_process.py``);
 - ``emulator`` imports nothing of ``ledger`` or ``flows``;
@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # are typed (batch I/O, direct calls, doctor's live calls), SDK errors are described.
 SDK_EDGE = frozenset(
     {
-        "flows/gateway.py",
-        "flows/_gemini_errors.py",
-        "flows/_batch_io.py",
-        "flows/direct.py",
-        "flows/doctor/_live.py",
+        "flows/gemini/gateway.py",
+        "flows/gemini/_errors.py",
+        "flows/channels/_batch_io.py",
+        "flows/channels/direct.py",
+        "flows/ops/doctor/_live.py",
     }
 )
 LEDGER_REFUSES = ("flows", "emulator", "prefect", "google.genai", "httpx")
@@ -130,7 +130,7 @@ def test_no_package_code_imports_a_testing_module() -> None:
 
 def test_the_reader_resolves_relative_and_nested_imports() -> None:
     """imports_of sees an import inside a function and resolves ``from .x import y``."""
-    package = ROOT / "flows" / "doctor" / "__init__.py"
+    package = ROOT / "flows" / "ops" / "doctor" / "__init__.py"
     names = [name for _, name in imports_of(package)]
     assert "flows._emulator_process.EmulatorProcess" in names  # inside emulator_shapes()
     relative = [name for _, name in imports_of(ROOT / "emulator" / "__main__.py")]

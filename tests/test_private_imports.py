@@ -1,14 +1,15 @@
 """Tests and benches use the packages' public names, or the ``testing`` modules made for them.
 
-A private module (``ledger._db``, ``flows._batch_io``, ``emulator._state``) or a ``_name`` is
-free to change with the code around it; a test that imports one pins the layout instead of the
-behaviour. What a test needs beyond ``__all__`` is named in ``ledger.testing``,
-``flows.testing`` and ``emulator.testing`` (each a small documented surface). This reads every
-file of ``tests/`` and ``bench/`` with ``ast`` (nothing is imported) and refuses:
+A private module (``ledger._db``, ``flows.channels._batch_io``, ``emulator._state``) or a
+``_name`` is free to change with the code around it; a test that imports one pins the
+layout instead of the behaviour. What a test needs beyond ``__all__`` is named in
+``ledger.testing``, ``flows.testing`` and ``emulator.testing`` (each a small documented
+surface). This reads every file of ``tests/`` and ``bench/`` with ``ast`` (nothing is
+imported) and refuses:
 
 - an import of a module with a ``_part`` in its path (``from flows._ledger import ...``,
   ``import ledger._db``, ``from flows import _webhook_app``);
-- an import of a ``_name`` (``from flows.batch import _send``);
+- an import of a ``_name`` (``from flows.channels.batch import _send``);
 - a name imported from a module that declares ``__all__`` without listing it there;
 - ``module._name`` on a module imported from the packages (``webhooks._in_process``);
 - a ``monkeypatch.setattr`` / ``patch`` target string naming a private module or name.
@@ -146,11 +147,11 @@ def test_the_check_sees_each_kind_of_private_reach() -> None:
             "import ledger._db",
             "from flows._ledger import open_ledger",
             "from flows import _webhook_app",
-            "from flows.batch import _send",
+            "from flows.channels.batch import _send",
             "from flows.cli import handles_errors",
             "from flows import webhooks",
             "webhooks._in_process.acquire()",
-            "monkeypatch.setattr('flows._halt.told_once', None)",
+            "monkeypatch.setattr('flows.run._halt.told_once', None)",
             "from ledger import Ledger, classify",
             "from flows.testing import open_ledger",
             "from emulator.testing import RunningEmulator",

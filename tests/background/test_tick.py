@@ -197,7 +197,7 @@ def test_channel_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
     nothing."""
     import pytest
 
-    from flows.background import BackgroundChannel
+    from flows.channels.background import BackgroundChannel
     from flows.registry import get_pipeline
     from flows.settings import load_settings
     from flows.testing import RunContext

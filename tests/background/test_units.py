@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flows.examples import articles
-from flows.gateway import KEY_HEADER, gemini_client
+from flows.gemini.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
 from flows.testing import (
     LABEL_KEY,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flows.gateway import gemini_client
-from flows.summary import build_summary, render_markdown
+from flows.gemini.gateway import gemini_client
+from flows.ops.summary import build_summary, render_markdown
 from flows.testing import HaltHistory, open_ledger
 from flows.tick import tick
 from ledger import morning_view

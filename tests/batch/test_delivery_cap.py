@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from flows.ops.replay import replay
 from flows.pipeline import Pipeline, Prompt
-from flows.replay import replay
 from flows.testing import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done, delivery_cap, open_ledger
 from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow

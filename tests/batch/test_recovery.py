@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from flows.examples.reviews import ReviewLabel
-from flows.gateway import gemini_client
+from flows.gemini.gateway import gemini_client
 from flows.reconcile import reconcile
 from flows.testing import download_output, iter_lines, open_ledger, output_file_of, reconcile_lines
 from flows.tick import tick

@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 
-from flows.background import BackgroundChannel
+from flows.channels.background import BackgroundChannel
 from flows.settings import load_settings
 from flows.testing import BatchLease, RunContext, send_batch
 from ledger import Ledger, NewJob, ResultRow, Status

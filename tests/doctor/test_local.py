@@ -8,7 +8,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from emulator.testing import free_port
-from flows.doctor import Outcome, run_checks
+from flows.ops.doctor import Outcome, run_checks
 from flows.testing import (
     check_api_key,
     check_ledger,

@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Scheduled
 from prefect.types._datetime import now
 
-from flows.doctor import Check, Outcome
+from flows.ops.doctor import Check, Outcome
 from flows.testing import check_api_key, check_prefect
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop

@@ -15,7 +15,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-from flows import gateway
+from flows.gemini import gateway
 from flows.testing import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from flows import webhooks
-from flows.doctor import Outcome
+from flows.ops.doctor import Outcome
 from flows.testing import ApiSettingsMismatch, check_api_settings, key_digest, normalized_base_url
 from flows.tick import tick
+from flows.webhooks import receiver as webhooks
 from ledger import Ledger
 from tests.batch.conftest import DAY
 

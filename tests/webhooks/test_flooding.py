@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from flows import webhooks
 from flows.testing import webhook_verify_wrapped
-from flows.webhooks import create_app
+from flows.webhooks import receiver as webhooks
+from flows.webhooks.receiver import create_app
 
 from .conftest import SECRET, Receiver, signed, wait_until
 from .test_receiver import batch_event
