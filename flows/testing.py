@@ -81,7 +81,7 @@ from flows.run._deliver import (
     delivery_cap,
     enroll_day,
 )
-from flows.run._halt import HALTED_EVENT, resource_id
+from flows.run._halt import HALTED_EVENT, halts, resource_id
 from flows.run._stop import (
     Stopped,
     raise_if_stopped,
@@ -137,6 +137,7 @@ __all__ = [
     "explain",
     "fetch_json",
     "forget_api_keys",
+    "halts",
     "http_code",
     "in_process_reconciles_taken",
     "inlined_lines",

@@ -128,6 +128,7 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
         parked=first.parked + second.parked,
         lost_claim=first.lost_claim or second.lost_claim,
         taken_over=first.taken_over + second.taken_over,
+        took_over=first.took_over + second.took_over,
     )
 
 

@@ -48,6 +48,7 @@ from ledger._records import (
     ApiSettingsRecord,
     BatchFileRecord,
     BatchRecord,
+    Claimed,
     Counts,
     Enrollment,
     FailureRow,
@@ -61,6 +62,7 @@ from ledger._records import (
     Reserved,
     ResultRow,
     SubmissionRefusals,
+    TakenOver,
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
@@ -82,6 +84,7 @@ __all__ = [
     "BatchRecord",
     "BatchState",
     "Channel",
+    "Claimed",
     "ConfigurationError",
     "Counts",
     "Enrollment",
@@ -116,6 +119,7 @@ __all__ = [
     "SetupKind",
     "Status",
     "SubmissionRefusals",
+    "TakenOver",
     "TransientError",
     "Transport",
     "UnknownJob",

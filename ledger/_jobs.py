@@ -283,7 +283,7 @@ class JobVerbs(LedgerBase):
         """Stream the jobs still reserved under ``reservation``, in key order."""
         last = ""
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING} AND key > :last"
             " ORDER BY key LIMIT :page"
         )
@@ -305,7 +305,7 @@ class JobVerbs(LedgerBase):
         while the caller iterates.
         """
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING}"
         )
         make = Reserved._make
@@ -322,7 +322,7 @@ class JobVerbs(LedgerBase):
             cursor = conn.connection.driver_connection.cursor()
             try:
                 cursor.execute(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE reservation = ? AND status = {RESERVING}",
                     (reservation,),
                 )
@@ -394,7 +394,7 @@ class JobVerbs(LedgerBase):
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE pipeline = :p AND status = {RESERVING} AND reserved_at < :cutoff"
                     " ORDER BY reserved_at"
                 ),

@@ -96,6 +96,7 @@ from ledger import (
     ResultRow,
     SetupFault,
     Status,
+    TakenOver,
     Usage,
     Verdict,
     answer_ids,
@@ -472,24 +473,30 @@ class DirectChannel:
         """Resolve rows a killed run left in flight (see the module docstring)."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         out = DirectRecovered()
+        held: list[float | None] = []
         for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
             if row.reservation.startswith(_RESERVATION_PREFIX):
-                out.released += ledger.release(row.reservation)
+                released = ledger.release(row.reservation)
+                out.released += released
+                held += [row.reserved_at] * released
         cutoff = ledger.clock() - self.stale_s
         for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
             if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
                 try:
                     ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
                     out.interrupted += 1
+                    held.append(submitted_at)
                 except InvalidTransition:
                     pass  # another run settled it meanwhile
         out.recovered = out.released + out.interrupted
+        out.took_over = TakenOver.of(held)
         if out.recovered:
             self.ctx.log.warning(
-                "swept %d unsent and %d interrupted calls of %s",
+                "swept %d unsent and %d interrupted calls of %s: %s",
                 out.released,
                 out.interrupted,
                 p.name,
+                out.took_over.describe("reservations"),
             )
         return out
 

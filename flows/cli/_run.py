@@ -112,6 +112,8 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    for line in report.taken_over_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
     enrolled = report.enroll
     for n, what, examples in (
         (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),

@@ -42,6 +42,7 @@ from ledger import (
     NewJob,
     ParkedJob,
     Status,
+    TakenOver,
     key_problem,
     redact,
     shown_key,
@@ -90,6 +91,8 @@ class Delivery:
     # Side effects it ran whose claim was taken over before it could record them (the
     # other pass may run them again; only a pass stalled past the stale age gets here).
     taken_over: int = 0
+    # Rows a dead pass held (claims unrenewed past the stale age) that this one took over.
+    took_over: TakenOver = field(default_factory=TakenOver)
 
 
 def _crash(name: str | None) -> None:
@@ -108,6 +111,7 @@ class _Claims:
         self.renewal = renewal
         self.failed: set[str] = set()
         self.renewed_at = ledger.clock()
+        self.took_over = TakenOver()
 
     def claim(self) -> list[tuple[str, str]]:
         """The next group: fresh claims (or stale ones of a dead pass) under the token."""
@@ -116,6 +120,7 @@ class _Claims:
                 pipeline=self.p.name, token=self.token, limit=self.group, older_than=self.age
             )
             self.renewed_at = self.ledger.clock()
+        self.took_over += held.taken_over
         # The claim also returns rows this token already holds: the ones whose side
         # effect failed earlier in this pass, which wait for the next tick.
         return [(key, result) for key, result in held if key not in self.failed]
@@ -175,6 +180,9 @@ def deliver_done(
         try:
             _deliver_claimed(claims, out, why, log=log, points=points)
         finally:
+            out.took_over = claims.took_over
+            if out.took_over:
+                log.warning("%s: %s", p.name, out.took_over.describe("delivery claims"))
             # Failed rows stay claimed during the pass (so a group is never claimed twice),
             # then go back to plain done for the next tick, or are parked at the cap.
             for key in out.failed:
