@@ -91,7 +91,7 @@ class JobVerbs(LedgerBase):
                     keys = [i.key for i in chunk]
                 else:
                     rows = [
-                        (i.key, pipeline, channel, model, p, fingerprint_of(p), now, now, now)
+                        (i.key, pipeline, channel, model, p, i.digest(p), now, now, now)
                         for i in chunk
                         for p in (payload_text(i.payload),)
                     ]
@@ -185,7 +185,7 @@ class JobVerbs(LedgerBase):
             {
                 "key": i.key,
                 "payload": payload,
-                "fingerprint": fingerprint_of(payload),
+                "fingerprint": i.digest(payload),
                 "now": now,
                 "pipeline": pipeline,
                 "prompt": f"{PROMPT_CLASS_PREFIX}%",

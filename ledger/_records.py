@@ -64,10 +64,19 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """An input item to enroll: its idempotency key and the request it stands for."""
+    """An input item to enroll: its idempotency key and the request it stands for.
+
+    ``fingerprint``: the request's digest, when the payload carries more than the request
+    (data kept for the side effect); by default the payload's own (``fingerprint_of``), so
+    the same poison input is still recognised under many keys.
+    """
 
     key: str
     payload: Mapping[str, Any] | str
+    fingerprint: str | None = None
+
+    def digest(self, payload: str) -> str:
+        return self.fingerprint or fingerprint_of(payload)
 
 
 class ParkedJob(NamedTuple):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -79,6 +79,8 @@ class RunContext:
     ledger: Ledger
     settings: Settings
     day: date
+    # The run's parameters for the pipeline's hooks (flows.pipeline.Run.params).
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

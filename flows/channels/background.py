@@ -139,6 +139,7 @@ def submit_reserved(
                     pipeline=p.name,
                     model=r.model,
                     schema=p.output,
+                    base=p.generation,
                 ),
             )
             for r in rows

@@ -79,7 +79,8 @@ from flows.errors import UsageError
 from flows.gemini._errors import classify, setup_fault
 from flows.gemini.gateway import gemini_client, keyed
 from flows.gemini.quota import note_failure, request_slot
-from flows.pipeline import Pipeline
+from flows.generation import sdk_config
+from flows.pipeline import Pipeline, Prompt
 from flows.registry import get_pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
@@ -178,15 +179,15 @@ def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
     return output.model_json_schema()
 
 
-def _config(
-    pipeline: Pipeline[Any], system: str | None, temperature: float | None, key: str
-) -> types.GenerateContentConfig:
+def _config(pipeline: Pipeline[Any], prompt: Prompt, key: str) -> types.GenerateContentConfig:
+    """The call's config: system instruction, output schema and the settings the pipeline
+    and the item give (``flows.generation.sdk_config``, the same as the other channels)."""
     return types.GenerateContentConfig(
-        system_instruction=system,
-        temperature=temperature,
+        system_instruction=prompt.system,
         response_mime_type="application/json",
         response_json_schema=_json_schema(pipeline.output),
         http_options=keyed(key),
+        **sdk_config(pipeline.settings_for(prompt)),
     )
 
 
@@ -273,7 +274,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
             response = _client().models.generate_content(
                 model=row.model,
                 contents=prompt.text,
-                config=_config(pipeline, prompt.system, prompt.temperature, key),
+                config=_config(pipeline, prompt, key),
             )
         except Exception as exc:
             error, failure = exc, classify(exc)
