@@ -87,9 +87,7 @@ def _raw_sequential(n: int, day: date) -> float:
         client.models.generate_content(
             model=pipeline.model,
             contents=prompt.text,
-            config=direct_config(
-                pipeline, prompt.system, prompt.temperature, pipeline.key_of(i, day)
-            ),
+            config=direct_config(pipeline, prompt, pipeline.key_of(i, day)),
         )
     return time.perf_counter() - t
 

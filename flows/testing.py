@@ -24,9 +24,11 @@ from flows.channels._batch_files import FILES_KEPT_S, clean_files
 from flows.channels._batch_io import (
     RequestWriter,
     batch_request,
+    create_batch_job,
     download_output,
     iter_lines,
     output_file_of,
+    upload_requests,
     write_requests,
 )
 from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
@@ -125,6 +127,7 @@ __all__ = [
     "check_webhook_secret",
     "classify",
     "clean_files",
+    "create_batch_job",
     "create_kwargs",
     "deliver_done",
     "delivery_cap",
@@ -165,6 +168,8 @@ __all__ = [
     "stop_on_signals",
     "stop_requested",
     "submitted_bound",
+    "tick_params",
+    "upload_requests",
     "usage_of",
     "webhook_verify_wrapped",
     "write_requests",
@@ -218,3 +223,11 @@ def in_process_reconciles_taken() -> Iterator[int]:
     finally:
         for _ in range(taken):
             _webhooks._in_process.release()
+
+
+def tick_params(given: list[str]) -> dict[str, str]:
+    """``gemini-ledger tick --param NAME=VALUE`` options as the run's params (``UsageError``
+    for a malformed one). Imported here on call: the CLI registers every command on import."""
+    from flows.cli._run import _params
+
+    return _params(given)

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # The modules of flows that meet the SDK: clients are built (gateway), requests and configs
-# are typed (batch I/O, direct calls, doctor's live calls), SDK errors are described.
+# are typed (batch I/O, direct calls, generation settings, doctor's live calls), SDK errors
+# are described.
 SDK_EDGE = frozenset(
     {
         "flows/gemini/gateway.py",
@@ -29,6 +30,7 @@ SDK_EDGE = frozenset(
         "flows/channels/_batch_io.py",
         "flows/channels/direct.py",
         "flows/ops/doctor/_live.py",
+        "flows/generation.py",  # renders a pipeline's settings as the SDK's typed config
     }
 )
 LEDGER_REFUSES = ("flows", "emulator", "prefect", "google.genai", "httpx")
