@@ -11,12 +11,10 @@ from typing import Any
 
 import orjson
 
-from flows._ledger import open_ledger
-from flows.channels._batch_io import download_output, iter_lines, output_file_of
-from flows.channels._batch_reconcile import reconcile_lines
 from flows.examples.reviews import ReviewLabel
 from flows.gemini.gateway import gemini_client
 from flows.reconcile import reconcile
+from flows.testing import download_output, iter_lines, open_ledger, output_file_of, reconcile_lines
 from flows.tick import tick
 from ledger import Ledger
 from tests.prewarmed import CliRun, run_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted

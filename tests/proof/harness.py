@@ -413,7 +413,7 @@ class World:
     # -- what the world holds ------------------------------------------------------------
 
     def ledger(self) -> Ledger:
-        from flows._ledger import open_ledger
+        from flows.testing import open_ledger
 
         return open_ledger(self.ledger_url)
 
