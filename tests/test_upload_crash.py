@@ -1,6 +1,7 @@
-"""A tick killed (SIGKILL, a real subprocess) right after a media upload: the next pass
-finds the file by its display name and binds it, never uploading the same bytes twice and
-never counting the upload as a row's attempt."""
+"""A tick killed (SIGKILL, a real subprocess) at each upload crash point: the next pass
+takes the upload over (after a kill right after files.upload, finding the file by its
+display name), never uploading the same bytes twice and never counting the upload as a
+row's attempt."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from flows.contents import content_hash
@@ -26,12 +28,32 @@ def _uploads_sent(emulator) -> int:
     return sum(n for label, n in emulator.stats()["requests"].items() if "/upload/" in label) // 2
 
 
-def test_an_upload_whose_answer_was_lost_is_found_again_not_sent_twice(
-    emulator, prefect_api, sqlite_url, monkeypatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("point", "sent", "state"),
+    [
+        # Reserved, nothing uploaded: taken over once stale, uploaded once.
+        ("upload.after_reserve", 0, UploadState.RESERVING),
+        # Uploaded, not bound: taken over once stale, found by display name, bound.
+        ("upload.after_upload", 1, UploadState.RESERVING),
+        # Bound, the row not sent: the next pass uses the bound file.
+        ("upload.after_bind", 1, UploadState.ACTIVE),
+        # Deleted at the API, not marked: the next tick's delete meets a 404 and marks it.
+        ("upload.after_delete", 1, UploadState.ACTIVE),
+    ],
+)
+def test_a_tick_killed_around_an_upload_never_uploads_twice(
+    emulator,
+    prefect_api,
+    sqlite_url,
+    monkeypatch,
+    tmp_path: Path,
+    point: str,
+    sent: int,
+    state: UploadState,
 ) -> None:
-    """Killed after files.upload and before the ledger bound it: the upload row stays
-    `reserving`; once its reservation is stale the next tick finds the file by display
-    name, binds it, sends both rows on their first attempt, and deletes the file."""
+    """After a kill at each upload crash point the next tick (once the dead pass's
+    reservation is stale) sends both rows on their first attempt, the bytes having been
+    uploaded exactly once, and the file is deleted once both rows are final."""
     from flows._ledger import open_ledger
     from flows.tick import tick
 
@@ -42,7 +64,7 @@ def test_an_upload_whose_answer_was_lost_is_found_again_not_sent_twice(
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_api,
-        "GEMINI_LEDGER_CRASH_AT": "upload.after_upload",
+        "GEMINI_LEDGER_CRASH_AT": point,
         "GEMINI_LEDGER_CRASH_TRACE": str(trace),
         "PYTHONPATH": str(ROOT),
     }
@@ -54,13 +76,13 @@ def test_an_upload_whose_answer_was_lost_is_found_again_not_sent_twice(
         timeout=180,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert trace.read_text().splitlines()[-1] == "upload.after_upload"
-    assert _uploads_sent(emulator) == 1
+    assert trace.read_text().splitlines()[-1] == point
+    assert _uploads_sent(emulator) == sent
 
     ledger = open_ledger()
     digest = content_hash(pdf.read_bytes())
     upload = ledger.get_upload(NAME, digest)
-    assert upload is not None and upload.state == UploadState.RESERVING.value
+    assert upload is not None and upload.state == state.value
     # The upload's stale age (30 min) passes: nothing to wait on in a test, so its clock is
     # moved instead.
     with ledger.engine.begin() as conn:
@@ -68,7 +90,7 @@ def test_an_upload_whose_answer_was_lost_is_found_again_not_sent_twice(
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
     tick(pipeline=SPEC, day=DAY)
 
-    assert _uploads_sent(emulator) == 1  # found by display name, not uploaded again
+    assert _uploads_sent(emulator) == 1  # after_upload: found by display name, not sent again
     for item in ("a", "b"):
         row = ledger.get(f"{NAME}:{item}")
         assert (row.status, row.attempts) == (Status.CONSUMED.value, 1)
