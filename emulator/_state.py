@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
+from ._embeddings import request_dimension, request_text, vector
 from ._errors import STEP_ERRORS, step_status, storage_full
 from ._rates import RateMeter
 from ._scenario import Scenario
@@ -382,6 +383,27 @@ class Core:
         """What ``modelVersion`` names for a requested model (an alias resolved)."""
         name = model.removeprefix("models/")
         return self.scenario.model_versions.get(name, name)
+
+    def embed(self, model: str, requests: list[dict[str, Any]], keys: list[str]) -> list[Any]:
+        """One embed call's vectors, one per request (``emulator._embeddings``); the first
+        request whose step is an error fails the call, all of them counted as received."""
+        steps = [
+            self.submit(key, request_text(r), batch=False)[1]
+            for key, r in zip(keys, requests, strict=True)
+        ]
+        for step in steps:
+            if step not in ANSWER_STEPS:
+                raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
+        out: list[Any] = []
+        for step, r in zip(steps, requests, strict=True):
+            task = r.get("taskType") or r.get("task_type")
+            if step in EMPTY_FINISH:
+                out.append({"values": []})
+            else:
+                dim = request_dimension(r)
+                out.append({"values": vector(self.seed, model, request_text(r), task, dim)})
+        self.billed["embed_rows"] = self.billed.get("embed_rows", 0) + len(requests)
+        return out
 
     def settings_of(
         self, read: Callable[[dict[str, Any], str], dict[str, Any]], body: Any, model: str, key: str

@@ -68,6 +68,7 @@ from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState
+from ledger._vectors import Vector, validate_vector, vector_values
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -123,6 +124,7 @@ __all__ = [
     "UnknownJob",
     "Usage",
     "UsageError",
+    "Vector",
     "Verdict",
     "answer_ids",
     "classify",
@@ -143,4 +145,6 @@ __all__ = [
     "upgrade",
     "usage_of_metadata",
     "validate_answer",
+    "validate_vector",
+    "vector_values",
 ]

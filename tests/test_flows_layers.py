@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows",
             "flows.pipeline",
             "flows.generation",
+            "flows.embedding",
             "flows.registry",
             "flows.settings",
             "flows.errors",
