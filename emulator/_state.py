@@ -40,6 +40,8 @@ EMPTY_FINISH = {
     "finish_other": "OTHER",
     "malformed_response": "MALFORMED_RESPONSE",
 }
+# Faults of one input of a multi-input embed call (the others are the call's).
+PER_INPUT_FAULTS = frozenset({"400"})
 ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "incomplete", "missing", *EMPTY_FINISH})
 TERMINAL_BATCH = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
@@ -385,15 +387,16 @@ class Core:
         return self.scenario.model_versions.get(name, name)
 
     def embed(self, model: str, requests: list[dict[str, Any]], keys: list[str]) -> list[Any]:
-        """One embed call's vectors, one per request (``emulator._embeddings``); the first
-        request whose step is an error fails the call, all of them counted as received."""
-        steps = [
-            self.submit(key, request_text(r), batch=False)[1]
-            for key, r in zip(keys, requests, strict=True)
-        ]
-        for step in steps:
-            if step not in ANSWER_STEPS:
-                raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
+        """One embed call's vectors, one per request (``emulator._embeddings``), every
+        request counted as received. The call fails as a whole: with the first request's
+        fault (a quota, an overload: the call's, drawn once per call), or with any
+        request's ``400`` (one bad input and the API refuses the call)."""
+        pairs = zip(keys, requests, strict=True)
+        steps = [self.submit(key, request_text(r), batch=False)[1] for key, r in pairs]
+        failing = steps[0] if steps[0] not in ANSWER_STEPS else None
+        failing = failing or next((s for s in steps if s in PER_INPUT_FAULTS), None)
+        if failing is not None:
+            raise ApiError(step_status(failing, self.scenario.retry_delay_s, model))
         out: list[Any] = []
         for step, r in zip(steps, requests, strict=True):
             task = r.get("taskType") or r.get("task_type")

@@ -133,13 +133,21 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
                 ledger.unsubmit(key, handle=handle)
             calls.fault = fault
             raise fault from error
-        ledger.apply_failures(
-            [FailureRow(k, failure) for k in sent],
-            handle=handle,
-            policy=policy,
-        )
+        split = failure.verdict is Verdict.PERMANENT and len(sent) > 1
+        own = _refused_in_group(failure) if split else failure
+        ledger.apply_failures([FailureRow(k, own) for k in sent], handle=handle, policy=policy)
         note_failure(rows[0].model, failure)
         crash_point("direct.after_record")
+        if split:
+            # One input refused and the whole call with it: each row is sent alone, so the
+            # bad one is parked for its own answer and the others go through.
+            for key in sent:
+                try:
+                    outcomes.update(_attempt(spec, [key], calls))
+                except AttemptFailed:
+                    outcomes[key] = ledger.get(key).status
+            _raise_if_retryable(sent, failure, outcomes)
+            return outcomes
         outcomes.update({k: ledger.get(k).status for k in sent})
         _raise_if_retryable(sent, failure, outcomes)
         return outcomes
@@ -168,6 +176,16 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
     if failed:
         _raise_if_retryable([r.key for r in failed], failed[0].failure, outcomes)
     return outcomes
+
+
+def _refused_in_group(failure: Failure) -> Failure:
+    """What a row of a refused multi-input call records: not its own refusal (the API
+    names no input), a retryable failure, its next call made alone."""
+    return Failure(
+        Verdict.RETRYABLE,
+        f"in_group:{failure.code}",
+        f"a call with other inputs was refused ({failure.message}); sent alone next",
+    )
 
 
 def _raise_if_retryable(keys: Sequence[str], failure: Failure, outcomes: dict[str, str]) -> None:
