@@ -81,6 +81,8 @@ def _config(settings: EmbeddingSettings, keys: Sequence[str]) -> types.EmbedCont
 
 
 def _wait_until_due(keys: Sequence[str], max_wait_s: float) -> None:
+    """Sleep what is left of a server delay recorded on the group's rows (the longest: the
+    group is sent together)."""
     ledger = open_ledger()
     remaining = max(ledger.get(k).due_at for k in keys) - ledger.clock()
     if 0 < remaining <= max_wait_s:
@@ -113,8 +115,7 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
     failure: Failure | None = None
     error: BaseException | None = None
     with request_slot(rows[0].model):
-        for key in sent:
-            ledger.bind_handle(key, reservation=reservation, handle=handle)
+        ledger.bind_reservation(reservation, handle=handle)
         crash_point("direct.before_call")
         try:
             texts = [pipeline.prompt_of(r.payload).text for r in rows]
