@@ -147,9 +147,7 @@ def main() -> None:
             f"tick flow (ledger):      {wall:7.2f} s  {n / wall:8.1f} embeddings/s"
             f"  (call phase {calls:6.2f} s, {n / calls:8.1f} embeddings/s)"
         )
-        print(
-            f"ratio flow / SDK alone: wall x{sdk / wall:5.2f}, call phase x{sdk / calls:5.2f}"
-        )
+        print(f"ratio flow / SDK alone: wall x{sdk / wall:5.2f}, call phase x{sdk / calls:5.2f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,14 @@ DAY = date(2026, 12, 6)
 SPEC = "review-embeddings"
 # What a row may be parked as under the default scenario: a 400 (permanent), a transient
 # fault past the attempt cap, an emoji-only review answered an empty vector (unknown cap).
-PARKED_CLASSES = {"permanent:400", "exhausted:in_group:400", "exhausted:429", "exhausted:500", "exhausted:503", "empty"}
+PARKED_CLASSES = {
+    "permanent:400",
+    "exhausted:in_group:400",
+    "exhausted:429",
+    "exhausted:500",
+    "exhausted:503",
+    "empty",
+}
 
 
 def test_a_night_settles_and_attempts_equal_what_the_emulator_received(
