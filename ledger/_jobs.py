@@ -354,10 +354,10 @@ class JobVerbs(LedgerBase):
         with self._write() as conn:
             result = conn.execute(
                 text(
-                    f"UPDATE jobs SET status = {MOVES['bind_handle'].to(S.SUBMITTED)},"
+                    f"UPDATE jobs SET status = {MOVES['bind_reservation'].to(S.SUBMITTED)},"
                     " handle = :handle, submitted_at = :now, reservation = NULL,"
                     " updated_at = :now WHERE reservation = :reservation AND"
-                    f" {MOVES['bind_handle'].where()}"
+                    f" {MOVES['bind_reservation'].where()}"
                 ),
                 {"handle": handle, "reservation": reservation, "now": now},
             )
