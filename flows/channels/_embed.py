@@ -20,6 +20,7 @@ due; the recover step sweeps these rows exactly as single calls (same handle pre
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -235,10 +236,12 @@ def run_embeds(
     *,
     policy: Policy,
     max_concurrency: int,
+    rate_per_second: float | None = None,
     settings: Settings | None = None,
 ) -> dict[str, str]:
     """The embed task for every group of ``keys`` on a capped thread pool; key -> outcome
-    (as ``flows.channels.direct.run_calls``)."""
+    (as ``flows.channels.direct.run_calls``). With ``rate_per_second`` (rows, as replay
+    paces them) a group starts no earlier than its first row's turn."""
     if not keys:
         return {}
     settings = settings or load_settings()
@@ -249,10 +252,16 @@ def run_embeds(
     the_task = _embed_task(policy, settings)
     futures: list[tuple[list[str], PrefectFuture[Any]]] = []
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
+    start = time.monotonic()
     with runner:
-        for group in groups:
+        for i, group in enumerate(groups):
             if stop_requested():
                 break
+            if rate_per_second:
+                # Pacing, not synchronisation: the group's first row starts at its turn.
+                delay = start + i * size / rate_per_second - time.monotonic()
+                if delay > 0 and wait_unless_stopped(delay):
+                    break
             params = {"pipeline": spec, "keys": group, "extra": len(group) - 1, "calls": calls}
             futures.append((group, runner.submit(the_task, params)))
         wait([f for _, f in futures])

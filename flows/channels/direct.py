@@ -396,7 +396,12 @@ def run_calls(
         from flows.channels._embed import run_embeds
 
         return run_embeds(
-            spec, keys, policy=policy, max_concurrency=max_concurrency, settings=settings
+            spec,
+            keys,
+            policy=policy,
+            max_concurrency=max_concurrency,
+            rate_per_second=rate_per_second,
+            settings=settings,
         )
     the_task = direct_task(policy, settings)
     futures: list[tuple[str, PrefectFuture[Any]]] = []

@@ -58,7 +58,8 @@ def test_rows_go_in_groups_and_each_is_its_own_row(
 
 def test_one_refused_input_parks_alone(emulator, prefect_api, sqlite_url, monkeypatch) -> None:
     """An input the API always refuses (400) fails its whole call; its rows are sent again
-    one by one: it alone is parked `permanent:400`, the others of its group are delivered."""
+    one by one: it alone is parked `permanent:400`, the others of its group are delivered;
+    once the API takes it, replay calls embed_content for it and delivers its vector."""
     emulator.set_scenario(
         {"name": "one-bad", "scripts": [{"match": "emb-direct:5", "steps": ["400"]}]}
     )
@@ -72,3 +73,11 @@ def test_one_refused_input_parks_alone(emulator, prefect_api, sqlite_url, monkey
     assert {j.key: j.attempts for j in [*others, bad]} == {
         k: n for k, n in stats.items() if k.startswith("emb-direct:")
     }
+
+    from flows.ops.replay import replay
+
+    emulator.set_scenario("clean")
+    report = replay(execute=True, pipeline="emb-direct", rate_per_second=100)
+    assert report["recovered_direct"] == 1
+    assert ledger.get("emb-direct:5").status == Status.CONSUMED.value
+    assert len(DELIVERED["emb-direct:5"].values) == 8
