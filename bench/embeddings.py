@@ -82,12 +82,10 @@ def _pipeline() -> Pipeline[int]:
 SPEC = "__main__:pipeline"
 
 
-def _sdk_alone(n: int, group: int, concurrency: int) -> float:
+def _sdk_alone(emu: RunningEmulator, n: int, group: int, concurrency: int) -> float:
     from google.genai import types
 
-    from flows.channels.direct import _client
-
-    client = _client()
+    client = emu.client(api_key=os.environ["GEMINI_API_KEY"])
     config = types.EmbedContentConfig(
         task_type="CLUSTERING",
         output_dimensionality=DIMENSION,
@@ -135,7 +133,7 @@ def main() -> None:
             f"embeddings, {n} rows, {group} per call, {args.concurrency} calls at a time,"
             f" emulator latency {args.latency_ms:g} ms per call, {DIMENSION} values"
         )
-        sdk = _sdk_alone(n, group, args.concurrency)
+        sdk = _sdk_alone(emu, n, group, args.concurrency)
         print(f"SDK embed_content alone: {sdk:7.2f} s  {n / sdk:8.1f} embeddings/s")
         emu.reset()
         t = time.perf_counter()

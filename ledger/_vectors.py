@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger._classify import Failure, Verdict, empty_answer
+from ledger._failure import Failure, Verdict
+from ledger._finish import empty_answer
 
 __all__ = ["Vector", "validate_vector", "vector_values"]
 

@@ -37,6 +37,7 @@ __all__ = [
     "RESULTS_URL_ENV",
     "ReviewLabel",
     "ReviewLabelRow",
+    "build_prompt",
     "load_reviews",
     "pipeline",
     "results_engine",

@@ -27,7 +27,7 @@ pipeline: Pipeline[str] = Pipeline(
 
 
 def _tick(emulator: Any, sqlite_url: str, monkeypatch: Any) -> Any:
-    from flows._ledger import open_ledger
+    from flows.testing import open_ledger
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)

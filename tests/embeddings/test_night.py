@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from datetime import date
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from flows.examples import review_embeddings
 from flows.examples.reviews import load_reviews
 from ledger import Status
