@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from datetime import date
 
-from flows.testing import open_ledger
 from flows.examples import review_embeddings
 from flows.examples.reviews import load_reviews
+from flows.testing import open_ledger
 from ledger import Status
 
 DAY = date(2026, 12, 6)
