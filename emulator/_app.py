@@ -344,14 +344,17 @@ async def embed_many(emu: Emulator, request: Request, p: dict[str, str]) -> Resp
     if not isinstance(requests, list) or not requests:
         raise ApiError(error_body(400, "INVALID_ARGUMENT", "requests is required")["error"])
     keys = embed_keys(requests, request.headers.get(KEYS_HEADER), request.headers.get(KEY_HEADER))
-    return _json({"embeddings": emu.core.embed(p["model"], requests, keys)})
+    embeddings = emu.core.embed(p["model"], requests, keys)
+    # usageMetadata: read by the SDK when present (_EmbedContentResponse_from_mldev).
+    return _json({"embeddings": embeddings, "usageMetadata": emu.core.embed_usage(requests)})
 
 
 async def embed_one(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     """``embedContent``: one request, one ``embedding``."""
     body = await _body_json(request)
     keys = embed_keys([body], None, request.headers.get(KEY_HEADER))
-    return _json({"embedding": emu.core.embed(p["model"], [body], keys)[0]})
+    embedding = emu.core.embed(p["model"], [body], keys)[0]
+    return _json({"embedding": embedding, "usageMetadata": emu.core.embed_usage([body])})
 
 
 async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response:

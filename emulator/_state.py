@@ -212,6 +212,7 @@ class InteractionRec:
 def _zero_billed() -> dict[str, int]:
     return {
         "generate_calls": 0,
+        "embed_calls": 0,
         "batch_rows": 0,
         "interactions": 0,
         "prompt_tokens": 0,
@@ -386,6 +387,14 @@ class Core:
         name = model.removeprefix("models/")
         return self.scenario.model_versions.get(name, name)
 
+    def embed_usage(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """The call's usage, billed: the prompt tokens of its texts (embeddings have no
+        output tokens)."""
+        tokens = sum(count_tokens(request_text(r)) for r in requests)
+        usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        self.bill("embed_calls", usage)
+        return usage
+
     def embed(self, model: str, requests: list[dict[str, Any]], keys: list[str]) -> list[Any]:
         """One embed call's vectors, one per request (``emulator._embeddings``), every
         request counted as received. The call fails as a whole: with the first request's
@@ -405,7 +414,6 @@ class Core:
             else:
                 dim = request_dimension(r)
                 out.append({"values": vector(self.seed, model, request_text(r), task, dim)})
-        self.billed["embed_rows"] = self.billed.get("embed_rows", 0) + len(requests)
         return out
 
     def settings_of(

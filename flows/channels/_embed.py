@@ -61,6 +61,7 @@ from ledger import (
     SetupFault,
     Status,
     Verdict,
+    usage_of_metadata,
     validate_vector,
     vector_values,
 )
@@ -155,6 +156,11 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
         return outcomes
 
     embeddings = list(getattr(response, "embeddings", None) or [])
+    # The call's tokens (when the answer reports them), shared out by text length.
+    tokens = _shares(
+        usage_of_metadata(getattr(response, "usage_metadata", None)).prompt_tokens,
+        [len(t) for t in texts],
+    )
     dimension = pipeline.embedding.output_dimensionality
     done: list[ResultRow] = []
     failed: list[FailureRow] = []
@@ -165,9 +171,9 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
             else _MISSING
         )
         if isinstance(checked, Failure):
-            failed.append(FailureRow(key, checked))
+            failed.append(FailureRow(key, checked, tokens[i], 0, tokens[i]))
         else:
-            done.append(ResultRow(key, checked.model_dump_json()))
+            done.append(ResultRow(key, checked.model_dump_json(), tokens[i], 0, tokens[i]))
     if done:
         ledger.apply_results(done, handle=handle)
     if failed:
@@ -178,6 +184,21 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
     if failed:
         _raise_if_retryable([r.key for r in failed], failed[0].failure, outcomes)
     return outcomes
+
+
+def _shares(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to ``weights``, whole numbers that add up to it (the
+    largest remainders get the leftover)."""
+    if not weights:
+        return []
+    if not sum(weights):
+        weights = [1] * len(weights)
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _refused_in_group(failure: Failure) -> Failure:

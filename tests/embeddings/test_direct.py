@@ -54,6 +54,9 @@ def test_rows_go_in_groups_and_each_is_its_own_row(
     assert set(DELIVERED) == {j.key for j in jobs}
     assert all(len(v.values) == 8 for v in DELIVERED.values())
     assert len({tuple(v.values) for v in DELIVERED.values()}) == 10
+    # Each call's tokens are shared out among its rows: the ledger holds what was billed.
+    assert ledger.counts(pipeline="emb-direct").total_tokens == stats["billed"]["total_tokens"]
+    assert stats["billed"]["total_tokens"] > 0 and stats["billed"]["embed_calls"] == 3
 
 
 def test_one_refused_input_parks_alone(emulator, prefect_api, sqlite_url, monkeypatch) -> None:

@@ -59,6 +59,8 @@ def test_a_night_settles_and_attempts_equal_what_the_emulator_received(
     # Several rows per call (a call refused for one input sends its rows again one by one).
     assert 0 < calls < len(jobs) / 2
 
+    assert ledger.counts(pipeline=SPEC).total_tokens == stats["billed"]["total_tokens"]
+
     vectors = review_embeddings.read_vectors(DAY.isoformat())
     consumed = {j.key: j for j in jobs if j.status == Status.CONSUMED.value}
     assert {v["key"] for v in vectors.values()} == set(consumed)
