@@ -6,9 +6,11 @@ On the direct channel each call is ``models.embed_content`` with several rows' i
 (``batchEmbedContents`` on the wire, up to :data:`EMBED_GROUP_MAX` contents per call), each
 row still its own ledger row.
 
-The settings are the API's ``EmbedContentConfig`` (google-genai ``types.EmbedContentConfig``:
-``task_type``, ``output_dimensionality``, ``title``; REST ``taskType``,
-``outputDimensionality``, ``title`` on each request of ``batchEmbedContents``).
+The settings are fields of the API's ``EmbedContentConfig`` (google-genai
+``types.EmbedContentConfig``: ``task_type``, ``output_dimensionality``; REST ``taskType``,
+``outputDimensionality`` on each request of ``batchEmbedContents``). The config's ``title``
+(a document title, for ``RETRIEVAL_DOCUMENT``) is one per call, not per row, so it is not
+offered: a group carries many rows.
 """
 
 from __future__ import annotations

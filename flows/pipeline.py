@@ -200,6 +200,8 @@ class Pipeline(Generic[Item]):
         )
         if not isinstance(prompt, Prompt):
             raise TypeError(f"build_prompt returned a {type(prompt).__name__}, not a Prompt")
+        if prompt.settings is not None and self.is_embedding:
+            raise ValueError("generation settings do not apply to an embedding pipeline")
         if prompt.settings is not None:
             check_settings(
                 self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value

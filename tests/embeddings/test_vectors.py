@@ -82,3 +82,17 @@ def test_embedding_settings_are_part_of_the_revision() -> None:
     a = schema_fingerprint(_pipeline())
     b = schema_fingerprint(_pipeline(embedding={"output_dimensionality": 16}))
     assert a != b
+
+
+def test_an_item_of_an_embedding_pipeline_takes_no_generation_settings() -> None:
+    """An item's Prompt.settings on an embedding pipeline is refused (its key is parked
+    prompt:ValueError by the enroll step), never sent."""
+    from datetime import date
+
+    from flows import Prompt, Run
+
+    p = _pipeline(
+        build_prompt=lambda item: Prompt(text=item, settings=GenerationSettings(temperature=0))
+    )
+    with pytest.raises(ValueError, match="generation settings"):
+        p.prompt_for("a text", Run(day=date(2026, 12, 6)))
