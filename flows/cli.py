@@ -146,7 +146,9 @@ def handles_errors(func: F) -> F:
         try:
             from flows.settings import load_settings
 
-            load_settings()  # every setting checked before any work, naming a bad variable
+            # Every setting checked before any work, naming a bad variable; the ledger URL's
+            # block is read by the commands that open the ledger (`secret set` creates it).
+            load_settings(read_blocks=False)
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -214,12 +216,13 @@ def _existing_ledger(*, write: bool = False) -> Ledger:
     """The configured ledger for a command that reads it: refused when there is none (never
     created here), opened (so an unreachable or damaged one fails now, as one line, before
     any flow starts) and, for ``write``, checked to be writable."""
-    from flows._ledger import open_ledger
+    from flows._ledger import ledger_url, open_ledger
     from ledger import ledger_exists, missing_ledger_message
 
-    if not ledger_exists():
-        raise LedgerConfigError(missing_ledger_message())
-    ledger = open_ledger()
+    url = ledger_url()
+    if not ledger_exists(url):
+        raise LedgerConfigError(missing_ledger_message(url))
+    ledger = open_ledger(url)
     if write:
         ledger.check_writable()
     return ledger
@@ -232,10 +235,12 @@ def _print_json(data: Any) -> None:
 @db_app.command("upgrade")
 @handles_errors
 def db_upgrade() -> None:
-    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL, default var/ledger.db)."""
+    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL or the Secret block
+    LEDGER_DATABASE_URL_BLOCK names; default var/ledger.db)."""
+    from flows._ledger import ledger_url
     from ledger import make_engine, upgrade
 
-    engine = make_engine()
+    engine = make_engine(ledger_url())
     upgrade(engine)
     console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
 
@@ -244,12 +249,14 @@ def db_upgrade() -> None:
 @handles_errors
 def db_current() -> None:
     """Show the ledger's schema revision and the newest one this version knows."""
+    from flows._ledger import ledger_url
     from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
-    if not ledger_exists():
-        raise LedgerMissing(missing_ledger_message())  # connecting would create the file
-    engine = make_engine()
+    url = ledger_url()
+    if not ledger_exists(url):
+        raise LedgerMissing(missing_ledger_message(url))  # connecting would create the file
+    engine = make_engine(url)
     console.print(
         f"ledger at {engine.url.render_as_string(hide_password=True)}:"
         f" revision {current_revision(engine) or 'none (empty)'}, head {head_revision()}"
@@ -599,21 +606,24 @@ def webhook_serve(
 class SecretKind(StrEnum):
     API_KEY = "api-key"
     WEBHOOK_SECRET = "webhook-secret"
+    LEDGER_URL = "ledger-url"
 
 
 @secret_app.command("set")
 @handles_errors
 def secret_set(
-    which: Annotated[SecretKind, typer.Argument(help="api-key or webhook-secret.")],
+    which: Annotated[SecretKind, typer.Argument(help="api-key, webhook-secret or ledger-url.")],
     block: Annotated[
         str | None,
         typer.Option(
             help="Block name (default: GEMINI_API_KEY_BLOCK or gemini-api-key;"
-            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret)."
+            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret;"
+            " LEDGER_DATABASE_URL_BLOCK or gemini-ledger-database-url)."
         ),
     ] = None,
 ) -> None:
-    """Store the Gemini API key or the webhook secret in a Prefect Secret block.
+    """Store the Gemini API key, the webhook secret or the ledger's URL (a PostgreSQL URL
+    carries its password) in a Prefect Secret block.
 
     The value is read from standard input (or asked for, hidden, on a terminal), never from
     the command line, so it stays out of shell history. Needs PREFECT_API_URL: a block on a
@@ -626,8 +636,10 @@ def secret_set(
     from prefect.settings import get_current_settings
     from pydantic import SecretStr
 
+    from flows._ledger import DATABASE_URL_BLOCK_ENV, DEFAULT_DATABASE_URL_BLOCK
     from flows._prefect_api import check_api
     from flows.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
+    from ledger import database_url, register_secret
 
     api_url = get_current_settings().api.url
     if not api_url:
@@ -638,6 +650,9 @@ def secret_set(
     check_api(api_url)
     if which is SecretKind.API_KEY:
         name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
+    elif which is SecretKind.LEDGER_URL:
+        name = block or os.environ.get(DATABASE_URL_BLOCK_ENV, "").strip()
+        name = name or DEFAULT_DATABASE_URL_BLOCK
     else:
         name = block or os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
         name = name or "gemini-webhook-secret"
@@ -648,10 +663,18 @@ def secret_set(
     value = value.strip()
     if not value:
         raise CliError(f"no {which.value} given on standard input")
+    if which is SecretKind.LEDGER_URL:
+        register_secret(value)
+        database_url(value)  # not a database URL: one line (LedgerConfigError), nothing stored
     Secret(value=SecretStr(value)).save(name, overwrite=True)
     console.print(f"stored the {which.value} in the Prefect Secret block {name!r} on {api_url}")
     if which is SecretKind.WEBHOOK_SECRET:
         console.print(f"the receiver reads it with LEDGER_WEBHOOK_SECRET_BLOCK={name}")
+    elif which is SecretKind.LEDGER_URL:
+        console.print(
+            f"runs read it with {DATABASE_URL_BLOCK_ENV}={name} (prefect.yaml's job variables"
+            f" give the workers {DATABASE_URL_BLOCK_ENV}={DEFAULT_DATABASE_URL_BLOCK})"
+        )
     elif name != DEFAULT_API_KEY_BLOCK:
         console.print(f"workers read it with {API_KEY_BLOCK_ENV}={name}")
 
@@ -675,11 +698,13 @@ def pipelines(
 ) -> None:
     """The pipelines the ledger records (module:attr, channel, model, schema revision, jobs),
     then the shipped examples not run yet; reads the ledger, never creates it."""
+    from flows._ledger import ledger_url
     from flows.registry import BUILTIN, get_pipeline
     from ledger import Status, ledger_exists, missing_ledger_message
     from ledger._transitions import ACTIVE
 
-    exists = ledger_exists()
+    url = ledger_url()
+    exists = ledger_exists(url)
     recorded = _recorded_pipelines(_existing_ledger()) if exists else []
     names = {r["name"] for r in recorded}
     examples = []
@@ -716,7 +741,7 @@ def pipelines(
                 soft_wrap=True,
             )
     elif not exists:
-        console.print(f"no pipeline recorded: {missing_ledger_message()}", soft_wrap=True)
+        console.print(f"no pipeline recorded: {missing_ledger_message(url)}", soft_wrap=True)
     else:
         console.print("no pipeline recorded in the ledger yet")
     if examples:
