@@ -44,7 +44,8 @@ def known_pipelines() -> list[str]:
 
     names = set(BUILTIN)
     try:
-        configured = load_settings().pipelines or ""
+        # Only the variables: a module import makes no request (the ledger URL's block).
+        configured = load_settings(read_blocks=False).pipelines or ""
     except SettingsError:  # a bad setting is the settings check's to report
         configured = ""
     for part in configured.split(","):
