@@ -170,8 +170,9 @@ def pipeline_specs(extra: list[str]) -> list[str]:
     return names + [e for e in extra if e not in names]
 
 
-def check_pipelines(extra: list[str]) -> list[Check]:
-    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by."""
+def check_pipelines(extra: list[str], deployed: dict[str, list[str]] | None = None) -> list[Check]:
+    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by;
+    ``deployed`` gives the deployments naming a pipeline, said with its failure."""
     from flows.registry import UnknownPipeline, _configured, get_pipeline
 
     try:
@@ -181,13 +182,15 @@ def check_pipelines(extra: list[str]) -> list[Check]:
     checks = []
     for spec in pipeline_specs(extra):
         name = f"pipeline {spec}"
+        users = (deployed or {}).get(spec)
+        by = f" (named by deployment {', '.join(users)})" if users else ""
         try:
             found = get_pipeline(spec)
         except UnknownPipeline as exc:
             checks.append(
                 Check.fail(
                     name,
-                    str(exc),
+                    f"{exc}{by}",
                     "fix the module:attribute (importable from the worker's directory)",
                 )
             )
@@ -196,7 +199,7 @@ def check_pipelines(extra: list[str]) -> list[Check]:
             checks.append(
                 Check.fail(
                     name,
-                    f"importing it raised {type(exc).__name__}: {exc}",
+                    f"importing it raised {type(exc).__name__}: {exc}{by}",
                     f"python -c 'import {spec.split(':')[0]}'",
                 )
             )
