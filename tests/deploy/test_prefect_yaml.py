@@ -488,3 +488,36 @@ def test_cancelling_a_tick_run_on_a_worker_stops_it_between_rows(
     verdict = world.check()
     assert verdict.ok, verdict.problems
     assert max(world.completions().values()) == 1
+
+
+def test_the_ledger_url_block_missing_or_bad_is_one_line(server: Server, tmp_path: Path) -> None:
+    """A named ledger-URL block that is not there: one line naming it and the command that
+    stores it; a value that is no database URL is refused by `secret set`, nothing stored."""
+    env = {**server.env, "LEDGER_DATABASE_URL_BLOCK": "no-such-ledger-block"}
+    missing = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "db", "current"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    said = " ".join(missing.stderr.split())
+    assert "'no-such-ledger-block', which does not exist" in said, said
+    assert "gemini-ledger secret set ledger-url --block no-such-ledger-block" in said
+    assert "Traceback" not in said
+    bad = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "secret", "set", "ledger-url"],
+        cwd=tmp_path,
+        env=env,
+        input="not a url with s3cret-pw\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "s3cret-pw" not in bad.stdout + bad.stderr
+    with server.client() as client:
+        names = [b.name for b in client.read_block_documents_by_type("secret")]
+    assert "no-such-ledger-block" not in names
