@@ -160,7 +160,7 @@ class _Receiver:
         # What flows.webhooks.start_reconcile does without a deployment, but naming the
         # pipeline's spec: the ledger stores the name "proof-batch", which the registry
         # cannot load by itself (see the report on module:attr pipelines).
-        from flows.batch import reconcile
+        from flows.reconcile import reconcile
 
         def run() -> None:
             try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows._batch_io import output_file_of
+from flows._gemini_errors import is_not_found
 from flows.pipeline import Pipeline
 from ledger import BatchRecord, FileRole, Ledger, redact
 
@@ -72,12 +73,6 @@ def note_responses(ledger: Ledger, p: Pipeline[Any], rec: BatchRecord, job: Any)
         ledger.note_file(name, reservation=rec.reservation, pipeline=p.name, role=FileRole.OUTPUT)
 
 
-def _is_not_found(exc: BaseException) -> bool:
-    from google.genai import errors
-
-    return isinstance(exc, errors.APIError) and getattr(exc, "code", None) == 404
-
-
 def clean_files(
     ledger: Ledger, p: Pipeline[Any], log: Log, *, client: Any | None = None
 ) -> FilesCleaned:
@@ -103,7 +98,7 @@ def clean_files(
         try:
             client.files.delete(name=f.name)
         except Exception as exc:
-            if _is_not_found(exc):  # deleted already (a crash after the call), or expired
+            if is_not_found(exc):  # deleted already (a crash after the call), or expired
                 if ledger.file_deleted(f.name, note="already gone (404)"):
                     out.deleted += 1
                     out.deleted_bytes += f.size_bytes

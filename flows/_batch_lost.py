@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows._batch_io import find_batch_job
+from flows._gemini_errors import http_code, is_not_found
 from flows.pipeline import Pipeline
 from ledger import BatchRecord, Failure, Ledger, Verdict, redact
 
@@ -89,23 +90,12 @@ def submitted_bound() -> float:
     return load_settings().batch_submitted_s
 
 
-def _api_code(exc: BaseException) -> int | None:
-    from google.genai import errors
-
-    if isinstance(exc, errors.APIError):
-        try:
-            return int(exc.code)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
 def lost_reason(
     ledger: Ledger, rec: BatchRecord, exc: BaseException, *, bound: float | None = None
 ) -> str | None:
     """Why the poll failure ``exc`` means the job is lost whatever the listing says (it has
     been unpollable past ``bound``, the run's GEMINI_LEDGER_BATCH_SUBMITTED_S), or None."""
-    if _api_code(exc) in _SETUP_CODES:
+    if http_code(exc) in _SETUP_CODES:
         return None
     bound = submitted_bound() if bound is None else bound
     age = ledger.clock() - (rec.submitted_at or rec.created_at)
@@ -134,7 +124,7 @@ def judge_poll_failure(
     ``batches.list`` raises: the caller counts a poll error and the next tick asks again."""
     assert rec.name is not None
     reason = lost_reason(ledger, rec, exc, bound=bounds.submitted_s)
-    if reason is None and _api_code(exc) == 404:
+    if reason is None and is_not_found(exc):
         misses, since = ledger.note_batch_miss(rec.name)
         if not _repeated(ledger, misses, since, bounds.polls, bounds.after_s):
             log.warning(
@@ -178,7 +168,7 @@ def output_lost(
     while it may still be read."""
     assert rec.name is not None
     misses, since = ledger.note_batch_miss(rec.name, output=True)
-    after_s = bounds.after_s if _api_code(exc) == 404 else bounds.output_grace_s
+    after_s = bounds.after_s if is_not_found(exc) else bounds.output_grace_s
     if not _repeated(ledger, misses, since, bounds.polls, after_s):
         return None
     reason = (

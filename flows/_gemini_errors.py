@@ -6,6 +6,9 @@ here by name, so an SDK that moves it fails at import, and ``tests/test_gemini_e
 says so). It turns one into a neutral :class:`ledger.ApiFailure`; ``ledger.classify`` and
 ``ledger.setup_fault`` decide from that alone. :func:`classify` and :func:`setup_fault` are
 those two with this adapter plugged in: what every channel calls where the API call failed.
+:func:`http_code`, :func:`is_not_found` and :func:`certainly_refused` answer the narrower
+questions other modules ask of a failed call, so none of them reads the SDK's types itself
+(``tests/test_sdk_errors_edge.py`` holds every other module to that).
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ import ledger
 from ledger import ApiFailure, Failure, SetupFault, Transport
 from ledger._classify import error_object, error_reasons, quota_ids, retry_delay_of
 
-__all__ = ["classify", "describe", "may_have_been_carried_out", "setup_fault"]
+__all__ = [
+    "certainly_refused",
+    "classify",
+    "describe",
+    "http_code",
+    "is_not_found",
+    "may_have_been_carried_out",
+    "setup_fault",
+]
 
 _NETWORK_ERRNOS = frozenset(
     getattr(errno, name)
@@ -74,6 +85,25 @@ def may_have_been_carried_out(exc: BaseException) -> bool:
     for may exist at the API. An exception this edge does not recognise is not assumed so."""
     found = describe(exc)
     return found is not None and found.ambiguous
+
+
+def http_code(exc: BaseException) -> int | None:
+    """The HTTP status the API answered the failed call with; None when it answered none
+    (a timeout, a dropped connection) or ``exc`` is not the SDK's or the transport's."""
+    found = describe(exc)
+    return found.http_code if found is not None else None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """The API answered 404: what the call named does not exist (or no longer does)."""
+    return http_code(exc) == 404
+
+
+def certainly_refused(exc: BaseException) -> bool:
+    """The API answered a 4xx: the request was refused before any work (nothing created).
+    A 5xx, a timeout or a dropped connection is ambiguous: what it asked for may exist."""
+    code = http_code(exc)
+    return code is not None and 400 <= code < 500
 
 
 def setup_fault(error: BaseException | ApiFailure) -> SetupFault | None:

@@ -1,12 +1,14 @@
-"""The batch channel: :class:`BatchChannel` (its steps of a tick, run by ``flows.tick``) and
-the ``reconcile`` flow (one finished batch job, also what the webhook receiver calls).
+"""The batch channel: :class:`BatchChannel`, its steps of a tick (run by ``flows.tick``).
+:meth:`BatchChannel.settle` settles one submitted job; the ``reconcile`` flow
+(``flows.reconcile``, what the webhook receiver starts) runs it for its one job.
 
 A tick's steps on this channel:
 
 1. recover: a batch reservation never bound to a job (the tick that made it died between
    ``batches.create`` and binding) is looked up by its display name, which is the
    reservation token, in ``batches.list``; bound if found, re-sent only if not;
-2. collect: every submitted batch job that has finished (``batches.get``) is reconciled:
+2. collect: every submitted batch job that has finished (``batches.get``) is reconciled
+   (``BatchChannel.settle``, one job at a time):
    its output (the responses file, streamed into the ledger row by row in chunks, or the
    inlined responses) is applied whatever the job's state, so a FAILED or CANCELLED job's
    answered rows keep their answers; then rows a SUCCEEDED job's output never mentions fail
@@ -51,14 +53,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
-from prefect import flow, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._api_settings import record_api_settings
 from flows._batch_files import FilesCleaned, clean_files, note_input, note_responses
@@ -86,25 +85,17 @@ from flows._channel import (
     own_pipeline,
     pick,
     run_logger,
-    today_utc,
 )
 from flows._deliver import Delivery, DeliveryPoints, deliver_done
-from flows._gemini_errors import classify, describe, setup_fault
-from flows._halt import checked, halts
-from flows._ledger import open_ledger
+from flows._gemini_errors import certainly_refused, classify, is_not_found, setup_fault
 from flows._renewal import Renewal
-from flows._run_names import slug
 from flows._stop import stop_requested
 from flows.crash import crash_point
-from flows.errors import UsageError
 from flows.gateway import gemini_client
 from flows.pipeline import Pipeline
 from flows.quota import note_failure, request_slot
-from flows.registry import get_pipeline
-from flows.settings import load_settings
 from ledger import (
     BatchRecord,
-    BatchState,
     Channel,
     Failure,
     Ledger,
@@ -123,8 +114,9 @@ __all__ = [
     "BatchCollected",
     "BatchRecovered",
     "BatchSubmitted",
+    "Settle",
+    "Settled",
     "output_pending",
-    "reconcile",
     "reconcile_batch",
 ]
 
@@ -238,13 +230,6 @@ def _refuse(ledger: Ledger, p: Pipeline[Any], reservation: str, exc: BaseExcepti
     return reason
 
 
-def _certainly_refused(exc: BaseException) -> bool:
-    """The API answered a 4xx: the request was refused before any work (nothing created).
-    A 5xx, a timeout or a dropped connection is ambiguous: the job may exist."""
-    code = getattr(describe(exc), "http_code", None)
-    return code is not None and 400 <= code < 500
-
-
 def _halt_if_setup(ledger: Ledger, reservation: str, exc: BaseException) -> None:
     """A fault of the setup (refused key, no permission or billing, upload type refused, API
     unreachable): give the reservation back with its attempts (the API accepted nothing, so
@@ -326,7 +311,7 @@ def _send(
             _halt_if_setup(ledger, reservation, exc)
             found = (
                 None
-                if _certainly_refused(exc)
+                if certainly_refused(exc)
                 else _look_up_after(ledger, client, p, exc, reservation)
             )
             if found is _UNANSWERED:
@@ -389,10 +374,6 @@ def _look_up_after(
             job.name,
         )
     return job
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    return getattr(describe(exc), "http_code", None) == 404
 
 
 # --- reconciling one finished batch job -----------------------------------------------------
@@ -567,6 +548,29 @@ def _rows_per_file(p: Pipeline[Any], rows: int, size: int) -> int:
     """How many rows like the last file's fit in one input file, with a margin (at least 1)."""
     per_row = max(size / rows, 1.0)
     return max(1, min(p.batch_size_limit, int(p.batch_bytes_limit / per_row * 0.97)))
+
+
+class Settle(StrEnum):
+    """What settling one submitted batch job came to (:meth:`BatchChannel.settle`)."""
+
+    RECONCILED = "RECONCILED"  # finished, its output applied and its rows settled
+    RUNNING = "RUNNING"  # not finished, or SUCCEEDED with its output not yet there
+    LOST = "LOST"  # given up (``flows._batch_lost``): its rows sent back
+    NOT_FOUND = "NOT_FOUND"  # a 404 not yet repeated over the bound
+    POLL_FAILED = "POLL_FAILED"  # the poll failed otherwise: asked again next time
+    RECONCILE_FAILED = "RECONCILE_FAILED"  # reading or applying the output failed
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """One batch job's settling: its outcome, the job's state when it was read, the rows a
+    lost job sent back, :func:`reconcile_batch`'s report, or the failure that stopped it."""
+
+    outcome: Settle
+    state: str | None = None
+    lost_rows: int = 0
+    report: dict[str, Any] | None = None
+    error: Exception | None = None
 
 
 # --- the channel: the steps a tick runs (flows.tick) ------------------------------------------
@@ -779,69 +783,84 @@ class BatchChannel:
         return out
 
     def collect(self) -> BatchCollected:
-        """Poll every submitted batch job of the pipeline (``batches.get``) and reconcile the
-        finished ones."""
+        """Poll every submitted batch job of the pipeline and reconcile the finished ones
+        (:meth:`settle`, one job at a time), then delete the files whose use is over."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
-        settings = self.ctx.settings  # validated when the run started
         submitted = ledger.submitted_batches(pipeline=p.name)
-        polled = {"polled": len(submitted), "running": 0, "poll_errors": 0}
-        polled |= {"reconcile_errors": 0, "lost": 0, "lost_rows": 0}
+        seen: Counter[Settle] = Counter()
+        lost_rows = 0
         jobs: list[dict[str, Any]] = []
         client = gemini_client() if submitted else None
         for rec in submitted:
-            assert rec.name is not None
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
-            try:
-                job = self._poll(client, rec)
-            except Exception as exc:
-                fault = setup_fault(exc)
-                if fault is not None:
-                    raise fault from exc
-                polled["poll_errors"] += 1
-                log.warning(
-                    "%s: cannot poll %s: %s",
-                    p.name,
-                    rec.name,
-                    redact(f"{type(exc).__name__}: {exc}"),
-                )
-                continue
-            if isinstance(job, int):  # lost: its rows were returned to be sent again
-                polled["lost"] += 1
-                polled["lost_rows"] += job
-                continue
-            if job is None:  # a 404 not yet repeated over the bound
-                polled["poll_errors"] += 1
-                continue
-            grace_s = self.ctx.settings.batch_output_grace_s
-            if job_state(job) not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
-                polled["running"] += 1
-                continue
-            try:
-                writer = settings.reconcile_writer
-                jobs.append(
-                    reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
-                )
-                note_responses(ledger, p, rec, job)  # reconciled: its file can go
-            except Exception as exc:
-                # Whatever was applied stays applied (compare-and-set); the job is still
-                # submitted in the ledger, so the next tick reconciles the rest.
-                polled["reconcile_errors"] += 1
-                log.error(
-                    "%s: reconciling %s failed: %s",
-                    p.name,
-                    rec.name,
-                    redact(f"{type(exc).__name__}: {exc}"),
-                )
+            settled = self.settle(client, rec)
+            seen[settled.outcome] += 1
+            lost_rows += settled.lost_rows
+            if settled.report is not None:
+                jobs.append(settled.report)
         try:
             cleaned = clean_files(ledger, p, log, client=client)
         except Exception as exc:  # the night never waits on a cleanup: next tick tries again
             cleaned = FilesCleaned()
             log.error("%s: cleaning batch files failed: %s", p.name, redact(repr(exc)))
-        polled["files_deleted"] = cleaned.deleted
-        polled["file_delete_failures"] = cleaned.delete_failures
-        polled["files_not_deleted"] = cleaned.not_deleted
-        return BatchCollected.of(jobs, **polled)
+        return BatchCollected.of(
+            jobs,
+            polled=len(submitted),
+            running=seen[Settle.RUNNING],
+            poll_errors=seen[Settle.POLL_FAILED] + seen[Settle.NOT_FOUND],
+            reconcile_errors=seen[Settle.RECONCILE_FAILED],
+            lost=seen[Settle.LOST],
+            lost_rows=lost_rows,
+            files_deleted=cleaned.deleted,
+            file_delete_failures=cleaned.delete_failures,
+            files_not_deleted=cleaned.not_deleted,
+        )
+
+    def settle(self, client: Any, rec: BatchRecord) -> Settled:
+        """Settle one submitted batch job: what the tick's collect does for each job and the
+        ``reconcile`` flow (``flows.reconcile``) for its one.
+
+        Poll it (``batches.get``; a failed poll is judged by ``flows._batch_lost``: read from
+        the listing, lost with its rows sent back, or not yet); once it has finished and its
+        output is due (:func:`output_pending`), reconcile it (:func:`reconcile_batch`: its
+        output applied, the rows it leaves failed) and record its responses file for
+        deletion. A fault of the setup while polling raises; any other failure is logged and
+        returned with the job still submitted, so the next poll tries again (whatever was
+        applied stays applied: every write is compare-and-set)."""
+        p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
+        assert rec.name is not None
+        try:
+            job = self._poll(client, rec)
+        except Exception as exc:
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
+            log.warning(
+                "%s: cannot poll %s: %s", p.name, rec.name, redact(f"{type(exc).__name__}: {exc}")
+            )
+            return Settled(Settle.POLL_FAILED, error=exc)
+        if isinstance(job, int):  # lost: its rows were returned to be sent again
+            return Settled(Settle.LOST, lost_rows=job)
+        if job is None:  # a 404 not yet repeated over the bound
+            return Settled(Settle.NOT_FOUND)
+        state = job_state(job)
+        grace_s = self.ctx.settings.batch_output_grace_s
+        if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
+            return Settled(Settle.RUNNING, state=state)
+        try:
+            writer = self.ctx.settings.reconcile_writer
+            report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
+            note_responses(ledger, p, rec, job)  # reconciled: its file can go
+        except Exception as exc:
+            log.error(
+                "%s: reconciling %s failed: %s",
+                p.name,
+                rec.name,
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
+            return Settled(Settle.RECONCILE_FAILED, state=state, error=exc)
+        return Settled(Settle.RECONCILED, state=state, report=report)
 
     def _poll(self, client: Any, rec: BatchRecord) -> Any:
         """``batches.get`` of a submitted job: the job; or, when the poll failed, the job as
@@ -860,7 +879,7 @@ class BatchChannel:
             )
             if verdict.returned is not None:
                 return verdict.returned
-            if verdict.job is None and _is_not_found(exc):
+            if verdict.job is None and is_not_found(exc):
                 return None
             if verdict.job is None:
                 raise
@@ -943,87 +962,3 @@ class BatchChannel:
         """Record the API this tick bound a batch job at: the webhook receiver and ``doctor``
         compare their own with it (``flows._api_settings``)."""
         record_api_settings(self.ctx.ledger, self.ctx.pipeline.name, self.ctx.settings)
-
-
-# --- one batch job by name: what the webhook receiver and `gemini-ledger reconcile` run --------
-
-
-def _reconcile_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    job = str(flow_run.parameters.get("job_name"))
-    return f"reconcile-{job.removeprefix('batches/')}"
-
-
-@flow(
-    name="reconcile",
-    flow_run_name=_reconcile_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
-)
-@halts(Channel.BATCH, flow=True)
-def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
-    """Reconcile one batch job by name (``batches/...``) if it has finished, then deliver
-    its results. Safe to call again: a job already reconciled is not read twice, and rows
-    already settled are never changed."""
-    settings = load_settings()
-    ledger = open_ledger(settings.database_url)
-    rec = ledger.batch_named(job_name)
-    if rec is None:
-        raise UsageError(f"no batch job named {job_name!r} in the ledger")
-    p = get_pipeline(pipeline or rec.pipeline)
-    ctx = RunContext(
-        spec=pipeline or rec.pipeline, pipeline=p, ledger=ledger, settings=settings, day=today_utc()
-    )
-    channel = BatchChannel(ctx)
-    report: dict[str, Any] = {"batch": job_name, "pipeline": p.name, "ledger_state": rec.state}
-    if rec.state != BatchState.SUBMITTED:
-        report.update(reconciled=0, already_reconciled=True)
-    else:
-        report.update(checked(_reconcile_task(channel, job_name)))
-    delivered = checked(_deliver_task(channel))
-    report["delivered"] = {
-        "consumed": delivered.consumed,
-        "side_effect_failed": len(delivered.failed),
-        "parked": len(delivered.parked),
-    }
-    create_table_artifact(
-        key=f"batch-reconcile-{slug(p.name)}",
-        table=[{"what": k, "value": str(v)} for k, v in report.items() if k != "rows"],
-        description=f"reconcile {job_name} ({p.name})",
-    )
-    return report
-
-
-@task(name="deliver", cache_policy=NO_CACHE, persist_result=False)
-@halts(Channel.BATCH)
-def _deliver_task(channel: BatchChannel) -> Delivery:
-    """Run on_result once for every done row."""
-    return channel.deliver()
-
-
-@task(
-    name="reconcile-batch-job",
-    task_run_name="reconcile {job_name}",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-@halts(Channel.BATCH)
-def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
-    """Poll one batch job and, if it has finished, reconcile it."""
-    p, ledger = channel.ctx.pipeline, channel.ctx.ledger
-    rec = ledger.batch_named(job_name)
-    assert rec is not None
-    client = gemini_client()
-    job = channel._poll(client, rec)  # a poll that failed for another reason raises
-    if isinstance(job, int):
-        return {"state": "LOST", "reconciled": 0, "lost_rows": job}
-    if job is None:
-        return {"state": "NOT_FOUND", "reconciled": 0}
-    state = job_state(job)
-    grace_s = channel.ctx.settings.batch_output_grace_s
-    if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
-        return {"state": state, "reconciled": 0}
-    writer = channel.ctx.settings.reconcile_writer
-    report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=channel.bounds)
-    note_responses(ledger, p, rec, job)  # deleted by the next tick's collect
-    return {"reconciled": 1, **report}

@@ -544,7 +544,7 @@ def reconcile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Reconcile one finished batch job into the ledger and deliver its results (safe to repeat)."""
-    from flows.batch import reconcile as reconcile_flow
+    from flows.reconcile import reconcile as reconcile_flow
 
     if _existing_ledger(write=True).batch_named(job_name) is None:
         raise UsageError(f"no batch job named {job_name!r} in the ledger")

@@ -6,7 +6,7 @@
 - ``LEDGER_WEBHOOK_SECRET_BLOCK``: the name of a Prefect ``Secret`` block holding it;
 - ``LEDGER_RECONCILE_DEPLOYMENT``: the reconcile deployment (``reconcile/<name>`` or just
   ``<name>``); with a Prefect API configured (``PREFECT_API_URL``), a finished batch starts a
-  run of it; otherwise ``flows.batch.reconcile`` runs in this process, in a thread;
+  run of it; otherwise ``flows.reconcile.reconcile`` runs in this process, in a thread;
 - ``LEDGER_DATABASE_URL``: the ledger where deliveries are recorded by ``webhook-id``;
 - ``LEDGER_WEBHOOK_MAX_BODY_BYTES``: the largest body accepted (default 1 MiB); a larger one
   is refused with 413 before it is read;
@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger("gemini_ledger.webhooks")
 
-# The flow name of flows.batch:reconcile; a deployment is addressed as "<flow>/<deployment>".
+# The flow name of flows.reconcile:reconcile; a deployment is addressed as "<flow>/<deployment>".
 RECONCILE_FLOW = "reconcile"
 
 # In-process reconciles still running; bounded so a burst of webhooks cannot start
@@ -131,7 +131,7 @@ def start_reconcile(job_name: str) -> None:
 
 def _reconcile_here(job_name: str) -> None:
     try:
-        from flows.batch import reconcile
+        from flows.reconcile import reconcile
 
         reconcile(job_name=job_name)
     except Exception as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from flows._gemini_errors import describe
+from flows._gemini_errors import certainly_refused, describe, http_code, is_not_found
 from ledger import ApiFailure, SetupKind, Transport, Verdict, classify, setup_fault
 
 # The private SDK module the adapter reaches into, and what it uses there.
@@ -90,3 +90,28 @@ def test_a_dns_failure_is_a_connect_failure():
     """A name that does not resolve never connected: Transport.CONNECT, a setup fault."""
     found = describe(socket.gaierror(-2, "Name or service not known"))
     assert found is not None and found.transport is Transport.CONNECT
+
+
+def _api_error(code: int) -> BaseException:
+    from google.genai import errors
+
+    return errors.APIError(code, {"error": {"code": code, "message": f"answered {code}"}})
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "not_found", "refused"),
+    [
+        (_api_error(404), 404, True, True),
+        (_api_error(400), 400, False, True),
+        (_api_error(429), 429, False, True),
+        (_api_error(503), 503, False, False),
+        (httpx2.ReadTimeout("timed out"), None, False, False),
+        (ValueError("ours"), None, False, False),
+    ],
+)
+def test_the_adapter_answers_what_other_modules_ask(exc, code, not_found, refused):
+    """http_code, is_not_found and certainly_refused read an SDK error's answer; a timeout
+    (no answer) or an error of ours is neither a 404 nor a refusal."""
+    assert http_code(exc) == code
+    assert is_not_found(exc) is not_found
+    assert certainly_refused(exc) is refused

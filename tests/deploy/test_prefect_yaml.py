@@ -51,7 +51,7 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
         {"execute": False, "limit": 20, "rate_per_second": 2.0},
         None,
     ),
-    "webhook": ("flows/batch.py:reconcile", "reconcile", {}, None),
+    "webhook": ("flows/reconcile.py:reconcile", "reconcile", {}, None),
 }
 
 
