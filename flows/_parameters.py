@@ -21,8 +21,10 @@ from pydantic import Field, WithJsonSchema
 from ledger import PIPELINE_NAME_MAX
 
 __all__ = [
+    "BATCH_JOB_PATTERN",
     "DAY_PATTERN",
     "SPEC_PATTERN",
+    "BatchJobName",
     "Concurrency",
     "Day",
     "PipelineSpec",
@@ -32,6 +34,8 @@ __all__ = [
 
 #: An ISO day, ``YYYY-MM-DD``, with a month and day of month that exist.
 DAY_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+#: A batch job's name as the API gives it: ``batches/<id>``.
+BATCH_JOB_PATTERN = r"^batches/[^/\s]+$"
 #: ``package.module:attribute``, as ``flows.registry`` loads it.
 SPEC_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 
@@ -71,6 +75,9 @@ PipelineSpec = Annotated[str, WithJsonSchema(_pipeline_schema())]
 
 #: A day, given as ``YYYY-MM-DD``; checked by the server's pattern, parsed by the flow.
 Day = Annotated[date, WithJsonSchema({"type": "string", "format": "date", "pattern": DAY_PATTERN})]
+
+#: A batch job's name, ``batches/<id>`` (checked by the schema only: the flow looks it up).
+BatchJobName = Annotated[str, WithJsonSchema({"type": "string", "pattern": BATCH_JOB_PATTERN})]
 
 #: A number of seconds: finite, zero or more.
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "name_refused_run",
     "pipeline_label",
+    "reconcile_name",
     "replay_name",
     "run_name",
     "slug",
@@ -89,6 +90,11 @@ def replay_name(params: Mapping[str, Any]) -> str:
         " ".join(str(v) for v in (params.get("pipeline"), params.get("error_class")) if v) or "all"
     )
     return f"replay {mode} {scope} (limit {params.get('limit', 20)})"
+
+
+def reconcile_name(params: Mapping[str, Any]) -> str:
+    """``reconcile-<batch id>``: the batch job it reconciles."""
+    return f"reconcile-{str(params.get('job_name')).removeprefix('batches/')}"
 
 
 def run_name(namer: Namer) -> Callable[[], str]:

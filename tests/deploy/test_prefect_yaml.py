@@ -157,8 +157,6 @@ def test_every_parameter_is_described_and_pipeline_is_a_choice(
 ) -> None:
     """The custom-run form shows what each parameter does; pipeline offers the known ones."""
     for name, dep in deployed.items():
-        if name == "webhook":
-            continue  # the reconcile flow is described by its own module
         for param, prop in dep.parameter_openapi_schema["properties"].items():
             assert prop.get("description"), f"{name}: {param} has no description"
     pipeline = deployed["reviews-nightly"].parameter_openapi_schema["properties"]["pipeline"]
@@ -176,6 +174,7 @@ def test_every_parameter_is_described_and_pipeline_is_a_choice(
         ("tick/articles-every-15-minutes", "max_concurrency=0", "max_concurrency"),
         ("summary/morning-summary", "threshold=0", "threshold"),
         ("replay/replay", "rate_per_second=0", "rate_per_second"),
+        ("reconcile/webhook", "job_name=abc", "job_name"),
     ],
 )
 def test_prefect_deployment_run_refuses_a_bad_value(
