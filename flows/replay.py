@@ -182,7 +182,7 @@ def _paced(n: int, rate: float, start: float) -> None:
 @halts(Channel.DIRECT, flow=True)  # only its direct calls meet the API
 def replay(
     execute: bool = False,
-    limit: Annotated[int, Field(ge=1)] = 20,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 20,
     error_class: str | None = None,
     pipeline: str | None = None,
     rate_per_second: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0,
