@@ -78,7 +78,7 @@ SPEC = "__main__:pipeline"
 
 
 def _raw_sequential(n: int, day: date) -> float:
-    from flows.direct import _client, _config
+    from flows.channels.direct import _client, _config
 
     client = _client()
     t = time.perf_counter()
@@ -94,7 +94,7 @@ def _raw_sequential(n: int, day: date) -> float:
 
 def _body_sequential(n: int, day: date) -> float:
     from flows._ledger import open_ledger
-    from flows.direct import generate_content
+    from flows.channels.direct import generate_content
     from ledger import NewJob
 
     ledger = open_ledger()

@@ -1,10 +1,10 @@
 """The ``reconcile`` flow: one batch job by name, settled and delivered now instead of at the
 next tick. The webhook receiver starts it when the API says a job finished
-(``flows.webhooks.start_reconcile``: the ``reconcile/webhook`` deployment, or in process), and
-``gemini-ledger reconcile`` runs it by hand.
+(``flows.webhooks.receiver.start_reconcile``: the ``reconcile/webhook`` deployment, or in
+process), and ``gemini-ledger reconcile`` runs it by hand.
 
 It does what a tick does for that one job, with the tick's own code: the batch channel's
-:meth:`flows.batch.BatchChannel.settle` (poll, lost or not yet, output grace, reconcile,
+:meth:`flows.channels.batch.BatchChannel.settle` (poll, lost or not yet, output grace, reconcile,
 failing what must be failed) and the tick's ``deliver`` task. So a job reconciled here and one
 reconciled by a tick end the same, and running both, or this flow twice, changes no row twice:
 a job already reconciled is not read again, and rows already settled are never changed.
@@ -19,15 +19,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._channel import RunContext, today_utc
-from flows._halt import checked, halts
 from flows._ledger import open_ledger
-from flows._parameters import BatchJobName, PipelineSpec
-from flows._run_names import name_refused_run, reconcile_name, run_name, slug
-from flows.batch import BatchChannel, Settle, Settled
+from flows.channels._channel import RunContext, today_utc
+from flows.channels.batch import BatchChannel, Settle, Settled
 from flows.errors import UsageError
-from flows.gateway import gemini_client
+from flows.gemini.gateway import gemini_client
 from flows.registry import get_pipeline
+from flows.run._halt import checked, halts
+from flows.run._names import name_refused_run, reconcile_name, run_name, slug
+from flows.run._parameters import BatchJobName, PipelineSpec
 from flows.settings import load_settings
 from flows.tick import deliver
 from ledger import BatchState, Channel

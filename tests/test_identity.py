@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows import registry
-from flows._deliver import enroll_day
 from flows.cli import app
 from flows.identity import claim_pipeline
+from flows.run._deliver import enroll_day
 from ledger import Ledger, NewJob, PipelineConflict
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""The SDK's error types are read in one place: the edge adapter, ``flows/_gemini_errors.py``.
+"""The SDK's error types are read in one place: the edge adapter, ``flows/gemini/_errors.py``.
 
 Every other module asks the adapter (``describe``, ``classify``, ``setup_fault``, ``http_code``,
 ``is_not_found``, ``certainly_refused``), so an SDK that renames or moves an error class is
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = "flows/_gemini_errors.py"
+ADAPTER = "flows/gemini/_errors.py"
 # The project's code; tests build the SDK's errors on purpose, to feed the adapter.
 PACKAGES = ("flows", "ledger", "emulator", "bench", "scripts")
 
@@ -67,11 +67,11 @@ def _modules() -> dict[str, list[str]]:
 
 
 def test_only_the_edge_adapter_reads_the_sdk_error_types() -> None:
-    """No module of the project but flows/_gemini_errors.py imports google-genai's errors."""
+    """No module of the project but flows/gemini/_errors.py imports google-genai's errors."""
     modules = _modules()
     assert ADAPTER in modules, "the scan no longer sees the adapter's own imports"
     others = {path: uses for path, uses in modules.items() if path != ADAPTER}
-    assert others == {}, f"ask flows/_gemini_errors.py instead: {others}"
+    assert others == {}, f"ask flows/gemini/_errors.py instead: {others}"
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_only_the_edge_adapter_reads_the_sdk_error_types() -> None:
         ("def f():\n    from google.genai import errors\n", ["google.genai.errors"]),
         ("from google.genai import types", []),
         ("from google import genai", []),
-        ("from flows._gemini_errors import is_not_found", []),
+        ("from flows.gemini._errors import is_not_found", []),
     ],
 )
 def test_the_scan_tells_error_imports_from_the_rest(source: str, found: list[str]) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from flows._halt_history import HaltHistory
 from flows._ledger import open_ledger
-from flows.gateway import gemini_client
-from flows.summary import build_summary, render_markdown
+from flows.gemini.gateway import gemini_client
+from flows.ops._halt_history import HaltHistory
+from flows.ops.summary import build_summary, render_markdown
 from flows.tick import tick
 from ledger import morning_view
 
@@ -209,7 +209,7 @@ def test_a_failed_or_cancelled_jobs_partial_output_is_applied_first(
 def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> None:
     """A job's inlined responses (the SDK's objects) become output lines keyed by each
     request's metadata key, which the line parser reads like a responses file's lines."""
-    from flows.batch import _inlined_lines
+    from flows.channels.batch import _inlined_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import LineSuccess, parse_output_line
 

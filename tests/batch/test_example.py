@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from flows._batch_io import RequestWriter, batch_request, write_requests
 from flows._ledger import open_ledger
+from flows.channels._batch_io import RequestWriter, batch_request, write_requests
 from flows.examples.reviews import (
     ReviewLabel,
     ReviewLabelRow,

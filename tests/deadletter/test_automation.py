@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flows._ledger import open_ledger
-from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
 from ledger import Failure, NewJob, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from flows._ledger import open_ledger
 from flows.cli import app
-from flows.summary import render_markdown
+from flows.ops.summary import render_markdown
 from flows.tick import tick
 from ledger import NewJob, ResultRow
 from tests.direct import pipelines

@@ -10,9 +10,9 @@ from datetime import date
 
 import pytest
 
-from flows._channel import RunContext
-from flows.background import BackgroundChannel
-from flows.batch import _Lease, _send
+from flows.channels._channel import RunContext
+from flows.channels.background import BackgroundChannel
+from flows.channels.batch import _Lease, _send
 from flows.settings import load_settings
 from ledger import Ledger, NewJob, ResultRow, Status
 

@@ -15,8 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-from flows import gateway
-from flows._halt import HALTED_EVENT, resource_id
+from flows.gemini import gateway
+from flows.run._halt import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 
@@ -185,11 +185,11 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     gateway read is forgotten (the block no longer holds it)."""
     from prefect.blocks.system import Secret
 
-    import flows.direct
+    import flows.channels.direct
 
     def forget() -> None:  # the key (and a client holding it) read once per process
         gateway._cache.clear()
-        flows.direct._clients.clear()
+        flows.channels.direct._clients.clear()
 
     saved: list[str] = []
     forget()

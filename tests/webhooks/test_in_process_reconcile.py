@@ -11,7 +11,7 @@ import pytest
 from emulator.testing import RunningEmulator
 from flows._ledger import open_ledger
 from flows.tick import tick
-from flows.webhooks import start_reconcile
+from flows.webhooks.receiver import start_reconcile
 
 from .conftest import SECRET, Receiver, wait_until
 

@@ -8,7 +8,7 @@ import time
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
-from flows.webhooks import create_app
+from flows.webhooks.receiver import create_app
 from ledger import Ledger
 
 SECRET = "whsec_" + "c3RhbGxlZC1kZWxpdmVyeS10ZXN0LXNlY3JldC0wMDAw"
