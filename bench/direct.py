@@ -78,23 +78,23 @@ SPEC = "__main__:pipeline"
 
 
 def _raw_sequential(n: int, day: date) -> float:
-    from flows.channels.direct import _client, _config
+    from flows.testing import direct_client, direct_config
 
-    client = _client()
+    client = direct_client()
     t = time.perf_counter()
     for i in range(n):
         prompt = pipeline.build_prompt(i)
         client.models.generate_content(
             model=pipeline.model,
             contents=prompt.text,
-            config=_config(pipeline, prompt.system, prompt.temperature, pipeline.key_of(i, day)),
+            config=direct_config(pipeline, prompt, pipeline.key_of(i, day)),
         )
     return time.perf_counter() - t
 
 
 def _body_sequential(n: int, day: date) -> float:
-    from flows._ledger import open_ledger
     from flows.channels.direct import generate_content
+    from flows.testing import open_ledger
     from ledger import NewJob
 
     ledger = open_ledger()

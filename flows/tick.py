@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, TypeVar
 
@@ -54,14 +55,22 @@ CHANNELS: dict[Channel, str] = {
 }
 
 
-def start_run(spec: str, day: date | None = None) -> RunContext:
+def start_run(
+    spec: str, day: date | None = None, params: Mapping[str, Any] | None = None
+) -> RunContext:
     """The run's context: settings read and validated once, the ledger opened, the pipeline
-    loaded and its name claimed before anything is touched."""
+    loaded and its name claimed before anything is touched. ``params`` reach the hooks that
+    take a ``flows.Run``."""
     settings = load_settings()
     ledger = open_ledger(settings.database_url)
     p, _ = claim_pipeline(spec, ledger=ledger)
     return RunContext(
-        spec=spec, pipeline=p, ledger=ledger, settings=settings, day=day or today_utc()
+        spec=spec,
+        pipeline=p,
+        ledger=ledger,
+        settings=settings,
+        day=day or today_utc(),
+        params=dict(params or {}),
     )
 
 
@@ -110,7 +119,7 @@ def deliver(channel: ChannelSteps) -> Delivery:
 @halts()
 def enroll(ctx: RunContext) -> Enrollment:
     """Enroll the day's items: new keys become pending; known keys are never changed."""
-    return enroll_day(ctx.ledger, ctx.pipeline, ctx.day, log=ctx.log)
+    return enroll_day(ctx.ledger, ctx.pipeline, ctx.day, params=ctx.params, log=ctx.log)
 
 
 @task(name="submit", cache_policy=NO_CACHE, persist_result=False)
@@ -129,6 +138,7 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
         parked=first.parked + second.parked,
         lost_claim=first.lost_claim or second.lost_claim,
         taken_over=first.taken_over + second.taken_over,
+        took_over=first.took_over + second.took_over,
     )
 
 
@@ -147,6 +157,7 @@ def tick(
     stale_s: Seconds | None = None,
     max_concurrency: Concurrency | None = None,
     running_limit_s: Seconds | None = None,
+    params: dict[str, Any] | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
@@ -163,10 +174,12 @@ def tick(
             default 32 background, 8 direct).
         running_limit_s: Seconds after which a background answer still running is cancelled
             and sent again (background channel; default 3600).
+        params: The pipeline's own parameters (e.g. {"language": "fr"}), given to its
+            load_items, key_of and build_prompt as run.params.
     """
     started = time.monotonic()
     options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
-    return _steps(pipeline, day, options, started)
+    return _steps(pipeline, day, options, started, params)
 
 
 T = TypeVar("T")
@@ -179,8 +192,14 @@ def _step(value: T) -> T:
     return value
 
 
-def _steps(pipeline: str, day: date | None, options: TickOptions, started: float) -> TickReport:
-    ctx = start_run(pipeline, day)
+def _steps(
+    pipeline: str,
+    day: date | None,
+    options: TickOptions,
+    started: float,
+    params: dict[str, Any] | None = None,
+) -> TickReport:
+    ctx = start_run(pipeline, day, params)
     channel = open_channel(ctx, options)
     preflight()
     raise_if_stopped()
@@ -209,6 +228,8 @@ def _steps(pipeline: str, day: date | None, options: TickOptions, started: float
     return report
 
 
-def run_tick(spec: str, *, day: date | None = None) -> TickReport:
+def run_tick(
+    spec: str, *, day: date | None = None, params: dict[str, Any] | None = None
+) -> TickReport:
     """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day)
+    return tick(pipeline=spec, day=day, params=params)

@@ -1,4 +1,5 @@
-"""Jobs on their way out: enroll, reserve, bind a handle, take over, release."""
+"""Jobs on their way out: enroll, reserve, bind a handle, take over, release (or park
+before sending)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
-from ledger._classify import Failure
+from ledger._failure import Failure
 from ledger._records import (
     PROMPT_CLASS_PREFIX,
     Enrollment,
@@ -90,7 +91,7 @@ class JobVerbs(LedgerBase):
                     keys = [i.key for i in chunk]
                 else:
                     rows = [
-                        (i.key, pipeline, channel, model, p, fingerprint_of(p), now, now, now)
+                        (i.key, pipeline, channel, model, p, i.digest(p), now, now, now)
                         for i in chunk
                         for p in (payload_text(i.payload),)
                     ]
@@ -184,7 +185,7 @@ class JobVerbs(LedgerBase):
             {
                 "key": i.key,
                 "payload": payload,
-                "fingerprint": fingerprint_of(payload),
+                "fingerprint": i.digest(payload),
                 "now": now,
                 "pipeline": pipeline,
                 "prompt": f"{PROMPT_CLASS_PREFIX}%",
@@ -282,7 +283,7 @@ class JobVerbs(LedgerBase):
         """Stream the jobs still reserved under ``reservation``, in key order."""
         last = ""
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING} AND key > :last"
             " ORDER BY key LIMIT :page"
         )
@@ -304,7 +305,7 @@ class JobVerbs(LedgerBase):
         while the caller iterates.
         """
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING}"
         )
         make = Reserved._make
@@ -321,7 +322,7 @@ class JobVerbs(LedgerBase):
             cursor = conn.connection.driver_connection.cursor()
             try:
                 cursor.execute(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE reservation = ? AND status = {RESERVING}",
                     (reservation,),
                 )
@@ -393,7 +394,7 @@ class JobVerbs(LedgerBase):
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE pipeline = :p AND status = {RESERVING} AND reserved_at < :cutoff"
                     " ORDER BY reserved_at"
                 ),
@@ -555,3 +556,48 @@ class JobVerbs(LedgerBase):
                 {"n": released, "r": reservation},
             )
         return released
+
+    def park_keys(self, reservation: str, keys: Sequence[str], failure: Failure) -> int:
+        """Park some of a reservation's jobs before anything was sent: a request the API can
+        never take (larger than a whole batch input file) is the row's own fault.
+
+        One transaction, like :meth:`release_keys`: the attempt the reservation counted is
+        given back (nothing was sent or billed), the rows leave the batch's members, and no
+        other pass can reserve them in between.
+        """
+        if not keys:
+            return 0
+        now = self.clock()
+        parked = 0
+        with self._write() as conn:
+            for chunk in chunks(keys, 5000):
+                params = {
+                    "r": reservation,
+                    "now": now,
+                    "keys": chunk,
+                    "cls": failure.parked_class(),
+                    "msg": redact(failure.message)[:MESSAGE_LIMIT],
+                }
+                parked += conn.execute(
+                    text(
+                        f"UPDATE jobs SET status = {MOVES['park_keys'].to(S.PARKED)},"
+                        " attempts = attempts - 1, reservation = NULL, error_class = :cls,"
+                        " error_message = :msg, parked_at = :now,"
+                        " first_failure_at = COALESCE(first_failure_at, :now),"
+                        " last_failure_at = :now, updated_at = :now"
+                        " WHERE key IN :keys AND reservation = :r AND "
+                        f" {MOVES['park_keys'].where()}"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                ).rowcount
+                conn.execute(
+                    text(
+                        "DELETE FROM batch_members WHERE reservation = :r AND key IN :keys"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                )
+            conn.execute(
+                text("UPDATE batch_jobs SET rows = rows - :n WHERE reservation = :r"),
+                {"n": parked, "r": reservation},
+            )
+        return parked

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from flows import registry
 from flows.cli import app
 from flows.identity import claim_pipeline
-from flows.run._deliver import enroll_day
+from flows.testing import enroll_day
 from ledger import Ledger, NewJob, PipelineConflict
 
 runner = CliRunner()

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from flows.channels._channel import TickOptions
 from flows.errors import UsageError
+from flows.testing import TickOptions
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -42,21 +44,22 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (point the SDK at it with GOOGLE_GEMINI_BASE_URL)."""
-    import emulator as emu
+    from flows._emulator_process import emulator_command
 
-    try:
-        emu.serve(
-            host=host,
-            port=port,
-            scenario=scenario,
-            seed=seed,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-        )
-    except emu.ScenarioError as exc:
-        raise UsageError(str(exc)) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    # The emulator stands apart from flows (never imported here): this process becomes
+    # ``python -m emulator``, which says where it listens, or gives one line and exits 1 for
+    # a bad scenario or a taken port.
+    cmd = emulator_command(
+        host=host,
+        port=port,
+        scenario=scenario,
+        seed=seed,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
 
 
 @app.command()
@@ -69,6 +72,13 @@ def tick(
         str | None, typer.Option(help="Day whose items to enroll (YYYY-MM-DD), default today.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A run parameter NAME=VALUE for the pipeline's hooks (run.params); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
     from flows._ledger import open_ledger
@@ -77,17 +87,29 @@ def tick(
     from flows.tick import run_tick
 
     the_day = parse_day(day)
+    params = _params(param or [])
     load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
     ledger = open_ledger()  # refuses a missing ledger: only `db upgrade` creates one
     ledger.check_writable()
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger)
     with prefect_for_flows():
-        report = run_tick(pipeline, day=the_day)
+        report = run_tick(pipeline, day=the_day, params=params or None)
     if as_json:
         print_json(report.as_dict())
     else:
         _print_tick(report, ledger)
+
+
+def _params(given: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a mapping (a value stays a string)."""
+    out: dict[str, str] = {}
+    for one in given:
+        name, sep, value = one.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--param {one!r}: write NAME=VALUE")
+        out[name.strip()] = value
+    return out
 
 
 def _print_tick(report: TickReport, ledger: Ledger) -> None:
@@ -109,6 +131,8 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    for line in report.taken_over_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
     enrolled = report.enroll
     for n, what, examples in (
         (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),

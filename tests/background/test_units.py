@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from flows.channels._interactions import (
+from flows.examples import articles
+from flows.gemini.gateway import KEY_HEADER, gemini_client
+from flows.pipeline import Prompt
+from flows.testing import (
     LABEL_KEY,
     RUNNING,
     Handle,
@@ -20,9 +23,6 @@ from flows.channels._interactions import (
     poll_all,
     usage_of,
 )
-from flows.examples import articles
-from flows.gemini.gateway import KEY_HEADER, gemini_client
-from flows.pipeline import Prompt
 from ledger import Failure, FailureRow, Ledger, NewJob, Policy, ResultRow, Verdict
 
 from .pipelines import Note

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from ledger import Ledger
 
 DAY = date(2026, 11, 22)

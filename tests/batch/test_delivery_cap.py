@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flows._ledger import open_ledger
 from flows.ops.replay import replay
 from flows.pipeline import Pipeline, Prompt
-from flows.run._deliver import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done, delivery_cap
+from flows.testing import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done, delivery_cap, open_ledger
 from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow
 

@@ -10,8 +10,6 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from flows._ledger import open_ledger
-from flows.channels._batch_io import RequestWriter, batch_request, write_requests
 from flows.examples.reviews import (
     ReviewLabel,
     ReviewLabelRow,
@@ -20,6 +18,7 @@ from flows.examples.reviews import (
     results_engine,
 )
 from flows.pipeline import Prompt
+from flows.testing import RequestWriter, batch_request, open_ledger, write_requests
 
 from .conftest import DAY, tick_until_settled
 

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from google.genai import errors
 
-from flows._ledger import open_ledger
-from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
 from flows.reconcile import reconcile
+from flows.testing import SUBMITTED_ENV, lost_reason, open_ledger, submitted_bound
 from flows.tick import tick
 from ledger import Ledger
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import func, select
 
-from flows._ledger import open_ledger
 from flows.examples.reviews import ReviewLabelRow, load_reviews, results_engine
+from flows.testing import open_ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 

@@ -8,9 +8,9 @@ from datetime import date
 
 from typer.testing import CliRunner
 
-from flows._ledger import open_ledger
 from flows.cli import app
 from flows.ops.summary import render_markdown
+from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import NewJob, ResultRow
 from tests.direct import pipelines

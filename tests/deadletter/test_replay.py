@@ -8,8 +8,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from flows._ledger import open_ledger
 from flows.cli import app
+from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines

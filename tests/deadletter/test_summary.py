@@ -11,9 +11,9 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from typer.testing import CliRunner
 
-from flows._ledger import open_ledger
 from flows.cli import app
 from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines

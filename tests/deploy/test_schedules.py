@@ -39,7 +39,7 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from emulator.testing import RunningEmulator
 from flows.examples.articles import load_topics
 from ledger import Ledger, Status
-from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, prefect_server, stop
+from tests.deploy.prefect_server import PREFECT, ROOT, Server, prefect_server, stop
 from tests.webhooks.signing import wait_until
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,8 @@ DEPLOY_COMMANDS = (
     "gemini-ledger secret set ledger-url",
     "gemini-ledger db upgrade",
 )
-WORKER_COMMAND = "prefect worker start --pool gemini-ledger"
+WORKER_COMMAND = "gemini-ledger worker start --pool gemini-ledger"
+GEMINI_LEDGER = str(Path(PREFECT).with_name("gemini-ledger"))
 
 
 def _readme_blocks() -> list[list[str]]:
@@ -172,7 +173,7 @@ def test_scheduled_runs_settle_a_night_with_only_prefect_api_url_in_the_workers_
         # The worker's shell: the system's PATH and HOME, and PREFECT_API_URL. Nothing else.
         env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_API_URL": server.url}
         worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", POOL, "--limit", "1"],
+            [GEMINI_LEDGER, *WORKER_COMMAND.split()[1:]],  # the README's worker, as it says
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,

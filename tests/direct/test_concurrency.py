@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
+from tests.prewarmed import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,14 +26,9 @@ def _killed_run(point: str, prefect_api: str, tmp_path: Path) -> None:
         "GEMINI_LEDGER_CRASH_TRACE": str(trace),
         "PYTHONPATH": str(ROOT),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    # A process of its own, forked from one that has done the imports (tests/prewarmed.py).
+    proc = run_cli(["tick", SPEC, "--day", DAY.isoformat()], env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert trace.read_text().splitlines()[-1] == point
 
 

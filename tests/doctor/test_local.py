@@ -9,14 +9,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from emulator.testing import free_port
 from flows.ops.doctor import Outcome, run_checks
-from flows.ops.doctor._local import (
+from flows.testing import (
     check_api_key,
     check_ledger,
     check_pipelines,
+    check_prefect,
     check_prices,
     check_settings,
 )
-from flows.ops.doctor._prefect import check_prefect
 from ledger import Ledger, NewJob, make_engine
 
 
@@ -112,7 +112,7 @@ def test_the_webhook_secret_is_optional_but_checked_when_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Unset: skipped; a valid whsec_ secret: ok; one that is not base64: fails with its fix."""
-    from flows.ops.doctor._local import check_webhook_secret
+    from flows.testing import check_webhook_secret
     from tests.webhooks.signing import SECRET
 
     assert check_webhook_secret().outcome is Outcome.SKIP

@@ -21,8 +21,7 @@ from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Schedule
 from prefect.types._datetime import now
 
 from flows.ops.doctor import Check, Outcome
-from flows.ops.doctor._local import check_api_key
-from flows.ops.doctor._prefect import check_prefect
+from flows.testing import check_api_key, check_prefect
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop
 from tests.webhooks.signing import wait_until
@@ -208,6 +207,7 @@ def test_every_pipeline_a_deployment_names_is_checked(
     """A deployment naming a pipeline that does not load fails doctor's pipeline check, with
     the deployment named, though doctor was given no pipeline."""
     import yaml
+
     from flows.ops.doctor import run_checks
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())

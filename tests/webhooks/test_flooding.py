@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from flows.webhooks import _app as _webhook_app
+from flows.testing import webhook_verify_wrapped
 from flows.webhooks import receiver as webhooks
 from flows.webhooks.receiver import create_app
 
@@ -114,33 +114,35 @@ def test_body_limit_setting(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) ->
 
 
 def test_slow_signature_check_does_not_stall_healthz(
-    serve_receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+    serve_receiver: Callable[..., Receiver],
 ) -> None:
     """While one delivery's verification is stuck, /healthz still answers."""
     entered, release = threading.Event(), threading.Event()
-    real_verify = _webhook_app.verify
 
-    def stuck_verify(*args: Any, **kwargs: Any) -> tuple[str, str]:
-        entered.set()
-        release.wait(60)
-        return real_verify(*args, **kwargs)
+    def stuck(real_verify: Callable[..., Any]) -> Callable[..., Any]:
+        def stuck_verify(*args: Any, **kwargs: Any) -> tuple[str, str]:
+            entered.set()
+            release.wait(60)
+            return real_verify(*args, **kwargs)
 
-    monkeypatch.setattr(_webhook_app, "verify", stuck_verify)
-    receiver = serve_receiver()
-    receiver.know("batches/slow")
-    body = batch_event("batches/slow")
-    answers: list[int] = []
-    poster = threading.Thread(
-        target=lambda: answers.append(receiver.post(body, signed(body)).status_code)
-    )
-    poster.start()
-    try:
-        wait_until(entered.is_set, what="verification to start")
-        health = httpx.get(receiver.url.replace("/webhook", "/healthz"), timeout=5.0)
-        assert health.status_code == 200
-    finally:
-        release.set()
-        poster.join(timeout=30)
+        return stuck_verify
+
+    with webhook_verify_wrapped(stuck):
+        receiver = serve_receiver()
+        receiver.know("batches/slow")
+        body = batch_event("batches/slow")
+        answers: list[int] = []
+        poster = threading.Thread(
+            target=lambda: answers.append(receiver.post(body, signed(body)).status_code)
+        )
+        poster.start()
+        try:
+            wait_until(entered.is_set, what="verification to start")
+            health = httpx.get(receiver.url.replace("/webhook", "/healthz"), timeout=5.0)
+            assert health.status_code == 200
+        finally:
+            release.set()
+            poster.join(timeout=30)
     assert answers == [200]
 
 

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from emulator.testing import RunningEmulator
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from flows.tick import tick
 from flows.webhooks.receiver import start_reconcile
 

@@ -74,10 +74,10 @@ def run_checks(pipelines: list[str], *, prefect_yaml: Path | None = None) -> lis
 
 def emulator_shapes(pipeline: str = "reviews") -> tuple[dict[str, dict[str, str]], LiveRun]:
     """The shapes the bundled emulator serves for the ``--live`` steps (started here, stopped)."""
-    from emulator.testing import RunningEmulator
+    from flows._emulator_process import EmulatorProcess
 
     run = LiveRun()
-    with RunningEmulator(scenario="clean", seed=0) as emu:
+    with EmulatorProcess(scenario="clean", seed=0) as emu:
         client = live_client("doctor-emulator-key", run.recorder, base_url=emu.base_url)
         run_live(pipeline, client=client, batch_timeout_s=60, interaction_timeout_s=60, run=run)
     return run.recorder.as_json(), run
