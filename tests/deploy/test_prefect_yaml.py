@@ -59,6 +59,7 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
 JOB_ENV = {
     "LEDGER_DATABASE_URL_BLOCK": "gemini-ledger-database-url",
     "LEDGER_RECONCILE_DEPLOYMENT": "reconcile/webhook",
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60",
 }
 
 
