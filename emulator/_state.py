@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
+from ._embeddings import request_dimension, request_text, vector
 from ._errors import STEP_ERRORS, step_status, storage_full
 from ._media import media_problem, media_tokens
 from ._rates import RateMeter
@@ -40,6 +41,8 @@ EMPTY_FINISH = {
     "finish_other": "OTHER",
     "malformed_response": "MALFORMED_RESPONSE",
 }
+# Faults of one input of a multi-input embed call (the others are the call's).
+PER_INPUT_FAULTS = frozenset({"400"})
 ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "incomplete", "missing", *EMPTY_FINISH})
 TERMINAL_BATCH = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
@@ -216,6 +219,7 @@ class InteractionRec:
 def _zero_billed() -> dict[str, int]:
     return {
         "generate_calls": 0,
+        "embed_calls": 0,
         "batch_rows": 0,
         "interactions": 0,
         "prompt_tokens": 0,
@@ -389,6 +393,35 @@ class Core:
         """What ``modelVersion`` names for a requested model (an alias resolved)."""
         name = model.removeprefix("models/")
         return self.scenario.model_versions.get(name, name)
+
+    def embed_usage(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """The call's usage, billed: the prompt tokens of its texts (embeddings have no
+        output tokens)."""
+        tokens = sum(count_tokens(request_text(r)) for r in requests)
+        usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        self.bill("embed_calls", usage)
+        return usage
+
+    def embed(self, model: str, requests: list[dict[str, Any]], keys: list[str]) -> list[Any]:
+        """One embed call's vectors, one per request (``emulator._embeddings``), every
+        request counted as received. The call fails as a whole: with the first request's
+        fault (a quota, an overload: the call's, drawn once per call), or with any
+        request's ``400`` (one bad input and the API refuses the call)."""
+        pairs = zip(keys, requests, strict=True)
+        steps = [self.submit(key, request_text(r), batch=False)[1] for key, r in pairs]
+        failing = steps[0] if steps[0] not in ANSWER_STEPS else None
+        failing = failing or next((s for s in steps if s in PER_INPUT_FAULTS), None)
+        if failing is not None:
+            raise ApiError(step_status(failing, self.scenario.retry_delay_s, model))
+        out: list[Any] = []
+        for step, r in zip(steps, requests, strict=True):
+            task = r.get("taskType") or r.get("task_type")
+            if step in EMPTY_FINISH:
+                out.append({"values": []})
+            else:
+                dim = request_dimension(r)
+                out.append({"values": vector(self.seed, model, request_text(r), task, dim)})
+        return out
 
     def settings_of(
         self, read: Callable[[dict[str, Any], str], dict[str, Any]], body: Any, model: str, key: str

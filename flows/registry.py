@@ -38,6 +38,7 @@ PIPELINES_ENV = "GEMINI_LEDGER_PIPELINES"
 BUILTIN = {
     "reviews": "flows.examples.reviews:pipeline",
     "articles": "flows.examples.articles:pipeline",
+    "review-embeddings": "flows.examples.review_embeddings:pipeline",
 }
 
 
@@ -61,10 +62,10 @@ def pipeline_names() -> list[str]:
 
 def _recorded(name: str) -> str | None:
     """The ``module:attribute`` the ledger recorded for ``name``, if a ledger exists."""
-    from flows._ledger import open_ledger
-    from ledger import database_url, ledger_exists
+    from flows._ledger import ledger_url, open_ledger
+    from ledger import ledger_exists
 
-    if not ledger_exists(database_url()):
+    if not ledger_exists(ledger_url()):
         return None  # never create a ledger just to look a name up
     record = open_ledger().pipeline_record(name)
     return None if record is None else record.spec

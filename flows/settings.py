@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///var/ledger.db", validation_alias=_env("LEDGER_DATABASE_URL")
     )
+    # The Prefect Secret block holding the ledger's URL; when set, its value is database_url
+    # (load_settings reads it), whatever LEDGER_DATABASE_URL says.
+    database_url_block: str | None = Field(None, validation_alias=_env("LEDGER_DATABASE_URL_BLOCK"))
     api_key: SecretStr | None = Field(
         None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
@@ -140,8 +143,10 @@ def _variables(field: str) -> tuple[str, ...]:
     return (str(alias),)
 
 
-def load_settings() -> Settings:
-    """Read and validate every setting now; a bad one raises :class:`SettingsError`."""
+def load_settings(*, read_blocks: bool = True) -> Settings:
+    """Read and validate every setting now; a bad one raises :class:`SettingsError`. With
+    ``read_blocks`` the ledger URL is read from the Secret block that
+    ``LEDGER_DATABASE_URL_BLOCK`` names (a missing block raises ``LedgerConfigError``)."""
     try:
         settings = Settings()  # type: ignore[call-arg]  # every field has a default
     except ValidationError as exc:
@@ -150,12 +155,27 @@ def load_settings() -> Settings:
             variable = ".".join(str(part) for part in error["loc"]) or "settings"
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("bad setting: " + "; ".join(problems)) from None
+    if read_blocks and settings.database_url_block:
+        from flows._ledger import url_from_block
+
+        block_url = url_from_block(settings.database_url_block.strip())
+        settings = settings.model_copy(update={"database_url": block_url})
     # Secrets are known from here on: redact() hides them in every message we store or print.
     for field in Settings.model_fields:
         value = getattr(settings, field)
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
     return settings
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
@@ -165,8 +185,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         names = _variables(field)
         source = next((f"environment ({n})" for n in names if os.environ.get(n, "").strip()), None)
         value = getattr(settings, field)
+        if field == "database_url" and settings.database_url_block:
+            source = f"Secret block {settings.database_url_block!r}"
         if isinstance(value, SecretStr):
             shown = "********"
+        elif field == "database_url":
+            shown = _without_password(str(value))
         elif value is None:
             shown = "(unset)"
         else:

@@ -70,6 +70,7 @@ from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState, UploadState
 from ledger._uploads import UploadClaim, UploadRecord
+from ledger._vectors import Vector, validate_vector, vector_values
 from ledger._verdicts import classify
 
 __all__ = [
@@ -129,6 +130,7 @@ __all__ = [
     "UploadState",
     "Usage",
     "UsageError",
+    "Vector",
     "Verdict",
     "answer_ids",
     "classify",
@@ -149,4 +151,6 @@ __all__ = [
     "upgrade",
     "usage_of_metadata",
     "validate_answer",
+    "validate_vector",
+    "vector_values",
 ]

@@ -169,6 +169,13 @@ TRANSITIONS: dict[str, Transition] = {
             "under the row's reservation",
         ),
         Transition(
+            "bind_reservation",
+            (S.RESERVING,),
+            (S.SUBMITTED,),
+            ("handle", "submitted_at", "reservation"),
+            "every row of the reservation, one handle (one embed call carries them)",
+        ),
+        Transition(
             "bind_batch",
             (S.RESERVING,),
             (S.SUBMITTED,),

@@ -415,9 +415,21 @@ def run_calls(
     if not keys:
         return {}
     settings = settings or load_settings()
-    the_task = direct_task(policy, settings)
     # This run's: another run's halt never stops it; the pipeline is looked up once.
     calls = Calls(get_pipeline(spec), settings.direct_max_wait_s)
+    if calls.pipeline.is_embedding:
+        # A pipeline of vectors: embed_content calls, several rows per call.
+        from flows.channels._embed import run_embeds
+
+        return run_embeds(
+            spec,
+            keys,
+            policy=policy,
+            max_concurrency=max_concurrency,
+            rate_per_second=rate_per_second,
+            settings=settings,
+        )
+    the_task = direct_task(policy, settings)
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)

@@ -168,7 +168,9 @@ def handles_errors(func: F) -> F:
         try:
             from flows.settings import load_settings
 
-            load_settings()  # every setting checked before any work, naming a bad variable
+            # Every setting checked before any work, naming a bad variable; the ledger URL's
+            # block is read by the commands that open the ledger (`secret set` creates it).
+            load_settings(read_blocks=False)
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -236,12 +238,13 @@ def existing_ledger(*, write: bool = False) -> Ledger:
     """The configured ledger for a command that reads it: refused when there is none (never
     created here), opened (so an unreachable or damaged one fails now, as one line, before
     any flow starts) and, for ``write``, checked to be writable."""
-    from flows._ledger import open_ledger
+    from flows._ledger import ledger_url, open_ledger
     from ledger import ledger_exists, missing_ledger_message
 
-    if not ledger_exists():
-        raise LedgerConfigError(missing_ledger_message())
-    ledger = open_ledger()
+    url = ledger_url()
+    if not ledger_exists(url):
+        raise LedgerConfigError(missing_ledger_message(url))
+    ledger = open_ledger(url)
     if write:
         ledger.check_writable()
     return ledger

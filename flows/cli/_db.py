@@ -8,10 +8,12 @@ from flows.cli._app import console, db_app, handles_errors
 @db_app.command("upgrade")
 @handles_errors
 def db_upgrade() -> None:
-    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL, default var/ledger.db)."""
+    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL or the Secret block
+    LEDGER_DATABASE_URL_BLOCK names; default var/ledger.db)."""
+    from flows._ledger import ledger_url
     from ledger import make_engine, upgrade
 
-    engine = make_engine()
+    engine = make_engine(ledger_url())
     upgrade(engine)
     console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
 
@@ -20,12 +22,14 @@ def db_upgrade() -> None:
 @handles_errors
 def db_current() -> None:
     """Show the ledger's schema revision and the newest one this version knows."""
+    from flows._ledger import ledger_url
     from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
-    if not ledger_exists():
-        raise LedgerMissing(missing_ledger_message())  # connecting would create the file
-    engine = make_engine()
+    url = ledger_url()
+    if not ledger_exists(url):
+        raise LedgerMissing(missing_ledger_message(url))  # connecting would create the file
+    engine = make_engine(url)
     console.print(
         f"ledger at {engine.url.render_as_string(hide_password=True)}:"
         f" revision {current_revision(engine) or 'none (empty)'}, head {head_revision()}"

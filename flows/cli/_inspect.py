@@ -183,11 +183,13 @@ def pipelines(
 ) -> None:
     """The pipelines the ledger records (module:attr, channel, model, schema revision, jobs),
     then the shipped examples not run yet; reads the ledger, never creates it."""
+    from flows._ledger import ledger_url
     from flows.registry import BUILTIN, get_pipeline
     from ledger import Status, ledger_exists, missing_ledger_message
     from ledger._transitions import ACTIVE
 
-    exists = ledger_exists()
+    url = ledger_url()
+    exists = ledger_exists(url)
     recorded = _recorded_pipelines(existing_ledger()) if exists else []
     names = {r["name"] for r in recorded}
     examples = []
@@ -224,7 +226,7 @@ def pipelines(
                 soft_wrap=True,
             )
     elif not exists:
-        console.print(f"no pipeline recorded: {missing_ledger_message()}", soft_wrap=True)
+        console.print(f"no pipeline recorded: {missing_ledger_message(url)}", soft_wrap=True)
     else:
         console.print("no pipeline recorded in the ledger yet")
     if examples:

@@ -44,21 +44,24 @@ def webhook_serve(
 class SecretKind(StrEnum):
     API_KEY = "api-key"
     WEBHOOK_SECRET = "webhook-secret"
+    LEDGER_URL = "ledger-url"
 
 
 @secret_app.command("set")
 @handles_errors
 def secret_set(
-    which: Annotated[SecretKind, typer.Argument(help="api-key or webhook-secret.")],
+    which: Annotated[SecretKind, typer.Argument(help="api-key, webhook-secret or ledger-url.")],
     block: Annotated[
         str | None,
         typer.Option(
             help="Block name (default: GEMINI_API_KEY_BLOCK or gemini-api-key;"
-            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret)."
+            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret;"
+            " LEDGER_DATABASE_URL_BLOCK or gemini-ledger-database-url)."
         ),
     ] = None,
 ) -> None:
-    """Store the Gemini API key or the webhook secret in a Prefect Secret block.
+    """Store the Gemini API key, the webhook secret or the ledger's URL (a PostgreSQL URL
+    carries its password) in a Prefect Secret block.
 
     The value is read from standard input (or asked for, hidden, on a terminal), never from
     the command line, so it stays out of shell history. Needs PREFECT_API_URL: a block on a
@@ -71,8 +74,10 @@ def secret_set(
     from prefect.settings import get_current_settings
     from pydantic import SecretStr
 
+    from flows._ledger import DATABASE_URL_BLOCK_ENV, DEFAULT_DATABASE_URL_BLOCK
     from flows._prefect_api import check_api
     from flows.gemini.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
+    from ledger import database_url, register_secret
 
     api_url = get_current_settings().api.url
     if not api_url:
@@ -83,6 +88,9 @@ def secret_set(
     check_api(api_url)
     if which is SecretKind.API_KEY:
         name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
+    elif which is SecretKind.LEDGER_URL:
+        name = block or os.environ.get(DATABASE_URL_BLOCK_ENV, "").strip()
+        name = name or DEFAULT_DATABASE_URL_BLOCK
     else:
         name = block or os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
         name = name or "gemini-webhook-secret"
@@ -93,10 +101,18 @@ def secret_set(
     value = value.strip()
     if not value:
         raise CliError(f"no {which.value} given on standard input")
+    if which is SecretKind.LEDGER_URL:
+        register_secret(value)
+        database_url(value)  # not a database URL: one line (LedgerConfigError), nothing stored
     Secret(value=SecretStr(value)).save(name, overwrite=True)
     console.print(f"stored the {which.value} in the Prefect Secret block {name!r} on {api_url}")
     if which is SecretKind.WEBHOOK_SECRET:
         console.print(f"the receiver reads it with LEDGER_WEBHOOK_SECRET_BLOCK={name}")
+    elif which is SecretKind.LEDGER_URL:
+        console.print(
+            f"runs read it with {DATABASE_URL_BLOCK_ENV}={name} (prefect.yaml's job variables"
+            f" give the workers {DATABASE_URL_BLOCK_ENV}={DEFAULT_DATABASE_URL_BLOCK})"
+        )
     elif name != DEFAULT_API_KEY_BLOCK:
         console.print(f"workers read it with {API_KEY_BLOCK_ENV}={name}")
 

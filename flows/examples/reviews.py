@@ -29,8 +29,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from flows._ledger import ledger_url
 from flows.pipeline import Pipeline, Prompt
-from ledger import Channel, database_url, make_engine
+from ledger import Channel, make_engine
 
 __all__ = [
     "DATA_FILE",
@@ -123,7 +124,7 @@ _engines_lock = threading.Lock()
 
 def results_engine() -> Engine:
     """The engine for the results database, with ``review_labels`` created on first use."""
-    url = database_url(os.environ.get(RESULTS_URL_ENV) or None)
+    url = ledger_url(os.environ.get(RESULTS_URL_ENV) or None)
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:

@@ -1,7 +1,8 @@
 """``gemini-ledger doctor``: check a setup before trusting it with a night.
 
-- :func:`run_checks`: free checks (settings, ledger, pipelines, Prefect server, deployments,
-  schedules, workers, secrets); no API call.
+- :func:`run_checks`: free checks (settings, ledger, pipelines: the shipped ones, the ones
+  given and every one a deployment on the Prefect server names; Prefect server, deployments,
+  schedules, workers, secrets); no Gemini API call.
 - :func:`flows.ops.doctor._live.run_live`: a few real calls (``--live``), recording the structure
   of every answer.
 - :func:`emulator_shapes` and :func:`diff_shapes`: the same calls against the bundled emulator,
@@ -29,7 +30,7 @@ from flows.ops.doctor._local import (
     check_settings,
     check_webhook_secret,
 )
-from flows.ops.doctor._prefect import check_prefect
+from flows.ops.doctor._prefect import check_prefect, deployed_pipelines
 from flows.ops.doctor._report import Check, Outcome, exit_code, render_line, to_json
 from flows.ops.doctor._shapes import Drift, diff_shapes, load_shapes, write_shapes
 
@@ -60,7 +61,9 @@ def run_checks(pipelines: list[str], *, prefect_yaml: Path | None = None) -> lis
     """Every free check, in the order a setup is built."""
     checks = [check_settings()]
     checks += check_ledger()
-    checks += check_pipelines(pipelines)
+    deployed = deployed_pipelines()  # every pipeline a deployment on the server names
+    pipelines = [*pipelines, *(spec for spec in deployed if spec not in pipelines)]
+    checks += check_pipelines(pipelines, deployed)
     checks.append(check_prices(pipelines))
     checks += check_prefect(prefect_yaml)
     checks.append(check_api_key())

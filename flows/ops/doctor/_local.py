@@ -40,10 +40,11 @@ _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 
 def check_settings() -> Check:
     """Every setting the flows read parses, so no run fails on it at 3 am."""
+    from flows._ledger import ledger_url
     from flows.crash import CRASH_AT_ENV
     from flows.gemini._pricing import PRICES_FILE_ENV, load_prices
     from flows.registry import PIPELINES_ENV, UnknownPipeline, _configured
-    from ledger import LedgerConfigError, database_url
+    from ledger import LedgerConfigError
 
     problems: list[str] = []
     for name in _NUMBERS:
@@ -68,7 +69,7 @@ def check_settings() -> Check:
     except UnknownPipeline as exc:
         problems.append(str(exc))
     try:
-        url = database_url()
+        url = ledger_url()
         backend = url.split(":", 1)[0].split("+", 1)[0]
         if backend not in ("sqlite", "postgresql"):
             problems.append(f"LEDGER_DATABASE_URL: unsupported backend {backend!r}")
@@ -91,11 +92,15 @@ def check_ledger() -> list[Check]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ledger import database_url, make_engine
+    from flows._ledger import ledger_url
+    from ledger import LedgerConfigError, make_engine
     from ledger._db import current_revision, head_revision
     from ledger._models import WebhookDelivery
 
-    url = database_url()
+    try:
+        url = ledger_url()
+    except LedgerConfigError as exc:  # its Secret block is missing or unreadable
+        return [Check.fail("ledger", str(exc), "gemini-ledger secret set ledger-url")]
     shown = make_url(url).render_as_string(hide_password=True)
     upgrade_fix = "gemini-ledger db upgrade"
     parsed = make_url(url)
@@ -165,8 +170,9 @@ def pipeline_specs(extra: list[str]) -> list[str]:
     return names + [e for e in extra if e not in names]
 
 
-def check_pipelines(extra: list[str]) -> list[Check]:
-    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by."""
+def check_pipelines(extra: list[str], deployed: dict[str, list[str]] | None = None) -> list[Check]:
+    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by;
+    ``deployed`` gives the deployments naming a pipeline, said with its failure."""
     from flows.registry import UnknownPipeline, _configured, get_pipeline
 
     try:
@@ -176,13 +182,15 @@ def check_pipelines(extra: list[str]) -> list[Check]:
     checks = []
     for spec in pipeline_specs(extra):
         name = f"pipeline {spec}"
+        users = (deployed or {}).get(spec)
+        by = f" (named by deployment {', '.join(users)})" if users else ""
         try:
             found = get_pipeline(spec)
         except UnknownPipeline as exc:
             checks.append(
                 Check.fail(
                     name,
-                    str(exc),
+                    f"{exc}{by}",
                     "fix the module:attribute (importable from the worker's directory)",
                 )
             )
@@ -191,7 +199,7 @@ def check_pipelines(extra: list[str]) -> list[Check]:
             checks.append(
                 Check.fail(
                     name,
-                    f"importing it raised {type(exc).__name__}: {exc}",
+                    f"importing it raised {type(exc).__name__}: {exc}{by}",
                     f"python -c 'import {spec.split(':')[0]}'",
                 )
             )
@@ -214,9 +222,10 @@ def check_pipelines(extra: list[str]) -> list[Check]:
 def check_prices(extra: list[str]) -> Check:
     """Every model the pipelines use, and every model with rows in the ledger, has a price:
     an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure)."""
+    from flows._ledger import ledger_url
     from flows.gemini._pricing import PRICES_FILE_ENV, load_prices
     from flows.registry import get_pipeline
-    from ledger import Ledger, database_url, ledger_exists
+    from ledger import Ledger, ledger_exists
 
     name = "prices"
     try:
@@ -228,8 +237,8 @@ def check_prices(extra: list[str]) -> Check:
         with contextlib.suppress(Exception):  # an unloadable pipeline is its own check
             rows.setdefault(get_pipeline(spec).model, 0)
     with contextlib.suppress(Exception):  # an unreachable or old ledger is its own check
-        if ledger_exists():
-            ledger = Ledger(database_url(), migrate=False)
+        if ledger_exists(url := ledger_url()):
+            ledger = Ledger(url, migrate=False)
             try:
                 for usage in ledger.usage_by_model():
                     rows[usage.model] = rows.get(usage.model, 0) + usage.rows
@@ -341,14 +350,15 @@ def check_webhook_secret() -> Check:
 def check_api_settings() -> Check:
     """This machine's Gemini API (base URL and key) is the one the workers bind batch jobs at:
     a webhook receiver started here with another one is refused (``flows.gemini._api_settings``)."""
+    from flows._ledger import ledger_url
     from flows.gemini._api_settings import current_api_settings, mismatch
     from flows.settings import load_settings
-    from ledger import GeminiLedgerError, Ledger, database_url
+    from ledger import GeminiLedgerError, Ledger
 
     name = "api settings"
     try:
         settings = load_settings()
-        ledger = Ledger(database_url(), migrate=False)  # never creates nor upgrades one
+        ledger = Ledger(ledger_url(), migrate=False)  # never creates nor upgrades one
     except GeminiLedgerError as exc:
         return Check.skip(name, f"no ledger to compare with ({type(exc).__name__})")
     try:
