@@ -225,6 +225,9 @@ class Pipeline(Generic[Item]):
             raise TypeError(f"build_prompt returned a {type(prompt).__name__}, not a Prompt")
         if prompt.settings is not None and self.is_embedding:
             raise ValueError("generation settings do not apply to an embedding pipeline")
+        if prompt.parts and self.is_embedding:
+            # Embeddings are sent as text only: media parts would be dropped unseen.
+            raise ValueError("an embedding pipeline embeds text: its prompts take no parts")
         if prompt.settings is not None:
             check_settings(
                 self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value

@@ -132,3 +132,24 @@ def test_a_malformed_part_is_refused(kwargs: dict) -> None:
     """A part that is not exactly one well-formed kind is refused when the prompt is built."""
     with pytest.raises(ValidationError):
         Part(**kwargs)
+
+
+def test_an_embedding_pipeline_refuses_media_parts() -> None:
+    """An embedding pipeline's item whose prompt carries parts is refused (its row parked
+    `prompt:ValueError`), never embedded as its text alone."""
+    from datetime import date
+
+    from flows import EmbeddingSettings, Pipeline, Run
+
+    pipeline = Pipeline(
+        name="emb",
+        model="gemini-embedding-001",
+        channel="direct",
+        embedding=EmbeddingSettings(),
+        load_items=lambda day: [],
+        key_of=lambda item, day: item,
+        build_prompt=lambda item: Prompt(text=item, parts=(Part.from_bytes(PNG, "image/png"),)),
+        on_result=lambda key, result: None,
+    )
+    with pytest.raises(ValueError, match="take no parts"):
+        pipeline.prompt_for("x", Run(day=date(2026, 12, 6)))
