@@ -4,7 +4,7 @@
 deleted), the reservation token, the file's name, URI and expiry once bound, and its
 deletion. ``upload_uses``: which job keys read it, so it is deleted when they are all final.
 
-Revision ID: 0017
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0017"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
