@@ -200,7 +200,7 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
     Ledger(create=True).dispose()  # the project's ledger (a tick never creates one)
     import flows.tick
 
-    def tick(name, *, day=None):
+    def tick(name, *, day=None, params=None):
         p = registry.get_pipeline(name)
         return list(p.load_items(day))
 
