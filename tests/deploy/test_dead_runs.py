@@ -162,6 +162,10 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
         with server.client() as client:
             return client.read_flow_run(run.id).state
 
+    def say(line: str) -> None:
+        """The transcript (shown with pytest -s): what a person watching the server sees."""
+        print(f"{datetime.now(UTC):%H:%M:%S} {line}", flush=True)
+
     first = start_tick()
     worker = _worker(server, env, tmp_path / "worker-1.log")
     try:
@@ -174,9 +178,11 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
         killed_runs = _kill(worker)
     killed_at = time.time()
     assert killed_runs, "the worker had started no flow-run process"
+    say(f"SIGKILL to the worker and its flow-run process(es) {killed_runs}")
     in_hand = world.in_hand()
     held = world.ledger().counts(pipeline=world.channel.pipeline).by_status.get("done", 0)
     assert state_of(first).is_running()  # what Prefect sees of a dead run: a zombie
+    say(f"run 1 ({first.name}): {state_of(first).name}; {held} rows claimed by it, done")
 
     worker = _worker(server, env, tmp_path / "worker-2.log")
     try:
@@ -189,6 +195,7 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
         )
         assert refused.is_cancelled(), (refused.name, refused.message)
         assert "concurrency limit" in (refused.message or "")
+        say(f"run 2 ({turned_away.name}), started behind it: {refused.name}: {refused.message}")
 
         crashed = poll(
             lambda: (s := state_of(first)) is not None and s.is_crashed() and s,
@@ -196,6 +203,7 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
             what="the automation to mark the dead run Crashed",
         )
         assert "heartbeat" in (crashed.message or "")
+        say(f"run 1: {crashed.name}: {crashed.message}")
 
         following = start_tick()
         ended = poll(
@@ -207,6 +215,7 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
     assert ended.is_completed(), (ended.name, ended.message)
+    say(f"run 3 ({following.name}): {ended.name}")
 
     # Its report says what it took over from the dead tick, and when that tick last held it.
     with server.client() as client:
@@ -217,6 +226,7 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
     took = r"(\d+) delivery claims held by a dead tick \(last held at ([\d-]+ [\d:]+) UTC\)"
     found = re.search(took + ", taken over", summary or "")
     assert found, summary
+    say(f"run 3's report: {found[0]}")
     assert int(found[1]) == held  # every done row: the dead pass had claimed them all
     last_held = datetime.strptime(found[2], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     assert last_held.timestamp() <= killed_at + 1
@@ -224,3 +234,4 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
     assert world.settled()
     verdict = world.check(allowed_repeats=in_hand)
     assert verdict.ok, verdict.problems
+    say(f"the night: {world.ledger().counts(pipeline=world.channel.pipeline).by_status}")
