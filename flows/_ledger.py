@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-
+from flows import _caches
 from ledger import Ledger, database_url
 
 __all__ = ["open_ledger"]
 
-_ledgers: dict[str, Ledger] = {}
-_lock = threading.Lock()
 
-
-def open_ledger(url: str | None = None) -> Ledger:
-    """The ledger at ``url`` (default: LEDGER_DATABASE_URL, else var/ledger.db)."""
+def open_ledger(url: str) -> Ledger:
+    """The ledger at ``url`` (a run's ``settings.database_url``), one per process and URL
+    (kept in ``flows._caches``)."""
     resolved = database_url(url)
-    with _lock:
-        if resolved not in _ledgers:
-            _ledgers[resolved] = Ledger(resolved)
-        return _ledgers[resolved]
+    with _caches.lock:
+        if resolved not in _caches.ledgers:
+            _caches.ledgers[resolved] = Ledger(resolved)
+        return _caches.ledgers[resolved]

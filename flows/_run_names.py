@@ -15,10 +15,10 @@ __all__ = ["pipeline_label", "slug", "summary_run_name", "tick_run_name"]
 
 def pipeline_label(spec: str) -> str:
     """The pipeline's own name for a name or ``module:attr`` spec (the spec if it won't load)."""
-    from flows.registry import UnknownPipeline, get_pipeline
+    from flows.registry import UnknownPipeline, load_spec
 
     try:
-        return get_pipeline(spec).name
+        return load_spec(spec).name  # a plain name is the pipeline's own
     except UnknownPipeline:
         return spec
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -106,9 +106,11 @@ def submit_reserved(
     *,
     reservation: str,
     max_concurrency: int,
+    client_factory: Callable[[], Any],
     fresh: bool = True,
 ) -> dict[str, Any]:
     """Create an interaction for each reserved row and bind it; classify failed creates.
+    ``client_factory``: a new client of the run's (``RunContext.new_client``), closed after.
 
     ``fresh``: the rows were reserved by this tick (not taken over from a dead one), so if
     the requests cannot even be built, the reservation is released with its attempts.
@@ -148,7 +150,9 @@ def submit_reserved(
         if fresh:
             ledger.release(reservation)
         raise
-    outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
+    outcomes = submit_all(
+        requests, bind, max_concurrency=max_concurrency, client_factory=client_factory
+    )
     stopped = [s.key for s in outcomes if s.stopped]
     if stopped:
         # A stop (SIGTERM) before these were sent: they go back to their queue, fresh ones
@@ -326,7 +330,13 @@ class BackgroundChannel:
         )
         with self._holding(token):
             out = submit_reserved(
-                p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
+                p,
+                ledger,
+                won,
+                reservation=token,
+                max_concurrency=self.max_concurrency,
+                client_factory=self.ctx.new_client,
+                fresh=False,
             )
         return BackgroundRecovered(
             recovered=out["submitted"],
@@ -349,6 +359,7 @@ class BackgroundChannel:
             max_concurrency=self.max_concurrency,
             running_limit_s=self.running_limit_s,
             now=ledger.clock(),
+            client_factory=self.ctx.new_client,
         )
         poll_s = time.monotonic() - started
         handles = {x.key: x.handle for x in polled}
@@ -434,7 +445,7 @@ class BackgroundChannel:
         """Reserve the due jobs (pending or retryable), then create a background interaction
         for each and bind its id."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
-        preflight()  # a missing key must not strand reserved rows
+        preflight(self.ctx)  # a missing key must not strand reserved rows
         token = _token("submit")
         reserved = ledger.reserve(pipeline=p.name, limit=SUBMIT_LIMIT, reservation=token)
         crash_point("background.after_reserve")
@@ -443,7 +454,12 @@ class BackgroundChannel:
         with self._holding(token):
             rows = list(ledger.reserved(token))
             out = submit_reserved(
-                p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
+                p,
+                ledger,
+                rows,
+                reservation=token,
+                max_concurrency=self.max_concurrency,
+                client_factory=self.ctx.new_client,
             )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(

@@ -97,7 +97,6 @@ from flows._run_names import slug
 from flows._stop import stop_requested
 from flows.crash import crash_point
 from flows.errors import UsageError
-from flows.gateway import gemini_client
 from flows.pipeline import Pipeline
 from flows.quota import note_failure, request_slot
 from flows.registry import get_pipeline
@@ -425,7 +424,7 @@ def _read_output(
     rec: BatchRecord,
     job: Any,
     *,
-    writer: WriterChoice | None,
+    writer: WriterChoice,
     bounds: LostBounds,
 ) -> LineCounts | int | None:
     """Apply a finished job's output, its responses file or inlined responses, to its rows.
@@ -475,8 +474,8 @@ def reconcile_batch(
     rec: BatchRecord,
     job: Any,
     *,
-    writer: WriterChoice | None = None,
-    bounds: LostBounds | None = None,
+    writer: WriterChoice,
+    bounds: LostBounds,
 ) -> dict[str, Any]:
     """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
     the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows._batch_reconcile.writer_for``);
@@ -487,7 +486,6 @@ def reconcile_batch(
     job's rows the output never mentions fail as ``missing_from_output``, and the other
     states' rows with the job's own failure."""
     assert rec.name is not None
-    bounds = bounds or LostBounds()
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
     counts = LineCounts()
@@ -722,7 +720,7 @@ class BatchChannel:
         out = BatchRecovered(stale=len(stale))
         if not stale:
             return out
-        client = gemini_client()
+        client = self.ctx.client
         for rec in stale:
             if stop_requested():  # between orphans: the rest wait for the next tick
                 break
@@ -787,7 +785,7 @@ class BatchChannel:
         polled = {"polled": len(submitted), "running": 0, "poll_errors": 0}
         polled |= {"reconcile_errors": 0, "lost": 0, "lost_rows": 0}
         jobs: list[dict[str, Any]] = []
-        client = gemini_client() if submitted else None
+        client = self.ctx.client if submitted else None
         for rec in submitted:
             assert rec.name is not None
             if stop_requested():  # between jobs: the rest are polled by the next tick
@@ -834,7 +832,7 @@ class BatchChannel:
                     redact(f"{type(exc).__name__}: {exc}"),
                 )
         try:
-            cleaned = clean_files(ledger, p, log, client=client)
+            cleaned = clean_files(ledger, p, log, client_of=lambda: client or self.ctx.client)
         except Exception as exc:  # the night never waits on a cleanup: next tick tries again
             cleaned = FilesCleaned()
             log.error("%s: cleaning batch files failed: %s", p.name, redact(repr(exc)))
@@ -892,7 +890,7 @@ class BatchChannel:
         """Reserve the pending and retryable rows in batches of up to the pipeline's limit;
         for each, write the JSONL, upload it, create the batch job and bind it."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
-        client = gemini_client()  # before reserving: a missing API key must not strand rows
+        client = self.ctx.client  # before reserving: a missing API key must not strand rows
         out = BatchSubmitted()
         last = ledger.submission_refusals(p.name).last_at
         if last is not None and last >= self.opened_at:
@@ -970,7 +968,7 @@ def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
     rec = ledger.batch_named(job_name)
     if rec is None:
         raise UsageError(f"no batch job named {job_name!r} in the ledger")
-    p = get_pipeline(pipeline or rec.pipeline)
+    p = get_pipeline(pipeline or rec.pipeline, settings)
     ctx = RunContext(
         spec=pipeline or rec.pipeline, pipeline=p, ledger=ledger, settings=settings, day=today_utc()
     )
@@ -1013,7 +1011,7 @@ def _reconcile_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     p, ledger = channel.ctx.pipeline, channel.ctx.ledger
     rec = ledger.batch_named(job_name)
     assert rec is not None
-    client = gemini_client()
+    client = channel.ctx.client
     job = channel._poll(client, rec)  # a poll that failed for another reason raises
     if isinstance(job, int):
         return {"state": "LOST", "reconciled": 0, "lost_rows": job}

@@ -34,6 +34,7 @@ from ledger import GeminiLedgerError, Ledger, LedgerConfigError, UnknownJob, mor
 
 if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
     from flows._channel import TickReport
+    from flows.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -71,6 +72,16 @@ _PACKAGES = ("flows", "ledger", "emulator")
 
 class _Options:
     debug = False
+    # The command's settings: loaded and validated once by handles_errors before it runs
+    # (the CLI is an entry point; everything it calls takes them as an argument).
+    settings: Settings | None = None
+
+
+def _settings() -> Settings:
+    """The settings of the command that is running (see :func:`handles_errors`)."""
+    if _Options.settings is None:  # a command without handles_errors: a bug of ours
+        raise RuntimeError("the command's settings were not loaded")
+    return _Options.settings
 
 
 def _version(value: bool) -> None:
@@ -139,14 +150,17 @@ def _culprit(exc: BaseException) -> tuple[str, bool]:
 
 def handles_errors(func: F) -> F:
     """Turn the errors a user can fix into one clear line and exit code 1; a bug keeps its
-    traceback, says so, and exits with 2."""
+    traceback, says so, and exits with 2. Every setting is loaded and checked first, naming
+    a bad variable (``doctor`` reports a bad one as a finding instead: :func:`reports_settings`)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             from flows.settings import load_settings
 
-            load_settings()  # every setting checked before any work, naming a bad variable
+            _Options.settings = None
+            if not getattr(func, "_reports_settings", False):
+                _Options.settings = load_settings()
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -187,6 +201,12 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def reports_settings(func: F) -> F:
+    """Mark a command that loads the settings itself and reports a bad one (``doctor``)."""
+    func._reports_settings = True  # type: ignore[attr-defined]
+    return func
+
+
 @contextlib.contextmanager
 def _prefect() -> Iterator[str | None]:
     """The Prefect API a flow-running command reports to (a temporary server if none is set);
@@ -197,7 +217,7 @@ def _prefect() -> Iterator[str | None]:
     def announce(line: str) -> None:
         err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
 
-    with prefect_api(announce) as url, told_once():
+    with prefect_api(announce, startup_s=_settings().prefect_startup_s) as url, told_once():
         yield url
 
 
@@ -217,9 +237,10 @@ def _existing_ledger(*, write: bool = False) -> Ledger:
     from flows._ledger import open_ledger
     from ledger import ledger_exists, missing_ledger_message
 
-    if not ledger_exists():
-        raise LedgerConfigError(missing_ledger_message())
-    ledger = open_ledger()
+    url = _settings().database_url
+    if not ledger_exists(url):
+        raise LedgerConfigError(missing_ledger_message(url))
+    ledger = open_ledger(url)
     if write:
         ledger.check_writable()
     return ledger
@@ -235,7 +256,7 @@ def db_upgrade() -> None:
     """Create or upgrade the ledger schema (LEDGER_DATABASE_URL, default var/ledger.db)."""
     from ledger import make_engine, upgrade
 
-    engine = make_engine()
+    engine = make_engine(_settings().database_url)
     upgrade(engine)
     console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
 
@@ -247,9 +268,10 @@ def db_current() -> None:
     from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
-    if not ledger_exists():
-        raise LedgerMissing(missing_ledger_message())  # connecting would create the file
-    engine = make_engine()
+    url = _settings().database_url
+    if not ledger_exists(url):
+        raise LedgerMissing(missing_ledger_message(url))  # connecting would create the file
+    engine = make_engine(url)
     console.print(
         f"ledger at {engine.url.render_as_string(hide_password=True)}:"
         f" revision {current_revision(engine) or 'none (empty)'}, head {head_revision()}"
@@ -402,9 +424,9 @@ def _age(seconds: float) -> str:
 @handles_errors
 def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The effective settings and where each came from (secrets masked); reads nothing else."""
-    from flows.settings import describe, load_settings
+    from flows.settings import describe
 
-    rows = describe(load_settings())
+    rows = describe(_settings())
     if as_json:
         _print_json([{"variable": v, "value": val, "source": src} for v, val, src in rows])
         return
@@ -466,11 +488,12 @@ def tick(
     from flows.tick import run_tick
 
     the_day = _day(day)
-    load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
-    ledger = open_ledger()  # refuses a missing ledger: only `db upgrade` creates one
+    settings = _settings()
+    load_pipeline(pipeline, settings)  # a pipeline that cannot load touches no ledger
+    ledger = open_ledger(settings.database_url)  # refuses a missing ledger (db upgrade makes one)
     ledger.check_writable()
     # Refused here, before Prefect starts, when another definition owns the name.
-    claim_pipeline(pipeline, ledger=ledger)
+    claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with _prefect():
         report = run_tick(pipeline, day=the_day)
     if as_json:
@@ -508,7 +531,9 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
                 f"  {what}: {n} (e.g. {escape(examples[0])})", soft_wrap=True, highlight=False
             )
     try:
-        now = pipeline_standing(ledger, report.pipeline)
+        from flows._pricing import load_prices
+
+        now = pipeline_standing(ledger, report.pipeline, load_prices(_settings().prices_file))
     except UsageError as exc:  # e.g. a bad price file: the tick itself did its work
         console.print(f"  (where the pipeline stands cannot be shown: {escape(str(exc))})")
         now = None
@@ -544,7 +569,7 @@ def reconcile(
     if pipeline is not None:
         from flows.registry import get_pipeline
 
-        get_pipeline(pipeline)
+        get_pipeline(pipeline, _settings())
     with _prefect():
         report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     _print_report(report, title=f"reconcile {job_name}", as_json=as_json)
@@ -593,7 +618,7 @@ def webhook_serve(
     """
     from flows.webhooks import serve
 
-    serve(host=host, port=port)
+    serve(_settings(), host=host, port=port)
 
 
 class SecretKind(StrEnum):
@@ -620,7 +645,6 @@ def secret_set(
     temporary server would vanish with it.
     """
     import getpass
-    import os
 
     from prefect.blocks.system import Secret
     from prefect.settings import get_current_settings
@@ -637,10 +661,9 @@ def secret_set(
         )
     check_api(api_url)
     if which is SecretKind.API_KEY:
-        name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
+        name = block or _settings().api_key_block or DEFAULT_API_KEY_BLOCK
     else:
-        name = block or os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
-        name = name or "gemini-webhook-secret"
+        name = block or _settings().webhook_secret_block or "gemini-webhook-secret"
     if sys.stdin.isatty():
         value = getpass.getpass(f"{which.value} (input hidden): ")
     else:
@@ -679,12 +702,13 @@ def pipelines(
     from ledger import Status, ledger_exists, missing_ledger_message
     from ledger._transitions import ACTIVE
 
-    exists = ledger_exists()
+    settings = _settings()
+    exists = ledger_exists(settings.database_url)
     recorded = _recorded_pipelines(_existing_ledger()) if exists else []
     names = {r["name"] for r in recorded}
     examples = []
     for name in sorted(set(BUILTIN) - names):
-        p = get_pipeline(name)
+        p = get_pipeline(name, settings)
         examples.append(
             {
                 "name": name,
@@ -716,7 +740,10 @@ def pipelines(
                 soft_wrap=True,
             )
     elif not exists:
-        console.print(f"no pipeline recorded: {missing_ledger_message()}", soft_wrap=True)
+        console.print(
+            f"no pipeline recorded: {missing_ledger_message(settings.database_url)}",
+            soft_wrap=True,
+        )
     else:
         console.print("no pipeline recorded in the ledger yet")
     if examples:
@@ -789,7 +816,7 @@ def replay(
     _existing_ledger(write=execute)
     if not execute:
         # Only reads the ledger: no flow, so no Prefect server is needed or started.
-        report = dry_run(limit=limit, error_class=error_class, pipeline=pipeline)
+        report = dry_run(_settings(), limit=limit, error_class=error_class, pipeline=pipeline)
     else:
         with _prefect():
             report = replay_flow(
@@ -854,7 +881,9 @@ def dead_letter(
         _show_job(_existing_ledger(), key, as_json=as_json)
         return
     the_day = _day(day) or today_utc()
-    report = build_summary(_existing_ledger(), the_day)
+    from flows._pricing import load_prices
+
+    report = build_summary(_existing_ledger(), the_day, load_prices(_settings().prices_file))
     if as_json:
         _print_json(report)
         return
@@ -909,6 +938,7 @@ def dead_letter(
 
 @app.command()
 @handles_errors
+@reports_settings
 def doctor(
     pipelines: Annotated[
         list[str] | None, typer.Argument(help="More pipelines to check (module:attr).")
@@ -941,11 +971,15 @@ def doctor(
     from pathlib import Path
 
     import flows.doctor as dr
+    from flows.settings import load_settings_reporting
 
+    # A refused setting is the settings check's finding, not the end of the command: the
+    # other checks run on its default.
+    settings, problems = load_settings_reporting()
     spec = pipeline or (pipelines[0] if pipelines else "reviews")
     if compare_shapes is not None:
         recorded = dr.load_shapes(Path(compare_shapes))
-        served, _ = dr.emulator_shapes(spec)
+        served, _ = dr.emulator_shapes(settings, spec)
         drift = dr.diff_shapes(recorded, served)
         if as_json:
             _print_json({"ok": not drift, "drift": [d.__dict__ for d in drift]})
@@ -957,7 +991,7 @@ def doctor(
     if live:
         from flows.registry import get_pipeline
 
-        target = get_pipeline(spec)
+        target = get_pipeline(spec, settings)
         note = (
             f"doctor --live makes {dr.estimate_requests()} requests to {target.model} (one"
             " generate_content, a 3-row batch, one background interaction): at most about"
@@ -969,11 +1003,14 @@ def doctor(
                 raise CliError("doctor --live spends tokens: pass --yes to confirm")
             typer.confirm("go on?", abort=True)
     checks = dr.run_checks(
-        list(pipelines or []), prefect_yaml=Path(prefect_file) if prefect_file else None
+        list(pipelines or []),
+        settings=settings,
+        problems=problems,
+        prefect_yaml=Path(prefect_file) if prefect_file else None,
     )
     extra: dict[str, Any] = {}
     if live:
-        run = dr.run_live(spec, batch_timeout_s=batch_timeout)
+        run = dr.run_live(spec, settings, batch_timeout_s=batch_timeout)
         checks += run.checks
         out = Path(shapes_out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1015,7 +1052,7 @@ def limits_apply(
 
     if rpm is None and concurrency is None:
         raise CliError("give --rpm, --concurrency or both")
-    models = model or sorted({get_pipeline(name).model for name in pipeline_names()})
+    models = model or sorted({get_pipeline(name, _settings()).model for name in pipeline_names()})
     for applied in apply_limits(models, rpm=rpm, concurrency=concurrency):
         console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
 

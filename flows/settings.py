@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger import LedgerConfigError, register_secret
 
-__all__ = ["Settings", "SettingsError", "describe", "load_settings"]
+__all__ = ["Settings", "SettingsError", "describe", "load_settings", "load_settings_reporting"]
 
 
 class SettingsError(LedgerConfigError, ValueError):
@@ -36,7 +36,10 @@ def _env(*names: str) -> Any:
 class Settings(BaseSettings):
     """gemini-ledger's settings (environment variables; see the README's settings table)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
+    # populate_by_name: code and tests build Settings(database_url=...) by field name.
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=True, frozen=True, populate_by_name=True
+    )
 
     database_url: str = Field(
         "sqlite:///var/ledger.db", validation_alias=_env("LEDGER_DATABASE_URL")
@@ -44,7 +47,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
-    api_key_block: str = Field("gemini-api-key", validation_alias=_env("GEMINI_API_KEY_BLOCK"))
+    # None: the default block, gemini-api-key (flows.gateway says a named block is missing).
+    api_key_block: str | None = Field(None, validation_alias=_env("GEMINI_API_KEY_BLOCK"))
     gemini_base_url: str | None = Field(None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL"))
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("LEDGER_WEBHOOK_SECRET"))
     webhook_secret_block: str | None = Field(
@@ -126,11 +130,29 @@ class Settings(BaseSettings):
     @field_validator("pipelines")
     @classmethod
     def _pairs(cls, value: str | None) -> str | None:
-        for part in filter(None, (p.strip() for p in (value or "").split(","))):
-            name, sep, spec = part.partition("=")
-            if not sep or not name.strip() or ":" not in spec:
-                raise ValueError(f"{part!r} is not name=module:attribute")
+        _parse_pairs(value)  # a bad pair fails here, when the settings are loaded
         return value
+
+    @property
+    def api_key_variable(self) -> str:
+        """The variable the environment's key came from (for the fix a fault names)."""
+        names = _variables("api_key")
+        return next((n for n in names if os.environ.get(n, "").strip()), names[0])
+
+    @property
+    def pipeline_specs(self) -> dict[str, str]:
+        """``GEMINI_LEDGER_PIPELINES`` as name -> ``module:attribute`` (parsed here only)."""
+        return _parse_pairs(self.pipelines)
+
+
+def _parse_pairs(value: str | None) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (value or "").split(","))):
+        name, sep, spec = part.partition("=")
+        if not sep or not name.strip() or ":" not in spec:
+            raise ValueError(f"{part!r} is not name=module:attribute")
+        pairs[name.strip()] = spec.strip()
+    return pairs
 
 
 def _variables(field: str) -> tuple[str, ...]:
@@ -140,22 +162,57 @@ def _variables(field: str) -> tuple[str, ...]:
     return (str(alias),)
 
 
-def load_settings() -> Settings:
-    """Read and validate every setting now; a bad one raises :class:`SettingsError`."""
-    try:
-        settings = Settings()  # type: ignore[call-arg]  # every field has a default
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            variable = ".".join(str(part) for part in error["loc"]) or "settings"
-            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
-        raise SettingsError("bad setting: " + "; ".join(problems)) from None
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(variable, "variable: what is wrong (got value)") for each refused setting."""
+    problems = []
+    for error in exc.errors():
+        variable = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append((variable, f"{variable}: {error['msg']} (got {error.get('input')!r})"))
+    return problems
+
+
+def _registered(settings: Settings) -> Settings:
     # Secrets are known from here on: redact() hides them in every message we store or print.
     for field in Settings.model_fields:
         value = getattr(settings, field)
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
     return settings
+
+
+def load_settings() -> Settings:
+    """Read and validate every setting now; a bad one raises :class:`SettingsError`.
+
+    Called once where a command, a flow run or the receiver starts; everything below takes
+    the :class:`Settings` it returned as an argument.
+    """
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # every field has a default
+    except ValidationError as exc:
+        problems = [line for _, line in _problems(exc)]
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
+    return _registered(settings)
+
+
+def load_settings_reporting() -> tuple[Settings, list[str]]:
+    """The settings with each refused variable replaced by its default, and one line per
+    refused variable: what ``doctor`` runs on, so a bad setting is one of its findings and
+    the other checks still run."""
+    try:
+        return _registered(Settings()), []  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = _problems(exc)
+    defaults: dict[str, Any] = {}
+    for variable, _ in problems:
+        for field, info in Settings.model_fields.items():
+            if variable in _variables(field):
+                for name in _variables(field):  # an init value outranks the environment
+                    defaults[name] = info.default
+    try:
+        settings = Settings(**defaults)
+    except ValidationError as exc:  # a problem no single variable owns
+        raise SettingsError("bad setting: " + "; ".join(p for _, p in _problems(exc))) from None
+    return _registered(settings), [line for _, line in problems]
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:

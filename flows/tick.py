@@ -40,7 +40,7 @@ from flows._ledger import open_ledger
 from flows._run_names import slug, tick_run_name
 from flows._stop import raise_if_stopped, stops
 from flows.identity import claim_pipeline
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from ledger import Channel, Enrollment
 
 __all__ = ["CHANNELS", "TickOptions", "open_channel", "run_tick", "start_run", "tick"]
@@ -53,12 +53,13 @@ CHANNELS: dict[Channel, str] = {
 }
 
 
-def start_run(spec: str, day: date | None = None) -> RunContext:
-    """The run's context: settings read and validated once, the ledger opened, the pipeline
-    loaded and its name claimed before anything is touched."""
-    settings = load_settings()
+def start_run(spec: str, settings: Settings, day: date | None = None) -> RunContext:
+    """The run's context, the one way a run gets one (a tick, the reconcile flow, replay):
+    the settings its flow loaded once, the ledger they name, the pipeline loaded and its
+    name claimed before anything is touched. The client is built on first use
+    (``RunContext.client``; ``preflight`` builds it before anything is reserved)."""
     ledger = open_ledger(settings.database_url)
-    p, _ = claim_pipeline(spec, ledger=ledger)
+    p, _ = claim_pipeline(spec, ledger=ledger, settings=settings)
     return RunContext(
         spec=spec, pipeline=p, ledger=ledger, settings=settings, day=day or today_utc()
     )
@@ -165,9 +166,9 @@ def _step(value: T) -> T:
 
 
 def _steps(pipeline: str, day: date | None, options: TickOptions, started: float) -> TickReport:
-    ctx = start_run(pipeline, day)
+    ctx = start_run(pipeline, load_settings(), day)  # the run's one read of the settings
     channel = open_channel(ctx, options)
-    preflight()
+    preflight(ctx)
     raise_if_stopped()
     recovered = _step(recover(channel))
     collected = _step(collect(channel))
