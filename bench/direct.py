@@ -78,9 +78,11 @@ SPEC = "__main__:pipeline"
 
 
 def _raw_sequential(n: int, day: date) -> float:
-    from flows.direct import _client, _config
+    from flows.direct import _config
+    from flows.gateway import shared_client
+    from flows.settings import load_settings
 
-    client = _client()
+    client = shared_client(load_settings())
     t = time.perf_counter()
     for i in range(n):
         prompt = pipeline.build_prompt(i)
@@ -93,11 +95,14 @@ def _raw_sequential(n: int, day: date) -> float:
 
 
 def _body_sequential(n: int, day: date) -> float:
-    from flows._ledger import open_ledger
-    from flows.direct import generate_content
+    from flows.direct import Calls, generate_content
+    from flows.settings import load_settings
+    from flows.tick import start_run
     from ledger import NewJob
 
-    ledger = open_ledger()
+    ctx = start_run(SPEC, load_settings(), day)
+    calls = Calls(ctx)
+    ledger = ctx.ledger
     keys = [pipeline.key_of(i, day) for i in range(n)]
     ledger.enroll(
         (NewJob(k, pipeline.build_prompt(i).model_dump_json()) for i, k in enumerate(keys)),
@@ -107,7 +112,7 @@ def _body_sequential(n: int, day: date) -> float:
     )
     t = time.perf_counter()
     for key in keys:
-        out = generate_content.fn(SPEC, key)
+        out = generate_content.fn(SPEC, key, calls)
         assert out["status"] == "done", out
     elapsed = time.perf_counter() - t
     ledger.consume(keys)
@@ -123,7 +128,7 @@ def main() -> None:
     n = args.n
     from ledger import Ledger
 
-    Ledger(create=True).dispose()  # a ledger is created on purpose only (LEDGER_DATABASE_URL)
+    Ledger(os.environ["LEDGER_DATABASE_URL"], create=True).dispose()  # on purpose only
     os.environ[N_ENV] = str(n)
     pools = [int(c) for c in args.concurrency.split(",") if c]
 

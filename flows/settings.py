@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledger import LedgerConfigError, register_secret
 
@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         _parse_pairs(value)  # a bad pair fails here, when the settings are loaded
         return value
 
+    @classmethod
+    def given(cls, **values: Any) -> Settings:
+        """Settings from ``values`` (by field or variable name) and the defaults alone, the
+        environment unread: how tests and in-process callers configure code without
+        patching the environment."""
+        return _Given(**values)
+
     @property
     def api_key_variable(self) -> str:
         """The variable the environment's key came from (for the fix a fault names)."""
@@ -143,6 +150,21 @@ class Settings(BaseSettings):
     def pipeline_specs(self) -> dict[str, str]:
         """``GEMINI_LEDGER_PIPELINES`` as name -> ``module:attribute`` (parsed here only)."""
         return _parse_pairs(self.pipelines)
+
+
+class _Given(Settings):
+    """:meth:`Settings.given`: the same fields and checks, read from the arguments only."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _parse_pairs(value: str | None) -> dict[str, str]:

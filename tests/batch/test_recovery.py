@@ -13,12 +13,12 @@ import orjson
 
 from flows._batch_io import download_output, iter_lines, output_file_of
 from flows._batch_reconcile import reconcile_lines
-from flows._ledger import open_ledger
 from flows.batch import reconcile
 from flows.examples.reviews import ReviewLabel
 from flows.gateway import gemini_client
 from flows.tick import tick
 from ledger import Ledger
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 
@@ -67,7 +67,7 @@ def test_killed_after_create_is_bound_through_the_listing(
         "batch.after_upload",
         "batch.after_create",
     ]
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.counts(pipeline="small").by_status == {"reserving": 40}
     assert emu.stats()["batches_created"] == 1
 
@@ -103,7 +103,7 @@ def test_killed_after_reserve_is_resent_once(
     first = tick(pipeline=SMALL, day=DAY)
     assert first.recover.resent == 1 and first.recover.recovered == 40
     tick_until_settled(SMALL, "small", max_ticks=4)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert emu.stats()["batches_created"] == 1
     assert attempts_by_key(ledger, "small") == submissions(emu, "small:")
     assert set(attempts_by_key(ledger, "small").values()) == {1}
@@ -125,7 +125,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert first["reconciled"] == 1 and first["state"] == "SUCCEEDED"
     assert first["succeeded"] + first["failed"] + first["missing_from_output"] == 40
     assert first["missing_from_output"] > 0 and first["failed"] > 0
-    ledger = open_ledger()
+    ledger = run_ledger()
     before = _snapshot(ledger, "small")
     counts_before = ledger.counts(pipeline="small")
 
@@ -186,7 +186,7 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
     job_name = tick(pipeline=SMALL, day=DAY).submit.batch
-    ledger = open_ledger()
+    ledger = run_ledger()
     client = gemini_client()
     job = client.batches.get(name=job_name)
     out = tmp_path / "output.jsonl"
@@ -246,7 +246,7 @@ def test_killed_mid_reconcile_is_finished_by_the_next_tick(
         tmp_path / "trace.txt",
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ledger = open_ledger()
+    ledger = run_ledger()
     by_status = ledger.counts(pipeline="small").by_status
     missing = by_status["submitted"]
     assert by_status == {"done": 40 - missing, "submitted": missing} and missing > 0
@@ -283,7 +283,7 @@ def test_killed_inside_the_side_effect_delivers_each_result_once(
         tmp_path / "trace.txt",
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ledger = open_ledger()
+    ledger = run_ledger()
     # Each side effect is recorded right after it ran: only the one in hand is not.
     assert ledger.counts(pipeline="small").by_status == {"consumed": 2, "done": 38}
     with results_engine().connect() as conn:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from flows._ledger import open_ledger
 from flows.summary import EVENT_NAME, RESOURCE_ID, summary
 from ledger import Failure, NewJob, Verdict
+from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTOMATION = ROOT / "automations" / "parked-jobs-rising.yaml"
@@ -93,7 +93,7 @@ def test_installed_automation_notifies_when_parked_jobs_rise(direct_env, webhook
 
 def _rise_and_expect_notification(received: list[dict[str, Any]]) -> None:
 
-    ledger = open_ledger()
+    ledger = run_ledger()
     d1, d2 = date(2026, 11, 10), date(2026, 11, 11)
     summary(day=d1, threshold=2)
     keys = [f"rise:{i}" for i in range(3)]

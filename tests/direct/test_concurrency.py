@@ -9,9 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from flows._ledger import open_ledger
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of
+from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,6 @@ def test_two_runs_at_once_send_and_deliver_each_job_once(
     sent = direct_env.stats()["submissions"]
     assert {key_of(i): 1 for i in items} == {k: n for k, n in sent.items() if "direct-test" in k}
     assert Counter(delivered.read_text().split()) == {key_of(i): 1 for i in items}
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert all(ledger.get(key_of(i)).status == "consumed" for i in items)
     assert ledger.counts().attempts == len(items)

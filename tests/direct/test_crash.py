@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flows._ledger import open_ledger
 from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
+from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_next_run_resolves_a_run_killed_mid_call(
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
     report = tick(pipeline=SPEC, day=DAY)
 
-    job = open_ledger().get(key_of("k"))
+    job = run_ledger().get(key_of("k"))
     assert (job.status, job.attempts, job.error_class) == ("consumed", attempts, error_class)
     assert direct_env.stats()["submissions"][key_of("k")] == sent_before + 1
     swept = report.recover

@@ -9,9 +9,9 @@ from datetime import date
 import pytest
 
 from emulator.testing import RunningEmulator
-from flows._ledger import open_ledger
 from flows.tick import tick
 from flows.webhooks import start_reconcile
+from tests.ledgers import run_ledger
 
 from .conftest import SECRET, Receiver, wait_until
 
@@ -48,7 +48,7 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
         # A shipped pipeline: reconcile finds the pipeline by the name the ledger stored.
         report = tick(pipeline="reviews", day=DAY)
         assert report.submitted > 0 and report.submit.batch
-        ledger = open_ledger()
+        ledger = run_ledger()
 
         def settled() -> bool:
             by_status = ledger.counts(pipeline="reviews").by_status
