@@ -11,6 +11,7 @@ import pytest
 
 from flows._halt_history import HaltHistory
 from flows.gateway import gemini_client
+from flows.settings import load_settings
 from flows.summary import build_summary, render_markdown
 from flows.tick import tick
 from ledger import morning_view
@@ -163,7 +164,7 @@ def test_a_responses_file_gone_brings_its_rows_back(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 0})
     first = tick(pipeline=SPEC, day=DAY)
-    client = gemini_client()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=first.submit.batch)
     client.files.delete(name=job.dest.file_name)  # deleted, or gone with its retention
     ledger = run_ledger()
@@ -213,7 +214,7 @@ def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> No
     from flows.examples.reviews import ReviewLabel
     from ledger import LineSuccess, parse_output_line
 
-    client = gemini_client()
+    client = gemini_client(load_settings())
     src = [
         {
             "contents": [{"role": "user", "parts": [{"text": f"inline {i}"}]}],

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from flows.settings import load_settings
 from flows.tick import tick
 from tests.ledgers import run_ledger
 
@@ -154,7 +155,7 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
             ).all()
         )
     sizes = [uploaded[ledger.batch_named(name).reservation] for name in names]
-    client = gemini_client()  # held: the pager needs its client alive
+    client = gemini_client(load_settings())  # held: the pager needs its client alive
     assert not list(client.files.list())
     assert all(ledger.batch_named(name).rows <= 15 for name in names)
     assert len(names) >= 6 and max(sizes) <= 8_000 and min(sizes) > 0

@@ -16,6 +16,7 @@ from flows._batch_reconcile import reconcile_lines
 from flows.batch import reconcile
 from flows.examples.reviews import ReviewLabel
 from flows.gateway import gemini_client
+from flows.settings import load_settings
 from flows.tick import tick
 from ledger import Ledger
 from tests.ledgers import run_ledger
@@ -146,7 +147,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert orjson.loads(cli.stdout)["already_reconciled"] is True
     assert _snapshot(ledger, "small") == before
 
-    client = gemini_client()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=job_name)
     out = tmp_path / "output.jsonl"
     download_output(client, output_file_of(job), out)
@@ -187,7 +188,7 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
     job_name = tick(pipeline=SMALL, day=DAY).submit.batch
     ledger = run_ledger()
-    client = gemini_client()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=job_name)
     out = tmp_path / "output.jsonl"
     download_output(client, output_file_of(job), out)

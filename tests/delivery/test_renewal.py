@@ -8,12 +8,10 @@ import time
 from collections.abc import Callable
 from datetime import date
 
-import pytest
-
 from flows._channel import RunContext
 from flows.background import BackgroundChannel
 from flows.batch import _Lease, _send
-from flows.settings import load_settings
+from flows.settings import Settings
 from ledger import Ledger, NewJob, ResultRow, Status
 
 from . import pipelines
@@ -62,11 +60,10 @@ def test_consume_with_a_token_records_only_rows_the_pass_still_holds(ledger_url:
 
 
 def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str,
 ) -> None:
     """While a tick holds its reservation (sending it) the rows stay fresh however long that
     takes; once it stops renewing (it died) they are stale for the next tick."""
-    monkeypatch.setenv("GEMINI_LEDGER_BACKGROUND_STALE_S", str(AGE))
     clock = SharedClock()
     ledger = Ledger(ledger_url, clock=clock)
     name = pipelines.background.name
@@ -76,7 +73,7 @@ def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
         spec="tests.delivery.pipelines:background",
         pipeline=pipelines.background,
         ledger=ledger,
-        settings=load_settings(),
+        settings=Settings.given(database_url=ledger_url, background_stale_s=AGE),
         day=date(2026, 12, 6),
     )
     channel = BackgroundChannel(ctx)

@@ -185,11 +185,10 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     gateway read is forgotten (the block no longer holds it)."""
     from prefect.blocks.system import Secret
 
-    import flows.direct
+    from flows import _caches
 
     def forget() -> None:  # the key (and a client holding it) read once per process
-        gateway._cache.clear()
-        flows.direct._clients.clear()
+        _caches.reset()
 
     saved: list[str] = []
     forget()

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.settings import load_settings
 from ledger import Ledger, LedgerMissing, ledger_exists
 
 runner = CliRunner()
@@ -75,7 +76,7 @@ def test_a_flow_run_refuses_a_missing_ledger_before_touching_anything(
     missing = tmp_path / "typo" / "ledger.db"
     monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{missing}")
     with pytest.raises(LedgerMissing, match="db upgrade"):
-        start_run("reviews")
+        start_run("reviews", load_settings())
     assert not missing.parent.exists()
 
 
