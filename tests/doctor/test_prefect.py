@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prefect.client.schemas.objects import Deployment, WorkerStatus
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Scheduled
@@ -23,6 +22,7 @@ from prefect.types._datetime import now
 from flows.doctor import Check, Outcome
 from flows.doctor._local import check_api_key
 from flows.doctor._prefect import check_prefect
+from flows.settings import Settings
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop
 from tests.webhooks.signing import wait_until
@@ -116,15 +116,13 @@ def test_a_deployment_missing_from_the_server_fails(
 
 
 def test_a_key_missing_where_the_worker_looks_fails(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Server,
 ) -> None:
     """No Secret block and no variable: fail; only this shell's variable: a warning."""
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        missing = check_api_key()
-        monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyExampleExampleExampleExample123")
-        shell_only = check_api_key()
+        missing = check_api_key(Settings.given())
+        key = "AIzaSyExampleExampleExampleExample123"
+        shell_only = check_api_key(Settings.given(GEMINI_API_KEY=key))
     assert missing.outcome is Outcome.FAIL
     assert "Prefect Secret block 'gemini-api-key'" in missing.detail
     assert missing.fix.startswith("gemini-ledger secret set api-key")
