@@ -172,7 +172,7 @@ def _revised_module(project, name: str, *, fields: str, channel: str = "BATCH") 
 
 @pytest.mark.parametrize("channel", ["BATCH", "BACKGROUND"])
 def test_answers_of_an_earlier_schema_are_sent_again_not_parked(
-    project, emulator, prefect_api, monkeypatch, channel
+    project, settings, emulator, prefect_api, monkeypatch, channel
 ):
     """Jobs sent under schema v1, collected after a deliberate change to v2: no row is
     parked `schema`; each is sent again under v2 and delivered in v2's shape."""

@@ -95,18 +95,18 @@ def test_db_upgrade_creates_the_ledger_and_its_directory(
 
 @pytest.mark.postgres
 def test_doctor_fails_a_missing_directory_and_an_empty_database_with_the_fix(
-    tmp_path: Path, unmigrated_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, unmigrated_postgres_url: str
 ) -> None:
     """doctor's ledger check fails (with `gemini-ledger db upgrade`) and creates nothing."""
     from flows.doctor import Outcome
     from flows.doctor._local import check_ledger
+    from flows.settings import Settings
 
     missing = tmp_path / "typo" / "ledger.db"
-    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{missing}")
-    (check,) = check_ledger()
+    (check,) = check_ledger(Settings.given(database_url=f"sqlite:///{missing}"))
     assert (check.outcome, check.fix) == (Outcome.FAIL, "gemini-ledger db upgrade")
     assert not missing.parent.exists()
-    monkeypatch.setenv("LEDGER_DATABASE_URL", unmigrated_postgres_url)
-    failed = [c for c in check_ledger() if c.outcome is Outcome.FAIL]
+    checks = check_ledger(Settings.given(database_url=unmigrated_postgres_url))
+    failed = [c for c in checks if c.outcome is Outcome.FAIL]
     assert [c.fix for c in failed] == ["gemini-ledger db upgrade"]
     assert not ledger_exists(unmigrated_postgres_url)
