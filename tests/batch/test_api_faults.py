@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flows._halt_history import HaltHistory
+from flows._pricing import load_prices
 from flows.gateway import gemini_client
 from flows.settings import load_settings
 from flows.summary import build_summary, render_markdown
@@ -50,7 +51,7 @@ def test_refused_uploads_and_creates_cost_nothing_and_the_rows_go_out_after(
     assert emu.stats()["batches_created"] == 0 and _billed_rows(emu) == 0
     (view,) = [v for v in morning_view(ledger) if v.pipeline == NAME]
     assert view.submission_refused == 4 and view.submission_refused_since is not None
-    summary = build_summary(ledger, DAY, halts=HaltHistory([]))
+    summary = build_summary(ledger, DAY, load_prices(None), halts=HaltHistory([]))
     assert "small: batch submission refused 4 times since" in render_markdown(summary)
 
     sent = tick(pipeline=SPEC, day=DAY)

@@ -161,6 +161,6 @@ def test_a_file_older_than_the_api_keeps_files_is_marked_gone_without_a_call(
     ledger = Ledger(sqlite_url, clock=lambda: now[0])
     ledger.note_file("files/old", reservation="r", pipeline="daily", role=FileRole.OUTPUT)
     now[0] += FILES_KEPT_S + 1
-    cleaned = clean_files(ledger, daily_reviews, logging.getLogger("test"), client=object())
+    cleaned = clean_files(ledger, daily_reviews, logging.getLogger("test"), client_of=object)
     assert cleaned.deleted == 1 and cleaned.delete_failures == 0
     assert ledger.files_not_deleted(pipeline="daily") == (0, 0)
