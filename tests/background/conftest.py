@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from ledger import Ledger
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "tests.background.pipelines:tiny"
@@ -60,8 +60,7 @@ class Bench:
         return report
 
     def sub_env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.env)
+        env = child_env(self.env)
         env.update(self.emulator.env())
         env["PREFECT_API_URL"] = self.prefect_api
         env["PYTHONPATH"] = str(ROOT)

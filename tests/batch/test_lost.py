@@ -3,7 +3,6 @@ its rows are sent again (attempts kept) and the batch is recorded as lost."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from flows.batch import reconcile
 from flows.settings import Settings
 from flows.tick import tick
 from ledger import Ledger
+from tests.child_env import child_env
 from tests.ledgers import run_ledger
 
 from .conftest import DAY, tick_until_settled
@@ -100,8 +100,7 @@ def test_unpollable_past_its_bound_is_lost_but_a_refused_key_never(
 
 def test_reconcile_of_an_unknown_job_is_one_clear_line(sqlite_url: str) -> None:
     """`gemini-ledger reconcile batches/<unknown>`: one error line, exit 1, no traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["LEDGER_DATABASE_URL"] = sqlite_url
+    env = child_env({"LEDGER_DATABASE_URL": sqlite_url}, drop=lambda k: k.startswith("PREFECT_API"))
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "reconcile", "batches/never-made"],
         cwd=ROOT,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from flows.gateway import gemini_client
 from flows.settings import load_settings
 from flows.tick import tick
 from ledger import Ledger
+from tests.child_env import child_env
 from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
@@ -28,8 +28,7 @@ SMALL = "tests.batch.pipelines:small_reviews"
 
 
 def _tick_in_subprocess(env_extra: dict[str, str], trace: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update(env_extra)
+    env = child_env(env_extra)
     env["GEMINI_LEDGER_CRASH_TRACE"] = str(trace)
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", "tick", SMALL, "--day", DAY.isoformat()],
@@ -134,7 +133,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert again["reconciled"] == 0 and again["already_reconciled"] is True
     assert _snapshot(ledger, "small") == before
     # The same from the command line (a repeated webhook, an operator's retry).
-    env = dict(os.environ, PREFECT_API_URL=batch_env["prefect_api"])
+    env = child_env({"PREFECT_API_URL": batch_env["prefect_api"]})
     cli = subprocess.run(
         [sys.executable, "-m", "flows.cli", "reconcile", job_name, "--pipeline", SMALL, "--json"],
         cwd=ROOT,

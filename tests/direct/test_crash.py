@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.tick import tick
+from tests.child_env import child_env
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
 from tests.ledgers import run_ledger
@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _killed_run(point: str, prefect_api: str, tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "GEMINI_LEDGER_CRASH_AT": point,
-        "GEMINI_LEDGER_CRASH_TRACE": str(trace),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "GEMINI_LEDGER_CRASH_AT": point,
+            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
         env=env,

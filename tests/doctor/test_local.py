@@ -19,6 +19,7 @@ from flows.doctor._local import (
 from flows.doctor._prefect import check_prefect
 from flows.settings import Settings, load_settings_reporting
 from ledger import Ledger, NewJob, make_engine
+from tests.child_env import child_env
 
 
 def test_a_missing_sqlite_ledger_fails_and_is_not_created(tmp_path: Path) -> None:
@@ -60,12 +61,11 @@ def test_doctor_reports_a_bad_setting_as_a_finding(tmp_path: Path) -> None:
     """`gemini-ledger doctor` with GEMINI_LEDGER_BATCH_REFUSED_HALT=abc: a failing settings
     check naming the variable, and the other checks still run (every other command refuses
     to start on it)."""
-    import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env = child_env(drop=lambda k: k.startswith("PREFECT_API"))
     env |= {
         "GEMINI_LEDGER_BATCH_REFUSED_HALT": "abc",
         "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",

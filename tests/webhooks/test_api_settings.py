@@ -18,6 +18,7 @@ from flows.settings import Settings
 from flows.tick import tick
 from ledger import Ledger
 from tests.batch.conftest import DAY
+from tests.child_env import child_env
 
 from .signing import SECRET
 
@@ -109,18 +110,18 @@ def test_webhook_serve_refuses_in_one_line_and_exits_1(
 ) -> None:
     """``gemini-ledger webhook serve`` with another key: one ``error:`` line, exit 1, no
     traceback, and the port is never opened."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "GEMINI_API_KEY": "another-projects-key",
-        "LEDGER_WEBHOOK_SECRET": SECRET,
-        "PYTHONPATH": str(root),
-    }
+    env = child_env(
+        {
+            "GEMINI_API_KEY": "another-projects-key",
+            "LEDGER_WEBHOOK_SECRET": SECRET,
+            "PYTHONPATH": str(root),
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "webhook", "serve", "--port", "9"],
         cwd=root,
