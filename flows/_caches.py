@@ -10,7 +10,8 @@ what is costly to make again and the same for every run with the same settings:
 - ``clients``: one shared SDK client per API endpoint and key, whose HTTP pool the threads
   of a run share (``flows.gateway.shared_client``);
 - ``quota_limits``, ``quota_said``, ``quota_pauses``: the shared quota's limits read from
-  the Prefect server, and the pauses a 429 set (``flows.quota``).
+  the Prefect server, and the pauses a 429 set (``flows.quota``);
+- ``schemas``: an output model's JSON schema, sent with every direct call (``flows.direct``).
 
 Tests call :func:`reset` to start from nothing; a long-lived process never needs to (each
 cache is keyed by everything that decides its value, or expires on its own).
@@ -33,6 +34,7 @@ __all__ = [
     "quota_pauses",
     "quota_said",
     "reset",
+    "schemas",
 ]
 
 # One lock for every cache: each use is a lookup or an insert, never a long hold.
@@ -45,6 +47,7 @@ clients: dict[tuple[str, str], Any] = {}  # (base URL, key) -> google.genai.Clie
 quota_limits: dict[str, tuple[float, Any]] = {}  # model -> (read at, ModelLimits)
 quota_said: set[str] = set()  # models whose limits were logged once
 quota_pauses: dict[str, tuple[float, float]] = {}  # model -> (read at, not before)
+schemas: dict[type, dict[str, Any]] = {}  # output model -> its JSON schema
 
 
 def reset() -> None:
@@ -52,7 +55,7 @@ def reset() -> None:
     with lock:
         for ledger in ledgers.values():
             ledger.dispose()
-        for cache in (ledgers, api_keys, clients, quota_limits, quota_pauses):
+        for cache in (ledgers, api_keys, clients, quota_limits, quota_pauses, schemas):
             cache.clear()
         quota_said.clear()
         last_key.clear()

@@ -46,7 +46,6 @@ timeout), before it submits anything. Crash points: ``direct.after_reserve``,
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 from collections import Counter
@@ -62,6 +61,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
+from flows import _caches
 from flows._channel import (
     Collected,
     Recovered,
@@ -152,9 +152,13 @@ class AttemptFailed(Exception):
 # --- rendering a prompt into a call --------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
 def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
-    return output.model_json_schema()
+    """The output model's JSON schema, made once per process and model (``flows._caches``)."""
+    with _caches.lock:
+        schema = _caches.schemas.get(output)
+        if schema is None:
+            schema = _caches.schemas[output] = output.model_json_schema()
+        return schema
 
 
 def _config(
