@@ -78,8 +78,8 @@ SPEC = "__main__:pipeline"
 
 
 def _raw_sequential(n: int, day: date) -> float:
-    from flows.direct import _config
-    from flows.gateway import shared_client
+    from flows.channels.direct import _config
+    from flows.gemini.gateway import shared_client
     from flows.settings import load_settings
 
     client = shared_client(load_settings())
@@ -95,7 +95,7 @@ def _raw_sequential(n: int, day: date) -> float:
 
 
 def _body_sequential(n: int, day: date) -> float:
-    from flows.direct import Calls, generate_content
+    from flows.channels.direct import Calls, generate_content
     from flows.settings import load_settings
     from flows.tick import start_run
     from ledger import NewJob

@@ -10,7 +10,7 @@ interaction per client, then has ``--clients`` google-genai clients call
 processes. Prints the figure measured by the clients and the one counted by the emulator.
 
 ``--parse raw`` (the default) reads each answer as the background poller does: the SDK's
-``with_raw_response`` and orjson (flows/_interactions.py). ``--parse model`` lets the SDK
+``with_raw_response`` and orjson (flows/channels/_interactions.py). ``--parse model`` lets the SDK
 build its pydantic ``Interaction``: it creates a model *class* per response, ~6 ms of CPU per
 ``get``, so on a 2-core machine the clients, not the emulator, are then the bottleneck.
 ``--mode raw`` sends the same GETs over keep-alive HTTP/1.1 without the SDK, to show the
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 
 from emulator.testing import RunningEmulator
-from flows._interactions import fetch_json
+from flows.channels._interactions import fetch_json
 
 MODEL = "gemini-2.5-flash"
 ROUTE = "GET /v1/interactions/{id}"
@@ -62,7 +62,7 @@ def _status_sync(client: Any, iid: str, parse: str) -> str:
 async def _status_async(client: Any, iid: str, parse: str) -> str:
     if parse == "model":
         return str((await client.aio.interactions.get(iid)).status)
-    # Exactly what the background poller does (flows/_interactions.py).
+    # Exactly what the background poller does (flows/channels/_interactions.py).
     return str((await fetch_json(client.aio.interactions.with_raw_response.get, iid))["status"])
 
 

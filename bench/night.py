@@ -12,7 +12,7 @@ interaction step errors, MAX_TOKENS truncation, MODEL_ARMOR safety blocks, think
 cached prompt tokens in the usage).
 
 Every tick is a real subprocess (``python -m flows.cli tick``, as cron runs it) reporting
-to one Prefect server; the webhook receiver (``flows.webhooks.create_app``) is
+to one Prefect server; the webhook receiver (``flows.webhooks.receiver.create_app``) is
 served in this process, and each finished batch it hears about starts a real ``reconcile``
 flow run here, overlapping the ticks.
 
@@ -135,12 +135,12 @@ class NightResult:
 
 
 class _Receiver:
-    """``flows.webhooks.create_app`` under uvicorn in a thread, on a socket bound here."""
+    """``flows.webhooks.receiver.create_app`` under uvicorn in a thread, on a socket bound here."""
 
     def __init__(self, *, secret: str, ledger_url: str, batch_spec: str) -> None:
         import uvicorn
 
-        from flows.webhooks import create_app
+        from flows.webhooks.receiver import create_app
 
         self.reconciles: Counter[str] = Counter()
         self._spec = batch_spec
@@ -157,10 +157,10 @@ class _Receiver:
         )
 
     def _start(self, job_name: str) -> None:
-        # What flows.webhooks.start_reconcile does without a deployment, but naming the
+        # What flows.webhooks.receiver.start_reconcile does without a deployment, but naming the
         # pipeline's spec: the ledger stores the name "proof-batch", which the registry
         # cannot load by itself (see the report on module:attr pipelines).
-        from flows.batch import reconcile
+        from flows.reconcile import reconcile
 
         def run() -> None:
             try:

@@ -80,8 +80,8 @@ def _channel(concurrency: int = 32) -> Any:
 
 def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
     """Enroll n jobs, reserve them and create their interactions (bound), as a tick does."""
-    from flows.background import submit_reserved
-    from flows.gateway import gemini_client
+    from flows.channels.background import submit_reserved
+    from flows.gemini.gateway import gemini_client
     from flows.registry import get_pipeline
     from flows.settings import load_settings
 
@@ -105,10 +105,10 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
 
 
 def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
-    from flows._interactions import Handle, poll_all
     from flows._ledger import open_ledger
+    from flows.channels._interactions import Handle, poll_all
     from flows.examples.articles import Article
-    from flows.gateway import gemini_client
+    from flows.gemini.gateway import gemini_client
     from flows.settings import load_settings
 
     print(f"\n== reclaim: {n} outstanding interactions, {latency_ms:g} ms per interactions.get ==")
@@ -206,8 +206,8 @@ def _settle(ledger: Ledger, n: int) -> None:
     from flows.settings import load_settings
 
     """n consumed rows of the pipeline (bulk: enroll, then one UPDATE), plus today's topics."""
-    from flows._deliver import enroll_day
     from flows.registry import get_pipeline
+    from flows.run._deliver import enroll_day
 
     chunk = 200_000
     for start in range(0, n, chunk):
@@ -233,8 +233,8 @@ def _settle(ledger: Ledger, n: int) -> None:
 
 
 def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
-    from flows._deliver import enroll_day
     from flows._ledger import open_ledger
+    from flows.run._deliver import enroll_day
     from flows.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:

@@ -8,7 +8,7 @@ Generates a batch output file with a production-like mix (most rows succeed; som
 keys), enrolls, reserves and binds the matching rows in a SQLite ledger, then prints:
 
 - lines/s reconciled into SQLite, validating every answer against the reviews example's
-  schema (``flows._batch_reconcile.reconcile_lines``, what the flow runs);
+  schema (``flows.channels._batch_reconcile.reconcile_lines``, what the flow runs);
 - the floor: lines/s for only reading and JSON-decoding the same file, which no validating
   reconcile can beat, and the parse+validate rate without the database;
 - the floor a correct design can reach: the slower of reconcile's two necessary halves,
@@ -219,8 +219,8 @@ def _maxrss_mb() -> float:
 
 def reconcile_once(url: str, output: Path, writer: str = "thread") -> dict[str, object]:
     """Reconcile ``output`` into the ledger at ``url`` (what the flow's core does)."""
-    from flows._batch_io import iter_lines
-    from flows._batch_reconcile import reconcile_lines
+    from flows.channels._batch_io import iter_lines
+    from flows.channels._batch_reconcile import reconcile_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import Ledger, Policy
 
@@ -280,7 +280,7 @@ def parse_floor(output: Path) -> tuple[int, float, float, float]:
     """(lines, CPU seconds reading + orjson.loads only, wall and CPU seconds parse +
     validate, no database); single-threaded, so CPU seconds are what the work costs on one
     core."""
-    from flows._batch_io import iter_lines
+    from flows.channels._batch_io import iter_lines
 
     loads = orjson.loads
     t = time.process_time()
@@ -297,7 +297,7 @@ def parse_floor(output: Path) -> tuple[int, float, float, float]:
 def parse_validate_time(output: Path) -> tuple[int, float, float]:
     """(lines, wall seconds, CPU seconds) of ``parse_output_line`` over every line: the first
     necessary half of reconcile, the same line model and output-schema validation."""
-    from flows._batch_io import iter_lines
+    from flows.channels._batch_io import iter_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import parse_output_line
 
@@ -315,7 +315,7 @@ def _bare_chunks(output: Path, chunk_size: int, now: float) -> Any:
     params) for the bare UPDATEs, each sorted by key, each key's first line only (a later
     line for a key already written, which reconcile sends and the ledger refuses, is left
     out: a floor may know it)."""
-    from flows._batch_io import iter_lines
+    from flows.channels._batch_io import iter_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import LineSuccess, Status, Verdict, parse_output_line
 
@@ -392,7 +392,7 @@ def bare_update_time(url: str, output: Path, chunk_size: int | None = None) -> d
     writer sorts them. The rows are built first; only the UPDATEs are timed, by wall clock
     and by the CPU of the whole process (its checkpoint thread included, as the writer
     process's CPU includes its own)."""
-    from flows._batch_reconcile import DEFAULT_CHUNK
+    from flows.channels._batch_reconcile import DEFAULT_CHUNK
     from ledger import Ledger, Status
 
     ledger = Ledger(url, migrate=False)
@@ -438,7 +438,7 @@ def resubmission_rate(url: str, n: int) -> tuple[int, float, float, float]:
     The floor reads the same reserved rows from the ledger the same way and writes each
     key and stored payload to a file as they are, building no request: the cost of moving
     the rows from the ledger to a file, which no request file can beat."""
-    from flows._batch_io import write_requests
+    from flows.channels._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
     from ledger import Ledger
 

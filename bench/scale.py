@@ -82,7 +82,7 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
     import orjson
 
     from bench.reconcile import _maxrss_mb
-    from flows._batch_io import write_requests
+    from flows.channels._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
     from ledger import Ledger, NewJob
 

@@ -272,7 +272,7 @@ def prefect_api(announce: Callable[[str], None], *, startup_s: float) -> Iterato
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent(os.getpid()),
         # Its own session: a Ctrl-C (SIGINT to the terminal's process group) or a group's
-        # SIGTERM asks the tick to stop between rows (flows._stop), which still needs this
+        # SIGTERM asks the tick to stop between rows (flows.run._stop), which still needs this
         # server; it is stopped below when the command ends, or killed with it.
         start_new_session=True,
     )

@@ -5,7 +5,7 @@ that point (comma-separated names, or ``name@N`` to die on its N-th visit). When
 the process kills itself with SIGKILL: no exception handler, no ``finally``, no flush,
 just as a power cut or an OOM kill would. ``GEMINI_LEDGER_CRASH_SIGNAL=TERM`` sends SIGTERM
 there instead (what Prefect's cancellation and a worker's shutdown send): the process goes on
-and stops gracefully (``flows._stop``). ``GEMINI_LEDGER_CRASH_TRACE`` names a file that
+and stops gracefully (``flows.run._stop``). ``GEMINI_LEDGER_CRASH_TRACE`` names a file that
 every visited point is appended to, so a test can prove each point is reached.
 """
 

@@ -110,7 +110,7 @@ def run_demo(
         os.environ.update(emu.env())
         say(f"emulator up at {emu.base_url}; starting Prefect (a temporary local server)")
         # Imported only now: Prefect reads PREFECT_HOME when it is first imported.
-        from flows.replay import replay
+        from flows.ops.replay import replay
         from flows.tick import tick
 
         ledger = Ledger(ledger_url, create=True)  # the demo starts its own ledger

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(None, validation_alias=_env("LEDGER_PRICES_FILE"))
     pipelines: str | None = Field(None, validation_alias=_env("GEMINI_LEDGER_PIPELINES"))
     # Stale ages: a reservation or delivery claim unrenewed this long is a dead pass's and is
-    # taken over. A live pass renews what it holds every quarter of the age (flows._renewal),
+    # taken over. A live pass renews what it holds every quarter of the age (flows.run._renewal),
     # even inside one long call, so the age can be short: the next tick takes a dead
     # tick's rows over.
     batch_stale_s: float = Field(120.0, ge=0, validation_alias=_env("GEMINI_LEDGER_BATCH_STALE_S"))

@@ -3,13 +3,13 @@
 The flow builds the run's context once (settings validated, ledger opened, the pipeline
 loaded and its name claimed), opens the pipeline's channel, then runs the same steps as
 Prefect tasks with the same names on every channel: ``recover``, ``collect``, ``deliver``,
-``enroll``, ``submit`` (``flows._channel`` says what each does). A fault of the setup in any
-step halts the tick (``flows._halt``); anything else is a bug and keeps its traceback.
-SIGTERM or SIGINT stops the tick between rows and ends it Cancelled (``flows._stop``): the
-flag is checked inside each step's loops and again after each step.
+``enroll``, ``submit`` (``flows.channels._channel`` says what each does). A fault of the
+setup in any step halts the tick (``flows.run._halt``); anything else is a bug and keeps its
+traceback. SIGTERM or SIGINT stops the tick between rows and ends it Cancelled
+(``flows.run._stop``): the flag is checked inside each step's loops and again after each step.
 
 Adding a channel: one module with a class that has the four steps of
-:class:`flows._channel.ChannelSteps`, and one line in :data:`CHANNELS`.
+:class:`flows.channels._channel.ChannelSteps`, and one line in :data:`CHANNELS`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._channel import (
+from flows._ledger import open_ledger
+from flows.channels._channel import (
     ChannelSteps,
     Collected,
     Recovered,
@@ -34,12 +35,11 @@ from flows._channel import (
     TickReport,
     today_utc,
 )
-from flows._deliver import Delivery, enroll_day
-from flows._halt import checked, halts, preflight
-from flows._ledger import open_ledger
-from flows._run_names import slug, tick_run_name
-from flows._stop import raise_if_stopped, stops
 from flows.identity import claim_pipeline
+from flows.run._deliver import Delivery, enroll_day
+from flows.run._halt import checked, halts, preflight
+from flows.run._names import slug, tick_run_name
+from flows.run._stop import raise_if_stopped, stops
 from flows.settings import Settings, load_settings
 from ledger import Channel, Enrollment
 
@@ -47,9 +47,9 @@ __all__ = ["CHANNELS", "TickOptions", "open_channel", "run_tick", "start_run", "
 
 # Where each channel's class lives, imported when a tick of that channel starts.
 CHANNELS: dict[Channel, str] = {
-    Channel.BATCH: "flows.batch:BatchChannel",
-    Channel.BACKGROUND: "flows.background:BackgroundChannel",
-    Channel.DIRECT: "flows.direct:DirectChannel",
+    Channel.BATCH: "flows.channels.batch:BatchChannel",
+    Channel.BACKGROUND: "flows.channels.background:BackgroundChannel",
+    Channel.DIRECT: "flows.channels.direct:DirectChannel",
 }
 
 

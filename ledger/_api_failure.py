@@ -1,6 +1,6 @@
 """One API call's failure, described without the SDK: what the classifier decides from.
 
-The adapter at the edge (``flows._gemini_errors.describe``) is the only code that knows the
+The adapter at the edge (``flows.gemini._errors.describe``) is the only code that knows the
 SDK's and the HTTP client's exception types; it turns one of them into an :class:`ApiFailure`
 and :func:`ledger.classify` / :func:`ledger.setup_fault` decide from that description alone.
 """

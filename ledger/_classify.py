@@ -9,7 +9,7 @@ when the job is parked.
 
 This module is part of the domain core: it imports no SDK, HTTP client or Prefect module.
 An SDK or transport exception is recognised only through the ``describe`` function the caller
-passes (``flows._gemini_errors.describe``), which turns it into a neutral
+passes (``flows.gemini._errors.describe``), which turns it into a neutral
 :class:`~ledger.ApiFailure`; the verdict is decided from that description alone.
 """
 
@@ -311,7 +311,7 @@ def classify(
 ) -> Failure:
     """Classify an API failure, an exception or an error/status mapping. Never raises.
 
-    ``describe`` (``flows._gemini_errors.describe``) is what recognises SDK and transport
+    ``describe`` (``flows.gemini._errors.describe``) is what recognises SDK and transport
     exceptions, on ``error`` and on whatever it wraps; without it they are ``unknown``.
     """
     try:

@@ -10,16 +10,16 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
     │   ├── LedgerConfigError ............ (also LedgerError) bad URL, unreachable or damaged DB
     │   │   ├── LedgerMissing ............ no ledger at the URL (create: `gemini-ledger db upgrade`)
     │   │   └── flows.settings.SettingsError ..... (also ValueError) a setting's bad value
-    │   ├── flows.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
-    │   ├── flows._api_settings.ApiSettingsMismatch  (also RuntimeError) another API than the
+    │   ├── flows.gemini.gateway.GatewayConfigError ..... (also RuntimeError) no Gemini API key
+    │   ├── flows.gemini._api_settings.ApiSettingsMismatch  (also RuntimeError) another API than the
     │   │                                  workers' (the webhook receiver refused at start)
     │   └── flows._prefect_api.PrefectApiUnreachable  (also RuntimeError) PREFECT_API_URL
     ├── TransientError ................... try again later: nothing is wrong with the setup
     │   ├── LedgerBusy ................... (also LedgerError) a lock or deadlock; retried,
     │   │                                  never reported as a configuration error
     │   ├── flows._prefect_api.TemporaryServerError  (also RuntimeError)
-    │   ├── flows.webhooks.ReconcileBusy ........... (also RuntimeError)
-    │   └── flows._stop.Stopped .......... a tick stopped by SIGTERM between rows: the run
+    │   ├── flows.webhooks.receiver.ReconcileBusy ........... (also RuntimeError)
+    │   └── flows.run._stop.Stopped .......... a tick stopped by SIGTERM between rows: the run
     │                                      ends Cancelled, the CLI exits 128 + signal
     ├── LedgerError ...................... the ledger refused an operation
     │   ├── InvalidTransition ............ a compare-and-set found the row in another state
@@ -36,9 +36,9 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
         └── flows.registry.UnknownPipeline
 
 Deliberately outside the tree, as control flow that never reaches the command line:
-``ledger._classify.ClassifiedError`` and ``flows.direct.AttemptFailed`` carry one row's
+``ledger._classify.ClassifiedError`` and ``flows.channels.direct.AttemptFailed`` carry one row's
 :class:`~ledger.Failure` between a channel's attempt and its retry condition, and the webhook
-receiver's refusals (``flows._webhook_app.BadRequest`` ...) each become an HTTP response.
+receiver's refusals (``flows.webhooks._app.BadRequest`` ...) each become an HTTP response.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ would store anything; PostgreSQL refuses a longer key or a NUL character, and an
 cannot carry a newline or other control characters (nor, in the SDK, a non-ASCII one), so
 such a key either broke the whole day's enrollment on one backend or failed at sending time,
 misread as a network fault. The rules are checked at enrollment instead, before a row exists,
-and a key that breaks them is that item's own failure (``flows._deliver.enroll_day``):
+and a key that breaks them is that item's own failure (``flows.run._deliver.enroll_day``):
 
 - a ``str`` of 1 to :data:`KEY_MAX` characters,
 - printable ASCII only (``0x20``-``0x7e``): no NUL, newline, tab or other control character,
@@ -29,7 +29,7 @@ KEY_MAX = 512
 # jobs.reservation and batch_jobs.reservation are varchar(128).
 RESERVATION_MAX = 128
 # The longest reservation token around a name is a batch's: "gl-" + name + "-" + 8 hex
-# digits (flows/batch.py); the other tokens carry no name.
+# digits (flows/channels/batch.py); the other tokens carry no name.
 PIPELINE_NAME_MAX = RESERVATION_MAX - len("gl-") - len("-") - 8
 
 _SHOWN = 60

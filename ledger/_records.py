@@ -175,7 +175,7 @@ class Enrollment:
     """What one enrollment did: new keys, keys this pipeline already had, and keys another
     pipeline owns (left untouched; ``foreign_examples`` names a few of them).
 
-    ``flows._deliver.enroll_day`` adds what the items themselves got wrong, each the item's
+    ``flows.run._deliver.enroll_day`` adds what the items themselves got wrong, each the item's
     own failure while the rest of the day goes on: items refused before any row exists
     (``key_of`` raised or gave a key the rules refuse), items parked as ``prompt:<Error>``
     (``build_prompt`` raised), keys given by more than one item of the day (the first item

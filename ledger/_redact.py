@@ -3,8 +3,8 @@
 Error messages end up in the ledger's ``error_message`` column, in Prefect logs and in
 artifacts. An SDK error can echo a request URL (``...?key=AIza...``) or a header, so every
 message the classifier produces goes through :func:`redact` first. Secrets are registered
-where they are loaded (``flows.settings.load_settings``, ``flows.gateway``, ``flows.webhooks``);
-this module reads no environment.
+where they are loaded (``flows.settings.load_settings``, ``flows.gemini.gateway``,
+``flows.webhooks.receiver``); this module reads no environment.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ tick with the fault's one line.
 
 Domain core: no SDK, HTTP client or Prefect import. An SDK or transport exception is
 recognised only through the ``describe`` function the caller passes
-(``flows._gemini_errors.describe``), as in the classifier; the fault is decided from its
+(``flows.gemini._errors.describe``), as in the classifier; the fault is decided from its
 neutral :class:`~ledger.ApiFailure`.
 """
 
@@ -157,7 +157,7 @@ def setup_fault(
 ) -> SetupFault | None:
     """The :class:`SetupFault` ``error`` stands for, or None when it is about the row.
 
-    ``describe`` (``flows._gemini_errors.describe``) recognises SDK and transport exceptions
+    ``describe`` (``flows.gemini._errors.describe``) recognises SDK and transport exceptions
     on ``error`` and along its chain of causes. ``key`` is where the requests' API key was
     kept: a fault about the key names that place and gives the fix for it.
     """
@@ -177,7 +177,7 @@ def setup_fault(
 def _one(exc: BaseException, describe: Describe | None, key: KeySource | None) -> SetupFault | None:
     if isinstance(exc, SetupFault):
         return exc
-    if type(exc).__name__ == "GatewayConfigError":  # flows.gateway: no key, or unreadable
+    if type(exc).__name__ == "GatewayConfigError":  # flows.gemini.gateway: no key, or unreadable
         # It says itself where it looked and what to do: taken as is, never wrapped again.
         return SetupFault(
             getattr(exc, "kind", SetupKind.NO_KEY),

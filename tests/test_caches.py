@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from flows import _caches
 from flows._channel import RunContext
+from flows.gateway import find_api_key, key_source, shared_client
+
+from flows import _caches
 from flows._ledger import open_ledger
 from flows.examples.reviews import pipeline as reviews
-from flows.gateway import find_api_key, key_source, shared_client
 from flows.settings import Settings
 
 

@@ -22,7 +22,7 @@ _OUTSIDE_FILES = ("DESIGN" + ".md", "FACTS" + ".md")
 _SKIP_DIRS = {".git", ".venv", "var", "build", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
 _CRASH_CALL = re.compile(r"""crash_point\(\s*["']([^"']+)["']""")
-# Delivery crash points are named in DeliveryPoints(...) and visited in flows/_deliver.py.
+# Delivery crash points are named in DeliveryPoints(...) and visited in flows/run/_deliver.py.
 _DELIVERY_POINT = re.compile(
     r"""\b(?:before_effect|after_effect|before_consume|after_failure)\s*=\s*["']([^"']+)["']"""
 )

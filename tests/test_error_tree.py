@@ -26,10 +26,10 @@ from ledger import (
 # channel, and the webhook receiver's refusals (each becomes an HTTP response).
 _CARRIERS = {
     "ledger._classify.ClassifiedError",
-    "flows.direct.AttemptFailed",
-    "flows._webhook_app.BadRequest",
-    "flows._webhook_app.TooLarge",
-    "flows._webhook_app.Unauthorized",
+    "flows.channels.direct.AttemptFailed",
+    "flows.webhooks._app.BadRequest",
+    "flows.webhooks._app.TooLarge",
+    "flows.webhooks._app.Unauthorized",
 }
 
 
@@ -63,7 +63,7 @@ def test_the_tree_keeps_the_bases_callers_catch():
     from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
     from flows.cli import CliError
     from flows.errors import UsageError
-    from flows.gateway import GatewayConfigError
+    from flows.gemini.gateway import GatewayConfigError
     from flows.registry import UnknownPipeline
     from flows.settings import SettingsError
 

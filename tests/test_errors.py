@@ -98,10 +98,10 @@ def test_parameters_are_refused_before_any_flow_starts(project, monkeypatch, arg
     def no_flow(*_a, **_k):
         raise AssertionError("a flow was started")
 
-    import flows.replay
+    import flows.ops.replay
     import flows.tick
 
-    monkeypatch.setattr(flows.replay, "replay", no_flow)
+    monkeypatch.setattr(flows.ops.replay, "replay", no_flow)
     monkeypatch.setattr(flows.tick, "run_tick", no_flow)
     assert words in _refused(args)
 

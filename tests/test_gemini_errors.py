@@ -1,4 +1,4 @@
-"""The SDK stays at the edge: ``flows._gemini_errors`` is the one adapter that knows the SDK's
+"""The SDK stays at the edge: ``flows.gemini._errors`` is the one adapter that knows the SDK's
 and the HTTP client's errors, and the domain core decides from its neutral description."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from flows._gemini_errors import describe
+from flows.gemini._errors import certainly_refused, describe, http_code, is_not_found
 from ledger import ApiFailure, SetupKind, Transport, Verdict, classify, setup_fault
 
 # The private SDK module the adapter reaches into, and what it uses there.
@@ -28,9 +28,9 @@ def test_the_private_sdk_module_the_adapter_uses_is_still_there():
     try:
         module = importlib.import_module(_PRIVATE)
     except ImportError as exc:  # pragma: no cover - fails only after an SDK upgrade
-        pytest.fail(f"google-genai moved {_PRIVATE}: update flows/_gemini_errors.py ({exc})")
+        pytest.fail(f"google-genai moved {_PRIVATE}: update flows/gemini/_errors.py ({exc})")
     missing = [n for n in _PRIVATE_NAMES if not isinstance(getattr(module, n, None), type)]
-    assert missing == [], f"google-genai changed {_PRIVATE}: update flows/_gemini_errors.py"
+    assert missing == [], f"google-genai changed {_PRIVATE}: update flows/gemini/_errors.py"
     # The interactions client still raises them: a refused connection is APIConnectionError.
     assert issubclass(module.APITimeoutError, module.APIConnectionError)
 
@@ -42,7 +42,7 @@ def test_no_domain_core_module_names_the_sdk_or_http_client():
         path.name: word
         for path in root.glob("*.py")
         for word in ("google.genai", "httpx", "sys.modules", "import prefect", "from prefect")
-        if word in path.read_text(encoding="utf-8").replace("flows._gemini_errors", "")
+        if word in path.read_text(encoding="utf-8").replace("flows.gemini._errors", "")
     }
     assert offenders == {}
 
@@ -90,3 +90,28 @@ def test_a_dns_failure_is_a_connect_failure():
     """A name that does not resolve never connected: Transport.CONNECT, a setup fault."""
     found = describe(socket.gaierror(-2, "Name or service not known"))
     assert found is not None and found.transport is Transport.CONNECT
+
+
+def _api_error(code: int) -> BaseException:
+    from google.genai import errors
+
+    return errors.APIError(code, {"error": {"code": code, "message": f"answered {code}"}})
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "not_found", "refused"),
+    [
+        (_api_error(404), 404, True, True),
+        (_api_error(400), 400, False, True),
+        (_api_error(429), 429, False, True),
+        (_api_error(503), 503, False, False),
+        (httpx2.ReadTimeout("timed out"), None, False, False),
+        (ValueError("ours"), None, False, False),
+    ],
+)
+def test_the_adapter_answers_what_other_modules_ask(exc, code, not_found, refused):
+    """http_code, is_not_found and certainly_refused read an SDK error's answer; a timeout
+    (no answer) or an error of ours is neither a 404 nor a refusal."""
+    assert http_code(exc) == code
+    assert is_not_found(exc) is not_found
+    assert certainly_refused(exc) is refused

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows._deliver import DeliveryPoints, deliver_done
-from flows._stop import Stopped, raise_if_stopped, request_stop, stop_on_signals, stop_requested
 from flows.pipeline import Pipeline, Prompt
+from flows.run._deliver import DeliveryPoints, deliver_done
+from flows.run._stop import Stopped, raise_if_stopped, request_stop, stop_on_signals, stop_requested
 from ledger import Channel, Ledger, NewJob, ResultRow
 
 log = logging.getLogger("tests.stop")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from flows._channel import TickOptions
+from flows.channels._channel import TickOptions
 from flows.errors import UsageError
 from flows.settings import load_settings
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows._interactions import (
+from flows.channels._interactions import (
     LABEL_KEY,
     RUNNING,
     Handle,
@@ -21,7 +21,7 @@ from flows._interactions import (
     usage_of,
 )
 from flows.examples import articles
-from flows.gateway import KEY_HEADER, gemini_client
+from flows.gemini.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
 from flows.settings import load_settings
 from ledger import Failure, FailureRow, Ledger, NewJob, Policy, ResultRow, Verdict

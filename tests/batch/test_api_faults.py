@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from flows._halt_history import HaltHistory
-from flows._pricing import load_prices
-from flows.gateway import gemini_client
+from flows.gemini._pricing import load_prices
+from flows.gemini.gateway import gemini_client
+from flows.ops._halt_history import HaltHistory
+from flows.ops.summary import build_summary, render_markdown
 from flows.settings import load_settings
-from flows.summary import build_summary, render_markdown
 from flows.tick import tick
 from ledger import morning_view
 from tests.ledgers import run_ledger
@@ -211,7 +211,7 @@ def test_a_failed_or_cancelled_jobs_partial_output_is_applied_first(
 def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> None:
     """A job's inlined responses (the SDK's objects) become output lines keyed by each
     request's metadata key, which the line parser reads like a responses file's lines."""
-    from flows.batch import _inlined_lines
+    from flows.channels.batch import _inlined_lines
     from flows.examples.reviews import ReviewLabel
     from ledger import LineSuccess, parse_output_line
 

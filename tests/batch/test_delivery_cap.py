@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flows._deliver import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done
+from flows.ops.replay import replay
 from flows.pipeline import Pipeline, Prompt
-from flows.replay import replay
+from flows.run._deliver import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done
 from flows.settings import Settings
 from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from flows._batch_io import RequestWriter, batch_request, write_requests
+from flows.channels._batch_io import RequestWriter, batch_request, write_requests
 from flows.examples.reviews import (
     ReviewLabel,
     ReviewLabelRow,

@@ -134,8 +134,8 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
     """With 15 requests per job and 8,000-byte input files, 40 rows go out as jobs that each
     respect both limits, over several ticks when a tick may create only 3 jobs; every row is
     sent once and delivered once."""
-    import flows.batch as batch
-    from flows.gateway import gemini_client
+    import flows.channels.batch as batch
+    from flows.gemini.gateway import gemini_client
 
     monkeypatch.setattr(batch, "_MAX_BATCHES_PER_TICK", 3)
     emu = batch_env["emulator"]
@@ -184,7 +184,7 @@ def test_a_refused_batch_create_keeps_the_reserved_rows_pending(
     """batches.create answered with an API error (here a real 404 from the emulator for a
     file that does not exist): no row was carried, so none is charged or parked; the batch
     reservation is closed as refused (not left for orphan recovery) and counted."""
-    import flows.batch as batch
+    import flows.channels.batch as batch
 
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     monkeypatch.setattr(batch, "upload_requests", lambda *a, **k: "files/never-uploaded")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from google.genai import errors
 
-from flows._batch_lost import SUBMITTED_ENV, lost_reason
-from flows.batch import reconcile
+from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason
+from flows.reconcile import reconcile
 from flows.settings import Settings
 from flows.tick import tick
 from ledger import Ledger

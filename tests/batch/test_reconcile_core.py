@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from flows._batch_io import iter_lines
-from flows._batch_reconcile import reconcile_lines, writer_for
+from flows.channels._batch_io import iter_lines
+from flows.channels._batch_reconcile import reconcile_lines, writer_for
 from flows.examples.reviews import ReviewLabel
 from flows.settings import Settings
 from ledger import Ledger, NewJob, Policy

@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
-from flows._batch_io import download_output, iter_lines, output_file_of
-from flows._batch_reconcile import reconcile_lines
-from flows.batch import reconcile
+from flows.channels._batch_io import download_output, iter_lines, output_file_of
+from flows.channels._batch_reconcile import reconcile_lines
 from flows.examples.reviews import ReviewLabel
-from flows.gateway import gemini_client
+from flows.gemini.gateway import gemini_client
+from flows.reconcile import reconcile
 from flows.settings import load_settings
 from flows.tick import tick
 from ledger import Ledger

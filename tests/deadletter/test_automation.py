@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
 from ledger import Failure, NewJob, Verdict
 from tests.ledgers import run_ledger
 

@@ -9,7 +9,7 @@ from datetime import date
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.summary import render_markdown
+from flows.ops.summary import render_markdown
 from flows.tick import tick
 from ledger import NewJob, ResultRow
 from tests.direct import pipelines

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows._pricing import UsageLine, estimate_cost, load_prices
+from flows.gemini._pricing import UsageLine, estimate_cost, load_prices
 from flows.settings import Settings
 
 

@@ -89,7 +89,7 @@ def test_replay_returns_queued_channels_oldest_first_within_limit_and_class(dire
         ledger.park(k, wanted, from_status=["pending"])
     ledger.park(keys[3], other, from_status=["pending"])
 
-    from flows.replay import replay
+    from flows.ops.replay import replay
 
     report = replay(execute=True, limit=2, error_class="permanent:400", rate_per_second=100)
 

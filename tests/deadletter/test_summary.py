@@ -12,7 +12,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.summary import EVENT_NAME, RESOURCE_ID, summary
+from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
 from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines
@@ -162,7 +162,7 @@ def test_a_first_night_with_many_parked_jobs_alerts(direct_env):
 
 def test_the_morning_view_per_pipeline_in_plain_words(direct_env):
     """Per pipeline: delivered, parked by class with an example reason, in flight with its age."""
-    from flows.summary import render_markdown
+    from flows.ops.summary import render_markdown
 
     clock = {"now": 1_000_000.0}
     ledger = run_ledger()

@@ -1,6 +1,6 @@
 """Two live delivery passes at once, one of them in the middle of a slow side effect: every
 side effect runs once. Each channel's deliver step (batch, background, direct: they share
-``flows._deliver.deliver_done``) and replay's delivery, against each other in two threads,
+``flows.run._deliver.deliver_done``) and replay's delivery, against each other in two threads,
 each with a ledger of its own on SQLite and PostgreSQL.
 
 The side effects take time on the ledgers' shared clock (``tests.delivery.pipelines``), not
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flows._channel import RunContext
+from flows.channels._channel import RunContext
 from flows.settings import Settings
 from flows.tick import open_channel
 from ledger import Channel, Ledger, NewJob, ResultRow, Status
@@ -195,7 +195,7 @@ def test_replay_delivering_beside_a_tick_never_repeats_its_side_effects(
     """``replay --execute`` re-delivering a row parked by its delivery, while a tick's deliver
     step is inside a slow side effect, takes none of that pass's claims: each side effect
     runs once (the replayed row's too)."""
-    import flows.replay
+    import flows.ops.replay
     from ledger import DELIVERY_CLASS_PREFIX
 
     settings = _settings()
@@ -219,11 +219,11 @@ def test_replay_delivering_beside_a_tick_never_repeats_its_side_effects(
         monkeypatch.setenv(env, str(STALE_S))
     import flows.tick
 
-    for module in (flows.replay, flows.tick):
+    for module in (flows.ops.replay, flows.tick):
         monkeypatch.setattr(module, "open_ledger", lambda *args, **kwargs: b)
 
     def replay() -> Any:
-        return flows.replay.replay(
+        return flows.ops.replay.replay(
             execute=True,
             limit=5,
             pipeline="tests.delivery.pipelines:background",

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import date
 
-from flows._channel import RunContext
-from flows.background import BackgroundChannel
-from flows.batch import _Lease, _send
+from flows.channels._channel import RunContext
+from flows.channels.background import BackgroundChannel
+from flows.channels.batch import _Lease, _send
 from flows.settings import Settings
 from ledger import Ledger, NewJob, ResultRow, Status
 

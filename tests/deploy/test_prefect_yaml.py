@@ -44,14 +44,14 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
         },
         "*/15 * * * *",
     ),
-    "morning-summary": ("flows/summary.py:summary", "", {"threshold": 10}, "30 7 * * *"),
+    "morning-summary": ("flows/ops/summary.py:summary", "", {"threshold": 10}, "30 7 * * *"),
     "replay": (
-        "flows/replay.py:replay",
+        "flows/ops/replay.py:replay",
         "",
         {"execute": False, "limit": 20, "rate_per_second": 2.0},
         None,
     ),
-    "webhook": ("flows/batch.py:reconcile", "reconcile", {}, None),
+    "webhook": ("flows/reconcile.py:reconcile", "reconcile", {}, None),
 }
 
 
@@ -276,7 +276,7 @@ def _broken_copy(tmp_path: Path, deployment: str, new_name: str, edit: dict[str,
             {"schedules": [{"cron": "0 2 * * *", "timezone": "Mars/Olympus_Mons"}]},
             "Invalid timezone",
         ),
-        ("morning-summary", {"entrypoint": "flows/summary.py:no_such_flow"}, "no_such_flow"),
+        ("morning-summary", {"entrypoint": "flows/ops/summary.py:no_such_flow"}, "no_such_flow"),
         ("reviews-nightly", {"entrypoint": "flows/no_such_file.py:tick"}, "no_such_file"),
         (
             "replay",

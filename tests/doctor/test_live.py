@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from emulator.testing import free_port
 from flows.cli import app
-from flows.doctor import SHIPPED_SHAPES, diff_shapes, load_shapes
+from flows.ops.doctor import SHIPPED_SHAPES, diff_shapes, load_shapes
 from ledger import Ledger
 
 runner = CliRunner()

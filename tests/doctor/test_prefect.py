@@ -19,9 +19,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Scheduled
 from prefect.types._datetime import now
 
-from flows.doctor import Check, Outcome
-from flows.doctor._local import check_api_key
-from flows.doctor._prefect import check_prefect
+from flows.ops.doctor import Check, Outcome
+from flows.ops.doctor._local import check_api_key
+from flows.ops.doctor._prefect import check_prefect
 from flows.settings import Settings
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop

@@ -15,8 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-from flows import gateway
-from flows._halt import HALTED_EVENT, resource_id
+from flows.gemini import gateway
+from flows.run._halt import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 

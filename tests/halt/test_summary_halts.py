@@ -11,10 +11,10 @@ from typing import Any
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
-from flows._halt_history import read_halts
-from flows._pricing import load_prices
 from flows.cli import app
-from flows.summary import build_summary, render_markdown
+from flows.gemini._pricing import load_prices
+from flows.ops._halt_history import read_halts
+from flows.ops.summary import build_summary, render_markdown
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, DAY
 

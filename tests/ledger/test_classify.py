@@ -28,7 +28,7 @@ from google.genai._gaos.types.interactions.error import Error as InteractionErro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows._gemini_errors import classify  # SDK exceptions reach the core through the adapter
+from flows.gemini._errors import classify  # SDK exceptions reach the core through the adapter
 from ledger._classify import (
     MAX_MESSAGE_LEN,
     ClassifiedError,

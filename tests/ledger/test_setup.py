@@ -12,7 +12,7 @@ from google.genai import errors
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from flows._gemini_errors import (
+from flows.gemini._errors import (
     describe,
     setup_fault,  # SDK exceptions reach the core via the adapter
 )

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flows import quota
+from flows.gemini import quota
 from ledger import Failure, Verdict
 
 MODEL = "gemini-test-quota"

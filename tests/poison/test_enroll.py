@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from flows._deliver import enroll_day
 from flows.examples.reviews import ReviewLabel
 from flows.pipeline import Pipeline, Prompt
+from flows.run._deliver import enroll_day
 from ledger import KEY_MAX, PIPELINE_NAME_MAX, Channel, Ledger, NewJob, Status
 
 from . import pipelines
@@ -189,7 +189,7 @@ def test_a_pipeline_name_too_long_for_the_reservation_token_is_refused_when_defi
     with pytest.raises(ValueError, match=f"the limit is {PIPELINE_NAME_MAX}"):
         dataclasses.replace(base, name="n" * (PIPELINE_NAME_MAX + 1))
     longest = dataclasses.replace(base, name="n" * PIPELINE_NAME_MAX)
-    from flows.batch import _reservation_token
+    from flows.channels.batch import _reservation_token
 
     token = _reservation_token(longest)
     ledger = Ledger(postgres_url)

@@ -98,8 +98,8 @@ def test_doctor_fails_a_missing_directory_and_an_empty_database_with_the_fix(
     tmp_path: Path, unmigrated_postgres_url: str
 ) -> None:
     """doctor's ledger check fails (with `gemini-ledger db upgrade`) and creates nothing."""
-    from flows.doctor import Outcome
-    from flows.doctor._local import check_ledger
+    from flows.ops.doctor import Outcome
+    from flows.ops.doctor._local import check_ledger
     from flows.settings import Settings
 
     missing = tmp_path / "typo" / "ledger.db"

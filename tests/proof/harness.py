@@ -80,7 +80,7 @@ CHANNELS: dict[str, Channel] = {
 }
 
 _CRASH_ENVS = ("GEMINI_LEDGER_CRASH_AT", "GEMINI_LEDGER_CRASH_SIGNAL", "GEMINI_LEDGER_CRASH_TRACE")
-# What a tick stopped by SIGTERM between rows exits with (flows._stop.Stopped.exit_code).
+# What a tick stopped by SIGTERM between rows exits with (flows.run._stop.Stopped.exit_code).
 STOPPED_EXIT = 128 + signal.SIGTERM
 
 

@@ -16,9 +16,9 @@ from datetime import date
 
 def main() -> None:
     spec, day = sys.argv[1], date.fromisoformat(sys.argv[2])
-    import flows.background
-    import flows.batch
-    import flows.direct  # noqa: F401  (imported before the signal, not after)
+    import flows.channels.background
+    import flows.channels.batch
+    import flows.channels.direct  # noqa: F401  (imported before the signal, not after)
     from flows.registry import get_pipeline
     from flows.tick import run_tick
 

@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import text
 
 from flows.settings import Settings
-from flows.webhooks import create_app
+from flows.webhooks.receiver import create_app
 from ledger import Ledger
 
 from .signing import OTHER_SECRET, SECRET, signed, wait_until

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from flows import webhooks
-from flows._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
-from flows.doctor import Outcome
-from flows.doctor._local import check_api_settings
+from flows.gemini._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
+from flows.ops.doctor import Outcome
+from flows.ops.doctor._local import check_api_settings
 from flows.settings import Settings
 from flows.tick import tick
+from flows.webhooks import receiver as webhooks
 from ledger import Ledger
 from tests.batch.conftest import DAY
 from tests.child_env import child_env

@@ -6,9 +6,14 @@ import pytest
 from prefect.blocks.system import Secret
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows import webhooks
 from flows.settings import Settings
-from flows.webhooks import ReconcileBusy, reconcile_deployment, resolve_secret, start_reconcile
+from flows.webhooks import receiver as webhooks
+from flows.webhooks.receiver import (
+    ReconcileBusy,
+    reconcile_deployment,
+    resolve_secret,
+    start_reconcile,
+)
 from ledger import Ledger, redact
 
 from .conftest import SECRET, signed

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from flows import _webhook_app
 from flows.settings import Settings, SettingsError, load_settings
-from flows.webhooks import create_app
+from flows.webhooks import _app as _webhook_app
+from flows.webhooks.receiver import create_app
 
 from .conftest import SECRET, Receiver, signed, wait_until
 from .test_receiver import batch_event

@@ -10,7 +10,7 @@ import pytest
 
 from emulator.testing import RunningEmulator
 from flows.tick import tick
-from flows.webhooks import start_reconcile
+from flows.webhooks.receiver import start_reconcile
 from tests.ledgers import run_ledger
 
 from .conftest import SECRET, Receiver, wait_until

@@ -9,7 +9,7 @@ from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
 from flows.settings import Settings
-from flows.webhooks import create_app
+from flows.webhooks.receiver import create_app
 from ledger import Ledger
 
 SECRET = "whsec_" + "c3RhbGxlZC1kZWxpdmVyeS10ZXN0LXNlY3JldC0wMDAw"

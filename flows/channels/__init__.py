@@ -1,0 +1,1 @@
+"""The three channels (batch, background, direct) behind one protocol, and their IO."""

@@ -1,0 +1,264 @@
+"""The batch channel's I/O: request JSONL rows, upload, create, find, poll, download.
+
+Everything here talks to Gemini through the google-genai client built by ``flows.gemini.gateway``;
+nothing here touches the ledger's state (``flows.channels.batch`` decides, this module carries).
+
+The request file is written row by row from the ledger's reserved jobs, and the output
+file is downloaded to disk and read back line by line, so neither side ever holds a whole
+file in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from google.genai import types
+
+from flows.pipeline import Prompt
+
+__all__ = [
+    "JSONL_MIME",
+    "RequestWriter",
+    "batch_request",
+    "create_batch_job",
+    "download_output",
+    "find_batch_job",
+    "get_batch_job",
+    "iter_lines",
+    "job_state",
+    "operation_error",
+    "output_ended_at",
+    "output_file_of",
+    "upload_requests",
+    "write_requests",
+]
+
+JSONL_MIME = "application/jsonl"
+_loads = orjson.loads
+_dumps = orjson.dumps
+_LIST_PAGE_SIZE = 100
+_UNSET = object()  # never equal to a prompt's system or temperature
+
+
+def batch_request(prompt: Prompt, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """One GenerateContentRequest (camelCase, as a batch input line carries it) for a prompt.
+
+    This is the rendering every channel shares: the direct channel sends the same contents,
+    system instruction and generation config through ``models.generate_content``.
+    """
+    request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt.text}]}]}
+    if prompt.system:
+        request["systemInstruction"] = {"parts": [{"text": prompt.system}]}
+    config: dict[str, Any] = {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": dict(schema),
+    }
+    if prompt.temperature is not None:
+        config["temperature"] = prompt.temperature
+    request["generationConfig"] = config
+    return request
+
+
+class RequestWriter:
+    """Writes ``{"key", "request"}`` lines fast: the same JSON as :func:`batch_request`.
+
+    A nightly file has tens of thousands of rows that share one schema and usually one
+    system instruction and temperature, so everything after the prompt text is serialised
+    once per distinct (system, temperature) and spliced in; only each row's key and text
+    are encoded per row.
+    """
+
+    _CACHE_LIMIT = 256
+    _HEAD = b'{"key":'
+    _MID = b',"request":{"contents":[{"role":"user","parts":[{"text":'
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._schema = orjson.dumps(dict(schema))
+        self._tails: dict[tuple[str | None, float | None], bytes] = {}
+        self._last: tuple[str | None, float | None] | None = None
+        self._last_tail = b""
+
+    def _tail(self, system: str | None, temperature: float | None) -> bytes:
+        found = self._tails.get((system, temperature))
+        if found is None:
+            sys_part = (
+                b',"systemInstruction":{"parts":[{"text":' + orjson.dumps(system) + b"}]}"
+                if system
+                else b""
+            )
+            temp = b"" if temperature is None else b',"temperature":' + orjson.dumps(temperature)
+            found = (
+                b"}]}]" + sys_part + b',"generationConfig":{"responseMimeType":"application/json",'
+                b'"responseJsonSchema":' + self._schema + temp + b"}}}\n"
+            )
+            if len(self._tails) < self._CACHE_LIMIT:
+                self._tails[(system, temperature)] = found
+        return found
+
+    def line(self, key: str, payload: str | bytes) -> bytes:
+        """One JSONL line (with its newline) for a job's key and stored payload (a Prompt)."""
+        prompt = _loads(payload)
+        shared = (prompt.get("system"), prompt.get("temperature"))
+        if shared == self._last:  # the usual case: every row shares them
+            tail = self._last_tail
+        else:
+            tail = self._last_tail = self._tail(*shared)
+            self._last = shared
+        return b"".join((self._HEAD, _dumps(key), self._MID, _dumps(prompt["text"]), tail))
+
+
+def write_requests(
+    rows: Iterable[tuple[str, str]],
+    schema: Mapping[str, Any],
+    out: IO[bytes],
+    *,
+    max_bytes: int | None = None,
+    left_out: list[str] | None = None,
+    too_large: list[str] | None = None,
+) -> int:
+    """Write one request line per ``(key, payload)`` to ``out``; returns how many.
+
+    With ``max_bytes`` the file stays within that size (the API's limit on an input file):
+    once a line no longer fits, it and every later row are not written but their keys are
+    appended to ``left_out`` (for the next batch job); a row whose line alone is larger than
+    ``max_bytes`` can never be sent and goes to ``too_large``.
+    """
+    if max_bytes is not None and (left_out is None or too_large is None):
+        raise ValueError("max_bytes needs the left_out and too_large lists")
+    writer = RequestWriter(schema)
+    tail_of = writer._tail
+    head, mid, loads, dumps, join = writer._HEAD, writer._MID, _loads, _dumps, b"".join
+    # RequestWriter.line, inlined: a method call and a tuple per row were a third of the
+    # per-row cost beside reading the rows from the ledger (bench/reconcile.py).
+    last_system: Any = _UNSET
+    last_temperature: Any = _UNSET
+    tail = b""
+    write = out.write
+    n = size = 0
+    full = False
+    buffer: list[bytes] = []
+    for key, payload in rows:
+        if full:
+            left_out.append(key)  # type: ignore[union-attr]
+            continue
+        prompt = loads(payload)
+        system = prompt.get("system")
+        temperature = prompt.get("temperature")
+        if system != last_system or temperature != last_temperature:
+            tail = tail_of(system, temperature)
+            last_system, last_temperature = system, temperature
+        data = join((head, dumps(key), mid, dumps(prompt["text"]), tail))
+        if max_bytes is not None:
+            if len(data) > max_bytes:
+                too_large.append(key)  # type: ignore[union-attr]
+                continue
+            if size + len(data) > max_bytes:
+                full = True
+                left_out.append(key)  # type: ignore[union-attr]
+                continue
+            size += len(data)
+        buffer.append(data)
+        n += 1
+        if len(buffer) >= 4096:
+            write(b"".join(buffer))
+            buffer.clear()
+    if buffer:
+        write(b"".join(buffer))
+    return n
+
+
+# -- the API calls -------------------------------------------------------------------------
+
+
+def upload_requests(client: Any, path: str | os.PathLike[str], *, display_name: str) -> str:
+    """Upload a request JSONL file; returns its name (``files/...``)."""
+    uploaded = client.files.upload(
+        file=os.fspath(path),
+        config=types.UploadFileConfig(mime_type=JSONL_MIME, display_name=display_name),
+    )
+    return str(uploaded.name)
+
+
+def create_batch_job(client: Any, *, model: str, file_name: str, display_name: str) -> Any:
+    """Create a batch job over an uploaded file, named for finding it again if we crash."""
+    return client.batches.create(
+        model=model,
+        src=file_name,
+        config=types.CreateBatchJobConfig(display_name=display_name),
+    )
+
+
+def get_batch_job(client: Any, name: str) -> Any:
+    return client.batches.get(name=name)
+
+
+def operation_error(client: Any, job: Any) -> dict[str, Any] | None:
+    """The ``error {code, message}`` of a finished batch operation, read from the raw answer.
+
+    For the Developer API the SDK does not map the operation's error (``BatchJob.error`` is
+    None; only Vertex gets it), so a FAILED job's reason would be lost: read the operation
+    as the API sent it. Vertex, or an SDK that maps it, is taken from ``job.error``.
+    """
+    error = getattr(job, "error", None)
+    if error is not None and (getattr(error, "message", None) or getattr(error, "code", None)):
+        return {"code": getattr(error, "code", None), "message": getattr(error, "message", None)}
+    try:
+        raw = client._api_client.request("get", str(job.name), {})  # the SDK's own transport
+        body = orjson.loads(raw.body or b"{}")
+    except Exception:  # a reason is a nicety: never what fails a reconcile
+        return None
+    found = body.get("error") if isinstance(body, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def output_ended_at(job: Any) -> float | None:
+    """When a finished job ended (its ``end_time``, else ``update_time``), epoch seconds."""
+    for name in ("end_time", "update_time"):
+        when = getattr(job, name, None)
+        if when is not None and hasattr(when, "timestamp"):
+            return float(when.timestamp())
+    return None
+
+
+def find_batch_job(client: Any, display_name: str) -> Any | None:
+    """The batch job with this display name, paging through ``batches.list``; None if none.
+
+    If a re-send ever created two, the first listed (the newest) is returned: both carry the
+    same rows, and the older one's output is simply never read.
+    """
+    for job in client.batches.list(config=types.ListBatchJobsConfig(page_size=_LIST_PAGE_SIZE)):
+        if job.display_name == display_name:
+            return job
+    return None
+
+
+def job_state(job: Any) -> str:
+    """``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``EXPIRED``, ``RUNNING``, ``PENDING`` ..."""
+    state = job.state
+    raw = getattr(state, "value", state) or "UNSPECIFIED"
+    return str(raw).rsplit("_STATE_", 1)[-1].upper()
+
+
+def output_file_of(job: Any) -> str | None:
+    """The responses file of a finished job, if it has one."""
+    dest = getattr(job, "dest", None)
+    name = getattr(dest, "file_name", None) if dest is not None else None
+    return str(name) if name else None
+
+
+def download_output(client: Any, file_name: str, destination: Path) -> int:
+    """Stream an output file to ``destination`` (the SDK writes it in chunks); returns bytes."""
+    client.files.download(file=file_name, destination=str(destination))
+    return destination.stat().st_size
+
+
+def iter_lines(path: str | os.PathLike[str], *, buffer_size: int = 1 << 20) -> Iterator[bytes]:
+    """The non-blank lines of a file, read through a bounded buffer."""
+    with open(path, "rb", buffering=buffer_size) as fh:
+        for line in fh:
+            if line.strip():
+                yield line

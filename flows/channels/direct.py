@@ -1,0 +1,518 @@
+"""The direct channel: one ``models.generate_content`` call per job, retried by Prefect as the
+classifier decides.
+
+One attempt of the ``generate-content`` task, for one job:
+
+1. wait until the row is due (see "Server retry delays" below);
+2. ``reserve`` the row by its key (this counts the attempt: it is what may be billed);
+3. bind the handle ``direct:<reservation>`` (the call is about to leave);
+4. call ``client.models.generate_content`` through the gateway's client, with the key in a
+   per-request header so the emulator (or a proxy) counts submissions per key;
+5. validate the answer against the pipeline's output schema and record ``done`` with its
+   tokens, or record the classified failure. The ledger applies the pipeline's policy and
+   says whether the job is ``retryable`` or ``parked`` (``permanent:<code>``, ``safety``,
+   ``schema``, ``exhausted:<code>``, ``unknown:<code>``);
+6. on failure raise :class:`AttemptFailed`, which carries the failure and that status.
+
+Prefect's ``retry_condition_fn`` (:func:`retry_if_classifier_says`) reads it: a permanent
+failure is never retried, and a job the ledger parked (at the attempt cap for retryable
+failures, at ``unknown_cap`` for unknown ones) is not either; everything else is retried
+with exponential backoff and jitter (``exponential_backoff`` and ``retry_jitter_factor``).
+The task's ``retries`` is the pipeline's ``attempt_cap - 1``, so Prefect's count and the
+ledger's agree; the ledger is the one that decides, because it also counts attempts made by
+earlier runs.
+
+Server retry delays: Prefect computes a task's retry delays when the task is built, so it
+cannot lengthen one retry for a RetryInfo delay the server sent. ``record_failure`` stores
+that delay on the row (``due_at = now + retry_delay``) and the next attempt starts by
+sleeping only the remaining part of it: the effective wait is the longer of Prefect's
+backoff and the server's delay, and the same rule holds for a later run of the flow.
+A server delay longer than ``GEMINI_LEDGER_DIRECT_MAX_WAIT_S`` (default 120 s) is not waited
+for inside a worker thread: the task stops retrying, the job stays ``retryable`` and the
+next run picks it up once it is due.
+
+A stop (SIGTERM, ``flows.run._stop``): the calls in flight finish and are recorded, the ones not
+started reserve nothing and wait for the next tick.
+
+Crashes: the handle is bound before the call, so a row left ``reserving`` never reached the
+API and is released (its attempt given back); a row left ``submitted`` under a ``direct:``
+handle may have been billed and is recorded as an ``unknown:interrupted`` failure (retried
+up to ``unknown_cap``). A tick's recover step (:meth:`DirectChannel.recover`) sweeps both,
+for rows older than ``GEMINI_LEDGER_DIRECT_STALE_S`` (default 300 s, longer than a call's
+timeout), before it submits anything. Crash points: ``direct.after_reserve``,
+``direct.before_call``, ``direct.after_call``, ``direct.after_record``,
+``direct.before_side_effect``, ``direct.after_side_effect``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from google.genai import types
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
+
+from flows import _caches
+from flows.channels._channel import (
+    Collected,
+    Recovered,
+    RunContext,
+    Submitted,
+    TickOptions,
+    own_pipeline,
+    pick,
+)
+from flows.crash import crash_point
+from flows.errors import UsageError
+from flows.gemini._errors import classify, setup_fault
+from flows.gemini.gateway import keyed
+from flows.gemini.quota import note_failure, request_slot
+from flows.pipeline import Pipeline
+from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
+from flows.run._halt import halts
+from flows.run._stop import stop_requested
+from flows.run._stop import wait as wait_unless_stopped
+from flows.settings import Settings
+from ledger import (
+    Channel,
+    Failure,
+    FailureRow,
+    InvalidTransition,
+    Ledger,
+    Policy,
+    ResultRow,
+    SetupFault,
+    Status,
+    Usage,
+    Verdict,
+    answer_ids,
+    classify_response,
+    extract_text,
+    usage_of_metadata,
+    validate_answer,
+)
+
+__all__ = [
+    "BACKOFF_ENV",
+    "HANDLE_PREFIX",
+    "JITTER_ENV",
+    "MAX_WAIT_ENV",
+    "STALE_ENV",
+    "AttemptFailed",
+    "Calls",
+    "DirectChannel",
+    "DirectRecovered",
+    "DirectSubmitted",
+    "deliver_direct",
+    "direct_task",
+    "generate_content",
+    "retry_if_classifier_says",
+    "run_calls",
+]
+
+BACKOFF_ENV = "GEMINI_LEDGER_DIRECT_BACKOFF_S"  # first retry delay (s); doubles every retry
+JITTER_ENV = "GEMINI_LEDGER_DIRECT_JITTER"  # Prefect's retry_jitter_factor
+MAX_WAIT_ENV = "GEMINI_LEDGER_DIRECT_MAX_WAIT_S"  # longest server delay waited for inline
+STALE_ENV = "GEMINI_LEDGER_DIRECT_STALE_S"  # age after which an in-flight row is a leftover
+
+HANDLE_PREFIX = "direct:"
+_RESERVATION_PREFIX = "direct-"
+
+INTERRUPTED = Failure(
+    Verdict.UNKNOWN,
+    "interrupted",
+    "the process died during the call; the attempt may have been billed",
+)
+
+
+class AttemptFailed(Exception):
+    """One attempt failed: the classified failure and the status the ledger moved the job to."""
+
+    def __init__(self, key: str, failure: Failure, status: str) -> None:
+        # Only the classifier's (redacted, shortened) message goes into the text: this
+        # exception ends up in Prefect's task-run state and logs.
+        super().__init__(f"{key}: {failure.error_class}: {failure.message} (job {status})")
+        self.key = key
+        self.failure = failure
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.failure, self.status))
+
+
+# --- rendering a prompt into a call --------------------------------------------------------
+
+
+def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
+    """The output model's JSON schema, made once per process and model (``flows._caches``)."""
+    with _caches.lock:
+        schema = _caches.schemas.get(output)
+        if schema is None:
+            schema = _caches.schemas[output] = output.model_json_schema()
+        return schema
+
+
+def _config(
+    pipeline: Pipeline[Any], system: str | None, temperature: float | None, key: str
+) -> types.GenerateContentConfig:
+    return types.GenerateContentConfig(
+        system_instruction=system,
+        temperature=temperature,
+        response_mime_type="application/json",
+        response_json_schema=_json_schema(pipeline.output),
+        http_options=keyed(key),
+    )
+
+
+def _usage(response: Any) -> Usage:
+    """The answer's tokens: thoughts, cached and audio prompt tokens included (SDK
+    ``GenerateContentResponseUsageMetadata``: thoughts_token_count,
+    cached_content_token_count, prompt_tokens_details)."""
+    return usage_of_metadata(getattr(response, "usage_metadata", None))
+
+
+def _answer_ids(response: Any) -> tuple[str | None, str | None]:
+    """The answer's ``model_version`` and ``response_id`` (what actually ran, and its id)."""
+    return answer_ids(
+        {
+            "modelVersion": getattr(response, "model_version", None),
+            "responseId": getattr(response, "response_id", None),
+        }
+    )
+
+
+def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
+    """The validated answer, or why it is not one (safety block, empty, non-conforming)."""
+    data = response.model_dump(mode="json", exclude_none=True)
+    blocked = classify_response(data)
+    if blocked is not None:
+        return blocked
+    return validate_answer(extract_text(data), output)
+
+
+# --- one attempt ---------------------------------------------------------------------------
+
+
+def _wait_until_due(ledger: Ledger, key: str, max_wait_s: float) -> None:
+    """Sleep what is left of a server-sent retry delay recorded on the row (see module doc)."""
+    remaining = ledger.get(key).due_at - ledger.clock()
+    if 0 < remaining <= max_wait_s:
+        wait_unless_stopped(remaining)  # a stop (SIGTERM) cuts the wait short
+
+
+class Calls:
+    """What one run's calls share, handed to each (it lives with the run, never in the
+    process): the run's context (its settings, ledger, pipeline and client) and, once a call
+    met a fault of the setup, that fault, so the calls not yet started reserve nothing."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.fault: SetupFault | None = None
+
+
+def _attempt(key: str, calls: Calls) -> dict[str, Any]:
+    ctx = calls.ctx
+    pipeline, ledger = ctx.pipeline, ctx.ledger
+    policy = pipeline.policy
+    _wait_until_due(ledger, key, ctx.settings.direct_max_wait_s)
+    if calls.fault is not None:
+        raise calls.fault
+    if stop_requested():
+        # The tick is stopping (SIGTERM): nothing reserved, nothing sent; the calls in
+        # flight finish and are recorded.
+        view = ledger.get(key)
+        return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
+    client = ctx.client  # a missing key halts before anything is reserved
+
+    reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
+    if ledger.reserve(pipeline=pipeline.name, limit=1, reservation=reservation, keys=[key]) != 1:
+        # Done, parked, in flight elsewhere or not due yet: nothing to send, nothing counted.
+        view = ledger.get(key)
+        return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
+    crash_point("direct.after_reserve")
+    row = next(iter(ledger.reserved(reservation)))
+    handle = f"{HANDLE_PREFIX}{reservation}"
+    # The shared quota's slot is taken while the row is still only reserved: a kill while
+    # waiting for it gives the attempt back (nothing was sent).
+    failure: Failure | None = None
+    error: BaseException | None = None
+    with request_slot(row.model):
+        ledger.bind_handle(key, reservation=reservation, handle=handle)
+        crash_point("direct.before_call")
+        try:
+            prompt = pipeline.prompt_of(row.payload)
+            response = client.models.generate_content(
+                model=row.model,
+                contents=prompt.text,
+                config=_config(pipeline, prompt.system, prompt.temperature, key),
+            )
+        except Exception as exc:
+            error, failure = exc, classify(exc)
+    if failure is not None:
+        crash_point("direct.after_call")
+        fault = setup_fault(error) if error is not None else None
+        if fault is not None:
+            # Refused or never reached: nothing was billed, the row goes back as it was.
+            crash_point("direct.before_release_on_halt")
+            ledger.unsubmit(key, handle=handle)
+            calls.fault = fault
+            raise fault from error
+        status = ledger.record_failure(key, failure, policy=policy, handle=handle)
+        note_failure(row.model, failure)
+        crash_point("direct.after_record")
+        raise AttemptFailed(key, failure, status) from None
+    crash_point("direct.after_call")
+
+    usage = _usage(response)
+    ids = _answer_ids(response)
+    answer = _judge(response, pipeline.output)
+    if isinstance(answer, Failure):
+        # The answer arrived (and was billed): keep its tokens with the failure.
+        ledger.apply_failures([FailureRow(key, answer, *usage, *ids)], handle=handle, policy=policy)
+        status = ledger.get(key).status
+        crash_point("direct.after_record")
+        raise AttemptFailed(key, answer, status)
+    ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage, *ids), handle=handle)
+    crash_point("direct.after_record")
+    return {"key": key, "status": Status.DONE, "attempts": row.attempts, "skipped": False}
+
+
+def retry_if_classifier_says(
+    task: Task[Any, Any], task_run: Any, state: Any, *, max_wait_s: float
+) -> bool:
+    """Prefect's retry condition: retry what the classifier and the ledger say is retryable.
+
+    Permanent failures stop at once; a job the ledger parked (attempt cap, unknown cap) is
+    not retried; an error that is not a classified attempt failure (the ledger unreachable,
+    a bug) is not retried blindly either: its row is left for the next tick's recover step. A server
+    delay longer than ``max_wait_s`` (the run's setting) is left to a later run.
+    """
+    exc = state.result(raise_on_failure=False)
+    if not isinstance(exc, AttemptFailed):
+        return False
+    failure = classify(exc)  # the carried Failure: the classifier's verdict
+    if failure.verdict is Verdict.PERMANENT or exc.status != Status.RETRYABLE:
+        return False
+    delay = failure.retry_delay
+    return delay is None or delay <= max_wait_s
+
+
+@task(
+    name="generate-content",
+    task_run_name="generate {key}",
+    retries=0,  # direct_task sets the pipeline's cap, the run's backoff and the condition
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+@halts(Channel.DIRECT)
+def generate_content(pipeline: str, key: str, calls: Calls) -> dict[str, Any]:
+    """One generate_content call for one job of the run's ``pipeline``, recorded in the
+    ledger."""
+    return _attempt(key, calls)
+
+
+def direct_task(policy: Policy, settings: Settings) -> Task[Any, dict[str, Any]]:
+    """``generate_content`` with the pipeline's cap and the run's backoff settings.
+
+    ``GEMINI_LEDGER_DIRECT_BACKOFF_S`` (default 2) is the first retry's delay, doubled for
+    each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
+    factor. Tests set both tiny.
+    """
+    max_wait_s = settings.direct_max_wait_s
+
+    # A plain function, not a functools.partial: Prefect calls retry_condition_fn only when
+    # inspect.isfunction says it is one (a partial would silently mean "never retry").
+    def retry_condition(task: Task[Any, Any], task_run: Any, state: Any) -> bool:
+        return retry_if_classifier_says(task, task_run, state, max_wait_s=max_wait_s)
+
+    return generate_content.with_options(
+        retries=policy.attempt_cap - 1,
+        retry_delay_seconds=exponential_backoff(settings.direct_backoff_s),
+        retry_jitter_factor=settings.direct_jitter,
+        retry_condition_fn=retry_condition,
+    )
+
+
+def run_calls(
+    ctx: RunContext,
+    keys: Sequence[str],
+    *,
+    max_concurrency: int,
+    rate_per_second: float | None = None,
+) -> dict[str, str]:
+    """Run the direct task for each key of the run's pipeline on a capped thread pool;
+    key -> outcome.
+
+    The outcome is the job's status after its last attempt (``done``, ``parked``,
+    ``retryable``), ``skipped:<status>`` when there was nothing to send, or ``error``. With
+    ``rate_per_second`` the calls are started no faster than that. A fault of the setup met
+    by any call stops the calls not yet started and is raised once all have ended.
+    """
+    if max_concurrency < 1:
+        raise UsageError("max_concurrency must be at least 1")
+    if not keys:
+        return {}
+    the_task = direct_task(ctx.pipeline.policy, ctx.settings)
+    # This run's: another run's halt never stops it.
+    calls = Calls(ctx)
+    futures: list[tuple[str, PrefectFuture[Any]]] = []
+    start = time.monotonic()
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
+    with runner:
+        for i, key in enumerate(keys):
+            if stop_requested():  # the calls not yet started are left for the next tick
+                break
+            if rate_per_second:
+                # Pacing, not synchronisation: the i-th call starts no earlier than i / rate.
+                delay = start + i / rate_per_second - time.monotonic()
+                if delay > 0 and wait_unless_stopped(delay):
+                    break
+            params = {"pipeline": ctx.spec, "key": key, "calls": calls}
+            futures.append((key, runner.submit(the_task, params)))
+        wait([f for _, f in futures])
+    outcomes: dict[str, str] = {}
+    fault: SetupFault | None = None
+    for key, future in futures:
+        result = future.state.result(raise_on_failure=False)
+        if isinstance(result, SetupFault):
+            fault = fault or result
+            outcomes[key] = "halted"
+        elif isinstance(result, AttemptFailed):
+            outcomes[key] = result.status
+        elif isinstance(result, dict):
+            status = str(result.get("status"))
+            outcomes[key] = f"skipped:{status}" if result.get("skipped") else status
+        else:
+            outcomes[key] = "error"
+    if fault is not None:
+        raise fault
+    return outcomes
+
+
+# --- the channel: the steps a tick runs (flows.tick) ------------------------------------------
+
+
+_DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(kw_only=True)
+class DirectRecovered(Recovered):
+    """Calls a killed run left in flight: unsent ones released, sent ones recorded as
+    ``unknown:interrupted`` (see the module docstring)."""
+
+    released: int = 0
+    interrupted: int = 0
+
+    def details(self) -> Iterator[tuple[str, Any]]:
+        yield "reserved but never sent: released", self.released
+        yield "cut off during the call: unknown:interrupted", self.interrupted
+
+
+@dataclass(kw_only=True)
+class DirectSubmitted(Submitted):
+    """One call per due job; the call is the answer, so its row is settled at once."""
+
+    called: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # the job's status after its call
+    calls_seconds: float = 0.0
+
+    def details(self) -> Iterator[tuple[str, Any]]:
+        yield from ((f"call outcome: {o}", n) for o, n in self.outcomes.items())
+
+
+class DirectChannel:
+    """The direct channel's steps: sweep interrupted calls, deliver, call every due job."""
+
+    kind: ClassVar[Channel] = Channel.DIRECT
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s", "max_concurrency"})
+
+    def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
+        own_pipeline(ctx, self.kind)
+        self.ctx = ctx
+        options = options or TickOptions()
+        self.stale_s = pick(options.stale_s, ctx.settings.direct_stale_s)
+        self.max_concurrency = pick(options.max_concurrency, _DEFAULT_CONCURRENCY)
+
+    def recover(self) -> DirectRecovered:
+        """Resolve rows a killed run left in flight (see the module docstring)."""
+        p, ledger = self.ctx.pipeline, self.ctx.ledger
+        out = DirectRecovered()
+        for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
+            if row.reservation.startswith(_RESERVATION_PREFIX):
+                out.released += ledger.release(row.reservation)
+        cutoff = ledger.clock() - self.stale_s
+        for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
+            if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
+                try:
+                    ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
+                    out.interrupted += 1
+                except InvalidTransition:
+                    pass  # another run settled it meanwhile
+        out.recovered = out.released + out.interrupted
+        if out.recovered:
+            self.ctx.log.warning(
+                "swept %d unsent and %d interrupted calls of %s",
+                out.released,
+                out.interrupted,
+                p.name,
+            )
+        return out
+
+    def collect(self) -> Collected:
+        """Nothing to collect: a direct call brings its answer back (see :meth:`submit`)."""
+        return Collected()
+
+    def deliver(self) -> Delivery:
+        """Call on_result for every done row and mark it consumed (see flows.run._deliver)."""
+        return deliver_direct(self.ctx, older_than=self.stale_s)
+
+    def submit(self) -> DirectSubmitted:
+        """Call Gemini for every pending or retryable job, at most ``max_concurrency`` at a
+        time; each call's answer is recorded as it arrives."""
+        p, ledger = self.ctx.pipeline, self.ctx.ledger
+        keys = [j.key for j in ledger.jobs(pipeline=p.name, status=Status.PENDING)]
+        keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
+        self.ctx.log.info("%s %s: %d jobs to call", p.name, self.ctx.day, len(keys))
+        started = time.monotonic()
+        outcomes = run_calls(self.ctx, keys, max_concurrency=self.max_concurrency)
+        tally = Counter(outcomes.values())
+        refused: Counter[str] = Counter()
+        for key, outcome in outcomes.items():
+            if outcome in (Status.PARKED, Status.RETRYABLE):
+                view = ledger.get(key)
+                refused[f"{outcome} {view.error_class or 'unclassified'}"] += 1
+        return DirectSubmitted(
+            submitted=sum(n for o, n in tally.items() if not o.startswith("skipped:")),
+            refused=dict(sorted(refused.items())),
+            settled=tally[Status.DONE],
+            called=len(keys),
+            outcomes=dict(sorted(tally.items())),
+            calls_seconds=round(time.monotonic() - started, 3),
+        )
+
+
+def deliver_direct(ctx: RunContext, *, older_than: float | None = None) -> Delivery:
+    """Deliver the done rows of a direct pipeline (a tick's step, and replay's last step);
+    a claim older than ``older_than`` (default: the direct stale setting) is a dead one's."""
+    return deliver_done(
+        ctx.ledger,
+        ctx.pipeline,
+        token=f"direct-deliver-{uuid.uuid4().hex[:12]}",
+        older_than=pick(older_than, ctx.settings.direct_stale_s),
+        log=ctx.log,
+        cap=ctx.settings.delivery_cap,
+        points=DeliveryPoints(
+            before_effect="direct.before_side_effect",
+            after_effect="direct.after_side_effect",
+            after_failure="direct.after_delivery_failure",
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Operating it: the morning summary, halt history, replay and `doctor`."""
