@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from flows._channel import RunContext
-from flows.gateway import find_api_key, key_source, shared_client
+from flows.channels._channel import RunContext
+from flows.gemini.gateway import find_api_key, key_source, shared_client
 
 from flows import _caches
 from flows._ledger import open_ledger

@@ -93,13 +93,13 @@ class RunContext:
     def client(self) -> Any:
         """The run's SDK client (the process's one for these settings: its HTTP pool is
         shared by the run's threads); a missing key raises ``GatewayConfigError``."""
-        from flows.gateway import shared_client
+        from flows.gemini.gateway import shared_client
 
         return shared_client(self.settings)
 
     def new_client(self) -> Any:
         """A client of the run's own, for a caller that closes it (an event loop's)."""
-        from flows.gateway import gemini_client
+        from flows.gemini.gateway import gemini_client
 
         return gemini_client(self.settings)
 

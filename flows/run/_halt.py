@@ -30,8 +30,13 @@ from prefect.states import Failed
 from flows.gemini._errors import setup_fault
 from ledger import SetupFault
 
-if typing.TYPE_CHECKING:
-    from flows._channel import RunContext
+
+class _Run(typing.Protocol):
+    """What :func:`preflight` needs of a run's context (``flows.channels.RunContext``)."""
+
+    @property
+    def client(self) -> Any: ...
+
 
 __all__ = ["HALTED_EVENT", "checked", "halts", "preflight", "resource_id", "told_once"]
 
@@ -47,7 +52,7 @@ def resource_id(pipeline: str, channel: str) -> str:
     return f"gemini-ledger.pipeline.{pipeline}.channel.{channel}"
 
 
-def preflight(ctx: RunContext) -> None:
+def preflight(ctx: _Run) -> None:
     """What a channel checks before it reserves anything: a key is present, the run's
     client builds."""
     try:
