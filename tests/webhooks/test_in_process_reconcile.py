@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 
 from emulator.testing import RunningEmulator
+from flows.settings import Settings
 from flows.tick import tick
 from flows.webhooks.receiver import start_reconcile
 from tests.ledgers import run_ledger
@@ -32,7 +33,8 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
 
     def dispatch(job_name: str) -> None:
         calls.append(job_name)
-        start_reconcile(job_name)  # the receiver's default: no deployment, so in process
+        # The receiver's default: no deployment in its settings, so in process.
+        start_reconcile(job_name, Settings.given())
 
     receiver = serve_receiver(ledger_url=sqlite_url, on_batch_complete=dispatch)
     with RunningEmulator(
