@@ -231,6 +231,9 @@ class Emulator:
         core = self.core
         if what == "stats" and request.method == "GET":
             return _json(core.stats())
+        if what == "received" and request.method == "GET":
+            # The generation settings each key's last request carried (emulator._settings).
+            return _json(core.received)
         if what == "reset" and request.method == "POST":
             core.reset()
             return _json({"ok": True})

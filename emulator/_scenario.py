@@ -162,6 +162,10 @@ class Scenario(_Strict):
     # each prompt served from the implicit context cache (cachedContentTokenCount, only when
     # above 0, as the API omits it).
     thoughts_tokens: int = Field(8, ge=0)
+    # Whether thinking tokens count against a request's max_output_tokens: documented apart
+    # (https://ai.google.dev/gemini-api/docs/thinking), observed together on 2.5 and 3
+    # models (python-genai #782, #2062). See emulator/_settings.py.
+    max_output_tokens_counts_thoughts: bool = False
     cached_prompt_fraction: Probability = Field(0.0, ge=0, le=1)
     # What an alias resolves to in modelVersion (the models page: a "-latest" alias points at
     # the latest release of its family); other models answer under their own name.

@@ -17,6 +17,13 @@ from ._answers import answer_text, collect_text, count_tokens, has_letters, unif
 from ._errors import STEP_ERRORS, step_status, storage_full
 from ._rates import RateMeter
 from ._scenario import Scenario
+from ._settings import (
+    SettingsRefused,
+    interaction_settings,
+    rest_settings,
+    shape_answer,
+    thoughts_for,
+)
 
 ERROR_STEPS = (frozenset(STEP_ERRORS) | {"429_daily", "429_help"}) - {
     "cancelled",
@@ -101,6 +108,8 @@ class Row:
     n: int
     step: str
     request: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    refused: str | None = None  # why the API refuses this line's settings
 
 
 @dataclass
@@ -180,6 +189,7 @@ class InteractionRec:
     cached: bytes | None = None
     webhook_uris: list[str] | None = None
     webhook_metadata: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -238,6 +248,9 @@ class Core:
         self.rates = RateMeter()
         self.billed: dict[str, int] = _zero_billed()
         self.submissions: dict[str, int] = {}
+        # The generation settings last received per key (only requests that carried some),
+        # in one form whatever the channel: GET /_emulator/received.
+        self.received: dict[str, dict[str, Any]] = {}
         self.batches_created = 0
         self.interactions_created = 0
         self.webhooks_sent = 0
@@ -370,14 +383,43 @@ class Core:
         name = model.removeprefix("models/")
         return self.scenario.model_versions.get(name, name)
 
-    def usage(self, ptok: int, ctok: int, *, thinks: bool = True) -> dict[str, Any]:
+    def settings_of(
+        self, read: Callable[[dict[str, Any], str], dict[str, Any]], body: Any, model: str, key: str
+    ) -> dict[str, Any]:
+        """A request's generation settings (``emulator._settings``), recorded under its key;
+        refused ones raise the API's 400."""
+        try:
+            settings = read(body, model)
+        except SettingsRefused as exc:
+            raise ApiError(
+                {"code": 400, "status": "INVALID_ARGUMENT", "message": str(exc)}
+            ) from None
+        if settings:
+            self.received[key] = settings
+        return settings
+
+    def answer_under(self, text: str, settings: dict[str, Any]) -> tuple[str, bool, int]:
+        """An answer's text under the request's settings, whether max_output_tokens cut it,
+        and the thinking tokens it reports."""
+        thoughts = thoughts_for(settings, self.scenario.thoughts_tokens)
+        text, cut = shape_answer(
+            text,
+            settings,
+            thoughts,
+            counts_thoughts=self.scenario.max_output_tokens_counts_thoughts,
+        )
+        return text, cut, thoughts
+
+    def usage(
+        self, ptok: int, ctok: int, *, thinks: bool = True, thoughts: int | None = None
+    ) -> dict[str, Any]:
         """usageMetadata as real answers carry it (google-genai 3.3.0
         GenerateContentResponseUsageMetadata; FACTS, "Usage metadata of real answers"):
         totalTokenCount includes thoughtsTokenCount, promptTokenCount includes
         cachedContentTokenCount, promptTokensDetails breaks the prompt down by modality.
         Zero counts are left out, as the API's JSON leaves them out."""
         sc = self.scenario
-        thoughts = sc.thoughts_tokens if thinks else 0
+        thoughts = (sc.thoughts_tokens if thoughts is None else thoughts) if thinks else 0
         cached = int(ptok * sc.cached_prompt_fraction)
         usage: dict[str, Any] = {"promptTokenCount": ptok}
         if ctok:
@@ -392,9 +434,16 @@ class Core:
         return usage
 
     def generate_response(
-        self, request: dict[str, Any], key: str, n: int, step: str, model: str
+        self,
+        request: dict[str, Any],
+        key: str,
+        n: int,
+        step: str,
+        model: str,
+        settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A GenerateContentResponse (camelCase) for an answering step."""
+        """A GenerateContentResponse (camelCase) for an answering step, under the request's
+        generation ``settings`` (``emulator._settings``)."""
         prompt = prompt_of(request)
         ptok = count_tokens(prompt)
         # modelVersion names what answered (an alias resolved) and responseId the answer, on
@@ -443,12 +492,16 @@ class Core:
             text = answer_text(schema_of(request), self.seed, key, n)
             if step == "incomplete":
                 text = text[: max(1, len(text) // 2)]
+            text, cut, thoughts = self.answer_under(text, settings or {})
             candidate = {
                 "content": {"parts": [{"text": text}], "role": "model"},
-                "finishReason": "MAX_TOKENS" if step == "incomplete" else "STOP",
+                "finishReason": "MAX_TOKENS" if step == "incomplete" or cut else "STOP",
                 "index": 0,
             }
             ctok = count_tokens(text) if text else 0
+            out["candidates"] = [candidate]
+            out["usageMetadata"] = self.usage(ptok, ctok, thoughts=thoughts)
+            return out
         out["candidates"] = [candidate]
         out["usageMetadata"] = self.usage(ptok, ctok)
         return out
@@ -456,12 +509,13 @@ class Core:
     # ------------------------------------------------------------------ generate
     def generate(self, model: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         prompt = prompt_of(body)
+        settings = self.settings_of(rest_settings, body, model, key)  # refused: nothing counted
         n, step = self.submit(key, prompt, batch=False)
         if step in ("missing", "lost"):
             step = "ok"
         if step not in ANSWER_STEPS:
             raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
-        resp = self.generate_response(body, key, n, step, model)
+        resp = self.generate_response(body, key, n, step, model, settings)
         self.bill("generate_calls", resp["usageMetadata"])
         return resp
 
@@ -473,7 +527,13 @@ class Core:
         recs = []
         for key, request in rows:
             n, step = self.submit(key, prompt_of(request), batch=True)
-            recs.append(Row(key, n, "ok" if step == "lost" else step, request))
+            row = Row(key, n, "ok" if step == "lost" else step, request)
+            try:
+                row.settings = self.settings_of(rest_settings, request, model, key)
+            except ApiError as exc:
+                # A line the API refuses gets its own error line; the job goes on.
+                row.refused = str(exc.status_obj["message"])
+            recs.append(row)
         occurrence = self.display_names.get(display_name, 0) + 1
         self.display_names[display_name] = occurrence
         if self.job_outcome_pos < len(sc.batch_job_outcomes):
@@ -545,8 +605,18 @@ class Core:
         for row in rows:
             if row.step in ("missing", "hang"):
                 continue
+            if row.refused is not None:
+                error: dict[str, Any] = {"code": 400, "message": row.refused}
+                if self.scenario.batch_error_style == "grpc":
+                    error["code"] = _GRPC_CODES["INVALID_ARGUMENT"]
+                else:
+                    error["status"] = "INVALID_ARGUMENT"
+                lines.append({"key": row.key, "error": error})
+                continue
             if row.step in ANSWER_STEPS:
-                resp = self.generate_response(row.request, row.key, row.n, row.step, rec.model)
+                resp = self.generate_response(
+                    row.request, row.key, row.n, row.step, rec.model, row.settings
+                )
                 self.bill("batch_rows", resp["usageMetadata"])
                 lines.append({"key": row.key, "response": resp})
             else:
@@ -603,6 +673,8 @@ class Core:
     # ------------------------------------------------------------------ interactions
     def create_interaction(self, body: dict[str, Any], key: str) -> InteractionRec:
         prompt = " ".join(collect_text(body.get("input")))
+        model_name = str(body.get("model") or "")
+        settings = self.settings_of(interaction_settings, body, model_name, key)
         n, step = self.submit(key, prompt, batch=False)
         if step in ("missing",):
             step = "ok"
@@ -622,6 +694,7 @@ class Core:
             background=bool(body.get("background")),
             labels=labels if isinstance(labels, dict) else None,
             create_time=now,
+            settings=settings,
         )
         hook = body.get("webhook_config")
         if isinstance(hook, dict):
@@ -690,10 +763,13 @@ class Core:
         text = "" if step in EMPTY_FINISH else answer_text(rec.schema, self.seed, rec.key, rec.n)
         if step == "incomplete":
             text = text[: max(1, len(text) // 2)]
+        text, cut, thoughts = self.answer_under(text, rec.settings)
+        if cut:
+            step = "incomplete"
         ctok = count_tokens(text) if text else 0
         # "incomplete": the output budget was reached (deterministic). The answer is cut.
         rec.status = "incomplete" if step == "incomplete" else "completed"
-        usage = self.usage(ptok, ctok)
+        usage = self.usage(ptok, ctok, thoughts=thoughts)
         rec.outputs = {
             "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
             "usage": interaction_usage(usage),

@@ -154,6 +154,14 @@ class RunningEmulator:
         result: dict[str, Any] = resp.json()
         return result
 
+    def received(self) -> dict[str, dict[str, Any]]:
+        """The generation settings each key's last request carried, in one form whatever
+        the channel sent (``GET /_emulator/received``; ``emulator._settings``)."""
+        resp = self._http.get("/_emulator/received")
+        resp.raise_for_status()
+        result: dict[str, dict[str, Any]] = resp.json()
+        return result
+
     def reset(self) -> None:
         """Clear all state and counters (the scenario stays)."""
         self._http.post("/_emulator/reset").raise_for_status()

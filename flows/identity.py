@@ -2,9 +2,10 @@
 
 Jobs are recorded under a pipeline's ``name``; the ledger also records which definition
 (``module:attribute``) owns that name, with its channel, model and a fingerprint of its
-output schema. A tick claims the name first, before anything else is touched: another
-definition under a recorded name is refused (``ledger.PipelineConflict``), while a changed
-model or schema of the same definition is a deliberate change, recorded and logged.
+output schema and generation settings. A tick claims the name first, before anything else
+is touched: another definition under a recorded name is refused
+(``ledger.PipelineConflict``), while a changed model, schema or settings of the same
+definition is a deliberate change, a new revision, recorded and logged.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ _log = logging.getLogger(__name__)
 
 
 def schema_fingerprint(p: Pipeline[Any]) -> str:
-    """A digest of the output model's JSON schema: changes when the answers' shape does."""
-    schema = orjson.dumps(p.output.model_json_schema(), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(schema).hexdigest()[:32]
+    """A digest of the output model's JSON schema and the pipeline's generation settings:
+    changes when the answers' shape or the way they are asked for does.
+
+    A pipeline without settings keeps the digest of its schema alone, as recorded before
+    settings existed (no new revision for pipelines that did not change).
+    """
+    digest = hashlib.sha256(orjson.dumps(p.output.model_json_schema(), option=orjson.OPT_SORT_KEYS))
+    settings = p.generation.given()
+    if settings:
+        digest.update(b"\x00generation\x00")
+        digest.update(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()[:32]
 
 
 def claim_pipeline(
@@ -49,7 +59,10 @@ def claim_pipeline(
             "pipeline %s (%s) changed: %s; now revision %d",
             p.name,
             spec,
-            ", ".join(change.changed),
+            ", ".join(
+                "output schema or generation settings" if c == "schema_fingerprint" else c
+                for c in change.changed
+            ),
             change.record.revision,
         )
     return p, change

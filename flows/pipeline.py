@@ -1,24 +1,54 @@
 """What a user writes to plug in their own work: a pipeline definition.
 
 A pipeline names its model and channel, turns one input item into a prompt, declares the
-Pydantic model its answers must validate against, and gives an idempotent side effect
-``on_result(key, result)`` that delivers one validated result.
+Pydantic model its answers must validate against and the generation settings its requests
+carry, and gives an idempotent side effect ``on_result(key, result)`` that delivers one
+validated result.
+
+Every hook may take one more positional argument than its usual ones, and then gets it
+(checked once, from its signature, so hooks written before keep working):
+
+- ``load_items(day, run)``, ``key_of(item, day, run)``, ``build_prompt(item, run)``: the
+  :class:`Run` (its day and its parameters, e.g. a target language set on a deployment);
+- ``on_result(key, result, kept)``: what ``build_prompt`` chose to keep of the item
+  (``Prompt.keep``), stored with the job, so a side effect never parses ids out of keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from flows.generation import GenerationSettings, check_settings
 from ledger import PIPELINE_NAME_MAX, Channel, Policy
 
-__all__ = ["Item", "Pipeline", "Prompt"]
+__all__ = ["KEEP_MAX_BYTES", "Item", "Pipeline", "Prompt", "Run", "effective_settings"]
 
 Item = TypeVar("Item")
+
+# What an item keeps rides with its job in the ledger, on every row: ids and small fields,
+# never the item itself.
+KEEP_MAX_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the hooks know of the run: its day and its parameters (a tick's ``params``,
+    e.g. set on a deployment; empty when none were given)."""
+
+    day: date
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
 
 class Prompt(BaseModel):
@@ -32,7 +62,25 @@ class Prompt(BaseModel):
 
     text: str = Field(min_length=1)
     system: str | None = None
+    # Kept from before generation settings existed: the same as settings.temperature.
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    # This item's own generation settings, over the pipeline's (field by field).
+    settings: GenerationSettings | None = None
+    # What of the item its on_result needs (ids, a path...): stored with the job, never
+    # sent to the API, handed to on_result(key, result, kept). Small, and no secrets.
+    keep: JsonValue | None = None
+
+    @field_validator("keep")
+    @classmethod
+    def _small(cls, value: JsonValue | None) -> JsonValue | None:
+        if value is not None:
+            size = len(orjson.dumps(value))
+            if size > KEEP_MAX_BYTES:
+                raise ValueError(
+                    f"keep is {size} bytes as JSON, the limit is {KEEP_MAX_BYTES}: keep ids,"
+                    " not the item"
+                )
+        return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +96,13 @@ class Pipeline(Generic[Item]):
     model: str
     channel: Channel
     output: type[BaseModel]
-    load_items: Callable[[date], Iterable[Item]]
-    key_of: Callable[[Item, date], str]
-    build_prompt: Callable[[Item], Prompt]
-    on_result: Callable[[str, Any], None]
+    load_items: Callable[..., Iterable[Item]]  # (day) or (day, run)
+    key_of: Callable[..., str]  # (item, day) or (item, day, run)
+    build_prompt: Callable[..., Prompt]  # (item) or (item, run)
+    on_result: Callable[..., None]  # (key, result) or (key, result, kept)
+    # Sent with every request; an item's Prompt.settings override them field by field.
+    # Part of the recorded definition: a change is a new revision (flows.identity).
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     attempt_cap: int = 4
     unknown_cap: int = 2
     batch_size_limit: int = 50_000
@@ -78,6 +129,13 @@ class Pipeline(Generic[Item]):
         if self.batch_bytes_limit < 1:
             raise ValueError("batch_bytes_limit must be at least 1")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
+        if isinstance(self.generation, Mapping):  # a plain dict of settings is taken too
+            object.__setattr__(
+                self, "generation", GenerationSettings.model_validate(self.generation)
+            )
+        if not isinstance(self.generation, GenerationSettings):
+            raise ValueError("generation must be a flows.GenerationSettings")
+        check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
 
     @property
     def policy(self) -> Policy:
@@ -86,3 +144,86 @@ class Pipeline(Generic[Item]):
     def prompt_of(self, payload: str) -> Prompt:
         """The prompt stored as a job's payload."""
         return Prompt.model_validate_json(payload)
+
+    def settings_for(self, prompt: Prompt) -> GenerationSettings:
+        """The settings one request is sent with: the pipeline's, then the item's own."""
+        return effective_settings(prompt, self.generation)
+
+    # --- the hooks, called with the run when they take it ----------------------------------
+
+    def items_of(self, run: Run) -> Iterable[Item]:
+        if _takes(self.load_items, 2):
+            return self.load_items(run.day, run)
+        return self.load_items(run.day)
+
+    def key_for(self, item: Item, run: Run) -> str:
+        if _takes(self.key_of, 3):
+            return self.key_of(item, run.day, run)
+        return self.key_of(item, run.day)
+
+    def prompt_for(self, item: Item, run: Run) -> Prompt:
+        """The item's prompt, its settings checked against the model and channel."""
+        prompt = (
+            self.build_prompt(item, run)
+            if _takes(self.build_prompt, 2)
+            else self.build_prompt(item)
+        )
+        if not isinstance(prompt, Prompt):
+            raise TypeError(f"build_prompt returned a {type(prompt).__name__}, not a Prompt")
+        if prompt.settings is not None:
+            check_settings(
+                self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value
+            )
+        return prompt
+
+    @property
+    def wants_kept(self) -> bool:
+        """Whether ``on_result`` takes the item's kept data (a third argument)."""
+        return _takes(self.on_result, 3)
+
+    def deliver(self, key: str, result: Any, kept: JsonValue | None = None) -> None:
+        if _takes(self.on_result, 3):
+            self.on_result(key, result, kept)
+        else:
+            self.on_result(key, result)
+
+
+def effective_settings(prompt: Prompt, base: GenerationSettings | None) -> GenerationSettings:
+    """The settings a request for ``prompt`` is sent with: ``base`` (the pipeline's), then
+    the prompt's own settings over them, then its ``temperature`` if it gives one. Every
+    channel renders this same value."""
+    merged = (base or _NO_SETTINGS).merged(prompt.settings)
+    if prompt.temperature is not None:
+        merged = merged.model_copy(update={"temperature": prompt.temperature})
+    return merged
+
+
+_NO_SETTINGS = GenerationSettings()
+
+
+def _takes(fn: Callable[..., Any], n: int) -> bool:
+    """Whether ``fn`` can be called with ``n`` positional arguments (its signature says so);
+    a callable whose signature cannot be read gets the usual arguments."""
+    try:
+        return _takes_cached(fn, n)
+    except TypeError:  # an unhashable callable object: read its signature every time
+        return _arity_at_least(fn, n)
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_cached(fn: Callable[..., Any], n: int) -> bool:
+    return _arity_at_least(fn, n)
+
+
+def _arity_at_least(fn: Callable[..., Any], n: int) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = 0
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional >= n

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, TypeVar
 
@@ -53,15 +54,26 @@ CHANNELS: dict[Channel, str] = {
 }
 
 
-def start_run(spec: str, settings: Settings, day: date | None = None) -> RunContext:
+def start_run(
+    spec: str,
+    settings: Settings,
+    day: date | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> RunContext:
     """The run's context, the one way a run gets one (a tick, the reconcile flow, replay):
     the settings its flow loaded once, the ledger they name, the pipeline loaded and its
     name claimed before anything is touched. The client is built on first use
-    (``RunContext.client``; ``preflight`` builds it before anything is reserved)."""
+    (``RunContext.client``; ``preflight`` builds it before anything is reserved).
+    ``params`` reach the hooks that take a ``flows.Run``."""
     ledger = open_ledger(settings.database_url)
     p, _ = claim_pipeline(spec, ledger=ledger, settings=settings)
     return RunContext(
-        spec=spec, pipeline=p, ledger=ledger, settings=settings, day=day or today_utc()
+        spec=spec,
+        pipeline=p,
+        ledger=ledger,
+        settings=settings,
+        day=day or today_utc(),
+        params=dict(params or {}),
     )
 
 
@@ -110,7 +122,7 @@ def deliver(channel: ChannelSteps) -> Delivery:
 @halts()
 def enroll(ctx: RunContext) -> Enrollment:
     """Enroll the day's items: new keys become pending; known keys are never changed."""
-    return enroll_day(ctx.ledger, ctx.pipeline, ctx.day, log=ctx.log)
+    return enroll_day(ctx.ledger, ctx.pipeline, ctx.day, params=ctx.params, log=ctx.log)
 
 
 @task(name="submit", cache_policy=NO_CACHE, persist_result=False)
@@ -129,6 +141,7 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
         parked=first.parked + second.parked,
         lost_claim=first.lost_claim or second.lost_claim,
         taken_over=first.taken_over + second.taken_over,
+        took_over=first.took_over + second.took_over,
     )
 
 
@@ -146,13 +159,15 @@ def tick(
     stale_s: float | None = None,
     max_concurrency: int | None = None,
     running_limit_s: float | None = None,
+    params: dict[str, Any] | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
-    rows and it ends Cancelled."""
+    rows and it ends Cancelled. ``params`` (e.g. a deployment's ``{"language": "fr"}``)
+    reach the pipeline's ``load_items``, ``key_of`` and ``build_prompt`` as ``run.params``."""
     started = time.monotonic()
     options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
-    return _steps(pipeline, day, options, started)
+    return _steps(pipeline, day, options, started, params)
 
 
 T = TypeVar("T")
@@ -165,8 +180,14 @@ def _step(value: T) -> T:
     return value
 
 
-def _steps(pipeline: str, day: date | None, options: TickOptions, started: float) -> TickReport:
-    ctx = start_run(pipeline, load_settings(), day)  # the run's one read of the settings
+def _steps(
+    pipeline: str,
+    day: date | None,
+    options: TickOptions,
+    started: float,
+    params: dict[str, Any] | None = None,
+) -> TickReport:
+    ctx = start_run(pipeline, load_settings(), day, params)  # the run's one read of them
     channel = open_channel(ctx, options)
     preflight(ctx)
     raise_if_stopped()
@@ -195,6 +216,8 @@ def _steps(pipeline: str, day: date | None, options: TickOptions, started: float
     return report
 
 
-def run_tick(spec: str, *, day: date | None = None) -> TickReport:
+def run_tick(
+    spec: str, *, day: date | None = None, params: dict[str, Any] | None = None
+) -> TickReport:
     """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day)
+    return tick(pipeline=spec, day=day, params=params)

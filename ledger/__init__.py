@@ -47,6 +47,7 @@ from ledger._records import (
     ApiSettingsRecord,
     BatchFileRecord,
     BatchRecord,
+    Claimed,
     Counts,
     Enrollment,
     FailureRow,
@@ -60,6 +61,7 @@ from ledger._records import (
     Reserved,
     ResultRow,
     SubmissionRefusals,
+    TakenOver,
     fingerprint_of,
 )
 from ledger._redact import redact, register_secret
@@ -80,6 +82,7 @@ __all__ = [
     "BatchRecord",
     "BatchState",
     "Channel",
+    "Claimed",
     "ConfigurationError",
     "Counts",
     "Enrollment",
@@ -114,6 +117,7 @@ __all__ = [
     "SetupKind",
     "Status",
     "SubmissionRefusals",
+    "TakenOver",
     "TransientError",
     "Transport",
     "UnknownJob",

@@ -90,7 +90,7 @@ class JobVerbs(LedgerBase):
                     keys = [i.key for i in chunk]
                 else:
                     rows = [
-                        (i.key, pipeline, channel, model, p, fingerprint_of(p), now, now, now)
+                        (i.key, pipeline, channel, model, p, i.digest(p), now, now, now)
                         for i in chunk
                         for p in (payload_text(i.payload),)
                     ]
@@ -184,7 +184,7 @@ class JobVerbs(LedgerBase):
             {
                 "key": i.key,
                 "payload": payload,
-                "fingerprint": fingerprint_of(payload),
+                "fingerprint": i.digest(payload),
                 "now": now,
                 "pipeline": pipeline,
                 "prompt": f"{PROMPT_CLASS_PREFIX}%",
@@ -282,7 +282,7 @@ class JobVerbs(LedgerBase):
         """Stream the jobs still reserved under ``reservation``, in key order."""
         last = ""
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING} AND key > :last"
             " ORDER BY key LIMIT :page"
         )
@@ -304,7 +304,7 @@ class JobVerbs(LedgerBase):
         while the caller iterates.
         """
         sql = text(
-            "SELECT key, payload, model, attempts, reservation FROM jobs"
+            "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
             f" WHERE reservation = :r AND status = {RESERVING}"
         )
         make = Reserved._make
@@ -321,7 +321,7 @@ class JobVerbs(LedgerBase):
             cursor = conn.connection.driver_connection.cursor()
             try:
                 cursor.execute(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE reservation = ? AND status = {RESERVING}",
                     (reservation,),
                 )
@@ -393,7 +393,7 @@ class JobVerbs(LedgerBase):
         with self._read() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT key, payload, model, attempts, reservation FROM jobs"
+                    "SELECT key, payload, model, attempts, reservation, reserved_at FROM jobs"
                     f" WHERE pipeline = :p AND status = {RESERVING} AND reserved_at < :cutoff"
                     " ORDER BY reserved_at"
                 ),

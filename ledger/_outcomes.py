@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from ledger._classify import Failure
 from ledger._errors import InvalidTransition
@@ -13,10 +13,12 @@ from ledger._models import Status
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
+    Claimed,
     FailureRow,
     JobView,
     Policy,
     ResultRow,
+    TakenOver,
 )
 from ledger._redact import redact
 from ledger._revisions import RevisionVerbs
@@ -203,30 +205,39 @@ class OutcomeVerbs(RevisionVerbs):
 
     def claim_done(
         self, *, pipeline: str, token: str, limit: int = 10_000, older_than: float = 300.0
-    ) -> list[tuple[str, str]]:
+    ) -> Claimed:
         """Claim done jobs for delivery under ``token``: (key, result) of those claimed.
 
         Two ticks that find the same done rows never both run the side effect: the claim is a
         compare-and-set on the row's own ``delivery_claim`` column (token) and ``claimed_at``.
         A claim older than ``older_than`` seconds (its tick died inside the side effect) can
-        be taken over.
+        be taken over; the result's ``taken_over`` says how many of the rows were, and when
+        the dead pass last held one.
         """
         if limit <= 0:
-            return []
+            return Claimed([])
         now = self.clock()
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
         free = f"status = {DONE} AND (delivery_claim IS NULL OR claimed_at < :cutoff)"
         params = {"p": pipeline, "t": token, "now": now, "cutoff": now - older_than, "n": limit}
         with self._write() as conn:
-            conn.execute(
+            # The free rows are read (and, on PostgreSQL, locked) first, in the same
+            # transaction, so the claims a dead pass held are known before they are replaced.
+            found = conn.execute(
                 text(
-                    "UPDATE jobs SET delivery_claim = :t, claimed_at = :now, updated_at = :now"
-                    " WHERE key IN"
-                    f" (SELECT key FROM jobs WHERE pipeline = :p AND {free}"
-                    f" ORDER BY done_at, key LIMIT :n{lock}) AND {free}"
+                    "SELECT key, delivery_claim, claimed_at FROM jobs"
+                    f" WHERE pipeline = :p AND {free} ORDER BY done_at, key LIMIT :n{lock}"
                 ),
                 params,
-            )
+            ).all()
+            if found:
+                conn.execute(
+                    text(
+                        "UPDATE jobs SET delivery_claim = :t, claimed_at = :now,"
+                        f" updated_at = :now WHERE key IN :keys AND {free}"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    {**params, "keys": [row[0] for row in found]},
+                )
             rows = conn.execute(
                 text(
                     f"SELECT key, result FROM jobs WHERE delivery_claim = :t AND status = {DONE}"
@@ -234,7 +245,10 @@ class OutcomeVerbs(RevisionVerbs):
                 ),
                 {"t": token},
             ).all()
-        return [(row[0], row[1]) for row in rows]
+        held: list[float | None] = [
+            row[2] for row in found if row[1] is not None and row[1] != token
+        ]
+        return Claimed([(row[0], row[1]) for row in rows], TakenOver.of(held))
 
     def renew_delivery(self, token: str, *, key: str | None = None) -> int:
         """Renew the delivery claims held under ``token`` (``claimed_at`` = now), so no

@@ -23,6 +23,7 @@ __all__ = [
     "ApiSettingsRecord",
     "BatchFileRecord",
     "BatchRecord",
+    "Claimed",
     "Counts",
     "Enrollment",
     "FailureRow",
@@ -36,6 +37,7 @@ __all__ = [
     "Reserved",
     "ResultRow",
     "SubmissionRefusals",
+    "TakenOver",
     "fingerprint_of",
 ]
 
@@ -62,10 +64,19 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """An input item to enroll: its idempotency key and the request it stands for."""
+    """An input item to enroll: its idempotency key and the request it stands for.
+
+    ``fingerprint``: the request's digest, when the payload carries more than the request
+    (data kept for the side effect); by default the payload's own (``fingerprint_of``), so
+    the same poison input is still recognised under many keys.
+    """
 
     key: str
     payload: Mapping[str, Any] | str
+    fingerprint: str | None = None
+
+    def digest(self, payload: str) -> str:
+        return self.fingerprint or fingerprint_of(payload)
 
 
 class ParkedJob(NamedTuple):
@@ -76,6 +87,59 @@ class ParkedJob(NamedTuple):
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """Rows a dead pass held (a delivery claim or a reservation left unrenewed past the stale
+    age), taken over by this one: how many, and the last time the dead pass held one (its
+    latest renewal, epoch seconds: its last sign of life)."""
+
+    rows: int = 0
+    last_held: float | None = None
+
+    @classmethod
+    def of(cls, held_at: list[float | None]) -> TakenOver:
+        """The rows taken over, given when each was last held."""
+        known = [float(t) for t in held_at if t is not None]
+        return cls(len(held_at), max(known) if known else None)
+
+    def __add__(self, other: TakenOver) -> TakenOver:
+        held = [t for t in (self.last_held, other.last_held) if t is not None]
+        return TakenOver(self.rows + other.rows, max(held) if held else None)
+
+    def __bool__(self) -> bool:
+        return self.rows > 0
+
+    def describe(self, what: str = "rows") -> str:
+        """``24 rows held by a dead tick (last held at 02:14:05 UTC), taken over``."""
+        when = ""
+        if self.last_held is not None:
+            from datetime import UTC, datetime
+
+            at = datetime.fromtimestamp(self.last_held, UTC)
+            when = f" (last held at {at:%Y-%m-%d %H:%M:%S} UTC)"
+        return f"{self.rows} {what} held by a dead tick{when}, taken over"
+
+    def as_dict(self) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        held = self.last_held
+        return {
+            "rows": self.rows,
+            "last_held": None if held is None else datetime.fromtimestamp(held, UTC).isoformat(),
+        }
+
+
+class Claimed(list[tuple[str, str]]):
+    """What ``claim_done`` claimed: (key, result) rows, and among them those a dead pass
+    held (``taken_over``)."""
+
+    taken_over: TakenOver
+
+    def __init__(self, rows: list[tuple[str, str]], taken_over: TakenOver = TakenOver()) -> None:
+        super().__init__(rows)
+        self.taken_over = taken_over
+
+
 class Reserved(NamedTuple):
     """A job claimed for submission."""
 
@@ -84,6 +148,7 @@ class Reserved(NamedTuple):
     model: str
     attempts: int
     reservation: str
+    reserved_at: float | None = None  # when its pass last held it (renewed it)
 
 
 # ResultRow and FailureRow carry a Usage's six counts in its order, so ``*usage`` spreads

@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
 from ledger._classify import POSSIBLY_BILLED_CODES, Failure
 from ledger._models import Job, Status
-from ledger._records import FailureRow, NewJob, Policy, ResultRow, fingerprint_of
+from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
 from ledger._transitions import TRANSITIONS, BatchState, sql_literal
 
@@ -286,7 +286,7 @@ def pg_copy_enroll(
 ) -> int:
     _pg_stage(conn, "gl_stage_enroll", "key text, payload text, fingerprint text")
     staged = (
-        (i.key, payload, fingerprint_of(payload))
+        (i.key, payload, i.digest(payload))
         for i in _first_per_key(chunk, _key_attr)
         for payload in (payload_text(i.payload),)
     )
@@ -361,7 +361,7 @@ def pg_copy_new_jobs(
     # possible_duplicates, replayed, created_at, updated_at: as the staging path sets them.
     rest = (S.PENDING.value, 0, 0, 0, 0, 0, 0, now, 0, 0, now, now)
     rows = (
-        (i.key, pipeline, channel, model, p, fingerprint_of(p), *rest)
+        (i.key, pipeline, channel, model, p, i.digest(p), *rest)
         for i in _first_per_key(chunk, _key_attr)
         for p in (payload_text(i.payload),)
     )

@@ -197,8 +197,10 @@ SYSTEM_TIER = frozenset(
         "tests/background/test_crash.py",  # SIGKILL at the background crash points
         "tests/batch/test_night.py",  # a whole night of batch ticks, both backends
         "tests/batch/test_recovery.py",  # SIGKILL at the batch crash points
+        "tests/deploy/test_dead_runs.py",  # a worker and its run SIGKILLed on a real server
         "tests/deploy/test_prefect_yaml.py",  # a `prefect server start`, deploy, worker
         "tests/deploy/test_schedules.py",  # the server's scheduler creates the runs
+        "tests/deploy/test_worker_stop.py",  # Ctrl-C on real workers in a delivery
         "tests/direct/test_concurrency.py",  # two direct runs at once
         "tests/direct/test_crash.py",  # SIGKILL inside a direct call
         "tests/doctor/test_prefect.py",  # doctor against a real server and worker

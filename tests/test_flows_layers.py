@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "flows",
             "flows.pipeline",
+            "flows.generation",
             "flows.registry",
             "flows.settings",
             "flows.errors",

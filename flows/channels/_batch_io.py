@@ -18,7 +18,8 @@ from typing import IO, Any
 import orjson
 from google.genai import types
 
-from flows.pipeline import Prompt
+from flows.generation import GenerationSettings, rest_config
+from flows.pipeline import Prompt, effective_settings
 
 __all__ = [
     "JSONL_MIME",
@@ -41,25 +42,34 @@ JSONL_MIME = "application/jsonl"
 _loads = orjson.loads
 _dumps = orjson.dumps
 _LIST_PAGE_SIZE = 100
-_UNSET = object()  # never equal to a prompt's system or temperature
+_UNSET = object()  # never equal to a prompt's shared part
+# Stands for the prompt text while a request is rendered once to find its shared tail.
+_MARK = "\x00gemini-ledger-text\x00"
 
 
-def batch_request(prompt: Prompt, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """One GenerateContentRequest (camelCase, as a batch input line carries it) for a prompt.
+def batch_request(
+    prompt: Prompt, schema: Mapping[str, Any], base: GenerationSettings | None = None
+) -> dict[str, Any]:
+    """One GenerateContentRequest (camelCase, as a batch input line carries it) for a prompt
+    sent with the pipeline's settings ``base`` and the prompt's own over them.
 
-    This is the rendering every channel shares: the direct channel sends the same contents,
-    system instruction and generation config through ``models.generate_content``.
+    The settings are rendered by ``flows.generation.rest_config``; the direct channel sends
+    the same contents, system instruction and settings through ``models.generate_content``
+    (``flows.generation.sdk_config``), the background channel through
+    ``interactions.create`` (``flows.generation.interaction_config``).
     """
+    settings = effective_settings(prompt, base)
     request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt.text}]}]}
     if prompt.system:
         request["systemInstruction"] = {"parts": [{"text": prompt.system}]}
-    config: dict[str, Any] = {
+    extra, safety = rest_config(settings)
+    request["generationConfig"] = {
         "responseMimeType": "application/json",
         "responseJsonSchema": dict(schema),
+        **extra,
     }
-    if prompt.temperature is not None:
-        config["temperature"] = prompt.temperature
-    request["generationConfig"] = config
+    if safety:
+        request["safetySettings"] = safety
     return request
 
 
@@ -67,48 +77,62 @@ class RequestWriter:
     """Writes ``{"key", "request"}`` lines fast: the same JSON as :func:`batch_request`.
 
     A nightly file has tens of thousands of rows that share one schema and usually one
-    system instruction and temperature, so everything after the prompt text is serialised
-    once per distinct (system, temperature) and spliced in; only each row's key and text
-    are encoded per row.
+    system instruction and set of settings, so everything after the prompt text is
+    rendered once per distinct (system, temperature, settings) by :func:`batch_request`
+    itself and spliced in; only each row's key and text are encoded per row.
     """
 
     _CACHE_LIMIT = 256
     _HEAD = b'{"key":'
-    _MID = b',"request":{"contents":[{"role":"user","parts":[{"text":'
+    _REQUEST = b'{"contents":[{"role":"user","parts":[{"text":'  # how batch_request begins
+    _MID = b',"request":' + _REQUEST
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self._schema = orjson.dumps(dict(schema))
-        self._tails: dict[tuple[str | None, float | None], bytes] = {}
-        self._last: tuple[str | None, float | None] | None = None
+    def __init__(self, schema: Mapping[str, Any], base: GenerationSettings | None = None) -> None:
+        self._schema = dict(schema)
+        self._base = base
+        self._tails: dict[tuple[Any, ...], bytes] = {}
+        self._last: tuple[Any, ...] | None = None
         self._last_tail = b""
 
-    def _tail(self, system: str | None, temperature: float | None) -> bytes:
-        found = self._tails.get((system, temperature))
+    def _tail(self, shared: tuple[Any, ...]) -> bytes:
+        found = self._tails.get(shared)
         if found is None:
-            sys_part = (
-                b',"systemInstruction":{"parts":[{"text":' + orjson.dumps(system) + b"}]}"
-                if system
-                else b""
+            system, temperature, settings = shared
+            prompt = Prompt(
+                text=_MARK,
+                system=system,
+                temperature=temperature,
+                settings=None if settings is None else _loads(settings),
             )
-            temp = b"" if temperature is None else b',"temperature":' + orjson.dumps(temperature)
-            found = (
-                b"}]}]" + sys_part + b',"generationConfig":{"responseMimeType":"application/json",'
-                b'"responseJsonSchema":' + self._schema + temp + b"}}}\n"
-            )
+            rendered = _dumps(batch_request(prompt, self._schema, self._base))
+            head, _, rest = rendered.partition(_dumps(_MARK))
+            if head != self._REQUEST:
+                raise AssertionError(f"a request must start with its contents: {head[:80]!r}")
+            found = rest + b"}\n"
             if len(self._tails) < self._CACHE_LIMIT:
-                self._tails[(system, temperature)] = found
+                self._tails[shared] = found
         return found
 
     def line(self, key: str, payload: str | bytes) -> bytes:
         """One JSONL line (with its newline) for a job's key and stored payload (a Prompt)."""
         prompt = _loads(payload)
-        shared = (prompt.get("system"), prompt.get("temperature"))
+        shared = _shared(prompt)
         if shared == self._last:  # the usual case: every row shares them
             tail = self._last_tail
         else:
-            tail = self._last_tail = self._tail(*shared)
+            tail = self._last_tail = self._tail(shared)
             self._last = shared
         return b"".join((self._HEAD, _dumps(key), self._MID, _dumps(prompt["text"]), tail))
+
+
+def _shared(prompt: dict[str, Any]) -> tuple[Any, ...]:
+    """What a stored prompt's line shares with others beside its text (hashable)."""
+    settings = prompt.get("settings")
+    return (
+        prompt.get("system"),
+        prompt.get("temperature"),
+        None if settings is None else _dumps(settings, option=orjson.OPT_SORT_KEYS),
+    )
 
 
 def write_requests(
@@ -116,11 +140,13 @@ def write_requests(
     schema: Mapping[str, Any],
     out: IO[bytes],
     *,
+    base: GenerationSettings | None = None,
     max_bytes: int | None = None,
     left_out: list[str] | None = None,
     too_large: list[str] | None = None,
 ) -> int:
-    """Write one request line per ``(key, payload)`` to ``out``; returns how many.
+    """Write one request line per ``(key, payload)`` to ``out`` (sent with the pipeline's
+    settings ``base``); returns how many.
 
     With ``max_bytes`` the file stays within that size (the API's limit on an input file):
     once a line no longer fits, it and every later row are not written but their keys are
@@ -129,13 +155,14 @@ def write_requests(
     """
     if max_bytes is not None and (left_out is None or too_large is None):
         raise ValueError("max_bytes needs the left_out and too_large lists")
-    writer = RequestWriter(schema)
+    writer = RequestWriter(schema, base)
     tail_of = writer._tail
     head, mid, loads, dumps, join = writer._HEAD, writer._MID, _loads, _dumps, b"".join
     # RequestWriter.line, inlined: a method call and a tuple per row were a third of the
     # per-row cost beside reading the rows from the ledger (bench/reconcile.py).
     last_system: Any = _UNSET
     last_temperature: Any = _UNSET
+    last_settings: Any = _UNSET
     tail = b""
     write = out.write
     n = size = 0
@@ -148,9 +175,10 @@ def write_requests(
         prompt = loads(payload)
         system = prompt.get("system")
         temperature = prompt.get("temperature")
-        if system != last_system or temperature != last_temperature:
-            tail = tail_of(system, temperature)
-            last_system, last_temperature = system, temperature
+        settings = prompt.get("settings")
+        if system != last_system or temperature != last_temperature or settings != last_settings:
+            tail = tail_of(_shared(prompt))
+            last_system, last_temperature, last_settings = system, temperature, settings
         data = join((head, dumps(key), mid, dumps(prompt["text"]), tail))
         if max_bytes is not None:
             if len(data) > max_bytes:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -31,7 +31,7 @@ from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery
 from flows.settings import Settings
-from ledger import Channel, Enrollment, Ledger, Status, Usage
+from ledger import Channel, Enrollment, Ledger, Status, TakenOver, Usage
 
 __all__ = [
     "ChannelSteps",
@@ -80,6 +80,8 @@ class RunContext:
     ledger: Ledger
     settings: Settings
     day: date
+    # The run's parameters for the pipeline's hooks (flows.pipeline.Run.params).
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -182,6 +184,8 @@ class Recovered(Step):
 
     recovered: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    # Reservations a dead tick held (unrenewed past the stale age), and when it last held one.
+    took_over: TakenOver = field(default_factory=TakenOver)
 
 
 @dataclass(kw_only=True)
@@ -304,6 +308,16 @@ class TickReport:
     def tokens(self) -> Usage:
         return self.collect.tokens
 
+    @property
+    def taken_over(self) -> dict[str, TakenOver]:
+        """What this tick took over from a dead one, by kind (only the kinds it did)."""
+        found = {"reservations": self.recover.took_over, "delivery claims": self.deliver.took_over}
+        return {what: taken for what, taken in found.items() if taken}
+
+    def taken_over_lines(self) -> list[str]:
+        """``24 delivery claims held by a dead tick (last held at ...), taken over``."""
+        return [taken.describe(what) for what, taken in self.taken_over.items()]
+
     def as_dict(self) -> dict[str, Any]:
         """Every counter, for ``--json``: the totals first, then each step in full."""
         return {
@@ -319,6 +333,9 @@ class TickReport:
             "parked": self.parked,
             "retryable": self.retryable,
             "tokens": _plain(self.tokens),
+            "taken_over": {
+                what.replace(" ", "_"): taken.as_dict() for what, taken in self.taken_over.items()
+            },
             "seconds": self.seconds,
             "steps": {
                 "recover": self.recover.as_dict(),
@@ -329,6 +346,7 @@ class TickReport:
                     "side_effect_failed": len(self.deliver.failed),
                     "parked": len(self.deliver.parked),
                     "errors": dict(self.deliver.errors),
+                    "took_over": self.deliver.took_over.as_dict(),
                 },
                 "enroll": self.enroll.as_dict(),
                 "submit": self.submit.as_dict(),
@@ -340,6 +358,11 @@ class TickReport:
         table: list[tuple[str, str, Any]] = [
             ("1 recover", "rows taken back from a dead tick", self.recovered),
             *(("1 recover", what, n) for what, n in self.recover.details()),
+            *(
+                ("1 recover" if what == "reservations" else "3 deliver", taken.describe(what), n)
+                for what, taken in self.taken_over.items()
+                for n in [taken.rows]
+            ),
             ("2 collect", "answers done", self.completed),
             *(("2 collect", f"retryable {c}", n) for c, n in self.collect.retryable.items()),
             *(("2 collect", f"parked {c}", n) for c, n in self.collect.parked.items()),
@@ -365,8 +388,9 @@ class TickReport:
     def summary(self) -> str:
         """One line for the run's log and the artifact's description."""
         parked = sum(self.parked.values())
-        return (
+        line = (
             f"{self.channel} tick of {self.pipeline} for {self.day}: {self.recovered} recovered,"
             f" {self.completed} answers done, {self.delivered} delivered, {parked} parked,"
             f" {self.enrolled} enrolled, {self.submitted} submitted"
         )
+        return "; ".join([line, *self.taken_over_lines()])

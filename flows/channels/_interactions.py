@@ -30,7 +30,8 @@ from pydantic import BaseModel
 from flows.gemini._errors import classify, may_have_been_carried_out, setup_fault
 from flows.gemini.gateway import KEY_HEADER
 from flows.gemini.quota import arequest_slot, note_failure
-from flows.pipeline import Prompt
+from flows.generation import GenerationSettings, interaction_config
+from flows.pipeline import Prompt, effective_settings
 from flows.run._stop import stop_requested
 from ledger import INTERACTION_LOST, Failure, SetupFault, Usage, Verdict, validate_answer
 
@@ -98,9 +99,12 @@ def create_kwargs(
     pipeline: str,
     model: str,
     schema: type[BaseModel],
+    base: GenerationSettings | None = None,
     timeout_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``interactions.create`` that submit one job in the background."""
+    """Keyword arguments for ``interactions.create`` that submit one job in the background,
+    with the pipeline's settings ``base`` and the prompt's own over them
+    (``flows.generation.interaction_config``)."""
     kwargs: dict[str, Any] = {
         "model": model,
         "input": prompt.text,
@@ -114,8 +118,7 @@ def create_kwargs(
     }
     if prompt.system:
         kwargs["system_instruction"] = prompt.system
-    if prompt.temperature is not None:
-        kwargs["generation_config"] = {"temperature": prompt.temperature}
+    kwargs.update(interaction_config(effective_settings(prompt, base)))
     return kwargs
 
 

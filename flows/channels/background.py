@@ -76,6 +76,7 @@ from ledger import (
     Reserved,
     ResultRow,
     Status,
+    TakenOver,
     Usage,
 )
 
@@ -140,6 +141,7 @@ def submit_reserved(
                     pipeline=p.name,
                     model=r.model,
                     schema=p.output,
+                    base=p.generation,
                 ),
             )
             for r in rows
@@ -322,6 +324,11 @@ class BackgroundChannel:
         ]
         if won:
             crash_point("background.after_take_over")
+            log.warning(
+                "%s: %s",
+                p.name,
+                TakenOver.of([r.reserved_at for r in won]).describe("reservations"),
+            )
         log.warning(
             "%s: %d stale reservations, %d taken over and resubmitted (possible duplicates)",
             p.name,
@@ -339,6 +346,7 @@ class BackgroundChannel:
                 fresh=False,
             )
         return BackgroundRecovered(
+            took_over=TakenOver.of([r.reserved_at for r in won]),
             recovered=out["submitted"],
             refused=out["create_failed"],
             found=len(stale),

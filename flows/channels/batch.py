@@ -258,6 +258,7 @@ def _send(
                 ((r.key, r.payload) for r in ledger.stream_reserved(reservation)),
                 schema,
                 fh,
+                base=p.generation,
                 max_bytes=p.batch_bytes_limit,
                 left_out=left_out,
                 too_large=too_large,

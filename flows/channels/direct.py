@@ -76,7 +76,8 @@ from flows.errors import UsageError
 from flows.gemini._errors import classify, setup_fault
 from flows.gemini.gateway import keyed
 from flows.gemini.quota import note_failure, request_slot
-from flows.pipeline import Pipeline
+from flows.generation import sdk_config
+from flows.pipeline import Pipeline, Prompt
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
@@ -92,6 +93,7 @@ from ledger import (
     ResultRow,
     SetupFault,
     Status,
+    TakenOver,
     Usage,
     Verdict,
     answer_ids,
@@ -161,15 +163,15 @@ def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
         return schema
 
 
-def _config(
-    pipeline: Pipeline[Any], system: str | None, temperature: float | None, key: str
-) -> types.GenerateContentConfig:
+def _config(pipeline: Pipeline[Any], prompt: Prompt, key: str) -> types.GenerateContentConfig:
+    """The call's config: system instruction, output schema and the settings the pipeline
+    and the item give (``flows.generation.sdk_config``, the same as the other channels)."""
     return types.GenerateContentConfig(
-        system_instruction=system,
-        temperature=temperature,
+        system_instruction=prompt.system,
         response_mime_type="application/json",
         response_json_schema=_json_schema(pipeline.output),
         http_options=keyed(key),
+        **sdk_config(pipeline.settings_for(prompt)),
     )
 
 
@@ -253,7 +255,7 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
             response = client.models.generate_content(
                 model=row.model,
                 contents=prompt.text,
-                config=_config(pipeline, prompt.system, prompt.temperature, key),
+                config=_config(pipeline, prompt, key),
             )
         except Exception as exc:
             error, failure = exc, classify(exc)
@@ -446,24 +448,30 @@ class DirectChannel:
         """Resolve rows a killed run left in flight (see the module docstring)."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         out = DirectRecovered()
+        held: list[float | None] = []
         for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
             if row.reservation.startswith(_RESERVATION_PREFIX):
-                out.released += ledger.release(row.reservation)
+                released = ledger.release(row.reservation)
+                out.released += released
+                held += [row.reserved_at] * released
         cutoff = ledger.clock() - self.stale_s
         for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
             if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
                 try:
                     ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
                     out.interrupted += 1
+                    held.append(submitted_at)
                 except InvalidTransition:
                     pass  # another run settled it meanwhile
         out.recovered = out.released + out.interrupted
+        out.took_over = TakenOver.of(held)
         if out.recovered:
             self.ctx.log.warning(
-                "swept %d unsent and %d interrupted calls of %s",
+                "swept %d unsent and %d interrupted calls of %s: %s",
                 out.released,
                 out.interrupted,
                 p.name,
+                out.took_over.describe("reservations"),
             )
         return out
 

@@ -61,6 +61,19 @@ limits_app = typer.Typer(
 
 app.add_typer(limits_app, name="limits")
 
+automations_app = typer.Typer(
+    help="Prefect automations beside the deployments: alerts, and dead runs marked Crashed.",
+    no_args_is_help=True,
+)
+
+app.add_typer(automations_app, name="automations")
+
+worker_app = typer.Typer(
+    help="Prefect's process worker, stopped gently by Ctrl-C or SIGTERM.", no_args_is_help=True
+)
+
+app.add_typer(worker_app, name="worker")
+
 
 # Piped or in CI, Rich assumes 80 columns and cuts table cells (`exhausted:missing_from_out…`):
 # off a terminal, lines may be as long as they need.

@@ -70,6 +70,13 @@ def tick(
         str | None, typer.Option(help="Day whose items to enroll (YYYY-MM-DD), default today.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A run parameter NAME=VALUE for the pipeline's hooks (run.params); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
     from flows._ledger import open_ledger
@@ -78,6 +85,7 @@ def tick(
     from flows.tick import run_tick
 
     the_day = parse_day(day)
+    params = _params(param or [])
     settings = command_settings()
     load_pipeline(pipeline, settings)  # a pipeline that cannot load touches no ledger
     ledger = open_ledger(settings.database_url)  # refuses a missing one (db upgrade makes it)
@@ -85,11 +93,22 @@ def tick(
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with prefect_for_flows():
-        report = run_tick(pipeline, day=the_day)
+        report = run_tick(pipeline, day=the_day, params=params or None)
     if as_json:
         print_json(report.as_dict())
     else:
         _print_tick(report, ledger)
+
+
+def _params(given: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a mapping (a value stays a string)."""
+    out: dict[str, str] = {}
+    for one in given:
+        name, sep, value = one.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--param {one!r}: write NAME=VALUE")
+        out[name.strip()] = value
+    return out
 
 
 def _print_tick(report: TickReport, ledger: Ledger) -> None:
@@ -111,6 +130,8 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         console.print(f"  to be sent again: {by_class(report.retryable)}")
     if report.delivery_failed:
         console.print(f"  side effects failed (left for the next tick): {report.delivery_failed}")
+    for line in report.taken_over_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
     enrolled = report.enroll
     for n, what, examples in (
         (enrolled.refused, "items refused at enrollment", enrolled.refused_examples),

@@ -1,5 +1,5 @@
 """The commands that set up and check a worker's world: ``secret set``, ``webhook serve``,
-``limits apply``, ``doctor``."""
+``limits apply``, ``automations apply``, ``worker start``, ``doctor``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from flows.cli._app import (
     CliError,
     app,
+    automations_app,
     command_settings,
     console,
     err,
@@ -22,6 +23,7 @@ from flows.cli._app import (
     reports_settings,
     secret_app,
     webhook_app,
+    worker_app,
 )
 
 
@@ -219,3 +221,38 @@ def limits_apply(
     )
     for applied in apply_limits(models, rpm=rpm, concurrency=concurrency):
         console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
+
+
+@automations_app.command("apply")
+@handles_errors
+def automations_apply(
+    block: Annotated[
+        str | None,
+        typer.Option(
+            help="The notification block the alerts send to, as TYPE/NAME"
+            " (slack-webhook/ops-alerts); without it, only the automations that notify"
+            " no one are applied."
+        ),
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The folder of automation files (default: automations/)."),
+    ] = None,
+) -> None:
+    """Create or update the automations declared in automations/*.yaml (idempotent)."""
+    from flows.ops.automations import AUTOMATIONS_DIR, apply_automations
+
+    for applied in apply_automations(folder or AUTOMATIONS_DIR, block=block):
+        console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
+
+
+@worker_app.command(
+    "start",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def worker_start(ctx: typer.Context) -> None:
+    """`prefect worker start ARGS` (e.g. --pool gemini-ledger); on Ctrl-C or SIGTERM its flow
+    runs stop between rows and end Cancelled, then the worker exits (a second one: at once)."""
+    from flows.ops.worker import run_worker
+
+    raise typer.Exit(run_worker(ctx.args))

@@ -90,7 +90,10 @@ def build_prompt(item: dict[str, Any]) -> Prompt:
     # The review text alone is the user turn (instructions go in the system instruction),
     # so an emoji-only review really is one: the model may answer it with nothing, which the
     # classifier parks as ``schema``.
-    return Prompt(text=item["text"], system=SYSTEM, temperature=0.0)
+    # The review id is kept with the job and handed to write_label: no parsing it out of keys.
+    return Prompt(
+        text=item["text"], system=SYSTEM, temperature=0.0, keep={"review_id": str(item["id"])}
+    )
 
 
 # -- the side effect -------------------------------------------------------------------------
@@ -153,15 +156,18 @@ def review_id_of(key: str) -> str:
     return parts[2] if len(parts) >= 4 else key
 
 
-def write_label(key: str, result: ReviewLabel | dict[str, Any]) -> None:
-    """Upsert one review's label by its review id: idempotent, so a resumed side effect is
+def write_label(
+    key: str, result: ReviewLabel | dict[str, Any], kept: dict[str, Any] | None = None
+) -> None:
+    """Upsert one review's label by its review id (what ``build_prompt`` kept; read from the
+    key for rows enrolled before it kept anything): idempotent, so a resumed side effect is
     harmless, and a regenerated key (``v2``) replaces the review's earlier label."""
     label = result if isinstance(result, ReviewLabel) else ReviewLabel.model_validate(result)
     engine = results_engine()
     table = ReviewLabelRow.__table__  # type: ignore[attr-defined]
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     row = {
-        "review_id": review_id_of(key),
+        "review_id": str(kept["review_id"]) if kept else review_id_of(key),
         "key": key,
         "category": label.category,
         "sentiment": label.sentiment,

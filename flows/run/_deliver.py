@@ -24,13 +24,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import orjson
+
 from flows.crash import crash_point
-from flows.pipeline import Pipeline, Prompt
+from flows.pipeline import Pipeline, Prompt, Run
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
 from ledger import (
@@ -42,6 +44,8 @@ from ledger import (
     NewJob,
     ParkedJob,
     Status,
+    TakenOver,
+    fingerprint_of,
     key_problem,
     redact,
     shown_key,
@@ -82,6 +86,8 @@ class Delivery:
     # Side effects it ran whose claim was taken over before it could record them (the
     # other pass may run them again; only a pass stalled past the stale age gets here).
     taken_over: int = 0
+    # Rows a dead pass held (claims unrenewed past the stale age) that this one took over.
+    took_over: TakenOver = field(default_factory=TakenOver)
 
 
 def _crash(name: str | None) -> None:
@@ -100,6 +106,7 @@ class _Claims:
         self.renewal = renewal
         self.failed: set[str] = set()
         self.renewed_at = ledger.clock()
+        self.took_over = TakenOver()
 
     def claim(self) -> list[tuple[str, str]]:
         """The next group: fresh claims (or stale ones of a dead pass) under the token."""
@@ -108,6 +115,7 @@ class _Claims:
                 pipeline=self.p.name, token=self.token, limit=self.group, older_than=self.age
             )
             self.renewed_at = self.ledger.clock()
+        self.took_over += held.taken_over
         # The claim also returns rows this token already holds: the ones whose side
         # effect failed earlier in this pass, which wait for the next tick.
         return [(key, result) for key, result in held if key not in self.failed]
@@ -166,6 +174,9 @@ def deliver_done(
         try:
             _deliver_claimed(claims, out, why, log=log, points=points)
         finally:
+            out.took_over = claims.took_over
+            if out.took_over:
+                log.warning("%s: %s", p.name, out.took_over.describe("delivery claims"))
             # Failed rows stay claimed during the pass (so a group is never claimed twice),
             # then go back to plain done for the next tick, or are parked at the cap.
             for key in out.failed:
@@ -224,8 +235,9 @@ def _deliver_claimed(
                 return
             try:
                 value = p.output.model_validate_json(result)
+                kept = _kept(claims.ledger, key) if p.wants_kept else None
                 _crash(points.before_effect)
-                p.on_result(key, value)
+                p.deliver(key, value, kept)
                 _crash(points.after_effect)
             except Exception as exc:
                 out.failed.append(key)
@@ -243,6 +255,12 @@ def _deliver_claimed(
             if not _record(claims, [key], out, log):
                 claims.release([k for k, _ in claimed[n + 1 :]])
                 return
+
+
+def _kept(ledger: Ledger, key: str) -> Any:
+    """What the item kept (``Prompt.keep``), read from its stored request; None if nothing."""
+    payload = ledger.get(key).payload
+    return orjson.loads(payload).get("keep") if payload else None
 
 
 def _record(
@@ -280,12 +298,13 @@ class _Intake:
     ``key_of`` raising, or giving a key the rules refuse (``ledger.key_problem``: not a str,
     empty, over 512 characters, anything but printable ASCII), refuses the item: there is no
     key to park it under, so it is counted and reported (``refused``). ``build_prompt``
-    raising parks the item under its key as ``prompt:<Error>``. A key given by an earlier
-    item of the day is a duplicate: the first item keeps it, the later ones are counted.
+    raising (or returning settings the model or channel cannot take, or keeping a secret)
+    parks the item under its key as ``prompt:<Error>``. A key given by an earlier item of
+    the day is a duplicate: the first item keeps it, the later ones are counted.
     """
 
     p: Pipeline[Any]
-    day: date
+    run: Run
     out: Enrollment
     rebuildable: set[str]
     parked: list[ParkedJob] = field(default_factory=list)
@@ -294,9 +313,9 @@ class _Intake:
     seen: set[bytes] = field(default_factory=set)
 
     def jobs(self) -> Iterator[NewJob]:
-        for n, item in enumerate(self.p.load_items(self.day), 1):
+        for n, item in enumerate(self.p.items_of(self.run), 1):
             try:
-                key = self.p.key_of(item, self.day)
+                key = self.p.key_for(item, self.run)
             except Exception as exc:
                 self._refuse(f"item {n}: key_of raised {_error(exc)}")
                 continue
@@ -311,16 +330,10 @@ class _Intake:
                 continue
             self.seen.add(digest)
             try:
-                prompt = self.p.build_prompt(item)
-                if not isinstance(prompt, Prompt):
-                    raise TypeError(
-                        f"build_prompt returned a {type(prompt).__name__}, not a Prompt"
-                    )
-                payload = prompt.model_dump_json()
+                job = _job(key, self.p.prompt_for(item, self.run))
             except Exception as exc:
                 self._park(key, exc)
                 continue
-            job = NewJob(key, payload)
             if key in self.rebuildable:
                 self.rebuilt.append(job)
                 continue
@@ -339,6 +352,21 @@ class _Intake:
             self.out.prompt_parked_examples.append(f"{key}: {message[:200]}")
 
 
+def _job(key: str, prompt: Prompt) -> NewJob:
+    """The job as the ledger stores it: the prompt (settings not given left out), with what
+    the item keeps; its fingerprint is the request's alone, so the same poison input under
+    many keys is still one."""
+    payload = prompt.model_dump_json(exclude_none=True)
+    if prompt.keep is None:
+        return NewJob(key, payload)
+    kept = orjson.dumps(prompt.keep).decode()
+    if redact(kept) != kept:
+        # Kept data lives in the ledger with the row: a secret must never get there.
+        raise ValueError("keep carries a secret: keep ids, never credentials")
+    request = prompt.model_dump_json(exclude_none=True, exclude={"keep"})
+    return NewJob(key, payload, fingerprint_of(request))
+
+
 def _error(exc: BaseException) -> str:
     """``Name: message`` on one line."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -349,10 +377,12 @@ def enroll_day(
     p: Pipeline[Any],
     day: date,
     *,
+    params: Mapping[str, Any] | None = None,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
 ) -> Enrollment:
     """Enroll the day's items (an existing key is never changed): new, already known, and
-    keys another pipeline owns, which are left to it and reported, never taken.
+    keys another pipeline owns, which are left to it and reported, never taken. The hooks
+    that take a :class:`flows.pipeline.Run` get ``day`` and the run's ``params``.
 
     One item's mistake is that item's own failure and the rest of the day goes on (see
     :class:`_Intake`): refused items, items parked ``prompt:<Error>`` and duplicate keys are
@@ -361,7 +391,8 @@ def enroll_day(
     """
     logger = log or logging.getLogger(__name__)
     channel, name = Channel(p.channel).value, p.name
-    intake = _Intake(p, day, Enrollment(), ledger.prompt_parked(pipeline=name))
+    run = Run(day, params or {})
+    intake = _Intake(p, run, Enrollment(), ledger.prompt_parked(pipeline=name))
     out = ledger.enroll_counted(intake.jobs(), pipeline=name, channel=channel, model=p.model)
     # The intake's counters live on its own record; the ledger's counts join them.
     out.refused, out.refused_examples = intake.out.refused, intake.out.refused_examples

@@ -159,7 +159,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     out.write_bytes(b"".join(lines + extra))
     rec = ledger.batch_named(job_name)
     assert rec is not None
-    p = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL)
+    p = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL, load_settings())
     counts = reconcile_lines(
         ledger,
         iter_lines(out),
@@ -205,7 +205,11 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     out.write_bytes(b"".join(lines + extra))
     rec = ledger.batch_named(job_name)
     assert rec is not None
-    policy = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL).policy
+    policy = (
+        __import__("flows.registry", fromlist=["get_pipeline"])
+        .get_pipeline(SMALL, load_settings())
+        .policy
+    )
     counts = reconcile_lines(
         ledger,
         iter_lines(out),

@@ -112,3 +112,30 @@ def test_a_batch_reservation_taken_over_is_not_sent_by_its_old_pass(ledger_url: 
         sent = _send(ledger, None, pipelines.batch, "gl-x", lease)
     assert sent["batch"] is None and sent["taken_over"]
     assert {j.status for j in ledger.jobs(pipeline=name)} == {Status.RESERVING}
+
+
+def test_claim_done_says_which_claims_a_dead_pass_held_and_when(ledger_url: str) -> None:
+    """Claims taken over (unrenewed past the age) are counted with the dead pass's last
+    renewal; free rows, a live pass's claims and the pass's own are not."""
+    from ledger import TakenOver
+
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    keys = _enroll(ledger, "p", 5)
+    ledger.reserve(pipeline="p", limit=5, reservation="r", batch_model="m")
+    ledger.bind_batch("r", name="batches/r")
+    ledger.apply_results([ResultRow(k, "{}") for k in keys[:4]], handle="batches/r")
+    assert len(ledger.claim_done(pipeline="p", token="dead", limit=2, older_than=10)) == 2
+    clock.advance(3)
+    ledger.renew_delivery("dead", key=keys[1])  # its last sign of life, at 1_000_003
+    clock.advance(1)
+    assert len(ledger.claim_done(pipeline="p", token="alive", limit=1, older_than=10)) == 1
+    clock.advance(9.5)  # the dead pass's claims are older than 10 s, the live one's are not
+    ledger.apply_results([ResultRow(keys[4], "{}")], handle="batches/r")
+
+    claimed = ledger.claim_done(pipeline="p", token="next", older_than=10)
+
+    assert sorted(k for k, _ in claimed) == [keys[0], keys[1], keys[3], keys[4]]
+    assert claimed.taken_over == TakenOver(2, 1_000_003.0)
+    again = ledger.claim_done(pipeline="p", token="next", older_than=10)
+    assert len(again) == 4 and again.taken_over == TakenOver()  # its own claims are not

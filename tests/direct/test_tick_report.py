@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flows.settings import load_settings
 from tests.child_env import child_env
 from tests.direct import pipelines
-from tests.direct.conftest import DAY, SPEC, scripted
+from tests.direct.conftest import DAY, SPEC, key_of, scripted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +54,79 @@ def test_tick_json_has_every_step_of_the_one_report(direct_env, monkeypatch, pre
     assert set(report["steps"]) == {"recover", "collect", "deliver", "enroll", "submit"}
     assert report["steps"]["submit"]["outcomes"] == {"done": 1}
     assert report["steps"]["enroll"]["enrolled"] == 1
+
+
+def test_tick_says_how_many_rows_a_dead_tick_held_and_when_it_last_held_them(
+    direct_env, monkeypatch, prefect_api, tmp_path
+):
+    """Done rows whose delivery claims a dead tick left behind are taken over, delivered once,
+    and the tick says how many and when the dead tick last held them, in its lines and --json."""
+    from datetime import UTC, datetime
+
+    from ledger import Ledger, NewJob, ResultRow
+
+    keys = [key_of(item) for item in ("a", "b", "c")]
+    monkeypatch.setenv(pipelines.ITEMS_ENV, "a,b,c")
+    delivered = tmp_path / "delivered.txt"
+    monkeypatch.setenv("DIRECT_TEST_DELIVERED", str(delivered))
+    held_at = datetime(2026, 11, 21, 2, 14, 5, tzinfo=UTC).timestamp()
+    # What a tick killed in its delivery pass leaves: done rows claimed under its token, the
+    # claims last renewed at 02:14:05 (its clock then).
+    dead = Ledger(load_settings().database_url, clock=lambda: held_at)
+    dead.enroll(
+        [NewJob(k, {"text": k}) for k in keys], pipeline="direct-test", channel="direct", model="m"
+    )
+    dead.reserve(pipeline="direct-test", limit=3, reservation="r", batch_model="m")
+    dead.bind_batch("r", name="batches/r")
+    answer = '{"label": "ok", "confidence": 0.9}'
+    dead.apply_results([ResultRow(k, answer) for k in keys], handle="batches/r")
+    assert len(dead.claim_done(pipeline="direct-test", token="dead-pass")) == 3
+    dead.dispose()
+
+    result = _tick(prefect_api, "--json")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["delivered"] == 3
+    assert report["taken_over"] == {
+        "delivery_claims": {"rows": 3, "last_held": "2026-11-21T02:14:05+00:00"}
+    }
+    assert sorted(delivered.read_text().split()) == sorted(keys)  # each once
+    line = (
+        "3 delivery claims held by a dead tick (last held at 2026-11-21 02:14:05 UTC), taken over"
+    )
+    assert line in " ".join(result.stderr.split())  # the run's log says it as it happens
+
+    again = _tick(prefect_api)  # nothing is left to take over
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "held by a dead tick" not in again.stdout + again.stderr
+
+
+def test_tick_says_how_many_calls_a_dead_tick_left_and_when(direct_env, monkeypatch, prefect_api):
+    """A reservation a dead tick never sent and a call it was making when it died are taken
+    back by the next tick, which says how many and when the dead tick last held them."""
+    from datetime import UTC, datetime
+
+    from ledger import Ledger, NewJob
+
+    scripted(direct_env, {"a": ["ok"], "b": ["ok"]})
+    monkeypatch.setenv(pipelines.ITEMS_ENV, "a,b")
+    held_at = datetime(2026, 11, 21, 3, 0, 1, tzinfo=UTC).timestamp()
+    # What a tick killed while calling leaves: one row reserved and not sent, one being called.
+    dead = Ledger(load_settings().database_url, clock=lambda: held_at)
+    items = [NewJob(key_of(i), {"text": i}) for i in ("a", "b")]
+    dead.enroll(items, pipeline="direct-test", channel="direct", model="gemini-2.5-flash")
+    dead.reserve(pipeline="direct-test", limit=1, reservation="direct-dead1", keys=[key_of("a")])
+    dead.reserve(pipeline="direct-test", limit=1, reservation="direct-dead2", keys=[key_of("b")])
+    dead.bind_handle(key_of("b"), reservation="direct-dead2", handle="direct:dead2")
+    dead.dispose()
+
+    result = _tick(prefect_api, "--json")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["steps"]["recover"]["took_over"] == {
+        "rows": 2,
+        "last_held": "2026-11-21T03:00:01+00:00",
+    }
+    assert report["taken_over"]["reservations"]["rows"] == 2

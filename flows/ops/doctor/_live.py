@@ -236,6 +236,7 @@ def _generate(run: LiveRun, client: Any, pipeline: Any, tag: str, *_: Any) -> No
     from google.genai import types
 
     from flows.gemini.gateway import keyed
+    from flows.generation import sdk_config
     from ledger import Failure, classify_response, extract_text, validate_answer
 
     name = "generate_content with the output schema"
@@ -248,6 +249,7 @@ def _generate(run: LiveRun, client: Any, pipeline: Any, tag: str, *_: Any) -> No
                 response_mime_type="application/json",
                 response_json_schema=pipeline.output.model_json_schema(),
                 http_options=keyed(f"{tag}:generate"),
+                **sdk_config(pipeline.generation),
             ),
         )
     except Exception as exc:
@@ -290,7 +292,12 @@ def _batch(
     with tempfile.TemporaryDirectory(prefix="gl-doctor-") as tmp:
         requests = Path(tmp) / "requests.jsonl"
         with requests.open("wb") as out:
-            write_requests([(k, payload) for k in keys], pipeline.output.model_json_schema(), out)
+            write_requests(
+                [(k, payload) for k in keys],
+                pipeline.output.model_json_schema(),
+                out,
+                base=pipeline.generation,
+            )
         run.recorder.last_error = None
         try:
             file_name = upload_requests(client, requests, display_name=tag.replace(":", "-"))
@@ -387,6 +394,7 @@ def _interaction(
                 pipeline="doctor",
                 model=pipeline.model,
                 schema=pipeline.output,
+                base=pipeline.generation,
             )
         )
         fetched, finished = _poll(

@@ -1,0 +1,166 @@
+"""The Prefect automations beside the deployments: ``gemini-ledger automations apply``.
+
+Each file of ``automations/`` (next to ``prefect.yaml``) declares one Prefect automation in
+the shape of Prefect's ``AutomationCore`` (what ``prefect automation create --from-file``
+reads). ``apply`` creates each one on the server of ``PREFECT_API_URL``, or updates the one
+with its name, or leaves it alone when it is already as declared: applying twice gives the
+same automations.
+
+A ``send-notification`` action declares no ``block_document_id``: ``--block TYPE/NAME``
+names a notification block saved on that server (Slack webhook, email, custom webhook, ...)
+and fills it in. Without ``--block``, the automations that notify are skipped (and said so),
+the others (marking a run Crashed when its heartbeats stopped) are applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+
+from flows.errors import UsageError
+
+__all__ = ["AUTOMATIONS_DIR", "AppliedAutomation", "Declared", "apply_automations", "declared"]
+
+AUTOMATIONS_DIR = Path(__file__).resolve().parents[2] / "automations"
+_NOTIFY = "send-notification"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One automation as a file declares it (``automation``: Prefect's ``AutomationCore``;
+    None when it notifies and no block was given)."""
+
+    path: Path
+    name: str
+    automation: Any | None
+
+    @property
+    def needs_block(self) -> bool:
+        return self.automation is None
+
+
+@dataclass(frozen=True)
+class AppliedAutomation:
+    """What ``apply`` did with one declared automation."""
+
+    name: str
+    action: str  # created, updated, unchanged, skipped
+    id: UUID | None = None
+
+    def describe(self) -> str:
+        if self.action == "skipped":
+            return f"skipped: {self.name} (it notifies: give --block TYPE/NAME)"
+        return f"{self.action}: {self.name} ({self.id})"
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"no automations folder at {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".yaml", ".yml"})
+    if not files:
+        raise UsageError(f"no automation files (*.yaml) in {folder}")
+    return files
+
+
+def _load(path: Path, block_id: UUID | None) -> Declared:
+    from prefect.events.schemas.automations import AutomationCore
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path.name}: cannot read it: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise UsageError(f"{path.name}: not an automation (a mapping with a name)")
+    notifies = [a for a in data.get("actions") or [] if a.get("type") == _NOTIFY]
+    if notifies and block_id is None:
+        return Declared(path, data["name"], None)
+    for action in notifies:
+        action["block_document_id"] = str(block_id)
+    try:
+        automation = AutomationCore.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{path.name}: not a Prefect automation: {where}: {first['msg']}") from exc
+    return Declared(path, automation.name, automation)
+
+
+def declared(folder: Path = AUTOMATIONS_DIR, block_id: UUID | None = None) -> list[Declared]:
+    """Every automation the folder declares, the notification block filled in."""
+    found = [_load(path, block_id) for path in _files(folder)]
+    names = [d.name for d in found]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise UsageError(f"two automation files in {folder} share the name {twice[0]!r}")
+    return found
+
+
+def _block_id(client: Any, block: str) -> UUID:
+    from prefect.exceptions import ObjectNotFound
+
+    block_type, _, name = block.partition("/")
+    if not block_type or not name:
+        raise UsageError(
+            f"--block must be TYPE/NAME (e.g. slack-webhook/ops-alerts), got {block!r}"
+        )
+    try:
+        found: UUID = client.read_block_document_by_name(name, block_type_slug=block_type).id
+    except ObjectNotFound as exc:
+        raise UsageError(
+            f"no {block_type} block named {name!r} on the Prefect server: create it first"
+            " (the UI's Blocks page, or .save() on a block of prefect.blocks.notifications),"
+            " then apply again"
+        ) from exc
+    return found
+
+
+def _same(existing: Any, wanted: Any) -> bool:
+    """The automation on the server is already as declared (ids and server fields aside)."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    fields = set(AutomationCore.model_fields)
+    have = AutomationCore.model_validate(existing.model_dump(include=fields))
+    return bool(have.model_dump(mode="json") == wanted.model_dump(mode="json"))
+
+
+def apply_automations(
+    folder: Path = AUTOMATIONS_DIR, *, block: str | None = None
+) -> list[AppliedAutomation]:
+    """Create, update or leave alone each declared automation on the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    from flows._prefect_api import check_api
+
+    _files(folder)  # a wrong folder is refused before the server is asked anything
+    url = get_current_settings().api.url
+    if not url:
+        raise UsageError(
+            "no Prefect API configured: set PREFECT_API_URL to the server the deployments are on"
+        )
+    check_api(url)
+    done: list[AppliedAutomation] = []
+    with get_client(sync_client=True) as client:
+        block_id = _block_id(client, block) if block is not None else None
+        for item in declared(folder, block_id):
+            if item.automation is None:
+                done.append(AppliedAutomation(item.name, "skipped"))
+                continue
+            existing = client.read_automations_by_name(item.name)
+            if not existing:
+                new_id = client.create_automation(item.automation)
+                done.append(AppliedAutomation(item.name, "created", new_id))
+                continue
+            first, *extra = existing
+            for duplicate in extra:  # an earlier script may have created it twice
+                client.delete_automation(duplicate.id)
+            if _same(first, item.automation):
+                done.append(AppliedAutomation(item.name, "unchanged", first.id))
+            else:
+                client.update_automation(first.id, item.automation)
+                done.append(AppliedAutomation(item.name, "updated", first.id))
+    return done
