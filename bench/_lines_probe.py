@@ -16,7 +16,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, Field
 
-from ledger._lines import LineSuccess, parse_output_line
+from ledger import LineSuccess, parse_output_line
 
 
 class Review(BaseModel):

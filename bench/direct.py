@@ -78,18 +78,16 @@ SPEC = "__main__:pipeline"
 
 
 def _raw_sequential(n: int, day: date) -> float:
-    from flows.channels.direct import _config
-    from flows.gemini.gateway import shared_client
-    from flows.settings import load_settings
+    from flows.testing import direct_client, direct_config
 
-    client = shared_client(load_settings())
+    client = direct_client()
     t = time.perf_counter()
     for i in range(n):
         prompt = pipeline.build_prompt(i)
         client.models.generate_content(
             model=pipeline.model,
             contents=prompt.text,
-            config=_config(pipeline, prompt.system, prompt.temperature, pipeline.key_of(i, day)),
+            config=direct_config(pipeline, prompt, pipeline.key_of(i, day)),
         )
     return time.perf_counter() - t
 

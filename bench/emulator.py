@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 
 from emulator.testing import RunningEmulator
-from flows.channels._interactions import fetch_json
+from flows.testing import fetch_json
 
 MODEL = "gemini-2.5-flash"
 ROUTE = "GET /v1/interactions/{id}"

@@ -229,7 +229,7 @@ def expected_fates(
     (a transient failure whatever the row's own decision was).
     """
     from emulator import load_scenario
-    from emulator._state import Core
+    from emulator.testing import Core
 
     core = Core(load_scenario(night_scenario()), seed, clock=time.time)
     out: dict[str, tuple[str, int, str | None]] = {}

@@ -105,11 +105,10 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
 
 
 def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
-    from flows._ledger import open_ledger
-    from flows.channels._interactions import Handle, poll_all
     from flows.examples.articles import Article
     from flows.gemini.gateway import gemini_client
     from flows.settings import load_settings
+    from flows.testing import Handle, open_ledger, poll_all
 
     print(f"\n== reclaim: {n} outstanding interactions, {latency_ms:g} ms per interactions.get ==")
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:
@@ -207,7 +206,7 @@ def _settle(ledger: Ledger, n: int) -> None:
 
     """n consumed rows of the pipeline (bulk: enroll, then one UPDATE), plus today's topics."""
     from flows.registry import get_pipeline
-    from flows.run._deliver import enroll_day
+    from flows.testing import enroll_day
 
     chunk = 200_000
     for start in range(0, n, chunk):
@@ -233,9 +232,8 @@ def _settle(ledger: Ledger, n: int) -> None:
 
 
 def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
-    from flows._ledger import open_ledger
-    from flows.run._deliver import enroll_day
     from flows.settings import load_settings
+    from flows.testing import enroll_day, open_ledger
 
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:
         _setup_env(Path(tmp), emu)

@@ -196,7 +196,7 @@ def make_ledger(url: str, n: int) -> None:
 
 def _settle(ledger: Any) -> None:
     """Let the ledger's checkpoint thread finish the set-up's log before anything is timed."""
-    from ledger._db import checkpointer
+    from ledger.testing import checkpointer
 
     helper = checkpointer(ledger.engine)
     if helper is not None:
@@ -219,9 +219,8 @@ def _maxrss_mb() -> float:
 
 def reconcile_once(url: str, output: Path, writer: str = "thread") -> dict[str, object]:
     """Reconcile ``output`` into the ledger at ``url`` (what the flow's core does)."""
-    from flows.channels._batch_io import iter_lines
-    from flows.channels._batch_reconcile import reconcile_lines
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import iter_lines, reconcile_lines
     from ledger import Ledger, Policy
 
     ledger = Ledger(url)
@@ -280,7 +279,7 @@ def parse_floor(output: Path) -> tuple[int, float, float, float]:
     """(lines, CPU seconds reading + orjson.loads only, wall and CPU seconds parse +
     validate, no database); single-threaded, so CPU seconds are what the work costs on one
     core."""
-    from flows.channels._batch_io import iter_lines
+    from flows.testing import iter_lines
 
     loads = orjson.loads
     t = time.process_time()
@@ -297,8 +296,8 @@ def parse_floor(output: Path) -> tuple[int, float, float, float]:
 def parse_validate_time(output: Path) -> tuple[int, float, float]:
     """(lines, wall seconds, CPU seconds) of ``parse_output_line`` over every line: the first
     necessary half of reconcile, the same line model and output-schema validation."""
-    from flows.channels._batch_io import iter_lines
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import iter_lines
     from ledger import parse_output_line
 
     n = 0
@@ -315,8 +314,8 @@ def _bare_chunks(output: Path, chunk_size: int, now: float) -> Any:
     params) for the bare UPDATEs, each sorted by key, each key's first line only (a later
     line for a key already written, which reconcile sends and the ledger refuses, is left
     out: a floor may know it)."""
-    from flows.channels._batch_io import iter_lines
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import iter_lines
     from ledger import LineSuccess, Status, Verdict, parse_output_line
 
     to_json = ReviewLabel.__pydantic_serializer__.to_json
@@ -392,7 +391,7 @@ def bare_update_time(url: str, output: Path, chunk_size: int | None = None) -> d
     writer sorts them. The rows are built first; only the UPDATEs are timed, by wall clock
     and by the CPU of the whole process (its checkpoint thread included, as the writer
     process's CPU includes its own)."""
-    from flows.channels._batch_reconcile import DEFAULT_CHUNK
+    from flows.testing import DEFAULT_CHUNK
     from ledger import Ledger, Status
 
     ledger = Ledger(url, migrate=False)
@@ -416,7 +415,7 @@ def bare_update_time(url: str, output: Path, chunk_size: int | None = None) -> d
 def _execute_many(ledger: Any, sql: str, params: list[tuple[Any, ...]]) -> int:
     """One write transaction as the ledger's verbs open one (BEGIN IMMEDIATE, and a poke of
     the checkpoint thread after the commit), holding one executemany on the driver's cursor."""
-    from ledger._db import checkpointer
+    from ledger.testing import checkpointer
 
     with ledger.engine.connect() as conn, conn.begin():
         cursor = conn.connection.driver_connection.cursor()
@@ -438,8 +437,8 @@ def resubmission_rate(url: str, n: int) -> tuple[int, float, float, float]:
     The floor reads the same reserved rows from the ledger the same way and writes each
     key and stored payload to a file as they are, building no request: the cost of moving
     the rows from the ledger to a file, which no request file can beat."""
-    from flows.channels._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import write_requests
     from ledger import Ledger
 
     ledger = Ledger(url, chunk_size=50_000)

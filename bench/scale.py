@@ -82,8 +82,8 @@ def night_child(n: int, batch_rows: int, file_bytes: int | None) -> dict[str, An
     import orjson
 
     from bench.reconcile import _maxrss_mb
-    from flows.channels._batch_io import write_requests
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import write_requests
     from ledger import Ledger, NewJob
 
     with tempfile.TemporaryDirectory(prefix="gl-night-") as tmp:

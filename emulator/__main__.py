@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from . import serve
+from . import ScenarioError, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,14 +17,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", default=None)
     parser.add_argument("--webhook-secret", default=None)
     args = parser.parse_args(argv)
-    serve(
-        host=args.host,
-        port=args.port,
-        scenario=args.scenario,
-        seed=args.seed,
-        webhook_url=args.webhook_url,
-        webhook_secret=args.webhook_secret,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            scenario=args.scenario,
+            seed=args.seed,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
+        )
+    except ScenarioError as exc:  # a mistake of the user's: one line, exit 1
+        sys.exit(f"error: {exc}")
+    except OSError as exc:
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,37 @@ from typing import IO, Any
 
 import httpx
 
+# The emulator's parts its own unit tests and the benches reach (the answers it generates,
+# its rate meter, the error bodies it sends, its state core): named here so a test never
+# imports a private ``emulator._x`` module (``tests/test_private_imports.py``).
+from ._answers import answer_text, generate_value, rng_for
+from ._errors import (
+    daily_quota,
+    help_only_429,
+    model_not_found,
+    no_quota,
+    project_fault,
+    step_status,
+)
+from ._rates import RateMeter
 from ._scenario import Scenario
+from ._state import Core
 
-__all__ = ["RunningEmulator", "free_port"]
+__all__ = [
+    "Core",
+    "RateMeter",
+    "RunningEmulator",
+    "answer_text",
+    "daily_quota",
+    "free_port",
+    "generate_value",
+    "help_only_429",
+    "model_not_found",
+    "no_quota",
+    "project_fault",
+    "rng_for",
+    "step_status",
+]
 
 
 def free_port() -> int:

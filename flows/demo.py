@@ -79,7 +79,7 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Run the demo night in this process and print the morning report."""
-    from emulator.testing import RunningEmulator
+    from flows._emulator_process import EmulatorProcess
 
     out = console or Console()
     say = out.print
@@ -106,7 +106,7 @@ def run_demo(
     )
     os.environ.setdefault("GEMINI_API_KEY", "demo-key-for-the-local-emulator")
     say(f"[bold]gemini-ledger demo[/]: emulator scenario '{scenario}', ledger {ledger_url}")
-    with RunningEmulator(scenario=scenario, seed=seed) as emu:
+    with EmulatorProcess(scenario=scenario, seed=seed) as emu:
         os.environ.update(emu.env())
         say(f"emulator up at {emu.base_url}; starting Prefect (a temporary local server)")
         # Imported only now: Prefect reads PREFECT_HOME when it is first imported.

@@ -4,7 +4,6 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._classify import INTERACTION_LOST, Failure, Verdict, classify, classify_response
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -27,6 +26,8 @@ from ledger._errors import (
     UnknownJob,
     UsageError,
 )
+from ledger._failure import INTERACTION_LOST, Failure, Verdict
+from ledger._finish import classify_response
 from ledger._keys import KEY_MAX, PIPELINE_NAME_MAX, key_problem, shown_key
 from ledger._lines import (
     LineFailure,
@@ -68,6 +69,7 @@ from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState
+from ledger._verdicts import classify
 
 __all__ = [
     "DEFAULT_DATABASE_URL",

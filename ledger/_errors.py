@@ -36,7 +36,7 @@ leaves marked ``flows.*`` are defined where they are raised and subclass a categ
         └── flows.registry.UnknownPipeline
 
 Deliberately outside the tree, as control flow that never reaches the command line:
-``ledger._classify.ClassifiedError`` and ``flows.channels.direct.AttemptFailed`` carry one row's
+``ledger._failure.ClassifiedError`` and ``flows.channels.direct.AttemptFailed`` carry one row's
 :class:`~ledger.Failure` between a channel's attempt and its retry condition, and the webhook
 receiver's refusals (``flows.webhooks._app.BadRequest`` ...) each become an HTTP response.
 """

@@ -1,4 +1,5 @@
-"""Jobs on their way out: enroll, reserve, bind a handle, take over, release."""
+"""Jobs on their way out: enroll, reserve, bind a handle, take over, release (or park
+before sending)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
-from ledger._classify import Failure
+from ledger._failure import Failure
 from ledger._records import (
     PROMPT_CLASS_PREFIX,
     Enrollment,
@@ -555,3 +556,48 @@ class JobVerbs(LedgerBase):
                 {"n": released, "r": reservation},
             )
         return released
+
+    def park_keys(self, reservation: str, keys: Sequence[str], failure: Failure) -> int:
+        """Park some of a reservation's jobs before anything was sent: a request the API can
+        never take (larger than a whole batch input file) is the row's own fault.
+
+        One transaction, like :meth:`release_keys`: the attempt the reservation counted is
+        given back (nothing was sent or billed), the rows leave the batch's members, and no
+        other pass can reserve them in between.
+        """
+        if not keys:
+            return 0
+        now = self.clock()
+        parked = 0
+        with self._write() as conn:
+            for chunk in chunks(keys, 5000):
+                params = {
+                    "r": reservation,
+                    "now": now,
+                    "keys": chunk,
+                    "cls": failure.parked_class(),
+                    "msg": redact(failure.message)[:MESSAGE_LIMIT],
+                }
+                parked += conn.execute(
+                    text(
+                        f"UPDATE jobs SET status = {MOVES['park_keys'].to(S.PARKED)},"
+                        " attempts = attempts - 1, reservation = NULL, error_class = :cls,"
+                        " error_message = :msg, parked_at = :now,"
+                        " first_failure_at = COALESCE(first_failure_at, :now),"
+                        " last_failure_at = :now, updated_at = :now"
+                        " WHERE key IN :keys AND reservation = :r AND "
+                        f" {MOVES['park_keys'].where()}"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                ).rowcount
+                conn.execute(
+                    text(
+                        "DELETE FROM batch_members WHERE reservation = :r AND key IN :keys"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    params,
+                )
+            conn.execute(
+                text("UPDATE batch_jobs SET rows = rows - :n WHERE reservation = :r"),
+                {"n": parked, "r": reservation},
+            )
+        return parked

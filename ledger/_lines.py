@@ -23,17 +23,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ledger._classify import (
-    Failure,
-    Verdict,
-    as_mapping,
-    candidate_text,
-    classify,
-    classify_response,
-    empty_answer,
-    is_empty_answer,
-    validation_summary,
-)
+from ledger._failure import Failure, Verdict, is_empty_answer
+from ledger._finish import candidate_text, classify_response, empty_answer
+from ledger._verdicts import classify, validation_summary
+from ledger._wire import as_mapping
 
 __all__ = [
     "Candidate",

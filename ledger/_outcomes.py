@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 
-from ledger._classify import Failure
 from ledger._errors import InvalidTransition
+from ledger._failure import Failure
 from ledger._models import Status
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,

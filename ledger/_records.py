@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ledger._classify import Failure
+from ledger._failure import Failure
 from ledger._lines import Usage
 from ledger._models import Job
 

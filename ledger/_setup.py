@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._classify import Describe
 from ledger._errors import GeminiLedgerError, LedgerBusy
 from ledger._redact import redact
+from ledger._verdicts import Describe
 
 __all__ = ["KeySource", "SetupFault", "SetupKind", "setup_fault"]
 

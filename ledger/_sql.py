@@ -16,7 +16,7 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._classify import POSSIBLY_BILLED_CODES, Failure
+from ledger._failure import POSSIBLY_BILLED_CODES, Failure
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
@@ -80,7 +80,7 @@ BATCH_RESERVING, BATCH_SUBMITTED, BATCH_RELEASED, BATCH_REFUSED = (
     for b in (BatchState.RESERVING, BatchState.SUBMITTED, BatchState.RELEASED, BatchState.REFUSED)
 )
 
-# The failure code of an answer the output schema refuses (ledger._classify names it).
+# The failure code of an answer the output schema refuses (ledger._verdicts names it).
 SCHEMA_CODE = "schema"
 
 # The current revision of the pipeline named by the ``:pipeline`` parameter (NULL when the

@@ -188,6 +188,13 @@ TRANSITIONS: dict[str, Transition] = {
             "and leaves the batch's members",
         ),
         Transition(
+            "park_keys",
+            (S.RESERVING,),
+            (S.PARKED,),
+            ("status", "attempts", "reservation", "error_class", "error_message", "parked_at"),
+            "a request no batch file can carry: attempt given back, leaves the batch's members",
+        ),
+        Transition(
             "unsubmit",
             (S.SUBMITTED,),
             (S.PENDING, S.RETRYABLE),

@@ -230,18 +230,21 @@ def pytest_collection_modifyitems(
     share a module-scoped fixture run on one worker: split across two, each worker would
     start its own copy (a Prefect server subprocess, a deployed prefect.yaml).
 
-    In a worker, the ``slow`` tests (minutes each: the multi-worker night, the demo, the
-    scheduler) are moved to the front, so that they start at once and the other workers
-    take the rest meanwhile, instead of one of them starting last and running alone.
-    A plain run keeps the files' order. The ``system`` marker is added (``SYSTEM_TIER``)
-    before ``-m`` deselects by marker: this wrapper runs before the other plugins' hooks."""
+    In a worker, the tests are put in the order the workers should take them: the ``alone``
+    test (the multi-worker night) first, then the fast tier (which may run beside it: see
+    ``pytest_runtest_protocol``), then the other ``slow`` tests (minutes each: the demo, the
+    scheduler), then the rest of the system tier; so the long tests start early and the
+    other workers take the short ones meanwhile, instead of a long one starting last and
+    running alone. A plain run keeps the files' order. The ``system`` marker is added
+    (``SYSTEM_TIER``) before ``-m`` deselects by marker: this wrapper runs before the other
+    plugins' hooks."""
     for item in items:
         # The tier (scripts/test.sh): see SYSTEM_TIER.
         path = item.nodeid.split("::")[0]
         if path in SYSTEM_TIER or any(item.get_closest_marker(m) for m in ("slow", "alone")):
             item.add_marker(pytest.mark.system)
     if _xdist_worker(config):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=_start_order)
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None or item.get_closest_marker("xdist_group"):
@@ -253,6 +256,16 @@ def pytest_collection_modifyitems(
     yield  # every other plugin's hook, pytest-xdist's among them
     if getattr(config.option, "loadgroup", False):
         _mark_groups_in_node_ids(items)
+
+
+def _start_order(item: pytest.Item) -> int:
+    """Where a test goes in an xdist worker's order (a stable sort keeps the files' order
+    within each rank): see pytest_collection_modifyitems."""
+    if item.get_closest_marker("alone"):
+        return 0
+    if not item.get_closest_marker("system"):
+        return 1
+    return 2 if item.get_closest_marker("slow") else 3
 
 
 def _mark_groups_in_node_ids(items: list[pytest.Item]) -> None:
@@ -271,13 +284,15 @@ def _mark_groups_in_node_ids(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Under xdist, a test marked ``alone`` runs while no other worker runs a test.
+    """Under xdist, a test marked ``alone`` runs while no other worker runs a system test.
 
     The multi-worker night starts three Prefect workers and their flow-run processes; beside
-    another worker's tests on 2 cores it ran past its 600 s timeout. Every test takes a
-    shared lock on a file of this run, an ``alone`` test an exclusive one; outside
-    pytest-timeout's timer (this wrapper is outermost), so waiting is never counted."""
-    if not _xdist_worker(item.config):
+    another worker's system tests (servers, workers, killed ticks) on 2 cores it ran past
+    its 600 s timeout. Beside the fast tier's tests it leaves the other worker busy instead
+    of idle. Every system test takes a shared lock on a file of this run, an ``alone`` test
+    an exclusive one, a fast-tier test none; outside pytest-timeout's timer (this wrapper is
+    outermost), so waiting is never counted."""
+    if not _xdist_worker(item.config) or not item.get_closest_marker("system"):
         return (yield)
     import fcntl
 

@@ -7,8 +7,8 @@ when it starts. Reading the outcome back goes through the same settings.
 
 from __future__ import annotations
 
-from flows._ledger import open_ledger
 from flows.settings import load_settings
+from flows.testing import open_ledger
 from ledger import Ledger
 
 __all__ = ["run_ledger"]

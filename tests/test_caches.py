@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
-from flows import _caches
-from flows._ledger import open_ledger
-from flows.channels._channel import RunContext
 from flows.examples.reviews import pipeline as reviews
 from flows.gemini.gateway import find_api_key, key_source, shared_client
 from flows.settings import Settings
+from flows.testing import RunContext, open_ledger
+from flows.testing import process_caches as _caches
 
 
 def test_reset_forgets_the_ledgers_keys_and_clients(sqlite_url: str) -> None:

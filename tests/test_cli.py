@@ -163,3 +163,28 @@ def test_status_says_how_often_batch_submission_was_refused(sqlite_url, monkeypa
     assert "The model is overloaded." in table.output
     data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert data["batch_submission_refused"]["p"]["times"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--scenario", "bogus"], "no built-in scenario or file named 'bogus'"),
+        (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:"),
+    ],
+    ids=["bad-scenario", "address-not-ours"],
+)
+def test_emulator_command_mistakes_are_one_line_and_exit_1(args: list[str], said: str) -> None:
+    """`gemini-ledger emulator` (which becomes `python -m emulator`) answers a bad scenario or
+    an address it cannot listen on with one line and exit code 1, no traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "emulator", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], lines

@@ -18,14 +18,15 @@ from ledger import (
     LedgerConfigError,
     SetupKind,
     TransientError,
-    _db,
+    make_engine,
     setup_fault,
 )
+from ledger.testing import atomic, sqlite_busy_timeout
 
 # Control flow that never reaches the command line: carriers of one row's failure inside a
 # channel, and the webhook receiver's refusals (each becomes an HTTP response).
 _CARRIERS = {
-    "ledger._classify.ClassifiedError",
+    "ledger._failure.ClassifiedError",
     "flows.channels.direct.AttemptFailed",
     "flows.webhooks._app.BadRequest",
     "flows.webhooks._app.TooLarge",
@@ -34,7 +35,7 @@ _CARRIERS = {
 
 
 def _public_errors() -> dict[str, type[BaseException]]:
-    modules = [ledger, importlib.import_module("ledger._classify")]
+    modules = [ledger, importlib.import_module("ledger.testing")]
     for info in pkgutil.walk_packages(flows.__path__, "flows."):
         modules.append(importlib.import_module(info.name))
     found: dict[str, type[BaseException]] = {}
@@ -60,12 +61,12 @@ def test_every_public_error_descends_from_the_root():
 
 def test_the_tree_keeps_the_bases_callers_catch():
     """Leaves keep the builtin bases callers relied on (ValueError, RuntimeError, LookupError)."""
-    from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
     from flows.cli import CliError
     from flows.errors import UsageError
     from flows.gemini.gateway import GatewayConfigError
     from flows.registry import UnknownPipeline
     from flows.settings import SettingsError
+    from flows.testing import PrefectApiUnreachable, TemporaryServerError
 
     assert issubclass(UsageError, ValueError) and issubclass(CliError, ValueError)
     assert issubclass(SettingsError, ValueError) and issubclass(SettingsError, LedgerConfigError)
@@ -79,19 +80,19 @@ def test_the_tree_keeps_the_bases_callers_catch():
     assert not issubclass(LedgerBusy, ConfigurationError)
 
 
-def test_a_locked_sqlite_ledger_is_transient_not_configuration(sqlite_url, monkeypatch):
+def test_a_locked_sqlite_ledger_is_transient_not_configuration(sqlite_url):
     """SQLite's "database is locked" becomes LedgerBusy (transient) and halts as ledger_busy."""
-    monkeypatch.setattr(_db, "_SQLITE_BUSY_TIMEOUT_S", 0.01)  # fail the wait fast
     holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    engine = _db.make_engine(sqlite_url)
-    try:
-        with pytest.raises(LedgerBusy) as caught, _db.atomic(engine) as conn:
-            conn.exec_driver_sql("SELECT 1")
-    finally:
-        holder.rollback()
-        holder.close()
-        engine.dispose()
+    with sqlite_busy_timeout(0.01):  # fail the wait fast
+        engine = make_engine(sqlite_url)
+        try:
+            with pytest.raises(LedgerBusy) as caught, atomic(engine) as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            holder.rollback()
+            holder.close()
+            engine.dispose()
     assert "database is locked" in str(caught.value)
     assert not isinstance(caught.value, LedgerConfigError)
     fault = setup_fault(caught.value)

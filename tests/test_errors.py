@@ -142,7 +142,7 @@ def test_a_malformed_ledger_file_is_one_line(project, monkeypatch, sqlite_url):
         model="m",
     )
     ledger.dispose()
-    from ledger._db import checkpointer
+    from ledger.testing import checkpointer
 
     path = Path(sqlite_url.removeprefix("sqlite:///"))
     cp = checkpointer(ledger.engine)

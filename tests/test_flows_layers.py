@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows.crash",
             "flows._ledger",
             "flows._prefect_api",
+            "flows._emulator_process",
             "flows.examples",
         ),
     ),
@@ -31,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run", ("flows.run",)),
     ("channels", ("flows.channels",)),
     ("flows", ("flows.tick", "flows.reconcile", "flows.webhooks", "flows.ops")),
-    ("entry", ("flows.cli", "flows.demo")),
+    ("entry", ("flows.cli", "flows.demo", "flows.testing")),
 ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from flows.gemini._errors import certainly_refused, describe, http_code, is_not_found
+from flows.testing import certainly_refused, describe, http_code, is_not_found
 from ledger import ApiFailure, SetupKind, Transport, Verdict, classify, setup_fault
 
 # The private SDK module the adapter reaches into, and what it uses there.

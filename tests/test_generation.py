@@ -145,15 +145,19 @@ def test_settings_are_part_of_the_revision_and_leave_old_pipelines_alone(sqlite_
 
 def _send_all_three(emulator: Any, settings: GenerationSettings, item: Prompt) -> None:
     """Send ``item`` under ``settings`` the way each channel builds its request."""
-    from flows.channels._batch_io import create_batch_job, upload_requests, write_requests
-    from flows.channels._interactions import create_kwargs
-    from flows.channels.direct import _config
+    from flows.testing import (
+        create_batch_job,
+        create_kwargs,
+        direct_config,
+        upload_requests,
+        write_requests,
+    )
 
     client = emulator.client()
     model = "gemini-3-flash-preview"
     direct = _pipeline(model=model, channel=Channel.DIRECT, generation=settings)
     client.models.generate_content(
-        model=model, contents=item.text, config=_config(direct, item, "wire:direct")
+        model=model, contents=item.text, config=direct_config(direct, item, "wire:direct")
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.jsonl"
@@ -195,12 +199,12 @@ def test_an_item_override_reaches_every_channel(emulator) -> None:
 
 
 def _generate(emulator: Any, settings: GenerationSettings, key: str) -> Any:
-    from flows.channels.direct import _config
+    from flows.testing import direct_config
 
     p = _pipeline(channel=Channel.DIRECT, generation=settings)
     client = emulator.client()  # held: a collected client closes its connections
     return client.models.generate_content(
-        model=p.model, contents="classify this", config=_config(p, Prompt(text="x"), key)
+        model=p.model, contents="classify this", config=direct_config(p, Prompt(text="x"), key)
     )
 
 
@@ -264,7 +268,7 @@ def test_hooks_get_the_run_and_on_result_gets_what_the_item_kept(sqlite_url) -> 
     """load_items, key_of and build_prompt that take a Run get the day and the run's
     params; on_result that takes a third argument gets the item's kept data back from the
     ledger; hooks written the old way still get their usual arguments."""
-    from flows.run._deliver import DeliveryPoints, deliver_done, enroll_day
+    from flows.testing import DeliveryPoints, deliver_done, enroll_day
 
     SEEN.clear()
 
@@ -313,7 +317,7 @@ def test_an_item_keeping_too_much_is_parked_as_its_own_prompt_failure(sqlite_url
             text=item, keep={"blob": "x" * (5000 if item == "big" else 10)}
         ),
     )
-    from flows.run._deliver import enroll_day
+    from flows.testing import enroll_day
 
     ledger = Ledger(sqlite_url)
     out = enroll_day(ledger, p, DAY)
@@ -323,21 +327,21 @@ def test_an_item_keeping_too_much_is_parked_as_its_own_prompt_failure(sqlite_url
 
 def test_tick_param_options_become_run_params() -> None:
     """`tick --param NAME=VALUE` gives the hooks ``run.params``; a malformed one is refused."""
-    from flows.cli._run import _params
     from flows.errors import UsageError
+    from flows.testing import tick_params
 
-    assert _params(["language=French", "tone= dry=ish"]) == {
+    assert tick_params(["language=French", "tone= dry=ish"]) == {
         "language": "French",
         "tone": " dry=ish",
     }
     with pytest.raises(UsageError, match="NAME=VALUE"):
-        _params(["language"])
+        tick_params(["language"])
 
 
 def test_an_item_keeping_a_secret_is_parked_and_the_secret_never_stored(sqlite_url) -> None:
     """Kept data lives in the ledger: an item keeping a registered secret is parked
     `prompt:ValueError` and neither its payload nor its message holds the secret."""
-    from flows.run._deliver import enroll_day
+    from flows.testing import enroll_day
     from ledger import register_secret
 
     secret = "gl-test-secret-0123456789abcdef"

@@ -55,7 +55,7 @@ def test_settings_reach_the_api_on_every_channel(
     prompt built with the tick's run parameters); the answer thinks as the level says, the
     item cut at its own limit is parked `truncated` (no retry), and on_result gets the
     delivered item's kept data."""
-    from flows._ledger import open_ledger
+    from flows.testing import open_ledger
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)

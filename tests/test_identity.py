@@ -8,11 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flows import registry
-from flows._ledger import open_ledger
 from flows.cli import app
 from flows.identity import claim_pipeline
-from flows.run._deliver import enroll_day
 from flows.settings import Settings
+from flows.testing import enroll_day, open_ledger
 from ledger import Ledger, NewJob, PipelineConflict
 
 runner = CliRunner()

@@ -12,8 +12,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.pipeline import Pipeline, Prompt
-from flows.run._deliver import DeliveryPoints, deliver_done
-from flows.run._stop import Stopped, raise_if_stopped, request_stop, stop_on_signals, stop_requested
+from flows.testing import (
+    DeliveryPoints,
+    Stopped,
+    deliver_done,
+    raise_if_stopped,
+    request_stop,
+    stop_on_signals,
+    stop_requested,
+)
 from ledger import Channel, Ledger, NewJob, ResultRow
 
 log = logging.getLogger("tests.stop")

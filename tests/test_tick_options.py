@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from flows.channels._channel import TickOptions
 from flows.errors import UsageError
 from flows.settings import load_settings
+from flows.testing import TickOptions
 
 
 @pytest.mark.parametrize(

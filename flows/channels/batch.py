@@ -267,9 +267,8 @@ def _send(
             # Rows past the file's size limit wait for the next batch job (their attempt
             # given back: they were never sent). A request larger than a whole file is the
             # row's own fault: parked, never sent.
-            ledger.release_keys(reservation, left_out + too_large)
-            for key in too_large:
-                ledger.park(key, _TOO_LARGE, from_status=(Status.PENDING, Status.RETRYABLE))
+            ledger.release_keys(reservation, left_out)
+            ledger.park_keys(reservation, too_large, _TOO_LARGE)
             refused[f"parked {_TOO_LARGE.parked_class()}"] += len(too_large)
             log.info(
                 "%s: %s split at the %d-byte file limit: %d rows left for the next job",

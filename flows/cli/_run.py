@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -43,21 +45,22 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (point the SDK at it with GOOGLE_GEMINI_BASE_URL)."""
-    import emulator as emu
+    from flows._emulator_process import emulator_command
 
-    try:
-        emu.serve(
-            host=host,
-            port=port,
-            scenario=scenario,
-            seed=seed,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-        )
-    except emu.ScenarioError as exc:
-        raise UsageError(str(exc)) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    # The emulator stands apart from flows (never imported here): this process becomes
+    # ``python -m emulator``, which says where it listens, or gives one line and exits 1 for
+    # a bad scenario or a taken port.
+    cmd = emulator_command(
+        host=host,
+        port=port,
+        scenario=scenario,
+        seed=seed,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
 
 
 @app.command()

@@ -33,6 +33,7 @@ __all__ = [
     "Article",
     "article_path",
     "articles_dir",
+    "build_prompt",
     "load_topics",
     "pipeline",
     "safe_filename",

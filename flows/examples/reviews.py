@@ -38,6 +38,7 @@ __all__ = [
     "RESULTS_URL_ENV",
     "ReviewLabel",
     "ReviewLabelRow",
+    "build_prompt",
     "load_reviews",
     "pipeline",
     "results_engine",

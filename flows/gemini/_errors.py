@@ -30,7 +30,7 @@ from google.genai._gaos.lib import compat_errors
 
 import ledger
 from ledger import ApiFailure, Failure, SetupFault, Transport
-from ledger._classify import error_object, error_reasons, quota_ids, retry_delay_of
+from ledger._wire import error_object, error_reasons, quota_ids, retry_delay_of
 
 __all__ = [
     "certainly_refused",

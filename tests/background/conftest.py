@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -16,6 +14,7 @@ import pytest
 
 from ledger import Ledger
 from tests.child_env import child_env
+from tests.prewarmed import CliRun, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "tests.background.pipelines:tiny"
@@ -67,17 +66,11 @@ class Bench:
         env.update(extra)
         return env
 
-    def cli_tick(self, *, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
-        """One tick in a real subprocess through the CLI, as cron would run it."""
-        cmd = [sys.executable, "-m", "flows.cli", "tick", PIPELINE, "--day", DAY.isoformat()]
-        return subprocess.run(
-            [*cmd, "--json"],
-            cwd=ROOT,
-            env=self.sub_env(**extra),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+    def cli_tick(self, *, timeout: float = 120, **extra: str) -> CliRun:
+        """One tick in a real subprocess through the CLI, as cron would run it (forked from
+        a process that has done the imports: tests/prewarmed.py)."""
+        args = ["tick", PIPELINE, "--day", DAY.isoformat(), "--json"]
+        return run_cli(args, env=self.sub_env(**extra), cwd=ROOT, timeout=timeout)
 
     def submissions(self) -> dict[str, int]:
         subs: dict[str, int] = self.emulator.stats()["submissions"]

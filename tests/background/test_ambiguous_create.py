@@ -94,7 +94,7 @@ def test_the_interactions_clients_timeout_is_ambiguous_and_a_failed_connect_is_n
     import httpx2
     from google.genai import _interactions_errors as sdk
 
-    from flows.gemini._errors import may_have_been_carried_out
+    from flows.testing import may_have_been_carried_out
 
     request = httpx2.Request("POST", "http://127.0.0.1:9/v1beta/interactions")
     assert may_have_been_carried_out(sdk.APITimeoutError(request=request))

@@ -197,10 +197,10 @@ def test_channel_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
     nothing."""
     import pytest
 
-    from flows.channels._channel import RunContext
     from flows.channels.background import BackgroundChannel
     from flows.registry import get_pipeline
     from flows.settings import load_settings
+    from flows.testing import RunContext
 
     settings = load_settings()
     ctx = RunContext(

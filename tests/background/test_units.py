@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from flows.channels._interactions import (
+from flows.examples import articles
+from flows.gemini.gateway import KEY_HEADER, gemini_client
+from flows.pipeline import Prompt
+from flows.settings import load_settings
+from flows.testing import (
     LABEL_KEY,
     RUNNING,
     Handle,
@@ -20,10 +24,6 @@ from flows.channels._interactions import (
     poll_all,
     usage_of,
 )
-from flows.examples import articles
-from flows.gemini.gateway import KEY_HEADER, gemini_client
-from flows.pipeline import Prompt
-from flows.settings import load_settings
 from ledger import Failure, FailureRow, Ledger, NewJob, Policy, ResultRow, Verdict
 
 from .pipelines import Note

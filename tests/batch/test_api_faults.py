@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from flows.gemini._pricing import load_prices
 from flows.gemini.gateway import gemini_client
-from flows.ops._halt_history import HaltHistory
 from flows.ops.summary import build_summary, render_markdown
 from flows.settings import load_settings
+from flows.testing import HaltHistory, load_prices
 from flows.tick import tick
 from ledger import morning_view
 from tests.ledgers import run_ledger
@@ -211,8 +210,8 @@ def test_a_failed_or_cancelled_jobs_partial_output_is_applied_first(
 def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> None:
     """A job's inlined responses (the SDK's objects) become output lines keyed by each
     request's metadata key, which the line parser reads like a responses file's lines."""
-    from flows.channels.batch import _inlined_lines
     from flows.examples.reviews import ReviewLabel
+    from flows.testing import inlined_lines
     from ledger import LineSuccess, parse_output_line
 
     client = gemini_client(load_settings())
@@ -228,7 +227,7 @@ def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> No
         for i in range(3)
     ]
     job = client.batches.create(model="gemini-2.5-flash", src=src, config={"display_name": "il"})
-    lines = _inlined_lines(client.batches.get(name=job.name))
+    lines = inlined_lines(client.batches.get(name=job.name))
     assert lines is not None
     parsed = [parse_output_line(line, ReviewLabel) for line in lines]
     assert [p.key for p in parsed] == ["inline:0", "inline:1", "inline:2"]

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from flows.ops.replay import replay
 from flows.pipeline import Pipeline, Prompt
-from flows.run._deliver import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done
 from flows.settings import Settings
+from flows.testing import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done
 from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow
 from tests.ledgers import run_ledger

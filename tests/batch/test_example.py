@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from flows.channels._batch_io import RequestWriter, batch_request, write_requests
 from flows.examples.reviews import (
     ReviewLabel,
     ReviewLabelRow,
@@ -19,6 +18,7 @@ from flows.examples.reviews import (
     results_engine,
 )
 from flows.pipeline import Prompt
+from flows.testing import RequestWriter, batch_request, write_requests
 from tests.ledgers import run_ledger
 
 from .conftest import DAY, tick_until_settled

@@ -154,7 +154,7 @@ def test_a_file_older_than_the_api_keeps_files_is_marked_gone_without_a_call(
     """A file recorded over 48 h ago is gone from the API anyway: marked, no call made."""
     import logging
 
-    from flows.channels._batch_files import FILES_KEPT_S, clean_files
+    from flows.testing import FILES_KEPT_S, clean_files
     from tests.batch.pipelines import daily_reviews
 
     now = [1000.0]

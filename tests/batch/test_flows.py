@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from flows.settings import load_settings
+from flows.testing import batches_per_tick
 from flows.tick import tick
 from tests.ledgers import run_ledger
 
@@ -129,21 +130,20 @@ def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
 
 
 def test_a_night_is_split_within_the_request_and_file_size_limits(
-    batch_env: dict[str, Any], monkeypatch
+    batch_env: dict[str, Any],
 ) -> None:
     """With 15 requests per job and 8,000-byte input files, 40 rows go out as jobs that each
     respect both limits, over several ticks when a tick may create only 3 jobs; every row is
     sent once and delivered once."""
-    import flows.channels.batch as batch
     from flows.gemini.gateway import gemini_client
 
-    monkeypatch.setattr(batch, "_MAX_BATCHES_PER_TICK", 3)
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     spec = "tests.batch.pipelines:split_reviews"
-    first = tick(pipeline=spec, day=DAY)
-    assert len(first.submit.batches) == 3 and first.submitted < 40
-    reports = [first, *tick_until_settled(spec, "split")]
+    with batches_per_tick(3):
+        first = tick(pipeline=spec, day=DAY)
+        assert len(first.submit.batches) == 3 and first.submitted < 40
+        reports = [first, *tick_until_settled(spec, "split")]
     names = [b for r in reports for b in r.submit.batches]
     ledger = run_ledger()
     # Each input file is recorded under its batch's reservation with its size (and deleted

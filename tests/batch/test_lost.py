@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from google.genai import errors
 
-from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason
 from flows.reconcile import reconcile
 from flows.settings import Settings
+from flows.testing import SUBMITTED_ENV, lost_reason
 from flows.tick import tick
 from ledger import Ledger
 from tests.child_env import child_env

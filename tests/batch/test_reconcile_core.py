@@ -7,10 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from flows.channels._batch_io import iter_lines
-from flows.channels._batch_reconcile import reconcile_lines, writer_for
 from flows.examples.reviews import ReviewLabel
 from flows.settings import Settings
+from flows.testing import iter_lines, reconcile_lines, writer_for
 from ledger import Ledger, NewJob, Policy
 
 N = 60

@@ -10,16 +10,16 @@ from typing import Any
 
 import orjson
 
-from flows.channels._batch_io import download_output, iter_lines, output_file_of
-from flows.channels._batch_reconcile import reconcile_lines
 from flows.examples.reviews import ReviewLabel
 from flows.gemini.gateway import gemini_client
 from flows.reconcile import reconcile
 from flows.settings import load_settings
+from flows.testing import download_output, iter_lines, output_file_of, reconcile_lines
 from flows.tick import tick
 from ledger import Ledger
 from tests.child_env import child_env
 from tests.ledgers import run_ledger
+from tests.prewarmed import CliRun, run_cli
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 
@@ -27,17 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = "tests.batch.pipelines:small_reviews"
 
 
-def _tick_in_subprocess(env_extra: dict[str, str], trace: Path) -> subprocess.CompletedProcess[str]:
+def _tick_in_subprocess(env_extra: dict[str, str], trace: Path) -> CliRun:
+    """One CLI tick in a process of its own (forked from one that has done the imports:
+    tests/prewarmed.py), killed where ``env_extra`` arms a crash point."""
     env = child_env(env_extra)
     env["GEMINI_LEDGER_CRASH_TRACE"] = str(trace)
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SMALL, "--day", DAY.isoformat()],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(["tick", SMALL, "--day", DAY.isoformat()], env=env, cwd=ROOT, timeout=180)
 
 
 def _snapshot(ledger: Ledger, pipeline: str) -> list[Any]:

@@ -202,7 +202,7 @@ def test_a_halted_tick_notifies_that_it_halted_and_that_its_run_failed(
     and ends Failed: both automations send their notification, naming the pipeline and run."""
     from prefect import flow, tags
 
-    from flows.run._halt import halts
+    from flows.testing import halts
 
     _, received = webhook_sink
     apply_automations(applied, block=BLOCK)
@@ -252,6 +252,7 @@ def test_parked_jobs_rising_notifies(
 ) -> None:
     """A summary whose parked jobs rose past its threshold raises its event; the automation
     sends the change in a notification."""
+
     _, received = webhook_sink
     apply_automations(applied, block=BLOCK)
     ledger = run_ledger()

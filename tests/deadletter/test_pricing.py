@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.gemini._pricing import UsageLine, estimate_cost, load_prices
 from flows.settings import Settings
+from flows.testing import UsageLine, estimate_cost, load_prices
 
 
 def test_longest_priced_prefix_wins():

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from flows.channels._channel import RunContext
 from flows.settings import Settings
+from flows.testing import RunContext
 from flows.tick import open_channel
 from ledger import Channel, Ledger, NewJob, ResultRow, Status
 

@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import date
 
-from flows.channels._channel import RunContext
 from flows.channels.background import BackgroundChannel
-from flows.channels.batch import _Lease, _send
 from flows.settings import Settings
+from flows.testing import BatchLease, RunContext, send_batch
 from ledger import Ledger, NewJob, ResultRow, Status
 
 from . import pipelines
@@ -97,7 +96,7 @@ def test_a_batch_reservation_taken_over_is_not_sent_by_its_old_pass(ledger_url: 
     name = pipelines.batch.name
     _enroll(ledger, name, 3)
     ledger.reserve(pipeline=name, limit=3, reservation="gl-x", batch_model="m")
-    with _Lease(ledger, "gl-x", AGE) as lease:
+    with BatchLease(ledger, "gl-x", AGE) as lease:
         clock.advance(3 * AGE)
         first = lease.seen
         assert _eventually(lambda: lease.seen != first)
@@ -109,7 +108,7 @@ def test_a_batch_reservation_taken_over_is_not_sent_by_its_old_pass(ledger_url: 
             assert rec is not None
             assert ledger.lease_batch("gl-x", seen_lease=rec.leased_at)
         # No client: the old pass must not get as far as an upload.
-        sent = _send(ledger, None, pipelines.batch, "gl-x", lease)
+        sent = send_batch(ledger, None, pipelines.batch, "gl-x", lease)
     assert sent["batch"] is None and sent["taken_over"]
     assert {j.status for j in ledger.jobs(pipeline=name)} == {Status.RESERVING}
 

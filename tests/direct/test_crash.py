@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from tests.child_env import child_env
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
 from tests.ledgers import run_ledger
+from tests.prewarmed import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,14 +27,9 @@ def _killed_run(point: str, prefect_api: str, tmp_path: Path) -> None:
             "PYTHONPATH": str(ROOT),
         }
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    # A process of its own, forked from one that has done the imports (tests/prewarmed.py).
+    proc = run_cli(["tick", SPEC, "--day", DAY.isoformat()], env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert trace.read_text().splitlines()[-1] == point
 
 

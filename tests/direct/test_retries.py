@@ -8,7 +8,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows._ledger import open_ledger
+from flows.testing import open_ledger
 from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted

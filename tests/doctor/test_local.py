@@ -9,15 +9,15 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from emulator.testing import free_port
 from flows.ops.doctor import Outcome, run_checks
-from flows.ops.doctor._local import (
+from flows.settings import Settings, load_settings_reporting
+from flows.testing import (
     check_api_key,
     check_ledger,
     check_pipelines,
+    check_prefect,
     check_prices,
     check_settings,
 )
-from flows.ops.doctor._prefect import check_prefect
-from flows.settings import Settings, load_settings_reporting
 from ledger import Ledger, NewJob, make_engine
 from tests.child_env import child_env
 
@@ -142,7 +142,7 @@ def test_without_a_prefect_server_it_says_a_temporary_one_would_be_used(tmp_path
 
 def test_the_webhook_secret_is_optional_but_checked_when_set() -> None:
     """Unset: skipped; a valid whsec_ secret: ok; one that is not base64: fails with its fix."""
-    from flows.ops.doctor._local import check_webhook_secret
+    from flows.testing import check_webhook_secret
     from tests.webhooks.signing import SECRET
 
     assert check_webhook_secret(Settings.given()).outcome is Outcome.SKIP

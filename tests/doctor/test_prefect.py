@@ -20,9 +20,8 @@ from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Schedule
 from prefect.types._datetime import now
 
 from flows.ops.doctor import Check, Outcome
-from flows.ops.doctor._local import check_api_key
-from flows.ops.doctor._prefect import check_prefect
 from flows.settings import Settings
+from flows.testing import check_api_key, check_prefect
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop
 from tests.webhooks.signing import wait_until

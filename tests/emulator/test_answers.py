@@ -8,7 +8,7 @@ import orjson
 import pytest
 from pydantic import BaseModel, Field
 
-from emulator._answers import answer_text, generate_value, rng_for
+from emulator.testing import answer_text, generate_value, rng_for
 
 from .models import Article, Reading, ReviewLabel
 

@@ -130,7 +130,7 @@ def test_route_faults_on_interactions_create_accept_then_time_out(
 ) -> None:
     """route_faults "accepted_504" on interactions.create: the interaction is made (counted,
     billed) and the caller gets 504 DEADLINE_EXCEEDED; a "500" makes nothing; then ok."""
-    from flows.gemini._errors import describe
+    from flows.testing import describe
 
     emu.set_scenario({"route_faults": {"interactions.create": ["accepted_504", "500"]}})
     kwargs = {

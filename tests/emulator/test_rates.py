@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator._rates import RateMeter
-from emulator.testing import RunningEmulator
+from emulator.testing import RateMeter, RunningEmulator
 
 from .helpers import MODEL
 

@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
 from flows.gemini import gateway
-from flows.run._halt import HALTED_EVENT, resource_id
+from flows.testing import HALTED_EVENT, resource_id
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, GOOD_KEY, Channel, tick_command
 
@@ -185,10 +185,7 @@ def secret_block(world, monkeypatch) -> Iterator[Any]:
     gateway read is forgotten (the block no longer holds it)."""
     from prefect.blocks.system import Secret
 
-    from flows import _caches
-
-    def forget() -> None:  # the key (and a client holding it) read once per process
-        _caches.reset()
+    from flows.testing import forget_api_keys as forget
 
     saved: list[str] = []
     forget()

@@ -12,9 +12,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.gemini._pricing import load_prices
-from flows.ops._halt_history import read_halts
 from flows.ops.summary import build_summary, render_markdown
+from flows.testing import load_prices, read_halts
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, DAY
 

@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 
 from ledger import Ledger, NewJob
-from ledger._db import _Checkpointer, checkpointer
+from ledger.testing import Checkpointer, checkpointer
 
 
 def test_bulk_writes_are_checkpointed_into_the_database_file(sqlite_url, tmp_path) -> None:
@@ -36,7 +36,7 @@ def test_postgres_ledgers_have_no_checkpointer(postgres_url) -> None:
 def test_a_removed_ledger_file_is_not_recreated_by_the_helper(tmp_path) -> None:
     """A poke for a ledger file that is gone settles without creating an empty database."""
     gone = tmp_path / "gone.db"
-    helper = _Checkpointer(str(gone))
+    helper = Checkpointer(str(gone))
     helper.poke()
     assert helper.settle(timeout=60)
     assert not gone.exists()

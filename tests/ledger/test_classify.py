@@ -28,16 +28,9 @@ from google.genai._gaos.types.interactions.error import Error as InteractionErro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.gemini._errors import classify  # SDK exceptions reach the core through the adapter
-from ledger._classify import (
-    MAX_MESSAGE_LEN,
-    ClassifiedError,
-    Failure,
-    Verdict,
-    classify_response,
-    quota_ids,
-)
-from ledger._redact import redact, register_secret
+from flows.testing import classify
+from ledger import Failure, Verdict, classify_response, redact, register_secret
+from ledger.testing import MAX_MESSAGE_LEN, ClassifiedError, quota_ids
 
 API_KEY = "AIzaSyD-test-classifier-key-000000000000"
 MODEL = "gemini-2.5-flash"
@@ -834,7 +827,7 @@ def test_domain_core_imports_no_sdk_http_or_prefect() -> None:
     import sys
 
     code = (
-        "import sys, ledger, ledger._classify, ledger._lines, ledger._redact, ledger._setup\n"
+        "import sys, ledger, ledger.testing\n"
         "roots = {'google', 'httpx', 'httpx2', 'prefect', 'fastapi', 'starlette', 'uvicorn',"
         " 'requests', 'aiohttp'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in roots))\n"

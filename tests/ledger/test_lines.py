@@ -14,19 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from ledger._classify import Failure, Verdict, classify
-from ledger._lines import (
-    ErrorStatus,
-    GenerateContentResponseLine,
+from ledger import (
+    Failure,
     LineFailure,
     LineSuccess,
-    OutputLine,
     Usage,
+    Verdict,
+    classify,
     extract_text,
     parse_output_line,
-    parse_output_record,
     validate_answer,
 )
+from ledger.testing import ErrorStatus, GenerateContentResponseLine, OutputLine, parse_output_record
 
 CATEGORIES = ("product", "shipping", "service", "other")
 SENTIMENTS = ("positive", "neutral", "negative")

@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from ledger import make_engine, upgrade
-from ledger._db import current_revision, head_revision
+from ledger.testing import current_revision, head_revision
 
 
 def test_migrations_match_the_models(unmigrated_ledger_url):

@@ -12,10 +12,7 @@ from google.genai import errors
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from flows.gemini._errors import (
-    describe,
-    setup_fault,  # SDK exceptions reach the core via the adapter
-)
+from flows.testing import describe, setup_fault
 from ledger import KeySource, Ledger, NewJob, SetupFault, SetupKind
 from ledger import setup_fault as ledger_setup_fault
 

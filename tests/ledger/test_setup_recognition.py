@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulator._errors import (
+from emulator.testing import (
     daily_quota,
     help_only_429,
     model_not_found,
@@ -16,7 +16,7 @@ from emulator._errors import (
     project_fault,
     step_status,
 )
-from flows.gemini._errors import classify, setup_fault
+from flows.testing import classify, setup_fault
 from ledger import ApiFailure, SetupKind
 from tests.ledger.test_classify import (
     BODY_404,
@@ -202,7 +202,7 @@ def test_other_refusals_keep_their_kind() -> None:
 
 def test_the_core_reads_quota_ids_from_a_described_failure() -> None:
     """The neutral ApiFailure carries the QuotaFailure quotaIds the edge adapter read."""
-    from flows.gemini._errors import describe
+    from flows.testing import describe
 
     described = describe(models_error(429, _body(daily_quota("gemini-2.5-flash"))))
     assert described is not None
@@ -228,7 +228,7 @@ def test_the_core_reads_quota_ids_from_a_described_failure() -> None:
 def test_doctor_gives_the_same_fix_line(body: dict[str, Any], code: int, words: str) -> None:
     """``doctor --live`` explains these faults with the tick's own fix, as fatal for the run
     (every further call fails the same way), not as a generic 403 or a minute's wait."""
-    from flows.ops.doctor._live import explain
+    from flows.testing import explain
 
     detail, fix, fatal = explain(models_error(code, body), body)
     assert words in fix and fatal

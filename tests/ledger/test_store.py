@@ -360,6 +360,22 @@ def test_release_keys_takes_rows_out_of_a_batch_before_it_is_sent(ledger):
     assert {rows[k] for k in keys[1:4]} == {("submitted", 1, "batches/1")}
 
 
+def test_park_keys_parks_rows_of_a_batch_reservation_in_one_step(ledger):
+    """Rows no batch file can carry are parked from their reservation at once: attempt
+    given back, out of the batch's members; rows of another reservation are untouched."""
+    keys = enroll(ledger, 5)
+    assert ledger.reserve(pipeline="p", limit=3, reservation="r1", batch_model="m") == 3
+    assert ledger.reserve(pipeline="p", limit=2, reservation="r2", batch_model="m") == 2
+    too_large = Failure(Verdict.PERMANENT, "request_too_large", "larger than a whole file")
+    assert ledger.park_keys("r1", [keys[0], keys[3]], too_large) == 1  # keys[3] is r2's
+    assert ledger.batch("r1").rows == 2
+    assert ledger.batch_members("r1") == keys[1:3]
+    rows = {j.key: (j.status, j.attempts, j.error_class) for j in ledger.jobs()}
+    assert rows[keys[0]] == ("parked", 0, "permanent:request_too_large")
+    assert {rows[k][0] for k in keys[1:]} == {"reserving"}
+    assert ledger.get(keys[0]).reservation is None
+
+
 def test_replay_returns_parked_jobs_with_history(ledger, clock):
     """Replay moves parked jobs back to pending, keeps attempts, and remembers it."""
     enroll(ledger, 3)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import ledger
-from ledger import Status
-from ledger._transitions import TRANSITIONS, BatchState, transition
+from ledger import BatchState, Status
+from ledger.testing import TRANSITIONS, transition
 
 LEDGER_DIR = Path(ledger.__file__).parent
 # Files under the ledger package whose SQL may not spell a state (migrations are frozen
@@ -85,3 +85,18 @@ def test_architecture_doc_lists_every_verb() -> None:
         for word in re.findall(r"`(\w+)`", line.split("|")[1])
     }
     assert set(TRANSITIONS) - named == set()
+
+
+def test_no_flow_calls_the_verbs_the_doc_says_only_tests_use() -> None:
+    """docs/architecture.md says no flow calls ``park`` or ``purge``: no module of flows/ does
+    (a flow parks through the verb of its move, e.g. ``park_keys`` before a batch is sent)."""
+    flows_dir = LEDGER_DIR.parent / "flows"
+    calls = [
+        f"{path.relative_to(flows_dir.parent)}:{node.lineno}: .{node.func.attr}("
+        for path in sorted(flows_dir.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("park", "purge")
+    ]
+    assert calls == []

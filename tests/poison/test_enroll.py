@@ -12,8 +12,8 @@ import pytest
 
 from flows.examples.reviews import ReviewLabel
 from flows.pipeline import Pipeline, Prompt
-from flows.run._deliver import enroll_day
 from flows.settings import Settings
+from flows.testing import enroll_day
 from ledger import KEY_MAX, PIPELINE_NAME_MAX, Channel, Ledger, NewJob, Status
 
 from . import pipelines
@@ -190,9 +190,9 @@ def test_a_pipeline_name_too_long_for_the_reservation_token_is_refused_when_defi
     with pytest.raises(ValueError, match=f"the limit is {PIPELINE_NAME_MAX}"):
         dataclasses.replace(base, name="n" * (PIPELINE_NAME_MAX + 1))
     longest = dataclasses.replace(base, name="n" * PIPELINE_NAME_MAX)
-    from flows.channels.batch import _reservation_token
+    from flows.testing import reservation_token
 
-    token = _reservation_token(longest)
+    token = reservation_token(longest)
     ledger = Ledger(postgres_url)
     ledger.enroll([NewJob("n:1", {"text": "x"})], pipeline=longest.name, channel="batch", model="m")
     assert ledger.reserve(pipeline=longest.name, limit=1, reservation=token, batch_model="m") == 1

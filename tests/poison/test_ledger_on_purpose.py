@@ -99,8 +99,8 @@ def test_doctor_fails_a_missing_directory_and_an_empty_database_with_the_fix(
 ) -> None:
     """doctor's ledger check fails (with `gemini-ledger db upgrade`) and creates nothing."""
     from flows.ops.doctor import Outcome
-    from flows.ops.doctor._local import check_ledger
     from flows.settings import Settings
+    from flows.testing import check_ledger
 
     missing = tmp_path / "typo" / "ledger.db"
     (check,) = check_ledger(Settings.given(database_url=f"sqlite:///{missing}"))

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from ledger import Ledger
+from tests.prewarmed import run_cli
 
 from . import pipelines
 
@@ -282,24 +283,11 @@ class World:
         extra = {**(env or {}), "GEMINI_LEDGER_CRASH_TRACE": str(trace)}
         if crash_at:
             extra["GEMINI_LEDGER_CRASH_AT"] = crash_at
-        cmd = [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "tick",
-            self.channel.spec,
-            "--day",
-            self.day.isoformat(),
-            "--json",
-        ]
+        args = ["tick", self.channel.spec, "--day", self.day.isoformat(), "--json"]
         started = time.monotonic()
-        proc = subprocess.run(
-            cmd,
-            cwd=ROOT,
-            env=self.subprocess_env(stale_s=stale_s, **extra),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        # A process of its own, forked from one that has done the imports (tests/prewarmed.py).
+        proc = run_cli(
+            args, env=self.subprocess_env(stale_s=stale_s, **extra), cwd=ROOT, timeout=timeout
         )
         run = TickRun(
             proc.returncode,
@@ -425,7 +413,7 @@ class World:
     # -- what the world holds ------------------------------------------------------------
 
     def ledger(self) -> Ledger:
-        from flows._ledger import open_ledger
+        from flows.testing import open_ledger
 
         return open_ledger(self.ledger_url)
 

@@ -18,10 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from flows.channels._batch_io import iter_lines
-from flows.channels._batch_reconcile import reconcile_lines
 from flows.ops.replay import plan_replay
 from flows.settings import Settings
+from flows.testing import iter_lines, reconcile_lines
 from flows.webhooks.receiver import create_app
 from ledger import Failure, Ledger, NewJob, Policy, Verdict
 from tests.webhooks.signing import OTHER_SECRET, SECRET, signed

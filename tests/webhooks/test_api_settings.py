@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from flows.gemini._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
 from flows.ops.doctor import Outcome
-from flows.ops.doctor._local import check_api_settings
 from flows.settings import Settings
+from flows.testing import ApiSettingsMismatch, check_api_settings, key_digest, normalized_base_url
 from flows.tick import tick
 from flows.webhooks import receiver as webhooks
 from ledger import Ledger

@@ -7,6 +7,7 @@ from prefect.blocks.system import Secret
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.settings import Settings
+from flows.testing import in_process_reconciles_taken
 from flows.webhooks import receiver as webhooks
 from flows.webhooks.receiver import (
     ReconcileBusy,
@@ -66,13 +67,6 @@ def test_reconcile_deployment_needs_both_a_server_and_a_name(prefect_api: str) -
 
 def test_busy_in_process_reconcile_refuses_to_start() -> None:
     """With every in-process slot taken nothing starts: ReconcileBusy, delivery unprocessed."""
-    taken = 0
-    try:
-        while webhooks._in_process.acquire(blocking=False):
-            taken += 1
-        with pytest.raises(ReconcileBusy):
-            start_reconcile("batches/too-many", Settings.given())
-    finally:
-        for _ in range(taken):
-            webhooks._in_process.release()
-    assert taken == webhooks._MAX_IN_PROCESS
+    with in_process_reconciles_taken() as taken, pytest.raises(ReconcileBusy):
+        start_reconcile("batches/too-many", Settings.given())
+    assert taken > 0  # the refusal came from the bound, not from a missing semaphore

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from flows.settings import Settings, SettingsError, load_settings
-from flows.webhooks import _app as _webhook_app
+from flows.testing import webhook_verify_wrapped
 from flows.webhooks.receiver import create_app
 
 from .conftest import SECRET, Receiver, signed, wait_until
@@ -115,33 +115,35 @@ def test_body_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_slow_signature_check_does_not_stall_healthz(
-    serve_receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+    serve_receiver: Callable[..., Receiver],
 ) -> None:
     """While one delivery's verification is stuck, /healthz still answers."""
     entered, release = threading.Event(), threading.Event()
-    real_verify = _webhook_app.verify
 
-    def stuck_verify(*args: Any, **kwargs: Any) -> tuple[str, str]:
-        entered.set()
-        release.wait(60)
-        return real_verify(*args, **kwargs)
+    def stuck(real_verify: Callable[..., Any]) -> Callable[..., Any]:
+        def stuck_verify(*args: Any, **kwargs: Any) -> tuple[str, str]:
+            entered.set()
+            release.wait(60)
+            return real_verify(*args, **kwargs)
 
-    monkeypatch.setattr(_webhook_app, "verify", stuck_verify)
-    receiver = serve_receiver()
-    receiver.know("batches/slow")
-    body = batch_event("batches/slow")
-    answers: list[int] = []
-    poster = threading.Thread(
-        target=lambda: answers.append(receiver.post(body, signed(body)).status_code)
-    )
-    poster.start()
-    try:
-        wait_until(entered.is_set, what="verification to start")
-        health = httpx.get(receiver.url.replace("/webhook", "/healthz"), timeout=5.0)
-        assert health.status_code == 200
-    finally:
-        release.set()
-        poster.join(timeout=30)
+        return stuck_verify
+
+    with webhook_verify_wrapped(stuck):
+        receiver = serve_receiver()
+        receiver.know("batches/slow")
+        body = batch_event("batches/slow")
+        answers: list[int] = []
+        poster = threading.Thread(
+            target=lambda: answers.append(receiver.post(body, signed(body)).status_code)
+        )
+        poster.start()
+        try:
+            wait_until(entered.is_set, what="verification to start")
+            health = httpx.get(receiver.url.replace("/webhook", "/healthz"), timeout=5.0)
+            assert health.status_code == 200
+        finally:
+            release.set()
+            poster.join(timeout=30)
     assert answers == [200]
 
 

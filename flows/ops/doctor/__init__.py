@@ -82,10 +82,10 @@ def emulator_shapes(
     settings: Settings, pipeline: str = "reviews"
 ) -> tuple[dict[str, dict[str, str]], LiveRun]:
     """The shapes the bundled emulator serves for the ``--live`` steps (started here, stopped)."""
-    from emulator.testing import RunningEmulator
+    from flows._emulator_process import EmulatorProcess
 
     run = LiveRun()
-    with RunningEmulator(scenario="clean", seed=0) as emu:
+    with EmulatorProcess(scenario="clean", seed=0) as emu:
         client = live_client("doctor-emulator-key", run.recorder, base_url=emu.base_url)
         run_live(
             pipeline, settings, client=client, batch_timeout_s=60, interaction_timeout_s=60, run=run
