@@ -81,11 +81,12 @@ def _channel(concurrency: int = 32) -> Any:
 def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
     """Enroll n jobs, reserve them and create their interactions (bound), as a tick does."""
     from flows.channels.background import submit_reserved
-    from flows.gemini.gateway import gemini_client
+    from flows.gemini.gateway import gemini_client, shared_client
     from flows.registry import get_pipeline
     from flows.settings import load_settings
 
-    p = get_pipeline(PIPELINE, load_settings())
+    settings = load_settings()
+    p = get_pipeline(PIPELINE, settings)
     ledger.enroll(_jobs(n, prefix), pipeline=PIPELINE, channel="background", model=p.model)
     token = f"bench-{prefix}"
     ledger.reserve(pipeline=PIPELINE, limit=n, reservation=token)
@@ -96,7 +97,8 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
         rows,
         reservation=token,
         max_concurrency=32,
-        client_factory=lambda: gemini_client(load_settings()),
+        client_factory=lambda: gemini_client(settings),
+        run_client=lambda: shared_client(settings),
     )
     assert out["submitted"] == n, out
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._answers import stable_key
+from ._embeddings import embed_keys
 from ._errors import (
     STEP_ERRORS,
     auth_error,
@@ -47,6 +48,8 @@ from ._state import (
 from ._webhooks import WebhookSender
 
 KEY_HEADER = "x-gemini-ledger-key"
+# One key per request of a batchEmbedContents call, as a JSON list (emulator._embeddings).
+KEYS_HEADER = "x-gemini-ledger-keys"
 KEY_LABEL = "gemini_ledger_key"
 
 _VER = r"(?P<ver>v1|v1beta|v1alpha)"
@@ -105,6 +108,8 @@ class Emulator:
         add = self._add
         add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):generateContent", "generate", gen)
         add("GET", rf"/{_VER}/models/(?P<model>[^/:]+)", "models.get", models_get)
+        add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):batchEmbedContents", "embed", embed_many)
+        add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):embedContent", "embed", embed_one)
         add(
             "POST",
             rf"/{_VER}/models/(?P<model>[^/:]+):batchGenerateContent",
@@ -332,6 +337,26 @@ async def gen(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     return _json(emu.core.generate(p["model"], body, key))
 
 
+async def embed_many(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    """``batchEmbedContents`` (emulator._embeddings cites the shape)."""
+    body = await _body_json(request)
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise ApiError(error_body(400, "INVALID_ARGUMENT", "requests is required")["error"])
+    keys = embed_keys(requests, request.headers.get(KEYS_HEADER), request.headers.get(KEY_HEADER))
+    embeddings = emu.core.embed(p["model"], requests, keys)
+    # usageMetadata: read by the SDK when present (_EmbedContentResponse_from_mldev).
+    return _json({"embeddings": embeddings, "usageMetadata": emu.core.embed_usage(requests)})
+
+
+async def embed_one(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    """``embedContent``: one request, one ``embedding``."""
+    body = await _body_json(request)
+    keys = embed_keys([body], None, request.headers.get(KEY_HEADER))
+    embedding = emu.core.embed(p["model"], [body], keys)[0]
+    return _json({"embedding": embedding, "usageMetadata": emu.core.embed_usage([body])})
+
+
 async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     core = emu.core
     query = parse_qs(request.url.query)
@@ -418,7 +443,8 @@ def _declared_size(spec: dict[str, Any], request: Request) -> int:
 
 
 def _file(emu: Emulator, fid: str) -> FileRec:
-    rec = emu.core.files.get(fid)
+    # An expired file (48 h after upload) is gone: files.get answers 404 as for any other.
+    rec = emu.core.files.get(fid) if emu.core.file_alive(fid) else None
     if rec is None:
         raise ApiError(
             {"code": 404, "status": "NOT_FOUND", "message": f"File files/{fid} not found."}

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["RATED_ROUTES", "WINDOWS", "RateMeter"]
 
-RATED_ROUTES = frozenset({"generate", "interactions.create", "batches.create"})
+RATED_ROUTES = frozenset({"generate", "embed", "interactions.create", "batches.create"})
 WINDOWS: dict[str, float] = {"per_second": 1.0, "per_minute": 60.0}
 
 

@@ -37,6 +37,7 @@ Step = Literal[
 #: Route names accepted in ``latency_ms``.
 LATENCY_ROUTES = (
     "generate",
+    "embed",
     "upload",
     "files.get",
     "files.download",
@@ -234,6 +235,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "retry_delay_s": 1.0,
         "latency_ms": {
             "generate": {"mean": 5, "jitter": 3},
+            "embed": {"mean": 5, "jitter": 3},
             "interactions.create": {"mean": 3, "jitter": 2},
             "batches.create": {"mean": 3, "jitter": 2},
         },

@@ -14,7 +14,9 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
+from ._embeddings import request_dimension, request_text, vector
 from ._errors import STEP_ERRORS, step_status, storage_full
+from ._media import media_problem, media_tokens
 from ._rates import RateMeter
 from ._scenario import Scenario
 from ._settings import (
@@ -39,6 +41,8 @@ EMPTY_FINISH = {
     "finish_other": "OTHER",
     "malformed_response": "MALFORMED_RESPONSE",
 }
+# Faults of one input of a multi-input embed call (the others are the call's).
+PER_INPUT_FAULTS = frozenset({"400"})
 ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "incomplete", "missing", *EMPTY_FINISH})
 TERMINAL_BATCH = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
@@ -68,6 +72,11 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# The Files API keeps a file 48 hours (https://ai.google.dev/gemini-api/docs/files;
+# File.expiration_time).
+FILE_TTL_S = 48 * 3600
+
+
 def _new_id(counter: itertools.count[int]) -> str:
     return f"{next(counter):06d}{secrets.token_hex(5)}"
 
@@ -90,7 +99,7 @@ class FileRec:
             "sizeBytes": str(len(self.data)),
             "createTime": iso(self.create_time),
             "updateTime": iso(self.create_time),
-            "expirationTime": iso(self.create_time + 48 * 3600),
+            "expirationTime": iso(self.create_time + FILE_TTL_S),
             "uri": f"{base_url}/{version}/files/{self.id}",
             "state": "ACTIVE",
             "source": self.source,
@@ -190,6 +199,7 @@ class InteractionRec:
     webhook_uris: list[str] | None = None
     webhook_metadata: Any = None
     settings: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, int] = field(default_factory=dict)  # prompt tokens by modality
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -209,6 +219,7 @@ class InteractionRec:
 def _zero_billed() -> dict[str, int]:
     return {
         "generate_calls": 0,
+        "embed_calls": 0,
         "batch_rows": 0,
         "interactions": 0,
         "prompt_tokens": 0,
@@ -383,6 +394,35 @@ class Core:
         name = model.removeprefix("models/")
         return self.scenario.model_versions.get(name, name)
 
+    def embed_usage(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """The call's usage, billed: the prompt tokens of its texts (embeddings have no
+        output tokens)."""
+        tokens = sum(count_tokens(request_text(r)) for r in requests)
+        usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        self.bill("embed_calls", usage)
+        return usage
+
+    def embed(self, model: str, requests: list[dict[str, Any]], keys: list[str]) -> list[Any]:
+        """One embed call's vectors, one per request (``emulator._embeddings``), every
+        request counted as received. The call fails as a whole: with the first request's
+        fault (a quota, an overload: the call's, drawn once per call), or with any
+        request's ``400`` (one bad input and the API refuses the call)."""
+        pairs = zip(keys, requests, strict=True)
+        steps = [self.submit(key, request_text(r), batch=False)[1] for key, r in pairs]
+        failing = steps[0] if steps[0] not in ANSWER_STEPS else None
+        failing = failing or next((s for s in steps if s in PER_INPUT_FAULTS), None)
+        if failing is not None:
+            raise ApiError(step_status(failing, self.scenario.retry_delay_s, model))
+        out: list[Any] = []
+        for step, r in zip(steps, requests, strict=True):
+            task = r.get("taskType") or r.get("task_type")
+            if step in EMPTY_FINISH:
+                out.append({"values": []})
+            else:
+                dim = request_dimension(r)
+                out.append({"values": vector(self.seed, model, request_text(r), task, dim)})
+        return out
+
     def settings_of(
         self, read: Callable[[dict[str, Any], str], dict[str, Any]], body: Any, model: str, key: str
     ) -> dict[str, Any]:
@@ -411,7 +451,13 @@ class Core:
         return text, cut, thoughts
 
     def usage(
-        self, ptok: int, ctok: int, *, thinks: bool = True, thoughts: int | None = None
+        self,
+        ptok: int,
+        ctok: int,
+        *,
+        thinks: bool = True,
+        thoughts: int | None = None,
+        media: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """usageMetadata as real answers carry it (google-genai 3.3.0
         GenerateContentResponseUsageMetadata; FACTS, "Usage metadata of real answers"):
@@ -429,8 +475,13 @@ class Core:
         if cached:
             usage["cachedContentTokenCount"] = cached
             usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
-        usage["totalTokenCount"] = ptok + ctok + thoughts
-        usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": ptok}]
+        # Media parts count in the prompt, each modality in its own detail (emulator._media).
+        details = [{"modality": "TEXT", "tokenCount": ptok}]
+        for modality, tokens in sorted((media or {}).items()):
+            details.append({"modality": modality, "tokenCount": tokens})
+            usage["promptTokenCount"] += tokens
+        usage["totalTokenCount"] = usage["promptTokenCount"] + ctok + thoughts
+        usage["promptTokensDetails"] = details
         return usage
 
     def generate_response(
@@ -446,6 +497,7 @@ class Core:
         generation ``settings`` (``emulator._settings``)."""
         prompt = prompt_of(request)
         ptok = count_tokens(prompt)
+        media = media_tokens(request, self.file_size)
         # modelVersion names what answered (an alias resolved) and responseId the answer, on
         # generate_content answers and batch output lines alike (GenerateContentResponse).
         out: dict[str, Any] = {
@@ -462,7 +514,7 @@ class Core:
                 ],
             }
             # A blocked prompt never reached the model: no answer, no thinking.
-            out["usageMetadata"] = self.usage(ptok, 0, thinks=False)
+            out["usageMetadata"] = self.usage(ptok, 0, thinks=False, media=media)
             return out
         if step == "safety":
             # finishReason values of the API (google-genai types.FinishReason): SAFETY,
@@ -486,7 +538,7 @@ class Core:
             out["candidates"] = [
                 {"content": {"role": "model"}, "finishReason": EMPTY_FINISH[step], "index": 0}
             ]
-            out["usageMetadata"] = self.usage(ptok, 0, thinks=False)
+            out["usageMetadata"] = self.usage(ptok, 0, thinks=False, media=media)
             return out
         else:
             text = answer_text(schema_of(request), self.seed, key, n)
@@ -500,14 +552,30 @@ class Core:
             }
             ctok = count_tokens(text) if text else 0
             out["candidates"] = [candidate]
-            out["usageMetadata"] = self.usage(ptok, ctok, thoughts=thoughts)
+            out["usageMetadata"] = self.usage(ptok, ctok, thoughts=thoughts, media=media)
             return out
         out["candidates"] = [candidate]
-        out["usageMetadata"] = self.usage(ptok, ctok)
+        out["usageMetadata"] = self.usage(ptok, ctok, media=media)
         return out
 
     # ------------------------------------------------------------------ generate
+    def file_alive(self, fid: str) -> bool:
+        """Whether the Files API holds the file and it has not expired (48 h)."""
+        rec = self.files.get(fid)
+        return rec is not None and self.clock() - rec.create_time < FILE_TTL_S
+
+    def file_size(self, fid: str) -> int:
+        rec = self.files.get(fid)
+        return len(rec.data) if rec is not None else 0
+
+    def check_media(self, body: dict[str, Any]) -> None:
+        """Raise the API's error for the request's media (emulator._media), if any."""
+        problem = media_problem(body, size=len(orjson.dumps(body)), file_alive=self.file_alive)
+        if problem is not None:
+            raise ApiError(problem)
+
     def generate(self, model: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        self.check_media(body)  # refused: nothing counted
         prompt = prompt_of(body)
         settings = self.settings_of(rest_settings, body, model, key)  # refused: nothing counted
         n, step = self.submit(key, prompt, batch=False)
@@ -529,6 +597,7 @@ class Core:
             n, step = self.submit(key, prompt_of(request), batch=True)
             row = Row(key, n, "ok" if step == "lost" else step, request)
             try:
+                self.check_media(request)
                 row.settings = self.settings_of(rest_settings, request, model, key)
             except ApiError as exc:
                 # A line the API refuses gets its own error line; the job goes on.
@@ -672,6 +741,7 @@ class Core:
 
     # ------------------------------------------------------------------ interactions
     def create_interaction(self, body: dict[str, Any], key: str) -> InteractionRec:
+        self.check_media(body)
         prompt = " ".join(collect_text(body.get("input")))
         model_name = str(body.get("model") or "")
         settings = self.settings_of(interaction_settings, body, model_name, key)
@@ -695,6 +765,7 @@ class Core:
             labels=labels if isinstance(labels, dict) else None,
             create_time=now,
             settings=settings,
+            media=media_tokens(body.get("input"), self.file_size),
         )
         hook = body.get("webhook_config")
         if isinstance(hook, dict):
@@ -769,7 +840,7 @@ class Core:
         ctok = count_tokens(text) if text else 0
         # "incomplete": the output budget was reached (deterministic). The answer is cut.
         rec.status = "incomplete" if step == "incomplete" else "completed"
-        usage = self.usage(ptok, ctok, thoughts=thoughts)
+        usage = self.usage(ptok, ctok, thoughts=thoughts, media=rec.media)
         rec.outputs = {
             "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
             "usage": interaction_usage(usage),
@@ -821,7 +892,10 @@ def interaction_usage(usage: dict[str, Any]) -> dict[str, Any]:
         "total_input_tokens": ptok,
         "total_output_tokens": int(usage.get("candidatesTokenCount", 0)),
         "total_tokens": int(usage.get("totalTokenCount", 0)),
-        "input_tokens_by_modality": [{"modality": "text", "tokens": ptok}],
+        "input_tokens_by_modality": [
+            {"modality": str(d["modality"]).lower(), "tokens": int(d["tokenCount"])}
+            for d in usage.get("promptTokensDetails") or [{"modality": "TEXT", "tokenCount": ptok}]
+        ],
     }
     if usage.get("thoughtsTokenCount"):
         out["total_thought_tokens"] = int(usage["thoughtsTokenCount"])

@@ -1,5 +1,7 @@
 """gemini-ledger's Prefect flows and tasks, the google-genai gateway and example pipelines."""
 
+from flows.contents import Part
+from flows.embedding import EmbeddingSettings
 from flows.generation import (
     GenerationSettings,
     HarmCategory,
@@ -12,11 +14,13 @@ from flows.pipeline import Item, Pipeline, Prompt, Run
 from flows.registry import get_pipeline
 
 __all__ = [
+    "EmbeddingSettings",
     "GenerationSettings",
     "HarmCategory",
     "HarmThreshold",
     "Item",
     "MediaResolution",
+    "Part",
     "Pipeline",
     "Prompt",
     "Run",

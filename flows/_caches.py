@@ -4,7 +4,8 @@ A run's own state lives in its ``RunContext`` (``flows._channel``); what is kept
 what is costly to make again and the same for every run with the same settings:
 
 - ``ledgers``: one ``Ledger`` (engine, connection pool, SQLite checkpoint thread) per URL
-  (``flows._ledger.open_ledger``);
+  (``flows._ledger.open_ledger``), and ``ledger_url_blocks``: the ledger URL a Secret block
+  holds, per block name and Prefect API (``flows._ledger.url_from_block``);
 - ``api_keys``: the Gemini API key found for a key setting (a Secret block read costs a
   request), and ``last_key`` for where the last one came from (``flows.gateway``);
 - ``clients``: one shared SDK client per API endpoint and key, whose HTTP pool the threads
@@ -28,6 +29,7 @@ __all__ = [
     "api_keys",
     "clients",
     "last_key",
+    "ledger_url_blocks",
     "ledgers",
     "lock",
     "quota_limits",
@@ -41,6 +43,7 @@ __all__ = [
 lock = threading.RLock()
 
 ledgers: dict[str, Ledger] = {}
+ledger_url_blocks: dict[tuple[str, str], str] = {}  # (block name, Prefect API URL) -> URL
 api_keys: dict[tuple[Any, ...], Any] = {}  # (block, API available, env key, API URL) -> ApiKey
 last_key: list[Any] = []  # the ApiKey the last client was built with (at most one item)
 clients: dict[tuple[str, str], Any] = {}  # (base URL, key) -> google.genai.Client
@@ -55,7 +58,16 @@ def reset() -> None:
     with lock:
         for ledger in ledgers.values():
             ledger.dispose()
-        for cache in (ledgers, api_keys, clients, quota_limits, quota_pauses, schemas):
+        caches: tuple[dict[Any, Any], ...] = (
+            ledgers,
+            ledger_url_blocks,
+            api_keys,
+            clients,
+            quota_limits,
+            quota_pauses,
+            schemas,
+        )
+        for cache in caches:
             cache.clear()
         quota_said.clear()
         last_key.clear()

@@ -38,6 +38,9 @@ def schema_fingerprint(p: Pipeline[Any]) -> str:
     if settings:
         digest.update(b"\x00generation\x00")
         digest.update(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
+    if p.embedding is not None:
+        digest.update(b"\x00embedding\x00")
+        digest.update(orjson.dumps(p.embedding.given(), option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()[:32]
 
 

@@ -25,12 +25,22 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from flows.contents import Part, fit_inline
+from flows.embedding import EmbeddingSettings
 from flows.generation import GenerationSettings, check_settings
-from ledger import PIPELINE_NAME_MAX, Channel, Policy
+from ledger import PIPELINE_NAME_MAX, Channel, Policy, Vector
 
-__all__ = ["KEEP_MAX_BYTES", "Item", "Pipeline", "Prompt", "Run", "effective_settings"]
+__all__ = [
+    "KEEP_MAX_BYTES",
+    "Item",
+    "Part",
+    "Pipeline",
+    "Prompt",
+    "Run",
+    "effective_settings",
+]
 
 Item = TypeVar("Item")
 
@@ -61,6 +71,9 @@ class Prompt(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str = Field(min_length=1)
+    # Media (and more text) after the text, in order: inline bytes, files to upload, URIs
+    # (flows.contents). Inline data that would make the request too large is uploaded.
+    parts: tuple[Part, ...] = ()
     system: str | None = None
     # Kept from before generation settings existed: the same as settings.temperature.
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -69,6 +82,17 @@ class Prompt(BaseModel):
     # What of the item its on_result needs (ids, a path...): stored with the job, never
     # sent to the API, handed to on_result(key, result, kept). Small, and no secrets.
     keep: JsonValue | None = None
+
+    @model_validator(mode="after")
+    def _fits_inline(self) -> Prompt:
+        if self.parts:
+            # Frozen: the fitted parts replace the given ones once, when the prompt is made.
+            object.__setattr__(self, "parts", fit_inline(self.text, self.parts))
+        return self
+
+    def contents(self) -> tuple[Part, ...]:
+        """The request's parts in order: the text, then ``parts``."""
+        return (Part(text=self.text), *self.parts)
 
     @field_validator("keep")
     @classmethod
@@ -95,7 +119,9 @@ class Pipeline(Generic[Item]):
     name: str
     model: str
     channel: Channel
-    output: type[BaseModel]
+    # The answers' model. An embedding pipeline (``embedding=``) leaves it out: its answers
+    # are ``ledger.Vector`` values, checked by the core (length, finite numbers).
+    output: type[BaseModel] = None  # type: ignore[assignment]
     load_items: Callable[..., Iterable[Item]]  # (day) or (day, run)
     key_of: Callable[..., str]  # (item, day) or (item, day, run)
     build_prompt: Callable[..., Prompt]  # (item) or (item, run)
@@ -103,6 +129,9 @@ class Pipeline(Generic[Item]):
     # Sent with every request; an item's Prompt.settings override them field by field.
     # Part of the recorded definition: a change is a new revision (flows.identity).
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # Declares the result kind: with it, each row's result is a vector (embed_content on the
+    # direct channel). Part of the recorded definition, like ``generation``.
+    embedding: EmbeddingSettings | None = None
     attempt_cap: int = 4
     unknown_cap: int = 2
     batch_size_limit: int = 50_000
@@ -135,7 +164,31 @@ class Pipeline(Generic[Item]):
             )
         if not isinstance(self.generation, GenerationSettings):
             raise ValueError("generation must be a flows.GenerationSettings")
+        if isinstance(self.embedding, Mapping):
+            object.__setattr__(self, "embedding", EmbeddingSettings.model_validate(self.embedding))
+        if self.embedding is not None:
+            self._check_embedding()
+        elif self.output is None:
+            raise ValueError("output is required (or embedding=, for a pipeline of vectors)")
         check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
+
+    def _check_embedding(self) -> None:
+        if not isinstance(self.embedding, EmbeddingSettings):
+            raise ValueError("embedding must be a flows.EmbeddingSettings")
+        if self.output is not None and self.output is not Vector:
+            raise ValueError("an embedding pipeline's results are vectors: leave output out")
+        if Channel(self.channel) is not Channel.DIRECT:
+            raise ValueError(
+                f"embedding pipelines run on the direct channel, not {Channel(self.channel).value}"
+            )
+        if self.generation.given():
+            raise ValueError("generation settings do not apply to an embedding pipeline")
+        object.__setattr__(self, "output", Vector)
+
+    @property
+    def is_embedding(self) -> bool:
+        """Whether the pipeline's results are vectors (see ``embedding``)."""
+        return self.embedding is not None
 
     @property
     def policy(self) -> Policy:
@@ -170,6 +223,11 @@ class Pipeline(Generic[Item]):
         )
         if not isinstance(prompt, Prompt):
             raise TypeError(f"build_prompt returned a {type(prompt).__name__}, not a Prompt")
+        if prompt.settings is not None and self.is_embedding:
+            raise ValueError("generation settings do not apply to an embedding pipeline")
+        if prompt.parts and self.is_embedding:
+            # Embeddings are sent as text only: media parts would be dropped unseen.
+            raise ValueError("an embedding pipeline embeds text: its prompts take no parts")
         if prompt.settings is not None:
             check_settings(
                 self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value

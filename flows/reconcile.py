@@ -23,7 +23,8 @@ from flows._ledger import open_ledger
 from flows.channels.batch import BatchChannel, Settle, Settled
 from flows.errors import UsageError
 from flows.run._halt import checked, halts
-from flows.run._names import slug
+from flows.run._names import name_refused_run, reconcile_name, run_name, slug
+from flows.run._parameters import BatchJobName, PipelineSpec
 from flows.settings import load_settings
 from flows.tick import deliver, start_run
 from ledger import BatchState, Channel
@@ -31,24 +32,23 @@ from ledger import BatchState, Channel
 __all__ = ["reconcile"]
 
 
-def _reconcile_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    job = str(flow_run.parameters.get("job_name"))
-    return f"reconcile-{job.removeprefix('batches/')}"
-
-
 @flow(
     name="reconcile",
-    flow_run_name=_reconcile_run_name,
+    flow_run_name=run_name(reconcile_name),
+    on_failure=[name_refused_run(reconcile_name)],
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
 @halts(Channel.BATCH, flow=True)
-def reconcile(job_name: str, pipeline: str | None = None) -> dict[str, Any]:
+def reconcile(job_name: BatchJobName, pipeline: PipelineSpec | None = None) -> dict[str, Any]:
     """Reconcile one batch job by name (``batches/...``) if it has finished, then deliver
     its results. Safe to call again: a job already reconciled is not read twice, and rows
-    already settled are never changed."""
-    settings = load_settings()  # the run's one read of the settings
+    already settled are never changed.
+
+    Args:
+        job_name: The batch job, as the API names it (batches/...).
+        pipeline: The pipeline whose job it is (default: the one the ledger recorded for it).
+    """
+    settings = load_settings()  # the run's one read of the settings (and the URL's block)
     rec = open_ledger(settings.database_url).batch_named(job_name)
     if rec is None:
         raise UsageError(f"no batch job named {job_name!r} in the ledger")

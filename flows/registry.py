@@ -39,6 +39,7 @@ PIPELINES_ENV = "GEMINI_LEDGER_PIPELINES"
 BUILTIN = {
     "reviews": "flows.examples.reviews:pipeline",
     "articles": "flows.examples.articles:pipeline",
+    "review-embeddings": "flows.examples.review_embeddings:pipeline",
 }
 
 

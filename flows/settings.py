@@ -22,7 +22,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ledger import LedgerConfigError, register_secret
 
-__all__ = ["Settings", "SettingsError", "describe", "load_settings", "load_settings_reporting"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "describe",
+    "load_settings",
+    "load_settings_reporting",
+    "read_ledger_block",
+]
 
 
 class SettingsError(LedgerConfigError, ValueError):
@@ -44,6 +51,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///var/ledger.db", validation_alias=_env("LEDGER_DATABASE_URL")
     )
+    # The Prefect Secret block holding the ledger's URL; when set, its value is database_url
+    # (load_settings reads it), whatever LEDGER_DATABASE_URL says.
+    database_url_block: str | None = Field(None, validation_alias=_env("LEDGER_DATABASE_URL_BLOCK"))
     api_key: SecretStr | None = Field(
         None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
@@ -193,6 +203,18 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
+def read_ledger_block(settings: Settings) -> Settings:
+    """``settings`` with ``database_url`` read from the Prefect Secret block that
+    ``LEDGER_DATABASE_URL_BLOCK`` names (unchanged without one); a missing or unreadable block
+    raises ``LedgerConfigError``, one line naming it and the command that stores it."""
+    if not settings.database_url_block:
+        return settings
+    from flows._ledger import url_from_block
+
+    block_url = url_from_block(settings.database_url_block.strip())
+    return settings.model_copy(update={"database_url": block_url})
+
+
 def _registered(settings: Settings) -> Settings:
     # Secrets are known from here on: redact() hides them in every message we store or print.
     for field in Settings.model_fields:
@@ -202,24 +224,29 @@ def _registered(settings: Settings) -> Settings:
     return settings
 
 
-def load_settings() -> Settings:
+def load_settings(*, read_blocks: bool = True) -> Settings:
     """Read and validate every setting now; a bad one raises :class:`SettingsError`.
 
     Called once where a command, a flow run or the receiver starts; everything below takes
-    the :class:`Settings` it returned as an argument.
+    the :class:`Settings` it returned as an argument. With ``read_blocks`` the ledger's URL
+    is read here from its Secret block (:func:`read_ledger_block`), so ``database_url`` is the
+    one to open; without, only the variables are read (no request: a command that stores
+    the block, or a module import).
     """
     try:
         settings = Settings()  # type: ignore[call-arg]  # every field has a default
     except ValidationError as exc:
         problems = [line for _, line in _problems(exc)]
         raise SettingsError("bad setting: " + "; ".join(problems)) from None
-    return _registered(settings)
+    settings = _registered(settings)
+    return read_ledger_block(settings) if read_blocks else settings
 
 
 def load_settings_reporting() -> tuple[Settings, list[str]]:
     """The settings with each refused variable replaced by its default, and one line per
     refused variable: what ``doctor`` runs on, so a bad setting is one of its findings and
-    the other checks still run."""
+    the other checks still run. Variables only: the doctor reads the ledger URL's block
+    itself (:func:`read_ledger_block`), to report a missing one as the ledger's finding."""
     try:
         return _registered(Settings()), []  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -237,6 +264,16 @@ def load_settings_reporting() -> tuple[Settings, list[str]]:
     return _registered(settings), [line for _, line in problems]
 
 
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(variable, effective value, where it came from) for every setting, secrets masked."""
     rows = []
@@ -244,8 +281,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         names = _variables(field)
         source = next((f"environment ({n})" for n in names if os.environ.get(n, "").strip()), None)
         value = getattr(settings, field)
+        if field == "database_url" and settings.database_url_block:
+            source = f"Secret block {settings.database_url_block!r}"
         if isinstance(value, SecretStr):
             shown = "********"
+        elif field == "database_url":
+            shown = _without_password(str(value))
         elif value is None:
             shown = "(unset)"
         else:

@@ -39,8 +39,10 @@ from flows.channels._channel import (
 from flows.identity import claim_pipeline
 from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
-from flows.run._names import slug, tick_run_name
+from flows.run._names import name_refused_run, run_name, slug, tick_name
+from flows.run._parameters import Concurrency, Day, PipelineSpec, Seconds
 from flows.run._stop import raise_if_stopped, stops
+from flows.run._upload_rows import clean_uploads
 from flows.settings import Settings, load_settings
 from ledger import Channel, Enrollment
 
@@ -147,24 +149,39 @@ def _merge(first: Delivery, second: Delivery) -> Delivery:
 
 @flow(
     name="tick",
-    flow_run_name=tick_run_name,
+    flow_run_name=run_name(tick_name),
+    on_failure=[name_refused_run(tick_name)],
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
     persist_result=False,
 )
 @halts(flow=True)
 @stops
 def tick(
-    pipeline: str,
-    day: date | None = None,
-    stale_s: float | None = None,
-    max_concurrency: int | None = None,
-    running_limit_s: float | None = None,
+    pipeline: PipelineSpec,
+    day: Day | None = None,
+    stale_s: Seconds | None = None,
+    max_concurrency: Concurrency | None = None,
+    running_limit_s: Seconds | None = None,
     params: dict[str, Any] | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
-    rows and it ends Cancelled. ``params`` (e.g. a deployment's ``{"language": "fr"}``)
-    reach the pipeline's ``load_items``, ``key_of`` and ``build_prompt`` as ``run.params``."""
+    rows and it ends Cancelled.
+
+    Args:
+        pipeline: The pipeline to tick: a shipped example, a name GEMINI_LEDGER_PIPELINES
+            gives, or its module:attribute (importable from the worker's directory).
+        day: The day whose items are enrolled, YYYY-MM-DD (default: today, UTC). Leftovers
+            of every day are collected and delivered whatever the day.
+        stale_s: Seconds after which a dead tick's reservation or delivery claim is taken
+            over (default: the channel's stale-age setting).
+        max_concurrency: Requests in flight at once (background and direct channels;
+            default 32 background, 8 direct).
+        running_limit_s: Seconds after which a background answer still running is cancelled
+            and sent again (background channel; default 3600).
+        params: The pipeline's own parameters (e.g. {"language": "fr"}), given to its
+            load_items, key_of and build_prompt as run.params.
+    """
     started = time.monotonic()
     options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
     return _steps(pipeline, day, options, started, params)
@@ -198,6 +215,8 @@ def _steps(
     submitted = _step(submit(channel))
     if submitted.settled:
         delivered = _merge(delivered, _step(deliver(channel)))
+    # Media uploads every row of which is final are deleted (none: no API call).
+    clean_uploads(ctx.ledger, ctx.name, ctx.log, ctx.settings)
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,

@@ -68,7 +68,9 @@ from ledger._records import (
 from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
-from ledger._transitions import BatchState
+from ledger._transitions import BatchState, UploadState
+from ledger._uploads import UploadClaim, UploadRecord
+from ledger._vectors import Vector, validate_vector, vector_values
 from ledger._verdicts import classify
 
 __all__ = [
@@ -123,8 +125,12 @@ __all__ = [
     "TransientError",
     "Transport",
     "UnknownJob",
+    "UploadClaim",
+    "UploadRecord",
+    "UploadState",
     "Usage",
     "UsageError",
+    "Vector",
     "Verdict",
     "answer_ids",
     "classify",
@@ -145,4 +151,6 @@ __all__ = [
     "upgrade",
     "usage_of_metadata",
     "validate_answer",
+    "validate_vector",
+    "vector_values",
 ]

@@ -348,6 +348,22 @@ class JobVerbs(LedgerBase):
                 expected=f"reserving under {reservation}",
             )
 
+    def bind_reservation(self, reservation: str, *, handle: str) -> int:
+        """``bind_handle`` for every row still reserved under ``reservation``, in one
+        statement (one call carries them all: an embed call's group); how many were bound."""
+        now = self.clock()
+        with self._write() as conn:
+            result = conn.execute(
+                text(
+                    f"UPDATE jobs SET status = {MOVES['bind_reservation'].to(S.SUBMITTED)},"
+                    " handle = :handle, submitted_at = :now, reservation = NULL,"
+                    " updated_at = :now WHERE reservation = :reservation AND"
+                    f" {MOVES['bind_reservation'].where()}"
+                ),
+                {"handle": handle, "reservation": reservation, "now": now},
+            )
+            return int(result.rowcount or 0)
+
     def take_over(self, key: str, *, old_reservation: str, new_reservation: str) -> bool:
         """Take a stale reservation over to re-send it, flagging a possible duplicate.
 

@@ -218,6 +218,45 @@ class BatchFile(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+class Upload(SQLModel, table=True):
+    """A file the ledger uploaded for prompts' media, keyed by its content (``ledger._uploads``).
+
+    One row per pipeline and content hash, however many rows read the bytes
+    (``upload_uses``); its ``state`` is an ``UploadState``. Reserved before the upload
+    (``token``, ``reserved_at``), bound to the file after it (``name``, ``uri``,
+    ``expires_at``), deleted once every row using it is final.
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_pipeline_state", "pipeline", "state"),)
+
+    pipeline: str = Field(primary_key=True, max_length=128)
+    content_hash: str = Field(primary_key=True, max_length=64)  # sha256 of the bytes
+    state: str = Field(max_length=16)
+    token: str | None = Field(default=None, max_length=64)
+    reserved_at: float = 0.0
+    mime_type: str = Field(default="", max_length=256)
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    name: str | None = Field(default=None, max_length=256)  # files/...
+    uri: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    expires_at: float | None = None
+    bound_at: float | None = None
+    uploads: int = 0  # how many times these bytes were uploaded (a re-upload after expiry)
+    deleted_at: float | None = None
+    delete_failures: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class UploadUse(SQLModel, table=True):
+    """A row (job key) whose prompt reads an upload: the upload stays while any is not final."""
+
+    __tablename__ = "upload_uses"
+
+    pipeline: str = Field(primary_key=True, max_length=128)
+    content_hash: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=512)
+
+
 class WebhookDelivery(SQLModel, table=True):
     """Every webhook delivery we accepted, by its ``webhook-id``, so a repeat is recognised."""
 

@@ -14,6 +14,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._outcomes``          results, failures, park, delivery claims, consume, replay
 ``ledger._revisions``         answers of an earlier pipeline revision sent back, not parked
 ``ledger._batches``           batch jobs and their members
+``ledger._uploads``           Files API uploads of prompts' media, shared by content hash
 ``ledger._webhooks``          webhook deliveries
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots
 ``ledger._pipelines``         pipeline identity records
@@ -29,12 +30,15 @@ from ledger._jobs import JobVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
 from ledger._reports import ReportVerbs
+from ledger._uploads import UploadVerbs
 from ledger._webhooks import WebhookVerbs
 
 __all__ = ["Ledger"]
 
 
-class Ledger(JobVerbs, OutcomeVerbs, BatchVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs):
+class Ledger(
+    JobVerbs, OutcomeVerbs, BatchVerbs, UploadVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs
+):
     """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.
 
     ``clock`` returns epoch seconds and is injectable so tests can move time; ``chunk_size``

@@ -30,8 +30,10 @@ from ledger._models import Status
 __all__ = [
     "ACTIVE",
     "TRANSITIONS",
+    "UPLOAD_MOVES",
     "BatchState",
     "Transition",
+    "UploadState",
     "sql_in",
     "sql_literal",
     "transition",
@@ -47,6 +49,28 @@ class BatchState(enum.StrEnum):
     # The API refused the upload or batches.create (and the job is not in batches.list):
     # its rows went back to their queue with their attempts given back.
     REFUSED = "refused"
+
+
+class UploadState(enum.StrEnum):
+    """A Files API upload's state in ``uploads`` (``ledger._uploads``): the same discipline
+    as a submission, without a row's attempt."""
+
+    RESERVING = "reserving"  # reserved by its content hash; the upload may be under way
+    ACTIVE = "active"  # uploaded and bound to its file name, URI and expiry
+    DELETED = "deleted"  # every row using it was final: deleted from the Files API
+
+
+# Who moves an upload, from and to (the verbs of ledger._uploads):
+UPLOAD_MOVES: dict[str, tuple[tuple[UploadState | None, ...], UploadState | None]] = {
+    # a new content, or one whose file expired, was deleted or whose reserving pass died
+    "reserve_upload": (
+        (None, UploadState.RESERVING, UploadState.ACTIVE, UploadState.DELETED),
+        UploadState.RESERVING,
+    ),
+    "bind_upload": ((UploadState.RESERVING,), UploadState.ACTIVE),
+    "release_upload": ((UploadState.RESERVING,), None),  # the upload was refused: row removed
+    "upload_deleted": ((UploadState.ACTIVE,), UploadState.DELETED),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +167,13 @@ TRANSITIONS: dict[str, Transition] = {
             (S.SUBMITTED,),
             ("handle", "submitted_at", "reservation"),
             "under the row's reservation",
+        ),
+        Transition(
+            "bind_reservation",
+            (S.RESERVING,),
+            (S.SUBMITTED,),
+            ("handle", "submitted_at", "reservation"),
+            "every row of the reservation, one handle (one embed call carries them)",
         ),
         Transition(
             "bind_batch",

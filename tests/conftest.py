@@ -198,11 +198,13 @@ SYSTEM_TIER = frozenset(
         "tests/batch/test_night.py",  # a whole night of batch ticks, both backends
         "tests/batch/test_recovery.py",  # SIGKILL at the batch crash points
         "tests/deploy/test_dead_runs.py",  # a worker and its run SIGKILLed on a real server
+        "tests/test_upload_crash.py",  # SIGKILL right after a media upload
         "tests/deploy/test_prefect_yaml.py",  # a `prefect server start`, deploy, worker
         "tests/deploy/test_schedules.py",  # the server's scheduler creates the runs
         "tests/deploy/test_worker_stop.py",  # Ctrl-C on real workers in a delivery
         "tests/direct/test_concurrency.py",  # two direct runs at once
         "tests/direct/test_crash.py",  # SIGKILL inside a direct call
+        "tests/embeddings/test_night.py",  # a whole night of the review-embeddings example
         "tests/doctor/test_prefect.py",  # doctor against a real server and worker
         "tests/multiworker/test_workers.py",  # three workers, one night
         "tests/proof/test_concurrency.py",  # four tick processes at once on every channel

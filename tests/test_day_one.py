@@ -3,7 +3,6 @@ automation installer that refuses the placeholder, a README that lists every com
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import select
 import subprocess
@@ -11,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import typer.main
 from typer.testing import CliRunner
 
@@ -52,27 +50,6 @@ def test_the_emulator_says_where_it_listens_and_plays_the_readme_scenario():
         proc.wait(timeout=30)
     assert re.search(r"listening on http://127\.0\.0\.1:\d+", line), line
     assert f"scenario {named.group(1)!r}" in line, line
-
-
-def _create_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "gl_automations_create_day_one", ROOT / "automations" / "create.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_automation_installer_refuses_the_placeholder_block(monkeypatch):
-    """Without --block the shipped automation would notify nobody: refused, server untouched."""
-    create = _create_module()
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")  # never asked
-    with pytest.raises(create.PlaceholderBlock, match="--block TYPE/NAME"):
-        create.install(create.DEFAULT_FILE, None)
-    monkeypatch.setattr(sys, "argv", ["create.py"])
-    with pytest.raises(SystemExit, match="placeholder block"):
-        create.main()
 
 
 def _paths(group: Any, prefix: tuple[str, ...] = ()) -> list[str]:

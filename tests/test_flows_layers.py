@@ -17,6 +17,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows",
             "flows.pipeline",
             "flows.generation",
+            "flows.contents",
+            "flows.embedding",
             "flows.registry",
             "flows.settings",
             "flows.errors",

@@ -11,13 +11,14 @@ file in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 from google.genai import types
 
+from flows.contents import rest_parts
 from flows.generation import GenerationSettings, rest_config
 from flows.pipeline import Prompt, effective_settings
 
@@ -56,10 +57,13 @@ def batch_request(
     The settings are rendered by ``flows.generation.rest_config``; the direct channel sends
     the same contents, system instruction and settings through ``models.generate_content``
     (``flows.generation.sdk_config``), the background channel through
-    ``interactions.create`` (``flows.generation.interaction_config``).
+    ``interactions.create`` (``flows.generation.interaction_config``). The contents are
+    rendered by ``flows.contents.rest_parts`` (its parts resolved: nothing left to upload).
     """
     settings = effective_settings(prompt, base)
-    request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt.text}]}]}
+    request: dict[str, Any] = {
+        "contents": [{"role": "user", "parts": rest_parts(prompt.contents())}]
+    }
     if prompt.system:
         request["systemInstruction"] = {"parts": [{"text": prompt.system}]}
     extra, safety = rest_config(settings)
@@ -144,6 +148,7 @@ def write_requests(
     max_bytes: int | None = None,
     left_out: list[str] | None = None,
     too_large: list[str] | None = None,
+    resolve: Callable[[Prompt, str], Prompt | None] | None = None,
 ) -> int:
     """Write one request line per ``(key, payload)`` to ``out`` (sent with the pipeline's
     settings ``base``); returns how many.
@@ -152,6 +157,10 @@ def write_requests(
     once a line no longer fits, it and every later row are not written but their keys are
     appended to ``left_out`` (for the next batch job); a row whose line alone is larger than
     ``max_bytes`` can never be sent and goes to ``too_large``.
+
+    A prompt with media parts is rendered whole by :func:`batch_request` after ``resolve``
+    (``flows.run._uploads``) made its uploads; when ``resolve`` returns None the row is not
+    written (it decided what becomes of the row).
     """
     if max_bytes is not None and (left_out is None or too_large is None):
         raise ValueError("max_bytes needs the left_out and too_large lists")
@@ -173,6 +182,26 @@ def write_requests(
             left_out.append(key)  # type: ignore[union-attr]
             continue
         prompt = loads(payload)
+        if prompt.get("parts"):
+            if resolve is None:
+                raise AssertionError("a prompt with parts needs resolve= (its uploads)")
+            resolved = resolve(Prompt.model_validate(prompt), key)
+            if resolved is None:
+                continue
+            request = dumps(batch_request(resolved, schema, base))
+            data = join((head, dumps(key), b',"request":', request, b"}\n"))
+            if max_bytes is not None:
+                if len(data) > max_bytes:
+                    too_large.append(key)  # type: ignore[union-attr]
+                    continue
+                if size + len(data) > max_bytes:
+                    full = True
+                    left_out.append(key)  # type: ignore[union-attr]
+                    continue
+                size += len(data)
+            buffer.append(data)
+            n += 1
+            continue
         system = prompt.get("system")
         temperature = prompt.get("temperature")
         settings = prompt.get("settings")

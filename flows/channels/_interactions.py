@@ -27,6 +27,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
+from flows.contents import interaction_input
 from flows.gemini._errors import classify, may_have_been_carried_out, setup_fault
 from flows.gemini.gateway import KEY_HEADER
 from flows.gemini.quota import arequest_slot, note_failure
@@ -107,7 +108,9 @@ def create_kwargs(
     (``flows.generation.interaction_config``)."""
     kwargs: dict[str, Any] = {
         "model": model,
-        "input": prompt.text,
+        # Text only: the plain string, as before; with media, the content blocks
+        # (flows.contents.interaction_input, its parts resolved).
+        "input": interaction_input(prompt.contents()) if prompt.parts else prompt.text,
         "background": True,
         "labels": {LABEL_KEY: label_value(key), LABEL_PIPELINE: label_value(pipeline)},
         "response_format": response_format(schema),

@@ -68,6 +68,8 @@ from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import preflight
 from flows.run._renewal import Renewal
+from flows.run._upload_rows import ledger_uploads
+from flows.run._uploads import RowUploads
 from ledger import (
     Channel,
     FailureRow,
@@ -108,10 +110,12 @@ def submit_reserved(
     reservation: str,
     max_concurrency: int,
     client_factory: Callable[[], Any],
+    run_client: Callable[[], Any],
     fresh: bool = True,
 ) -> dict[str, Any]:
     """Create an interaction for each reserved row and bind it; classify failed creates.
-    ``client_factory``: a new client of the run's (``RunContext.new_client``), closed after.
+    ``client_factory``: a new client of the run's (``RunContext.new_client``), closed after;
+    ``run_client``: the run's shared client (``RunContext.client``), for media uploads.
 
     ``fresh``: the rows were reserved by this tick (not taken over from a dead one), so if
     the requests cannot even be built, the reservation is released with its attempts.
@@ -131,12 +135,25 @@ def submit_reserved(
             return
         crash_point("background.after_bind")
 
+    media: RowUploads | None = None
     try:
+        prompts: list[tuple[Reserved, Any]] = []
+        for r in rows:
+            prompt = p.prompt_of(r.payload)
+            if prompt.parts:
+                # Uploads first (once per content, never the row's attempt): a row whose
+                # upload failed is settled below and not sent.
+                media = media or RowUploads(ledger_uploads(run_client(), ledger, p.name))
+                resolved = media(prompt, r.key)
+                if resolved is None:
+                    continue
+                prompt = resolved
+            prompts.append((r, prompt))
         requests = [
             (
                 r.key,
                 create_kwargs(
-                    p.prompt_of(r.payload),
+                    prompt,
                     key=r.key,
                     pipeline=p.name,
                     model=r.model,
@@ -144,7 +161,7 @@ def submit_reserved(
                     base=p.generation,
                 ),
             )
-            for r in rows
+            for r, prompt in prompts
         ]
     except Exception:
         # Nothing was sent: give the attempts back rather than leave orphan candidates that
@@ -152,6 +169,16 @@ def submit_reserved(
         if fresh:
             ledger.release(reservation)
         raise
+    if media is not None and (media.failed or media.later or media.fault):
+        if media.fault is not None:  # a fault of the setup: nothing sent, all given back
+            ledger.release(reservation, refund=fresh)
+            raise media.fault
+        media.settle(
+            ledger,
+            p,
+            reservation,
+            give_back=lambda keys: ledger.release(reservation, keys=keys, refund=fresh),
+        )
     outcomes = submit_all(
         requests, bind, max_concurrency=max_concurrency, client_factory=client_factory
     )
@@ -343,6 +370,7 @@ class BackgroundChannel:
                 reservation=token,
                 max_concurrency=self.max_concurrency,
                 client_factory=self.ctx.new_client,
+                run_client=lambda: self.ctx.client,
                 fresh=False,
             )
         return BackgroundRecovered(
@@ -468,6 +496,7 @@ class BackgroundChannel:
                 reservation=token,
                 max_concurrency=self.max_concurrency,
                 client_factory=self.ctx.new_client,
+                run_client=lambda: self.ctx.client,
             )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(

@@ -93,6 +93,8 @@ from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
+from flows.run._upload_rows import ledger_uploads
+from flows.run._uploads import RowUploads
 from ledger import (
     BatchRecord,
     Channel,
@@ -251,6 +253,9 @@ def _send(
     left_out: list[str] = []
     too_large: list[str] = []
     refused: Counter[str] = Counter()
+    # Media parts are uploaded (once per content) as their rows are written; a row whose
+    # upload failed is settled after the file is written (flows.run._uploads).
+    media = RowUploads(ledger_uploads(client, ledger, p.name))
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
         with path.open("wb") as fh:
@@ -262,7 +267,21 @@ def _send(
                 max_bytes=p.batch_bytes_limit,
                 left_out=left_out,
                 too_large=too_large,
+                resolve=media,
             )
+        if media.fault is not None:
+            # A fault of the setup while uploading (storage full, key refused): nothing was
+            # sent, every row goes back with its attempt.
+            ledger.release(reservation)
+            raise media.fault
+        if media.failed or media.later:
+            split_media = media.settle(
+                ledger,
+                p,
+                reservation,
+                give_back=lambda keys: ledger.release_keys(reservation, keys),
+            )
+            refused.update({k: v for k, v in split_media.items() if v})
         if left_out or too_large:
             # Rows past the file's size limit wait for the next batch job (their attempt
             # given back: they were never sent). A request larger than a whole file is the

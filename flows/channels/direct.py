@@ -71,6 +71,7 @@ from flows.channels._channel import (
     own_pipeline,
     pick,
 )
+from flows.contents import sdk_parts
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gemini._errors import classify, setup_fault
@@ -82,6 +83,8 @@ from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
+from flows.run._upload_rows import ledger_uploads
+from flows.run._uploads import RowUploads, Uploads
 from flows.settings import Settings
 from ledger import (
     Channel,
@@ -219,6 +222,13 @@ class Calls:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.fault: SetupFault | None = None
+        self._uploads: Uploads | None = None
+
+    def uploads(self, ledger: Ledger) -> Uploads:
+        """The run's uploads (ledger rows): the same bytes go up once for all its calls."""
+        if self._uploads is None:
+            self._uploads = ledger_uploads(self.ctx.client, ledger, self.ctx.pipeline.name)
+        return self._uploads
 
 
 def _attempt(key: str, calls: Calls) -> dict[str, Any]:
@@ -242,6 +252,17 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
     crash_point("direct.after_reserve")
     row = next(iter(ledger.reserved(reservation)))
+    prompt = pipeline.prompt_of(row.payload)
+    if prompt.parts:
+        # Uploads before the call, never its attempt: a failed one settles the row
+        # (given back, or recorded when its file cannot be used) and nothing is sent.
+        media = RowUploads(calls.uploads(ledger))
+        resolved = media(prompt, key)
+        if resolved is None:
+            media.settle(ledger, pipeline, reservation)
+            view = ledger.get(key)
+            return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
+        prompt = resolved
     handle = f"{HANDLE_PREFIX}{reservation}"
     # The shared quota's slot is taken while the row is still only reserved: a kill while
     # waiting for it gives the attempt back (nothing was sent).
@@ -251,10 +272,15 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         ledger.bind_handle(key, reservation=reservation, handle=handle)
         crash_point("direct.before_call")
         try:
-            prompt = pipeline.prompt_of(row.payload)
             response = client.models.generate_content(
                 model=row.model,
-                contents=prompt.text,
+                # Text only: the plain string, as before; with media, the parts in order
+                # (flows.contents.sdk_parts, uploads made above).
+                contents=(
+                    types.Content(role="user", parts=sdk_parts(prompt.contents()))
+                    if prompt.parts
+                    else prompt.text
+                ),
                 config=_config(pipeline, prompt, key),
             )
         except Exception as exc:
@@ -363,6 +389,13 @@ def run_calls(
         raise UsageError("max_concurrency must be at least 1")
     if not keys:
         return {}
+    if ctx.pipeline.is_embedding:
+        # A pipeline of vectors: embed_content calls, several rows per call.
+        from flows.channels._embed import run_embeds
+
+        return run_embeds(
+            ctx, keys, max_concurrency=max_concurrency, rate_per_second=rate_per_second
+        )
     the_task = direct_task(ctx.pipeline.policy, ctx.settings)
     # This run's: another run's halt never stops it.
     calls = Calls(ctx)

@@ -112,6 +112,14 @@ def reports_settings(func: F) -> F:
     return func
 
 
+def without_ledger_block(func: F) -> F:
+    """Mark a command that opens no ledger, so its settings are loaded without reading the
+    ledger URL's Secret block (``secret set`` stores that block; ``emulator`` needs no
+    Prefect server)."""
+    func._without_ledger_block = True  # type: ignore[attr-defined]
+    return func
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -188,7 +196,10 @@ def handles_errors(func: F) -> F:
 
             _Options.settings = None
             if not getattr(func, "_reports_settings", False):
-                _Options.settings = load_settings()
+                # The ledger URL's block is read here too, once, unless the command needs
+                # no ledger (`secret set` stores that block).
+                blocks = not getattr(func, "_without_ledger_block", False)
+                _Options.settings = load_settings(read_blocks=blocks)
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise

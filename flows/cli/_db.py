@@ -8,7 +8,8 @@ from flows.cli._app import command_settings, console, db_app, handles_errors
 @db_app.command("upgrade")
 @handles_errors
 def db_upgrade() -> None:
-    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL, default var/ledger.db)."""
+    """Create or upgrade the ledger schema (LEDGER_DATABASE_URL or the Secret block
+    LEDGER_DATABASE_URL_BLOCK names; default var/ledger.db)."""
     from ledger import make_engine, upgrade
 
     engine = make_engine(command_settings().database_url)

@@ -22,6 +22,7 @@ from flows.cli._app import (
     prefect_for_flows,
     print_json,
     print_report,
+    without_ledger_block,
 )
 from flows.errors import UsageError
 from ledger import Ledger
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
 
 @app.command()
 @handles_errors
+@without_ledger_block
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
@@ -192,6 +194,7 @@ def reconcile(
 
 @app.command()
 @handles_errors
+@without_ledger_block
 def demo(
     scenario: Annotated[str, typer.Option(help="Emulator scenario for the night.")] = "default",
     seed: Annotated[int, typer.Option(help="Emulator seed.")] = 2026,

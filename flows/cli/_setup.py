@@ -23,6 +23,7 @@ from flows.cli._app import (
     reports_settings,
     secret_app,
     webhook_app,
+    without_ledger_block,
     worker_app,
 )
 
@@ -46,21 +47,25 @@ def webhook_serve(
 class SecretKind(StrEnum):
     API_KEY = "api-key"
     WEBHOOK_SECRET = "webhook-secret"
+    LEDGER_URL = "ledger-url"
 
 
 @secret_app.command("set")
 @handles_errors
+@without_ledger_block
 def secret_set(
-    which: Annotated[SecretKind, typer.Argument(help="api-key or webhook-secret.")],
+    which: Annotated[SecretKind, typer.Argument(help="api-key, webhook-secret or ledger-url.")],
     block: Annotated[
         str | None,
         typer.Option(
             help="Block name (default: GEMINI_API_KEY_BLOCK or gemini-api-key;"
-            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret)."
+            " LEDGER_WEBHOOK_SECRET_BLOCK or gemini-webhook-secret;"
+            " LEDGER_DATABASE_URL_BLOCK or gemini-ledger-database-url)."
         ),
     ] = None,
 ) -> None:
-    """Store the Gemini API key or the webhook secret in a Prefect Secret block.
+    """Store the Gemini API key, the webhook secret or the ledger's URL (a PostgreSQL URL
+    carries its password) in a Prefect Secret block.
 
     The value is read from standard input (or asked for, hidden, on a terminal), never from
     the command line, so it stays out of shell history. Needs PREFECT_API_URL: a block on a
@@ -72,8 +77,10 @@ def secret_set(
     from prefect.settings import get_current_settings
     from pydantic import SecretStr
 
+    from flows._ledger import DATABASE_URL_BLOCK_ENV, DEFAULT_DATABASE_URL_BLOCK
     from flows._prefect_api import check_api
     from flows.gemini.gateway import API_KEY_BLOCK_ENV, DEFAULT_API_KEY_BLOCK
+    from ledger import database_url, register_secret
 
     api_url = get_current_settings().api.url
     if not api_url:
@@ -84,6 +91,9 @@ def secret_set(
     check_api(api_url)
     if which is SecretKind.API_KEY:
         name = block or command_settings().api_key_block or DEFAULT_API_KEY_BLOCK
+    elif which is SecretKind.LEDGER_URL:
+        configured = (command_settings().database_url_block or "").strip()
+        name = block or configured or DEFAULT_DATABASE_URL_BLOCK
     else:
         name = block or command_settings().webhook_secret_block or "gemini-webhook-secret"
     if sys.stdin.isatty():
@@ -93,10 +103,18 @@ def secret_set(
     value = value.strip()
     if not value:
         raise CliError(f"no {which.value} given on standard input")
+    if which is SecretKind.LEDGER_URL:
+        register_secret(value)
+        database_url(value)  # not a database URL: one line (LedgerConfigError), nothing stored
     Secret(value=SecretStr(value)).save(name, overwrite=True)
     console.print(f"stored the {which.value} in the Prefect Secret block {name!r} on {api_url}")
     if which is SecretKind.WEBHOOK_SECRET:
         console.print(f"the receiver reads it with LEDGER_WEBHOOK_SECRET_BLOCK={name}")
+    elif which is SecretKind.LEDGER_URL:
+        console.print(
+            f"runs read it with {DATABASE_URL_BLOCK_ENV}={name} (prefect.yaml's job variables"
+            f" give the workers {DATABASE_URL_BLOCK_ENV}={DEFAULT_DATABASE_URL_BLOCK})"
+        )
     elif name != DEFAULT_API_KEY_BLOCK:
         console.print(f"workers read it with {API_KEY_BLOCK_ENV}={name}")
 
@@ -135,11 +153,17 @@ def doctor(
     """Check the setup before the first night: one line per check, exit 1 if any fails."""
 
     import flows.ops.doctor as dr
-    from flows.settings import load_settings_reporting
+    from flows.settings import load_settings_reporting, read_ledger_block
+    from ledger import LedgerConfigError
 
     # A refused setting is the settings check's finding, not the end of the command: the
-    # other checks run on its default.
+    # other checks run on its default. So is a ledger URL's Secret block that cannot be read.
     settings, problems = load_settings_reporting()
+    ledger_unreadable: str | None = None
+    try:
+        settings = read_ledger_block(settings)
+    except LedgerConfigError as exc:
+        ledger_unreadable = str(exc)
     spec = pipeline or (pipelines[0] if pipelines else "reviews")
     if compare_shapes is not None:
         recorded = dr.load_shapes(Path(compare_shapes))
@@ -170,6 +194,7 @@ def doctor(
         list(pipelines or []),
         settings=settings,
         problems=problems,
+        ledger_unreadable=ledger_unreadable,
         prefect_yaml=Path(prefect_file) if prefect_file else None,
     )
     extra: dict[str, Any] = {}
@@ -198,6 +223,7 @@ def doctor(
 
 @limits_app.command("apply")
 @handles_errors
+@without_ledger_block
 def limits_apply(
     rpm: Annotated[
         int | None, typer.Option(help="Requests a minute per model, across every worker.")
@@ -225,6 +251,7 @@ def limits_apply(
 
 @automations_app.command("apply")
 @handles_errors
+@without_ledger_block
 def automations_apply(
     block: Annotated[
         str | None,

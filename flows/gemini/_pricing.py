@@ -106,6 +106,9 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gemini-2.5-flash-lite": _price(0.10, 0.40, 0.01, 0.30),
     "gemini-2.0-flash": _price(0.10, 0.40, 0.025, 0.70),
     "gemini-2.0-flash-lite": _price(0.075, 0.30),
+    # Embedding models: input tokens only (the same page's "Gemini Embedding" rows).
+    "gemini-embedding-001": _price(0.15, 0.0),
+    "gemini-embedding-2": _price(0.20, 0.0),  # text input; -preview too (prefix)
     # The aliases many scripts use, at the price of what each pointed at on that page; a row
     # whose answer named its model version is priced by that version instead.
     "gemini-flash-latest": _price(0.75, 3.75),  # gemini-3.8-flash

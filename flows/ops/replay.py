@@ -28,11 +28,12 @@ import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from flows._ledger import open_ledger
 from flows.channels.direct import deliver_direct, run_calls
@@ -40,6 +41,7 @@ from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from flows.run._halt import halts
+from flows.run._names import name_refused_run, replay_name, run_name
 from flows.settings import Settings, load_settings
 from flows.tick import open_channel, start_run
 from ledger import DELIVERY_CLASS_PREFIX, PROMPT_CLASS_PREFIX, Channel, JobView, Status
@@ -175,28 +177,29 @@ def _paced(n: int, rate: float, start: float) -> None:
         time.sleep(delay)
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    params = flow_run.parameters
-    mode = "execute" if params.get("execute") else "dry run"
-    scope = (
-        " ".join(str(v) for v in (params.get("pipeline"), params.get("error_class")) if v) or "all"
-    )
-    return f"replay {mode} {scope} (limit {params.get('limit', 20)})"
-
-
-@flow(name="replay", flow_run_name=_run_name)
+@flow(
+    name="replay",
+    flow_run_name=run_name(replay_name),
+    on_failure=[name_refused_run(replay_name)],
+)
 @halts(Channel.DIRECT, flow=True)  # only its direct calls meet the API
 def replay(
     execute: bool = False,
-    limit: int = 20,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 20,
     error_class: str | None = None,
     pipeline: str | None = None,
-    rate_per_second: float = 2.0,
+    rate_per_second: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0,
 ) -> dict[str, Any]:
     """Replay parked jobs: a dry run unless ``execute``; at most ``limit``, oldest first,
-    optionally of one error class and pipeline, at most ``rate_per_second`` jobs a second."""
+    optionally of one error class and pipeline, at most ``rate_per_second`` jobs a second.
+
+    Args:
+        execute: Replay for real; false only lists what a replay would do.
+        limit: The most parked jobs replayed, oldest first.
+        error_class: Only jobs parked with this class (permanent:400, exhausted:503, ...).
+        pipeline: Only jobs of this pipeline (its name in the ledger).
+        rate_per_second: The most jobs replayed a second (direct jobs are called at once).
+    """
     if not (math.isfinite(rate_per_second) and rate_per_second > 0):
         raise UsageError("rate_per_second must be a positive, finite number")
     logger = get_run_logger()

@@ -25,19 +25,21 @@ baseline.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from pydantic import Field
 
 from flows._ledger import open_ledger
 from flows.channels._channel import today_utc
 from flows.errors import UsageError
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
-from flows.run._names import summary_run_name
+from flows.run._names import name_refused_run, run_name, summary_name
+from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
 from ledger import Ledger, Status, morning_view
 
@@ -408,10 +410,21 @@ def raise_parked_alert(report: dict[str, Any], threshold: int, ledger_url: str) 
     return None if event is None else str(event.id)
 
 
-@flow(name="summary", flow_run_name=summary_run_name)
-def summary(day: date | None = None, threshold: int = 10) -> dict[str, Any]:
+@flow(
+    name="summary",
+    flow_run_name=run_name(summary_name),
+    on_failure=[name_refused_run(summary_name)],
+)
+def summary(day: Day | None = None, threshold: Annotated[int, Field(ge=1)] = 10) -> dict[str, Any]:
     """Count the dead letters, store today's snapshot, publish artifacts, and raise an event
-    when parked jobs grew by ``threshold`` or more since the previous day."""
+    when parked jobs grew by ``threshold`` or more since the previous day.
+
+    Args:
+        day: The day to report on, YYYY-MM-DD (default: today, UTC); its snapshot of parked
+            jobs replaces any earlier one of that day.
+        threshold: Parked jobs added since the previous snapshot that raise the
+            gemini-ledger.parked.increased event (at least 1).
+    """
     if threshold < 1:
         raise UsageError("threshold must be at least 1")
     logger = get_run_logger()

@@ -61,6 +61,20 @@ class Server:
         with self.client() as client:
             return {d.name: d for d in client.read_deployments()}
 
+    def store_secret(self, which: str, value: str) -> None:
+        """``gemini-ledger secret set <which>`` against this server, the value on stdin."""
+        stored = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "secret", "set", which],
+            cwd=ROOT,
+            env=self.env,
+            input=value + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert value not in stored.stdout + stored.stderr
+
     def deployment(self, name: str) -> Deployment | None:
         with self.client() as client:
             found = [d for d in client.read_deployments() if d.name == name]

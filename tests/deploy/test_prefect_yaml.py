@@ -55,6 +55,14 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
 }
 
 
+# What prefect.yaml gives every run's environment: names of blocks and deployments only.
+JOB_ENV = {
+    "LEDGER_DATABASE_URL_BLOCK": "gemini-ledger-database-url",
+    "LEDGER_RECONCILE_DEPLOYMENT": "reconcile/webhook",
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60",
+}
+
+
 def _require_flow_files() -> None:
     files = {entrypoint.split(":")[0] for entrypoint, *_ in EXPECTED.values()}
     missing = sorted(f for f in files if not (ROOT / f).exists())
@@ -91,6 +99,8 @@ def test_every_deployment_exists_with_its_entrypoint_pool_and_parameters(
             assert dep.enforce_parameter_schema is True
             if flow_name:
                 assert client.read_flow(dep.flow_id).name == flow_name
+            # The runs' settings come from the job variables, never a secret among them.
+            assert dep.job_variables == {"env": JOB_ENV}, name
             # A process worker on this machine runs the code in this checkout.
             assert dep.pull_steps == [
                 {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
@@ -141,6 +151,99 @@ def test_wrongly_typed_run_parameters_are_refused(
     assert good.parameters == {"job_name": "batches/abc"}
     assert good.id in {r.id for r in runs}
     assert not [r for r in runs if r.deployment_id == deployed["replay"].id]
+
+
+def test_every_parameter_is_described_and_pipeline_is_a_choice(
+    deployed: dict[str, Deployment],
+) -> None:
+    """The custom-run form shows what each parameter does; pipeline offers the known ones."""
+    for name, dep in deployed.items():
+        for param, prop in dep.parameter_openapi_schema["properties"].items():
+            assert prop.get("description"), f"{name}: {param} has no description"
+    pipeline = deployed["reviews-nightly"].parameter_openapi_schema["properties"]["pipeline"]
+    choices = [option.get("enum") for option in pipeline["anyOf"] if "enum" in option]
+    assert choices and {"reviews", "articles"} <= set(choices[0])
+
+
+@pytest.mark.parametrize(
+    ("deployment", "param", "says"),
+    [
+        ("tick/reviews-nightly", "day=tomorrow", "day"),
+        ("tick/reviews-nightly", "day=2026-13-01", "day"),
+        ("tick/reviews-nightly", "pipeline=no such pipeline", "pipeline"),
+        ("tick/articles-every-15-minutes", "stale_s=-1", "stale_s"),
+        ("tick/articles-every-15-minutes", "max_concurrency=0", "max_concurrency"),
+        ("summary/morning-summary", "threshold=0", "threshold"),
+        ("replay/replay", "rate_per_second=0", "rate_per_second"),
+        ("reconcile/webhook", "job_name=abc", "job_name"),
+    ],
+)
+def test_prefect_deployment_run_refuses_a_bad_value(
+    deployed: dict[str, Deployment], server: Server, deployment: str, param: str, says: str
+) -> None:
+    """`prefect deployment run --param` with a value the flow cannot take creates no run."""
+    with server.client() as client:
+        before = len(client.read_flow_runs())
+    result = server.cli("deployment", "run", deployment, "--param", param)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert f"Validation failed for field '{says}'" in output, output
+    with server.client() as client:
+        assert len(client.read_flow_runs()) == before
+
+
+def test_prefect_deployment_run_takes_a_day_and_a_module_pipeline(
+    deployed: dict[str, Deployment], server: Server
+) -> None:
+    """A real day and a module:attribute pipeline are accepted as given."""
+    result = server.cli(
+        "deployment",
+        "run",
+        "tick/reviews-nightly",
+        "--param",
+        "day=2026-11-28",
+        "--param",
+        "pipeline=flows.examples.reviews:pipeline",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "'day': '2026-11-28'" in result.stdout
+
+
+def test_a_run_refused_by_the_worker_fails_named_after_its_pipeline(
+    deployed: dict[str, Deployment], server: Server, tmp_path: Path
+) -> None:
+    """A day the schema's pattern lets through but no calendar has (2026-02-31) fails the run
+    in the worker, under the pipeline's name and the day it was given, not a random name."""
+    queue = "refused-test"
+    with server.client() as client:
+        client.create_work_queue(name=queue, work_pool_name=POOL)
+        run = client.create_flow_run_from_deployment(
+            deployed["reviews-nightly"].id,
+            parameters={"pipeline": "reviews", "day": "2026-02-31"},
+            work_queue_name=queue,
+        )
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", POOL, "--work-queue", queue, "--limit", "1"],
+        cwd=tmp_path,
+        env={**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def named_and_final() -> Any:
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else b""
+        with server.client() as client:
+            found = client.read_flow_run(run.id)
+        final = found.state is not None and found.state.is_final()
+        return found if final and found.name != run.name else None
+
+    try:
+        found = wait_until(named_and_final, timeout=150, what="the refused run to end named")
+    finally:
+        stop(worker)
+    assert found.state.is_failed(), found.state
+    assert "day" in (found.state.message or "")
+    assert found.name.startswith("reviews ") and found.name.endswith(" for 2026-02-31")
 
 
 def test_webhook_receiver_starts_a_run_of_the_reconcile_deployment(
@@ -209,12 +312,12 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
     ledger = Ledger(ledger_url, create=True)
     ledger.enroll([NewJob("w:1", {"text": "x"})], pipeline="reviews", channel="batch", model="m")
     ledger.park("w:1", Failure(Verdict.PERMANENT, "400", "bad"), from_status=["pending"])
+    server.store_secret("ledger-url", ledger_url)  # the block prefect.yaml's runs read
     with server.client() as client:
         client.create_work_queue(name=queue, work_pool_name=POOL)
         run = client.create_flow_run_from_deployment(deployed["replay"].id, work_queue_name=queue)
     env = {
         **server.env,
-        "LEDGER_DATABASE_URL": ledger_url,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_LOGGING_LEVEL": "INFO",  # the run logs its plan at INFO
     }
@@ -244,7 +347,7 @@ def test_a_process_worker_runs_the_replay_deployment_as_a_dry_run(
             "rate_per_second": 2.0,
         }
 
-    # It read this ledger (the worker's environment reached the run) and only planned:
+    # It read this ledger (the block the job variables name reached the run) and only planned:
     # the run's table artifact lists the parked job as a dry run.
     with server.client() as client:
         artifacts = client.read_artifacts(
@@ -336,6 +439,9 @@ def test_cancelling_a_tick_run_on_a_worker_stops_it_between_rows(
             deployed["reviews-nightly"].id,
             parameters={"pipeline": world.channel.spec, "day": world.day.isoformat()},
             work_queue_name=queue,
+            # The world's settings as this run's job variables; its ledger is a file of its
+            # own, not the one prefect.yaml's block holds (blank: unset).
+            job_variables={"env": {**world.environ(), "LEDGER_DATABASE_URL_BLOCK": ""}},
         )
     env = {
         **server.env,
@@ -382,3 +488,36 @@ def test_cancelling_a_tick_run_on_a_worker_stops_it_between_rows(
     verdict = world.check()
     assert verdict.ok, verdict.problems
     assert max(world.completions().values()) == 1
+
+
+def test_the_ledger_url_block_missing_or_bad_is_one_line(server: Server, tmp_path: Path) -> None:
+    """A named ledger-URL block that is not there: one line naming it and the command that
+    stores it; a value that is no database URL is refused by `secret set`, nothing stored."""
+    env = {**server.env, "LEDGER_DATABASE_URL_BLOCK": "no-such-ledger-block"}
+    missing = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "db", "current"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    said = " ".join(missing.stderr.split())
+    assert "'no-such-ledger-block', which does not exist" in said, said
+    assert "gemini-ledger secret set ledger-url --block no-such-ledger-block" in said
+    assert "Traceback" not in said
+    bad = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "secret", "set", "ledger-url"],
+        cwd=tmp_path,
+        env=env,
+        input="not a url with s3cret-pw\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "s3cret-pw" not in bad.stdout + bad.stderr
+    with server.client() as client:
+        names = [b.name for b in client.read_block_documents_by_type("secret")]
+    assert "no-such-ledger-block" not in names

@@ -1,13 +1,16 @@
-"""The way users run it: a Prefect server whose own scheduler starts the ticks, a process
-worker that holds no API key, the key in a Secret block.
+"""The way users run it, as the README's deploying section says: a Prefect server whose own
+scheduler starts the ticks, the key and the ledger's URL in Secret blocks, the runs' settings
+in prefect.yaml's job variables, and a process worker whose shell holds PREFECT_API_URL only.
 
-One server with its services on (the scheduler among them), `prefect --no-prompt deploy
---all` from prefect.yaml, the key stored with `gemini-ledger secret set api-key`, a worker on
-the pool. The scheduler must create runs for every scheduled deployment, and runs it created
-(an interval schedule added here, so the test need not wait for a cron) must settle the
-article pipeline against the emulator. Afterwards the key is searched for everywhere the
-server keeps anything, and in the ledger. With Prefect 3.8.8 on SQLAlchemy 2.1 the scheduler
-failed every loop and created no run, and this test failed (Prefect 3.9.1 passes on 2.1.9).
+One server with its services on (the scheduler among them), then the README's deploy
+commands: the pool, `prefect --no-prompt deploy --all` from prefect.yaml, `gemini-ledger
+secret set api-key` and `secret set ledger-url`, `db upgrade`. The scheduler must create runs
+for every scheduled deployment, and runs it created (an interval schedule added here, so the
+test need not wait for a cron) must settle the article pipeline against the emulator, whose
+URL the test gives as a job variable of the deployment, as the README says to. Afterwards the
+key is searched for everywhere the server keeps anything, and in the ledger. With Prefect
+3.8.8 on SQLAlchemy 2.1 the scheduler failed every loop and created no run, and this test
+failed (Prefect 3.9.1 passes on 2.1.9).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -34,7 +38,8 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from emulator.testing import RunningEmulator
 from flows.examples.articles import load_topics
 from ledger import Ledger, Status
-from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, prefect_server, stop
+from tests.child_env import parent_value
+from tests.deploy.prefect_server import PREFECT, ROOT, Server, prefect_server, stop
 from tests.webhooks.signing import wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,21 +63,64 @@ def server() -> Iterator[Server]:
         yield running
 
 
+# The README's commands run here, in its order (the server is the fixture's).
+DEPLOY_COMMANDS = (
+    "prefect work-pool create gemini-ledger --type process",
+    "prefect --no-prompt deploy --all",
+    "gemini-ledger secret set api-key",
+    "gemini-ledger secret set ledger-url",
+    "gemini-ledger db upgrade",
+)
+WORKER_COMMAND = "gemini-ledger worker start --pool gemini-ledger"
+GEMINI_LEDGER = str(Path(PREFECT).with_name("gemini-ledger"))
+
+
+def _readme_blocks() -> list[list[str]]:
+    """The deploying section's bash blocks, as lists of commands (comments dropped)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deploying to a Prefect server", 1)[1].split("\n## ", 1)[0]
+    blocks = []
+    for block in section.split("```bash\n")[1:]:
+        lines = [line.split("#", 1)[0].strip() for line in block.split("```", 1)[0].splitlines()]
+        blocks.append([line.removeprefix(".venv/bin/") for line in lines if line])
+    return blocks
+
+
+def test_the_readme_says_these_commands_and_a_worker_with_only_the_api_url() -> None:
+    """The deploying section runs the commands this module runs, and its worker's shell
+    exports nothing but PREFECT_API_URL."""
+    blocks = _readme_blocks()
+    commands = [c for block in blocks for c in block]
+    at = [commands.index(c) for c in DEPLOY_COMMANDS]
+    assert at == sorted(at), commands
+    (worker,) = [b for b in blocks if WORKER_COMMAND in b]
+    exported = [c.split()[1].split("=")[0] for c in worker if c.startswith("export ")]
+    assert exported == ["PREFECT_API_URL"], worker
+    assert [c for c in worker if not c.startswith("export ")] == [WORKER_COMMAND]
+
+
 @pytest.fixture(scope="module")
-def deployed(server: Server) -> dict[str, Deployment]:
-    """The pool, every deployment from prefect.yaml, and the key in its Secret block."""
+def ledger_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ledger") / "ledger.db"
+
+
+@pytest.fixture(scope="module")
+def deployed(server: Server, ledger_file: Path) -> dict[str, Deployment]:
+    """The README's deploy commands: pool, deployments, the key and the ledger's URL in their
+    Secret blocks, the ledger created at the block's URL."""
     deployments = server.deploy_all()
-    stored = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "secret", "set", "api-key"],
+    server.store_secret("api-key", API_KEY)
+    server.store_secret("ledger-url", f"sqlite:///{ledger_file}")
+    created = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "db", "upgrade"],
         cwd=ROOT,
-        env=server.env,
-        input=API_KEY + "\n",
+        env={**server.env, "LEDGER_DATABASE_URL_BLOCK": "gemini-ledger-database-url"},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert stored.returncode == 0, stored.stdout + stored.stderr
-    assert "gemini-api-key" in stored.stdout and API_KEY not in stored.stdout + stored.stderr
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert ledger_file.is_file()
     return deployments
 
 
@@ -100,30 +148,32 @@ def test_the_scheduler_creates_runs_for_every_scheduled_deployment(
         assert all(r.state is not None and r.state.is_scheduled() for r in upcoming), name
 
 
-def test_scheduled_runs_settle_a_night_with_the_key_only_in_a_secret_block(
-    server: Server, deployed: dict[str, Deployment], tmp_path: Path
+def test_scheduled_runs_settle_a_night_with_only_prefect_api_url_in_the_workers_shell(
+    server: Server, deployed: dict[str, Deployment], ledger_file: Path, tmp_path: Path
 ) -> None:
-    """Runs the scheduler created are run by a keyless worker and deliver every article."""
-    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    Ledger(ledger_url, create=True).dispose()  # a ledger is created on purpose only
+    """Runs the scheduler created are run by a worker whose shell exports PREFECT_API_URL and
+    nothing of ours: the key and the ledger's URL come from their blocks, the settings from
+    the job variables, and every article is delivered."""
+    ledger_url = f"sqlite:///{ledger_file}"
     out = tmp_path / "articles"
     articles = deployed[ARTICLES]
-    with server.client() as client:
-        client.create_deployment_schedules(
-            articles.id, [(IntervalSchedule(interval=timedelta(seconds=5)), True)]
-        )
     with RunningEmulator(scenario="clean", seed=3) as emulator:
-        env = {
-            **server.env,
+        # What the README says to do for the emulator: its URL as a job variable (and the
+        # example's output directory, so the test finds the files), beside prefect.yaml's.
+        env_vars = {
+            **articles.job_variables["env"],
             "GOOGLE_GEMINI_BASE_URL": emulator.base_url,
-            "LEDGER_DATABASE_URL": ledger_url,
             "ARTICLES_DIR": str(out),
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_LOGGING_LEVEL": "INFO",
         }
-        assert not {"GEMINI_API_KEY", "GOOGLE_API_KEY"} & set(env)
+        with server.client() as client:
+            client.update_deployment(articles.id, DeploymentUpdate(job_variables={"env": env_vars}))
+            client.create_deployment_schedules(
+                articles.id, [(IntervalSchedule(interval=timedelta(seconds=5)), True)]
+            )
+        # The worker's shell: the system's PATH and HOME, and PREFECT_API_URL. Nothing else.
+        env = {"PATH": parent_value("PATH"), "HOME": str(tmp_path), "PREFECT_API_URL": server.url}
         worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", POOL, "--limit", "1"],
+            [GEMINI_LEDGER, *WORKER_COMMAND.split()[1:]],  # the README's worker, as it says
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -133,8 +183,6 @@ def test_scheduled_runs_settle_a_night_with_the_key_only_in_a_secret_block(
 
         def settled() -> bool:
             assert worker.poll() is None, worker.stderr.read() if worker.stderr else b""
-            if not (tmp_path / "ledger.db").exists():
-                return False
             counts = ledger.counts(pipeline="articles").by_status
             return counts.get(Status.CONSUMED, 0) == TOPICS
 
@@ -156,7 +204,7 @@ def test_scheduled_runs_settle_a_night_with_the_key_only_in_a_secret_block(
     ledger.dispose()
 
     # The key is nowhere the server keeps anything, nor in the ledger or the worker's output.
-    leaks = [*_server_records(server), worker_err, (tmp_path / "ledger.db").read_bytes().hex()]
+    leaks = [*_server_records(server), worker_err, ledger_file.read_bytes().hex()]
     assert not [text for text in leaks if API_KEY in text or API_KEY.encode().hex() in text]
 
 

@@ -197,3 +197,30 @@ def test_the_whole_setup_passes_with_a_worker_scheduled_runs_and_the_key_in_a_bl
     assert checks[f"work pool {POOL}"]["detail"].startswith("1 live worker")
     live = {c["name"] for c in json.loads(results[1].stdout)["checks"]}
     assert {"api key accepted", "3-row batch", "background interaction"} <= live
+
+
+def test_every_pipeline_a_deployment_names_is_checked(
+    deployed: dict[str, Deployment], server: Server, tmp_path: Path
+) -> None:
+    """A deployment naming a pipeline that does not load fails doctor's pipeline check, with
+    the deployment named, though doctor was given no pipeline."""
+    import yaml
+
+    from flows.ops.doctor import run_checks
+    from flows.settings import Settings
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (dep,) = [d for d in config["deployments"] if d["name"] == "reviews-nightly"]
+    dep.update(name="ghost-nightly", parameters={"pipeline": "ghostpkg.pages:pipeline"})
+    config["deployments"] = [dep]
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(copy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        checks = {c.name: c for c in run_checks([], settings=Settings.given(), problems=[])}
+    ghost = checks["pipeline ghostpkg.pages:pipeline"]
+    assert ghost.outcome is Outcome.FAIL
+    assert "no module named 'ghostpkg'" in ghost.detail
+    assert "named by deployment ghost-nightly" in ghost.detail
+    assert checks["pipeline reviews"].outcome is Outcome.OK  # named by reviews-nightly too

@@ -1,7 +1,8 @@
 """``gemini-ledger doctor``: check a setup before trusting it with a night.
 
-- :func:`run_checks`: free checks (settings, ledger, pipelines, Prefect server, deployments,
-  schedules, workers, secrets); no API call.
+- :func:`run_checks`: free checks (settings, ledger, pipelines: the shipped ones, the ones
+  given and every one a deployment on the Prefect server names; Prefect server, deployments,
+  schedules, workers, secrets); no Gemini API call.
 - :func:`flows.ops.doctor._live.run_live`: a few real calls (``--live``), recording the structure
   of every answer.
 - :func:`emulator_shapes` and :func:`diff_shapes`: the same calls against the bundled emulator,
@@ -29,7 +30,7 @@ from flows.ops.doctor._local import (
     check_settings,
     check_webhook_secret,
 )
-from flows.ops.doctor._prefect import check_prefect
+from flows.ops.doctor._prefect import check_prefect, deployed_pipelines
 from flows.ops.doctor._report import Check, Outcome, exit_code, render_line, to_json
 from flows.ops.doctor._shapes import Drift, diff_shapes, load_shapes, write_shapes
 from flows.settings import Settings
@@ -62,19 +63,24 @@ def run_checks(
     *,
     settings: Settings,
     problems: list[str],
+    ledger_unreadable: str | None = None,
     prefect_yaml: Path | None = None,
 ) -> list[Check]:
     """Every free check, in the order a setup is built. ``settings`` and ``problems``: what
     ``flows.settings.load_settings_reporting`` returned (a refused variable is a failed
-    settings check, and the other checks run on its default)."""
+    settings check, and the other checks run on its default), the ledger's URL read from its
+    Secret block, or ``ledger_unreadable`` saying why it could not be."""
+    read_ledger = ledger_unreadable is None
     checks = [check_settings(settings, problems)]
-    checks += check_ledger(settings)
-    checks += check_pipelines(settings, pipelines)
-    checks.append(check_prices(settings, pipelines))
+    checks += check_ledger(settings, ledger_unreadable)
+    deployed = deployed_pipelines()  # every pipeline a deployment on the server names
+    pipelines = [*pipelines, *(spec for spec in deployed if spec not in pipelines)]
+    checks += check_pipelines(settings, pipelines, deployed)
+    checks.append(check_prices(settings, pipelines, read_ledger=read_ledger))
     checks += check_prefect(prefect_yaml)
     checks.append(check_api_key(settings))
     checks.append(check_webhook_secret(settings))
-    checks.append(check_api_settings(settings))
+    checks.append(check_api_settings(settings, read_ledger=read_ledger))
     return checks
 
 

@@ -53,8 +53,10 @@ def check_settings(settings: Settings, problems: list[str]) -> Check:
     return Check.ok("settings", "every setting parses")
 
 
-def check_ledger(settings: Settings) -> list[Check]:
-    """Reachable, migrated to this version's head, and writable (a write rolled back)."""
+def check_ledger(settings: Settings, unreadable: str | None = None) -> list[Check]:
+    """Reachable, migrated to this version's head, and writable (a write rolled back).
+    ``unreadable``: why the Secret block holding the ledger's URL could not be read (then
+    there is no URL to check)."""
     from sqlalchemy import insert
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
@@ -63,6 +65,8 @@ def check_ledger(settings: Settings) -> list[Check]:
     from ledger._db import current_revision, head_revision
     from ledger._models import WebhookDelivery
 
+    if unreadable is not None:  # the Secret block holding its URL is missing or unreadable
+        return [Check.fail("ledger", unreadable, "gemini-ledger secret set ledger-url")]
     url = database_url(settings.database_url)
     shown = make_url(url).render_as_string(hide_password=True)
     upgrade_fix = "gemini-ledger db upgrade"
@@ -132,21 +136,26 @@ def pipeline_specs(settings: Settings, extra: list[str]) -> list[str]:
     return names + [e for e in extra if e not in names]
 
 
-def check_pipelines(settings: Settings, extra: list[str]) -> list[Check]:
-    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by."""
+def check_pipelines(
+    settings: Settings, extra: list[str], deployed: dict[str, list[str]] | None = None
+) -> list[Check]:
+    """Each named pipeline imports, is a Pipeline, and carries the name it is registered by;
+    ``deployed`` gives the deployments naming a pipeline, said with its failure."""
     from flows.registry import UnknownPipeline, get_pipeline
 
     configured = settings.pipeline_specs
     checks = []
     for spec in pipeline_specs(settings, extra):
         name = f"pipeline {spec}"
+        users = (deployed or {}).get(spec)
+        by = f" (named by deployment {', '.join(users)})" if users else ""
         try:
             found = get_pipeline(spec, settings)
         except UnknownPipeline as exc:
             checks.append(
                 Check.fail(
                     name,
-                    str(exc),
+                    f"{exc}{by}",
                     "fix the module:attribute (importable from the worker's directory)",
                 )
             )
@@ -155,7 +164,7 @@ def check_pipelines(settings: Settings, extra: list[str]) -> list[Check]:
             checks.append(
                 Check.fail(
                     name,
-                    f"importing it raised {type(exc).__name__}: {exc}",
+                    f"importing it raised {type(exc).__name__}: {exc}{by}",
                     f"python -c 'import {spec.split(':')[0]}'",
                 )
             )
@@ -175,9 +184,10 @@ def check_pipelines(settings: Settings, extra: list[str]) -> list[Check]:
     return checks
 
 
-def check_prices(settings: Settings, extra: list[str]) -> Check:
+def check_prices(settings: Settings, extra: list[str], *, read_ledger: bool = True) -> Check:
     """Every model the pipelines use, and every model with rows in the ledger, has a price:
-    an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure)."""
+    an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure).
+    Without ``read_ledger`` (its URL unknown) only the pipelines' models."""
     from flows.gemini._pricing import PRICES_FILE_ENV, load_prices
     from flows.registry import get_pipeline
     from ledger import Ledger, ledger_exists
@@ -192,7 +202,7 @@ def check_prices(settings: Settings, extra: list[str]) -> Check:
         with contextlib.suppress(Exception):  # an unloadable pipeline is its own check
             rows.setdefault(get_pipeline(spec, settings).model, 0)
     with contextlib.suppress(Exception):  # an unreachable or old ledger is its own check
-        if ledger_exists(settings.database_url):
+        if read_ledger and ledger_exists(settings.database_url):
             ledger = Ledger(settings.database_url, migrate=False)
             try:
                 for usage in ledger.usage_by_model():
@@ -301,13 +311,16 @@ def check_webhook_secret(settings: Settings) -> Check:
     return Check.ok(name, f"in {where}")
 
 
-def check_api_settings(settings: Settings) -> Check:
+def check_api_settings(settings: Settings, *, read_ledger: bool = True) -> Check:
     """This machine's Gemini API (base URL and key) is the one the workers bind batch jobs at:
-    a webhook receiver started here with another one is refused (``flows.gemini._api_settings``)."""
+    a webhook receiver started here with another one is refused (``flows.gemini._api_settings``).
+    Without ``read_ledger`` (its URL unknown) skipped."""
     from flows.gemini._api_settings import current_api_settings, mismatch
     from ledger import GeminiLedgerError, Ledger
 
     name = "api settings"
+    if not read_ledger:
+        return Check.skip(name, "no ledger to compare with (its URL's Secret block is unreadable)")
     try:
         ledger = Ledger(settings.database_url, migrate=False)  # never creates nor upgrades one
     except GeminiLedgerError as exc:

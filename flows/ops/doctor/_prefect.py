@@ -16,7 +16,7 @@ import yaml
 
 from flows.ops.doctor._report import Check
 
-__all__ = ["DeclaredDeployment", "check_prefect", "read_prefect_yaml"]
+__all__ = ["DeclaredDeployment", "check_prefect", "deployed_pipelines", "read_prefect_yaml"]
 
 _ROOT = Path(__file__).resolve().parents[3]
 DEPLOY_FIX = "prefect --no-prompt deploy --all  (from the directory holding prefect.yaml)"
@@ -48,6 +48,26 @@ def read_prefect_yaml(path: Path) -> list[DeclaredDeployment]:
         schedules = [s for s in dep.get("schedules") or [] if s.get("active", True)]
         found.append(DeclaredDeployment(str(dep["name"]), str(pool), bool(schedules)))
     return found
+
+
+def deployed_pipelines() -> dict[str, list[str]]:
+    """The pipelines the server's deployments name (their ``pipeline`` parameter), each with
+    the deployments naming it; empty without a reachable Prefect API (its own check says so)."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        return {}
+    from prefect.client.orchestration import get_client
+
+    named: dict[str, list[str]] = {}
+    with get_client(sync_client=True) as client:
+        if client.api_healthcheck() is not None:
+            return {}
+        for dep in client.read_deployments():
+            spec = (dep.parameters or {}).get("pipeline")
+            if isinstance(spec, str) and spec:
+                named.setdefault(spec, []).append(dep.name)
+    return {spec: sorted(names) for spec, names in named.items()}
 
 
 def check_prefect(prefect_yaml: Path | None = None) -> list[Check]:
