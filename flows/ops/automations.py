@@ -124,7 +124,10 @@ def _same(existing: Any, wanted: Any) -> bool:
 
     fields = set(AutomationCore.model_fields)
     have = AutomationCore.model_validate(existing.model_dump(include=fields))
-    return bool(have.model_dump(mode="json") == wanted.model_dump(mode="json"))
+    # Compared as Python values, not JSON: a trigger's `expect` and `after` are sets, which JSON
+    # dumps as lists in iteration order, and two equal sets built in a different order can
+    # iterate differently (the same automation then looked changed, now and then).
+    return bool(have.model_dump() == wanted.model_dump())
 
 
 def apply_automations(
