@@ -87,4 +87,3 @@ def test_a_receipts_night_settles_and_leaves_no_file_behind(
     assert {line["key"] for line in fields.values()} == consumed
     for line in fields.values():
         receipts.ReceiptFields.model_validate(line["fields"])
-
