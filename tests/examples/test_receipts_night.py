@@ -1,4 +1,4 @@
-"""A night of the receipts example against the default scenario: every document's fields in
+"""A night of the receipts example against the default scenario, on both backends: every document's fields in
 the day's file or its row parked, attempts equal to what the emulator received, the shared
 policy PDF uploaded once for every row, and nothing left in the Files API at the end."""
 
@@ -27,14 +27,14 @@ FINAL = {Status.CONSUMED.value, Status.PARKED.value}
 
 
 def test_a_receipts_night_settles_and_leaves_no_file_behind(
-    emulator, prefect_api, sqlite_url, monkeypatch, tmp_path
+    emulator, prefect_api, ledger_url, monkeypatch, tmp_path
 ) -> None:
     """Ticks until every document is consumed or parked and the emulator stores no file:
     attempts equal the emulator's submissions per key; each consumed document has its
     fields in the day's file; fewer uploads were made than rows that read them."""
     from flows.tick import tick
 
-    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", ledger_url)
     monkeypatch.setenv(receipts.RECEIPTS_DIR_ENV, str(tmp_path))
     emulator.set_scenario("default", seed=20261206)
     ledger = open_ledger()
