@@ -93,11 +93,14 @@ def _raw_sequential(n: int, day: date) -> float:
 
 
 def _body_sequential(n: int, day: date) -> float:
-    from flows.channels.direct import generate_content
-    from flows.testing import open_ledger
+    from flows.channels.direct import Calls, generate_content
+    from flows.settings import load_settings
+    from flows.tick import start_run
     from ledger import NewJob
 
-    ledger = open_ledger()
+    ctx = start_run(SPEC, load_settings(), day)
+    calls = Calls(ctx)
+    ledger = ctx.ledger
     keys = [pipeline.key_of(i, day) for i in range(n)]
     ledger.enroll(
         (NewJob(k, pipeline.build_prompt(i).model_dump_json()) for i, k in enumerate(keys)),
@@ -107,7 +110,7 @@ def _body_sequential(n: int, day: date) -> float:
     )
     t = time.perf_counter()
     for key in keys:
-        out = generate_content.fn(SPEC, key)
+        out = generate_content.fn(SPEC, key, calls)
         assert out["status"] == "done", out
     elapsed = time.perf_counter() - t
     ledger.consume(keys)
@@ -123,7 +126,7 @@ def main() -> None:
     n = args.n
     from ledger import Ledger
 
-    Ledger(create=True).dispose()  # a ledger is created on purpose only (LEDGER_DATABASE_URL)
+    Ledger(os.environ["LEDGER_DATABASE_URL"], create=True).dispose()  # on purpose only
     os.environ[N_ENV] = str(n)
     pools = [int(c) for c in args.concurrency.split(",") if c]
 

@@ -54,7 +54,7 @@ def _setup_env(tmp: Path, emu: RunningEmulator) -> None:
     os.environ["LEDGER_DATABASE_URL"] = f"sqlite:///{tmp / 'ledger.db'}"
     from ledger import Ledger
 
-    Ledger(create=True).dispose()  # a ledger is created on purpose only
+    Ledger(os.environ["LEDGER_DATABASE_URL"], create=True).dispose()  # on purpose only
     os.environ["ARTICLES_DIR"] = str(tmp / "articles")
 
 
@@ -71,22 +71,35 @@ def _jobs(n: int, prefix: str) -> Iterator[NewJob]:
 def _channel(concurrency: int = 32) -> Any:
     """The background channel of the bench's pipeline, as a tick opens it (no Prefect run:
     the steps log to a plain logger)."""
+    from flows.settings import load_settings
     from flows.tick import TickOptions, open_channel, start_run
 
-    return open_channel(start_run(PIPELINE, DAY), TickOptions(max_concurrency=concurrency))
+    ctx = start_run(PIPELINE, load_settings(), DAY)
+    return open_channel(ctx, TickOptions(max_concurrency=concurrency))
 
 
 def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
     """Enroll n jobs, reserve them and create their interactions (bound), as a tick does."""
     from flows.channels.background import submit_reserved
+    from flows.gemini.gateway import gemini_client, shared_client
     from flows.registry import get_pipeline
+    from flows.settings import load_settings
 
-    p = get_pipeline(PIPELINE)
+    settings = load_settings()
+    p = get_pipeline(PIPELINE, settings)
     ledger.enroll(_jobs(n, prefix), pipeline=PIPELINE, channel="background", model=p.model)
     token = f"bench-{prefix}"
     ledger.reserve(pipeline=PIPELINE, limit=n, reservation=token)
     rows = list(ledger.reserved(token))
-    out = submit_reserved(p, ledger, rows, reservation=token, max_concurrency=32)
+    out = submit_reserved(
+        p,
+        ledger,
+        rows,
+        reservation=token,
+        max_concurrency=32,
+        client_factory=lambda: gemini_client(settings),
+        run_client=lambda: shared_client(settings),
+    )
     assert out["submitted"] == n, out
 
 
@@ -96,19 +109,20 @@ def _submit_outstanding(ledger: Ledger, n: int, prefix: str) -> None:
 def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
     from flows.examples.articles import Article
     from flows.gemini.gateway import gemini_client
+    from flows.settings import load_settings
     from flows.testing import Handle, open_ledger, poll_all
 
     print(f"\n== reclaim: {n} outstanding interactions, {latency_ms:g} ms per interactions.get ==")
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:
         _setup_env(Path(tmp), emu)
-        ledger = open_ledger()
+        ledger = open_ledger(load_settings().database_url)
         t = time.perf_counter()
         _submit_outstanding(ledger, n, "reclaim")
         print(f"setup: {n} interactions created and bound in {time.perf_counter() - t:.1f} s")
         emu.set_scenario({"name": "slow-get", "latency_ms": {"interactions.get": latency_ms}})
         handles = ledger.outstanding(pipeline=PIPELINE)
 
-        client = gemini_client()
+        client = gemini_client(load_settings())
         t = time.perf_counter()
         for _key, handle, _at in handles:
             client.interactions.get(handle)
@@ -116,7 +130,12 @@ def part_reclaim(n: int, latency_ms: float, concurrency: int) -> None:
 
         jobs = [Handle(k, h, at or 0.0) for k, h, at in handles]
         t = time.perf_counter()
-        poll_all(jobs, Article, max_concurrency=1)
+        poll_all(
+            jobs,
+            Article,
+            max_concurrency=1,
+            client_factory=lambda: gemini_client(load_settings()),
+        )
         sequential_raw = time.perf_counter() - t
 
         channel = _channel(concurrency)  # as the tick opens it, before the step is timed
@@ -185,6 +204,8 @@ class LedgerTimer:
 
 
 def _settle(ledger: Ledger, n: int) -> None:
+    from flows.settings import load_settings
+
     """n consumed rows of the pipeline (bulk: enroll, then one UPDATE), plus today's topics."""
     from flows.registry import get_pipeline
     from flows.testing import enroll_day
@@ -201,7 +222,7 @@ def _settle(ledger: Ledger, n: int) -> None:
             model="gemini-2.5-flash",
         )
     # Today's topics exist already: the tick adds none.
-    enroll_day(ledger, get_pipeline(PIPELINE), DAY)
+    enroll_day(ledger, get_pipeline(PIPELINE, load_settings()), DAY)
     with ledger.engine.begin() as conn:
         conn.execute(
             text(
@@ -213,11 +234,12 @@ def _settle(ledger: Ledger, n: int) -> None:
 
 
 def _one_tick(settled: int) -> tuple[float, float, LedgerTimer]:
+    from flows.settings import load_settings
     from flows.testing import enroll_day, open_ledger
 
     with tempfile.TemporaryDirectory() as tmp, RunningEmulator(scenario="clean") as emu:
         _setup_env(Path(tmp), emu)
-        ledger = open_ledger()
+        ledger = open_ledger(load_settings().database_url)
         t = time.perf_counter()
         _settle(ledger, settled)
         _submit_outstanding(ledger, 10, "outstanding")

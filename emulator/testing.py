@@ -23,9 +23,9 @@ from typing import IO, Any
 import httpx
 
 # The emulator's parts its own unit tests and the benches reach (the answers it generates,
-# its rate meter, the error bodies it sends, its state core): named here so a test never
-# imports a private ``emulator._x`` module (``tests/test_private_imports.py``).
-from ._answers import answer_text, generate_value, rng_for
+# its rate meter, the error bodies it sends, its state core, its media limits): named here
+# so a test never imports a private ``emulator._x`` module (``tests/test_private_imports.py``).
+from ._answers import answer_text, count_tokens, generate_value, rng_for
 from ._errors import (
     daily_quota,
     help_only_429,
@@ -34,19 +34,26 @@ from ._errors import (
     project_fault,
     step_status,
 )
+from ._media import REQUEST_LIMIT
 from ._rates import RateMeter
-from ._scenario import Scenario
-from ._state import Core
+from ._scenario import Scenario, load_scenario
+from ._state import FILE_TTL_S, ApiError, Core, FileRec
 
 __all__ = [
+    "FILE_TTL_S",
+    "REQUEST_LIMIT",
+    "ApiError",
     "Core",
+    "FileRec",
     "RateMeter",
     "RunningEmulator",
     "answer_text",
+    "count_tokens",
     "daily_quota",
     "free_port",
     "generate_value",
     "help_only_429",
+    "load_scenario",
     "model_not_found",
     "no_quota",
     "project_fault",

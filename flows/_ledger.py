@@ -4,20 +4,21 @@ The ledger's URL is ``LEDGER_DATABASE_URL`` (default ``var/ledger.db``), or, whe
 ``LEDGER_DATABASE_URL_BLOCK`` names one, the value of that Prefect ``Secret`` block: a
 PostgreSQL URL carries its credentials, which then live in the block, not in a deployment's
 job variables or a worker's shell (``gemini-ledger secret set ledger-url``). The block is read
-once per process and name; its value is registered as a secret, so it is never logged.
+by ``flows.settings.load_settings`` where a command or run starts (once per process, block
+and Prefect API), and its value becomes ``settings.database_url``: everything below is given
+that URL. The value is registered as a secret, so it is never logged.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from flows import _caches
 from ledger import Ledger, LedgerConfigError, database_url, register_secret
 
 __all__ = [
     "DATABASE_URL_BLOCK_ENV",
     "DEFAULT_DATABASE_URL_BLOCK",
-    "ledger_url",
     "open_ledger",
     "url_from_block",
 ]
@@ -26,9 +27,15 @@ DATABASE_URL_BLOCK_ENV = "LEDGER_DATABASE_URL_BLOCK"
 #: The block ``gemini-ledger secret set ledger-url`` writes unless told another name.
 DEFAULT_DATABASE_URL_BLOCK = "gemini-ledger-database-url"
 
-_ledgers: dict[str, Ledger] = {}
-_lock = threading.Lock()
-_from_blocks: dict[tuple[str, str], str] = {}
+
+def open_ledger(url: str) -> Ledger:
+    """The ledger at ``url`` (a run's ``settings.database_url``), one per process and URL
+    (kept in ``flows._caches``)."""
+    resolved = database_url(url)
+    with _caches.lock:
+        if resolved not in _caches.ledgers:
+            _caches.ledgers[resolved] = Ledger(resolved)
+        return _caches.ledgers[resolved]
 
 
 def _api_url() -> str:
@@ -38,11 +45,14 @@ def _api_url() -> str:
 
 
 def url_from_block(name: str) -> str:
-    """The ledger URL kept in the Secret block ``name``; one clear line when it cannot be read."""
+    """The ledger URL kept in the Secret block ``name``; one clear line when it cannot be read.
+
+    Called by ``flows.settings.load_settings`` only, where a command or run starts; kept in
+    ``flows._caches`` per block and Prefect API, so a process asks the server once."""
     api = _api_url()
-    with _lock:
-        if (name, api) in _from_blocks:
-            return _from_blocks[(name, api)]
+    with _caches.lock:
+        if (name, api) in _caches.ledger_url_blocks:
+            return _caches.ledger_url_blocks[(name, api)]
     if not api:
         raise LedgerConfigError(
             f"{DATABASE_URL_BLOCK_ENV} names the Secret block {name!r}, but no Prefect API is"
@@ -71,8 +81,8 @@ def url_from_block(name: str) -> str:
         raise LedgerConfigError(f"the Secret block {name!r} does not hold a URL: {store}")
     value = value.strip()
     _register(value)
-    with _lock:
-        _from_blocks[(name, api)] = value
+    with _caches.lock:
+        _caches.ledger_url_blocks[(name, api)] = value
     return value
 
 
@@ -88,21 +98,3 @@ def _register(url: str) -> None:
         return  # database_url() says what is wrong with it
     if password:
         register_secret(str(password))
-
-
-def ledger_url(url: str | None = None) -> str:
-    """``url``, else the ledger URL the settings give (a Secret block's, or the variable's)."""
-    if url:
-        return database_url(url)
-    from flows.settings import load_settings
-
-    return database_url(load_settings().database_url)
-
-
-def open_ledger(url: str | None = None) -> Ledger:
-    """The ledger at ``url`` (default: :func:`ledger_url`)."""
-    resolved = ledger_url(url)
-    with _lock:
-        if resolved not in _ledgers:
-            _ledgers[resolved] = Ledger(resolved)
-        return _ledgers[resolved]

@@ -152,12 +152,6 @@ def api_available() -> bool:
     return bool(get_current_settings().api.url) or FlowRunContext.get() is not None
 
 
-def _startup_timeout() -> float:
-    from flows.settings import load_settings
-
-    return load_settings().prefect_startup_s
-
-
 def _die_with_parent(parent: int) -> Callable[[], None]:
     def arm() -> None:  # runs in the child between fork and exec
         libc = ctypes.CDLL(None, use_errno=True)
@@ -241,10 +235,11 @@ def _drain_to(url: str) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(announce: Callable[[str], None]) -> Iterator[str | None]:
+def prefect_api(announce: Callable[[str], None], *, startup_s: float) -> Iterator[str | None]:
     """Yield the configured API URL, or start a temporary server for the block's duration.
 
-    ``announce`` receives the one line telling the user a temporary server is used.
+    ``announce`` receives the one line telling the user a temporary server is used;
+    ``startup_s``: how long it may take to start (``GEMINI_LEDGER_PREFECT_STARTUP_S``).
     """
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
@@ -253,7 +248,7 @@ def prefect_api(announce: Callable[[str], None]) -> Iterator[str | None]:
         check_api(configured)
         yield configured
         return
-    timeout_s = _startup_timeout()
+    timeout_s = startup_s
     announce(
         "no Prefect server configured: starting a temporary one for this run (its runs vanish"
         " with it); to keep them, run `prefect server start` and set"

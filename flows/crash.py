@@ -16,7 +16,7 @@ import signal
 import threading
 from collections import Counter
 
-__all__ = ["CRASH_AT_ENV", "CRASH_SIGNAL_ENV", "CRASH_TRACE_ENV", "crash_point"]
+__all__ = ["CRASH_AT_ENV", "CRASH_SIGNAL_ENV", "CRASH_TRACE_ENV", "crash_armed", "crash_point"]
 
 CRASH_AT_ENV = "GEMINI_LEDGER_CRASH_AT"
 CRASH_SIGNAL_ENV = "GEMINI_LEDGER_CRASH_SIGNAL"  # KILL (default) or TERM
@@ -35,6 +35,11 @@ def _armed() -> dict[str, int]:
         name, _, nth = part.partition("@")
         armed[name] = int(nth) if nth else 1
     return armed
+
+
+def crash_armed() -> bool:
+    """Whether this process has a crash point armed (``doctor`` warns: tests only)."""
+    return bool(os.environ.get(CRASH_AT_ENV, "").strip())
 
 
 def _signal() -> signal.Signals:

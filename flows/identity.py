@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from flows._ledger import open_ledger
 from flows.pipeline import Pipeline
 from flows.registry import load_pipeline
+from flows.settings import Settings
 from ledger import Channel, Ledger, PipelineChange
 
 __all__ = ["claim_pipeline", "schema_fingerprint"]
@@ -45,12 +45,12 @@ def schema_fingerprint(p: Pipeline[Any]) -> str:
 
 
 def claim_pipeline(
-    name: str, *, ledger: Ledger | None = None
+    name: str, *, ledger: Ledger, settings: Settings
 ) -> tuple[Pipeline[Any], PipelineChange]:
     """Load the pipeline ``name`` (a name or ``module:attribute``) and record it as the owner
     of its name; raises ``ledger.PipelineConflict`` when another definition owns it."""
-    p, spec = load_pipeline(name)
-    change = (ledger or open_ledger()).record_pipeline(
+    p, spec = load_pipeline(name, settings)
+    change = ledger.record_pipeline(
         p.name,
         spec=spec,
         channel=Channel(p.channel).value,

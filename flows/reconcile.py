@@ -20,16 +20,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._ledger import open_ledger
-from flows.channels._channel import RunContext, today_utc
 from flows.channels.batch import BatchChannel, Settle, Settled
 from flows.errors import UsageError
-from flows.gemini.gateway import gemini_client
-from flows.registry import get_pipeline
 from flows.run._halt import checked, halts
 from flows.run._names import name_refused_run, reconcile_name, run_name, slug
 from flows.run._parameters import BatchJobName, PipelineSpec
 from flows.settings import load_settings
-from flows.tick import deliver
+from flows.tick import deliver, start_run
 from ledger import BatchState, Channel
 
 __all__ = ["reconcile"]
@@ -51,15 +48,13 @@ def reconcile(job_name: BatchJobName, pipeline: PipelineSpec | None = None) -> d
         job_name: The batch job, as the API names it (batches/...).
         pipeline: The pipeline whose job it is (default: the one the ledger recorded for it).
     """
-    settings = load_settings()
-    ledger = open_ledger(settings.database_url)
-    rec = ledger.batch_named(job_name)
+    settings = load_settings()  # the run's one read of the settings (and the URL's block)
+    rec = open_ledger(settings.database_url).batch_named(job_name)
     if rec is None:
         raise UsageError(f"no batch job named {job_name!r} in the ledger")
-    p = get_pipeline(pipeline or rec.pipeline)
-    ctx = RunContext(
-        spec=pipeline or rec.pipeline, pipeline=p, ledger=ledger, settings=settings, day=today_utc()
-    )
+    # The run's context, as a tick builds it: the pipeline loaded and its name claimed.
+    ctx = start_run(pipeline or rec.pipeline, settings)
+    p = ctx.pipeline
     channel = BatchChannel(ctx)
     report: dict[str, Any] = {"batch": job_name, "pipeline": p.name, "ledger_state": rec.state}
     if rec.state != BatchState.SUBMITTED:
@@ -91,7 +86,7 @@ def _settle_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     """Poll one batch job and, if it has finished, reconcile it."""
     rec = channel.ctx.ledger.batch_named(job_name)
     assert rec is not None
-    return _report(channel.settle(gemini_client(), rec))
+    return _report(channel.settle(channel.ctx.client, rec))
 
 
 def _report(settled: Settled) -> dict[str, Any]:

@@ -14,7 +14,6 @@ depend on what ran before it in the same process.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
+from flows.settings import Settings
 from ledger import PipelineError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "UnknownPipeline",
     "get_pipeline",
     "load_pipeline",
+    "load_spec",
     "pipeline_names",
 ]
 
@@ -47,28 +48,18 @@ class UnknownPipeline(PipelineError, UsageError, LookupError):
     """No pipeline has this name, or its module cannot be loaded."""
 
 
-def _configured() -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in os.environ.get(PIPELINES_ENV, "").split(","))):
-        name, sep, spec = part.partition("=")
-        if not sep or ":" not in spec:
-            raise UnknownPipeline(f"{PIPELINES_ENV}: {part!r} is not name=module:attribute")
-        pairs[name.strip()] = spec.strip()
-    return pairs
-
-
 def pipeline_names() -> list[str]:
     return sorted(BUILTIN)
 
 
-def _recorded(name: str) -> str | None:
+def _recorded(name: str, settings: Settings) -> str | None:
     """The ``module:attribute`` the ledger recorded for ``name``, if a ledger exists."""
-    from flows._ledger import ledger_url, open_ledger
+    from flows._ledger import open_ledger
     from ledger import ledger_exists
 
-    if not ledger_exists(ledger_url()):
+    if not ledger_exists(settings.database_url):
         return None  # never create a ledger just to look a name up
-    record = open_ledger().pipeline_record(name)
+    record = open_ledger(settings.database_url).pipeline_record(name)
     return None if record is None else record.spec
 
 
@@ -119,18 +110,28 @@ def _import(module_name: str, name: str) -> Any:
         ) from exc
 
 
-def load_pipeline(name: str) -> tuple[Pipeline[Any], str]:
+def load_pipeline(name: str, settings: Settings) -> tuple[Pipeline[Any], str]:
     """The pipeline called ``name`` (or given as ``module:attribute``) and its spec.
 
-    Looked up in order: the shipped examples, ``GEMINI_LEDGER_PIPELINES``, the ledger's
-    record of the name, then ``name`` as a spec.
+    Looked up in order: the shipped examples, ``GEMINI_LEDGER_PIPELINES``
+    (``settings.pipeline_specs``), the ledger's record of the name, then ``name`` as a spec.
     """
     spec = (
         BUILTIN.get(name)
-        or _configured().get(name)
-        or (None if ":" in name else _recorded(name))
+        or settings.pipeline_specs.get(name)
+        or (None if ":" in name else _recorded(name, settings))
         or name
     )
+    return _load_spec(name, spec)
+
+
+def load_spec(spec: str) -> Pipeline[Any]:
+    """A shipped example by name or a ``module:attribute``: what needs no settings (a flow
+    run's name, read before the run has its context)."""
+    return _load_spec(spec, BUILTIN.get(spec, spec))[0]
+
+
+def _load_spec(name: str, spec: str) -> tuple[Pipeline[Any], str]:
     if ":" not in spec:
         raise UnknownPipeline(
             f"unknown pipeline {name!r}: use one of {', '.join(pipeline_names())}"
@@ -149,7 +150,7 @@ def load_pipeline(name: str) -> tuple[Pipeline[Any], str]:
     return found, spec
 
 
-def get_pipeline(name: str) -> Pipeline[Any]:
+def get_pipeline(name: str, settings: Settings) -> Pipeline[Any]:
     """A shipped example by name (``reviews``, ``articles``), a recorded name, or
     ``module:attribute``."""
-    return load_pipeline(name)[0]
+    return load_pipeline(name, settings)[0]

@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledger import LedgerConfigError, register_secret
 
-__all__ = ["Settings", "SettingsError", "describe", "load_settings"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "describe",
+    "load_settings",
+    "load_settings_reporting",
+    "read_ledger_block",
+]
 
 
 class SettingsError(LedgerConfigError, ValueError):
@@ -36,7 +43,10 @@ def _env(*names: str) -> Any:
 class Settings(BaseSettings):
     """gemini-ledger's settings (environment variables; see the README's settings table)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
+    # populate_by_name: code and tests build Settings(database_url=...) by field name.
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=True, frozen=True, populate_by_name=True
+    )
 
     database_url: str = Field(
         "sqlite:///var/ledger.db", validation_alias=_env("LEDGER_DATABASE_URL")
@@ -47,7 +57,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
-    api_key_block: str = Field("gemini-api-key", validation_alias=_env("GEMINI_API_KEY_BLOCK"))
+    # None: the default block, gemini-api-key (flows.gateway says a named block is missing).
+    api_key_block: str | None = Field(None, validation_alias=_env("GEMINI_API_KEY_BLOCK"))
     gemini_base_url: str | None = Field(None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL"))
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("LEDGER_WEBHOOK_SECRET"))
     webhook_secret_block: str | None = Field(
@@ -129,11 +140,51 @@ class Settings(BaseSettings):
     @field_validator("pipelines")
     @classmethod
     def _pairs(cls, value: str | None) -> str | None:
-        for part in filter(None, (p.strip() for p in (value or "").split(","))):
-            name, sep, spec = part.partition("=")
-            if not sep or not name.strip() or ":" not in spec:
-                raise ValueError(f"{part!r} is not name=module:attribute")
+        _parse_pairs(value)  # a bad pair fails here, when the settings are loaded
         return value
+
+    @classmethod
+    def given(cls, **values: Any) -> Settings:
+        """Settings from ``values`` (by field or variable name) and the defaults alone, the
+        environment unread: how tests and in-process callers configure code without
+        patching the environment."""
+        return _Given(**values)
+
+    @property
+    def api_key_variable(self) -> str:
+        """The variable the environment's key came from (for the fix a fault names)."""
+        names = _variables("api_key")
+        return next((n for n in names if os.environ.get(n, "").strip()), names[0])
+
+    @property
+    def pipeline_specs(self) -> dict[str, str]:
+        """``GEMINI_LEDGER_PIPELINES`` as name -> ``module:attribute`` (parsed here only)."""
+        return _parse_pairs(self.pipelines)
+
+
+class _Given(Settings):
+    """:meth:`Settings.given`: the same fields and checks, read from the arguments only."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _parse_pairs(value: str | None) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (value or "").split(","))):
+        name, sep, spec = part.partition("=")
+        if not sep or not name.strip() or ":" not in spec:
+            raise ValueError(f"{part!r} is not name=module:attribute")
+        pairs[name.strip()] = spec.strip()
+    return pairs
 
 
 def _variables(field: str) -> tuple[str, ...]:
@@ -143,29 +194,74 @@ def _variables(field: str) -> tuple[str, ...]:
     return (str(alias),)
 
 
-def load_settings(*, read_blocks: bool = True) -> Settings:
-    """Read and validate every setting now; a bad one raises :class:`SettingsError`. With
-    ``read_blocks`` the ledger URL is read from the Secret block that
-    ``LEDGER_DATABASE_URL_BLOCK`` names (a missing block raises ``LedgerConfigError``)."""
-    try:
-        settings = Settings()  # type: ignore[call-arg]  # every field has a default
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            variable = ".".join(str(part) for part in error["loc"]) or "settings"
-            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
-        raise SettingsError("bad setting: " + "; ".join(problems)) from None
-    if read_blocks and settings.database_url_block:
-        from flows._ledger import url_from_block
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(variable, "variable: what is wrong (got value)") for each refused setting."""
+    problems = []
+    for error in exc.errors():
+        variable = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append((variable, f"{variable}: {error['msg']} (got {error.get('input')!r})"))
+    return problems
 
-        block_url = url_from_block(settings.database_url_block.strip())
-        settings = settings.model_copy(update={"database_url": block_url})
+
+def read_ledger_block(settings: Settings) -> Settings:
+    """``settings`` with ``database_url`` read from the Prefect Secret block that
+    ``LEDGER_DATABASE_URL_BLOCK`` names (unchanged without one); a missing or unreadable block
+    raises ``LedgerConfigError``, one line naming it and the command that stores it."""
+    if not settings.database_url_block:
+        return settings
+    from flows._ledger import url_from_block
+
+    block_url = url_from_block(settings.database_url_block.strip())
+    return settings.model_copy(update={"database_url": block_url})
+
+
+def _registered(settings: Settings) -> Settings:
     # Secrets are known from here on: redact() hides them in every message we store or print.
     for field in Settings.model_fields:
         value = getattr(settings, field)
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
     return settings
+
+
+def load_settings(*, read_blocks: bool = True) -> Settings:
+    """Read and validate every setting now; a bad one raises :class:`SettingsError`.
+
+    Called once where a command, a flow run or the receiver starts; everything below takes
+    the :class:`Settings` it returned as an argument. With ``read_blocks`` the ledger's URL
+    is read here from its Secret block (:func:`read_ledger_block`), so ``database_url`` is the
+    one to open; without, only the variables are read (no request: a command that stores
+    the block, or a module import).
+    """
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # every field has a default
+    except ValidationError as exc:
+        problems = [line for _, line in _problems(exc)]
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
+    settings = _registered(settings)
+    return read_ledger_block(settings) if read_blocks else settings
+
+
+def load_settings_reporting() -> tuple[Settings, list[str]]:
+    """The settings with each refused variable replaced by its default, and one line per
+    refused variable: what ``doctor`` runs on, so a bad setting is one of its findings and
+    the other checks still run. Variables only: the doctor reads the ledger URL's block
+    itself (:func:`read_ledger_block`), to report a missing one as the ledger's finding."""
+    try:
+        return _registered(Settings()), []  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = _problems(exc)
+    defaults: dict[str, Any] = {}
+    for variable, _ in problems:
+        for field, info in Settings.model_fields.items():
+            if variable in _variables(field):
+                for name in _variables(field):  # an init value outranks the environment
+                    defaults[name] = info.default
+    try:
+        settings = Settings(**defaults)
+    except ValidationError as exc:  # a problem no single variable owns
+        raise SettingsError("bad setting: " + "; ".join(p for _, p in _problems(exc))) from None
+    return _registered(settings), [line for _, line in problems]
 
 
 def _without_password(url: str) -> str:

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flows import _caches
+from flows import _caches as process_caches
 from flows._ledger import open_ledger
 from flows._prefect_api import PrefectApiUnreachable, TemporaryServerError
 from flows.channels import batch as _batch
-from flows.channels import direct as _direct
 from flows.channels._batch_files import FILES_KEPT_S, clean_files
 from flows.channels._batch_io import (
     RequestWriter,
@@ -31,7 +32,7 @@ from flows.channels._batch_io import (
     upload_requests,
     write_requests,
 )
-from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason, submitted_bound
+from flows.channels._batch_lost import SUBMITTED_ENV, lost_reason
 from flows.channels._batch_reconcile import DEFAULT_CHUNK, reconcile_lines, writer_for
 from flows.channels._channel import RunContext, TickOptions
 from flows.channels._interactions import (
@@ -50,7 +51,6 @@ from flows.channels.batch import _inlined_lines as inlined_lines
 from flows.channels.batch import _Lease as BatchLease
 from flows.channels.batch import _reservation_token as reservation_token
 from flows.channels.batch import _send as send_batch
-from flows.channels.direct import _client as direct_client
 from flows.channels.direct import _config as direct_config
 from flows.gemini import gateway as _gateway
 from flows.gemini._api_settings import ApiSettingsMismatch, key_digest, normalized_base_url
@@ -80,7 +80,6 @@ from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
     deliver_done,
-    delivery_cap,
     enroll_day,
 )
 from flows.run._halt import HALTED_EVENT, halts, resource_id
@@ -130,7 +129,6 @@ __all__ = [
     "create_batch_job",
     "create_kwargs",
     "deliver_done",
-    "delivery_cap",
     "describe",
     "direct_client",
     "direct_config",
@@ -157,6 +155,7 @@ __all__ = [
     "output_file_of",
     "output_text",
     "poll_all",
+    "process_caches",
     "raise_if_stopped",
     "read_halts",
     "reconcile_lines",
@@ -167,7 +166,6 @@ __all__ = [
     "setup_fault",
     "stop_on_signals",
     "stop_requested",
-    "submitted_bound",
     "tick_params",
     "upload_requests",
     "usage_of",
@@ -203,12 +201,17 @@ def webhook_verify_wrapped(
 
 
 def forget_api_keys() -> None:
-    """Forget the key the gateway read and the direct channel's clients built with it (each
-    is read once per process), so the next call reads the key from where it is kept now."""
-    with _gateway._cache_lock:
-        _gateway._cache.clear()
-    with _direct._clients_lock:
-        _direct._clients.clear()
+    """Forget what the process remembered (``flows._caches.reset``): the key the gateway
+    read and the clients built with it, so the next call reads the key from where it is
+    kept now."""
+    _caches.reset()
+
+
+def direct_client() -> Any:
+    """The client a direct run with this process's settings calls with (the gateway's one)."""
+    from flows.settings import load_settings
+
+    return _gateway.shared_client(load_settings())
 
 
 @contextmanager

@@ -43,7 +43,7 @@ from flows.run._names import name_refused_run, run_name, slug, tick_name
 from flows.run._parameters import Concurrency, Day, PipelineSpec, Seconds
 from flows.run._stop import raise_if_stopped, stops
 from flows.run._upload_rows import clean_uploads
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from ledger import Channel, Enrollment
 
 __all__ = ["CHANNELS", "TickOptions", "open_channel", "run_tick", "start_run", "tick"]
@@ -57,14 +57,18 @@ CHANNELS: dict[Channel, str] = {
 
 
 def start_run(
-    spec: str, day: date | None = None, params: Mapping[str, Any] | None = None
+    spec: str,
+    settings: Settings,
+    day: date | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RunContext:
-    """The run's context: settings read and validated once, the ledger opened, the pipeline
-    loaded and its name claimed before anything is touched. ``params`` reach the hooks that
-    take a ``flows.Run``."""
-    settings = load_settings()
+    """The run's context, the one way a run gets one (a tick, the reconcile flow, replay):
+    the settings its flow loaded once, the ledger they name, the pipeline loaded and its
+    name claimed before anything is touched. The client is built on first use
+    (``RunContext.client``; ``preflight`` builds it before anything is reserved).
+    ``params`` reach the hooks that take a ``flows.Run``."""
     ledger = open_ledger(settings.database_url)
-    p, _ = claim_pipeline(spec, ledger=ledger)
+    p, _ = claim_pipeline(spec, ledger=ledger, settings=settings)
     return RunContext(
         spec=spec,
         pipeline=p,
@@ -200,9 +204,9 @@ def _steps(
     started: float,
     params: dict[str, Any] | None = None,
 ) -> TickReport:
-    ctx = start_run(pipeline, day, params)
+    ctx = start_run(pipeline, load_settings(), day, params)  # the run's one read of them
     channel = open_channel(ctx, options)
-    preflight()
+    preflight(ctx)
     raise_if_stopped()
     recovered = _step(recover(channel))
     collected = _step(collect(channel))
@@ -212,7 +216,7 @@ def _steps(
     if submitted.settled:
         delivered = _merge(delivered, _step(deliver(channel)))
     # Media uploads every row of which is final are deleted (none: no API call).
-    clean_uploads(ctx.ledger, ctx.name, ctx.log)
+    clean_uploads(ctx.ledger, ctx.name, ctx.log, ctx.settings)
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,

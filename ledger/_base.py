@@ -36,11 +36,15 @@ class LedgerBase:
         migrate: bool = True,
         create: bool = False,
     ) -> None:
-        """Open the ledger at ``url`` (default: ``LEDGER_DATABASE_URL``). A missing one is
+        """Open the ledger at ``url`` (or on ``engine``). A missing one is
         refused (``LedgerMissing``) unless ``create``: only ``gemini-ledger db upgrade``, the
         demo and tests create a ledger. ``migrate=False`` skips the check (a process that
         was handed an open ledger's URL)."""
-        self.engine = engine if engine is not None else make_engine(url)
+        if engine is None:
+            if url is None:
+                raise TypeError("Ledger needs a url or an engine")
+            engine = make_engine(url)
+        self.engine = engine
         self.clock = clock
         self.chunk_size = chunk_size
         self._is_pg = self.engine.dialect.name == "postgresql"

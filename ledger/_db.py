@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import weakref
@@ -45,9 +44,10 @@ _SQLITE_PAGE_SIZE = 16_384
 _PG_MIGRATION_LOCK = 0x6C656467
 
 
-def database_url(url: str | None = None) -> str:
-    """The ledger URL: the argument, else ``LEDGER_DATABASE_URL``, else a file under ``var/``."""
-    chosen = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL
+def database_url(url: str) -> str:
+    """The ledger URL normalised (the driver we ship, a SQLite path made absolute). The core
+    reads no environment: ``flows.settings`` gives the URL (``LEDGER_DATABASE_URL``)."""
+    chosen = url or DEFAULT_DATABASE_URL
     try:
         parsed = make_url(chosen)
     except ArgumentError as exc:
@@ -96,7 +96,7 @@ def one_line(exc: BaseException) -> str:
     return f"{text_[0] if text_ else type(inner).__name__}"
 
 
-def ledger_exists(url: str | None = None) -> bool:
+def ledger_exists(url: str) -> bool:
     """Whether there is a ledger to read: a SQLite file, or a PostgreSQL schema made by
     ``db upgrade`` (or a first tick). Creates nothing."""
     resolved = database_url(url)
@@ -117,7 +117,7 @@ def ledger_exists(url: str | None = None) -> bool:
         engine.dispose()
 
 
-def missing_ledger_message(url: str | None = None) -> str:
+def missing_ledger_message(url: str) -> str:
     """The one line for a command that reads a ledger which is not there."""
     resolved = database_url(url)
     path = _sqlite_file(resolved)
@@ -132,7 +132,7 @@ def missing_ledger_message(url: str | None = None) -> str:
     )
 
 
-def make_engine(url: str | None = None, *, create_dir: bool = False) -> Engine:
+def make_engine(url: str, *, create_dir: bool = False) -> Engine:
     """An engine for the ledger, tuned per backend (SQLite: WAL, busy timeout, IMMEDIATE).
 
     Connecting creates a missing SQLite file (never its directory unless ``create_dir``):

@@ -8,14 +8,13 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from flows import Part, Prompt
-from flows.channels._batch_io import batch_request
-from flows.channels._interactions import create_kwargs
 from flows.contents import (
     INLINE_REQUEST_LIMIT,
     interaction_input,
     rest_parts,
     sdk_parts,
 )
+from flows.testing import batch_request, create_kwargs
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 URI = "https://generativelanguage.googleapis.com/v1beta/files/abc123"

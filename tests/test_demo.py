@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from ledger import Ledger
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_runs_a_night_and_reports_what_the_ledger_holds():
     """`bash scripts/demo.sh` exits 0, settles every job, and its report matches the ledger."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.pop("LEDGER_DATABASE_URL", None)
+    env = child_env(drop=lambda k: k.startswith("PREFECT_") or k == "LEDGER_DATABASE_URL")
     done = subprocess.run(
         ["bash", "scripts/demo.sh"],
         cwd=ROOT,

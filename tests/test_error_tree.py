@@ -24,10 +24,13 @@ from ledger import (
 from ledger.testing import atomic, sqlite_busy_timeout
 
 # Control flow that never reaches the command line: carriers of one row's failure inside a
-# channel, and the webhook receiver's refusals (each becomes an HTTP response).
+# channel (a row's media upload's too, caught by flows.run._uploads.RowUploads), and the
+# webhook receiver's refusals (each becomes an HTTP response).
 _CARRIERS = {
     "ledger._failure.ClassifiedError",
     "flows.channels.direct.AttemptFailed",
+    "flows.run._uploads.FileUnusable",
+    "flows.run._uploads.UploadBusy",
     "flows.webhooks._app.BadRequest",
     "flows.webhooks._app.TooLarge",
     "flows.webhooks._app.Unauthorized",

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flows import registry
 from flows.cli import app
+from flows.settings import Settings, load_settings
 from ledger import Ledger
 
 runner = CliRunner()
@@ -74,7 +75,7 @@ def test_module_attr_resolves_from_the_current_directory(project):
         "from flows.examples.articles import pipeline as _p\n"
         "pipeline = replace(_p, name='translate')\n"
     )
-    assert registry.get_pipeline("translate_here:pipeline").name == "translate"
+    assert registry.get_pipeline("translate_here:pipeline", Settings.given()).name == "translate"
 
 
 @pytest.mark.parametrize(
@@ -197,11 +198,11 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
         "    return [int('not a number')]\n"
         "pipeline = replace(_p, name='valuey', load_items=load)\n"
     )
-    Ledger(create=True).dispose()  # the project's ledger (a tick never creates one)
+    Ledger(load_settings().database_url, create=True).dispose()  # a tick never creates one
     import flows.tick
 
     def tick(name, *, day=None, params=None):
-        p = registry.get_pipeline(name)
+        p = registry.get_pipeline(name, load_settings())
         return list(p.load_items(day))
 
     monkeypatch.setattr(flows.tick, "run_tick", tick)

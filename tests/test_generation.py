@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from flows import GenerationSettings, Pipeline, Prompt, Run, SafetySetting
 from flows.identity import schema_fingerprint
+from flows.settings import Settings
 from ledger import Channel, Ledger, ResultRow, fingerprint_of
 
 DAY = date(2026, 12, 6)
@@ -303,7 +304,13 @@ def test_hooks_get_the_run_and_on_result_gets_what_the_item_kept(sqlite_url) -> 
     import logging
 
     deliver_done(
-        ledger, p, token="t", older_than=60, log=logging.getLogger("t"), points=DeliveryPoints()
+        ledger,
+        p,
+        token="t",
+        older_than=60,
+        log=logging.getLogger("t"),
+        points=DeliveryPoints(),
+        cap=Settings.given().delivery_cap,
     )
     assert [(key, "good", {"id": 7})] == SEEN
 

@@ -61,7 +61,7 @@ def test_settings_reach_the_api_on_every_channel(
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     DELIVERED.clear()
     name = f"gt-{channel.value}"
-    ledger = open_ledger()
+    ledger = open_ledger(sqlite_url)
     for _ in range(4):  # batch and background answer on the tick after they are sent
         tick(
             pipeline=f"tests.test_generation_ticks:{channel.value}",

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from flows import registry
 from flows.cli import app
 from flows.identity import claim_pipeline
-from flows.testing import enroll_day
+from flows.settings import Settings
+from flows.testing import enroll_day, open_ledger
 from ledger import Ledger, NewJob, PipelineConflict
 
 runner = CliRunner()
@@ -18,11 +19,22 @@ runner = CliRunner()
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, sqlite_url):
-    """A project directory as the current one, its own SQLite ledger, a fresh registry."""
+    """A project directory as the current one, its own SQLite ledger (the CLI's environment),
+    a fresh registry."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     monkeypatch.setattr(sys, "path", list(sys.path))
     return tmp_path
+
+
+@pytest.fixture
+def settings(sqlite_url) -> Settings:
+    """The settings code in this process is handed: the project's ledger."""
+    return Settings.given(database_url=sqlite_url)
+
+
+def _claim(settings: Settings, spec: str):
+    return claim_pipeline(spec, ledger=open_ledger(settings.database_url), settings=settings)
 
 
 def _module(project, name: str, *, pipeline_name: str, model: str = "gemini-2.5-flash") -> str:
@@ -58,9 +70,11 @@ def test_record_pipeline_new_same_changed_and_conflict(ledger_url):
     ledger.dispose()
 
 
-def test_a_tick_of_another_pipeline_under_a_recorded_name_is_refused(project, monkeypatch):
+def test_a_tick_of_another_pipeline_under_a_recorded_name_is_refused(
+    project, settings, monkeypatch
+):
     """`tick twin:pipeline` after `tick reviews`: one line naming the owner, nothing touched."""
-    claim_pipeline("reviews")
+    _claim(settings, "reviews")
     twin = _module(project, "twin", pipeline_name="reviews")
     import flows.tick
 
@@ -70,29 +84,29 @@ def test_a_tick_of_another_pipeline_under_a_recorded_name_is_refused(project, mo
     assert "Traceback" not in result.output
     assert "'reviews' belongs to flows.examples.reviews:pipeline" in result.output
     assert "its own name" in result.output
-    ledger = Ledger()
+    ledger = Ledger(settings.database_url)
     assert ledger.counts().total == 0
     record = ledger.pipeline_record("reviews")
     assert record is not None and record.spec == "flows.examples.reviews:pipeline"
 
 
-def test_a_deliberate_change_of_the_same_pipeline_is_recorded(project):
+def test_a_deliberate_change_of_the_same_pipeline_is_recorded(project, settings):
     """Same module:attr with a new model: allowed, recorded with the next revision."""
     spec = _module(project, "mine", pipeline_name="mine", model="gemini-2.5-flash")
-    _, first = claim_pipeline(spec)
+    _, first = _claim(settings, spec)
     _module(project, "mine", pipeline_name="mine", model="gemini-2.5-pro")
-    _, second = claim_pipeline(spec)
+    _, second = _claim(settings, spec)
     assert first.outcome == "new"
     assert (second.outcome, second.changed, second.record.revision) == ("changed", ("model",), 2)
     assert second.record.model == "gemini-2.5-pro"
 
 
-def test_a_process_with_only_the_name_finds_the_pipeline_from_the_ledger(project):
+def test_a_process_with_only_the_name_finds_the_pipeline_from_the_ledger(project, settings):
     """A name the ledger recorded resolves to its module:attr in a process that never loaded
     it (the webhook receiver, replay, a reconcile deployment)."""
     spec = _module(project, "translate_mod", pipeline_name="translate")
-    claim_pipeline(spec)
-    assert registry.get_pipeline("translate").name == "translate"
+    _claim(settings, spec)
+    assert registry.get_pipeline("translate", settings).name == "translate"
 
 
 def test_enrollment_counts_new_known_and_keys_of_another_pipeline(ledger_url):
@@ -112,14 +126,14 @@ def test_enrollment_counts_new_known_and_keys_of_another_pipeline(ledger_url):
     ledger.dispose()
 
 
-def test_a_tick_warns_about_keys_another_pipeline_owns(project, caplog):
+def test_a_tick_warns_about_keys_another_pipeline_owns(project, settings, caplog):
     """A copy of a pipeline under a new name with the same key_of: a warning, not silence."""
     from dataclasses import replace
     from datetime import date
 
     from flows.examples.reviews import pipeline as reviews
 
-    ledger = Ledger()
+    ledger = Ledger(settings.database_url)
     day = date(2026, 11, 29)
     enroll_day(ledger, reviews, day)
     copy = replace(reviews, name="reviews-copy")
@@ -157,7 +171,7 @@ def _revised_module(project, name: str, *, fields: str, channel: str = "BATCH") 
 
 @pytest.mark.parametrize("channel", ["BATCH", "BACKGROUND"])
 def test_answers_of_an_earlier_schema_are_sent_again_not_parked(
-    project, emulator, prefect_api, monkeypatch, channel
+    project, settings, emulator, prefect_api, monkeypatch, channel
 ):
     """Jobs sent under schema v1, collected after a deliberate change to v2: no row is
     parked `schema`; each is sent again under v2 and delivered in v2's shape."""
@@ -172,7 +186,7 @@ def test_answers_of_an_earlier_schema_are_sent_again_not_parked(
     day = date(2026, 11, 29)
     spec = _revised_module(project, "revised", fields="    label: str\n", channel=channel)
     tick(pipeline=spec, day=day)
-    ledger = Ledger()
+    ledger = Ledger(settings.database_url)
     assert ledger.counts(pipeline="revised").by_status == {Status.SUBMITTED: 6}
 
     # The deliberate change: a field every v1 answer lacks.

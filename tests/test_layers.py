@@ -31,6 +31,9 @@ SDK_EDGE = frozenset(
         "flows/channels/direct.py",
         "flows/ops/doctor/_live.py",
         "flows/generation.py",  # renders a pipeline's settings as the SDK's typed config
+        "flows/contents.py",  # renders a prompt's parts as the SDK's typed parts
+        "flows/run/_uploads.py",  # uploads media parts with the SDK's typed upload config
+        "flows/channels/_embed.py",  # the direct channel's typed embed_content config
     }
 )
 LEDGER_REFUSES = ("flows", "emulator", "prefect", "google.genai", "httpx")

@@ -5,17 +5,17 @@ the same thing to the API)."""
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, Field
 
-from emulator._answers import count_tokens
+from emulator.testing import count_tokens
 from flows import Part, Pipeline, Prompt
 from flows.contents import content_hash
 from ledger import Channel, Status, UploadState
+from tests.child_env import parent_value
 
 DAY = date(2026, 12, 6)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -32,7 +32,7 @@ def _build(item: str) -> Prompt:
         text=f"label {item}",
         parts=(
             Part.from_bytes(PNG, "image/png"),
-            Part.from_file(os.environ[PDF_ENV], "application/pdf"),
+            Part.from_file(parent_value(PDF_ENV), "application/pdf"),
         ),
     )
 
@@ -68,14 +68,14 @@ def test_media_reach_the_api_on_every_channel(
     """Both rows are delivered; each is billed its text, one image (258 tokens) and the
     PDF's pages, the same on every channel; the PDF both rows read is uploaded once, and
     deleted from the Files API when both rows are final."""
-    from flows._ledger import open_ledger
+    from flows.testing import open_ledger
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     pdf = write_pdf(tmp_path)
     monkeypatch.setenv(PDF_ENV, str(pdf))
     name = f"media-{channel.value}"
-    ledger = open_ledger()
+    ledger = open_ledger(sqlite_url)
     for _ in range(4):  # batch and background answer on the tick after they are sent
         tick(pipeline=f"tests.test_media_ticks:{channel.value}", day=DAY)
         if not ledger.counts(pipeline=name).by_status.get(Status.SUBMITTED.value):

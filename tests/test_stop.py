@@ -87,11 +87,13 @@ def test_a_delivery_pass_stops_after_the_row_in_hand(ledger_url: str) -> None:
     ledger.apply_results([ResultRow(k, '{"title": "t"}') for k in keys], handle="batches/stop")
     with stop_on_signals():  # clears the flag when the pass is over
         out = deliver_done(
-            ledger, p, token="first", older_than=900, log=log, points=DeliveryPoints()
+            ledger, p, token="first", older_than=900, log=log, points=DeliveryPoints(), cap=5
         )
     assert (out.consumed, len(delivered)) == (3, 3)
     assert {j.key for j in ledger.jobs(pipeline=p.name, status="consumed")} == set(delivered)
     # No stale age to wait out: the claims not delivered were given back.
-    after = deliver_done(ledger, p, token="next", older_than=900, log=log, points=DeliveryPoints())
+    after = deliver_done(
+        ledger, p, token="next", older_than=900, log=log, points=DeliveryPoints(), cap=5
+    )
     assert after.consumed == 7 and sorted(delivered) == sorted(keys)
     ledger.dispose()

@@ -3,13 +3,13 @@ and gone with the command however it ends."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from ledger import Ledger, NewJob
+from tests.child_env import child_env
 from tests.webhooks.signing import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ SERVER_APP = "prefect.server.api.server:create_app"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = child_env(drop=lambda k: k == "PREFECT_API_URL")
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     Ledger(ledger_url, create=True).dispose()  # a tick never creates a ledger
     env.update(

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from flows.errors import UsageError
+from flows.settings import load_settings
 from flows.testing import TickOptions
 
 
@@ -38,7 +39,7 @@ def test_an_option_the_channel_does_not_use_is_warned_about(sqlite_url, monkeypa
     from flows.tick import open_channel, start_run
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
-    ctx = start_run("reviews")
+    ctx = start_run("reviews", load_settings())
     seen: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]

@@ -5,7 +5,6 @@ row's attempt."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from sqlalchemy import text
 
 from flows.contents import content_hash
 from ledger import Status, UploadState
+from tests.child_env import child_env
 from tests.test_media_ticks import DAY, PDF_ENV, write_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,20 +54,21 @@ def test_a_tick_killed_around_an_upload_never_uploads_twice(
     """After a kill at each upload crash point the next tick (once the dead pass's
     reservation is stale) sends both rows on their first attempt, the bytes having been
     uploaded exactly once, and the file is deleted once both rows are final."""
-    from flows._ledger import open_ledger
+    from flows.testing import open_ledger
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     pdf = write_pdf(tmp_path)
     monkeypatch.setenv(PDF_ENV, str(pdf))
     trace = tmp_path / "trace.txt"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "GEMINI_LEDGER_CRASH_AT": point,
-        "GEMINI_LEDGER_CRASH_TRACE": str(trace),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "GEMINI_LEDGER_CRASH_AT": point,
+            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
         env=env,
@@ -79,7 +80,7 @@ def test_a_tick_killed_around_an_upload_never_uploads_twice(
     assert trace.read_text().splitlines()[-1] == point
     assert _uploads_sent(emulator) == sent
 
-    ledger = open_ledger()
+    ledger = open_ledger(sqlite_url)
     digest = content_hash(pdf.read_bytes())
     upload = ledger.get_upload(NAME, digest)
     assert upload is not None and upload.state == state.value

@@ -22,6 +22,7 @@ tick and never fails one: the night goes on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,11 +75,14 @@ def note_responses(ledger: Ledger, p: Pipeline[Any], rec: BatchRecord, job: Any)
 
 
 def clean_files(
-    ledger: Ledger, p: Pipeline[Any], log: Log, *, client: Any | None = None
+    ledger: Ledger, p: Pipeline[Any], log: Log, *, client_of: Callable[[], Any]
 ) -> FilesCleaned:
     """Delete the pipeline's files whose use is over (``files.delete``); never raises for
-    what the API answers: a refused delete is logged and left for a later tick."""
+    what the API answers: a refused delete is logged and left for a later tick.
+    ``client_of``: the run's client (``RunContext.client``), asked for only when a file
+    needs a call."""
     out = FilesCleaned()
+    client: Any | None = None
     due = ledger.files_to_delete(pipeline=p.name, limit=_DELETES_PER_TICK)
     failures_in_a_row = 0
     for f in due:
@@ -89,9 +93,7 @@ def clean_files(
             continue
         if client is None:
             try:
-                from flows.gemini.gateway import gemini_client
-
-                client = gemini_client()
+                client = client_of()
             except Exception as exc:  # no client, no delete: the files wait for a later tick
                 log.warning("%s: no client to delete files with: %s", p.name, redact(str(exc)))
                 break

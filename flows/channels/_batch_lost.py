@@ -43,7 +43,6 @@ __all__ = [
     "judge_poll_failure",
     "lost_reason",
     "output_lost",
-    "submitted_bound",
 ]
 
 SUBMITTED_ENV = "GEMINI_LEDGER_BATCH_SUBMITTED_S"
@@ -83,21 +82,13 @@ class PollFailure:
     returned: int | None = None
 
 
-def submitted_bound() -> float:
-    """GEMINI_LEDGER_BATCH_SUBMITTED_S: seconds a batch job may stay unpollable once sent."""
-    from flows.settings import load_settings
-
-    return load_settings().batch_submitted_s
-
-
 def lost_reason(
-    ledger: Ledger, rec: BatchRecord, exc: BaseException, *, bound: float | None = None
+    ledger: Ledger, rec: BatchRecord, exc: BaseException, *, bound: float
 ) -> str | None:
     """Why the poll failure ``exc`` means the job is lost whatever the listing says (it has
     been unpollable past ``bound``, the run's GEMINI_LEDGER_BATCH_SUBMITTED_S), or None."""
     if http_code(exc) in _SETUP_CODES:
         return None
-    bound = submitted_bound() if bound is None else bound
     age = ledger.clock() - (rec.submitted_at or rec.created_at)
     if age > bound:
         return (

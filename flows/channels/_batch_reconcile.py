@@ -364,19 +364,15 @@ def _pristine(ledger: Ledger, handle: str, reservation: str) -> bool:
     return submitted == record.rows
 
 
-def writer_for(ledger: Ledger, size_bytes: int, choice: WriterChoice | None = None) -> Writer:
+def writer_for(ledger: Ledger, size_bytes: int, choice: WriterChoice) -> Writer:
     """Where to apply the chunks of an output file of ``size_bytes`` (see reconcile_lines).
 
     ``GEMINI_LEDGER_RECONCILE_WRITER`` chooses: ``auto`` (the default: a writer process for
     SQLite files of at least :data:`PROCESS_WRITER_BYTES`, else a thread), ``thread``,
     ``inline`` or ``process``. Measured on 1,000,000 lines (bench/reconcile.py, 2 cores): the
     process reconciled 114,000 lines/s against the thread's 71,000; on small files its start
-    costs more than it saves. ``choice``: the run's setting (read now when not given).
+    costs more than it saves. ``choice``: the run's setting.
     """
-    if choice is None:
-        from flows.settings import load_settings
-
-        choice = load_settings().reconcile_writer
     if choice == "auto":
         big = size_bytes >= PROCESS_WRITER_BYTES
         return "process" if big and ledger.engine.dialect.name == "sqlite" else "thread"

@@ -71,8 +71,9 @@ def run_logger(fallback: str = "gemini_ledger") -> Logger:
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """One flow run's settings, ledger and pipeline: built once when the run starts (a bad
-    setting fails there, before any work) and handed to every step."""
+    """One flow run's settings, ledger, pipeline and Gemini client: built once when the run
+    starts (``flows.tick.start_run``: a bad setting fails there, before any work) and handed
+    to every step, and to the direct calls, replay and the reconcile flow."""
 
     spec: str  # the name or module:attr the run was started with
     pipeline: Pipeline[Any]
@@ -89,6 +90,20 @@ class RunContext:
     @property
     def log(self) -> Logger:
         return run_logger(f"gemini_ledger.{Channel(self.pipeline.channel).value}")
+
+    @property
+    def client(self) -> Any:
+        """The run's SDK client (the process's one for these settings: its HTTP pool is
+        shared by the run's threads); a missing key raises ``GatewayConfigError``."""
+        from flows.gemini.gateway import shared_client
+
+        return shared_client(self.settings)
+
+    def new_client(self) -> Any:
+        """A client of the run's own, for a caller that closes it (an event loop's)."""
+        from flows.gemini.gateway import gemini_client
+
+        return gemini_client(self.settings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,12 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from flows._ledger import open_ledger
+from flows.channels._channel import RunContext
 from flows.channels.direct import (
     _RESERVATION_PREFIX,
     HANDLE_PREFIX,
     AttemptFailed,
     Calls,
-    _client,
     retry_if_classifier_says,
 )
 from flows.crash import crash_point
@@ -47,15 +46,15 @@ from flows.embedding import EmbeddingSettings
 from flows.gemini._errors import classify, setup_fault
 from flows.gemini.gateway import KEY_HEADER, keyed
 from flows.gemini.quota import note_failure, request_slot
-from flows.registry import get_pipeline
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
-from flows.settings import Settings, load_settings
+from flows.settings import Settings
 from ledger import (
     Channel,
     Failure,
     FailureRow,
+    Ledger,
     Policy,
     ResultRow,
     SetupFault,
@@ -82,27 +81,25 @@ def _config(settings: EmbeddingSettings, keys: Sequence[str]) -> types.EmbedCont
     return types.EmbedContentConfig(http_options=options, **settings.sdk_config())
 
 
-def _wait_until_due(keys: Sequence[str], max_wait_s: float) -> None:
+def _wait_until_due(ledger: Ledger, keys: Sequence[str], max_wait_s: float) -> None:
     """Sleep what is left of a server delay recorded on the group's rows (the longest: the
     group is sent together)."""
-    ledger = open_ledger()
     remaining = max(ledger.get(k).due_at for k in keys) - ledger.clock()
     if 0 < remaining <= max_wait_s:
         wait_unless_stopped(remaining)
 
 
-def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict[str, str]:
-    calls = calls or Calls(get_pipeline(spec), load_settings().direct_max_wait_s)
-    pipeline = calls.pipeline
+def _attempt(keys: Sequence[str], calls: Calls) -> dict[str, str]:
+    ctx = calls.ctx
+    pipeline, ledger = ctx.pipeline, ctx.ledger
     assert pipeline.embedding is not None  # the channel calls this for embedding pipelines
-    ledger = open_ledger()
     policy = pipeline.policy
-    _wait_until_due(keys, calls.max_wait_s)
+    _wait_until_due(ledger, keys, ctx.settings.direct_max_wait_s)
     if calls.fault is not None:
         raise calls.fault
     if stop_requested():
         return {k: f"skipped:{ledger.get(k).status}" for k in keys}
-    _client()  # a missing key halts before anything is reserved
+    client = ctx.client  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
     got = ledger.reserve(
@@ -121,7 +118,7 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
         crash_point("direct.before_call")
         try:
             texts = [pipeline.prompt_of(r.payload).text for r in rows]
-            response = _client().models.embed_content(
+            response = client.models.embed_content(
                 model=rows[0].model, contents=texts, config=_config(pipeline.embedding, sent)
             )
         except Exception as exc:
@@ -146,7 +143,7 @@ def _attempt(spec: str, keys: Sequence[str], calls: Calls | None = None) -> dict
             # bad one is parked for its own answer and the others go through.
             for key in sent:
                 try:
-                    outcomes.update(_attempt(spec, [key], calls))
+                    outcomes.update(_attempt([key], calls))
                 except AttemptFailed:
                     outcomes[key] = ledger.get(key).status
             _raise_if_retryable(sent, failure, outcomes)
@@ -222,19 +219,15 @@ def _raise_if_retryable(keys: Sequence[str], failure: Failure, outcomes: dict[st
 @task(
     name="embed-content",
     task_run_name="embed {keys[0]} (+{extra})",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(2.0),
-    retry_jitter_factor=0.2,
-    retry_condition_fn=retry_if_classifier_says,
+    retries=0,  # _embed_task sets the pipeline's cap, the run's backoff and the condition
     cache_policy=NO_CACHE,
     persist_result=False,
 )
 @halts(Channel.DIRECT)
-def embed_content(
-    pipeline: str, keys: list[str], extra: int = 0, calls: Calls | None = None
-) -> dict[str, str]:
-    """One embed_content call for a group of jobs, each recorded in the ledger."""
-    return _attempt(pipeline, keys, calls)
+def embed_content(pipeline: str, keys: list[str], extra: int, calls: Calls) -> dict[str, str]:
+    """One embed_content call for a group of jobs of the run's ``pipeline``, each recorded
+    in the ledger."""
+    return _attempt(keys, calls)
 
 
 def _embed_task(policy: Policy, settings: Settings) -> Task[Any, dict[str, str]]:
@@ -252,25 +245,22 @@ def _embed_task(policy: Policy, settings: Settings) -> Task[Any, dict[str, str]]
 
 
 def run_embeds(
-    spec: str,
+    ctx: RunContext,
     keys: Sequence[str],
     *,
-    policy: Policy,
     max_concurrency: int,
     rate_per_second: float | None = None,
-    settings: Settings | None = None,
 ) -> dict[str, str]:
-    """The embed task for every group of ``keys`` on a capped thread pool; key -> outcome
-    (as ``flows.channels.direct.run_calls``). With ``rate_per_second`` (rows, as replay
-    paces them) a group starts no earlier than its first row's turn."""
+    """The embed task for every group of ``keys`` of the run's pipeline on a capped thread
+    pool; key -> outcome (as ``flows.channels.direct.run_calls``). With ``rate_per_second``
+    (rows, as replay paces them) a group starts no earlier than its first row's turn."""
     if not keys:
         return {}
-    settings = settings or load_settings()
-    calls = Calls(get_pipeline(spec), settings.direct_max_wait_s)
-    assert calls.pipeline.embedding is not None
-    size = calls.pipeline.embedding.group_size
+    calls = Calls(ctx)  # this run's: another run's halt never stops it
+    assert ctx.pipeline.embedding is not None
+    size = ctx.pipeline.embedding.group_size
     groups = [list(keys[i : i + size]) for i in range(0, len(keys), size)]
-    the_task = _embed_task(policy, settings)
+    the_task = _embed_task(ctx.pipeline.policy, ctx.settings)
     futures: list[tuple[list[str], PrefectFuture[Any]]] = []
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
     start = time.monotonic()
@@ -283,10 +273,10 @@ def run_embeds(
                 delay = start + i * size / rate_per_second - time.monotonic()
                 if delay > 0 and wait_unless_stopped(delay):
                     break
-            params = {"pipeline": spec, "keys": group, "extra": len(group) - 1, "calls": calls}
+            params = {"pipeline": ctx.spec, "keys": group, "extra": len(group) - 1, "calls": calls}
             futures.append((group, runner.submit(the_task, params)))
         wait([f for _, f in futures])
-    ledger = open_ledger()
+    ledger = ctx.ledger
     outcomes: dict[str, str] = {}
     fault: SetupFault | None = None
     for group, future in futures:

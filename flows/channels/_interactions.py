@@ -10,8 +10,8 @@ Three jobs, kept apart from the Prefect flow so they can be read and tested alon
 * poll many interactions at once with the SDK's async client under a bounded number of
   requests in flight (an ``asyncio.Semaphore``), never one after another.
 
-Every client comes from :func:`flows.gemini.gateway.gemini_client`, whose retries are off: every
-request is one attempt the ledger can count.
+Every client comes from :func:`flows.gemini.gateway.gemini_client` (``RunContext.new_client``),
+whose retries are off: every request is one attempt the ledger can count.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from flows.contents import interaction_input
 from flows.gemini._errors import classify, may_have_been_carried_out, setup_fault
-from flows.gemini.gateway import KEY_HEADER, gemini_client
+from flows.gemini.gateway import KEY_HEADER
 from flows.gemini.quota import arequest_slot, note_failure
 from flows.generation import GenerationSettings, interaction_config
 from flows.pipeline import Prompt, effective_settings
@@ -402,7 +402,7 @@ def poll_all(
     running_limit_s: float = 3600.0,
     now: float | None = None,
     timeout_s: float = 30.0,
-    client_factory: Callable[[], Any] = gemini_client,
+    client_factory: Callable[[], Any],
 ) -> list[Polled]:
     """``interactions.get`` every handle, at most ``max_concurrency`` requests in flight.
 
@@ -447,7 +447,7 @@ def submit_all(
     on_created: Callable[[str, str], None],
     *,
     max_concurrency: int = 32,
-    client_factory: Callable[[], Any] = gemini_client,
+    client_factory: Callable[[], Any],
 ) -> list[Submission]:
     """``interactions.create`` each (key, kwargs), at most ``max_concurrency`` in flight.
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,7 +64,6 @@ from flows.channels._channel import (
 )
 from flows.channels._interactions import Handle, Submission, create_kwargs, poll_all, submit_all
 from flows.crash import crash_point
-from flows.gemini.gateway import gemini_client
 from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import preflight
@@ -110,9 +109,13 @@ def submit_reserved(
     *,
     reservation: str,
     max_concurrency: int,
+    client_factory: Callable[[], Any],
+    run_client: Callable[[], Any],
     fresh: bool = True,
 ) -> dict[str, Any]:
     """Create an interaction for each reserved row and bind it; classify failed creates.
+    ``client_factory``: a new client of the run's (``RunContext.new_client``), closed after;
+    ``run_client``: the run's shared client (``RunContext.client``), for media uploads.
 
     ``fresh``: the rows were reserved by this tick (not taken over from a dead one), so if
     the requests cannot even be built, the reservation is released with its attempts.
@@ -140,7 +143,7 @@ def submit_reserved(
             if prompt.parts:
                 # Uploads first (once per content, never the row's attempt): a row whose
                 # upload failed is settled below and not sent.
-                media = media or RowUploads(ledger_uploads(gemini_client(), ledger, p.name))
+                media = media or RowUploads(ledger_uploads(run_client(), ledger, p.name))
                 resolved = media(prompt, r.key)
                 if resolved is None:
                     continue
@@ -176,7 +179,9 @@ def submit_reserved(
             reservation,
             give_back=lambda keys: ledger.release(reservation, keys=keys, refund=fresh),
         )
-    outcomes = submit_all(requests, bind, max_concurrency=max_concurrency)
+    outcomes = submit_all(
+        requests, bind, max_concurrency=max_concurrency, client_factory=client_factory
+    )
     stopped = [s.key for s in outcomes if s.stopped]
     if stopped:
         # A stop (SIGTERM) before these were sent: they go back to their queue, fresh ones
@@ -359,7 +364,14 @@ class BackgroundChannel:
         )
         with self._holding(token):
             out = submit_reserved(
-                p, ledger, won, reservation=token, max_concurrency=self.max_concurrency, fresh=False
+                p,
+                ledger,
+                won,
+                reservation=token,
+                max_concurrency=self.max_concurrency,
+                client_factory=self.ctx.new_client,
+                run_client=lambda: self.ctx.client,
+                fresh=False,
             )
         return BackgroundRecovered(
             took_over=TakenOver.of([r.reserved_at for r in won]),
@@ -383,6 +395,7 @@ class BackgroundChannel:
             max_concurrency=self.max_concurrency,
             running_limit_s=self.running_limit_s,
             now=ledger.clock(),
+            client_factory=self.ctx.new_client,
         )
         poll_s = time.monotonic() - started
         handles = {x.key: x.handle for x in polled}
@@ -468,7 +481,7 @@ class BackgroundChannel:
         """Reserve the due jobs (pending or retryable), then create a background interaction
         for each and bind its id."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
-        preflight()  # a missing key must not strand reserved rows
+        preflight(self.ctx)  # a missing key must not strand reserved rows
         token = _token("submit")
         reserved = ledger.reserve(pipeline=p.name, limit=SUBMIT_LIMIT, reservation=token)
         crash_point("background.after_reserve")
@@ -477,7 +490,13 @@ class BackgroundChannel:
         with self._holding(token):
             rows = list(ledger.reserved(token))
             out = submit_reserved(
-                p, ledger, rows, reservation=token, max_concurrency=self.max_concurrency
+                p,
+                ledger,
+                rows,
+                reservation=token,
+                max_concurrency=self.max_concurrency,
+                client_factory=self.ctx.new_client,
+                run_client=lambda: self.ctx.client,
             )
         self.ctx.log.info("%s: reserved %d, submitted %d", p.name, reserved, out["submitted"])
         return BackgroundSubmitted(

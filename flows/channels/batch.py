@@ -88,7 +88,6 @@ from flows.channels._channel import (
 from flows.crash import crash_point
 from flows.gemini._api_settings import record_api_settings
 from flows.gemini._errors import certainly_refused, classify, is_not_found, setup_fault
-from flows.gemini.gateway import gemini_client
 from flows.gemini.quota import note_failure, request_slot
 from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
@@ -425,7 +424,7 @@ def _read_output(
     rec: BatchRecord,
     job: Any,
     *,
-    writer: WriterChoice | None,
+    writer: WriterChoice,
     bounds: LostBounds,
 ) -> LineCounts | int | None:
     """Apply a finished job's output, its responses file or inlined responses, to its rows.
@@ -475,8 +474,8 @@ def reconcile_batch(
     rec: BatchRecord,
     job: Any,
     *,
-    writer: WriterChoice | None = None,
-    bounds: LostBounds | None = None,
+    writer: WriterChoice,
+    bounds: LostBounds,
 ) -> dict[str, Any]:
     """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
     the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows.channels._batch_reconcile.writer_for``);
@@ -487,7 +486,6 @@ def reconcile_batch(
     job's rows the output never mentions fail as ``missing_from_output``, and the other
     states' rows with the job's own failure."""
     assert rec.name is not None
-    bounds = bounds or LostBounds()
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
     counts = LineCounts()
@@ -745,7 +743,7 @@ class BatchChannel:
         out = BatchRecovered(stale=len(stale))
         if not stale:
             return out
-        client = gemini_client()
+        client = self.ctx.client
         for rec in stale:
             if stop_requested():  # between orphans: the rest wait for the next tick
                 break
@@ -809,7 +807,7 @@ class BatchChannel:
         seen: Counter[Settle] = Counter()
         lost_rows = 0
         jobs: list[dict[str, Any]] = []
-        client = gemini_client() if submitted else None
+        client = self.ctx.client if submitted else None
         for rec in submitted:
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
@@ -819,7 +817,7 @@ class BatchChannel:
             if settled.report is not None:
                 jobs.append(settled.report)
         try:
-            cleaned = clean_files(ledger, p, log, client=client)
+            cleaned = clean_files(ledger, p, log, client_of=lambda: client or self.ctx.client)
         except Exception as exc:  # the night never waits on a cleanup: next tick tries again
             cleaned = FilesCleaned()
             log.error("%s: cleaning batch files failed: %s", p.name, redact(repr(exc)))
@@ -930,7 +928,7 @@ class BatchChannel:
         """Reserve the pending and retryable rows in batches of up to the pipeline's limit;
         for each, write the JSONL, upload it, create the batch job and bind it."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
-        client = gemini_client()  # before reserving: a missing API key must not strand rows
+        client = self.ctx.client  # before reserving: a missing API key must not strand rows
         out = BatchSubmitted()
         last = ledger.submission_refusals(p.name).last_at
         if last is not None and last >= self.opened_at:

@@ -46,9 +46,6 @@ timeout), before it submits anything. Crash points: ``direct.after_reserve``,
 
 from __future__ import annotations
 
-import functools
-import os
-import threading
 import time
 import uuid
 from collections import Counter
@@ -64,7 +61,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from flows._ledger import open_ledger
+from flows import _caches
 from flows.channels._channel import (
     Collected,
     Recovered,
@@ -78,18 +75,17 @@ from flows.contents import sdk_parts
 from flows.crash import crash_point
 from flows.errors import UsageError
 from flows.gemini._errors import classify, setup_fault
-from flows.gemini.gateway import gemini_client, keyed
+from flows.gemini.gateway import keyed
 from flows.gemini.quota import note_failure, request_slot
 from flows.generation import sdk_config
 from flows.pipeline import Pipeline, Prompt
-from flows.registry import get_pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
 from flows.run._upload_rows import ledger_uploads
 from flows.run._uploads import RowUploads, Uploads
-from flows.settings import Settings, load_settings
+from flows.settings import Settings
 from ledger import (
     Channel,
     Failure,
@@ -160,26 +156,14 @@ class AttemptFailed(Exception):
 
 # --- rendering a prompt into a call --------------------------------------------------------
 
-_clients: dict[tuple[str, str], Any] = {}
-_clients_lock = threading.Lock()
 
-
-def _client() -> Any:
-    """One SDK client per process and endpoint (its HTTP pool is shared by the threads)."""
-    ident = (
-        os.environ.get("GOOGLE_GEMINI_BASE_URL", ""),
-        os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or "",
-    )
-    with _clients_lock:
-        client = _clients.get(ident)
-        if client is None:
-            client = _clients[ident] = gemini_client()
-        return client
-
-
-@functools.lru_cache(maxsize=64)
 def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
-    return output.model_json_schema()
+    """The output model's JSON schema, made once per process and model (``flows._caches``)."""
+    with _caches.lock:
+        schema = _caches.schemas.get(output)
+        if schema is None:
+            schema = _caches.schemas[output] = output.model_json_schema()
+        return schema
 
 
 def _config(pipeline: Pipeline[Any], prompt: Prompt, key: str) -> types.GenerateContentConfig:
@@ -232,29 +216,26 @@ def _wait_until_due(ledger: Ledger, key: str, max_wait_s: float) -> None:
 
 class Calls:
     """What one run's calls share, handed to each (it lives with the run, never in the
-    process): the pipeline, loaded once for all of them, the longest server delay waited for
-    inline, and once a call met a fault of the setup, that fault, so the calls not yet
-    started reserve nothing."""
+    process): the run's context (its settings, ledger, pipeline and client) and, once a call
+    met a fault of the setup, that fault, so the calls not yet started reserve nothing."""
 
-    def __init__(self, pipeline: Pipeline[Any], max_wait_s: float) -> None:
-        self.pipeline = pipeline
-        self.max_wait_s = max_wait_s
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         self.fault: SetupFault | None = None
         self._uploads: Uploads | None = None
 
     def uploads(self, ledger: Ledger) -> Uploads:
         """The run's uploads (ledger rows): the same bytes go up once for all its calls."""
         if self._uploads is None:
-            self._uploads = ledger_uploads(_client(), ledger, self.pipeline.name)
+            self._uploads = ledger_uploads(self.ctx.client, ledger, self.ctx.pipeline.name)
         return self._uploads
 
 
-def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
-    calls = calls or Calls(get_pipeline(spec), load_settings().direct_max_wait_s)
-    pipeline = calls.pipeline
-    ledger = open_ledger()
+def _attempt(key: str, calls: Calls) -> dict[str, Any]:
+    ctx = calls.ctx
+    pipeline, ledger = ctx.pipeline, ctx.ledger
     policy = pipeline.policy
-    _wait_until_due(ledger, key, calls.max_wait_s)
+    _wait_until_due(ledger, key, ctx.settings.direct_max_wait_s)
     if calls.fault is not None:
         raise calls.fault
     if stop_requested():
@@ -262,7 +243,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
         # flight finish and are recorded.
         view = ledger.get(key)
         return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
-    _client()  # a missing key halts before anything is reserved
+    client = ctx.client  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
     if ledger.reserve(pipeline=pipeline.name, limit=1, reservation=reservation, keys=[key]) != 1:
@@ -291,7 +272,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
         ledger.bind_handle(key, reservation=reservation, handle=handle)
         crash_point("direct.before_call")
         try:
-            response = _client().models.generate_content(
+            response = client.models.generate_content(
                 model=row.model,
                 # Text only: the plain string, as before; with media, the parts in order
                 # (flows.contents.sdk_parts, uploads made above).
@@ -334,7 +315,7 @@ def _attempt(spec: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
 
 
 def retry_if_classifier_says(
-    task: Task[Any, Any], task_run: Any, state: Any, *, max_wait_s: float | None = None
+    task: Task[Any, Any], task_run: Any, state: Any, *, max_wait_s: float
 ) -> bool:
     """Prefect's retry condition: retry what the classifier and the ledger say is retryable.
 
@@ -350,35 +331,30 @@ def retry_if_classifier_says(
     if failure.verdict is Verdict.PERMANENT or exc.status != Status.RETRYABLE:
         return False
     delay = failure.retry_delay
-    if max_wait_s is None:
-        max_wait_s = load_settings().direct_max_wait_s
     return delay is None or delay <= max_wait_s
 
 
 @task(
     name="generate-content",
     task_run_name="generate {key}",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(2.0),
-    retry_jitter_factor=0.2,
-    retry_condition_fn=retry_if_classifier_says,
+    retries=0,  # direct_task sets the pipeline's cap, the run's backoff and the condition
     cache_policy=NO_CACHE,
     persist_result=False,
 )
 @halts(Channel.DIRECT)
-def generate_content(pipeline: str, key: str, calls: Calls | None = None) -> dict[str, Any]:
-    """One generate_content call for one job, recorded in the ledger."""
-    return _attempt(pipeline, key, calls)
+def generate_content(pipeline: str, key: str, calls: Calls) -> dict[str, Any]:
+    """One generate_content call for one job of the run's ``pipeline``, recorded in the
+    ledger."""
+    return _attempt(key, calls)
 
 
-def direct_task(policy: Policy, settings: Settings | None = None) -> Task[Any, dict[str, Any]]:
+def direct_task(policy: Policy, settings: Settings) -> Task[Any, dict[str, Any]]:
     """``generate_content`` with the pipeline's cap and the run's backoff settings.
 
     ``GEMINI_LEDGER_DIRECT_BACKOFF_S`` (default 2) is the first retry's delay, doubled for
     each further retry; ``GEMINI_LEDGER_DIRECT_JITTER`` (default 0.2) is Prefect's jitter
     factor. Tests set both tiny.
     """
-    settings = settings or load_settings()
     max_wait_s = settings.direct_max_wait_s
 
     # A plain function, not a functools.partial: Prefect calls retry_condition_fn only when
@@ -395,15 +371,14 @@ def direct_task(policy: Policy, settings: Settings | None = None) -> Task[Any, d
 
 
 def run_calls(
-    spec: str,
+    ctx: RunContext,
     keys: Sequence[str],
     *,
-    policy: Policy,
     max_concurrency: int,
     rate_per_second: float | None = None,
-    settings: Settings | None = None,
 ) -> dict[str, str]:
-    """Run the direct task for each key on a capped thread pool; key -> outcome.
+    """Run the direct task for each key of the run's pipeline on a capped thread pool;
+    key -> outcome.
 
     The outcome is the job's status after its last attempt (``done``, ``parked``,
     ``retryable``), ``skipped:<status>`` when there was nothing to send, or ``error``. With
@@ -414,22 +389,16 @@ def run_calls(
         raise UsageError("max_concurrency must be at least 1")
     if not keys:
         return {}
-    settings = settings or load_settings()
-    # This run's: another run's halt never stops it; the pipeline is looked up once.
-    calls = Calls(get_pipeline(spec), settings.direct_max_wait_s)
-    if calls.pipeline.is_embedding:
+    if ctx.pipeline.is_embedding:
         # A pipeline of vectors: embed_content calls, several rows per call.
         from flows.channels._embed import run_embeds
 
         return run_embeds(
-            spec,
-            keys,
-            policy=policy,
-            max_concurrency=max_concurrency,
-            rate_per_second=rate_per_second,
-            settings=settings,
+            ctx, keys, max_concurrency=max_concurrency, rate_per_second=rate_per_second
         )
-    the_task = direct_task(policy, settings)
+    the_task = direct_task(ctx.pipeline.policy, ctx.settings)
+    # This run's: another run's halt never stops it.
+    calls = Calls(ctx)
     futures: list[tuple[str, PrefectFuture[Any]]] = []
     start = time.monotonic()
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
@@ -442,7 +411,7 @@ def run_calls(
                 delay = start + i / rate_per_second - time.monotonic()
                 if delay > 0 and wait_unless_stopped(delay):
                     break
-            params = {"pipeline": spec, "key": key, "calls": calls}
+            params = {"pipeline": ctx.spec, "key": key, "calls": calls}
             futures.append((key, runner.submit(the_task, params)))
         wait([f for _, f in futures])
     outcomes: dict[str, str] = {}
@@ -555,13 +524,7 @@ class DirectChannel:
         keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
         self.ctx.log.info("%s %s: %d jobs to call", p.name, self.ctx.day, len(keys))
         started = time.monotonic()
-        outcomes = run_calls(
-            self.ctx.spec,
-            keys,
-            policy=p.policy,
-            max_concurrency=self.max_concurrency,
-            settings=self.ctx.settings,
-        )
+        outcomes = run_calls(self.ctx, keys, max_concurrency=self.max_concurrency)
         tally = Counter(outcomes.values())
         refused: Counter[str] = Counter()
         for key, outcome in outcomes.items():

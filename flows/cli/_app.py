@@ -30,6 +30,7 @@ from rich.table import Table
 
 from flows.errors import UsageError
 from flows.run._stop import Stopped
+from flows.settings import Settings
 from ledger import GeminiLedgerError, Ledger, LedgerConfigError
 
 app = typer.Typer(
@@ -93,6 +94,30 @@ _PACKAGES = ("flows", "ledger", "emulator")
 
 class _Options:
     debug = False
+    # The command's settings: loaded and validated once by handles_errors before it runs
+    # (the CLI is an entry point; everything it calls takes them as an argument).
+    settings: Settings | None = None
+
+
+def command_settings() -> Settings:
+    """The settings of the command that is running (loaded by :func:`handles_errors`)."""
+    if _Options.settings is None:  # a command without handles_errors: a bug of ours
+        raise RuntimeError("the command's settings were not loaded")
+    return _Options.settings
+
+
+def reports_settings(func: F) -> F:
+    """Mark a command that loads the settings itself and reports a bad one (``doctor``)."""
+    func._reports_settings = True  # type: ignore[attr-defined]
+    return func
+
+
+def without_ledger_block(func: F) -> F:
+    """Mark a command that opens no ledger, so its settings are loaded without reading the
+    ledger URL's Secret block (``secret set`` stores that block; ``emulator`` needs no
+    Prefect server)."""
+    func._without_ledger_block = True  # type: ignore[attr-defined]
+    return func
 
 
 def _version(value: bool) -> None:
@@ -161,16 +186,20 @@ def _culprit(exc: BaseException) -> tuple[str, bool]:
 
 def handles_errors(func: F) -> F:
     """Turn the errors a user can fix into one clear line and exit code 1; a bug keeps its
-    traceback, says so, and exits with 2."""
+    traceback, says so, and exits with 2. Every setting is loaded and checked first, naming
+    a bad variable (``doctor`` reports a bad one as a finding instead: :func:`reports_settings`)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             from flows.settings import load_settings
 
-            # Every setting checked before any work, naming a bad variable; the ledger URL's
-            # block is read by the commands that open the ledger (`secret set` creates it).
-            load_settings(read_blocks=False)
+            _Options.settings = None
+            if not getattr(func, "_reports_settings", False):
+                # The ledger URL's block is read here too, once, unless the command needs
+                # no ledger (`secret set` stores that block).
+                blocks = not getattr(func, "_without_ledger_block", False)
+                _Options.settings = load_settings(read_blocks=blocks)
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -221,7 +250,8 @@ def prefect_for_flows() -> Iterator[str | None]:
     def announce(line: str) -> None:
         err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
 
-    with prefect_api(announce) as url, told_once():
+    startup_s = command_settings().prefect_startup_s
+    with prefect_api(announce, startup_s=startup_s) as url, told_once():
         yield url
 
 
@@ -238,10 +268,10 @@ def existing_ledger(*, write: bool = False) -> Ledger:
     """The configured ledger for a command that reads it: refused when there is none (never
     created here), opened (so an unreachable or damaged one fails now, as one line, before
     any flow starts) and, for ``write``, checked to be writable."""
-    from flows._ledger import ledger_url, open_ledger
+    from flows._ledger import open_ledger
     from ledger import ledger_exists, missing_ledger_message
 
-    url = ledger_url()
+    url = command_settings().database_url
     if not ledger_exists(url):
         raise LedgerConfigError(missing_ledger_message(url))
     ledger = open_ledger(url)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.cli._app import console, db_app, handles_errors
+from flows.cli._app import command_settings, console, db_app, handles_errors
 
 
 @db_app.command("upgrade")
@@ -10,10 +10,9 @@ from flows.cli._app import console, db_app, handles_errors
 def db_upgrade() -> None:
     """Create or upgrade the ledger schema (LEDGER_DATABASE_URL or the Secret block
     LEDGER_DATABASE_URL_BLOCK names; default var/ledger.db)."""
-    from flows._ledger import ledger_url
     from ledger import make_engine, upgrade
 
-    engine = make_engine(ledger_url())
+    engine = make_engine(command_settings().database_url)
     upgrade(engine)
     console.print(f"ledger at {engine.url.render_as_string(hide_password=True)} is up to date")
 
@@ -22,11 +21,10 @@ def db_upgrade() -> None:
 @handles_errors
 def db_current() -> None:
     """Show the ledger's schema revision and the newest one this version knows."""
-    from flows._ledger import ledger_url
     from ledger import LedgerMissing, ledger_exists, make_engine, missing_ledger_message
     from ledger._db import current_revision, head_revision
 
-    url = ledger_url()
+    url = command_settings().database_url
     if not ledger_exists(url):
         raise LedgerMissing(missing_ledger_message(url))  # connecting would create the file
     engine = make_engine(url)

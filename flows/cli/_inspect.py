@@ -11,7 +11,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.cli._app import app, console, existing_ledger, handles_errors, parse_day, print_json
+from flows.cli._app import (
+    app,
+    command_settings,
+    console,
+    existing_ledger,
+    handles_errors,
+    parse_day,
+    print_json,
+)
 from flows.errors import UsageError
 from ledger import Ledger, UnknownJob, morning_view
 
@@ -162,9 +170,9 @@ def _age(seconds: float) -> str:
 @handles_errors
 def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The effective settings and where each came from (secrets masked); reads nothing else."""
-    from flows.settings import describe, load_settings
+    from flows.settings import describe
 
-    rows = describe(load_settings())
+    rows = describe(command_settings())
     if as_json:
         print_json([{"variable": v, "value": val, "source": src} for v, val, src in rows])
         return
@@ -183,18 +191,17 @@ def pipelines(
 ) -> None:
     """The pipelines the ledger records (module:attr, channel, model, schema revision, jobs),
     then the shipped examples not run yet; reads the ledger, never creates it."""
-    from flows._ledger import ledger_url
     from flows.registry import BUILTIN, get_pipeline
     from ledger import Status, ledger_exists, missing_ledger_message
     from ledger._transitions import ACTIVE
 
-    url = ledger_url()
-    exists = ledger_exists(url)
+    settings = command_settings()
+    exists = ledger_exists(settings.database_url)
     recorded = _recorded_pipelines(existing_ledger()) if exists else []
     names = {r["name"] for r in recorded}
     examples = []
     for name in sorted(set(BUILTIN) - names):
-        p = get_pipeline(name)
+        p = get_pipeline(name, settings)
         examples.append(
             {
                 "name": name,
@@ -226,7 +233,10 @@ def pipelines(
                 soft_wrap=True,
             )
     elif not exists:
-        console.print(f"no pipeline recorded: {missing_ledger_message(url)}", soft_wrap=True)
+        console.print(
+            f"no pipeline recorded: {missing_ledger_message(settings.database_url)}",
+            soft_wrap=True,
+        )
     else:
         console.print("no pipeline recorded in the ledger yet")
     if examples:
@@ -293,7 +303,10 @@ def dead_letter(
         _show_job(existing_ledger(), key, as_json=as_json)
         return
     the_day = parse_day(day) or today_utc()
-    report = build_summary(existing_ledger(), the_day)
+    from flows.gemini._pricing import load_prices
+
+    prices = load_prices(command_settings().prices_file)
+    report = build_summary(existing_ledger(), the_day, prices)
     if as_json:
         print_json(report)
         return

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from flows.cli._app import (
     app,
+    command_settings,
     console,
     existing_ledger,
     handles_errors,
@@ -21,6 +22,7 @@ from flows.cli._app import (
     prefect_for_flows,
     print_json,
     print_report,
+    without_ledger_block,
 )
 from flows.errors import UsageError
 from ledger import Ledger
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # the tick's module imports Prefect: only when a tick runs
 
 @app.command()
 @handles_errors
+@without_ledger_block
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
@@ -88,11 +91,12 @@ def tick(
 
     the_day = parse_day(day)
     params = _params(param or [])
-    load_pipeline(pipeline)  # a pipeline that cannot load touches no ledger
-    ledger = open_ledger()  # refuses a missing ledger: only `db upgrade` creates one
+    settings = command_settings()
+    load_pipeline(pipeline, settings)  # a pipeline that cannot load touches no ledger
+    ledger = open_ledger(settings.database_url)  # refuses a missing one (db upgrade makes it)
     ledger.check_writable()
     # Refused here, before Prefect starts, when another definition owns the name.
-    claim_pipeline(pipeline, ledger=ledger)
+    claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with prefect_for_flows():
         report = run_tick(pipeline, day=the_day, params=params or None)
     if as_json:
@@ -143,7 +147,10 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
                 f"  {what}: {n} (e.g. {escape(examples[0])})", soft_wrap=True, highlight=False
             )
     try:
-        now = pipeline_standing(ledger, report.pipeline)
+        from flows.gemini._pricing import load_prices
+
+        prices = load_prices(command_settings().prices_file)
+        now = pipeline_standing(ledger, report.pipeline, prices)
     except UsageError as exc:  # e.g. a bad price file: the tick itself did its work
         console.print(f"  (where the pipeline stands cannot be shown: {escape(str(exc))})")
         now = None
@@ -179,7 +186,7 @@ def reconcile(
     if pipeline is not None:
         from flows.registry import get_pipeline
 
-        get_pipeline(pipeline)
+        get_pipeline(pipeline, command_settings())
     with prefect_for_flows():
         report = reconcile_flow(job_name=job_name, pipeline=pipeline)
     print_report(report, title=f"reconcile {job_name}", as_json=as_json)
@@ -187,6 +194,7 @@ def reconcile(
 
 @app.command()
 @handles_errors
+@without_ledger_block
 def demo(
     scenario: Annotated[str, typer.Option(help="Emulator scenario for the night.")] = "default",
     seed: Annotated[int, typer.Option(help="Emulator seed.")] = 2026,
@@ -226,7 +234,9 @@ def replay(
     existing_ledger(write=execute)
     if not execute:
         # Only reads the ledger: no flow, so no Prefect server is needed or started.
-        report = dry_run(limit=limit, error_class=error_class, pipeline=pipeline)
+        report = dry_run(
+            command_settings(), limit=limit, error_class=error_class, pipeline=pipeline
+        )
     else:
         with prefect_for_flows():
             report = replay_flow(

@@ -14,13 +14,16 @@ from flows.cli._app import (
     CliError,
     app,
     automations_app,
+    command_settings,
     console,
     err,
     handles_errors,
     limits_app,
     print_json,
+    reports_settings,
     secret_app,
     webhook_app,
+    without_ledger_block,
     worker_app,
 )
 
@@ -38,7 +41,7 @@ def webhook_serve(
     """
     from flows.webhooks.receiver import serve
 
-    serve(host=host, port=port)
+    serve(command_settings(), host=host, port=port)
 
 
 class SecretKind(StrEnum):
@@ -49,6 +52,7 @@ class SecretKind(StrEnum):
 
 @secret_app.command("set")
 @handles_errors
+@without_ledger_block
 def secret_set(
     which: Annotated[SecretKind, typer.Argument(help="api-key, webhook-secret or ledger-url.")],
     block: Annotated[
@@ -68,7 +72,6 @@ def secret_set(
     temporary server would vanish with it.
     """
     import getpass
-    import os
 
     from prefect.blocks.system import Secret
     from prefect.settings import get_current_settings
@@ -87,13 +90,12 @@ def secret_set(
         )
     check_api(api_url)
     if which is SecretKind.API_KEY:
-        name = block or os.environ.get(API_KEY_BLOCK_ENV, "").strip() or DEFAULT_API_KEY_BLOCK
+        name = block or command_settings().api_key_block or DEFAULT_API_KEY_BLOCK
     elif which is SecretKind.LEDGER_URL:
-        name = block or os.environ.get(DATABASE_URL_BLOCK_ENV, "").strip()
-        name = name or DEFAULT_DATABASE_URL_BLOCK
+        configured = (command_settings().database_url_block or "").strip()
+        name = block or configured or DEFAULT_DATABASE_URL_BLOCK
     else:
-        name = block or os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
-        name = name or "gemini-webhook-secret"
+        name = block or command_settings().webhook_secret_block or "gemini-webhook-secret"
     if sys.stdin.isatty():
         value = getpass.getpass(f"{which.value} (input hidden): ")
     else:
@@ -119,6 +121,7 @@ def secret_set(
 
 @app.command()
 @handles_errors
+@reports_settings
 def doctor(
     pipelines: Annotated[
         list[str] | None, typer.Argument(help="More pipelines to check (module:attr).")
@@ -150,11 +153,21 @@ def doctor(
     """Check the setup before the first night: one line per check, exit 1 if any fails."""
 
     import flows.ops.doctor as dr
+    from flows.settings import load_settings_reporting, read_ledger_block
+    from ledger import LedgerConfigError
 
+    # A refused setting is the settings check's finding, not the end of the command: the
+    # other checks run on its default. So is a ledger URL's Secret block that cannot be read.
+    settings, problems = load_settings_reporting()
+    ledger_unreadable: str | None = None
+    try:
+        settings = read_ledger_block(settings)
+    except LedgerConfigError as exc:
+        ledger_unreadable = str(exc)
     spec = pipeline or (pipelines[0] if pipelines else "reviews")
     if compare_shapes is not None:
         recorded = dr.load_shapes(Path(compare_shapes))
-        served, _ = dr.emulator_shapes(spec)
+        served, _ = dr.emulator_shapes(settings, spec)
         drift = dr.diff_shapes(recorded, served)
         if as_json:
             print_json({"ok": not drift, "drift": [d.__dict__ for d in drift]})
@@ -166,7 +179,7 @@ def doctor(
     if live:
         from flows.registry import get_pipeline
 
-        target = get_pipeline(spec)
+        target = get_pipeline(spec, settings)
         note = (
             f"doctor --live makes {dr.estimate_requests()} requests to {target.model} (one"
             " generate_content, a 3-row batch, one background interaction): at most about"
@@ -178,11 +191,15 @@ def doctor(
                 raise CliError("doctor --live spends tokens: pass --yes to confirm")
             typer.confirm("go on?", abort=True)
     checks = dr.run_checks(
-        list(pipelines or []), prefect_yaml=Path(prefect_file) if prefect_file else None
+        list(pipelines or []),
+        settings=settings,
+        problems=problems,
+        ledger_unreadable=ledger_unreadable,
+        prefect_yaml=Path(prefect_file) if prefect_file else None,
     )
     extra: dict[str, Any] = {}
     if live:
-        run = dr.run_live(spec, batch_timeout_s=batch_timeout)
+        run = dr.run_live(spec, settings, batch_timeout_s=batch_timeout)
         checks += run.checks
         out = Path(shapes_out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +223,7 @@ def doctor(
 
 @limits_app.command("apply")
 @handles_errors
+@without_ledger_block
 def limits_apply(
     rpm: Annotated[
         int | None, typer.Option(help="Requests a minute per model, across every worker.")
@@ -224,13 +242,16 @@ def limits_apply(
 
     if rpm is None and concurrency is None:
         raise CliError("give --rpm, --concurrency or both")
-    models = model or sorted({get_pipeline(name).model for name in pipeline_names()})
+    models = model or sorted(
+        {get_pipeline(name, command_settings()).model for name in pipeline_names()}
+    )
     for applied in apply_limits(models, rpm=rpm, concurrency=concurrency):
         console.print(applied.describe(), highlight=False, markup=False, soft_wrap=True)
 
 
 @automations_app.command("apply")
 @handles_errors
+@without_ledger_block
 def automations_apply(
     block: Annotated[
         str | None,

@@ -29,9 +29,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from flows._ledger import ledger_url
 from flows.pipeline import Pipeline, Prompt
-from ledger import Channel, make_engine
+from flows.settings import load_settings
+from ledger import Channel, database_url, make_engine
 
 __all__ = [
     "DATA_FILE",
@@ -124,7 +124,8 @@ _engines_lock = threading.Lock()
 
 def results_engine() -> Engine:
     """The engine for the results database, with ``review_labels`` created on first use."""
-    url = ledger_url(os.environ.get(RESULTS_URL_ENV) or None)
+    # The example's own setting; unset, the results go into the ledger's database.
+    url = database_url(os.environ.get(RESULTS_URL_ENV) or load_settings().database_url)
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:

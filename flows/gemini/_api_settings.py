@@ -78,7 +78,7 @@ def key_digest(key: str) -> str:
 
 def current_api_settings(settings: Settings) -> ApiSettings | None:
     """This process's API, or None when it has no key (a tick fails on that by itself)."""
-    found = find_api_key()
+    found = find_api_key(settings)
     if found is None:
         return None
     return ApiSettings(

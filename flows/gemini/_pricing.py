@@ -206,16 +206,16 @@ class CostEstimate:
         return "unpriced: " + "; ".join(parts) + f" (add it to {PRICES_FILE_ENV})"
 
 
-def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
-    """The default table, overridden by the JSON file at ``path`` or ``LEDGER_PRICES_FILE``.
+def load_prices(path: str | os.PathLike[str] | None) -> PriceTable:
+    """The default table, overridden by the JSON file at ``path`` (the settings'
+    ``prices_file``, ``LEDGER_PRICES_FILE``; None: the defaults alone).
 
     Raises ValueError with the file name when the file is missing or malformed: a wrong
     price file must not silently fall back to the defaults.
     """
-    chosen = path if path is not None else os.environ.get(PRICES_FILE_ENV) or None
-    if chosen is None:
+    if path is None:
         return PriceTable(dict(DEFAULT_PRICES))
-    file = Path(chosen)
+    file = Path(path)
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
         parsed = _PriceFile.model_validate(raw)

@@ -14,8 +14,6 @@ is ``gemini-ledger secret set api-key``, never a variable the block takes preced
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +21,9 @@ from urllib.parse import urlsplit
 from google import genai
 from google.genai import types
 
+from flows import _caches
 from flows._prefect_api import api_available
+from flows.settings import Settings
 from ledger import ConfigurationError, KeySource, register_secret
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "gemini_client",
     "key_source",
     "keyed",
+    "shared_client",
 ]
 
 # Carries the ledger's idempotency key on every submission, so the emulator (and a
@@ -45,7 +46,6 @@ KEY_HEADER = "x-gemini-ledger-key"
 
 API_KEY_BLOCK_ENV = "GEMINI_API_KEY_BLOCK"
 DEFAULT_API_KEY_BLOCK = "gemini-api-key"
-_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _ENVIRONMENT = "the worker's environment"
 
 
@@ -79,13 +79,13 @@ class ApiKey:
         return f"ApiKey(source={self.source!r})"
 
 
-def _named_block() -> str | None:
+def _named_block(settings: Settings) -> str | None:
     """The block ``GEMINI_API_KEY_BLOCK`` names, when it is set."""
-    return os.environ.get(API_KEY_BLOCK_ENV, "").strip() or None
+    return settings.api_key_block
 
 
-def _block_name() -> str:
-    return _named_block() or DEFAULT_API_KEY_BLOCK
+def _block_name(settings: Settings) -> str:
+    return _named_block(settings) or DEFAULT_API_KEY_BLOCK
 
 
 def _api_url() -> str:
@@ -158,62 +158,62 @@ def _environment_key(variable: str, missing_block: str | None) -> KeySource:
     return KeySource(where, replace)
 
 
-_cache: dict[tuple[str, bool, str | None, str | None], ApiKey | None] = {}
-_cache_lock = threading.Lock()
+def _env_key(settings: Settings) -> str | None:
+    secret = settings.api_key
+    return secret.get_secret_value().strip() or None if secret is not None else None
 
 
-def _cache_key() -> tuple[str, bool, str | None, str | None]:
-    env_key = next((os.environ[v] for v in _KEY_VARIABLES if os.environ.get(v)), None)
-    return (_block_name(), api_available(), env_key, os.environ.get("PREFECT_API_URL"))
-
-
-def find_api_key() -> ApiKey | None:
-    """The Gemini API key and its source, or None; read once per process and setting."""
-    cache_key = _cache_key()
-    name, use_block, env_key, _ = cache_key
-    with _cache_lock:
-        if cache_key in _cache:
-            return _cache[cache_key]
-        found: ApiKey | None = None
-        if use_block and (value := _key_from_block(name)) is not None:
-            found = ApiKey(value, _block_key(name))
-        elif env_key:
-            variable = next(v for v in _KEY_VARIABLES if os.environ.get(v))
-            found = ApiKey(
-                env_key.strip(), _environment_key(variable, (use_block and _named_block()) or None)
-            )
+def find_api_key(settings: Settings) -> ApiKey | None:
+    """The Gemini API key and its source, or None; read once per process and setting
+    (``flows._caches.api_keys``)."""
+    env_key = _env_key(settings)
+    name, use_block = _block_name(settings), api_available()
+    cache_key = (name, use_block, env_key, _api_url() if use_block else None)
+    with _caches.lock:
+        if cache_key in _caches.api_keys:
+            found: ApiKey | None = _caches.api_keys[cache_key]
+        else:
+            found = None
+            if use_block and (value := _key_from_block(name)) is not None:
+                found = ApiKey(value, _block_key(name))
+            elif env_key:
+                missing = (use_block and _named_block(settings)) or None
+                found = ApiKey(env_key, _environment_key(settings.api_key_variable, missing))
+            if found is not None:
+                register_secret(found.value)
+            _caches.api_keys[cache_key] = found
         if found is not None:
-            register_secret(found.value)
-        _cache[cache_key] = found
+            _caches.last_key[:] = [found]
         return found
 
 
 def key_source() -> KeySource | None:
-    """Where the key this process's clients carry was found (None: none found yet).
+    """Where the key of this process's last client was found (None: none found yet).
 
-    Read from what :func:`find_api_key` found under the current settings: never a request.
+    Read from what :func:`find_api_key` last found (the run's client is built before its
+    first call): never a request.
     """
-    with _cache_lock:
-        found = _cache.get(_cache_key())
+    with _caches.lock:
+        found = _caches.last_key[0] if _caches.last_key else None
     return found.key if found is not None else None
 
 
-def _emulator_note() -> str:
+def _emulator_note(settings: Settings) -> str:
     """ " (any value works against the emulator ...)" when the base URL is a local one."""
-    base = os.environ.get("GOOGLE_GEMINI_BASE_URL", "").strip()
+    base = (settings.gemini_base_url or "").strip()
     host = urlsplit(base).hostname if base else None
     if host in ("127.0.0.1", "localhost", "::1"):
         return f" (any value works against the local emulator at {base})"
     return ""
 
 
-def _no_key() -> GatewayConfigError:
+def _no_key(settings: Settings) -> GatewayConfigError:
     """No key anywhere: where it was looked for, and the fix for where it belongs."""
     from flows._prefect_api import temporary_api_url
 
-    name, named = _block_name(), _named_block()
+    name, named = _block_name(settings), _named_block(settings)
     variables = "neither GEMINI_API_KEY nor GOOGLE_API_KEY is set in " + _ENVIRONMENT
-    set_variable = f"set GEMINI_API_KEY in {_ENVIRONMENT}{_emulator_note()}"
+    set_variable = f"set GEMINI_API_KEY in {_ENVIRONMENT}{_emulator_note(settings)}"
     if not api_available():
         return GatewayConfigError(
             f"no Gemini API key: {variables}, and no Prefect API is configured to read the"
@@ -260,22 +260,40 @@ def _missing_named_block(name: str, url: str) -> GatewayConfigError:
     )
 
 
-def _api_key() -> str:
-    found = find_api_key()
+def _api_key(settings: Settings) -> str:
+    found = find_api_key(settings)
     if found is None:
-        raise _no_key()
+        raise _no_key(settings)
     return found.value
 
 
-def gemini_client(*, timeout_s: float = 120.0) -> genai.Client:
-    """A client with retries off and a request timeout."""
+def gemini_client(settings: Settings, *, timeout_s: float = 120.0) -> genai.Client:
+    """A new client with retries off and a request timeout, at the settings' API
+    (``GOOGLE_GEMINI_BASE_URL``) with their key. The caller owns it (and may close it)."""
+    return _new_client(settings, _api_key(settings), timeout_s)
+
+
+def _new_client(settings: Settings, key: str, timeout_s: float) -> genai.Client:
     return genai.Client(
-        api_key=_api_key(),
+        api_key=key,
         http_options=types.HttpOptions(
+            base_url=settings.gemini_base_url or None,
             retry_options=types.HttpRetryOptions(attempts=1),
             timeout=int(timeout_s * 1000),
         ),
     )
+
+
+def shared_client(settings: Settings) -> genai.Client:
+    """The process's one client for the settings' API and key (``flows._caches.clients``):
+    its HTTP pool is shared by a run's threads. Never close it."""
+    key = _api_key(settings)
+    ident = (settings.gemini_base_url or "", key)
+    with _caches.lock:
+        client = _caches.clients.get(ident)
+        if client is None:
+            client = _caches.clients[ident] = _new_client(settings, key, 120.0)
+        return client
 
 
 def keyed(key: str, *, timeout_s: float = 120.0) -> types.HttpOptions:

@@ -38,12 +38,12 @@ import contextlib
 import logging
 import math
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flows import _caches
 from flows._prefect_api import api_available
 from ledger import Failure
 
@@ -133,14 +133,17 @@ class ModelLimits:
 
 
 _NONE = ModelLimits(None, None)
-_lock = threading.Lock()
-_limits: dict[str, tuple[float, ModelLimits]] = {}
-_said: set[str] = set()
-_pauses: dict[str, tuple[float, float]] = {}  # model -> (read at, not before)
+# What this process read from the server lives with the other process caches
+# (flows._caches, whose reset() forgets it).
+_lock = _caches.lock
+_limits: dict[str, tuple[float, ModelLimits]] = _caches.quota_limits
+_said: set[str] = _caches.quota_said
+_pauses: dict[str, tuple[float, float]] = _caches.quota_pauses
 
 
 def reset_cache() -> None:
-    """Forget what this process read (tests; a process otherwise re-reads on its own)."""
+    """Forget the limits and pauses this process read (after ``apply_limits``; a process
+    otherwise re-reads on its own). ``flows._caches.reset`` forgets them with the rest."""
     with _lock:
         _limits.clear()
         _said.clear()

@@ -36,15 +36,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows._ledger import open_ledger
-from flows.channels._channel import RunContext, today_utc
 from flows.channels.direct import deliver_direct, run_calls
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
 from flows.run._halt import halts
 from flows.run._names import name_refused_run, replay_name, run_name
-from flows.settings import load_settings
-from flows.tick import open_channel
+from flows.settings import Settings, load_settings
+from flows.tick import open_channel, start_run
 from ledger import DELIVERY_CLASS_PREFIX, PROMPT_CLASS_PREFIX, Channel, JobView, Status
 
 __all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
@@ -74,19 +73,19 @@ def _when(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def _resolve(name: str, given: dict[str, str]) -> str | None:
+def _resolve(name: str, given: dict[str, str], settings: Settings) -> str | None:
     """The spec that loads the pipeline stored as ``name``, or None."""
     if name in given:
         return given[name]
     try:
-        get_pipeline(name)
+        get_pipeline(name, settings)
     except UnknownPipeline:
         return None
     return name
 
 
 def select_plan(
-    limit: int, error_class: str | None, pipeline: str | None
+    limit: int, error_class: str | None, pipeline: str | None, settings: Settings
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Parked jobs to replay, oldest first, each with what replay would do (read-only)."""
     if limit < 0:
@@ -101,13 +100,13 @@ def select_plan(
     ledger_name = pipeline
     if pipeline is not None:
         try:
-            p: Pipeline[Any] = get_pipeline(pipeline)
+            p: Pipeline[Any] = get_pipeline(pipeline, settings)
         except UnknownPipeline:
             pass  # a pipeline name as the ledger stores it
         else:
             ledger_name = p.name
             given[p.name] = pipeline
-    jobs: list[JobView] = open_ledger().select_for_replay(
+    jobs: list[JobView] = open_ledger(settings.database_url).select_for_replay(
         limit=limit, error_class=error_class, pipeline=ledger_name
     )
     plan = []
@@ -119,7 +118,7 @@ def select_plan(
             plan.append(_planned(job, REBUILD_BY_TICK))
             continue
         wants_spec = redeliver or job.channel == Channel.DIRECT
-        spec = _resolve(job.pipeline, given) if wants_spec else None
+        spec = _resolve(job.pipeline, given, settings) if wants_spec else None
         if spec is not None:
             given[job.pipeline] = spec
         if redeliver:
@@ -160,10 +159,14 @@ def _dry_run_report(plan: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def dry_run(
-    *, limit: int = 20, error_class: str | None = None, pipeline: str | None = None
+    settings: Settings,
+    *,
+    limit: int = 20,
+    error_class: str | None = None,
+    pipeline: str | None = None,
 ) -> dict[str, Any]:
     """What replay would do, read from the ledger alone: no flow, no Prefect API needed."""
-    plan, _ = select_plan(limit, error_class, pipeline)
+    plan, _ = select_plan(limit, error_class, pipeline, settings)
     return _dry_run_report(plan)
 
 
@@ -200,7 +203,8 @@ def replay(
     if not (math.isfinite(rate_per_second) and rate_per_second > 0):
         raise UsageError("rate_per_second must be a positive, finite number")
     logger = get_run_logger()
-    plan, specs = plan_replay(limit, error_class, pipeline)
+    settings = load_settings()  # the run's one read of the settings
+    plan, specs = plan_replay(limit, error_class, pipeline, settings)
     for item in plan:
         logger.info(
             "%s %s (%s, %s channel, %d attempts, first failed %s)",
@@ -217,7 +221,7 @@ def replay(
         return report
     report = {"execute": execute, "scanned": len(plan), "jobs": plan}
 
-    ledger = open_ledger()
+    ledger = open_ledger(settings.database_url)
     start = time.monotonic()
     released = 0
     queued: list[str] = []
@@ -240,38 +244,26 @@ def replay(
             queued.append(item["key"])
 
     outcome: dict[str, str] = {k: "returned to queue" for k in queued}
-    settings = load_settings()
     for spec, keys in redeliver.items():
         # Only the delivery runs: the result is the one already recorded (and billed). It is
         # the channel's own deliver step, with its claims and stale age: a tick delivering
         # at the same time never runs a side effect this pass runs.
-        open_channel(
-            RunContext(
-                spec=spec,
-                pipeline=get_pipeline(spec),
-                ledger=ledger,
-                settings=settings,
-                day=today_utc(),
-            )
-        ).deliver()
+        open_channel(start_run(spec, settings)).deliver()
         for key in keys:
             outcome[key] = ledger.get(key).status
     for spec, keys in direct.items():
-        p = get_pipeline(spec)
+        ctx = start_run(spec, settings)
         back = [k for k in keys if ledger.replay([k]) == 1]
         skipped += [k for k in keys if k not in back]
         # The calls are paced by run_calls; the rate is shared across phases because the
         # phases run one after another.
         results = run_calls(
-            spec,
+            ctx,
             back,
-            policy=p.policy,
             max_concurrency=min(_MAX_DIRECT_WORKERS, max(1, len(back))),
             rate_per_second=rate_per_second,
         )
-        deliver_direct(
-            RunContext(spec=spec, pipeline=p, ledger=ledger, settings=settings, day=today_utc())
-        )
+        deliver_direct(ctx)
         for key in back:
             outcome[key] = ledger.get(key).status if results.get(key) != "error" else "error"
     for key in skipped:

@@ -40,6 +40,7 @@ from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_pri
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
+from flows.settings import Settings, load_settings
 from ledger import Ledger, Status, morning_view
 
 __all__ = [
@@ -136,22 +137,21 @@ def refusal_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def pipeline_standing(ledger: Ledger, pipeline: str) -> dict[str, Any] | None:
+def pipeline_standing(ledger: Ledger, pipeline: str, prices: PriceTable) -> dict[str, Any] | None:
     """Where one pipeline stands now (the morning table's row), or None if it has no jobs."""
-    prices = load_prices()
     return next(iter(_pipelines(ledger, prices, only=pipeline)), None)
 
 
 def build_summary(
     ledger: Ledger,
     day: date,
-    prices: PriceTable | None = None,
+    prices: PriceTable,
     halts: HaltHistory | None = None,
 ) -> dict[str, Any]:
-    """The dead-letter report for ``day`` (read-only: nothing is stored or published).
+    """The dead-letter report for ``day`` (read-only: nothing is stored or published), costs
+    at ``prices`` (``load_prices(settings.prices_file)``).
 
     ``halts`` defaults to the setup halts of the last 24 h read from the Prefect API."""
-    prices = prices if prices is not None else load_prices()
     halts = halts if halts is not None else read_halts()
     counts = ledger.counts()
     parked = dict(counts.by_error_class)
@@ -361,15 +361,15 @@ def _table(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @task(name="count-dead-letters", cache_policy=NO_CACHE, persist_result=False)
-def count_dead_letters(day: date) -> dict[str, Any]:
+def count_dead_letters(day: date, settings: Settings) -> dict[str, Any]:
     """Build the report from the ledger (read-only)."""
-    return build_summary(open_ledger(), day)
+    return build_summary(open_ledger(settings.database_url), day, load_prices(settings.prices_file))
 
 
 @task(name="save-parked-snapshot", cache_policy=NO_CACHE, persist_result=False)
-def save_parked_snapshot(day: date, parked_by_class: dict[str, int]) -> None:
+def save_parked_snapshot(day: date, parked_by_class: dict[str, int], settings: Settings) -> None:
     """Store today's parked jobs per class: tomorrow's baseline."""
-    open_ledger().save_snapshot(day.isoformat(), parked_by_class)
+    open_ledger(settings.database_url).save_snapshot(day.isoformat(), parked_by_class)
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
@@ -429,10 +429,11 @@ def summary(day: Day | None = None, threshold: Annotated[int, Field(ge=1)] = 10)
         raise UsageError("threshold must be at least 1")
     logger = get_run_logger()
     the_day = day or today_utc()
-    ledger = open_ledger()
-    report = count_dead_letters(the_day)
+    settings = load_settings()  # the run's one read of the settings
+    ledger = open_ledger(settings.database_url)
+    report = count_dead_letters(the_day, settings)
     today_parked = {r["error_class"]: r["parked"] for r in report["parked_by_class"] if r["parked"]}
-    save_parked_snapshot(the_day, today_parked)
+    save_parked_snapshot(the_day, today_parked, settings)
     publish_summary(report, threshold)
 
     delta = report["parked"]["delta"]

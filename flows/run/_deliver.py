@@ -56,18 +56,10 @@ __all__ = [
     "Delivery",
     "DeliveryPoints",
     "deliver_done",
-    "delivery_cap",
     "enroll_day",
 ]
 
 DELIVERY_CAP_ENV = "GEMINI_LEDGER_DELIVERY_CAP"
-
-
-def delivery_cap() -> int:
-    """GEMINI_LEDGER_DELIVERY_CAP: failed deliveries after which a row is parked."""
-    from flows.settings import load_settings
-
-    return load_settings().delivery_cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +155,12 @@ def deliver_done(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     points: DeliveryPoints,
     group: int = 20,
-    cap: int | None = None,
+    cap: int,
 ) -> Delivery:
     """Claim the pipeline's done rows ``group`` at a time under ``token``, run
     ``on_result``, mark them consumed; a claim unrenewed for ``older_than`` seconds is a
-    dead pass's. ``cap``: failed deliveries after which a row is parked (default: the
-    setting)."""
-    cap = delivery_cap() if cap is None else cap
+    dead pass's. ``cap``: failed deliveries after which a row is parked (the run's
+    ``GEMINI_LEDGER_DELIVERY_CAP``)."""
     out = Delivery()
     why: dict[str, tuple[str, str]] = {}
     renewal = Renewal(

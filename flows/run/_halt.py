@@ -28,8 +28,15 @@ from prefect.events import emit_event
 from prefect.states import Failed
 
 from flows.gemini._errors import setup_fault
-from flows.gemini.gateway import gemini_client
 from ledger import SetupFault
+
+
+class _Run(typing.Protocol):
+    """What :func:`preflight` needs of a run's context (``flows.channels.RunContext``)."""
+
+    @property
+    def client(self) -> Any: ...
+
 
 __all__ = ["HALTED_EVENT", "checked", "halts", "preflight", "resource_id", "told_once"]
 
@@ -45,10 +52,11 @@ def resource_id(pipeline: str, channel: str) -> str:
     return f"gemini-ledger.pipeline.{pipeline}.channel.{channel}"
 
 
-def preflight() -> None:
-    """What a channel checks before it reserves anything: a key is present, a client builds."""
+def preflight(ctx: _Run) -> None:
+    """What a channel checks before it reserves anything: a key is present, the run's
+    client builds."""
     try:
-        gemini_client()
+        _ = ctx.client
     except Exception as exc:
         fault = setup_fault(exc)
         if fault is None:
@@ -71,11 +79,17 @@ def _pipeline_of(func: Callable[..., Any], args: Any, kwargs: Any) -> tuple[str,
     """The halted run's pipeline name and channel, from its ``pipeline`` parameter."""
     try:
         spec = inspect.signature(func).bind_partial(*args, **kwargs).arguments.get("pipeline")
-        from flows.registry import get_pipeline
+        from flows.registry import UnknownPipeline, get_pipeline, load_spec
+        from flows.settings import load_settings
 
         if not spec:
             return "unknown", None
-        p = get_pipeline(str(spec))
+        try:
+            p = load_spec(str(spec))
+        except UnknownPipeline:
+            # A name only the settings or the ledger resolve. The run's context is gone with
+            # the run that halted: the flow's boundary reads the settings again.
+            p = get_pipeline(str(spec), load_settings())
         return p.name, str(p.channel)
     except Exception:
         return "unknown", None

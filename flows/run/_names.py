@@ -41,10 +41,10 @@ _named: set[str] = set()
 
 def pipeline_label(spec: str) -> str:
     """The pipeline's own name for a name or ``module:attr`` spec (the spec if it won't load)."""
-    from flows.registry import get_pipeline
+    from flows.registry import load_spec
 
     try:
-        return get_pipeline(spec).name
+        return load_spec(spec).name  # a plain name is the pipeline's own
     except Exception:  # a name only: the run itself reports why the pipeline does not load
         return spec
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from flows.crash import crash_point
 from flows.gemini._errors import is_not_found
-from flows.gemini.gateway import gemini_client
+from flows.gemini.gateway import shared_client
 from flows.run._uploads import EXPIRY_MARGIN_S, UploadBusy, Uploaded, Uploads
+from flows.settings import Settings
 from ledger import Ledger, UploadRecord
 
 __all__ = ["UPLOAD_STALE_S", "UploadRows", "clean_uploads", "ledger_uploads"]
@@ -84,12 +85,15 @@ def ledger_uploads(client: Any, ledger: Ledger, pipeline: str) -> Uploads:
     )
 
 
-def clean_uploads(ledger: Ledger, pipeline: str, log: logging.Logger | Any) -> int:
-    """Delete the uploads of ``pipeline`` every row of which is final; returns how many."""
+def clean_uploads(
+    ledger: Ledger, pipeline: str, log: logging.Logger | Any, settings: Settings
+) -> int:
+    """Delete the uploads of ``pipeline`` every row of which is final; returns how many.
+    The run's shared client (``settings``' API and key) is made only when one is due."""
     due = ledger.uploads_to_delete(pipeline=pipeline)
     if not due:
         return 0
-    client = gemini_client()
+    client = shared_client(settings)
     deleted = 0
     for rec in due:
         try:

@@ -20,8 +20,8 @@ the next scheduled batch tick finds the finished job by polling.
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ from starlette.applications import Starlette
 
 from flows._ledger import open_ledger
 from flows.errors import UsageError
+from flows.settings import Settings
 from flows.webhooks._app import build_app
 from ledger import TransientError, register_secret
 
@@ -37,7 +38,6 @@ __all__ = [
     "RECONCILE_FLOW",
     "ReconcileBusy",
     "create_app",
-    "max_body_bytes",
     "reconcile_deployment",
     "resolve_secret",
     "serve",
@@ -59,11 +59,12 @@ class ReconcileBusy(TransientError, RuntimeError):
     """Too many in-process reconciles already running; the next tick will reconcile this job."""
 
 
-def resolve_secret() -> str:
+def resolve_secret(settings: Settings) -> str:
     """The signing secret from LEDGER_WEBHOOK_SECRET, else from the Prefect Secret block."""
-    secret = os.environ.get("LEDGER_WEBHOOK_SECRET", "").strip()
+    given = settings.webhook_secret
+    secret = given.get_secret_value().strip() if given is not None else ""
     if not secret:
-        block = os.environ.get("LEDGER_WEBHOOK_SECRET_BLOCK", "").strip()
+        block = (settings.webhook_secret_block or "").strip()
         if not block:
             raise UsageError(
                 "no webhook secret: set LEDGER_WEBHOOK_SECRET or LEDGER_WEBHOOK_SECRET_BLOCK"
@@ -82,16 +83,9 @@ def resolve_secret() -> str:
     return secret
 
 
-def max_body_bytes() -> int:
-    """LEDGER_WEBHOOK_MAX_BODY_BYTES (a positive whole number of bytes), default 1 MiB."""
-    from flows.settings import load_settings
-
-    return load_settings().webhook_max_body_bytes
-
-
-def reconcile_deployment() -> str | None:
+def reconcile_deployment(settings: Settings) -> str | None:
     """``reconcile/<name>`` with a Prefect API and LEDGER_RECONCILE_DEPLOYMENT set, else None."""
-    name = os.environ.get("LEDGER_RECONCILE_DEPLOYMENT", "").strip()
+    name = (settings.reconcile_deployment or "").strip()
     if not name:
         return None
     from prefect.settings import get_current_settings
@@ -101,9 +95,9 @@ def reconcile_deployment() -> str | None:
     return name if "/" in name else f"{RECONCILE_FLOW}/{name}"
 
 
-def start_reconcile(job_name: str) -> None:
+def start_reconcile(job_name: str, settings: Settings) -> None:
     """Start ``reconcile`` for one batch job: a deployment run, or a flow in a thread here."""
-    deployment = reconcile_deployment()
+    deployment = reconcile_deployment(settings)
     if deployment is not None:
         from prefect.deployments import run_deployment
 
@@ -141,50 +135,46 @@ def _reconcile_here(job_name: str) -> None:
 
 
 def create_app(
+    settings: Settings,
     *,
     secret: str | None = None,
-    ledger_url: str | None = None,
     on_batch_complete: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
-    max_body: int | None = None,
 ) -> Starlette:
-    """The receiver's ASGI app.
+    """The receiver's ASGI app, on the ledger of ``settings`` (loaded once where the receiver
+    starts), accepting bodies up to ``settings.webhook_max_body_bytes``.
 
-    ``secret`` defaults to :func:`resolve_secret`, ``ledger_url`` to LEDGER_DATABASE_URL,
-    ``on_batch_complete`` (called with ``batches/ID`` after the response is sent) to
-    :func:`start_reconcile`; ``clock`` (epoch seconds) is what the timestamp is checked against;
-    ``max_body`` (bytes) defaults to :func:`max_body_bytes`. Reconciling in process (no
-    reconcile deployment), it raises :class:`flows.gemini._api_settings.ApiSettingsMismatch` when
-    this process's Gemini API differs from the workers'.
+    ``secret`` defaults to :func:`resolve_secret`, ``on_batch_complete`` (called with
+    ``batches/ID`` after the response is sent) to :func:`start_reconcile`; ``clock`` (epoch
+    seconds) is what the timestamp is checked against. Reconciling in process (no reconcile
+    deployment), it raises :class:`flows.gemini._api_settings.ApiSettingsMismatch` when this
+    process's Gemini API differs from the workers'.
     """
     from flows.gemini._api_settings import refuse_if_mismatched
-    from flows.settings import load_settings
 
-    # Settings first: a bad value stops the receiver before it resolves any secret.
-    settings = load_settings()
-    limit = settings.webhook_max_body_bytes if max_body is None else max_body
     if secret is None:
-        secret = resolve_secret()
+        secret = resolve_secret(settings)
     else:
         register_secret(secret)
-    ledger = open_ledger(ledger_url)
-    if reconcile_deployment() is None:
+    ledger = open_ledger(settings.database_url)
+    if reconcile_deployment(settings) is None:
         # Reconciling here means polling the API from here: with another base URL or key
         # than the workers', every job this ledger bound would answer 404.
         refuse_if_mismatched(ledger, settings)
     return build_app(
         secret=secret,
         ledger=ledger,
-        on_batch_complete=on_batch_complete or start_reconcile,
+        on_batch_complete=on_batch_complete
+        or functools.partial(start_reconcile, settings=settings),
         clock=clock,
-        max_body_bytes=limit,
+        max_body_bytes=settings.webhook_max_body_bytes,
     )
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8780) -> None:
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8780) -> None:
     """Serve the receiver with uvicorn until interrupted (blocking)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app()
+    app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

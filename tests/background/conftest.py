@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from ledger import Ledger
+from tests.child_env import child_env
 from tests.prewarmed import CliRun, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +59,7 @@ class Bench:
         return report
 
     def sub_env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.env)
+        env = child_env(self.env)
         env.update(self.emulator.env())
         env["PREFECT_API_URL"] = self.prefect_api
         env["PYTHONPATH"] = str(ROOT)

@@ -202,11 +202,12 @@ def test_channel_refuses_a_pipeline_of_another_channel(bench: Bench) -> None:
     from flows.settings import load_settings
     from flows.testing import RunContext
 
+    settings = load_settings()
     ctx = RunContext(
         spec="reviews",
-        pipeline=get_pipeline("reviews"),
+        pipeline=get_pipeline("reviews", settings),
         ledger=bench.ledger,
-        settings=load_settings(),
+        settings=settings,
         day=DAY,
     )
     with pytest.raises(ValueError, match="not background"):

@@ -12,6 +12,7 @@ import pytest
 from flows.examples import articles
 from flows.gemini.gateway import KEY_HEADER, gemini_client
 from flows.pipeline import Prompt
+from flows.settings import load_settings
 from flows.testing import (
     LABEL_KEY,
     RUNNING,
@@ -163,7 +164,7 @@ def test_gateway_turns_off_interactions_retries(emulator) -> None:
     from google.genai._interactions import APIStatusError
 
     emulator.set_scenario({"name": "overloaded", "rate_503": 1.0, "retry_delay_s": 0})
-    client = gemini_client()
+    client = gemini_client(load_settings())
     with pytest.raises(APIStatusError) as caught:
         client.interactions.create(model="m", input="x", background=True)
     assert caught.value.status_code == 503

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from flows.testing import open_ledger
 from ledger import Ledger
+from tests.ledgers import run_ledger
 
 DAY = date(2026, 11, 22)
 SETTLED = frozenset({"consumed", "parked"})
@@ -35,7 +35,7 @@ def tick_until_settled(
     """Run batch ticks until every job of the pipeline is consumed or parked (bounded)."""
     from flows.tick import tick
 
-    ledger = open_ledger()
+    ledger = run_ledger()
     reports = []
     for _ in range(max_ticks):
         reports.append(tick(pipeline=spec, day=day))

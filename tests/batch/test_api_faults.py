@@ -11,9 +11,11 @@ import pytest
 
 from flows.gemini.gateway import gemini_client
 from flows.ops.summary import build_summary, render_markdown
-from flows.testing import HaltHistory, open_ledger
+from flows.settings import load_settings
+from flows.testing import HaltHistory, load_prices
 from flows.tick import tick
 from ledger import morning_view
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 
@@ -38,7 +40,7 @@ def test_refused_uploads_and_creates_cost_nothing_and_the_rows_go_out_after(
             "route_faults": {"upload": ["503"], "batches.create": ["503", "503", "429"]},
         }
     )
-    ledger = open_ledger()
+    ledger = run_ledger()
     for n in range(1, 5):
         report = tick(pipeline=SPEC, day=DAY)
         assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("pending", 0)}
@@ -48,7 +50,7 @@ def test_refused_uploads_and_creates_cost_nothing_and_the_rows_go_out_after(
     assert emu.stats()["batches_created"] == 0 and _billed_rows(emu) == 0
     (view,) = [v for v in morning_view(ledger) if v.pipeline == NAME]
     assert view.submission_refused == 4 and view.submission_refused_since is not None
-    summary = build_summary(ledger, DAY, halts=HaltHistory([]))
+    summary = build_summary(ledger, DAY, load_prices(None), halts=HaltHistory([]))
     assert "small: batch submission refused 4 times since" in render_markdown(summary)
 
     sent = tick(pipeline=SPEC, day=DAY)
@@ -67,7 +69,7 @@ def test_refused_ticks_past_the_bound_halt_the_tick(
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_REFUSED_HALT", "2")
     emu = batch_env["emulator"]
     emu.set_scenario({"route_faults": {"batches.create": ["429", "429", "ok"]}})
-    ledger = open_ledger()
+    ledger = run_ledger()
     first = tick(pipeline=SPEC, day=DAY)
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("pending", 0)}
     assert first.submit.submission_refused == 1
@@ -93,7 +95,7 @@ def test_a_create_answered_504_after_the_job_was_made_binds_that_job(
     first = tick(pipeline=SPEC, day=DAY)
     assert first.submitted == ROWS and first.submit.submission_refused == 0
     tick_until_settled(SPEC, NAME, max_ticks=3)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert emu.stats()["batches_created"] == 1
     assert _billed_rows(emu) == ROWS
     assert set(attempts_by_key(ledger, NAME).values()) == {1}
@@ -114,7 +116,7 @@ def test_an_ambiguous_create_the_listing_cannot_settle_is_left_for_recovery(
         }
     )
     first = tick(pipeline=SPEC, day=DAY)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("reserving", 1)}
     assert first.submitted == 0 and first.submit.submission_refused == 0
     monkeypatch.setenv("GEMINI_LEDGER_BATCH_STALE_S", "0")
@@ -134,7 +136,7 @@ def test_one_transient_404_on_a_succeeded_job_resends_nothing(batch_env: dict[st
     second = tick(pipeline=SPEC, day=DAY)
     assert (second.collect.lost, second.collect.poll_errors, second.submitted) == (0, 1, 0)
     tick_until_settled(SPEC, NAME, max_ticks=3)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert emu.stats()["batches_created"] == 1 and _billed_rows(emu) == ROWS
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("consumed", 1)}
 
@@ -148,7 +150,7 @@ def test_a_404_past_the_bound_is_not_lost_while_batches_list_has_the_job(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 0, "route_faults": {"batches.get": ["404"] * 10}})
     tick_until_settled(SPEC, NAME, max_ticks=5)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert emu.stats()["batches_created"] == 1 and _billed_rows(emu) == ROWS
     assert {(j.status, j.attempts) for j in ledger.jobs(pipeline=NAME)} == {("consumed", 1)}
 
@@ -162,10 +164,10 @@ def test_a_responses_file_gone_brings_its_rows_back(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 0})
     first = tick(pipeline=SPEC, day=DAY)
-    client = gemini_client()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=first.submit.batch)
     client.files.delete(name=job.dest.file_name)  # deleted, or gone with its retention
-    ledger = open_ledger()
+    ledger = run_ledger()
     for _ in range(2):
         waiting = tick(pipeline=SPEC, day=DAY)
         assert waiting.collect.reconcile_errors == 1 and waiting.submitted == 0
@@ -198,7 +200,7 @@ def test_a_failed_or_cancelled_jobs_partial_output_is_applied_first(
     assert second.collect.succeeded == ROWS // 2
     assert second.collect.job_failed_rows == ROWS // 2
     tick_until_settled(SPEC, NAME, max_ticks=3)
-    ledger = open_ledger()
+    ledger = run_ledger()
     sent = submissions(emu, "small:")
     assert sum(sent.values()) == ROWS + ROWS // 2
     assert attempts_by_key(ledger, NAME) == sent
@@ -212,7 +214,7 @@ def test_inlined_responses_read_as_output_lines(batch_env: dict[str, Any]) -> No
     from flows.testing import inlined_lines
     from ledger import LineSuccess, parse_output_line
 
-    client = gemini_client()
+    client = gemini_client(load_settings())
     src = [
         {
             "contents": [{"role": "user", "parts": [{"text": f"inline {i}"}]}],

@@ -11,9 +11,11 @@ from pydantic import BaseModel
 
 from flows.ops.replay import replay
 from flows.pipeline import Pipeline, Prompt
-from flows.testing import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done, delivery_cap, open_ledger
+from flows.settings import Settings
+from flows.testing import DELIVERY_CAP_ENV, DeliveryPoints, deliver_done
 from flows.tick import tick
 from ledger import Channel, Ledger, NewJob, ResultRow
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, submissions
 
@@ -51,17 +53,17 @@ def _one_done_row(ledger: Ledger) -> str:
 
 
 def test_a_result_that_no_longer_validates_is_parked_at_the_default_cap(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str,
 ) -> None:
     """Five failed deliveries park the row as delivery:ValidationError, result kept; a replay
     returns it to done without a new attempt."""
-    monkeypatch.delenv(DELIVERY_CAP_ENV, raising=False)
+    cap = Settings.given().delivery_cap  # the default
     ledger = Ledger(ledger_url)
     key = _one_done_row(ledger)
     p = _pipeline()
     for n in range(1, 6):
         out = deliver_done(
-            ledger, p, token=f"t{n}", older_than=900, log=log, points=DeliveryPoints()
+            ledger, p, token=f"t{n}", older_than=900, log=log, points=DeliveryPoints(), cap=cap
         )
         assert out.failed == [key]
         assert ledger.get(key).status == ("parked" if n == 5 else "done")
@@ -81,16 +83,13 @@ def test_a_result_that_no_longer_validates_is_parked_at_the_default_cap(
     assert back.delivery_failures == 0 and back.replayed == 1
 
 
-def test_delivery_cap_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delivery_cap_setting() -> None:
     """GEMINI_LEDGER_DELIVERY_CAP defaults to 5; anything but a whole number >= 1 is refused."""
-    monkeypatch.delenv(DELIVERY_CAP_ENV, raising=False)
-    assert delivery_cap() == 5
-    monkeypatch.setenv(DELIVERY_CAP_ENV, "2")
-    assert delivery_cap() == 2
+    assert Settings.given().delivery_cap == 5
+    assert Settings.given(**{DELIVERY_CAP_ENV: "2"}).delivery_cap == 2
     for bad in ("0", "-1", "two", "2.5"):
-        monkeypatch.setenv(DELIVERY_CAP_ENV, bad)
         with pytest.raises(ValueError, match=DELIVERY_CAP_ENV):
-            delivery_cap()
+            Settings.given(**{DELIVERY_CAP_ENV: bad})
 
 
 def test_on_result_that_keeps_raising_is_parked_and_replayed_by_delivery_only(
@@ -111,7 +110,7 @@ def test_on_result_that_keeps_raising_is_parked_and_replayed_by_delivery_only(
         tick(pipeline=spec, day=DAY)  # reconciled; the first delivery fails
         third = tick(pipeline=spec, day=DAY)
         assert len(third.deliver.parked) == 1
-        ledger = open_ledger()
+        ledger = run_ledger()
         job = ledger.get(victim)
         assert (job.status, job.error_class) == ("parked", "delivery:RuntimeError")
         assert "results store unavailable" in (job.error_message or "")

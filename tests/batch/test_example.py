@@ -18,7 +18,8 @@ from flows.examples.reviews import (
     results_engine,
 )
 from flows.pipeline import Prompt
-from flows.testing import RequestWriter, batch_request, open_ledger, write_requests
+from flows.testing import RequestWriter, batch_request, write_requests
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, tick_until_settled
 
@@ -89,7 +90,7 @@ def test_shipped_reviews_example_runs_end_to_end(batch_env: dict[str, Any]) -> N
     batch_env["emulator"].set_scenario({"batch_polls_to_complete": 1})
     reports = tick_until_settled("reviews", "reviews", max_ticks=4)
     assert reports[0].enrolled == 516 and reports[0].submitted == 516
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.counts(pipeline="reviews").by_status == {"consumed": 516}
     with results_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(ReviewLabelRow)).scalar() == 516

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import BatchState, FileRole, Ledger, NewJob, Status
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, outstanding
 
@@ -37,7 +37,7 @@ def test_a_long_run_keeps_the_files_api_storage_bounded(batch_env: dict[str, Any
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     stored = _night(emu, 12)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert not outstanding(ledger, "daily")
     assert set(attempts_by_key(ledger, "daily").values()) == {1}
     assert len(attempts_by_key(ledger, "daily")) == 12 * 8
@@ -56,7 +56,7 @@ def test_a_small_storage_limit_never_refuses_an_upload(batch_env: dict[str, Any]
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "files_storage_limit_bytes": 22_000})
     stored = _night(emu, 6)
-    ledger = open_ledger()
+    ledger = run_ledger()
     jobs = ledger.jobs(pipeline="daily")
     assert {(j.status, j.attempts) for j in jobs} == {(Status.CONSUMED, 1)}
     assert len(jobs) == 6 * 8
@@ -77,7 +77,7 @@ def test_a_refused_delete_is_retried_on_a_later_tick_and_costs_no_attempt(
     assert second.collect.reconciled == 1
     assert second.collect.file_delete_failures == 2
     assert second.collect.files_not_deleted == 2
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.files_not_deleted(pipeline="daily")[0] == 2
     assert {f.delete_failures for f in ledger.files_to_delete(pipeline="daily")} == {1}
     assert emu.stats()["files"]["stored"] == 2
@@ -94,7 +94,7 @@ def test_a_file_already_gone_counts_as_deleted(batch_env: dict[str, Any]) -> Non
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     tick(pipeline=SPEC, day=DAY)
-    ledger = open_ledger()
+    ledger = run_ledger()
     (input_file,) = _recorded(ledger)
     client = emu.client()
     client.files.delete(name=input_file)
@@ -161,6 +161,6 @@ def test_a_file_older_than_the_api_keeps_files_is_marked_gone_without_a_call(
     ledger = Ledger(sqlite_url, clock=lambda: now[0])
     ledger.note_file("files/old", reservation="r", pipeline="daily", role=FileRole.OUTPUT)
     now[0] += FILES_KEPT_S + 1
-    cleaned = clean_files(ledger, daily_reviews, logging.getLogger("test"), client=object())
+    cleaned = clean_files(ledger, daily_reviews, logging.getLogger("test"), client_of=object)
     assert cleaned.deleted == 1 and cleaned.delete_failures == 0
     assert ledger.files_not_deleted(pipeline="daily") == (0, 0)

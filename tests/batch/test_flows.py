@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from flows.testing import batches_per_tick, open_ledger
+from flows.settings import load_settings
+from flows.testing import batches_per_tick
 from flows.tick import tick
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, outstanding, submissions, tick_until_settled
 
@@ -45,7 +47,7 @@ def test_scripted_rows_end_in_their_exact_state(batch_env: dict[str, Any]) -> No
     assert second.collect.succeeded == 1
     assert second.collect.parked == {"permanent:400": 1, "safety": 1}
     assert second.collect.retryable == {"missing_from_output": 1, "retryable:503": 2}
-    ledger = open_ledger()
+    ledger = run_ledger()
     lost = ledger.get(_key("k-lost"))
     assert (lost.status, lost.error_class) in {
         ("retryable", "missing_from_output"),
@@ -82,7 +84,7 @@ def test_failed_batch_job_returns_every_row(batch_env: dict[str, Any]) -> None:
     assert second.collect.retryable == {"retryable:batch_failed": 40}
     assert second.submitted == 40  # the same rows went straight into the next batch
     tick_until_settled(spec, name, max_ticks=4)
-    ledger = open_ledger()
+    ledger = run_ledger()
     jobs = ledger.jobs(pipeline=name)
     assert {(j.status, j.attempts) for j in jobs} == {("consumed", 2)}
     assert attempts_by_key(ledger, name) == submissions(emu, f"{name}:")
@@ -103,7 +105,7 @@ def test_failing_side_effect_leaves_the_row_done_for_the_next_tick(
     second = tick(pipeline=spec, day=DAY)
     assert second.delivery_failed == 1
     assert second.delivered == 4
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.get(victim).status == "done"
     third = tick(pipeline=spec, day=DAY)
     assert third.delivered == 1 and third.submitted == 0
@@ -119,7 +121,7 @@ def test_a_backlog_larger_than_the_batch_limit_goes_out_as_several_jobs(
     spec = "tests.batch.pipelines:chunked_reviews"
     first = tick(pipeline=spec, day=DAY)
     assert first.submitted == 40 and len(first.submit.batches) == 3
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert sorted(ledger.batch_named(b).rows for b in first.submit.batches) == [10, 15, 15]
     second = tick(pipeline=spec, day=DAY)
     assert second.collect.reconciled == 3 and second.delivered == 40
@@ -143,7 +145,7 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
         assert len(first.submit.batches) == 3 and first.submitted < 40
         reports = [first, *tick_until_settled(spec, "split")]
     names = [b for r in reports for b in r.submit.batches]
-    ledger = open_ledger()
+    ledger = run_ledger()
     # Each input file is recorded under its batch's reservation with its size (and deleted
     # from the Files API once its job is over: none is left there).
     with ledger.engine.connect() as conn:
@@ -153,7 +155,7 @@ def test_a_night_is_split_within_the_request_and_file_size_limits(
             ).all()
         )
     sizes = [uploaded[ledger.batch_named(name).reservation] for name in names]
-    client = gemini_client()  # held: the pager needs its client alive
+    client = gemini_client(load_settings())  # held: the pager needs its client alive
     assert not list(client.files.list())
     assert all(ledger.batch_named(name).rows <= 15 for name in names)
     assert len(names) >= 6 and max(sizes) <= 8_000 and min(sizes) > 0
@@ -168,7 +170,7 @@ def test_a_request_larger_than_a_whole_file_is_parked_unsent(batch_env: dict[str
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1})
     tick_until_settled("tests.batch.pipelines:oversized_reviews", "oversized")
-    ledger = open_ledger()
+    ledger = run_ledger()
     jobs = ledger.jobs(pipeline="oversized")
     assert sorted((j.status, j.error_class, j.attempts) for j in jobs) == sorted(
         [("consumed", None, 1)] * 2 + [("parked", "permanent:request_too_large", 0)] * 38
@@ -188,7 +190,7 @@ def test_a_refused_batch_create_keeps_the_reserved_rows_pending(
     monkeypatch.setattr(batch, "upload_requests", lambda *a, **k: "files/never-uploaded")
     report = tick(pipeline="tests.batch.pipelines:small_reviews", day=DAY)
     assert report.submitted == 0 and report.submit.batch is None
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert {(j.status, j.error_class, j.attempts) for j in ledger.jobs(pipeline="small")} == {
         ("pending", None, 0)
     }

@@ -3,7 +3,6 @@ its rows are sent again (attempts kept) and the batch is recorded as lost."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,12 @@ import pytest
 from google.genai import errors
 
 from flows.reconcile import reconcile
-from flows.testing import SUBMITTED_ENV, lost_reason, open_ledger, submitted_bound
+from flows.settings import Settings
+from flows.testing import SUBMITTED_ENV, lost_reason
 from flows.tick import tick
 from ledger import Ledger
+from tests.child_env import child_env
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, tick_until_settled
 
@@ -35,7 +37,7 @@ def test_a_batch_job_the_api_forgot_returns_its_rows(
     first = tick(pipeline=SPEC, day=DAY)
     assert first.submitted == 40
     emu.reset()  # the job is gone with the emulator's memory
-    ledger = open_ledger()
+    ledger = run_ledger()
     for _ in range(2):  # a 404 not yet repeated over the bound: only a poll error
         waiting = tick(pipeline=SPEC, day=DAY)
         assert (waiting.collect.lost, waiting.collect.poll_errors, waiting.submitted) == (0, 1, 0)
@@ -64,7 +66,7 @@ def test_reconcile_of_a_forgotten_job_gives_it_up(
     assert reconcile(job_name=first.submit.batch)["state"] == "NOT_FOUND"
     report = reconcile(job_name=first.submit.batch)
     assert report["state"] == "LOST" and report["lost_rows"] == 40
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert {j.status for j in ledger.jobs(pipeline=NAME)} == {"retryable"}
     assert {j.error_class for j in ledger.jobs(pipeline=NAME)} == {"retryable:batch_lost"}
 
@@ -78,29 +80,27 @@ def _submitted(ledger: Ledger) -> Any:
 
 
 def test_unpollable_past_its_bound_is_lost_but_a_refused_key_never(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str,
 ) -> None:
     """A 503 while young is only a poll error; past the bound it is lost; a 401 never is."""
-    monkeypatch.setenv(SUBMITTED_ENV, "3600")
+    bound = Settings.given(**{SUBMITTED_ENV: "3600"}).batch_submitted_s
     now = [1_800_000_000.0]
     ledger = Ledger(sqlite_url, clock=lambda: now[0])
     rec = _submitted(ledger)
     unavailable = errors.ServerError(503, {"error": {"code": 503, "message": "unavailable"}})
     refused = errors.ClientError(401, {"error": {"code": 401, "message": "bad key"}})
-    assert lost_reason(ledger, rec, unavailable) is None
+    assert lost_reason(ledger, rec, unavailable, bound=bound) is None
     now[0] += 3601
-    reason = lost_reason(ledger, rec, unavailable)
+    reason = lost_reason(ledger, rec, unavailable, bound=bound)
     assert reason is not None and SUBMITTED_ENV in reason and "ServerError" in reason
-    assert lost_reason(ledger, rec, refused) is None
-    monkeypatch.setenv(SUBMITTED_ENV, "soon")
+    assert lost_reason(ledger, rec, refused, bound=bound) is None
     with pytest.raises(ValueError, match=SUBMITTED_ENV):
-        submitted_bound()
+        Settings.given(**{SUBMITTED_ENV: "soon"})
 
 
 def test_reconcile_of_an_unknown_job_is_one_clear_line(sqlite_url: str) -> None:
     """`gemini-ledger reconcile batches/<unknown>`: one error line, exit 1, no traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["LEDGER_DATABASE_URL"] = sqlite_url
+    env = child_env({"LEDGER_DATABASE_URL": sqlite_url}, drop=lambda k: k.startswith("PREFECT_API"))
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "reconcile", "batches/never-made"],
         cwd=ROOT,

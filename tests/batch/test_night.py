@@ -6,7 +6,7 @@ import orjson
 from sqlalchemy import func, select
 
 from flows.examples.reviews import ReviewLabelRow, load_reviews, results_engine
-from flows.testing import open_ledger
+from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
 
@@ -34,7 +34,7 @@ def test_a_night_settles_every_row_and_bills_each_attempt_once(
     emulator.set_scenario("default", seed=20261122)
     reports = tick_until_settled("tests.batch.pipelines:night_reviews", "night", max_ticks=30)
 
-    ledger = open_ledger()
+    ledger = run_ledger()
     jobs = ledger.jobs(pipeline="night")
     assert len(jobs) == 300
     assert {j.status for j in jobs} <= {"consumed", "parked"}

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from flows.examples.reviews import ReviewLabel
+from flows.settings import Settings
 from flows.testing import iter_lines, reconcile_lines, writer_for
 from ledger import Ledger, NewJob, Policy
 
@@ -90,16 +91,15 @@ def test_every_writer_applies_the_same_outcome(
     ledger.dispose()
 
 
-def test_writer_choice_from_the_environment(sqlite_url: str, monkeypatch) -> None:
+def test_writer_choice_from_the_setting(sqlite_url: str) -> None:
     """By default (auto) a writer process is used only for large files on SQLite;
     GEMINI_LEDGER_RECONCILE_WRITER overrides it; anything else is refused."""
     ledger = Ledger(sqlite_url)
-    monkeypatch.delenv("GEMINI_LEDGER_RECONCILE_WRITER", raising=False)  # auto
-    assert writer_for(ledger, 1 << 20) == "thread"
-    assert writer_for(ledger, 1 << 30) == "process"
-    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "thread")
-    assert writer_for(ledger, 1 << 30) == "thread"
-    monkeypatch.setenv("GEMINI_LEDGER_RECONCILE_WRITER", "fork-bomb")
-    with pytest.raises(ValueError):
-        writer_for(ledger, 1)
+    auto = Settings.given().reconcile_writer
+    assert writer_for(ledger, 1 << 20, auto) == "thread"
+    assert writer_for(ledger, 1 << 30, auto) == "process"
+    thread = Settings.given(GEMINI_LEDGER_RECONCILE_WRITER="thread").reconcile_writer
+    assert writer_for(ledger, 1 << 30, thread) == "thread"
+    with pytest.raises(ValueError, match="GEMINI_LEDGER_RECONCILE_WRITER"):
+        Settings.given(GEMINI_LEDGER_RECONCILE_WRITER="fork-bomb")
     ledger.dispose()

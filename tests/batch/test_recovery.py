@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,9 +13,12 @@ import orjson
 from flows.examples.reviews import ReviewLabel
 from flows.gemini.gateway import gemini_client
 from flows.reconcile import reconcile
-from flows.testing import download_output, iter_lines, open_ledger, output_file_of, reconcile_lines
+from flows.settings import load_settings
+from flows.testing import download_output, iter_lines, output_file_of, reconcile_lines
 from flows.tick import tick
 from ledger import Ledger
+from tests.child_env import child_env
+from tests.ledgers import run_ledger
 from tests.prewarmed import CliRun, run_cli
 
 from .conftest import DAY, attempts_by_key, submissions, tick_until_settled
@@ -28,8 +30,7 @@ SMALL = "tests.batch.pipelines:small_reviews"
 def _tick_in_subprocess(env_extra: dict[str, str], trace: Path) -> CliRun:
     """One CLI tick in a process of its own (forked from one that has done the imports:
     tests/prewarmed.py), killed where ``env_extra`` arms a crash point."""
-    env = dict(os.environ)
-    env.update(env_extra)
+    env = child_env(env_extra)
     env["GEMINI_LEDGER_CRASH_TRACE"] = str(trace)
     return run_cli(["tick", SMALL, "--day", DAY.isoformat()], env=env, cwd=ROOT, timeout=180)
 
@@ -61,7 +62,7 @@ def test_killed_after_create_is_bound_through_the_listing(
         "batch.after_upload",
         "batch.after_create",
     ]
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.counts(pipeline="small").by_status == {"reserving": 40}
     assert emu.stats()["batches_created"] == 1
 
@@ -97,7 +98,7 @@ def test_killed_after_reserve_is_resent_once(
     first = tick(pipeline=SMALL, day=DAY)
     assert first.recover.resent == 1 and first.recover.recovered == 40
     tick_until_settled(SMALL, "small", max_ticks=4)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert emu.stats()["batches_created"] == 1
     assert attempts_by_key(ledger, "small") == submissions(emu, "small:")
     assert set(attempts_by_key(ledger, "small").values()) == {1}
@@ -119,7 +120,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert first["reconciled"] == 1 and first["state"] == "SUCCEEDED"
     assert first["succeeded"] + first["failed"] + first["missing_from_output"] == 40
     assert first["missing_from_output"] > 0 and first["failed"] > 0
-    ledger = open_ledger()
+    ledger = run_ledger()
     before = _snapshot(ledger, "small")
     counts_before = ledger.counts(pipeline="small")
 
@@ -127,7 +128,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert again["reconciled"] == 0 and again["already_reconciled"] is True
     assert _snapshot(ledger, "small") == before
     # The same from the command line (a repeated webhook, an operator's retry).
-    env = dict(os.environ, PREFECT_API_URL=batch_env["prefect_api"])
+    env = child_env({"PREFECT_API_URL": batch_env["prefect_api"]})
     cli = subprocess.run(
         [sys.executable, "-m", "flows.cli", "reconcile", job_name, "--pipeline", SMALL, "--json"],
         cwd=ROOT,
@@ -140,7 +141,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     assert orjson.loads(cli.stdout)["already_reconciled"] is True
     assert _snapshot(ledger, "small") == before
 
-    client = gemini_client()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=job_name)
     out = tmp_path / "output.jsonl"
     download_output(client, output_file_of(job), out)
@@ -153,7 +154,7 @@ def test_reconciling_the_same_output_twice_changes_nothing(
     out.write_bytes(b"".join(lines + extra))
     rec = ledger.batch_named(job_name)
     assert rec is not None
-    p = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL)
+    p = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL, load_settings())
     counts = reconcile_lines(
         ledger,
         iter_lines(out),
@@ -180,8 +181,8 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     emu = batch_env["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1, "rate_missing": 0.1}, seed=5)
     job_name = tick(pipeline=SMALL, day=DAY).submit.batch
-    ledger = open_ledger()
-    client = gemini_client()
+    ledger = run_ledger()
+    client = gemini_client(load_settings())
     job = client.batches.get(name=job_name)
     out = tmp_path / "output.jsonl"
     download_output(client, output_file_of(job), out)
@@ -199,7 +200,11 @@ def test_first_pass_counts_duplicates_unknown_and_broken_lines(
     out.write_bytes(b"".join(lines + extra))
     rec = ledger.batch_named(job_name)
     assert rec is not None
-    policy = __import__("flows.registry", fromlist=["get_pipeline"]).get_pipeline(SMALL).policy
+    policy = (
+        __import__("flows.registry", fromlist=["get_pipeline"])
+        .get_pipeline(SMALL, load_settings())
+        .policy
+    )
     counts = reconcile_lines(
         ledger,
         iter_lines(out),
@@ -240,7 +245,7 @@ def test_killed_mid_reconcile_is_finished_by_the_next_tick(
         tmp_path / "trace.txt",
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ledger = open_ledger()
+    ledger = run_ledger()
     by_status = ledger.counts(pipeline="small").by_status
     missing = by_status["submitted"]
     assert by_status == {"done": 40 - missing, "submitted": missing} and missing > 0
@@ -277,7 +282,7 @@ def test_killed_inside_the_side_effect_delivers_each_result_once(
         tmp_path / "trace.txt",
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ledger = open_ledger()
+    ledger = run_ledger()
     # Each side effect is recorded right after it ran: only the one in hand is not.
     assert ledger.counts(pipeline="small").by_status == {"consumed": 2, "done": 38}
     with results_engine().connect() as conn:

@@ -23,6 +23,7 @@ from flows.errors import UsageError
 from flows.ops.automations import AUTOMATIONS_DIR, apply_automations, declared
 from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
 from ledger import Failure, NewJob, SetupFault, SetupKind, Verdict
+from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = "custom-webhook/gl-test-ops"
@@ -251,11 +252,10 @@ def test_parked_jobs_rising_notifies(
 ) -> None:
     """A summary whose parked jobs rose past its threshold raises its event; the automation
     sends the change in a notification."""
-    from flows.testing import open_ledger
 
     _, received = webhook_sink
     apply_automations(applied, block=BLOCK)
-    ledger = open_ledger()
+    ledger = run_ledger()
     d1, d2 = date(2026, 11, 10), date(2026, 11, 11)
     summary(day=d1, threshold=2)
     keys = [f"rise:{i}" for i in range(3)]

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ops.summary import render_markdown
-from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import NewJob, ResultRow
 from tests.direct import pipelines
 from tests.direct.conftest import SPEC, key_of, scripted
+from tests.ledgers import run_ledger
 
 DAY = date(2026, 11, 21)
 runner = CliRunner()
@@ -26,7 +26,7 @@ def test_a_direct_night_records_thoughts_and_the_model_version_per_row(direct_en
     scripted(direct_env, {"bad": ["400"]}, model_versions={"gemini-2.5-flash": "gemini-2.5-x"})
     monkeypatch.setenv(pipelines.ITEMS_ENV, "one,two,bad")
     tick(pipeline=SPEC, day=DAY)
-    ledger = open_ledger()
+    ledger = run_ledger()
     one = ledger.get(key_of("one"))
     assert one.status == "consumed"
     assert (one.model_version, one.thoughts_tokens) == ("gemini-2.5-x", 8)
@@ -56,7 +56,7 @@ def test_a_direct_night_records_thoughts_and_the_model_version_per_row(direct_en
 def test_an_unpriced_model_is_named_with_its_rows_in_the_morning_view(direct_env):
     """Rows of a model the price table lacks are named in the morning view and the CLI, with
     how many rows: never a silent $0."""
-    ledger = open_ledger()
+    ledger = run_ledger()
     keys = ["u:1", "u:2"]
     ledger.enroll([NewJob(k, {}) for k in keys], pipeline="mine", channel="direct", model="my-m")
     assert ledger.reserve(pipeline="mine", limit=2, reservation="r") == 2

@@ -9,11 +9,11 @@ from typing import Any
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
+from tests.ledgers import run_ledger
 
 
 def _rows(url: str) -> list[tuple[Any, ...]]:
@@ -26,7 +26,7 @@ def _park_two(emulator, monkeypatch) -> None:
     scripted(emulator, {"fixed": ["400"], "busy": ["429"], "fine": ["ok"]})
     monkeypatch.setenv(pipelines.ITEMS_ENV, "fixed,busy,fine")
     tick(pipeline=SPEC, day=DAY)
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert ledger.get(key_of("fixed")).error_class == "permanent:400"
     assert ledger.get(key_of("busy")).error_class == "exhausted:429"
 
@@ -65,7 +65,7 @@ def test_replay_execute_recovers_fixed_jobs_and_leaves_the_rest(direct_env, monk
     result = _cli("--execute", "--pipeline", SPEC, "--rate", "50", "--json")
     report = json.loads(result.stdout)
 
-    ledger = open_ledger()
+    ledger = run_ledger()
     fixed, busy = ledger.get(key_of("fixed")), ledger.get(key_of("busy"))
     assert (fixed.status, fixed.replayed, fixed.attempts) == ("consumed", 1, 2)
     assert (busy.status, busy.error_class, busy.replayed) == ("parked", "exhausted:429", 1)
@@ -78,7 +78,7 @@ def test_replay_execute_recovers_fixed_jobs_and_leaves_the_rest(direct_env, monk
 
 def test_replay_returns_queued_channels_oldest_first_within_limit_and_class(direct_env):
     """Batch jobs go back to pending: at most --limit, oldest first, only the chosen class."""
-    ledger = open_ledger()
+    ledger = run_ledger()
     keys = [f"batchy:{i}" for i in range(4)]
     ledger.enroll(
         [NewJob(k, {"text": k}) for k in keys], pipeline="batchy", channel="batch", model="m"
@@ -110,5 +110,5 @@ def test_replay_execute_calls_custom_direct_jobs_found_from_the_ledger(direct_en
     report = json.loads(_cli("--execute", "--rate", "50", "--json").stdout)
 
     assert report["recovered_direct"] == 1 and report["returned_to_queue"] == 0
-    assert open_ledger().get(key_of("fixed")).status == "consumed"
+    assert run_ledger().get(key_of("fixed")).status == "consumed"
     assert [k for k, _ in pipelines.DELIVERED] == [key_of("fixed")]

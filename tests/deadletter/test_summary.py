@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
-from flows.testing import open_ledger
 from flows.tick import tick
 from ledger import Failure, NewJob, Verdict
 from tests.direct import pipelines
 from tests.direct.conftest import SPEC, scripted
+from tests.ledgers import run_ledger
 
 D1 = date(2026, 11, 19)
 D2 = D1 + timedelta(days=1)
@@ -81,7 +81,7 @@ def test_day_over_day_delta_across_two_days(direct_env, monkeypatch, tmp_path):
 
 def test_dead_letter_cli_is_read_only_and_matches_the_flow(direct_env):
     """`gemini-ledger dead-letter --json` reports the flow's numbers and stores no snapshot."""
-    ledger = open_ledger()
+    ledger = run_ledger()
     _park(ledger, "a", 2)
     summary(day=D1, threshold=100)
     _park(ledger, "b", 3)
@@ -127,7 +127,7 @@ def test_event_fires_at_the_threshold_and_not_below(direct_env):
     from prefect.types._datetime import now
 
     started = now("UTC") - timedelta(seconds=5)
-    ledger = open_ledger()
+    ledger = run_ledger()
     _park(ledger, "d1", 1)
     assert summary(day=D1, threshold=3)["threshold_crossed"] is False
     _park(ledger, "d2", 2)
@@ -152,7 +152,7 @@ def test_event_fires_at_the_threshold_and_not_below(direct_env):
 
 def test_a_first_night_with_many_parked_jobs_alerts(direct_env):
     """With no earlier snapshot the baseline is zero: a bad first night raises the event."""
-    ledger = open_ledger()
+    ledger = run_ledger()
     _park(ledger, "first", 4)
     report = summary(day=D1, threshold=3)
     assert report["baseline_day"] is None
@@ -165,7 +165,7 @@ def test_the_morning_view_per_pipeline_in_plain_words(direct_env):
     from flows.ops.summary import render_markdown
 
     clock = {"now": 1_000_000.0}
-    ledger = open_ledger()
+    ledger = run_ledger()
     ledger.clock = lambda: clock["now"]
     jobs = [NewJob(f"mv:{i}", {"text": str(i)}) for i in range(5)]
     ledger.enroll(jobs, pipeline="pages", channel="batch", model="m")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flows.settings import Settings, load_settings
+from flows.settings import Settings
 from flows.testing import RunContext
 from flows.tick import open_channel
 from ledger import Channel, Ledger, NewJob, ResultRow, Status
@@ -39,10 +39,8 @@ STALE_ENVS = (
 DAY = date(2026, 12, 6)
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, stale_s: float = STALE_S) -> Settings:
-    for env in STALE_ENVS:
-        monkeypatch.setenv(env, str(stale_s))
-    return load_settings()
+def _settings(stale_s: float = STALE_S) -> Settings:
+    return Settings.given(**{env: stale_s for env in STALE_ENVS})
 
 
 def _done_rows(ledger: Ledger, channel: Channel, n: int, *, first: int = 0) -> list[str]:
@@ -108,7 +106,7 @@ def test_a_second_deliver_step_never_repeats_a_live_passs_side_effects(
     """A deliver step that starts while another is inside a slow side effect, its claims made
     longer ago than the stale age, takes none of them (they are renewed as the pass goes):
     every side effect runs once and the first pass delivers everything."""
-    settings = _settings(monkeypatch)
+    settings = _settings()
     OVERLAP.reset(effect_s=EFFECT_S, slow_at=SLOW_AT)
     setup, a, b = _ledgers(ledger_url, 3)
     keys = _done_rows(setup, channel, ROWS)
@@ -130,7 +128,7 @@ def test_a_pass_whose_claim_was_taken_over_records_nothing_and_stops(
     """A pass that stalled inside a side effect past the stale age (no renewal: as good as
     dead) loses its claims to the next pass; it records nothing more, stops, and says so, so
     only the rows it held unrecorded can run twice, never the rest of its group."""
-    settings = _settings(monkeypatch)
+    settings = _settings()
     OVERLAP.reset(effect_s=EFFECT_S, slow_at=SLOW_AT)
     OVERLAP.while_slow = lambda: OVERLAP.clock.advance(3 * STALE_S)  # the stall
     setup, a, b = _ledgers(ledger_url, 3)
@@ -157,7 +155,7 @@ def test_a_claim_holds_through_a_side_effect_longer_than_the_stale_age(
     """While one side effect runs longer than the stale age, the pass's renewal keeps its
     claims fresh: a second pass takes none of them, and every side effect runs once."""
     stale_s = 0.4  # renewed every 0.1 s of real time
-    settings = _settings(monkeypatch, stale_s)
+    settings = _settings(stale_s)
     OVERLAP.reset(effect_s=0.0, slow_at=1)
     setup, a, b = _ledgers(ledger_url, 3)
     keys = _done_rows(setup, Channel.BACKGROUND, ROWS)
@@ -200,7 +198,7 @@ def test_replay_delivering_beside_a_tick_never_repeats_its_side_effects(
     import flows.ops.replay
     from ledger import DELIVERY_CLASS_PREFIX
 
-    settings = _settings(monkeypatch)
+    settings = _settings()
     OVERLAP.reset(effect_s=EFFECT_S, slow_at=SLOW_AT)
     setup, a, b = _ledgers(ledger_url, 3)
     channel = Channel.BACKGROUND
@@ -215,7 +213,14 @@ def test_replay_delivering_beside_a_tick_never_repeats_its_side_effects(
     )
     assert setup.get(parked).status == Status.PARKED
     keys = _done_rows(setup, channel, ROWS)
-    monkeypatch.setattr(flows.ops.replay, "open_ledger", lambda *args, **kwargs: b)
+    # The replay flow loads its settings when it starts, as a worker's run would (the same
+    # stale ages), and opens its own ledger on the same database: b, on the test's clock.
+    for env in STALE_ENVS:
+        monkeypatch.setenv(env, str(STALE_S))
+    import flows.tick
+
+    for module in (flows.ops.replay, flows.tick):
+        monkeypatch.setattr(module, "open_ledger", lambda *args, **kwargs: b)
 
     def replay() -> Any:
         return flows.ops.replay.replay(

@@ -8,10 +8,8 @@ import time
 from collections.abc import Callable
 from datetime import date
 
-import pytest
-
 from flows.channels.background import BackgroundChannel
-from flows.settings import load_settings
+from flows.settings import Settings
 from flows.testing import BatchLease, RunContext, send_batch
 from ledger import Ledger, NewJob, ResultRow, Status
 
@@ -61,11 +59,10 @@ def test_consume_with_a_token_records_only_rows_the_pass_still_holds(ledger_url:
 
 
 def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str,
 ) -> None:
     """While a tick holds its reservation (sending it) the rows stay fresh however long that
     takes; once it stops renewing (it died) they are stale for the next tick."""
-    monkeypatch.setenv("GEMINI_LEDGER_BACKGROUND_STALE_S", str(AGE))
     clock = SharedClock()
     ledger = Ledger(ledger_url, clock=clock)
     name = pipelines.background.name
@@ -75,7 +72,7 @@ def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
         spec="tests.delivery.pipelines:background",
         pipeline=pipelines.background,
         ledger=ledger,
-        settings=load_settings(),
+        settings=Settings.given(database_url=ledger_url, background_stale_s=AGE),
         day=date(2026, 12, 6),
     )
     channel = BackgroundChannel(ctx)

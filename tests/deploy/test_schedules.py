@@ -16,7 +16,6 @@ failed (Prefect 3.9.1 passes on 2.1.9).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -39,6 +38,7 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from emulator.testing import RunningEmulator
 from flows.examples.articles import load_topics
 from ledger import Ledger, Status
+from tests.child_env import parent_value
 from tests.deploy.prefect_server import PREFECT, ROOT, Server, prefect_server, stop
 from tests.webhooks.signing import wait_until
 
@@ -171,7 +171,7 @@ def test_scheduled_runs_settle_a_night_with_only_prefect_api_url_in_the_workers_
                 articles.id, [(IntervalSchedule(interval=timedelta(seconds=5)), True)]
             )
         # The worker's shell: the system's PATH and HOME, and PREFECT_API_URL. Nothing else.
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_API_URL": server.url}
+        env = {"PATH": parent_value("PATH"), "HOME": str(tmp_path), "PREFECT_API_URL": server.url}
         worker = subprocess.Popen(
             [GEMINI_LEDGER, *WORKER_COMMAND.split()[1:]],  # the README's worker, as it says
             cwd=tmp_path,

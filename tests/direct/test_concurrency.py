@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-from flows.testing import open_ledger
+from tests.child_env import child_env
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of
+from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,14 +27,15 @@ def test_two_runs_at_once_send_and_deliver_each_job_once(
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     delivered = tmp_path / "delivered.txt"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "PYTHONPATH": str(ROOT),
-        pipelines.ITEMS_ENV: ",".join(items),
-        "DIRECT_TEST_DELIVERED": str(delivered),
-        "DIRECT_TEST_BARRIER": f"{barrier}:2",
-    }
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "PYTHONPATH": str(ROOT),
+            pipelines.ITEMS_ENV: ",".join(items),
+            "DIRECT_TEST_DELIVERED": str(delivered),
+            "DIRECT_TEST_BARRIER": f"{barrier}:2",
+        }
+    )
     cmd = [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat(), "--json"]
     procs = [
         subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -52,6 +53,6 @@ def test_two_runs_at_once_send_and_deliver_each_job_once(
     sent = direct_env.stats()["submissions"]
     assert {key_of(i): 1 for i in items} == {k: n for k, n in sent.items() if "direct-test" in k}
     assert Counter(delivered.read_text().split()) == {key_of(i): 1 for i in items}
-    ledger = open_ledger()
+    ledger = run_ledger()
     assert all(ledger.get(key_of(i)).status == "consumed" for i in items)
     assert ledger.counts().attempts == len(items)

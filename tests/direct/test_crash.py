@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from flows.testing import open_ledger
 from flows.tick import tick
+from tests.child_env import child_env
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
+from tests.ledgers import run_ledger
 from tests.prewarmed import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _killed_run(point: str, prefect_api: str, tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "GEMINI_LEDGER_CRASH_AT": point,
-        "GEMINI_LEDGER_CRASH_TRACE": str(trace),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "GEMINI_LEDGER_CRASH_AT": point,
+            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     # A process of its own, forked from one that has done the imports (tests/prewarmed.py).
     proc = run_cli(["tick", SPEC, "--day", DAY.isoformat()], env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -53,7 +54,7 @@ def test_next_run_resolves_a_run_killed_mid_call(
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
     report = tick(pipeline=SPEC, day=DAY)
 
-    job = open_ledger().get(key_of("k"))
+    job = run_ledger().get(key_of("k"))
     assert (job.status, job.attempts, job.error_class) == ("consumed", attempts, error_class)
     assert direct_env.stats()["submissions"][key_of("k")] == sent_before + 1
     swept = report.recover

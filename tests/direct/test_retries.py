@@ -12,6 +12,7 @@ from flows.testing import open_ledger
 from flows.tick import tick
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
+from tests.ledgers import run_ledger
 
 
 def _run(monkeypatch, items: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -37,7 +38,7 @@ def test_429_then_503_then_success_takes_three_attempts(direct_env, monkeypatch)
     """A 429, a 503, then an answer: done after three Prefect runs of one task, three sends."""
     scripted(direct_env, {"k1": ["429", "503", "ok"]})
     report, tasks = _run(monkeypatch, "k1")
-    job = open_ledger().get(key_of("k1"))
+    job = run_ledger().get(key_of("k1"))
     assert job.status == "consumed"
     assert job.attempts == 3 == _sent(direct_env, "k1")
     assert tasks[f"generate {key_of('k1')}"] == ("COMPLETED", 3)
@@ -51,7 +52,7 @@ def test_400_is_parked_permanent_after_one_attempt(direct_env, monkeypatch):
     """A 400 is permanent: one attempt, no retry, parked as permanent:400."""
     scripted(direct_env, {"bad": ["400", "ok"]})
     report, tasks = _run(monkeypatch, "bad")
-    job = open_ledger().get(key_of("bad"))
+    job = run_ledger().get(key_of("bad"))
     assert (job.status, job.error_class, job.attempts) == ("parked", "permanent:400", 1)
     assert _sent(direct_env, "bad") == 1
     assert tasks[f"generate {key_of('bad')}"] == ("FAILED", 1)
@@ -64,7 +65,7 @@ def test_safety_block_is_parked_as_safety(direct_env, monkeypatch):
     scripted(direct_env, {"unsafe": ["safety", "ok"], "blockedp": ["blocked_prompt", "ok"]})
     _run(monkeypatch, "unsafe,blockedp")
     for item in ("unsafe", "blockedp"):
-        job = open_ledger().get(key_of(item))
+        job = run_ledger().get(key_of(item))
         assert (job.status, job.error_class, job.attempts) == ("parked", "safety", 1)
         assert _sent(direct_env, item) == 1
         assert job.prompt_tokens > 0  # the blocked answer was billed: its tokens are kept
@@ -75,7 +76,7 @@ def test_empty_answer_is_retried_then_parked_as_empty(direct_env, monkeypatch):
     empty every time, it is parked as ``empty`` at the unknown cap (2)."""
     scripted(direct_env, {"blank": ["empty", "ok"], "void": ["empty"]})
     _run(monkeypatch, "blank,void")
-    blank, void = open_ledger().get(key_of("blank")), open_ledger().get(key_of("void"))
+    blank, void = run_ledger().get(key_of("blank")), run_ledger().get(key_of("void"))
     assert (blank.status, blank.attempts) == ("consumed", 2)
     assert (void.status, void.error_class, void.attempts) == ("parked", "empty", 2)
     assert _sent(direct_env, "void") == 2
@@ -85,7 +86,7 @@ def test_unknown_error_stops_at_its_cap(direct_env, monkeypatch):
     """An unknown error (409 ABORTED) is tried unknown_cap (2) times, then parked unknown:409."""
     scripted(direct_env, {"odd": ["unknown", "unknown", "ok"]})
     _, tasks = _run(monkeypatch, "odd")
-    job = open_ledger().get(key_of("odd"))
+    job = run_ledger().get(key_of("odd"))
     assert (job.status, job.error_class, job.attempts) == ("parked", "unknown:409", 2)
     assert _sent(direct_env, "odd") == 2
     assert tasks[f"generate {key_of('odd')}"] == ("FAILED", 2)
@@ -95,7 +96,7 @@ def test_429_every_time_is_exhausted_at_the_cap(direct_env, monkeypatch):
     """A 429 on every attempt: four attempts (the cap), then parked as exhausted:429."""
     scripted(direct_env, {"busy": ["429"]})
     report, tasks = _run(monkeypatch, "busy")
-    job = open_ledger().get(key_of("busy"))
+    job = run_ledger().get(key_of("busy"))
     assert (job.status, job.error_class, job.attempts) == ("parked", "exhausted:429", 4)
     assert _sent(direct_env, "busy") == 4
     assert tasks[f"generate {key_of('busy')}"] == ("FAILED", 4)
@@ -107,7 +108,7 @@ def test_server_retry_delay_is_honoured(direct_env, monkeypatch):
     """A 429's RetryInfo delay (0.5 s) is waited out even though Prefect's backoff is 10 ms."""
     scripted(direct_env, {"slow": ["429", "ok"]}, retry_delay_s=0.5)
     _run(monkeypatch, "slow")
-    job = open_ledger().get(key_of("slow"))
+    job = run_ledger().get(key_of("slow"))
     assert (job.status, job.attempts) == ("consumed", 2)
     assert job.reserved_at is not None and job.last_failure_at is not None
     assert job.reserved_at - job.last_failure_at >= 0.5

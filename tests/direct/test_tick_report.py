@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from flows.settings import load_settings
+from tests.child_env import child_env
 from tests.direct import pipelines
 from tests.direct.conftest import DAY, SPEC, key_of, scripted
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tick(prefect_api: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)}
+    env = child_env({"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
     cmd = [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat(), *extra]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
@@ -71,7 +72,7 @@ def test_tick_says_how_many_rows_a_dead_tick_held_and_when_it_last_held_them(
     held_at = datetime(2026, 11, 21, 2, 14, 5, tzinfo=UTC).timestamp()
     # What a tick killed in its delivery pass leaves: done rows claimed under its token, the
     # claims last renewed at 02:14:05 (its clock then).
-    dead = Ledger(os.environ["LEDGER_DATABASE_URL"], clock=lambda: held_at)
+    dead = Ledger(load_settings().database_url, clock=lambda: held_at)
     dead.enroll(
         [NewJob(k, {"text": k}) for k in keys], pipeline="direct-test", channel="direct", model="m"
     )
@@ -112,7 +113,7 @@ def test_tick_says_how_many_calls_a_dead_tick_left_and_when(direct_env, monkeypa
     monkeypatch.setenv(pipelines.ITEMS_ENV, "a,b")
     held_at = datetime(2026, 11, 21, 3, 0, 1, tzinfo=UTC).timestamp()
     # What a tick killed while calling leaves: one row reserved and not sent, one being called.
-    dead = Ledger(os.environ["LEDGER_DATABASE_URL"], clock=lambda: held_at)
+    dead = Ledger(load_settings().database_url, clock=lambda: held_at)
     items = [NewJob(key_of(i), {"text": i}) for i in ("a", "b")]
     dead.enroll(items, pipeline="direct-test", channel="direct", model="gemini-2.5-flash")
     dead.reserve(pipeline="direct-test", limit=1, reservation="direct-dead1", keys=[key_of("a")])

@@ -14,13 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prefect.client.schemas.objects import Deployment, WorkerStatus
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import AwaitingConcurrencySlot, Cancelled, Running, Scheduled
 from prefect.types._datetime import now
 
 from flows.ops.doctor import Check, Outcome
+from flows.settings import Settings
 from flows.testing import check_api_key, check_prefect
 from ledger import Ledger
 from tests.deploy.prefect_server import POOL, PREFECT, ROOT, Server, stop
@@ -115,15 +115,13 @@ def test_a_deployment_missing_from_the_server_fails(
 
 
 def test_a_key_missing_where_the_worker_looks_fails(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Server,
 ) -> None:
     """No Secret block and no variable: fail; only this shell's variable: a warning."""
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        missing = check_api_key()
-        monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyExampleExampleExampleExample123")
-        shell_only = check_api_key()
+        missing = check_api_key(Settings.given())
+        key = "AIzaSyExampleExampleExampleExample123"
+        shell_only = check_api_key(Settings.given(GEMINI_API_KEY=key))
     assert missing.outcome is Outcome.FAIL
     assert "Prefect Secret block 'gemini-api-key'" in missing.detail
     assert missing.fix.startswith("gemini-ledger secret set api-key")
@@ -209,6 +207,7 @@ def test_every_pipeline_a_deployment_names_is_checked(
     import yaml
 
     from flows.ops.doctor import run_checks
+    from flows.settings import Settings
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     (dep,) = [d for d in config["deployments"] if d["name"] == "reviews-nightly"]
@@ -219,7 +218,7 @@ def test_every_pipeline_a_deployment_names_is_checked(
     result = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(copy))
     assert result.returncode == 0, result.stdout + result.stderr
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        checks = {c.name: c for c in run_checks([])}
+        checks = {c.name: c for c in run_checks([], settings=Settings.given(), problems=[])}
     ghost = checks["pipeline ghostpkg.pages:pipeline"]
     assert ghost.outcome is Outcome.FAIL
     assert "no module named 'ghostpkg'" in ghost.detail

@@ -34,7 +34,7 @@ def _tick(emulator: Any, sqlite_url: str, monkeypatch: Any) -> Any:
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_BACKOFF_S", "0.01")
     DELIVERED.clear()
     tick(pipeline="tests.embeddings.test_direct:pipeline", day=DAY)
-    return open_ledger()
+    return open_ledger(sqlite_url)
 
 
 def test_rows_go_in_groups_and_each_is_its_own_row(

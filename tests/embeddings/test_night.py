@@ -39,7 +39,7 @@ def test_a_night_settles_and_attempts_equal_what_the_emulator_received(
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_BACKOFF_S", "0.01")
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_JITTER", "0")
     emulator.set_scenario("default", seed=20261206)
-    ledger = open_ledger()
+    ledger = open_ledger(sqlite_url)
     for _ in range(8):
         tick(pipeline=SPEC, day=DAY)
         by_status = ledger.counts(pipeline=SPEC).by_status

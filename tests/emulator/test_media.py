@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from google.genai import errors, types
 
-from emulator._media import REQUEST_LIMIT
-from emulator._scenario import load_scenario
-from emulator._state import FILE_TTL_S, ApiError, Core
+from emulator.testing import FILE_TTL_S, REQUEST_LIMIT, ApiError, Core, FileRec, load_scenario
 
 from .helpers import MODEL
 
@@ -79,8 +77,6 @@ def test_an_expired_file_is_refused_on_every_route() -> None:
     generateContent, as an interaction's input and as a batch line (its own error)."""
     now = [1_000_000.0]
     core = Core(load_scenario("clean"), 7, lambda: now[0])
-    from emulator._state import FileRec
-
     core.files["f1"] = FileRec("f1", None, "image/png", bytearray(PNG), len(PNG), now[0], done=True)
     uri = "http://x/v1beta/files/f1"
     rest = {"contents": [{"parts": [{"fileData": {"fileUri": uri, "mimeType": "image/png"}}]}]}

@@ -3,7 +3,6 @@ the test pipeline of every channel."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from ledger import Ledger
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 23)
@@ -111,8 +111,7 @@ def tick_command(
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """``gemini-ledger tick`` of ``ch``'s pipeline in a subprocess with ``key``; what it did
     and the ``error:`` lines it printed."""
-    env = dict(os.environ)
-    env.update(world["env"])
+    env = child_env(world["env"])
     env.update(world["emulator"].env())
     env["GEMINI_API_KEY"] = key  # after env(): the emulator's env() names its own key
     env["PREFECT_API_URL"] = prefect_api

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ops.summary import build_summary, render_markdown
-from flows.testing import read_halts
+from flows.testing import load_prices, read_halts
 from ledger import Ledger
 from tests.halt.conftest import CHANNELS, DAY
 
@@ -32,7 +32,7 @@ def _summary_once_events_arrive(ledger: Ledger, ticks: int, since: datetime) -> 
     (the server is shared with other tests; ingestion is asynchronous: polled, bounded)."""
     deadline = time.monotonic() + 60
     while True:
-        report = build_summary(ledger, DAY, halts=read_halts(since))
+        report = build_summary(ledger, DAY, load_prices(None), halts=read_halts(since))
         halt = _halts_of(report, "direct-test", "direct")
         if (halt and halt["ticks"] >= ticks) or time.monotonic() > deadline:
             return report
@@ -66,7 +66,11 @@ def test_two_halted_ticks_show_in_the_summary_with_the_fix(world, monkeypatch):
     assert "direct-test direct: halted" in " ".join(cli.output.split())
 
     ch.tick()
-    after = _halts_of(build_summary(ledger, DAY, halts=read_halts(since)), "direct-test", "direct")
+    after = _halts_of(
+        build_summary(ledger, DAY, load_prices(None), halts=read_halts(since)),
+        "direct-test",
+        "direct",
+    )
     assert after is not None and after["recovered"] is True
 
 
@@ -82,7 +86,7 @@ def test_no_prefect_api_the_summary_says_halts_could_not_be_read(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", create=True)
     for url in (f"http://127.0.0.1:{_closed_port()}/api", ""):
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            report = build_summary(ledger, DAY)
+            report = build_summary(ledger, DAY, load_prices(None))
         assert report["halts"]["readable"] is False
         assert report["halts"]["channels"] == []
         assert "could not be read" in render_markdown(report)

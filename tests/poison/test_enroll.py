@@ -12,6 +12,7 @@ import pytest
 
 from flows.examples.reviews import ReviewLabel
 from flows.pipeline import Pipeline, Prompt
+from flows.settings import Settings
 from flows.testing import enroll_day
 from ledger import KEY_MAX, PIPELINE_NAME_MAX, Channel, Ledger, NewJob, Status
 
@@ -213,7 +214,7 @@ def test_a_module_defining_a_too_long_name_fails_to_load_with_one_line(
         f"pipeline = replace(prompt_raises, name='n' * {PIPELINE_NAME_MAX + 1})\n"
     )
     with pytest.raises(UnknownPipeline, match=f"the limit is {PIPELINE_NAME_MAX}") as caught:
-        load_pipeline("longname:pipeline")
+        load_pipeline("longname:pipeline", Settings.given())
     assert "\n" not in str(caught.value)
 
 

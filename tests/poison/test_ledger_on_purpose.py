@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.settings import load_settings
 from ledger import Ledger, LedgerMissing, ledger_exists
 
 runner = CliRunner()
@@ -75,7 +76,7 @@ def test_a_flow_run_refuses_a_missing_ledger_before_touching_anything(
     missing = tmp_path / "typo" / "ledger.db"
     monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{missing}")
     with pytest.raises(LedgerMissing, match="db upgrade"):
-        start_run("reviews")
+        start_run("reviews", load_settings())
     assert not missing.parent.exists()
 
 
@@ -94,18 +95,18 @@ def test_db_upgrade_creates_the_ledger_and_its_directory(
 
 @pytest.mark.postgres
 def test_doctor_fails_a_missing_directory_and_an_empty_database_with_the_fix(
-    tmp_path: Path, unmigrated_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, unmigrated_postgres_url: str
 ) -> None:
     """doctor's ledger check fails (with `gemini-ledger db upgrade`) and creates nothing."""
     from flows.ops.doctor import Outcome
+    from flows.settings import Settings
     from flows.testing import check_ledger
 
     missing = tmp_path / "typo" / "ledger.db"
-    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{missing}")
-    (check,) = check_ledger()
+    (check,) = check_ledger(Settings.given(database_url=f"sqlite:///{missing}"))
     assert (check.outcome, check.fix) == (Outcome.FAIL, "gemini-ledger db upgrade")
     assert not missing.parent.exists()
-    monkeypatch.setenv("LEDGER_DATABASE_URL", unmigrated_postgres_url)
-    failed = [c for c in check_ledger() if c.outcome is Outcome.FAIL]
+    checks = check_ledger(Settings.given(database_url=unmigrated_postgres_url))
+    failed = [c for c in checks if c.outcome is Outcome.FAIL]
     assert [c.fix for c in failed] == ["gemini-ledger db upgrade"]
     assert not ledger_exists(unmigrated_postgres_url)

@@ -20,9 +20,10 @@ def main() -> None:
     import flows.channels.batch
     import flows.channels.direct  # noqa: F401  (imported before the signal, not after)
     from flows.registry import get_pipeline
+    from flows.settings import load_settings
     from flows.tick import run_tick
 
-    get_pipeline(spec)
+    get_pipeline(spec, load_settings())
     print("ready", flush=True)
     sys.stdin.readline()
     report = run_tick(spec, day=day)

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from flows.ops.replay import plan_replay
+from flows.settings import Settings
 from flows.testing import iter_lines, reconcile_lines
 from flows.webhooks.receiver import create_app
 from ledger import Failure, Ledger, NewJob, Policy, Verdict
@@ -194,7 +195,9 @@ def receiver(tmp_path_factory) -> Any:
     url = f"sqlite:///{tmp_path_factory.mktemp('hooks') / 'ledger.db'}"
     Ledger(url, create=True).dispose()
     calls: list[str] = []
-    app = create_app(secret=SECRET, ledger_url=url, on_batch_complete=calls.append)
+    app = create_app(
+        Settings.given(database_url=url), secret=SECRET, on_batch_complete=calls.append
+    )
     with TestClient(app, raise_server_exceptions=True) as client:
         yield client, Ledger(url), calls
 
@@ -314,14 +317,13 @@ def parked_ledger(tmp_path_factory) -> tuple[str, list[Any]]:
     ),
 )
 def test_replay_filters_never_crash_nor_change_a_row(
-    parked_ledger, monkeypatch, limit, error_class, pipeline
+    parked_ledger, limit, error_class, pipeline
 ) -> None:
     """Any limit, error class or pipeline: the dry-run selection returns parked jobs
     matching the filters, or refuses with a clear ValueError; no row changes."""
     url, snapshot = parked_ledger
-    monkeypatch.setenv("LEDGER_DATABASE_URL", url)
     try:
-        plan, _ = plan_replay.fn(limit, error_class, pipeline)
+        plan, _ = plan_replay.fn(limit, error_class, pipeline, Settings.given(database_url=url))
     except ValueError as exc:
         assert str(exc)
         assert (

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 
+from flows.settings import Settings
 from flows.webhooks.receiver import create_app
 from ledger import Ledger
 
@@ -97,12 +98,12 @@ def serve_receiver(sqlite_url: str) -> Iterator[Callable[..., Receiver]]:
         max_body: int | None = None,
     ) -> Receiver:
         receiver = Receiver(url="", ledger_url=ledger_url)
+        limit = {} if max_body is None else {"webhook_max_body_bytes": max_body}
         app = create_app(
+            Settings.given(database_url=ledger_url, **limit),
             secret=SECRET,
-            ledger_url=ledger_url,
             on_batch_complete=on_batch_complete or receiver.calls.append,
             clock=clock,
-            max_body=max_body,
         )
         served = Served(app)
         receiver.url = f"http://127.0.0.1:{served.port}/webhook"

@@ -11,11 +11,13 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from flows.ops.doctor import Outcome
+from flows.settings import Settings
 from flows.testing import ApiSettingsMismatch, check_api_settings, key_digest, normalized_base_url
 from flows.tick import tick
 from flows.webhooks import receiver as webhooks
 from ledger import Ledger
 from tests.batch.conftest import DAY
+from tests.child_env import child_env
 
 from .signing import SECRET
 
@@ -36,17 +38,26 @@ def bound(
     return {"url": sqlite_url, "emulator": emulator}
 
 
-def _start(url: str) -> None:
-    webhooks.create_app(secret=SECRET, ledger_url=url, on_batch_complete=lambda _: None)
+def _workers(bound: dict[str, Any], **values: Any) -> Settings:
+    """The workers' settings (the emulator, their key), with ``values`` changed."""
+    given = {
+        "database_url": bound["url"],
+        "gemini_base_url": bound["emulator"].base_url,
+        "api_key": WORKERS_KEY,
+    }
+    return Settings.given(**{**given, **values})
+
+
+def _start(settings: Settings) -> None:
+    webhooks.create_app(settings, secret=SECRET, on_batch_complete=lambda _: None)
 
 
 def test_a_receiver_with_another_base_url_is_refused_at_start(
     bound: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another GOOGLE_GEMINI_BASE_URL than the workers': one line naming both URLs and the fix."""
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://user:pw@127.0.0.1:9/v1beta/?x=1")
     with pytest.raises(ApiSettingsMismatch) as refused:
-        _start(bound["url"])
+        _start(_workers(bound, gemini_base_url="http://user:pw@127.0.0.1:9/v1beta/?x=1"))
     message = str(refused.value)
     assert "\n" not in message and "Fix: start the receiver with the workers'" in message
     assert "base URL http://127.0.0.1:9/v1beta here" in message
@@ -58,10 +69,9 @@ def test_a_receiver_with_another_key_is_refused_and_the_key_never_reaches_the_le
     bound: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another API key: refused naming where its key came from; the ledger holds a digest only."""
-    monkeypatch.setenv("GEMINI_API_KEY", "another-projects-key")
     here = r"the API key here, from GEMINI_API_KEY \(the worker.s environment\), is not"
     with pytest.raises(ApiSettingsMismatch, match=here):
-        _start(bound["url"])
+        _start(_workers(bound, api_key="another-projects-key"))
     ledger = Ledger(bound["url"])
     with ledger.engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM api_settings")).all()
@@ -75,23 +85,20 @@ def test_the_workers_settings_start_and_a_reconcile_deployment_skips_the_check(
     """The workers' own settings start the receiver; with a reconcile deployment the workers
     poll, not the receiver, so its own API settings do not matter."""
     calls: list[str] = []
-    app = webhooks.create_app(
-        secret=SECRET, ledger_url=bound["url"], on_batch_complete=calls.append
-    )
+    app = webhooks.create_app(_workers(bound), secret=SECRET, on_batch_complete=calls.append)
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
-    monkeypatch.setenv("GEMINI_API_KEY", "another-projects-key")
-    monkeypatch.setenv("LEDGER_RECONCILE_DEPLOYMENT", "reconcile/webhook")
-    _start(bound["url"])
+    _start(
+        _workers(bound, api_key="another-projects-key", reconcile_deployment="reconcile/webhook")
+    )
 
 
 def test_doctor_fails_the_api_settings_check_with_the_fix(
     bound: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """doctor: OK with the workers' settings; another key is a failing check with the fix."""
-    assert check_api_settings().outcome is Outcome.OK
-    monkeypatch.setenv("GEMINI_API_KEY", "another-projects-key")
-    check = check_api_settings()
+    assert check_api_settings(_workers(bound)).outcome is Outcome.OK
+    check = check_api_settings(_workers(bound, api_key="another-projects-key"))
     assert check.outcome is Outcome.FAIL
     assert "is not the one the workers use" in check.detail
     assert check.fix and "GOOGLE_GEMINI_BASE_URL and API key" in check.fix
@@ -102,18 +109,18 @@ def test_webhook_serve_refuses_in_one_line_and_exits_1(
 ) -> None:
     """``gemini-ledger webhook serve`` with another key: one ``error:`` line, exit 1, no
     traceback, and the port is never opened."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "GEMINI_API_KEY": "another-projects-key",
-        "LEDGER_WEBHOOK_SECRET": SECRET,
-        "PYTHONPATH": str(root),
-    }
+    env = child_env(
+        {
+            "GEMINI_API_KEY": "another-projects-key",
+            "LEDGER_WEBHOOK_SECRET": SECRET,
+            "PYTHONPATH": str(root),
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "webhook", "serve", "--port", "9"],
         cwd=root,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +11,7 @@ import httpx
 from google.genai import types
 
 from emulator.testing import RunningEmulator, free_port
+from tests.child_env import child_env
 from tests.emulator.helpers import MODEL, upload_and_create
 
 from .conftest import SECRET, Receiver, signed, wait_until
@@ -64,10 +64,10 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _base_env(sqlite_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.pop("PREFECT_API_URL", None)
-    env["LEDGER_DATABASE_URL"] = sqlite_url
-    return env
+    return child_env(
+        {"LEDGER_DATABASE_URL": sqlite_url},
+        drop=lambda k: k.startswith("LEDGER_") or k == "PREFECT_API_URL",
+    )
 
 
 def test_cli_serve_receives_and_never_prints_the_secret(sqlite_url: str) -> None:

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from flows.settings import Settings, SettingsError, load_settings
 from flows.testing import webhook_verify_wrapped
-from flows.webhooks import receiver as webhooks
 from flows.webhooks.receiver import create_app
 
 from .conftest import SECRET, Receiver, signed, wait_until
@@ -95,22 +95,23 @@ def test_streamed_body_stops_being_read_at_the_limit(
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
-    app = create_app(secret=SECRET, ledger_url=sqlite_url, on_batch_complete=print)
+    app = create_app(
+        Settings.given(database_url=sqlite_url), secret=SECRET, on_batch_complete=print
+    )
     anyio.run(app, scope, receive, send)
     assert sent[0]["status"] == 413
     assert len(served) == 1024 * 1024 // len(chunk) + 1
 
 
-def test_body_limit_setting(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
-    """LEDGER_WEBHOOK_MAX_BODY_BYTES defaults to 1 MiB; a value that is not a size is refused."""
-    monkeypatch.delenv("LEDGER_WEBHOOK_MAX_BODY_BYTES", raising=False)
-    assert webhooks.max_body_bytes() == 1024 * 1024
-    monkeypatch.setenv("LEDGER_WEBHOOK_MAX_BODY_BYTES", "2048")
-    assert webhooks.max_body_bytes() == 2048
+def test_body_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LEDGER_WEBHOOK_MAX_BODY_BYTES defaults to 1 MiB; a value that is not a size is refused
+    when the receiver's settings load."""
+    assert Settings.given().webhook_max_body_bytes == 1024 * 1024
+    assert Settings.given(LEDGER_WEBHOOK_MAX_BODY_BYTES="2048").webhook_max_body_bytes == 2048
     for bad in ("lots", "0", "-5", "1.5"):
-        monkeypatch.setenv("LEDGER_WEBHOOK_MAX_BODY_BYTES", bad)
-        with pytest.raises(ValueError, match="LEDGER_WEBHOOK_MAX_BODY_BYTES"):
-            create_app(secret=SECRET, ledger_url=sqlite_url)
+        monkeypatch.setenv("LEDGER_WEBHOOK_MAX_BODY_BYTES", bad)  # as `webhook serve` reads it
+        with pytest.raises(SettingsError, match="LEDGER_WEBHOOK_MAX_BODY_BYTES"):
+            load_settings()
 
 
 def test_slow_signature_check_does_not_stall_healthz(

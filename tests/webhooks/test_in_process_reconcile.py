@@ -9,9 +9,10 @@ from datetime import date
 import pytest
 
 from emulator.testing import RunningEmulator
-from flows.testing import open_ledger
+from flows.settings import Settings
 from flows.tick import tick
 from flows.webhooks.receiver import start_reconcile
+from tests.ledgers import run_ledger
 
 from .conftest import SECRET, Receiver, wait_until
 
@@ -32,7 +33,8 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
 
     def dispatch(job_name: str) -> None:
         calls.append(job_name)
-        start_reconcile(job_name)  # the receiver's default: no deployment, so in process
+        # The receiver's default: no deployment in its settings, so in process.
+        start_reconcile(job_name, Settings.given())
 
     receiver = serve_receiver(ledger_url=sqlite_url, on_batch_complete=dispatch)
     with RunningEmulator(
@@ -48,7 +50,7 @@ def test_emulator_webhook_reconciles_a_batch_in_process(
         # A shipped pipeline: reconcile finds the pipeline by the name the ledger stored.
         report = tick(pipeline="reviews", day=DAY)
         assert report.submitted > 0 and report.submit.batch
-        ledger = open_ledger()
+        ledger = run_ledger()
 
         def settled() -> bool:
             by_status = ledger.counts(pipeline="reviews").by_status

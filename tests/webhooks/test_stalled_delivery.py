@@ -8,6 +8,7 @@ import time
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
+from flows.settings import Settings
 from flows.webhooks.receiver import create_app
 from ledger import Ledger
 
@@ -41,7 +42,9 @@ def test_a_stalled_delivery_is_processed_when_redelivered(sqlite_url):
     ledger.record_delivery("msg_stalled", event_type="batch.succeeded", subject="batches/abc")
     ledger.dispose()
     started: list[str] = []
-    app = create_app(secret=SECRET, ledger_url=sqlite_url, on_batch_complete=started.append)
+    app = create_app(
+        Settings.given(database_url=sqlite_url), secret=SECRET, on_batch_complete=started.append
+    )
     with TestClient(app) as client:
         first = client.post("/", content=body, headers=_signed(body, "msg_stalled"))
         again = client.post("/", content=body, headers=_signed(body, "msg_stalled"))

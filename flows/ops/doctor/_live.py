@@ -20,6 +20,7 @@ from typing import Any
 from flows.ops.doctor._local import API_KEY_FIX
 from flows.ops.doctor._report import Check
 from flows.ops.doctor._shapes import ShapeRecorder
+from flows.settings import Settings
 
 __all__ = [
     "BATCH_ROWS",
@@ -167,6 +168,7 @@ def _poll(
 
 def run_live(
     pipeline_spec: str,
+    settings: Settings,
     *,
     client: Any | None = None,
     batch_timeout_s: float = 600.0,
@@ -178,17 +180,17 @@ def run_live(
     from flows.registry import get_pipeline
 
     run = run or LiveRun()
-    pipeline = get_pipeline(pipeline_spec)
+    pipeline = get_pipeline(pipeline_spec, settings)
     if client is None:
         try:
-            found = find_api_key()
+            found = find_api_key(settings)
         except GatewayConfigError as exc:
             run.checks.append(Check.fail("api key accepted", exc.cause, exc.fix))
             return run
         if found is None:
             run.checks.append(Check.fail("api key accepted", "no API key found", API_KEY_FIX))
             return run
-        client = live_client(found.value, run.recorder)
+        client = live_client(found.value, run.recorder, base_url=settings.gemini_base_url)
     tag = f"doctor:{uuid.uuid4().hex[:12]}"
     steps = (_model, _generate, _batch, _interaction)
     for step in steps:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from pathlib import Path
 
+from flows.crash import CRASH_AT_ENV
 from flows.ops.doctor._report import Check
+from flows.settings import Settings
 
 __all__ = [
     "API_KEY_FIX",
@@ -24,83 +25,49 @@ __all__ = [
 
 API_KEY_FIX = "gemini-ledger secret set api-key  (or export GEMINI_API_KEY where the worker starts)"
 
-# Settings read as a number of seconds (or a factor) by the flows; each must parse and be >= 0.
-_NUMBERS = (
-    "GEMINI_LEDGER_BATCH_STALE_S",
-    "GEMINI_LEDGER_BACKGROUND_STALE_S",
-    "GEMINI_LEDGER_DIRECT_BACKOFF_S",
-    "GEMINI_LEDGER_DIRECT_JITTER",
-    "GEMINI_LEDGER_DIRECT_MAX_WAIT_S",
-    "GEMINI_LEDGER_DIRECT_STALE_S",
-)
-_WRITERS = ("auto", "inline", "thread", "process")
 # What an AI Studio key looks like; anything else is only a warning (the emulator takes any key).
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 
 
-def check_settings() -> Check:
-    """Every setting the flows read parses, so no run fails on it at 3 am."""
-    from flows._ledger import ledger_url
-    from flows.crash import CRASH_AT_ENV
-    from flows.gemini._pricing import PRICES_FILE_ENV, load_prices
-    from flows.registry import PIPELINES_ENV, UnknownPipeline, _configured
-    from ledger import LedgerConfigError
+def check_settings(settings: Settings, problems: list[str]) -> Check:
+    """Every setting parses, so no run fails on it at 3 am. ``problems``: the variables
+    ``flows.settings.load_settings_reporting`` refused (the very validation every command
+    and flow run applies; ``settings`` has their defaults instead)."""
+    from flows.crash import crash_armed
+    from flows.gemini._pricing import load_prices
 
-    problems: list[str] = []
-    for name in _NUMBERS:
-        raw = os.environ.get(name, "").strip()
-        if not raw:
-            continue
+    problems = list(problems)
+    if settings.prices_file is not None:
         try:
-            if float(raw) < 0:
-                problems.append(f"{name}={raw!r} is negative")
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a number")
-    writer = os.environ.get("GEMINI_LEDGER_RECONCILE_WRITER", "").strip().lower()
-    if writer and writer not in _WRITERS:
-        problems.append(f"GEMINI_LEDGER_RECONCILE_WRITER={writer!r} is not one of {_WRITERS}")
-    if os.environ.get(PRICES_FILE_ENV):
-        try:
-            load_prices()
+            load_prices(settings.prices_file)
         except ValueError as exc:
             problems.append(str(exc))
-    try:
-        _configured()
-    except UnknownPipeline as exc:
-        problems.append(str(exc))
-    try:
-        url = ledger_url()
-        backend = url.split(":", 1)[0].split("+", 1)[0]
-        if backend not in ("sqlite", "postgresql"):
-            problems.append(f"LEDGER_DATABASE_URL: unsupported backend {backend!r}")
-    except (LedgerConfigError, ValueError) as exc:
-        problems.append(str(exc))
-    if os.environ.get(CRASH_AT_ENV):
+    if crash_armed():
         problems.append(f"{CRASH_AT_ENV} is set: it kills runs on purpose (tests only)")
     if problems:
         return Check.fail(
             "settings",
             "; ".join(problems),
-            f"correct or unset them (README, Settings; {PIPELINES_ENV})",
+            "correct or unset them (README, Settings)",
         )
     return Check.ok("settings", "every setting parses")
 
 
-def check_ledger() -> list[Check]:
-    """Reachable, migrated to this version's head, and writable (a write rolled back)."""
+def check_ledger(settings: Settings, unreadable: str | None = None) -> list[Check]:
+    """Reachable, migrated to this version's head, and writable (a write rolled back).
+    ``unreadable``: why the Secret block holding the ledger's URL could not be read (then
+    there is no URL to check)."""
     from sqlalchemy import insert
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flows._ledger import ledger_url
-    from ledger import LedgerConfigError, make_engine
+    from ledger import database_url, make_engine
     from ledger._db import current_revision, head_revision
     from ledger._models import WebhookDelivery
 
-    try:
-        url = ledger_url()
-    except LedgerConfigError as exc:  # its Secret block is missing or unreadable
-        return [Check.fail("ledger", str(exc), "gemini-ledger secret set ledger-url")]
+    if unreadable is not None:  # the Secret block holding its URL is missing or unreadable
+        return [Check.fail("ledger", unreadable, "gemini-ledger secret set ledger-url")]
+    url = database_url(settings.database_url)
     shown = make_url(url).render_as_string(hide_password=True)
     upgrade_fix = "gemini-ledger db upgrade"
     parsed = make_url(url)
@@ -160,32 +127,30 @@ def check_ledger() -> list[Check]:
         engine.dispose()
 
 
-def pipeline_specs(extra: list[str]) -> list[str]:
+def pipeline_specs(settings: Settings, extra: list[str]) -> list[str]:
     """The shipped examples, GEMINI_LEDGER_PIPELINES' names, then ``extra`` (module:attr)."""
-    from flows.registry import UnknownPipeline, _configured, pipeline_names
+    from flows.registry import pipeline_names
 
     names = list(pipeline_names())
-    with contextlib.suppress(UnknownPipeline):  # reported by check_settings
-        names += [n for n in _configured() if n not in names]
+    names += [n for n in settings.pipeline_specs if n not in names]
     return names + [e for e in extra if e not in names]
 
 
-def check_pipelines(extra: list[str], deployed: dict[str, list[str]] | None = None) -> list[Check]:
+def check_pipelines(
+    settings: Settings, extra: list[str], deployed: dict[str, list[str]] | None = None
+) -> list[Check]:
     """Each named pipeline imports, is a Pipeline, and carries the name it is registered by;
     ``deployed`` gives the deployments naming a pipeline, said with its failure."""
-    from flows.registry import UnknownPipeline, _configured, get_pipeline
+    from flows.registry import UnknownPipeline, get_pipeline
 
-    try:
-        configured = _configured()
-    except UnknownPipeline:
-        configured = {}
+    configured = settings.pipeline_specs
     checks = []
-    for spec in pipeline_specs(extra):
+    for spec in pipeline_specs(settings, extra):
         name = f"pipeline {spec}"
         users = (deployed or {}).get(spec)
         by = f" (named by deployment {', '.join(users)})" if users else ""
         try:
-            found = get_pipeline(spec)
+            found = get_pipeline(spec, settings)
         except UnknownPipeline as exc:
             checks.append(
                 Check.fail(
@@ -219,26 +184,26 @@ def check_pipelines(extra: list[str], deployed: dict[str, list[str]] | None = No
     return checks
 
 
-def check_prices(extra: list[str]) -> Check:
+def check_prices(settings: Settings, extra: list[str], *, read_ledger: bool = True) -> Check:
     """Every model the pipelines use, and every model with rows in the ledger, has a price:
-    an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure)."""
-    from flows._ledger import ledger_url
+    an unpriced one would be a silent $0 in the morning's cost (a warning, not a failure).
+    Without ``read_ledger`` (its URL unknown) only the pipelines' models."""
     from flows.gemini._pricing import PRICES_FILE_ENV, load_prices
     from flows.registry import get_pipeline
     from ledger import Ledger, ledger_exists
 
     name = "prices"
     try:
-        prices = load_prices()
+        prices = load_prices(settings.prices_file)
     except ValueError:
         return Check.skip(name, f"{PRICES_FILE_ENV} is broken (see the settings check)")
     rows: dict[str, int] = {}
-    for spec in pipeline_specs(extra):
+    for spec in pipeline_specs(settings, extra):
         with contextlib.suppress(Exception):  # an unloadable pipeline is its own check
-            rows.setdefault(get_pipeline(spec).model, 0)
+            rows.setdefault(get_pipeline(spec, settings).model, 0)
     with contextlib.suppress(Exception):  # an unreachable or old ledger is its own check
-        if ledger_exists(url := ledger_url()):
-            ledger = Ledger(url, migrate=False)
+        if read_ledger and ledger_exists(settings.database_url):
+            ledger = Ledger(settings.database_url, migrate=False)
             try:
                 for usage in ledger.usage_by_model():
                     rows[usage.model] = rows.get(usage.model, 0) + usage.rows
@@ -261,13 +226,14 @@ def _prefect_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-def check_api_key() -> Check:
+def check_api_key(settings: Settings) -> Check:
     """The key is where a worker looks (the Secret block first, else its environment)."""
     from flows.gemini.gateway import GatewayConfigError, _block_name, _key_from_block
 
     name = "api key"
-    block = _block_name()
-    env_var = next((v for v in ("GEMINI_API_KEY", "GOOGLE_API_KEY") if os.environ.get(v)), None)
+    block = _block_name(settings)
+    given = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    env_var = settings.api_key_variable if given else None
     value: str | None = None
     where = ""
     if _prefect_api_url():
@@ -277,7 +243,7 @@ def check_api_key() -> Check:
             return Check.fail(name, exc.cause, exc.fix)
         where = f"Prefect Secret block {block!r}"
     if value is None and env_var is not None:
-        value = os.environ[env_var].strip()
+        value = given.strip()
         where = env_var
     if value is None:
         if not _prefect_api_url():
@@ -301,7 +267,7 @@ def check_api_key() -> Check:
             f"only in this shell's {env_var}: a worker sees it only if started with it",
             "gemini-ledger secret set api-key",
         )
-    if not os.environ.get("GOOGLE_GEMINI_BASE_URL") and not _GOOGLE_KEY.fullmatch(value):
+    if not settings.gemini_base_url and not _GOOGLE_KEY.fullmatch(value):
         return Check.warn(
             name, f"in {where}, but it does not look like a Gemini key (AIza..., 39 characters)"
         )
@@ -318,7 +284,7 @@ def _malformed(value: str) -> str | None:
     return None
 
 
-def check_webhook_secret() -> Check:
+def check_webhook_secret(settings: Settings) -> Check:
     """Optional; when configured, it resolves and is a valid Standard Webhooks secret."""
     from standardwebhooks.webhooks import Webhook
 
@@ -327,38 +293,36 @@ def check_webhook_secret() -> Check:
     name = "webhook secret"
     env, block = "LEDGER_WEBHOOK_SECRET", "LEDGER_WEBHOOK_SECRET_BLOCK"
     fix = "gemini-ledger secret set webhook-secret  (the whsec_... value from webhooks.create)"
-    if not os.environ.get(env, "").strip() and not os.environ.get(block, "").strip():
+    given = settings.webhook_secret
+    in_env = given is not None and bool(given.get_secret_value().strip())
+    if not in_env and not (settings.webhook_secret_block or "").strip():
         return Check.skip(
             name, f"webhooks not configured ({env} / {block} unset): ticks poll instead"
         )
     try:
-        secret = resolve_secret()
+        secret = resolve_secret(settings)
     except Exception as exc:  # a missing block, an unreachable API: all say "not found here"
         return Check.fail(name, f"{type(exc).__name__}: {exc}", fix)
     try:
         Webhook(secret)
     except Exception as exc:  # not base64 after whsec_
         return Check.fail(name, f"not a valid signing secret ({type(exc).__name__})", fix)
-    where = (
-        f"env {env}"
-        if os.environ.get(env, "").strip()
-        else f"Prefect Secret block {os.environ[block]!r}"
-    )
+    where = f"env {env}" if in_env else f"Prefect Secret block {settings.webhook_secret_block!r}"
     return Check.ok(name, f"in {where}")
 
 
-def check_api_settings() -> Check:
+def check_api_settings(settings: Settings, *, read_ledger: bool = True) -> Check:
     """This machine's Gemini API (base URL and key) is the one the workers bind batch jobs at:
-    a webhook receiver started here with another one is refused (``flows.gemini._api_settings``)."""
-    from flows._ledger import ledger_url
+    a webhook receiver started here with another one is refused (``flows.gemini._api_settings``).
+    Without ``read_ledger`` (its URL unknown) skipped."""
     from flows.gemini._api_settings import current_api_settings, mismatch
-    from flows.settings import load_settings
     from ledger import GeminiLedgerError, Ledger
 
     name = "api settings"
+    if not read_ledger:
+        return Check.skip(name, "no ledger to compare with (its URL's Secret block is unreadable)")
     try:
-        settings = load_settings()
-        ledger = Ledger(ledger_url(), migrate=False)  # never creates nor upgrades one
+        ledger = Ledger(settings.database_url, migrate=False)  # never creates nor upgrades one
     except GeminiLedgerError as exc:
         return Check.skip(name, f"no ledger to compare with ({type(exc).__name__})")
     try:
