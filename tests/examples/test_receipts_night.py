@@ -1,6 +1,7 @@
-"""A night of the receipts example against the default scenario, on both backends: every document's fields in
-the day's file or its row parked, attempts equal to what the emulator received, the shared
-policy PDF uploaded once for every row, and nothing left in the Files API at the end."""
+"""A night of the receipts example against the default scenario, on both backends: every
+document's fields in the day's file or its row parked, attempts equal to what the emulator
+received, the shared policy PDF uploaded once for every row, and nothing left in the Files
+API at the end."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_a_receipts_night_settles_and_leaves_no_file_behind(
     monkeypatch.setenv("LEDGER_DATABASE_URL", ledger_url)
     monkeypatch.setenv(receipts.RECEIPTS_DIR_ENV, str(tmp_path))
     emulator.set_scenario("default", seed=20261206)
-    ledger = open_ledger()
+    ledger = open_ledger(ledger_url)
     deadline = time.monotonic() + 240
     ticks = 0
     while True:
