@@ -40,6 +40,7 @@ BUILTIN = {
     "reviews": "flows.examples.reviews:pipeline",
     "articles": "flows.examples.articles:pipeline",
     "review-embeddings": "flows.examples.review_embeddings:pipeline",
+    "receipts": "flows.examples.receipts:pipeline",
 }
 
 

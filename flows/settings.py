@@ -7,7 +7,7 @@ midway through a night. ``gemini-ledger config`` prints the effective settings a
 each came from.
 
 Prefect's own settings (``PREFECT_API_URL``, ...) stay Prefect's; the example pipelines'
-settings (``REVIEWS_RESULTS_URL``, ``ARTICLES_DIR``) belong to the examples.
+settings (``REVIEWS_RESULTS_URL``, ``ARTICLES_DIR``, ``RECEIPTS_DIR``) belong to the examples.
 """
 
 from __future__ import annotations

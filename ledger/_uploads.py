@@ -71,6 +71,31 @@ class UploadVerbs(LedgerBase):
         with self._read() as conn:
             return self._upload(conn, pipeline, digest)
 
+    def uploads(self, pipeline: str) -> list[UploadRecord]:
+        """Every upload the pipeline's rows have read, by content hash (``uploads`` counts
+        the Files API uploads made for it: more than one when it expired and was sent again)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(f"SELECT {_COLUMNS} FROM uploads WHERE pipeline = :p ORDER BY content_hash"),
+                {"p": pipeline},
+            ).all()
+        return [UploadRecord(*r) for r in rows]
+
+    def upload_users(self, pipeline: str) -> dict[str, list[str]]:
+        """The job keys that read each of the pipeline's uploads, by content hash."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT content_hash, key FROM upload_uses WHERE pipeline = :p"
+                    " ORDER BY content_hash, key"
+                ),
+                {"p": pipeline},
+            ).all()
+        out: dict[str, list[str]] = {}
+        for digest, key in rows:
+            out.setdefault(digest, []).append(key)
+        return out
+
     def reserve_upload(
         self,
         pipeline: str,

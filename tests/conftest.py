@@ -205,6 +205,7 @@ SYSTEM_TIER = frozenset(
         "tests/direct/test_concurrency.py",  # two direct runs at once
         "tests/direct/test_crash.py",  # SIGKILL inside a direct call
         "tests/embeddings/test_night.py",  # a whole night of the review-embeddings example
+        "tests/examples/test_receipts_night.py",  # a whole night of the receipts example
         "tests/doctor/test_prefect.py",  # doctor against a real server and worker
         "tests/multiworker/test_workers.py",  # three workers, one night
         "tests/proof/test_concurrency.py",  # four tick processes at once on every channel

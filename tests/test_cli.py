@@ -128,7 +128,12 @@ def test_pipelines_lists_the_recorded_pipelines_with_their_jobs(sqlite_url, monk
         for r in listing["recorded"]
     ] == [("translate", "translate:pipeline", "direct", "gemini-2.5-pro", 2, 3)]
     assert listing["recorded"][0]["by_status"] == {"pending": 2, "reserving": 1}
-    assert [e["name"] for e in listing["examples"]] == ["articles", "review-embeddings", "reviews"]
+    assert [e["name"] for e in listing["examples"]] == [
+        "articles",
+        "receipts",
+        "review-embeddings",
+        "reviews",
+    ]
     table = runner.invoke(app, ["pipelines"], terminal_width=200)
     assert table.exit_code == 0, table.output
     assert "translate: translate:pipeline, direct channel" in table.output
