@@ -142,6 +142,8 @@ def test_a_killed_worker_and_run_block_nothing_and_the_next_tick_settles_the_nig
         items=ITEMS,
         extra_env={SLOW_DELIVERY_ENV: "0.5"},
     )
+    # prefect.yaml's runs read the ledger's URL from its Secret block, as a user stores it.
+    server.store_secret("ledger-url", world.ledger_url)
     env = {
         **server.env,
         **world.environ(stale_s=10),  # the next tick takes a claim unrenewed for 10 s over

@@ -70,6 +70,8 @@ def _interrupted_night(
         items=ITEMS,
         extra_env={SLOW_DELIVERY_ENV: "0.5"},
     )
+    # prefect.yaml's runs read the ledger's URL from its Secret block, as a user stores it.
+    server.store_secret("ledger-url", world.ledger_url)
     with server.client() as client:
         client.create_work_queue(name=queue, work_pool_name=POOL)
         run = client.create_flow_run_from_deployment(

@@ -43,6 +43,7 @@ def test_generate_plain_text(emu: RunningEmulator, client: Any) -> None:
         "generate_calls": 1,
         "batch_rows": 0,
         "interactions": 0,
+        "embed_calls": 0,
         "prompt_tokens": usage.prompt_token_count,
         "candidates_tokens": usage.candidates_token_count,
         "total_tokens": usage.total_token_count,
