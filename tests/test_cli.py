@@ -69,8 +69,12 @@ def test_bad_database_url_is_one_clear_error(monkeypatch):
     assert "error:" in result.output and "Traceback" not in result.output
 
 
-def test_unknown_pipeline_is_one_clear_error():
+def test_unknown_pipeline_is_one_clear_error(sqlite_url, monkeypatch):
     """Ticking a pipeline that does not exist names the known ones."""
+    # A ledger of its own: an unknown name is also looked up among the ledger's recorded
+    # pipelines, so without one the answer would depend on what an earlier test left behind.
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    Ledger(sqlite_url, create=True).dispose()
     result = runner.invoke(app, ["tick", "no-such-pipeline"])
     assert result.exit_code == 1
     assert "unknown pipeline" in result.output and "reviews" in result.output
