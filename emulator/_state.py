@@ -269,6 +269,9 @@ class Core:
         self.files: dict[str, FileRec] = {}
         self.files_deleted = 0
         self.files_refused_full = 0
+        # Finalized uploads per display name (a test's count of how often the same bytes
+        # went up; deleted files leave files.list, so it cannot tell).
+        self.uploaded: dict[str, int] = {}
         self.uploads: dict[str, FileRec] = {}
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
@@ -304,6 +307,7 @@ class Core:
                 "limit_bytes": self.scenario.files_storage_limit_bytes,
                 "deleted": self.files_deleted,
                 "refused_full": self.files_refused_full,
+                "uploaded": dict(self.uploaded),
             },
             "scenario": self.scenario.name,
             "seed": self.seed,

@@ -90,6 +90,8 @@ from flows.run._stop import (
     stop_on_signals,
     stop_requested,
 )
+from flows.run._upload_rows import UPLOAD_STALE_S
+from flows.run._uploads import display_name_of as upload_display_name
 from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
 
@@ -101,6 +103,7 @@ __all__ = [
     "LABEL_KEY",
     "RUNNING",
     "SUBMITTED_ENV",
+    "UPLOAD_STALE_S",
     "ApiSettingsMismatch",
     "BatchLease",
     "DeliveryPoints",
@@ -167,6 +170,7 @@ __all__ = [
     "stop_on_signals",
     "stop_requested",
     "tick_params",
+    "upload_display_name",
     "upload_requests",
     "usage_of",
     "webhook_verify_wrapped",
