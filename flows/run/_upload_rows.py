@@ -18,6 +18,7 @@ from typing import Any
 from flows.crash import crash_point
 from flows.gemini._errors import is_not_found
 from flows.gemini.gateway import shared_client
+from flows.run._stop import raise_if_stopped, stop_requested
 from flows.run._uploads import EXPIRY_MARGIN_S, UploadBusy, Uploaded, Uploads
 from flows.settings import Settings
 from ledger import Ledger, UploadRecord
@@ -89,13 +90,18 @@ def clean_uploads(
     ledger: Ledger, pipeline: str, log: logging.Logger | Any, settings: Settings
 ) -> int:
     """Delete the uploads of ``pipeline`` every row of which is final; returns how many.
-    The run's shared client (``settings``' API and key) is made only when one is due."""
+    The run's shared client (``settings``' API and key) is made only when one is due.
+
+    A stop (SIGTERM) lets the delete in hand finish and be marked, leaves the others to the
+    next tick and ends the tick as every step does (``raise_if_stopped``)."""
     due = ledger.uploads_to_delete(pipeline=pipeline)
     if not due:
         return 0
     client = shared_client(settings)
     deleted = 0
     for rec in due:
+        if stop_requested():
+            break
         try:
             client.files.delete(name=str(rec.name))
         except Exception as exc:
@@ -108,4 +114,5 @@ def clean_uploads(
             deleted += 1
     if deleted:
         log.info("%s: deleted %d media uploads from the Files API", pipeline, deleted)
+    raise_if_stopped()
     return deleted

@@ -26,6 +26,7 @@ __all__ = [
     "expected_parked",
     "kill_env",
     "media",
+    "row_id",
     "world_env",
 ]
 
@@ -124,6 +125,13 @@ DELIVERY_CAP = 2
 def kill_env(point: str) -> dict[str, str]:
     """What the tick armed at ``point`` runs with on top of its world."""
     return {"GEMINI_API_KEY": REFUSED_KEY} if point.endswith(_HALT_SUFFIX) else {}
+
+
+def row_id(row: tuple[str, tuple[str, ...], int]) -> str:
+    """A matrix row's test id: its points, after its channel where they do not name it."""
+    channel, kills, _ = row
+    points = "+".join(kills)
+    return points if kills[0].startswith(f"{channel}.") else f"{channel}:{points}"
 
 
 def media(kills: tuple[str, ...]) -> bool:

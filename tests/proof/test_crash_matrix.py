@@ -18,11 +18,12 @@ from .matrix import (
     expected_parked,
     kill_env,
     media,
+    row_id,
     world_env,
 )
 
 
-@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=["+".join(m[1]) for m in MATRIX])
+@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=[row_id(m) for m in MATRIX])
 def test_kill_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
     """SIGKILLs at these points, then ordinary ticks: every invariant holds."""
     world: World = make_world(channel, extra_env=world_env(kills), media=media(kills))
@@ -80,7 +81,7 @@ def test_a_kill_on_a_halt_counts_no_attempt_the_api_never_billed(
 
 
 @pytest.mark.system
-@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=["+".join(m[1]) for m in MATRIX])
+@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=[row_id(m) for m in MATRIX])
 def test_sigterm_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
     """A SIGTERM at each crash point (after any SIGKILLs the row has before it) stops the tick
     between rows; later ticks settle the night with no side effect run twice but the ones a
