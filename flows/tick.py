@@ -40,7 +40,7 @@ from flows.identity import claim_pipeline
 from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
-from flows.run._parameters import Concurrency, Day, PipelineSpec, Seconds
+from flows.run._parameters import Concurrency, Day, DeadlineText, PipelineSpec, Seconds
 from flows.run._stop import raise_if_stopped, stops
 from flows.run._upload_rows import clean_uploads
 from flows.settings import Settings, load_settings
@@ -163,6 +163,7 @@ def tick(
     max_concurrency: Concurrency | None = None,
     running_limit_s: Seconds | None = None,
     params: dict[str, Any] | None = None,
+    deadline: DeadlineText | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
@@ -181,9 +182,14 @@ def tick(
             and sent again (background channel; default 3600).
         params: The pipeline's own parameters (e.g. {"language": "fr"}), given to its
             load_items, key_of and build_prompt as run.params.
+        deadline: When the results must be there, "HH:MM Zone/Name" (e.g. "07:00
+            Europe/Paris"; batch channel), overriding the pipeline's own deadline: rows still
+            out when the time left is no more than the direct channel needs for them are
+            taken back from their batch jobs (cancelled) and sent directly.
     """
     started = time.monotonic()
-    options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
+    # Checked before any work.
+    options = TickOptions(stale_s, max_concurrency, running_limit_s, deadline)
     return _steps(pipeline, day, options, started, params)
 
 

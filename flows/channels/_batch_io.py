@@ -26,6 +26,7 @@ __all__ = [
     "JSONL_MIME",
     "RequestWriter",
     "batch_request",
+    "cancel_batch_job",
     "create_batch_job",
     "download_output",
     "find_batch_job",
@@ -251,6 +252,14 @@ def create_batch_job(client: Any, *, model: str, file_name: str, display_name: s
 
 def get_batch_job(client: Any, name: str) -> Any:
     return client.batches.get(name=name)
+
+
+def cancel_batch_job(client: Any, name: str) -> None:
+    """``batches.cancel``: ``POST /v1beta/batches/{id}:cancel`` (FACTS.md; google-genai
+    3.3.0 ``Batches.cancel(name=...)`` returns None). The API "stops processing new
+    requests" (https://ai.google.dev/gemini-api/docs/batch-mode): the job ends CANCELLED
+    later, and the rows answered before may be in its output."""
+    client.batches.cancel(name=name)
 
 
 def operation_error(client: Any, job: Any) -> dict[str, Any] | None:
