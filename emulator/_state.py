@@ -722,6 +722,11 @@ class Core:
         rec.output_hidden_polls = self.scenario.batch_output_delay_polls
 
     def cancel_batch(self, rec: BatchRec) -> None:
+        """A slow job (``batch_polls_to_complete``, RUNNING until then) cancelled: it ends
+        CANCELLED now. The docs: cancel "stops processing new requests"
+        (https://ai.google.dev/gemini-api/docs/batch-mode), so the rows already answered are
+        billed and written out (``batch_partial_output``; 0: no responses file, the other
+        reading, as whether one is left is not documented, FACTS.md)."""
         if rec.state not in TERMINAL_BATCH:
             self.finish_batch(rec, "BATCH_STATE_CANCELLED")
 
