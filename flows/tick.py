@@ -242,7 +242,11 @@ def _steps(
 
 
 def run_tick(
-    spec: str, *, day: date | None = None, params: dict[str, Any] | None = None
+    spec: str,
+    *,
+    day: date | None = None,
+    params: dict[str, Any] | None = None,
+    deadline: str | None = None,
 ) -> TickReport:
     """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day, params=params)
+    return tick(pipeline=spec, day=day, params=params, deadline=deadline)
