@@ -566,8 +566,9 @@ async def batch_list(emu: Emulator, request: Request, p: dict[str, str]) -> Resp
 
 
 async def batch_cancel(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
-    # POST /v1beta/batches/{id}:cancel (FACTS.md, routes seen on the wire): the answer is an
-    # empty body (google-genai 3.3.0 Batches.cancel returns None and reads nothing of it).
+    # POST /v1beta/batches/{id}:cancel (google-genai 3.6.1 google/genai/batches.py,
+    # Batches.cancel: request('post', 'batches/{name}:cancel'), returns None and reads
+    # nothing of the answer): an empty body.
     # A job already ended is left as it is. The job ends CANCELLED with the rows answered so
     # far (the scenario's batch_partial_output) in a responses file: see State.cancel_batch.
     emu.core.cancel_batch(_batch(emu, p["id"]))

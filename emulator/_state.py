@@ -726,7 +726,8 @@ class Core:
         CANCELLED now. The docs: cancel "stops processing new requests"
         (https://ai.google.dev/gemini-api/docs/batch-mode), so the rows already answered are
         billed and written out (``batch_partial_output``; 0: no responses file, the other
-        reading, as whether one is left is not documented, FACTS.md)."""
+        reading, as whether one is left is not documented: the batch docs say nothing of a
+        cancelled job's output)."""
         if rec.state not in TERMINAL_BATCH:
             self.finish_batch(rec, "BATCH_STATE_CANCELLED")
 

@@ -255,8 +255,9 @@ def get_batch_job(client: Any, name: str) -> Any:
 
 
 def cancel_batch_job(client: Any, name: str) -> None:
-    """``batches.cancel``: ``POST /v1beta/batches/{id}:cancel`` (FACTS.md; google-genai
-    3.3.0 ``Batches.cancel(name=...)`` returns None). The API "stops processing new
+    """``batches.cancel``: ``POST /v1beta/batches/{id}:cancel`` (google-genai 3.6.1
+    ``google/genai/batches.py``, ``Batches.cancel(name=...)``: a POST to
+    ``batches/{name}:cancel``, nothing read back, returns None). The API "stops processing new
     requests" (https://ai.google.dev/gemini-api/docs/batch-mode): the job ends CANCELLED
     later, and the rows answered before may be in its output."""
     client.batches.cancel(name=name)
