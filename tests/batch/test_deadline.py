@@ -86,11 +86,14 @@ def test_a_night_past_its_deadline_is_finished_directly_before_it(
 
     report = build_summary(ledger, DAY, load_prices(None), halts=HaltHistory([]))
     (row,) = [p for p in report["pipelines"] if p["pipeline"] == NAME]
-    at_direct = sum(
-        j.prompt_tokens * PROMPT_PRICE
-        + (j.candidates_tokens + j.thoughts_tokens) * ANSWER_PRICE
-        for j in direct
-    ) / 1_000_000
+    at_direct = (
+        sum(
+            j.prompt_tokens * PROMPT_PRICE
+            + (j.candidates_tokens + j.thoughts_tokens) * ANSWER_PRICE
+            for j in direct
+        )
+        / 1_000_000
+    )
     assert row["deadline_direct_rows"] == ROWS - answered
     assert row["deadline_extra_usd"] == pytest.approx(at_direct * (1 - BATCH_MULTIPLIER), abs=1e-6)
     assert report["cost"]["deadline_extra_usd"] == pytest.approx(row["deadline_extra_usd"])
