@@ -36,6 +36,7 @@ from ledger import (
     FailureRow,
     Ledger,
     LineSuccess,
+    Outcome,
     Policy,
     ResultRow,
     Status,
@@ -149,7 +150,7 @@ def reconcile_lines(
     chunk_size: int = DEFAULT_CHUNK,
     scratch_dir: str | None = None,
     writer: Writer = "thread",
-    parse: Callable[[bytes, type[BaseModel]], Any] = parse_output_line,
+    parse: Callable[[bytes, type[BaseModel]], Outcome] = parse_output_line,
 ) -> LineCounts:
     """Apply every line of one batch job's output to the rows submitted under ``handle``.
 

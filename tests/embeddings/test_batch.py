@@ -103,7 +103,7 @@ def test_a_batch_embedding_night_settles_against_the_default_scenario(env: Any) 
     parked = [j for j in jobs if j.status == Status.PARKED.value]
     assert len(consumed) + len(parked) == 24 and consumed
     assert {j.error_class for j in parked} <= PARKED_UNDER_DEFAULT
-    assert DELIVERIES == Counter(dict.fromkeys(consumed, 1))
+    assert Counter(dict.fromkeys(consumed, 1)) == DELIVERIES
     assert attempts_by_key(ledger, NAME) == submissions(env, f"{NAME}:")
     assert max(attempts_by_key(ledger, NAME).values()) > 1  # the scenario's faults were met
 
