@@ -87,6 +87,7 @@ def _direct_vector(emulator: Any, text: str) -> list[float]:
     return list(answer.embeddings[0].values or [])
 
 
+@pytest.mark.system  # a whole night of batch ticks under the default scenario's faults
 def test_a_batch_embedding_night_settles_against_the_default_scenario(env: Any) -> None:
     """Ticks until settled under `default`: every row consumed (delivered once, a vector of
     8 finite values, the one embed_content answers for its text) or parked with a class the
