@@ -28,6 +28,11 @@ A tick's steps on this channel:
    first looked up by display name. After GEMINI_LEDGER_BATCH_REFUSED_HALT refused ticks in a
    row the tick halts (``submission_refused``).
 
+An embedding pipeline (``Pipeline(embedding=...)``) takes the same steps: its file holds
+embed requests (``_batch_io.write_embed_requests``), its job is an embeddings batch job
+(``batches.create_embeddings``), and its output lines are read by
+``ledger.embedding_line_parser`` (each vector checked by the core before it is stored).
+
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
 ``batch.reconcile.before_finish``,
