@@ -33,8 +33,8 @@ row is sent twice nor delivered twice: a row answered by the cancelled job's out
 reconcile of its old job (a webhook) applies only to rows still submitted under the job.
 
 Crash points: ``deadline.after_cancel`` (the jobs cancelled, nothing read: the next tick's
-collect reconciles the CANCELLED jobs, their unanswered rows as the classifier's
-``unknown:batch_cancelled``, and its submit switches again), ``deadline.after_partial_apply``
+collect reconciles the CANCELLED jobs, on a pipeline with a deadline their unanswered rows
+``retryable:deadline`` as here, and its submit switches again), ``deadline.after_partial_apply``
 (the cancelled jobs settled, their rows retryable: the next tick sends them directly),
 ``deadline.after_direct`` (the direct calls recorded, nothing delivered: the next tick's
 deliver step). A kill during a direct call leaves its row under a ``direct:`` handle: the
@@ -77,6 +77,10 @@ __all__ = [
 
 #: The failure of a row whose batch job was cancelled to meet the deadline: retryable, its
 #: attempt counted (the batch send is recorded; the direct one will be the next attempt).
+#: Not unknown (as a CANCELLED job's rows otherwise are): a row the cancel stopped was not
+#: processed ("stops processing new requests", the batch docs), and a row cut off again in
+#: its direct call must not reach ``unknown_cap`` for it. The batch channel's collect fails
+#: a CANCELLED job's rows so on any pipeline with a deadline.
 DEADLINE_CANCELLED = Failure(
     Verdict.RETRYABLE,
     "deadline",

@@ -92,7 +92,13 @@ from flows.channels._channel import (
     pick,
     run_logger,
 )
-from flows.channels._deadline import DEFAULT_CONCURRENCY, Switched, deadline_of, switch_if_due
+from flows.channels._deadline import (
+    DEADLINE_CANCELLED,
+    DEFAULT_CONCURRENCY,
+    Switched,
+    deadline_of,
+    switch_if_due,
+)
 from flows.channels.direct import sweep_interrupted
 from flows.crash import crash_point
 from flows.gemini._api_settings import record_api_settings
@@ -770,6 +776,7 @@ class BatchChannel:
         self.stale_s = pick(options.stale_s, ctx.settings.batch_stale_s)
         self.deadline = deadline_of(ctx.pipeline, options.deadline)
         self.max_concurrency = pick(options.max_concurrency, DEFAULT_CONCURRENCY)
+        self.cancelled_for = DEADLINE_CANCELLED if self.deadline is not None else None
         self.opened_at = ctx.ledger.clock()
         self.bounds = LostBounds.of(ctx.settings)
 
@@ -871,7 +878,10 @@ class BatchChannel:
         for rec in submitted:
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
-            settled = self.settle(client, rec)
+            # On a pipeline with a deadline a CANCELLED job is taken as the switch-over's
+            # (a tick killed after its cancel): its unanswered rows come back as
+            # retryable:deadline, as in the tick that cancelled it (flows.channels._deadline).
+            settled = self.settle(client, rec, cancelled_for=self.cancelled_for)
             seen[settled.outcome] += 1
             lost_rows += settled.lost_rows
             if settled.report is not None:
