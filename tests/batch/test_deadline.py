@@ -12,7 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.ops.summary import build_summary, render_markdown
 from flows.testing import HaltHistory, deadline_clock, load_prices
 from flows.tick import tick
@@ -98,6 +100,9 @@ def test_a_night_past_its_deadline_is_finished_directly_before_it(
     assert row["deadline_extra_usd"] == pytest.approx(at_direct * (1 - BATCH_MULTIPLIER), abs=1e-6)
     assert report["cost"]["deadline_extra_usd"] == pytest.approx(row["deadline_extra_usd"])
     assert "sent directly to meet the deadline" in render_markdown(report)
+    printed = CliRunner().invoke(app, ["dead-letter", "--day", DAY.isoformat()])
+    assert printed.exit_code == 0, printed.output
+    assert f"late: {ROWS - answered} rows sent directly to meet the deadline" in printed.output
 
     fourth = tick(pipeline=SPEC, day=DAY, deadline=deadline)  # nothing left: nothing sent
     assert fourth.submit.deadline is None and fourth.submit.batches == []
