@@ -121,3 +121,34 @@ def test_a_deadline_far_enough_away_leaves_the_batch_running(night: dict[str, An
     assert report.submit.deadline is None
     assert emu.stats()["billed"]["generate_calls"] == 0
     assert {j.status for j in run_ledger().jobs(pipeline=NAME)} == {Status.SUBMITTED}
+
+
+def test_a_refused_cancel_leaves_the_rows_with_their_job_until_the_next_tick(
+    night: dict[str, Any], monkeypatch
+) -> None:
+    """batches.cancel answered 503 and a job still running when the (zero) wait ends: its
+    rows stay submitted under it, none is sent directly; the next tick cancels it again,
+    applies its half and sends the other half, each row delivered once."""
+    emu = night["emulator"]
+    emu.set_scenario(
+        {
+            "batch_polls_to_complete": 1000,
+            "batch_partial_output": 0.5,
+            "route_faults": {"batches.cancel": ["503"]},
+        }
+    )
+    monkeypatch.setenv("GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S", "0")
+    deadline, due = _deadline_in(6 * 3600)
+    first = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    with deadline_clock(lambda: due - 600):
+        refused = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+        assert refused is not None
+        assert (refused.cancelled, refused.cancel_errors) == ([], 1)
+        assert (refused.unfinished_jobs, refused.sent_direct) == (1, 0)
+        assert {j.status for j in run_ledger().jobs(pipeline=NAME)} == {Status.SUBMITTED}
+        switched = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None and switched.cancelled == [first.submit.batch]
+    assert (switched.answered_by_batch, switched.sent_direct) == (ROWS // 2, ROWS // 2)
+    jobs = run_ledger().jobs(pipeline=NAME)
+    assert {j.status for j in jobs} == {Status.CONSUMED}
+    assert sorted(deliveries(night["deliveries"])) == sorted(j.key for j in jobs)
