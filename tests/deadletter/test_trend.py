@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.gemini._pricing import load_prices
-from flows.ops._trend import NIGHTS, build_trend, night_bounds, sparkline, trend_lines
 from flows.ops.summary import summary
 from flows.settings import load_settings
+from flows.testing import TREND_NIGHTS as NIGHTS
+from flows.testing import build_trend, load_prices, night_bounds, sparkline, trend_lines
 from ledger import Failure, FailureRow, Ledger, NewJob, Policy, ResultRow, Verdict
 
 DAY = date(2026, 12, 6)
