@@ -122,39 +122,44 @@ def _ratio(night: dict[str, Any]) -> float | None:
     return None if not planned else night["cost_usd"] / planned
 
 
-def _plan_cell(nights: list[dict[str, Any]]) -> str:
+def _plan_row(nights: list[dict[str, Any]]) -> str:
+    """Actual ÷ planned cost: per night with a plan, and over all of them."""
     ratios = [_ratio(n) for n in nights]
-    if all(r is None for r in ratios):
-        return "no plan recorded"
-    last = next((r for r in reversed(ratios) if r is not None), None)
-    return f"`{sparkline(ratios)}` {last:.2f}× planned, last planned night"
+    planned = [n for n, r in zip(nights, ratios, strict=True) if r is not None]
+    if not planned:
+        return "|  | actual ÷ planned cost | no plan recorded | | |"
+    last = next(r for r in reversed(ratios) if r is not None)
+    whole = sum(n["cost_usd"] for n in planned) / sum(n["planned_cost_usd"] for n in planned)
+    return f"|  | actual ÷ planned cost | `{sparkline(ratios)}` | {last:.2f}× | {whole:.2f}× |"
 
 
 def trend_lines(trend: dict[str, Any]) -> list[str]:
-    """The trend as Markdown: one row per pipeline, one sparkline per measure, with last
-    night's value and the total of the window."""
+    """The trend as Markdown: per pipeline one row per measure, its sparkline in one column
+    (so a night lines up across the measures), last night's value and the window's total."""
     lines = [
         f"## Trend, last {trend['nights']} nights ({trend['first']} to {trend['last']},"
         f" {trend['zone']}, oldest first)",
         "",
-        "| pipeline | delivered | parked | cost | actual ÷ planned cost |",
-        "|---|---|---|---|---|",
+        f"| pipeline | measure | {trend['nights']} nights | last night | in all |",
+        "|---|---|---|---:|---:|",
     ]
     for p in trend["pipelines"]:
         nights = p["nights"]
-        cells = []
-        for measure, shown in (
-            ("delivered", lambda v: f"{v:,}"),
-            ("parked", lambda v: f"{v:,}"),
-            ("cost_usd", lambda v: f"${v:.4f}"),
+        name = p["pipeline"]
+        for measure, word, shown in (
+            ("delivered", "delivered", lambda v: f"{v:,}"),
+            ("parked", "parked", lambda v: f"{v:,}"),
+            ("cost_usd", "cost", lambda v: f"${v:.4f}"),
         ):
             values = [n[measure] for n in nights]
-            cells.append(
-                f"`{sparkline(values)}` {shown(values[-1])} last night, {shown(sum(values))} in all"
+            if measure == "cost_usd" and any(n["unpriced"] for n in nights):
+                word = "cost (some rows unpriced: see above)"  # never a silent $0
+            lines.append(
+                f"| {name} | {word} | `{sparkline(values)}` | {shown(values[-1])}"
+                f" | {shown(sum(values))} |"
             )
-        if any(n["unpriced"] for n in nights):
-            cells[-1] += " (some rows unpriced: see above)"  # never a silent $0
-        lines.append(f"| {p['pipeline']} | {' | '.join(cells)} | {_plan_cell(nights)} |")
+            name = ""  # the pipeline is named on its first row only
+        lines.append(_plan_row(nights))
     if not trend["pipelines"]:
         lines.append("| (nothing in these nights) | | | | |")
     return lines

@@ -30,16 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from ledger import Enrollment, Ledger, Status
-
-if TYPE_CHECKING:  # the delivery loop imports this module: the step records by name only
-    from flows.channels._channel import Collected, Recovered, Submitted
-    from flows.run._deliver import Delivery
+from ledger import Ledger, Status
 
 __all__ = [
     "EVERY_POINTS",
@@ -146,20 +142,21 @@ class TickProgress:
         except Exception as exc:  # a view: the tick goes on without it
             self._give_up(exc)
 
-    def after(self, step: str, record: object) -> None:
+    def after(self, step: str, record: Any) -> None:
         """A step (``recover``, ``collect``, ``deliver``, ``enroll``, ``submit``) ended: its
         record's counts replace what the loops counted, the ledger says what is still owed,
         the artifact shows it."""
+        # The records by the step's name: the channels' classes are a layer above this one
+        # (and the delivery loop, which imports this module, defines Delivery).
         if step == "deliver":
-            delivery = cast("Delivery", record)
-            self.delivered += delivery.consumed
-            self.parked += len(delivery.parked)
+            self.delivered += record.consumed
+            self.parked += len(record.parked)
         elif step == "collect":
-            self.parked += sum(cast("Collected", record).parked.values())
+            self.parked += sum(record.parked.values())
         elif step in ("recover", "submit"):
-            self.parked += _parked_refusals(cast("Recovered | Submitted", record).refused)
+            self.parked += _parked_refusals(record.refused)
         elif step == "enroll":
-            self.parked += cast(Enrollment, record).prompt_parked
+            self.parked += record.prompt_parked
         owed = self._owed()
         with self._lock:
             self.owed = owed

@@ -112,10 +112,11 @@ def test_the_summary_artifact_draws_the_trend_as_sparklines(nights: Ledger, pref
         latest = {a.key: a for a in client.read_latest_artifacts() if a.key}
     markdown = str(latest["dead-letter-summary"].data)
     assert "## Trend, last 14 nights (2026-11-23 to 2026-12-06, UTC, oldest first)" in markdown
-    assert "| p | `▁▂▃▃▄▄▅▅▆▆▇▇██` 13 last night, 91 in all" in markdown
-    assert "`▁▁▁▁▁▁▁▁▁▁█▁▁▁` 0 last night, 3 in all" in markdown
-    assert "| q | `▁▁▁▁▁▁▁▁▁▁▁▁▁█` 1 last night, 1 in all" in markdown
-    assert "no plan recorded" in markdown
+    assert "| p | delivered | `▁▂▃▃▄▄▅▅▆▆▇▇██` | 13 | 91 |" in markdown
+    assert "|  | parked | `▁▁▁▁▁▁▁▁▁▁█▁▁▁` | 0 | 3 |" in markdown
+    assert "|  | cost | `▁▂▃▃▄▄▅▅▆▆█▇██` | $0.0026 | $0.0188 |" in markdown
+    assert "| q | delivered | `▁▁▁▁▁▁▁▁▁▁▁▁▁█` | 1 | 1 |" in markdown
+    assert "|  | actual ÷ planned cost | no plan recorded | | |" in markdown
     table = latest["dead-letter-summary-trend"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert {
@@ -129,16 +130,18 @@ def test_the_summary_artifact_draws_the_trend_as_sparklines(nights: Ledger, pref
 
 
 def test_plan_against_actual_is_drawn_once_plans_exist(nights: Ledger) -> None:
-    """With a planned cost per night, the last column draws actual ÷ planned and says the
-    last ratio; nights without a plan are dots."""
+    """With a planned cost per night, the plan row draws actual ÷ planned, says the last
+    night's ratio and the whole window's (25 rows' cost over 37 planned); nights without a
+    plan are dots."""
 
     def planned(ledger: Ledger, pipeline: str, night: date) -> float | None:
         # Night 12 cost twice less than planned, night 13 what was planned.
         return {DAY - timedelta(days=1): 24 * ROW_USD, DAY: 13 * ROW_USD}.get(night)
 
     trend = build_trend(nights, DAY, load_prices(load_settings().prices_file), planned=planned)
-    line = next(x for x in trend_lines(trend) if x.startswith("| p |"))
-    assert line.endswith("| `············▅█` 1.00× planned, last planned night |")
+    lines = trend_lines(trend)
+    plan = lines[lines.index(next(x for x in lines if x.startswith("| p |"))) + 3]
+    assert plan == "|  | actual ÷ planned cost | `············▅█` | 1.00× | 0.68× |"
 
 
 def test_a_sparkline_tells_nothing_from_a_little() -> None:
