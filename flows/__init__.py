@@ -1,6 +1,7 @@
 """gemini-ledger's Prefect flows and tasks, the google-genai gateway and example pipelines."""
 
 from flows.contents import Part
+from flows.deadline import Deadline
 from flows.embedding import EmbeddingSettings
 from flows.generation import (
     GenerationSettings,
@@ -14,6 +15,7 @@ from flows.pipeline import Item, Pipeline, Prompt, Run
 from flows.registry import get_pipeline
 
 __all__ = [
+    "Deadline",
     "EmbeddingSettings",
     "GenerationSettings",
     "HarmCategory",

@@ -28,6 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from flows.contents import Part, fit_inline
+from flows.deadline import Deadline
 from flows.embedding import EmbeddingSettings
 from flows.generation import GenerationSettings, check_settings
 from ledger import PIPELINE_NAME_MAX, Channel, Policy, Vector
@@ -130,7 +131,8 @@ class Pipeline(Generic[Item]):
     # Part of the recorded definition: a change is a new revision (flows.identity).
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Declares the result kind: with it, each row's result is a vector (embed_content on the
-    # direct channel). Part of the recorded definition, like ``generation``.
+    # direct channel, an embeddings batch job on the batch channel). Part of the recorded
+    # definition, like ``generation``.
     embedding: EmbeddingSettings | None = None
     attempt_cap: int = 4
     unknown_cap: int = 2
@@ -138,6 +140,12 @@ class Pipeline(Generic[Item]):
     # The API takes input files of up to 2 GB; a reservation whose file would be larger is
     # split, the rows that did not fit going out in the next batch job.
     batch_bytes_limit: int = 2_000_000_000
+    # A morning deadline (batch channel): rows still out when the time left is no more than
+    # the fallback channel needs for them go out on it (flows.channels._deadline). A
+    # ``flows.Deadline`` or "07:00 Europe/Paris"; not part of the recorded definition.
+    deadline: Deadline | str | None = None
+    # The channel that meets the deadline: direct (the only one, and the default with one).
+    fallback: Channel | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -158,6 +166,7 @@ class Pipeline(Generic[Item]):
         if self.batch_bytes_limit < 1:
             raise ValueError("batch_bytes_limit must be at least 1")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
+        self._check_deadline()
         if isinstance(self.generation, Mapping):  # a plain dict of settings is taken too
             object.__setattr__(
                 self, "generation", GenerationSettings.model_validate(self.generation)
@@ -172,14 +181,32 @@ class Pipeline(Generic[Item]):
             raise ValueError("output is required (or embedding=, for a pipeline of vectors)")
         check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
 
+    def _check_deadline(self) -> None:
+        if self.deadline is None:
+            if self.fallback is not None:
+                raise ValueError("a fallback channel is for a deadline: give deadline= too")
+            return
+        object.__setattr__(self, "deadline", Deadline.of(self.deadline))
+        if Channel(self.channel) is not Channel.BATCH:
+            raise ValueError(
+                f"a deadline is met by falling back from the batch channel, not"
+                f" {Channel(self.channel).value}"
+            )
+        fallback = Channel(self.fallback or Channel.DIRECT)
+        if fallback is not Channel.DIRECT:
+            raise ValueError(f"the fallback channel is direct, not {fallback.value}")
+        object.__setattr__(self, "fallback", fallback)
+
     def _check_embedding(self) -> None:
         if not isinstance(self.embedding, EmbeddingSettings):
             raise ValueError("embedding must be a flows.EmbeddingSettings")
         if self.output is not None and self.output is not Vector:
             raise ValueError("an embedding pipeline's results are vectors: leave output out")
-        if Channel(self.channel) is not Channel.DIRECT:
+        if Channel(self.channel) not in (Channel.DIRECT, Channel.BATCH):
+            # The background channel is the Interactions API, which has no embeddings.
             raise ValueError(
-                f"embedding pipelines run on the direct channel, not {Channel(self.channel).value}"
+                "embedding pipelines run on the direct or batch channel, not"
+                f" {Channel(self.channel).value}: the Interactions API has no embeddings"
             )
         if self.generation.given():
             raise ValueError("generation settings do not apply to an embedding pipeline")

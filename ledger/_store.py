@@ -17,6 +17,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._uploads``           Files API uploads of prompts' media, shared by content hash
 ``ledger._webhooks``          webhook deliveries
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots
+``ledger._nights``            night by night: delivered, parked and usage (the trend)
 ``ledger._pipelines``         pipeline identity records
 ``ledger._records``           the values taken and returned
 ``ledger._sql``               SQL shared by the verbs, PostgreSQL's COPY paths
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from ledger._batches import BatchVerbs
 from ledger._jobs import JobVerbs
+from ledger._nights import NightVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
 from ledger._reports import ReportVerbs
@@ -37,7 +39,14 @@ __all__ = ["Ledger"]
 
 
 class Ledger(
-    JobVerbs, OutcomeVerbs, BatchVerbs, UploadVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs
+    JobVerbs,
+    OutcomeVerbs,
+    BatchVerbs,
+    UploadVerbs,
+    ReportVerbs,
+    NightVerbs,
+    PipelineVerbs,
+    WebhookVerbs,
 ):
     """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.
 

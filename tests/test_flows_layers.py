@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows.pipeline",
             "flows.generation",
             "flows.contents",
+            "flows.deadline",
             "flows.embedding",
             "flows.registry",
             "flows.settings",

@@ -28,6 +28,11 @@ A tick's steps on this channel:
    first looked up by display name. After GEMINI_LEDGER_BATCH_REFUSED_HALT refused ticks in a
    row the tick halts (``submission_refused``).
 
+An embedding pipeline (``Pipeline(embedding=...)``) takes the same steps: its file holds
+embed requests (``_batch_io.write_embed_requests``), its job is an embeddings batch job
+(``batches.create_embeddings``), and its output lines are read by
+``ledger.embedding_line_parser`` (each vector checked by the core before it is stored).
+
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
 ``batch.reconcile.before_finish``,
@@ -62,6 +67,7 @@ import orjson
 from flows.channels._batch_files import FilesCleaned, clean_files, note_input, note_responses
 from flows.channels._batch_io import (
     create_batch_job,
+    create_embeddings_job,
     download_output,
     find_batch_job,
     get_batch_job,
@@ -71,6 +77,7 @@ from flows.channels._batch_io import (
     output_ended_at,
     output_file_of,
     upload_requests,
+    write_embed_requests,
     write_requests,
 )
 from flows.channels._batch_lost import LostBounds, judge_poll_failure, output_lost
@@ -85,6 +92,14 @@ from flows.channels._channel import (
     pick,
     run_logger,
 )
+from flows.channels._deadline import (
+    DEADLINE_CANCELLED,
+    DEFAULT_CONCURRENCY,
+    Switched,
+    deadline_of,
+    switch_if_due,
+)
+from flows.channels.direct import sweep_interrupted
 from flows.crash import crash_point
 from flows.gemini._api_settings import record_api_settings
 from flows.gemini._errors import certainly_refused, classify, is_not_found, setup_fault
@@ -105,6 +120,8 @@ from ledger import (
     Status,
     Usage,
     Verdict,
+    embedding_line_parser,
+    parse_output_line,
     redact,
 )
 
@@ -145,7 +162,11 @@ def output_pending(ledger: Ledger, job: Any, rec: BatchRecord, *, grace_s: float
     """A SUCCEEDED job without its output file, still inside ``grace_s``: wait for it."""
     if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
         return False
-    if getattr(job, "dest", None) is not None and getattr(job.dest, "inlined_responses", None):
+    dest = getattr(job, "dest", None)
+    if dest is not None and (
+        getattr(dest, "inlined_responses", None)
+        or getattr(dest, "inlined_embed_content_responses", None)
+    ):
         return False
     ended = output_ended_at(job) or rec.submitted_at or 0.0
     return ledger.clock() - ended < grace_s
@@ -258,17 +279,28 @@ def _send(
     media = RowUploads(ledger_uploads(client, ledger, p.name))
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
+        reserved = ((r.key, r.payload) for r in ledger.stream_reserved(reservation))
         with path.open("wb") as fh:
-            rows = write_requests(
-                ((r.key, r.payload) for r in ledger.stream_reserved(reservation)),
-                schema,
-                fh,
-                base=p.generation,
-                max_bytes=p.batch_bytes_limit,
-                left_out=left_out,
-                too_large=too_large,
-                resolve=media,
-            )
+            if p.embedding is not None:  # embed requests (text only: no media to upload)
+                rows = write_embed_requests(
+                    reserved,
+                    p.embedding,
+                    fh,
+                    max_bytes=p.batch_bytes_limit,
+                    left_out=left_out,
+                    too_large=too_large,
+                )
+            else:
+                rows = write_requests(
+                    reserved,
+                    schema,
+                    fh,
+                    base=p.generation,
+                    max_bytes=p.batch_bytes_limit,
+                    left_out=left_out,
+                    too_large=too_large,
+                    resolve=media,
+                )
         if media.fault is not None:
             # A fault of the setup while uploading (storage full, key refused): nothing was
             # sent, every row goes back with its attempt.
@@ -322,9 +354,8 @@ def _send(
             return _lost_lease(p, reservation, split)
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
-                job = create_batch_job(
-                    client, model=p.model, file_name=file_name, display_name=reservation
-                )
+                create = create_embeddings_job if p.is_embedding else create_batch_job
+                job = create(client, model=p.model, file_name=file_name, display_name=reservation)
         except Exception as exc:
             _halt_if_setup(ledger, reservation, exc)
             found = (
@@ -402,6 +433,9 @@ def _inlined_lines(job: Any) -> list[bytes] | None:
     when it has none. The key is the one each request carried in its metadata."""
     dest = getattr(job, "dest", None)
     inlined = getattr(dest, "inlined_responses", None) if dest is not None else None
+    # An embeddings job's inlined answers (google-genai 3.6.1 BatchJobDestination
+    # .inlined_embed_content_responses: response {embedding, tokenCount}, error, metadata).
+    inlined = inlined or getattr(dest, "inlined_embed_content_responses", None)
     if not inlined:
         return None
     lines = []
@@ -439,6 +473,12 @@ def _read_output(
         "reservation": rec.reservation,
         "schema": p.output,
         "policy": p.policy,
+        # An embedding pipeline's lines hold vectors, checked by the core (ledger._lines).
+        "parse": (
+            parse_output_line
+            if p.embedding is None
+            else embedding_line_parser(p.embedding.output_dimensionality)
+        ),
     }
     file_name = output_file_of(job)
     with tempfile.TemporaryDirectory(prefix="gl-output-") as tmp:
@@ -476,6 +516,7 @@ def reconcile_batch(
     *,
     writer: WriterChoice,
     bounds: LostBounds,
+    cancelled_for: Failure | None = None,
 ) -> dict[str, Any]:
     """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
     the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows.channels._batch_reconcile.writer_for``);
@@ -484,7 +525,9 @@ def reconcile_batch(
     Whatever output the job has is applied first, whatever its state: a FAILED or CANCELLED
     job's rows answered before it ended were billed and keep their answers. Then a SUCCEEDED
     job's rows the output never mentions fail as ``missing_from_output``, and the other
-    states' rows with the job's own failure."""
+    states' rows with the job's own failure; a job this tick cancelled itself
+    (``cancelled_for``: the deadline's switch-over, ``flows.channels._deadline``) fails its
+    unanswered rows with that failure instead, when it ended CANCELLED."""
     assert rec.name is not None
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
@@ -515,6 +558,8 @@ def reconcile_batch(
         if said:
             message += f": {said}" + (f" (code {code})" if code is not None else "")
         failure = classify({"state": f"BATCH_STATE_{state}", "message": message})
+        if cancelled_for is not None and state == "CANCELLED":
+            failure = cancelled_for
         reason = failure.message
         job_failed = ledger.fail_outstanding(handle=rec.name, failure=failure, policy=p.policy)
         log.warning(
@@ -598,6 +643,7 @@ class BatchRecovered(Recovered):
     """Batch reservations a dead tick never bound: found in ``batches.list`` or re-sent."""
 
     stale: int = 0
+    direct_swept: int = 0  # calls a dead tick made to meet a deadline (sweep_interrupted)
     bound: int = 0
     resent: int = 0
     skipped: int = 0
@@ -608,6 +654,7 @@ class BatchRecovered(Recovered):
         yield "stale batch reservations", self.stale
         yield "found in batches.list and bound", self.bound
         yield "never created, re-sent", self.resent
+        yield "deadline calls cut off or never sent: swept", self.direct_swept
 
 
 _LINE_COUNTS = (
@@ -697,6 +744,7 @@ class BatchSubmitted(Submitted):
     reserved: int = 0
     batches: list[str] = field(default_factory=list)
     submission_refused: int = 0  # uploads or batches.create the API refused (rows kept)
+    deadline: Switched | None = None  # the deadline's switch-over to direct, when it came
 
     @property
     def batch(self) -> str | None:
@@ -706,18 +754,29 @@ class BatchSubmitted(Submitted):
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "batch jobs created", len(self.batches)
         yield "batch submissions refused (rows kept, unbilled)", self.submission_refused
+        if self.deadline is not None:
+            d = self.deadline
+            yield f"deadline {d.deadline}: batch jobs cancelled", len(d.cancelled)
+            yield "deadline: rows answered by the cancelled jobs", d.answered_by_batch
+            yield "deadline: rows sent directly", d.sent_direct
+            yield from ((f"deadline: direct outcome {o}", n) for o, n in d.outcomes.items())
 
 
 class BatchChannel:
     """The batch channel's steps: recover orphans, reconcile finished jobs, deliver, submit."""
 
     kind: ClassVar[Channel] = Channel.BATCH
-    uses: ClassVar[frozenset[str]] = frozenset({"stale_s"})
+    # max_concurrency: the direct calls in flight when a deadline sends rows directly.
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s", "deadline", "max_concurrency"})
 
     def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
         own_pipeline(ctx, self.kind)
         self.ctx = ctx
-        self.stale_s = pick((options or TickOptions()).stale_s, ctx.settings.batch_stale_s)
+        options = options or TickOptions()
+        self.stale_s = pick(options.stale_s, ctx.settings.batch_stale_s)
+        self.deadline = deadline_of(ctx.pipeline, options.deadline)
+        self.max_concurrency = pick(options.max_concurrency, DEFAULT_CONCURRENCY)
+        self.cancelled_for = DEADLINE_CANCELLED if self.deadline is not None else None
         self.opened_at = ctx.ledger.clock()
         self.bounds = LostBounds.of(ctx.settings)
 
@@ -737,10 +796,18 @@ class BatchChannel:
 
     def recover(self) -> BatchRecovered:
         """Batch reservations never bound to a job: bind the job found by display name in
-        ``batches.list``; re-send the same reserved rows only if there is none."""
+        ``batches.list``; re-send the same reserved rows only if there is none. Rows a dead
+        tick was sending directly to meet a deadline are swept as the direct channel sweeps
+        its own (``flows.channels.direct.sweep_interrupted``)."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
+        swept = sweep_interrupted(self.ctx, stale_s=self.ctx.settings.direct_stale_s)
         stale = ledger.stale_batches(pipeline=p.name, older_than=self.stale_s)
-        out = BatchRecovered(stale=len(stale))
+        out = BatchRecovered(
+            stale=len(stale),
+            recovered=swept.recovered,
+            took_over=swept.took_over,
+            direct_swept=swept.recovered,
+        )
         if not stale:
             return out
         client = self.ctx.client
@@ -811,7 +878,10 @@ class BatchChannel:
         for rec in submitted:
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
-            settled = self.settle(client, rec)
+            # On a pipeline with a deadline a CANCELLED job is taken as the switch-over's
+            # (a tick killed after its cancel): its unanswered rows come back as
+            # retryable:deadline, as in the tick that cancelled it (flows.channels._deadline).
+            settled = self.settle(client, rec, cancelled_for=self.cancelled_for)
             seen[settled.outcome] += 1
             lost_rows += settled.lost_rows
             if settled.report is not None:
@@ -834,7 +904,9 @@ class BatchChannel:
             files_not_deleted=cleaned.not_deleted,
         )
 
-    def settle(self, client: Any, rec: BatchRecord) -> Settled:
+    def settle(
+        self, client: Any, rec: BatchRecord, *, cancelled_for: Failure | None = None
+    ) -> Settled:
         """Settle one submitted batch job: what the tick's collect does for each job and the
         ``reconcile`` flow (``flows.reconcile``) for its one.
 
@@ -844,7 +916,8 @@ class BatchChannel:
         output applied, the rows it leaves failed) and record its responses file for
         deletion. A fault of the setup while polling raises; any other failure is logged and
         returned with the job still submitted, so the next poll tries again (whatever was
-        applied stays applied: every write is compare-and-set)."""
+        applied stays applied: every write is compare-and-set). ``cancelled_for``: see
+        :func:`reconcile_batch`."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
         assert rec.name is not None
         try:
@@ -867,7 +940,16 @@ class BatchChannel:
             return Settled(Settle.RUNNING, state=state)
         try:
             writer = self.ctx.settings.reconcile_writer
-            report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
+            report = reconcile_batch(
+                ledger,
+                client,
+                p,
+                rec,
+                job,
+                writer=writer,
+                bounds=self.bounds,
+                cancelled_for=cancelled_for,
+            )
             note_responses(ledger, p, rec, job)  # reconciled: its file can go
         except Exception as exc:
             log.error(
@@ -929,6 +1011,15 @@ class BatchChannel:
         for each, write the JSONL, upload it, create the batch job and bind it."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         client = self.ctx.client  # before reserving: a missing API key must not strand rows
+        if self.deadline is not None:
+            # Too close to the deadline for batch: the rows still out go directly.
+            switched = switch_if_due(self, self.deadline, concurrency=self.max_concurrency)
+            if switched is not None:
+                return BatchSubmitted(
+                    submitted=switched.sent_direct,
+                    settled=switched.outcomes.get(Status.DONE, 0),
+                    deadline=switched,
+                )
         out = BatchSubmitted()
         last = ledger.submission_refusals(p.name).last_at
         if last is not None and last >= self.opened_at:

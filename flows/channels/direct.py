@@ -81,6 +81,7 @@ from flows.generation import sdk_config
 from flows.pipeline import Pipeline, Prompt
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
+from flows.run._progress import note
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
 from flows.run._upload_rows import ledger_uploads
@@ -122,6 +123,7 @@ __all__ = [
     "generate_content",
     "retry_if_classifier_says",
     "run_calls",
+    "sweep_interrupted",
 ]
 
 BACKOFF_ENV = "GEMINI_LEDGER_DIRECT_BACKOFF_S"  # first retry delay (s); doubles every retry
@@ -297,6 +299,7 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
         note_failure(row.model, failure)
         crash_point("direct.after_record")
+        note(parked=int(status == Status.PARKED))  # the tick's progress (flows.run._progress)
         raise AttemptFailed(key, failure, status) from None
     crash_point("direct.after_call")
 
@@ -308,9 +311,11 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         ledger.apply_failures([FailureRow(key, answer, *usage, *ids)], handle=handle, policy=policy)
         status = ledger.get(key).status
         crash_point("direct.after_record")
+        note(parked=int(status == Status.PARKED))
         raise AttemptFailed(key, answer, status)
     ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage, *ids), handle=handle)
     crash_point("direct.after_record")
+    note(answered=1)
     return {"key": key, "status": Status.DONE, "attempts": row.attempts, "skipped": False}
 
 
@@ -464,6 +469,44 @@ class DirectSubmitted(Submitted):
         yield from ((f"call outcome: {o}", n) for o, n in self.outcomes.items())
 
 
+def sweep_interrupted(ctx: RunContext, *, stale_s: float) -> DirectRecovered:
+    """Resolve the direct calls a killed run of ``ctx``'s pipeline left in flight, older
+    than ``stale_s``: a ``direct-`` reservation never sent is released (its attempt given
+    back), a row submitted under a ``direct:`` handle is recorded ``unknown:interrupted``.
+    The direct channel's recover step, and the batch channel's for the rows it sent
+    directly to meet a deadline (``flows.channels._deadline``)."""
+    p, ledger = ctx.pipeline, ctx.ledger
+    out = DirectRecovered()
+    held: list[float | None] = []
+    for row in ledger.stale_reservations(pipeline=p.name, older_than=stale_s):
+        if row.reservation.startswith(_RESERVATION_PREFIX):
+            released = ledger.release(row.reservation)
+            out.released += released
+            held += [row.reserved_at] * released
+    cutoff = ledger.clock() - stale_s
+    for key, handle, submitted_at in ledger.outstanding(
+        pipeline=p.name, handle_prefix=HANDLE_PREFIX
+    ):
+        if (submitted_at or 0) < cutoff:
+            try:
+                ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
+                out.interrupted += 1
+                held.append(submitted_at)
+            except InvalidTransition:
+                pass  # another run settled it meanwhile
+    out.recovered = out.released + out.interrupted
+    out.took_over = TakenOver.of(held)
+    if out.recovered:
+        ctx.log.warning(
+            "swept %d unsent and %d interrupted calls of %s: %s",
+            out.released,
+            out.interrupted,
+            p.name,
+            out.took_over.describe("reservations"),
+        )
+    return out
+
+
 class DirectChannel:
     """The direct channel's steps: sweep interrupted calls, deliver, call every due job."""
 
@@ -479,34 +522,7 @@ class DirectChannel:
 
     def recover(self) -> DirectRecovered:
         """Resolve rows a killed run left in flight (see the module docstring)."""
-        p, ledger = self.ctx.pipeline, self.ctx.ledger
-        out = DirectRecovered()
-        held: list[float | None] = []
-        for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
-            if row.reservation.startswith(_RESERVATION_PREFIX):
-                released = ledger.release(row.reservation)
-                out.released += released
-                held += [row.reserved_at] * released
-        cutoff = ledger.clock() - self.stale_s
-        for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
-            if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
-                try:
-                    ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
-                    out.interrupted += 1
-                    held.append(submitted_at)
-                except InvalidTransition:
-                    pass  # another run settled it meanwhile
-        out.recovered = out.released + out.interrupted
-        out.took_over = TakenOver.of(held)
-        if out.recovered:
-            self.ctx.log.warning(
-                "swept %d unsent and %d interrupted calls of %s: %s",
-                out.released,
-                out.interrupted,
-                p.name,
-                out.took_over.describe("reservations"),
-            )
-        return out
+        return sweep_interrupted(self.ctx, stale_s=self.stale_s)
 
     def collect(self) -> Collected:
         """Nothing to collect: a direct call brings its answer back (see :meth:`submit`)."""

@@ -82,6 +82,13 @@ def tick(
             help="A run parameter NAME=VALUE for the pipeline's hooks (run.params); repeatable.",
         ),
     ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When the results must be there, 'HH:MM Zone/Name' (batch): overrides the"
+            " pipeline's deadline; rows still out too close to it are sent directly.",
+        ),
+    ] = None,
 ) -> None:
     """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
     from flows._ledger import open_ledger
@@ -91,6 +98,10 @@ def tick(
 
     the_day = parse_day(day)
     params = _params(param or [])
+    if deadline is not None:
+        from flows.channels._channel import TickOptions
+
+        TickOptions(deadline=deadline)  # a bad one is one line, before anything starts
     settings = command_settings()
     load_pipeline(pipeline, settings)  # a pipeline that cannot load touches no ledger
     ledger = open_ledger(settings.database_url)  # refuses a missing one (db upgrade makes it)
@@ -98,7 +109,7 @@ def tick(
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with prefect_for_flows():
-        report = run_tick(pipeline, day=the_day, params=params or None)
+        report = run_tick(pipeline, day=the_day, params=params or None, deadline=deadline)
     if as_json:
         print_json(report.as_dict())
     else:

@@ -11,7 +11,9 @@ the previous day, for an automation to act on (see ``automations/``).
 
 The report leads with the morning view, per pipeline: delivered, parked by class with one
 example reason each, retrying, still in flight (with the age of the oldest) and the
-estimated cost, in plain words.
+estimated cost, in plain words; then the trend of the last 14 nights, per pipeline, one
+sparkline per measure (delivered, parked, cost, actual against planned cost:
+:mod:`flows.ops._trend`), whose numbers are also the ``dead-letter-summary-trend`` table.
 
 The baseline is yesterday's snapshot. When yesterday has none (the summary did not run
 that day), the most recent snapshot of the :data:`LOOKBACK_DAYS` days before is used and
@@ -24,6 +26,7 @@ baseline.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -35,19 +38,23 @@ from pydantic import Field
 
 from flows._ledger import open_ledger
 from flows.channels._channel import today_utc
+from flows.channels.direct import HANDLE_PREFIX
 from flows.errors import UsageError
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
+from flows.ops._trend import build_trend, trend_lines, trend_table
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
-from ledger import Ledger, Status, morning_view
+from ledger import Channel, Ledger, Status, morning_view
 
 __all__ = [
     "EVENT_NAME",
     "LOOKBACK_DAYS",
     "RESOURCE_ID",
     "build_summary",
+    "deadline_cost",
+    "deadline_lines",
     "halt_lines",
     "pipeline_standing",
     "refusal_lines",
@@ -93,6 +100,22 @@ def _age(seconds: float | None) -> str | None:
     return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
 
 
+def deadline_cost(ledger: Ledger, pipeline: str, prices: PriceTable) -> tuple[int, float]:
+    """A batch pipeline's rows sent directly to meet its deadline (``flows.channels._deadline``:
+    answered under a ``direct:`` handle) and what that cost above the batch price: their
+    tokens at the direct price less the same tokens at the batch multiplier."""
+    lines = [
+        UsageLine.of(u)
+        for u in ledger.usage_sent_as(pipeline=pipeline, handle_prefix=HANDLE_PREFIX)
+        if u.channel != Channel.DIRECT
+    ]
+    if not lines:
+        return 0, 0.0
+    as_batch = estimate_cost(lines, prices).usd
+    as_sent = estimate_cost([replace(u, channel=Channel.DIRECT.value) for u in lines], prices).usd
+    return sum(u.rows for u in lines), as_sent - as_batch
+
+
 def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for view in morning_view(ledger):
@@ -100,6 +123,8 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
             continue  # its usage is not read
         usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
         cost = estimate_cost(usage, prices)
+        # The rows a deadline sent directly are priced above as batch rows: add the rest.
+        fallback_rows, fallback_extra = deadline_cost(ledger, view.pipeline, prices)
         rows.append(
             {
                 "pipeline": view.pipeline,
@@ -113,7 +138,9 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "in_flight": view.in_flight,
                 "oldest_in_flight_s": view.oldest_in_flight_s,
                 "oldest_in_flight": _age(view.oldest_in_flight_s),
-                "cost_usd": cost.usd,
+                "cost_usd": cost.usd + fallback_extra,
+                "deadline_direct_rows": fallback_rows,
+                "deadline_extra_usd": round(fallback_extra, 6),
                 "unpriced": cost.unpriced_text(),
                 "batch_submission_refused": view.submission_refused,
                 "batch_submission_refused_since": _when(view.submission_refused_since),
@@ -134,6 +161,17 @@ def refusal_lines(report: dict[str, Any]) -> list[str]:
         f" {p['batch_submission_refused_since']}; its rows wait, pending and unbilled"
         for p in report["pipelines"]
         if p.get("batch_submission_refused")
+    ]
+
+
+def deadline_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose deadline sent rows directly: what it cost."""
+    return [
+        f"{p['pipeline']}: {p['deadline_direct_rows']} row"
+        f"{'s' if p['deadline_direct_rows'] != 1 else ''} sent directly to meet the deadline,"
+        f" ${p['deadline_extra_usd']:.4f} above the batch price"
+        for p in report["pipelines"]
+        if p.get("deadline_direct_rows")
     ]
 
 
@@ -169,10 +207,13 @@ def build_summary(
 
     usage = [UsageLine.of(u) for u in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
+    pipelines = _pipelines(ledger, prices)
+    extra = sum(p["deadline_extra_usd"] for p in pipelines)
     return {
         "day": day.isoformat(),
         "baseline_day": baseline_day,
-        "pipelines": _pipelines(ledger, prices),
+        "pipelines": pipelines,
+        "trend": build_trend(ledger, day, prices),
         "halts": halts.as_dict(),
         "parked": {"total": total, "previous": previous_total, "delta": total - previous_total},
         "parked_by_class": by_class,
@@ -188,7 +229,13 @@ def build_summary(
             "cached": counts.usage.cached_tokens,
             "audio": counts.usage.audio_tokens,
         },
-        "cost": {**cost.as_dict(), "prices": prices.source, "unpriced": cost.unpriced_text()},
+        "cost": {
+            **cost.as_dict(),
+            "usd": round(cost.usd + extra, 6),
+            "deadline_extra_usd": round(extra, 6),
+            "prices": prices.source,
+            "unpriced": cost.unpriced_text(),
+        },
         "poison_inputs": [
             {"fingerprint": fp, "keys": n, "error_class": cls}
             for fp, n, cls in ledger.poison_inputs()
@@ -222,6 +269,9 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
         )
     if not report["pipelines"]:
         lines.append("| (no jobs yet) | | | | | | |")
+    fallback = deadline_lines(report)
+    if fallback:
+        lines += ["", *(f"- {line}" for line in fallback)]
     refused = refusal_lines(report)
     if refused:
         lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]
@@ -285,6 +335,7 @@ def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str
         "",
         *_pipeline_lines(report),
         "",
+        *([*trend_lines(report["trend"]), ""] if report.get("trend") else []),
         "## Setup halts (nothing parked; every tick retries)",
         "",
         *(f"- {_cell(line, 400)}" for line in halt_lines(report["halts"])),
@@ -374,7 +425,8 @@ def save_parked_snapshot(day: date, parked_by_class: dict[str, int], settings: S
 
 @task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
 def publish_summary(report: dict[str, Any], threshold: int) -> None:
-    """Publish the report as markdown and table artifacts."""
+    """Publish the report as markdown and table artifacts (the trend's numbers in a table of
+    their own)."""
     create_markdown_artifact(
         key="dead-letter-summary",
         markdown=render_markdown(report, threshold),
@@ -385,6 +437,13 @@ def publish_summary(report: dict[str, Any], threshold: int) -> None:
         table=_table(report),
         description=f"parked jobs by error class on {report['day']}",
     )
+    if report.get("trend"):
+        trend = report["trend"]
+        create_table_artifact(
+            key="dead-letter-summary-trend",
+            table=trend_table(trend),
+            description=f"per pipeline and night, {trend['first']} to {trend['last']}",
+        )
 
 
 @task(name="raise-parked-alert", cache_policy=NO_CACHE, persist_result=False)
