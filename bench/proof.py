@@ -125,7 +125,8 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 stopped_as = 1 if kills[-1].endswith("_on_halt") else 143
                 hit = hit and runs[-1].returncode == stopped_as and kills[-1] in runs[-1].trace
             world.settle(max_ticks=8)
-            verdict = world.check(allowed_repeats=in_hand, exact_attempts=exact_attempts(kills))
+            exact = world.media_keys if exact_attempts(kills) else []
+            verdict = world.check(allowed_repeats=in_hand, exact_keys=exact)
             held = hit and verdict.ok
             point = " then ".join(kills) + (" (SIGTERM)" if term else "")
             rows.append(

@@ -16,8 +16,9 @@ the ledger, the side-effect log (completions per key) and the emulator's counter
 - in a world with media (``media=True``: the shared file of ``pipelines.MEDIA_ENV``), its
   bytes went up to the Files API once (the emulator's uploads per display name), and every
   upload is deleted at the end: its ledger row ``deleted``, the emulator storing no file;
-- with ``exact_attempts``, every key's attempts are the submissions the API received (an
-  upload, or a kill around one, is never a row's attempt).
+- for the ``exact_keys`` given (after kills around uploads: ``media_keys``, the keys whose
+  prompts read the shared file), attempts are the submissions the API received (an upload,
+  or a kill around one, is never a row's attempt).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -295,12 +296,19 @@ class World:
         env.update(extra)
         return env
 
+    def key_of(self, i: int) -> str:
+        return f"{self.channel.pipeline}:{self.day.isoformat()}:{pipelines.item_name(i)}:v1"
+
     @property
     def keys(self) -> list[str]:
-        p = self.channel.pipeline
-        return [
-            f"{p}:{self.day.isoformat()}:{pipelines.item_name(i)}:v1" for i in range(self.items)
-        ]
+        return [self.key_of(i) for i in range(self.items)]
+
+    @property
+    def media_keys(self) -> list[str]:
+        """The keys whose prompts read the shared file (none in a world without media)."""
+        if self.media is None:
+            return []
+        return [self.key_of(i) for i in range(self.items) if pipelines.reads_media(i)]
 
     # -- ticks ---------------------------------------------------------------------------
 
@@ -481,13 +489,14 @@ class World:
         self,
         *,
         allowed_repeats: frozenset[str] | set[str] = frozenset(),
-        exact_attempts: bool = False,
+        exact_keys: Iterable[str] = (),
     ) -> Verdict:
         """Check every invariant; return the figures and the problems found.
-        ``exact_attempts``: also every key's attempts equal the submissions the API saw."""
+        ``exact_keys``: these keys' attempts also equal the submissions the API saw."""
         ledger = self.ledger()
         jobs = {j.key: j for j in ledger.jobs(pipeline=self.channel.pipeline)}
         completions = self.completions()
+        exact = set(exact_keys)
         stats = self.emulator.stats()
         subs: dict[str, int] = stats["submissions"]
         v = Verdict(items=self.items)
@@ -523,7 +532,7 @@ class World:
                     v.problems.append(f"{key}: parked ({job.error_class}) yet published")
             v.unbilled_attempts += max(0, job.attempts - sent)
             v.unattempted_submissions += max(0, sent - job.attempts)
-            if exact_attempts and sent != job.attempts:
+            if key in exact and sent != job.attempts:
                 v.problems.append(f"{key}: {job.attempts} attempts, {sent} submissions received")
             if sent > job.attempts + job.possible_duplicates:
                 v.over_submitted += 1

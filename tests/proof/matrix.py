@@ -141,8 +141,10 @@ def media(kills: tuple[str, ...]) -> bool:
 
 
 def exact_attempts(kills: tuple[str, ...]) -> bool:
-    """Whether every key's attempts must equal the submissions the API received: after kills
-    at shared points only (an upload is never a row's attempt, nor a kill around one)."""
+    """Whether the attempts of the keys that read the shared file must equal the submissions
+    the API received: after kills at shared points only (an upload is never a row's attempt,
+    nor a kill around one). The other keys keep the general bound: on direct a call bound at
+    the kill may never have left (one attempt more)."""
     return all(k in _SHARED for k in kills)
 
 

@@ -33,7 +33,8 @@ def test_kill_then_settle(make_world, channel: str, kills: tuple[str, ...], prep
         assert run.killed, f"{point}: returncode {run.returncode}: {run.stderr[-3000:]}"
         assert run.trace and run.trace[-1] == point, run.trace  # reached, not only armed
     ticks = world.settle(max_ticks=8)
-    verdict = world.check(allowed_repeats=in_hand, exact_attempts=exact_attempts(kills))
+    exact = world.media_keys if exact_attempts(kills) else []
+    verdict = world.check(allowed_repeats=in_hand, exact_keys=exact)
     assert verdict.ok, (ticks, verdict.problems)
     parked = dict(verdict.parked_by_class)
     also = {c: parked.pop(c) for c in ALSO_PARKED_AFTER_KILLS if c in parked}
