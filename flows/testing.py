@@ -96,7 +96,7 @@ from flows.run._stop import (
     stop_on_signals,
     stop_requested,
 )
-from flows.run._upload_rows import UPLOAD_STALE_S
+from flows.run._upload_rows import UPLOAD_STALE_S, clean_uploads
 from flows.run._uploads import display_name_of as upload_display_name
 from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
@@ -141,6 +141,7 @@ __all__ = [
     "check_webhook_secret",
     "classify",
     "clean_files",
+    "clean_uploads",
     "create_batch_job",
     "create_kwargs",
     "deadline_clock",
