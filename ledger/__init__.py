@@ -4,6 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
+from ledger._caches import CacheClaim, CacheRecord
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -68,7 +69,7 @@ from ledger._records import (
 from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
-from ledger._transitions import BatchState, UploadState
+from ledger._transitions import BatchState, CacheState, UploadState
 from ledger._uploads import UploadClaim, UploadRecord
 from ledger._vectors import Vector, validate_vector, vector_values
 from ledger._verdicts import classify
@@ -85,6 +86,9 @@ __all__ = [
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
+    "CacheClaim",
+    "CacheRecord",
+    "CacheState",
     "Channel",
     "Claimed",
     "ConfigurationError",

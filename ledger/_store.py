@@ -26,6 +26,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 from __future__ import annotations
 
 from ledger._batches import BatchVerbs
+from ledger._caches import CacheVerbs
 from ledger._jobs import JobVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
@@ -37,7 +38,14 @@ __all__ = ["Ledger"]
 
 
 class Ledger(
-    JobVerbs, OutcomeVerbs, BatchVerbs, UploadVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs
+    JobVerbs,
+    OutcomeVerbs,
+    BatchVerbs,
+    UploadVerbs,
+    CacheVerbs,
+    ReportVerbs,
+    PipelineVerbs,
+    WebhookVerbs,
 ):
     """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.
 
