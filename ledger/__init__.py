@@ -72,9 +72,10 @@ from ledger._store import Ledger
 from ledger._transitions import BatchState, CacheState, UploadState
 from ledger._uploads import UploadClaim, UploadRecord
 from ledger._vectors import Vector, validate_vector, vector_values
-from ledger._verdicts import classify
+from ledger._verdicts import CACHE_EXPIRED, classify
 
 __all__ = [
+    "CACHE_EXPIRED",
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
     "INTERACTION_LOST",

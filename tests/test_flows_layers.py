@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows.generation",
             "flows.contents",
             "flows.embedding",
+            "flows.prefix",
             "flows.registry",
             "flows.settings",
             "flows.errors",
