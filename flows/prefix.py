@@ -34,7 +34,7 @@ import hashlib
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.contents import Part
 from ledger import Channel
@@ -60,7 +60,7 @@ def fresh_margin_s(channel: Channel | str) -> int:
 
 class CachedPrefix(BaseModel):
     """The shared start of every request of a pipeline: ``system`` (its system instruction)
-    and/or ``parts`` (reference text, inline bytes, URIs), cached for ``ttl_s`` seconds
+    and/or ``parts`` (reference text as plain strings or ``Part``s, inline bytes, URIs), cached for ``ttl_s`` seconds
     (default: 6 h on the direct channel, 48 h on the batch channel)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +68,14 @@ class CachedPrefix(BaseModel):
     system: str | None = Field(default=None, min_length=1)
     parts: tuple[Part, ...] = ()
     ttl_s: int | None = Field(default=None, gt=0)
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        # A plain string is a text part (the usual reference text).
+        if isinstance(value, (list, tuple)):
+            return tuple(Part(text=v) if isinstance(v, str) else v for v in value)
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> CachedPrefix:
