@@ -114,3 +114,59 @@ def test_a_night_with_a_cached_prefix(
     rate = price.prompt * (prices.batch_multiplier if channel is Channel.BATCH else 1.0)
     saved = estimate_cost(plain, prices).usd - estimate_cost(usage, prices).usd
     assert saved == pytest.approx(cached * (rate - price.cached) / 1_000_000)
+
+
+def test_a_refused_create_sends_the_prefix_inline(
+    emulator, prefect_api, sqlite_url, monkeypatch
+) -> None:
+    """caches.create answered 503: the tick makes no second try, leaves no cache row and
+    sends every row with the prefix inline (billed in full, nothing cached); all delivered
+    on their first attempt."""
+    from emulator.testing import count_tokens
+    from flows.tick import tick
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    emulator.set_scenario({"name": "clean", "route_faults": {"caches.create": ["503"]}})
+    tick(pipeline="tests.test_cache_ticks:direct", day=DAY)
+    ledger = open_ledger(sqlite_url)
+    stats = emulator.stats()
+    assert sum(n for r, n in stats["requests"].items() if r.endswith("/cachedContents")) == 1
+    assert stats["caches"]["created"] == 0 and emulator.cached() == {}
+    assert ledger.caches("prefixed-direct") == []
+    for i, item in enumerate(ITEMS):
+        row = ledger.get(f"prefixed-direct:{i}")
+        assert (row.status, row.attempts, row.cached_tokens) == (Status.CONSUMED.value, 1, 0)
+        assert row.prompt_tokens >= count_tokens(GUIDE)
+
+
+def test_a_batch_cache_gone_before_its_job_ran_is_made_again(
+    emulator, prefect_api, sqlite_url, monkeypatch
+) -> None:
+    """The cache is deleted at the API behind the ledger's back before the batch job reads
+    its lines: the lines fail "CachedContent not found", the rows come back retryable
+    (cache_expired, never parked, never a fault of the setup), the next submission finds
+    the cache gone and makes a new one, and the rows are delivered naming it; both caches
+    end deleted."""
+    from flows.tick import tick
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    spec, name = "tests.test_cache_ticks:batch", "prefixed-batch"
+    ledger = open_ledger(sqlite_url)
+    tick(pipeline=spec, day=DAY)  # enrolled, sent under the night's cache
+    (first,) = ledger.caches(name)
+    client = emulator.client()
+    client.caches.delete(name=first.name)
+    for _ in range(4):
+        tick(pipeline=spec, day=DAY)
+        if set(ledger.counts(pipeline=name).by_status) <= SETTLED:
+            break
+    jobs = ledger.jobs(pipeline=name)
+    assert {j.status for j in jobs} == {Status.CONSUMED.value}
+    assert {j.attempts for j in jobs} == {2}
+    (cache,) = ledger.caches(name)
+    assert cache.name != first.name and cache.creates == 2
+    assert cache.state == CacheState.DELETED.value
+    stats = emulator.stats()
+    assert (stats["caches"]["created"], stats["caches"]["stored"]) == (2, 0)
+    named = {k: c for k, c in emulator.cached().items() if k.startswith(f"{name}:")}
+    assert set(named.values()) == {cache.name}
