@@ -11,7 +11,7 @@ fields at the top of the body), ``GET /{ver}/cachedContents/{id}``, ``GET
 
 A request names a cache by ``cachedContent`` (google-genai ``models.py`` / ``batches.py``
 ``_GenerateContentConfig_to_mldev``); its answer's ``usageMetadata.cachedContentTokenCount``
-is the cache's tokens, included in ``promptTokenCount`` (FACTS.md, "Usage metadata of real
+is the cache's tokens, included in ``promptTokenCount`` (FACTS, "Usage metadata of real
 answers"). What the API refuses:
 
 - a cache that does not exist or has expired: ``403 PERMISSION_DENIED`` "CachedContent not

@@ -60,8 +60,8 @@ def fresh_margin_s(channel: Channel | str) -> int:
 
 class CachedPrefix(BaseModel):
     """The shared start of every request of a pipeline: ``system`` (its system instruction)
-    and/or ``parts`` (reference text as plain strings or ``Part``s, inline bytes, URIs), cached for ``ttl_s`` seconds
-    (default: 6 h on the direct channel, 48 h on the batch channel)."""
+    and/or ``parts`` (reference text as plain strings or ``Part``s, inline bytes, URIs),
+    cached for ``ttl_s`` seconds (default: 6 h on the direct channel, 48 h on batch)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

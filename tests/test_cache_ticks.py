@@ -133,7 +133,7 @@ def test_a_refused_create_sends_the_prefix_inline(
     assert sum(n for r, n in stats["requests"].items() if r.endswith("/cachedContents")) == 1
     assert stats["caches"]["created"] == 0 and emulator.cached() == {}
     assert ledger.caches("prefixed-direct") == []
-    for i, item in enumerate(ITEMS):
+    for i in range(len(ITEMS)):
         row = ledger.get(f"prefixed-direct:{i}")
         assert (row.status, row.attempts, row.cached_tokens) == (Status.CONSUMED.value, 1, 0)
         assert row.prompt_tokens >= count_tokens(GUIDE)

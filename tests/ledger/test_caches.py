@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import CacheState, Failure, Ledger, NewJob, Status, Verdict
+from ledger import (
+    CACHE_EXPIRED,
+    ApiFailure,
+    CacheState,
+    Failure,
+    Ledger,
+    NewJob,
+    Status,
+    Verdict,
+    classify,
+    setup_fault,
+)
 from ledger.testing import CACHE_MOVES
 
 H = "c" * 64
@@ -117,3 +128,42 @@ def test_moves_are_declared_once() -> None:
         "cache_deleted",
     }
     assert CACHE_MOVES["reserve_cache"][1] is CacheState.RESERVING
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # What the API answers for a gone cache: 403 (google.rpc code 7 on a batch line) ...
+        {
+            "code": 403,
+            "status": "PERMISSION_DENIED",
+            "message": "CachedContent not found (or permission denied)",
+        },
+        {"code": 7, "message": "CachedContent not found (or permission denied)"},
+        # ... and the other readings reported: 404, or a 400 naming the cached content.
+        {
+            "code": 404,
+            "status": "NOT_FOUND",
+            "message": "Cached content cachedContents/x not found",
+        },
+        {"code": 400, "status": "INVALID_ARGUMENT", "message": "CachedContent has expired"},
+    ],
+)
+def test_a_request_refused_for_its_cache_is_retried_never_a_setup_fault(error) -> None:
+    """Any reading of "the request's cache is gone" is the row's retryable cache_expired
+    (made again for its next attempt), and never a fault of the key that halts the tick."""
+    failure = classify({"error": error})
+    assert (failure.verdict, failure.code) == (Verdict.RETRYABLE, CACHE_EXPIRED)
+    api = ApiFailure(
+        http_code=error["code"] if error["code"] > 99 else 403, message=error["message"]
+    )
+    assert setup_fault(api) is None
+
+
+def test_a_plain_permission_refusal_is_still_a_fault_of_the_setup() -> None:
+    """A 403 that does not speak of a cache stays the setup's permission fault."""
+    api = ApiFailure(
+        http_code=403, status="PERMISSION_DENIED", message="The caller does not have permission"
+    )
+    assert setup_fault(api) is not None
+    assert classify({"error": {"code": 403, "message": "denied"}}).code == "403"
