@@ -130,13 +130,40 @@ def test_a_refused_create_sends_the_prefix_inline(
     tick(pipeline="tests.test_cache_ticks:direct", day=DAY)
     ledger = open_ledger(sqlite_url)
     stats = emulator.stats()
-    assert sum(n for r, n in stats["requests"].items() if r.endswith("/cachedContents")) == 1
+    assert (
+        sum(
+            n
+            for r, n in stats["requests"].items()
+            if r.startswith("POST ") and r.endswith("/cachedContents")
+        )
+        == 1
+    )
     assert stats["caches"]["created"] == 0 and emulator.cached() == {}
     assert ledger.caches("prefixed-direct") == []
     for i in range(len(ITEMS)):
         row = ledger.get(f"prefixed-direct:{i}")
         assert (row.status, row.attempts, row.cached_tokens) == (Status.CONSUMED.value, 1, 0)
         assert row.prompt_tokens >= count_tokens(GUIDE)
+
+
+def test_a_create_answered_504_after_it_made_the_cache_uses_that_cache(
+    emulator, prefect_api, sqlite_url, monkeypatch
+) -> None:
+    """caches.create made the cache and its answer was lost (504): the tick looks the cache
+    up by its display name and names it in every request; one cache for the night, deleted
+    at the end."""
+    from flows.tick import tick
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    emulator.set_scenario({"name": "clean", "route_faults": {"caches.create": ["accepted_504"]}})
+    tick(pipeline="tests.test_cache_ticks:direct", day=DAY)
+    ledger = open_ledger(sqlite_url)
+    stats = emulator.stats()
+    assert (stats["caches"]["created"], stats["caches"]["stored"]) == (1, 0)
+    (cache,) = ledger.caches("prefixed-direct")
+    assert (cache.state, cache.creates) == (CacheState.DELETED.value, 1)
+    named = {k: c for k, c in emulator.cached().items() if k.startswith("prefixed-direct:")}
+    assert named == {f"prefixed-direct:{i}": cache.name for i in range(len(ITEMS))}
 
 
 def test_a_batch_cache_gone_before_its_job_ran_is_made_again(

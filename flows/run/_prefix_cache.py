@@ -11,10 +11,11 @@ create never makes a second cache. A cache closer to its expiry than the channel
 created again. ``clean_caches`` (the end of every tick) deletes it once every row of the
 pipeline is final.
 
-A cache is never a row's attempt. A create the API refuses for a reason of the request (a
-prefix below the model's minimum size for caching, say), or that fails for a passing reason,
-leaves the row to carry the prefix inline for the rest of the pass; a fault of the setup
-halts the pass like any call's.
+A cache is never a row's attempt. A create answered 5xx, timed out or dropped may have made
+the cache: it is looked up by display name and used if found. A create the API refuses for a
+reason of the request (a prefix below the model's minimum size for caching, say), or that
+fails for a passing reason and made nothing, leaves the row to carry the prefix inline for
+the rest of the pass; a fault of the setup halts the pass like any call's.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from google.genai import types
 
 from flows.contents import sdk_parts
 from flows.crash import crash_point
-from flows.gemini._errors import classify, is_not_found, setup_fault
+from flows.gemini._errors import certainly_refused, classify, is_not_found, setup_fault
 from flows.gemini.gateway import shared_client
 from flows.pipeline import Pipeline
 from flows.prefix import fresh_margin_s
 from flows.run._cleanup import delete_due
 from flows.settings import Settings
-from ledger import CACHE_EXPIRED, CacheRecord, Ledger, redact
+from ledger import CACHE_EXPIRED, CacheRecord, CacheState, Ledger, redact
 
 __all__ = ["CACHE_STALE_S", "PrefixCache", "cache_display_name", "clean_caches"]
 
@@ -143,21 +144,13 @@ class PrefixCache:
         if claim.action == "wait":
             return None  # another live pass is creating it: this row goes inline
         crash_point("cache.after_reserve")
-        found = self.find() if claim.taken_over else None
-        if found is None:
-            try:
+        try:
+            found = self.find() if claim.taken_over else None
+            if found is None:
                 found = self.create()
-            except Exception as exc:
-                ledger.release_cache(p.name, self.digest, token=token)
-                fault = setup_fault(exc)
-                if fault is not None:
-                    raise fault from exc
-                self.inline = True
-                logging.getLogger("gemini_ledger.cache").warning(
-                    "%s: caches.create failed (%s): the prefix is sent inline this pass",
-                    p.name,
-                    redact(f"{type(exc).__name__}: {exc}")[:300],
-                )
+        except Exception as exc:
+            found = self._after_failed_create(exc, token)
+            if found is None:
                 return None
         name = str(found.name)
         expires_at = _epoch(getattr(found, "expire_time", None), now + self.ttl_s)
@@ -171,9 +164,39 @@ class PrefixCache:
         )
         crash_point("cache.after_bind")
         record = ledger.get_cache(p.name, self.digest)
-        if record is None or record.name is None:
-            return None
+        if record is None or record.state != CacheState.ACTIVE or record.name is None:
+            return None  # taken over meanwhile and not bound yet: this row goes inline
         return self._keep(record.name, record.expires_at)
+
+    def _after_failed_create(self, exc: BaseException, token: str) -> Any | None:
+        """``caches.create`` (or the listing before it) failed. A fault of the setup halts.
+        An answer that does not say the create was refused (a 5xx, a timeout, a dropped
+        connection) may hide a cache that exists: it is looked for by display name and used
+        if found. Otherwise the reservation is given back (kept when the listing failed too,
+        so a later pass takes it over and looks again: never a cache left unaccounted) and
+        the rest of this pass sends the prefix inline."""
+        ledger, p = self.ledger, self.pipeline
+        fault = setup_fault(exc)
+        if fault is not None:
+            ledger.release_cache(p.name, self.digest, token=token)
+            raise fault from exc
+        keep = False
+        if not certainly_refused(exc):
+            try:
+                found = self.find()
+            except Exception:
+                found, keep = None, True
+            if found is not None:
+                return found
+        if not keep:
+            ledger.release_cache(p.name, self.digest, token=token)
+        self.inline = True
+        logging.getLogger("gemini_ledger.cache").warning(
+            "%s: caches.create failed (%s): the prefix is sent inline this pass",
+            p.name,
+            redact(f"{type(exc).__name__}: {exc}")[:300],
+        )
+        return None
 
     def _keep(self, name: str | None, expires_at: float | None) -> str | None:
         self._name, self._expires_at = name, float(expires_at or 0)
