@@ -45,6 +45,7 @@ from ledger._lines import (
 )
 from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
+from ledger._nights import NightCounts
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
@@ -113,6 +114,7 @@ __all__ = [
     "LineSuccess",
     "ModelUsage",
     "NewJob",
+    "NightCounts",
     "Outcome",
     "ParkedClass",
     "ParkedJob",
