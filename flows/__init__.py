@@ -12,9 +12,11 @@ from flows.generation import (
     ThinkingLevel,
 )
 from flows.pipeline import Item, Pipeline, Prompt, Run
+from flows.prefix import CachedPrefix
 from flows.registry import get_pipeline
 
 __all__ = [
+    "CachedPrefix",
     "Deadline",
     "EmbeddingSettings",
     "GenerationSettings",

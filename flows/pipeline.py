@@ -31,6 +31,7 @@ from flows.contents import Part, fit_inline
 from flows.deadline import Deadline
 from flows.embedding import EmbeddingSettings
 from flows.generation import GenerationSettings, check_settings
+from flows.prefix import CachedPrefix
 from ledger import PIPELINE_NAME_MAX, Channel, Policy, Vector
 
 __all__ = [
@@ -134,6 +135,9 @@ class Pipeline(Generic[Item]):
     # direct channel, an embeddings batch job on the batch channel). Part of the recorded
     # definition, like ``generation``.
     embedding: EmbeddingSettings | None = None
+    # A long shared start of every request (system instruction, reference parts), sent once
+    # a night as a context cache (flows.prefix). Part of the recorded definition too.
+    cached_prefix: CachedPrefix | None = None
     attempt_cap: int = 4
     unknown_cap: int = 2
     batch_size_limit: int = 50_000
@@ -180,6 +184,16 @@ class Pipeline(Generic[Item]):
         elif self.output is None:
             raise ValueError("output is required (or embedding=, for a pipeline of vectors)")
         check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
+        if isinstance(self.cached_prefix, Mapping):
+            object.__setattr__(
+                self, "cached_prefix", CachedPrefix.model_validate(self.cached_prefix)
+            )
+        if self.cached_prefix is not None:
+            if not isinstance(self.cached_prefix, CachedPrefix):
+                raise ValueError("cached_prefix must be a flows.CachedPrefix")
+            if self.embedding is not None:
+                raise ValueError("an embedding pipeline takes no cached_prefix")
+            self.cached_prefix.check(self.channel)
 
     def _check_deadline(self) -> None:
         if self.deadline is None:
@@ -255,6 +269,13 @@ class Pipeline(Generic[Item]):
         if prompt.parts and self.is_embedding:
             # Embeddings are sent as text only: media parts would be dropped unseen.
             raise ValueError("an embedding pipeline embeds text: its prompts take no parts")
+        if prompt.system is not None and self.cached_prefix is not None:
+            # A request naming a cache cannot set a system instruction too (the API refuses
+            # it): the pipeline's instruction is the prefix's.
+            raise ValueError(
+                "a pipeline with a cached_prefix takes its system instruction from the"
+                " prefix: leave Prompt.system out"
+            )
         if prompt.settings is not None:
             check_settings(
                 self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value

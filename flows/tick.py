@@ -42,6 +42,7 @@ from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
 from flows.run._parameters import Concurrency, Day, DeadlineText, PipelineSpec, Seconds
+from flows.run._prefix_cache import clean_caches
 from flows.run._progress import TickProgress, progress_key
 from flows.run._stop import raise_if_stopped, stops
 from flows.run._upload_rows import clean_uploads
@@ -230,6 +231,8 @@ def _steps(
             delivered = _merge(delivered, _step(deliver(channel), progress, "deliver"))
     # Media uploads every row of which is final are deleted (none: no API call).
     clean_uploads(ctx.ledger, ctx.name, ctx.log, ctx.settings)
+    # So is the night's cache of a shared prefix, once every row of the pipeline is final.
+    clean_caches(ctx.ledger, ctx.name, ctx.log, ctx.settings)
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flows.contents",
             "flows.deadline",
             "flows.embedding",
+            "flows.prefix",
             "flows.registry",
             "flows.settings",
             "flows.errors",

@@ -106,6 +106,7 @@ from flows.gemini._errors import certainly_refused, classify, is_not_found, setu
 from flows.gemini.quota import note_failure, request_slot
 from flows.pipeline import Pipeline
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
+from flows.run._prefix_cache import PrefixCache
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
 from flows.run._upload_rows import ledger_uploads
@@ -277,6 +278,15 @@ def _send(
     # Media parts are uploaded (once per content) as their rows are written; a row whose
     # upload failed is settled after the file is written (flows.run._uploads).
     media = RowUploads(ledger_uploads(client, ledger, p.name))
+    # The night's cache of the pipeline's shared prefix, named by every line (made once,
+    # a ledger row: flows.run._prefix_cache); None: the prefix goes inline on each line.
+    cached_content: str | None = None
+    if p.cached_prefix is not None:
+        try:
+            cached_content = PrefixCache(client, ledger, p).name(verify=True)
+        except SetupFault:
+            ledger.release(reservation)  # nothing sent: every row back with its attempt
+            raise
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
         reserved = ((r.key, r.payload) for r in ledger.stream_reserved(reservation))
@@ -300,6 +310,8 @@ def _send(
                     left_out=left_out,
                     too_large=too_large,
                     resolve=media,
+                    prefix=p.cached_prefix,
+                    cached_content=cached_content,
                 )
         if media.fault is not None:
             # A fault of the setup while uploading (storage full, key refused): nothing was
