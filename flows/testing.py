@@ -85,6 +85,7 @@ from flows.run._deliver import (
     enroll_day,
 )
 from flows.run._halt import HALTED_EVENT, halts, resource_id
+from flows.run._prefix_cache import CACHE_STALE_S
 from flows.run._progress import EVERY_POINTS as PROGRESS_EVERY_POINTS
 from flows.run._progress import EVERY_S as PROGRESS_EVERY_S
 from flows.run._progress import Publisher as ProgressPublisher
@@ -102,6 +103,7 @@ from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
 
 __all__ = [
+    "CACHE_STALE_S",
     "DEFAULT_CHUNK",
     "DELIVERY_CAP_ENV",
     "FILES_KEPT_S",

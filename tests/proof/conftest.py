@@ -13,7 +13,8 @@ from .matrix import SCENARIO
 @pytest.fixture
 def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
     """Build a world for a channel on a ledger URL (default: a fresh SQLite file), with the
-    emulator reset to the proof scenario (``media``: the even items share a file to upload)."""
+    emulator reset to the proof scenario (``media``: the even items share a file to upload;
+    ``prefix``: the pipeline has a cached prefix, direct and batch only)."""
     emulator.set_scenario(SCENARIO, seed=7)
 
     def make(
@@ -23,6 +24,7 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
         ledger_url: str | None = None,
         extra_env: dict[str, str] | None = None,
         media: bool = False,
+        prefix: bool = False,
     ) -> World:
         root = tmp_path / channel
         root.mkdir(exist_ok=True)
@@ -35,6 +37,7 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
             items=items,
             extra_env=extra_env,
             media=media,
+            prefix=prefix,
         )
 
     return make

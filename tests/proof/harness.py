@@ -16,6 +16,9 @@ the ledger, the side-effect log (completions per key) and the emulator's counter
 - in a world with media (``media=True``: the shared file of ``pipelines.MEDIA_ENV``), its
   bytes went up to the Files API once (the emulator's uploads per display name), and every
   upload is deleted at the end: its ledger row ``deleted``, the emulator storing no file;
+- in a world with a cached prefix (``prefix=True``: direct and batch only), the night made
+  exactly one context cache (the emulator's ``caches.created``), the emulator stores none at
+  the end, and every cache row of the pipeline ends ``deleted``;
 - for the ``exact_keys`` given (after kills around uploads: ``media_keys``, the keys whose
   prompts read the shared file), attempts are the submissions the API received (an upload,
   or a kill around one, is never a row's attempt).
@@ -40,8 +43,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from flows.contents import content_hash
-from flows.testing import UPLOAD_STALE_S, upload_display_name
-from ledger import Ledger, UploadState
+from flows.testing import CACHE_STALE_S, UPLOAD_STALE_S, upload_display_name
+from ledger import CacheState, Ledger, UploadState
 from tests.prewarmed import run_cli
 
 from . import pipelines
@@ -71,11 +74,17 @@ class Channel:
     spec: str  # what ``tick`` is given
     pipeline: str  # the name the ledger stores
     stale_env: str  # the knob that makes a dead tick's leftovers stale at once
+    # The same pipeline with a cached prefix (None: the channel makes no cache).
+    cached_spec: str | None = None
 
 
 CHANNELS: dict[str, Channel] = {
     "batch": Channel(
-        "batch", "tests.proof.pipelines:batch", "proof-batch", "GEMINI_LEDGER_BATCH_STALE_S"
+        "batch",
+        "tests.proof.pipelines:batch",
+        "proof-batch",
+        "GEMINI_LEDGER_BATCH_STALE_S",
+        "tests.proof.pipelines:batch_cached",
     ),
     "background": Channel(
         "background",
@@ -84,7 +93,11 @@ CHANNELS: dict[str, Channel] = {
         "GEMINI_LEDGER_BACKGROUND_STALE_S",
     ),
     "direct": Channel(
-        "direct", "tests.proof.pipelines:direct", "proof-direct", "GEMINI_LEDGER_DIRECT_STALE_S"
+        "direct",
+        "tests.proof.pipelines:direct",
+        "proof-direct",
+        "GEMINI_LEDGER_DIRECT_STALE_S",
+        "tests.proof.pipelines:direct_cached",
     ),
 }
 
@@ -143,6 +156,8 @@ class Verdict:
     recorded_tokens: int = 0
     media_uploads: int = 0  # times the shared file's bytes went up to the Files API
     files_stored: int = 0  # files the emulator still stores at the end
+    caches_created: int = 0  # context caches the night made (caches.create answered)
+    caches_stored: int = 0  # context caches the emulator still stores at the end
     parked_by_class: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -167,6 +182,8 @@ class Verdict:
             "recorded_tokens": self.recorded_tokens,
             "media_uploads": self.media_uploads,
             "files_stored": self.files_stored,
+            "caches_created": self.caches_created,
+            "caches_stored": self.caches_stored,
             "parked_by_class": dict(self.parked_by_class),
             "problems": list(self.problems),
         }
@@ -211,7 +228,8 @@ class World:
 
     ``emulator`` is a :class:`emulator.testing.RunningEmulator` (or anything with ``env()``
     and ``stats()``); ``prefect_api`` the API URL every subprocess tick reports to, so they
-    share one Prefect server instead of each starting its own.
+    share one Prefect server instead of each starting its own. ``prefix``: the channel's
+    pipeline with a cached prefix (``Channel.cached_spec``; direct and batch only).
     """
 
     def __init__(
@@ -226,8 +244,14 @@ class World:
         day: date = DAY,
         extra_env: Mapping[str, str] | None = None,
         media: bool = False,
+        prefix: bool = False,
     ) -> None:
         self.channel = CHANNELS[channel]
+        if prefix and self.channel.cached_spec is None:
+            raise ValueError(f"the {channel} channel makes no context cache")
+        # What ``tick`` is given: the pipeline with its cached prefix when asked for.
+        self.spec = (self.channel.cached_spec if prefix else None) or self.channel.spec
+        self.prefix = prefix
         self.root = root
         self.ledger_url = ledger_url
         Ledger(ledger_url, create=True).dispose()  # a ledger is created on purpose only
@@ -269,12 +293,28 @@ class World:
         return env
 
     def _age_uploads(self, stale_s: float | None) -> None:
-        """With ``stale_s=0``, a dead tick's upload reservations are made stale too: their age
-        is fixed (``UPLOAD_STALE_S``, half an hour) and no setting shortens it, so the
-        ledger's clock for them is moved instead of waited on."""
-        if stale_s != 0 or self.media is None:
+        """With ``stale_s=0``, a dead tick's upload and cache reservations are made stale
+        too: their ages are fixed (``UPLOAD_STALE_S``, half an hour; ``CACHE_STALE_S``, five
+        minutes) and no setting shortens them, so the ledger's clock for them is moved
+        instead of waited on."""
+        if stale_s != 0 or (self.media is None and not self.prefix):
             return
         ledger = self.ledger()
+        if self.prefix:
+            with ledger.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE caches SET reserved_at = reserved_at - :age"
+                        " WHERE pipeline = :p AND state = :reserving"
+                    ),
+                    {
+                        "age": CACHE_STALE_S + 1,
+                        "p": self.channel.pipeline,
+                        "reserving": CacheState.RESERVING.value,
+                    },
+                )
+        if self.media is None:
+            return
         with ledger.engine.begin() as conn:
             conn.execute(
                 text(
@@ -333,7 +373,7 @@ class World:
         extra = {**(env or {}), "GEMINI_LEDGER_CRASH_TRACE": str(trace)}
         if crash_at:
             extra["GEMINI_LEDGER_CRASH_AT"] = crash_at
-        args = ["tick", self.channel.spec, "--day", self.day.isoformat(), "--json"]
+        args = ["tick", self.spec, "--day", self.day.isoformat(), "--json"]
         started = time.monotonic()
         # A process of its own, forked from one that has done the imports (tests/prewarmed.py).
         proc = run_cli(
@@ -386,7 +426,7 @@ class World:
             sys.executable,
             "-m",
             "tests.proof.runner",
-            self.channel.spec,
+            self.spec,
             self.day.isoformat(),
         ]
         procs: list[tuple[subprocess.Popen[str], Any, Path]] = []
@@ -443,7 +483,7 @@ class World:
 
         self._age_uploads(stale_s)
         with _environ(self.environ(stale_s=stale_s), drop=_CRASH_ENVS):
-            report = run_tick(self.channel.spec, day=self.day)
+            report = run_tick(self.spec, day=self.day)
         self.ticks_run += 1
         return report
 
@@ -552,7 +592,28 @@ class World:
             )
         if self.media is not None:
             self._check_media(v, ledger, stats)
+        if self.prefix:
+            self._check_caches(v, ledger, stats)
         return v
+
+    def _check_caches(self, v: Verdict, ledger: Ledger, stats: dict[str, Any]) -> None:
+        """The night made one context cache, and nothing is left stored at the end. (The
+        emulator is reset per world, so its counts are this pipeline's.)"""
+        caches = stats["caches"]
+        v.caches_created = int(caches["created"])
+        v.caches_stored = int(caches["stored"])
+        if v.caches_created != 1:
+            v.problems.append(f"the night made {v.caches_created} context caches, not one")
+        if v.caches_stored:
+            v.problems.append(f"the emulator still stores {v.caches_stored} context caches")
+        records = ledger.caches(self.channel.pipeline)
+        if not records:
+            v.problems.append("no cache recorded for the cached prefix")
+        for rec in records:
+            if rec.state != CacheState.DELETED.value or rec.creates != 1:
+                v.problems.append(
+                    f"cache {rec.prefix_hash[:12]}: {rec.state} after {rec.creates} creates"
+                )
 
     def _check_media(self, v: Verdict, ledger: Ledger, stats: dict[str, Any]) -> None:
         """The shared file went up once, and nothing is left stored at the end."""

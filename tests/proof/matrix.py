@@ -3,6 +3,9 @@
 Every world runs with media (``media(kills)``): the even items' prompts share one document,
 uploaded once through the Files API and deleted once they are all final, so every row also
 goes through the ``upload.*`` points and checks the upload invariants (``World.check``).
+The ``cache.*`` rows (``CACHE_ROWS``, direct and batch) also give the pipeline a cached prefix
+(``prefix(kills)``) and check the cache invariants; they are SIGKILL rows only
+(``KILL_MATRIX``), not in the SIGTERM run.
 
 Shared by ``tests/proof/test_crash_matrix.py`` (CI) and ``bench/proof.py`` (the table).
 """
@@ -13,9 +16,13 @@ from typing import Any
 
 __all__ = [
     "ALSO_PARKED_AFTER_KILLS",
+    "CACHE_CHANNELS",
+    "CACHE_POINTS",
+    "CACHE_ROWS",
     "CHANNEL_NAMES",
     "EXPECTED_PARKED",
     "FAILING_DELIVERY_ITEM",
+    "KILL_MATRIX",
     "MATRIX",
     "PERMANENT_ITEM",
     "REFUSED_KEY",
@@ -26,6 +33,7 @@ __all__ = [
     "expected_parked",
     "kill_env",
     "media",
+    "prefix",
     "row_id",
     "world_env",
 ]
@@ -110,7 +118,36 @@ MATRIX += [
     for point, after_answers in SHARED_POINTS
     for channel in CHANNEL_NAMES
 ]
-_SHARED = frozenset(point for point, _ in SHARED_POINTS)
+
+# The context-cache points (flows/run/_prefix_cache.py), tried on the channels that make a
+# cache: the world's pipeline gets a cached prefix (``prefix(kills)``). Not on background:
+# that channel sends the prefix inline, never as a cache, so it never reaches these points.
+CACHE_CHANNELS = ("batch", "direct")
+CACHE_POINTS: list[tuple[str, bool]] = [
+    # Reserved, nothing created: taken over once stale, created once.
+    ("cache.after_reserve", False),
+    # Created, not bound: taken over once stale, found by display name in caches.list.
+    ("cache.after_create", False),
+    # Bound, no row sent: the next tick names the bound cache.
+    ("cache.after_bind", False),
+    # Deleted at the API, not marked: the next tick's delete is told it is gone.
+    ("cache.after_delete", True),
+]
+# SIGKILL rows only, to keep CI time down: each row is a world of its own (a killed tick in a
+# subprocess and the ticks that settle it), and the kills are what prove the cache's
+# recovery. A SIGTERM at a cache point stops the tick as at any other point: the stop is
+# checked between rows and in the delete loop uploads and caches share (flows/run/_cleanup.py,
+# tests/test_stop.py), both proven by the SIGTERM run of the other rows.
+CACHE_ROWS: list[tuple[str, tuple[str, ...], int]] = [
+    (channel, (point,), int(after_answers and channel != "direct"))
+    for point, after_answers in CACHE_POINTS
+    for channel in CACHE_CHANNELS
+]
+# What the SIGKILL run tries (the SIGTERM run tries ``MATRIX``).
+KILL_MATRIX = MATRIX + CACHE_ROWS
+_CACHE = frozenset(point for point, _ in CACHE_POINTS)
+# Points that are never a row's attempt, nor a kill around one.
+_SHARED = frozenset(point for point, _ in SHARED_POINTS) | _CACHE
 
 # The killed tick of a halt row meets a refused key (the emulator refuses every key that
 # starts with ``refused-`` with 400 INVALID_ARGUMENT / API_KEY_INVALID): a fault of the setup.
@@ -140,11 +177,16 @@ def media(kills: tuple[str, ...]) -> bool:
     return not any(k.endswith(_HALT_SUFFIX) for k in kills)
 
 
+def prefix(kills: tuple[str, ...]) -> bool:
+    """Whether the world killed at ``kills`` has a cached prefix: the cache rows'."""
+    return any(k in _CACHE for k in kills)
+
+
 def exact_attempts(kills: tuple[str, ...]) -> bool:
     """Whether the attempts of the keys that read the shared file must equal the submissions
-    the API received: after kills at shared points only (an upload is never a row's attempt,
-    nor a kill around one). The other keys keep the general bound: on direct a call bound at
-    the kill may never have left (one attempt more)."""
+    the API received: after kills at shared or cache points only (an upload or a cache is
+    never a row's attempt, nor a kill around one). The other keys keep the general bound:
+    on direct a call bound at the kill may never have left (one attempt more)."""
     return all(k in _SHARED for k in kills)
 
 

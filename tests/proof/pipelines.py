@@ -24,6 +24,14 @@ same world as the test that started it:
   document several rows read: uploaded once through the Files API, deleted once they are all
   final), so a tick goes through the ``upload.*`` crash points; unset: text only.
 
+``batch_cached`` / ``direct_cached`` are the same pipelines (same names, so the same keys)
+with a cached prefix (``CachedPrefix``: the system instruction and a long guide, over the
+emulator's 1,024-token minimum for a Flash cache): a world that asks for it
+(``World(prefix=True)``) ticks them, so a tick goes through the ``cache.*`` crash points. Their
+prompts carry no system instruction of their own (a request naming a cache cannot set one).
+The background channel has none: it sends a prefix inline, never as a cache, so it has no
+cache points to reach.
+
 Keys are ``<pipeline>:<day>:<item>:v1``, so an emulator script targets one item with
 ``*:item-00001:*``.
 """
@@ -39,6 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from flows import CachedPrefix
 from flows.contents import Part
 from flows.crash import crash_point
 from flows.examples.articles import safe_filename
@@ -53,12 +62,16 @@ __all__ = [
     "MEDIA_ENV",
     "MEDIA_MIME_TYPE",
     "OUT_ENV",
+    "PREFIX",
     "SLOW_DELIVERY_ENV",
+    "SYSTEM",
     "Note",
     "ProofDeliveryFailed",
     "background",
     "batch",
+    "batch_cached",
     "direct",
+    "direct_cached",
     "item_name",
     "item_text",
     "reads_media",
@@ -72,6 +85,11 @@ FAIL_DELIVERY_ENV = "PROOF_FAIL_DELIVERY"
 SLOW_DELIVERY_ENV = "PROOF_SLOW_DELIVERY_S"
 MEDIA_ENV = "PROOF_MEDIA"
 MEDIA_MIME_TYPE = "application/pdf"
+SYSTEM = "Answer with JSON only."
+# The cached pipelines' shared start: about 2,000 tokens by the emulator's count, over the
+# 1,024-token minimum of a Flash cache (emulator._caches.min_tokens).
+_GUIDE = "House style: a note has a short title and a few lowercase tags. " * 150
+PREFIX = CachedPrefix(system=SYSTEM, parts=(_GUIDE,))
 
 
 class ProofDeliveryFailed(Exception):
@@ -113,10 +131,16 @@ def reads_media(i: int) -> bool:
     return i % 2 == 0
 
 
-def _prompt(i: int) -> Prompt:
-    media = os.environ.get(MEDIA_ENV)
-    parts = (Part.from_file(media, MEDIA_MIME_TYPE),) if media and reads_media(i) else ()
-    return Prompt(text=item_text(i), parts=parts, system="Answer with JSON only.", temperature=0.0)
+def _prompt_of(cached: bool) -> Any:
+    def prompt(i: int) -> Prompt:
+        media = os.environ.get(MEDIA_ENV)
+        parts = (Part.from_file(media, MEDIA_MIME_TYPE),) if media and reads_media(i) else ()
+        # With a cached prefix the system instruction is the cache's (a request naming a
+        # cache cannot also set one: flows.prefix).
+        system = None if cached else SYSTEM
+        return Prompt(text=item_text(i), parts=parts, system=system, temperature=0.0)
+
+    return prompt
 
 
 def _deliver(channel: Channel) -> Any:
@@ -151,7 +175,7 @@ def _deliver(channel: Channel) -> Any:
     return on_result
 
 
-def _pipeline(name: str, channel: Channel) -> Pipeline[int]:
+def _pipeline(name: str, channel: Channel, *, cached: bool = False) -> Pipeline[int]:
     return Pipeline(
         name=name,
         model="gemini-2.5-flash",
@@ -159,14 +183,18 @@ def _pipeline(name: str, channel: Channel) -> Pipeline[int]:
         output=Note,
         load_items=_items_of(channel),
         key_of=lambda i, day: f"{name}:{day.isoformat()}:{item_name(i)}:v1",
-        build_prompt=_prompt,
+        build_prompt=_prompt_of(cached),
         on_result=_deliver(channel),
         attempt_cap=4,
         unknown_cap=2,
         description=f"proof pipeline on the {channel} channel",
+        cached_prefix=PREFIX if cached else None,
     )
 
 
 batch = _pipeline("proof-batch", Channel.BATCH)
 background = _pipeline("proof-bg", Channel.BACKGROUND)
 direct = _pipeline("proof-direct", Channel.DIRECT)
+# No background one: that channel sends a prefix inline (no cache, no cache points).
+batch_cached = _pipeline("proof-batch", Channel.BATCH, cached=True)
+direct_cached = _pipeline("proof-direct", Channel.DIRECT, cached=True)

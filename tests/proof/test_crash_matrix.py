@@ -2,7 +2,9 @@
 the media upload points on each), a tick in a real subprocess is SIGKILLed at that point,
 ordinary ticks follow until the night settles, and the invariants hold: nothing lost, no side
 effect completed twice (except the key in hand at the kill), nothing submitted beyond its
-attempts (except flagged orphans), the shared file uploaded once and deleted at the end."""
+attempts (except flagged orphans), the shared file uploaded once and deleted at the end; on
+direct and batch the ``cache.*`` points too (SIGKILL only), in a world whose pipeline has a
+cached prefix: one context cache made for the night and deleted at the end."""
 
 from __future__ import annotations
 
@@ -12,21 +14,27 @@ from .harness import World
 from .matrix import (
     ALSO_PARKED_AFTER_KILLS,
     EXPECTED_PARKED,
+    KILL_MATRIX,
     MATRIX,
     RETRYABLE_ITEM,
     exact_attempts,
     expected_parked,
     kill_env,
     media,
+    prefix,
     row_id,
     world_env,
 )
 
 
-@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=[row_id(m) for m in MATRIX])
+@pytest.mark.parametrize(
+    ("channel", "kills", "prep"), KILL_MATRIX, ids=[row_id(m) for m in KILL_MATRIX]
+)
 def test_kill_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
     """SIGKILLs at these points, then ordinary ticks: every invariant holds."""
-    world: World = make_world(channel, extra_env=world_env(kills), media=media(kills))
+    world: World = make_world(
+        channel, extra_env=world_env(kills), media=media(kills), prefix=prefix(kills)
+    )
     runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env)
     assert len(runs) == len(kills)
     for point, run in zip(kills, runs, strict=True):
