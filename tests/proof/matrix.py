@@ -123,15 +123,19 @@ MATRIX += [
 # cache: the world's pipeline gets a cached prefix (``prefix(kills)``). Not on background:
 # that channel sends the prefix inline, never as a cache, so it never reaches these points.
 CACHE_CHANNELS = ("batch", "direct")
-CACHE_POINTS: list[tuple[str, bool]] = [
+# The number: the ticks a batch world runs before the kill (direct: 0, its first tick sends
+# every row and ends with them all final). A cache is deleted once every row of the pipeline
+# is final, so on batch after the scripted 503's row is sent again and answered: the third
+# tick (an upload, read by the even items only, goes at the second).
+CACHE_POINTS: list[tuple[str, int]] = [
     # Reserved, nothing created: taken over once stale, created once.
-    ("cache.after_reserve", False),
+    ("cache.after_reserve", 0),
     # Created, not bound: taken over once stale, found by display name in caches.list.
-    ("cache.after_create", False),
+    ("cache.after_create", 0),
     # Bound, no row sent: the next tick names the bound cache.
-    ("cache.after_bind", False),
+    ("cache.after_bind", 0),
     # Deleted at the API, not marked: the next tick's delete is told it is gone.
-    ("cache.after_delete", True),
+    ("cache.after_delete", 2),
 ]
 # SIGKILL rows only, to keep CI time down: each row is a world of its own (a killed tick in a
 # subprocess and the ticks that settle it), and the kills are what prove the cache's
@@ -139,8 +143,8 @@ CACHE_POINTS: list[tuple[str, bool]] = [
 # checked between rows and in the delete loop uploads and caches share (flows/run/_cleanup.py,
 # tests/test_stop.py), both proven by the SIGTERM run of the other rows.
 CACHE_ROWS: list[tuple[str, tuple[str, ...], int]] = [
-    (channel, (point,), int(after_answers and channel != "direct"))
-    for point, after_answers in CACHE_POINTS
+    (channel, (point,), batch_prep if channel == "batch" else 0)
+    for point, batch_prep in CACHE_POINTS
     for channel in CACHE_CHANNELS
 ]
 # What the SIGKILL run tries (the SIGTERM run tries ``MATRIX``).
