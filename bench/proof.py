@@ -11,10 +11,12 @@ every world but the halt rows' the even items share a file to upload), one tick 
 subprocess is SIGKILLed at the point (the trace proves it was reached; a
 ``*.before_release_on_halt`` tick runs under a refused key, a ``*.after_delivery_failure``
 world has one side effect that always fails), ordinary ticks follow until the night
-settles, and the invariants are checked; then the same rows with SIGTERM instead of SIGKILL
-at the last point of each (``GEMINI_LEDGER_CRASH_SIGNAL=TERM``: the tick stops between rows,
-exit 143); then four ticks released together on one ledger, per channel (SQLite, and
-PostgreSQL with ``--postgres``). ``--scale`` runs ``bench/night.py``.
+settles, and the invariants are checked; the ``cache.*`` points are killed too on the direct
+and batch channels (their worlds' pipelines have a cached prefix; SIGKILL only); then the
+rows but the cache ones with SIGTERM instead of SIGKILL at the last point of each
+(``GEMINI_LEDGER_CRASH_SIGNAL=TERM``: the tick stops between rows, exit 143); then four
+ticks released together on one ledger, per channel (SQLite, and PostgreSQL with
+``--postgres``). ``--scale`` runs ``bench/night.py``.
 
 One Prefect server (the test harness's) is started here once; every tick reports to it.
 Columns: ticks run, items, consumed, parked, lost (not settled), duplicated (a side effect
@@ -22,7 +24,8 @@ completed twice outside a kill inside it), over-submitted (more submissions than
 plus flagged orphans), unbilled attempts (attempts beyond a key's submissions: only a direct
 call a kill left in flight may have one), attempts and submissions, flagged possible
 duplicates, tokens the emulator billed and the ledger recorded, times the shared file went
-up to the Files API (1) and files the emulator still stores at the end (0).
+up to the Files API (1) and files the emulator still stores at the end (0), and in the cache
+rows the context caches the night made (1) and the emulator still stores at the end (0).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ COLUMNS = (
     "recorded_tokens",
     "media_uploads",
     "files_stored",
+    "caches_created",
+    "caches_stored",
 )
 
 
@@ -92,14 +97,24 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     from emulator.testing import RunningEmulator
     from tests.proof.harness import World, batch_holders
-    from tests.proof.matrix import MATRIX, SCENARIO, exact_attempts, kill_env, media, world_env
+    from tests.proof.matrix import (
+        KILL_MATRIX,
+        MATRIX,
+        SCENARIO,
+        exact_attempts,
+        kill_env,
+        media,
+        prefix,
+        world_env,
+    )
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     started = time.monotonic()
     with RunningEmulator(scenario="clean", seed=7) as emu, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(emu.env())
-        crashes = [(False, m) for m in MATRIX] + [(True, m) for m in MATRIX]
+        # The cache rows are SIGKILL rows only (tests/proof/matrix.py says why).
+        crashes = [(False, m) for m in KILL_MATRIX] + [(True, m) for m in MATRIX]
         for n, (term, (channel, kills, prep)) in enumerate(crashes):
             emu.reset()
             emu.set_scenario(SCENARIO, seed=7)
@@ -114,6 +129,7 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 items=6,
                 extra_env=world_env(kills),
                 media=media(kills),
+                prefix=prefix(kills),
             )
             runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env, term_last=term)
             killed = runs[:-1] if term else runs
@@ -186,7 +202,7 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     console.print(_table(f"proof under faults ({time.monotonic() - started:.0f} s)", rows))
     hits = sum(1 for r in rows if r["hit"] == "yes")
     console.print(
-        f"crash points hit: {hits} of {2 * len(MATRIX)} (SIGKILL and SIGTERM);"
+        f"crash points hit: {hits} of {len(KILL_MATRIX) + len(MATRIX)} (SIGKILL and SIGTERM);"
         f" all held: {all(r['held'] for r in rows)}"
     )
     for p in problems:
