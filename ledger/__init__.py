@@ -42,6 +42,7 @@ from ledger._lines import (
 )
 from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
+from ledger._plans import DueRows, NightSpend, Planned, PlanNight
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
@@ -89,6 +90,7 @@ __all__ = [
     "Claimed",
     "ConfigurationError",
     "Counts",
+    "DueRows",
     "Enrollment",
     "Failure",
     "FailureRow",
@@ -106,6 +108,7 @@ __all__ = [
     "LineSuccess",
     "ModelUsage",
     "NewJob",
+    "NightSpend",
     "Outcome",
     "ParkedClass",
     "ParkedJob",
@@ -114,6 +117,8 @@ __all__ = [
     "PipelineError",
     "PipelineMorning",
     "PipelineRecord",
+    "PlanNight",
+    "Planned",
     "Policy",
     "Reserved",
     "ResultRow",

@@ -18,6 +18,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._webhooks``          webhook deliveries
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots
 ``ledger._pipelines``         pipeline identity records
+``ledger._plans``             each night's plan (estimated rows, tokens, cost) and spend
 ``ledger._records``           the values taken and returned
 ``ledger._sql``               SQL shared by the verbs, PostgreSQL's COPY paths
 ============================  ==========================================================
@@ -29,6 +30,7 @@ from ledger._batches import BatchVerbs
 from ledger._jobs import JobVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
+from ledger._plans import PlanVerbs
 from ledger._reports import ReportVerbs
 from ledger._uploads import UploadVerbs
 from ledger._webhooks import WebhookVerbs
@@ -37,7 +39,14 @@ __all__ = ["Ledger"]
 
 
 class Ledger(
-    JobVerbs, OutcomeVerbs, BatchVerbs, UploadVerbs, ReportVerbs, PipelineVerbs, WebhookVerbs
+    JobVerbs,
+    OutcomeVerbs,
+    BatchVerbs,
+    UploadVerbs,
+    ReportVerbs,
+    PipelineVerbs,
+    PlanVerbs,
+    WebhookVerbs,
 ):
     """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.
 
