@@ -76,6 +76,7 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
+from flows.run._budget import BUDGET_EVENT
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -94,6 +95,7 @@ from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
 
 __all__ = [
+    "BUDGET_EVENT",
     "DEFAULT_CHUNK",
     "DELIVERY_CAP_ENV",
     "FILES_KEPT_S",

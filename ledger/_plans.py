@@ -53,7 +53,8 @@ class Planned:
 class PlanNight:
     """One night of one pipeline: planned (None when no tick planned it) against actual.
 
-    ``answered`` rows have their usage back (in ``usage``, per model, model version and
+    ``answered`` rows have their usage back (an answer billed tokens: a failure that brought
+    none is not counted) (in ``usage``, per model, model version and
     channel, and ``tokens`` in all); ``in_flight`` rows were reserved that night and have
     not answered yet."""
 
@@ -208,7 +209,8 @@ class PlanVerbs(LedgerBase):
                 text(
                     "SELECT model, model_version, channel, COUNT(*), COALESCE(SUM(attempts), 0),"
                     f" {_TOKENS} FROM jobs WHERE plan_day = :d{where}"
-                    f" AND status NOT IN {_ON_ITS_WAY} GROUP BY model, model_version, channel"
+                    f" AND status NOT IN {_ON_ITS_WAY} AND total_tokens > 0"
+                    " GROUP BY model, model_version, channel"
                 ),
                 params,
             ).all()
@@ -246,7 +248,7 @@ class PlanVerbs(LedgerBase):
                     "SELECT plan_day, model, model_version, channel, COUNT(*),"
                     f" COALESCE(SUM(attempts), 0), {_TOKENS} FROM jobs WHERE pipeline = :p"
                     f" AND plan_day >= :since AND status NOT IN {_ON_ITS_WAY}"
-                    " GROUP BY plan_day, model, model_version, channel"
+                    " AND total_tokens > 0 GROUP BY plan_day, model, model_version, channel"
                 ),
                 params,
             ).all()
