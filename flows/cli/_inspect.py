@@ -297,7 +297,13 @@ def dead_letter(
     Read-only: unlike the summary flow it stores no snapshot and publishes nothing.
     """
     from flows.channels._channel import today_utc
-    from flows.ops.summary import LOOKBACK_DAYS, build_summary, halt_lines, refusal_lines
+    from flows.ops.summary import (
+        LOOKBACK_DAYS,
+        build_summary,
+        halt_lines,
+        held_lines,
+        refusal_lines,
+    )
 
     if key is not None:
         _show_job(existing_ledger(), key, as_json=as_json)
@@ -329,7 +335,7 @@ def dead_letter(
         for c in p["parked_by_class"]:
             example = " ".join(str(c["example"] or "").split())[:100]
             console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
-    for line in halt_lines(report["halts"]) + refusal_lines(report):
+    for line in halt_lines(report["halts"]) + refusal_lines(report) + held_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")
     for column in ("error class", "parked", "previous", "change"):

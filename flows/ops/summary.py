@@ -10,7 +10,8 @@ per class, publishes it as Prefect artifacts (``dead-letter-summary``,
 the previous day, for an automation to act on (see ``automations/``).
 
 The report leads with the morning view, per pipeline: delivered, parked by class with one
-example reason each, retrying, still in flight (with the age of the oldest) and the
+example reason each, retrying, still in flight (with the age of the oldest), the rows held
+by the budget (pending for a night with room, never parked: ``flows.run._budget``) and the
 estimated cost, in plain words.
 
 The baseline is yesterday's snapshot. When yesterday has none (the summary did not run
@@ -49,6 +50,7 @@ __all__ = [
     "RESOURCE_ID",
     "build_summary",
     "halt_lines",
+    "held_lines",
     "pipeline_standing",
     "refusal_lines",
     "render_markdown",
@@ -100,6 +102,7 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
             continue  # its usage is not read
         usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
         cost = estimate_cost(usage, prices)
+        held, held_night = _held(ledger, view.pipeline)
         rows.append(
             {
                 "pipeline": view.pipeline,
@@ -115,11 +118,35 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "oldest_in_flight": _age(view.oldest_in_flight_s),
                 "cost_usd": cost.usd,
                 "unpriced": cost.unpriced_text(),
+                "held_by_budget": held,
+                "held_by_budget_night": held_night,
                 "batch_submission_refused": view.submission_refused,
                 "batch_submission_refused_since": _when(view.submission_refused_since),
             }
         )
     return rows
+
+
+def _held(ledger: Ledger, pipeline: str) -> tuple[int, str | None]:
+    """Rows of the pipeline's latest planned night held by its budget and still waiting
+    (pending, not parked), and that night (``flows.run._budget``)."""
+    since = (today_utc() - timedelta(days=LOOKBACK_DAYS)).isoformat()
+    planned = [n for n in ledger.plans_for(pipeline, since) if n.planned is not None]
+    if not planned or planned[-1].planned is None or not planned[-1].planned.held:
+        return 0, None
+    waiting = ledger.due_rows(pipeline, sample=0).total
+    return min(planned[-1].planned.held, waiting), planned[-1].day
+
+
+def held_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose rows wait for a night with room in its budget."""
+    return [
+        f"{p['pipeline']}: {p['held_by_budget']} rows held by the budget of the night of"
+        f" {p['held_by_budget_night']} (pending, not parked); `gemini-ledger plan"
+        f" {p['pipeline']}` shows what they would cost"
+        for p in report["pipelines"]
+        if p.get("held_by_budget")
+    ]
 
 
 def _when(epoch: float | None) -> str | None:
@@ -222,7 +249,7 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
         )
     if not report["pipelines"]:
         lines.append("| (no jobs yet) | | | | | | |")
-    refused = refusal_lines(report)
+    refused = refusal_lines(report) + held_lines(report)
     if refused:
         lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]
     unpriced = [p for p in report["pipelines"] if p.get("unpriced")]

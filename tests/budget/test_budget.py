@@ -6,12 +6,13 @@ on a fresh pipeline and after a night (planned against actual); replay respects 
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from flows.ops.plan import plan_night, priced_nights
+from flows.ops.summary import pipeline_standing
 from flows.settings import load_settings
 from flows.testing import BUDGET_EVENT, load_prices, resource_id
 from ledger import Channel, Status
@@ -19,7 +20,8 @@ from tests.budget import pipelines
 from tests.budget.pipelines import ITEMS, key, names, spec
 from tests.ledgers import run_ledger
 
-D0, D1, D2 = date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3)
+# Nights of the last days: the morning summary looks back a week from today.
+D0, D1, D2 = (datetime.now(UTC).date() - timedelta(days=n) for n in (3, 2, 1))
 DIRECT = spec(Channel.DIRECT)
 
 
@@ -87,6 +89,9 @@ def test_a_night_over_its_budget_stops_at_its_cap_and_the_rest_go_out_the_next_n
     d1_keys = [key(Channel.DIRECT, i) for i in names("b", 10)]
     statuses = [ledger.get(k).status for k in d1_keys]
     assert statuses.count(Status.PENDING) == 6 and statuses.count(Status.CONSUMED) == 4
+    morning = pipeline_standing(ledger, "budget-direct", prices)
+    assert morning is not None and (morning["held_by_budget"], morning["parked"]) == (6, 0)
+    assert morning["held_by_budget_night"] == D1.isoformat()
 
     # A second tick of the same night: still no room, nothing more sent, no second event.
     again = tick(pipeline=DIRECT, day=D1, budget_usd=cap)
