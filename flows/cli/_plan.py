@@ -103,7 +103,7 @@ def _print(r: dict[str, Any]) -> None:
         "  cost: "
         + ", ".join(
             f"{c} {_usd(v['usd']) if v else 'unpriced'}"
-            + (" (this one)" if c == r["channel"] else "")
+            + (" (its channel)" if c == r["channel"] else "")
             for c, v in costs.items()
         ),
         highlight=False,

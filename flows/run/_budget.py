@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from prefect.events import emit_event
 
+from flows.errors import UsageError
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, line_cost, load_prices
 from flows.pipeline import Pipeline
 from flows.settings import Settings
@@ -239,7 +240,15 @@ class Budget:
         if self._ready:
             return
         p = ctx.pipeline
-        self._prices = load_prices(ctx.settings.prices_file)
+        try:
+            self._prices = load_prices(ctx.settings.prices_file)
+        except UsageError as exc:
+            capped = self.cap_of(p) is not None or ctx.settings.daily_budget_usd is not None
+            if capped and not self.ignore:
+                raise  # a cap cannot be kept without prices: the tick stops before sending
+            # No cap to keep: the plan is estimated at the built-in prices, said so.
+            ctx.log.warning("%s: %s; the night's plan uses the built-in prices", p.name, exc)
+            self._prices = load_prices(None)
         self.estimate = estimate_rows(ctx.ledger, p, ctx.day)
         self.usd_per_row = row_cost(self.estimate, p.model, Channel(p.channel).value, self._prices)
         self._read_caps(ctx)

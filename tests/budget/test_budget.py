@@ -192,3 +192,60 @@ def test_replay_respects_the_daily_budget_unless_told_to_ignore_it(
     forced = replay(execute=True, pipeline="budget-direct", rate_per_second=100, ignore_budget=True)
     assert forced["held_by_budget"] == 0
     assert {ledger.get(k).status for k in keys} == {Status.CONSUMED}
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_a_batch_night_over_its_budget_sends_one_job_of_the_rows_that_fit(
+    night_env: Any,
+) -> None:
+    """The batch channel reserves through the same cap: with room for 4.5 rows at the batch
+    price, the night's one batch job carries 4 rows and 6 stay pending, held by the budget;
+    the next night with room sends them."""
+    from flows.tick import tick
+
+    batch = spec(Channel.BATCH)
+    ITEMS[D0.isoformat()] = names("a", 3)
+    for _ in range(2):  # sent, then collected and delivered
+        tick(pipeline=batch, day=D0)
+    ITEMS[D1.isoformat()] = names("b", 10)
+    per_row = plan_night(load_settings(), batch, D1)["cost"]["channels"]["batch"]["per_row"]
+    report = tick(pipeline=batch, day=D1, budget_usd=per_row * 4.5)
+    assert (report.submitted, report.submit.held_by_budget) == (4, 6)
+    ledger = run_ledger()
+    keys = [key(Channel.BATCH, i) for i in names("b", 10)]
+    statuses = [ledger.get(k).status for k in keys]
+    assert statuses.count(Status.SUBMITTED) == 4 and statuses.count(Status.PENDING) == 6
+    for _ in range(2):
+        tick(pipeline=batch, day=D2, budget_usd=per_row * 100)
+    assert {ledger.get(k).status for k in keys} == {Status.CONSUMED}
+    assert ledger.counts(pipeline="budget-batch").attempts == 13
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_the_plan_command_prints_the_night_and_touches_nothing(night_env: Any) -> None:
+    """`gemini-ledger plan P --offline` prints the rows due, the estimate and its sources, the
+    cost on each channel and the budget verdict; `--json` the same figures; nothing written."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    ITEMS[D0.isoformat()] = names("c", 4)
+    runner = CliRunner()
+    args = ["plan", DIRECT, "--day", D0.isoformat(), "--offline", "--budget-usd", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "4 rows due (4 new, 0 pending, 0 retrying, 0 replays)" in text
+    assert "local estimate (4 characters a token) on 4 prompts" in text
+    assert "output budget: max_output_tokens" in text
+    assert "direct $" in text and "(its channel)" in text
+    assert "0 rows fit: does not fit: 4 rows would be held" in text
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    import json
+
+    data = json.loads(as_json.stdout)
+    assert data["due"]["new"] == 4 and data["budget"]["held"] == 4
+    assert run_ledger().counts().total == 0
+    bad = runner.invoke(app, ["plan", DIRECT, "--deadline", "07:00"])
+    assert bad.exit_code == 1 and "is not a time" in bad.output
