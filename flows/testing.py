@@ -76,7 +76,7 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
-from flows.run._budget import BUDGET_EVENT
+from flows.run._budget import BUDGET_EVENT, Budget
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -105,6 +105,7 @@ __all__ = [
     "SUBMITTED_ENV",
     "ApiSettingsMismatch",
     "BatchLease",
+    "Budget",
     "DeliveryPoints",
     "HaltHistory",
     "Handle",
