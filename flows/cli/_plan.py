@@ -110,7 +110,8 @@ def _print(r: dict[str, Any]) -> None:
     )
     t = r["time"]
     needed = "unbounded by a quota" if t["seconds"] is None else f"{t['seconds']:.0f} s"
-    console.print(f"  time: {t['requests']} requests, {needed}: {t['note']}", highlight=False)
+    requests = f"{t['requests']} request{'' if t['requests'] == 1 else 's'}"
+    console.print(f"  time: {requests}, {needed}: {t['note']}", highlight=False)
     b = r["budget"]
     if b.get("fits") is None:
         console.print(f"  budget: {b.get('note')}", highlight=False)
@@ -141,7 +142,7 @@ def _print(r: dict[str, Any]) -> None:
         ):
             table.add_column(col)
         for n in r["history"]:
-            off = "-" if n["off_by"] is None else f"{n['off_by']:+.0%}"
+            off = "-" if n["off_by"] is None else f"{n['off_by']:+.1%}"
             table.add_row(
                 n["day"],
                 str(n["planned"]["rows"] if n["planned"]["rows"] is not None else "-"),

@@ -176,7 +176,8 @@ def _time_needed(p: Pipeline[Any], rows: int) -> dict[str, Any]:
         return {
             "requests": jobs,
             "seconds": None,
-            "note": f"{jobs} batch jobs; the batch API's target is within 24 hours",
+            "note": f"{jobs} batch job{'' if jobs == 1 else 's'}; the batch API's target is"
+            " within 24 hours",
         }
     per_call = p.embedding.group_size if p.embedding is not None else 1
     requests = math.ceil(rows / per_call) if rows else 0

@@ -36,7 +36,7 @@ EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
     "reviews-nightly": (
         "flows/tick.py:tick",
         "",
-        {"pipeline": "reviews", "budget_usd": 5.0},
+        {"pipeline": "reviews", "budget_usd": 20.0},
         "0 2-6 * * *",
     ),
     "articles-every-15-minutes": (
