@@ -117,6 +117,13 @@ class Emulator:
             "batches.create",
             batch_create,
         )
+        # batches.create_embeddings (emulator._embeddings cites the shape).
+        add(
+            "POST",
+            rf"/{_VER}/models/(?P<model>[^/:]+):asyncBatchEmbedContent",
+            "batches.create",
+            batch_create_embeddings,
+        )
         add("POST", rf"/upload/{_VER}/files", "upload", upload, auth=False)
         add("GET", rf"/{_VER}/files", "files.list", files_list)
         add("GET", rf"/{_VER}/files/(?P<id>[^/:]+):download", "files.download", files_download)
@@ -484,14 +491,28 @@ async def files_download(emu: Emulator, request: Request, p: dict[str, str]) -> 
 
 
 async def batch_create(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    return await _create_batch(emu, request, p, embed=False)
+
+
+async def batch_create_embeddings(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    """``asyncBatchEmbedContent``: an embeddings batch job, run like a generate one."""
+    return await _create_batch(emu, request, p, embed=True)
+
+
+async def _create_batch(
+    emu: Emulator, request: Request, p: dict[str, str], *, embed: bool
+) -> Response:
     core = emu.core
     body = await _body_json(request)
     batch = body.get("batch") or {}
     input_config = batch.get("inputConfig") or {}
     rows: list[tuple[str, dict[str, Any]]] = []
     inline = False
-    if input_config.get("fileName"):
-        fid = str(input_config["fileName"]).removeprefix("files/")
+    # batches.create sends fileName; create_embeddings sends file_name (google-genai 3.6.1
+    # _EmbeddingsBatchJobSource_to_mldev writes the snake_case name as it is).
+    file_name = input_config.get("fileName") or input_config.get("file_name")
+    if file_name:
+        fid = str(file_name).removeprefix("files/")
         frec = _file(emu, fid)
         for raw in bytes(frec.data).splitlines():
             if not raw.strip():
@@ -532,7 +553,7 @@ async def batch_create(emu: Emulator, request: Request, p: dict[str, str]) -> Re
         )
     model = f"models/{p['model']}"
     display = str(batch.get("displayName") or batch.get("display_name") or "")
-    rec = core.create_batch(model, display, rows, inline)
+    rec = core.create_batch(model, display, rows, inline, embed=embed)
     if rec.state in TERMINAL_BATCH:
         emu.batch_finished(rec)
     else:

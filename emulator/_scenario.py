@@ -32,6 +32,9 @@ Step = Literal[
     "incomplete",
     "budget_exceeded",
     "lost",  # interactions: created, then gone (404 on get), as if deleted or expired
+    # Embeddings: a vector one value shorter than the request's outputDimensionality (a
+    # wrong dimension the ledger must refuse); on any other route an ordinary answer.
+    "bad_vector",
 ]
 
 #: Route names accepted in ``latency_ms``.
@@ -144,6 +147,9 @@ class Scenario(_Strict):
     # Real shapes the SDK and docs show (each cited where the emulator builds it):
     # output error lines: grpc {"code": 3, "message"} (what the real API writes), or status
     batch_error_style: Literal["status", "grpc"] = "grpc"
+    # An embeddings batch job's answer line (undocumented, emulator._embeddings): the
+    # response an embedContent call gives ({"embedding": {...}}), or a list ("embeddings").
+    embed_line_style: Literal["embedding", "embeddings"] = "embedding"
     batch_output_delay_polls: int = Field(0, ge=0)  # SUCCEEDED, responsesFile only later
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
-from ._embeddings import request_dimension, request_text, vector
+from ._embeddings import embedding_for, request_text
 from ._errors import STEP_ERRORS, step_status, storage_full
 from ._media import media_problem, media_tokens
 from ._rates import RateMeter
@@ -43,7 +43,9 @@ EMPTY_FINISH = {
 }
 # Faults of one input of a multi-input embed call (the others are the call's).
 PER_INPUT_FAULTS = frozenset({"400"})
-ANSWER_STEPS = frozenset({"ok", "safety", "blocked_prompt", "incomplete", "missing", *EMPTY_FINISH})
+ANSWER_STEPS = frozenset(
+    {"ok", "safety", "blocked_prompt", "incomplete", "missing", "bad_vector", *EMPTY_FINISH}
+)
 TERMINAL_BATCH = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
 )
@@ -54,6 +56,8 @@ TERMINAL_INTERACTION = frozenset(
 _GL = "type.googleapis.com/google.ai.generativelanguage.v1main."
 _BATCH_TYPE = _GL + "GenerateContentBatch"
 _OUTPUT_TYPE = _GL + "GenerateContentBatchOutput"
+# The metadata type of an embeddings batch (not seen on the wire: the SDK ignores @type).
+_EMBED_BATCH_TYPE = _GL + "EmbedContentBatch"
 
 
 class ApiError(Exception):
@@ -138,10 +142,11 @@ class BatchRec:
     output: dict[str, Any] | None = None
     output_hidden_polls: int = 0
     failed_error: tuple[int, str] = (13, "Batch job failed.")
+    embed: bool = False  # an embeddings batch (asyncBatchEmbedContent), emulator._embeddings
 
     def as_json(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "@type": _BATCH_TYPE,
+            "@type": _EMBED_BATCH_TYPE if self.embed else _BATCH_TYPE,
             "model": self.model,
             "displayName": self.display_name,
             "state": self.state,
@@ -413,15 +418,8 @@ class Core:
         failing = failing or next((s for s in steps if s in PER_INPUT_FAULTS), None)
         if failing is not None:
             raise ApiError(step_status(failing, self.scenario.retry_delay_s, model))
-        out: list[Any] = []
-        for step, r in zip(steps, requests, strict=True):
-            task = r.get("taskType") or r.get("task_type")
-            if step in EMPTY_FINISH:
-                out.append({"values": []})
-            else:
-                dim = request_dimension(r)
-                out.append({"values": vector(self.seed, model, request_text(r), task, dim)})
-        return out
+        bare = model.removeprefix("models/")
+        return [embedding_for(self.seed, bare, r, s) for s, r in zip(steps, requests, strict=True)]
 
     def settings_of(
         self, read: Callable[[dict[str, Any], str], dict[str, Any]], body: Any, model: str, key: str
@@ -605,16 +603,29 @@ class Core:
 
     # ------------------------------------------------------------------ batches
     def create_batch(
-        self, model: str, display_name: str, rows: list[tuple[str, dict[str, Any]]], inline: bool
+        self,
+        model: str,
+        display_name: str,
+        rows: list[tuple[str, dict[str, Any]]],
+        inline: bool,
+        *,
+        embed: bool = False,
     ) -> BatchRec:
         sc = self.scenario
         recs = []
         for key, request in rows:
-            n, step = self.submit(key, prompt_of(request), batch=True)
+            text = request_text(request) if embed else prompt_of(request)
+            n, step = self.submit(key, text, batch=True)
             row = Row(key, n, "ok" if step == "lost" else step, request)
             try:
-                self.check_media(request)
-                row.settings = self.settings_of(rest_settings, request, model, key)
+                if embed:
+                    if not text.strip():
+                        raise ApiError(
+                            {"code": 400, "status": "INVALID_ARGUMENT", "message": "No content."}
+                        )
+                else:
+                    self.check_media(request)
+                    row.settings = self.settings_of(rest_settings, request, model, key)
             except ApiError as exc:
                 # A line the API refuses gets its own error line; the job goes on.
                 row.refused = str(exc.status_obj["message"])
@@ -644,6 +655,7 @@ class Core:
             outcome="BATCH_STATE_" + outcome,
             truncate=truncate,
             failed_error=sc.batch_failed_error,
+            embed=embed,
         )
         self.batches[rec.id] = rec
         self.batches_created += 1
@@ -698,7 +710,9 @@ class Core:
                     error["status"] = "INVALID_ARGUMENT"
                 lines.append({"key": row.key, "error": error})
                 continue
-            if row.step in ANSWER_STEPS:
+            if row.step in ANSWER_STEPS and rec.embed:
+                lines.append({"key": row.key, "response": self.embed_response(rec.model, row)})
+            elif row.step in ANSWER_STEPS:
                 resp = self.generate_response(
                     row.request, row.key, row.n, row.step, rec.model, row.settings
                 )
@@ -736,6 +750,20 @@ class Core:
         )
         rec.output = {"responsesFile": f"files/{fid}"}
         rec.output_hidden_polls = self.scenario.batch_output_delay_polls
+
+    def embed_response(self, model: str, row: Row) -> dict[str, Any]:
+        """One embeddings batch row's answer (``emulator._embeddings``: the line shape is
+        not documented; ``embed_line_style`` picks one reading), billed its prompt tokens:
+        the same vector ``embedContent`` answers for the same input."""
+        embedding = embedding_for(self.seed, model.removeprefix("models/"), row.request, row.step)
+        tokens = count_tokens(request_text(row.request))
+        usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        self.bill("batch_rows", usage)
+        if self.scenario.embed_line_style == "embeddings":
+            # What a batchEmbedContents call of one answers (emulator._embeddings).
+            return {"embeddings": [embedding], "usageMetadata": usage}
+        # google-genai 3.6.1 types.SingleEmbedContentResponse: {embedding, tokenCount}.
+        return {"embedding": embedding, "tokenCount": tokens}
 
     def cancel_batch(self, rec: BatchRec) -> None:
         if rec.state not in TERMINAL_BATCH:

@@ -4,7 +4,8 @@ A pipeline declares its result kind once: with ``Pipeline(embedding=EmbeddingSet
 its answers are vectors (``ledger.Vector``), not JSON validated against an output model.
 On the direct channel each call is ``models.embed_content`` with several rows' inputs
 (``batchEmbedContents`` on the wire, up to :data:`EMBED_GROUP_MAX` contents per call), each
-row still its own ledger row.
+row still its own ledger row. On the batch channel the rows go into one JSONL file of embed
+requests and an embeddings batch job (``batches.create_embeddings``).
 
 The settings are fields of the API's ``EmbedContentConfig`` (google-genai
 ``types.EmbedContentConfig``: ``task_type``, ``output_dimensionality``; REST ``taskType``,
@@ -63,3 +64,10 @@ class EmbeddingSettings(BaseModel):
             )
             if v is not None
         }
+
+    def rest_fields(self) -> dict[str, Any]:
+        """The same fields in REST names, as each request of ``batchEmbedContents`` and
+        each line of an embeddings batch file carries them (``taskType``,
+        ``outputDimensionality``: google-genai 3.6.1 ``_EmbedContentConfig_to_mldev``)."""
+        names = {"task_type": "taskType", "output_dimensionality": "outputDimensionality"}
+        return {names[k]: v for k, v in self.sdk_config().items()}

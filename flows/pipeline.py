@@ -131,7 +131,8 @@ class Pipeline(Generic[Item]):
     # Part of the recorded definition: a change is a new revision (flows.identity).
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Declares the result kind: with it, each row's result is a vector (embed_content on the
-    # direct channel). Part of the recorded definition, like ``generation``.
+    # direct channel, an embeddings batch job on the batch channel). Part of the recorded
+    # definition, like ``generation``.
     embedding: EmbeddingSettings | None = None
     attempt_cap: int = 4
     unknown_cap: int = 2
@@ -188,9 +189,11 @@ class Pipeline(Generic[Item]):
             raise ValueError("embedding must be a flows.EmbeddingSettings")
         if self.output is not None and self.output is not Vector:
             raise ValueError("an embedding pipeline's results are vectors: leave output out")
-        if Channel(self.channel) is not Channel.DIRECT:
+        if Channel(self.channel) not in (Channel.DIRECT, Channel.BATCH):
+            # The background channel is the Interactions API, which has no embeddings.
             raise ValueError(
-                f"embedding pipelines run on the direct channel, not {Channel(self.channel).value}"
+                "embedding pipelines run on the direct or batch channel, not"
+                f" {Channel(self.channel).value}: the Interactions API has no embeddings"
             )
         if self.generation.given():
             raise ValueError("generation settings do not apply to an embedding pipeline")

@@ -65,6 +65,8 @@ from flows.gemini._errors import (
 )
 from flows.gemini._pricing import UsageLine, estimate_cost, load_prices
 from flows.ops._halt_history import HaltHistory, read_halts
+from flows.ops._trend import NIGHTS as TREND_NIGHTS
+from flows.ops._trend import build_trend, night_bounds, sparkline, trend_lines
 from flows.ops.doctor._live import explain
 from flows.ops.doctor._local import (
     check_api_key,
@@ -84,6 +86,10 @@ from flows.run._deliver import (
     enroll_day,
 )
 from flows.run._halt import HALTED_EVENT, halts, resource_id
+from flows.run._progress import EVERY_POINTS as PROGRESS_EVERY_POINTS
+from flows.run._progress import EVERY_S as PROGRESS_EVERY_S
+from flows.run._progress import Publisher as ProgressPublisher
+from flows.run._progress import TickProgress
 from flows.run._stop import (
     Stopped,
     raise_if_stopped,
@@ -101,8 +107,11 @@ __all__ = [
     "FILES_KEPT_S",
     "HALTED_EVENT",
     "LABEL_KEY",
+    "PROGRESS_EVERY_POINTS",
+    "PROGRESS_EVERY_S",
     "RUNNING",
     "SUBMITTED_ENV",
+    "TREND_NIGHTS",
     "ApiSettingsMismatch",
     "BatchLease",
     "Budget",
@@ -110,14 +119,17 @@ __all__ = [
     "HaltHistory",
     "Handle",
     "PrefectApiUnreachable",
+    "ProgressPublisher",
     "RequestWriter",
     "RunContext",
     "Stopped",
     "TemporaryServerError",
     "TickOptions",
+    "TickProgress",
     "UsageLine",
     "batch_request",
     "batches_per_tick",
+    "build_trend",
     "certainly_refused",
     "check_api_key",
     "check_api_settings",
@@ -153,6 +165,7 @@ __all__ = [
     "load_prices",
     "lost_reason",
     "may_have_been_carried_out",
+    "night_bounds",
     "normalized_base_url",
     "open_ledger",
     "output_file_of",
@@ -167,9 +180,11 @@ __all__ = [
     "resource_id",
     "send_batch",
     "setup_fault",
+    "sparkline",
     "stop_on_signals",
     "stop_requested",
     "tick_params",
+    "trend_lines",
     "upload_requests",
     "usage_of",
     "webhook_verify_wrapped",

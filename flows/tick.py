@@ -3,7 +3,8 @@
 The flow builds the run's context once (settings validated, ledger opened, the pipeline
 loaded and its name claimed), opens the pipeline's channel, then runs the same steps as
 Prefect tasks with the same names on every channel: ``recover``, ``collect``, ``deliver``,
-``enroll``, ``submit`` (``flows.channels._channel`` says what each does). A fault of the
+``enroll``, ``submit`` (``flows.channels._channel`` says what each does), publishing a
+progress artifact, rows settled of rows due, as they go (``flows.run._progress``). A fault of the
 setup in any step halts the tick (``flows.run._halt``); anything else is a bug and keeps its
 traceback. SIGTERM or SIGINT stops the tick between rows and ends it Cancelled
 (``flows.run._stop``): the flag is checked inside each step's loops and again after each step.
@@ -42,6 +43,7 @@ from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
 from flows.run._parameters import BudgetUsd, Concurrency, Day, PipelineSpec, Seconds
+from flows.run._progress import TickProgress, progress_key
 from flows.run._stop import raise_if_stopped, stops
 from flows.run._upload_rows import clean_uploads
 from flows.settings import Settings, load_settings
@@ -202,9 +204,11 @@ def tick(
 T = TypeVar("T")
 
 
-def _step(value: T) -> T:
-    """A step's record; the tick ends here if the step halted or a stop was asked for."""
+def _step(value: T, progress: TickProgress, name: str) -> T:
+    """A step's record; the tick ends here if the step halted or a stop was asked for. The
+    progress artifact shows what it settled."""
     value = checked(value)
+    progress.after(name, value)
     raise_if_stopped()
     return value
 
@@ -221,13 +225,16 @@ def _steps(
     channel = open_channel(ctx, options)
     preflight(ctx)
     raise_if_stopped()
-    recovered = _step(recover(channel))
-    collected = _step(collect(channel))
-    delivered = _step(deliver(channel))
-    enrolled = _step(enroll(ctx))
-    submitted = _step(submit(channel, ctx))
-    if submitted.settled:
-        delivered = _merge(delivered, _step(deliver(channel)))
+    progress = TickProgress(ctx.ledger, ctx.name, progress_key(slug(ctx.name)), ctx.log)
+    progress.start()  # "rows settled of rows due", moving while the steps run
+    with progress.current():
+        recovered = _step(recover(channel), progress, "recover")
+        collected = _step(collect(channel), progress, "collect")
+        delivered = _step(deliver(channel), progress, "deliver")
+        enrolled = _step(enroll(ctx), progress, "enroll")
+        submitted = _step(submit(channel, ctx), progress, "submit")
+        if submitted.settled:
+            delivered = _merge(delivered, _step(deliver(channel), progress, "deliver"))
     # Media uploads every row of which is final are deleted (none: no API call).
     clean_uploads(ctx.ledger, ctx.name, ctx.log, ctx.settings)
     report = TickReport(
@@ -244,6 +251,7 @@ def _steps(
     create_table_artifact(
         key=f"tick-{slug(ctx.name)}", table=report.rows(), description=report.summary()
     )
+    progress.finish(report.seconds)
     ctx.log.info("%s", report.summary())
     return report
 

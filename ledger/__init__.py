@@ -35,13 +35,16 @@ from ledger._lines import (
     Outcome,
     Usage,
     answer_ids,
+    embedding_line_parser,
     extract_text,
+    parse_embedding_line,
     parse_output_line,
     usage_of_metadata,
     validate_answer,
 )
 from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
+from ledger._nights import NightCounts
 from ledger._plans import DueRows, NightSpend, Planned, PlanNight
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
@@ -108,6 +111,7 @@ __all__ = [
     "LineSuccess",
     "ModelUsage",
     "NewJob",
+    "NightCounts",
     "NightSpend",
     "Outcome",
     "ParkedClass",
@@ -141,6 +145,7 @@ __all__ = [
     "classify",
     "classify_response",
     "database_url",
+    "embedding_line_parser",
     "extract_text",
     "fingerprint_of",
     "key_problem",
@@ -148,6 +153,7 @@ __all__ = [
     "make_engine",
     "missing_ledger_message",
     "morning_view",
+    "parse_embedding_line",
     "parse_output_line",
     "redact",
     "register_secret",

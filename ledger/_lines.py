@@ -15,7 +15,7 @@ the slow path taken by every other shape.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from ledger._failure import Failure, Verdict, is_empty_answer
 from ledger._finish import candidate_text, classify_response, empty_answer
+from ledger._vectors import Vector, validate_vector, vector_values
 from ledger._verdicts import classify, validation_summary
 from ledger._wire import as_mapping
 
@@ -43,7 +44,9 @@ __all__ = [
     "Usage",
     "UsageMetadata",
     "answer_ids",
+    "embedding_line_parser",
     "extract_text",
+    "parse_embedding_line",
     "parse_output_line",
     "parse_output_record",
     "usage_of_metadata",
@@ -515,6 +518,93 @@ def _broken(line: bytes | str) -> LineFailure:
         Failure(Verdict.RETRYABLE, "malformed_output", "line is not valid JSON"),
         NO_USAGE,
     )
+
+
+# --- embedding lines ---------------------------------------------------------------------
+
+
+def parse_embedding_line(line: bytes | str, dimension: int | None = None) -> Outcome:
+    """One line of an embeddings batch job's output (``batches.create_embeddings``) as a
+    :class:`LineSuccess` holding a :class:`~ledger.Vector`, or a :class:`LineFailure`.
+    Never raises.
+
+    The answer line's shape is not documented, so both readings are taken:
+    ``{"key", "response": {"embedding": {"values": [...]}}}`` (an EmbedContentResponse, what
+    ``embedContent`` answers) and ``{"key", "response": {"embeddings": [{"values": [...]}]}}``
+    (a batchEmbedContents answer of one). A failed row is ``{"key", "error" | "status":
+    google.rpc.Status}``, classified as a generate line's error. The vector is checked by
+    :func:`~ledger.validate_vector` (finite numbers, ``dimension`` values): none is ``empty``,
+    a wrong one a permanent ``schema`` failure. The tokens are the response's
+    ``usageMetadata``, else its ``tokenCount`` (google-genai ``SingleEmbedContentResponse``:
+    prompt tokens, embeddings have no output)."""
+    try:
+        obj = _loads(line)
+    except Exception:
+        return _broken(line)
+    try:
+        return _embedding_record(obj, line, dimension)
+    except Exception as exc:  # a line must never take the reconcile loop down
+        return LineFailure(
+            _salvage_key(line),
+            Failure(
+                Verdict.RETRYABLE, "malformed_output", f"unreadable line ({type(exc).__name__})"
+            ),
+            NO_USAGE,
+        )
+
+
+LineParser = Callable[[bytes | str, type[BaseModel]], "Outcome"]
+
+
+def embedding_line_parser(dimension: int | None) -> LineParser:
+    """A ``(line, schema) -> Outcome`` parser of embedding lines checked against
+    ``dimension`` (the shape ``reconcile_lines`` calls; the schema is always Vector)."""
+
+    def parse(line: bytes | str, schema: type[BaseModel] = Vector) -> Outcome:
+        return parse_embedding_line(line, dimension)
+
+    return parse
+
+
+def _embedding_record(obj: Any, line: bytes | str, dimension: int | None) -> Outcome:
+    if not isinstance(obj, Mapping):
+        return _malformed(_salvage_key(line), "line is not a JSON object")
+    key = _record_key(obj)
+    if key is None:
+        # Without its key a line cannot be matched to a row: the row stays submitted and
+        # comes back as missing_from_output (retried), never given another row's vector.
+        return _malformed(None, "line has no key")
+    response = obj.get("response")
+    usage = _embedding_usage(response) if isinstance(response, Mapping) else NO_USAGE
+    for field in ("error", "status"):
+        value = obj.get(field)
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            return LineFailure(key, classify(value), usage)
+        if isinstance(value, str) and value.strip():
+            return LineFailure(key, classify({"status": value, "message": value}), usage)
+        return _malformed(key, f"its {field} is neither an object nor a status name")
+    if response is None:
+        return _malformed(key, "line has neither response nor error")
+    if not isinstance(response, Mapping):
+        return _malformed(key, "its response is not an object")
+    embedding = response.get("embedding")
+    if embedding is None:
+        many = response.get("embeddings")
+        if isinstance(many, list) and many:
+            embedding = many[0]
+    checked = validate_vector(vector_values(embedding), dimension)
+    if isinstance(checked, Failure):
+        return LineFailure(key, checked, usage)
+    return LineSuccess(key, checked, usage)
+
+
+def _embedding_usage(response: Mapping[str, Any]) -> Usage:
+    if response.get("usageMetadata", response.get("usage_metadata")) is not None:
+        return _usage_of(response)
+    tokens = _count(response.get("tokenCount", response.get("token_count")))
+    return Usage(tokens, 0, tokens) if tokens else NO_USAGE
 
 
 # --- answers -----------------------------------------------------------------------------

@@ -293,6 +293,30 @@ class PlanVerbs(LedgerBase):
             )
         return nights
 
+    def planned(self, pipeline: str, day: str) -> Planned | None:
+        """What the ticks of ``pipeline``'s night ``day`` planned (the ``plans`` row alone,
+        no read of the jobs), or None when no tick planned it."""
+        with self._read() as conn:
+            r = conn.execute(
+                text(
+                    "SELECT rows, prompt_tokens, output_tokens, usd, source, held, cap_usd,"
+                    " reached_at FROM plans WHERE pipeline = :p AND day = :d"
+                ),
+                {"p": pipeline, "d": day},
+            ).first()
+        if r is None:
+            return None
+        return Planned(
+            int(r[0]),
+            int(r[1]),
+            int(r[2]),
+            float(r[3]),
+            str(r[4] or ""),
+            int(r[5]),
+            None if r[6] is None else float(r[6]),
+            None if r[7] is None else float(r[7]),
+        )
+
     def due_rows(self, pipeline: str, *, sample: int = 20) -> DueRows:
         """The rows of ``pipeline`` waiting to be sent (pending, retryable) and a sample of
         their payloads (the oldest due first, as a tick takes them)."""

@@ -17,6 +17,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._uploads``           Files API uploads of prompts' media, shared by content hash
 ``ledger._webhooks``          webhook deliveries
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots
+``ledger._nights``            night by night: delivered, parked and usage (the trend)
 ``ledger._pipelines``         pipeline identity records
 ``ledger._plans``             each night's plan (estimated rows, tokens, cost) and spend
 ``ledger._records``           the values taken and returned
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from ledger._batches import BatchVerbs
 from ledger._jobs import JobVerbs
+from ledger._nights import NightVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
 from ledger._plans import PlanVerbs
@@ -44,6 +46,7 @@ class Ledger(
     BatchVerbs,
     UploadVerbs,
     ReportVerbs,
+    NightVerbs,
     PipelineVerbs,
     PlanVerbs,
     WebhookVerbs,

@@ -36,6 +36,7 @@ from ledger import (
     FailureRow,
     Ledger,
     LineSuccess,
+    Outcome,
     Policy,
     ResultRow,
     Status,
@@ -149,6 +150,7 @@ def reconcile_lines(
     chunk_size: int = DEFAULT_CHUNK,
     scratch_dir: str | None = None,
     writer: Writer = "thread",
+    parse: Callable[[bytes, type[BaseModel]], Outcome] = parse_output_line,
 ) -> LineCounts:
     """Apply every line of one batch job's output to the rows submitted under ``handle``.
 
@@ -162,6 +164,10 @@ def reconcile_lines(
     whose per-row steps hand the GIL back and forth with a parsing thread; it costs a second
     to start, so it pays only for large files, see :func:`writer_for`) or ``"inline"``. At
     most two chunks exist at once (one being parsed, one being applied).
+
+    ``parse`` reads one line against ``schema``: ``ledger.parse_output_line`` (answers
+    validated against the output model) or, for an embedding pipeline,
+    ``ledger.embedding_line_parser(dimension)`` (vectors checked by the core).
     """
     counts = LineCounts()
     # A line is applied only while its row is still submitted under this job, so every
@@ -191,7 +197,6 @@ def reconcile_lines(
             policy=policy,
             threaded=writer == "thread",
         )
-    parse = parse_output_line
     success = LineSuccess
     to_json = schema.__pydantic_serializer__.to_json
     results: list[ResultRow] = []

@@ -28,6 +28,11 @@ A tick's steps on this channel:
    first looked up by display name. After GEMINI_LEDGER_BATCH_REFUSED_HALT refused ticks in a
    row the tick halts (``submission_refused``).
 
+An embedding pipeline (``Pipeline(embedding=...)``) takes the same steps: its file holds
+embed requests (``_batch_io.write_embed_requests``), its job is an embeddings batch job
+(``batches.create_embeddings``), and its output lines are read by
+``ledger.embedding_line_parser`` (each vector checked by the core before it is stored).
+
 A crash point sits at every boundary (``batch.after_reserve``, ``batch.after_upload``,
 ``batch.after_create``, ``batch.after_bind``, ``batch.reconcile.after_chunk``,
 ``batch.reconcile.before_finish``,
@@ -62,6 +67,7 @@ import orjson
 from flows.channels._batch_files import FilesCleaned, clean_files, note_input, note_responses
 from flows.channels._batch_io import (
     create_batch_job,
+    create_embeddings_job,
     download_output,
     find_batch_job,
     get_batch_job,
@@ -71,6 +77,7 @@ from flows.channels._batch_io import (
     output_ended_at,
     output_file_of,
     upload_requests,
+    write_embed_requests,
     write_requests,
 )
 from flows.channels._batch_lost import LostBounds, judge_poll_failure, output_lost
@@ -106,6 +113,8 @@ from ledger import (
     Status,
     Usage,
     Verdict,
+    embedding_line_parser,
+    parse_output_line,
     redact,
 )
 
@@ -146,7 +155,11 @@ def output_pending(ledger: Ledger, job: Any, rec: BatchRecord, *, grace_s: float
     """A SUCCEEDED job without its output file, still inside ``grace_s``: wait for it."""
     if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
         return False
-    if getattr(job, "dest", None) is not None and getattr(job.dest, "inlined_responses", None):
+    dest = getattr(job, "dest", None)
+    if dest is not None and (
+        getattr(dest, "inlined_responses", None)
+        or getattr(dest, "inlined_embed_content_responses", None)
+    ):
         return False
     ended = output_ended_at(job) or rec.submitted_at or 0.0
     return ledger.clock() - ended < grace_s
@@ -259,17 +272,28 @@ def _send(
     media = RowUploads(ledger_uploads(client, ledger, p.name))
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
+        reserved = ((r.key, r.payload) for r in ledger.stream_reserved(reservation))
         with path.open("wb") as fh:
-            rows = write_requests(
-                ((r.key, r.payload) for r in ledger.stream_reserved(reservation)),
-                schema,
-                fh,
-                base=p.generation,
-                max_bytes=p.batch_bytes_limit,
-                left_out=left_out,
-                too_large=too_large,
-                resolve=media,
-            )
+            if p.embedding is not None:  # embed requests (text only: no media to upload)
+                rows = write_embed_requests(
+                    reserved,
+                    p.embedding,
+                    fh,
+                    max_bytes=p.batch_bytes_limit,
+                    left_out=left_out,
+                    too_large=too_large,
+                )
+            else:
+                rows = write_requests(
+                    reserved,
+                    schema,
+                    fh,
+                    base=p.generation,
+                    max_bytes=p.batch_bytes_limit,
+                    left_out=left_out,
+                    too_large=too_large,
+                    resolve=media,
+                )
         if media.fault is not None:
             # A fault of the setup while uploading (storage full, key refused): nothing was
             # sent, every row goes back with its attempt.
@@ -323,9 +347,8 @@ def _send(
             return _lost_lease(p, reservation, split)
         try:
             with request_slot(p.model):  # the shared quota counts one request per job
-                job = create_batch_job(
-                    client, model=p.model, file_name=file_name, display_name=reservation
-                )
+                create = create_embeddings_job if p.is_embedding else create_batch_job
+                job = create(client, model=p.model, file_name=file_name, display_name=reservation)
         except Exception as exc:
             _halt_if_setup(ledger, reservation, exc)
             found = (
@@ -403,6 +426,9 @@ def _inlined_lines(job: Any) -> list[bytes] | None:
     when it has none. The key is the one each request carried in its metadata."""
     dest = getattr(job, "dest", None)
     inlined = getattr(dest, "inlined_responses", None) if dest is not None else None
+    # An embeddings job's inlined answers (google-genai 3.6.1 BatchJobDestination
+    # .inlined_embed_content_responses: response {embedding, tokenCount}, error, metadata).
+    inlined = inlined or getattr(dest, "inlined_embed_content_responses", None)
     if not inlined:
         return None
     lines = []
@@ -440,6 +466,12 @@ def _read_output(
         "reservation": rec.reservation,
         "schema": p.output,
         "policy": p.policy,
+        # An embedding pipeline's lines hold vectors, checked by the core (ledger._lines).
+        "parse": (
+            parse_output_line
+            if p.embedding is None
+            else embedding_line_parser(p.embedding.output_dimensionality)
+        ),
     }
     file_name = output_file_of(job)
     with tempfile.TemporaryDirectory(prefix="gl-output-") as tmp:

@@ -82,6 +82,7 @@ from flows.pipeline import Pipeline, Prompt
 from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
+from flows.run._progress import note
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
 from flows.run._upload_rows import ledger_uploads
@@ -299,6 +300,7 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         status = ledger.record_failure(key, failure, policy=policy, handle=handle)
         note_failure(row.model, failure)
         crash_point("direct.after_record")
+        note(parked=int(status == Status.PARKED))  # the tick's progress (flows.run._progress)
         raise AttemptFailed(key, failure, status) from None
     crash_point("direct.after_call")
 
@@ -310,9 +312,11 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         ledger.apply_failures([FailureRow(key, answer, *usage, *ids)], handle=handle, policy=policy)
         status = ledger.get(key).status
         crash_point("direct.after_record")
+        note(parked=int(status == Status.PARKED))
         raise AttemptFailed(key, answer, status)
     ledger.record_result(ResultRow(key, answer.model_dump_json(), *usage, *ids), handle=handle)
     crash_point("direct.after_record")
+    note(answered=1)
     return {"key": key, "status": Status.DONE, "attempts": row.attempts, "skipped": False}
 
 

@@ -12,7 +12,9 @@ the previous day, for an automation to act on (see ``automations/``).
 The report leads with the morning view, per pipeline: delivered, parked by class with one
 example reason each, retrying, still in flight (with the age of the oldest), the rows held
 by the budget (pending for a night with room, never parked: ``flows.run._budget``) and the
-estimated cost, in plain words.
+estimated cost, in plain words; then the trend of the last 14 nights, per pipeline, one
+sparkline per measure (delivered, parked, cost, actual against planned cost:
+:mod:`flows.ops._trend`), whose numbers are also the ``dead-letter-summary-trend`` table.
 
 The baseline is yesterday's snapshot. When yesterday has none (the summary did not run
 that day), the most recent snapshot of the :data:`LOOKBACK_DAYS` days before is used and
@@ -39,6 +41,7 @@ from flows.channels._channel import today_utc
 from flows.errors import UsageError
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
+from flows.ops._trend import build_trend, trend_lines, trend_table
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
@@ -200,6 +203,7 @@ def build_summary(
         "day": day.isoformat(),
         "baseline_day": baseline_day,
         "pipelines": _pipelines(ledger, prices),
+        "trend": build_trend(ledger, day, prices),
         "halts": halts.as_dict(),
         "parked": {"total": total, "previous": previous_total, "delta": total - previous_total},
         "parked_by_class": by_class,
@@ -312,6 +316,7 @@ def render_markdown(report: dict[str, Any], threshold: int | None = None) -> str
         "",
         *_pipeline_lines(report),
         "",
+        *([*trend_lines(report["trend"]), ""] if report.get("trend") else []),
         "## Setup halts (nothing parked; every tick retries)",
         "",
         *(f"- {_cell(line, 400)}" for line in halt_lines(report["halts"])),
@@ -401,7 +406,8 @@ def save_parked_snapshot(day: date, parked_by_class: dict[str, int], settings: S
 
 @task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
 def publish_summary(report: dict[str, Any], threshold: int) -> None:
-    """Publish the report as markdown and table artifacts."""
+    """Publish the report as markdown and table artifacts (the trend's numbers in a table of
+    their own)."""
     create_markdown_artifact(
         key="dead-letter-summary",
         markdown=render_markdown(report, threshold),
@@ -412,6 +418,13 @@ def publish_summary(report: dict[str, Any], threshold: int) -> None:
         table=_table(report),
         description=f"parked jobs by error class on {report['day']}",
     )
+    if report.get("trend"):
+        trend = report["trend"]
+        create_table_artifact(
+            key="dead-letter-summary-trend",
+            table=trend_table(trend),
+            description=f"per pipeline and night, {trend['first']} to {trend['last']}",
+        )
 
 
 @task(name="raise-parked-alert", cache_policy=NO_CACHE, persist_result=False)

@@ -177,6 +177,8 @@ def estimate_rows(
         return RowEstimate(
             prompt, tokens.candidates_tokens / rows, thoughts / rows, prompt_source, history
         )
+    if pipeline.is_embedding:  # a vector is billed by its input alone
+        return RowEstimate(prompt, 0.0, 0.0, prompt_source, "embeddings: no output tokens")
     settings = pipeline.generation
     thinking = float(max(settings.thinking_budget or 0, 0))
     if settings.max_output_tokens is not None:

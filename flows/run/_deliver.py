@@ -33,6 +33,7 @@ import orjson
 
 from flows.crash import crash_point
 from flows.pipeline import Pipeline, Prompt, Run
+from flows.run._progress import note
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
 from ledger import (
@@ -273,6 +274,7 @@ def _record(
     this pass's: it stops."""
     moved = claims.consume(done)
     out.consumed += moved
+    note(delivered=moved)  # the tick's progress artifact (flows.run._progress)
     if moved == len(done):
         return True
     out.taken_over += len(done) - moved

@@ -67,8 +67,9 @@ def test_an_embedding_pipeline_declares_vectors_once() -> None:
     assert p.embedding == EmbeddingSettings(task_type="CLUSTERING", output_dimensionality=8)
     with pytest.raises(ValueError, match="leave output out"):
         _pipeline(output=_Answer)
-    with pytest.raises(ValueError, match="direct channel"):
-        _pipeline(channel=Channel.BATCH)
+    with pytest.raises(ValueError, match="the Interactions API has no embeddings"):
+        _pipeline(channel=Channel.BACKGROUND)
+    assert _pipeline(channel=Channel.BATCH).is_embedding
     with pytest.raises(ValueError, match="generation settings"):
         _pipeline(generation=GenerationSettings(temperature=0.1))
     with pytest.raises(ValueError, match="output is required"):

@@ -81,3 +81,5 @@ def test_a_plan_adds_up_and_its_cap_is_reached_once(ledger_url: str) -> None:
     assert night.planned is not None
     assert (night.planned.rows, round(night.planned.usd, 9), night.planned.held) == (4, 0.4, 2)
     assert night.planned.reached_at is not None
+    assert ledger.planned("p", "2026-12-02") == night.planned
+    assert ledger.planned("p", "2026-12-03") is None
