@@ -14,7 +14,7 @@ import pytest
 from flows.ops.plan import plan_night, priced_nights
 from flows.ops.summary import pipeline_standing
 from flows.settings import load_settings
-from flows.testing import BUDGET_EVENT, load_prices, resource_id
+from flows.testing import BUDGET_EVENT, build_trend, load_prices, resource_id
 from ledger import Channel, Status
 from tests.budget import pipelines
 from tests.budget.pipelines import ITEMS, key, names, spec
@@ -89,6 +89,11 @@ def test_a_night_over_its_budget_stops_at_its_cap_and_the_rest_go_out_the_next_n
     d1_keys = [key(Channel.DIRECT, i) for i in names("b", 10)]
     statuses = [ledger.get(k).status for k in d1_keys]
     assert statuses.count(Status.PENDING) == 6 and statuses.count(Status.CONSUMED) == 4
+    # The morning summary's trend reads the same plan (its actual ÷ planned row).
+    trend = build_trend(ledger, D1 + timedelta(days=2), prices, nights=3)
+    (mine,) = [t for t in trend["pipelines"] if t["pipeline"] == "budget-direct"]
+    planned = {n["night"]: n["planned_cost_usd"] for n in mine["nights"]}
+    assert planned[D1.isoformat()] == night.planned.usd
     morning = pipeline_standing(ledger, "budget-direct", prices)
     assert morning is not None and (morning["held_by_budget"], morning["parked"]) == (6, 0)
     assert morning["held_by_budget_night"] == D1.isoformat()
