@@ -44,6 +44,7 @@ from ._state import (
     Core,
     FileRec,
     InteractionRec,
+    iso,
 )
 from ._webhooks import WebhookSender
 
@@ -129,6 +130,11 @@ class Emulator:
         add("GET", rf"/{_VER}/files/(?P<id>[^/:]+):download", "files.download", files_download)
         add("GET", rf"/{_VER}/files/(?P<id>[^/:]+)", "files.get", files_get)
         add("DELETE", rf"/{_VER}/files/(?P<id>[^/:]+)", "files.delete", files_delete)
+        # Context caches, as google-genai caches.py calls them (emulator._caches).
+        add("POST", rf"/{_VER}/cachedContents", "caches.create", cache_create)
+        add("GET", rf"/{_VER}/cachedContents", "caches.list", cache_list)
+        add("GET", rf"/{_VER}/cachedContents/(?P<id>[^/:]+)", "caches.get", cache_get)
+        add("DELETE", rf"/{_VER}/cachedContents/(?P<id>[^/:]+)", "caches.delete", cache_delete)
         add("GET", rf"/{_VER}/batches", "batches.list", batch_list)
         add("GET", rf"/{_VER}/batches/(?P<id>[^/:]+)", "batches.get", batch_get)
         add("POST", rf"/{_VER}/batches/(?P<id>[^/:]+):cancel", "batches.cancel", batch_cancel)
@@ -247,6 +253,9 @@ class Emulator:
         if what == "received" and request.method == "GET":
             # The generation settings each key's last request carried (emulator._settings).
             return _json(core.received)
+        if what == "cached" and request.method == "GET":
+            # The cache each key's last request named (cachedContent), by key.
+            return _json(core.cached_keys)
         if what == "reset" and request.method == "POST":
             core.reset()
             return _json({"ok": True})
@@ -599,6 +608,11 @@ async def batch_list(emu: Emulator, request: Request, p: dict[str, str]) -> Resp
 
 
 async def batch_cancel(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    # POST /v1beta/batches/{id}:cancel (google-genai 3.6.1 google/genai/batches.py,
+    # Batches.cancel: request('post', 'batches/{name}:cancel'), returns None and reads
+    # nothing of the answer): an empty body.
+    # A job already ended is left as it is. The job ends CANCELLED with the rows answered so
+    # far (the scenario's batch_partial_output) in a responses file: see State.cancel_batch.
     emu.core.cancel_batch(_batch(emu, p["id"]))
     return _json({})
 
@@ -606,6 +620,26 @@ async def batch_cancel(emu: Emulator, request: Request, p: dict[str, str]) -> Re
 async def batch_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     _batch(emu, p["id"])
     del emu.core.batches[p["id"]]
+    return _json({})
+
+
+async def cache_create(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    return _json(emu.core.create_cache(await _body_json(request)).as_json(iso))
+
+
+async def cache_get(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    return _json(emu.core.get_cache(p["id"]).as_json(iso))
+
+
+async def cache_list(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    # Expired caches are gone from the listing, as at the API; one page holds them all
+    # (the emulator never has many), so no nextPageToken.
+    live = [c for c in emu.core.caches.values() if emu.core.cache_alive(c.id)]
+    return _json({"cachedContents": [c.as_json(iso) for c in live]} if live else {})
+
+
+async def cache_delete(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    emu.core.delete_cache(p["id"])
     return _json({})
 
 

@@ -54,6 +54,10 @@ LATENCY_ROUTES = (
     "interactions.get",
     "interactions.cancel",
     "interactions.delete",
+    "caches.create",
+    "caches.get",
+    "caches.list",
+    "caches.delete",
 )
 
 JobOutcome = Literal["SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]

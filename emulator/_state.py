@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import math
 import secrets
@@ -14,6 +15,9 @@ from typing import Any
 import orjson
 
 from ._answers import answer_text, collect_text, count_tokens, has_letters, uniform
+from ._caches import CacheRec, cache_gone, cache_of_request, parse_ttl
+from ._caches import min_tokens as cache_min_tokens
+from ._caches import tokens_of as cache_tokens_of
 from ._embeddings import embedding_for, request_text
 from ._errors import STEP_ERRORS, step_status, storage_full
 from ._media import media_problem, media_tokens
@@ -274,6 +278,11 @@ class Core:
         self.files: dict[str, FileRec] = {}
         self.files_deleted = 0
         self.files_refused_full = 0
+        # Explicit context caches (emulator._caches), and the requests that named one.
+        self.caches: dict[str, CacheRec] = {}
+        self.caches_created = 0
+        self.caches_deleted = 0
+        self.cached_keys: dict[str, str] = {}  # key -> the cache its last request named
         self.uploads: dict[str, FileRec] = {}
         self.batches: dict[str, BatchRec] = {}
         self.interactions: dict[str, InteractionRec] = {}
@@ -310,9 +319,103 @@ class Core:
                 "deleted": self.files_deleted,
                 "refused_full": self.files_refused_full,
             },
+            # Context caches: live ones (expired ones are gone, as at the API), made, deleted,
+            # and how many requests (generate calls, batch rows) named one.
+            "caches": {
+                "stored": sum(1 for c in self.caches.values() if self.cache_alive(c.id)),
+                "created": self.caches_created,
+                "deleted": self.caches_deleted,
+                "requests": sum(c.uses for c in self.caches.values()),
+            },
             "scenario": self.scenario.name,
             "seed": self.seed,
         }
+
+    # ------------------------------------------------------------------ context caches
+    def cache_alive(self, cid: str) -> bool:
+        rec = self.caches.get(cid)
+        return rec is not None and self.clock() < rec.expire_time
+
+    def create_cache(self, body: dict[str, Any]) -> CacheRec:
+        """``caches.create``: refused as the API refuses it (emulator._caches)."""
+        model = str(body.get("model") or "").removeprefix("models/")
+        if not model:
+            raise ApiError(
+                {"code": 400, "status": "INVALID_ARGUMENT", "message": "model is required."}
+            )
+        self.check_media(body)
+        media = sum(media_tokens(body, self.file_size).values())
+        tokens = cache_tokens_of(body, media)
+        least = cache_min_tokens(model)
+        if tokens < least:
+            raise ApiError(
+                {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "message": (
+                        f"Cached content is too small. total_token_count={tokens},"
+                        f" min_total_token_count={least}"
+                    ),
+                }
+            )
+        now = self.clock()
+        rec = CacheRec(
+            id=self.new_id(),
+            model=model,
+            display_name=str(body.get("displayName") or ""),
+            create_time=now,
+            expire_time=parse_ttl(body, now),
+            tokens=tokens,
+        )
+        self.caches[rec.id] = rec
+        self.caches_created += 1
+        return rec
+
+    def get_cache(self, cid: str) -> CacheRec:
+        if not self.cache_alive(cid):
+            raise ApiError(cache_gone())
+        return self.caches[cid]
+
+    def delete_cache(self, cid: str) -> None:
+        if not self.cache_alive(cid):
+            raise ApiError(cache_gone())
+        del self.caches[cid]
+        self.caches_deleted += 1
+
+    def request_cache(self, request: dict[str, Any], model: str, key: str) -> CacheRec | None:
+        """The live cache a request names (None if it names none); raises the API's refusal
+        for a gone cache, a system instruction beside it, or another model's cache."""
+        cid = cache_of_request(request)
+        if cid is None:
+            return None
+        if not self.cache_alive(cid):
+            raise ApiError(cache_gone())
+        rec = self.caches[cid]
+        if request.get("systemInstruction") or request.get("system_instruction"):
+            raise ApiError(
+                {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "message": (
+                        "CachedContent can not be used with GenerateContent request setting"
+                        " system_instruction, tools or tool_config.\n\nProposed fix: move"
+                        " those values to CachedContent from GenerateContent request."
+                    ),
+                }
+            )
+        if model.removeprefix("models/") != rec.model:
+            raise ApiError(
+                {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "message": (
+                        f"Model used by GenerateContent request (models/{model}) and"
+                        f" CachedContent (models/{rec.model}) has to be the same."
+                    ),
+                }
+            )
+        self.cached_keys[key] = rec.name
+        return rec
 
     def stored_bytes(self) -> int:
         """Bytes the project holds in the Files API (input files and responses files alike:
@@ -456,15 +559,22 @@ class Core:
         thinks: bool = True,
         thoughts: int | None = None,
         media: dict[str, int] | None = None,
+        cached_tokens: int | None = None,
     ) -> dict[str, Any]:
         """usageMetadata as real answers carry it (google-genai 3.3.0
         GenerateContentResponseUsageMetadata; FACTS, "Usage metadata of real answers"):
         totalTokenCount includes thoughtsTokenCount, promptTokenCount includes
         cachedContentTokenCount, promptTokensDetails breaks the prompt down by modality.
-        Zero counts are left out, as the API's JSON leaves them out."""
+        Zero counts are left out, as the API's JSON leaves them out.
+
+        ``cached_tokens``: the request named an explicit cache of that many tokens; they are
+        the answer's cachedContentTokenCount and part of its promptTokenCount."""
         sc = self.scenario
         thoughts = (sc.thoughts_tokens if thoughts is None else thoughts) if thinks else 0
         cached = int(ptok * sc.cached_prompt_fraction)
+        if cached_tokens:
+            ptok += cached_tokens
+            cached = cached_tokens
         usage: dict[str, Any] = {"promptTokenCount": ptok}
         if ctok:
             usage["candidatesTokenCount"] = ctok
@@ -490,12 +600,15 @@ class Core:
         step: str,
         model: str,
         settings: dict[str, Any] | None = None,
+        cached_tokens: int | None = None,
     ) -> dict[str, Any]:
         """A GenerateContentResponse (camelCase) for an answering step, under the request's
-        generation ``settings`` (``emulator._settings``)."""
+        generation ``settings`` (``emulator._settings``); ``cached_tokens``: the explicit
+        cache the request named (emulator._caches)."""
         prompt = prompt_of(request)
         ptok = count_tokens(prompt)
         media = media_tokens(request, self.file_size)
+        usage = functools.partial(self.usage, cached_tokens=cached_tokens)
         # modelVersion names what answered (an alias resolved) and responseId the answer, on
         # generate_content answers and batch output lines alike (GenerateContentResponse).
         out: dict[str, Any] = {
@@ -512,7 +625,7 @@ class Core:
                 ],
             }
             # A blocked prompt never reached the model: no answer, no thinking.
-            out["usageMetadata"] = self.usage(ptok, 0, thinks=False, media=media)
+            out["usageMetadata"] = usage(ptok, 0, thinks=False, media=media)
             return out
         if step == "safety":
             # finishReason values of the API (google-genai types.FinishReason): SAFETY,
@@ -536,7 +649,7 @@ class Core:
             out["candidates"] = [
                 {"content": {"role": "model"}, "finishReason": EMPTY_FINISH[step], "index": 0}
             ]
-            out["usageMetadata"] = self.usage(ptok, 0, thinks=False, media=media)
+            out["usageMetadata"] = usage(ptok, 0, thinks=False, media=media)
             return out
         else:
             text = answer_text(schema_of(request), self.seed, key, n)
@@ -550,10 +663,10 @@ class Core:
             }
             ctok = count_tokens(text) if text else 0
             out["candidates"] = [candidate]
-            out["usageMetadata"] = self.usage(ptok, ctok, thoughts=thoughts, media=media)
+            out["usageMetadata"] = usage(ptok, ctok, thoughts=thoughts, media=media)
             return out
         out["candidates"] = [candidate]
-        out["usageMetadata"] = self.usage(ptok, ctok, media=media)
+        out["usageMetadata"] = usage(ptok, ctok, media=media)
         return out
 
     # ------------------------------------------------------------------ generate
@@ -574,6 +687,7 @@ class Core:
 
     def generate(self, model: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         self.check_media(body)  # refused: nothing counted
+        cache = self.request_cache(body, model, key)  # refused: nothing counted
         prompt = prompt_of(body)
         settings = self.settings_of(rest_settings, body, model, key)  # refused: nothing counted
         n, step = self.submit(key, prompt, batch=False)
@@ -581,7 +695,11 @@ class Core:
             step = "ok"
         if step not in ANSWER_STEPS:
             raise ApiError(step_status(step, self.scenario.retry_delay_s, model))
-        resp = self.generate_response(body, key, n, step, model, settings)
+        if cache is not None:
+            cache.uses += 1
+        resp = self.generate_response(
+            body, key, n, step, model, settings, cache.tokens if cache is not None else None
+        )
         self.bill("generate_calls", resp["usageMetadata"])
         return resp
 
@@ -625,6 +743,7 @@ class Core:
                         )
                 else:
                     self.check_media(request)
+                    self.request_cache(request, model, key)  # a gone cache: the line refused
                     row.settings = self.settings_of(rest_settings, request, model, key)
             except ApiError as exc:
                 # A line the API refuses gets its own error line; the job goes on.
@@ -710,11 +829,28 @@ class Core:
                     error["status"] = "INVALID_ARGUMENT"
                 lines.append({"key": row.key, "error": error})
                 continue
+            cid = cache_of_request(row.request)
+            if cid is not None and row.step in ANSWER_STEPS and not self.cache_alive(cid):
+                # The job reads its lines when it runs: a cache gone by then refuses the line.
+                gone = cache_gone()
+                if self.scenario.batch_error_style == "grpc":
+                    gone = {"code": _GRPC_CODES[gone["status"]], "message": gone["message"]}
+                lines.append({"key": row.key, "error": gone})
+                continue
             if row.step in ANSWER_STEPS and rec.embed:
                 lines.append({"key": row.key, "response": self.embed_response(rec.model, row)})
             elif row.step in ANSWER_STEPS:
+                cache = self.caches.get(cid) if cid is not None else None
+                if cache is not None:
+                    cache.uses += 1
                 resp = self.generate_response(
-                    row.request, row.key, row.n, row.step, rec.model, row.settings
+                    row.request,
+                    row.key,
+                    row.n,
+                    row.step,
+                    rec.model,
+                    row.settings,
+                    cache.tokens if cache is not None else None,
                 )
                 self.bill("batch_rows", resp["usageMetadata"])
                 lines.append({"key": row.key, "response": resp})
@@ -766,6 +902,12 @@ class Core:
         return {"embedding": embedding, "tokenCount": tokens}
 
     def cancel_batch(self, rec: BatchRec) -> None:
+        """A slow job (``batch_polls_to_complete``, RUNNING until then) cancelled: it ends
+        CANCELLED now. The docs: cancel "stops processing new requests"
+        (https://ai.google.dev/gemini-api/docs/batch-mode), so the rows already answered are
+        billed and written out (``batch_partial_output``; 0: no responses file, the other
+        reading, as whether one is left is not documented: the batch docs say nothing of a
+        cancelled job's output)."""
         if rec.state not in TERMINAL_BATCH:
             self.finish_batch(rec, "BATCH_STATE_CANCELLED")
 

@@ -197,6 +197,18 @@ class RunningEmulator:
         result: dict[str, dict[str, Any]] = resp.json()
         return result
 
+    def cached(self) -> dict[str, str]:
+        """The cache (``cachedContents/...``) each key's last request named, by key
+        (``GET /_emulator/cached``); keys whose requests named none are absent."""
+        resp = self._http.get("/_emulator/cached")
+        resp.raise_for_status()
+        result: dict[str, str] = resp.json()
+        return result
+
+    def caches_stored(self) -> int:
+        """How many context caches the emulator holds now (live: not deleted, not expired)."""
+        return int(self.stats()["caches"]["stored"])
+
     def reset(self) -> None:
         """Clear all state and counters (the scenario stays)."""
         self._http.post("/_emulator/reset").raise_for_status()

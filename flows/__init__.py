@@ -1,6 +1,7 @@
 """gemini-ledger's Prefect flows and tasks, the google-genai gateway and example pipelines."""
 
 from flows.contents import Part
+from flows.deadline import Deadline
 from flows.embedding import EmbeddingSettings
 from flows.generation import (
     GenerationSettings,
@@ -11,9 +12,12 @@ from flows.generation import (
     ThinkingLevel,
 )
 from flows.pipeline import Item, Pipeline, Prompt, Run
+from flows.prefix import CachedPrefix
 from flows.registry import get_pipeline
 
 __all__ = [
+    "CachedPrefix",
+    "Deadline",
     "EmbeddingSettings",
     "GenerationSettings",
     "HarmCategory",

@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 
 
 def schema_fingerprint(p: Pipeline[Any]) -> str:
-    """A digest of the output model's JSON schema and the pipeline's generation settings:
-    changes when the answers' shape or the way they are asked for does.
+    """A digest of the output model's JSON schema, the pipeline's generation settings and its
+    cached prefix: changes when the answers' shape or the way they are asked for does.
 
     A pipeline without settings keeps the digest of its schema alone, as recorded before
     settings existed (no new revision for pipelines that did not change).
@@ -41,6 +41,9 @@ def schema_fingerprint(p: Pipeline[Any]) -> str:
     if p.embedding is not None:
         digest.update(b"\x00embedding\x00")
         digest.update(orjson.dumps(p.embedding.given(), option=orjson.OPT_SORT_KEYS))
+    if p.cached_prefix is not None:
+        digest.update(b"\x00cached_prefix\x00")
+        digest.update(orjson.dumps(p.cached_prefix.given(), option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()[:32]
 
 

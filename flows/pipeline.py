@@ -29,8 +29,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from flows.contents import Part, fit_inline
+from flows.deadline import Deadline
 from flows.embedding import EmbeddingSettings
 from flows.generation import GenerationSettings, check_settings
+from flows.prefix import CachedPrefix
 from ledger import PIPELINE_NAME_MAX, Channel, Policy, Vector
 
 __all__ = [
@@ -134,6 +136,9 @@ class Pipeline(Generic[Item]):
     # direct channel, an embeddings batch job on the batch channel). Part of the recorded
     # definition, like ``generation``.
     embedding: EmbeddingSettings | None = None
+    # A long shared start of every request (system instruction, reference parts), sent once
+    # a night as a context cache (flows.prefix). Part of the recorded definition too.
+    cached_prefix: CachedPrefix | None = None
     attempt_cap: int = 4
     unknown_cap: int = 2
     batch_size_limit: int = 50_000
@@ -146,6 +151,12 @@ class Pipeline(Generic[Item]):
     # what an answer is, so a new cap is no new revision (and a tick's budget_usd parameter
     # overrides it for one deployment).
     budget_usd: float | None = None
+    # A morning deadline (batch channel): rows still out when the time left is no more than
+    # the fallback channel needs for them go out on it (flows.channels._deadline). A
+    # ``flows.Deadline`` or "07:00 Europe/Paris"; not part of the recorded definition.
+    deadline: Deadline | str | None = None
+    # The channel that meets the deadline: direct (the only one, and the default with one).
+    fallback: Channel | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -170,6 +181,7 @@ class Pipeline(Generic[Item]):
         ):
             raise ValueError(f"budget_usd must be a finite number >= 0, got {self.budget_usd}")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
+        self._check_deadline()
         if isinstance(self.generation, Mapping):  # a plain dict of settings is taken too
             object.__setattr__(
                 self, "generation", GenerationSettings.model_validate(self.generation)
@@ -183,6 +195,32 @@ class Pipeline(Generic[Item]):
         elif self.output is None:
             raise ValueError("output is required (or embedding=, for a pipeline of vectors)")
         check_settings(self.generation, model=self.model, channel=Channel(self.channel).value)
+        if isinstance(self.cached_prefix, Mapping):
+            object.__setattr__(
+                self, "cached_prefix", CachedPrefix.model_validate(self.cached_prefix)
+            )
+        if self.cached_prefix is not None:
+            if not isinstance(self.cached_prefix, CachedPrefix):
+                raise ValueError("cached_prefix must be a flows.CachedPrefix")
+            if self.embedding is not None:
+                raise ValueError("an embedding pipeline takes no cached_prefix")
+            self.cached_prefix.check(self.channel)
+
+    def _check_deadline(self) -> None:
+        if self.deadline is None:
+            if self.fallback is not None:
+                raise ValueError("a fallback channel is for a deadline: give deadline= too")
+            return
+        object.__setattr__(self, "deadline", Deadline.of(self.deadline))
+        if Channel(self.channel) is not Channel.BATCH:
+            raise ValueError(
+                f"a deadline is met by falling back from the batch channel, not"
+                f" {Channel(self.channel).value}"
+            )
+        fallback = Channel(self.fallback or Channel.DIRECT)
+        if fallback is not Channel.DIRECT:
+            raise ValueError(f"the fallback channel is direct, not {fallback.value}")
+        object.__setattr__(self, "fallback", fallback)
 
     def _check_embedding(self) -> None:
         if not isinstance(self.embedding, EmbeddingSettings):
@@ -242,6 +280,13 @@ class Pipeline(Generic[Item]):
         if prompt.parts and self.is_embedding:
             # Embeddings are sent as text only: media parts would be dropped unseen.
             raise ValueError("an embedding pipeline embeds text: its prompts take no parts")
+        if prompt.system is not None and self.cached_prefix is not None:
+            # A request naming a cache cannot set a system instruction too (the API refuses
+            # it): the pipeline's instruction is the prefix's.
+            raise ValueError(
+                "a pipeline with a cached_prefix takes its system instruction from the"
+                " prefix: leave Prompt.system out"
+            )
         if prompt.settings is not None:
             check_settings(
                 self.settings_for(prompt), model=self.model, channel=Channel(self.channel).value

@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     batch_refused_halt: int = Field(
         6, ge=1, validation_alias=_env("GEMINI_LEDGER_BATCH_REFUSED_HALT")
     )
+    # The deadline's fallback (flows.channels._deadline): time kept in hand beyond what the
+    # direct channel needs; a direct call's time when none was measured yet; how long the
+    # switch-over waits for cancelled batch jobs to end.
+    deadline_margin_s: float = Field(
+        900.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DEADLINE_MARGIN_S")
+    )
+    deadline_call_s: float = Field(
+        10.0, gt=0, validation_alias=_env("GEMINI_LEDGER_DEADLINE_CALL_S")
+    )
+    deadline_cancel_wait_s: float = Field(
+        300.0, ge=0, validation_alias=_env("GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S")
+    )
     delivery_cap: int = Field(5, ge=1, validation_alias=_env("GEMINI_LEDGER_DELIVERY_CAP"))
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1, validation_alias=_env("LEDGER_WEBHOOK_MAX_BODY_BYTES")
@@ -136,6 +148,9 @@ class Settings(BaseSettings):
         "direct_stale_s",
         "prefect_startup_s",
         "daily_budget_usd",
+        "deadline_margin_s",
+        "deadline_call_s",
+        "deadline_cancel_wait_s",
     )
     @classmethod
     def _finite(cls, value: float | None) -> float | None:

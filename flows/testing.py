@@ -143,6 +143,7 @@ __all__ = [
     "clean_files",
     "create_batch_job",
     "create_kwargs",
+    "deadline_clock",
     "deliver_done",
     "describe",
     "direct_client",
@@ -202,6 +203,19 @@ def batches_per_tick(limit: int) -> Iterator[None]:
         yield
     finally:
         _batch._MAX_BATCHES_PER_TICK = kept
+
+
+@contextmanager
+def deadline_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Within the block, a batch tick reads its deadline against ``clock`` (epoch seconds):
+    a morning comes without waiting for it."""
+    from flows.channels._deadline import set_clock
+
+    set_clock(clock)
+    try:
+        yield
+    finally:
+        set_clock(None)
 
 
 @contextmanager

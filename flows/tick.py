@@ -42,7 +42,15 @@ from flows.run._budget import Budget
 from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
-from flows.run._parameters import BudgetUsd, Concurrency, Day, PipelineSpec, Seconds
+from flows.run._parameters import (
+    BudgetUsd,
+    Concurrency,
+    Day,
+    DeadlineText,
+    PipelineSpec,
+    Seconds,
+)
+from flows.run._prefix_cache import clean_caches
 from flows.run._progress import TickProgress, progress_key
 from flows.run._stop import raise_if_stopped, stops
 from flows.run._upload_rows import clean_uploads
@@ -173,6 +181,7 @@ def tick(
     running_limit_s: Seconds | None = None,
     params: dict[str, Any] | None = None,
     budget_usd: BudgetUsd | None = None,
+    deadline: DeadlineText | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
     (and deliver what the submit settled at once), then exit. A SIGTERM stops it between
@@ -191,13 +200,18 @@ def tick(
             and sent again (background channel; default 3600).
         params: The pipeline's own parameters (e.g. {"language": "fr"}), given to its
             load_items, key_of and build_prompt as run.params.
+        deadline: When the results must be there, "HH:MM Zone/Name" (e.g. "07:00
+            Europe/Paris"; batch channel), overriding the pipeline's own deadline: rows still
+            out when the time left is no more than the direct channel needs for them are
+            taken back from their batch jobs (cancelled) and sent directly.
         budget_usd: The most this night of the pipeline may spend, in USD at the price
             table's estimate, over the pipeline's own budget_usd (default: the pipeline's;
             none: no cap). Rows that would pass it stay pending, held by the budget, for a
             night with room; nothing already sent is cancelled.
     """
     started = time.monotonic()
-    options = TickOptions(stale_s, max_concurrency, running_limit_s)  # checked before any work
+    # Checked before any work.
+    options = TickOptions(stale_s, max_concurrency, running_limit_s, deadline)
     return _steps(pipeline, day, options, started, params, Budget(budget_usd))
 
 
@@ -237,6 +251,8 @@ def _steps(
             delivered = _merge(delivered, _step(deliver(channel), progress, "deliver"))
     # Media uploads every row of which is final are deleted (none: no API call).
     clean_uploads(ctx.ledger, ctx.name, ctx.log, ctx.settings)
+    # So is the night's cache of a shared prefix, once every row of the pipeline is final.
+    clean_caches(ctx.ledger, ctx.name, ctx.log, ctx.settings)
     report = TickReport(
         pipeline=ctx.name,
         channel=Channel(ctx.pipeline.channel).value,
@@ -262,6 +278,7 @@ def run_tick(
     day: date | None = None,
     params: dict[str, Any] | None = None,
     budget_usd: float | None = None,
+    deadline: str | None = None,
 ) -> TickReport:
     """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day, params=params, budget_usd=budget_usd)
+    return tick(pipeline=spec, day=day, params=params, budget_usd=budget_usd, deadline=deadline)

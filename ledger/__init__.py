@@ -4,6 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
+from ledger._caches import CacheClaim, CacheRecord
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -72,12 +73,13 @@ from ledger._records import (
 from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
-from ledger._transitions import BatchState, UploadState
+from ledger._transitions import BatchState, CacheState, UploadState
 from ledger._uploads import UploadClaim, UploadRecord
 from ledger._vectors import Vector, validate_vector, vector_values
-from ledger._verdicts import classify
+from ledger._verdicts import CACHE_EXPIRED, classify
 
 __all__ = [
+    "CACHE_EXPIRED",
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
     "INTERACTION_LOST",
@@ -89,6 +91,9 @@ __all__ = [
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
+    "CacheClaim",
+    "CacheRecord",
+    "CacheState",
     "Channel",
     "Claimed",
     "ConfigurationError",

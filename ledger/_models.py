@@ -17,6 +17,7 @@ __all__ = [
     "BatchFile",
     "BatchJob",
     "BatchMember",
+    "Cache",
     "Channel",
     "FileRole",
     "Job",
@@ -268,6 +269,33 @@ class UploadUse(SQLModel, table=True):
     pipeline: str = Field(primary_key=True, max_length=128)
     content_hash: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=512)
+
+
+class Cache(SQLModel, table=True):
+    """A context cache of a pipeline's shared prefix (``ledger._caches``): one row per
+    pipeline and prefix digest (model, system instruction, parts); its ``state`` is a
+    ``CacheState``. Reserved before ``caches.create`` (``token``, ``reserved_at``), bound to
+    the cache after it (``name``, ``expires_at``, ``tokens``), deleted once every row of the
+    pipeline is final, created again when it expired before a row was sent.
+    """
+
+    __tablename__ = "caches"
+    __table_args__ = (Index("ix_caches_pipeline_state", "pipeline", "state"),)
+
+    pipeline: str = Field(primary_key=True, max_length=128)
+    prefix_hash: str = Field(primary_key=True, max_length=64)  # sha256 of model and prefix
+    state: str = Field(max_length=16)
+    token: str | None = Field(default=None, max_length=64)
+    reserved_at: float = 0.0
+    model: str = Field(default="", max_length=128)
+    name: str | None = Field(default=None, max_length=256)  # cachedContents/...
+    expires_at: float | None = None
+    bound_at: float | None = None
+    tokens: int = 0  # the cache's usageMetadata.totalTokenCount
+    creates: int = 0  # how many caches.create calls made it (more than one: it expired)
+    deleted_at: float | None = None
+    delete_failures: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class WebhookDelivery(SQLModel, table=True):

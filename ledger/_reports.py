@@ -19,6 +19,14 @@ __all__ = ["ReportVerbs"]
 _TOTAL = "*"
 
 
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern for values starting with ``prefix`` (handles hold no ``%`` or ``_``
+    wildcards of their own: ``direct:``, ``batches/``)."""
+    if "%" in prefix or "_" in prefix:
+        raise ValueError(f"a handle prefix without LIKE wildcards, got {prefix!r}")
+    return f"{prefix}%"
+
+
 class ReportVerbs(LedgerBase):
     """What the ledger can tell: reads, plus the daily parked snapshot."""
 
@@ -75,17 +83,77 @@ class ReportVerbs(LedgerBase):
             params["s"] = status
         return self._views(f"WHERE {' AND '.join(clauses)} ORDER BY key", params)
 
-    def outstanding(self, *, pipeline: str) -> list[tuple[str, str, float]]:
-        """Submitted jobs and their handles: (key, handle, submitted_at)."""
+    def outstanding(
+        self, *, pipeline: str, handle_prefix: str | None = None
+    ) -> list[tuple[str, str, float]]:
+        """Submitted jobs and their handles: (key, handle, submitted_at); with
+        ``handle_prefix``, only those whose handle starts with it."""
+        params: dict[str, str] = {"p": pipeline}
+        where = ""
+        if handle_prefix is not None:
+            where = " AND handle LIKE :prefix"
+            params["prefix"] = _like_prefix(handle_prefix)
         with self._read() as conn:
             rows = conn.execute(
                 text(
                     "SELECT key, handle, submitted_at FROM jobs WHERE pipeline = :p"
-                    f" AND status = {SUBMITTED} ORDER BY submitted_at, key"
+                    f" AND status = {SUBMITTED}{where} ORDER BY submitted_at, key"
                 ),
-                {"p": pipeline},
+                params,
             ).all()
         return [(row[0], row[1], row[2]) for row in rows]
+
+    def rows_out(self, *, pipeline: str) -> tuple[int, float | None]:
+        """Rows of a pipeline not yet answered (pending, reserving, submitted, retryable) and
+        when the oldest of them was enrolled (epoch seconds; None when there is none)."""
+        with self._read() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE pipeline = :p AND status"
+                    f" IN ({PENDING}, {RESERVING}, {SUBMITTED}, {RETRYABLE})"
+                ),
+                {"p": pipeline},
+            ).one()
+        return int(row[0] or 0), (float(row[1]) if row[1] is not None else None)
+
+    def call_seconds(self, *, model: str, handle_prefix: str, sample: int = 200) -> float | None:
+        """The median time from send to answer of the last ``sample`` calls of ``model``
+        answered under a handle starting with ``handle_prefix`` (a call's handle is bound
+        as it leaves, its answer recorded as it arrives): None when there is none."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT done_at - submitted_at FROM jobs WHERE model = :m"
+                    " AND handle LIKE :prefix AND done_at IS NOT NULL"
+                    " AND submitted_at IS NOT NULL AND done_at >= submitted_at"
+                    " ORDER BY done_at DESC LIMIT :n"
+                ),
+                {"m": model, "prefix": _like_prefix(handle_prefix), "n": sample},
+            ).all()
+        seconds = sorted(float(r[0]) for r in rows)
+        return seconds[len(seconds) // 2] if seconds else None
+
+    def usage_sent_as(self, *, pipeline: str, handle_prefix: str) -> list[ModelUsage]:
+        """Usage of a pipeline's rows last sent under a handle starting with
+        ``handle_prefix`` on a channel that is not their own (a batch row sent directly to
+        meet a deadline): their lines as :meth:`usage_by_model` gives them, under their own
+        channel."""
+        tokens = ", ".join(f"COALESCE(SUM({c}), 0)" for c in TOKEN_COLUMNS)
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT model, model_version, channel, COUNT(*), COALESCE(SUM(attempts), 0),"
+                    f" {tokens} FROM jobs WHERE pipeline = :p AND handle LIKE :prefix"
+                    " GROUP BY model, model_version, channel"
+                ),
+                {"p": pipeline, "prefix": _like_prefix(handle_prefix)},
+            ).all()
+        return [
+            ModelUsage(
+                row[0], row[1], row[2], int(row[3]), int(row[4]), Usage(*(int(n) for n in row[5:]))
+            )
+            for row in rows
+        ]
 
     def counts(self, *, pipeline: str | None = None) -> Counts:
         """Counts by status and by error class, attempts and tokens."""

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from ledger._api_failure import ApiFailure, Transport
 from ledger._errors import GeminiLedgerError, LedgerBusy
 from ledger._redact import redact
-from ledger._verdicts import Describe
+from ledger._verdicts import Describe, names_cached_content
 
 __all__ = ["KeySource", "SetupFault", "SetupKind", "setup_fault"]
 
@@ -206,6 +206,10 @@ def _from_api_failure(api: ApiFailure, key: KeySource | None = None) -> SetupFau
     if api.transport is not None or api.http_code is None:
         return None
     code, message = api.http_code, api.message
+    if code in (400, 403, 404) and names_cached_content(message):
+        # A request's context cache is gone ("403 ... CachedContent not found (or permission
+        # denied)"): the row's, sent again with a new cache (ledger._verdicts), not the key's.
+        return None
     status = (api.status or "").upper()
     head = f"{code} {status}".strip()
     said = f"{head}: {message}" if message else head

@@ -28,6 +28,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 from __future__ import annotations
 
 from ledger._batches import BatchVerbs
+from ledger._caches import CacheVerbs
 from ledger._jobs import JobVerbs
 from ledger._nights import NightVerbs
 from ledger._outcomes import OutcomeVerbs
@@ -45,6 +46,7 @@ class Ledger(
     OutcomeVerbs,
     BatchVerbs,
     UploadVerbs,
+    CacheVerbs,
     ReportVerbs,
     NightVerbs,
     PipelineVerbs,

@@ -29,9 +29,11 @@ from ledger._models import Status
 
 __all__ = [
     "ACTIVE",
+    "CACHE_MOVES",
     "TRANSITIONS",
     "UPLOAD_MOVES",
     "BatchState",
+    "CacheState",
     "Transition",
     "UploadState",
     "sql_in",
@@ -70,6 +72,31 @@ UPLOAD_MOVES: dict[str, tuple[tuple[UploadState | None, ...], UploadState | None
     "bind_upload": ((UploadState.RESERVING,), UploadState.ACTIVE),
     "release_upload": ((UploadState.RESERVING,), None),  # the upload was refused: row removed
     "upload_deleted": ((UploadState.ACTIVE,), UploadState.DELETED),
+}
+
+
+class CacheState(enum.StrEnum):
+    """A context cache's state in ``caches`` (``ledger._caches``): a pipeline's cached shared
+    prefix, the same discipline as an upload (never a row's attempt)."""
+
+    RESERVING = "reserving"  # reserved by its prefix digest; caches.create may be under way
+    ACTIVE = "active"  # created and bound to its name (cachedContents/...) and expiry
+    EXPIRED = "expired"  # gone at the API before its rows were final: created again
+    DELETED = "deleted"  # every row of the pipeline was final: deleted (caches.delete)
+
+
+# Who moves a cache, from and to (the verbs of ledger._caches):
+CACHE_MOVES: dict[str, tuple[tuple[CacheState | None, ...], CacheState | None]] = {
+    # a new prefix, or one whose cache expires too soon, expired, was deleted, or whose
+    # reserving pass died
+    "reserve_cache": (
+        (None, CacheState.RESERVING, CacheState.ACTIVE, CacheState.EXPIRED, CacheState.DELETED),
+        CacheState.RESERVING,
+    ),
+    "bind_cache": ((CacheState.RESERVING,), CacheState.ACTIVE),
+    "release_cache": ((CacheState.RESERVING,), None),  # the create was refused: row removed
+    "cache_expired": ((CacheState.ACTIVE,), CacheState.EXPIRED),  # a request named it: gone
+    "cache_deleted": ((CacheState.ACTIVE, CacheState.EXPIRED), CacheState.DELETED),
 }
 
 

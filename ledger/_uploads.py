@@ -18,14 +18,14 @@ from ledger._base import LedgerBase
 from ledger._models import Status
 from ledger._transitions import UPLOAD_MOVES, UploadState, sql_in, sql_literal
 
-__all__ = ["UploadClaim", "UploadRecord", "UploadVerbs"]
+__all__ = ["FINAL_SQL", "UploadClaim", "UploadRecord", "UploadVerbs"]
 
 _RESERVING = sql_literal(UploadState.RESERVING)
 _ACTIVE = sql_literal(UploadState.ACTIVE)
 _DELETED = sql_literal(UploadState.DELETED)
 # A row in these states will never be sent again by a tick (a replay of a parked row
 # reserves the upload anew if it was deleted).
-_FINAL = sql_in((Status.DONE, Status.CONSUMED, Status.PARKED))
+FINAL_SQL = sql_in((Status.DONE, Status.CONSUMED, Status.PARKED))
 
 
 class UploadRecord(NamedTuple):
@@ -236,7 +236,7 @@ class UploadVerbs(LedgerBase):
                     f"SELECT {_COLUMNS} FROM uploads u WHERE u.pipeline = :p"
                     f" AND u.state = {_ACTIVE} AND NOT EXISTS (SELECT 1 FROM upload_uses x"
                     " JOIN jobs j ON j.key = x.key WHERE x.pipeline = u.pipeline"
-                    f" AND x.content_hash = u.content_hash AND j.status NOT IN ({_FINAL}))"
+                    f" AND x.content_hash = u.content_hash AND j.status NOT IN ({FINAL_SQL}))"
                     " ORDER BY u.delete_failures, u.bound_at LIMIT :n"
                 ),
                 {"p": pipeline, "n": limit},

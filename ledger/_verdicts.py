@@ -37,7 +37,7 @@ from ledger._wire import (
     text_of,
 )
 
-__all__ = ["Describe", "classify", "validation_summary"]
+__all__ = ["CACHE_EXPIRED", "Describe", "classify", "names_cached_content", "validation_summary"]
 
 # --- the rules (README, "How it works") -----------------------------------------------------
 
@@ -261,6 +261,20 @@ def _from_error_type(code: str, message: Any) -> Failure | None:
     return Failure(Verdict.UNKNOWN, slug, text_of(message) or code)
 
 
+# The real API refuses a request naming a cache that is gone with "403 PERMISSION_DENIED:
+# CachedContent not found (or permission denied)"; a 404 NOT_FOUND is also reported
+# (https://forg.pro/tools/errors/google/404: "cached content past its TTL"), and a 400 naming
+# it: all three are read the same way.
+_CACHE_REFUSALS = frozenset({400, 403, 404})
+CACHE_EXPIRED = "cache_expired"
+
+
+def names_cached_content(message: Any) -> bool:
+    """Whether an error's message speaks of the request's cached content."""
+    words = text_of(message).lower()
+    return "cachedcontent" in words or "cached content" in words
+
+
 def _from_parts(code: Any, status: Any, message: Any, delay: float | None) -> Failure:
     """Decide from an HTTP (or google.rpc) code and a status name, HTTP status first."""
     http: int | None = None
@@ -278,6 +292,14 @@ def _from_parts(code: Any, status: Any, message: Any, delay: float | None) -> Fa
     if http is None and status_name is not None:
         http = STATUS_TO_HTTP.get(status_name)
 
+    if http in _CACHE_REFUSALS and names_cached_content(message):
+        # The request's context cache expired or was deleted under it: the request was
+        # refused (not billed) and the row is sent again once the cache is made anew
+        # (flows.run._prefix_cache). Read by its words, never the code alone: a 403 about the
+        # key stays a fault of the setup.
+        return Failure(
+            Verdict.RETRYABLE, CACHE_EXPIRED, f"cached content: {text_of(message)}", delay
+        )
     if http in _RETRYABLE_HTTP or (
         http not in _PERMANENT_HTTP and status_name in _RETRYABLE_STATUS
     ):

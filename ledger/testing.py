@@ -24,10 +24,11 @@ from ledger._lines import (
     OutputLine,
     parse_output_record,
 )
-from ledger._transitions import TRANSITIONS, transition
+from ledger._transitions import CACHE_MOVES, TRANSITIONS, transition
 from ledger._wire import quota_ids
 
 __all__ = [
+    "CACHE_MOVES",
     "MAX_MESSAGE_LEN",
     "TRANSITIONS",
     "Checkpointer",

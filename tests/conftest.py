@@ -199,6 +199,9 @@ SYSTEM_TIER = frozenset(
         "tests/batch/test_recovery.py",  # SIGKILL at the batch crash points
         "tests/deploy/test_dead_runs.py",  # a worker and its run SIGKILLed on a real server
         "tests/test_upload_crash.py",  # SIGKILL right after a media upload
+        "tests/batch/test_deadline_crash.py",  # SIGKILL in a deadline's switch-over
+        "tests/test_cache_crash.py",  # SIGKILL around the night's context cache
+        "tests/test_cache_ticks.py",  # nights with a cached prefix, direct and batch
         "tests/deploy/test_prefect_yaml.py",  # a `prefect server start`, deploy, worker
         "tests/deploy/test_schedules.py",  # the server's scheduler creates the runs
         "tests/deploy/test_worker_stop.py",  # Ctrl-C on real workers in a delivery

@@ -24,7 +24,7 @@ _SKIP_DIRS = {".git", ".venv", "var", "build", "__pycache__", ".mypy_cache", ".r
 _CRASH_CALL = re.compile(r"""crash_point\(\s*["']([^"']+)["']""")
 # Delivery crash points are named in DeliveryPoints(...) and visited in flows/run/_deliver.py.
 _DELIVERY_POINT = re.compile(
-    r"""\b(?:before_effect|after_effect|before_consume|after_failure)\s*=\s*["']([^"']+)["']"""
+    r"""\b(?:before_effect|after_effect|before_consume|after_failure|point)\s*=\s*["']([^"']+)["']"""
 )
 _CATALOGUE_ROW = re.compile(r"^\| `([a-z_]+(?:\.[a-z_]+)+)` \|", re.MULTILINE)
 

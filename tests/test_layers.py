@@ -33,6 +33,7 @@ SDK_EDGE = frozenset(
         "flows/generation.py",  # renders a pipeline's settings as the SDK's typed config
         "flows/contents.py",  # renders a prompt's parts as the SDK's typed parts
         "flows/run/_uploads.py",  # uploads media parts with the SDK's typed upload config
+        "flows/run/_prefix_cache.py",  # creates a context cache with the SDK's typed config
         "flows/channels/_embed.py",  # the direct channel's typed embed_content config
     }
 )

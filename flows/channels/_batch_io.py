@@ -23,11 +23,13 @@ from flows.contents import rest_parts
 from flows.embedding import EmbeddingSettings
 from flows.generation import GenerationSettings, rest_config
 from flows.pipeline import Prompt, effective_settings
+from flows.prefix import CachedPrefix
 
 __all__ = [
     "JSONL_MIME",
     "RequestWriter",
     "batch_request",
+    "cancel_batch_job",
     "create_batch_job",
     "create_embeddings_job",
     "download_output",
@@ -53,7 +55,12 @@ _MARK = "\x00gemini-ledger-text\x00"
 
 
 def batch_request(
-    prompt: Prompt, schema: Mapping[str, Any], base: GenerationSettings | None = None
+    prompt: Prompt,
+    schema: Mapping[str, Any],
+    base: GenerationSettings | None = None,
+    *,
+    prefix: CachedPrefix | None = None,
+    cached_content: str | None = None,
 ) -> dict[str, Any]:
     """One GenerateContentRequest (camelCase, as a batch input line carries it) for a prompt
     sent with the pipeline's settings ``base`` and the prompt's own over them.
@@ -63,13 +70,22 @@ def batch_request(
     (``flows.generation.sdk_config``), the background channel through
     ``interactions.create`` (``flows.generation.interaction_config``). The contents are
     rendered by ``flows.contents.rest_parts`` (its parts resolved: nothing left to upload).
+
+    A pipeline's cached ``prefix`` is named by ``cached_content`` (the request's
+    ``cachedContent``: google-genai ``batches.py`` ``_GenerateContentConfig_to_mldev`` puts
+    ``cached_content`` there as ``cachedContent``, a GenerateContentRequest field), or, when
+    no cache could be had, carried inline: its system instruction, its parts first.
     """
     settings = effective_settings(prompt, base)
+    head = prefix.contents() if prefix is not None and cached_content is None else ()
     request: dict[str, Any] = {
-        "contents": [{"role": "user", "parts": rest_parts(prompt.contents())}]
+        "contents": [{"role": "user", "parts": rest_parts((*head, *prompt.contents()))}]
     }
-    if prompt.system:
-        request["systemInstruction"] = {"parts": [{"text": prompt.system}]}
+    system = prompt.system
+    if prefix is not None and cached_content is None:
+        system = prefix.system
+    if system:
+        request["systemInstruction"] = {"parts": [{"text": system}]}
     extra, safety = rest_config(settings)
     request["generationConfig"] = {
         "responseMimeType": "application/json",
@@ -78,6 +94,8 @@ def batch_request(
     }
     if safety:
         request["safetySettings"] = safety
+    if cached_content is not None:
+        request["cachedContent"] = cached_content
     return request
 
 
@@ -95,9 +113,18 @@ class RequestWriter:
     _REQUEST = b'{"contents":[{"role":"user","parts":[{"text":'  # how batch_request begins
     _MID = b',"request":' + _REQUEST
 
-    def __init__(self, schema: Mapping[str, Any], base: GenerationSettings | None = None) -> None:
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        base: GenerationSettings | None = None,
+        *,
+        prefix: CachedPrefix | None = None,
+        cached_content: str | None = None,
+    ) -> None:
         self._schema = dict(schema)
         self._base = base
+        self._prefix = prefix
+        self._cached_content = cached_content
         self._tails: dict[tuple[Any, ...], bytes] = {}
         self._last: tuple[Any, ...] | None = None
         self._last_tail = b""
@@ -112,7 +139,15 @@ class RequestWriter:
                 temperature=temperature,
                 settings=None if settings is None else _loads(settings),
             )
-            rendered = _dumps(batch_request(prompt, self._schema, self._base))
+            rendered = _dumps(
+                batch_request(
+                    prompt,
+                    self._schema,
+                    self._base,
+                    prefix=self._prefix,
+                    cached_content=self._cached_content,
+                )
+            )
             head, _, rest = rendered.partition(_dumps(_MARK))
             if head != self._REQUEST:
                 raise AssertionError(f"a request must start with its contents: {head[:80]!r}")
@@ -153,6 +188,8 @@ def write_requests(
     left_out: list[str] | None = None,
     too_large: list[str] | None = None,
     resolve: Callable[[Prompt, str], Prompt | None] | None = None,
+    prefix: CachedPrefix | None = None,
+    cached_content: str | None = None,
 ) -> int:
     """Write one request line per ``(key, payload)`` to ``out`` (sent with the pipeline's
     settings ``base``); returns how many.
@@ -165,10 +202,15 @@ def write_requests(
     A prompt with media parts is rendered whole by :func:`batch_request` after ``resolve``
     (``flows.run._uploads``) made its uploads; when ``resolve`` returns None the row is not
     written (it decided what becomes of the row).
+
+    A pipeline's cached ``prefix`` is named by ``cached_content`` on every line, or carried
+    inline when it is None (see :func:`batch_request`).
     """
     if max_bytes is not None and (left_out is None or too_large is None):
         raise ValueError("max_bytes needs the left_out and too_large lists")
-    writer = RequestWriter(schema, base)
+    writer = RequestWriter(schema, base, prefix=prefix, cached_content=cached_content)
+    # Parts going inline before the prompt's change how a line begins: rendered whole.
+    inline_head = prefix is not None and cached_content is None and bool(prefix.parts)
     tail_of = writer._tail
     head, mid, loads, dumps, join = writer._HEAD, writer._MID, _loads, _dumps, b"".join
     # RequestWriter.line, inlined: a method call and a tuple per row were a third of the
@@ -186,13 +228,17 @@ def write_requests(
             left_out.append(key)  # type: ignore[union-attr]
             continue
         prompt = loads(payload)
-        if prompt.get("parts"):
-            if resolve is None:
-                raise AssertionError("a prompt with parts needs resolve= (its uploads)")
-            resolved = resolve(Prompt.model_validate(prompt), key)
+        if prompt.get("parts") or inline_head:
+            resolved: Prompt | None = Prompt.model_validate(prompt)
+            if prompt.get("parts"):
+                if resolve is None:
+                    raise AssertionError("a prompt with parts needs resolve= (its uploads)")
+                resolved = resolve(resolved, key)  # type: ignore[arg-type]
             if resolved is None:
                 continue
-            request = dumps(batch_request(resolved, schema, base))
+            request = dumps(
+                batch_request(resolved, schema, base, prefix=prefix, cached_content=cached_content)
+            )
             data = join((head, dumps(key), b',"request":', request, b"}\n"))
             if max_bytes is not None:
                 if len(data) > max_bytes:
@@ -309,6 +355,15 @@ def create_embeddings_job(client: Any, *, model: str, file_name: str, display_na
 
 def get_batch_job(client: Any, name: str) -> Any:
     return client.batches.get(name=name)
+
+
+def cancel_batch_job(client: Any, name: str) -> None:
+    """``batches.cancel``: ``POST /v1beta/batches/{id}:cancel`` (google-genai 3.6.1
+    ``google/genai/batches.py``, ``Batches.cancel(name=...)``: a POST to
+    ``batches/{name}:cancel``, nothing read back, returns None). The API "stops processing new
+    requests" (https://ai.google.dev/gemini-api/docs/batch-mode): the job ends CANCELLED
+    later, and the rows answered before may be in its output."""
+    client.batches.cancel(name=name)
 
 
 def operation_error(client: Any, job: Any) -> dict[str, Any] | None:

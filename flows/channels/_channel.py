@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from flows.deadline import Deadline
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.run._budget import Budget
@@ -118,8 +119,15 @@ class TickOptions:
     stale_s: float | None = None  # age after which a dead tick's row is taken back
     max_concurrency: int | None = None  # requests in flight at once (background, direct)
     running_limit_s: float | None = None  # an answer running longer is cancelled (background)
+    # "07:00 Europe/Paris": overrides the pipeline's deadline (batch; flows.channels._deadline)
+    deadline: str | None = None
 
     def __post_init__(self) -> None:
+        if self.deadline is not None:
+            try:
+                Deadline.of(self.deadline)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         for name in ("stale_s", "running_limit_s"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):

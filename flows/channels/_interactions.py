@@ -33,6 +33,7 @@ from flows.gemini.gateway import KEY_HEADER
 from flows.gemini.quota import arequest_slot, note_failure
 from flows.generation import GenerationSettings, interaction_config
 from flows.pipeline import Prompt, effective_settings
+from flows.prefix import CachedPrefix
 from flows.run._stop import stop_requested
 from ledger import INTERACTION_LOST, Failure, SetupFault, Usage, Verdict, validate_answer
 
@@ -102,15 +103,24 @@ def create_kwargs(
     schema: type[BaseModel],
     base: GenerationSettings | None = None,
     timeout_s: float = 60.0,
+    prefix: CachedPrefix | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``interactions.create`` that submit one job in the background,
     with the pipeline's settings ``base`` and the prompt's own over them
-    (``flows.generation.interaction_config``)."""
+    (``flows.generation.interaction_config``).
+
+    A pipeline's cached ``prefix`` goes inline here (its system instruction, its parts
+    before the prompt's): the interactions API's ``cached_content`` is marked deprecated in
+    google-genai 3.6.1 (``_gaos/types/interactions/createmodelinteraction.py``), so this
+    channel makes no cache (``flows.prefix``)."""
+    head = prefix.contents() if prefix is not None else ()
     kwargs: dict[str, Any] = {
         "model": model,
         # Text only: the plain string, as before; with media, the content blocks
         # (flows.contents.interaction_input, its parts resolved).
-        "input": interaction_input(prompt.contents()) if prompt.parts else prompt.text,
+        "input": (
+            interaction_input((*head, *prompt.contents())) if prompt.parts or head else prompt.text
+        ),
         "background": True,
         "labels": {LABEL_KEY: label_value(key), LABEL_PIPELINE: label_value(pipeline)},
         "response_format": response_format(schema),
@@ -119,8 +129,9 @@ def create_kwargs(
         "extra_headers": {KEY_HEADER: key},
         "timeout": timeout_s,
     }
-    if prompt.system:
-        kwargs["system_instruction"] = prompt.system
+    system = prefix.system if prefix is not None else prompt.system
+    if system:
+        kwargs["system_instruction"] = system
     kwargs.update(interaction_config(effective_settings(prompt, base)))
     return kwargs
 

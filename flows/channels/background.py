@@ -160,6 +160,7 @@ def submit_reserved(
                     model=r.model,
                     schema=p.output,
                     base=p.generation,
+                    prefix=p.cached_prefix,
                 ),
             )
             for r, prompt in prompts

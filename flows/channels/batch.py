@@ -92,6 +92,14 @@ from flows.channels._channel import (
     pick,
     run_logger,
 )
+from flows.channels._deadline import (
+    DEADLINE_CANCELLED,
+    DEFAULT_CONCURRENCY,
+    Switched,
+    deadline_of,
+    switch_if_due,
+)
+from flows.channels.direct import sweep_interrupted
 from flows.crash import crash_point
 from flows.gemini._api_settings import record_api_settings
 from flows.gemini._errors import certainly_refused, classify, is_not_found, setup_fault
@@ -99,6 +107,7 @@ from flows.gemini.quota import note_failure, request_slot
 from flows.pipeline import Pipeline
 from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
+from flows.run._prefix_cache import PrefixCache
 from flows.run._renewal import Renewal
 from flows.run._stop import stop_requested
 from flows.run._upload_rows import ledger_uploads
@@ -270,6 +279,15 @@ def _send(
     # Media parts are uploaded (once per content) as their rows are written; a row whose
     # upload failed is settled after the file is written (flows.run._uploads).
     media = RowUploads(ledger_uploads(client, ledger, p.name))
+    # The night's cache of the pipeline's shared prefix, named by every line (made once,
+    # a ledger row: flows.run._prefix_cache); None: the prefix goes inline on each line.
+    cached_content: str | None = None
+    if p.cached_prefix is not None:
+        try:
+            cached_content = PrefixCache(client, ledger, p).name(verify=True)
+        except SetupFault:
+            ledger.release(reservation)  # nothing sent: every row back with its attempt
+            raise
     with tempfile.TemporaryDirectory(prefix="gl-batch-") as tmp:
         path = Path(tmp) / f"{reservation}.jsonl"
         reserved = ((r.key, r.payload) for r in ledger.stream_reserved(reservation))
@@ -293,6 +311,8 @@ def _send(
                     left_out=left_out,
                     too_large=too_large,
                     resolve=media,
+                    prefix=p.cached_prefix,
+                    cached_content=cached_content,
                 )
         if media.fault is not None:
             # A fault of the setup while uploading (storage full, key refused): nothing was
@@ -509,6 +529,7 @@ def reconcile_batch(
     *,
     writer: WriterChoice,
     bounds: LostBounds,
+    cancelled_for: Failure | None = None,
 ) -> dict[str, Any]:
     """Apply one finished batch job's outcome to its rows; returns what it did. ``writer``:
     the run's GEMINI_LEDGER_RECONCILE_WRITER (see ``flows.channels._batch_reconcile.writer_for``);
@@ -517,7 +538,9 @@ def reconcile_batch(
     Whatever output the job has is applied first, whatever its state: a FAILED or CANCELLED
     job's rows answered before it ended were billed and keep their answers. Then a SUCCEEDED
     job's rows the output never mentions fail as ``missing_from_output``, and the other
-    states' rows with the job's own failure."""
+    states' rows with the job's own failure; a job this tick cancelled itself
+    (``cancelled_for``: the deadline's switch-over, ``flows.channels._deadline``) fails its
+    unanswered rows with that failure instead, when it ended CANCELLED."""
     assert rec.name is not None
     log = run_logger("gemini_ledger.batch")
     state = job_state(job)
@@ -548,6 +571,8 @@ def reconcile_batch(
         if said:
             message += f": {said}" + (f" (code {code})" if code is not None else "")
         failure = classify({"state": f"BATCH_STATE_{state}", "message": message})
+        if cancelled_for is not None and state == "CANCELLED":
+            failure = cancelled_for
         reason = failure.message
         job_failed = ledger.fail_outstanding(handle=rec.name, failure=failure, policy=p.policy)
         log.warning(
@@ -631,6 +656,7 @@ class BatchRecovered(Recovered):
     """Batch reservations a dead tick never bound: found in ``batches.list`` or re-sent."""
 
     stale: int = 0
+    direct_swept: int = 0  # calls a dead tick made to meet a deadline (sweep_interrupted)
     bound: int = 0
     resent: int = 0
     skipped: int = 0
@@ -641,6 +667,7 @@ class BatchRecovered(Recovered):
         yield "stale batch reservations", self.stale
         yield "found in batches.list and bound", self.bound
         yield "never created, re-sent", self.resent
+        yield "deadline calls cut off or never sent: swept", self.direct_swept
 
 
 _LINE_COUNTS = (
@@ -730,6 +757,7 @@ class BatchSubmitted(Submitted):
     reserved: int = 0
     batches: list[str] = field(default_factory=list)
     submission_refused: int = 0  # uploads or batches.create the API refused (rows kept)
+    deadline: Switched | None = None  # the deadline's switch-over to direct, when it came
 
     @property
     def batch(self) -> str | None:
@@ -739,18 +767,29 @@ class BatchSubmitted(Submitted):
     def details(self) -> Iterator[tuple[str, Any]]:
         yield "batch jobs created", len(self.batches)
         yield "batch submissions refused (rows kept, unbilled)", self.submission_refused
+        if self.deadline is not None:
+            d = self.deadline
+            yield f"deadline {d.deadline}: batch jobs cancelled", len(d.cancelled)
+            yield "deadline: rows answered by the cancelled jobs", d.answered_by_batch
+            yield "deadline: rows sent directly", d.sent_direct
+            yield from ((f"deadline: direct outcome {o}", n) for o, n in d.outcomes.items())
 
 
 class BatchChannel:
     """The batch channel's steps: recover orphans, reconcile finished jobs, deliver, submit."""
 
     kind: ClassVar[Channel] = Channel.BATCH
-    uses: ClassVar[frozenset[str]] = frozenset({"stale_s"})
+    # max_concurrency: the direct calls in flight when a deadline sends rows directly.
+    uses: ClassVar[frozenset[str]] = frozenset({"stale_s", "deadline", "max_concurrency"})
 
     def __init__(self, ctx: RunContext, options: TickOptions | None = None) -> None:
         own_pipeline(ctx, self.kind)
         self.ctx = ctx
-        self.stale_s = pick((options or TickOptions()).stale_s, ctx.settings.batch_stale_s)
+        options = options or TickOptions()
+        self.stale_s = pick(options.stale_s, ctx.settings.batch_stale_s)
+        self.deadline = deadline_of(ctx.pipeline, options.deadline)
+        self.max_concurrency = pick(options.max_concurrency, DEFAULT_CONCURRENCY)
+        self.cancelled_for = DEADLINE_CANCELLED if self.deadline is not None else None
         self.opened_at = ctx.ledger.clock()
         self.bounds = LostBounds.of(ctx.settings)
 
@@ -770,10 +809,18 @@ class BatchChannel:
 
     def recover(self) -> BatchRecovered:
         """Batch reservations never bound to a job: bind the job found by display name in
-        ``batches.list``; re-send the same reserved rows only if there is none."""
+        ``batches.list``; re-send the same reserved rows only if there is none. Rows a dead
+        tick was sending directly to meet a deadline are swept as the direct channel sweeps
+        its own (``flows.channels.direct.sweep_interrupted``)."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
+        swept = sweep_interrupted(self.ctx, stale_s=self.ctx.settings.direct_stale_s)
         stale = ledger.stale_batches(pipeline=p.name, older_than=self.stale_s)
-        out = BatchRecovered(stale=len(stale))
+        out = BatchRecovered(
+            stale=len(stale),
+            recovered=swept.recovered,
+            took_over=swept.took_over,
+            direct_swept=swept.recovered,
+        )
         if not stale:
             return out
         client = self.ctx.client
@@ -844,7 +891,10 @@ class BatchChannel:
         for rec in submitted:
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
-            settled = self.settle(client, rec)
+            # On a pipeline with a deadline a CANCELLED job is taken as the switch-over's
+            # (a tick killed after its cancel): its unanswered rows come back as
+            # retryable:deadline, as in the tick that cancelled it (flows.channels._deadline).
+            settled = self.settle(client, rec, cancelled_for=self.cancelled_for)
             seen[settled.outcome] += 1
             lost_rows += settled.lost_rows
             if settled.report is not None:
@@ -867,7 +917,9 @@ class BatchChannel:
             files_not_deleted=cleaned.not_deleted,
         )
 
-    def settle(self, client: Any, rec: BatchRecord) -> Settled:
+    def settle(
+        self, client: Any, rec: BatchRecord, *, cancelled_for: Failure | None = None
+    ) -> Settled:
         """Settle one submitted batch job: what the tick's collect does for each job and the
         ``reconcile`` flow (``flows.reconcile``) for its one.
 
@@ -877,7 +929,8 @@ class BatchChannel:
         output applied, the rows it leaves failed) and record its responses file for
         deletion. A fault of the setup while polling raises; any other failure is logged and
         returned with the job still submitted, so the next poll tries again (whatever was
-        applied stays applied: every write is compare-and-set)."""
+        applied stays applied: every write is compare-and-set). ``cancelled_for``: see
+        :func:`reconcile_batch`."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
         assert rec.name is not None
         try:
@@ -900,7 +953,16 @@ class BatchChannel:
             return Settled(Settle.RUNNING, state=state)
         try:
             writer = self.ctx.settings.reconcile_writer
-            report = reconcile_batch(ledger, client, p, rec, job, writer=writer, bounds=self.bounds)
+            report = reconcile_batch(
+                ledger,
+                client,
+                p,
+                rec,
+                job,
+                writer=writer,
+                bounds=self.bounds,
+                cancelled_for=cancelled_for,
+            )
             note_responses(ledger, p, rec, job)  # reconciled: its file can go
         except Exception as exc:
             log.error(
@@ -962,6 +1024,15 @@ class BatchChannel:
         for each, write the JSONL, upload it, create the batch job and bind it."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         client = self.ctx.client  # before reserving: a missing API key must not strand rows
+        if self.deadline is not None:
+            # Too close to the deadline for batch: the rows still out go directly.
+            switched = switch_if_due(self, self.deadline, concurrency=self.max_concurrency)
+            if switched is not None:
+                return BatchSubmitted(
+                    submitted=switched.sent_direct,
+                    settled=switched.outcomes.get(Status.DONE, 0),
+                    deadline=switched,
+                )
         out = BatchSubmitted()
         last = ledger.submission_refusals(p.name).last_at
         if last is not None and last >= self.opened_at:

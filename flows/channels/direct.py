@@ -46,6 +46,7 @@ timeout), before it submits anything. Crash points: ``direct.after_reserve``,
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -82,6 +83,7 @@ from flows.pipeline import Pipeline, Prompt
 from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
+from flows.run._prefix_cache import PrefixCache
 from flows.run._progress import note
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
@@ -89,6 +91,7 @@ from flows.run._upload_rows import ledger_uploads
 from flows.run._uploads import RowUploads, Uploads
 from flows.settings import Settings
 from ledger import (
+    CACHE_EXPIRED,
     Channel,
     Failure,
     FailureRow,
@@ -124,6 +127,7 @@ __all__ = [
     "generate_content",
     "retry_if_classifier_says",
     "run_calls",
+    "sweep_interrupted",
 ]
 
 BACKOFF_ENV = "GEMINI_LEDGER_DIRECT_BACKOFF_S"  # first retry delay (s); doubles every retry
@@ -168,11 +172,23 @@ def _json_schema(output: type[BaseModel]) -> dict[str, Any]:
         return schema
 
 
-def _config(pipeline: Pipeline[Any], prompt: Prompt, key: str) -> types.GenerateContentConfig:
+def _config(
+    pipeline: Pipeline[Any], prompt: Prompt, key: str, cached_content: str | None = None
+) -> types.GenerateContentConfig:
     """The call's config: system instruction, output schema and the settings the pipeline
-    and the item give (``flows.generation.sdk_config``, the same as the other channels)."""
+    and the item give (``flows.generation.sdk_config``, the same as the other channels).
+
+    With ``cached_content`` (the pipeline's cached prefix, ``flows.run._prefix_cache``) the
+    request names the cache (the SDK sends ``cachedContent``) and carries no system
+    instruction: the cache holds it, and the API refuses both together. A prefix that could
+    not be cached is sent inline: its instruction here, its parts before the prompt's."""
+    prefix = pipeline.cached_prefix
+    system = prompt.system
+    if prefix is not None:
+        system = None if cached_content is not None else prefix.system
     return types.GenerateContentConfig(
-        system_instruction=prompt.system,
+        system_instruction=system,
+        cached_content=cached_content,
         response_mime_type="application/json",
         response_json_schema=_json_schema(pipeline.output),
         http_options=keyed(key),
@@ -206,6 +222,17 @@ def _judge(response: Any, output: type[BaseModel]) -> BaseModel | Failure:
     return validate_answer(extract_text(data), output)
 
 
+def _contents(pipeline: Pipeline[Any], prompt: Prompt, *, inline_prefix: bool) -> Any:
+    """The request's contents: the prompt's text (text only: the plain string, as before),
+    or its parts in order (``flows.contents.sdk_parts``, uploads made); a cached prefix that
+    goes inline puts its parts first, as the cache would."""
+    prefix = pipeline.cached_prefix
+    head = prefix.contents() if prefix is not None and inline_prefix else ()
+    if not prompt.parts and not head:
+        return prompt.text
+    return types.Content(role="user", parts=sdk_parts((*head, *prompt.contents())))
+
+
 # --- one attempt ---------------------------------------------------------------------------
 
 
@@ -225,6 +252,17 @@ class Calls:
         self.ctx = ctx
         self.fault: SetupFault | None = None
         self._uploads: Uploads | None = None
+        self._prefix: PrefixCache | None = None
+        self._lock = threading.Lock()
+
+    def prefix_cache(self) -> PrefixCache | None:
+        """The run's cached prefix (one cache for all its calls), if the pipeline has one."""
+        if self.ctx.pipeline.cached_prefix is None:
+            return None
+        with self._lock:
+            if self._prefix is None:
+                self._prefix = PrefixCache(self.ctx.client, self.ctx.ledger, self.ctx.pipeline)
+            return self._prefix
 
     def uploads(self, ledger: Ledger) -> Uploads:
         """The run's uploads (ledger rows): the same bytes go up once for all its calls."""
@@ -266,6 +304,17 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
             view = ledger.get(key)
             return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
         prompt = resolved
+    cache = calls.prefix_cache()
+    cached_content: str | None = None
+    if cache is not None:
+        # Made once for the run's calls (a ledger row), never the row's attempt: a fault
+        # of the setup gives the row back and halts, like a call's.
+        try:
+            cached_content = cache.name()
+        except SetupFault as halt:
+            ledger.release(reservation)
+            calls.fault = halt
+            raise
     handle = f"{HANDLE_PREFIX}{reservation}"
     # The shared quota's slot is taken while the row is still only reserved: a kill while
     # waiting for it gives the attempt back (nothing was sent).
@@ -277,17 +326,15 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
         try:
             response = client.models.generate_content(
                 model=row.model,
-                # Text only: the plain string, as before; with media, the parts in order
-                # (flows.contents.sdk_parts, uploads made above).
-                contents=(
-                    types.Content(role="user", parts=sdk_parts(prompt.contents()))
-                    if prompt.parts
-                    else prompt.text
-                ),
-                config=_config(pipeline, prompt, key),
+                contents=_contents(pipeline, prompt, inline_prefix=cached_content is None),
+                config=_config(pipeline, prompt, key, cached_content),
             )
         except Exception as exc:
             error, failure = exc, classify(exc)
+            if cache is not None and cached_content is not None and failure.code == CACHE_EXPIRED:
+                # The cache expired or was deleted under the request (refused): made again for
+                # the row's next attempt (the classifier keeps the row retryable).
+                cache.expired(cached_content)
     if failure is not None:
         crash_point("direct.after_call")
         fault = setup_fault(error) if error is not None else None
@@ -470,6 +517,44 @@ class DirectSubmitted(Submitted):
         yield from ((f"call outcome: {o}", n) for o, n in self.outcomes.items())
 
 
+def sweep_interrupted(ctx: RunContext, *, stale_s: float) -> DirectRecovered:
+    """Resolve the direct calls a killed run of ``ctx``'s pipeline left in flight, older
+    than ``stale_s``: a ``direct-`` reservation never sent is released (its attempt given
+    back), a row submitted under a ``direct:`` handle is recorded ``unknown:interrupted``.
+    The direct channel's recover step, and the batch channel's for the rows it sent
+    directly to meet a deadline (``flows.channels._deadline``)."""
+    p, ledger = ctx.pipeline, ctx.ledger
+    out = DirectRecovered()
+    held: list[float | None] = []
+    for row in ledger.stale_reservations(pipeline=p.name, older_than=stale_s):
+        if row.reservation.startswith(_RESERVATION_PREFIX):
+            released = ledger.release(row.reservation)
+            out.released += released
+            held += [row.reserved_at] * released
+    cutoff = ledger.clock() - stale_s
+    for key, handle, submitted_at in ledger.outstanding(
+        pipeline=p.name, handle_prefix=HANDLE_PREFIX
+    ):
+        if (submitted_at or 0) < cutoff:
+            try:
+                ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
+                out.interrupted += 1
+                held.append(submitted_at)
+            except InvalidTransition:
+                pass  # another run settled it meanwhile
+    out.recovered = out.released + out.interrupted
+    out.took_over = TakenOver.of(held)
+    if out.recovered:
+        ctx.log.warning(
+            "swept %d unsent and %d interrupted calls of %s: %s",
+            out.released,
+            out.interrupted,
+            p.name,
+            out.took_over.describe("reservations"),
+        )
+    return out
+
+
 class DirectChannel:
     """The direct channel's steps: sweep interrupted calls, deliver, call every due job."""
 
@@ -485,34 +570,7 @@ class DirectChannel:
 
     def recover(self) -> DirectRecovered:
         """Resolve rows a killed run left in flight (see the module docstring)."""
-        p, ledger = self.ctx.pipeline, self.ctx.ledger
-        out = DirectRecovered()
-        held: list[float | None] = []
-        for row in ledger.stale_reservations(pipeline=p.name, older_than=self.stale_s):
-            if row.reservation.startswith(_RESERVATION_PREFIX):
-                released = ledger.release(row.reservation)
-                out.released += released
-                held += [row.reserved_at] * released
-        cutoff = ledger.clock() - self.stale_s
-        for key, handle, submitted_at in ledger.outstanding(pipeline=p.name):
-            if handle and handle.startswith(HANDLE_PREFIX) and (submitted_at or 0) < cutoff:
-                try:
-                    ledger.record_failure(key, INTERRUPTED, policy=p.policy, handle=handle)
-                    out.interrupted += 1
-                    held.append(submitted_at)
-                except InvalidTransition:
-                    pass  # another run settled it meanwhile
-        out.recovered = out.released + out.interrupted
-        out.took_over = TakenOver.of(held)
-        if out.recovered:
-            self.ctx.log.warning(
-                "swept %d unsent and %d interrupted calls of %s: %s",
-                out.released,
-                out.interrupted,
-                p.name,
-                out.took_over.describe("reservations"),
-            )
-        return out
+        return sweep_interrupted(self.ctx, stale_s=self.stale_s)
 
     def collect(self) -> Collected:
         """Nothing to collect: a direct call brings its answer back (see :meth:`submit`)."""

@@ -89,6 +89,13 @@ def tick(
             help="Tonight's cap in USD over the pipeline's budget_usd (rows past it wait).",
         ),
     ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When the results must be there, 'HH:MM Zone/Name' (batch): overrides the"
+            " pipeline's deadline; rows still out too close to it are sent directly.",
+        ),
+    ] = None,
 ) -> None:
     """Run one tick of a pipeline: the same flow its schedule runs, then exit."""
     from flows._ledger import open_ledger
@@ -100,6 +107,10 @@ def tick(
     params = _params(param or [])
     if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd >= 0):
         raise UsageError(f"--budget-usd must be a finite number >= 0, got {budget_usd}")
+    if deadline is not None:
+        from flows.channels._channel import TickOptions
+
+        TickOptions(deadline=deadline)  # a bad one is one line, before anything starts
     settings = command_settings()
     load_pipeline(pipeline, settings)  # a pipeline that cannot load touches no ledger
     ledger = open_ledger(settings.database_url)  # refuses a missing one (db upgrade makes it)
@@ -107,7 +118,13 @@ def tick(
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with prefect_for_flows():
-        report = run_tick(pipeline, day=the_day, params=params or None, budget_usd=budget_usd)
+        report = run_tick(
+            pipeline,
+            day=the_day,
+            params=params or None,
+            budget_usd=budget_usd,
+            deadline=deadline,
+        )
     if as_json:
         print_json(report.as_dict())
     else:

@@ -27,6 +27,7 @@ baseline.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -38,6 +39,7 @@ from pydantic import Field
 
 from flows._ledger import open_ledger
 from flows.channels._channel import today_utc
+from flows.channels.direct import HANDLE_PREFIX
 from flows.errors import UsageError
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
@@ -45,13 +47,15 @@ from flows.ops._trend import build_trend, trend_lines, trend_table
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
-from ledger import Ledger, Status, morning_view
+from ledger import Channel, Ledger, Status, morning_view
 
 __all__ = [
     "EVENT_NAME",
     "LOOKBACK_DAYS",
     "RESOURCE_ID",
     "build_summary",
+    "deadline_cost",
+    "deadline_lines",
     "halt_lines",
     "held_lines",
     "pipeline_standing",
@@ -98,6 +102,22 @@ def _age(seconds: float | None) -> str | None:
     return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
 
 
+def deadline_cost(ledger: Ledger, pipeline: str, prices: PriceTable) -> tuple[int, float]:
+    """A batch pipeline's rows sent directly to meet its deadline (``flows.channels._deadline``:
+    answered under a ``direct:`` handle) and what that cost above the batch price: their
+    tokens at the direct price less the same tokens at the batch multiplier."""
+    lines = [
+        UsageLine.of(u)
+        for u in ledger.usage_sent_as(pipeline=pipeline, handle_prefix=HANDLE_PREFIX)
+        if u.channel != Channel.DIRECT
+    ]
+    if not lines:
+        return 0, 0.0
+    as_batch = estimate_cost(lines, prices).usd
+    as_sent = estimate_cost([replace(u, channel=Channel.DIRECT.value) for u in lines], prices).usd
+    return sum(u.rows for u in lines), as_sent - as_batch
+
+
 def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for view in morning_view(ledger):
@@ -106,6 +126,8 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
         usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
         cost = estimate_cost(usage, prices)
         held, held_night = _held(ledger, view.pipeline)
+        # The rows a deadline sent directly are priced above as batch rows: add the rest.
+        fallback_rows, fallback_extra = deadline_cost(ledger, view.pipeline, prices)
         rows.append(
             {
                 "pipeline": view.pipeline,
@@ -119,7 +141,9 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "in_flight": view.in_flight,
                 "oldest_in_flight_s": view.oldest_in_flight_s,
                 "oldest_in_flight": _age(view.oldest_in_flight_s),
-                "cost_usd": cost.usd,
+                "cost_usd": cost.usd + fallback_extra,
+                "deadline_direct_rows": fallback_rows,
+                "deadline_extra_usd": round(fallback_extra, 6),
                 "unpriced": cost.unpriced_text(),
                 "held_by_budget": held,
                 "held_by_budget_night": held_night,
@@ -167,6 +191,17 @@ def refusal_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def deadline_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose deadline sent rows directly: what it cost."""
+    return [
+        f"{p['pipeline']}: {p['deadline_direct_rows']} row"
+        f"{'s' if p['deadline_direct_rows'] != 1 else ''} sent directly to meet the deadline,"
+        f" ${p['deadline_extra_usd']:.4f} above the batch price"
+        for p in report["pipelines"]
+        if p.get("deadline_direct_rows")
+    ]
+
+
 def pipeline_standing(ledger: Ledger, pipeline: str, prices: PriceTable) -> dict[str, Any] | None:
     """Where one pipeline stands now (the morning table's row), or None if it has no jobs."""
     return next(iter(_pipelines(ledger, prices, only=pipeline)), None)
@@ -199,10 +234,12 @@ def build_summary(
 
     usage = [UsageLine.of(u) for u in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
+    pipelines = _pipelines(ledger, prices)
+    extra = sum(p["deadline_extra_usd"] for p in pipelines)
     return {
         "day": day.isoformat(),
         "baseline_day": baseline_day,
-        "pipelines": _pipelines(ledger, prices),
+        "pipelines": pipelines,
         "trend": build_trend(ledger, day, prices),
         "halts": halts.as_dict(),
         "parked": {"total": total, "previous": previous_total, "delta": total - previous_total},
@@ -219,7 +256,13 @@ def build_summary(
             "cached": counts.usage.cached_tokens,
             "audio": counts.usage.audio_tokens,
         },
-        "cost": {**cost.as_dict(), "prices": prices.source, "unpriced": cost.unpriced_text()},
+        "cost": {
+            **cost.as_dict(),
+            "usd": round(cost.usd + extra, 6),
+            "deadline_extra_usd": round(extra, 6),
+            "prices": prices.source,
+            "unpriced": cost.unpriced_text(),
+        },
         "poison_inputs": [
             {"fingerprint": fp, "keys": n, "error_class": cls}
             for fp, n, cls in ledger.poison_inputs()
@@ -253,6 +296,9 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
         )
     if not report["pipelines"]:
         lines.append("| (no jobs yet) | | | | | | |")
+    fallback = deadline_lines(report)
+    if fallback:
+        lines += ["", *(f"- {line}" for line in fallback)]
     refused = refusal_lines(report) + held_lines(report)
     if refused:
         lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema
 
+from flows.deadline import DEADLINE_PATTERN
 from ledger import PIPELINE_NAME_MAX
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "BudgetUsd",
     "Concurrency",
     "Day",
+    "DeadlineText",
     "PipelineSpec",
     "Seconds",
     "known_pipelines",
@@ -88,3 +90,7 @@ BudgetUsd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 #: How many requests in flight at once: one or more.
 Concurrency = Annotated[int, Field(ge=1)]
+
+#: A morning deadline, ``HH:MM Zone/Name`` (``07:00 Europe/Paris``): the server checks the
+#: pattern; the flow checks the zone (``flows.Deadline``) before any work.
+DeadlineText = Annotated[str, WithJsonSchema({"type": "string", "pattern": DEADLINE_PATTERN})]

@@ -18,6 +18,7 @@ from typing import Any
 from flows.crash import crash_point
 from flows.gemini._errors import is_not_found
 from flows.gemini.gateway import shared_client
+from flows.run._cleanup import delete_due
 from flows.run._uploads import EXPIRY_MARGIN_S, UploadBusy, Uploaded, Uploads
 from flows.settings import Settings
 from ledger import Ledger, UploadRecord
@@ -94,18 +95,19 @@ def clean_uploads(
     if not due:
         return 0
     client = shared_client(settings)
-    deleted = 0
-    for rec in due:
-        try:
-            client.files.delete(name=str(rec.name))
-        except Exception as exc:
-            if not is_not_found(exc):  # gone already (expired): as good as deleted
-                ledger.upload_delete_failed(pipeline, rec.content_hash, error=str(exc))
-                log.warning("%s: could not delete upload %s: %s", pipeline, rec.name, exc)
-                continue
-        crash_point("upload.after_delete")
-        if ledger.upload_deleted(pipeline, rec.content_hash, name=str(rec.name)):
-            deleted += 1
+    deleted = delete_due(
+        due,
+        delete=lambda rec: client.files.delete(name=str(rec.name)),
+        gone=is_not_found,  # expired already: as good as deleted
+        failed=lambda rec, error: ledger.upload_delete_failed(
+            pipeline, rec.content_hash, error=error
+        ),
+        deleted=lambda rec: ledger.upload_deleted(pipeline, rec.content_hash, name=str(rec.name)),
+        point="upload.after_delete",
+        what=lambda rec: f"upload {rec.name}",
+        log=log,
+        pipeline=pipeline,
+    )
     if deleted:
         log.info("%s: deleted %d media uploads from the Files API", pipeline, deleted)
     return deleted

@@ -6,7 +6,7 @@ reached. ``jobs.plan_day``: the night whose budget paid for a row's last reserva
 the night's actual spend is read from its rows' recorded usage.
 
 Revision ID: 0012
-Revises: 0010 (the lead rechains it after 0011 at merge)
+Revises: 0011
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

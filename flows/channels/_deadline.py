@@ -1,0 +1,270 @@
+"""A batch pipeline's deadline, met by falling back to the direct channel.
+
+The batch channel is half price but promises only "within 24 hours"
+(https://ai.google.dev/gemini-api/docs/batch-mode). A pipeline that names a deadline
+(``Pipeline(deadline=...)``, or the tick's ``deadline`` parameter, ``flows.Deadline``) has its
+batch channel's submit step ask first, every tick, whether the rows still out can wait:
+
+* **when**: the rows still out (pending, reserving, submitted, retryable) are due at the first
+  time the deadline's clock shows after the oldest of them was enrolled
+  (``Deadline.first_after``). What the direct channel needs for them: one call's time (the
+  median of the last direct calls of the model, ``Ledger.call_seconds``; else
+  ``GEMINI_LEDGER_DEADLINE_CALL_S``) for each round of the calls in flight at once (the
+  tick's ``max_concurrency``, at most the model's shared in-flight limit), at least the rows
+  over the model's shared rate limit (``flows.gemini.quota.limits_for``), plus
+  ``GEMINI_LEDGER_DEADLINE_MARGIN_S`` and, when batch jobs are out, the time allowed for them
+  to end after the cancel (``GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S``). When the time left is
+  no more than that, the tick switches over; otherwise it submits as usual.
+* **the switch-over** (:func:`switch_if_due`): every submitted batch job of the pipeline is
+  cancelled (``batches.cancel``), then polled until it ends, within the cancel wait
+  (``BatchChannel.settle``: whatever output it left, a responses file or none, is applied; its
+  unanswered rows become ``retryable:deadline``, their batch attempt counted); then the
+  pending and retryable rows are sent through the direct channel's own calls
+  (``flows.channels.direct.run_calls``), each under a ``direct:`` handle (the mark that a
+  batch row was answered directly: the morning view prices it at the direct rate and
+  reports what that cost above the batch price). A job that has not ended within the wait
+  keeps its rows (they may still be answered by it); the next tick settles it and sends what
+  it left. A row at its attempt cap when its job is cancelled is parked as any retryable
+  failure there is.
+
+Every write is a verb of the ledger's that moves a row only from the state it expects, so no
+row is sent twice nor delivered twice: a row answered by the cancelled job's output is
+``done`` and no longer due; a row sent directly is under a ``direct:`` handle, and a late
+reconcile of its old job (a webhook) applies only to rows still submitted under the job.
+
+Crash points: ``deadline.after_cancel`` (the jobs cancelled, nothing read: the next tick's
+collect reconciles the CANCELLED jobs, on a pipeline with a deadline their unanswered rows
+``retryable:deadline`` as here, and its submit switches again), ``deadline.after_partial_apply``
+(the cancelled jobs settled, their rows retryable: the next tick sends them directly),
+``deadline.after_direct`` (the direct calls recorded, nothing delivered: the next tick's
+deliver step). A kill during a direct call leaves its row under a ``direct:`` handle: the
+next tick's recover step sweeps it as the direct channel does (``sweep_interrupted``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flows.channels._batch_io import cancel_batch_job
+from flows.channels.direct import HANDLE_PREFIX, run_calls
+from flows.crash import crash_point
+from flows.deadline import Deadline
+from flows.gemini._errors import is_not_found, setup_fault
+from flows.gemini.quota import limits_for
+from flows.pipeline import Pipeline
+from flows.run._stop import stop_requested
+from flows.run._stop import wait as wait_unless_stopped
+from ledger import Failure, Status, Verdict, redact
+
+if TYPE_CHECKING:
+    from flows.channels._channel import RunContext
+    from flows.channels.batch import BatchChannel
+
+__all__ = [
+    "DEADLINE_CANCELLED",
+    "DEFAULT_CONCURRENCY",
+    "DirectNeed",
+    "Switched",
+    "deadline_of",
+    "direct_need",
+    "set_clock",
+    "switch_if_due",
+]
+
+#: The failure of a row whose batch job was cancelled to meet the deadline: retryable, its
+#: attempt counted (the batch send is recorded; the direct one will be the next attempt).
+#: Not unknown (as a CANCELLED job's rows otherwise are): a row the cancel stopped was not
+#: processed ("stops processing new requests", the batch docs), and a row cut off again in
+#: its direct call must not reach ``unknown_cap`` for it. The batch channel's collect fails
+#: a CANCELLED job's rows so on any pipeline with a deadline.
+DEADLINE_CANCELLED = Failure(
+    Verdict.RETRYABLE,
+    "deadline",
+    "its batch job was cancelled to meet the pipeline's deadline; sent directly",
+)
+
+DEFAULT_CONCURRENCY = 8  # the direct channel's default calls in flight
+_POLL_S = 2.0  # between polls of the cancelled jobs
+
+_clock: Callable[[], float] = time.time
+
+
+def set_clock(clock: Callable[[], float] | None) -> None:
+    """The clock the deadline is read against (epoch seconds); None: the real one. Tests set
+    it (``flows.testing.deadline_clock``) so a morning comes without waiting for it."""
+    global _clock
+    _clock = clock or time.time
+
+
+def deadline_of(p: Pipeline[Any], given: str | None) -> Deadline | None:
+    """The deadline a tick works to: the tick's ``deadline`` parameter, else the pipeline's."""
+    if given is not None:
+        return Deadline.of(given)
+    return Deadline.of(p.deadline) if p.deadline is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectNeed:
+    """What sending ``rows`` directly takes: ``seconds`` in all (margin included), from one
+    call's time (``measured`` or the setting) and the calls at once and per minute."""
+
+    rows: int
+    seconds: float
+    call_s: float
+    measured: bool
+    concurrency: int
+    per_minute: float | None
+
+
+def direct_need(
+    ctx: RunContext, rows: int, *, concurrency: int, jobs_out: bool = True
+) -> DirectNeed:
+    """How long the direct channel needs for ``rows`` of the run's pipeline (module doc)."""
+    model = ctx.pipeline.model
+    measured = ctx.ledger.call_seconds(model=model, handle_prefix=HANDLE_PREFIX)
+    call_s = measured if measured is not None else ctx.settings.deadline_call_s
+    limits = limits_for(model)
+    at_once = max(1, min(concurrency, limits.inflight or concurrency))
+    seconds = math.ceil(rows / at_once) * call_s
+    if limits.per_minute:
+        seconds = max(seconds, rows / limits.per_minute * 60.0)
+    seconds += ctx.settings.deadline_margin_s
+    if jobs_out:
+        seconds += ctx.settings.deadline_cancel_wait_s
+    return DirectNeed(rows, seconds, call_s, measured is not None, at_once, limits.per_minute)
+
+
+@dataclass(kw_only=True)
+class Switched:
+    """A switch-over: the deadline, the time left and needed, the batch jobs cancelled and
+    what they came to, the rows sent directly and their outcomes."""
+
+    deadline: str
+    left_s: float
+    need_s: float
+    cancelled: list[str] = field(default_factory=list)
+    cancel_errors: int = 0
+    settled_jobs: int = 0
+    unfinished_jobs: int = 0  # still running when the wait ended: their rows wait for them
+    answered_by_batch: int = 0  # rows the cancelled jobs' output answered
+    sent_direct: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _cancel_all(channel: BatchChannel, client: Any, out: Switched) -> list[Any]:
+    ctx = channel.ctx
+    jobs = ctx.ledger.submitted_batches(pipeline=ctx.pipeline.name)
+    for rec in jobs:
+        assert rec.name is not None
+        try:
+            cancel_batch_job(client, rec.name)
+            out.cancelled.append(rec.name)
+        except Exception as exc:
+            fault = setup_fault(exc)
+            if fault is not None:
+                raise fault from exc
+            # Already ended (the API refuses to cancel a finished job), gone, or a transient
+            # error: the poll below reads whatever state it is in.
+            out.cancel_errors += 0 if is_not_found(exc) else 1
+            ctx.log.warning(
+                "%s: cancelling %s failed: %s",
+                ctx.name,
+                rec.name,
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
+    return jobs
+
+
+def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: Switched) -> None:
+    """Poll the cancelled jobs until each has ended and is settled, within the cancel wait."""
+    from flows.channels.batch import Settle
+
+    ctx = channel.ctx
+    until = time.monotonic() + ctx.settings.deadline_cancel_wait_s
+    left = list(jobs)
+    while left:
+        still = []
+        for rec in left:
+            settled = channel.settle(client, rec, cancelled_for=DEADLINE_CANCELLED)
+            if settled.outcome in (Settle.RECONCILED, Settle.LOST):
+                out.settled_jobs += 1
+                report = settled.report or {}
+                out.answered_by_batch += int(report.get("succeeded", 0))
+            else:
+                still.append(rec)
+        left = still
+        if not left or time.monotonic() >= until or stop_requested():
+            break
+        if wait_unless_stopped(min(_POLL_S, max(until - time.monotonic(), 0.0))):
+            break
+    out.unfinished_jobs = len(left)
+    if left:
+        ctx.log.warning(
+            "%s: %d cancelled batch jobs had not ended after %.0f s: their rows wait for them",
+            ctx.name,
+            len(left),
+            ctx.settings.deadline_cancel_wait_s,
+        )
+
+
+def switch_if_due(
+    channel: BatchChannel, deadline: Deadline, *, concurrency: int
+) -> Switched | None:
+    """Switch the rows still out to the direct channel if the deadline asks for it (module
+    doc); None when they can wait for batch (or there is none)."""
+    ctx = channel.ctx
+    ledger, p = ctx.ledger, ctx.pipeline
+    rows, oldest = ledger.rows_out(pipeline=p.name)
+    if rows == 0 or oldest is None:
+        return None
+    due_at = deadline.first_after(oldest)
+    jobs_out = bool(ledger.submitted_batches(pipeline=p.name))
+    need = direct_need(ctx, rows, concurrency=concurrency, jobs_out=jobs_out)
+    left = due_at - _clock()
+    if left > need.seconds:
+        ctx.log.info(
+            "%s: %d rows out, %.0f s before the deadline %s; directly they would need %.0f s:"
+            " batch",
+            ctx.name,
+            rows,
+            left,
+            deadline,
+            need.seconds,
+        )
+        return None
+    ctx.log.warning(
+        "%s: %d rows still out and %.0f s before the deadline %s, which the direct channel"
+        " needs %.0f s for (a call %.1f s%s, %d at once): cancelling the batch jobs and"
+        " sending them directly",
+        ctx.name,
+        rows,
+        left,
+        deadline,
+        need.seconds,
+        need.call_s,
+        " measured" if need.measured else "",
+        need.concurrency,
+    )
+    out = Switched(deadline=str(deadline), left_s=round(left, 1), need_s=round(need.seconds, 1))
+    client = ctx.client
+    jobs = _cancel_all(channel, client, out)
+    # Cancelled, nothing read: the next tick's collect reconciles the CANCELLED jobs.
+    crash_point("deadline.after_cancel")
+    _settle_cancelled(channel, client, jobs, out)
+    # The answered rows done, the others retryable:deadline: the next tick sends them.
+    crash_point("deadline.after_partial_apply")
+    keys = [j.key for j in ledger.jobs(pipeline=p.name, status=Status.PENDING)]
+    keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
+    outcomes = run_calls(ctx, keys, max_concurrency=concurrency)
+    # Sent and recorded, nothing delivered: the next tick's deliver step.
+    crash_point("deadline.after_direct")
+    tally: dict[str, int] = {}
+    for outcome in outcomes.values():
+        tally[outcome] = tally.get(outcome, 0) + 1
+    out.sent_direct = sum(n for o, n in tally.items() if not o.startswith("skipped:"))
+    out.outcomes = dict(sorted(tally.items()))
+    return out

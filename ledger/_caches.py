@@ -1,0 +1,245 @@
+"""Context caches of pipelines' shared prefixes (``caches``): reserved by the prefix's digest
+before ``caches.create``, bound to the cache after it, found again by display name after a
+crash, created again once expired, deleted when every row of the pipeline is final. Never a
+row's attempt.
+
+The moves are declared once in ``ledger._transitions.CACHE_MOVES``; each ``UPDATE`` names the
+state (and token) it moves from, so two passes never both create the night's cache: the one
+whose compare-and-set changed no row uses the other's (or sends its rows inline meanwhile).
+The same discipline as ``ledger._uploads``, whose "every row final" rule it shares.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy import text
+
+from ledger._base import LedgerBase
+from ledger._transitions import CACHE_MOVES, CacheState, sql_literal
+from ledger._uploads import FINAL_SQL
+
+__all__ = ["CacheClaim", "CacheRecord", "CacheVerbs"]
+
+_RESERVING = sql_literal(CacheState.RESERVING)
+_ACTIVE = sql_literal(CacheState.ACTIVE)
+_EXPIRED = sql_literal(CacheState.EXPIRED)
+_DELETED = sql_literal(CacheState.DELETED)
+
+
+class CacheRecord(NamedTuple):
+    pipeline: str
+    prefix_hash: str
+    state: str
+    token: str | None
+    reserved_at: float
+    model: str
+    name: str | None
+    expires_at: float | None
+    tokens: int
+    creates: int
+    delete_failures: int
+
+
+_COLUMNS = (
+    "pipeline, prefix_hash, state, token, reserved_at, model, name, expires_at, tokens,"
+    " creates, delete_failures"
+)
+
+
+class CacheClaim(NamedTuple):
+    """What ``reserve_cache`` decided: ``use`` the bound cache, ``create`` under our token
+    (``taken_over``: a dead pass had reserved it, so look for its cache by display name
+    first), or ``wait`` (another live pass is creating it)."""
+
+    action: str
+    record: CacheRecord
+    taken_over: bool = False
+
+
+class CacheVerbs(LedgerBase):
+    """Verbs over the context caches of pipelines' shared prefixes."""
+
+    def _cache(self, conn: object, pipeline: str, digest: str) -> CacheRecord | None:
+        row = conn.execute(  # type: ignore[attr-defined]
+            text(f"SELECT {_COLUMNS} FROM caches WHERE pipeline = :p AND prefix_hash = :h"),
+            {"p": pipeline, "h": digest},
+        ).first()
+        return None if row is None else CacheRecord(*row)
+
+    def get_cache(self, pipeline: str, digest: str) -> CacheRecord | None:
+        with self._read() as conn:
+            return self._cache(conn, pipeline, digest)
+
+    def caches(self, pipeline: str) -> list[CacheRecord]:
+        """Every cache of the pipeline's prefixes (``creates`` counts the ``caches.create``
+        calls bound to it: more than one when it expired and was created again)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(f"SELECT {_COLUMNS} FROM caches WHERE pipeline = :p ORDER BY prefix_hash"),
+                {"p": pipeline},
+            ).all()
+        return [CacheRecord(*r) for r in rows]
+
+    def reserve_cache(
+        self,
+        pipeline: str,
+        digest: str,
+        *,
+        token: str,
+        model: str,
+        fresh_until: float,
+        stale_before: float,
+    ) -> CacheClaim:
+        """Reserve the creation of the cache of this prefix.
+
+        A bound cache that expires after ``fresh_until`` is used as it is; a reservation
+        renewed before ``stale_before`` is another pass's (``wait``); anything else (no row,
+        a cache expiring too soon, expired or deleted, a dead pass's reservation) is reserved
+        under ``token`` (``CACHE_MOVES['reserve_cache']``)."""
+        assert CACHE_MOVES["reserve_cache"][1] is CacheState.RESERVING
+        now = self.clock()
+        with self._write() as conn:
+            found = self._cache(conn, pipeline, digest)
+            if found is None:
+                inserted = conn.execute(
+                    text(
+                        "INSERT INTO caches (pipeline, prefix_hash, state, token, reserved_at,"
+                        " model, tokens, creates, delete_failures)"
+                        f" VALUES (:p, :h, {_RESERVING}, :t, :now, :m, 0, 0, 0)"
+                        " ON CONFLICT DO NOTHING"
+                    ),
+                    {"p": pipeline, "h": digest, "t": token, "now": now, "m": model},
+                ).rowcount
+                record = self._cache(conn, pipeline, digest)
+                assert record is not None
+                return CacheClaim("create" if inserted == 1 else "wait", record)
+            if found.state == CacheState.ACTIVE and (found.expires_at or 0) > fresh_until:
+                return CacheClaim("use", found)
+            if found.state == CacheState.RESERVING and found.reserved_at >= stale_before:
+                return CacheClaim("create" if found.token == token else "wait", found)
+            taken_over = found.state == CacheState.RESERVING
+            moved = conn.execute(
+                text(
+                    f"UPDATE caches SET state = {_RESERVING}, token = :t, reserved_at = :now,"
+                    " model = :m, deleted_at = NULL"
+                    " WHERE pipeline = :p AND prefix_hash = :h AND state = :state"
+                    " AND reserved_at = :was"
+                ),
+                {
+                    "t": token,
+                    "now": now,
+                    "m": model,
+                    "p": pipeline,
+                    "h": digest,
+                    "state": found.state,
+                    "was": found.reserved_at,
+                },
+            ).rowcount
+            record = self._cache(conn, pipeline, digest)
+            assert record is not None
+            return CacheClaim("create" if moved == 1 else "wait", record, taken_over)
+
+    def bind_cache(
+        self, pipeline: str, digest: str, *, token: str, name: str, expires_at: float, tokens: int
+    ) -> bool:
+        """The cache reserved under ``token`` is ``name``; False if the reservation was taken
+        over meanwhile (the other pass binds its own)."""
+        assert CACHE_MOVES["bind_cache"][1] is CacheState.ACTIVE
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        f"UPDATE caches SET state = {_ACTIVE}, name = :n, expires_at = :e,"
+                        " tokens = :k, bound_at = :now, creates = creates + 1"
+                        f" WHERE pipeline = :p AND prefix_hash = :h AND state = {_RESERVING}"
+                        " AND token = :t"
+                    ),
+                    {
+                        "n": name,
+                        "e": expires_at,
+                        "k": tokens,
+                        "now": self.clock(),
+                        "p": pipeline,
+                        "h": digest,
+                        "t": token,
+                    },
+                ).rowcount
+                == 1
+            )
+
+    def release_cache(self, pipeline: str, digest: str, *, token: str) -> bool:
+        """The create reserved under ``token`` was refused: the reservation is removed (a
+        later pass reserves it again)."""
+        assert CACHE_MOVES["release_cache"][1] is None
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "DELETE FROM caches WHERE pipeline = :p AND prefix_hash = :h"
+                        f" AND state = {_RESERVING} AND token = :t"
+                    ),
+                    {"p": pipeline, "h": digest, "t": token},
+                ).rowcount
+                == 1
+            )
+
+    def cache_expired(self, pipeline: str, digest: str, *, name: str) -> bool:
+        """A request naming the cache ``name`` was refused for it (expired or gone): the next
+        row reserves it again and creates a new one."""
+        assert CACHE_MOVES["cache_expired"][1] is CacheState.EXPIRED
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        f"UPDATE caches SET state = {_EXPIRED} WHERE pipeline = :p"
+                        f" AND prefix_hash = :h AND state = {_ACTIVE} AND name = :n"
+                    ),
+                    {"p": pipeline, "h": digest, "n": name},
+                ).rowcount
+                == 1
+            )
+
+    def caches_to_delete(self, *, pipeline: str) -> list[CacheRecord]:
+        """Bound (or expired) caches of ``pipeline`` when every row of it is final (done,
+        consumed or parked): no row will be sent with them again."""
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM caches c WHERE c.pipeline = :p"
+                    f" AND c.state IN ({_ACTIVE}, {_EXPIRED}) AND NOT EXISTS (SELECT 1"
+                    " FROM jobs j WHERE j.pipeline = c.pipeline"
+                    f" AND j.status NOT IN ({FINAL_SQL}))"
+                    " ORDER BY c.delete_failures, c.bound_at"
+                ),
+                {"p": pipeline},
+            ).all()
+        return [CacheRecord(*row) for row in rows]
+
+    def cache_deleted(self, pipeline: str, digest: str, *, name: str | None) -> bool:
+        """The cache ``name`` is gone from the API (deleted, or already expired)."""
+        sources = ", ".join(sql_literal(s) for s in CACHE_MOVES["cache_deleted"][0] if s)
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        f"UPDATE caches SET state = {_DELETED}, deleted_at = :now"
+                        " WHERE pipeline = :p AND prefix_hash = :h"
+                        f" AND state IN ({sources}) AND name = :n"
+                    ),
+                    {"now": self.clock(), "p": pipeline, "h": digest, "n": name},
+                ).rowcount
+                == 1
+            )
+
+    def cache_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
+        """A delete failed: counted on the cache (never on a row), retried on a later tick."""
+        with self._write() as conn:
+            conn.execute(
+                text(
+                    "UPDATE caches SET delete_failures = delete_failures + 1, last_error = :e"
+                    f" WHERE pipeline = :p AND prefix_hash = :h AND state IN ({_ACTIVE},"
+                    f" {_EXPIRED})"
+                ),
+                {"e": error[:500], "p": pipeline, "h": digest},
+            )

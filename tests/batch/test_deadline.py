@@ -1,0 +1,154 @@
+"""A batch night with a deadline (issue #23, item 3): jobs slower than the night are cancelled
+when the time left is no more than the direct channel needs, whatever they answered is
+applied, the rest is sent directly, every row delivered once before the deadline, and the
+morning view says what the fallback cost above the batch price. Real ticks, the emulator and
+the real SDK, a real SQLite ledger; the deadline's clock is moved instead of waited for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.ops.summary import build_summary, render_markdown
+from flows.testing import HaltHistory, deadline_clock, load_prices
+from flows.tick import tick
+from ledger import Status
+from tests.batch.deadline_pipelines import DELIVERIES_ENV, ROWS, deliveries
+from tests.ledgers import run_ledger
+
+from .conftest import DAY, attempts_by_key, submissions
+
+SPEC, NAME = "tests.batch.deadline_pipelines:late", "late"
+# gemini-2.5-flash in the shipped price table, USD per million tokens; batch pays half.
+PROMPT_PRICE, ANSWER_PRICE, BATCH_MULTIPLIER = 0.30, 2.50, 0.5
+
+
+def _deadline_in(seconds: float, zone: str = "Europe/Paris") -> tuple[str, float]:
+    """A deadline ``seconds`` from now in ``zone`` ("HH:MM:SS Zone"), and its epoch."""
+    at = datetime.fromtimestamp(int(datetime.now(UTC).timestamp() + seconds), ZoneInfo(zone))
+    return f"{at:%H:%M:%S} {zone}", at.timestamp()
+
+
+@pytest.fixture
+def night(batch_env: dict[str, Any], monkeypatch, tmp_path: Path) -> dict[str, Any]:
+    """The batch environment, the deliveries file, and jobs that would run past the night."""
+    path = tmp_path / "deliveries.txt"
+    monkeypatch.setenv(DELIVERIES_ENV, str(path))
+    return {**batch_env, "deliveries": path}
+
+
+@pytest.mark.parametrize("partial", [0.5, 0.0], ids=["responses-file", "no-responses-file"])
+def test_a_night_past_its_deadline_is_finished_directly_before_it(
+    night: dict[str, Any], partial: float
+) -> None:
+    """The batch job would run 1000 polls: at 22:00 and at 2 h before the deadline the tick
+    keeps batch; 10 min before it (less than the direct channel needs with its margin) it
+    cancels the job, applies what its responses file holds (half the rows, or none when the
+    cancelled job leaves no file), sends the rest directly, and delivers every row once,
+    each billed once per attempt: the answered rows 1, the others 2 (the batch send and the
+    direct one); the morning view reports the fallback's cost above the batch price."""
+    emu = night["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": partial})
+    deadline, due = _deadline_in(6 * 3600)
+
+    first = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    assert first.submit.batch is not None and first.submit.deadline is None
+    with deadline_clock(lambda: due - 2 * 3600):
+        second = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    assert second.submit.deadline is None and second.submit.batches == []
+    assert second.collect.still_running == 1
+
+    with deadline_clock(lambda: due - 600):
+        third = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    switched = third.submit.deadline
+    answered = int(ROWS * partial)
+    assert switched is not None
+    assert switched.cancelled == [first.submit.batch]
+    assert (switched.answered_by_batch, switched.sent_direct) == (answered, ROWS - answered)
+    assert switched.outcomes == {Status.DONE: ROWS - answered}
+
+    ledger = run_ledger()
+    jobs = ledger.jobs(pipeline=NAME)
+    assert {j.status for j in jobs} == {Status.CONSUMED}
+    delivered = deliveries(night["deliveries"])
+    assert sorted(delivered) == sorted(j.key for j in jobs)  # each key once
+    direct = [j for j in jobs if (j.handle or "").startswith("direct:")]
+    assert len(direct) == ROWS - answered
+    assert {j.attempts for j in direct} == {2}
+    assert {j.attempts for j in jobs if j not in direct} <= {1}
+    assert attempts_by_key(ledger, NAME) == submissions(emu, "late:")
+    billed = emu.stats()["billed"]
+    assert (billed["batch_rows"], billed["generate_calls"]) == (answered, ROWS - answered)
+
+    report = build_summary(ledger, DAY, load_prices(None), halts=HaltHistory([]))
+    (row,) = [p for p in report["pipelines"] if p["pipeline"] == NAME]
+    at_direct = (
+        sum(
+            j.prompt_tokens * PROMPT_PRICE
+            + (j.candidates_tokens + j.thoughts_tokens) * ANSWER_PRICE
+            for j in direct
+        )
+        / 1_000_000
+    )
+    assert row["deadline_direct_rows"] == ROWS - answered
+    assert row["deadline_extra_usd"] == pytest.approx(at_direct * (1 - BATCH_MULTIPLIER), abs=1e-6)
+    assert report["cost"]["deadline_extra_usd"] == pytest.approx(row["deadline_extra_usd"])
+    assert "sent directly to meet the deadline" in render_markdown(report)
+    printed = CliRunner().invoke(app, ["dead-letter", "--day", DAY.isoformat()])
+    assert printed.exit_code == 0, printed.output
+    assert f"late: {ROWS - answered} rows sent directly to meet the deadline" in printed.output
+
+    fourth = tick(pipeline=SPEC, day=DAY, deadline=deadline)  # nothing left: nothing sent
+    assert fourth.submit.deadline is None and fourth.submit.batches == []
+    assert len(deliveries(night["deliveries"])) == ROWS
+
+
+def test_a_deadline_far_enough_away_leaves_the_batch_running(night: dict[str, Any]) -> None:
+    """With the pipeline's rows still out and more time left than the direct channel needs
+    (its margin included), nothing is cancelled and no row is sent directly."""
+    emu = night["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1000})
+    deadline, due = _deadline_in(6 * 3600, "UTC")
+    tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    with deadline_clock(lambda: due - 1300):  # need: 3 rounds of 10 s + 900 + 300
+        report = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    assert report.submit.deadline is None
+    assert emu.stats()["billed"]["generate_calls"] == 0
+    assert {j.status for j in run_ledger().jobs(pipeline=NAME)} == {Status.SUBMITTED}
+
+
+def test_a_refused_cancel_leaves_the_rows_with_their_job_until_the_next_tick(
+    night: dict[str, Any], monkeypatch
+) -> None:
+    """batches.cancel answered 503 and a job still running when the (zero) wait ends: its
+    rows stay submitted under it, none is sent directly; the next tick cancels it again,
+    applies its half and sends the other half, each row delivered once."""
+    emu = night["emulator"]
+    emu.set_scenario(
+        {
+            "batch_polls_to_complete": 1000,
+            "batch_partial_output": 0.5,
+            "route_faults": {"batches.cancel": ["503"]},
+        }
+    )
+    monkeypatch.setenv("GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S", "0")
+    deadline, due = _deadline_in(6 * 3600)
+    first = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    with deadline_clock(lambda: due - 600):
+        refused = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+        assert refused is not None
+        assert (refused.cancelled, refused.cancel_errors) == ([], 1)
+        assert (refused.unfinished_jobs, refused.sent_direct) == (1, 0)
+        assert {j.status for j in run_ledger().jobs(pipeline=NAME)} == {Status.SUBMITTED}
+        switched = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None and switched.cancelled == [first.submit.batch]
+    assert (switched.answered_by_batch, switched.sent_direct) == (ROWS // 2, ROWS // 2)
+    jobs = run_ledger().jobs(pipeline=NAME)
+    assert {j.status for j in jobs} == {Status.CONSUMED}
+    assert sorted(deliveries(night["deliveries"])) == sorted(j.key for j in jobs)

@@ -1,0 +1,97 @@
+"""A tick killed (SIGKILL, a real subprocess) at each context-cache crash point: the next
+tick takes the cache over (after a kill right after caches.create, finding it by its display
+name), never creating a second cache for the night, never counting the cache as a row's
+attempt, and deleting it once every row is final."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from ledger import CacheState, Status
+from tests.child_env import child_env
+from tests.test_cache_ticks import DAY, ITEMS, direct
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = "tests.test_cache_ticks:direct"
+NAME = "prefixed-direct"
+
+
+@pytest.mark.parametrize(
+    ("point", "created", "state"),
+    [
+        # Reserved, nothing created: taken over once stale, created once.
+        ("cache.after_reserve", 0, CacheState.RESERVING),
+        # Created, not bound: taken over once stale, found by display name, bound.
+        ("cache.after_create", 1, CacheState.RESERVING),
+        # Bound, no row sent: the next tick uses the bound cache.
+        ("cache.after_bind", 1, CacheState.ACTIVE),
+        # Deleted at the API, not marked: the next tick's delete is told it is gone.
+        ("cache.after_delete", 1, CacheState.ACTIVE),
+    ],
+)
+def test_a_tick_killed_around_the_cache_never_makes_two(
+    emulator,
+    prefect_api,
+    sqlite_url,
+    monkeypatch,
+    tmp_path: Path,
+    point: str,
+    created: int,
+    state: CacheState,
+) -> None:
+    """After a kill at each cache crash point the next tick (once the dead pass's
+    reservation is stale) sends every row on its first attempt naming the one cache; the
+    night made exactly one cache, and it is deleted at the end (the emulator stores none)."""
+    from flows.testing import open_ledger
+    from flows.tick import tick
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    trace = tmp_path / "trace.txt"
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "GEMINI_LEDGER_CRASH_AT": point,
+            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=180,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert trace.read_text().splitlines()[-1] == point
+    assert emulator.stats()["caches"]["created"] == created
+
+    ledger = open_ledger(sqlite_url)
+    assert direct.cached_prefix is not None
+    digest = direct.cached_prefix.digest(direct.model)
+    cache = ledger.get_cache(NAME, digest)
+    assert cache is not None and cache.state == state.value
+    # The cache's stale age (5 min) passes: nothing to wait on in a test, so its clock is
+    # moved instead.
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE caches SET reserved_at = reserved_at - 7200"))
+    monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
+    tick(pipeline=SPEC, day=DAY)
+
+    stats = emulator.stats()
+    assert stats["caches"]["created"] == 1  # after_create: found by display name, not made again
+    assert stats["caches"]["stored"] == 0
+    for i in range(len(ITEMS)):
+        row = ledger.get(f"{NAME}:{i}")
+        assert (row.status, row.attempts) == (Status.CONSUMED.value, 1)
+    named = {k: c for k, c in emulator.cached().items() if k.startswith(f"{NAME}:")}
+    assert len(named) == len(ITEMS) and len(set(named.values())) == 1
+    cache = ledger.get_cache(NAME, digest)
+    assert cache is not None
+    assert (cache.state, cache.creates) == (CacheState.DELETED.value, 1)
