@@ -104,7 +104,9 @@ def _attempt(keys: Sequence[str], calls: Calls) -> dict[str, str]:
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
     # Within the night's budget (flows.run._budget): a group may be cut short by it.
-    got = reserve(ctx, limit=len(keys), reservation=reservation, keys=list(keys))
+    got = reserve(
+        ctx, limit=len(keys), reservation=reservation, keys=list(keys), channel=Channel.DIRECT
+    )
     if got == 0:
         return {k: f"skipped:{ledger.get(k).status}" for k in keys}
     crash_point("direct.after_reserve")

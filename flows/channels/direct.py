@@ -286,7 +286,8 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
     client = ctx.client  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
-    if reserve(ctx, limit=1, reservation=reservation, keys=[key]) != 1:
+    # A direct call, priced as one (a batch pipeline's row sent for its deadline too).
+    if reserve(ctx, limit=1, reservation=reservation, keys=[key], channel=Channel.DIRECT) != 1:
         # Done, parked, in flight elsewhere, not due yet or held by the night's budget
         # (flows.run._budget): nothing to send, nothing counted.
         view = ledger.get(key)

@@ -281,14 +281,23 @@ class Budget:
         self._added = 0.0
         self._read_at = time.monotonic()
 
-    def _room(self) -> tuple[int | None, _Cap | None]:
+    def _per_row(self, ctx: _Run, channel: str | None) -> float | None:
+        """The estimated cost of one row sent on ``channel`` (the pipeline's by default; a
+        deadline's fallback sends a batch pipeline's rows directly, at the direct price)."""
+        if channel is None or channel == Channel(ctx.pipeline.channel).value:
+            return self.usd_per_row
+        assert self.estimate is not None and self._prices is not None
+        return row_cost(self.estimate, ctx.pipeline.model, channel, self._prices)
+
+    def _room(self, per_row: float | None = None) -> tuple[int | None, _Cap | None]:
         """Rows that still fit (None: no cap applies) and the cap that binds."""
-        if not self._caps or not self.usd_per_row:
+        per_row = self.usd_per_row if per_row is None else per_row
+        if not self._caps or not per_row:
             return None, None
         tightest = min(self._caps, key=lambda c: c.usd - c.spent)
         left = tightest.usd - tightest.spent - self._added
         # A tiny tolerance: a cap met exactly by the estimates is not missed by rounding.
-        return max(0, math.floor(left / self.usd_per_row + 1e-9)), tightest
+        return max(0, math.floor(left / per_row + 1e-9)), tightest
 
     def room(self, ctx: _Run) -> int | None:
         """How many more rows fit tonight (None: no cap applies)."""
@@ -317,18 +326,21 @@ class Budget:
         reservation: str,
         batch_model: str | None = None,
         keys: list[str] | None = None,
+        channel: str | None = None,
     ) -> int:
         """``Ledger.reserve`` of at most the rows that fit, the night stamped on them and
-        their estimate added to its plan."""
+        their estimate added to its plan; ``channel`` is the channel the rows go out on when it
+        is not the pipeline's (a deadline's direct fallback), priced as such."""
         p, ledger = ctx.pipeline, ctx.ledger
         with self._lock:
             self._start(ctx)
-            allowed, cap = self._room()
+            per_row = self._per_row(ctx, channel)
+            allowed, cap = self._room(per_row)
             stale = time.monotonic() - self._read_at >= _REFRESH_EVERY_S
             if allowed is not None and allowed < limit and stale:
                 # Answers may have come back below their estimate: read the night again.
                 self._read_caps(ctx)
-                allowed, cap = self._room()
+                allowed, cap = self._room(per_row)
             n = limit if allowed is None else min(limit, allowed)
             got = 0
             if n > 0:
@@ -341,14 +353,14 @@ class Budget:
                     plan_day=ctx.day.isoformat(),
                 )
             if got:
-                self._note(ctx, got)
+                self._note(ctx, got, per_row)
             if allowed is not None and allowed < limit and got == n:
                 self.reached = cap
             return got
 
-    def _note(self, ctx: _Run, rows: int) -> None:
+    def _note(self, ctx: _Run, rows: int, per_row: float | None) -> None:
         assert self.estimate is not None
-        usd = (self.usd_per_row or 0.0) * rows
+        usd = (per_row or 0.0) * rows
         self._added += usd
         self.reserved += rows
         caps = [c.usd for c in self._caps if c.name == "pipeline"]
@@ -443,9 +455,16 @@ def reserve(
     reservation: str,
     batch_model: str | None = None,
     keys: list[str] | None = None,
+    channel: str | None = None,
 ) -> int:
     """Reserve due rows of the run's pipeline within its budget: the one way a channel
-    reserves (see the module docstring)."""
+    reserves (see the module docstring); ``channel``: the one the rows go out on, when it is
+    not the pipeline's (a deadline's direct fallback)."""
     return ctx.budget.reserve(
-        ctx, limit=limit, reservation=reservation, batch_model=batch_model, keys=keys
+        ctx,
+        limit=limit,
+        reservation=reservation,
+        batch_model=batch_model,
+        keys=keys,
+        channel=channel,
     )
