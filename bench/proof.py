@@ -6,21 +6,23 @@
     .venv/bin/python -m bench.proof --scale --batch-items 2000 --background-items 500
 
 ``--fast`` (the default; what CI proves through ``tests/proof``): for each crash point of
-the batch, background and direct channels, one tick in a real subprocess is SIGKILLed at
-the point (the trace proves it was reached; a ``*.before_release_on_halt`` tick runs under a
-refused key, a ``*.after_delivery_failure`` world has one side effect that always fails),
-ordinary ticks follow until the night settles,
-and the invariants are checked; then the same rows with SIGTERM instead of SIGKILL at the
-last point of each (``GEMINI_LEDGER_CRASH_SIGNAL=TERM``: the tick stops between rows, exit
-143); then four ticks released together on one ledger, per
-channel (SQLite, and PostgreSQL with ``--postgres``). ``--scale`` runs ``bench/night.py``.
+the batch, background and direct channels (and each media upload point on each channel: in
+every world but the halt rows' the even items share a file to upload), one tick in a real
+subprocess is SIGKILLed at the point (the trace proves it was reached; a
+``*.before_release_on_halt`` tick runs under a refused key, a ``*.after_delivery_failure``
+world has one side effect that always fails), ordinary ticks follow until the night
+settles, and the invariants are checked; then the same rows with SIGTERM instead of SIGKILL
+at the last point of each (``GEMINI_LEDGER_CRASH_SIGNAL=TERM``: the tick stops between rows,
+exit 143); then four ticks released together on one ledger, per channel (SQLite, and
+PostgreSQL with ``--postgres``). ``--scale`` runs ``bench/night.py``.
 
 One Prefect server (the test harness's) is started here once; every tick reports to it.
 Columns: ticks run, items, consumed, parked, lost (not settled), duplicated (a side effect
 completed twice outside a kill inside it), over-submitted (more submissions than attempts
 plus flagged orphans), unbilled attempts (attempts beyond a key's submissions: only a direct
 call a kill left in flight may have one), attempts and submissions, flagged possible
-duplicates, tokens the emulator billed and the ledger recorded.
+duplicates, tokens the emulator billed and the ledger recorded, times the shared file went
+up to the Files API (1) and files the emulator still stores at the end (0).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ COLUMNS = (
     "possible_duplicates",
     "billed_tokens",
     "recorded_tokens",
+    "media_uploads",
+    "files_stored",
 )
 
 
@@ -88,7 +92,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
     from emulator.testing import RunningEmulator
     from tests.proof.harness import World, batch_holders
-    from tests.proof.matrix import MATRIX, SCENARIO, kill_env, world_env
+    from tests.proof.matrix import MATRIX, SCENARIO, exact_attempts, kill_env, media, world_env
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -109,6 +113,7 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 prefect_api=prefect_api,
                 items=6,
                 extra_env=world_env(kills),
+                media=media(kills),
             )
             runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env, term_last=term)
             killed = runs[:-1] if term else runs
@@ -120,7 +125,8 @@ def run_fast(prefect_api: str, *, postgres: str | None) -> bool:
                 stopped_as = 1 if kills[-1].endswith("_on_halt") else 143
                 hit = hit and runs[-1].returncode == stopped_as and kills[-1] in runs[-1].trace
             world.settle(max_ticks=8)
-            verdict = world.check(allowed_repeats=in_hand)
+            exact = world.media_keys if exact_attempts(kills) else []
+            verdict = world.check(allowed_repeats=in_hand, exact_keys=exact)
             held = hit and verdict.ok
             point = " then ".join(kills) + (" (SIGTERM)" if term else "")
             rows.append(

@@ -450,6 +450,8 @@ async def upload(emu: Emulator, request: Request, p: dict[str, str]) -> Response
         rec.done = True
         del core.uploads[upload_id]
         core.files[rec.id] = rec
+        label = rec.display_name or ""
+        core.uploaded[label] = core.uploaded.get(label, 0) + 1
         return _json(
             {"file": rec.as_json(base_url(request), p["ver"])},
             headers={"x-goog-upload-status": "final"},

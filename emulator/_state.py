@@ -278,6 +278,9 @@ class Core:
         self.files: dict[str, FileRec] = {}
         self.files_deleted = 0
         self.files_refused_full = 0
+        # Finalized uploads per display name (a test's count of how often the same bytes
+        # went up; deleted files leave files.list, so it cannot tell).
+        self.uploaded: dict[str, int] = {}
         # Explicit context caches (emulator._caches), and the requests that named one.
         self.caches: dict[str, CacheRec] = {}
         self.caches_created = 0
@@ -318,6 +321,7 @@ class Core:
                 "limit_bytes": self.scenario.files_storage_limit_bytes,
                 "deleted": self.files_deleted,
                 "refused_full": self.files_refused_full,
+                "uploaded": dict(self.uploaded),
             },
             # Context caches: live ones (expired ones are gone, as at the API), made, deleted,
             # and how many requests (generate calls, batch rows) named one.

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import httpx
+
+# The start, readiness poll and stop the demo's and doctor's emulator process shares (a test
+# helper may import flows; the emulator's own modules never do: tests/test_layers.py).
+from flows._emulator_process import ServedProcess, emulator_command, free_port
 
 # The emulator's parts its own unit tests and the benches reach (the answers it generates,
 # its rate meter, the error bodies it sends, its state core, its media limits): named here
@@ -62,13 +62,6 @@ __all__ = [
 ]
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RunningEmulator:
     """Context manager: ``python -m emulator`` on a free loopback port, ready on entry."""
 
@@ -89,8 +82,7 @@ class RunningEmulator:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._served: ServedProcess | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
 
@@ -106,68 +98,36 @@ class RunningEmulator:
         return str(path)
 
     def start(self) -> RunningEmulator:
-        cmd = [
-            sys.executable,
-            "-m",
-            "emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--scenario",
-            self._scenario_arg(),
-            "--seed",
-            str(self.seed),
-        ]
-        if self.webhook_url:
-            cmd += ["--webhook-url", self.webhook_url]
-        if self.webhook_secret:
-            cmd += ["--webhook-secret", self.webhook_secret]
+        cmd = emulator_command(
+            host="127.0.0.1",
+            port=self.port,
+            scenario=self._scenario_arg(),
+            seed=self.seed,
+            webhook_url=self.webhook_url,
+            webhook_secret=self.webhook_secret,
+        )
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        # stderr goes to a file, never a pipe: a full pipe would block the server
-        self._log = tempfile.TemporaryFile(prefix="emulator-stderr-")  # noqa: SIM115 (closed in stop)
-        self._proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                err = self.stderr()
-                self.stop()
-                raise RuntimeError(f"emulator exited with {code}: {err}")
-            try:
-                if self._http.get("/_emulator/stats", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"emulator not ready on {self.base_url}")
-            time.sleep(0.05)
+        self._served = ServedProcess(cmd, env=env)
+        try:
+            self._served.wait_ready(self._http, startup_s=self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        served, self._served = self._served, None
+        if served is not None:
+            served.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
     def stderr(self) -> str:
         """What the emulator process wrote to stderr so far (for debugging a failure)."""
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        return "" if self._served is None else self._served.stderr()
 
     def __enter__(self) -> RunningEmulator:
         return self.start()

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import httpx
 
-__all__ = ["EmulatorProcess", "emulator_command"]
+__all__ = ["EmulatorProcess", "ServedProcess", "emulator_command", "free_port"]
 
 # The emulator's control route that answers once it serves (emulator/_app.py).
 _READY_PATH = "/_emulator/stats"
@@ -44,10 +44,67 @@ def emulator_command(
     return cmd
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ServedProcess:
+    """``python -m emulator`` (``cmd``) as a subprocess, its stderr in a temporary file (never
+    a pipe: a full pipe would block the server), and the wait until it answers.
+
+    Shared by :class:`EmulatorProcess` and ``emulator.testing.RunningEmulator`` (the tests'
+    emulator), so the start, the readiness poll and the stop are written once."""
+
+    def __init__(self, cmd: list[str], *, env: dict[str, str]) -> None:
+        self._log: IO[bytes] | None = tempfile.TemporaryFile(prefix="emulator-stderr-")  # noqa: SIM115 (closed in stop)
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+
+    def wait_ready(self, http: httpx.Client, *, startup_s: float) -> None:
+        """Return once ``GET /_emulator/stats`` answers 200 on ``http``'s base URL; stop the
+        process and raise if it exits first or does not answer within ``startup_s``."""
+        deadline = time.monotonic() + startup_s
+        while True:
+            proc = self._proc
+            assert proc is not None, "the process was stopped"
+            if proc.poll() is not None:
+                code, said = proc.returncode, self.stderr()
+                self.stop()
+                raise RuntimeError(f"the emulator exited with {code}: {said.strip()}")
+            try:
+                if http.get(_READY_PATH, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the emulator did not answer on {http.base_url}")
+            time.sleep(0.05)  # a poll interval, bounded by the deadline above
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far (for the message of a failure)."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the process (killed if it does not exit within 5 s); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 class EmulatorProcess:
@@ -57,37 +114,19 @@ class EmulatorProcess:
     def __init__(self, *, scenario: str = "clean", seed: int = 0, startup_s: float = 30.0):
         self.scenario = scenario
         self.seed = seed
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.startup_s = startup_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._served: ServedProcess | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
 
     def __enter__(self) -> EmulatorProcess:
         cmd = emulator_command(
             host="127.0.0.1", port=self.port, scenario=self.scenario, seed=self.seed
         )
-        # stderr goes to a file, never a pipe: a full pipe would block the server.
-        self._log = tempfile.TemporaryFile(prefix="emulator-stderr-")
-        self._proc = subprocess.Popen(
-            cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=self._log
-        )
-        deadline = time.monotonic() + self.startup_s
-        while True:
-            if self._proc.poll() is not None:
-                code, said = self._proc.returncode, self._stderr()
-                self._stop()
-                raise RuntimeError(f"the emulator exited with {code}: {said.strip()}")
-            try:
-                if self._http.get(_READY_PATH, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                self._stop()
-                raise TimeoutError(f"the emulator did not answer on {self.base_url}")
-            time.sleep(0.05)  # a poll interval, bounded by the deadline above
+        self._served = ServedProcess(cmd, env=dict(os.environ))
+        self._served.wait_ready(self._http, startup_s=self.startup_s)
+        return self
 
     def __exit__(
         self,
@@ -109,21 +148,7 @@ class EmulatorProcess:
         result: dict[str, Any] = resp.json()
         return result
 
-    def _stderr(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
     def _stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        served, self._served = self._served, None
+        if served is not None:
+            served.stop()

@@ -53,13 +53,18 @@ def pipeline_names() -> list[str]:
 
 
 def _recorded(name: str, settings: Settings) -> str | None:
-    """The ``module:attribute`` the ledger recorded for ``name``, if a ledger exists."""
+    """The ``module:attribute`` the ledger recorded for ``name``, if a ledger exists: no
+    ledger yet (no file, or one ``db upgrade`` never made a ledger of) records no pipeline,
+    so an unknown name is reported as unknown rather than as a missing ledger."""
     from flows._ledger import open_ledger
-    from ledger import ledger_exists
+    from ledger import LedgerMissing, ledger_exists
 
     if not ledger_exists(settings.database_url):
         return None  # never create a ledger just to look a name up
-    record = open_ledger(settings.database_url).pipeline_record(name)
+    try:
+        record = open_ledger(settings.database_url).pipeline_record(name)
+    except LedgerMissing:
+        return None  # a file there, but no ledger's schema in it
     return None if record is None else record.spec
 
 

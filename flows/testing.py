@@ -97,6 +97,8 @@ from flows.run._stop import (
     stop_on_signals,
     stop_requested,
 )
+from flows.run._upload_rows import UPLOAD_STALE_S, clean_uploads
+from flows.run._uploads import display_name_of as upload_display_name
 from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
 
@@ -112,6 +114,7 @@ __all__ = [
     "RUNNING",
     "SUBMITTED_ENV",
     "TREND_NIGHTS",
+    "UPLOAD_STALE_S",
     "ApiSettingsMismatch",
     "BatchLease",
     "Budget",
@@ -141,6 +144,7 @@ __all__ = [
     "check_webhook_secret",
     "classify",
     "clean_files",
+    "clean_uploads",
     "create_batch_job",
     "create_kwargs",
     "deadline_clock",
@@ -186,6 +190,7 @@ __all__ = [
     "stop_requested",
     "tick_params",
     "trend_lines",
+    "upload_display_name",
     "upload_requests",
     "usage_of",
     "webhook_verify_wrapped",

@@ -197,3 +197,19 @@ def test_emulator_command_mistakes_are_one_line_and_exit_1(args: list[str], said
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], lines
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["no-file", "empty-file"])
+def test_unknown_pipeline_without_a_ledger_is_the_unknown_pipeline_error(
+    tmp_path, monkeypatch, made
+):
+    """With no ledger yet (no file, or an empty file no `db upgrade` has made a ledger of),
+    an unknown name is reported as unknown (no recorded pipelines), not as a missing ledger."""
+    path = tmp_path / "ledger.db"
+    if made:
+        path.touch()
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{path}")
+    result = runner.invoke(app, ["tick", "no-such-pipeline"])
+    assert result.exit_code == 1
+    assert "unknown pipeline" in result.output and "reviews" in result.output, result.output
+    assert path.exists() is made  # looking a name up creates no ledger

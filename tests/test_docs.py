@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -108,3 +109,33 @@ def test_the_readme_links_to_the_docs() -> None:
     links = re.findall(r"\]\((docs/[^)#]+)", readme)
     assert "docs/architecture.md" in links
     assert [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def _pipeline_snippets() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Writing your own pipeline")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readmes_pipeline_snippets_build_their_pipelines() -> None:
+    """Each Python snippet of the README's "Writing your own pipeline" runs as it stands and
+    defines a Pipeline whose first item's prompt builds; among them a pipeline with
+    generation settings, one whose prompts carry media parts, and an embedding pipeline."""
+    from datetime import date
+
+    from flows import GenerationSettings, Pipeline, Prompt, Run
+
+    run = Run(day=date(2026, 12, 6))
+    built: list[tuple[Pipeline[Any], Prompt]] = []
+    for snippet in _pipeline_snippets():
+        names: dict[str, object] = {}
+        exec(compile(snippet, "README.md", "exec"), names)  # the reader's own code, as shown
+        pipelines = [v for v in names.values() if isinstance(v, Pipeline)]
+        assert len(pipelines) == 1, snippet[:200]
+        p = pipelines[0]
+        item = next(iter(p.items_of(run)))
+        built.append((p, p.prompt_for(item, run)))
+    assert any(p.generation != GenerationSettings() for p, _ in built)
+    assert any(prompt.parts for _, prompt in built)
+    assert any(p.is_embedding for p, _ in built)

@@ -6,7 +6,9 @@
   adapter, ``flows/gemini/_errors.py``, its error types: ``tests/test_sdk_errors_edge.py``);
 - ``flows`` does not import ``emulator`` (the demo and ``doctor --compare-shapes`` run it as
   ``python -m emulator``: ``flows/_emulator_process.py``);
-- ``emulator`` imports nothing of ``ledger`` or ``flows``;
+- ``emulator`` imports nothing of ``ledger`` or ``flows``, but for its test helper
+  (``emulator/testing.py``), which shares the emulator's process start and readiness poll
+  with the demo's (``flows/_emulator_process.py``) and imports nothing else of ``flows``;
 - no module of the packages imports a ``testing`` module (those are for tests and benches).
 
 Every import counts, at module level or inside a function, relative ones resolved.
@@ -118,8 +120,21 @@ def test_flows_does_not_import_the_emulator() -> None:
 
 
 def test_the_emulator_imports_nothing_of_ledger_or_flows() -> None:
-    """The emulator stands apart: it imports neither ledger nor flows."""
-    assert _breaches("emulator", ("ledger", "flows")) == []
+    """The emulator stands apart: it imports neither ledger nor flows (its test helper
+    excepted, below)."""
+    assert _breaches("emulator", ("ledger", "flows"), except_for=_EMULATOR_HELPER) == []
+
+
+_EMULATOR_HELPER = frozenset({"emulator/testing.py"})
+
+
+def test_the_emulators_test_helper_imports_only_the_emulator_process_of_flows() -> None:
+    """emulator/testing.py reaches into flows for the process start it shares with the demo,
+    and for nothing else (never ledger)."""
+    helper = ROOT / "emulator" / "testing.py"
+    reached = {name for _, name in imports_of(helper) if _under(name, "flows")}
+    assert reached and all(_under(n, "flows._emulator_process") for n in reached), reached
+    assert not [n for _, n in imports_of(helper) if _under(n, "ledger")]
 
 
 def test_no_package_code_imports_a_testing_module() -> None:

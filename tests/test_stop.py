@@ -97,3 +97,52 @@ def test_a_delivery_pass_stops_after_the_row_in_hand(ledger_url: str) -> None:
     )
     assert after.consumed == 7 and sorted(delivered) == sorted(keys)
     ledger.dispose()
+
+
+def test_a_stop_leaves_the_upload_deletes_to_the_next_tick(emulator, sqlite_url: str) -> None:
+    """Upload deletes are a step like the others: a stop asked for before the next delete
+    leaves the file and its row for the next tick and ends the tick (Stopped); once the stop
+    is over, the next pass deletes both files."""
+    import io
+
+    from flows.settings import Settings
+    from flows.testing import clean_uploads
+    from ledger import UploadState
+
+    ledger = Ledger(sqlite_url)
+    client = emulator.client()
+    digests = ("a" * 64, "b" * 64)
+    for digest in digests:
+        up = client.files.upload(
+            file=io.BytesIO(b"%PDF-1.4\n" + digest.encode()),
+            config={"mime_type": "application/pdf", "display_name": digest},
+        )
+        # No row reads it: due for deletion at once.
+        ledger.reserve_upload(
+            "p",
+            digest,
+            token="t",
+            key=None,
+            mime_type="application/pdf",
+            size_bytes=10,
+            fresh_until=0.0,
+            stale_before=0.0,
+        )
+        ledger.bind_upload(
+            "p", digest, token="t", name=str(up.name), uri=str(up.uri), expires_at=4e9
+        )
+    settings = Settings.given(
+        database_url=sqlite_url, api_key="test-key", gemini_base_url=emulator.base_url
+    )
+    with stop_on_signals():
+        request_stop(signal.SIGTERM)
+        try:
+            clean_uploads(ledger, "p", log, settings)
+        except Stopped:
+            pass
+        else:
+            raise AssertionError("clean_uploads did not end the tick")
+    assert emulator.stats()["files"]["stored"] == 2
+    assert {r.state for r in ledger.uploads("p")} == {UploadState.ACTIVE.value}
+    assert clean_uploads(ledger, "p", log, settings) == 2
+    assert emulator.stats()["files"]["stored"] == 0

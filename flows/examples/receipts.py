@@ -24,20 +24,18 @@ shipped files are what :func:`write_inputs` makes.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.contents import Part
+from flows.examples.keyed_jsonl import read_rows, upsert_row
 from flows.pipeline import Pipeline, Prompt, Run
 from ledger import Channel
 
@@ -293,15 +291,7 @@ def results_file(day: str) -> Path:
 
 def read_fields(day: str) -> dict[str, dict[str, Any]]:
     """The day's lines by document (empty when none were written)."""
-    path = results_file(day)
-    if not path.exists():
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            row = orjson.loads(line)
-            out[row["document"]] = row
-    return out
+    return read_rows(results_file(day), "document")
 
 
 def write_fields(
@@ -312,27 +302,8 @@ def write_fields(
     parts = key.split(":")
     document = str(kept["document"]) if kept else parts[2]
     day = str(kept["day"]) if kept else parts[1]
-    path = results_file(day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = read_fields(day)
-        rows[document] = {
-            "document": document,
-            "key": key,
-            "fields": fields.model_dump(mode="json"),
-        }
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for name in sorted(rows):
-                    fh.write(orjson.dumps(rows[name]) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    row = {"document": document, "key": key, "fields": fields.model_dump(mode="json")}
+    upsert_row(results_file(day), "document", row)
 
 
 pipeline: Pipeline[dict[str, Any]] = Pipeline(

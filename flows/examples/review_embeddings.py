@@ -9,23 +9,20 @@ before it is stored. ``on_result`` writes it into the day's vector file,
 (``{"review_id", "key", "values"}``), overwritten by review id: a repeated delivery changes
 nothing and a new key version replaces the review's vector.
 
-The file is rewritten whole under an exclusive lock (a temporary file, then ``os.replace``),
-so concurrent deliveries never lose a line and a crash never leaves half a file.
+The file is rewritten whole under an exclusive lock (``flows.examples.keyed_jsonl``), so
+concurrent deliveries never lose a line and a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from flows.embedding import EmbeddingSettings
+from flows.examples.keyed_jsonl import read_rows, upsert_row
 from flows.examples.reviews import load_reviews
 from flows.pipeline import Pipeline, Prompt, Run
 from ledger import Channel, Vector
@@ -64,15 +61,7 @@ def vectors_file(day: str) -> Path:
 
 def read_vectors(day: str) -> dict[str, dict[str, Any]]:
     """The day's vectors by review id (empty when none were written)."""
-    path = vectors_file(day)
-    if not path.exists():
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            row = orjson.loads(line)
-            out[row["review_id"]] = row
-    return out
+    return read_rows(vectors_file(day), "review_id")
 
 
 def write_vector(key: str, result: Vector, kept: dict[str, Any] | None = None) -> None:
@@ -80,23 +69,8 @@ def write_vector(key: str, result: Vector, kept: dict[str, Any] | None = None) -
     parts = key.split(":")
     review_id = str(kept["review_id"]) if kept else parts[2]
     day = str(kept["day"]) if kept else parts[1]
-    path = vectors_file(day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = read_vectors(day)
-        rows[review_id] = {"review_id": review_id, "key": key, "values": result.values}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for rid in sorted(rows):
-                    fh.write(orjson.dumps(rows[rid]) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    row = {"review_id": review_id, "key": key, "values": result.values}
+    upsert_row(vectors_file(day), "review_id", row)
 
 
 def load_items(day: date) -> Iterator[dict[str, Any]]:

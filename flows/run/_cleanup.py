@@ -5,7 +5,9 @@ uploads (``flows.run._upload_rows.clean_uploads``) and context caches
 Each thing due is deleted at the API, then marked deleted in the ledger (a kill between the
 two leaves it marked live: the next tick deletes it again and takes "already gone" as done).
 A delete that fails otherwise is counted on its ledger row and retried on a later tick,
-never a row's attempt.
+never a row's attempt. It is a step like the others for a graceful stop (SIGTERM): the delete
+in hand finishes and is marked, the rest wait for the next tick, and the tick ends
+(``raise_if_stopped``: 143) rather than run on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flows.crash import crash_point
+from flows.run._stop import raise_if_stopped, stop_requested
 from ledger import redact
 
 __all__ = ["delete_due"]
@@ -36,9 +39,13 @@ def delete_due(
 ) -> int:
     """Delete each of ``due`` (``delete``), mark it (``deleted``); returns how many were
     marked. An error ``gone`` says means it was already gone (as good as deleted); any other
-    is recorded with ``failed`` for a later tick."""
+    is recorded with ``failed`` for a later tick. Raises ``Stopped`` once a stop was asked
+    for (after the delete in hand)."""
     count = 0
     for rec in due:
+        if stop_requested():
+            log.info("%s: stopping: %d deleted, the rest left for the next tick", pipeline, count)
+            break
         try:
             delete(rec)
         except Exception as exc:
@@ -49,4 +56,5 @@ def delete_due(
         crash_point(point)
         if deleted(rec):
             count += 1
+    raise_if_stopped()
     return count

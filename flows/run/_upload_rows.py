@@ -90,7 +90,8 @@ def clean_uploads(
     ledger: Ledger, pipeline: str, log: logging.Logger | Any, settings: Settings
 ) -> int:
     """Delete the uploads of ``pipeline`` every row of which is final; returns how many.
-    The run's shared client (``settings``' API and key) is made only when one is due."""
+    The run's shared client (``settings``' API and key) is made only when one is due. A stop
+    (SIGTERM) ends the tick after the delete in hand (``flows.run._cleanup.delete_due``)."""
     due = ledger.uploads_to_delete(pipeline=pipeline)
     if not due:
         return 0

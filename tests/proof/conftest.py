@@ -13,7 +13,7 @@ from .matrix import SCENARIO
 @pytest.fixture
 def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
     """Build a world for a channel on a ledger URL (default: a fresh SQLite file), with the
-    emulator reset to the proof scenario."""
+    emulator reset to the proof scenario (``media``: the even items share a file to upload)."""
     emulator.set_scenario(SCENARIO, seed=7)
 
     def make(
@@ -22,6 +22,7 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
         items: int = 6,
         ledger_url: str | None = None,
         extra_env: dict[str, str] | None = None,
+        media: bool = False,
     ) -> World:
         root = tmp_path / channel
         root.mkdir(exist_ok=True)
@@ -33,6 +34,7 @@ def make_world(tmp_path, emulator, prefect_api) -> Callable[..., World]:
             prefect_api=prefect_api,
             items=items,
             extra_env=extra_env,
+            media=media,
         )
 
     return make

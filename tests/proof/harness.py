@@ -12,7 +12,13 @@ the ledger, the side-effect log (completions per key) and the emulator's counter
 - no key was submitted to the API more times than the ledger's attempts, plus its
   ``possible_duplicates`` (the flagged background orphan): no submission beyond the first
   per attempt except the flagged orphan case;
-- the ledger never records more tokens than the emulator billed.
+- the ledger never records more tokens than the emulator billed;
+- in a world with media (``media=True``: the shared file of ``pipelines.MEDIA_ENV``), its
+  bytes went up to the Files API once (the emulator's uploads per display name), and every
+  upload is deleted at the end: its ledger row ``deleted``, the emulator storing no file;
+- for the ``exact_keys`` given (after kills around uploads: ``media_keys``, the keys whose
+  prompts read the shared file), attempts are the submissions the API received (an upload,
+  or a kill around one, is never a row's attempt).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -33,7 +39,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from ledger import Ledger
+from flows.contents import content_hash
+from flows.testing import UPLOAD_STALE_S, upload_display_name
+from ledger import Ledger, UploadState
 from tests.prewarmed import run_cli
 
 from . import pipelines
@@ -127,11 +135,14 @@ class Verdict:
     duplicated: int = 0
     over_submitted: int = 0
     unbilled_attempts: int = 0  # attempts counted beyond the key's submissions the API saw
+    unattempted_submissions: int = 0  # submissions the API saw beyond the key's attempts
     attempts: int = 0
     submissions: int = 0
     possible_duplicates: int = 0
     billed_tokens: int = 0
     recorded_tokens: int = 0
+    media_uploads: int = 0  # times the shared file's bytes went up to the Files API
+    files_stored: int = 0  # files the emulator still stores at the end
     parked_by_class: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -148,11 +159,14 @@ class Verdict:
             "duplicated": self.duplicated,
             "over_submitted": self.over_submitted,
             "unbilled_attempts": self.unbilled_attempts,
+            "unattempted_submissions": self.unattempted_submissions,
             "attempts": self.attempts,
             "submissions": self.submissions,
             "possible_duplicates": self.possible_duplicates,
             "billed_tokens": self.billed_tokens,
             "recorded_tokens": self.recorded_tokens,
+            "media_uploads": self.media_uploads,
+            "files_stored": self.files_stored,
             "parked_by_class": dict(self.parked_by_class),
             "problems": list(self.problems),
         }
@@ -211,6 +225,7 @@ class World:
         items: int,
         day: date = DAY,
         extra_env: Mapping[str, str] | None = None,
+        media: bool = False,
     ) -> None:
         self.channel = CHANNELS[channel]
         self.root = root
@@ -223,6 +238,11 @@ class World:
         self.extra_env = dict(extra_env or {})
         self.out_dir = root / "out"
         self.completions_file = root / "completions.log"
+        # The document the even items' prompts share (uploaded once, deleted at the end).
+        self.media: Path | None = None
+        if media:
+            self.media = root / "shared.pdf"
+            self.media.write_bytes(b"%PDF-1.4\n" + b"proof " * 4096)
         self.ticks_run = 0
         self.points_hit: list[str] = []
         self._runs = 0
@@ -242,9 +262,31 @@ class World:
             **self.emulator.env(),
             **self.extra_env,
         }
+        if self.media is not None:
+            env[pipelines.MEDIA_ENV] = str(self.media)
         if stale_s is not None:
             env[self.channel.stale_env] = str(stale_s)
         return env
+
+    def _age_uploads(self, stale_s: float | None) -> None:
+        """With ``stale_s=0``, a dead tick's upload reservations are made stale too: their age
+        is fixed (``UPLOAD_STALE_S``, half an hour) and no setting shortens it, so the
+        ledger's clock for them is moved instead of waited on."""
+        if stale_s != 0 or self.media is None:
+            return
+        ledger = self.ledger()
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE uploads SET reserved_at = reserved_at - :age"
+                    " WHERE pipeline = :p AND state = :reserving"
+                ),
+                {
+                    "age": UPLOAD_STALE_S + 1,
+                    "p": self.channel.pipeline,
+                    "reserving": UploadState.RESERVING.value,
+                },
+            )
 
     def subprocess_env(self, *, stale_s: float | None = None, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _CRASH_ENVS}
@@ -254,12 +296,19 @@ class World:
         env.update(extra)
         return env
 
+    def key_of(self, i: int) -> str:
+        return f"{self.channel.pipeline}:{self.day.isoformat()}:{pipelines.item_name(i)}:v1"
+
     @property
     def keys(self) -> list[str]:
-        p = self.channel.pipeline
-        return [
-            f"{p}:{self.day.isoformat()}:{pipelines.item_name(i)}:v1" for i in range(self.items)
-        ]
+        return [self.key_of(i) for i in range(self.items)]
+
+    @property
+    def media_keys(self) -> list[str]:
+        """The keys whose prompts read the shared file (none in a world without media)."""
+        if self.media is None:
+            return []
+        return [self.key_of(i) for i in range(self.items) if pipelines.reads_media(i)]
 
     # -- ticks ---------------------------------------------------------------------------
 
@@ -280,6 +329,7 @@ class World:
         take over whatever a dead tick left behind at once; ``env`` is added for this tick
         only (e.g. a refused key)."""
         trace = self._trace_file()
+        self._age_uploads(stale_s)
         extra = {**(env or {}), "GEMINI_LEDGER_CRASH_TRACE": str(trace)}
         if crash_at:
             extra["GEMINI_LEDGER_CRASH_AT"] = crash_at
@@ -391,6 +441,7 @@ class World:
         """One tick in this process (a real Prefect flow run against the same API)."""
         from flows.tick import run_tick
 
+        self._age_uploads(stale_s)
         with _environ(self.environ(stale_s=stale_s), drop=_CRASH_ENVS):
             report = run_tick(self.channel.spec, day=self.day)
         self.ticks_run += 1
@@ -434,11 +485,18 @@ class World:
         done = {j.key for j in self.ledger().jobs(pipeline=self.channel.pipeline, status="done")}
         return {k for k, n in self.completions().items() if n and k in done}
 
-    def check(self, *, allowed_repeats: frozenset[str] | set[str] = frozenset()) -> Verdict:
-        """Check every invariant; return the figures and the problems found."""
+    def check(
+        self,
+        *,
+        allowed_repeats: frozenset[str] | set[str] = frozenset(),
+        exact_keys: Iterable[str] = (),
+    ) -> Verdict:
+        """Check every invariant; return the figures and the problems found.
+        ``exact_keys``: these keys' attempts also equal the submissions the API saw."""
         ledger = self.ledger()
         jobs = {j.key: j for j in ledger.jobs(pipeline=self.channel.pipeline)}
         completions = self.completions()
+        exact = set(exact_keys)
         stats = self.emulator.stats()
         subs: dict[str, int] = stats["submissions"]
         v = Verdict(items=self.items)
@@ -473,6 +531,9 @@ class World:
                     v.duplicated += 1
                     v.problems.append(f"{key}: parked ({job.error_class}) yet published")
             v.unbilled_attempts += max(0, job.attempts - sent)
+            v.unattempted_submissions += max(0, sent - job.attempts)
+            if key in exact and sent != job.attempts:
+                v.problems.append(f"{key}: {job.attempts} attempts, {sent} submissions received")
             if sent > job.attempts + job.possible_duplicates:
                 v.over_submitted += 1
                 v.problems.append(
@@ -489,4 +550,26 @@ class World:
             v.problems.append(
                 f"ledger records {v.recorded_tokens} tokens, the emulator billed {v.billed_tokens}"
             )
+        if self.media is not None:
+            self._check_media(v, ledger, stats)
         return v
+
+    def _check_media(self, v: Verdict, ledger: Ledger, stats: dict[str, Any]) -> None:
+        """The shared file went up once, and nothing is left stored at the end."""
+        assert self.media is not None
+        pipeline = self.channel.pipeline
+        digest = content_hash(self.media.read_bytes())
+        files = stats["files"]
+        v.media_uploads = int(files["uploaded"].get(upload_display_name(digest, pipeline), 0))
+        v.files_stored = int(files["stored"])
+        if v.media_uploads != 1:
+            v.problems.append(f"the shared file went up {v.media_uploads} times, not once")
+        if v.files_stored:
+            v.problems.append(f"the emulator still stores {v.files_stored} files")
+        for rec in ledger.uploads(pipeline):
+            if rec.state != UploadState.DELETED.value or rec.uploads != 1:
+                v.problems.append(
+                    f"upload {rec.content_hash[:12]}: {rec.state} after {rec.uploads} uploads"
+                )
+        if not ledger.uploads(pipeline):
+            v.problems.append("no upload recorded for the shared file")

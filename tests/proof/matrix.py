@@ -1,5 +1,9 @@
 """What the crash matrix tries: every crash point of the three channels, and the scenario.
 
+Every world runs with media (``media(kills)``): the even items' prompts share one document,
+uploaded once through the Files API and deleted once they are all final, so every row also
+goes through the ``upload.*`` points and checks the upload invariants (``World.check``).
+
 Shared by ``tests/proof/test_crash_matrix.py`` (CI) and ``bench/proof.py`` (the table).
 """
 
@@ -9,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "ALSO_PARKED_AFTER_KILLS",
+    "CHANNEL_NAMES",
     "EXPECTED_PARKED",
     "FAILING_DELIVERY_ITEM",
     "MATRIX",
@@ -16,8 +21,12 @@ __all__ = [
     "REFUSED_KEY",
     "RETRYABLE_ITEM",
     "SCENARIO",
+    "SHARED_POINTS",
+    "exact_attempts",
     "expected_parked",
     "kill_env",
+    "media",
+    "row_id",
     "world_env",
 ]
 
@@ -81,6 +90,28 @@ MATRIX: list[tuple[str, tuple[str, ...], int]] = [
     ("direct", ("direct.after_delivery_failure",), 0),
 ]
 
+CHANNEL_NAMES = ("batch", "background", "direct")
+
+# Points every channel passes through (the media uploads its prompts' parts make), each tried
+# on every channel: one line adds a point. The flag: the point is met only once the answers
+# are in (the tick after the sending on batch and background, the same tick on direct).
+SHARED_POINTS: list[tuple[str, bool]] = [
+    # Reserved, nothing uploaded: the next tick takes the upload over and sends it.
+    ("upload.after_reserve", False),
+    # Uploaded, not bound: the next tick finds the file by its display name and binds it.
+    ("upload.after_upload", False),
+    # Bound, the rows not sent: the next tick uses the bound file.
+    ("upload.after_bind", False),
+    # Deleted at the API, not marked: the next tick's delete meets a 404 and marks it.
+    ("upload.after_delete", True),
+]
+MATRIX += [
+    (channel, (point,), int(after_answers and channel != "direct"))
+    for point, after_answers in SHARED_POINTS
+    for channel in CHANNEL_NAMES
+]
+_SHARED = frozenset(point for point, _ in SHARED_POINTS)
+
 # The killed tick of a halt row meets a refused key (the emulator refuses every key that
 # starts with ``refused-`` with 400 INVALID_ARGUMENT / API_KEY_INVALID): a fault of the setup.
 REFUSED_KEY = "refused-proof-key"
@@ -94,6 +125,27 @@ DELIVERY_CAP = 2
 def kill_env(point: str) -> dict[str, str]:
     """What the tick armed at ``point`` runs with on top of its world."""
     return {"GEMINI_API_KEY": REFUSED_KEY} if point.endswith(_HALT_SUFFIX) else {}
+
+
+def row_id(row: tuple[str, tuple[str, ...], int]) -> str:
+    """A matrix row's test id: its points, after its channel where they do not name it."""
+    channel, kills, _ = row
+    points = "+".join(kills)
+    return points if kills[0].startswith(f"{channel}.") else f"{channel}:{points}"
+
+
+def media(kills: tuple[str, ...]) -> bool:
+    """Whether the world killed at ``kills`` has media: all but the halt rows, whose refused
+    key would be met at the upload (every row given back there) before the call they kill."""
+    return not any(k.endswith(_HALT_SUFFIX) for k in kills)
+
+
+def exact_attempts(kills: tuple[str, ...]) -> bool:
+    """Whether the attempts of the keys that read the shared file must equal the submissions
+    the API received: after kills at shared points only (an upload is never a row's attempt,
+    nor a kill around one). The other keys keep the general bound: on direct a call bound at
+    the kill may never have left (one attempt more)."""
+    return all(k in _SHARED for k in kills)
 
 
 def world_env(kills: tuple[str, ...]) -> dict[str, str]:

@@ -19,7 +19,10 @@ same world as the test that started it:
   :class:`ProofDeliveryFailed` before doing anything, so their rows end parked as
   ``delivery:ProofDeliveryFailed`` once ``GEMINI_LEDGER_DELIVERY_CAP`` is reached;
 - ``PROOF_SLOW_DELIVERY_S``: seconds each side effect takes (a slow destination), so a
-  signal lands while a delivery pass is under way.
+  signal lands while a delivery pass is under way;
+- ``PROOF_MEDIA``: a local file every even item's prompt carries as a part to upload (one
+  document several rows read: uploaded once through the Files API, deleted once they are all
+  final), so a tick goes through the ``upload.*`` crash points; unset: text only.
 
 Keys are ``<pipeline>:<day>:<item>:v1``, so an emulator script targets one item with
 ``*:item-00001:*``.
@@ -36,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from flows.contents import Part
 from flows.crash import crash_point
 from flows.examples.articles import safe_filename
 from flows.pipeline import Pipeline, Prompt
@@ -46,6 +50,8 @@ __all__ = [
     "EMOJI_ENV",
     "FAIL_DELIVERY_ENV",
     "ITEMS_ENV",
+    "MEDIA_ENV",
+    "MEDIA_MIME_TYPE",
     "OUT_ENV",
     "SLOW_DELIVERY_ENV",
     "Note",
@@ -55,6 +61,7 @@ __all__ = [
     "direct",
     "item_name",
     "item_text",
+    "reads_media",
 ]
 
 ITEMS_ENV = "PROOF_ITEMS"
@@ -63,6 +70,8 @@ OUT_ENV = "PROOF_OUT"
 COMPLETIONS_ENV = "PROOF_COMPLETIONS"
 FAIL_DELIVERY_ENV = "PROOF_FAIL_DELIVERY"
 SLOW_DELIVERY_ENV = "PROOF_SLOW_DELIVERY_S"
+MEDIA_ENV = "PROOF_MEDIA"
+MEDIA_MIME_TYPE = "application/pdf"
 
 
 class ProofDeliveryFailed(Exception):
@@ -98,8 +107,16 @@ def _items_of(channel: Channel) -> Any:
     return items
 
 
+def reads_media(i: int) -> bool:
+    """Whether item ``i``'s prompt carries the shared file (when ``PROOF_MEDIA`` names one):
+    the even items, so among them one the scripts leave alone and the permanent 400."""
+    return i % 2 == 0
+
+
 def _prompt(i: int) -> Prompt:
-    return Prompt(text=item_text(i), system="Answer with JSON only.", temperature=0.0)
+    media = os.environ.get(MEDIA_ENV)
+    parts = (Part.from_file(media, MEDIA_MIME_TYPE),) if media and reads_media(i) else ()
+    return Prompt(text=item_text(i), parts=parts, system="Answer with JSON only.", temperature=0.0)
 
 
 def _deliver(channel: Channel) -> Any:

@@ -1,7 +1,8 @@
-"""The crash matrix: for every crash point of the batch, background and direct channels, a
-tick in a real subprocess is SIGKILLed at that point, ordinary ticks follow until the night
-settles, and the invariants hold: nothing lost, no side effect completed twice (except the
-key in hand at the kill), nothing submitted beyond its attempts (except flagged orphans)."""
+"""The crash matrix: for every crash point of the batch, background and direct channels (and
+the media upload points on each), a tick in a real subprocess is SIGKILLed at that point,
+ordinary ticks follow until the night settles, and the invariants hold: nothing lost, no side
+effect completed twice (except the key in hand at the kill), nothing submitted beyond its
+attempts (except flagged orphans), the shared file uploaded once and deleted at the end."""
 
 from __future__ import annotations
 
@@ -13,23 +14,27 @@ from .matrix import (
     EXPECTED_PARKED,
     MATRIX,
     RETRYABLE_ITEM,
+    exact_attempts,
     expected_parked,
     kill_env,
+    media,
+    row_id,
     world_env,
 )
 
 
-@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=["+".join(m[1]) for m in MATRIX])
+@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=[row_id(m) for m in MATRIX])
 def test_kill_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
     """SIGKILLs at these points, then ordinary ticks: every invariant holds."""
-    world: World = make_world(channel, extra_env=world_env(kills))
+    world: World = make_world(channel, extra_env=world_env(kills), media=media(kills))
     runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env)
     assert len(runs) == len(kills)
     for point, run in zip(kills, runs, strict=True):
         assert run.killed, f"{point}: returncode {run.returncode}: {run.stderr[-3000:]}"
         assert run.trace and run.trace[-1] == point, run.trace  # reached, not only armed
     ticks = world.settle(max_ticks=8)
-    verdict = world.check(allowed_repeats=in_hand)
+    exact = world.media_keys if exact_attempts(kills) else []
+    verdict = world.check(allowed_repeats=in_hand, exact_keys=exact)
     assert verdict.ok, (ticks, verdict.problems)
     parked = dict(verdict.parked_by_class)
     also = {c: parked.pop(c) for c in ALSO_PARKED_AFTER_KILLS if c in parked}
@@ -77,12 +82,12 @@ def test_a_kill_on_a_halt_counts_no_attempt_the_api_never_billed(
 
 
 @pytest.mark.system
-@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=["+".join(m[1]) for m in MATRIX])
+@pytest.mark.parametrize(("channel", "kills", "prep"), MATRIX, ids=[row_id(m) for m in MATRIX])
 def test_sigterm_then_settle(make_world, channel: str, kills: tuple[str, ...], prep: int) -> None:
     """A SIGTERM at each crash point (after any SIGKILLs the row has before it) stops the tick
     between rows; later ticks settle the night with no side effect run twice but the ones a
     SIGKILL had in hand, nothing lost, nothing left reserved by the stopped tick."""
-    world: World = make_world(channel, extra_env=world_env(kills))
+    world: World = make_world(channel, extra_env=world_env(kills), media=media(kills))
     runs, in_hand = world.kill_at(kills, prep=prep, kill_env=kill_env, term_last=True)
     assert len(runs) == len(kills)
     for point, run in zip(kills[:-1], runs, strict=False):
