@@ -4,7 +4,7 @@ nothing (``flows.ops.plan``)."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -19,17 +19,25 @@ from flows.cli._app import (
     parse_day,
     print_json,
 )
+from flows.deadline import Deadline
 from flows.errors import UsageError
 
 
 def _deadline(value: str | None) -> datetime | None:
+    """``--deadline``: the tick's form (``07:00 Europe/Paris``, the next time the clock shows
+    it), or an ISO instant with its zone."""
     if value is None:
         return None
+    try:
+        return Deadline.of(value).next_after(datetime.now(UTC))
+    except ValueError:
+        pass
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise UsageError(
-            f"--deadline {value!r} is not a time: use YYYY-MM-DDTHH:MM+HH:MM (with its zone)"
+            f"--deadline {value!r} is not a deadline: use 'HH:MM Zone/Name' (as the tick's"
+            " --deadline) or an ISO time with its zone"
         ) from None
     if when.tzinfo is None:
         raise UsageError(f"--deadline {value!r} names no time zone: add one (+01:00, Z)")
@@ -49,7 +57,10 @@ def plan(
     ] = None,
     deadline: Annotated[
         str | None,
-        typer.Option(help="When the results must be there (ISO time with its zone)."),
+        typer.Option(
+            help="When the results must be there: '07:00 Europe/Paris' (default: the"
+            " pipeline's own deadline) or an ISO time with its zone."
+        ),
     ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Never ask the API: count prompt tokens locally.")

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flows._ledger import open_ledger
+from flows.deadline import Deadline
 from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
 from flows.pipeline import Pipeline, Prompt, Run
 from flows.registry import get_pipeline
@@ -268,7 +269,7 @@ def plan_night(
         },
         "time": needed,
         "budget": _budget(ledger, p, settings, day, prices, budget_usd, mine, rows),
-        "deadline": _deadline(deadline, needed, now),
+        "deadline": _deadline(deadline or _pipeline_deadline(p, now), needed, now),
         "history": [n.as_dict() for n in nights],
     }
 
@@ -322,6 +323,13 @@ def _budget(
         fits=fit >= rows,
     )
     return out
+
+
+def _pipeline_deadline(p: Pipeline[Any], now: datetime | None) -> datetime | None:
+    """The next time the pipeline's own deadline (``Pipeline.deadline``) comes, if it has one."""
+    if p.deadline is None:
+        return None
+    return Deadline.of(p.deadline).next_after(now or datetime.now(UTC))
 
 
 def _deadline(

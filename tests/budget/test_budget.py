@@ -252,5 +252,11 @@ def test_the_plan_command_prints_the_night_and_touches_nothing(night_env: Any) -
     data = json.loads(as_json.stdout)
     assert data["due"]["new"] == 4 and data["budget"]["held"] == 4
     assert run_ledger().counts().total == 0
-    bad = runner.invoke(app, ["plan", DIRECT, "--deadline", "07:00"])
-    assert bad.exit_code == 1 and "is not a time" in bad.output
+    # The tick's own form of a deadline is taken: the next time the clock shows it.
+    morning = runner.invoke(app, [*args, "--json", "--deadline", "07:00 Europe/Paris"])
+    assert morning.exit_code == 0, morning.output
+    when = datetime.fromisoformat(json.loads(morning.stdout)["deadline"]["deadline"])
+    assert (when.hour, when.minute) == (7, 0) and when > datetime.now(UTC)
+    assert when - datetime.now(UTC) <= timedelta(days=1)
+    bad = runner.invoke(app, ["plan", DIRECT, "--deadline", "tomorrow"])
+    assert bad.exit_code == 1 and "is not a deadline" in bad.output
