@@ -109,6 +109,7 @@ class Emulator:
         add = self._add
         add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):generateContent", "generate", gen)
         add("GET", rf"/{_VER}/models/(?P<model>[^/:]+)", "models.get", models_get)
+        add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):countTokens", "count_tokens", count)
         add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):batchEmbedContents", "embed", embed_many)
         add("POST", rf"/{_VER}/models/(?P<model>[^/:]+):embedContent", "embed", embed_one)
         add(
@@ -351,6 +352,17 @@ async def gen(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
     body = await _body_json(request)
     key = request.headers.get(KEY_HEADER) or stable_key(raw)
     return _json(emu.core.generate(p["model"], body, key))
+
+
+async def count(emu: Emulator, request: Request, p: dict[str, str]) -> Response:
+    """``countTokens``: the prompt tokens a generateContent of the same contents would be
+    billed (never billed itself, no quota's request). Shape from google-genai's
+    ``Models.count_tokens`` (models.py: ``POST {model}:countTokens`` with ``contents``;
+    ``_CountTokensResponse_from_mldev`` reads ``totalTokens`` and
+    ``cachedContentTokenCount``) and the REST reference ("models.countTokens": a
+    ``generateContentRequest`` body is accepted in place of ``contents``, read too)."""
+    body = await _body_json(request)
+    return _json(emu.core.count_tokens(p["model"], body))
 
 
 async def embed_many(emu: Emulator, request: Request, p: dict[str, str]) -> Response:

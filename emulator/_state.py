@@ -707,6 +707,22 @@ class Core:
         self.bill("generate_calls", resp["usageMetadata"])
         return resp
 
+    def count_tokens(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``countTokens``: the prompt tokens ``generate`` would bill for the same contents
+        (text and media alike), nothing billed or submitted."""
+        request = body.get("generateContentRequest") or body
+        if not isinstance(request, dict) or not request.get("contents"):
+            raise ApiError(
+                {"code": 400, "status": "INVALID_ARGUMENT", "message": "contents is required"}
+            )
+        self.check_media(request)
+        media = media_tokens(request, self.file_size)
+        text = count_tokens(prompt_of(request))
+        total = text + sum(media.values())
+        details = [{"modality": "TEXT", "tokenCount": text}]
+        details += [{"modality": m, "tokenCount": n} for m, n in sorted(media.items())]
+        return {"totalTokens": total, "promptTokensDetails": details}
+
     # ------------------------------------------------------------------ batches
     def create_batch(
         self,

@@ -75,5 +75,9 @@ class Deadline:
             )
         return candidate.timestamp()
 
+    def next_after(self, now: datetime) -> datetime:
+        """The first moment at or after ``now`` the deadline's zone shows its time of day."""
+        return datetime.fromtimestamp(self.first_after(now.timestamp()), ZoneInfo(self.zone))
+
     def __str__(self) -> str:
         return f"{self.at.strip()} {self.zone}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -144,6 +145,12 @@ class Pipeline(Generic[Item]):
     # The API takes input files of up to 2 GB; a reservation whose file would be larger is
     # split, the rows that did not fit going out in the next batch job.
     batch_bytes_limit: int = 2_000_000_000
+    # The most a night of this pipeline may spend, in USD, at the price table's estimate
+    # (flows.run._budget): rows that would pass it wait, pending, for a night with room.
+    # Not part of the recorded definition: it changes how many rows go out tonight, never
+    # what an answer is, so a new cap is no new revision (and a tick's budget_usd parameter
+    # overrides it for one deployment).
+    budget_usd: float | None = None
     # A morning deadline (batch channel): rows still out when the time left is no more than
     # the fallback channel needs for them go out on it (flows.channels._deadline). A
     # ``flows.Deadline`` or "07:00 Europe/Paris"; not part of the recorded definition.
@@ -169,6 +176,10 @@ class Pipeline(Generic[Item]):
             raise ValueError("batch_size_limit must be at least 1")
         if self.batch_bytes_limit < 1:
             raise ValueError("batch_bytes_limit must be at least 1")
+        if self.budget_usd is not None and not (
+            math.isfinite(self.budget_usd) and self.budget_usd >= 0
+        ):
+            raise ValueError(f"budget_usd must be a finite number >= 0, got {self.budget_usd}")
         Policy(attempt_cap=self.attempt_cap, unknown_cap=self.unknown_cap)
         self._check_deadline()
         if isinstance(self.generation, Mapping):  # a plain dict of settings is taken too

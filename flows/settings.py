@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     prefect_startup_s: float = Field(
         180.0, gt=0, validation_alias=_env("GEMINI_LEDGER_PREFECT_STARTUP_S")
     )
+    # The most one night (a tick's day) may spend across every pipeline of the ledger, in
+    # USD at the price table's estimate (flows.run._budget); unset: no daily total.
+    daily_budget_usd: float | None = Field(
+        None, ge=0, validation_alias=_env("GEMINI_LEDGER_DAILY_BUDGET_USD")
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -142,6 +147,7 @@ class Settings(BaseSettings):
         "direct_max_wait_s",
         "direct_stale_s",
         "prefect_startup_s",
+        "daily_budget_usd",
         "deadline_margin_s",
         "deadline_call_s",
         "deadline_cancel_wait_s",

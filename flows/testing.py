@@ -78,6 +78,7 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
+from flows.run._budget import BUDGET_EVENT, Budget
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -103,6 +104,7 @@ from flows.webhooks import _app as _webhook_app
 from flows.webhooks import receiver as _webhooks
 
 __all__ = [
+    "BUDGET_EVENT",
     "CACHE_STALE_S",
     "DEFAULT_CHUNK",
     "DELIVERY_CAP_ENV",
@@ -117,6 +119,7 @@ __all__ = [
     "UPLOAD_STALE_S",
     "ApiSettingsMismatch",
     "BatchLease",
+    "Budget",
     "DeliveryPoints",
     "HaltHistory",
     "Handle",

@@ -38,10 +38,18 @@ from flows.channels._channel import (
     today_utc,
 )
 from flows.identity import claim_pipeline
+from flows.run._budget import Budget
 from flows.run._deliver import Delivery, enroll_day
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
-from flows.run._parameters import Concurrency, Day, DeadlineText, PipelineSpec, Seconds
+from flows.run._parameters import (
+    BudgetUsd,
+    Concurrency,
+    Day,
+    DeadlineText,
+    PipelineSpec,
+    Seconds,
+)
 from flows.run._prefix_cache import clean_caches
 from flows.run._progress import TickProgress, progress_key
 from flows.run._stop import raise_if_stopped, stops
@@ -64,12 +72,14 @@ def start_run(
     settings: Settings,
     day: date | None = None,
     params: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
 ) -> RunContext:
     """The run's context, the one way a run gets one (a tick, the reconcile flow, replay):
     the settings its flow loaded once, the ledger they name, the pipeline loaded and its
     name claimed before anything is touched. The client is built on first use
     (``RunContext.client``; ``preflight`` builds it before anything is reserved).
-    ``params`` reach the hooks that take a ``flows.Run``."""
+    ``params`` reach the hooks that take a ``flows.Run``; ``budget`` is the run's spending
+    caps (default: the pipeline's ``budget_usd`` and the settings' daily total)."""
     ledger = open_ledger(settings.database_url)
     p, _ = claim_pipeline(spec, ledger=ledger, settings=settings)
     return RunContext(
@@ -79,6 +89,7 @@ def start_run(
         settings=settings,
         day=day or today_utc(),
         params=dict(params or {}),
+        budget=budget or Budget(),
     )
 
 
@@ -132,9 +143,12 @@ def enroll(ctx: RunContext) -> Enrollment:
 
 @task(name="submit", cache_policy=NO_CACHE, persist_result=False)
 @halts()
-def submit(channel: ChannelSteps) -> Submitted:
-    """Reserve the due rows and send them."""
-    return channel.submit()
+def submit(channel: ChannelSteps, ctx: RunContext) -> Submitted:
+    """Reserve the due rows the night's budget has room for and send them; the rows it held
+    back are counted (``held_by_budget``)."""
+    out = channel.submit()
+    out.held_by_budget = ctx.budget.finish(ctx)
+    return out
 
 
 def _merge(first: Delivery, second: Delivery) -> Delivery:
@@ -166,6 +180,7 @@ def tick(
     max_concurrency: Concurrency | None = None,
     running_limit_s: Seconds | None = None,
     params: dict[str, Any] | None = None,
+    budget_usd: BudgetUsd | None = None,
     deadline: DeadlineText | None = None,
 ) -> TickReport:
     """One tick of a pipeline on its channel: recover, collect, deliver, enroll, submit
@@ -189,11 +204,15 @@ def tick(
             Europe/Paris"; batch channel), overriding the pipeline's own deadline: rows still
             out when the time left is no more than the direct channel needs for them are
             taken back from their batch jobs (cancelled) and sent directly.
+        budget_usd: The most this night of the pipeline may spend, in USD at the price
+            table's estimate, over the pipeline's own budget_usd (default: the pipeline's;
+            none: no cap). Rows that would pass it stay pending, held by the budget, for a
+            night with room; nothing already sent is cancelled.
     """
     started = time.monotonic()
     # Checked before any work.
     options = TickOptions(stale_s, max_concurrency, running_limit_s, deadline)
-    return _steps(pipeline, day, options, started, params)
+    return _steps(pipeline, day, options, started, params, Budget(budget_usd))
 
 
 T = TypeVar("T")
@@ -214,8 +233,9 @@ def _steps(
     options: TickOptions,
     started: float,
     params: dict[str, Any] | None = None,
+    budget: Budget | None = None,
 ) -> TickReport:
-    ctx = start_run(pipeline, load_settings(), day, params)  # the run's one read of them
+    ctx = start_run(pipeline, load_settings(), day, params, budget)  # the run's one read of them
     channel = open_channel(ctx, options)
     preflight(ctx)
     raise_if_stopped()
@@ -226,7 +246,7 @@ def _steps(
         collected = _step(collect(channel), progress, "collect")
         delivered = _step(deliver(channel), progress, "deliver")
         enrolled = _step(enroll(ctx), progress, "enroll")
-        submitted = _step(submit(channel), progress, "submit")
+        submitted = _step(submit(channel, ctx), progress, "submit")
         if submitted.settled:
             delivered = _merge(delivered, _step(deliver(channel), progress, "deliver"))
     # Media uploads every row of which is final are deleted (none: no API call).
@@ -257,7 +277,8 @@ def run_tick(
     *,
     day: date | None = None,
     params: dict[str, Any] | None = None,
+    budget_usd: float | None = None,
     deadline: str | None = None,
 ) -> TickReport:
     """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day, params=params, deadline=deadline)
+    return tick(pipeline=spec, day=day, params=params, budget_usd=budget_usd, deadline=deadline)

@@ -46,6 +46,7 @@ from ledger._lines import (
 from ledger._models import Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._nights import NightCounts
+from ledger._plans import DueRows, NightSpend, Planned, PlanNight
 from ledger._records import (
     DELIVERY_CLASS_PREFIX,
     PROMPT_CLASS_PREFIX,
@@ -97,6 +98,7 @@ __all__ = [
     "Claimed",
     "ConfigurationError",
     "Counts",
+    "DueRows",
     "Enrollment",
     "Failure",
     "FailureRow",
@@ -115,6 +117,7 @@ __all__ = [
     "ModelUsage",
     "NewJob",
     "NightCounts",
+    "NightSpend",
     "Outcome",
     "ParkedClass",
     "ParkedJob",
@@ -123,6 +126,8 @@ __all__ = [
     "PipelineError",
     "PipelineMorning",
     "PipelineRecord",
+    "PlanNight",
+    "Planned",
     "Policy",
     "Reserved",
     "ResultRow",

@@ -204,14 +204,16 @@ class JobVerbs(LedgerBase):
         reservation: str,
         batch_model: str | None = None,
         keys: Sequence[str] | None = None,
+        plan_day: str | None = None,
     ) -> int:
         """Claim up to ``limit`` due jobs (pending or retryable) under ``reservation``.
 
         Each claimed job's attempts go up by one: an attempt is counted when we commit to
         submitting it. With ``batch_model`` the reservation is also recorded as a batch job
         (its display name) with its members, in the same transactions. With ``keys`` only
-        those jobs are considered. Returns how many were claimed; read them with
-        :meth:`reserved`.
+        those jobs are considered. With ``plan_day`` each claimed row is stamped with the
+        night whose budget pays for it (``ledger._plans``). Returns how many were claimed;
+        read them with :meth:`reserved`.
         """
         if limit <= 0:
             return 0
@@ -226,7 +228,8 @@ class JobVerbs(LedgerBase):
         update = text(
             f"""UPDATE jobs SET status = {MOVES["reserve"].to(S.RESERVING)},
                 reservation = :reservation, schema_revision = {REVISION_OF},
-                handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1
+                handle = NULL, reserved_at = :now, updated_at = :now, attempts = attempts + 1,
+                plan_day = COALESCE(:plan_day, plan_day)
             WHERE key IN ({select}) AND {MOVES["reserve"].where()}"""
         )
         if keys is not None:
@@ -247,6 +250,7 @@ class JobVerbs(LedgerBase):
                 "reservation": reservation,
                 "now": now,
                 "n": n,
+                "plan_day": plan_day,
             }
             if keys is not None:
                 params["keys"] = list(keys)

@@ -23,6 +23,7 @@ __all__ = [
     "Job",
     "ParkedSnapshot",
     "PipelineRow",
+    "PlanRow",
     "Status",
     "WebhookDelivery",
 ]
@@ -90,6 +91,15 @@ class Job(SQLModel, table=True):
             postgresql_where=text(f"status = '{Status.PARKED.value}'"),
         ),
         Index(
+            # The rows a night's budget paid for (ledger._plans): a night's spend is read
+            # from them; rows reserved before plans were kept have none.
+            "ix_jobs_plan_day",
+            "pipeline",
+            "plan_day",
+            sqlite_where=text("plan_day IS NOT NULL"),
+            postgresql_where=text("plan_day IS NOT NULL"),
+        ),
+        Index(
             "ix_jobs_parked_fingerprint",
             "fingerprint",
             sqlite_where=text(f"status = '{Status.PARKED.value}'"),
@@ -154,6 +164,9 @@ class Job(SQLModel, table=True):
     # ticks never both run the side effect and a dead tick's claim is taken over once stale.
     delivery_claim: str | None = Field(default=None, max_length=128)
     claimed_at: float | None = None
+    # The night (a tick's day, YYYY-MM-DD) whose budget paid for the row's last reservation:
+    # its answer's tokens count in that night's spend (``ledger._plans``).
+    plan_day: str | None = Field(default=None, max_length=10)
 
 
 class BatchJob(SQLModel, table=True):
@@ -343,3 +356,30 @@ class ApiSettingsRow(SQLModel, table=True):
     base_url: str = Field(max_length=512)
     key_digest: str = Field(max_length=64)
     recorded_at: float = 0.0
+
+
+class PlanRow(SQLModel, table=True):
+    """What the ticks of one pipeline's night planned to spend (``ledger._plans``).
+
+    Each reservation adds its rows and their estimated tokens and cost (the estimate the
+    tick made before sending them); ``held`` is how many due rows the last tick left
+    pending because the budget had no room for them; ``reached_at`` is when the night first
+    met its cap (the ``gemini-ledger.budget.reached`` event is emitted once, when it is set).
+    What the night actually spent is read from its rows (``jobs.plan_day``), never stored.
+    """
+
+    __tablename__ = "plans"
+
+    pipeline: str = Field(primary_key=True, max_length=128)
+    day: str = Field(primary_key=True, max_length=10)
+    channel: str = Field(max_length=16)
+    rows: int = 0
+    prompt_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    usd: float = 0.0
+    # Where the per-row estimate came from (history, count_tokens, local, output budget).
+    source: str = Field(default="", max_length=256)
+    held: int = 0
+    cap_usd: float | None = None
+    reached_at: float | None = None
+    updated_at: float = 0.0

@@ -392,6 +392,7 @@ class JobView:
     schema_revision: int | None = None
     delivery_claim: str | None = None
     claimed_at: float | None = None
+    plan_day: str | None = None  # the night whose budget paid for its last reservation
     thoughts_tokens: int = 0
     cached_tokens: int = 0
     audio_tokens: int = 0

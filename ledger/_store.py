@@ -19,6 +19,7 @@ engine and clock (:class:`ledger._base.LedgerBase`):
 ``ledger._reports``           rows, counts, usage, in flight, poison inputs, snapshots
 ``ledger._nights``            night by night: delivered, parked and usage (the trend)
 ``ledger._pipelines``         pipeline identity records
+``ledger._plans``             each night's plan (estimated rows, tokens, cost) and spend
 ``ledger._records``           the values taken and returned
 ``ledger._sql``               SQL shared by the verbs, PostgreSQL's COPY paths
 ============================  ==========================================================
@@ -32,6 +33,7 @@ from ledger._jobs import JobVerbs
 from ledger._nights import NightVerbs
 from ledger._outcomes import OutcomeVerbs
 from ledger._pipelines import PipelineVerbs
+from ledger._plans import PlanVerbs
 from ledger._reports import ReportVerbs
 from ledger._uploads import UploadVerbs
 from ledger._webhooks import WebhookVerbs
@@ -48,6 +50,7 @@ class Ledger(
     ReportVerbs,
     NightVerbs,
     PipelineVerbs,
+    PlanVerbs,
     WebhookVerbs,
 ):
     """The ledger over one database (SQLite file or PostgreSQL), upgraded on first use.

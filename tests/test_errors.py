@@ -201,7 +201,7 @@ def test_a_value_error_from_pipeline_code_is_not_a_user_error(project, monkeypat
     Ledger(load_settings().database_url, create=True).dispose()  # a tick never creates one
     import flows.tick
 
-    def tick(name, *, day=None, params=None):
+    def tick(name, *, day=None, params=None, **_options):
         p = registry.get_pipeline(name, load_settings())
         return list(p.load_items(day))
 

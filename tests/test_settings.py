@@ -20,6 +20,8 @@ from flows.settings import SettingsError, load_settings
         ("GEMINI_LEDGER_DIRECT_JITTER", "nan"),
         ("GEMINI_LEDGER_RECONCILE_WRITER", "fast"),
         ("GEMINI_LEDGER_PIPELINES", "mine=nocolon"),
+        ("GEMINI_LEDGER_DAILY_BUDGET_USD", "-1"),
+        ("GEMINI_LEDGER_DAILY_BUDGET_USD", "inf"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_its_variable(monkeypatch, tmp_path, variable, value):

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from flows.deadline import Deadline
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
+from flows.run._budget import Budget
 from flows.run._deliver import Delivery
 from flows.settings import Settings
 from ledger import Channel, Enrollment, Ledger, Status, TakenOver, Usage
@@ -83,6 +84,9 @@ class RunContext:
     day: date
     # The run's parameters for the pipeline's hooks (flows.pipeline.Run.params).
     params: Mapping[str, Any] = field(default_factory=dict)
+    # The run's spending caps and what it reserved (flows.run._budget): every channel
+    # reserves through it.
+    budget: Budget = field(default_factory=Budget)
 
     @property
     def name(self) -> str:
@@ -215,6 +219,8 @@ class Submitted(Step):
     submitted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     settled: int = 0
+    # Due rows left pending because the night's budget had no room for them (not parked).
+    held_by_budget: int = 0
 
 
 class ChannelSteps(Protocol):
@@ -338,6 +344,7 @@ class TickReport:
             "delivery_failed": self.delivery_failed,
             "enrolled": self.enrolled,
             "submitted": self.submitted,
+            "held_by_budget": self.submit.held_by_budget,
             "parked": self.parked,
             "retryable": self.retryable,
             "tokens": _plain(self.tokens),
@@ -388,6 +395,7 @@ class TickReport:
             ("4 enroll", "duplicate keys (later items dropped)", self.enroll.duplicates),
             ("4 enroll", "parked prompt rows rebuilt", self.enroll.prompt_rebuilt),
             ("5 submit", "submitted", self.submitted),
+            ("5 submit", "held by the budget (pending)", self.submit.held_by_budget),
             *(("5 submit", f"refused: {c}", n) for c, n in self.submit.refused.items()),
             *(("5 submit", what, n) for what, n in self.submit.details()),
         ]
@@ -401,4 +409,6 @@ class TickReport:
             f" {self.completed} answers done, {self.delivered} delivered, {parked} parked,"
             f" {self.enrolled} enrolled, {self.submitted} submitted"
         )
+        if self.submit.held_by_budget:
+            line += f", {self.submit.held_by_budget} held by the budget"
         return "; ".join([line, *self.taken_over_lines()])

@@ -46,6 +46,7 @@ from flows.embedding import EmbeddingSettings
 from flows.gemini._errors import classify, setup_fault
 from flows.gemini.gateway import KEY_HEADER, keyed
 from flows.gemini.quota import note_failure, request_slot
+from flows.run._budget import reserve
 from flows.run._halt import halts
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
@@ -102,8 +103,9 @@ def _attempt(keys: Sequence[str], calls: Calls) -> dict[str, str]:
     client = ctx.client  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
-    got = ledger.reserve(
-        pipeline=pipeline.name, limit=len(keys), reservation=reservation, keys=list(keys)
+    # Within the night's budget (flows.run._budget): a group may be cut short by it.
+    got = reserve(
+        ctx, limit=len(keys), reservation=reservation, keys=list(keys), channel=Channel.DIRECT
     )
     if got == 0:
         return {k: f"skipped:{ledger.get(k).status}" for k in keys}

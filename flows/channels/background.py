@@ -65,6 +65,7 @@ from flows.channels._channel import (
 from flows.channels._interactions import Handle, Submission, create_kwargs, poll_all, submit_all
 from flows.crash import crash_point
 from flows.pipeline import Pipeline
+from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import preflight
 from flows.run._renewal import Renewal
@@ -484,7 +485,8 @@ class BackgroundChannel:
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         preflight(self.ctx)  # a missing key must not strand reserved rows
         token = _token("submit")
-        reserved = ledger.reserve(pipeline=p.name, limit=SUBMIT_LIMIT, reservation=token)
+        # Within the night's budget (flows.run._budget).
+        reserved = reserve(self.ctx, limit=SUBMIT_LIMIT, reservation=token)
         crash_point("background.after_reserve")
         if not reserved:
             return BackgroundSubmitted()

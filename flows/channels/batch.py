@@ -105,6 +105,7 @@ from flows.gemini._api_settings import record_api_settings
 from flows.gemini._errors import certainly_refused, classify, is_not_found, setup_fault
 from flows.gemini.quota import note_failure, request_slot
 from flows.pipeline import Pipeline
+from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._prefix_cache import PrefixCache
 from flows.run._renewal import Renewal
@@ -1044,9 +1045,9 @@ class BatchChannel:
             if stop_requested():  # between batch jobs: what was created is bound
                 break
             reservation = _reservation_token(p)
-            reserved = ledger.reserve(
-                pipeline=p.name, limit=limit, reservation=reservation, batch_model=p.model
-            )
+            # Within the night's budget (flows.run._budget, the one place every channel
+            # reserves through).
+            reserved = reserve(self.ctx, limit=limit, reservation=reservation, batch_model=p.model)
             if reserved == 0:
                 ledger.release(reservation)  # closes the empty batch reservation
                 break

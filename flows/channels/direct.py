@@ -80,6 +80,7 @@ from flows.gemini.gateway import keyed
 from flows.gemini.quota import note_failure, request_slot
 from flows.generation import sdk_config
 from flows.pipeline import Pipeline, Prompt
+from flows.run._budget import reserve
 from flows.run._deliver import Delivery, DeliveryPoints, deliver_done
 from flows.run._halt import halts
 from flows.run._prefix_cache import PrefixCache
@@ -285,8 +286,10 @@ def _attempt(key: str, calls: Calls) -> dict[str, Any]:
     client = ctx.client  # a missing key halts before anything is reserved
 
     reservation = f"{_RESERVATION_PREFIX}{uuid.uuid4().hex}"
-    if ledger.reserve(pipeline=pipeline.name, limit=1, reservation=reservation, keys=[key]) != 1:
-        # Done, parked, in flight elsewhere or not due yet: nothing to send, nothing counted.
+    # A direct call, priced as one (a batch pipeline's row sent for its deadline too).
+    if reserve(ctx, limit=1, reservation=reservation, keys=[key], channel=Channel.DIRECT) != 1:
+        # Done, parked, in flight elsewhere, not due yet or held by the night's budget
+        # (flows.run._budget): nothing to send, nothing counted.
         view = ledger.get(key)
         return {"key": key, "status": view.status, "attempts": view.attempts, "skipped": True}
     crash_point("direct.after_reserve")
@@ -584,6 +587,9 @@ class DirectChannel:
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         keys = [j.key for j in ledger.jobs(pipeline=p.name, status=Status.PENDING)]
         keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
+        # Only the keys the night's budget has room for are called (each call's reserve
+        # checks again): the others stay pending, held by the budget.
+        keys = keys[: self.ctx.budget.admit(self.ctx, len(keys))]
         self.ctx.log.info("%s %s: %d jobs to call", p.name, self.ctx.day, len(keys))
         started = time.monotonic()
         outcomes = run_calls(self.ctx, keys, max_concurrency=self.max_concurrency)

@@ -82,6 +82,13 @@ def tick(
             help="A run parameter NAME=VALUE for the pipeline's hooks (run.params); repeatable.",
         ),
     ] = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-usd",
+            help="Tonight's cap in USD over the pipeline's budget_usd (rows past it wait).",
+        ),
+    ] = None,
     deadline: Annotated[
         str | None,
         typer.Option(
@@ -98,6 +105,8 @@ def tick(
 
     the_day = parse_day(day)
     params = _params(param or [])
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd >= 0):
+        raise UsageError(f"--budget-usd must be a finite number >= 0, got {budget_usd}")
     if deadline is not None:
         from flows.channels._channel import TickOptions
 
@@ -109,7 +118,13 @@ def tick(
     # Refused here, before Prefect starts, when another definition owns the name.
     claim_pipeline(pipeline, ledger=ledger, settings=settings)
     with prefect_for_flows():
-        report = run_tick(pipeline, day=the_day, params=params or None, deadline=deadline)
+        report = run_tick(
+            pipeline,
+            day=the_day,
+            params=params or None,
+            budget_usd=budget_usd,
+            deadline=deadline,
+        )
     if as_json:
         print_json(report.as_dict())
     else:
@@ -140,6 +155,11 @@ def _print_tick(report: TickReport, ledger: Ledger) -> None:
         f" {report.completed}, delivered {report.delivered}, enrolled {report.enrolled},"
         f" submitted {report.submitted}"
     )
+    if report.submit.held_by_budget:
+        console.print(
+            f"  held by the budget (pending, not parked): {report.submit.held_by_budget}"
+            " rows wait for a night with room (gemini-ledger plan shows it)"
+        )
     if report.parked:
         console.print(f"  parked this tick: {by_class(report.parked)}")
     if report.retryable:
@@ -230,6 +250,13 @@ def replay(
         str | None, typer.Option(help="Only this pipeline (name or module:attr).")
     ] = None,
     rate: Annotated[float, typer.Option(help="At most this many jobs per second.")] = 2.0,
+    ignore_budget: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-budget",
+            help="Call direct jobs even past the night's budget (default: held, pending).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Return parked jobs to their channel: a dry run that lists them unless --execute."""
@@ -256,6 +283,7 @@ def replay(
                 error_class=error_class,
                 pipeline=pipeline,
                 rate_per_second=rate,
+                ignore_budget=ignore_budget,
             )
     if as_json:
         print_json(report)
@@ -281,6 +309,11 @@ def replay(
             f"scanned {report['scanned']}  recovered {report['recovered']}"
             f" (called {report['recovered_direct']}, returned to queue"
             f" {report['returned_to_queue']})  still failing {report['still_failing']}"
+            + (
+                f"  held by the budget {report['held_by_budget']}"
+                if report.get("held_by_budget")
+                else ""
+            )
         )
     else:
         console.print(

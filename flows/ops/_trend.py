@@ -11,9 +11,10 @@ A night is a calendar day in ``zone`` (UTC in the summary flow, whose ``day`` is
 day): the shipped schedules tick between 02:00 and 06:00 Europe/Berlin and the summary runs
 at 07:30, all on one UTC day.
 
-Plan against actual: :func:`planned_cost` is where the cost planned for a night comes from
-(``gemini-ledger plan``, issue 23); until plans are kept in the ledger it returns None and the
-column says so.
+Plan against actual: :func:`planned_cost` is where the cost planned for a night comes from:
+the estimate the night's ticks recorded for the rows they reserved (``Ledger.planned``, the
+``plans`` table, ``flows.run._budget``); a night no tick planned has none and the column
+says so.
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ PlannedCost = Callable[[Ledger, str, date], float | None]
 
 
 def planned_cost(ledger: Ledger, pipeline: str, night: date) -> float | None:
-    """The cost in USD the plan estimated for ``pipeline``'s night of ``night``, or None when
-    no plan was recorded. Always None for now: the plan's table is another change's (issue 23
-    item 1); this is the one place to read it from."""
-    del ledger, pipeline, night
-    return None
+    """The cost in USD the plan estimated for ``pipeline``'s night of ``night`` (the ticks of
+    that day, summed over their reservations), or None when no plan was recorded."""
+    plan = ledger.planned(pipeline, night.isoformat())
+    return None if plan is None else plan.usd
 
 
 def night_bounds(day: date, nights: int = NIGHTS, zone: tzinfo = UTC) -> list[float]:

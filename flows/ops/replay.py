@@ -11,6 +11,8 @@ counted) at no more than ``rate_per_second`` jobs a second, then:
   still failing means parked again (or retryable, for the next run);
 - ``batch`` and ``background`` jobs are left ``pending``: the channel's next tick submits
   them. Recovered means returned to the queue;
+- a direct job the night's budget (``flows.run._budget``) has no room for stays ``pending``,
+  "held by the budget", for a later tick, unless ``ignore_budget``;
 - jobs parked by their delivery (``delivery:<Error>``: ``on_result`` kept raising, or the
   stored result no longer validated) still hold their result: they go back to ``done`` and
   only the delivery runs again, right away when the pipeline resolves (else at the
@@ -40,16 +42,20 @@ from flows.channels.direct import deliver_direct, run_calls
 from flows.errors import UsageError
 from flows.pipeline import Pipeline
 from flows.registry import UnknownPipeline, get_pipeline
+from flows.run._budget import Budget
 from flows.run._halt import halts
 from flows.run._names import name_refused_run, replay_name, run_name
 from flows.settings import Settings, load_settings
 from flows.tick import open_channel, start_run
 from ledger import DELIVERY_CLASS_PREFIX, PROMPT_CLASS_PREFIX, Channel, JobView, Status
 
-__all__ = ["MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
+__all__ = ["HELD", "MAX_LIMIT", "check_text", "dry_run", "plan_replay", "replay", "select_plan"]
 
 _MAX_DIRECT_WORKERS = 8
 # The action for a row parked prompt:<Error>: it has no request, so replay leaves it alone.
+# The outcome of a direct job the night's budget had no room for: pending, sent on a later
+# night (or with --ignore-budget).
+HELD = "held by the budget (pending)"
 REBUILD_BY_TICK = "left parked: fix build_prompt, then tick its day (--day D) to rebuild it"
 
 
@@ -189,6 +195,7 @@ def replay(
     error_class: str | None = None,
     pipeline: str | None = None,
     rate_per_second: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0,
+    ignore_budget: bool = False,
 ) -> dict[str, Any]:
     """Replay parked jobs: a dry run unless ``execute``; at most ``limit``, oldest first,
     optionally of one error class and pipeline, at most ``rate_per_second`` jobs a second.
@@ -199,6 +206,10 @@ def replay(
         error_class: Only jobs parked with this class (permanent:400, exhausted:503, ...).
         pipeline: Only jobs of this pipeline (its name in the ledger).
         rate_per_second: The most jobs replayed a second (direct jobs are called at once).
+        ignore_budget: Call direct jobs even past their pipeline's nightly budget (and the
+            daily total); without it, the ones the budget has no room for stay pending,
+            held by the budget, for a night with room. Batch and background jobs go out
+            with their pipeline's next tick, under its budget, either way.
     """
     if not (math.isfinite(rate_per_second) and rate_per_second > 0):
         raise UsageError("rate_per_second must be a positive, finite number")
@@ -251,8 +262,10 @@ def replay(
         open_channel(start_run(spec, settings)).deliver()
         for key in keys:
             outcome[key] = ledger.get(key).status
+    held: list[str] = []
     for spec, keys in direct.items():
-        ctx = start_run(spec, settings)
+        # Each call reserves within the night's budget (flows.run._budget) unless told not to.
+        ctx = start_run(spec, settings, budget=Budget(ignore=ignore_budget))
         back = [k for k in keys if ledger.replay([k]) == 1]
         skipped += [k for k in keys if k not in back]
         # The calls are paced by run_calls; the rate is shared across phases because the
@@ -263,9 +276,13 @@ def replay(
             max_concurrency=min(_MAX_DIRECT_WORKERS, max(1, len(back))),
             rate_per_second=rate_per_second,
         )
+        if ctx.budget.finish(ctx):
+            held += [k for k in back if results.get(k) == f"skipped:{Status.PENDING}"]
         deliver_direct(ctx)
         for key in back:
             outcome[key] = ledger.get(key).status if results.get(key) != "error" else "error"
+        for key in held:
+            outcome[key] = HELD
     for key in skipped:
         outcome[key] = "skipped (no longer parked)"
 
@@ -282,6 +299,7 @@ def replay(
             s in (Status.PARKED, Status.RETRYABLE, "error") for s in outcome.values()
         ),
         skipped=len(skipped),
+        held_by_budget=len(held),
     )
     logger.info(
         "replayed %d: %d recovered (%d called, %d returned to queue), %d still failing",

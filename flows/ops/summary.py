@@ -10,7 +10,8 @@ per class, publishes it as Prefect artifacts (``dead-letter-summary``,
 the previous day, for an automation to act on (see ``automations/``).
 
 The report leads with the morning view, per pipeline: delivered, parked by class with one
-example reason each, retrying, still in flight (with the age of the oldest) and the
+example reason each, retrying, still in flight (with the age of the oldest), the rows held
+by the budget (pending for a night with room, never parked: ``flows.run._budget``) and the
 estimated cost, in plain words; then the trend of the last 14 nights, per pipeline, one
 sparkline per measure (delivered, parked, cost, actual against planned cost:
 :mod:`flows.ops._trend`), whose numbers are also the ``dead-letter-summary-trend`` table.
@@ -56,6 +57,7 @@ __all__ = [
     "deadline_cost",
     "deadline_lines",
     "halt_lines",
+    "held_lines",
     "pipeline_standing",
     "refusal_lines",
     "render_markdown",
@@ -123,6 +125,7 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
             continue  # its usage is not read
         usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
         cost = estimate_cost(usage, prices)
+        held, held_night = _held(ledger, view.pipeline)
         # The rows a deadline sent directly are priced above as batch rows: add the rest.
         fallback_rows, fallback_extra = deadline_cost(ledger, view.pipeline, prices)
         rows.append(
@@ -142,11 +145,35 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "deadline_direct_rows": fallback_rows,
                 "deadline_extra_usd": round(fallback_extra, 6),
                 "unpriced": cost.unpriced_text(),
+                "held_by_budget": held,
+                "held_by_budget_night": held_night,
                 "batch_submission_refused": view.submission_refused,
                 "batch_submission_refused_since": _when(view.submission_refused_since),
             }
         )
     return rows
+
+
+def _held(ledger: Ledger, pipeline: str) -> tuple[int, str | None]:
+    """Rows of the pipeline's latest planned night held by its budget and still waiting
+    (pending, not parked), and that night (``flows.run._budget``)."""
+    since = (today_utc() - timedelta(days=LOOKBACK_DAYS)).isoformat()
+    planned = [n for n in ledger.plans_for(pipeline, since) if n.planned is not None]
+    if not planned or planned[-1].planned is None or not planned[-1].planned.held:
+        return 0, None
+    waiting = ledger.due_rows(pipeline, sample=0).total
+    return min(planned[-1].planned.held, waiting), planned[-1].day
+
+
+def held_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose rows wait for a night with room in its budget."""
+    return [
+        f"{p['pipeline']}: {p['held_by_budget']} rows held by the budget of the night of"
+        f" {p['held_by_budget_night']} (pending, not parked); `gemini-ledger plan"
+        f" {p['pipeline']}` shows what they would cost"
+        for p in report["pipelines"]
+        if p.get("held_by_budget")
+    ]
 
 
 def _when(epoch: float | None) -> str | None:
@@ -272,7 +299,7 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
     fallback = deadline_lines(report)
     if fallback:
         lines += ["", *(f"- {line}" for line in fallback)]
-    refused = refusal_lines(report)
+    refused = refusal_lines(report) + held_lines(report)
     if refused:
         lines += ["", *(f"- {_cell(line, 400)}" for line in refused)]
     unpriced = [p for p in report["pipelines"] if p.get("unpriced")]

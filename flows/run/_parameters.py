@@ -26,6 +26,7 @@ __all__ = [
     "DAY_PATTERN",
     "SPEC_PATTERN",
     "BatchJobName",
+    "BudgetUsd",
     "Concurrency",
     "Day",
     "DeadlineText",
@@ -83,6 +84,9 @@ BatchJobName = Annotated[str, WithJsonSchema({"type": "string", "pattern": BATCH
 
 #: A number of seconds: finite, zero or more.
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+#: A night's spending cap in USD: finite, zero or more (zero: nothing is sent).
+BudgetUsd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 #: How many requests in flight at once: one or more.
 Concurrency = Annotated[int, Field(ge=1)]

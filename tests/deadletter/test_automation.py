@@ -2,7 +2,8 @@
 apply`): each file is a valid Prefect automation; applying them twice gives the same
 automations; and on a real Prefect server each one's event fires and its action runs: a
 Failed (or Crashed) run, a halted channel, a run Running past its bound and parked jobs
-rising each send a notification (a custom webhook block pointed at a local endpoint)."""
+rising, and a night that met its budget each send a notification (a custom webhook block
+pointed at a local endpoint)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import yaml
 from flows.errors import UsageError
 from flows.ops.automations import AUTOMATIONS_DIR, apply_automations, declared
 from flows.ops.summary import EVENT_NAME, RESOURCE_ID, summary
-from ledger import Failure, NewJob, SetupFault, SetupKind, Verdict
+from ledger import Channel, Failure, NewJob, SetupFault, SetupKind, Verdict
 from tests.ledgers import run_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ NOTIFYING = {
     "gemini-ledger channel halted",
     "gemini-ledger run over its bound",
     "gemini-ledger parked jobs rising",
+    "gemini-ledger budget reached",
 }
 
 
@@ -277,6 +279,38 @@ def test_parked_jobs_rising_notifies(
     assert ours, "no notification within 60 s"
     assert "3 more parked jobs since 2026-11-10" in ours[0]["subject"]
     assert (d2 - timedelta(days=1)).isoformat() in ours[0]["body"]
+
+
+def test_a_night_that_meets_its_budget_notifies(
+    direct_env: Any, applied: Path, webhook_sink: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A real direct tick whose night has no room in its budget holds its rows and emits
+    gemini-ledger.budget.reached; the automation sends the held rows in a notification."""
+    from flows.tick import tick
+    from tests.budget.pipelines import ITEMS, names, spec
+
+    _, received = webhook_sink
+    apply_automations(applied, block=BLOCK)
+    # The trigger service may load a new automation a moment after it is created: a new
+    # night (each emits once) is ticked until the notification comes, within a deadline.
+    deadline = time.monotonic() + 60
+    ours: list[dict[str, Any]] = []
+    night = date(2026, 12, 1)
+    while not ours and time.monotonic() < deadline:
+        night += timedelta(days=1)
+        ITEMS[night.isoformat()] = names(f"n{night.day:02d}", 2)
+        report = tick(pipeline=spec(Channel.DIRECT), day=night, budget_usd=0.0)
+        assert report.submit.held_by_budget >= 2 and report.submitted == 0
+        try:
+            day = night.isoformat()
+            ours = [_arrives(received, lambda b, day=day: day in b.get("subject", ""), timeout=8)]
+        except AssertionError:
+            continue
+    assert ours, "no notification within 60 s"
+    assert ours[0]["subject"] == (
+        f"gemini-ledger: budget-direct (direct) reached its budget for {night.isoformat()}"
+    )
+    assert "Held by the budget:" in ours[0]["body"] and "pending (not parked)" in ours[0]["body"]
 
 
 def _run_name(run_id: Any) -> str:

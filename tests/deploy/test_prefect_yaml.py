@@ -33,7 +33,12 @@ TIMEZONE = "Europe/Berlin"
 
 # deployment name -> (entrypoint, flow name, parameters, cron or None)
 EXPECTED: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
-    "reviews-nightly": ("flows/tick.py:tick", "", {"pipeline": "reviews"}, "0 2-6 * * *"),
+    "reviews-nightly": (
+        "flows/tick.py:tick",
+        "",
+        {"pipeline": "reviews", "budget_usd": 20.0},
+        "0 2-6 * * *",
+    ),
     "articles-every-15-minutes": (
         "flows/tick.py:tick",
         "",

@@ -90,3 +90,20 @@ def test_an_expired_file_is_refused_on_every_route() -> None:
         core.create_interaction(inter, "k3")
     rec = core.create_batch(MODEL, "d", [("k4", rest)], inline=False)
     assert rec.rows[0].refused is not None and "may not exist" in rec.rows[0].refused
+
+
+def test_count_tokens_answers_what_generate_would_bill_and_bills_nothing(
+    client: Any, emu: Any
+) -> None:
+    """models.count_tokens through the SDK answers the prompt tokens generate_content bills
+    for the same text and media, and is neither billed nor submitted."""
+    contents = [
+        "label this review: a fine product, works well",
+        types.Part.from_bytes(data=PNG, mime_type="image/png"),
+    ]
+    counted = client.models.count_tokens(model=MODEL, contents=contents)
+    billed_before = emu.stats()["billed"]
+    assert billed_before["generate_calls"] == 0 and emu.stats()["submissions"] == {}
+    resp = client.models.generate_content(model=MODEL, contents=contents)
+    assert counted.total_tokens == resp.usage_metadata.prompt_token_count
+    assert counted.total_tokens > 258  # the text and the image

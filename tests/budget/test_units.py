@@ -1,0 +1,43 @@
+"""The budget's pieces without a night: a pipeline's cap is checked when it is defined and
+is no part of its recorded definition; a tick's cap is checked before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from flows.identity import schema_fingerprint
+from tests.budget.pipelines import direct
+
+
+@pytest.mark.parametrize("bad", [-0.01, float("inf"), float("nan")])
+def test_a_bad_pipeline_budget_is_refused_when_the_pipeline_is_defined(bad: float) -> None:
+    """budget_usd must be a finite number of dollars, zero or more."""
+    with pytest.raises(ValueError, match="budget_usd"):
+        dataclasses.replace(direct, budget_usd=bad)
+
+
+def test_a_new_budget_is_no_new_revision_of_the_pipeline() -> None:
+    """The cap changes how many rows go out, never what an answer is: the recorded
+    definition's fingerprint stays the same."""
+    capped = dataclasses.replace(direct, budget_usd=3.0)
+    assert schema_fingerprint(capped) == schema_fingerprint(direct)
+
+
+def test_a_bad_tick_budget_is_one_line_before_any_work(monkeypatch, tmp_path) -> None:
+    """`tick --budget-usd -1` and a flow parameter below zero are refused before anything
+    is touched."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.testing import Budget
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    result = CliRunner().invoke(
+        app, ["tick", "tests.budget.pipelines:direct", "--budget-usd", "-1"]
+    )
+    assert result.exit_code == 1 and "--budget-usd must be" in result.stderr
+    assert not (tmp_path / "ledger.db").exists()
+    with pytest.raises(ValueError, match="budget_usd"):
+        Budget(-1.0)
