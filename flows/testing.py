@@ -78,7 +78,7 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
-from flows.run._budget import BUDGET_EVENT, Budget
+from flows.run._budget import BUDGET_EVENT, Budget, local_prompt_tokens, night_cost
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -170,9 +170,11 @@ __all__ = [
     "key_digest",
     "label_value",
     "load_prices",
+    "local_prompt_tokens",
     "lost_reason",
     "may_have_been_carried_out",
     "night_bounds",
+    "night_cost",
     "normalized_base_url",
     "open_ledger",
     "output_file_of",

@@ -43,7 +43,7 @@ from ledger._lines import (
     usage_of_metadata,
     validate_answer,
 )
-from ledger._models import Channel, FileRole, Status
+from ledger._models import DIRECT_HANDLE_PREFIX, Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._nights import NightCounts
 from ledger._plans import DueRows, NightSpend, Planned, PlanNight
@@ -82,6 +82,7 @@ __all__ = [
     "CACHE_EXPIRED",
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "DIRECT_HANDLE_PREFIX",
     "INTERACTION_LOST",
     "KEY_MAX",
     "PIPELINE_NAME_MAX",

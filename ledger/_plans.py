@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._lines import NO_USAGE, Usage
-from ledger._models import Status
+from ledger._models import DIRECT_HANDLE_PREFIX, Channel, Status
 from ledger._records import ModelUsage
 from ledger._sql import PENDING, RESERVING, RETRYABLE, SUBMITTED, TOKEN_COLUMNS, chunks
 
@@ -29,6 +29,10 @@ __all__ = ["DueRows", "NightSpend", "PlanNight", "PlanVerbs", "Planned"]
 
 # A row of the night still on its way (its cost is its estimate until the answer is back).
 _ON_ITS_WAY = f"({RESERVING}, {SUBMITTED})"
+# A row sent on the direct channel though its own is another (a deadline's fallback sends a
+# batch row directly, under a ``direct:`` handle): billed at the direct rate, which
+# ``flows.gemini._pricing.direct_surcharge`` adds for the budget and the morning summary alike.
+_SENT_DIRECT = f"(handle LIKE '{DIRECT_HANDLE_PREFIX}%' AND channel <> '{Channel.DIRECT.value}')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +74,14 @@ class PlanNight:
 @dataclass(frozen=True, slots=True)
 class NightSpend:
     """What one night has spent so far, across one pipeline or all: the answered rows' usage
-    (to price), and the rows still on their way with their planned cost per row."""
+    (to price) under their own channel, those of them sent directly from another channel
+    (``sent_direct``: a deadline's fallback, to price at the direct rate), and the rows still
+    on their way with their planned cost per row."""
 
     usage: tuple[ModelUsage, ...] = ()
     in_flight: dict[str, int] = field(default_factory=dict)  # pipeline -> rows
     usd_per_row: dict[str, float] = field(default_factory=dict)  # pipeline -> planned
+    sent_direct: tuple[ModelUsage, ...] = ()  # a subset of ``usage``
 
     @property
     def in_flight_usd(self) -> float:
@@ -207,10 +214,12 @@ class PlanVerbs(LedgerBase):
         with self._read() as conn:
             answered = conn.execute(
                 text(
-                    "SELECT model, model_version, channel, COUNT(*), COALESCE(SUM(attempts), 0),"
+                    f"SELECT CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, model, model_version,"
+                    " channel, COUNT(*), COALESCE(SUM(attempts), 0),"
                     f" {_TOKENS} FROM jobs WHERE plan_day = :d{where}"
                     f" AND status NOT IN {_ON_ITS_WAY} AND total_tokens > 0"
-                    " GROUP BY model, model_version, channel"
+                    f" GROUP BY CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, model,"
+                    " model_version, channel"
                 ),
                 params,
             ).all()
@@ -225,7 +234,8 @@ class PlanVerbs(LedgerBase):
                 text(f"SELECT pipeline, rows, usd FROM plans WHERE day = :d{where}"), params
             ).all()
         return NightSpend(
-            usage=_usage_lines(answered),
+            usage=_usage_lines([r[1:] for r in answered]),
+            sent_direct=_usage_lines([r[1:] for r in answered if int(r[0])]),
             in_flight={str(p): int(n) for p, n in flying},
             usd_per_row={str(p): (float(u) / int(r) if r else 0.0) for p, r, u in plans},
         )

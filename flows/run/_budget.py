@@ -36,7 +36,14 @@ from typing import Any, Protocol
 from prefect.events import emit_event
 
 from flows.errors import UsageError
-from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, line_cost, load_prices
+from flows.gemini._pricing import (
+    PriceTable,
+    UsageLine,
+    direct_surcharge,
+    estimate_cost,
+    line_cost,
+    load_prices,
+)
 from flows.pipeline import Pipeline
 from flows.settings import Settings
 from ledger import Channel, Ledger, NightSpend, Usage
@@ -198,9 +205,11 @@ def estimate_rows(
 
 
 def night_cost(spend: NightSpend, prices: PriceTable) -> float:
-    """USD a night has spent: its answered rows priced, its rows on their way at their
-    planned cost."""
-    return estimate_cost([UsageLine.of(u) for u in spend.usage], prices).usd + spend.in_flight_usd
+    """USD a night has spent: its answered rows priced (those a deadline sent directly at the
+    direct rate), its rows on their way at their planned cost."""
+    answered = estimate_cost([UsageLine.of(u) for u in spend.usage], prices).usd
+    fallback = direct_surcharge([UsageLine.of(u) for u in spend.sent_direct], prices)
+    return answered + fallback + spend.in_flight_usd
 
 
 @dataclass(frozen=True, slots=True)

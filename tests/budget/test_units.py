@@ -10,6 +10,9 @@ import pytest
 from flows.identity import schema_fingerprint
 from tests.budget.pipelines import direct
 
+MODEL = "gemini-2.5-flash"
+NIGHT = "2026-12-02"
+
 
 @pytest.mark.parametrize("bad", [-0.01, float("inf"), float("nan")])
 def test_a_bad_pipeline_budget_is_refused_when_the_pipeline_is_defined(bad: float) -> None:
@@ -41,3 +44,23 @@ def test_a_bad_tick_budget_is_one_line_before_any_work(monkeypatch, tmp_path) ->
     assert not (tmp_path / "ledger.db").exists()
     with pytest.raises(ValueError, match="budget_usd"):
         Budget(-1.0)
+
+
+def test_the_nights_spend_prices_a_deadlines_direct_rows_at_the_direct_rate(
+    sqlite_url: str,
+) -> None:
+    """A batch row a deadline sent directly counts against the cap at the direct price (as
+    the morning summary prices it), not at the batch multiplier."""
+    from flows.testing import UsageLine, estimate_cost, load_prices, night_cost
+    from ledger import DIRECT_HANDLE_PREFIX, Ledger, NewJob, ResultRow
+
+    ledger = Ledger(sqlite_url)
+    ledger.enroll([NewJob("b0", {"text": "t"})], pipeline="b", channel="batch", model=MODEL)
+    assert ledger.reserve(pipeline="b", limit=1, reservation="r", plan_day=NIGHT) == 1
+    handle = f"{DIRECT_HANDLE_PREFIX}r"
+    ledger.bind_handle("b0", reservation="r", handle=handle)
+    ledger.record_result(ResultRow("b0", "{}", 1000, 500, 1500, 0), handle=handle)
+    prices = load_prices(None)
+    direct = estimate_cost([UsageLine(MODEL, "direct", 1000, 500, 1500, rows=1)], prices).usd
+    assert direct > 0
+    assert abs(night_cost(ledger.night_spend(NIGHT), prices) - direct) < 1e-12

@@ -4,7 +4,7 @@ the cap is marked reached once, and planned against actual comes back per night.
 
 from __future__ import annotations
 
-from ledger import Ledger, NewJob, ResultRow
+from ledger import DIRECT_HANDLE_PREFIX, Ledger, NewJob, ResultRow
 
 
 def _night(ledger: Ledger) -> None:
@@ -83,3 +83,24 @@ def test_a_plan_adds_up_and_its_cap_is_reached_once(ledger_url: str) -> None:
     assert night.planned.reached_at is not None
     assert ledger.planned("p", "2026-12-02") == night.planned
     assert ledger.planned("p", "2026-12-03") is None
+
+
+def test_a_batch_row_sent_directly_is_read_as_sent_directly(ledger_url: str) -> None:
+    """A batch row answered under a ``direct:`` handle (a deadline's fallback) is among the
+    night's usage under its own channel and named in ``sent_direct``; one sent in a batch job
+    is not."""
+    ledger = Ledger(ledger_url)
+    ledger.enroll(
+        [NewJob(f"b{i}", {"text": f"t{i}"}) for i in range(2)],
+        pipeline="b",
+        channel="batch",
+        model="gemini-2.5-flash",
+    )
+    assert ledger.reserve(pipeline="b", limit=2, reservation="r", plan_day="2026-12-02") == 2
+    ledger.bind_handle("b0", reservation="r", handle=f"{DIRECT_HANDLE_PREFIX}r")
+    ledger.bind_handle("b1", reservation="r", handle="batches/x")
+    ledger.record_result(ResultRow("b0", "{}", 100, 50, 150, 0), handle=f"{DIRECT_HANDLE_PREFIX}r")
+    ledger.record_result(ResultRow("b1", "{}", 100, 50, 150, 0), handle="batches/x")
+    spend = ledger.night_spend("2026-12-02")
+    assert sum(u.rows for u in spend.usage) == 2
+    assert [(u.channel, u.rows) for u in spend.sent_direct] == [("batch", 1)]
