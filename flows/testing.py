@@ -78,7 +78,13 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
-from flows.run._budget import BUDGET_EVENT, Budget, local_prompt_tokens, night_cost
+from flows.run._budget import (
+    BUDGET_EVENT,
+    REFRESH_EVERY_S,
+    Budget,
+    local_prompt_tokens,
+    night_cost,
+)
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -113,6 +119,7 @@ __all__ = [
     "LABEL_KEY",
     "PROGRESS_EVERY_POINTS",
     "PROGRESS_EVERY_S",
+    "REFRESH_EVERY_S",
     "RUNNING",
     "SUBMITTED_ENV",
     "TREND_NIGHTS",

@@ -22,13 +22,21 @@ from there (``Ledger.plans_for``).
 Two ticks of one pipeline running at once each count the other's rows only once they are
 reserved (the ledger's in-flight rows): a deployment's concurrency limit of one keeps a
 night within one row per tick of its cap.
+
+The daily cap is shared by pipelines that run at once, each with a run of its own: a run
+knows its own reservations at once, the others' only when it reads the night again. So while
+a daily cap applies, a reservation first reads the night again when the last read is
+:data:`REFRESH_EVERY_S` old (by the ledger's clock); without one, only a run short of room
+does (answers may have come back below their estimate). The race that remains: a run does
+not see the reservations the others made since its last read, so the night may pass the
+daily cap by at most what the other pipelines running at once reserve within one refresh
+interval (the direct channel reserves a row a call; a batch tick, a job's rows at a time).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -53,6 +61,7 @@ __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "HISTORY_NIGHTS",
     "MEDIA_PART_TOKENS",
+    "REFRESH_EVERY_S",
     "Budget",
     "RowEstimate",
     "estimate_rows",
@@ -73,7 +82,8 @@ DEFAULT_OUTPUT_TOKENS = 8192
 # (``gemini-ledger plan`` with a key) counts them as the API does.
 MEDIA_PART_TOKENS = 258
 _CHARS_PER_TOKEN = 4  # the docs' rule of thumb: "about 4 characters" a token
-_REFRESH_EVERY_S = 1.0
+# How old a read of the night may be before a reservation reads it again (see above).
+REFRESH_EVERY_S = 1.0
 
 
 class _Run(Protocol):
@@ -288,7 +298,7 @@ class Budget:
                 )
         self._caps = caps
         self._added = 0.0
-        self._read_at = time.monotonic()
+        self._read_at = ctx.ledger.clock()
 
     def _per_row(self, ctx: _Run, channel: str | None) -> float | None:
         """The estimated cost of one row sent on ``channel`` (the pipeline's by default; a
@@ -345,9 +355,12 @@ class Budget:
             self._start(ctx)
             per_row = self._per_row(ctx, channel)
             allowed, cap = self._room(per_row)
-            stale = time.monotonic() - self._read_at >= _REFRESH_EVERY_S
-            if allowed is not None and allowed < limit and stale:
-                # Answers may have come back below their estimate: read the night again.
+            stale = ctx.ledger.clock() - self._read_at >= REFRESH_EVERY_S
+            short = allowed is not None and allowed < limit
+            shared = any(c.name == "daily" for c in self._caps)
+            if stale and (short or shared):
+                # Short: answers may have come back below their estimate. Shared: other
+                # pipelines may have reserved from the daily cap since the last read.
                 self._read_caps(ctx)
                 allowed, cap = self._room(per_row)
             n = limit if allowed is None else min(limit, allowed)

@@ -4,10 +4,18 @@ is no part of its recorded definition; a tick's cap is checked before any work."
 from __future__ import annotations
 
 import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from flows.identity import schema_fingerprint
+from flows.pipeline import Prompt
+from flows.testing import REFRESH_EVERY_S, Budget, load_prices, night_cost
+from ledger import Channel, Ledger, NewJob
 from tests.budget.pipelines import direct
 
 MODEL = "gemini-2.5-flash"
@@ -64,3 +72,50 @@ def test_the_nights_spend_prices_a_deadlines_direct_rows_at_the_direct_rate(
     direct = estimate_cost([UsageLine(MODEL, "direct", 1000, 500, 1500, rows=1)], prices).usd
     assert direct > 0
     assert abs(night_cost(ledger.night_spend(NIGHT), prices) - direct) < 1e-12
+
+
+@dataclass
+class _Ctx:
+    """The parts of a run the budget reads (flows.channels.RunContext's)."""
+
+    ledger: Ledger
+    pipeline: Any
+    settings: Any
+    day: date
+    budget: Budget = field(default_factory=Budget)
+    log: Any = field(default_factory=lambda: logging.getLogger("test.budget"))
+
+
+def _enrolled(ledger: Ledger, pipeline: Any, n: int) -> None:
+    prompt = Prompt(text="Label the review x: " + "a fine product, works well. " * 8)
+    ledger.enroll(
+        [NewJob(f"{pipeline.name}:{i}", prompt.model_dump_json()) for i in range(n)],
+        pipeline=pipeline.name,
+        channel=Channel(pipeline.channel).value,
+        model=pipeline.model,
+    )
+
+
+def test_two_pipelines_at_once_share_the_daily_cap(sqlite_url: str) -> None:
+    """Two pipelines reserving one row at a time under one daily cap: the second reads the
+    night again once its read is a refresh interval old and sees the first's rows, so the
+    night stays within the cap (before, it spent the whole cap again)."""
+    now = [1000.0]
+    ledger = Ledger(sqlite_url, clock=lambda: now[0])
+    a, b = direct, dataclasses.replace(direct, name="budget-other")
+    for p in (a, b):
+        _enrolled(ledger, p, 10)
+    day = date(2026, 12, 2)
+    per_row = _Ctx(ledger, a, SimpleNamespace(prices_file=None, daily_budget_usd=None), day)
+    assert per_row.budget.room(per_row) is None
+    assert per_row.budget.usd_per_row
+    settings = SimpleNamespace(prices_file=None, daily_budget_usd=3.5 * per_row.budget.usd_per_row)
+    first, second = _Ctx(ledger, a, settings, day), _Ctx(ledger, b, settings, day)
+    assert first.budget.room(first) == 3 and second.budget.room(second) == 3  # both read 0
+    got = sum(first.budget.reserve(first, limit=1, reservation=f"a{i}") for i in range(5))
+    assert got == 3
+    now[0] += REFRESH_EVERY_S
+    got = sum(second.budget.reserve(second, limit=1, reservation=f"b{i}") for i in range(5))
+    assert got == 0
+    spent = night_cost(ledger.night_spend(day.isoformat()), load_prices(None))
+    assert spent <= settings.daily_budget_usd
