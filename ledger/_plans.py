@@ -76,17 +76,25 @@ class NightSpend:
     """What one night has spent so far, across one pipeline or all: the answered rows' usage
     (to price) under their own channel, those of them sent directly from another channel
     (``sent_direct``: a deadline's fallback, to price at the direct rate), and the rows still
-    on their way with their planned cost per row."""
+    on their way with their planned cost per row. An answer recorded without tokens (its
+    usage missing) was billed all the same: ``unmetered`` counts such rows, at the planned
+    cost per row too."""
 
     usage: tuple[ModelUsage, ...] = ()
     in_flight: dict[str, int] = field(default_factory=dict)  # pipeline -> rows
     usd_per_row: dict[str, float] = field(default_factory=dict)  # pipeline -> planned
     sent_direct: tuple[ModelUsage, ...] = ()  # a subset of ``usage``
+    unmetered: dict[str, int] = field(default_factory=dict)  # pipeline -> answered, 0 tokens
 
     @property
     def in_flight_usd(self) -> float:
         """The estimate of the rows still on their way (their night's planned cost per row)."""
         return sum(n * self.usd_per_row.get(p, 0.0) for p, n in self.in_flight.items())
+
+    @property
+    def unmetered_usd(self) -> float:
+        """The estimate of the answers recorded without tokens (the planned cost per row)."""
+        return sum(n * self.usd_per_row.get(p, 0.0) for p, n in self.unmetered.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +238,21 @@ class PlanVerbs(LedgerBase):
                 ),
                 params,
             ).all()
+            # Answered (done_at: an answer was recorded) without a token recorded: billed,
+            # its usage unknown. A failure that brought no tokens is not an answer.
+            unmetered = conn.execute(
+                text(
+                    "SELECT pipeline, COUNT(*) FROM jobs WHERE plan_day = :d"
+                    f"{where} AND status NOT IN {_ON_ITS_WAY} AND done_at IS NOT NULL"
+                    " AND COALESCE(total_tokens, 0) = 0 GROUP BY pipeline"
+                ),
+                params,
+            ).all()
             plans = conn.execute(
                 text(f"SELECT pipeline, rows, usd FROM plans WHERE day = :d{where}"), params
             ).all()
         return NightSpend(
+            unmetered={str(p): int(n) for p, n in unmetered},
             usage=_usage_lines([r[1:] for r in answered]),
             sent_direct=_usage_lines([r[1:] for r in answered if int(r[0])]),
             in_flight={str(p): int(n) for p, n in flying},

@@ -216,10 +216,11 @@ def estimate_rows(
 
 def night_cost(spend: NightSpend, prices: PriceTable) -> float:
     """USD a night has spent: its answered rows priced (those a deadline sent directly at the
-    direct rate), its rows on their way at their planned cost."""
+    direct rate; those answered without recorded tokens at their planned cost), its rows on
+    their way at their planned cost."""
     answered = estimate_cost([UsageLine.of(u) for u in spend.usage], prices).usd
     fallback = direct_surcharge([UsageLine.of(u) for u in spend.sent_direct], prices)
-    return answered + fallback + spend.in_flight_usd
+    return answered + fallback + spend.unmetered_usd + spend.in_flight_usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,15 @@ the cap is marked reached once, and planned against actual comes back per night.
 
 from __future__ import annotations
 
-from ledger import DIRECT_HANDLE_PREFIX, Ledger, NewJob, ResultRow
+from ledger import (
+    DIRECT_HANDLE_PREFIX,
+    Failure,
+    Ledger,
+    NewJob,
+    Policy,
+    ResultRow,
+    Verdict,
+)
 
 
 def _night(ledger: Ledger) -> None:
@@ -104,3 +112,16 @@ def test_a_batch_row_sent_directly_is_read_as_sent_directly(ledger_url: str) -> 
     spend = ledger.night_spend("2026-12-02")
     assert sum(u.rows for u in spend.usage) == 2
     assert [(u.channel, u.rows) for u in spend.sent_direct] == [("batch", 1)]
+
+
+def test_an_answer_without_tokens_counts_at_the_planned_cost(ledger_url: str) -> None:
+    """An answer recorded with no tokens is counted (unmetered) at its night's planned cost
+    per row; a failure that brought no tokens is not."""
+    ledger = Ledger(ledger_url)
+    _night(ledger)
+    ledger.record_result(ResultRow("k1", "{}", 0, 0, 0, 0), handle="h-k1")
+    busy = Failure(Verdict.RETRYABLE, "429", "busy")
+    assert ledger.record_failure("k2", busy, policy=Policy(), handle="h-k2") == "retryable"
+    spend = ledger.night_spend("2026-12-02", pipeline="p")
+    assert spend.unmetered == {"p": 1} and abs(spend.unmetered_usd - 0.1) < 1e-9
+    assert spend.in_flight == {}
