@@ -152,19 +152,39 @@ def _count_tokens(
         return f"no API client ({type(exc).__name__})"
     counts = []
     try:
+        shared = _count_prefix(client, p)
         for prompt in prompts:
             # SDK Models.count_tokens(model=, contents=) -> CountTokensResponse.total_tokens
             # (POST models/{model}:countTokens). Media parts would need their uploads: they
             # are counted offline.
             found = client.models.count_tokens(model=p.model, contents=prompt.text)
             total = getattr(found, "total_tokens", None) or 0
-            counts.append(int(total) + MEDIA_PART_TOKENS * len(prompt.parts))
+            counts.append(int(total) + MEDIA_PART_TOKENS * len(prompt.parts) + shared)
     except Exception as exc:
         return f"count_tokens failed ({type(exc).__name__})"
     finally:
         client.close()
     media = " (media parts counted offline)" if any(p_.parts for p_ in prompts) else ""
-    return sum(counts) / len(counts), f"count_tokens on {len(counts)} prompts{media}"
+    prefix = " with the cached prefix" if p.cached_prefix is not None else ""
+    return sum(counts) / len(counts), f"count_tokens on {len(counts)} prompts{prefix}{media}"
+
+
+def _count_prefix(client: Any, p: Pipeline[Any]) -> int:
+    """The tokens of the pipeline's cached shared prefix, asked once of ``count_tokens``
+    (its media parts counted offline); 0 without one. The Gemini Developer API's
+    count_tokens takes no system instruction (google-genai ``models.py``
+    ``_CountTokensConfig_to_mldev`` raises ValueError for one): the prefix's system text is
+    counted as a text part of the contents instead, the same text."""
+    prefix = p.cached_prefix
+    if prefix is None:
+        return 0
+    texts = [prefix.system] if prefix.system else []
+    texts += [part.text for part in prefix.parts if part.text is not None]
+    media = MEDIA_PART_TOKENS * sum(1 for part in prefix.parts if part.text is None)
+    if not texts:
+        return media
+    found = client.models.count_tokens(model=p.model, contents=texts)
+    return int(getattr(found, "total_tokens", None) or 0) + media
 
 
 def _time_needed(p: Pipeline[Any], rows: int) -> dict[str, Any]:

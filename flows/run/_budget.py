@@ -67,6 +67,7 @@ __all__ = [
     "estimate_rows",
     "local_prompt_tokens",
     "night_cost",
+    "prefix_tokens",
     "reserve",
     "row_cost",
 ]
@@ -135,14 +136,32 @@ def row_cost(estimate: RowEstimate, model: str, channel: str, prices: PriceTable
     return line_cost(line, price, prices.batch_multiplier)
 
 
+def prefix_tokens(pipeline: Pipeline[Any]) -> int:
+    """The tokens of the pipeline's cached shared prefix (``flows.prefix.CachedPrefix``: its
+    system instruction and parts) every request starts with, counted offline; 0 without one.
+
+    The budget prices them at the prompt rate, the safe bound: a request that names the cache
+    is billed them at the lower cache rate (and the cache's storage by the hour, which no
+    row's estimate counts), one sent with the prefix inline at the prompt rate."""
+    prefix = pipeline.cached_prefix
+    if prefix is None:
+        return 0
+    chars = len(prefix.system or "") + sum(len(part.text or "") for part in prefix.parts)
+    media = sum(1 for part in prefix.parts if part.text is None)
+    return chars // _CHARS_PER_TOKEN + MEDIA_PART_TOKENS * media
+
+
 def local_prompt_tokens(payloads: list[str], pipeline: Pipeline[Any]) -> float | None:
-    """Mean prompt tokens of stored prompts, counted offline (about four characters a token,
-    :data:`MEDIA_PART_TOKENS` per media part); None without any."""
+    """Mean prompt tokens of stored prompts with the pipeline's cached prefix, counted
+    offline (about four characters a token, :data:`MEDIA_PART_TOKENS` per media part);
+    None without any."""
     counts = []
+    shared = prefix_tokens(pipeline)
     for payload in payloads:
         prompt = pipeline.prompt_of(payload)
         chars = len(prompt.text) + len(prompt.system or "")
-        counts.append(max(1, chars // _CHARS_PER_TOKEN) + MEDIA_PART_TOKENS * len(prompt.parts))
+        media = MEDIA_PART_TOKENS * len(prompt.parts)
+        counts.append(max(1, chars // _CHARS_PER_TOKEN) + media + shared)
     return sum(counts) / len(counts) if counts else None
 
 
@@ -168,6 +187,8 @@ def estimate_rows(
     Prompt tokens: ``counted`` (a mean and its source: ``count_tokens`` on a sample, from
     ``gemini-ledger plan``), else the mean of the pipeline's answered rows over its last
     nights, else a local count of ``prompts`` (stored payloads; the due rows' when None).
+    Each includes the cached shared prefix (:func:`prefix_tokens`): the API's prompt token
+    count of an answer includes the cached tokens, and the others add them.
     Answer and thinking tokens: the mean per row over its last nights, else the output
     budget ``max_output_tokens`` (and ``thinking_budget``), else :data:`DEFAULT_OUTPUT_TOKENS`.
     """

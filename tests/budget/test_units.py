@@ -119,3 +119,37 @@ def test_two_pipelines_at_once_share_the_daily_cap(sqlite_url: str) -> None:
     assert got == 0
     spent = night_cost(ledger.night_spend(day.isoformat()), load_prices(None))
     assert spent <= settings.daily_budget_usd
+
+
+def test_the_offline_count_adds_the_cached_prefix_to_every_row() -> None:
+    """A pipeline's cached shared prefix (system and parts) is counted in each row's prompt
+    estimate, at about four characters a token (before, only the prompt was)."""
+    from flows.testing import local_prompt_tokens
+    from tests.budget.pipelines import PREFIX_CHARS, prefixed
+
+    payload = Prompt(text="Label the review x: a fine product.").model_dump_json()
+    plain = local_prompt_tokens([payload], direct)
+    with_prefix = local_prompt_tokens([payload], prefixed)
+    assert plain is not None and with_prefix is not None
+    assert with_prefix - plain == PREFIX_CHARS // 4
+
+
+def test_plan_asks_count_tokens_for_the_cached_prefix_too(
+    emulator: Any, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan` counts the cached prefix with count_tokens (once, as contents) and adds it to
+    each row's prompt tokens."""
+    from flows.ops.plan import plan_night
+    from flows.settings import load_settings
+    from tests.budget.pipelines import ITEMS, PREFIX_CHARS, names, spec
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    day = date(2026, 12, 2)
+    ITEMS.clear()
+    ITEMS[day.isoformat()] = names("p", 3)
+    settings = load_settings()
+    plain = plan_night(settings, spec(Channel.DIRECT), day)["estimate"]
+    mine = plan_night(settings, "tests.budget.pipelines:prefixed", day)["estimate"]
+    assert mine["prompt_source"] == "count_tokens on 3 prompts with the cached prefix"
+    added = mine["prompt_tokens_per_row"] - plain["prompt_tokens_per_row"]
+    assert PREFIX_CHARS // 8 < added < PREFIX_CHARS  # the emulator counts about 4 a token
