@@ -54,7 +54,7 @@ from flows.gemini._pricing import (
 )
 from flows.pipeline import Pipeline
 from flows.settings import Settings
-from ledger import Channel, Ledger, NightSpend, Usage
+from ledger import Channel, Ledger, NightSpend, SetupFault, SetupKind, Usage
 
 __all__ = [
     "BUDGET_EVENT",
@@ -296,11 +296,12 @@ class Budget:
         self.usd_per_row = row_cost(self.estimate, p.model, Channel(p.channel).value, self._prices)
         self._read_caps(ctx)
         if self._caps and self.usd_per_row is None:
-            ctx.log.warning(
-                "%s: model %s has no price: its budget cannot be applied (add it to"
-                " LEDGER_PRICES_FILE)",
-                p.name,
-                p.model,
+            # A cap that cannot be kept is no cap: refused before anything is reserved, a
+            # fault of the setup (the tick halts, nothing parked), never a silent overspend.
+            caps = " and ".join(f"the {c.name} budget of {c.usd:g} USD" for c in self._caps)
+            raise SetupFault(
+                SetupKind.UNPRICED,
+                f"{p.name}: model {p.model} has no price, so {caps} cannot be kept",
             )
         self._ready = True
 

@@ -15,7 +15,7 @@ import pytest
 from flows.identity import schema_fingerprint
 from flows.pipeline import Prompt
 from flows.testing import REFRESH_EVERY_S, Budget, load_prices, night_cost
-from ledger import Channel, Ledger, NewJob
+from ledger import Channel, Ledger, NewJob, SetupFault, SetupKind
 from tests.budget.pipelines import direct
 
 MODEL = "gemini-2.5-flash"
@@ -153,3 +153,23 @@ def test_plan_asks_count_tokens_for_the_cached_prefix_too(
     assert mine["prompt_source"] == "count_tokens on 3 prompts with the cached prefix"
     added = mine["prompt_tokens_per_row"] - plain["prompt_tokens_per_row"]
     assert PREFIX_CHARS // 8 < added < PREFIX_CHARS  # the emulator counts about 4 a token
+
+
+def test_a_cap_on_an_unpriced_model_is_a_setup_fault_before_anything_is_reserved(
+    sqlite_url: str,
+) -> None:
+    """With a cap and no price for the model, the first reservation is refused with a setup
+    fault naming the model and LEDGER_PRICES_FILE, nothing reserved (before: a warning and
+    no cap at all); told to ignore the budget, the rows go out."""
+    ledger = Ledger(sqlite_url)
+    unpriced = dataclasses.replace(direct, model="gemini-unpriced-9", budget_usd=1.0)
+    _enrolled(ledger, unpriced, 2)
+    day = date(2026, 12, 2)
+    ctx = _Ctx(ledger, unpriced, SimpleNamespace(prices_file=None, daily_budget_usd=None), day)
+    with pytest.raises(SetupFault) as refused:
+        ctx.budget.reserve(ctx, limit=2, reservation="r1")
+    assert refused.value.kind is SetupKind.UNPRICED
+    assert "gemini-unpriced-9" in str(refused.value) and "LEDGER_PRICES_FILE" in str(refused.value)
+    assert ledger.due_rows(unpriced.name).pending == 2
+    free = _Ctx(ledger, unpriced, ctx.settings, day, Budget(ignore=True))
+    assert free.budget.reserve(free, limit=2, reservation="r2") == 2
