@@ -59,8 +59,11 @@ class PlanNight:
 
     ``answered`` rows have their usage back (an answer billed tokens: a failure that brought
     none is not counted) (in ``usage``, per model, model version and
-    channel, and ``tokens`` in all); ``in_flight`` rows were reserved that night and have
-    not answered yet."""
+    channel, and ``tokens`` in all; ``sent_direct``: those of them a deadline sent directly,
+    as in :class:`NightSpend`); ``in_flight`` rows were reserved that night and have
+    not answered yet. ``reserved``: the rows whose last reservation was that night, each
+    once (``planned.rows`` counts every reservation: a row sent again after a failure, or a
+    batch job that failed, counts each time)."""
 
     pipeline: str
     day: str
@@ -69,6 +72,8 @@ class PlanNight:
     in_flight: int = 0
     tokens: Usage = NO_USAGE
     usage: tuple[ModelUsage, ...] = ()
+    reserved: int = 0
+    sent_direct: tuple[ModelUsage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +279,19 @@ class PlanVerbs(LedgerBase):
             ).all()
             answered = conn.execute(
                 text(
-                    "SELECT plan_day, model, model_version, channel, COUNT(*),"
+                    f"SELECT CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, plan_day, model,"
+                    " model_version, channel, COUNT(*),"
                     f" COALESCE(SUM(attempts), 0), {_TOKENS} FROM jobs WHERE pipeline = :p"
                     f" AND plan_day >= :since AND status NOT IN {_ON_ITS_WAY}"
-                    " AND total_tokens > 0 GROUP BY plan_day, model, model_version, channel"
+                    f" AND total_tokens > 0 GROUP BY CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END,"
+                    " plan_day, model, model_version, channel"
+                ),
+                params,
+            ).all()
+            stamped = conn.execute(
+                text(
+                    "SELECT plan_day, COUNT(*) FROM jobs WHERE pipeline = :p"
+                    " AND plan_day >= :since GROUP BY plan_day"
                 ),
                 params,
             ).all()
@@ -302,9 +316,13 @@ class PlanVerbs(LedgerBase):
             for r in plans
         }
         lines: dict[str, list[Sequence[object]]] = {}
+        direct: dict[str, list[Sequence[object]]] = {}
         for r in answered:
-            lines.setdefault(str(r[0]), []).append(tuple(r[1:]))
+            lines.setdefault(str(r[1]), []).append(tuple(r[2:]))
+            if int(r[0]):
+                direct.setdefault(str(r[1]), []).append(tuple(r[2:]))
         in_flight = {str(d): int(n) for d, n in flying}
+        reserved = {str(d): int(n) for d, n in stamped}
         nights = []
         for day in sorted(set(planned) | set(lines) | set(in_flight)):
             usage = _usage_lines(lines.get(day, []))
@@ -318,6 +336,8 @@ class PlanVerbs(LedgerBase):
                     in_flight=in_flight.get(day, 0),
                     tokens=Usage(*tokens),
                     usage=usage,
+                    reserved=reserved.get(day, 0),
+                    sent_direct=_usage_lines(direct.get(day, [])),
                 )
             )
         return nights

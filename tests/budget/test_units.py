@@ -173,3 +173,32 @@ def test_a_cap_on_an_unpriced_model_is_a_setup_fault_before_anything_is_reserved
     assert ledger.due_rows(unpriced.name).pending == 2
     free = _Ctx(ledger, unpriced, ctx.settings, day, Budget(ignore=True))
     assert free.budget.reserve(free, limit=2, reservation="r2") == 2
+
+
+def test_plan_history_tells_rows_from_sends(sqlite_url: str) -> None:
+    """A row reserved twice in one night (its first reservation given back) is one planned
+    row and two planned sends in plan's history; before, it was two planned rows."""
+    from flows.ops.plan import priced_nights
+
+    ledger = Ledger(sqlite_url)
+    _enrolled(ledger, direct, 1)
+    for reservation in ("r1", "r2"):
+        assert ledger.reserve(
+            pipeline=direct.name, limit=1, reservation=reservation, plan_day=NIGHT
+        )
+        ledger.note_plan(
+            pipeline=direct.name,
+            day=NIGHT,
+            channel="direct",
+            rows=1,
+            prompt_tokens=10,
+            output_tokens=10,
+            usd=0.01,
+            source="test",
+            cap_usd=None,
+        )
+        if reservation == "r1":
+            assert ledger.release("r1") == 1
+    (night,) = priced_nights(ledger, direct.name, date(2026, 12, 1), load_prices(None))
+    assert (night.planned_rows, night.planned_sends) == (1, 2)
+    assert night.as_dict()["planned"]["sends"] == 2
