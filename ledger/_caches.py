@@ -11,6 +11,7 @@ The same discipline as ``ledger._uploads``, whose "every row final" rule it shar
 
 from __future__ import annotations
 
+import enum
 from typing import NamedTuple
 
 from sqlalchemy import text
@@ -19,7 +20,7 @@ from ledger._base import LedgerBase
 from ledger._transitions import CACHE_MOVES, CacheState, sql_literal
 from ledger._uploads import FINAL_SQL
 
-__all__ = ["CacheClaim", "CacheRecord", "CacheVerbs"]
+__all__ = ["CacheAction", "CacheClaim", "CacheRecord", "CacheVerbs"]
 
 _RESERVING = sql_literal(CacheState.RESERVING)
 _ACTIVE = sql_literal(CacheState.ACTIVE)
@@ -47,14 +48,26 @@ _COLUMNS = (
 )
 
 
+class CacheAction(enum.StrEnum):
+    """What a pass does with its prefix's cache after ``reserve_cache``."""
+
+    USE = "use"  # a bound cache that lives long enough: name it
+    CREATE = "create"  # reserved under our token: create it (or find a dead pass's)
+    WAIT = "wait"  # another live pass is creating it: send the prefix inline meanwhile
+
+
 class CacheClaim(NamedTuple):
     """What ``reserve_cache`` decided: ``use`` the bound cache, ``create`` under our token
     (``taken_over``: a dead pass had reserved it, so look for its cache by display name
     first), or ``wait`` (another live pass is creating it)."""
 
-    action: str
+    action: CacheAction
     record: CacheRecord
     taken_over: bool = False
+
+
+def _create_or_wait(ours: bool) -> CacheAction:
+    return CacheAction.CREATE if ours else CacheAction.WAIT
 
 
 class CacheVerbs(LedgerBase):
@@ -113,11 +126,11 @@ class CacheVerbs(LedgerBase):
                 ).rowcount
                 record = self._cache(conn, pipeline, digest)
                 assert record is not None
-                return CacheClaim("create" if inserted == 1 else "wait", record)
+                return CacheClaim(_create_or_wait(inserted == 1), record)
             if found.state == CacheState.ACTIVE and (found.expires_at or 0) > fresh_until:
-                return CacheClaim("use", found)
+                return CacheClaim(CacheAction.USE, found)
             if found.state == CacheState.RESERVING and found.reserved_at >= stale_before:
-                return CacheClaim("create" if found.token == token else "wait", found)
+                return CacheClaim(_create_or_wait(found.token == token), found)
             taken_over = found.state == CacheState.RESERVING
             moved = conn.execute(
                 text(
@@ -138,7 +151,7 @@ class CacheVerbs(LedgerBase):
             ).rowcount
             record = self._cache(conn, pipeline, digest)
             assert record is not None
-            return CacheClaim("create" if moved == 1 else "wait", record, taken_over)
+            return CacheClaim(_create_or_wait(moved == 1), record, taken_over)
 
     def bind_cache(
         self, pipeline: str, digest: str, *, token: str, name: str, expires_at: float, tokens: int

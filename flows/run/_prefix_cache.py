@@ -37,7 +37,7 @@ from flows.pipeline import Pipeline
 from flows.prefix import fresh_margin_s
 from flows.run._cleanup import delete_due
 from flows.settings import Settings
-from ledger import CACHE_EXPIRED, CacheRecord, CacheState, Ledger, redact
+from ledger import CACHE_EXPIRED, CacheAction, CacheRecord, CacheState, Ledger, redact
 
 __all__ = ["CACHE_STALE_S", "PrefixCache", "cache_display_name", "clean_caches"]
 
@@ -139,9 +139,9 @@ class PrefixCache:
             fresh_until=now + self.margin_s,
             stale_before=now - CACHE_STALE_S,
         )
-        if claim.action == "use":
+        if claim.action is CacheAction.USE:
             return self._keep(claim.record.name, claim.record.expires_at)
-        if claim.action == "wait":
+        if claim.action is CacheAction.WAIT:
             return None  # another live pass is creating it: this row goes inline
         crash_point("cache.after_reserve")
         try:

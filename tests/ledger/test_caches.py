@@ -9,6 +9,7 @@ import pytest
 from ledger import (
     CACHE_EXPIRED,
     ApiFailure,
+    CacheAction,
     CacheState,
     Failure,
     Ledger,
@@ -45,14 +46,14 @@ def test_one_cache_per_prefix_and_a_second_pass_waits(clocked) -> None:
     """The first pass reserves the cache; a second pass meanwhile waits (never creates a
     second one); once bound every pass uses it, with its name and token count."""
     led, now = clocked
-    assert _reserve(led, "t1", now[0]).action == "create"
-    assert _reserve(led, "t2", now[0]).action == "wait"
+    assert _reserve(led, "t1", now[0]).action is CacheAction.CREATE
+    assert _reserve(led, "t2", now[0]).action is CacheAction.WAIT
     assert led.bind_cache(
         P, H, token="t1", name="cachedContents/a", expires_at=now[0] + 1000, tokens=4000
     )
     claim = _reserve(led, "t3", now[0])
     assert (claim.action, claim.record.name, claim.record.tokens, claim.record.creates) == (
-        "use",
+        CacheAction.USE,
         "cachedContents/a",
         4000,
         1,
@@ -66,7 +67,7 @@ def test_a_dead_pass_reservation_is_taken_over_and_its_bind_refused(clocked) -> 
     _reserve(led, "t1", now[0])
     now[0] += 60
     claim = _reserve(led, "t2", now[0])
-    assert (claim.action, claim.taken_over) == ("create", True)
+    assert (claim.action, claim.taken_over) == (CacheAction.CREATE, True)
     assert not led.bind_cache(P, H, token="t1", name="cachedContents/old", expires_at=0, tokens=1)
     assert led.bind_cache(
         P, H, token="t2", name="cachedContents/new", expires_at=now[0] + 1000, tokens=1
@@ -80,12 +81,12 @@ def test_an_expiring_or_expired_cache_is_created_again(clocked) -> None:
     led, now = clocked
     _reserve(led, "t1", now[0])
     led.bind_cache(P, H, token="t1", name="cachedContents/a", expires_at=now[0] + 50, tokens=1)
-    assert _reserve(led, "t2", now[0]).action == "create"
+    assert _reserve(led, "t2", now[0]).action is CacheAction.CREATE
     led.bind_cache(P, H, token="t2", name="cachedContents/b", expires_at=now[0] + 999, tokens=1)
     assert not led.cache_expired(P, H, name="cachedContents/a")  # not the bound one
     assert led.cache_expired(P, H, name="cachedContents/b")
     assert led.get_cache(P, H).state == CacheState.EXPIRED.value
-    assert _reserve(led, "t3", now[0]).action == "create"
+    assert _reserve(led, "t3", now[0]).action is CacheAction.CREATE
     assert led.get_cache(P, H).creates == 2
 
 
