@@ -239,25 +239,57 @@ def clean_caches(
     ledger: Ledger, pipeline: str, log: logging.Logger | Any, settings: Settings
 ) -> int:
     """Delete the caches of ``pipeline`` once every row of it is final; returns how many.
-    The run's shared client is made only when one is due."""
-    due: list[CacheRecord] = ledger.caches_to_delete(pipeline=pipeline)
+    The run's shared client is made only when one is due. Bound, expired and retired caches
+    are deleted by name; a dead pass's reservation (its create may have made a cache whose
+    name it never recorded) by the caches its display name finds (``caches.list``)."""
+    due: list[CacheRecord] = ledger.caches_to_delete(
+        pipeline=pipeline, stale_before=ledger.clock() - CACHE_STALE_S
+    )
     if not due:
         return 0
     client = shared_client(settings)
-    deleted = delete_due(
+
+    def delete(rec: CacheRecord) -> None:
+        if rec.state != CacheState.RESERVING:
+            client.caches.delete(name=str(rec.name))
+            return
+        display_name = cache_display_name(pipeline, rec.prefix_hash)
+        config = types.ListCachedContentsConfig(page_size=_LIST_PAGE_SIZE)
+        found = [
+            str(c.name)
+            for c in client.caches.list(config=config)
+            if getattr(c, "display_name", None) == display_name
+        ]
+        for name in found:
+            try:
+                client.caches.delete(name=name)
+            except Exception as exc:
+                if not _gone(exc):
+                    raise
+
+    def deleted(rec: CacheRecord) -> bool:
+        if rec.state == CacheState.RESERVING:
+            return ledger.abandoned_cache_deleted(pipeline, rec.prefix_hash, token=rec.token)
+        return ledger.cache_deleted(pipeline, rec.prefix_hash, name=rec.name)
+
+    count = delete_due(
         due,
-        delete=lambda rec: client.caches.delete(name=str(rec.name)),
-        # Expired already (404, or the API's "CachedContent not found"): as good as deleted.
-        gone=lambda exc: is_not_found(exc) or classify(exc).code == CACHE_EXPIRED,
+        delete=delete,
+        gone=_gone,
         failed=lambda rec, error: ledger.cache_delete_failed(
             pipeline, rec.prefix_hash, error=error
         ),
-        deleted=lambda rec: ledger.cache_deleted(pipeline, rec.prefix_hash, name=rec.name),
+        deleted=deleted,
         point="cache.after_delete",
-        what=lambda rec: f"cache {rec.name}",
+        what=lambda rec: f"cache {rec.name or cache_display_name(pipeline, rec.prefix_hash)}",
         log=log,
         pipeline=pipeline,
     )
-    if deleted:
-        log.info("%s: deleted %d context caches", pipeline, deleted)
-    return deleted
+    if count:
+        log.info("%s: deleted %d context caches", pipeline, count)
+    return count
+
+
+def _gone(exc: BaseException) -> bool:
+    # Expired already (404, or the API's "CachedContent not found"): as good as deleted.
+    return is_not_found(exc) or classify(exc).code == CACHE_EXPIRED

@@ -119,6 +119,59 @@ def test_deletable_only_once_every_row_is_final(clocked) -> None:
     assert led.caches_to_delete(pipeline=P) == []
 
 
+def _finish_rows(led: Ledger) -> None:
+    for key in ("r1", "r2"):
+        led.park(key, Failure(Verdict.PERMANENT, "400", "bad"), from_status=[Status.PENDING])
+
+
+def test_a_superseded_cache_is_kept_and_deleted_once_every_row_is_final(clocked) -> None:
+    """A cache superseded for expiring too soon keeps its name in a retired row (rows
+    submitted naming it may still read it): both caches are due once every row is final,
+    and each is deleted once."""
+    led, now = clocked
+    _reserve(led, "t1", now[0])
+    led.bind_cache(P, H, token="t1", name="cachedContents/a", expires_at=now[0] + 50, tokens=1)
+    assert _reserve(led, "t2", now[0]).action is CacheAction.CREATE
+    led.bind_cache(P, H, token="t2", name="cachedContents/b", expires_at=now[0] + 999, tokens=1)
+    assert led.caches_to_delete(pipeline=P) == []
+    _finish_rows(led)
+    due = led.caches_to_delete(pipeline=P)
+    assert sorted(c.name for c in due) == ["cachedContents/a", "cachedContents/b"]
+    for rec in due:
+        assert led.cache_deleted(P, rec.prefix_hash, name=rec.name)
+    assert led.caches_to_delete(pipeline=P) == []
+    assert {c.state for c in led.caches(P)} == {CacheState.DELETED.value}
+    assert led.get_cache(P, H).creates == 2
+
+
+def test_a_superseded_cache_survives_a_refused_create(clocked) -> None:
+    """The create superseding an expired cache is refused (its reservation removed): the
+    old cache's name is still recorded and deleted at the end."""
+    led, now = clocked
+    _reserve(led, "t1", now[0])
+    led.bind_cache(P, H, token="t1", name="cachedContents/a", expires_at=now[0] + 999, tokens=1)
+    assert led.cache_expired(P, H, name="cachedContents/a")
+    _reserve(led, "t2", now[0])
+    assert led.release_cache(P, H, token="t2")
+    _finish_rows(led)
+    assert [c.name for c in led.caches_to_delete(pipeline=P)] == ["cachedContents/a"]
+
+
+def test_a_dead_pass_reservation_is_cleaned_up_once_stale(clocked) -> None:
+    """A reservation whose pass died (its create may have made a cache) is due for cleanup
+    once stale and every row is final, and is marked deleted once; a fresh one is not."""
+    led, now = clocked
+    _reserve(led, "t1", now[0])
+    _finish_rows(led)
+    assert led.caches_to_delete(pipeline=P, stale_before=now[0] - 1) == []
+    (due,) = led.caches_to_delete(pipeline=P, stale_before=now[0] + 1)
+    assert (due.state, due.token) == (CacheState.RESERVING.value, "t1")
+    assert not led.abandoned_cache_deleted(P, H, token="other")
+    assert led.abandoned_cache_deleted(P, H, token="t1")
+    assert led.get_cache(P, H).state == CacheState.DELETED.value
+    assert led.caches_to_delete(pipeline=P, stale_before=now[0] + 1) == []
+
+
 def test_moves_are_declared_once() -> None:
     """Every cache verb's target is a CacheState (or removal), declared in one table."""
     assert set(CACHE_MOVES) == {
@@ -127,6 +180,8 @@ def test_moves_are_declared_once() -> None:
         "release_cache",
         "cache_expired",
         "cache_deleted",
+        "retire_cache",
+        "abandoned_cache_deleted",
     }
     assert CACHE_MOVES["reserve_cache"][1] is CacheState.RESERVING
 
