@@ -216,6 +216,18 @@ def test_a_request_refused_for_its_cache_is_retried_never_a_setup_fault(error) -
     assert setup_fault(api) is None
 
 
+def test_a_request_misusing_its_cache_is_not_a_gone_cache() -> None:
+    """A 400 naming the cached content for a reason of the request (a system instruction
+    beside it) is not cache_expired: the cache would be made again for every attempt."""
+    message = (
+        "CachedContent can not be used with GenerateContent request setting"
+        " system_instruction, tools or tool_config."
+    )
+    failure = classify({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": message}})
+    assert failure.code != CACHE_EXPIRED
+    assert failure.verdict is Verdict.PERMANENT
+
+
 def test_a_plain_permission_refusal_is_still_a_fault_of_the_setup() -> None:
     """A 403 that does not speak of a cache stays the setup's permission fault."""
     api = ApiFailure(
