@@ -170,6 +170,7 @@ _FAILURE_SETS = (
     "first_failure_at",
     "last_failure_at",
     "due_at",
+    "attempts (given back for a cache_expired refusal)",
     "reservation",
     "tokens",
 )

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._failure import Failure, Verdict
+from ledger._failure import CACHE_EXPIRED, Failure, Verdict
 from ledger._finish import TRUNCATED_HINT, answer_failure
 from ledger._wire import (
     GRPC_NAMES,
@@ -266,7 +266,6 @@ def _from_error_type(code: str, message: Any) -> Failure | None:
 # (https://forg.pro/tools/errors/google/404: "cached content past its TTL"), and a 400 naming
 # it: all three are read the same way.
 _CACHE_REFUSALS = frozenset({400, 403, 404})
-CACHE_EXPIRED = "cache_expired"
 
 
 # What says the cache is gone (rather than misused): "not found (or permission denied)" (the

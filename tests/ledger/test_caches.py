@@ -12,8 +12,10 @@ from ledger import (
     CacheAction,
     CacheState,
     Failure,
+    FailureRow,
     Ledger,
     NewJob,
+    Policy,
     Status,
     Verdict,
     classify,
@@ -214,6 +216,33 @@ def test_a_request_refused_for_its_cache_is_retried_never_a_setup_fault(error) -
         http_code=error["code"] if error["code"] > 99 else 403, message=error["message"]
     )
     assert setup_fault(api) is None
+
+
+def _send(led: Ledger, n: int) -> None:
+    led.reserve(pipeline=P, limit=1, reservation=f"res{n}", keys=["r1"])
+    led.bind_handle("r1", reservation=f"res{n}", handle=f"h{n}")
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_request_refused_for_its_gone_cache_costs_no_attempt(clocked, bulk) -> None:
+    """A cache_expired refusal (refused, not billed, not the row's fault) gives the row its
+    attempt back: it comes back retryable however often, never parked at the cap; another
+    retryable failure still counts."""
+    led, _ = clocked
+    policy = Policy(attempt_cap=2)
+    gone = Failure(Verdict.RETRYABLE, CACHE_EXPIRED, "cached content: gone")
+    for n in range(3):
+        _send(led, n)
+        if bulk:
+            led.apply_failures([FailureRow("r1", gone)], handle=f"h{n}", policy=policy)
+        else:
+            led.record_failure("r1", gone, policy=policy, handle=f"h{n}")
+        view = led.get("r1")
+        assert (view.status, view.attempts) == (Status.RETRYABLE.value, 0)
+    _send(led, 9)
+    busy = Failure(Verdict.RETRYABLE, "503", "busy")
+    led.record_failure("r1", busy, policy=policy, handle="h9")
+    assert led.get("r1").attempts == 1
 
 
 def test_a_request_misusing_its_cache_is_not_a_gone_cache() -> None:
