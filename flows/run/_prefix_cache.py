@@ -8,8 +8,10 @@ reservation whose pass died is taken over after ``CACHE_STALE_S`` and its cache 
 display name first (``caches.list``, ``gl-cache-<pipeline>-<digest>``): a crash after the
 create never makes a second cache. A cache closer to its expiry than the channel needs
 (``flows.prefix.fresh_margin_s``), or found gone by a request (``Ledger.cache_expired``), is
-created again. ``clean_caches`` (the end of every tick) deletes it once every row of the
-pipeline is final.
+created again, the superseded one kept (a ``retired`` row: batch jobs submitted naming it
+still read it). ``clean_caches`` (the end of every tick) deletes them once every row of the
+pipeline is final, and with them the cache a dead pass's create may have made before it
+was bound (found by display name).
 
 A cache is never a row's attempt. A create answered 5xx, timed out or dropped may have made
 the cache: it is looked up by display name and used if found. A create the API refuses for a
@@ -242,9 +244,12 @@ def clean_caches(
     The run's shared client is made only when one is due. Bound, expired and retired caches
     are deleted by name; a dead pass's reservation (its create may have made a cache whose
     name it never recorded) by the caches its display name finds (``caches.list``)."""
-    due: list[CacheRecord] = ledger.caches_to_delete(
-        pipeline=pipeline, stale_before=ledger.clock() - CACHE_STALE_S
-    )
+    # A reservation left when every row is final is a dead pass's whatever its age: a pass
+    # reserves the cache only for rows it holds reserved (not final) and binds it before
+    # sending them. (A tick crossing this with the next night's first create at worst
+    # deletes that cache: its rows' requests are refused cache_expired, at no attempt, and
+    # a new one is made.)
+    due: list[CacheRecord] = ledger.caches_to_delete(pipeline=pipeline, stale_before=ledger.clock())
     if not due:
         return 0
     client = shared_client(settings)
