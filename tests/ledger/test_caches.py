@@ -245,13 +245,20 @@ def test_a_request_refused_for_its_gone_cache_costs_no_attempt(clocked, bulk) ->
     assert led.get("r1").attempts == 1
 
 
-def test_a_request_misusing_its_cache_is_not_a_gone_cache() -> None:
-    """A 400 naming the cached content for a reason of the request (a system instruction
-    beside it) is not cache_expired: the cache would be made again for every attempt."""
-    message = (
+@pytest.mark.parametrize(
+    "message",
+    [
         "CachedContent can not be used with GenerateContent request setting"
-        " system_instruction, tools or tool_config."
-    )
+        " system_instruction, tools or tool_config.",
+        "Model used by GenerateContent request (models/a) and CachedContent (models/b) has"
+        " to be the same.",
+        "Cached content is too small. total_token_count=10, min_total_token_count=1024",
+    ],
+)
+def test_a_request_misusing_its_cache_is_not_a_gone_cache(message) -> None:
+    """A 400 naming the cached content for a reason of the request (a system instruction
+    beside it, another model, too small) is not cache_expired: the cache would be made
+    again for every attempt."""
     failure = classify({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": message}})
     assert failure.code != CACHE_EXPIRED
     assert failure.verdict is Verdict.PERMANENT
