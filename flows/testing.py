@@ -92,7 +92,7 @@ from flows.run._deliver import (
     enroll_day,
 )
 from flows.run._halt import HALTED_EVENT, halts, resource_id
-from flows.run._prefix_cache import CACHE_STALE_S
+from flows.run._prefix_cache import CACHE_STALE_S, cache_display_name, clean_caches
 from flows.run._progress import EVERY_POINTS as PROGRESS_EVERY_POINTS
 from flows.run._progress import EVERY_S as PROGRESS_EVERY_S
 from flows.run._progress import Publisher as ProgressPublisher
@@ -142,6 +142,7 @@ __all__ = [
     "batch_request",
     "batches_per_tick",
     "build_trend",
+    "cache_display_name",
     "certainly_refused",
     "check_api_key",
     "check_api_settings",
@@ -152,6 +153,7 @@ __all__ = [
     "check_settings",
     "check_webhook_secret",
     "classify",
+    "clean_caches",
     "clean_files",
     "clean_uploads",
     "create_batch_job",

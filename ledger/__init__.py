@@ -4,7 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._caches import CacheClaim, CacheRecord
+from ledger._caches import CacheAction, CacheClaim, CacheRecord
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -92,6 +92,7 @@ __all__ = [
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
+    "CacheAction",
     "CacheClaim",
     "CacheRecord",
     "CacheState",

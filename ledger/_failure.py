@@ -16,7 +16,9 @@ from ledger._redact import redact
 from ledger._wire import safe_str
 
 __all__ = [
+    "CACHE_EXPIRED",
     "EMPTY",
+    "FREE_ATTEMPT_CODES",
     "INTERACTION_LOST",
     "MAX_MESSAGE_LEN",
     "POSSIBLY_BILLED_CODES",
@@ -57,6 +59,12 @@ INTERACTION_LOST = "interaction_lost"
 # Failures after which the job may already have been billed although no answer was kept: the
 # ledger counts the next sending in ``possible_duplicates`` so the cost stays visible.
 POSSIBLY_BILLED_CODES = frozenset({INTERACTION_LOST})
+# A request refused because the context cache it named is gone (expired or deleted under it):
+# not the row's fault and, refused, not billed; the row is sent again naming a new cache.
+CACHE_EXPIRED = "cache_expired"
+# Failures that give the row its attempt back (``ledger._sql.FAILURE_SET``): the request was
+# refused for a reason of ours, so the row's retries are not spent on it.
+FREE_ATTEMPT_CODES = frozenset({CACHE_EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._failure import POSSIBLY_BILLED_CODES, Failure
+from ledger._failure import FREE_ATTEMPT_CODES, POSSIBLY_BILLED_CODES, Failure
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
@@ -112,7 +112,7 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 _PARKS = (
     "(:verdict = 'permanent'"
     " OR (:verdict = 'unknown' AND unknown_failures + 1 >= :unknown_cap)"
-    " OR attempts - attempts_base >= :attempt_cap)"
+    " OR attempts - :free - attempts_base >= :attempt_cap)"
 )
 
 # The token counts an answer adds to its row (summed over every attempt: each was billed),
@@ -145,6 +145,7 @@ FAILURE_SET = f"""
     first_failure_at = COALESCE(first_failure_at, :now),
     last_failure_at = :now,
     due_at = :due_at,
+    attempts = attempts - :free,
     reservation = NULL,
     possible_duplicates = possible_duplicates + :duplicate,
 {USAGE_SET},
@@ -177,6 +178,8 @@ def failure_params(
         # A job whose outcome was lost after the API accepted it (a deleted or expired
         # interaction) may have been billed already: its next sending is a possible duplicate.
         "duplicate": 1 if failure.code in POSSIBLY_BILLED_CODES else 0,
+        # A request refused for a reason of ours (its cache gone) gives the attempt back.
+        "free": 1 if failure.code in FREE_ATTEMPT_CODES else 0,
         **usage_params(row),
     }
 
@@ -199,6 +202,7 @@ _FAILURE_SHARED = (
     "now",
     "due_at",
     "duplicate",
+    "free",
 )
 _FAILURE_OWN = (*TOKEN_COLUMNS, "model_version", "response_id", "key", "handle")
 
@@ -426,7 +430,15 @@ def pg_copy_results(
 
 # The per-row parameters of FAILURE_SET, read from the staging table's columns instead
 # (prefixed, so that no staging column shares a name with one of the jobs table).
-_STAGED_FAILURE = ("verdict", "parked_class", "error_class", "message", "due_at", "duplicate")
+_STAGED_FAILURE = (
+    "verdict",
+    "parked_class",
+    "error_class",
+    "message",
+    "due_at",
+    "duplicate",
+    "free",
+)
 
 _STAGED_USAGE = (*TOKEN_COLUMNS, "model_version", "response_id")
 
@@ -453,7 +465,7 @@ def pg_copy_failures(
         conn,
         "gl_stage_failures",
         "key text, handle text, s_verdict text, s_parked_class text, s_error_class text,"
-        " s_message text, s_due_at double precision, s_duplicate bigint, "
+        " s_message text, s_due_at double precision, s_duplicate bigint, s_free bigint, "
         + ", ".join(f"s_{c} bigint" for c in TOKEN_COLUMNS)
         + ", s_model_version text, s_response_id text",
     )
