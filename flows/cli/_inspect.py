@@ -303,6 +303,7 @@ def dead_letter(
         deadline_lines,
         halt_lines,
         held_lines,
+        plan_lines,
         refusal_lines,
     )
 
@@ -336,7 +337,8 @@ def dead_letter(
         for c in p["parked_by_class"]:
             example = " ".join(str(c["example"] or "").split())[:100]
             console.print(f"  {p['pipeline']}: {c['jobs']} parked {c['error_class']}: {example}")
-    lines = halt_lines(report["halts"]) + refusal_lines(report) + deadline_lines(report)
+    lines = plan_lines(report) + halt_lines(report["halts"]) + refusal_lines(report)
+    lines += deadline_lines(report)
     for line in lines + held_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"dead letters on {report['day']}: {parked['total']} parked")

@@ -145,8 +145,10 @@ def _print(r: dict[str, Any]) -> None:
         for col in (
             "night",
             "planned rows",
+            "planned tokens",
             "planned $",
             "actual rows",
+            "actual tokens",
             "actual $",
             "off by",
             "held",
@@ -157,13 +159,19 @@ def _print(r: dict[str, Any]) -> None:
             table.add_row(
                 n["day"],
                 _planned_rows(n["planned"]),
+                _tokens(n["planned"]["tokens"]),
                 _usd(n["planned"]["usd"]),
                 str(n["actual"]["rows"]),
+                _tokens(n["actual"]["tokens"]),
                 _usd(n["actual"]["usd"]),
                 off,
                 str(n["held_by_budget"]),
             )
         console.print(table)
+
+
+def _tokens(tokens: int | None) -> str:
+    return "-" if tokens is None else f"{tokens:,}"
 
 
 def _planned_rows(planned: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ from flows.gemini._pricing import (
 )
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
 from flows.ops._trend import build_trend, trend_lines, trend_table
+from flows.ops.plan import priced_nights
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
@@ -64,6 +65,7 @@ __all__ = [
     "halt_lines",
     "held_lines",
     "pipeline_standing",
+    "plan_lines",
     "refusal_lines",
     "render_markdown",
     "summary",
@@ -168,6 +170,41 @@ def _held(ledger: Ledger, pipeline: str) -> tuple[int, str | None]:
     return min(planned[-1].planned.held, waiting), planned[-1].day
 
 
+def _night_plan(
+    ledger: Ledger, pipeline: str, day: date, prices: PriceTable
+) -> dict[str, Any] | None:
+    """The night of ``day`` planned against actual (``flows.ops.plan``), or None when no tick
+    planned it."""
+    nights = priced_nights(ledger, pipeline, day, prices)
+    night = next((n for n in nights if n.day == day.isoformat()), None)
+    if night is None or night.planned_usd is None:
+        return None
+    return night.as_dict()
+
+
+def plan_lines(report: dict[str, Any]) -> list[str]:
+    """One plain line per pipeline whose night was planned: planned against actual rows,
+    tokens and cost (``gemini-ledger plan`` shows the nights before)."""
+    out = []
+    for p in report["pipelines"]:
+        n = p.get("plan")
+        if not n:
+            continue
+        planned, actual = n["planned"], n["actual"]
+        sends = planned["sends"]
+        rows = f"{planned['rows']} rows" + (
+            f" ({sends} sends)" if sends and sends != planned["rows"] else ""
+        )
+        off = "" if n["off_by"] is None else f" ({n['off_by']:+.1%} per row against the plan)"
+        still = f", {actual['in_flight']} still out" if actual["in_flight"] else ""
+        out.append(
+            f"{p['pipeline']}: the night of {n['day']} planned {rows}, {planned['tokens'] or 0:,}"
+            f" tokens, ${planned['usd'] or 0:.4f}; actual {actual['rows']} rows answered,"
+            f" {actual['tokens']:,} tokens, ${actual['usd']:.4f}{still}{off}"
+        )
+    return out
+
+
 def held_lines(report: dict[str, Any]) -> list[str]:
     """One plain line per pipeline whose rows wait for a night with room in its budget."""
     return [
@@ -238,6 +275,8 @@ def build_summary(
     usage = [UsageLine.of(u) for u in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
     pipelines = _pipelines(ledger, prices)
+    for p in pipelines:
+        p["plan"] = _night_plan(ledger, p["pipeline"], day, prices)
     extra = sum(p["deadline_extra_usd"] for p in pipelines)
     return {
         "day": day.isoformat(),
@@ -299,7 +338,7 @@ def _pipeline_lines(report: dict[str, Any]) -> list[str]:
         )
     if not report["pipelines"]:
         lines.append("| (no jobs yet) | | | | | | |")
-    fallback = deadline_lines(report)
+    fallback = plan_lines(report) + deadline_lines(report)
     if fallback:
         lines += ["", *(f"- {line}" for line in fallback)]
     refused = refusal_lines(report) + held_lines(report)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from flows.ops.plan import plan_night, priced_nights
-from flows.ops.summary import pipeline_standing
+from flows.ops.summary import build_summary, pipeline_standing, plan_lines
 from flows.settings import load_settings
-from flows.testing import BUDGET_EVENT, build_trend, load_prices, resource_id
+from flows.testing import BUDGET_EVENT, HaltHistory, build_trend, load_prices, resource_id
 from ledger import Channel, Status
 from tests.budget import pipelines
 from tests.budget.pipelines import ITEMS, key, names, spec
@@ -156,6 +156,13 @@ def test_plan_on_a_fresh_pipeline_then_planned_against_actual_after_a_night(
     assert night["actual"]["usd"] > 0 and night["planned"]["usd"] > night["actual"]["usd"]
     assert night["off_by"] is not None and night["off_by"] < 0  # the output budget is a bound
     assert after["estimate"]["output_source"] == "history: mean of 5 rows over 1 night"
+    # The morning view of that night says planned against actual: rows, tokens and cost.
+    morning = build_summary(ledger, D0, load_prices(None), halts=HaltHistory([]))
+    (line,) = plan_lines(morning)
+    assert line.startswith(f"budget-direct: the night of {D0.isoformat()} planned 5 rows, ")
+    actual_tokens = ledger.counts(pipeline="budget-direct").total_tokens
+    assert f"actual 5 rows answered, {actual_tokens:,} tokens, $" in line
+    assert f"{night['planned']['tokens']:,} tokens" in line and "per row against the plan" in line
 
 
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
