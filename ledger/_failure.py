@@ -16,6 +16,7 @@ from ledger._redact import redact
 from ledger._wire import safe_str
 
 __all__ = [
+    "DEADLINE_CANCELLED_CODE",
     "EMPTY",
     "INTERACTION_LOST",
     "MAX_MESSAGE_LEN",
@@ -57,6 +58,12 @@ INTERACTION_LOST = "interaction_lost"
 # Failures after which the job may already have been billed although no answer was kept: the
 # ledger counts the next sending in ``possible_duplicates`` so the cost stays visible.
 POSSIBLY_BILLED_CODES = frozenset({INTERACTION_LOST})
+
+# The code of a row whose batch job was cancelled to meet its pipeline's deadline
+# (``flows.channels._deadline``): retryable, its attempt counted (the batch send was made),
+# sent directly next. The row did nothing wrong, so this failure never parks it at its
+# attempt cap: it is allowed one attempt more than the cap (``ledger._sql._PARKS``).
+DEADLINE_CANCELLED_CODE = "deadline"
 
 
 @dataclass(frozen=True, slots=True)

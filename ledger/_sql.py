@@ -16,7 +16,7 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._failure import POSSIBLY_BILLED_CODES, Failure
+from ledger._failure import DEADLINE_CANCELLED_CODE, POSSIBLY_BILLED_CODES, Failure, Verdict
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
@@ -107,12 +107,20 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+# The class of the one failure allowed an attempt beyond the cap: a row whose batch job the
+# deadline cancelled (``DEADLINE_CANCELLED_CODE``) keeps that attempt counted but is never
+# parked for it; its direct call is the attempt over the cap (parked if that fails too, and
+# a second such cancel parks it: the allowance is one). Matched on the class recorded, which
+# both the SQLite and the PostgreSQL paths bind (a literal: no ``:`` follows a space in it).
+_ONE_MORE_ATTEMPT = Failure(Verdict.RETRYABLE, DEADLINE_CANCELLED_CODE, "-").error_class
+
 # One expression decides whether a failure parks the job; the same predicate is used for
 # the status, the class and the parking time so they can never disagree.
 _PARKS = (
     "(:verdict = 'permanent'"
     " OR (:verdict = 'unknown' AND unknown_failures + 1 >= :unknown_cap)"
-    " OR attempts - attempts_base >= :attempt_cap)"
+    " OR attempts - attempts_base >= :attempt_cap"
+    f" + CASE WHEN :error_class = '{_ONE_MORE_ATTEMPT}' THEN 1 ELSE 0 END)"
 )
 
 # The token counts an answer adds to its row (summed over every attempt: each was billed),

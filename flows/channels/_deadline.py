@@ -24,8 +24,9 @@ batch channel's submit step ask first, every tick, whether the rows still out ca
   batch row was answered directly: the morning view prices it at the direct rate and
   reports what that cost above the batch price). A job that has not ended within the wait
   keeps its rows (they may still be answered by it); the next tick settles it and sends what
-  it left. A row at its attempt cap when its job is cancelled is parked as any retryable
-  failure there is.
+  it left. A row at its attempt cap when its job is cancelled is not parked for it: the
+  cancel is the deadline's doing, so the row is sent directly once more (parked only if that
+  call fails too).
 
 Every write is a verb of the ledger's that moves a row only from the state it expects, so no
 row is sent twice nor delivered twice: a row answered by the cancelled job's output is
@@ -58,7 +59,7 @@ from flows.gemini.quota import limits_for
 from flows.pipeline import Pipeline
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
-from ledger import Failure, Status, Verdict, redact
+from ledger import DEADLINE_CANCELLED_CODE, Failure, Status, Verdict, redact
 
 if TYPE_CHECKING:
     from flows.channels._channel import RunContext
@@ -76,14 +77,16 @@ __all__ = [
 ]
 
 #: The failure of a row whose batch job was cancelled to meet the deadline: retryable, its
-#: attempt counted (the batch send is recorded; the direct one will be the next attempt).
+#: attempt counted (the batch send is recorded; the direct one will be the next attempt),
+#: and never what parks the row at its attempt cap (the ledger allows it one attempt more:
+#: ``ledger.DEADLINE_CANCELLED_CODE``), so a row on its last attempt still goes out directly.
 #: Not unknown (as a CANCELLED job's rows otherwise are): a row the cancel stopped was not
 #: processed ("stops processing new requests", the batch docs), and a row cut off again in
-#: its direct call must not reach ``unknown_cap`` for it. The batch channel's collect fails
+#: its direct call must not reach ``unknown_cap`` for it. The batch channel's settle fails
 #: a CANCELLED job's rows so on any pipeline with a deadline.
 DEADLINE_CANCELLED = Failure(
     Verdict.RETRYABLE,
-    "deadline",
+    DEADLINE_CANCELLED_CODE,
     "its batch job was cancelled to meet the pipeline's deadline; sent directly",
 )
 
