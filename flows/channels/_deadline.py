@@ -18,7 +18,10 @@ batch channel's submit step ask first, every tick, whether the rows still out ca
 * **the switch-over** (:func:`switch_if_due`): every submitted batch job of the pipeline is
   cancelled (``batches.cancel``), then polled until it ends, within the cancel wait
   (``BatchChannel.settle``: whatever output it left, a responses file or none, is applied; its
-  unanswered rows become ``retryable:deadline``, their batch attempt counted); then the
+  unanswered rows become ``retryable:deadline``, their batch attempt counted). A job that
+  ended CANCELLED without a responses file yet is polled again until the wait is over (such
+  a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so rows it
+  answered are never sent again; then the
   pending and retryable rows are sent through the direct channel's own calls
   (``flows.channels.direct.run_calls``), each under a ``direct:`` handle (the mark that a
   batch row was answered directly: the morning view prices it at the direct rate and
@@ -190,9 +193,12 @@ def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: 
     until = time.monotonic() + ctx.settings.deadline_cancel_wait_s
     left = list(jobs)
     while left:
+        # A CANCELLED job without its responses file yet is waited for (its answered rows
+        # must not be sent again) until the wait is over; then no file is read as none.
+        last = time.monotonic() >= until
         still = []
         for rec in left:
-            settled = channel.settle(client, rec, cancelled_for=DEADLINE_CANCELLED)
+            settled = channel.settle(client, rec, await_cancelled_output=not last)
             if settled.outcome in (Settle.RECONCILED, Settle.LOST):
                 out.settled_jobs += 1
                 report = settled.report or {}
@@ -200,7 +206,7 @@ def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: 
             else:
                 still.append(rec)
         left = still
-        if not left or time.monotonic() >= until or stop_requested():
+        if not left or last or stop_requested():
             break
         if wait_unless_stopped(min(_POLL_S, max(until - time.monotonic(), 0.0))):
             break
