@@ -155,9 +155,10 @@ class Scenario(_Strict):
     # response an embedContent call gives ({"embedding": {...}}), or a list ("embeddings").
     embed_line_style: Literal["embedding", "embeddings"] = "embedding"
     # A finished job's responses file shown only this many polls after its terminal state:
-    # one client has seen SUCCEEDED before output.responsesFile was filled (FACTS.md,
-    # unverified); whether a CANCELLED or FAILED job leaves a file at all is not documented
-    # (FACTS.md: "read it if present"), so the same lag applies to theirs.
+    # one third-party client reports SUCCEEDED before output.responsesFile is filled
+    # (unverified); whether a CANCELLED or FAILED job leaves a file at all is not documented
+    # (https://ai.google.dev/gemini-api/docs/batch-mode says nothing of it), so the same lag
+    # applies to theirs (batch_partial_output): a reader must cope with either.
     batch_output_delay_polls: int = Field(0, ge=0)
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error

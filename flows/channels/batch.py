@@ -165,12 +165,13 @@ def output_pending(
 ) -> bool:
     """A finished job whose output may still come, inside ``grace_s`` of its end: wait for it.
 
-    A SUCCEEDED job without its output file (one client has seen SUCCEEDED before
-    ``output.responsesFile`` was filled: FACTS.md). With ``cancelled``, a CANCELLED one too:
+    A SUCCEEDED job without its output file (one third-party client reports SUCCEEDED before
+    ``output.responsesFile`` is filled, unverified). With ``cancelled``, a CANCELLED one too:
     the deadline's own cancel, whose answered rows were billed; whether a cancelled job leaves
-    a responses file is not documented (FACTS.md: "read it if present"), so it is waited for as
-    a SUCCEEDED job's is, rather than its answered rows sent directly and billed twice. The
-    caller bounds that wait (the switch-over's cancel wait, ``flows.channels._deadline``)."""
+    a responses file is not documented (the batch docs say nothing of it: read it if present),
+    so it is waited for as a SUCCEEDED job's is, rather than its answered rows sent directly
+    and billed twice. The switch-over bounds that wait by its cancel wait
+    (``flows.channels._deadline``)."""
     state = job_state(job)
     if state != "SUCCEEDED" and not (cancelled and state == "CANCELLED"):
         return False
