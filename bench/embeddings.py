@@ -119,7 +119,7 @@ def main() -> None:
     globals()["pipeline"] = _pipeline()
     from ledger import Ledger
 
-    Ledger(create=True).dispose()
+    Ledger(os.environ["LEDGER_DATABASE_URL"], create=True).dispose()
 
     from prefect.testing.utilities import prefect_test_harness
 

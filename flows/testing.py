@@ -78,7 +78,13 @@ from flows.ops.doctor._local import (
     check_webhook_secret,
 )
 from flows.ops.doctor._prefect import check_prefect
-from flows.run._budget import BUDGET_EVENT, Budget
+from flows.run._budget import (
+    BUDGET_EVENT,
+    REFRESH_EVERY_S,
+    Budget,
+    local_prompt_tokens,
+    night_cost,
+)
 from flows.run._deliver import (
     DELIVERY_CAP_ENV,
     DeliveryPoints,
@@ -86,7 +92,7 @@ from flows.run._deliver import (
     enroll_day,
 )
 from flows.run._halt import HALTED_EVENT, halts, resource_id
-from flows.run._prefix_cache import CACHE_STALE_S
+from flows.run._prefix_cache import CACHE_STALE_S, cache_display_name, clean_caches
 from flows.run._progress import EVERY_POINTS as PROGRESS_EVERY_POINTS
 from flows.run._progress import EVERY_S as PROGRESS_EVERY_S
 from flows.run._progress import Publisher as ProgressPublisher
@@ -113,6 +119,7 @@ __all__ = [
     "LABEL_KEY",
     "PROGRESS_EVERY_POINTS",
     "PROGRESS_EVERY_S",
+    "REFRESH_EVERY_S",
     "RUNNING",
     "SUBMITTED_ENV",
     "TREND_NIGHTS",
@@ -135,6 +142,7 @@ __all__ = [
     "batch_request",
     "batches_per_tick",
     "build_trend",
+    "cache_display_name",
     "certainly_refused",
     "check_api_key",
     "check_api_settings",
@@ -145,6 +153,7 @@ __all__ = [
     "check_settings",
     "check_webhook_secret",
     "classify",
+    "clean_caches",
     "clean_files",
     "clean_uploads",
     "create_batch_job",
@@ -170,9 +179,11 @@ __all__ = [
     "key_digest",
     "label_value",
     "load_prices",
+    "local_prompt_tokens",
     "lost_reason",
     "may_have_been_carried_out",
     "night_bounds",
+    "night_cost",
     "normalized_base_url",
     "open_ledger",
     "output_file_of",

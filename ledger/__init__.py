@@ -4,7 +4,7 @@ Nothing here knows about Prefect or HTTP; ``flows`` composes it.
 """
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._caches import CacheClaim, CacheRecord
+from ledger._caches import CacheAction, CacheClaim, CacheRecord
 from ledger._db import (
     DEFAULT_DATABASE_URL,
     database_url,
@@ -43,7 +43,7 @@ from ledger._lines import (
     usage_of_metadata,
     validate_answer,
 )
-from ledger._models import Channel, FileRole, Status
+from ledger._models import DIRECT_HANDLE_PREFIX, Channel, FileRole, Status
 from ledger._morning import ParkedClass, PipelineMorning, morning_view
 from ledger._nights import NightCounts
 from ledger._plans import DueRows, NightSpend, Planned, PlanNight
@@ -83,6 +83,7 @@ __all__ = [
     "DEADLINE_CANCELLED_CODE",
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
+    "DIRECT_HANDLE_PREFIX",
     "INTERACTION_LOST",
     "KEY_MAX",
     "PIPELINE_NAME_MAX",
@@ -92,6 +93,7 @@ __all__ = [
     "BatchFileRecord",
     "BatchRecord",
     "BatchState",
+    "CacheAction",
     "CacheClaim",
     "CacheRecord",
     "CacheState",

@@ -11,6 +11,8 @@ The same discipline as ``ledger._uploads``, whose "every row final" rule it shar
 
 from __future__ import annotations
 
+import enum
+import hashlib
 from typing import NamedTuple
 
 from sqlalchemy import text
@@ -19,12 +21,19 @@ from ledger._base import LedgerBase
 from ledger._transitions import CACHE_MOVES, CacheState, sql_literal
 from ledger._uploads import FINAL_SQL
 
-__all__ = ["CacheClaim", "CacheRecord", "CacheVerbs"]
+__all__ = ["CacheAction", "CacheClaim", "CacheRecord", "CacheVerbs"]
 
 _RESERVING = sql_literal(CacheState.RESERVING)
 _ACTIVE = sql_literal(CacheState.ACTIVE)
 _EXPIRED = sql_literal(CacheState.EXPIRED)
 _DELETED = sql_literal(CacheState.DELETED)
+_RETIRED = sql_literal(CacheState.RETIRED)
+
+
+def retired_key(name: str) -> str:
+    """The key (``prefix_hash`` column) of the row keeping a superseded cache ``name``: the
+    prefix's own digest keys its current cache, so a retired one is keyed by its name's."""
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 class CacheRecord(NamedTuple):
@@ -47,14 +56,26 @@ _COLUMNS = (
 )
 
 
+class CacheAction(enum.StrEnum):
+    """What a pass does with its prefix's cache after ``reserve_cache``."""
+
+    USE = "use"  # a bound cache that lives long enough: name it
+    CREATE = "create"  # reserved under our token: create it (or find a dead pass's)
+    WAIT = "wait"  # another live pass is creating it: send the prefix inline meanwhile
+
+
 class CacheClaim(NamedTuple):
     """What ``reserve_cache`` decided: ``use`` the bound cache, ``create`` under our token
     (``taken_over``: a dead pass had reserved it, so look for its cache by display name
     first), or ``wait`` (another live pass is creating it)."""
 
-    action: str
+    action: CacheAction
     record: CacheRecord
     taken_over: bool = False
+
+
+def _create_or_wait(ours: bool) -> CacheAction:
+    return CacheAction.CREATE if ours else CacheAction.WAIT
 
 
 class CacheVerbs(LedgerBase):
@@ -73,7 +94,8 @@ class CacheVerbs(LedgerBase):
 
     def caches(self, pipeline: str) -> list[CacheRecord]:
         """Every cache of the pipeline's prefixes (``creates`` counts the ``caches.create``
-        calls bound to it: more than one when it expired and was created again)."""
+        calls bound to it: more than one when it expired and was created again), and the
+        ``retired`` rows of the caches those creates superseded."""
         with self._read() as conn:
             rows = conn.execute(
                 text(f"SELECT {_COLUMNS} FROM caches WHERE pipeline = :p ORDER BY prefix_hash"),
@@ -96,7 +118,10 @@ class CacheVerbs(LedgerBase):
         A bound cache that expires after ``fresh_until`` is used as it is; a reservation
         renewed before ``stale_before`` is another pass's (``wait``); anything else (no row,
         a cache expiring too soon, expired or deleted, a dead pass's reservation) is reserved
-        under ``token`` (``CACHE_MOVES['reserve_cache']``)."""
+        under ``token`` (``CACHE_MOVES['reserve_cache']``). A bound cache superseded so is
+        kept in a row of its own (``retired``, keyed by :func:`retired_key`): rows submitted
+        naming it may still read it, and it is deleted with the others once every row is
+        final (``CACHE_MOVES['retire_cache']``)."""
         assert CACHE_MOVES["reserve_cache"][1] is CacheState.RESERVING
         now = self.clock()
         with self._write() as conn:
@@ -113,16 +138,16 @@ class CacheVerbs(LedgerBase):
                 ).rowcount
                 record = self._cache(conn, pipeline, digest)
                 assert record is not None
-                return CacheClaim("create" if inserted == 1 else "wait", record)
+                return CacheClaim(_create_or_wait(inserted == 1), record)
             if found.state == CacheState.ACTIVE and (found.expires_at or 0) > fresh_until:
-                return CacheClaim("use", found)
+                return CacheClaim(CacheAction.USE, found)
             if found.state == CacheState.RESERVING and found.reserved_at >= stale_before:
-                return CacheClaim("create" if found.token == token else "wait", found)
+                return CacheClaim(_create_or_wait(found.token == token), found)
             taken_over = found.state == CacheState.RESERVING
             moved = conn.execute(
                 text(
                     f"UPDATE caches SET state = {_RESERVING}, token = :t, reserved_at = :now,"
-                    " model = :m, deleted_at = NULL"
+                    " model = :m, deleted_at = NULL, name = NULL, expires_at = NULL"
                     " WHERE pipeline = :p AND prefix_hash = :h AND state = :state"
                     " AND reserved_at = :was"
                 ),
@@ -136,9 +161,32 @@ class CacheVerbs(LedgerBase):
                     "was": found.reserved_at,
                 },
             ).rowcount
+            if moved == 1 and found.name is not None and found.state != CacheState.DELETED:
+                self._retire(conn, found, now)
             record = self._cache(conn, pipeline, digest)
             assert record is not None
-            return CacheClaim("create" if moved == 1 else "wait", record, taken_over)
+            return CacheClaim(_create_or_wait(moved == 1), record, taken_over)
+
+    def _retire(self, conn: object, found: CacheRecord, now: float) -> None:
+        assert CACHE_MOVES["retire_cache"][1] is CacheState.RETIRED
+        assert found.name is not None
+        conn.execute(  # type: ignore[attr-defined]
+            text(
+                "INSERT INTO caches (pipeline, prefix_hash, state, reserved_at, model, name,"
+                " expires_at, bound_at, tokens, creates, delete_failures)"
+                f" VALUES (:p, :h, {_RETIRED}, :now, :m, :n, :e, :now, :k, 0, 0)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {
+                "p": found.pipeline,
+                "h": retired_key(found.name),
+                "now": now,
+                "m": found.model,
+                "n": found.name,
+                "e": found.expires_at,
+                "k": found.tokens,
+            },
+        )
 
     def bind_cache(
         self, pipeline: str, digest: str, *, token: str, name: str, expires_at: float, tokens: int
@@ -200,19 +248,25 @@ class CacheVerbs(LedgerBase):
                 == 1
             )
 
-    def caches_to_delete(self, *, pipeline: str) -> list[CacheRecord]:
-        """Bound (or expired) caches of ``pipeline`` when every row of it is final (done,
-        consumed or parked): no row will be sent with them again."""
+    def caches_to_delete(
+        self, *, pipeline: str, stale_before: float | None = None
+    ) -> list[CacheRecord]:
+        """Bound, expired or retired caches of ``pipeline`` when every row of it is final
+        (done, consumed or parked): no row will be sent with them again. With
+        ``stale_before``, reservations unrenewed since then too (a dead pass's, whose
+        create may have made a cache: look for it by display name, then
+        :meth:`abandoned_cache_deleted`)."""
         with self._read() as conn:
             rows = conn.execute(
                 text(
                     f"SELECT {_COLUMNS} FROM caches c WHERE c.pipeline = :p"
-                    f" AND c.state IN ({_ACTIVE}, {_EXPIRED}) AND NOT EXISTS (SELECT 1"
-                    " FROM jobs j WHERE j.pipeline = c.pipeline"
+                    f" AND (c.state IN ({_ACTIVE}, {_EXPIRED}, {_RETIRED})"
+                    f" OR (c.state = {_RESERVING} AND c.reserved_at < :stale))"
+                    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.pipeline = c.pipeline"
                     f" AND j.status NOT IN ({FINAL_SQL}))"
                     " ORDER BY c.delete_failures, c.bound_at"
                 ),
-                {"p": pipeline},
+                {"p": pipeline, "stale": stale_before if stale_before is not None else -1.0},
             ).all()
         return [CacheRecord(*row) for row in rows]
 
@@ -232,6 +286,23 @@ class CacheVerbs(LedgerBase):
                 == 1
             )
 
+    def abandoned_cache_deleted(self, pipeline: str, digest: str, *, token: str | None) -> bool:
+        """A dead pass's reservation (``token``) was cleaned up: the cache its create may
+        have made was looked for by display name and deleted (or none was found)."""
+        assert CACHE_MOVES["abandoned_cache_deleted"][1] is CacheState.DELETED
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        f"UPDATE caches SET state = {_DELETED}, deleted_at = :now"
+                        " WHERE pipeline = :p AND prefix_hash = :h"
+                        f" AND state = {_RESERVING} AND token = :t"
+                    ),
+                    {"now": self.clock(), "p": pipeline, "h": digest, "t": token},
+                ).rowcount
+                == 1
+            )
+
     def cache_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
         """A delete failed: counted on the cache (never on a row), retried on a later tick."""
         with self._write() as conn:
@@ -239,7 +310,7 @@ class CacheVerbs(LedgerBase):
                 text(
                     "UPDATE caches SET delete_failures = delete_failures + 1, last_error = :e"
                     f" WHERE pipeline = :p AND prefix_hash = :h AND state IN ({_ACTIVE},"
-                    f" {_EXPIRED})"
+                    f" {_EXPIRED}, {_RETIRED}, {_RESERVING})"
                 ),
                 {"e": error[:500], "p": pipeline, "h": digest},
             )

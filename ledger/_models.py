@@ -49,6 +49,13 @@ class Channel(enum.StrEnum):
     DIRECT = "direct"
 
 
+# The handle a row sent by a direct call is bound under (``direct:<reservation>``, set by
+# ``flows.channels.direct``): the mark that the row was sent, and billed, on the direct channel,
+# whatever its own channel (a batch row a deadline sent directly). The night's spend prices
+# such rows at the direct rate (``PlanVerbs.night_spend``).
+DIRECT_HANDLE_PREFIX = "direct:"
+
+
 class FileRole(enum.StrEnum):
     """What a file of ``batch_files`` was to its batch job."""
 

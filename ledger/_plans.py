@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._lines import NO_USAGE, Usage
-from ledger._models import Status
+from ledger._models import DIRECT_HANDLE_PREFIX, Channel, Status
 from ledger._records import ModelUsage
 from ledger._sql import PENDING, RESERVING, RETRYABLE, SUBMITTED, TOKEN_COLUMNS, chunks
 
@@ -29,6 +29,10 @@ __all__ = ["DueRows", "NightSpend", "PlanNight", "PlanVerbs", "Planned"]
 
 # A row of the night still on its way (its cost is its estimate until the answer is back).
 _ON_ITS_WAY = f"({RESERVING}, {SUBMITTED})"
+# A row sent on the direct channel though its own is another (a deadline's fallback sends a
+# batch row directly, under a ``direct:`` handle): billed at the direct rate, which
+# ``flows.gemini._pricing.direct_surcharge`` adds for the budget and the morning summary alike.
+_SENT_DIRECT = f"(handle LIKE '{DIRECT_HANDLE_PREFIX}%' AND channel <> '{Channel.DIRECT.value}')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +59,11 @@ class PlanNight:
 
     ``answered`` rows have their usage back (an answer billed tokens: a failure that brought
     none is not counted) (in ``usage``, per model, model version and
-    channel, and ``tokens`` in all); ``in_flight`` rows were reserved that night and have
-    not answered yet."""
+    channel, and ``tokens`` in all; ``sent_direct``: those of them a deadline sent directly,
+    as in :class:`NightSpend`); ``in_flight`` rows were reserved that night and have
+    not answered yet. ``reserved``: the rows whose last reservation was that night, each
+    once (``planned.rows`` counts every reservation: a row sent again after a failure, or a
+    batch job that failed, counts each time)."""
 
     pipeline: str
     day: str
@@ -65,21 +72,34 @@ class PlanNight:
     in_flight: int = 0
     tokens: Usage = NO_USAGE
     usage: tuple[ModelUsage, ...] = ()
+    reserved: int = 0
+    sent_direct: tuple[ModelUsage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class NightSpend:
     """What one night has spent so far, across one pipeline or all: the answered rows' usage
-    (to price), and the rows still on their way with their planned cost per row."""
+    (to price) under their own channel, those of them sent directly from another channel
+    (``sent_direct``: a deadline's fallback, to price at the direct rate), and the rows still
+    on their way with their planned cost per row. An answer recorded without tokens (its
+    usage missing) was billed all the same: ``unmetered`` counts such rows, at the planned
+    cost per row too."""
 
     usage: tuple[ModelUsage, ...] = ()
     in_flight: dict[str, int] = field(default_factory=dict)  # pipeline -> rows
     usd_per_row: dict[str, float] = field(default_factory=dict)  # pipeline -> planned
+    sent_direct: tuple[ModelUsage, ...] = ()  # a subset of ``usage``
+    unmetered: dict[str, int] = field(default_factory=dict)  # pipeline -> answered, 0 tokens
 
     @property
     def in_flight_usd(self) -> float:
         """The estimate of the rows still on their way (their night's planned cost per row)."""
         return sum(n * self.usd_per_row.get(p, 0.0) for p, n in self.in_flight.items())
+
+    @property
+    def unmetered_usd(self) -> float:
+        """The estimate of the answers recorded without tokens (the planned cost per row)."""
+        return sum(n * self.usd_per_row.get(p, 0.0) for p, n in self.unmetered.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +227,12 @@ class PlanVerbs(LedgerBase):
         with self._read() as conn:
             answered = conn.execute(
                 text(
-                    "SELECT model, model_version, channel, COUNT(*), COALESCE(SUM(attempts), 0),"
+                    f"SELECT CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, model, model_version,"
+                    " channel, COUNT(*), COALESCE(SUM(attempts), 0),"
                     f" {_TOKENS} FROM jobs WHERE plan_day = :d{where}"
                     f" AND status NOT IN {_ON_ITS_WAY} AND total_tokens > 0"
-                    " GROUP BY model, model_version, channel"
+                    f" GROUP BY CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, model,"
+                    " model_version, channel"
                 ),
                 params,
             ).all()
@@ -221,11 +243,23 @@ class PlanVerbs(LedgerBase):
                 ),
                 params,
             ).all()
+            # Answered (done_at: an answer was recorded) without a token recorded: billed,
+            # its usage unknown. A failure that brought no tokens is not an answer.
+            unmetered = conn.execute(
+                text(
+                    "SELECT pipeline, COUNT(*) FROM jobs WHERE plan_day = :d"
+                    f"{where} AND status NOT IN {_ON_ITS_WAY} AND done_at IS NOT NULL"
+                    " AND COALESCE(total_tokens, 0) = 0 GROUP BY pipeline"
+                ),
+                params,
+            ).all()
             plans = conn.execute(
                 text(f"SELECT pipeline, rows, usd FROM plans WHERE day = :d{where}"), params
             ).all()
         return NightSpend(
-            usage=_usage_lines(answered),
+            unmetered={str(p): int(n) for p, n in unmetered},
+            usage=_usage_lines([r[1:] for r in answered]),
+            sent_direct=_usage_lines([r[1:] for r in answered if int(r[0])]),
             in_flight={str(p): int(n) for p, n in flying},
             usd_per_row={str(p): (float(u) / int(r) if r else 0.0) for p, r, u in plans},
         )
@@ -245,10 +279,19 @@ class PlanVerbs(LedgerBase):
             ).all()
             answered = conn.execute(
                 text(
-                    "SELECT plan_day, model, model_version, channel, COUNT(*),"
+                    f"SELECT CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END, plan_day, model,"
+                    " model_version, channel, COUNT(*),"
                     f" COALESCE(SUM(attempts), 0), {_TOKENS} FROM jobs WHERE pipeline = :p"
                     f" AND plan_day >= :since AND status NOT IN {_ON_ITS_WAY}"
-                    " AND total_tokens > 0 GROUP BY plan_day, model, model_version, channel"
+                    f" AND total_tokens > 0 GROUP BY CASE WHEN {_SENT_DIRECT} THEN 1 ELSE 0 END,"
+                    " plan_day, model, model_version, channel"
+                ),
+                params,
+            ).all()
+            stamped = conn.execute(
+                text(
+                    "SELECT plan_day, COUNT(*) FROM jobs WHERE pipeline = :p"
+                    " AND plan_day >= :since GROUP BY plan_day"
                 ),
                 params,
             ).all()
@@ -273,9 +316,13 @@ class PlanVerbs(LedgerBase):
             for r in plans
         }
         lines: dict[str, list[Sequence[object]]] = {}
+        direct: dict[str, list[Sequence[object]]] = {}
         for r in answered:
-            lines.setdefault(str(r[0]), []).append(tuple(r[1:]))
+            lines.setdefault(str(r[1]), []).append(tuple(r[2:]))
+            if int(r[0]):
+                direct.setdefault(str(r[1]), []).append(tuple(r[2:]))
         in_flight = {str(d): int(n) for d, n in flying}
+        reserved = {str(d): int(n) for d, n in stamped}
         nights = []
         for day in sorted(set(planned) | set(lines) | set(in_flight)):
             usage = _usage_lines(lines.get(day, []))
@@ -289,6 +336,8 @@ class PlanVerbs(LedgerBase):
                     in_flight=in_flight.get(day, 0),
                     tokens=Usage(*tokens),
                     usage=usage,
+                    reserved=reserved.get(day, 0),
+                    sent_direct=_usage_lines(direct.get(day, [])),
                 )
             )
         return nights

@@ -53,6 +53,9 @@ class SetupKind(enum.StrEnum):
     # The API refused every batch submission (upload or batches.create) for several ticks
     # in a row: an outage or a quota that retrying alone has not cleared.
     SUBMISSION_REFUSED = "submission_refused"
+    # A spending cap applies but the price table has no price for the pipeline's model: the
+    # cap cannot be kept (flows.run._budget), so nothing is sent.
+    UNPRICED = "unpriced"
 
 
 _FIXES = {
@@ -106,6 +109,10 @@ _FIXES = {
         "check the Gemini API status page and the project's batch quota; the rows wait, pending"
         " and unbilled, and the next tick tries again (GEMINI_LEDGER_BATCH_REFUSED_HALT sets"
         " after how many refusals a tick halts)"
+    ),
+    SetupKind.UNPRICED: (
+        "add the model's price to a JSON price file named by LEDGER_PRICES_FILE (README, Cost"
+        " and usage), or run the pipeline without a budget"
     ),
     SetupKind.LEDGER_BUSY: (
         "nothing to fix unless it repeats: another process held the ledger's lock; the next tick"

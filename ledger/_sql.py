@@ -16,7 +16,12 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._failure import DEADLINE_CANCELLED_CODE, POSSIBLY_BILLED_CODES, Failure, Verdict
+from ledger._failure import (
+    FREE_ATTEMPT_CODES,
+    GRACE_ATTEMPT_CODES,
+    POSSIBLY_BILLED_CODES,
+    Failure,
+)
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
@@ -107,20 +112,12 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-# The class of the one failure allowed an attempt beyond the cap: a row whose batch job the
-# deadline cancelled (``DEADLINE_CANCELLED_CODE``) keeps that attempt counted but is never
-# parked for it; its direct call is the attempt over the cap (parked if that fails too, and
-# a second such cancel parks it: the allowance is one). Matched on the class recorded, which
-# both the SQLite and the PostgreSQL paths bind (a literal: no ``:`` follows a space in it).
-_ONE_MORE_ATTEMPT = Failure(Verdict.RETRYABLE, DEADLINE_CANCELLED_CODE, "-").error_class
-
 # One expression decides whether a failure parks the job; the same predicate is used for
 # the status, the class and the parking time so they can never disagree.
 _PARKS = (
     "(:verdict = 'permanent'"
     " OR (:verdict = 'unknown' AND unknown_failures + 1 >= :unknown_cap)"
-    " OR attempts - attempts_base >= :attempt_cap"
-    f" + CASE WHEN :error_class = '{_ONE_MORE_ATTEMPT}' THEN 1 ELSE 0 END)"
+    " OR attempts - :free - attempts_base >= :attempt_cap + :grace)"
 )
 
 # The token counts an answer adds to its row (summed over every attempt: each was billed),
@@ -153,6 +150,7 @@ FAILURE_SET = f"""
     first_failure_at = COALESCE(first_failure_at, :now),
     last_failure_at = :now,
     due_at = :due_at,
+    attempts = attempts - :free,
     reservation = NULL,
     possible_duplicates = possible_duplicates + :duplicate,
 {USAGE_SET},
@@ -185,6 +183,11 @@ def failure_params(
         # A job whose outcome was lost after the API accepted it (a deleted or expired
         # interaction) may have been billed already: its next sending is a possible duplicate.
         "duplicate": 1 if failure.code in POSSIBLY_BILLED_CODES else 0,
+        # A request refused for a reason of ours (its cache gone) gives the attempt back.
+        "free": 1 if failure.code in FREE_ATTEMPT_CODES else 0,
+        # A row whose batch job the deadline cancelled keeps the attempt counted but is
+        # allowed one beyond the cap: it is never parked for our cancel.
+        "grace": 1 if failure.code in GRACE_ATTEMPT_CODES else 0,
         **usage_params(row),
     }
 
@@ -207,6 +210,8 @@ _FAILURE_SHARED = (
     "now",
     "due_at",
     "duplicate",
+    "free",
+    "grace",
 )
 _FAILURE_OWN = (*TOKEN_COLUMNS, "model_version", "response_id", "key", "handle")
 
@@ -434,7 +439,16 @@ def pg_copy_results(
 
 # The per-row parameters of FAILURE_SET, read from the staging table's columns instead
 # (prefixed, so that no staging column shares a name with one of the jobs table).
-_STAGED_FAILURE = ("verdict", "parked_class", "error_class", "message", "due_at", "duplicate")
+_STAGED_FAILURE = (
+    "verdict",
+    "parked_class",
+    "error_class",
+    "message",
+    "due_at",
+    "duplicate",
+    "free",
+    "grace",
+)
 
 _STAGED_USAGE = (*TOKEN_COLUMNS, "model_version", "response_id")
 
@@ -461,7 +475,8 @@ def pg_copy_failures(
         conn,
         "gl_stage_failures",
         "key text, handle text, s_verdict text, s_parked_class text, s_error_class text,"
-        " s_message text, s_due_at double precision, s_duplicate bigint, "
+        " s_message text, s_due_at double precision, s_duplicate bigint, s_free bigint,"
+        " s_grace bigint, "
         + ", ".join(f"s_{c} bigint" for c in TOKEN_COLUMNS)
         + ", s_model_version text, s_response_id text",
     )

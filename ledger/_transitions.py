@@ -83,6 +83,10 @@ class CacheState(enum.StrEnum):
     ACTIVE = "active"  # created and bound to its name (cachedContents/...) and expiry
     EXPIRED = "expired"  # gone at the API before its rows were final: created again
     DELETED = "deleted"  # every row of the pipeline was final: deleted (caches.delete)
+    # superseded by a new cache of its prefix (it expired, or expires too soon for a row):
+    # a row of its own, kept until every row is final (a batch job submitted naming it
+    # still reads it until it runs), then deleted like the others
+    RETIRED = "retired"
 
 
 # Who moves a cache, from and to (the verbs of ledger._caches):
@@ -96,7 +100,15 @@ CACHE_MOVES: dict[str, tuple[tuple[CacheState | None, ...], CacheState | None]] 
     "bind_cache": ((CacheState.RESERVING,), CacheState.ACTIVE),
     "release_cache": ((CacheState.RESERVING,), None),  # the create was refused: row removed
     "cache_expired": ((CacheState.ACTIVE,), CacheState.EXPIRED),  # a request named it: gone
-    "cache_deleted": ((CacheState.ACTIVE, CacheState.EXPIRED), CacheState.DELETED),
+    "cache_deleted": (
+        (CacheState.ACTIVE, CacheState.EXPIRED, CacheState.RETIRED),
+        CacheState.DELETED,
+    ),
+    # reserve_cache superseding a bound cache keeps its name in a row of its own
+    "retire_cache": ((None,), CacheState.RETIRED),
+    # a dead pass's reservation once every row is final: its cache (if the create made one)
+    # found by display name and deleted
+    "abandoned_cache_deleted": ((CacheState.RESERVING,), CacheState.DELETED),
 }
 
 
@@ -158,6 +170,7 @@ _FAILURE_SETS = (
     "first_failure_at",
     "last_failure_at",
     "due_at",
+    "attempts (given back for a cache_expired refusal)",
     "reservation",
     "tokens",
 )

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ledger._api_failure import ApiFailure, Transport
-from ledger._failure import Failure, Verdict
+from ledger._failure import CACHE_EXPIRED, Failure, Verdict
 from ledger._finish import TRUNCATED_HINT, answer_failure
 from ledger._wire import (
     GRPC_NAMES,
@@ -266,13 +266,24 @@ def _from_error_type(code: str, message: Any) -> Failure | None:
 # (https://forg.pro/tools/errors/google/404: "cached content past its TTL"), and a 400 naming
 # it: all three are read the same way.
 _CACHE_REFUSALS = frozenset({400, 403, 404})
-CACHE_EXPIRED = "cache_expired"
+
+
+# What says the cache is gone (rather than misused): "not found (or permission denied)" (the
+# 403 above), "not found" (the 404), "has expired" / "expired" (a 400 naming it), and the
+# other spellings of gone. Both readings of an unknown wording are safe: a refusal missing
+# here is the row's ordinary failure, never a cache made again for every attempt. A 400 such
+# as "CachedContent can not be used with GenerateContent request setting system_instruction"
+# speaks of the cache but is the request's fault: made again, it would be refused again.
+_CACHE_GONE = ("not found", "permission denied", "expired", "does not exist", "deleted")
 
 
 def names_cached_content(message: Any) -> bool:
-    """Whether an error's message speaks of the request's cached content."""
+    """Whether an error's message says the request's cached content is gone (expired,
+    deleted, not found or not ours): not any message that names it."""
     words = text_of(message).lower()
-    return "cachedcontent" in words or "cached content" in words
+    if "cachedcontent" not in words and "cached content" not in words:
+        return False
+    return any(gone in words for gone in _CACHE_GONE)
 
 
 def _from_parts(code: Any, status: Any, message: Any, delay: float | None) -> Failure:

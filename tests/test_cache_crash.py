@@ -95,3 +95,41 @@ def test_a_tick_killed_around_the_cache_never_makes_two(
     cache = ledger.get_cache(NAME, digest)
     assert cache is not None
     assert (cache.state, cache.creates) == (CacheState.DELETED.value, 1)
+
+
+def test_a_cache_created_by_a_killed_pass_is_deleted_by_the_next_tick(
+    emulator, prefect_api, sqlite_url, monkeypatch, tmp_path: Path
+) -> None:
+    """A tick killed right after caches.create, and the next tick comes before the dead
+    pass's reservation is stale: its rows go inline and finish, and its end still finds the
+    dead pass's cache by display name and deletes it (the emulator stores none)."""
+    from flows.testing import open_ledger
+    from flows.tick import tick
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    env = child_env(
+        {
+            "PREFECT_API_URL": prefect_api,
+            "GEMINI_LEDGER_CRASH_AT": "cache.after_create",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=180,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert emulator.stats()["caches"]["stored"] == 1
+    monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
+    tick(pipeline=SPEC, day=DAY)
+
+    ledger = open_ledger(sqlite_url)
+    assert {j.status for j in ledger.jobs(pipeline=NAME)} == {Status.CONSUMED.value}
+    stats = emulator.stats()
+    assert (stats["caches"]["created"], stats["caches"]["stored"]) == (1, 0)
+    assert direct.cached_prefix is not None
+    cache = ledger.get_cache(NAME, direct.cached_prefix.digest(direct.model))
+    assert cache is not None and cache.state == CacheState.DELETED.value

@@ -171,9 +171,9 @@ def test_a_batch_cache_gone_before_its_job_ran_is_made_again(
 ) -> None:
     """The cache is deleted at the API behind the ledger's back before the batch job reads
     its lines: the lines fail "CachedContent not found", the rows come back retryable
-    (cache_expired, never parked, never a fault of the setup), the next submission finds
-    the cache gone and makes a new one, and the rows are delivered naming it; both caches
-    end deleted."""
+    (cache_expired, never parked, never a fault of the setup, at no attempt), the next
+    submission finds the cache gone and makes a new one, and the rows are delivered naming
+    it; both caches end deleted."""
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
@@ -189,10 +189,15 @@ def test_a_batch_cache_gone_before_its_job_ran_is_made_again(
             break
     jobs = ledger.jobs(pipeline=name)
     assert {j.status for j in jobs} == {Status.CONSUMED.value}
-    assert {j.attempts for j in jobs} == {2}
-    (cache,) = ledger.caches(name)
-    assert cache.name != first.name and cache.creates == 2
-    assert cache.state == CacheState.DELETED.value
+    # The refused lines cost no attempt (the cache was not theirs to lose).
+    assert {j.attempts for j in jobs} == {1}
+    cache = ledger.get_cache(name, first.prefix_hash)
+    assert cache is not None and cache.name != first.name and cache.creates == 2
+    # The first cache's name is kept (retired) and deleted with the new one at the end.
+    assert {(c.name, c.state) for c in ledger.caches(name)} == {
+        (first.name, CacheState.DELETED.value),
+        (cache.name, CacheState.DELETED.value),
+    }
     stats = emulator.stats()
     assert (stats["caches"]["created"], stats["caches"]["stored"]) == (2, 0)
     named = {k: c for k, c in emulator.cached().items() if k.startswith(f"{name}:")}

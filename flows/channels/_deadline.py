@@ -82,7 +82,8 @@ __all__ = [
 #: The failure of a row whose batch job was cancelled to meet the deadline: retryable, its
 #: attempt counted (the batch send is recorded; the direct one will be the next attempt),
 #: and never what parks the row at its attempt cap (the ledger allows it one attempt more:
-#: ``ledger.DEADLINE_CANCELLED_CODE``), so a row on its last attempt still goes out directly.
+#: ``GRACE_ATTEMPT_CODES`` in ``ledger._failure``), so a row on its last attempt still goes
+#: out directly.
 #: Not unknown (as a CANCELLED job's rows otherwise are): a row the cancel stopped was not
 #: processed ("stops processing new requests", the batch docs), and a row cut off again in
 #: its direct call must not reach ``unknown_cap`` for it. The batch channel's settle fails

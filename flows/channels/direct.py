@@ -92,6 +92,7 @@ from flows.run._uploads import RowUploads, Uploads
 from flows.settings import Settings
 from ledger import (
     CACHE_EXPIRED,
+    DIRECT_HANDLE_PREFIX,
     Channel,
     Failure,
     FailureRow,
@@ -135,7 +136,7 @@ JITTER_ENV = "GEMINI_LEDGER_DIRECT_JITTER"  # Prefect's retry_jitter_factor
 MAX_WAIT_ENV = "GEMINI_LEDGER_DIRECT_MAX_WAIT_S"  # longest server delay waited for inline
 STALE_ENV = "GEMINI_LEDGER_DIRECT_STALE_S"  # age after which an in-flight row is a leftover
 
-HANDLE_PREFIX = "direct:"
+HANDLE_PREFIX = DIRECT_HANDLE_PREFIX  # the ledger names it: the night's spend reads it
 _RESERVATION_PREFIX = "direct-"
 
 INTERRUPTED = Failure(

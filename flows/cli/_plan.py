@@ -156,7 +156,7 @@ def _print(r: dict[str, Any]) -> None:
             off = "-" if n["off_by"] is None else f"{n['off_by']:+.1%}"
             table.add_row(
                 n["day"],
-                str(n["planned"]["rows"] if n["planned"]["rows"] is not None else "-"),
+                _planned_rows(n["planned"]),
                 _usd(n["planned"]["usd"]),
                 str(n["actual"]["rows"]),
                 _usd(n["actual"]["usd"]),
@@ -164,3 +164,12 @@ def _print(r: dict[str, Any]) -> None:
                 str(n["held_by_budget"]),
             )
         console.print(table)
+
+
+def _planned_rows(planned: dict[str, Any]) -> str:
+    """The rows a night reserved, and its sends when a row went out more than once (a row
+    sent again after a failure, a batch job that failed)."""
+    rows, sends = planned["rows"], planned["sends"]
+    if rows is None:
+        return "-"
+    return str(rows) if sends in (None, rows) else f"{rows} ({sends} sends)"

@@ -45,14 +45,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.errors import UsageError
-from ledger import ModelUsage
+from ledger import Channel, ModelUsage
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -61,6 +61,7 @@ __all__ = [
     "ModelPrice",
     "PriceTable",
     "UsageLine",
+    "direct_surcharge",
     "estimate_cost",
     "line_cost",
     "load_prices",
@@ -267,6 +268,18 @@ def estimate_cost(usage: Iterable[UsageLine], prices: PriceTable) -> CostEstimat
         usd = line_cost(line, price, prices.batch_multiplier)
         by_model[line.model] = by_model.get(line.model, 0.0) + usd
     return CostEstimate(sum(by_model.values()), by_model, sorted(unpriced_rows), unpriced_rows)
+
+
+def direct_surcharge(sent_direct: Iterable[UsageLine], prices: PriceTable) -> float:
+    """What rows sent on the direct channel though their own is another (a deadline's
+    fallback: lines under their own channel) cost above the price of their own channel: the
+    one rule that prices them as sent, for the budget and the morning summary alike."""
+    lines = [u for u in sent_direct if u.channel != Channel.DIRECT.value]
+    if not lines:
+        return 0.0
+    as_own = estimate_cost(lines, prices).usd
+    as_sent = estimate_cost([replace(u, channel=Channel.DIRECT.value) for u in lines], prices)
+    return as_sent.usd - as_own
 
 
 def unpriced_models(models: Iterable[tuple[str, int]], prices: PriceTable) -> list[tuple[str, int]]:

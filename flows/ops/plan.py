@@ -24,7 +24,13 @@ from typing import Any
 
 from flows._ledger import open_ledger
 from flows.deadline import Deadline
-from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
+from flows.gemini._pricing import (
+    PriceTable,
+    UsageLine,
+    direct_surcharge,
+    estimate_cost,
+    load_prices,
+)
 from flows.pipeline import Pipeline, Prompt, Run
 from flows.registry import get_pipeline
 from flows.run._budget import (
@@ -52,8 +58,9 @@ class NightFigures:
     tokens); ``None`` where no tick planned the night."""
 
     day: str
-    planned_rows: int | None
-    planned_tokens: int | None  # prompt + answer + thinking
+    planned_rows: int | None  # rows the night reserved, each once
+    planned_sends: int | None  # reservations planned: a row sent again counts again
+    planned_tokens: int | None  # prompt + answer + thinking, over the sends
     planned_usd: float | None
     actual_rows: int
     actual_tokens: int
@@ -67,8 +74,9 @@ class NightFigures:
         """Actual cost over planned, less one (+0.25: a quarter more than planned)."""
         if not self.planned_usd or not self.actual_rows or self.in_flight:
             return None
-        # Per answered row: rows still held or failed do not make the plan look wrong.
-        planned_per_row = self.planned_usd / (self.planned_rows or 1)
+        # Per answered row against per planned send: rows still held or failed, or sent
+        # again, do not make the plan look wrong.
+        planned_per_row = self.planned_usd / (self.planned_sends or 1)
         return (self.actual_usd / self.actual_rows) / planned_per_row - 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +84,7 @@ class NightFigures:
             "day": self.day,
             "planned": {
                 "rows": self.planned_rows,
+                "sends": self.planned_sends,
                 "tokens": self.planned_tokens,
                 "usd": None if self.planned_usd is None else round(self.planned_usd, 6),
             },
@@ -101,9 +110,11 @@ def priced_nights(
 def _priced(night: PlanNight, prices: PriceTable) -> NightFigures:
     plan = night.planned
     actual = estimate_cost([UsageLine.of(u) for u in night.usage], prices).usd
+    actual += direct_surcharge([UsageLine.of(u) for u in night.sent_direct], prices)
     return NightFigures(
         day=night.day,
-        planned_rows=plan.rows if plan else None,
+        planned_rows=night.reserved if plan else None,
+        planned_sends=plan.rows if plan else None,
         planned_tokens=plan.prompt_tokens + plan.output_tokens if plan else None,
         planned_usd=plan.usd if plan else None,
         actual_rows=night.answered,
@@ -152,19 +163,39 @@ def _count_tokens(
         return f"no API client ({type(exc).__name__})"
     counts = []
     try:
+        shared = _count_prefix(client, p)
         for prompt in prompts:
             # SDK Models.count_tokens(model=, contents=) -> CountTokensResponse.total_tokens
             # (POST models/{model}:countTokens). Media parts would need their uploads: they
             # are counted offline.
             found = client.models.count_tokens(model=p.model, contents=prompt.text)
             total = getattr(found, "total_tokens", None) or 0
-            counts.append(int(total) + MEDIA_PART_TOKENS * len(prompt.parts))
+            counts.append(int(total) + MEDIA_PART_TOKENS * len(prompt.parts) + shared)
     except Exception as exc:
         return f"count_tokens failed ({type(exc).__name__})"
     finally:
         client.close()
     media = " (media parts counted offline)" if any(p_.parts for p_ in prompts) else ""
-    return sum(counts) / len(counts), f"count_tokens on {len(counts)} prompts{media}"
+    prefix = " with the cached prefix" if p.cached_prefix is not None else ""
+    return sum(counts) / len(counts), f"count_tokens on {len(counts)} prompts{prefix}{media}"
+
+
+def _count_prefix(client: Any, p: Pipeline[Any]) -> int:
+    """The tokens of the pipeline's cached shared prefix, asked once of ``count_tokens``
+    (its media parts counted offline); 0 without one. The Gemini Developer API's
+    count_tokens takes no system instruction (google-genai ``models.py``
+    ``_CountTokensConfig_to_mldev`` raises ValueError for one): the prefix's system text is
+    counted as a text part of the contents instead, the same text."""
+    prefix = p.cached_prefix
+    if prefix is None:
+        return 0
+    texts = [prefix.system] if prefix.system else []
+    texts += [part.text for part in prefix.parts if part.text is not None]
+    media = MEDIA_PART_TOKENS * sum(1 for part in prefix.parts if part.text is None)
+    if not texts:
+        return media
+    found = client.models.count_tokens(model=p.model, contents=texts)
+    return int(getattr(found, "total_tokens", None) or 0) + media
 
 
 def _time_needed(p: Pipeline[Any], rows: int) -> dict[str, Any]:

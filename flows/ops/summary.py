@@ -27,7 +27,6 @@ baseline.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -41,7 +40,13 @@ from flows._ledger import open_ledger
 from flows.channels._channel import today_utc
 from flows.channels.direct import HANDLE_PREFIX
 from flows.errors import UsageError
-from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, load_prices
+from flows.gemini._pricing import (
+    PriceTable,
+    UsageLine,
+    direct_surcharge,
+    estimate_cost,
+    load_prices,
+)
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
 from flows.ops._trend import build_trend, trend_lines, trend_table
 from flows.run._names import name_refused_run, run_name, summary_name
@@ -113,9 +118,7 @@ def deadline_cost(ledger: Ledger, pipeline: str, prices: PriceTable) -> tuple[in
     ]
     if not lines:
         return 0, 0.0
-    as_batch = estimate_cost(lines, prices).usd
-    as_sent = estimate_cost([replace(u, channel=Channel.DIRECT.value) for u in lines], prices).usd
-    return sum(u.rows for u in lines), as_sent - as_batch
+    return sum(u.rows for u in lines), direct_surcharge(lines, prices)
 
 
 def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> list[dict[str, Any]]:

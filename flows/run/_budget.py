@@ -22,13 +22,21 @@ from there (``Ledger.plans_for``).
 Two ticks of one pipeline running at once each count the other's rows only once they are
 reserved (the ledger's in-flight rows): a deployment's concurrency limit of one keeps a
 night within one row per tick of its cap.
+
+The daily cap is shared by pipelines that run at once, each with a run of its own: a run
+knows its own reservations at once, the others' only when it reads the night again. So while
+a daily cap applies, a reservation first reads the night again when the last read is
+:data:`REFRESH_EVERY_S` old (by the ledger's clock); without one, only a run short of room
+does (answers may have come back below their estimate). The race that remains: a run does
+not see the reservations the others made since its last read, so the night may pass the
+daily cap by at most what the other pipelines running at once reserve within one refresh
+interval (the direct channel reserves a row a call; a batch tick, a job's rows at a time).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -36,21 +44,30 @@ from typing import Any, Protocol
 from prefect.events import emit_event
 
 from flows.errors import UsageError
-from flows.gemini._pricing import PriceTable, UsageLine, estimate_cost, line_cost, load_prices
+from flows.gemini._pricing import (
+    PriceTable,
+    UsageLine,
+    direct_surcharge,
+    estimate_cost,
+    line_cost,
+    load_prices,
+)
 from flows.pipeline import Pipeline
 from flows.settings import Settings
-from ledger import Channel, Ledger, NightSpend, Usage
+from ledger import Channel, Ledger, NightSpend, SetupFault, SetupKind, Usage
 
 __all__ = [
     "BUDGET_EVENT",
     "DEFAULT_OUTPUT_TOKENS",
     "HISTORY_NIGHTS",
     "MEDIA_PART_TOKENS",
+    "REFRESH_EVERY_S",
     "Budget",
     "RowEstimate",
     "estimate_rows",
     "local_prompt_tokens",
     "night_cost",
+    "prefix_tokens",
     "reserve",
     "row_cost",
 ]
@@ -66,7 +83,8 @@ DEFAULT_OUTPUT_TOKENS = 8192
 # (``gemini-ledger plan`` with a key) counts them as the API does.
 MEDIA_PART_TOKENS = 258
 _CHARS_PER_TOKEN = 4  # the docs' rule of thumb: "about 4 characters" a token
-_REFRESH_EVERY_S = 1.0
+# How old a read of the night may be before a reservation reads it again (see above).
+REFRESH_EVERY_S = 1.0
 
 
 class _Run(Protocol):
@@ -118,14 +136,32 @@ def row_cost(estimate: RowEstimate, model: str, channel: str, prices: PriceTable
     return line_cost(line, price, prices.batch_multiplier)
 
 
+def prefix_tokens(pipeline: Pipeline[Any]) -> int:
+    """The tokens of the pipeline's cached shared prefix (``flows.prefix.CachedPrefix``: its
+    system instruction and parts) every request starts with, counted offline; 0 without one.
+
+    The budget prices them at the prompt rate, the safe bound: a request that names the cache
+    is billed them at the lower cache rate (and the cache's storage by the hour, which no
+    row's estimate counts), one sent with the prefix inline at the prompt rate."""
+    prefix = pipeline.cached_prefix
+    if prefix is None:
+        return 0
+    chars = len(prefix.system or "") + sum(len(part.text or "") for part in prefix.parts)
+    media = sum(1 for part in prefix.parts if part.text is None)
+    return chars // _CHARS_PER_TOKEN + MEDIA_PART_TOKENS * media
+
+
 def local_prompt_tokens(payloads: list[str], pipeline: Pipeline[Any]) -> float | None:
-    """Mean prompt tokens of stored prompts, counted offline (about four characters a token,
-    :data:`MEDIA_PART_TOKENS` per media part); None without any."""
+    """Mean prompt tokens of stored prompts with the pipeline's cached prefix, counted
+    offline (about four characters a token, :data:`MEDIA_PART_TOKENS` per media part);
+    None without any."""
     counts = []
+    shared = prefix_tokens(pipeline)
     for payload in payloads:
         prompt = pipeline.prompt_of(payload)
         chars = len(prompt.text) + len(prompt.system or "")
-        counts.append(max(1, chars // _CHARS_PER_TOKEN) + MEDIA_PART_TOKENS * len(prompt.parts))
+        media = MEDIA_PART_TOKENS * len(prompt.parts)
+        counts.append(max(1, chars // _CHARS_PER_TOKEN) + media + shared)
     return sum(counts) / len(counts) if counts else None
 
 
@@ -151,6 +187,8 @@ def estimate_rows(
     Prompt tokens: ``counted`` (a mean and its source: ``count_tokens`` on a sample, from
     ``gemini-ledger plan``), else the mean of the pipeline's answered rows over its last
     nights, else a local count of ``prompts`` (stored payloads; the due rows' when None).
+    Each includes the cached shared prefix (:func:`prefix_tokens`): the API's prompt token
+    count of an answer includes the cached tokens, and the others add them.
     Answer and thinking tokens: the mean per row over its last nights, else the output
     budget ``max_output_tokens`` (and ``thinking_budget``), else :data:`DEFAULT_OUTPUT_TOKENS`.
     """
@@ -198,9 +236,12 @@ def estimate_rows(
 
 
 def night_cost(spend: NightSpend, prices: PriceTable) -> float:
-    """USD a night has spent: its answered rows priced, its rows on their way at their
-    planned cost."""
-    return estimate_cost([UsageLine.of(u) for u in spend.usage], prices).usd + spend.in_flight_usd
+    """USD a night has spent: its answered rows priced (those a deadline sent directly at the
+    direct rate; those answered without recorded tokens at their planned cost), its rows on
+    their way at their planned cost."""
+    answered = estimate_cost([UsageLine.of(u) for u in spend.usage], prices).usd
+    fallback = direct_surcharge([UsageLine.of(u) for u in spend.sent_direct], prices)
+    return answered + fallback + spend.unmetered_usd + spend.in_flight_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +296,12 @@ class Budget:
         self.usd_per_row = row_cost(self.estimate, p.model, Channel(p.channel).value, self._prices)
         self._read_caps(ctx)
         if self._caps and self.usd_per_row is None:
-            ctx.log.warning(
-                "%s: model %s has no price: its budget cannot be applied (add it to"
-                " LEDGER_PRICES_FILE)",
-                p.name,
-                p.model,
+            # A cap that cannot be kept is no cap: refused before anything is reserved, a
+            # fault of the setup (the tick halts, nothing parked), never a silent overspend.
+            caps = " and ".join(f"the {c.name} budget of {c.usd:g} USD" for c in self._caps)
+            raise SetupFault(
+                SetupKind.UNPRICED,
+                f"{p.name}: model {p.model} has no price, so {caps} cannot be kept",
             )
         self._ready = True
 
@@ -279,7 +321,7 @@ class Budget:
                 )
         self._caps = caps
         self._added = 0.0
-        self._read_at = time.monotonic()
+        self._read_at = ctx.ledger.clock()
 
     def _per_row(self, ctx: _Run, channel: str | None) -> float | None:
         """The estimated cost of one row sent on ``channel`` (the pipeline's by default; a
@@ -336,9 +378,12 @@ class Budget:
             self._start(ctx)
             per_row = self._per_row(ctx, channel)
             allowed, cap = self._room(per_row)
-            stale = time.monotonic() - self._read_at >= _REFRESH_EVERY_S
-            if allowed is not None and allowed < limit and stale:
-                # Answers may have come back below their estimate: read the night again.
+            stale = ctx.ledger.clock() - self._read_at >= REFRESH_EVERY_S
+            short = allowed is not None and allowed < limit
+            shared = any(c.name == "daily" for c in self._caps)
+            if stale and (short or shared):
+                # Short: answers may have come back below their estimate. Shared: other
+                # pipelines may have reserved from the daily cap since the last read.
                 self._read_caps(ctx)
                 allowed, cap = self._room(per_row)
             n = limit if allowed is None else min(limit, allowed)

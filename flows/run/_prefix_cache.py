@@ -8,8 +8,10 @@ reservation whose pass died is taken over after ``CACHE_STALE_S`` and its cache 
 display name first (``caches.list``, ``gl-cache-<pipeline>-<digest>``): a crash after the
 create never makes a second cache. A cache closer to its expiry than the channel needs
 (``flows.prefix.fresh_margin_s``), or found gone by a request (``Ledger.cache_expired``), is
-created again. ``clean_caches`` (the end of every tick) deletes it once every row of the
-pipeline is final.
+created again, the superseded one kept (a ``retired`` row: batch jobs submitted naming it
+still read it). ``clean_caches`` (the end of every tick) deletes them once every row of the
+pipeline is final, and with them the cache a dead pass's create may have made before it
+was bound (found by display name).
 
 A cache is never a row's attempt. A create answered 5xx, timed out or dropped may have made
 the cache: it is looked up by display name and used if found. A create the API refuses for a
@@ -37,7 +39,7 @@ from flows.pipeline import Pipeline
 from flows.prefix import fresh_margin_s
 from flows.run._cleanup import delete_due
 from flows.settings import Settings
-from ledger import CACHE_EXPIRED, CacheRecord, CacheState, Ledger, redact
+from ledger import CACHE_EXPIRED, CacheAction, CacheRecord, CacheState, Ledger, redact
 
 __all__ = ["CACHE_STALE_S", "PrefixCache", "cache_display_name", "clean_caches"]
 
@@ -139,9 +141,9 @@ class PrefixCache:
             fresh_until=now + self.margin_s,
             stale_before=now - CACHE_STALE_S,
         )
-        if claim.action == "use":
+        if claim.action is CacheAction.USE:
             return self._keep(claim.record.name, claim.record.expires_at)
-        if claim.action == "wait":
+        if claim.action is CacheAction.WAIT:
             return None  # another live pass is creating it: this row goes inline
         crash_point("cache.after_reserve")
         try:
@@ -239,25 +241,60 @@ def clean_caches(
     ledger: Ledger, pipeline: str, log: logging.Logger | Any, settings: Settings
 ) -> int:
     """Delete the caches of ``pipeline`` once every row of it is final; returns how many.
-    The run's shared client is made only when one is due."""
-    due: list[CacheRecord] = ledger.caches_to_delete(pipeline=pipeline)
+    The run's shared client is made only when one is due. Bound, expired and retired caches
+    are deleted by name; a dead pass's reservation (its create may have made a cache whose
+    name it never recorded) by the caches its display name finds (``caches.list``)."""
+    # A reservation left when every row is final is a dead pass's whatever its age: a pass
+    # reserves the cache only for rows it holds reserved (not final) and binds it before
+    # sending them. (A tick crossing this with the next night's first create at worst
+    # deletes that cache: its rows' requests are refused cache_expired, at no attempt, and
+    # a new one is made.)
+    due: list[CacheRecord] = ledger.caches_to_delete(pipeline=pipeline, stale_before=ledger.clock())
     if not due:
         return 0
     client = shared_client(settings)
-    deleted = delete_due(
+
+    def delete(rec: CacheRecord) -> None:
+        if rec.state != CacheState.RESERVING:
+            client.caches.delete(name=str(rec.name))
+            return
+        display_name = cache_display_name(pipeline, rec.prefix_hash)
+        config = types.ListCachedContentsConfig(page_size=_LIST_PAGE_SIZE)
+        found = [
+            str(c.name)
+            for c in client.caches.list(config=config)
+            if getattr(c, "display_name", None) == display_name
+        ]
+        for name in found:
+            try:
+                client.caches.delete(name=name)
+            except Exception as exc:
+                if not _gone(exc):
+                    raise
+
+    def deleted(rec: CacheRecord) -> bool:
+        if rec.state == CacheState.RESERVING:
+            return ledger.abandoned_cache_deleted(pipeline, rec.prefix_hash, token=rec.token)
+        return ledger.cache_deleted(pipeline, rec.prefix_hash, name=rec.name)
+
+    count = delete_due(
         due,
-        delete=lambda rec: client.caches.delete(name=str(rec.name)),
-        # Expired already (404, or the API's "CachedContent not found"): as good as deleted.
-        gone=lambda exc: is_not_found(exc) or classify(exc).code == CACHE_EXPIRED,
+        delete=delete,
+        gone=_gone,
         failed=lambda rec, error: ledger.cache_delete_failed(
             pipeline, rec.prefix_hash, error=error
         ),
-        deleted=lambda rec: ledger.cache_deleted(pipeline, rec.prefix_hash, name=rec.name),
+        deleted=deleted,
         point="cache.after_delete",
-        what=lambda rec: f"cache {rec.name}",
+        what=lambda rec: f"cache {rec.name or cache_display_name(pipeline, rec.prefix_hash)}",
         log=log,
         pipeline=pipeline,
     )
-    if deleted:
-        log.info("%s: deleted %d context caches", pipeline, deleted)
-    return deleted
+    if count:
+        log.info("%s: deleted %d context caches", pipeline, count)
+    return count
+
+
+def _gone(exc: BaseException) -> bool:
+    # Expired already (404, or the API's "CachedContent not found"): as good as deleted.
+    return is_not_found(exc) or classify(exc).code == CACHE_EXPIRED

@@ -3,15 +3,27 @@ every prompt the same length, so every row costs about the same."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 from pydantic import BaseModel, Field
 
-from flows import GenerationSettings
+from flows import CachedPrefix, GenerationSettings
 from flows.pipeline import Pipeline, Prompt
 from ledger import Channel
 
-__all__ = ["DELIVERED", "ITEMS", "batch", "direct", "items", "key", "names", "spec"]
+__all__ = [
+    "DELIVERED",
+    "ITEMS",
+    "PREFIX_CHARS",
+    "batch",
+    "direct",
+    "items",
+    "key",
+    "names",
+    "prefixed",
+    "spec",
+]
 
 ITEMS: dict[str, list[str]] = {}
 DELIVERED: list[str] = []
@@ -45,6 +57,16 @@ def _pipeline(channel: Channel) -> Pipeline[str]:
 
 direct = _pipeline(Channel.DIRECT)
 batch = _pipeline(Channel.BATCH)
+# The direct pipeline with a cached shared prefix of PREFIX_CHARS characters (a system
+# instruction and a reference text part) every request starts with.
+PREFIX_CHARS = 6000
+prefixed = dataclasses.replace(
+    direct,
+    name="budget-prefixed",
+    cached_prefix=CachedPrefix(
+        system="You label product reviews. " * 100, parts=("Reference: " + "w" * 3289,)
+    ),
+)
 
 
 def spec(channel: Channel) -> str:

@@ -4,11 +4,22 @@ is no part of its recorded definition; a tick's cap is checked before any work."
 from __future__ import annotations
 
 import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from flows.identity import schema_fingerprint
+from flows.pipeline import Prompt
+from flows.testing import REFRESH_EVERY_S, Budget, load_prices, night_cost
+from ledger import Channel, Ledger, NewJob, SetupFault, SetupKind
 from tests.budget.pipelines import direct
+
+MODEL = "gemini-2.5-flash"
+NIGHT = "2026-12-02"
 
 
 @pytest.mark.parametrize("bad", [-0.01, float("inf"), float("nan")])
@@ -41,3 +52,153 @@ def test_a_bad_tick_budget_is_one_line_before_any_work(monkeypatch, tmp_path) ->
     assert not (tmp_path / "ledger.db").exists()
     with pytest.raises(ValueError, match="budget_usd"):
         Budget(-1.0)
+
+
+def test_the_nights_spend_prices_a_deadlines_direct_rows_at_the_direct_rate(
+    sqlite_url: str,
+) -> None:
+    """A batch row a deadline sent directly counts against the cap at the direct price (as
+    the morning summary prices it), not at the batch multiplier."""
+    from flows.testing import UsageLine, estimate_cost, load_prices, night_cost
+    from ledger import DIRECT_HANDLE_PREFIX, Ledger, NewJob, ResultRow
+
+    ledger = Ledger(sqlite_url)
+    ledger.enroll([NewJob("b0", {"text": "t"})], pipeline="b", channel="batch", model=MODEL)
+    assert ledger.reserve(pipeline="b", limit=1, reservation="r", plan_day=NIGHT) == 1
+    handle = f"{DIRECT_HANDLE_PREFIX}r"
+    ledger.bind_handle("b0", reservation="r", handle=handle)
+    ledger.record_result(ResultRow("b0", "{}", 1000, 500, 1500, 0), handle=handle)
+    prices = load_prices(None)
+    direct = estimate_cost([UsageLine(MODEL, "direct", 1000, 500, 1500, rows=1)], prices).usd
+    assert direct > 0
+    assert abs(night_cost(ledger.night_spend(NIGHT), prices) - direct) < 1e-12
+
+
+@dataclass
+class _Ctx:
+    """The parts of a run the budget reads (flows.channels.RunContext's)."""
+
+    ledger: Ledger
+    pipeline: Any
+    settings: Any
+    day: date
+    budget: Budget = field(default_factory=Budget)
+    log: Any = field(default_factory=lambda: logging.getLogger("test.budget"))
+
+
+def _enrolled(ledger: Ledger, pipeline: Any, n: int) -> None:
+    prompt = Prompt(text="Label the review x: " + "a fine product, works well. " * 8)
+    ledger.enroll(
+        [NewJob(f"{pipeline.name}:{i}", prompt.model_dump_json()) for i in range(n)],
+        pipeline=pipeline.name,
+        channel=Channel(pipeline.channel).value,
+        model=pipeline.model,
+    )
+
+
+def test_two_pipelines_at_once_share_the_daily_cap(sqlite_url: str) -> None:
+    """Two pipelines reserving one row at a time under one daily cap: the second reads the
+    night again once its read is a refresh interval old and sees the first's rows, so the
+    night stays within the cap (before, it spent the whole cap again)."""
+    now = [1000.0]
+    ledger = Ledger(sqlite_url, clock=lambda: now[0])
+    a, b = direct, dataclasses.replace(direct, name="budget-other")
+    for p in (a, b):
+        _enrolled(ledger, p, 10)
+    day = date(2026, 12, 2)
+    per_row = _Ctx(ledger, a, SimpleNamespace(prices_file=None, daily_budget_usd=None), day)
+    assert per_row.budget.room(per_row) is None
+    assert per_row.budget.usd_per_row
+    settings = SimpleNamespace(prices_file=None, daily_budget_usd=3.5 * per_row.budget.usd_per_row)
+    first, second = _Ctx(ledger, a, settings, day), _Ctx(ledger, b, settings, day)
+    assert first.budget.room(first) == 3 and second.budget.room(second) == 3  # both read 0
+    got = sum(first.budget.reserve(first, limit=1, reservation=f"a{i}") for i in range(5))
+    assert got == 3
+    now[0] += REFRESH_EVERY_S
+    got = sum(second.budget.reserve(second, limit=1, reservation=f"b{i}") for i in range(5))
+    assert got == 0
+    spent = night_cost(ledger.night_spend(day.isoformat()), load_prices(None))
+    assert spent <= settings.daily_budget_usd
+
+
+def test_the_offline_count_adds_the_cached_prefix_to_every_row() -> None:
+    """A pipeline's cached shared prefix (system and parts) is counted in each row's prompt
+    estimate, at about four characters a token (before, only the prompt was)."""
+    from flows.testing import local_prompt_tokens
+    from tests.budget.pipelines import PREFIX_CHARS, prefixed
+
+    payload = Prompt(text="Label the review x: a fine product.").model_dump_json()
+    plain = local_prompt_tokens([payload], direct)
+    with_prefix = local_prompt_tokens([payload], prefixed)
+    assert plain is not None and with_prefix is not None
+    assert with_prefix - plain == PREFIX_CHARS // 4
+
+
+def test_plan_asks_count_tokens_for_the_cached_prefix_too(
+    emulator: Any, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan` counts the cached prefix with count_tokens (once, as contents) and adds it to
+    each row's prompt tokens."""
+    from flows.ops.plan import plan_night
+    from flows.settings import load_settings
+    from tests.budget.pipelines import ITEMS, PREFIX_CHARS, names, spec
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
+    day = date(2026, 12, 2)
+    ITEMS.clear()
+    ITEMS[day.isoformat()] = names("p", 3)
+    settings = load_settings()
+    plain = plan_night(settings, spec(Channel.DIRECT), day)["estimate"]
+    mine = plan_night(settings, "tests.budget.pipelines:prefixed", day)["estimate"]
+    assert mine["prompt_source"] == "count_tokens on 3 prompts with the cached prefix"
+    added = mine["prompt_tokens_per_row"] - plain["prompt_tokens_per_row"]
+    assert PREFIX_CHARS // 8 < added < PREFIX_CHARS  # the emulator counts about 4 a token
+
+
+def test_a_cap_on_an_unpriced_model_is_a_setup_fault_before_anything_is_reserved(
+    sqlite_url: str,
+) -> None:
+    """With a cap and no price for the model, the first reservation is refused with a setup
+    fault naming the model and LEDGER_PRICES_FILE, nothing reserved (before: a warning and
+    no cap at all); told to ignore the budget, the rows go out."""
+    ledger = Ledger(sqlite_url)
+    unpriced = dataclasses.replace(direct, model="gemini-unpriced-9", budget_usd=1.0)
+    _enrolled(ledger, unpriced, 2)
+    day = date(2026, 12, 2)
+    ctx = _Ctx(ledger, unpriced, SimpleNamespace(prices_file=None, daily_budget_usd=None), day)
+    with pytest.raises(SetupFault) as refused:
+        ctx.budget.reserve(ctx, limit=2, reservation="r1")
+    assert refused.value.kind is SetupKind.UNPRICED
+    assert "gemini-unpriced-9" in str(refused.value) and "LEDGER_PRICES_FILE" in str(refused.value)
+    assert ledger.due_rows(unpriced.name).pending == 2
+    free = _Ctx(ledger, unpriced, ctx.settings, day, Budget(ignore=True))
+    assert free.budget.reserve(free, limit=2, reservation="r2") == 2
+
+
+def test_plan_history_tells_rows_from_sends(sqlite_url: str) -> None:
+    """A row reserved twice in one night (its first reservation given back) is one planned
+    row and two planned sends in plan's history; before, it was two planned rows."""
+    from flows.ops.plan import priced_nights
+
+    ledger = Ledger(sqlite_url)
+    _enrolled(ledger, direct, 1)
+    for reservation in ("r1", "r2"):
+        assert ledger.reserve(
+            pipeline=direct.name, limit=1, reservation=reservation, plan_day=NIGHT
+        )
+        ledger.note_plan(
+            pipeline=direct.name,
+            day=NIGHT,
+            channel="direct",
+            rows=1,
+            prompt_tokens=10,
+            output_tokens=10,
+            usd=0.01,
+            source="test",
+            cap_usd=None,
+        )
+        if reservation == "r1":
+            assert ledger.release("r1") == 1
+    (night,) = priced_nights(ledger, direct.name, date(2026, 12, 1), load_prices(None))
+    assert (night.planned_rows, night.planned_sends) == (1, 2)
+    assert night.as_dict()["planned"]["sends"] == 2

@@ -4,7 +4,15 @@ the cap is marked reached once, and planned against actual comes back per night.
 
 from __future__ import annotations
 
-from ledger import Ledger, NewJob, ResultRow
+from ledger import (
+    DIRECT_HANDLE_PREFIX,
+    Failure,
+    Ledger,
+    NewJob,
+    Policy,
+    ResultRow,
+    Verdict,
+)
 
 
 def _night(ledger: Ledger) -> None:
@@ -83,3 +91,37 @@ def test_a_plan_adds_up_and_its_cap_is_reached_once(ledger_url: str) -> None:
     assert night.planned.reached_at is not None
     assert ledger.planned("p", "2026-12-02") == night.planned
     assert ledger.planned("p", "2026-12-03") is None
+
+
+def test_a_batch_row_sent_directly_is_read_as_sent_directly(ledger_url: str) -> None:
+    """A batch row answered under a ``direct:`` handle (a deadline's fallback) is among the
+    night's usage under its own channel and named in ``sent_direct``; one sent in a batch job
+    is not."""
+    ledger = Ledger(ledger_url)
+    ledger.enroll(
+        [NewJob(f"b{i}", {"text": f"t{i}"}) for i in range(2)],
+        pipeline="b",
+        channel="batch",
+        model="gemini-2.5-flash",
+    )
+    assert ledger.reserve(pipeline="b", limit=2, reservation="r", plan_day="2026-12-02") == 2
+    ledger.bind_handle("b0", reservation="r", handle=f"{DIRECT_HANDLE_PREFIX}r")
+    ledger.bind_handle("b1", reservation="r", handle="batches/x")
+    ledger.record_result(ResultRow("b0", "{}", 100, 50, 150, 0), handle=f"{DIRECT_HANDLE_PREFIX}r")
+    ledger.record_result(ResultRow("b1", "{}", 100, 50, 150, 0), handle="batches/x")
+    spend = ledger.night_spend("2026-12-02")
+    assert sum(u.rows for u in spend.usage) == 2
+    assert [(u.channel, u.rows) for u in spend.sent_direct] == [("batch", 1)]
+
+
+def test_an_answer_without_tokens_counts_at_the_planned_cost(ledger_url: str) -> None:
+    """An answer recorded with no tokens is counted (unmetered) at its night's planned cost
+    per row; a failure that brought no tokens is not."""
+    ledger = Ledger(ledger_url)
+    _night(ledger)
+    ledger.record_result(ResultRow("k1", "{}", 0, 0, 0, 0), handle="h-k1")
+    busy = Failure(Verdict.RETRYABLE, "429", "busy")
+    assert ledger.record_failure("k2", busy, policy=Policy(), handle="h-k2") == "retryable"
+    spend = ledger.night_spend("2026-12-02", pipeline="p")
+    assert spend.unmetered == {"p": 1} and abs(spend.unmetered_usd - 0.1) < 1e-9
+    assert spend.in_flight == {}
