@@ -93,7 +93,8 @@ generateContent, batchGenerateContent, interactions.create and models.get),
 429 "limit: 0", on every generation request),
 ``batch_error_style`` (``grpc``, the default: output error lines with a numeric gRPC code and
 no status, as the real API writes them; ``status``: with the status name and details),
-``batch_output_delay_polls`` (SUCCEEDED before ``responsesFile`` is shown),
+``batch_output_delay_polls`` (SUCCEEDED, or CANCELLED with ``batch_partial_output``, before
+``responsesFile`` is shown),
 ``batch_failed_error`` (the FAILED operation's ``error {code, message}``),
 ``interaction_step_error_code`` (a ``failed`` step's error on its ``model_output`` step),
 ``safety_finish_reason`` (the ``safety`` step's finishReason), ``blocked_prompt_reason``

@@ -154,7 +154,12 @@ class Scenario(_Strict):
     # An embeddings batch job's answer line (undocumented, emulator._embeddings): the
     # response an embedContent call gives ({"embedding": {...}}), or a list ("embeddings").
     embed_line_style: Literal["embedding", "embeddings"] = "embedding"
-    batch_output_delay_polls: int = Field(0, ge=0)  # SUCCEEDED, responsesFile only later
+    # A finished job's responses file shown only this many polls after its terminal state:
+    # one third-party client reports SUCCEEDED before output.responsesFile is filled
+    # (unverified); whether a CANCELLED or FAILED job leaves a file at all is not documented
+    # (https://ai.google.dev/gemini-api/docs/batch-mode says nothing of it), so the same lag
+    # applies to theirs (batch_partial_output): a reader must cope with either.
+    batch_output_delay_polls: int = Field(0, ge=0)
     batch_failed_error: tuple[int, str] = (13, "Batch job failed.")  # operation-level error
     interaction_step_error_code: int | None = None  # "failed" step: model_output step error
     safety_finish_reason: SafetyReason = "SAFETY"  # the finishReason of the "safety" step

@@ -27,7 +27,7 @@ from ledger._errors import (
     UnknownJob,
     UsageError,
 )
-from ledger._failure import INTERACTION_LOST, Failure, Verdict
+from ledger._failure import DEADLINE_CANCELLED_CODE, INTERACTION_LOST, Failure, Verdict
 from ledger._finish import classify_response
 from ledger._keys import KEY_MAX, PIPELINE_NAME_MAX, key_problem, shown_key
 from ledger._lines import (
@@ -80,6 +80,7 @@ from ledger._verdicts import CACHE_EXPIRED, classify
 
 __all__ = [
     "CACHE_EXPIRED",
+    "DEADLINE_CANCELLED_CODE",
     "DEFAULT_DATABASE_URL",
     "DELIVERY_CLASS_PREFIX",
     "DIRECT_HANDLE_PREFIX",

@@ -17,8 +17,10 @@ from ledger._wire import safe_str
 
 __all__ = [
     "CACHE_EXPIRED",
+    "DEADLINE_CANCELLED_CODE",
     "EMPTY",
     "FREE_ATTEMPT_CODES",
+    "GRACE_ATTEMPT_CODES",
     "INTERACTION_LOST",
     "MAX_MESSAGE_LEN",
     "POSSIBLY_BILLED_CODES",
@@ -65,6 +67,15 @@ CACHE_EXPIRED = "cache_expired"
 # Failures that give the row its attempt back (``ledger._sql.FAILURE_SET``): the request was
 # refused for a reason of ours, so the row's retries are not spent on it.
 FREE_ATTEMPT_CODES = frozenset({CACHE_EXPIRED})
+# The code of a row whose batch job was cancelled to meet its pipeline's deadline
+# (``flows.channels._deadline``): retryable, sent directly next. Its attempt stays counted
+# (the batch send was made and may be billed), unlike a free one.
+DEADLINE_CANCELLED_CODE = "deadline"
+# Failures that keep their attempt counted but never park the row at its attempt cap: the
+# row did nothing wrong, so it is allowed one attempt beyond the cap (``ledger._sql._PARKS``):
+# a row on its last attempt when the deadline cancels its job still goes out directly, and is
+# parked if that attempt fails too (or the deadline cancels it again: the grace is one).
+GRACE_ATTEMPT_CODES = frozenset({DEADLINE_CANCELLED_CODE})
 
 
 @dataclass(frozen=True, slots=True)

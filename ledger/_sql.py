@@ -16,7 +16,12 @@ import orjson
 import psycopg.errors
 from sqlalchemy import BigInteger, Connection, Float, Integer, text
 
-from ledger._failure import FREE_ATTEMPT_CODES, POSSIBLY_BILLED_CODES, Failure
+from ledger._failure import (
+    FREE_ATTEMPT_CODES,
+    GRACE_ATTEMPT_CODES,
+    POSSIBLY_BILLED_CODES,
+    Failure,
+)
 from ledger._models import Job, Status
 from ledger._records import FailureRow, NewJob, Policy, ResultRow
 from ledger._redact import redact
@@ -112,7 +117,7 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 _PARKS = (
     "(:verdict = 'permanent'"
     " OR (:verdict = 'unknown' AND unknown_failures + 1 >= :unknown_cap)"
-    " OR attempts - :free - attempts_base >= :attempt_cap)"
+    " OR attempts - :free - attempts_base >= :attempt_cap + :grace)"
 )
 
 # The token counts an answer adds to its row (summed over every attempt: each was billed),
@@ -180,6 +185,9 @@ def failure_params(
         "duplicate": 1 if failure.code in POSSIBLY_BILLED_CODES else 0,
         # A request refused for a reason of ours (its cache gone) gives the attempt back.
         "free": 1 if failure.code in FREE_ATTEMPT_CODES else 0,
+        # A row whose batch job the deadline cancelled keeps the attempt counted but is
+        # allowed one beyond the cap: it is never parked for our cancel.
+        "grace": 1 if failure.code in GRACE_ATTEMPT_CODES else 0,
         **usage_params(row),
     }
 
@@ -203,6 +211,7 @@ _FAILURE_SHARED = (
     "due_at",
     "duplicate",
     "free",
+    "grace",
 )
 _FAILURE_OWN = (*TOKEN_COLUMNS, "model_version", "response_id", "key", "handle")
 
@@ -438,6 +447,7 @@ _STAGED_FAILURE = (
     "due_at",
     "duplicate",
     "free",
+    "grace",
 )
 
 _STAGED_USAGE = (*TOKEN_COLUMNS, "model_version", "response_id")
@@ -465,7 +475,8 @@ def pg_copy_failures(
         conn,
         "gl_stage_failures",
         "key text, handle text, s_verdict text, s_parked_class text, s_error_class text,"
-        " s_message text, s_due_at double precision, s_duplicate bigint, s_free bigint, "
+        " s_message text, s_due_at double precision, s_duplicate bigint, s_free bigint,"
+        " s_grace bigint, "
         + ", ".join(f"s_{c} bigint" for c in TOKEN_COLUMNS)
         + ", s_model_version text, s_response_id text",
     )

@@ -18,14 +18,18 @@ batch channel's submit step ask first, every tick, whether the rows still out ca
 * **the switch-over** (:func:`switch_if_due`): every submitted batch job of the pipeline is
   cancelled (``batches.cancel``), then polled until it ends, within the cancel wait
   (``BatchChannel.settle``: whatever output it left, a responses file or none, is applied; its
-  unanswered rows become ``retryable:deadline``, their batch attempt counted); then the
+  unanswered rows become ``retryable:deadline``, their batch attempt counted). A job that
+  ended CANCELLED without a responses file yet is polled again until the wait is over (such
+  a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so rows it
+  answered are never sent again; then the
   pending and retryable rows are sent through the direct channel's own calls
   (``flows.channels.direct.run_calls``), each under a ``direct:`` handle (the mark that a
   batch row was answered directly: the morning view prices it at the direct rate and
   reports what that cost above the batch price). A job that has not ended within the wait
   keeps its rows (they may still be answered by it); the next tick settles it and sends what
-  it left. A row at its attempt cap when its job is cancelled is parked as any retryable
-  failure there is.
+  it left. A row at its attempt cap when its job is cancelled is not parked for it: the
+  cancel is the deadline's doing, so the row is sent directly once more (parked only if that
+  call fails too).
 
 Every write is a verb of the ledger's that moves a row only from the state it expects, so no
 row is sent twice nor delivered twice: a row answered by the cancelled job's output is
@@ -58,7 +62,7 @@ from flows.gemini.quota import limits_for
 from flows.pipeline import Pipeline
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
-from ledger import Failure, Status, Verdict, redact
+from ledger import DEADLINE_CANCELLED_CODE, Failure, Status, Verdict, redact
 
 if TYPE_CHECKING:
     from flows.channels._channel import RunContext
@@ -76,14 +80,17 @@ __all__ = [
 ]
 
 #: The failure of a row whose batch job was cancelled to meet the deadline: retryable, its
-#: attempt counted (the batch send is recorded; the direct one will be the next attempt).
+#: attempt counted (the batch send is recorded; the direct one will be the next attempt),
+#: and never what parks the row at its attempt cap (the ledger allows it one attempt more:
+#: ``GRACE_ATTEMPT_CODES`` in ``ledger._failure``), so a row on its last attempt still goes
+#: out directly.
 #: Not unknown (as a CANCELLED job's rows otherwise are): a row the cancel stopped was not
 #: processed ("stops processing new requests", the batch docs), and a row cut off again in
-#: its direct call must not reach ``unknown_cap`` for it. The batch channel's collect fails
+#: its direct call must not reach ``unknown_cap`` for it. The batch channel's settle fails
 #: a CANCELLED job's rows so on any pipeline with a deadline.
 DEADLINE_CANCELLED = Failure(
     Verdict.RETRYABLE,
-    "deadline",
+    DEADLINE_CANCELLED_CODE,
     "its batch job was cancelled to meet the pipeline's deadline; sent directly",
 )
 
@@ -187,9 +194,12 @@ def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: 
     until = time.monotonic() + ctx.settings.deadline_cancel_wait_s
     left = list(jobs)
     while left:
+        # A CANCELLED job without its responses file yet is waited for (its answered rows
+        # must not be sent again) until the wait is over; then no file is read as none.
+        last = time.monotonic() >= until
         still = []
         for rec in left:
-            settled = channel.settle(client, rec, cancelled_for=DEADLINE_CANCELLED)
+            settled = channel.settle(client, rec, await_cancelled_output=not last)
             if settled.outcome in (Settle.RECONCILED, Settle.LOST):
                 out.settled_jobs += 1
                 report = settled.report or {}
@@ -197,7 +207,7 @@ def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: 
             else:
                 still.append(rec)
         left = still
-        if not left or time.monotonic() >= until or stop_requested():
+        if not left or last or stop_requested():
             break
         if wait_unless_stopped(min(_POLL_S, max(until - time.monotonic(), 0.0))):
             break

@@ -160,9 +160,22 @@ MISSING_FROM_OUTPUT = Failure(
 # --- helpers --------------------------------------------------------------------------------
 
 
-def output_pending(ledger: Ledger, job: Any, rec: BatchRecord, *, grace_s: float) -> bool:
-    """A SUCCEEDED job without its output file, still inside ``grace_s``: wait for it."""
-    if job_state(job) != "SUCCEEDED" or output_file_of(job) is not None:
+def output_pending(
+    ledger: Ledger, job: Any, rec: BatchRecord, *, grace_s: float, cancelled: bool = False
+) -> bool:
+    """A finished job whose output may still come, inside ``grace_s`` of its end: wait for it.
+
+    A SUCCEEDED job without its output file (one third-party client reports SUCCEEDED before
+    ``output.responsesFile`` is filled, unverified). With ``cancelled``, a CANCELLED one too:
+    the deadline's own cancel, whose answered rows were billed; whether a cancelled job leaves
+    a responses file is not documented (the batch docs say nothing of it: read it if present),
+    so it is waited for as a SUCCEEDED job's is, rather than its answered rows sent directly
+    and billed twice. The switch-over bounds that wait by its cancel wait
+    (``flows.channels._deadline``)."""
+    state = job_state(job)
+    if state != "SUCCEEDED" and not (cancelled and state == "CANCELLED"):
+        return False
+    if output_file_of(job) is not None:
         return False
     dest = getattr(job, "dest", None)
     if dest is not None and (
@@ -629,7 +642,7 @@ class Settle(StrEnum):
     """What settling one submitted batch job came to (:meth:`BatchChannel.settle`)."""
 
     RECONCILED = "RECONCILED"  # finished, its output applied and its rows settled
-    RUNNING = "RUNNING"  # not finished, or SUCCEEDED with its output not yet there
+    RUNNING = "RUNNING"  # not finished, or finished with its output not yet there
     LOST = "LOST"  # given up (``flows.channels._batch_lost``): its rows sent back
     NOT_FOUND = "NOT_FOUND"  # a 404 not yet repeated over the bound
     POLL_FAILED = "POLL_FAILED"  # the poll failed otherwise: asked again next time
@@ -891,10 +904,7 @@ class BatchChannel:
         for rec in submitted:
             if stop_requested():  # between jobs: the rest are polled by the next tick
                 break
-            # On a pipeline with a deadline a CANCELLED job is taken as the switch-over's
-            # (a tick killed after its cancel): its unanswered rows come back as
-            # retryable:deadline, as in the tick that cancelled it (flows.channels._deadline).
-            settled = self.settle(client, rec, cancelled_for=self.cancelled_for)
+            settled = self.settle(client, rec)
             seen[settled.outcome] += 1
             lost_rows += settled.lost_rows
             if settled.report is not None:
@@ -918,10 +928,11 @@ class BatchChannel:
         )
 
     def settle(
-        self, client: Any, rec: BatchRecord, *, cancelled_for: Failure | None = None
+        self, client: Any, rec: BatchRecord, *, await_cancelled_output: bool = True
     ) -> Settled:
-        """Settle one submitted batch job: what the tick's collect does for each job and the
-        ``reconcile`` flow (``flows.reconcile``) for its one.
+        """Settle one submitted batch job: what the tick's collect does for each job, the
+        deadline's switch-over for the jobs it cancelled, and the ``reconcile`` flow
+        (``flows.reconcile``) for its one: the same code, so they all end a job the same.
 
         Poll it (``batches.get``; a failed poll is judged by ``_batch_lost``: read from
         the listing, lost with its rows sent back, or not yet); once it has finished and its
@@ -929,8 +940,13 @@ class BatchChannel:
         output applied, the rows it leaves failed) and record its responses file for
         deletion. A fault of the setup while polling raises; any other failure is logged and
         returned with the job still submitted, so the next poll tries again (whatever was
-        applied stays applied: every write is compare-and-set). ``cancelled_for``: see
-        :func:`reconcile_batch`."""
+        applied stays applied: every write is compare-and-set).
+
+        On a pipeline with a deadline (``self.cancelled_for``) a CANCELLED job is taken as the
+        deadline's: its unanswered rows fail as ``retryable:deadline``, not as an unknown
+        ``batch_cancelled``, and its responses file is waited for as a SUCCEEDED job's is
+        (``output_pending``) unless ``await_cancelled_output`` is False (the switch-over's
+        last poll, its cancel wait over: no file by then is read as none)."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
         assert rec.name is not None
         try:
@@ -949,7 +965,10 @@ class BatchChannel:
             return Settled(Settle.NOT_FOUND)
         state = job_state(job)
         grace_s = self.ctx.settings.batch_output_grace_s
-        if state not in _TERMINAL or output_pending(ledger, job, rec, grace_s=grace_s):
+        awaits_cancelled = self.cancelled_for is not None and await_cancelled_output
+        if state not in _TERMINAL or output_pending(
+            ledger, job, rec, grace_s=grace_s, cancelled=awaits_cancelled
+        ):
             return Settled(Settle.RUNNING, state=state)
         try:
             writer = self.ctx.settings.reconcile_writer
@@ -961,7 +980,7 @@ class BatchChannel:
                 job,
                 writer=writer,
                 bounds=self.bounds,
-                cancelled_for=cancelled_for,
+                cancelled_for=self.cancelled_for,
             )
             note_responses(ledger, p, rec, job)  # reconciled: its file can go
         except Exception as exc:

@@ -3,6 +3,7 @@ subprocess delivers into the same file, named by ``DELIVERIES_ENV``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from itertools import islice
 from pathlib import Path
@@ -13,7 +14,15 @@ from flows.pipeline import Pipeline
 from ledger import Channel
 from tests.child_env import parent_value
 
-__all__ = ["DELIVERIES_ENV", "ROWS", "deliveries", "late"]
+__all__ = [
+    "DECLARED_DEADLINE",
+    "DELIVERIES_ENV",
+    "ROWS",
+    "deliveries",
+    "late",
+    "late_declared",
+    "late_once",
+]
 
 DELIVERIES_ENV = "GL_TEST_DEADLINE_DELIVERIES"
 ROWS = 20
@@ -44,3 +53,12 @@ late = Pipeline(
     build_prompt=build_prompt,
     on_result=_deliver,
 )
+
+# The same pipeline with its deadline declared on it (what the ``reconcile`` flow, which the
+# webhook receiver starts, knows of: a tick's deadline parameter is not passed to it).
+DECLARED_DEADLINE = "07:00 UTC"
+late_declared = replace(late, name="late_declared", deadline=DECLARED_DEADLINE)
+
+# One attempt allowed: the batch send is each row's last, so a deadline's cancel finds every
+# row at its attempt cap.
+late_once = replace(late, name="late_once", attempt_cap=1)

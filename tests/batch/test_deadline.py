@@ -6,6 +6,8 @@ the real SDK, a real SQLite ledger; the deadline's clock is moved instead of wai
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
+from flows import Deadline
 from flows.cli import app
 from flows.ops.summary import build_summary, render_markdown
+from flows.reconcile import reconcile
 from flows.testing import HaltHistory, deadline_clock, load_prices
 from flows.tick import tick
-from ledger import Status
-from tests.batch.deadline_pipelines import DELIVERIES_ENV, ROWS, deliveries
+from ledger import FileRole, Status
+from tests.batch.deadline_pipelines import DECLARED_DEADLINE, DELIVERIES_ENV, ROWS, deliveries
 from tests.ledgers import run_ledger
 
 from .conftest import DAY, attempts_by_key, submissions
@@ -45,7 +49,7 @@ def night(batch_env: dict[str, Any], monkeypatch, tmp_path: Path) -> dict[str, A
 
 @pytest.mark.parametrize("partial", [0.5, 0.0], ids=["responses-file", "no-responses-file"])
 def test_a_night_past_its_deadline_is_finished_directly_before_it(
-    night: dict[str, Any], partial: float
+    night: dict[str, Any], partial: float, monkeypatch
 ) -> None:
     """The batch job would run 1000 polls: at 22:00 and at 2 h before the deadline the tick
     keeps batch; 10 min before it (less than the direct channel needs with its margin) it
@@ -56,6 +60,8 @@ def test_a_night_past_its_deadline_is_finished_directly_before_it(
     emu = night["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": partial})
     deadline, due = _deadline_in(6 * 3600)
+    if not partial:  # a responses file is waited for to the end of the cancel wait: keep it short
+        monkeypatch.setenv("GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S", "1")
 
     first = tick(pipeline=SPEC, day=DAY, deadline=deadline)
     assert first.submit.batch is not None and first.submit.deadline is None
@@ -152,3 +158,118 @@ def test_a_refused_cancel_leaves_the_rows_with_their_job_until_the_next_tick(
     jobs = run_ledger().jobs(pipeline=NAME)
     assert {j.status for j in jobs} == {Status.CONSUMED}
     assert sorted(deliveries(night["deliveries"])) == sorted(j.key for j in jobs)
+
+
+def _all_delivered_once(night: dict[str, Any], name: str) -> list[Any]:
+    """Every row of ``name`` consumed and delivered once; its rows."""
+    jobs = run_ledger().jobs(pipeline=name)
+    assert {j.status for j in jobs} == {Status.CONSUMED}
+    assert sorted(deliveries(night["deliveries"])) == sorted(j.key for j in jobs)
+    return jobs
+
+
+def test_the_reconcile_flow_settles_a_job_the_deadline_cancelled_as_the_tick_does(
+    night: dict[str, Any],
+) -> None:
+    """A pipeline declaring its deadline, its batch job cancelled (as the switch-over does)
+    and settled first by the reconcile flow (what the webhook batch.cancelled starts): its
+    answered half applied, its other rows retryable:deadline, never unknown:batch_cancelled
+    (which two cut-off direct calls would park); the next tick sends them directly."""
+    emu = night["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": 0.5})
+    spec, name = "tests.batch.deadline_pipelines:late_declared", "late_declared"
+    due = Deadline.of(DECLARED_DEADLINE).first_after(time.time())
+    with deadline_clock(lambda: due - 6 * 3600):
+        job = tick(pipeline=spec, day=DAY).submit.batch
+    assert job is not None
+    client = emu.client()  # kept: a client is closed once it is collected
+    client.batches.cancel(name=job)
+    assert reconcile(job_name=job)["reconciled"] == 1
+    rows = run_ledger().jobs(pipeline=name)
+    failed = Counter(j.error_class for j in rows if j.status == Status.RETRYABLE)
+    assert failed == {"retryable:deadline": ROWS // 2}
+    with deadline_clock(lambda: due - 600):
+        switched = tick(pipeline=spec, day=DAY).submit.deadline
+    assert switched is not None and switched.sent_direct == ROWS // 2
+    _all_delivered_once(night, name)
+
+
+def test_a_row_on_its_last_attempt_is_still_sent_directly(night: dict[str, Any]) -> None:
+    """attempt_cap 1: the batch send is every row's last attempt; the deadline's cancel
+    counts it but parks none: the unanswered half goes out directly (attempts 2), every row
+    delivered once, none parked exhausted:deadline."""
+    emu = night["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": 0.5})
+    spec, name = "tests.batch.deadline_pipelines:late_once", "late_once"
+    deadline, due = _deadline_in(6 * 3600)
+    tick(pipeline=spec, day=DAY, deadline=deadline)
+    with deadline_clock(lambda: due - 600):
+        switched = tick(pipeline=spec, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None
+    assert (switched.answered_by_batch, switched.sent_direct) == (ROWS // 2, ROWS // 2)
+    jobs = _all_delivered_once(night, name)
+    assert Counter(j.attempts for j in jobs) == {1: ROWS // 2, 2: ROWS // 2}
+
+
+def test_a_cancelled_jobs_responses_file_a_poll_late_is_waited_for(
+    night: dict[str, Any],
+) -> None:
+    """The cancelled job shows its responses file only a poll after it shows CANCELLED
+    (batch_output_delay_polls, as a SUCCEEDED job may): the switch-over polls it again within
+    its cancel wait, applies its answered half (billed once, never sent again), sends only
+    the other half directly, and records the file, which the next tick deletes."""
+    emu = night["emulator"]
+    emu.set_scenario(
+        {
+            "batch_polls_to_complete": 1000,
+            "batch_partial_output": 0.5,
+            "batch_output_delay_polls": 2,
+        }
+    )
+    deadline, due = _deadline_in(6 * 3600)
+    tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    with deadline_clock(lambda: due - 600):
+        switched = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None
+    assert (switched.answered_by_batch, switched.sent_direct) == (ROWS // 2, ROWS // 2)
+    billed = emu.stats()["billed"]
+    assert (billed["batch_rows"], billed["generate_calls"]) == (ROWS // 2, ROWS // 2)
+    _all_delivered_once(night, NAME)
+    ledger = run_ledger()
+    outputs = [f for f in ledger.files_to_delete(pipeline=NAME) if f.role == FileRole.OUTPUT]
+    assert len(outputs) == 1
+    after = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    assert after.collect.files_deleted >= 1
+    assert ledger.files_to_delete(pipeline=NAME) == []
+
+
+def test_the_reconcile_flow_leaves_a_cancelled_job_whose_file_is_late(
+    night: dict[str, Any],
+) -> None:
+    """On a pipeline with a deadline, batch.cancelled's reconcile flow polls the job before
+    its responses file shows: it leaves the job submitted (no row failed, none sent again);
+    the tick that reads the file applies the answered half and sends only the rest."""
+    emu = night["emulator"]
+    emu.set_scenario(
+        {
+            "batch_polls_to_complete": 1000,
+            "batch_partial_output": 0.5,
+            "batch_output_delay_polls": 2,
+        }
+    )
+    spec, name = "tests.batch.deadline_pipelines:late_declared", "late_declared"
+    due = Deadline.of(DECLARED_DEADLINE).first_after(time.time())
+    with deadline_clock(lambda: due - 6 * 3600):
+        job = tick(pipeline=spec, day=DAY).submit.batch
+    assert job is not None
+    client = emu.client()  # kept: a client is closed once it is collected
+    client.batches.cancel(name=job)
+    report = reconcile(job_name=job)
+    assert (report["state"], report["reconciled"]) == ("CANCELLED", 0)
+    assert {j.status for j in run_ledger().jobs(pipeline=name)} == {Status.SUBMITTED}
+    with deadline_clock(lambda: due - 600):
+        later = tick(pipeline=spec, day=DAY)
+    assert later.collect.succeeded == ROWS // 2
+    assert later.submit.deadline is not None and later.submit.deadline.sent_direct == ROWS // 2
+    assert emu.stats()["billed"]["batch_rows"] == ROWS // 2
+    _all_delivered_once(night, name)
