@@ -74,7 +74,7 @@ from ledger._redact import redact, register_secret
 from ledger._setup import KeySource, SetupFault, SetupKind, setup_fault
 from ledger._store import Ledger
 from ledger._transitions import BatchState, CacheState, UploadState
-from ledger._uploads import UploadClaim, UploadRecord
+from ledger._uploads import UploadAction, UploadClaim, UploadRecord
 from ledger._vectors import Vector, validate_vector, vector_values
 from ledger._verdicts import CACHE_EXPIRED, classify
 
@@ -142,6 +142,7 @@ __all__ = [
     "TransientError",
     "Transport",
     "UnknownJob",
+    "UploadAction",
     "UploadClaim",
     "UploadRecord",
     "UploadState",

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import text
 
 from ledger._base import LedgerBase
+from ledger._side_rows import SideTable, Verdict
 from ledger._transitions import CACHE_MOVES, CacheState, sql_literal
 from ledger._uploads import FINAL_SQL
 
@@ -74,34 +75,29 @@ class CacheClaim(NamedTuple):
     taken_over: bool = False
 
 
-def _create_or_wait(ours: bool) -> CacheAction:
-    return CacheAction.CREATE if ours else CacheAction.WAIT
+_ACTIONS = {
+    Verdict.USE: CacheAction.USE,
+    Verdict.OURS: CacheAction.CREATE,
+    Verdict.WAIT: CacheAction.WAIT,
+}
+_TABLE = SideTable(
+    "caches", "prefix_hash", _COLUMNS, CacheRecord, CacheState.RESERVING, CacheState.ACTIVE
+)
 
 
 class CacheVerbs(LedgerBase):
     """Verbs over the context caches of pipelines' shared prefixes."""
 
-    def _cache(self, conn: object, pipeline: str, digest: str) -> CacheRecord | None:
-        row = conn.execute(  # type: ignore[attr-defined]
-            text(f"SELECT {_COLUMNS} FROM caches WHERE pipeline = :p AND prefix_hash = :h"),
-            {"p": pipeline, "h": digest},
-        ).first()
-        return None if row is None else CacheRecord(*row)
-
     def get_cache(self, pipeline: str, digest: str) -> CacheRecord | None:
         with self._read() as conn:
-            return self._cache(conn, pipeline, digest)
+            return _TABLE.get(conn, pipeline, digest)
 
     def caches(self, pipeline: str) -> list[CacheRecord]:
         """Every cache of the pipeline's prefixes (``creates`` counts the ``caches.create``
         calls bound to it: more than one when it expired and was created again), and the
         ``retired`` rows of the caches those creates superseded."""
         with self._read() as conn:
-            rows = conn.execute(
-                text(f"SELECT {_COLUMNS} FROM caches WHERE pipeline = :p ORDER BY prefix_hash"),
-                {"p": pipeline},
-            ).all()
-        return [CacheRecord(*r) for r in rows]
+            return _TABLE.all(conn, pipeline)
 
     def reserve_cache(
         self,
@@ -125,47 +121,27 @@ class CacheVerbs(LedgerBase):
         assert CACHE_MOVES["reserve_cache"][1] is CacheState.RESERVING
         now = self.clock()
         with self._write() as conn:
-            found = self._cache(conn, pipeline, digest)
-            if found is None:
-                inserted = conn.execute(
-                    text(
-                        "INSERT INTO caches (pipeline, prefix_hash, state, token, reserved_at,"
-                        " model, tokens, creates, delete_failures)"
-                        f" VALUES (:p, :h, {_RESERVING}, :t, :now, :m, 0, 0, 0)"
-                        " ON CONFLICT DO NOTHING"
-                    ),
-                    {"p": pipeline, "h": digest, "t": token, "now": now, "m": model},
-                ).rowcount
-                record = self._cache(conn, pipeline, digest)
-                assert record is not None
-                return CacheClaim(_create_or_wait(inserted == 1), record)
-            if found.state == CacheState.ACTIVE and (found.expires_at or 0) > fresh_until:
-                return CacheClaim(CacheAction.USE, found)
-            if found.state == CacheState.RESERVING and found.reserved_at >= stale_before:
-                return CacheClaim(_create_or_wait(found.token == token), found)
-            taken_over = found.state == CacheState.RESERVING
-            moved = conn.execute(
-                text(
-                    f"UPDATE caches SET state = {_RESERVING}, token = :t, reserved_at = :now,"
-                    " model = :m, deleted_at = NULL, name = NULL, expires_at = NULL"
-                    " WHERE pipeline = :p AND prefix_hash = :h AND state = :state"
-                    " AND reserved_at = :was"
-                ),
-                {
-                    "t": token,
-                    "now": now,
-                    "m": model,
-                    "p": pipeline,
-                    "h": digest,
-                    "state": found.state,
-                    "was": found.reserved_at,
+            got = _TABLE.reserve(
+                conn,
+                pipeline,
+                digest,
+                token=token,
+                now=now,
+                fresh_until=fresh_until,
+                stale_before=stale_before,
+                insert={"model": model, "tokens": 0, "creates": 0, "delete_failures": 0},
+                take_over={
+                    "model": ":m",
+                    "deleted_at": "NULL",
+                    "name": "NULL",
+                    "expires_at": "NULL",
                 },
-            ).rowcount
-            if moved == 1 and found.name is not None and found.state != CacheState.DELETED:
-                self._retire(conn, found, now)
-            record = self._cache(conn, pipeline, digest)
-            assert record is not None
-            return CacheClaim(_create_or_wait(moved == 1), record, taken_over)
+                m=model,
+            )
+            was = got.superseded
+            if was is not None and was.name is not None and was.state != CacheState.DELETED:
+                self._retire(conn, was, now)
+            return CacheClaim(_ACTIONS[got.verdict], got.record, got.taken_over)
 
     def _retire(self, conn: object, found: CacheRecord, now: float) -> None:
         assert CACHE_MOVES["retire_cache"][1] is CacheState.RETIRED
@@ -195,25 +171,18 @@ class CacheVerbs(LedgerBase):
         over meanwhile (the other pass binds its own)."""
         assert CACHE_MOVES["bind_cache"][1] is CacheState.ACTIVE
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE caches SET state = {_ACTIVE}, name = :n, expires_at = :e,"
-                        " tokens = :k, bound_at = :now, creates = creates + 1"
-                        f" WHERE pipeline = :p AND prefix_hash = :h AND state = {_RESERVING}"
-                        " AND token = :t"
-                    ),
-                    {
-                        "n": name,
-                        "e": expires_at,
-                        "k": tokens,
-                        "now": self.clock(),
-                        "p": pipeline,
-                        "h": digest,
-                        "t": token,
-                    },
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_ACTIVE}, name = :n, expires_at = :e, tokens = :k, bound_at = :now,"
+                " creates = creates + 1",
+                f"state = {_RESERVING} AND token = :t",
+                n=name,
+                e=expires_at,
+                k=tokens,
+                now=self.clock(),
+                t=token,
             )
 
     def release_cache(self, pipeline: str, digest: str, *, token: str) -> bool:
@@ -221,31 +190,20 @@ class CacheVerbs(LedgerBase):
         later pass reserves it again)."""
         assert CACHE_MOVES["release_cache"][1] is None
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        "DELETE FROM caches WHERE pipeline = :p AND prefix_hash = :h"
-                        f" AND state = {_RESERVING} AND token = :t"
-                    ),
-                    {"p": pipeline, "h": digest, "t": token},
-                ).rowcount
-                == 1
-            )
+            return _TABLE.release(conn, pipeline, digest, token)
 
     def cache_expired(self, pipeline: str, digest: str, *, name: str) -> bool:
         """A request naming the cache ``name`` was refused for it (expired or gone): the next
         row reserves it again and creates a new one."""
         assert CACHE_MOVES["cache_expired"][1] is CacheState.EXPIRED
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE caches SET state = {_EXPIRED} WHERE pipeline = :p"
-                        f" AND prefix_hash = :h AND state = {_ACTIVE} AND name = :n"
-                    ),
-                    {"p": pipeline, "h": digest, "n": name},
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_EXPIRED}",
+                f"state = {_ACTIVE} AND name = :n",
+                n=name,
             )
 
     def caches_to_delete(
@@ -274,16 +232,14 @@ class CacheVerbs(LedgerBase):
         """The cache ``name`` is gone from the API (deleted, or already expired)."""
         sources = ", ".join(sql_literal(s) for s in CACHE_MOVES["cache_deleted"][0] if s)
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE caches SET state = {_DELETED}, deleted_at = :now"
-                        " WHERE pipeline = :p AND prefix_hash = :h"
-                        f" AND state IN ({sources}) AND name = :n"
-                    ),
-                    {"now": self.clock(), "p": pipeline, "h": digest, "n": name},
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_DELETED}, deleted_at = :now",
+                f"state IN ({sources}) AND name = :n",
+                now=self.clock(),
+                n=name,
             )
 
     def abandoned_cache_deleted(self, pipeline: str, digest: str, *, token: str | None) -> bool:
@@ -291,26 +247,19 @@ class CacheVerbs(LedgerBase):
         have made was looked for by display name and deleted (or none was found)."""
         assert CACHE_MOVES["abandoned_cache_deleted"][1] is CacheState.DELETED
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE caches SET state = {_DELETED}, deleted_at = :now"
-                        " WHERE pipeline = :p AND prefix_hash = :h"
-                        f" AND state = {_RESERVING} AND token = :t"
-                    ),
-                    {"now": self.clock(), "p": pipeline, "h": digest, "t": token},
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_DELETED}, deleted_at = :now",
+                f"state = {_RESERVING} AND token = :t",
+                now=self.clock(),
+                t=token,
             )
 
     def cache_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
         """A delete failed: counted on the cache (never on a row), retried on a later tick."""
         with self._write() as conn:
-            conn.execute(
-                text(
-                    "UPDATE caches SET delete_failures = delete_failures + 1, last_error = :e"
-                    f" WHERE pipeline = :p AND prefix_hash = :h AND state IN ({_ACTIVE},"
-                    f" {_EXPIRED}, {_RETIRED}, {_RESERVING})"
-                ),
-                {"e": error[:500], "p": pipeline, "h": digest},
+            _TABLE.delete_failed(
+                conn, pipeline, digest, error, f"{_ACTIVE}, {_EXPIRED}, {_RETIRED}, {_RESERVING}"
             )

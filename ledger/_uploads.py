@@ -9,6 +9,7 @@ whose compare-and-set changed no row uses the other's.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -16,9 +17,10 @@ from sqlalchemy import text
 
 from ledger._base import LedgerBase
 from ledger._models import Status
+from ledger._side_rows import SideTable, Verdict
 from ledger._transitions import UPLOAD_MOVES, UploadState, sql_in, sql_literal
 
-__all__ = ["FINAL_SQL", "UploadClaim", "UploadRecord", "UploadVerbs"]
+__all__ = ["FINAL_SQL", "UploadAction", "UploadClaim", "UploadRecord", "UploadVerbs"]
 
 _RESERVING = sql_literal(UploadState.RESERVING)
 _ACTIVE = sql_literal(UploadState.ACTIVE)
@@ -47,39 +49,48 @@ _COLUMNS = (
 )
 
 
+class UploadAction(enum.StrEnum):
+    """What a pass does with an upload after ``reserve_upload``."""
+
+    USE = "use"  # a bound file that lives long enough: send its URI
+    UPLOAD = "upload"  # reserved under our token: upload it (or find a dead pass's)
+    WAIT = "wait"  # another live pass is uploading these bytes
+
+
+_ACTIONS = {
+    Verdict.USE: UploadAction.USE,
+    Verdict.OURS: UploadAction.UPLOAD,
+    Verdict.WAIT: UploadAction.WAIT,
+}
+
+
 class UploadClaim(NamedTuple):
     """What ``reserve_upload`` decided: ``use`` the bound file, ``upload`` under our token
     (``taken_over``: a dead pass had reserved it, so look for its file by display name
     first), or ``wait`` (another live pass is uploading these bytes)."""
 
-    action: str
+    action: UploadAction
     record: UploadRecord
     taken_over: bool = False
+
+
+_TABLE = SideTable(
+    "uploads", "content_hash", _COLUMNS, UploadRecord, UploadState.RESERVING, UploadState.ACTIVE
+)
 
 
 class UploadVerbs(LedgerBase):
     """Verbs over the Files API uploads of prompts' media."""
 
-    def _upload(self, conn: object, pipeline: str, digest: str) -> UploadRecord | None:
-        row = conn.execute(  # type: ignore[attr-defined]
-            text(f"SELECT {_COLUMNS} FROM uploads WHERE pipeline = :p AND content_hash = :h"),
-            {"p": pipeline, "h": digest},
-        ).first()
-        return None if row is None else UploadRecord(*row)
-
     def get_upload(self, pipeline: str, digest: str) -> UploadRecord | None:
         with self._read() as conn:
-            return self._upload(conn, pipeline, digest)
+            return _TABLE.get(conn, pipeline, digest)
 
     def uploads(self, pipeline: str) -> list[UploadRecord]:
         """Every upload the pipeline's rows have read, by content hash (``uploads`` counts
         the Files API uploads made for it: more than one when it expired and was sent again)."""
         with self._read() as conn:
-            rows = conn.execute(
-                text(f"SELECT {_COLUMNS} FROM uploads WHERE pipeline = :p ORDER BY content_hash"),
-                {"p": pipeline},
-            ).all()
-        return [UploadRecord(*r) for r in rows]
+            return _TABLE.all(conn, pipeline)
 
     def upload_users(self, pipeline: str) -> dict[str, list[str]]:
         """The job keys that read each of the pipeline's uploads, by content hash."""
@@ -124,53 +135,25 @@ class UploadVerbs(LedgerBase):
                     ),
                     {"p": pipeline, "h": digest, "k": key},
                 )
-            found = self._upload(conn, pipeline, digest)
-            if found is None:
-                inserted = conn.execute(
-                    text(
-                        "INSERT INTO uploads (pipeline, content_hash, state, token,"
-                        " reserved_at, mime_type, size_bytes, uploads, delete_failures)"
-                        f" VALUES (:p, :h, {_RESERVING}, :t, :now, :m, :s, 0, 0)"
-                        " ON CONFLICT DO NOTHING"
-                    ),
-                    {
-                        "p": pipeline,
-                        "h": digest,
-                        "t": token,
-                        "now": now,
-                        "m": mime_type,
-                        "s": size_bytes,
-                    },
-                ).rowcount
-                record = self._upload(conn, pipeline, digest)
-                assert record is not None
-                return UploadClaim("upload" if inserted == 1 else "wait", record)
-            if found.state == UploadState.ACTIVE and (found.expires_at or 0) > fresh_until:
-                return UploadClaim("use", found)
-            if found.state == UploadState.RESERVING and found.reserved_at >= stale_before:
-                return UploadClaim("upload" if found.token == token else "wait", found)
-            taken_over = found.state == UploadState.RESERVING
-            moved = conn.execute(
-                text(
-                    f"UPDATE uploads SET state = {_RESERVING}, token = :t, reserved_at = :now,"
-                    " mime_type = :m, size_bytes = :s, deleted_at = NULL"
-                    " WHERE pipeline = :p AND content_hash = :h AND state = :state"
-                    " AND reserved_at = :was"
-                ),
-                {
-                    "t": token,
-                    "now": now,
-                    "m": mime_type,
-                    "s": size_bytes,
-                    "p": pipeline,
-                    "h": digest,
-                    "state": found.state,
-                    "was": found.reserved_at,
+            got = _TABLE.reserve(
+                conn,
+                pipeline,
+                digest,
+                token=token,
+                now=now,
+                fresh_until=fresh_until,
+                stale_before=stale_before,
+                insert={
+                    "mime_type": mime_type,
+                    "size_bytes": size_bytes,
+                    "uploads": 0,
+                    "delete_failures": 0,
                 },
-            ).rowcount
-            record = self._upload(conn, pipeline, digest)
-            assert record is not None
-            return UploadClaim("upload" if moved == 1 else "wait", record, taken_over)
+                take_over={"mime_type": ":m", "size_bytes": ":s", "deleted_at": "NULL"},
+                m=mime_type,
+                s=size_bytes,
+            )
+            return UploadClaim(_ACTIONS[got.verdict], got.record, got.taken_over)
 
     def bind_upload(
         self, pipeline: str, digest: str, *, token: str, name: str, uri: str, expires_at: float
@@ -179,25 +162,18 @@ class UploadVerbs(LedgerBase):
         was taken over meanwhile (the other pass binds its own)."""
         assert UPLOAD_MOVES["bind_upload"][1] is UploadState.ACTIVE
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE uploads SET state = {_ACTIVE}, name = :n, uri = :u,"
-                        " expires_at = :e, bound_at = :now, uploads = uploads + 1"
-                        f" WHERE pipeline = :p AND content_hash = :h AND state = {_RESERVING}"
-                        " AND token = :t"
-                    ),
-                    {
-                        "n": name,
-                        "u": uri,
-                        "e": expires_at,
-                        "now": self.clock(),
-                        "p": pipeline,
-                        "h": digest,
-                        "t": token,
-                    },
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_ACTIVE}, name = :n, uri = :u, expires_at = :e, bound_at = :now,"
+                " uploads = uploads + 1",
+                f"state = {_RESERVING} AND token = :t",
+                n=name,
+                u=uri,
+                e=expires_at,
+                now=self.clock(),
+                t=token,
             )
 
     def note_upload_uses(self, pipeline: str, digest: str, keys: Sequence[str]) -> None:
@@ -216,16 +192,7 @@ class UploadVerbs(LedgerBase):
         """The upload reserved under ``token`` was refused: the reservation is removed (the
         next row reserves it again)."""
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        "DELETE FROM uploads WHERE pipeline = :p AND content_hash = :h"
-                        f" AND state = {_RESERVING} AND token = :t"
-                    ),
-                    {"p": pipeline, "h": digest, "t": token},
-                ).rowcount
-                == 1
-            )
+            return _TABLE.release(conn, pipeline, digest, token)
 
     def uploads_to_delete(self, *, pipeline: str, limit: int = 200) -> list[UploadRecord]:
         """Bound uploads of ``pipeline`` every row of which is final (done, consumed or
@@ -246,25 +213,17 @@ class UploadVerbs(LedgerBase):
     def upload_deleted(self, pipeline: str, digest: str, *, name: str) -> bool:
         """The file ``name`` is gone from the Files API (deleted, or already gone)."""
         with self._write() as conn:
-            return (
-                conn.execute(
-                    text(
-                        f"UPDATE uploads SET state = {_DELETED}, deleted_at = :now"
-                        f" WHERE pipeline = :p AND content_hash = :h AND state = {_ACTIVE}"
-                        " AND name = :n"
-                    ),
-                    {"now": self.clock(), "p": pipeline, "h": digest, "n": name},
-                ).rowcount
-                == 1
+            return _TABLE.move(
+                conn,
+                pipeline,
+                digest,
+                f"state = {_DELETED}, deleted_at = :now",
+                f"state = {_ACTIVE} AND name = :n",
+                now=self.clock(),
+                n=name,
             )
 
     def upload_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
         """A delete failed: counted on the upload (never on a row), retried later."""
         with self._write() as conn:
-            conn.execute(
-                text(
-                    "UPDATE uploads SET delete_failures = delete_failures + 1, last_error = :e"
-                    f" WHERE pipeline = :p AND content_hash = :h AND state = {_ACTIVE}"
-                ),
-                {"e": error[:500], "p": pipeline, "h": digest},
-            )
+            _TABLE.delete_failed(conn, pipeline, digest, error, _ACTIVE)

@@ -21,7 +21,7 @@ from flows.gemini.gateway import shared_client
 from flows.run._cleanup import delete_due
 from flows.run._uploads import EXPIRY_MARGIN_S, UploadBusy, Uploaded, Uploads
 from flows.settings import Settings
-from ledger import Ledger, UploadRecord
+from ledger import Ledger, UploadAction, UploadRecord
 
 __all__ = ["UPLOAD_STALE_S", "UploadRows", "clean_uploads", "ledger_uploads"]
 
@@ -60,9 +60,9 @@ class UploadRows:
             fresh_until=now + EXPIRY_MARGIN_S,
             stale_before=now - UPLOAD_STALE_S,
         )
-        if claim.action == "use":
+        if claim.action is UploadAction.USE:
             return _uploaded(claim.record)
-        if claim.action == "wait":
+        if claim.action is UploadAction.WAIT:
             raise UploadBusy(f"{digest[:12]}... is being uploaded by another pass")
         crash_point("upload.after_reserve")
         up = uploads.find(digest) if claim.taken_over else None
