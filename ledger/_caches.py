@@ -81,7 +81,13 @@ _ACTIONS = {
     Verdict.WAIT: CacheAction.WAIT,
 }
 _TABLE = SideTable(
-    "caches", "prefix_hash", _COLUMNS, CacheRecord, CacheState.RESERVING, CacheState.ACTIVE
+    "caches",
+    "prefix_hash",
+    _COLUMNS,
+    CacheRecord,
+    CacheState.RESERVING,
+    CacheState.ACTIVE,
+    CacheState.DELETED,
 )
 
 
@@ -171,18 +177,9 @@ class CacheVerbs(LedgerBase):
         over meanwhile (the other pass binds its own)."""
         assert CACHE_MOVES["bind_cache"][1] is CacheState.ACTIVE
         with self._write() as conn:
-            return _TABLE.move(
-                conn,
-                pipeline,
-                digest,
-                f"state = {_ACTIVE}, name = :n, expires_at = :e, tokens = :k, bound_at = :now,"
-                " creates = creates + 1",
-                f"state = {_RESERVING} AND token = :t",
-                n=name,
-                e=expires_at,
-                k=tokens,
-                now=self.clock(),
-                t=token,
+            sets = "name = :n, expires_at = :e, tokens = :k, creates = creates + 1"
+            return _TABLE.bind(
+                conn, pipeline, digest, token, self.clock(), sets, n=name, e=expires_at, k=tokens
             )
 
     def release_cache(self, pipeline: str, digest: str, *, token: str) -> bool:
@@ -232,30 +229,16 @@ class CacheVerbs(LedgerBase):
         """The cache ``name`` is gone from the API (deleted, or already expired)."""
         sources = ", ".join(sql_literal(s) for s in CACHE_MOVES["cache_deleted"][0] if s)
         with self._write() as conn:
-            return _TABLE.move(
-                conn,
-                pipeline,
-                digest,
-                f"state = {_DELETED}, deleted_at = :now",
-                f"state IN ({sources}) AND name = :n",
-                now=self.clock(),
-                n=name,
-            )
+            where = f"state IN ({sources}) AND name = :n"
+            return _TABLE.gone(conn, pipeline, digest, self.clock(), where, n=name)
 
     def abandoned_cache_deleted(self, pipeline: str, digest: str, *, token: str | None) -> bool:
         """A dead pass's reservation (``token``) was cleaned up: the cache its create may
         have made was looked for by display name and deleted (or none was found)."""
         assert CACHE_MOVES["abandoned_cache_deleted"][1] is CacheState.DELETED
         with self._write() as conn:
-            return _TABLE.move(
-                conn,
-                pipeline,
-                digest,
-                f"state = {_DELETED}, deleted_at = :now",
-                f"state = {_RESERVING} AND token = :t",
-                now=self.clock(),
-                t=token,
-            )
+            where = f"state = {_RESERVING} AND token = :t"
+            return _TABLE.gone(conn, pipeline, digest, self.clock(), where, t=token)
 
     def cache_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
         """A delete failed: counted on the cache (never on a row), retried on a later tick."""

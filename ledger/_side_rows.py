@@ -58,7 +58,7 @@ class Reservation(NamedTuple, Generic[R]):
 @dataclass(frozen=True)
 class SideTable(Generic[R]):
     """One side table: its name, its digest column, its columns in ``record``'s order, and
-    its own enum's ``reserving`` and ``active`` states."""
+    its own enum's ``reserving``, ``active`` and ``deleted`` states."""
 
     table: str
     key: str
@@ -66,6 +66,7 @@ class SideTable(Generic[R]):
     record: Callable[..., R]
     reserving: enum.StrEnum
     active: enum.StrEnum
+    deleted: enum.StrEnum
 
     def _where(self) -> str:
         return f"pipeline = :p AND {self.key} = :h"
@@ -97,6 +98,44 @@ class SideTable(Generic[R]):
                 {"p": pipeline, "h": digest, **params},
             ).rowcount
             == 1
+        )
+
+    def bind(
+        self,
+        conn: Any,
+        pipeline: str,
+        digest: str,
+        token: str,
+        now: float,
+        sets: str,
+        **params: object,
+    ) -> bool:
+        """The resource reserved under ``token`` is made (``sets``: what it is): False if the
+        reservation was taken over meanwhile (the other pass binds its own)."""
+        return self.move(
+            conn,
+            pipeline,
+            digest,
+            f"state = {sql_literal(self.active)}, {sets}, bound_at = :now",
+            f"state = {sql_literal(self.reserving)} AND token = :t",
+            now=now,
+            t=token,
+            **params,
+        )
+
+    def gone(
+        self, conn: Any, pipeline: str, digest: str, now: float, where: str, **params: object
+    ) -> bool:
+        """The resource is deleted at the API: moved to ``deleted`` from the row ``where``
+        says."""
+        return self.move(
+            conn,
+            pipeline,
+            digest,
+            f"state = {sql_literal(self.deleted)}, deleted_at = :now",
+            where,
+            now=now,
+            **params,
         )
 
     def release(self, conn: Any, pipeline: str, digest: str, token: str) -> bool:

@@ -75,7 +75,13 @@ class UploadClaim(NamedTuple):
 
 
 _TABLE = SideTable(
-    "uploads", "content_hash", _COLUMNS, UploadRecord, UploadState.RESERVING, UploadState.ACTIVE
+    "uploads",
+    "content_hash",
+    _COLUMNS,
+    UploadRecord,
+    UploadState.RESERVING,
+    UploadState.ACTIVE,
+    UploadState.DELETED,
 )
 
 
@@ -162,18 +168,9 @@ class UploadVerbs(LedgerBase):
         was taken over meanwhile (the other pass binds its own)."""
         assert UPLOAD_MOVES["bind_upload"][1] is UploadState.ACTIVE
         with self._write() as conn:
-            return _TABLE.move(
-                conn,
-                pipeline,
-                digest,
-                f"state = {_ACTIVE}, name = :n, uri = :u, expires_at = :e, bound_at = :now,"
-                " uploads = uploads + 1",
-                f"state = {_RESERVING} AND token = :t",
-                n=name,
-                u=uri,
-                e=expires_at,
-                now=self.clock(),
-                t=token,
+            sets = "name = :n, uri = :u, expires_at = :e, uploads = uploads + 1"
+            return _TABLE.bind(
+                conn, pipeline, digest, token, self.clock(), sets, n=name, u=uri, e=expires_at
             )
 
     def note_upload_uses(self, pipeline: str, digest: str, keys: Sequence[str]) -> None:
@@ -213,15 +210,8 @@ class UploadVerbs(LedgerBase):
     def upload_deleted(self, pipeline: str, digest: str, *, name: str) -> bool:
         """The file ``name`` is gone from the Files API (deleted, or already gone)."""
         with self._write() as conn:
-            return _TABLE.move(
-                conn,
-                pipeline,
-                digest,
-                f"state = {_DELETED}, deleted_at = :now",
-                f"state = {_ACTIVE} AND name = :n",
-                now=self.clock(),
-                n=name,
-            )
+            where = f"state = {_ACTIVE} AND name = :n"
+            return _TABLE.gone(conn, pipeline, digest, self.clock(), where, n=name)
 
     def upload_delete_failed(self, pipeline: str, digest: str, *, error: str) -> None:
         """A delete failed: counted on the upload (never on a row), retried later."""
