@@ -18,7 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import text
 
 from ledger._base import LedgerBase
-from ledger._side_rows import SideTable, Verdict
+from ledger._side_rows import ReserveStep, SideTable
 from ledger._transitions import CACHE_MOVES, CacheState, sql_literal
 from ledger._uploads import FINAL_SQL
 
@@ -76,9 +76,9 @@ class CacheClaim(NamedTuple):
 
 
 _ACTIONS = {
-    Verdict.USE: CacheAction.USE,
-    Verdict.OURS: CacheAction.CREATE,
-    Verdict.WAIT: CacheAction.WAIT,
+    ReserveStep.USE: CacheAction.USE,
+    ReserveStep.OURS: CacheAction.CREATE,
+    ReserveStep.WAIT: CacheAction.WAIT,
 }
 _TABLE = SideTable(
     "caches",

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from ledger._transitions import sql_literal
 
-__all__ = ["Reservation", "SideTable", "Verdict"]
+__all__ = ["Reservation", "ReserveStep", "SideTable"]
 
 
 class _Row(Protocol):
@@ -35,7 +35,7 @@ class _Row(Protocol):
 R = TypeVar("R", bound=_Row)
 
 
-class Verdict(enum.Enum):
+class ReserveStep(enum.Enum):
     """What a reservation decided, before each table names it (``CacheAction``,
     ``UploadAction``)."""
 
@@ -49,7 +49,7 @@ class Reservation(NamedTuple, Generic[R]):
     reservation was taken over, and (``superseded``) the row as it was before our
     compare-and-set moved it (None when nothing moved)."""
 
-    verdict: Verdict
+    verdict: ReserveStep
     record: R
     taken_over: bool = False
     superseded: R | None = None
@@ -207,7 +207,7 @@ class SideTable(Generic[R]):
             return Reservation(_ours_or_wait(inserted == 1), record)
         state, reserved_at = found.state, found.reserved_at
         if state == self.active and (found.expires_at or 0) > fresh_until:
-            return Reservation(Verdict.USE, found)
+            return Reservation(ReserveStep.USE, found)
         if state == self.reserving and reserved_at >= stale_before:
             return Reservation(_ours_or_wait(found.token == token), found)
         sets = ", ".join(f"{c} = {v}" for c, v in take_over.items())
@@ -230,5 +230,5 @@ class SideTable(Generic[R]):
         )
 
 
-def _ours_or_wait(ours: bool) -> Verdict:
-    return Verdict.OURS if ours else Verdict.WAIT
+def _ours_or_wait(ours: bool) -> ReserveStep:
+    return ReserveStep.OURS if ours else ReserveStep.WAIT

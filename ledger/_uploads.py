@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from ledger._base import LedgerBase
 from ledger._models import Status
-from ledger._side_rows import SideTable, Verdict
+from ledger._side_rows import ReserveStep, SideTable
 from ledger._transitions import UPLOAD_MOVES, UploadState, sql_in, sql_literal
 
 __all__ = ["FINAL_SQL", "UploadAction", "UploadClaim", "UploadRecord", "UploadVerbs"]
@@ -58,9 +58,9 @@ class UploadAction(enum.StrEnum):
 
 
 _ACTIONS = {
-    Verdict.USE: UploadAction.USE,
-    Verdict.OURS: UploadAction.UPLOAD,
-    Verdict.WAIT: UploadAction.WAIT,
+    ReserveStep.USE: UploadAction.USE,
+    ReserveStep.OURS: UploadAction.UPLOAD,
+    ReserveStep.WAIT: UploadAction.WAIT,
 }
 
 

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from google.genai import types
@@ -37,6 +36,7 @@ from flows.gemini._errors import certainly_refused, classify, is_not_found, setu
 from flows.gemini.gateway import shared_client
 from flows.pipeline import Pipeline
 from flows.prefix import fresh_margin_s
+from flows.run._api_time import epoch_of
 from flows.run._cleanup import delete_due
 from flows.settings import Settings
 from ledger import CACHE_EXPIRED, CacheAction, CacheRecord, CacheState, Ledger, redact
@@ -54,16 +54,6 @@ def cache_display_name(pipeline: str, digest: str) -> str:
     The API limits a display name to 128 characters: the digest is cut to fit."""
     name = f"{_PREFIX}{pipeline}-"
     return name + digest[: max(16, 128 - len(name))]
-
-
-def _epoch(value: Any, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
 def _tokens(cache: Any) -> int:
@@ -155,7 +145,7 @@ class PrefixCache:
             if found is None:
                 return None
         name = str(found.name)
-        expires_at = _epoch(getattr(found, "expire_time", None), now + self.ttl_s)
+        expires_at = epoch_of(getattr(found, "expire_time", None), now + self.ttl_s)
         ledger.bind_cache(
             p.name,
             self.digest,
@@ -232,7 +222,7 @@ class PrefixCache:
         for cache in self.client.caches.list(config=config):
             if getattr(cache, "display_name", None) != self.display_name:
                 continue
-            if _epoch(getattr(cache, "expire_time", None), now) - now > self.margin_s:
+            if epoch_of(getattr(cache, "expire_time", None), now) - now > self.margin_s:
                 return cache
         return None
 

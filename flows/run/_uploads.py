@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from google.genai import types
@@ -25,6 +24,7 @@ from flows.contents import Part, content_hash
 from flows.crash import crash_point
 from flows.gemini._errors import classify, describe, http_code, setup_fault
 from flows.pipeline import Pipeline, Prompt
+from flows.run._api_time import epoch_of
 from ledger import Failure, Ledger, Verdict
 
 __all__ = [
@@ -69,13 +69,8 @@ class Uploaded:
 
 
 def _epoch(value: Any) -> float:
-    if value is None:
-        return time.time() + 48 * 3600  # kept 48 h (https://ai.google.dev/gemini-api/docs/files)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    # kept 48 h when the answer leaves it out (https://ai.google.dev/gemini-api/docs/files)
+    return epoch_of(value, time.time() + 48 * 3600)
 
 
 def _state(file: Any) -> str:
