@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._lines import NO_USAGE, Usage
@@ -117,6 +118,35 @@ class DueRows:
         return self.pending + self.retrying
 
 
+# The columns of ``plans`` a ``Planned`` is read from, in its order (``_planned``).
+_PLANNED = "rows, prompt_tokens, output_tokens, usd, source, held, cap_usd, reached_at"
+
+
+def _planned(r: Sequence[Any]) -> Planned:
+    return Planned(
+        int(r[0]),
+        int(r[1]),
+        int(r[2]),
+        float(r[3]),
+        str(r[4] or ""),
+        int(r[5]),
+        None if r[6] is None else float(r[6]),
+        None if r[7] is None else float(r[7]),
+    )
+
+
+def _upsert_plan(values: str, on_conflict: str) -> TextClause:
+    """The night's ``plans`` row made with ``values`` (rows, tokens, usd, source, held and
+    cap; never reached yet) or, when it is there, ``DO on_conflict``: the one insert every
+    tick's note of its plan shares."""
+    return text(
+        "INSERT INTO plans (pipeline, day, channel, rows, prompt_tokens, output_tokens, usd,"
+        " source, held, cap_usd, reached_at, updated_at)"
+        f" VALUES (:p, :d, :c, {values}, NULL, :now)"
+        f" ON CONFLICT (pipeline, day) DO {on_conflict}"
+    )
+
+
 def _usage_lines(rows: Sequence[Sequence[object]]) -> tuple[ModelUsage, ...]:
     return tuple(
         ModelUsage(
@@ -155,14 +185,11 @@ class PlanVerbs(LedgerBase):
         now = self.clock()
         with self._write() as conn:
             conn.execute(
-                text(
-                    "INSERT INTO plans (pipeline, day, channel, rows, prompt_tokens,"
-                    " output_tokens, usd, source, held, cap_usd, reached_at, updated_at)"
-                    " VALUES (:p, :d, :c, :rows, :pt, :ot, :usd, :src, 0, :cap, NULL, :now)"
-                    " ON CONFLICT (pipeline, day) DO UPDATE SET rows = plans.rows + :rows,"
-                    " prompt_tokens = plans.prompt_tokens + :pt,"
-                    " output_tokens = plans.output_tokens + :ot, usd = plans.usd + :usd,"
-                    " source = :src, cap_usd = :cap, updated_at = :now"
+                _upsert_plan(
+                    ":rows, :pt, :ot, :usd, :src, 0, :cap",
+                    "UPDATE SET rows = plans.rows + :rows, prompt_tokens = plans.prompt_tokens"
+                    " + :pt, output_tokens = plans.output_tokens + :ot, usd = plans.usd + :usd,"
+                    " source = :src, cap_usd = :cap, updated_at = :now",
                 ),
                 {
                     "p": pipeline,
@@ -185,12 +212,9 @@ class PlanVerbs(LedgerBase):
         now = self.clock()
         with self._write() as conn:
             conn.execute(
-                text(
-                    "INSERT INTO plans (pipeline, day, channel, rows, prompt_tokens,"
-                    " output_tokens, usd, source, held, cap_usd, reached_at, updated_at)"
-                    " VALUES (:p, :d, :c, 0, 0, 0, 0, '', :held, :cap, NULL, :now)"
-                    " ON CONFLICT (pipeline, day) DO UPDATE SET held = :held,"
-                    " cap_usd = :cap, updated_at = :now"
+                _upsert_plan(
+                    "0, 0, 0, 0, '', :held, :cap",
+                    "UPDATE SET held = :held, cap_usd = :cap, updated_at = :now",
                 ),
                 {"p": pipeline, "d": day, "c": channel, "held": held, "cap": cap_usd, "now": now},
             )
@@ -201,12 +225,7 @@ class PlanVerbs(LedgerBase):
         now = self.clock()
         with self._write() as conn:
             conn.execute(
-                text(
-                    "INSERT INTO plans (pipeline, day, channel, rows, prompt_tokens,"
-                    " output_tokens, usd, source, held, cap_usd, reached_at, updated_at)"
-                    " VALUES (:p, :d, :c, 0, 0, 0, 0, '', 0, NULL, NULL, :now)"
-                    " ON CONFLICT (pipeline, day) DO NOTHING"
-                ),
+                _upsert_plan("0, 0, 0, 0, '', 0, NULL", "NOTHING"),
                 {"p": pipeline, "d": day, "c": channel, "now": now},
             )
             return (
@@ -271,10 +290,7 @@ class PlanVerbs(LedgerBase):
         params = {"p": pipeline, "since": since}
         with self._read() as conn:
             plans = conn.execute(
-                text(
-                    "SELECT day, rows, prompt_tokens, output_tokens, usd, source, held, cap_usd,"
-                    " reached_at FROM plans WHERE pipeline = :p AND day >= :since"
-                ),
+                text(f"SELECT day, {_PLANNED} FROM plans WHERE pipeline = :p AND day >= :since"),
                 params,
             ).all()
             answered = conn.execute(
@@ -302,19 +318,7 @@ class PlanVerbs(LedgerBase):
                 ),
                 params,
             ).all()
-        planned = {
-            str(r[0]): Planned(
-                int(r[1]),
-                int(r[2]),
-                int(r[3]),
-                float(r[4]),
-                str(r[5] or ""),
-                int(r[6]),
-                None if r[7] is None else float(r[7]),
-                None if r[8] is None else float(r[8]),
-            )
-            for r in plans
-        }
+        planned = {str(r[0]): _planned(r[1:]) for r in plans}
         lines: dict[str, list[Sequence[object]]] = {}
         direct: dict[str, list[Sequence[object]]] = {}
         for r in answered:
@@ -347,24 +351,10 @@ class PlanVerbs(LedgerBase):
         no read of the jobs), or None when no tick planned it."""
         with self._read() as conn:
             r = conn.execute(
-                text(
-                    "SELECT rows, prompt_tokens, output_tokens, usd, source, held, cap_usd,"
-                    " reached_at FROM plans WHERE pipeline = :p AND day = :d"
-                ),
+                text(f"SELECT {_PLANNED} FROM plans WHERE pipeline = :p AND day = :d"),
                 {"p": pipeline, "d": day},
             ).first()
-        if r is None:
-            return None
-        return Planned(
-            int(r[0]),
-            int(r[1]),
-            int(r[2]),
-            float(r[3]),
-            str(r[4] or ""),
-            int(r[5]),
-            None if r[6] is None else float(r[6]),
-            None if r[7] is None else float(r[7]),
-        )
+        return None if r is None else _planned(r)
 
     def due_rows(self, pipeline: str, *, sample: int = 20) -> DueRows:
         """The rows of ``pipeline`` waiting to be sent (pending, retryable) and a sample of
