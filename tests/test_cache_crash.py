@@ -5,19 +5,15 @@ attempt, and deleting it once every row is final."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from ledger import CacheState, Status
-from tests.child_env import child_env
+from tests.killed_tick import tick_killed_at
 from tests.test_cache_ticks import DAY, ITEMS, direct
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = "tests.test_cache_ticks:direct"
 NAME = "prefixed-direct"
 
@@ -52,24 +48,7 @@ def test_a_tick_killed_around_the_cache_never_makes_two(
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
-    trace = tmp_path / "trace.txt"
-    env = child_env(
-        {
-            "PREFECT_API_URL": prefect_api,
-            "GEMINI_LEDGER_CRASH_AT": point,
-            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=180,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert trace.read_text().splitlines()[-1] == point
+    tick_killed_at(point, spec=SPEC, day=DAY, prefect_api=prefect_api, trace=tmp_path / "trace.txt")
     assert emulator.stats()["caches"]["created"] == created
 
     ledger = open_ledger(sqlite_url)
@@ -107,21 +86,7 @@ def test_a_cache_created_by_a_killed_pass_is_deleted_by_the_next_tick(
     from flows.tick import tick
 
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
-    env = child_env(
-        {
-            "PREFECT_API_URL": prefect_api,
-            "GEMINI_LEDGER_CRASH_AT": "cache.after_create",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=180,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    tick_killed_at("cache.after_create", spec=SPEC, day=DAY, prefect_api=prefect_api)
     assert emulator.stats()["caches"]["stored"] == 1
     monkeypatch.setenv("GEMINI_LEDGER_DIRECT_STALE_S", "0")
     tick(pipeline=SPEC, day=DAY)

@@ -5,9 +5,6 @@ row's attempt."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +12,9 @@ from sqlalchemy import text
 
 from flows.contents import content_hash
 from ledger import Status, UploadState
-from tests.child_env import child_env
+from tests.killed_tick import tick_killed_at
 from tests.test_media_ticks import DAY, PDF_ENV, write_pdf
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = "tests.test_media_ticks:direct"
 NAME = "media-direct"
 
@@ -60,24 +56,7 @@ def test_a_tick_killed_around_an_upload_never_uploads_twice(
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     pdf = write_pdf(tmp_path)
     monkeypatch.setenv(PDF_ENV, str(pdf))
-    trace = tmp_path / "trace.txt"
-    env = child_env(
-        {
-            "PREFECT_API_URL": prefect_api,
-            "GEMINI_LEDGER_CRASH_AT": point,
-            "GEMINI_LEDGER_CRASH_TRACE": str(trace),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tick", SPEC, "--day", DAY.isoformat()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=180,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert trace.read_text().splitlines()[-1] == point
+    tick_killed_at(point, spec=SPEC, day=DAY, prefect_api=prefect_api, trace=tmp_path / "trace.txt")
     assert _uploads_sent(emulator) == sent
 
     ledger = open_ledger(sqlite_url)
