@@ -40,6 +40,7 @@ from flows.channels._channel import (
 from flows.identity import claim_pipeline
 from flows.run._budget import Budget
 from flows.run._deliver import Delivery, enroll_day
+from flows.run._ending import own_endings
 from flows.run._halt import checked, halts, preflight
 from flows.run._names import name_refused_run, run_name, slug, tick_name
 from flows.run._parameters import (
@@ -280,5 +281,7 @@ def run_tick(
     budget_usd: float | None = None,
     deadline: str | None = None,
 ) -> TickReport:
-    """Run one tick of the pipeline (the same flow its schedule runs) and return its report."""
-    return tick(pipeline=spec, day=day, params=params, budget_usd=budget_usd, deadline=deadline)
+    """Run one tick of the pipeline (the same flow its schedule runs) and return its report;
+    a halt raises its :class:`ledger.SetupFault`, a stop its ``Stopped``."""
+    with own_endings():
+        return tick(pipeline=spec, day=day, params=params, budget_usd=budget_usd, deadline=deadline)

@@ -243,15 +243,17 @@ def handles_errors(func: F) -> F:
 @contextlib.contextmanager
 def prefect_for_flows() -> Iterator[str | None]:
     """The Prefect API a flow-running command reports to (a temporary server if none is set);
-    a halt's line is left to :func:`handles_errors` to print, once."""
+    a halt's line is left to :func:`handles_errors` to print, once, and a flow's own ending
+    (a halt, a stop) reaches it as itself, even when Prefect's answer lost it."""
     from flows._prefect_api import prefect_api
+    from flows.run._ending import own_endings
     from flows.run._halt import told_once
 
     def announce(line: str) -> None:
         err.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
 
     startup_s = command_settings().prefect_startup_s
-    with prefect_api(announce, startup_s=startup_s) as url, told_once():
+    with prefect_api(announce, startup_s=startup_s) as url, told_once(), own_endings():
         yield url
 
 

@@ -28,6 +28,7 @@ from prefect.events import emit_event
 from prefect.states import Failed
 
 from flows.gemini._errors import setup_fault
+from flows.run._ending import ended_with
 from ledger import SetupFault
 
 
@@ -186,6 +187,7 @@ def halts(channel: str | None = None, *, flow: bool = False) -> Callable[[F], F]
             if flow:
                 name, own_channel = _pipeline_of(func, args, kwargs)
                 _announce(fault, name, channel or own_channel or "unknown")
+                ended_with(fault)  # in case the server's answer to Failed loses it
             return Failed(message=str(fault), data=fault)
 
         # Prefect reads the parameters' types from the wrapper, whose module is this one:

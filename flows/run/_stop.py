@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar, cast
 
+from flows.run._ending import ended_with
 from ledger import TransientError
 
 __all__ = [
@@ -169,7 +170,8 @@ def stops(func: F) -> F:
                 return func(*args, **kwargs)
             except Stopped as exc:
                 _run_log().warning("%s", exc)
-                return Cancelled(message=str(exc), data=exc)
+                # Kept in case the server's answer to Cancelled loses it (flows.run._ending).
+                return Cancelled(message=str(exc), data=ended_with(exc))
 
     return cast(F, wrapper)
 
