@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Connection, bindparam, text
 
 from ledger._errors import InvalidTransition
 from ledger._failure import Failure
@@ -258,16 +258,18 @@ class OutcomeVerbs(RevisionVerbs):
         pass's (another pass took the claim over once it had gone unrenewed for its age,
         or it was consumed): the pass must not run its side effect.
         """
-        now = self.clock()
-        only = " AND key = :key" if key is not None else ""
         with self._write() as conn:
-            return conn.execute(
-                text(
-                    "UPDATE jobs SET claimed_at = :now"
-                    f" WHERE delivery_claim = :t AND {MOVES['renew_delivery'].where()}{only}"
-                ),
-                {"t": token, "now": now, "key": key},
-            ).rowcount
+            return self._renew(conn, token, key, self.clock())
+
+    def _renew(self, conn: Connection, token: str, key: str | None, now: float) -> int:
+        only = " AND key = :key" if key is not None else ""
+        return conn.execute(
+            text(
+                "UPDATE jobs SET claimed_at = :now"
+                f" WHERE delivery_claim = :t AND {MOVES['renew_delivery'].where()}{only}"
+            ),
+            {"t": token, "now": now, "key": key},
+        ).rowcount
 
     def release_done(self, keys: Sequence[str], *, token: str) -> int:
         """Give back delivery claims (the side effect failed): the next tick may retry them."""
@@ -326,20 +328,31 @@ class OutcomeVerbs(RevisionVerbs):
         """
         if not keys:
             return 0
-        now = self.clock()
-        claimed = " AND delivery_claim = :t" if token is not None else ""
         with self._write() as conn:
-            return conn.execute(
-                text(
-                    # The delivery claim goes too: consumed rows, the ledger's bulk, stay
-                    # out of the delivery claim index.
-                    f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
-                    " consumed_at = :now, updated_at = :now,"
-                    " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND "
-                    f" {MOVES['consume'].where()}{claimed}"
-                ),
-                [{"key": k, "now": now, "t": token} for k in keys],
-            ).rowcount
+            return self._consume(conn, keys, token, self.clock())
+
+    def consume_and_renew(self, key: str, *, token: str, next_key: str) -> tuple[int, int]:
+        """``consume([key], token=token)`` and ``renew_delivery(token, key=next_key)`` in one
+        transaction: a delivery pass records the side effect it ran and renews its claim on
+        the row it runs next at the same moment. Returns (consumed, renewed): each 0 when
+        that row is no longer the pass's."""
+        now = self.clock()
+        with self._write() as conn:
+            return self._consume(conn, [key], token, now), self._renew(conn, token, next_key, now)
+
+    def _consume(self, conn: Connection, keys: Sequence[str], token: str | None, now: float) -> int:
+        claimed = " AND delivery_claim = :t" if token is not None else ""
+        return conn.execute(
+            text(
+                # The delivery claim goes too: consumed rows, the ledger's bulk, stay
+                # out of the delivery claim index.
+                f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
+                " consumed_at = :now, updated_at = :now,"
+                " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND "
+                f" {MOVES['consume'].where()}{claimed}"
+            ),
+            [{"key": k, "now": now, "t": token} for k in keys],
+        ).rowcount
 
     def consume_one(self, key: str) -> None:
         """Mark one job consumed; refuses unless it is done."""

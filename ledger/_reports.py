@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from ledger._base import LedgerBase
 from ledger._errors import UnknownJob
@@ -71,6 +71,20 @@ class ReportVerbs(LedgerBase):
         if not views:
             raise UnknownJob(key)
         return views[0]
+
+    def latest_due_at(self, keys: Sequence[str]) -> float | None:
+        """The latest ``due_at`` of the jobs ``keys`` (None when none of them is known): one
+        read for a group of rows sent together, not one per row."""
+        if not keys:
+            return None
+        with self._read() as conn:
+            value = conn.execute(
+                text("SELECT MAX(due_at) FROM jobs WHERE key IN :keys").bindparams(
+                    bindparam("keys", expanding=True)
+                ),
+                {"keys": list(keys)},
+            ).scalar()
+        return None if value is None else float(value)
 
     def jobs(self, *, pipeline: str | None = None, status: str | None = None) -> list[JobView]:
         """Every job (of a pipeline, in a state): for tests, reports and small ledgers."""

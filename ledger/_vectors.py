@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger._failure import Failure, Verdict
@@ -33,6 +34,11 @@ class Vector(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     values: list[float] = Field(min_length=1)
+
+    def to_json(self) -> str:
+        """The stored result, ``{"values": [...]}``: the same text as ``model_dump_json``
+        in a fraction of its time (a row's vector is hundreds of numbers)."""
+        return orjson.dumps({"values": self.values}).decode()
 
 
 def vector_values(embedding: Any) -> Any:
@@ -51,6 +57,8 @@ def validate_vector(values: Any, dimension: int | None = None) -> Vector | Failu
         return Failure(
             Verdict.PERMANENT, "schema", f"embedding is a {type(values).__name__}, not a list"
         )
+    if _all_finite_floats(values):
+        return _sized(list(values), dimension)
     out: list[float] = []
     for i, v in enumerate(values):
         # bool is an int in Python, never a coordinate.
@@ -59,10 +67,22 @@ def validate_vector(values: Any, dimension: int | None = None) -> Vector | Failu
                 Verdict.PERMANENT, "schema", f"embedding value {i} is {str(v)[:40]!r}, not finite"
             )
         out.append(float(v))
-    if dimension is not None and len(out) != dimension:
+    return _sized(out, dimension)
+
+
+def _all_finite_floats(values: list[Any] | tuple[Any, ...]) -> bool:
+    """Every value a float and finite, checked at C speed (the common answer; anything else
+    takes the value-by-value loop, which says which value is wrong): a NaN or an infinity
+    makes the sum non-finite (a finite sum that overflows only sends a good vector the slow
+    way)."""
+    return set(map(type, values)) == {float} and math.isfinite(sum(values))
+
+
+def _sized(values: list[float], dimension: int | None) -> Vector | Failure:
+    if dimension is not None and len(values) != dimension:
         return Failure(
             Verdict.PERMANENT,
             "schema",
-            f"embedding has {len(out)} values, the pipeline asks for {dimension}",
+            f"embedding has {len(values)} values, the pipeline asks for {dimension}",
         )
-    return Vector(values=out)
+    return Vector(values=values)

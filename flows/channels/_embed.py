@@ -85,7 +85,8 @@ def _config(settings: EmbeddingSettings, keys: Sequence[str]) -> types.EmbedCont
 def _wait_until_due(ledger: Ledger, keys: Sequence[str], max_wait_s: float) -> None:
     """Sleep what is left of a server delay recorded on the group's rows (the longest: the
     group is sent together)."""
-    remaining = max(ledger.get(k).due_at for k in keys) - ledger.clock()
+    due_at = ledger.latest_due_at(keys)
+    remaining = 0.0 if due_at is None else due_at - ledger.clock()
     if 0 < remaining <= max_wait_s:
         wait_unless_stopped(remaining)
 
@@ -172,7 +173,7 @@ def _attempt(keys: Sequence[str], calls: Calls) -> dict[str, str]:
         if isinstance(checked, Failure):
             failed.append(FailureRow(key, checked, tokens[i], 0, tokens[i]))
         else:
-            done.append(ResultRow(key, checked.model_dump_json(), tokens[i], 0, tokens[i]))
+            done.append(ResultRow(key, checked.to_json(), tokens[i], 0, tokens[i]))
     if done:
         ledger.apply_results(done, handle=handle)
     if failed:

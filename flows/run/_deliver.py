@@ -4,10 +4,11 @@ A pass claims rows a small group at a time under its own token (``Ledger.claim_d
 and holds them while it works: a :class:`flows.run._renewal.Renewal` renews its claims every
 quarter of the stale age (``older_than``), and before each side effect the pass renews the
 row in hand and checks it is still its own (``Ledger.renew_delivery``, a compare-and-set on
-the token). Another pass takes over only a claim left unrenewed for ``older_than`` seconds:
-its pass died. ``consume`` records only rows still claimed under the token, so a pass whose
-claim was taken over (its process stalled past the age) records nothing more, stops, and
-says so (``Delivery.taken_over``).
+the token; for the rows after the first of a group, in the transaction that consumed the row
+before it, ``Ledger.consume_and_renew``: one write a row, not two). Another pass takes over
+only a claim left unrenewed for ``older_than`` seconds: its pass died. ``consume`` records
+only rows still claimed under the token, so a pass whose claim was taken over (its process
+stalled past the age) records nothing more, stops, and says so (``Delivery.taken_over``).
 
 A side effect that raises (or a stored result that no longer validates against the output
 schema) is logged (redacted) and its row goes back to plain ``done`` for the next tick, until
@@ -130,16 +131,28 @@ class _Claims:
         holds: rows whose side effect ran but is not consumed yet, failed ones); False when
         the row is no longer this pass's."""
         with self.renewal.exclusive():
-            now = self.ledger.clock()
-            if now - self.renewed_at >= self.renewal.every:
-                self.ledger.renew_delivery(self.token)
-                self.renewed_at = now
+            self._renew_all_when_due()
             return self.ledger.renew_delivery(self.token, key=key) == 1
 
-    def consume(self, keys: list[str]) -> int:
-        """Record side effects that ran; only rows still claimed by this pass move."""
+    def _renew_all_when_due(self) -> None:
+        now = self.ledger.clock()
+        if now - self.renewed_at >= self.renewal.every:
+            self.ledger.renew_delivery(self.token)
+            self.renewed_at = now
+
+    def consume(self, key: str, following: str | None) -> tuple[int, bool | None]:
+        """Record the side effect that ran on ``key`` (only a row still claimed by this pass
+        moves) and, in the same transaction, do what :meth:`keep` does for the row the pass
+        runs next, ``following``: (rows consumed, whether ``following`` is still the pass's;
+        None without one)."""
         with self.renewal.exclusive():
-            return self.ledger.consume(keys, token=self.token)
+            if following is None:
+                return self.ledger.consume([key], token=self.token), None
+            self._renew_all_when_due()
+            moved, renewed = self.ledger.consume_and_renew(
+                key, token=self.token, next_key=following
+            )
+            return moved, renewed == 1
 
     def release(self, keys: list[str]) -> None:
         """Give back claims this pass will not deliver (it is stopping)."""
@@ -218,12 +231,15 @@ def _deliver_claimed(
     p = claims.p
     while claimed := claims.claim():
         out.claimed += len(claimed)
+        # The row in hand's claim, renewed by the write that recorded the row before it
+        # (one transaction a row, not two); None: renew it now.
+        renewed: bool | None = None
         for n, (key, result) in enumerate(claimed):
             if stop_requested():
                 # Between rows: the claims not yet delivered go back for the next tick.
                 claims.release([k for k, _ in claimed[n:]])
                 return
-            if not claims.keep(key):
+            if not (claims.keep(key) if renewed is None else renewed):
                 out.lost_claim = True
                 log.warning(
                     "%s: the delivery claim on %s was taken over by another pass (this one"
@@ -234,6 +250,7 @@ def _deliver_claimed(
                 )
                 claims.release([k for k, _ in claimed[n + 1 :]])  # still ours: not held idle
                 return
+            renewed = None
             try:
                 value = p.output.model_validate_json(result)
                 kept = _kept(claims.ledger, key) if p.wants_kept else None
@@ -253,7 +270,9 @@ def _deliver_claimed(
                 )
                 continue
             _crash(points.before_consume)
-            if not _record(claims, [key], out, log):
+            following = claimed[n + 1][0] if n + 1 < len(claimed) else None
+            recorded, renewed = _record(claims, key, following, out, log)
+            if not recorded:
                 claims.release([k for k, _ in claimed[n + 1 :]])
                 return
 
@@ -266,27 +285,29 @@ def _kept(ledger: Ledger, key: str) -> Any:
 
 def _record(
     claims: _Claims,
-    done: list[str],
+    done: str,
+    following: str | None,
     out: Delivery,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> bool:
-    """Consume the rows whose side effect ran; False (and said) when some were no longer
-    this pass's: it stops."""
-    moved = claims.consume(done)
+) -> tuple[bool, bool | None]:
+    """Consume the row whose side effect ran, renewing the claim on the ``following`` one;
+    (False, ...) (and said) when the row was no longer this pass's: it stops. The second
+    value says whether ``following`` is still the pass's (None: not renewed)."""
+    moved, renewed = claims.consume(done, following)
     out.consumed += moved
     note(delivered=moved)  # the tick's progress artifact (flows.run._progress)
-    if moved == len(done):
-        return True
-    out.taken_over += len(done) - moved
+    if moved == 1:
+        return True, renewed
+    out.taken_over += 1 - moved
     out.lost_claim = True
     log.error(
         "%s: %d side effects ran after another pass took their claims over (this one went"
         " unrenewed for %ss; they may run again there): stopping",
         claims.p.name,
-        len(done) - moved,
+        1 - moved,
         claims.age,
     )
-    return False
+    return False, renewed
 
 
 # Examples of each kind of bad item kept in the tick's report (the counts are exact).

@@ -58,6 +58,28 @@ def test_consume_with_a_token_records_only_rows_the_pass_still_holds(ledger_url:
     assert {j.status for j in ledger.jobs(pipeline="p")} == {Status.CONSUMED}
 
 
+def test_consume_and_renew_records_one_row_and_keeps_the_next_in_one_write(
+    ledger_url: str,
+) -> None:
+    """The pass's write after a side effect consumes that row and renews its claim on the
+    next one; each half moves only a row the pass still holds, and says so."""
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    keys = _enroll(ledger, "p", 3)
+    ledger.reserve(pipeline="p", limit=3, reservation="r", batch_model="m")
+    ledger.bind_batch("r", name="batches/r")
+    ledger.apply_results([ResultRow(k, "{}") for k in keys], handle="batches/r")
+    assert len(ledger.claim_done(pipeline="p", token="a", older_than=10)) == 3
+    clock.advance(5)
+    assert ledger.consume_and_renew(keys[0], token="a", next_key=keys[1]) == (1, 1)
+    assert ledger.get(keys[0]).status == Status.CONSUMED
+    clock.advance(6)  # keys[1] renewed 6 s ago, keys[2] 11 s ago: only keys[2] is stale
+    assert [k for k, _ in ledger.claim_done(pipeline="p", token="b", older_than=10)] == [keys[2]]
+    assert ledger.consume_and_renew(keys[1], token="a", next_key=keys[2]) == (1, 0)
+    assert ledger.consume_and_renew(keys[2], token="a", next_key=keys[1]) == (0, 0)
+    assert ledger.get(keys[2]).status == Status.DONE  # b's, still to deliver
+
+
 def test_a_background_reservation_being_sent_is_renewed_not_taken_over(
     ledger_url: str,
 ) -> None:

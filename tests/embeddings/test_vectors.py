@@ -40,6 +40,23 @@ def test_a_good_vector_is_stored_as_values() -> None:
     assert Vector.model_validate_json(checked.model_dump_json()) == checked
 
 
+def test_a_vector_is_checked_the_same_whatever_its_path() -> None:
+    """Floats whose sum overflows are still a vector; ints are read as floats; a NaN or an
+    infinity anywhere is refused, with the position of the first bad value."""
+    assert validate_vector([1e308, 1e308], 2) == Vector(values=[1e308, 1e308])
+    assert validate_vector([1, 2.5], 2) == Vector(values=[1.0, 2.5])
+    for bad, first in (([0.5, -math.inf, math.inf], 1), ([0.5, 0.25, math.nan], 2)):
+        checked = validate_vector(bad, 3)
+        assert isinstance(checked, Failure) and checked.code == "schema"
+        assert f"embedding value {first} is" in checked.message
+
+
+def test_a_vector_is_stored_as_the_model_would_write_it() -> None:
+    """The stored text of a vector is the model's own JSON of it."""
+    vector = Vector(values=[0.1, -2.0, 1e-07, 123456789.125, 1e20])
+    assert vector.to_json() == vector.model_dump_json()
+
+
 def _pipeline(**over):
     base = {
         "name": "emb",

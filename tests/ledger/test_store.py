@@ -240,6 +240,19 @@ def test_retry_delay_makes_the_job_due_later(ledger, clock):
     assert ledger.reserve(pipeline="p", limit=1, reservation="r2") == 1
 
 
+def test_latest_due_at_is_the_latest_of_the_rows_asked(ledger, clock):
+    """A group's due time is its latest row's (a server delay on one holds the group back);
+    keys the ledger does not know are not counted."""
+    enroll(ledger, 3)
+    ledger.reserve(pipeline="p", limit=1, reservation="r1", keys=["p:k001"])
+    delayed = Failure(Verdict.RETRYABLE, "429", "slow down", retry_delay=30.0)
+    ledger.record_failure("p:k001", delayed, policy=Policy(), reservation="r1")
+    assert ledger.latest_due_at(["p:k000", "p:k001", "p:k002"]) == ledger.get("p:k001").due_at
+    assert ledger.latest_due_at(["p:k000", "nobody"]) == ledger.get("p:k000").due_at
+    assert ledger.latest_due_at(["nobody"]) is None
+    assert ledger.get("p:k001").due_at >= clock.now + 30 > ledger.get("p:k000").due_at
+
+
 def test_bulk_failures_and_missing_rows(ledger):
     """Bulk failures apply per row; rows the output never mentioned are failed as missing."""
     enroll(ledger, 4)
