@@ -14,7 +14,11 @@ faults) in the same run, with fresh keys:
   row, delivery into nothing, all in the wall time; the call phase timed on its own too),
   on a temporary Prefect server.
 
-Prints embeddings per second and the ratio flow / SDK; asserts nothing.
+Prints embeddings per second and the ratio flow / SDK, then where the tick's wall time went:
+each step's task run as the Prefect server recorded it (``recover``, ``collect``,
+``deliver``, ``enroll``, ``submit`` and its call phase, the second ``deliver`` of what the
+submit settled) and the rest of the flow (its start, the progress artifact between steps,
+the report); asserts nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 # Run as `python bench/embeddings.py`: put the project first and drop this folder (its
 # ledger.py would shadow the ledger package).
@@ -107,6 +112,34 @@ def _sdk_alone(emu: RunningEmulator, n: int, group: int, concurrency: int) -> fl
     return elapsed
 
 
+_STEPS = ("recover", "collect", "deliver", "enroll", "submit")
+
+
+def _step_seconds(flow_run_id: Any) -> list[tuple[str, float]]:
+    """(step, seconds) of the tick's step task runs in the order they started, read from the
+    Prefect server (it records task runs from their events: waited for, bounded)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs: list[Any] = []
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            steps = [r for r in runs if r.name.rsplit("-", 1)[0] in _STEPS]
+            if len(steps) >= len(_STEPS) + 1 and all(r.end_time for r in steps):
+                break
+            time.sleep(0.5)  # a poll of the server's records, not a synchronisation
+    steps.sort(key=lambda r: r.start_time)
+    return [
+        (r.name.rsplit("-", 1)[0], (r.end_time - r.start_time).total_seconds())
+        for r in steps
+        if r.start_time and r.end_time
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="rows (embeddings) per figure")
@@ -137,8 +170,11 @@ def main() -> None:
         print(f"SDK embed_content alone: {sdk:7.2f} s  {n / sdk:8.1f} embeddings/s")
         emu.reset()
         t = time.perf_counter()
-        report = tick(pipeline=SPEC, day=date(2026, 1, 1), max_concurrency=args.concurrency)
+        state = tick(
+            pipeline=SPEC, day=date(2026, 1, 1), max_concurrency=args.concurrency, return_state=True
+        )
         wall = time.perf_counter() - t
+        report = state.result()
         assert report.submit.outcomes == {"done": n}, report.submit.outcomes
         calls = float(report.submit.calls_seconds)
         print(
@@ -146,6 +182,13 @@ def main() -> None:
             f"  (call phase {calls:6.2f} s, {n / calls:8.1f} embeddings/s)"
         )
         print(f"ratio flow / SDK alone: wall x{sdk / wall:5.2f}, call phase x{sdk / calls:5.2f}")
+        steps = _step_seconds(state.state_details.flow_run_id)
+        parts = [f"{name} {seconds:.2f}" for name, seconds in steps]
+        rest = wall - sum(seconds for _, seconds in steps)
+        print(
+            f"tick wall by step (s): {', '.join(parts)}; submit's calls {calls:.2f};"
+            f" rest of the flow {rest:.2f}"
+        )
 
 
 if __name__ == "__main__":
