@@ -245,6 +245,15 @@ def night_cost(spend: NightSpend, prices: PriceTable) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class _Rows:
+    """Which rows a reservation takes (``Ledger.reserve``'s arguments of that name)."""
+
+    reservation: str
+    batch_model: str | None
+    keys: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Cap:
     name: str  # "pipeline" or "daily"
     usd: float
@@ -262,7 +271,7 @@ class Budget:
             raise ValueError(f"budget_usd must be a finite number >= 0, got {usd}")
         self.usd = usd
         self.ignore = ignore
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._ready = False
         self._prices: PriceTable | None = None
         self.estimate: RowEstimate | None = None
@@ -373,7 +382,7 @@ class Budget:
         """``Ledger.reserve`` of at most the rows that fit, the night stamped on them and
         their estimate added to its plan; ``channel`` is the channel the rows go out on when it
         is not the pipeline's (a deadline's direct fallback), priced as such."""
-        p, ledger = ctx.pipeline, ctx.ledger
+        rows = _Rows(reservation, batch_model, keys)
         with self._lock:
             self._start(ctx)
             per_row = self._per_row(ctx, channel)
@@ -386,28 +395,39 @@ class Budget:
                 # pipelines may have reserved from the daily cap since the last read.
                 self._read_caps(ctx)
                 allowed, cap = self._room(per_row)
-            n = limit if allowed is None else min(limit, allowed)
-            got = 0
-            if n > 0:
-                got = ledger.reserve(
-                    pipeline=p.name,
-                    limit=n,
-                    reservation=reservation,
-                    batch_model=batch_model,
-                    keys=keys,
-                    plan_day=ctx.day.isoformat(),
-                )
-            if got:
-                self._note(ctx, got, per_row)
-            if allowed is not None and allowed < limit and got == n:
-                self.reached = cap
-            return got
+            if allowed is not None:
+                # A cap applies: reserved under the lock, so two of the run's threads never
+                # both take the room that is left.
+                n = min(limit, allowed)
+                got = self._reserve(ctx, n, per_row, rows)
+                if allowed < limit and got == n:
+                    self.reached = cap
+                return got
+        # No cap (nor can one appear: the caps are the settings', read once): nothing to
+        # share out, so the run's threads reserve side by side (the direct channel's calls).
+        return self._reserve(ctx, limit, per_row, rows)
+
+    def _reserve(self, ctx: _Run, n: int, per_row: float | None, rows: _Rows) -> int:
+        if n <= 0:
+            return 0
+        got = ctx.ledger.reserve(
+            pipeline=ctx.pipeline.name,
+            limit=n,
+            reservation=rows.reservation,
+            batch_model=rows.batch_model,
+            keys=rows.keys,
+            plan_day=ctx.day.isoformat(),
+        )
+        if got:
+            self._note(ctx, got, per_row)
+        return got
 
     def _note(self, ctx: _Run, rows: int, per_row: float | None) -> None:
         assert self.estimate is not None
         usd = (per_row or 0.0) * rows
-        self._added += usd
-        self.reserved += rows
+        with self._lock:  # reentrant: held already when a cap applies
+            self._added += usd
+            self.reserved += rows
         caps = [c.usd for c in self._caps if c.name == "pipeline"]
         ctx.ledger.note_plan(
             pipeline=ctx.pipeline.name,

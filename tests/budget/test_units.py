@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import date
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from tests.budget.pipelines import direct
 
 MODEL = "gemini-2.5-flash"
 NIGHT = "2026-12-02"
+DAY = date(2026, 12, 2)
 
 
 @pytest.mark.parametrize("bad", [-0.01, float("inf"), float("nan")])
@@ -119,6 +121,48 @@ def test_two_pipelines_at_once_share_the_daily_cap(sqlite_url: str) -> None:
     assert got == 0
     spent = night_cost(ledger.night_spend(day.isoformat()), load_prices(None))
     assert spent <= settings.daily_budget_usd
+
+
+class _HeldLedger(Ledger):
+    """A real ledger whose reservation named ``held`` waits, inside ``reserve``, until the
+    test lets it go."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def reserve(self, **kwargs: Any) -> int:
+        if kwargs["reservation"] == "held":
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().reserve(**kwargs)
+
+
+def test_without_a_cap_the_runs_threads_reserve_side_by_side(sqlite_url: str) -> None:
+    """With no cap to share out, one thread's reservation in progress never holds another
+    thread of the run back (the direct channel's calls); both are counted and planned."""
+    ledger = _HeldLedger(sqlite_url)
+    _enrolled(ledger, direct, 2)
+    ctx = _Ctx(ledger, direct, SimpleNamespace(prices_file=None, daily_budget_usd=None), DAY)
+    got: dict[str, int] = {}
+
+    def reserve(name: str) -> None:
+        got[name] = ctx.budget.reserve(ctx, limit=1, reservation=name)
+
+    held = threading.Thread(target=reserve, args=("held",))
+    held.start()
+    try:
+        assert ledger.entered.wait(30)
+        other = threading.Thread(target=reserve, args=("other",))
+        other.start()
+        other.join(10)
+        assert not other.is_alive() and got == {"other": 1}
+    finally:
+        ledger.release.set()
+        held.join(30)
+    assert got == {"other": 1, "held": 1} and ctx.budget.reserved == 2
+    (plan,) = ledger.plans_for(direct.name, DAY.isoformat())
+    assert plan.planned is not None and plan.planned.rows == 2
 
 
 def test_the_offline_count_adds_the_cached_prefix_to_every_row() -> None:
