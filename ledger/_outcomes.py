@@ -263,13 +263,13 @@ class OutcomeVerbs(RevisionVerbs):
 
     def _renew(self, conn: Connection, token: str, key: str | None, now: float) -> int:
         only = " AND key = :key" if key is not None else ""
-        return conn.execute(
-            text(
-                "UPDATE jobs SET claimed_at = :now"
-                f" WHERE delivery_claim = :t AND {MOVES['renew_delivery'].where()}{only}"
-            ),
-            {"t": token, "now": now, "key": key},
-        ).rowcount
+        # On the driver's cursor: a delivery pass renews a row per side effect.
+        return self._bulk(
+            conn,
+            "UPDATE jobs SET claimed_at = :now"
+            f" WHERE delivery_claim = :t AND {MOVES['renew_delivery'].where()}{only}",
+            [{"t": token, "now": now, "key": key}],
+        )
 
     def release_done(self, keys: Sequence[str], *, token: str) -> int:
         """Give back delivery claims (the side effect failed): the next tick may retry them."""
@@ -328,31 +328,38 @@ class OutcomeVerbs(RevisionVerbs):
         """
         if not keys:
             return 0
+        now = self.clock()
+        claimed = " AND delivery_claim = :t" if token is not None else ""
         with self._write() as conn:
-            return self._consume(conn, keys, token, self.clock())
+            # On the driver's cursor: a delivery pass consumes a row per side effect.
+            return self._bulk(
+                conn,
+                # The delivery claim goes too: consumed rows, the ledger's bulk, stay out of
+                # the delivery claim index.
+                f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
+                " consumed_at = :now, updated_at = :now,"
+                " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND"
+                f" {MOVES['consume'].where()}{claimed}",
+                [{"key": k, "now": now, "t": token} for k in keys],
+            )
 
     def consume_and_renew(self, key: str, *, token: str, next_key: str) -> tuple[int, int]:
         """``consume([key], token=token)`` and ``renew_delivery(token, key=next_key)`` in one
         transaction: a delivery pass records the side effect it ran and renews its claim on
-        the row it runs next at the same moment. Returns (consumed, renewed): each 0 when
-        that row is no longer the pass's."""
+        the row it runs next at the same moment (one write a row, not two). Returns
+        (consumed, renewed): each 0 when that row is no longer the pass's."""
         now = self.clock()
+        move = MOVES["consume_and_renew"]
         with self._write() as conn:
-            return self._consume(conn, [key], token, now), self._renew(conn, token, next_key, now)
-
-    def _consume(self, conn: Connection, keys: Sequence[str], token: str | None, now: float) -> int:
-        claimed = " AND delivery_claim = :t" if token is not None else ""
-        return conn.execute(
-            text(
-                # The delivery claim goes too: consumed rows, the ledger's bulk, stay
-                # out of the delivery claim index.
-                f"UPDATE jobs SET status = {MOVES['consume'].to(S.CONSUMED)},"
-                " consumed_at = :now, updated_at = :now,"
-                " delivery_claim = NULL, claimed_at = NULL WHERE key = :key AND "
-                f" {MOVES['consume'].where()}{claimed}"
-            ),
-            [{"key": k, "now": now, "t": token} for k in keys],
-        ).rowcount
+            consumed = self._bulk(
+                conn,
+                f"UPDATE jobs SET status = {move.to(S.CONSUMED)},"
+                " consumed_at = :now, updated_at = :now, delivery_claim = NULL,"
+                f" claimed_at = NULL WHERE key = :key AND {move.where()}"
+                " AND delivery_claim = :t",
+                [{"key": key, "now": now, "t": token}],
+            )
+            return consumed, self._renew(conn, token, next_key, now)
 
     def consume_one(self, key: str) -> None:
         """Mark one job consumed; refuses unless it is done."""

@@ -347,6 +347,14 @@ TRANSITIONS: dict[str, Transition] = {
             " holds; consume_one is the one-row form",
         ),
         Transition(
+            "consume_and_renew",
+            (S.DONE,),
+            (S.CONSUMED,),
+            ("consumed_at", "delivery_claim"),
+            "consume of the row whose side effect ran (still claimed by the pass), with"
+            " renew_delivery of the pass's next row in the same transaction",
+        ),
+        Transition(
             "replay",
             (S.PARKED,),
             (S.PENDING, S.DONE),
