@@ -369,10 +369,12 @@ class Budget:
         batch_model: str | None = None,
         keys: list[str] | None = None,
         channel: str | None = None,
+        enrolled_after: float | None = None,
     ) -> int:
         """``Ledger.reserve`` of at most the rows that fit, the night stamped on them and
         their estimate added to its plan; ``channel`` is the channel the rows go out on when it
-        is not the pipeline's (a deadline's direct fallback), priced as such."""
+        is not the pipeline's (a deadline's direct fallback), priced as such;
+        ``enrolled_after``: only rows enrolled after it (``Ledger.reserve``)."""
         p, ledger = ctx.pipeline, ctx.ledger
         with self._lock:
             self._start(ctx)
@@ -396,6 +398,7 @@ class Budget:
                     batch_model=batch_model,
                     keys=keys,
                     plan_day=ctx.day.isoformat(),
+                    enrolled_after=enrolled_after,
                 )
             if got:
                 self._note(ctx, got, per_row)
@@ -501,10 +504,12 @@ def reserve(
     batch_model: str | None = None,
     keys: list[str] | None = None,
     channel: str | None = None,
+    enrolled_after: float | None = None,
 ) -> int:
     """Reserve due rows of the run's pipeline within its budget: the one way a channel
     reserves (see the module docstring); ``channel``: the one the rows go out on, when it is
-    not the pipeline's (a deadline's direct fallback)."""
+    not the pipeline's (a deadline's direct fallback); ``enrolled_after``: only rows enrolled
+    after that instant (a deadline's batch submit leaves the rows it sends directly)."""
     return ctx.budget.reserve(
         ctx,
         limit=limit,
@@ -512,4 +517,5 @@ def reserve(
         batch_model=batch_model,
         keys=keys,
         channel=channel,
+        enrolled_after=enrolled_after,
     )
