@@ -3,46 +3,65 @@
 The batch channel is half price but promises only "within 24 hours"
 (https://ai.google.dev/gemini-api/docs/batch-mode). A pipeline that names a deadline
 (``Pipeline(deadline=...)``, or the tick's ``deadline`` parameter, ``flows.Deadline``) has its
-batch channel's submit step ask first, every tick, whether the rows still out can wait:
+batch channel's submit step ask first, every tick, which of the rows still out cannot wait:
 
-* **when**: the rows still out (pending, reserving, submitted, retryable) are due at the first
-  time the deadline's clock shows after the oldest of them was enrolled
-  (``Deadline.first_after``). What the direct channel needs for them: one call's time (the
-  median of the last direct calls of the model, ``Ledger.call_seconds``; else
-  ``GEMINI_LEDGER_DEADLINE_CALL_S``) for each round of the calls in flight at once (the
-  tick's ``max_concurrency``, at most the model's shared in-flight limit), at least the rows
-  over the model's shared rate limit (``flows.gemini.quota.limits_for``), plus
-  ``GEMINI_LEDGER_DEADLINE_MARGIN_S`` and, when batch jobs are out, the time allowed for them
-  to end after the cancel (``GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S``). When the time left is
-  no more than that, the tick switches over; otherwise it submits as usual.
-* **the switch-over** (:func:`switch_if_due`): every submitted batch job of the pipeline is
-  cancelled (``batches.cancel``), then polled until it ends, within the cancel wait
-  (``BatchChannel.settle``: whatever output it left, a responses file or none, is applied; its
-  unanswered rows become ``retryable:deadline``, their batch attempt counted). A job that
-  ended CANCELLED without a responses file yet is polled again until the wait is over (such
-  a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so rows it
-  answered are never sent again; then the
-  pending and retryable rows are sent through the direct channel's own calls
-  (``flows.channels.direct.run_calls``), each under a ``direct:`` handle (the mark that a
-  batch row was answered directly: the morning view prices it at the direct rate and
-  reports what that cost above the batch price). A job that has not ended within the wait
-  keeps its rows (they may still be answered by it); the next tick settles it and sends what
-  it left. A row at its attempt cap when its job is cancelled is not parked for it: the
-  cancel is the deadline's doing, so the row is sent directly once more (parked only if that
-  call fails too).
+* **when**, row by row: a row still out (pending, reserving, submitted, retryable) is due at
+  the first time the deadline's clock shows after it was enrolled (``Deadline.first_after``),
+  so the rows of one enrolment night share one due time, and those enrolled at or before a
+  due time ``t`` are the rows due by ``t``. A due time is near when the time left before it
+  is no more than what the direct channel needs for every row due by it (they go out
+  together, the earlier first): one call's time (the median of the last direct calls of the
+  model, ``Ledger.call_seconds``; else ``GEMINI_LEDGER_DEADLINE_CALL_S``) for each round of
+  the calls in flight at once (the tick's ``max_concurrency``, at most the model's shared
+  in-flight limit), at least the rows over the model's shared rate limit
+  (``flows.gemini.quota.limits_for``), plus ``GEMINI_LEDGER_DEADLINE_MARGIN_S`` and, when
+  batch jobs hold any of them, the time allowed for those jobs to end after the cancel
+  (``GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S``). A due time already past is near (its rows are
+  late). The latest near due time ``t`` decides (``Switched.taken_by``): the rows due by it
+  are the deadline's; the later rows stay on batch. No due time near: the submit goes on as
+  usual.
+* **the switch-over** (:func:`switch_if_due`): only the submitted batch jobs holding a row
+  due by ``t`` are cancelled (``Ledger.batches_holding``), each first marked in the ledger
+  as cancelled for the deadline (``Ledger.mark_deadline_cancel``: whoever settles it later,
+  the ``reconcile`` flow a webhook starts included, reads its CANCELLED end as ours, whatever
+  gave the deadline), then ``batches.cancel``; then polled until it ends, within the cancel
+  wait (``BatchChannel.settle``: whatever output it left, a responses file or none, is
+  applied; its unanswered rows become ``retryable:deadline``, their batch attempt counted). A
+  job that ended CANCELLED without a responses file yet is polled again until the wait is
+  over (such a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so
+  rows it answered are never sent again. Then the pending and retryable rows due by ``t``
+  are sent through the direct channel's own calls (``flows.channels.direct.run_calls``),
+  each under a ``direct:`` handle (the mark that a batch row was answered directly: the
+  morning view prices it at the direct rate and reports what that cost above the batch
+  price). A job that has not ended within the wait keeps its rows (they may still be
+  answered by it); the next tick settles it and sends what it left. A row at its attempt
+  cap when its job is cancelled is not parked for it: the cancel is the deadline's doing,
+  so the row is sent directly once more (parked only if that call fails too).
+* **the rows left on batch**: the same tick's batch submit reserves only rows enrolled after
+  ``t`` (``reserve(enrolled_after=...)``), so a row due by ``t`` never goes into a batch job
+  again (one its direct call left retryable waits for the next tick's switch-over), and a
+  batch job holds the rows of one due time. A job is cancelled whole: a later-due row in a
+  cancelled job (one made before, or under another deadline) is ``retryable:deadline`` like
+  its job-mates and goes back to batch through that submit, at the batch price, its
+  cancelled attempt counted (at its attempt cap it has the one grace attempt; a second
+  deadline cancel or failure then parks it). Rows that are not near, pending or in running
+  jobs, are left alone: tonight's batch is never cancelled for an earlier night's late row.
 
 Every write is a verb of the ledger's that moves a row only from the state it expects, so no
 row is sent twice nor delivered twice: a row answered by the cancelled job's output is
 ``done`` and no longer due; a row sent directly is under a ``direct:`` handle, and a late
-reconcile of its old job (a webhook) applies only to rows still submitted under the job.
+reconcile of its old job (a webhook) applies only to rows still submitted under the job; a
+later-due row of a cancelled job is ``retryable`` and reserved once, by the direct channel
+or by the batch submit, never both.
 
-Crash points: ``deadline.after_cancel`` (the jobs cancelled, nothing read: the next tick's
-collect reconciles the CANCELLED jobs, on a pipeline with a deadline their unanswered rows
-``retryable:deadline`` as here, and its submit switches again), ``deadline.after_partial_apply``
-(the cancelled jobs settled, their rows retryable: the next tick sends them directly),
-``deadline.after_direct`` (the direct calls recorded, nothing delivered: the next tick's
-deliver step). A kill during a direct call leaves its row under a ``direct:`` handle: the
-next tick's recover step sweeps it as the direct channel does (``sweep_interrupted``).
+Crash points: ``deadline.after_cancel`` (the jobs marked and cancelled, nothing read: the
+next tick's collect, or the reconcile flow, reconciles the CANCELLED jobs, their unanswered
+rows ``retryable:deadline`` as here by their mark, and its submit switches again),
+``deadline.after_partial_apply`` (the cancelled jobs settled, their rows retryable: the next
+tick sends the near ones directly, its batch submit the others), ``deadline.after_direct``
+(the direct calls recorded, nothing delivered: the next tick's deliver step). A kill during a
+direct call leaves its row under a ``direct:`` handle: the next tick's recover step sweeps it
+as the direct channel does (``sweep_interrupted``).
 """
 
 from __future__ import annotations

@@ -1051,7 +1051,9 @@ class BatchChannel:
 
     def submit(self) -> BatchSubmitted:
         """Reserve the pending and retryable rows in batches of up to the pipeline's limit;
-        for each, write the JSONL, upload it, create the batch job and bind it."""
+        for each, write the JSONL, upload it, create the batch job and bind it. With a
+        deadline, first send directly the rows whose deadline is near (``switch_if_due``);
+        the batch then takes only rows enrolled after theirs."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         client = self.ctx.client  # before reserving: a missing API key must not strand rows
         out = BatchSubmitted()
