@@ -86,10 +86,10 @@ def _settle_task(channel: BatchChannel, job_name: str) -> dict[str, Any]:
     """Poll one batch job and, if it has finished, reconcile it."""
     rec = channel.ctx.ledger.batch_named(job_name)
     assert rec is not None
-    # The channel's own settle, with its pipeline's deadline: a job that deadline cancelled
-    # (batch.cancelled fires right after the cancel) ends as in the tick, its rows
-    # retryable:deadline and its late responses file waited for. A deadline given only as a
-    # tick's parameter is unknown here (docs/architecture.md, "Deadlines").
+    # The channel's own settle: a job a deadline cancelled (batch.cancelled fires right after
+    # the cancel) ends as in the tick, its rows retryable:deadline and its late responses file
+    # waited for, by the mark the switch-over left on its ledger row before the cancel; so
+    # also when that deadline was only a tick's parameter, which never reaches this flow.
     return _report(channel.settle(channel.ctx.client, rec))
 
 

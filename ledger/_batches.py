@@ -13,7 +13,15 @@ from ledger._base import LedgerBase
 from ledger._errors import InvalidTransition
 from ledger._models import FileRole
 from ledger._records import BATCH_COLUMNS, BatchFileRecord, BatchRecord, SubmissionRefusals
-from ledger._sql import BATCH_REFUSED, BATCH_RESERVING, BATCH_SUBMITTED, MOVES, S, chunks
+from ledger._sql import (
+    BATCH_REFUSED,
+    BATCH_RESERVING,
+    BATCH_SUBMITTED,
+    MOVES,
+    SUBMITTED,
+    S,
+    chunks,
+)
 from ledger._transitions import sql_literal
 
 __all__ = ["REFUSED_SINCE_SUCCESS", "BatchVerbs"]
@@ -133,6 +141,33 @@ class BatchVerbs(LedgerBase):
             f"WHERE pipeline = :p AND state = {BATCH_SUBMITTED} ORDER BY submitted_at",
             {"p": pipeline},
         )
+
+    def batches_holding(self, *, pipeline: str, enrolled_by: float) -> list[BatchRecord]:
+        """Submitted batch jobs of a pipeline holding a row still submitted under them that
+        was enrolled at or before ``enrolled_by`` (a deadline's switch-over cancels those)."""
+        return self._batches(
+            f"WHERE pipeline = :p AND state = {BATCH_SUBMITTED} AND name IN (SELECT handle"
+            f" FROM jobs WHERE pipeline = :p AND status = {SUBMITTED} AND created_at <= :by)"
+            " ORDER BY submitted_at",
+            {"p": pipeline, "by": enrolled_by},
+        )
+
+    def mark_deadline_cancel(self, name: str) -> bool:
+        """Record that we are cancelling the submitted job ``name`` to meet a deadline, before
+        ``batches.cancel`` is asked: whoever settles it later (a tick, the ``reconcile`` flow
+        a webhook starts, after a crash) reads its CANCELLED end as the deadline's, whatever
+        gave the deadline. The first mark is kept; False if the job is not submitted."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    text(
+                        "UPDATE batch_jobs SET deadline_cancel_at = COALESCE(deadline_cancel_at,"
+                        f" :now) WHERE name = :name AND state = {BATCH_SUBMITTED}"
+                    ),
+                    {"name": name, "now": self.clock()},
+                ).rowcount
+                == 1
+            )
 
     def batch_members(self, reservation: str) -> list[str]:
         with self._read() as conn:

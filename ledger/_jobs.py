@@ -205,6 +205,7 @@ class JobVerbs(LedgerBase):
         batch_model: str | None = None,
         keys: Sequence[str] | None = None,
         plan_day: str | None = None,
+        enrolled_after: float | None = None,
     ) -> int:
         """Claim up to ``limit`` due jobs (pending or retryable) under ``reservation``.
 
@@ -212,14 +213,18 @@ class JobVerbs(LedgerBase):
         submitting it. With ``batch_model`` the reservation is also recorded as a batch job
         (its display name) with its members, in the same transactions. With ``keys`` only
         those jobs are considered. With ``plan_day`` each claimed row is stamped with the
-        night whose budget pays for it (``ledger._plans``). Returns how many were claimed;
-        read them with :meth:`reserved`.
+        night whose budget pays for it (``ledger._plans``). With ``enrolled_after`` only jobs
+        enrolled after that instant (a deadline's batch submit leaves the rows it takes back
+        to the direct channel). Returns how many were claimed; read them with
+        :meth:`reserved`.
         """
         if limit <= 0:
             return 0
         claimed = 0
         lock = " FOR UPDATE SKIP LOCKED" if self._is_pg else ""
         only_keys = " AND key IN :keys" if keys is not None else ""
+        if enrolled_after is not None:
+            only_keys += " AND created_at > :enrolled_after"
         select = (
             "SELECT key FROM jobs WHERE pipeline = :pipeline AND "
             f" {MOVES['reserve'].where()}"
@@ -251,6 +256,7 @@ class JobVerbs(LedgerBase):
                 "now": now,
                 "n": n,
                 "plan_day": plan_day,
+                "enrolled_after": enrolled_after,
             }
             if keys is not None:
                 params["keys"] = list(keys)

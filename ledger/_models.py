@@ -203,6 +203,9 @@ class BatchJob(SQLModel, table=True):
     missed_since: float | None = None
     output_misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     output_missed_since: float | None = None
+    # Set before we ask the API to cancel the job to meet a deadline: whoever settles it
+    # (a tick, the webhook's reconcile flow, after a crash) reads its CANCELLED end as ours.
+    deadline_cancel_at: float | None = None
 
 
 class BatchMember(SQLModel, table=True):

@@ -213,6 +213,9 @@ class BatchRecord(NamedTuple):
     missed_since: float | None = None
     output_misses: int = 0  # failed downloads of its responses file in a row
     output_missed_since: float | None = None
+    # When we asked to cancel it to meet a deadline (``mark_deadline_cancel``): its CANCELLED
+    # end is then the deadline's, whoever settles it.
+    deadline_cancel_at: float | None = None
 
 
 class SubmissionRefusals(NamedTuple):

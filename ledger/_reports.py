@@ -117,16 +117,21 @@ class ReportVerbs(LedgerBase):
             ).all()
         return [(row[0], row[1], row[2]) for row in rows]
 
-    def rows_out(self, *, pipeline: str) -> tuple[int, float | None]:
+    def rows_out(
+        self, *, pipeline: str, enrolled_by: float | None = None
+    ) -> tuple[int, float | None]:
         """Rows of a pipeline not yet answered (pending, reserving, submitted, retryable) and
-        when the oldest of them was enrolled (epoch seconds; None when there is none)."""
+        when the oldest of them was enrolled (epoch seconds; None when there is none); with
+        ``enrolled_by``, only those enrolled at or before that instant (a deadline's rows due
+        by its first time after it)."""
+        by = " AND created_at <= :by" if enrolled_by is not None else ""
         with self._read() as conn:
             row = conn.execute(
                 text(
                     "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE pipeline = :p AND status"
-                    f" IN ({PENDING}, {RESERVING}, {SUBMITTED}, {RETRYABLE})"
+                    f" IN ({PENDING}, {RESERVING}, {SUBMITTED}, {RETRYABLE}){by}"
                 ),
-                {"p": pipeline},
+                {"p": pipeline, "by": enrolled_by},
             ).one()
         return int(row[0] or 0), (float(row[1]) if row[1] is not None else None)
 

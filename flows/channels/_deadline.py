@@ -3,46 +3,65 @@
 The batch channel is half price but promises only "within 24 hours"
 (https://ai.google.dev/gemini-api/docs/batch-mode). A pipeline that names a deadline
 (``Pipeline(deadline=...)``, or the tick's ``deadline`` parameter, ``flows.Deadline``) has its
-batch channel's submit step ask first, every tick, whether the rows still out can wait:
+batch channel's submit step ask first, every tick, which of the rows still out cannot wait:
 
-* **when**: the rows still out (pending, reserving, submitted, retryable) are due at the first
-  time the deadline's clock shows after the oldest of them was enrolled
-  (``Deadline.first_after``). What the direct channel needs for them: one call's time (the
-  median of the last direct calls of the model, ``Ledger.call_seconds``; else
-  ``GEMINI_LEDGER_DEADLINE_CALL_S``) for each round of the calls in flight at once (the
-  tick's ``max_concurrency``, at most the model's shared in-flight limit), at least the rows
-  over the model's shared rate limit (``flows.gemini.quota.limits_for``), plus
-  ``GEMINI_LEDGER_DEADLINE_MARGIN_S`` and, when batch jobs are out, the time allowed for them
-  to end after the cancel (``GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S``). When the time left is
-  no more than that, the tick switches over; otherwise it submits as usual.
-* **the switch-over** (:func:`switch_if_due`): every submitted batch job of the pipeline is
-  cancelled (``batches.cancel``), then polled until it ends, within the cancel wait
-  (``BatchChannel.settle``: whatever output it left, a responses file or none, is applied; its
-  unanswered rows become ``retryable:deadline``, their batch attempt counted). A job that
-  ended CANCELLED without a responses file yet is polled again until the wait is over (such
-  a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so rows it
-  answered are never sent again; then the
-  pending and retryable rows are sent through the direct channel's own calls
-  (``flows.channels.direct.run_calls``), each under a ``direct:`` handle (the mark that a
-  batch row was answered directly: the morning view prices it at the direct rate and
-  reports what that cost above the batch price). A job that has not ended within the wait
-  keeps its rows (they may still be answered by it); the next tick settles it and sends what
-  it left. A row at its attempt cap when its job is cancelled is not parked for it: the
-  cancel is the deadline's doing, so the row is sent directly once more (parked only if that
-  call fails too).
+* **when**, row by row: a row still out (pending, reserving, submitted, retryable) is due at
+  the first time the deadline's clock shows after it was enrolled (``Deadline.first_after``),
+  so the rows of one enrolment night share one due time, and those enrolled at or before a
+  due time ``t`` are the rows due by ``t``. A due time is near when the time left before it
+  is no more than what the direct channel needs for every row due by it (they go out
+  together, the earlier first): one call's time (the median of the last direct calls of the
+  model, ``Ledger.call_seconds``; else ``GEMINI_LEDGER_DEADLINE_CALL_S``) for each round of
+  the calls in flight at once (the tick's ``max_concurrency``, at most the model's shared
+  in-flight limit), at least the rows over the model's shared rate limit
+  (``flows.gemini.quota.limits_for``), plus ``GEMINI_LEDGER_DEADLINE_MARGIN_S`` and, when
+  batch jobs hold any of them, the time allowed for those jobs to end after the cancel
+  (``GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S``). A due time already past is near (its rows are
+  late). The latest near due time ``t`` decides (``Switched.taken_by``): the rows due by it
+  are the deadline's; the later rows stay on batch. No due time near: the submit goes on as
+  usual.
+* **the switch-over** (:func:`switch_if_due`): only the submitted batch jobs holding a row
+  due by ``t`` are cancelled (``Ledger.batches_holding``), each first marked in the ledger
+  as cancelled for the deadline (``Ledger.mark_deadline_cancel``: whoever settles it later,
+  the ``reconcile`` flow a webhook starts included, reads its CANCELLED end as ours, whatever
+  gave the deadline), then ``batches.cancel``; then polled until it ends, within the cancel
+  wait (``BatchChannel.settle``: whatever output it left, a responses file or none, is
+  applied; its unanswered rows become ``retryable:deadline``, their batch attempt counted). A
+  job that ended CANCELLED without a responses file yet is polled again until the wait is
+  over (such a file may come a poll later, as a SUCCEEDED job's may: ``output_pending``), so
+  rows it answered are never sent again. Then the pending and retryable rows due by ``t``
+  are sent through the direct channel's own calls (``flows.channels.direct.run_calls``),
+  each under a ``direct:`` handle (the mark that a batch row was answered directly: the
+  morning view prices it at the direct rate and reports what that cost above the batch
+  price). A job that has not ended within the wait keeps its rows (they may still be
+  answered by it); the next tick settles it and sends what it left. A row at its attempt
+  cap when its job is cancelled is not parked for it: the cancel is the deadline's doing,
+  so the row is sent directly once more (parked only if that call fails too).
+* **the rows left on batch**: the same tick's batch submit reserves only rows enrolled after
+  ``t`` (``reserve(enrolled_after=...)``), so a row due by ``t`` never goes into a batch job
+  again (one its direct call left retryable waits for the next tick's switch-over), and a
+  batch job holds the rows of one due time. A job is cancelled whole: a later-due row in a
+  cancelled job (one made before, or under another deadline) is ``retryable:deadline`` like
+  its job-mates and goes back to batch through that submit, at the batch price, its
+  cancelled attempt counted (at its attempt cap it has the one grace attempt; a second
+  deadline cancel or failure then parks it). Rows that are not near, pending or in running
+  jobs, are left alone: tonight's batch is never cancelled for an earlier night's late row.
 
 Every write is a verb of the ledger's that moves a row only from the state it expects, so no
 row is sent twice nor delivered twice: a row answered by the cancelled job's output is
 ``done`` and no longer due; a row sent directly is under a ``direct:`` handle, and a late
-reconcile of its old job (a webhook) applies only to rows still submitted under the job.
+reconcile of its old job (a webhook) applies only to rows still submitted under the job; a
+later-due row of a cancelled job is ``retryable`` and reserved once, by the direct channel
+or by the batch submit, never both.
 
-Crash points: ``deadline.after_cancel`` (the jobs cancelled, nothing read: the next tick's
-collect reconciles the CANCELLED jobs, on a pipeline with a deadline their unanswered rows
-``retryable:deadline`` as here, and its submit switches again), ``deadline.after_partial_apply``
-(the cancelled jobs settled, their rows retryable: the next tick sends them directly),
-``deadline.after_direct`` (the direct calls recorded, nothing delivered: the next tick's
-deliver step). A kill during a direct call leaves its row under a ``direct:`` handle: the
-next tick's recover step sweeps it as the direct channel does (``sweep_interrupted``).
+Crash points: ``deadline.after_cancel`` (the jobs marked and cancelled, nothing read: the
+next tick's collect, or the reconcile flow, reconciles the CANCELLED jobs, their unanswered
+rows ``retryable:deadline`` as here by their mark, and its submit switches again),
+``deadline.after_partial_apply`` (the cancelled jobs settled, their rows retryable: the next
+tick sends the near ones directly, its batch submit the others), ``deadline.after_direct``
+(the direct calls recorded, nothing delivered: the next tick's deliver step). A kill during a
+direct call leaves its row under a ``direct:`` handle: the next tick's recover step sweeps it
+as the direct channel does (``sweep_interrupted``).
 """
 
 from __future__ import annotations
@@ -62,7 +81,7 @@ from flows.gemini.quota import limits_for
 from flows.pipeline import Pipeline
 from flows.run._stop import stop_requested
 from flows.run._stop import wait as wait_unless_stopped
-from ledger import DEADLINE_CANCELLED_CODE, Failure, Status, Verdict, redact
+from ledger import DEADLINE_CANCELLED_CODE, BatchRecord, Failure, Status, Verdict, redact
 
 if TYPE_CHECKING:
     from flows.channels._channel import RunContext
@@ -147,12 +166,15 @@ def direct_need(
 
 @dataclass(kw_only=True)
 class Switched:
-    """A switch-over: the deadline, the time left and needed, the batch jobs cancelled and
-    what they came to, the rows sent directly and their outcomes."""
+    """A switch-over: the deadline, the time left and needed, the rows taken back (those
+    enrolled at or before ``taken_by``), the batch jobs cancelled and what they came to, the
+    rows sent directly and their outcomes."""
 
     deadline: str
     left_s: float
     need_s: float
+    taken_by: float = 0.0  # rows enrolled at or before it are the deadline's; the batch leaves them
+    rows_near: int = 0  # rows still out due by then (the rest stay on batch)
     cancelled: list[str] = field(default_factory=list)
     cancel_errors: int = 0
     settled_jobs: int = 0
@@ -162,11 +184,61 @@ class Switched:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def _cancel_all(channel: BatchChannel, client: Any, out: Switched) -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class _Near:
+    """The rows whose deadline is near: those enrolled at or before ``by`` (due at or before
+    it), the submitted batch jobs holding any of them, and what sending them directly takes."""
+
+    by: float
+    rows: int
+    jobs: list[BatchRecord]
+    need: DirectNeed
+
+
+def _due_times(deadline: Deadline, oldest: float, until: float) -> list[float]:
+    """The deadline's times from the first after ``oldest`` up to ``until``: the times the
+    rows still out are due at (a row is due at the first one after its enrolment)."""
+    times = []
+    due = deadline.first_after(oldest)
+    while due <= until:
+        times.append(due)
+        due = deadline.first_after(due + 1.0)
+    return times
+
+
+def _rows_near(
+    ctx: RunContext, deadline: Deadline, oldest: float, *, rows: int, now: float, concurrency: int
+) -> _Near | None:
+    """The rows to take back from batch now (module doc, "when"), or None.
+
+    Rows due at a time ``t`` are sent directly with those due before it, so ``t`` is near
+    when the time left before it is no more than what the direct channel needs for every row
+    due by then; the latest near time decides. Every time already past is near (its rows are
+    late); a time later than what all the rows out would need can never be."""
+    ledger, p = ctx.ledger, ctx.pipeline
+    most = direct_need(ctx, rows, concurrency=concurrency).seconds
+    times = _due_times(deadline, oldest, now + most)
+    late = [t for t in times if t <= now]
+    near: _Near | None = None
+    for t in late[-1:] + [t for t in times if t > now]:
+        held, _ = ledger.rows_out(pipeline=p.name, enrolled_by=t)
+        if held == 0:
+            continue
+        jobs = ledger.batches_holding(pipeline=p.name, enrolled_by=t)
+        need = direct_need(ctx, held, concurrency=concurrency, jobs_out=bool(jobs))
+        if t - now <= need.seconds:
+            near = _Near(t, held, jobs, need)
+    return near
+
+
+def _cancel(channel: BatchChannel, client: Any, jobs: list[BatchRecord], out: Switched) -> None:
+    """Ask the API to cancel ``jobs``, each marked in the ledger as the deadline's first."""
     ctx = channel.ctx
-    jobs = ctx.ledger.submitted_batches(pipeline=ctx.pipeline.name)
     for rec in jobs:
         assert rec.name is not None
+        # Before the cancel: whoever settles the job (this tick, the reconcile flow the
+        # webhook batch.cancelled starts, the next tick after a crash) reads it as ours.
+        ctx.ledger.mark_deadline_cancel(rec.name)
         try:
             cancel_batch_job(client, rec.name)
             out.cancelled.append(rec.name)
@@ -183,16 +255,18 @@ def _cancel_all(channel: BatchChannel, client: Any, out: Switched) -> list[Any]:
                 rec.name,
                 redact(f"{type(exc).__name__}: {exc}"),
             )
-    return jobs
 
 
-def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: Switched) -> None:
+def _settle_cancelled(
+    channel: BatchChannel, client: Any, jobs: list[BatchRecord], out: Switched
+) -> None:
     """Poll the cancelled jobs until each has ended and is settled, within the cancel wait."""
     from flows.channels.batch import Settle
 
     ctx = channel.ctx
     until = time.monotonic() + ctx.settings.deadline_cancel_wait_s
-    left = list(jobs)
+    # Read again: each now carries its mark (a CANCELLED end is the deadline's).
+    left = [r for r in (ctx.ledger.batch_named(j.name or "") for j in jobs) if r is not None]
     while left:
         # A CANCELLED job without its responses file yet is waited for (its answered rows
         # must not be sent again) until the wait is over; then no file is read as none.
@@ -221,55 +295,70 @@ def _settle_cancelled(channel: BatchChannel, client: Any, jobs: list[Any], out: 
         )
 
 
+def _keys_due_by(ctx: RunContext, by: float) -> list[str]:
+    """The pending and retryable rows enrolled at or before ``by``: the ones to send now."""
+    ledger, p = ctx.ledger, ctx.pipeline
+    views = ledger.jobs(pipeline=p.name, status=Status.PENDING)
+    views += ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)
+    return [j.key for j in views if j.created_at <= by]
+
+
 def switch_if_due(
     channel: BatchChannel, deadline: Deadline, *, concurrency: int
 ) -> Switched | None:
-    """Switch the rows still out to the direct channel if the deadline asks for it (module
-    doc); None when they can wait for batch (or there is none)."""
+    """Switch the rows whose deadline is near to the direct channel (module doc); None when
+    every row out can wait for batch (or there is none). The rows not near are left to the
+    batch submit that follows (``Switched.taken_by``: it reserves only rows enrolled later)."""
     ctx = channel.ctx
     ledger, p = ctx.ledger, ctx.pipeline
     rows, oldest = ledger.rows_out(pipeline=p.name)
     if rows == 0 or oldest is None:
         return None
-    due_at = deadline.first_after(oldest)
-    jobs_out = bool(ledger.submitted_batches(pipeline=p.name))
-    need = direct_need(ctx, rows, concurrency=concurrency, jobs_out=jobs_out)
-    left = due_at - _clock()
-    if left > need.seconds:
+    now = _clock()
+    left = deadline.first_after(oldest) - now  # the oldest row's: the first due
+    near = _rows_near(ctx, deadline, oldest, rows=rows, now=now, concurrency=concurrency)
+    if near is None:
         ctx.log.info(
-            "%s: %d rows out, %.0f s before the deadline %s; directly they would need %.0f s:"
-            " batch",
+            "%s: %d rows out, the first due in %.0f s (deadline %s); none so near that the"
+            " direct channel is needed: batch",
             ctx.name,
             rows,
             left,
             deadline,
-            need.seconds,
         )
         return None
+    need = near.need
     ctx.log.warning(
-        "%s: %d rows still out and %.0f s before the deadline %s, which the direct channel"
-        " needs %.0f s for (a call %.1f s%s, %d at once): cancelling the batch jobs and"
-        " sending them directly",
+        "%s: %d of %d rows out due by %s (the first in %.0f s), which the direct channel needs"
+        " %.0f s for (a call %.1f s%s, %d at once): cancelling the %d batch jobs holding them"
+        " and sending them directly",
         ctx.name,
+        near.rows,
         rows,
-        left,
         deadline,
+        left,
         need.seconds,
         need.call_s,
         " measured" if need.measured else "",
         need.concurrency,
+        len(near.jobs),
     )
-    out = Switched(deadline=str(deadline), left_s=round(left, 1), need_s=round(need.seconds, 1))
+    out = Switched(
+        deadline=str(deadline),
+        left_s=round(left, 1),
+        need_s=round(need.seconds, 1),
+        taken_by=near.by,
+        rows_near=near.rows,
+    )
     client = ctx.client
-    jobs = _cancel_all(channel, client, out)
+    _cancel(channel, client, near.jobs, out)
     # Cancelled, nothing read: the next tick's collect reconciles the CANCELLED jobs.
     crash_point("deadline.after_cancel")
-    _settle_cancelled(channel, client, jobs, out)
-    # The answered rows done, the others retryable:deadline: the next tick sends them.
+    _settle_cancelled(channel, client, near.jobs, out)
+    # The answered rows done, the others retryable:deadline: the next tick sends the near
+    # ones directly, its batch submit the others.
     crash_point("deadline.after_partial_apply")
-    keys = [j.key for j in ledger.jobs(pipeline=p.name, status=Status.PENDING)]
-    keys += [j.key for j in ledger.jobs(pipeline=p.name, status=Status.RETRYABLE)]
-    outcomes = run_calls(ctx, keys, max_concurrency=concurrency)
+    outcomes = run_calls(ctx, _keys_due_by(ctx, near.by), max_concurrency=concurrency)
     # Sent and recorded, nothing delivered: the next tick's deliver step.
     crash_point("deadline.after_direct")
     tally: dict[str, int] = {}

@@ -942,11 +942,13 @@ class BatchChannel:
         returned with the job still submitted, so the next poll tries again (whatever was
         applied stays applied: every write is compare-and-set).
 
-        On a pipeline with a deadline (``self.cancelled_for``) a CANCELLED job is taken as the
-        deadline's: its unanswered rows fail as ``retryable:deadline``, not as an unknown
-        ``batch_cancelled``, and its responses file is waited for as a SUCCEEDED job's is
-        (``output_pending``) unless ``await_cancelled_output`` is False (the switch-over's
-        last poll, its cancel wait over: no file by then is read as none)."""
+        A CANCELLED job marked as cancelled for a deadline (``BatchRecord.deadline_cancel_at``,
+        written before the switch-over's ``batches.cancel``), or any on a pipeline with a
+        deadline (``self.cancelled_for``), is taken as the deadline's: its unanswered rows
+        fail as ``retryable:deadline``, not as an unknown ``batch_cancelled``, and its
+        responses file is waited for as a SUCCEEDED job's is (``output_pending``) unless
+        ``await_cancelled_output`` is False (the switch-over's last poll, its cancel wait
+        over: no file by then is read as none)."""
         p, ledger, log = self.ctx.pipeline, self.ctx.ledger, self.ctx.log
         assert rec.name is not None
         try:
@@ -965,7 +967,8 @@ class BatchChannel:
             return Settled(Settle.NOT_FOUND)
         state = job_state(job)
         grace_s = self.ctx.settings.batch_output_grace_s
-        awaits_cancelled = self.cancelled_for is not None and await_cancelled_output
+        cancelled_for = self._cancelled_for(rec)
+        awaits_cancelled = cancelled_for is not None and await_cancelled_output
         if state not in _TERMINAL or output_pending(
             ledger, job, rec, grace_s=grace_s, cancelled=awaits_cancelled
         ):
@@ -980,7 +983,7 @@ class BatchChannel:
                 job,
                 writer=writer,
                 bounds=self.bounds,
-                cancelled_for=self.cancelled_for,
+                cancelled_for=cancelled_for,
             )
             note_responses(ledger, p, rec, job)  # reconciled: its file can go
         except Exception as exc:
@@ -992,6 +995,14 @@ class BatchChannel:
             )
             return Settled(Settle.RECONCILE_FAILED, state=state, error=exc)
         return Settled(Settle.RECONCILED, state=state, report=report)
+
+    def _cancelled_for(self, rec: BatchRecord) -> Failure | None:
+        """The failure of ``rec``'s unanswered rows should it end CANCELLED by the deadline's
+        doing: marked so by the switch-over (whatever gave the deadline: the ``reconcile``
+        flow never sees a tick's parameter), or any cancel on a pipeline with a deadline."""
+        if rec.deadline_cancel_at is not None:
+            return DEADLINE_CANCELLED
+        return self.cancelled_for
 
     def _poll(self, client: Any, rec: BatchRecord) -> Any:
         """``batches.get`` of a submitted job: the job; or, when the poll failed, the job as
@@ -1040,19 +1051,26 @@ class BatchChannel:
 
     def submit(self) -> BatchSubmitted:
         """Reserve the pending and retryable rows in batches of up to the pipeline's limit;
-        for each, write the JSONL, upload it, create the batch job and bind it."""
+        for each, write the JSONL, upload it, create the batch job and bind it. With a
+        deadline, first send directly the rows whose deadline is near (``switch_if_due``);
+        the batch then takes only rows enrolled after theirs."""
         p, ledger = self.ctx.pipeline, self.ctx.ledger
         client = self.ctx.client  # before reserving: a missing API key must not strand rows
+        out = BatchSubmitted()
+        taken_by: float | None = None
         if self.deadline is not None:
-            # Too close to the deadline for batch: the rows still out go directly.
+            # Rows too close to their deadline for batch go directly; the others stay on it.
             switched = switch_if_due(self, self.deadline, concurrency=self.max_concurrency)
             if switched is not None:
-                return BatchSubmitted(
+                out = BatchSubmitted(
                     submitted=switched.sent_direct,
                     settled=switched.outcomes.get(Status.DONE, 0),
                     deadline=switched,
                 )
-        out = BatchSubmitted()
+                # The deadline's rows never go into a batch job (one the next tick would
+                # cancel with the later rows in it): those its direct calls left wait for
+                # the next tick's.
+                taken_by = switched.taken_by
         last = ledger.submission_refusals(p.name).last_at
         if last is not None and last >= self.opened_at:
             # Recover's re-send was refused a moment ago: one refusal per tick is enough.
@@ -1066,7 +1084,13 @@ class BatchChannel:
             reservation = _reservation_token(p)
             # Within the night's budget (flows.run._budget, the one place every channel
             # reserves through).
-            reserved = reserve(self.ctx, limit=limit, reservation=reservation, batch_model=p.model)
+            reserved = reserve(
+                self.ctx,
+                limit=limit,
+                reservation=reservation,
+                batch_model=p.model,
+                enrolled_after=taken_by,
+            )
             if reserved == 0:
                 ledger.release(reservation)  # closes the empty batch reservation
                 break

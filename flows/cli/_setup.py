@@ -266,7 +266,8 @@ def automations_apply(
         typer.Option("--dir", help="The folder of automation files (default: automations/)."),
     ] = None,
 ) -> None:
-    """Create or update the automations declared in automations/*.yaml (idempotent)."""
+    """Create or update the automations declared in automations/*.yaml, delete the ones it
+    created that no file declares any more (idempotent; hand-made ones are left alone)."""
     from flows.ops.automations import AUTOMATIONS_DIR, apply_automations
 
     for applied in apply_automations(folder or AUTOMATIONS_DIR, block=block):

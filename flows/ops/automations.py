@@ -6,6 +6,12 @@ reads). ``apply`` creates each one on the server of ``PREFECT_API_URL``, or upda
 with its name, or leaves it alone when it is already as declared: applying twice gives the
 same automations.
 
+The folder is the whole declaration: an automation this project put on the server that no
+file declares any more (its file deleted, or its name changed) is deleted, so it stops
+firing. Ours carry the tag ``MARKER_TAG``, which ``apply`` adds to each one it writes; the
+ones earlier versions wrote carry no tag and are known by the names those versions shipped.
+Every other automation on the server (one made by hand in the UI) is never touched.
+
 A ``send-notification`` action declares no ``block_document_id``: ``--block TYPE/NAME``
 names a notification block saved on that server (Slack webhook, email, custom webhook, ...)
 and fills it in. Without ``--block``, the automations that notify are skipped (and said so),
@@ -23,10 +29,33 @@ import yaml
 
 from flows.errors import UsageError
 
-__all__ = ["AUTOMATIONS_DIR", "AppliedAutomation", "Declared", "apply_automations", "declared"]
+__all__ = [
+    "AUTOMATIONS_DIR",
+    "MARKER_TAG",
+    "AppliedAutomation",
+    "Declared",
+    "apply_automations",
+    "declared",
+]
 
 AUTOMATIONS_DIR = Path(__file__).resolve().parents[2] / "automations"
 _NOTIFY = "send-notification"
+# The tag apply puts on every automation it writes: what makes one ours, to delete once no
+# file declares it (a user's own automation never has it unless they add it themselves).
+MARKER_TAG = "managed-by:gemini-ledger"
+# The names the versions before MARKER_TAG applied, untagged (git log -- automations/): the
+# one way to know those as ours. A user's file of another name applied by such a version is
+# recognised once this version has applied it (tagged) while its file still exists.
+_SHIPPED_UNTAGGED = frozenset(
+    {
+        "gemini-ledger budget reached",
+        "gemini-ledger channel halted",
+        "gemini-ledger crash runs whose heartbeats stopped",
+        "gemini-ledger parked jobs rising",
+        "gemini-ledger run failed or crashed",
+        "gemini-ledger run over its bound",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +74,10 @@ class Declared:
 
 @dataclass(frozen=True)
 class AppliedAutomation:
-    """What ``apply`` did with one declared automation."""
+    """What ``apply`` did with one declared automation, or with one of ours no file declares."""
 
     name: str
-    action: str  # created, updated, unchanged, skipped
+    action: str  # created, updated, unchanged, skipped, deleted
     id: UUID | None = None
 
     def describe(self) -> str:
@@ -81,6 +110,9 @@ def _load(path: Path, block_id: UUID | None) -> Declared:
         return Declared(path, data["name"], None)
     for action in notifies:
         action["block_document_id"] = str(block_id)
+    tags = data.get("tags") or []
+    if isinstance(tags, list) and MARKER_TAG not in tags:  # not a list: the validation says so
+        data["tags"] = [*tags, MARKER_TAG]
     try:
         automation = AutomationCore.model_validate(data)
     except ValidationError as exc:
@@ -133,7 +165,8 @@ def _same(existing: Any, wanted: Any) -> bool:
 def apply_automations(
     folder: Path = AUTOMATIONS_DIR, *, block: str | None = None
 ) -> list[AppliedAutomation]:
-    """Create, update or leave alone each declared automation on the Prefect server."""
+    """Create, update or leave alone each declared automation on the Prefect server; delete
+    ours that no file declares any more (hand-made ones are left alone)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
@@ -149,7 +182,8 @@ def apply_automations(
     done: list[AppliedAutomation] = []
     with get_client(sync_client=True) as client:
         block_id = _block_id(client, block) if block is not None else None
-        for item in declared(folder, block_id):
+        items = declared(folder, block_id)
+        for item in items:
             if item.automation is None:
                 done.append(AppliedAutomation(item.name, "skipped"))
                 continue
@@ -166,4 +200,28 @@ def apply_automations(
             else:
                 client.update_automation(first.id, item.automation)
                 done.append(AppliedAutomation(item.name, "updated", first.id))
+        wanted = {item.name for item in items}  # a skipped one is still declared: kept
+        for gone in _ours(client):
+            if gone.name not in wanted:
+                client.delete_automation(gone.id)
+                done.append(AppliedAutomation(gone.name, "deleted", gone.id))
     return done
+
+
+def _ours(client: Any) -> list[Any]:
+    """The automations on the server this project wrote: tagged MARKER_TAG, or, untagged,
+    named as an earlier version shipped one."""
+    from prefect.events.filters import AutomationFilter, AutomationFilterName, AutomationFilterTags
+
+    tagged = [
+        a
+        for a in client.read_automations(
+            automations=AutomationFilter(tags=AutomationFilterTags(all_=[MARKER_TAG]))
+        )
+        if MARKER_TAG in a.tags
+    ]
+    shipped = client.read_automations(
+        automations=AutomationFilter(name=AutomationFilterName(any_=sorted(_SHIPPED_UNTAGGED)))
+    )
+    untagged = [a for a in shipped if a.name in _SHIPPED_UNTAGGED and MARKER_TAG not in a.tags]
+    return [*tagged, *untagged]

@@ -46,7 +46,7 @@ from flows.run._budget import (
 from flows.settings import Settings
 from ledger import Channel, Ledger, PlanNight
 
-__all__ = ["SAMPLE", "NightFigures", "plan_night", "priced_nights"]
+__all__ = ["SAMPLE", "NightFigures", "plan_night", "priced_night", "priced_nights"]
 
 #: How many prompts are counted (``count_tokens``, or offline) for the mean per row.
 SAMPLE = 20
@@ -104,10 +104,11 @@ def priced_nights(
     ledger: Ledger, pipeline: str, since: date, prices: PriceTable
 ) -> list[NightFigures]:
     """``Ledger.plans_for`` with the actual usage priced: planned against actual per night."""
-    return [_priced(n, prices) for n in ledger.plans_for(pipeline, since.isoformat())]
+    return [priced_night(n, prices) for n in ledger.plans_for(pipeline, since.isoformat())]
 
 
-def _priced(night: PlanNight, prices: PriceTable) -> NightFigures:
+def priced_night(night: PlanNight, prices: PriceTable) -> NightFigures:
+    """One night of ``Ledger.plans_for`` with its actual usage priced."""
     plan = night.planned
     actual = estimate_cost([UsageLine.of(u) for u in night.usage], prices).usd
     actual += direct_surcharge([UsageLine.of(u) for u in night.sent_direct], prices)

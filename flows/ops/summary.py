@@ -49,11 +49,11 @@ from flows.gemini._pricing import (
 )
 from flows.ops._halt_history import WINDOW, HaltHistory, read_halts
 from flows.ops._trend import build_trend, trend_lines, trend_table
-from flows.ops.plan import priced_nights
+from flows.ops.plan import priced_night
 from flows.run._names import name_refused_run, run_name, summary_name
 from flows.run._parameters import Day
 from flows.settings import Settings, load_settings
-from ledger import Channel, Ledger, Status, morning_view
+from ledger import Channel, Ledger, PlanNight, Status, morning_view
 
 __all__ = [
     "EVENT_NAME",
@@ -123,14 +123,22 @@ def deadline_cost(ledger: Ledger, pipeline: str, prices: PriceTable) -> tuple[in
     return sum(u.rows for u in lines), direct_surcharge(lines, prices)
 
 
-def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> list[dict[str, Any]]:
+def _pipelines(
+    ledger: Ledger, prices: PriceTable, only: str | None = None, day: date | None = None
+) -> list[dict[str, Any]]:
+    """The morning table's rows; with ``day``, each carries its night's plan (``plan``)."""
     rows = []
+    held_since = today_utc() - timedelta(days=LOOKBACK_DAYS)
+    # One read of the plans serves the held rows (the last LOOKBACK_DAYS) and the night of
+    # `day`: from whichever of the two begins first.
+    since = held_since if day is None else min(held_since, day)
     for view in morning_view(ledger):
         if only is not None and view.pipeline != only:
             continue  # its usage is not read
         usage = [UsageLine.of(u) for u in ledger.usage_by_model(pipeline=view.pipeline)]
         cost = estimate_cost(usage, prices)
-        held, held_night = _held(ledger, view.pipeline)
+        nights = ledger.plans_for(view.pipeline, since.isoformat())
+        held, held_night = _held(ledger, view.pipeline, nights, held_since)
         # The rows a deadline sent directly are priced above as batch rows: add the rest.
         fallback_rows, fallback_extra = deadline_cost(ledger, view.pipeline, prices)
         rows.append(
@@ -156,30 +164,31 @@ def _pipelines(ledger: Ledger, prices: PriceTable, only: str | None = None) -> l
                 "batch_submission_refused_since": _when(view.submission_refused_since),
             }
         )
+        if day is not None:
+            rows[-1]["plan"] = _night_plan(nights, day, prices)
     return rows
 
 
-def _held(ledger: Ledger, pipeline: str) -> tuple[int, str | None]:
-    """Rows of the pipeline's latest planned night held by its budget and still waiting
-    (pending, not parked), and that night (``flows.run._budget``)."""
-    since = (today_utc() - timedelta(days=LOOKBACK_DAYS)).isoformat()
-    planned = [n for n in ledger.plans_for(pipeline, since) if n.planned is not None]
+def _held(
+    ledger: Ledger, pipeline: str, nights: list[PlanNight], since: date
+) -> tuple[int, str | None]:
+    """Rows of the pipeline's latest night planned from ``since`` on (``nights``: its
+    ``plans_for``) held by its budget and still waiting (pending, not parked), and that night
+    (``flows.run._budget``)."""
+    planned = [n for n in nights if n.day >= since.isoformat() and n.planned is not None]
     if not planned or planned[-1].planned is None or not planned[-1].planned.held:
         return 0, None
     waiting = ledger.due_rows(pipeline, sample=0).total
     return min(planned[-1].planned.held, waiting), planned[-1].day
 
 
-def _night_plan(
-    ledger: Ledger, pipeline: str, day: date, prices: PriceTable
-) -> dict[str, Any] | None:
-    """The night of ``day`` planned against actual (``flows.ops.plan``), or None when no tick
-    planned it."""
-    nights = priced_nights(ledger, pipeline, day, prices)
+def _night_plan(nights: list[PlanNight], day: date, prices: PriceTable) -> dict[str, Any] | None:
+    """The night of ``day`` (among ``nights``: the pipeline's ``plans_for``) planned against
+    actual (``flows.ops.plan``), or None when no tick planned it."""
     night = next((n for n in nights if n.day == day.isoformat()), None)
-    if night is None or night.planned_usd is None:
+    if night is None or night.planned is None:
         return None
-    return night.as_dict()
+    return priced_night(night, prices).as_dict()
 
 
 def plan_lines(report: dict[str, Any]) -> list[str]:
@@ -274,9 +283,7 @@ def build_summary(
 
     usage = [UsageLine.of(u) for u in ledger.usage_by_model()]
     cost = estimate_cost(usage, prices)
-    pipelines = _pipelines(ledger, prices)
-    for p in pipelines:
-        p["plan"] = _night_plan(ledger, p["pipeline"], day, prices)
+    pipelines = _pipelines(ledger, prices, day=day)
     extra = sum(p["deadline_extra_usd"] for p in pipelines)
     return {
         "day": day.isoformat(),

@@ -251,6 +251,7 @@ class _Rows:
     reservation: str
     batch_model: str | None
     keys: list[str] | None
+    enrolled_after: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,11 +379,13 @@ class Budget:
         batch_model: str | None = None,
         keys: list[str] | None = None,
         channel: str | None = None,
+        enrolled_after: float | None = None,
     ) -> int:
         """``Ledger.reserve`` of at most the rows that fit, the night stamped on them and
         their estimate added to its plan; ``channel`` is the channel the rows go out on when it
-        is not the pipeline's (a deadline's direct fallback), priced as such."""
-        rows = _Rows(reservation, batch_model, keys)
+        is not the pipeline's (a deadline's direct fallback), priced as such;
+        ``enrolled_after``: only rows enrolled after it (``Ledger.reserve``)."""
+        rows = _Rows(reservation, batch_model, keys, enrolled_after)
         with self._lock:
             self._start(ctx)
             per_row = self._per_row(ctx, channel)
@@ -417,6 +420,7 @@ class Budget:
             batch_model=rows.batch_model,
             keys=rows.keys,
             plan_day=ctx.day.isoformat(),
+            enrolled_after=rows.enrolled_after,
         )
         if got:
             self._note(ctx, got, per_row)
@@ -521,10 +525,12 @@ def reserve(
     batch_model: str | None = None,
     keys: list[str] | None = None,
     channel: str | None = None,
+    enrolled_after: float | None = None,
 ) -> int:
     """Reserve due rows of the run's pipeline within its budget: the one way a channel
     reserves (see the module docstring); ``channel``: the one the rows go out on, when it is
-    not the pipeline's (a deadline's direct fallback)."""
+    not the pipeline's (a deadline's direct fallback); ``enrolled_after``: only rows enrolled
+    after that instant (a deadline's batch submit leaves the rows it sends directly)."""
     return ctx.budget.reserve(
         ctx,
         limit=limit,
@@ -532,4 +538,5 @@ def reserve(
         batch_model=batch_model,
         keys=keys,
         channel=channel,
+        enrolled_after=enrolled_after,
     )

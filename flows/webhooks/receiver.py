@@ -126,8 +126,10 @@ def start_reconcile(job_name: str, settings: Settings) -> None:
 def _reconcile_here(job_name: str) -> None:
     try:
         from flows.reconcile import reconcile
+        from flows.run._ending import own_endings
 
-        reconcile(job_name=job_name)
+        with own_endings():  # a halt logged as itself, even when Prefect's answer lost it
+            reconcile(job_name=job_name)
     except Exception as exc:
         log.error("in-process reconcile of %s failed (%s)", job_name, type(exc).__name__)
     finally:

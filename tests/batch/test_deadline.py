@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from flows import Deadline
@@ -273,3 +274,82 @@ def test_the_reconcile_flow_leaves_a_cancelled_job_whose_file_is_late(
     assert later.submit.deadline is not None and later.submit.deadline.sent_direct == ROWS // 2
     assert emu.stats()["billed"]["batch_rows"] == ROWS // 2
     _all_delivered_once(night, name)
+
+
+def _enrolled_a_day_earlier(day: date) -> None:
+    """The rows of ``day`` as if enrolled a day before they were: an earlier night's."""
+    with run_ledger().engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET created_at = created_at - 86400 WHERE key LIKE :k"),
+            {"k": f"{NAME}:{day.isoformat()}:%"},
+        )
+
+
+def test_a_late_row_of_an_earlier_night_takes_back_only_its_own_job(
+    night: dict[str, Any],
+) -> None:
+    """An earlier night's batch job still out past its deadline, tonight's rows hours before
+    theirs: the tick cancels only the earlier job and sends only its unanswered rows
+    directly; tonight's rows go by batch in the same tick (billed at the batch rate), every
+    row delivered once, each row's attempts what the API was sent."""
+    emu = night["emulator"]
+    emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": 0.5})
+    deadline, _ = _deadline_in(6 * 3600, "UTC")
+    yesterday = DAY - timedelta(days=1)
+    earlier = tick(pipeline=SPEC, day=yesterday, deadline=deadline).submit.batch
+    assert earlier is not None
+    _enrolled_a_day_earlier(yesterday)  # due 18 h ago: late
+
+    tonight = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit
+    switched = tonight.deadline
+    assert switched is not None
+    assert (switched.answered_by_batch, switched.sent_direct) == (ROWS // 2, ROWS // 2)
+    assert len(tonight.batches) == 1 and tonight.batches != [earlier]
+    assert (switched.cancelled, switched.rows_near) == ([earlier], ROWS)
+    ledger = run_ledger()
+    mine = [j for j in ledger.jobs(pipeline=NAME) if j.key.startswith(f"{NAME}:{DAY}:")]
+    assert {(j.status, j.handle) for j in mine} == {(Status.SUBMITTED, tonight.batches[0])}
+
+    emu.set_scenario({"batch_polls_to_complete": 1})  # tonight's job ends at its next poll
+    after = tick(pipeline=SPEC, day=DAY, deadline=deadline)
+    assert after.submit.deadline is None
+    jobs = _all_delivered_once(night, NAME)
+    direct = [j for j in jobs if (j.handle or "").startswith("direct:")]
+    assert len(direct) == ROWS // 2
+    assert {j.key.split(":")[1] for j in direct} == {yesterday.isoformat()}
+    assert {j.attempts for j in direct} == {2}
+    assert {j.attempts for j in jobs if j not in direct} == {1}
+    assert attempts_by_key(ledger, NAME) == submissions(emu, f"{NAME}:")
+    billed = emu.stats()["billed"]
+    assert (billed["batch_rows"], billed["generate_calls"]) == (ROWS // 2 + ROWS, ROWS // 2)
+
+
+def test_the_reconcile_flow_knows_a_job_a_tick_parameters_deadline_cancelled(
+    night: dict[str, Any], monkeypatch
+) -> None:
+    """A deadline given only as the tick's parameter: its switch-over cancels the job but
+    cannot read it (batches.get refused, no wait), so the job is left submitted; the
+    reconcile flow (what the webhook batch.cancelled starts), which never sees that deadline,
+    settles it from the job's mark: its answered half applied, its other rows
+    retryable:deadline, never unknown:batch_cancelled; the next tick sends them directly."""
+    emu = night["emulator"]
+    scenario: dict[str, Any] = {"batch_polls_to_complete": 1000, "batch_partial_output": 0.5}
+    emu.set_scenario(scenario)
+    monkeypatch.setenv("GEMINI_LEDGER_DEADLINE_CANCEL_WAIT_S", "0")
+    deadline, due = _deadline_in(6 * 3600)
+    job = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.batch
+    assert job is not None
+    # The next tick's collect polls the job; its switch-over's one poll is refused.
+    emu.set_scenario({**scenario, "route_faults": {"batches.get": ["ok", "503"]}})
+    with deadline_clock(lambda: due - 600):
+        switched = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None and switched.cancelled == [job]
+    assert (switched.unfinished_jobs, switched.sent_direct) == (1, 0)
+    assert reconcile(job_name=job)["reconciled"] == 1
+    rows = run_ledger().jobs(pipeline=NAME)
+    failed = Counter(j.error_class for j in rows if j.status == Status.RETRYABLE)
+    assert failed == {"retryable:deadline": ROWS // 2}
+    with deadline_clock(lambda: due - 600):
+        switched = tick(pipeline=SPEC, day=DAY, deadline=deadline).submit.deadline
+    assert switched is not None and switched.sent_direct == ROWS // 2
+    _all_delivered_once(night, NAME)

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -246,3 +246,35 @@ def test_plan_history_tells_rows_from_sends(sqlite_url: str) -> None:
     (night,) = priced_nights(ledger, direct.name, date(2026, 12, 1), load_prices(None))
     assert (night.planned_rows, night.planned_sends) == (1, 2)
     assert night.as_dict()["planned"]["sends"] == 2
+
+
+def test_the_morning_summary_reads_each_pipelines_plans_once(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One plans_for per pipeline serves both the rows held by the budget and the night's
+    planned-against-actual line of the morning summary."""
+    from flows.ops.summary import build_summary
+    from flows.testing import HaltHistory
+
+    ledger = Ledger(sqlite_url)
+    night = datetime.now(UTC).date() - timedelta(days=1)
+    _enrolled(ledger, direct, 3)
+    assert ledger.reserve(pipeline=direct.name, limit=1, reservation="r1", plan_day=str(night))
+    common = {"pipeline": direct.name, "day": night.isoformat(), "channel": "direct"}
+    ledger.note_plan(
+        **common, rows=1, prompt_tokens=10, output_tokens=10, usd=0.01, source="t", cap_usd=0.01
+    )
+    ledger.note_held(**common, held=2, cap_usd=0.01)
+    reads: list[tuple[str, str]] = []
+    plans_for = ledger.plans_for
+
+    def counted(pipeline: str, since: str) -> Any:
+        reads.append((pipeline, since))
+        return plans_for(pipeline, since)
+
+    monkeypatch.setattr(ledger, "plans_for", counted)
+    report = build_summary(ledger, night, load_prices(None), halts=HaltHistory([]))
+    (row,) = report["pipelines"]
+    assert (row["held_by_budget"], row["held_by_budget_night"]) == (2, night.isoformat())
+    assert row["plan"] is not None and row["plan"]["planned"]["rows"] == 1
+    assert [p for p, _ in reads] == [direct.name]

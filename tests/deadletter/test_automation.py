@@ -189,6 +189,65 @@ def test_apply_twice_gives_the_same_automations(applied: Path, prefect_api: str)
     assert halted.description == "changed"
 
 
+def test_apply_deletes_ours_no_file_declares_and_never_a_hand_made_one(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """An automation apply created whose file is gone, and an untagged one named as an earlier
+    version shipped it, are deleted (said so); ones made by hand, even named gemini-ledger
+    something, are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+
+    base = yaml.safe_load((AUTOMATIONS_DIR / "zombie-runs.yaml").read_text())
+    base["enabled"] = False  # the session's server is shared: nothing here may fire
+
+    def automation(name: str) -> dict[str, Any]:
+        return {**base, "name": name}
+
+    folder = tmp_path / "automations"
+    folder.mkdir()
+    (folder / "zombie-runs.yaml").write_text(yaml.safe_dump(automation(ZOMBIE)))
+    (folder / "stale.yaml").write_text(yaml.safe_dump(automation("gl-test stale")))
+    legacy = "gemini-ledger run over its bound"  # as an earlier version created it: untagged
+    by_hand = ["gl-test made by hand", "gemini-ledger my own alert"]
+    everything = [ZOMBIE, "gl-test stale", legacy, *by_hand]
+    try:
+        first = {a.name: a for a in apply_automations(folder)}
+        assert {n: a.action for n, a in first.items()} == {
+            ZOMBIE: "created",
+            "gl-test stale": "created",
+        }
+        with get_client(sync_client=True) as client:
+            kept = {
+                name: client.create_automation(AutomationCore.model_validate(automation(name)))
+                for name in by_hand
+            }
+            client.create_automation(AutomationCore.model_validate(automation(legacy)))
+        (folder / "stale.yaml").unlink()
+
+        again = apply_automations(folder)
+        assert sorted((a.action, a.name) for a in again if a.action != "unchanged") == [
+            ("deleted", "gemini-ledger run over its bound"),
+            ("deleted", "gl-test stale"),
+        ]
+        assert "deleted: gl-test stale" in [a.describe().split(" (")[0] for a in again]
+        with get_client(sync_client=True) as client:
+            left = {
+                name: [a.id for a in client.read_automations_by_name(name)] for name in everything
+            }
+        assert left == {
+            ZOMBIE: [first[ZOMBIE].id],
+            "gl-test stale": [],
+            legacy: [],
+            **{name: [kept[name]] for name in by_hand},
+        }
+    finally:
+        with get_client(sync_client=True) as client:
+            for name in everything:
+                for found in client.read_automations_by_name(name):
+                    client.delete_automation(found.id)
+
+
 def test_a_block_that_does_not_exist_is_one_line(prefect_api: str) -> None:
     """--block naming no block on the server, or not TYPE/NAME, is refused in one line."""
     with pytest.raises(UsageError, match="no custom-webhook block named 'nowhere'"):

@@ -44,3 +44,46 @@ def test_rows_out_call_seconds_and_usage_sent_as(ledger_url: str) -> None:
     (line,) = ledger.usage_sent_as(pipeline="p", handle_prefix="direct:")
     assert (line.channel, line.rows) == ("batch", 2)
     assert (line.usage.prompt_tokens, line.usage.total_tokens) == (400, 500)
+
+
+def _mark(ledger: Ledger, name: str) -> float | None:
+    rec = ledger.batch_named(name)
+    assert rec is not None
+    return rec.deadline_cancel_at
+
+
+def test_rows_due_by_an_instant_their_jobs_and_the_deadline_mark(ledger_url: str) -> None:
+    """Two nights of one pipeline, each in its own batch job: rows_out and batches_holding
+    enrolled_by an instant between them see only the first night's rows and job;
+    reserve enrolled_after it claims only the second night's; mark_deadline_cancel stamps a
+    submitted job once (the first mark kept) and refuses one no longer submitted."""
+    now = [1_800_000_000.0]
+    ledger = Ledger(ledger_url, clock=lambda: now[0])
+    for night in (1, 2):
+        ledger.enroll(
+            [NewJob(f"n{night}-{i}", {"i": i}) for i in range(2)],
+            pipeline="p",
+            channel="batch",
+            model="m",
+        )
+        ledger.reserve(pipeline="p", limit=2, reservation=f"r{night}", batch_model="m")
+        ledger.bind_batch(f"r{night}", name=f"batches/n{night}")
+        now[0] += 86_400
+    first = 1_800_000_000.0
+    between = first + 3_600
+    ledger.enroll([NewJob("n3-0", {"i": 0})], pipeline="p", channel="batch", model="m")
+    assert ledger.rows_out(pipeline="p", enrolled_by=between) == (2, first)
+    assert ledger.rows_out(pipeline="p") == (5, first)
+    assert [b.name for b in ledger.batches_holding(pipeline="p", enrolled_by=between)] == [
+        "batches/n1"
+    ]
+    assert ledger.reserve(pipeline="p", limit=5, reservation="r3", enrolled_after=now[0]) == 0
+    assert ledger.reserve(pipeline="p", limit=5, reservation="r3", enrolled_after=between) == 1
+    assert _mark(ledger, "batches/n1") is None
+    assert ledger.mark_deadline_cancel("batches/n1")
+    marked = now[0]
+    now[0] += 5
+    assert ledger.mark_deadline_cancel("batches/n1")
+    assert _mark(ledger, "batches/n1") == marked
+    ledger.finish_batch("batches/n2", state="cancelled", summary={})
+    assert not ledger.mark_deadline_cancel("batches/n2")

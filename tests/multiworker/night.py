@@ -240,10 +240,26 @@ def run_night(night: Night, *, root: Path, ledger_url: str) -> NightResult:
         limits_output=limits.stdout,
         waves=waves,
         seconds=seconds,
-        runs=[{"name": r.name, "state": r.state.type.value if r.state else None} for r in runs],
+        runs=[_described(r, workers) for r in runs],
         runs_per_worker=per_worker,
         load=os.getloadavg(),
     )
+
+
+def _described(run: Any, workers: list[tuple[Any, Path]]) -> dict[str, Any]:
+    """A run's name and state; for one that did not complete, its state's message and the
+    workers' log lines naming it too (what a failure of the night test needs to be read)."""
+    state = run.state
+    out: dict[str, Any] = {"name": run.name, "state": state.type.value if state else None}
+    if state is None or not state.is_completed():
+        out["message"] = state.message if state else None
+        out["log"] = [
+            f"{log.stem}: {line}"
+            for _, log in workers
+            for line in log.read_text(errors="replace").splitlines()
+            if str(run.id) in line or run.name in line
+        ][-20:]
+    return out
 
 
 def _start_wave(server: Any, deployments: Mapping[str, Any], copies: int) -> list[Any]:
