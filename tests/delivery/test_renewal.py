@@ -36,16 +36,22 @@ def _enroll(ledger: Ledger, name: str, n: int) -> list[str]:
     return keys
 
 
+def _claimed_by_a(ledger_url: str, n: int) -> tuple[SharedClock, Ledger, list[str]]:
+    """``n`` rows of pipeline ``p`` answered by a batch job, all claimed by the pass ``a``."""
+    clock = SharedClock()
+    ledger = Ledger(ledger_url, clock=clock)
+    keys = _enroll(ledger, "p", n)
+    ledger.reserve(pipeline="p", limit=n, reservation="r", batch_model="m")
+    ledger.bind_batch("r", name="batches/r")
+    ledger.apply_results([ResultRow(k, "{}") for k in keys], handle="batches/r")
+    assert len(ledger.claim_done(pipeline="p", token="a", older_than=10)) == n
+    return clock, ledger, keys
+
+
 def test_consume_with_a_token_records_only_rows_the_pass_still_holds(ledger_url: str) -> None:
     """A claim taken over (stale) is no longer the first pass's: its renewal and its consume
     change nothing, the new holder's do."""
-    clock = SharedClock()
-    ledger = Ledger(ledger_url, clock=clock)
-    keys = _enroll(ledger, "p", 2)
-    ledger.reserve(pipeline="p", limit=2, reservation="r", batch_model="m")
-    ledger.bind_batch("r", name="batches/r")
-    ledger.apply_results([ResultRow(k, "{}") for k in keys], handle="batches/r")
-    assert len(ledger.claim_done(pipeline="p", token="a", older_than=10)) == 2
+    clock, ledger, keys = _claimed_by_a(ledger_url, 2)
     clock.advance(5)
     assert ledger.renew_delivery("a", key=keys[0]) == 1  # a keeps the first row fresh
     clock.advance(6)
@@ -63,13 +69,7 @@ def test_consume_and_renew_records_one_row_and_keeps_the_next_in_one_write(
 ) -> None:
     """The pass's write after a side effect consumes that row and renews its claim on the
     next one; each half moves only a row the pass still holds, and says so."""
-    clock = SharedClock()
-    ledger = Ledger(ledger_url, clock=clock)
-    keys = _enroll(ledger, "p", 3)
-    ledger.reserve(pipeline="p", limit=3, reservation="r", batch_model="m")
-    ledger.bind_batch("r", name="batches/r")
-    ledger.apply_results([ResultRow(k, "{}") for k in keys], handle="batches/r")
-    assert len(ledger.claim_done(pipeline="p", token="a", older_than=10)) == 3
+    clock, ledger, keys = _claimed_by_a(ledger_url, 3)
     clock.advance(5)
     assert ledger.consume_and_renew(keys[0], token="a", next_key=keys[1]) == (1, 1)
     assert ledger.get(keys[0]).status == Status.CONSUMED
