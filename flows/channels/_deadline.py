@@ -238,7 +238,8 @@ def _cancel(channel: BatchChannel, client: Any, jobs: list[BatchRecord], out: Sw
         assert rec.name is not None
         # Before the cancel: whoever settles the job (this tick, the reconcile flow the
         # webhook batch.cancelled starts, the next tick after a crash) reads it as ours.
-        ctx.ledger.mark_deadline_cancel(rec.name)
+        if not ctx.ledger.mark_deadline_cancel(rec.name):
+            continue  # settled meanwhile (a webhook's reconcile): nothing left to cancel
         try:
             cancel_batch_job(client, rec.name)
             out.cancelled.append(rec.name)

@@ -6,10 +6,13 @@ reads). ``apply`` creates each one on the server of ``PREFECT_API_URL``, or upda
 with its name, or leaves it alone when it is already as declared: applying twice gives the
 same automations.
 
-The folder is the whole declaration: an automation this project put on the server that no
-file declares any more (its file deleted, or its name changed) is deleted, so it stops
-firing. Ours carry the tag ``MARKER_TAG``, which ``apply`` adds to each one it writes; the
-ones earlier versions wrote carry no tag and are known by the names those versions shipped.
+A folder is the whole declaration of its automations: one that apply put on the server from
+a folder of that name, and that no file there declares any more (its file deleted, or its
+name changed), is deleted, so it stops firing. Each carries the tag of its folder,
+``managed-by:gemini-ledger/<folder name>`` (:func:`folder_tag`), which ``apply`` puts on each
+one it writes; so applying ``--dir ops/alerts`` never deletes the shipped ones, nor the
+reverse. The ones earlier versions wrote from the shipped folder carry no tag and are known
+by the names those versions shipped (pruned by an apply of a folder named ``automations``).
 Every other automation on the server (one made by hand in the UI) is never touched.
 
 A ``send-notification`` action declares no ``block_document_id``: ``--block TYPE/NAME``
@@ -36,12 +39,14 @@ __all__ = [
     "Declared",
     "apply_automations",
     "declared",
+    "folder_tag",
 ]
 
 AUTOMATIONS_DIR = Path(__file__).resolve().parents[2] / "automations"
 _NOTIFY = "send-notification"
-# The tag apply puts on every automation it writes: what makes one ours, to delete once no
-# file declares it (a user's own automation never has it unless they add it themselves).
+# The tag apply puts on every automation it writes, followed by "/<folder name>": what makes
+# one ours, and of which folder, to delete once no file there declares it (a user's own
+# automation never has it unless they add it themselves).
 MARKER_TAG = "managed-by:gemini-ledger"
 # The names the versions before MARKER_TAG applied, untagged (git log -- automations/): the
 # one way to know those as ours. A user's file of another name applied by such a version is
@@ -95,6 +100,11 @@ def _files(folder: Path) -> list[Path]:
     return files
 
 
+def folder_tag(folder: Path) -> str:
+    """The tag of the automations ``apply`` writes from ``folder``: they are that folder's."""
+    return f"{MARKER_TAG}/{folder.resolve().name}"
+
+
 def _load(path: Path, block_id: UUID | None) -> Declared:
     from prefect.events.schemas.automations import AutomationCore
     from pydantic import ValidationError
@@ -111,8 +121,10 @@ def _load(path: Path, block_id: UUID | None) -> Declared:
     for action in notifies:
         action["block_document_id"] = str(block_id)
     tags = data.get("tags") or []
-    if isinstance(tags, list) and MARKER_TAG not in tags:  # not a list: the validation says so
-        data["tags"] = [*tags, MARKER_TAG]
+    if isinstance(tags, list):  # not a list: the validation says so
+        # Its folder's tag only: a file moved to another folder belongs to that one now.
+        own = folder_tag(path.parent)
+        data["tags"] = [*(t for t in tags if not str(t).startswith(MARKER_TAG)), own]
     try:
         automation = AutomationCore.model_validate(data)
     except ValidationError as exc:
@@ -201,27 +213,35 @@ def apply_automations(
                 client.update_automation(first.id, item.automation)
                 done.append(AppliedAutomation(item.name, "updated", first.id))
         wanted = {item.name for item in items}  # a skipped one is still declared: kept
-        for gone in _ours(client):
+        for gone in _ours(client, folder):
             if gone.name not in wanted:
                 client.delete_automation(gone.id)
                 done.append(AppliedAutomation(gone.name, "deleted", gone.id))
     return done
 
 
-def _ours(client: Any) -> list[Any]:
-    """The automations on the server this project wrote: tagged MARKER_TAG, or, untagged,
-    named as an earlier version shipped one."""
+def _ours(client: Any, folder: Path) -> list[Any]:
+    """The automations on the server apply wrote from a folder of ``folder``'s name: tagged
+    :func:`folder_tag`, or, for the shipped folder's name, untagged and named as an earlier
+    version shipped one."""
     from prefect.events.filters import AutomationFilter, AutomationFilterName, AutomationFilterTags
 
+    tag = folder_tag(folder)
     tagged = [
         a
         for a in client.read_automations(
-            automations=AutomationFilter(tags=AutomationFilterTags(all_=[MARKER_TAG]))
+            automations=AutomationFilter(tags=AutomationFilterTags(all_=[tag]))
         )
-        if MARKER_TAG in a.tags
+        if tag in a.tags
     ]
+    if folder.resolve().name != AUTOMATIONS_DIR.name:
+        return tagged
     shipped = client.read_automations(
         automations=AutomationFilter(name=AutomationFilterName(any_=sorted(_SHIPPED_UNTAGGED)))
     )
-    untagged = [a for a in shipped if a.name in _SHIPPED_UNTAGGED and MARKER_TAG not in a.tags]
+    untagged = [
+        a
+        for a in shipped
+        if a.name in _SHIPPED_UNTAGGED and not any(t.startswith(MARKER_TAG) for t in a.tags)
+    ]
     return [*tagged, *untagged]

@@ -194,7 +194,7 @@ def test_apply_deletes_ours_no_file_declares_and_never_a_hand_made_one(
 ) -> None:
     """An automation apply created whose file is gone, and an untagged one named as an earlier
     version shipped it, are deleted (said so); ones made by hand, even named gemini-ledger
-    something, are left alone."""
+    something, and ones another folder declares are left alone, both ways."""
     from prefect.client.orchestration import get_client
     from prefect.events.schemas.automations import AutomationCore
 
@@ -208,10 +208,14 @@ def test_apply_deletes_ours_no_file_declares_and_never_a_hand_made_one(
     folder.mkdir()
     (folder / "zombie-runs.yaml").write_text(yaml.safe_dump(automation(ZOMBIE)))
     (folder / "stale.yaml").write_text(yaml.safe_dump(automation("gl-test stale")))
+    alerts = tmp_path / "ops" / "alerts"  # a user's own folder, applied with --dir
+    alerts.mkdir(parents=True)
+    (alerts / "mine.yaml").write_text(yaml.safe_dump(automation("gl-test alert")))
     legacy = "gemini-ledger run over its bound"  # as an earlier version created it: untagged
     by_hand = ["gl-test made by hand", "gemini-ledger my own alert"]
-    everything = [ZOMBIE, "gl-test stale", legacy, *by_hand]
+    everything = [ZOMBIE, "gl-test stale", "gl-test alert", legacy, *by_hand]
     try:
+        assert [a.action for a in apply_automations(alerts)] == ["created"]
         first = {a.name: a for a in apply_automations(folder)}
         assert {n: a.action for n, a in first.items()} == {
             ZOMBIE: "created",
@@ -231,13 +235,18 @@ def test_apply_deletes_ours_no_file_declares_and_never_a_hand_made_one(
             ("deleted", "gl-test stale"),
         ]
         assert "deleted: gl-test stale" in [a.describe().split(" (")[0] for a in again]
+        # The other folder's apply leaves this one's alone, and this one's left it alone.
+        assert [a.action for a in apply_automations(alerts)] == ["unchanged"]
         with get_client(sync_client=True) as client:
             left = {
                 name: [a.id for a in client.read_automations_by_name(name)] for name in everything
             }
+            mine = client.read_automations_by_name("gl-test alert")
+        assert [a.tags for a in mine] == [["managed-by:gemini-ledger/alerts"]]
         assert left == {
             ZOMBIE: [first[ZOMBIE].id],
             "gl-test stale": [],
+            "gl-test alert": [mine[0].id],
             legacy: [],
             **{name: [kept[name]] for name in by_hand},
         }
