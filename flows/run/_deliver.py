@@ -109,6 +109,9 @@ class _Claims:
         self.failed: set[str] = set()
         self.renewed_at = ledger.clock()
         self.took_over = TakenOver()
+        # The row the last consume renewed in its own transaction (Ledger.consume_and_renew):
+        # the pass runs it next, already kept.
+        self.kept_ahead: str | None = None
 
     def claim(self) -> list[tuple[str, str]]:
         """The next group: fresh claims (or stale ones of a dead pass) under the token."""
@@ -129,7 +132,11 @@ class _Claims:
     def keep(self, key: str) -> bool:
         """Renew the claim on the row in hand (and, every quarter of the age, all the pass
         holds: rows whose side effect ran but is not consumed yet, failed ones); False when
-        the row is no longer this pass's."""
+        the row is no longer this pass's. The row the last :meth:`consume` renewed is kept
+        already."""
+        if key == self.kept_ahead:
+            self.kept_ahead = None
+            return True
         with self.renewal.exclusive():
             self._renew_all_when_due()
             return self.ledger.renew_delivery(self.token, key=key) == 1
@@ -140,19 +147,21 @@ class _Claims:
             self.ledger.renew_delivery(self.token)
             self.renewed_at = now
 
-    def consume(self, key: str, following: str | None) -> tuple[int, bool | None]:
+    def consume(self, key: str, following: str | None) -> int:
         """Record the side effect that ran on ``key`` (only a row still claimed by this pass
-        moves) and, in the same transaction, do what :meth:`keep` does for the row the pass
-        runs next, ``following``: (rows consumed, whether ``following`` is still the pass's;
-        None without one)."""
+        moves; the rows moved) and, in the same transaction, do what :meth:`keep` does for
+        the row the pass runs next, ``following`` (one write a row, not two)."""
+        self.kept_ahead = None
         with self.renewal.exclusive():
             if following is None:
-                return self.ledger.consume([key], token=self.token), None
+                return self.ledger.consume([key], token=self.token)
             self._renew_all_when_due()
             moved, renewed = self.ledger.consume_and_renew(
                 key, token=self.token, next_key=following
             )
-            return moved, renewed == 1
+        if renewed == 1:
+            self.kept_ahead = following
+        return moved
 
     def release(self, keys: list[str]) -> None:
         """Give back claims this pass will not deliver (it is stopping)."""
@@ -231,15 +240,12 @@ def _deliver_claimed(
     p = claims.p
     while claimed := claims.claim():
         out.claimed += len(claimed)
-        # The row in hand's claim, renewed by the write that recorded the row before it
-        # (one transaction a row, not two); None: renew it now.
-        renewed: bool | None = None
         for n, (key, result) in enumerate(claimed):
             if stop_requested():
                 # Between rows: the claims not yet delivered go back for the next tick.
                 claims.release([k for k, _ in claimed[n:]])
                 return
-            if not (claims.keep(key) if renewed is None else renewed):
+            if not claims.keep(key):
                 out.lost_claim = True
                 log.warning(
                     "%s: the delivery claim on %s was taken over by another pass (this one"
@@ -250,7 +256,6 @@ def _deliver_claimed(
                 )
                 claims.release([k for k, _ in claimed[n + 1 :]])  # still ours: not held idle
                 return
-            renewed = None
             try:
                 value = p.output.model_validate_json(result)
                 kept = _kept(claims.ledger, key) if p.wants_kept else None
@@ -271,8 +276,7 @@ def _deliver_claimed(
                 continue
             _crash(points.before_consume)
             following = claimed[n + 1][0] if n + 1 < len(claimed) else None
-            recorded, renewed = _record(claims, key, following, out, log)
-            if not recorded:
+            if not _record(claims, key, following, out, log):
                 claims.release([k for k, _ in claimed[n + 1 :]])
                 return
 
@@ -289,15 +293,14 @@ def _record(
     following: str | None,
     out: Delivery,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> tuple[bool, bool | None]:
+) -> bool:
     """Consume the row whose side effect ran, renewing the claim on the ``following`` one;
-    (False, ...) (and said) when the row was no longer this pass's: it stops. The second
-    value says whether ``following`` is still the pass's (None: not renewed)."""
-    moved, renewed = claims.consume(done, following)
+    False (and said) when the row was no longer this pass's: it stops."""
+    moved = claims.consume(done, following)
     out.consumed += moved
     note(delivered=moved)  # the tick's progress artifact (flows.run._progress)
     if moved == 1:
-        return True, renewed
+        return True
     out.taken_over += 1 - moved
     out.lost_claim = True
     log.error(
@@ -307,7 +310,7 @@ def _record(
         1 - moved,
         claims.age,
     )
-    return False, renewed
+    return False
 
 
 # Examples of each kind of bad item kept in the tick's report (the counts are exact).

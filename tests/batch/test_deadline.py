@@ -169,6 +169,22 @@ def _all_delivered_once(night: dict[str, Any], name: str) -> list[Any]:
     return jobs
 
 
+LATE_DECLARED = "tests.batch.deadline_pipelines:late_declared"
+
+
+def _declared_job_cancelled_by_hand(emu: Any) -> tuple[str, float, Any]:
+    """The late_declared pipeline's batch job, submitted six hours before its deadline, then
+    cancelled through the API (as the switch-over does): the job, the deadline's time and the
+    client (kept: a client is closed once it is collected)."""
+    due = Deadline.of(DECLARED_DEADLINE).first_after(time.time())
+    with deadline_clock(lambda: due - 6 * 3600):
+        job = tick(pipeline=LATE_DECLARED, day=DAY).submit.batch
+    assert job is not None
+    client = emu.client()
+    client.batches.cancel(name=job)
+    return job, due, client
+
+
 def test_the_reconcile_flow_settles_a_job_the_deadline_cancelled_as_the_tick_does(
     night: dict[str, Any],
 ) -> None:
@@ -178,13 +194,8 @@ def test_the_reconcile_flow_settles_a_job_the_deadline_cancelled_as_the_tick_doe
     (which two cut-off direct calls would park); the next tick sends them directly."""
     emu = night["emulator"]
     emu.set_scenario({"batch_polls_to_complete": 1000, "batch_partial_output": 0.5})
-    spec, name = "tests.batch.deadline_pipelines:late_declared", "late_declared"
-    due = Deadline.of(DECLARED_DEADLINE).first_after(time.time())
-    with deadline_clock(lambda: due - 6 * 3600):
-        job = tick(pipeline=spec, day=DAY).submit.batch
-    assert job is not None
-    client = emu.client()  # kept: a client is closed once it is collected
-    client.batches.cancel(name=job)
+    spec, name = LATE_DECLARED, "late_declared"
+    job, due, _client = _declared_job_cancelled_by_hand(emu)
     assert reconcile(job_name=job)["reconciled"] == 1
     rows = run_ledger().jobs(pipeline=name)
     failed = Counter(j.error_class for j in rows if j.status == Status.RETRYABLE)
@@ -258,13 +269,8 @@ def test_the_reconcile_flow_leaves_a_cancelled_job_whose_file_is_late(
             "batch_output_delay_polls": 2,
         }
     )
-    spec, name = "tests.batch.deadline_pipelines:late_declared", "late_declared"
-    due = Deadline.of(DECLARED_DEADLINE).first_after(time.time())
-    with deadline_clock(lambda: due - 6 * 3600):
-        job = tick(pipeline=spec, day=DAY).submit.batch
-    assert job is not None
-    client = emu.client()  # kept: a client is closed once it is collected
-    client.batches.cancel(name=job)
+    spec, name = LATE_DECLARED, "late_declared"
+    job, due, _client = _declared_job_cancelled_by_hand(emu)
     report = reconcile(job_name=job)
     assert (report["state"], report["reconciled"]) == ("CANCELLED", 0)
     assert {j.status for j in run_ledger().jobs(pipeline=name)} == {Status.SUBMITTED}
